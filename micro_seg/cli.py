@@ -1,0 +1,147 @@
+"""Command-line interface (see ``../shared/CONTRACT.md`` for the stable contract).
+
+Each sub-command lives in its own module under :mod:`micro_seg.commands` and
+exposes ``register(subparsers)``; the parser it adds sets ``func`` to a callable
+``func(args) -> dict | int``.  A returned ``dict`` is the command's result: it is
+printed as one JSON object with ``--json`` or as readable text otherwise.
+
+Exit codes: 0 success, 2 bad usage or bad input (one line on stderr naming the
+file and the problem), 3 a batch finished with failed images, 1 an internal
+error (a bug: one line, plus the traceback only with ``--debug``).
+
+Examples
+--------
+>>> from micro_seg.cli import main
+>>> main(["--version"])  # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import pkgutil
+import sys
+import traceback
+from typing import Any, Sequence
+
+from micro_seg import __version__
+from micro_seg.errors import MicroSegError
+
+__all__ = ["main", "build_parser", "to_jsonable"]
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_BATCH_FAILED = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse parser whose usage errors are one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and non-finite floats to JSON types.
+
+    NaN and infinities become ``None`` (JSON has no NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_jsonable({"a": np.float32(1.5), "b": float("nan"), "c": (1, 2)})
+    {'a': 1.5, 'b': None, 'c': [1, 2]}
+    """
+    import numpy as np
+    from pathlib import PurePath
+
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, PurePath):
+        return str(obj)
+    return obj
+
+
+def _print_human(result: dict, indent: str = "") -> None:
+    for key, value in result.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_human(value, indent + "  ")
+        elif isinstance(value, float):
+            print(f"{indent}{key}: {value:.6g}")
+        else:
+            print(f"{indent}{key}: {value}")
+
+
+def _command_modules() -> list[str]:
+    import micro_seg.commands as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every sub-command registered."""
+    parser = _Parser(
+        prog="micro-seg",
+        description="Segment and measure micrographs of materials (ASTM E112/E1382/E930/E562).",
+    )
+    parser.add_argument("--version", action="version", version=f"micro-seg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _command_modules():
+        module = importlib.import_module(f"micro_seg.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code instead of exiting (testable)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help/--version/usage errors
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        result = args.func(args)
+    except MicroSegError as exc:
+        print(f"micro-seg: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("micro-seg: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("micro-seg: error: out of memory (try a smaller image or fewer workers)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # a bug: one line, never a traceback unless asked
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"micro-seg: internal error: {type(exc).__name__}: {exc} (re-run with --debug)", file=sys.stderr)
+        return EXIT_INTERNAL
+    if isinstance(result, int):
+        return result
+    code = EXIT_OK
+    if isinstance(result, dict) and "_exit_code" in result:
+        code = int(result.pop("_exit_code"))
+    if result is not None:
+        if getattr(args, "json", False):
+            print(json.dumps(to_jsonable(result)))
+        else:
+            _print_human(to_jsonable(result))
+    return code
+
+
+def main_entry() -> None:
+    """Console-script entry point: ``sys.exit(main())``."""
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Shared pytest fixtures.
+
+Tests never need ``../shared`` (a user's fresh clone has none): tests marked
+``shared_data`` are skipped when the datasets folder is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("MICRO_SEG_SHARED", REPO_ROOT.parent / "shared")) / "datasets"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """Path to ``../shared/datasets``; skips the test when it is absent."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip("../shared/datasets is not present (fresh clone)")
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+def pytest_collection_modifyitems(config, items):
+    if SHARED_DATASETS.is_dir():
+        return
+    skip = pytest.mark.skip(reason="../shared/datasets is not present (fresh clone)")
+    for item in items:
+        if "shared_data" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,40 @@
+"""The CLI core: exit codes, one-line errors, JSON conversion."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+
+from micro_seg import __version__
+from micro_seg.cli import main, to_jsonable
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_unknown_command_is_usage_error_exit_2(capsys):
+    assert main(["no-such-command"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+
+
+def test_no_command_prints_help_exit_2(capsys):
+    assert main([]) == 2
+
+
+def test_to_jsonable_handles_numpy_and_nan():
+    out = to_jsonable({"a": np.int64(3), "b": np.array([1.5, np.nan]), "c": math.inf})
+    assert out == {"a": 3, "b": [1.5, None], "c": None}
+    json.dumps(out, allow_nan=False)
+
+
+def test_python_m_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "micro_seg", "--version"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert __version__ in out.stdout

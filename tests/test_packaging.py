@@ -1,0 +1,39 @@
+"""A wheel built from the repo must carry models/ and sample_images/ (they are easy to lose)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tracked(folder: str) -> list[str]:
+    out = subprocess.run(["git", "ls-files", folder], cwd=REPO, capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip("not a git checkout")
+    return [line for line in out.stdout.splitlines() if line and not line.endswith(".gitkeep")]
+
+
+@pytest.mark.slow
+def test_wheel_contains_models_and_sample_images(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheels = list(tmp_path.glob("micro_seg-*.whl"))
+    assert len(wheels) == 1
+    names = set(zipfile.ZipFile(wheels[0]).namelist())
+    assert "napari_plugin/napari.yaml" in names
+    assert "micro_seg/cli.py" in names
+    for folder in ("models", "sample_images"):
+        files = _tracked(folder)
+        assert files, f"{folder}/ has no tracked files"
+        for f in files:
+            rel = Path(f).relative_to(folder).as_posix()
+            assert f"micro_seg/_bundled/{folder}/{rel}" in names, f"{f} missing from the wheel"
