@@ -37,3 +37,19 @@ def test_wheel_contains_models_and_sample_images(tmp_path):
         for f in files:
             rel = Path(f).relative_to(folder).as_posix()
             assert f"micro_seg/_bundled/{folder}/{rel}" in names, f"{f} missing from the wheel"
+
+
+def _readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("```bash", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.strip().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_starts_with_two_commands_and_ci_runs_the_test_one():
+    cmds = _readme_commands()
+    assert len(cmds) == 2, cmds
+    setup_and_run, setup_and_test = cmds
+    assert "sample_images" in setup_and_run and "python3 -m venv .venv" in setup_and_run
+    assert "pytest" in setup_and_test
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert setup_and_test in ci.splitlines(), "the README test command and .ci/run have drifted apart"
