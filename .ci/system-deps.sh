@@ -14,5 +14,5 @@ done
 command -v apt-get >/dev/null || { echo "system-deps: not a Debian/Ubuntu system; install Xvfb + Mesa GL + Qt xcb libs by hand: ${missing[*]}" >&2; exit 0; }
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
