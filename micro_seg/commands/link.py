@@ -1,0 +1,43 @@
+"""``micro-seg link RESULTS PROPERTIES --on COLUMN``: join measurements to a property table and fit."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "link",
+        help="join batch results to a property table and fit Hall-Petch / hardness / linear relations",
+        description="Aggregate batch results per sample (mean, 95%% CI), join them to a property table "
+        "(CSV/XLSX/Parquet) on a sample-id column and fit a structure -> property relation.",
+    )
+    p.add_argument("results", help="batch output folder or its images.csv")
+    p.add_argument("properties", help="property table: .csv, .tsv, .xlsx or .parquet")
+    p.add_argument("--on", required=True, help="sample-id column of the property table")
+    p.add_argument("--relation", default="hall-petch", choices=["hall-petch", "hardness", "linear"])
+    p.add_argument("--property", default=None, help="property column to fit (unit in its name, e.g. yield_strength_MPa)")
+    p.add_argument("--d", default="mean_intercept_um", help="grain-size column used as d (default: mean lineal intercept)")
+    p.add_argument("--map", dest="mapping", default="folder",
+                   help="image -> sample mapping: folder (default), stem, regex:<pattern>, column:<name>")
+    p.add_argument("--predictors", default=None, help="comma-separated predictor columns for --relation linear")
+    p.add_argument("--plot", default=None, help="write the relation plot to this PNG")
+    p.add_argument("--out-table", default=None, help="write the joined per-sample table to this CSV")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from micro_seg.properties import link
+    from micro_seg.properties.plots import plot_hall_petch
+
+    predictors = [c.strip() for c in args.predictors.split(",")] if args.predictors else None
+    result = link(args.results, args.properties, on=args.on, relation=args.relation, property=args.property,
+                  d=args.d, mapping=args.mapping, predictors=predictors)
+    out = dict(result.summary)
+    if args.plot:
+        out["plot"] = str(plot_hall_petch(result, args.plot))
+    if args.out_table:
+        result.samples.to_csv(args.out_table, index=False)
+        out["table"] = args.out_table
+    return out

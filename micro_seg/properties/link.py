@@ -1,0 +1,202 @@
+"""Join batch results to a property table per sample and fit structure -> property relations.
+
+Nothing is dropped silently: failed images, images whose sample key cannot be
+derived, result samples without a property row and property rows without
+images are all returned (and the CLI prints them).
+
+Examples
+--------
+>>> # link("results/", "properties.csv", on="sample_id")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from micro_seg.errors import PropertyTableError
+from micro_seg.properties.hall_petch import RELATIONS, fit_hall_petch
+from micro_seg.properties.regression import fit_linear
+from micro_seg.properties.tables import numeric_column, parse_unit, read_property_table, read_results, sample_keys
+
+__all__ = ["LinkResult", "aggregate_samples", "link", "choose_property"]
+
+GRAIN_SIZE_COLUMNS = ("mean_intercept_um", "mean_ecd_um", "mean_diameter_um")
+
+
+@dataclass
+class LinkResult:
+    """Joined per-sample table, the fit, and everything that did not match."""
+
+    samples: pd.DataFrame
+    fit: object | None
+    summary: dict
+    property_column: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def aggregate_samples(df: pd.DataFrame, keys: pd.Series, column: str, *, source: str = "results") -> pd.DataFrame:
+    """Per-sample field statistics of ``column``: n, mean, s, 95% CI (Student t), %RA, standard error."""
+    values = numeric_column(df, column, source=source)
+    frame = pd.DataFrame({"sample": keys.to_numpy(), "v": values})
+    frame = frame[frame["sample"].notna()]
+    if frame["v"].isna().any():
+        missing = sorted(set(frame.loc[frame["v"].isna(), "sample"].astype(str)))
+        raise PropertyTableError(
+            f"{source}: {column} is missing for images of sample(s) {', '.join(missing)} "
+            "(uncalibrated images give no grain size in micrometres: re-run with --pixel-size)"
+        )
+    rows = []
+    for key, grp in frame.groupby("sample", sort=True):
+        v = grp["v"].to_numpy()
+        n = len(v)
+        mean = float(v.mean())
+        s = float(v.std(ddof=1)) if n > 1 else float("nan")
+        ci = float(stats.t.ppf(0.975, n - 1) * s / np.sqrt(n)) if n > 1 else float("nan")
+        rows.append({
+            "sample": str(key), "n_fields": n, column: mean, f"{column}_sd": s,
+            f"{column}_ci95": ci, f"{column}_se": s / np.sqrt(n) if n > 1 else float("nan"),
+            f"{column}_pct_ra": 100.0 * ci / mean if n > 1 and mean else float("nan"),
+        })
+    return pd.DataFrame(rows)
+
+
+def choose_property(props: pd.DataFrame, relation: str, name: str | None, *, exclude: set[str], source: str) -> tuple[str, str]:
+    """Pick the property column (and its unit) to fit; refuse a column without a unit."""
+    if name is not None:
+        if name not in props.columns:
+            raise PropertyTableError(f"{source}: no property column {name!r}; columns are: {', '.join(props.columns)}")
+        _, unit = parse_unit(name)
+        if unit is None:
+            raise PropertyTableError(
+                f"{source}: property column {name!r} has no unit; name it like 'yield_strength_MPa' or 'yield strength [MPa]'"
+            )
+        return name, unit
+    hint = {"hall-petch": ("yield", "proof", "rp0"), "hardness": ("hard", "hv")}.get(relation, ())
+    candidates = [c for c in props.columns if c not in exclude and any(h in c.lower() for h in hint)]
+    if len(candidates) != 1:
+        raise PropertyTableError(
+            f"{source}: cannot tell which column to fit (candidates: {candidates or 'none'}); name it with --property"
+        )
+    return choose_property(props, relation, candidates[0], exclude=exclude, source=source)
+
+
+def link(
+    results: str | Path,
+    properties: str | Path,
+    *,
+    on: str,
+    relation: str = "hall-petch",
+    property: str | None = None,
+    d: str = "mean_intercept_um",
+    mapping: str = "folder",
+    predictors: list[str] | None = None,
+) -> LinkResult:
+    """Aggregate batch results per sample, join them to a property table and fit a relation.
+
+    Parameters
+    ----------
+    results : path
+        Batch output folder or its ``images.csv``.
+    properties : path
+        Property table (CSV/XLSX/Parquet).
+    on : str
+        The property table's sample-id column.
+    relation : {"hall-petch", "hardness", "linear"}
+        ``linear`` fits the property on ``predictors`` (columns of the joined
+        table: structure measures and processing columns) with a
+        leave-one-out cross-validated error.
+    d : str
+        Grain-size column of the results used as d (mean lineal intercept by default).
+    mapping : str
+        How an image is assigned to a sample (see :func:`sample_keys`).
+    """
+    if relation not in (*RELATIONS, "linear"):
+        raise PropertyTableError(f"unknown relation {relation!r}; choose hall-petch, hardness or linear")
+    res, res_source = read_results(results)
+    props = read_property_table(properties)
+    psource = str(properties)
+    if on not in props.columns:
+        raise PropertyTableError(f"{psource}: no sample-id column {on!r}; columns are: {', '.join(props.columns)}")
+    ids = props[on]
+    if ids.isna().any():
+        rows = [int(i) + 2 for i in np.flatnonzero(ids.isna().to_numpy())]
+        raise PropertyTableError(f"{psource}: empty sample id in column {on!r} at row(s) {rows}")
+    ids = ids.astype(str).str.strip()
+    dup = sorted(set(ids[ids.duplicated()]))
+    if dup:
+        raise PropertyTableError(f"{psource}: duplicated sample id(s) in column {on!r}: {', '.join(dup)}")
+    props = props.assign(**{on: ids})
+
+    failed = []
+    if "status" in res.columns:
+        bad = res["status"].astype(str) != "ok"
+        failed = res.loc[bad, "path"].astype(str).tolist() if "path" in res.columns else []
+        res = res[~bad]
+    if res.empty:
+        raise PropertyTableError(f"{res_source}: no successfully processed images to link")
+    keys = sample_keys(res, mapping=mapping, source=res_source)
+    unmapped = res.loc[keys.isna(), "path"].astype(str).tolist() if "path" in res.columns else []
+    columns = [d] + [c for c in (predictors or []) if c in res.columns and c != d]
+    agg = aggregate_samples(res, keys, d, source=res_source)
+    for extra in columns[1:]:
+        agg = agg.merge(aggregate_samples(res, keys, extra, source=res_source)[["sample", extra]], on="sample")
+
+    result_ids, prop_ids = set(agg["sample"]), set(props[on])
+    joined = agg.merge(props, left_on="sample", right_on=on, how="inner")
+    summary: dict = {
+        "n_matched": int(len(joined)),
+        "unmatched": sorted((result_ids - prop_ids) | (prop_ids - result_ids)),
+        "unmatched_results": sorted(result_ids - prop_ids),
+        "unmatched_properties": sorted(prop_ids - result_ids),
+        "failed_images": failed,
+        "unmapped_images": unmapped,
+        "d": d,
+        "mapping": mapping,
+    }
+    warnings = []
+    if summary["unmatched"]:
+        warnings.append(f"{len(summary['unmatched'])} sample id(s) matched on one side only: {', '.join(summary['unmatched'])}")
+    if joined.empty:
+        raise PropertyTableError(
+            f"no sample of {res_source} matches column {on!r} of {psource} "
+            f"(results have {sorted(result_ids)[:5]}, the table has {sorted(prop_ids)[:5]})"
+        )
+
+    prop_col, unit = choose_property(props, relation if relation != "linear" else "hall-petch", property,
+                                     exclude={on}, source=psource)
+    y = numeric_column(joined, prop_col, source=psource, id_column=on)
+    keep = np.isfinite(y)
+    if not keep.all():
+        warnings.append(f"{int((~keep).sum())} matched sample(s) have no {prop_col} value and are not fitted: "
+                        f"{', '.join(joined.loc[~keep, 'sample'])}")
+    fitted = joined[keep]
+    if relation == "linear":
+        names = predictors or [d]
+        x = np.column_stack([numeric_column(fitted, c, source="joined table") for c in names])
+        fit = fit_linear(x, y[keep], names=names)
+        ci = fit.ci95()
+        summary["fit"] = {
+            "relation": "linear", "property": prop_col, "coefficients": dict(zip(fit.names, fit.coef.tolist())),
+            "ci95": dict(zip(fit.names, ci.tolist())), "r2": fit.r2, "cv_rmse": fit.cv_rmse,
+            "residual_std": fit.resid_std, "n": fit.n, "units": {"property": unit},
+        }
+        pred = fit.predict(x)
+    else:
+        se_col = f"{d}_se"
+        d_se = fitted[se_col].to_numpy() if se_col in fitted and np.all(np.isfinite(fitted[se_col])) else None
+        fit = fit_hall_petch(fitted[d].to_numpy(), y[keep], relation=relation, d=d,
+                             property_name=parse_unit(prop_col)[0], property_unit=unit, d_se_um=d_se)
+        summary["fit"] = fit.as_dict()
+        pred = fit.predict(fitted[d].to_numpy(), d_se_um=d_se)
+    joined = joined.copy()
+    joined["predicted"] = np.nan
+    joined["predicted_ci95"] = np.nan
+    joined.loc[keep, "predicted"] = pred["mean"]
+    joined.loc[keep, "predicted_ci95"] = pred["ci95"]
+    summary["warnings"] = warnings
+    return LinkResult(samples=joined, fit=fit, summary=summary, property_column=prop_col, warnings=warnings)

@@ -1,0 +1,95 @@
+"""Plots of structure -> property relations (PNG), without pyplot or any GUI backend.
+
+Examples
+--------
+>>> # plot_hall_petch(result, "hall_petch.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["hall_petch_figure", "plot_hall_petch", "structure_vs_processing_figure", "save_figure"]
+
+
+def _figure(size=(6.0, 4.2)):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, dpi=110, layout="constrained")
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a figure to PNG atomically (temporary file + rename)."""
+    import os
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    FigureCanvasAgg(fig)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def hall_petch_figure(link_result, *, fig=None):
+    """Property vs d^-1/2 with the fit, its 95% confidence band and the 95% prediction band."""
+    from micro_seg.properties.hall_petch import HallPetchFit, hall_petch_x
+
+    fit = link_result.fit
+    samples = link_result.samples
+    fig = fig or _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    y = samples[link_result.property_column].to_numpy(dtype=float)
+    if isinstance(fit, HallPetchFit):
+        d = samples[fit.d].to_numpy(dtype=float)
+        x = hall_petch_x(d)
+        xerr = None
+        if f"{fit.d}_ci95" in samples:
+            ci = samples[f"{fit.d}_ci95"].to_numpy(dtype=float)
+            ci = np.where(np.isfinite(ci), ci, 0.0)
+            xerr = np.abs(np.vstack([hall_petch_x(np.maximum(d + ci, 1e-9)) - x, x - hall_petch_x(np.maximum(d - ci, 1e-6))]))
+            xerr = np.abs(xerr)
+        ax.errorbar(x, y, xerr=xerr, fmt="o", color="#1f4e79", ecolor="#7a9cc6", capsize=3, label="samples (95% CI of d)")
+        grid_d = np.geomspace(d.min() * 0.8, d.max() * 1.25, 100)
+        p = fit.predict(grid_d)
+        gx = hall_petch_x(grid_d)
+        ax.plot(gx, p["mean"], color="#c0392b",
+                label=f"{fit.property_name} = {fit.p0:.1f} + {fit.k:.3f}·d$^{{-1/2}}$")
+        ax.fill_between(gx, p["mean"] - p["ci95"], p["mean"] + p["ci95"], color="#c0392b", alpha=0.25, label="95% CI of fit")
+        ax.fill_between(gx, p["mean"] - p["pi95"], p["mean"] + p["pi95"], color="#c0392b", alpha=0.08, label="95% prediction")
+        ax.set_xlabel(f"d$^{{-1/2}}$ (m$^{{-1/2}}$), d = {fit.d}")
+        ax.set_ylabel(f"{fit.property_name} ({fit.property_unit})")
+        ax.set_title(f"Hall-Petch: k = {fit.k:.3f} ± {fit.k_ci95:.3f} {fit.units['k']}, n = {fit.linear.n}")
+    else:
+        ax.scatter(samples["predicted"], y, color="#1f4e79")
+        lim = [np.nanmin([samples["predicted"].min(), y.min()]), np.nanmax([samples["predicted"].max(), y.max()])]
+        ax.plot(lim, lim, color="grey", lw=1)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel(f"measured {link_result.property_column}")
+        ax.set_title("predicted vs measured")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def plot_hall_petch(link_result, path: str | Path) -> Path:
+    """Save :func:`hall_petch_figure` to ``path`` (PNG)."""
+    return save_figure(hall_petch_figure(link_result), path)
+
+
+def structure_vs_processing_figure(link_result, processing_column: str, *, fig=None):
+    """Grain size (with its 95% CI) against a processing column of the property table."""
+    samples = link_result.samples
+    d = link_result.summary["d"]
+    fig = fig or _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ci = samples.get(f"{d}_ci95")
+    ax.errorbar(samples[processing_column], samples[d], yerr=None if ci is None else np.nan_to_num(ci.to_numpy(dtype=float)),
+                fmt="o", color="#1f4e79", capsize=3)
+    ax.set_xlabel(processing_column)
+    ax.set_ylabel(d)
+    ax.grid(alpha=0.3)
+    return fig

@@ -1,0 +1,157 @@
+"""Property tables and batch results: reading, units, sample matching.
+
+Property tables (CSV, XLSX, Parquet) have one row per sample: a sample-id
+column, optional processing columns (anneal temperature, time, ...) and
+property columns whose unit is part of the column name —
+``yield_strength_MPa``, ``yield strength [MPa]``, ``hardness (HV)``.  A
+property column without a recognisable unit is refused: numbers without
+units are how wrong conclusions are drawn.
+
+Examples
+--------
+>>> parse_unit("yield_strength [MPa]")
+('yield_strength', 'MPa')
+>>> parse_unit("hardness_HV10")
+('hardness', 'HV10')
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from micro_seg.errors import InputFileNotFoundError, PropertyTableError
+
+__all__ = ["read_property_table", "parse_unit", "numeric_column", "read_results", "sample_keys"]
+
+KNOWN_UNITS = (
+    "MPa", "GPa", "kPa", "Pa", "ksi", "psi", "N/mm2", "N/mm^2",
+    "HV", "HV0.1", "HV0.5", "HV1", "HV5", "HV10", "HV30", "HRC", "HRB", "HB", "HBW",
+    "J", "J/cm2", "%", "pct", "um", "mm", "nm", "degC", "C", "K", "h", "min", "s",
+    "MPa*m^0.5", "MPa·m^0.5", "W/mK", "uOhm*cm",
+)
+_BRACKET = re.compile(r"^(?P<name>.*?)\s*[\[(](?P<unit>[^\])]+)[\])]\s*$")
+
+
+def parse_unit(column: str) -> tuple[str, str | None]:
+    """Split a column name into (name, unit); unit is None when none is recognisable."""
+    col = str(column).strip()
+    m = _BRACKET.match(col)
+    if m:
+        return m.group("name").strip(" _"), m.group("unit").strip()
+    for unit in sorted(KNOWN_UNITS, key=len, reverse=True):
+        for sep in ("_", " "):
+            if col.endswith(sep + unit):
+                return col[: -len(unit) - 1].strip(" _"), unit
+    return col, None
+
+
+def read_property_table(path: str | Path) -> pd.DataFrame:
+    """Read a property table (.csv, .tsv, .xlsx, .parquet); refuse empty or unreadable ones."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileNotFoundError(f"{path}: property table not found")
+    if path.is_dir():
+        raise PropertyTableError(f"{path}: is a folder, expected a CSV, XLSX or Parquet table")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".txt"):
+            df = pd.read_csv(path)
+        elif suffix == ".tsv":
+            df = pd.read_csv(path, sep="\t")
+        elif suffix in (".xlsx", ".xlsm"):
+            df = pd.read_excel(path)
+        elif suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            raise PropertyTableError(f"{path}: unsupported table format {suffix!r}; use .csv, .tsv, .xlsx or .parquet")
+    except PropertyTableError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise PropertyTableError(f"{path}: the table is empty") from exc
+    except ImportError as exc:
+        raise PropertyTableError(f"{path}: reading {suffix} needs an extra package ({exc})") from exc
+    except Exception as exc:  # parser errors of the three formats differ
+        raise PropertyTableError(f"{path}: cannot read the table ({type(exc).__name__}: {exc})") from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    if df.empty or len(df.columns) == 0:
+        raise PropertyTableError(f"{path}: the table has no data rows")
+    return df
+
+
+def numeric_column(df: pd.DataFrame, column: str, *, source: str = "table", id_column: str | None = None) -> np.ndarray:
+    """Column as floats; a non-numeric cell is an error naming the row and the value."""
+    if column not in df.columns:
+        raise PropertyTableError(f"{source}: no column {column!r}; columns are: {', '.join(map(str, df.columns))}")
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & df[column].notna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        who = f"sample {df[id_column].iloc[i]!r}" if id_column and id_column in df.columns else f"row {i + 2}"
+        raise PropertyTableError(
+            f"{source}: column {column!r} has a non-numeric cell {df[column].iloc[i]!r} at {who} ({int(bad.sum())} such cells)"
+        )
+    return values.to_numpy(dtype=float)
+
+
+def read_results(results: str | Path) -> tuple[pd.DataFrame, str]:
+    """Read batch results: a batch output folder, its images.csv or specimens.csv.
+
+    Returns the per-image table (``images.csv``) and its source path: samples
+    are aggregated from the fields (images) so every CI is computed the same way.
+    Failed images are kept out of the numbers but are reported by the caller.
+    """
+    results = Path(results)
+    if results.is_dir():
+        candidate = results / "images.csv"
+        if not candidate.exists():
+            raise InputFileNotFoundError(f"{results}: no images.csv in this folder (is it a micro-seg batch output?)")
+        results = candidate
+    if not results.exists():
+        raise InputFileNotFoundError(f"{results}: results table not found")
+    try:
+        df = pd.read_csv(results)
+    except pd.errors.EmptyDataError as exc:
+        raise PropertyTableError(f"{results}: the results table is empty") from exc
+    if df.empty:
+        raise PropertyTableError(f"{results}: the results table has no rows")
+    return df, str(results)
+
+
+def sample_keys(df: pd.DataFrame, *, mapping: str = "folder", source: str = "results") -> pd.Series:
+    """The sample key of each result row.
+
+    mapping:
+      ``"folder"`` — the ``specimen`` column if present, else the image's parent folder name;
+      ``"stem"`` — the image file name without extension;
+      ``"regex:<pattern>"`` — the first capture group (or whole match) of the pattern searched in the path;
+      ``"column:<name>"`` — a column of the results table.
+    """
+    if mapping == "folder":
+        if "specimen" in df.columns:
+            return df["specimen"].astype(str)
+        return df["path"].map(lambda p: Path(str(p)).parent.name)
+    if mapping == "stem":
+        return df["path"].map(lambda p: Path(str(p)).stem)
+    if mapping.startswith("regex:"):
+        try:
+            pattern = re.compile(mapping[len("regex:"):])
+        except re.error as exc:
+            raise PropertyTableError(f"invalid sample regex {mapping[6:]!r}: {exc}") from exc
+
+        def key(p: str) -> str | None:
+            m = pattern.search(str(p))
+            if not m:
+                return None
+            return m.group(1) if m.groups() else m.group(0)
+
+        return df["path"].map(key)
+    if mapping.startswith("column:"):
+        col = mapping[len("column:"):]
+        if col not in df.columns:
+            raise PropertyTableError(f"{source}: no column {col!r} to map samples from")
+        return df[col].astype(str)
+    raise PropertyTableError(f"unknown sample mapping {mapping!r}; use folder, stem, regex:<pattern> or column:<name>")

@@ -1,0 +1,223 @@
+"""Structure -> property linking: known-answer fits, coverage of CIs, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from micro_seg.cli import main
+from micro_seg.errors import PropertyTableError
+from micro_seg.properties import (
+    fit_hall_petch, fit_linear, link, loo_cv_rmse, parse_unit, predict_from_reference,
+)
+
+S0, K, NOISE = 80.0, 0.65, 6.0  # MPa, MPa m^0.5, MPa
+
+
+def _draw(rng, n=8):
+    d = np.geomspace(4.0, 120.0, n)  # um
+    y = S0 + K * (d * 1e-6) ** -0.5 + rng.normal(0, NOISE, n)
+    return d, y
+
+
+def test_fit_recovers_known_constants_exactly_without_noise():
+    d = np.array([3.0, 8.0, 20.0, 60.0, 150.0])
+    fit = fit_hall_petch(d, S0 + K * (d * 1e-6) ** -0.5)
+    assert fit.p0 == pytest.approx(S0, abs=1e-8)
+    assert fit.k == pytest.approx(K, abs=1e-10)
+    assert fit.units["k"] == "MPa·m^0.5"
+
+
+def test_confidence_intervals_cover_truth_about_95_percent():
+    rng = np.random.default_rng(12345)
+    draws = 600
+    hit_s0 = hit_k = 0
+    for _ in range(draws):
+        d, y = _draw(rng)
+        fit = fit_hall_petch(d, y)
+        hit_s0 += abs(fit.p0 - S0) <= fit.p0_ci95
+        hit_k += abs(fit.k - K) <= fit.k_ci95
+    assert 0.92 <= hit_s0 / draws <= 0.98
+    assert 0.92 <= hit_k / draws <= 0.98
+
+
+def test_prediction_interval_covers_new_observations_about_95_percent():
+    rng = np.random.default_rng(7)
+    hits, draws = 0, 600
+    for _ in range(draws):
+        d, y = _draw(rng)
+        fit = fit_hall_petch(d, y)
+        d_new = 30.0
+        y_new = S0 + K * (d_new * 1e-6) ** -0.5 + rng.normal(0, NOISE)
+        p = fit.predict(d_new)
+        hits += abs(p["mean"][0] - y_new) <= p["pi95"][0]
+    assert 0.92 <= hits / draws <= 0.98
+
+
+def test_grain_size_uncertainty_widens_the_prediction():
+    d, y = _draw(np.random.default_rng(1))
+    fit = fit_hall_petch(d, y)
+    no_unc = fit.predict(10.0)["ci95"][0]
+    with_unc = fit.predict(10.0, d_se_um=1.0)["ci95"][0]
+    # first-order propagation: extra variance (k * 0.5 d^-3/2 se_d)^2, d and se in metres
+    extra = (fit.k * 0.5 * (10e-6) ** -1.5 * 1e-6) ** 2
+    assert with_unc == pytest.approx(fit.linear.t95 * np.sqrt((no_unc / fit.linear.t95) ** 2 + extra), rel=1e-9)
+
+
+def test_loo_cv_matches_brute_force():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 2))
+    y = 1 + x @ np.array([2.0, -1.0]) + rng.normal(0, 0.3, 12)
+    errs = []
+    for i in range(12):
+        m = np.ones(12, bool)
+        m[i] = False
+        f = fit_linear(x[m], y[m])
+        errs.append(f.predict(x[i : i + 1])["mean"][0] - y[i])
+    assert loo_cv_rmse(x, y) == pytest.approx(np.sqrt(np.mean(np.square(errs))), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "col, expected",
+    [("yield_strength_MPa", ("yield_strength", "MPa")), ("yield strength [MPa]", ("yield strength", "MPa")),
+     ("hardness (HV10)", ("hardness", "HV10")), ("hardness_HV", ("hardness", "HV")), ("yield", ("yield", None))],
+)
+def test_parse_unit(col, expected):
+    assert parse_unit(col) == expected
+
+
+def test_reference_prediction_brackets_and_warns_outside_range():
+    r = predict_from_reference("Low carbon steel", 20.0)
+    x = (20e-6) ** -0.5
+    assert r["yield_strength_MPa_low"] == pytest.approx(50 + 0.55 * x)
+    assert r["yield_strength_MPa_high"] == pytest.approx(100 + 0.80 * x)
+    assert not r["warnings"]
+    assert predict_from_reference("copper", 2000.0)["warnings"]
+    with pytest.raises(PropertyTableError, match="known:"):
+        predict_from_reference("unobtainium", 10.0)
+
+
+# ---------------------------------------------------------------- linking tables
+
+
+def _write_results(tmp_path, specimens: dict[str, float], fields=5, seed=0, extra_rows=()):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for spec, d in specimens.items():
+        for f in range(fields):
+            rows.append({"path": f"in/{spec}/field{f}.tif", "status": "ok", "error": "",
+                         "mean_intercept_um": d * (1 + rng.normal(0, 0.03))})
+    rows.extend(extra_rows)
+    out = tmp_path / "results"
+    out.mkdir()
+    pd.DataFrame(rows).to_csv(out / "images.csv", index=False)
+    return out
+
+
+SPECS = {"A": 6.0, "B": 12.0, "C": 25.0, "D": 50.0, "E": 100.0}
+
+
+def _props(tmp_path, ids=None, name="props.csv", col="yield_strength_MPa", values=None):
+    ids = list(SPECS) if ids is None else ids
+    vals = values if values is not None else [S0 + K * (SPECS.get(i, 30.0) * 1e-6) ** -0.5 for i in ids]
+    df = pd.DataFrame({"sample_id": ids, "anneal_C": [600 + 50 * i for i in range(len(ids))], col: vals})
+    path = tmp_path / name
+    if name.endswith(".xlsx"):
+        df.to_excel(path, index=False)
+    elif name.endswith(".parquet"):
+        df.to_parquet(path)
+    else:
+        df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("name", ["props.csv", "props.xlsx", "props.parquet"])
+def test_link_end_to_end_recovers_constants(tmp_path, name):
+    res = _write_results(tmp_path, SPECS)
+    r = link(res, _props(tmp_path, name=name), on="sample_id")
+    assert r.summary["n_matched"] == 5 and r.summary["unmatched"] == []
+    fit = r.summary["fit"]
+    assert fit["d"] == "mean_intercept_um" and fit["units"]["k"] == "MPa·m^0.5"
+    assert abs(fit["k"] - K) <= fit["k_ci95"] + 0.05
+    assert set(r.samples["n_fields"]) == {5}
+    assert (r.samples["mean_intercept_um_ci95"] > 0).all()
+
+
+def test_link_reports_unmatched_and_failed_instead_of_dropping(tmp_path):
+    res = _write_results(tmp_path, SPECS, extra_rows=[{"path": "in/F/x.tif", "status": "failed", "error": "corrupt",
+                                                        "mean_intercept_um": np.nan}])
+    r = link(res, _props(tmp_path, ids=["A", "B", "C", "D", "Z"]), on="sample_id")
+    assert r.summary["n_matched"] == 4
+    assert r.summary["unmatched_results"] == ["E"]
+    assert r.summary["unmatched_properties"] == ["Z"]
+    assert r.summary["failed_images"] == ["in/F/x.tif"]
+    assert r.warnings
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("duplicate", "duplicated sample id"),
+        ("no_unit", "has no unit"),
+        ("non_numeric", "non-numeric cell '~250'"),
+        ("empty", "empty"),
+        ("no_column", "no sample-id column"),
+        ("no_match", "no sample of"),
+    ],
+)
+def test_link_errors_are_clear(tmp_path, case, message):
+    res = _write_results(tmp_path, SPECS)
+    kwargs = {"on": "sample_id"}
+    if case == "duplicate":
+        props = _props(tmp_path, ids=["A", "B", "B", "C", "D"])
+    elif case == "no_unit":
+        props = _props(tmp_path, col="yield")
+        kwargs["property"] = "yield"
+    elif case == "non_numeric":
+        props = _props(tmp_path, values=[300, 250, "~250", 200, 180])
+    elif case == "empty":
+        props = tmp_path / "empty.csv"
+        props.write_text("")
+    elif case == "no_column":
+        props = _props(tmp_path)
+        kwargs["on"] = "sample"
+    else:
+        props = _props(tmp_path, ids=["X1", "X2", "X3"])
+    with pytest.raises(PropertyTableError, match=message):
+        link(res, props, **kwargs)
+
+
+def test_cli_link_json_and_plot(tmp_path, capsys):
+    res = _write_results(tmp_path, SPECS)
+    plot = tmp_path / "hp.png"
+    code = main(["link", str(res), str(_props(tmp_path)), "--on", "sample_id", "--plot", str(plot), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["n_matched"] == 5 and out["fit"]["relation"] == "hall-petch"
+    for key in ("sigma0", "sigma0_ci95", "k", "k_ci95", "units", "d"):
+        assert key in out["fit"]
+    assert plot.stat().st_size > 5000
+
+
+def test_cli_link_bad_input_exit_2(tmp_path, capsys):
+    res = _write_results(tmp_path, SPECS)
+    code = main(["link", str(res), str(tmp_path / "missing.csv"), "--on", "sample_id", "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.csv" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_linear_relation_with_processing_predictor(tmp_path):
+    res = _write_results(tmp_path, SPECS)
+    r = link(res, _props(tmp_path), on="sample_id", relation="linear", predictors=["anneal_C"])
+    assert r.summary["fit"]["relation"] == "linear"
+    assert r.summary["fit"]["cv_rmse"] is not None
+
+
+def test_missing_property_value_is_reported_not_dropped_silently(tmp_path):
+    res = _write_results(tmp_path, SPECS)
+    r = link(res, _props(tmp_path, values=[300, 250, "n/a", 200, 180]), on="sample_id")
+    assert r.summary["fit"]["n"] == 4
+    assert any("C" in w and "not fitted" in w for w in r.warnings)
