@@ -1,0 +1,261 @@
+"""Segmentation network architectures known to micro-seg.
+
+One function, :func:`build_network`, maps an architecture name (as written in
+a model card) to a freshly initialised :class:`torch.nn.Module` that takes a
+``(N, in_channels, rows, cols)`` float tensor and returns ``(N, num_classes,
+rows, cols)`` logits.  Weights are never downloaded: smp encoders are built
+with ``encoder_weights=None``; trained weights come from the model folder.
+
+Architectures
+-------------
+``"msnet"``
+    micro-seg's own compact U-Net for CPU throughput: a thin full-resolution
+    stem, early stride-2 downsampling, plain 3x3 conv + BN + ReLU blocks,
+    ``depth`` levels, bilinear upsampling with skip concatenation and logits
+    at full resolution.  Keyword arguments: ``widths`` (channels per level,
+    first = full-resolution width), ``blocks`` (convs per encoder level).
+``"smp-unet-resnet18"``
+    ``segmentation_models_pytorch.Unet("resnet18", encoder_weights=None)``,
+    the reference baseline.
+``"smp:<Arch>:<encoder>"``
+    any segmentation-models-pytorch architecture / encoder pair, e.g.
+    ``"smp:UnetPlusPlus:resnet34"``; extra keyword arguments go to the smp
+    constructor.
+
+Examples
+--------
+>>> import torch
+>>> from micro_seg.nets import build_network, required_stride
+>>> net = build_network("msnet", in_channels=1, num_classes=2).eval()
+>>> with torch.inference_mode():
+...     out = net(torch.zeros(1, 1, 64, 96))
+>>> tuple(out.shape), required_stride(net)
+((1, 2, 64, 96), 16)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from micro_seg.errors import ModelError
+
+__all__ = [
+    "build_network",
+    "available_architectures",
+    "required_stride",
+    "count_gflops_per_mp",
+    "MSNet",
+]
+
+#: Preset variants of :class:`MSNet` usable as architecture names.
+MSNET_PRESETS: dict[str, dict[str, Any]] = {
+    "msnet": {"widths": (8, 16, 32, 64, 128), "blocks": (1, 1, 2, 2, 2)},
+    "msnet-s": {"widths": (8, 16, 32, 48, 64), "blocks": (1, 1, 1, 2, 2)},
+    "msnet-l": {"widths": (16, 32, 64, 96, 128), "blocks": (1, 1, 2, 2, 2)},
+}
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class MSNet(nn.Module):
+    """Compact U-Net for fast CPU segmentation.
+
+    Level 0 runs at full resolution with ``widths[0]`` channels; each further
+    level halves rows and cols (stride-2 conv) and uses ``widths[i]``
+    channels with ``blocks[i]`` 3x3 convs.  The decoder upsamples bilinearly,
+    concatenates the skip connection and fuses with one 3x3 conv per level.
+    The network's stride (the size every input side should be a multiple
+    of) is ``2 ** (len(widths) - 1)``.
+
+    Parameters
+    ----------
+    in_channels, num_classes : int
+        Input channels and output classes (logits).
+    widths : sequence of int
+        Channels per level, full resolution first.
+    blocks : sequence of int, optional
+        3x3 convs per encoder level (the stride-2 conv counts as the first).
+        Default: 1 for the first two levels, 2 for deeper ones (the preset's
+        value when ``widths`` has the preset's length).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = MSNet(3, 4, widths=(8, 16, 24), blocks=(1, 1, 1)).eval()
+    >>> net(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 4, 32, 32])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        widths: Sequence[int] = (8, 16, 32, 64, 128),
+        blocks: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if len(widths) < 2 or min(widths) < 1:
+            raise ModelError(f"msnet: widths must list >= 2 positive channel counts, got {widths}")
+        if blocks is None:
+            blocks = [1 if i < 2 else 2 for i in range(len(widths))]
+        blocks = [int(b) for b in blocks]
+        if len(blocks) != len(widths) or min(blocks) < 1:
+            raise ModelError(f"msnet: blocks {blocks} must have one entry >= 1 per width {widths}")
+        self.widths = widths
+        self.stride = 2 ** (len(widths) - 1)
+        enc = []
+        prev = in_channels
+        for level, (w, b) in enumerate(zip(widths, blocks)):
+            layers = [_conv_bn_relu(prev, w, stride=1 if level == 0 else 2)]
+            layers += [_conv_bn_relu(w, w) for _ in range(b - 1)]
+            enc.append(nn.Sequential(*layers))
+            prev = w
+        self.encoder = nn.ModuleList(enc)
+        dec = []
+        for level in range(len(widths) - 2, -1, -1):
+            dec.append(_conv_bn_relu(prev + widths[level], widths[level]))
+            prev = widths[level]
+        self.decoder = nn.ModuleList(dec)
+        self.head = nn.Conv2d(prev, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        skips.pop()
+        for fuse in self.decoder:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = fuse(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+def available_architectures() -> list[str]:
+    """Names accepted by :func:`build_network` (``smp:`` names are open-ended).
+
+    Examples
+    --------
+    >>> "msnet" in available_architectures()
+    True
+    """
+    return sorted(MSNET_PRESETS) + ["smp-unet-resnet18", "smp:<Arch>:<encoder>"]
+
+
+def build_network(arch: str, *, in_channels: int, num_classes: int, **arch_kwargs: Any) -> nn.Module:
+    """Build a randomly initialised segmentation network by name.
+
+    Parameters
+    ----------
+    arch : str
+        Architecture name, see the module docstring and
+        :func:`available_architectures`.
+    in_channels, num_classes : int
+        Input channels (1 grey, 3 RGB) and output classes.
+    **arch_kwargs
+        Architecture options (``widths``/``blocks`` for msnet; smp keyword
+        arguments for smp models).
+
+    Returns
+    -------
+    torch.nn.Module
+        Module mapping ``(N, in_channels, H, W)`` to ``(N, num_classes, H, W)``
+        logits.  Its ``stride`` attribute gives the side multiple inputs must
+        be padded to (see :func:`required_stride`).
+
+    Raises
+    ------
+    ModelError
+        Unknown architecture or invalid options (the message lists names).
+
+    Examples
+    --------
+    >>> net = build_network("msnet", in_channels=3, num_classes=3, widths=(8, 16, 24))
+    >>> net.stride
+    4
+    """
+    if in_channels < 1 or num_classes < 1:
+        raise ModelError(f"{arch}: in_channels ({in_channels}) and num_classes ({num_classes}) must be >= 1")
+    if arch in MSNET_PRESETS:
+        kwargs = {**MSNET_PRESETS[arch], **arch_kwargs}
+        if "widths" in arch_kwargs and "blocks" not in arch_kwargs:
+            if len(kwargs["blocks"]) != len(kwargs["widths"]):
+                kwargs["blocks"] = [1 if i < 2 else 2 for i in range(len(kwargs["widths"]))]
+        try:
+            return MSNet(in_channels, num_classes, **kwargs)
+        except TypeError as exc:
+            raise ModelError(f"{arch}: invalid architecture options {arch_kwargs}: {exc}") from exc
+    if arch == "smp-unet-resnet18":
+        return _build_smp("Unet", "resnet18", in_channels, num_classes, arch_kwargs)
+    if arch.startswith("smp:"):
+        parts = arch.split(":")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise ModelError(f"{arch}: smp architectures are written 'smp:<Arch>:<encoder>', e.g. 'smp:Unet:resnet34'")
+        return _build_smp(parts[1], parts[2], in_channels, num_classes, arch_kwargs)
+    raise ModelError(f"unknown architecture {arch!r}; available: {', '.join(available_architectures())}")
+
+
+def _build_smp(arch: str, encoder: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    cls = getattr(smp, arch, None)
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        names = [n for n in dir(smp) if isinstance(getattr(smp, n), type) and issubclass(getattr(smp, n), nn.Module)]
+        raise ModelError(f"smp:{arch}:{encoder}: unknown smp architecture {arch!r}; available: {', '.join(sorted(names))}")
+    kwargs = {k: v for k, v in kwargs.items() if k != "encoder_weights"}
+    try:
+        net = cls(encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes, **kwargs)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"smp:{arch}:{encoder}: cannot build: {exc}") from exc
+    depth = int(kwargs.get("encoder_depth", 5))
+    net.stride = 2**depth
+    return net
+
+
+def required_stride(net: nn.Module) -> int:
+    """Side multiple that inputs to ``net`` must be padded to (default 32).
+
+    Examples
+    --------
+    >>> required_stride(build_network("smp-unet-resnet18", in_channels=1, num_classes=2))
+    32
+    """
+    return int(getattr(net, "stride", 32))
+
+
+def count_gflops_per_mp(net: nn.Module, *, in_channels: int | None = None, size: int = 256) -> float:
+    """Forward-pass cost in GFLOP per megapixel (multiply-add = 2 FLOP).
+
+    Counted with :class:`torch.utils.flop_counter.FlopCounterMode` on one
+    ``size x size`` input and scaled to 10^6 pixels.
+
+    Examples
+    --------
+    >>> net = build_network("msnet", in_channels=1, num_classes=2)
+    >>> 1.0 < count_gflops_per_mp(net, in_channels=1) < 100.0
+    True
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if in_channels is None:
+        first = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+        in_channels = first.in_channels
+    was_training = net.training
+    net.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        net(torch.zeros(1, in_channels, size, size))
+    net.train(was_training)
+    return counter.get_total_flops() / (size * size) * 1e6 / 1e9

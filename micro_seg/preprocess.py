@@ -1,0 +1,234 @@
+"""Turn a micrograph of any dtype / bit depth into a network input.
+
+Training and inference both call :func:`to_network_input`, so a model always
+sees pixels prepared exactly as during training.  Two steps:
+
+1. **Channels** -- grey (2-D, ``(rows, cols, 1)``, or grey + alpha) and colour
+   (RGB, RGBA) are converted to what the model card asks: grey is repeated to
+   RGB, RGB is reduced to grey by luminance (ITU-R 709 weights, as
+   :func:`skimage.color.rgb2gray`), alpha is dropped.
+2. **Normalisation** -- an affine map per channel ``(x - offset) / scale``,
+   resolved from the card's ``normalisation`` dict by
+   :func:`normalisation_stats`:
+
+   ``{"mode": "percentile", "low": 0.5, "high": 99.5}``
+       per image: the ``low`` / ``high`` percentiles map to 0 / 1 (robust to
+       bit depth and exposure; all channels share one range unless
+       ``"per_channel": true``).  Computed on a regular subsample of at most
+       ``max_samples`` pixels, so huge images stay cheap and tiles of one
+       image share the statistics of the whole image.
+   ``{"mode": "fixed", "mean": [...], "std": [...], "scale": 255}``
+       ``(x / scale - mean) / std``; ``scale`` may be ``"dtype"`` (the
+       integer dtype's maximum, 1 for floats).
+   ``{"mode": "minmax"}``
+       the image minimum / maximum map to 0 / 1.
+   ``{"mode": "none"}``
+       the values unchanged (as float32).
+
+Examples
+--------
+>>> import numpy as np
+>>> from micro_seg.preprocess import to_network_input
+>>> img = np.arange(100, dtype=np.uint16).reshape(10, 10) * 600
+>>> x = to_network_input(img, in_channels=3, normalisation={"mode": "minmax"})
+>>> x.shape, x.dtype, float(x.min()), float(x.max())
+((3, 10, 10), dtype('float32'), 0.0, 1.0)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from micro_seg.errors import InvalidImageError, ModelError
+
+__all__ = ["to_network_input", "normalisation_stats", "to_channels", "DEFAULT_NORMALISATION"]
+
+#: Normalisation used when a card does not say otherwise.
+DEFAULT_NORMALISATION: dict[str, Any] = {"mode": "percentile", "low": 0.5, "high": 99.5}
+
+_LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+_MODES = ("percentile", "fixed", "minmax", "none")
+
+
+def to_channels(image: np.ndarray, *, in_channels: int) -> np.ndarray:
+    """Return ``image`` as float32 ``(in_channels, rows, cols)`` (no scaling).
+
+    Accepts 2-D grey, ``(rows, cols, C)`` with C = 1 (grey), 2 (grey +
+    alpha), 3 (RGB) or 4 (RGBA), of any numeric or bool dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rgb = np.zeros((4, 5, 3), np.uint8); rgb[..., 1] = 100
+    >>> to_channels(rgb, in_channels=1)[0, 0, 0].round(2)
+    np.float32(71.54)
+    """
+    image = np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise InvalidImageError(f"image of dtype {image.dtype} is not numeric; expected integer, float or bool pixels")
+    if image.ndim == 3 and image.shape[2] in (1, 2):
+        image = image[..., 0]  # grey (+ alpha dropped)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]  # RGBA -> RGB
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise InvalidImageError(
+            f"image of shape {image.shape} is not grey (rows, cols) or colour (rows, cols, 3|4); "
+            "multi-page or hyperspectral images need one plane selected first"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidImageError(f"image is empty ({image.shape[0]} x {image.shape[1]} pixels)")
+    if in_channels not in (1, 3):
+        raise ModelError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels}")
+    if image.ndim == 2:
+        grey = image.astype(np.float32, copy=False)
+        if in_channels == 1:
+            return grey[None]
+        return np.broadcast_to(grey, (3, *grey.shape)).copy()
+    if in_channels == 3:
+        return np.moveaxis(image, 2, 0).astype(np.float32)
+    out = np.zeros(image.shape[:2], dtype=np.float32)
+    for c in range(3):
+        out += _LUMA[c] * image[..., c].astype(np.float32, copy=False)
+    return out[None]
+
+
+def _subsample(image: np.ndarray, max_samples: int) -> np.ndarray:
+    rows, cols = image.shape[:2]
+    step = max(1, int(np.ceil(np.sqrt(rows * cols / max(1, max_samples)))))
+    return image[::step, ::step]
+
+
+def normalisation_stats(
+    image: np.ndarray,
+    *,
+    in_channels: int,
+    normalisation: Mapping[str, Any] | None = None,
+    max_samples: int = 1 << 22,
+) -> dict[str, Any]:
+    """Resolve ``normalisation`` for one image into ``{"offset", "scale"}``.
+
+    The result is the per-channel affine map ``(x - offset) / scale`` that
+    :func:`to_network_input` applies; pass it as ``stats=`` to normalise
+    tiles of a large image with the statistics of the whole image.
+
+    Parameters
+    ----------
+    image : ndarray
+        Grey or colour image, any dtype.
+    in_channels : int
+        1 or 3, as the model card says.
+    normalisation : dict, optional
+        Card normalisation (see module docstring); default percentile
+        0.5 / 99.5.
+    max_samples : int
+        Pixels sampled (on a regular grid) for data-dependent modes.
+
+    Returns
+    -------
+    dict
+        ``{"offset": list[float], "scale": list[float]}``, one entry per
+        input channel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.linspace(0, 1000, 10001).reshape(1, -1)
+    >>> s = normalisation_stats(img, in_channels=1, normalisation={"mode": "percentile", "low": 1, "high": 99})
+    >>> [round(s["offset"][0], 3), round(s["scale"][0], 3)]
+    [10.0, 980.0]
+    """
+    norm = dict(DEFAULT_NORMALISATION if normalisation is None else normalisation)
+    mode = norm.get("mode", "percentile")
+    if mode not in _MODES:
+        raise ModelError(f"unknown normalisation mode {mode!r}; available: {', '.join(_MODES)}")
+    image = np.asarray(image)
+    if mode == "none":
+        return {"offset": [0.0] * in_channels, "scale": [1.0] * in_channels}
+    if mode == "fixed":
+        scale = norm.get("scale", 1.0)
+        if scale == "dtype":
+            scale = float(np.iinfo(image.dtype).max) if image.dtype.kind in "iu" else 1.0
+        scale = float(scale)
+        mean = np.broadcast_to(np.asarray(norm.get("mean", 0.0), dtype=np.float64), (in_channels,))
+        std = np.broadcast_to(np.asarray(norm.get("std", 1.0), dtype=np.float64), (in_channels,))
+        if scale <= 0 or np.any(std <= 0):
+            raise ModelError(f"fixed normalisation needs scale > 0 and std > 0, got scale={scale}, std={list(std)}")
+        return {"offset": list(map(float, mean * scale)), "scale": list(map(float, std * scale))}
+    sample = to_channels(_subsample(image, max_samples), in_channels=in_channels)
+    sample = sample.reshape(in_channels, -1)
+    per_channel = bool(norm.get("per_channel", False))
+    if mode == "minmax":
+        low_q, high_q = 0.0, 100.0
+    else:
+        low_q, high_q = float(norm.get("low", 0.5)), float(norm.get("high", 99.5))
+        if not 0.0 <= low_q < high_q <= 100.0:
+            raise ModelError(f"percentile normalisation needs 0 <= low < high <= 100, got low={low_q}, high={high_q}")
+    finite = np.isfinite(sample)
+    if not finite.any():
+        raise InvalidImageError("image has no finite pixel values (all NaN or infinite)")
+    if per_channel:
+        lows, highs = [], []
+        for c in range(in_channels):
+            vals = sample[c][finite[c]]
+            lo, hi = np.percentile(vals, [low_q, high_q]) if vals.size else (0.0, 1.0)
+            lows.append(float(lo))
+            highs.append(float(hi))
+    else:
+        lo, hi = np.percentile(sample[finite], [low_q, high_q])
+        lows, highs = [float(lo)] * in_channels, [float(hi)] * in_channels
+    scales = [h - l if h - l > 1e-12 * max(1.0, abs(h)) else 1.0 for l, h in zip(lows, highs)]
+    return {"offset": lows, "scale": scales}
+
+
+def to_network_input(
+    image: np.ndarray,
+    *,
+    in_channels: int,
+    normalisation: Mapping[str, Any] | None = None,
+    stats: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """Prepare ``image`` for a network: float32 ``(in_channels, rows, cols)``.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D grey or ``(rows, cols, 1|2|3|4)`` colour image of any dtype
+        (uint8, uint16, int, float, bool).
+    in_channels : int
+        1 (grey) or 3 (RGB), from the model card.
+    normalisation : dict, optional
+        Card normalisation (see module docstring).  Default percentile
+        0.5 / 99.5.
+    stats : dict, optional
+        Precomputed :func:`normalisation_stats` (e.g. of the whole image when
+        ``image`` is one tile of it); overrides ``normalisation``.
+
+    Returns
+    -------
+    ndarray
+        float32 ``(in_channels, rows, cols)``; non-finite input pixels become 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.full((8, 8), 4095, np.uint16); img[:4] = 0
+    >>> x = to_network_input(img, in_channels=1, normalisation={"mode": "percentile", "low": 0, "high": 100})
+    >>> x.shape, float(x[0, 0, 0]), float(x[0, 7, 0])
+    ((1, 8, 8), 0.0, 1.0)
+    """
+    if stats is None:
+        stats = normalisation_stats(image, in_channels=in_channels, normalisation=normalisation)
+    x = to_channels(image, in_channels=in_channels)
+    if x.base is not None or not x.flags.writeable:
+        x = np.array(x, dtype=np.float32)
+    offset = np.asarray(stats["offset"], dtype=np.float32).reshape(-1, 1, 1)
+    scale = np.asarray(stats["scale"], dtype=np.float32).reshape(-1, 1, 1)
+    if offset.shape[0] != in_channels or scale.shape[0] != in_channels:
+        raise ModelError(f"normalisation stats have {offset.shape[0]} channels, the model expects {in_channels}")
+    x -= offset
+    x /= scale
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return x

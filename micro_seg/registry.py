@@ -1,0 +1,422 @@
+"""The one place that knows model cards, weights and architectures.
+
+A **model folder** holds ``card.yaml`` (a :class:`ModelCard`) and
+``model.safetensors`` (the network's ``state_dict``), optionally a
+``README.md`` model card for humans and metrics files.  The card records the
+sha256 of the weights; :func:`load_model` checks it *before* the weights are
+parsed and refuses corrupt, truncated or tampered files with
+:class:`~micro_seg.errors.WeightsIntegrityError`.  Nothing is ever unpickled
+(no ``torch.load``) and nothing is downloaded.
+
+Models are found by name in, in order:
+
+1. the folders listed in the environment variable ``MICRO_SEG_MODELS``
+   (``os.pathsep``-separated) -- user-trained models;
+2. the user model folder :func:`user_models_dir`
+   (``~/.local/share/micro-seg/models``, or ``$XDG_DATA_HOME/micro-seg/models``);
+3. the models shipped with micro-seg, :func:`micro_seg.resources.models_dir`.
+
+A path to a model folder (or to its ``card.yaml``) is accepted wherever a
+name is.
+
+Examples
+--------
+>>> import tempfile
+>>> from micro_seg.nets import build_network
+>>> from micro_seg.registry import ModelCard, save_model, load_model
+>>> card = ModelCard(name="tiny", task="semantic", arch="msnet",
+...                  arch_kwargs={"widths": [4, 8]}, in_channels=1,
+...                  classes=["background", "pore"])
+>>> net = build_network(card.arch, in_channels=1, num_classes=2, **card.arch_kwargs)
+>>> folder = save_model(tempfile.mkdtemp() + "/tiny", net, card)
+>>> loaded = load_model(folder)
+>>> loaded.card.classes, loaded.network.training
+(['background', 'pore'], False)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from micro_seg.errors import ModelError, WeightsIntegrityError
+
+__all__ = [
+    "ModelCard",
+    "LoadedModel",
+    "save_model",
+    "load_model",
+    "load_card",
+    "list_models",
+    "resolve_model",
+    "model_search_dirs",
+    "user_models_dir",
+    "sha256_file",
+    "CARD_FILE",
+    "WEIGHTS_FILE",
+]
+
+CARD_FILE = "card.yaml"
+WEIGHTS_FILE = "model.safetensors"
+TASKS = ("semantic", "grains", "classification")
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to rebuild, run and judge a model.
+
+    Attributes
+    ----------
+    name : str
+        Model name (also its folder name when shipped).
+    task : {"semantic", "grains", "classification"}
+        ``"grains"``: classes such as ``["grain", "boundary"]``, post-processed
+        into grain instances; ``"semantic"``: one class per pixel (phases,
+        defects); ``"classification"``: one class per image.
+    arch, arch_kwargs : str, dict
+        Architecture name and options for :func:`micro_seg.nets.build_network`.
+    in_channels : int
+        1 (grey) or 3 (RGB).
+    classes : list of str
+        Class names; index = class id = output channel.
+    normalisation : dict
+        See :mod:`micro_seg.preprocess`.
+    pixel_size_um_range : tuple of float or None
+        Pixel sizes seen in training (min, max), or None if unknown.
+    tile_size : int
+        Preferred inference tile side in pixels.
+    material, description : str
+        What the model is for.
+    defect_classes : list of str
+        Classes that are countable objects (pores, cracks, inclusions) and
+        become instances in post-processing.
+    training_data : dict
+        ``{"description": ..., "sha256": <hash of the training file list>, ...}``.
+    metrics : dict
+        Validation metrics (name -> value or dict), with the validation data named.
+    weights_file, weights_sha256 : str
+        File of the weights inside the folder and its sha256 (filled by
+        :func:`save_model`).
+    created, software_version : str
+        ISO timestamp and micro-seg version that wrote the card.
+    extra : dict
+        Anything else (training settings, how to retrain, licences).
+    """
+
+    name: str
+    task: str
+    arch: str
+    in_channels: int
+    classes: list[str]
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    normalisation: dict[str, Any] = field(
+        default_factory=lambda: {"mode": "percentile", "low": 0.5, "high": 99.5}
+    )
+    pixel_size_um_range: tuple[float, float] | None = None
+    tile_size: int = 512
+    material: str = ""
+    description: str = ""
+    defect_classes: list[str] = field(default_factory=list)
+    training_data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    weights_file: str = WEIGHTS_FILE
+    weights_sha256: str = ""
+    created: str = ""
+    software_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ModelError(f"model {self.name!r}: task {self.task!r} unknown; available: {', '.join(TASKS)}")
+        if not self.classes:
+            raise ModelError(f"model {self.name!r}: card lists no classes")
+        self.classes = [str(c) for c in self.classes]
+        self.in_channels = int(self.in_channels)
+        self.tile_size = int(self.tile_size)
+        if self.pixel_size_um_range is not None:
+            lo, hi = (float(v) for v in self.pixel_size_um_range)
+            self.pixel_size_um_range = (lo, hi)
+        unknown = [c for c in self.defect_classes if c not in self.classes]
+        if unknown:
+            raise ModelError(f"model {self.name!r}: defect_classes {unknown} are not among classes {self.classes}")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data (YAML/JSON-safe) form of the card."""
+        data = dataclasses.asdict(self)
+        if self.pixel_size_um_range is not None:
+            data["pixel_size_um_range"] = list(self.pixel_size_um_range)
+        return _plain(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "card") -> "ModelCard":
+        """Build a card from its dict form; unknown keys go to ``extra``."""
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: card is not a mapping")
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [k for k in ("name", "task", "arch", "in_channels", "classes") if k not in data]
+        if missing:
+            raise ModelError(f"{source}: card lacks required keys {missing}")
+        known = {k: v for k, v in data.items() if k in names}
+        extra = dict(known.pop("extra", None) or {})
+        extra.update({k: v for k, v in data.items() if k not in names})
+        try:
+            return cls(**known, extra=extra)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ModelError):
+                raise ModelError(f"{source}: {exc}") from exc
+            raise ModelError(f"{source}: invalid card: {exc}") from exc
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: its card, the network in eval mode, its folder."""
+
+    card: ModelCard
+    network: Any
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        """The card's model name."""
+        return self.card.name
+
+
+def _plain(obj: Any) -> Any:
+    """Recursively convert tuples / numpy scalars / paths to YAML-safe types."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    return obj
+
+
+def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x"); _ = open(p, "wb").write(b"abc")
+    >>> sha256_file(p)[:16]
+    'ba7816bf8f01cfea'
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def user_models_dir() -> Path:
+    """Per-user folder for trained models (may not exist yet)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "micro-seg" / "models"
+
+
+def model_search_dirs() -> list[Path]:
+    """Folders searched for models by name, highest priority first."""
+    from micro_seg.resources import models_dir
+
+    dirs = [Path(p).expanduser() for p in os.environ.get("MICRO_SEG_MODELS", "").split(os.pathsep) if p.strip()]
+    dirs += [user_models_dir(), models_dir()]
+    out: list[Path] = []
+    for d in dirs:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def _model_folders(dirs: Iterable[Path]) -> list[Path]:
+    found = []
+    for d in dirs:
+        if (d / CARD_FILE).is_file():
+            found.append(d)
+            continue
+        if d.is_dir():
+            found += sorted(p for p in d.iterdir() if (p / CARD_FILE).is_file())
+    return found
+
+
+def load_card(folder: str | os.PathLike) -> ModelCard:
+    """Read ``card.yaml`` of a model folder.
+
+    Raises
+    ------
+    ModelError
+        The folder has no card or the card is malformed.
+    """
+    folder = Path(folder)
+    path = folder / CARD_FILE if folder.is_dir() else folder
+    if not path.is_file():
+        raise ModelError(f"{path}: no model card ({CARD_FILE}) found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: model card is not valid YAML: {exc}") from exc
+    return ModelCard.from_dict(data, source=str(path))
+
+
+def list_models(*extra_paths: str | os.PathLike) -> list[ModelCard]:
+    """Cards of every model found (user and shipped), plus ``extra_paths``.
+
+    Each path in ``extra_paths`` may be a model folder or a folder of model
+    folders.  A model name found in several places is listed once (the
+    highest-priority one).  Malformed cards are skipped.
+
+    Examples
+    --------
+    >>> isinstance(list_models(), list)
+    True
+    """
+    dirs = [Path(p) for p in extra_paths] + model_search_dirs()
+    cards, seen = [], set()
+    for folder in _model_folders(dirs):
+        try:
+            card = load_card(folder)
+        except ModelError:
+            continue
+        if card.name in seen:
+            continue
+        seen.add(card.name)
+        card.extra.setdefault("folder", str(folder))
+        cards.append(card)
+    return cards
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """Folder of the model named ``name_or_path`` (or the folder given).
+
+    Raises
+    ------
+    ModelError
+        Unknown name (the message lists the available names) or a path
+        without a card.
+
+    Examples
+    --------
+    >>> try:
+    ...     resolve_model("no-such-model")
+    ... except ValueError as exc:
+    ...     print(str(exc).split(";")[0])
+    unknown model 'no-such-model'
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_file() and path.name == CARD_FILE:
+        return path.parent
+    if path.is_dir():
+        if not (path / CARD_FILE).is_file():
+            raise ModelError(f"{path}: folder has no model card ({CARD_FILE}); not a model folder")
+        return path
+    if os.sep in text or (os.altsep and os.altsep in text):
+        raise ModelError(f"{path}: model folder does not exist")
+    for folder in _model_folders(model_search_dirs()):
+        if folder.name == text:
+            return folder
+    for folder in _model_folders(model_search_dirs()):
+        try:
+            if load_card(folder).name == text:
+                return folder
+        except ModelError:
+            continue
+    names = sorted({c.name for c in list_models()})
+    listing = ", ".join(names) if names else "none installed"
+    raise ModelError(f"unknown model {text!r}; available: {listing} (or give a model folder path)")
+
+
+def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path:
+    """Write ``network`` weights (safetensors) and ``card`` (YAML) to ``folder``.
+
+    Fills ``card.weights_sha256``, ``card.weights_file``, ``card.created`` (if
+    empty) and ``card.software_version``.
+
+    Returns
+    -------
+    Path
+        The model folder.
+    """
+    from safetensors.torch import save_file
+
+    from micro_seg import __version__
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+    # safetensors refuses shared storage; clone tensors that alias each other
+    seen: set[int] = set()
+    for k, v in state.items():
+        ptr = v.data_ptr()
+        if v.numel() and ptr in seen:
+            state[k] = v.clone()
+        seen.add(ptr)
+    card.weights_file = card.weights_file or WEIGHTS_FILE
+    weights = folder / card.weights_file
+    tmp = weights.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "name": card.name, "arch": card.arch})
+    os.replace(tmp, weights)
+    card.weights_sha256 = sha256_file(weights)
+    card.created = card.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    card.software_version = __version__
+    (folder / CARD_FILE).write_text(yaml.safe_dump(card.to_dict(), sort_keys=False), encoding="utf-8")
+    return folder
+
+
+def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
+    """Load a model by name or folder: card, verified weights, eval-mode network.
+
+    The weights file's sha256 is compared with the card *before* it is parsed.
+
+    Raises
+    ------
+    ModelError
+        Unknown name, missing / malformed card, or weights that do not fit
+        the architecture.
+    WeightsIntegrityError
+        Weights file missing, truncated, corrupt or tampered (sha256 mismatch).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from micro_seg.nets import build_network
+
+    folder = resolve_model(name_or_path)
+    card = load_card(folder)
+    weights = folder / (card.weights_file or WEIGHTS_FILE)
+    if not weights.is_file():
+        raise WeightsIntegrityError(f"{weights}: weights file is missing")
+    if not card.weights_sha256:
+        raise WeightsIntegrityError(f"{weights}: card {folder / CARD_FILE} records no weights_sha256; refusing unverified weights")
+    digest = sha256_file(weights)
+    if digest != card.weights_sha256.lower():
+        raise WeightsIntegrityError(
+            f"{weights}: sha256 {digest[:16]}... does not match the card's {card.weights_sha256[:16]}...; "
+            "the file is corrupt, truncated or was modified"
+        )
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsIntegrityError(f"{weights}: cannot read safetensors weights: {exc}") from exc
+    net = build_network(card.arch, in_channels=card.in_channels, num_classes=card.num_classes, **card.arch_kwargs)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(f"{weights}: weights do not fit architecture {card.arch!r}: {first}") from exc
+    net.eval()
+    return LoadedModel(card=card, network=net, folder=folder)

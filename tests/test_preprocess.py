@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from micro_seg.errors import InvalidImageError, ModelError
+from micro_seg.preprocess import normalisation_stats, to_channels, to_network_input
+
+PCT = {"mode": "percentile", "low": 0.5, "high": 99.5}
+
+
+def _ramp(dtype, scale):
+    rng = np.random.default_rng(0)
+    base = rng.random((40, 50))
+    return (base * scale).astype(dtype), base
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.uint8, 255), (np.uint16, 65535), (np.uint16, 4095), (np.float32, 1.0), (np.float64, 7.5), (np.int32, 1000)])
+def test_percentile_is_bit_depth_invariant(dtype, scale):
+    img, base = _ramp(dtype, scale)
+    ref = to_network_input(base, in_channels=1, normalisation=PCT)
+    x = to_network_input(img, in_channels=1, normalisation=PCT)
+    assert x.dtype == np.float32 and x.shape == (1, 40, 50)
+    tol = 2.5 / scale if np.dtype(dtype).kind in "iu" else 1e-5
+    np.testing.assert_allclose(x, ref, atol=tol * 1.1 + 1e-5)
+    assert np.mean(x < 0) == pytest.approx(0.005, abs=0.002)
+
+
+def test_grey_to_rgb_and_rgb_to_grey():
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    rgb = to_channels(grey, in_channels=3)
+    assert rgb.shape == (3, 3, 4) and np.all(rgb[0] == rgb[2])
+    colour = np.zeros((3, 4, 3), np.uint8)
+    colour[..., 0], colour[..., 1], colour[..., 2] = 100, 50, 10
+    g = to_channels(colour, in_channels=1)
+    assert g.shape == (1, 3, 4)
+    assert g[0, 0, 0] == pytest.approx(0.2125 * 100 + 0.7154 * 50 + 0.0721 * 10, rel=1e-6)
+    rgba = np.concatenate([colour, np.full((3, 4, 1), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(to_channels(rgba, in_channels=3), to_channels(colour, in_channels=3))
+    grey_alpha = np.stack([grey, np.full_like(grey, 255)], axis=2)
+    np.testing.assert_array_equal(to_channels(grey_alpha, in_channels=1), to_channels(grey, in_channels=1))
+
+
+def test_fixed_normalisation_and_dtype_scale():
+    img = np.full((2, 2), 65535, np.uint16)
+    x = to_network_input(img, in_channels=3, normalisation={"mode": "fixed", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "scale": "dtype"})
+    np.testing.assert_allclose(x, 2.0)
+    x = to_network_input(np.full((2, 2), 255, np.uint8), in_channels=1, normalisation={"mode": "fixed", "mean": [0.5], "std": [0.5], "scale": 255})
+    np.testing.assert_allclose(x, 1.0)
+
+
+def test_input_not_modified_and_nan_handled():
+    img = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    img[0, 0] = np.nan
+    keep = img.copy()
+    x = to_network_input(img, in_channels=1, normalisation={"mode": "minmax"})
+    np.testing.assert_array_equal(np.isnan(img), np.isnan(keep))
+    assert np.isfinite(x).all() and x[0, 0, 0] == 0.0
+
+
+def test_constant_image_does_not_divide_by_zero():
+    x = to_network_input(np.full((5, 5), 7, np.uint8), in_channels=1, normalisation=PCT)
+    assert np.isfinite(x).all()
+
+
+def test_stats_of_whole_image_apply_to_tiles():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 4096, (64, 64)).astype(np.uint16)
+    stats = normalisation_stats(img, in_channels=1, normalisation=PCT)
+    whole = to_network_input(img, in_channels=1, stats=stats)
+    tile = to_network_input(img[10:30, 5:40], in_channels=1, stats=stats)
+    np.testing.assert_array_equal(tile, whole[:, 10:30, 5:40])
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 4)), np.zeros((2, 3, 4, 5)), np.zeros((4, 4, 7)), np.array([["a"]])])
+def test_bad_images_refused(bad):
+    with pytest.raises(InvalidImageError):
+        to_network_input(bad, in_channels=1, normalisation=PCT)
+
+
+def test_bad_normalisation_refused():
+    with pytest.raises(ModelError, match="percentile"):
+        to_network_input(np.zeros((4, 4)), in_channels=1, normalisation={"mode": "zscore-ish"})
+    with pytest.raises(ModelError):
+        to_network_input(np.zeros((4, 4)), in_channels=1, normalisation={"mode": "percentile", "low": 90, "high": 10})

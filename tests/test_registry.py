@@ -1,0 +1,161 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from micro_seg.errors import ModelError, WeightsIntegrityError
+from micro_seg.nets import build_network
+from micro_seg.registry import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    ModelCard,
+    list_models,
+    load_card,
+    load_model,
+    resolve_model,
+    save_model,
+    sha256_file,
+)
+
+
+def _card(name="tiny", **kw):
+    base = dict(name=name, task="grains", arch="msnet", arch_kwargs={"widths": [4, 8, 8]}, in_channels=1,
+                classes=["grain", "boundary"], pixel_size_um_range=(0.1, 2.0), tile_size=64,
+                training_data={"description": "synthetic", "sha256": "0" * 64}, metrics={"val_iou": 0.5})
+    base.update(kw)
+    return ModelCard(**base)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    card = _card()
+    net = build_network(card.arch, in_channels=1, num_classes=2, **card.arch_kwargs)
+    with torch.no_grad():  # make BN running stats non-trivial so they must round-trip
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    folder = save_model(tmp_path / "tiny", net, card)
+    return folder, net
+
+
+def test_safetensors_roundtrip(saved):
+    folder, net = saved
+    assert (folder / WEIGHTS_FILE).is_file() and (folder / CARD_FILE).is_file()
+    loaded = load_model(folder)
+    assert loaded.network.training is False
+    assert loaded.card.weights_sha256 == sha256_file(folder / WEIGHTS_FILE)
+    assert loaded.card.pixel_size_um_range == (0.1, 2.0)
+    assert loaded.card.classes == ["grain", "boundary"]
+    assert loaded.card.created and loaded.card.software_version
+    x = torch.randn(1, 1, 64, 64)
+    net.eval()
+    with torch.inference_mode():
+        np.testing.assert_allclose(loaded.network(x).numpy(), net(x).numpy(), rtol=0, atol=0)
+    # via card.yaml path too
+    assert load_model(folder / CARD_FILE).card.name == "tiny"
+
+
+def test_tampered_weights_refused(saved):
+    folder, _ = saved
+    path = folder / WEIGHTS_FILE
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError, match=str(path).replace("\\", "\\\\")):
+        load_model(folder)
+
+
+def test_truncated_weights_refused(saved):
+    folder, _ = saved
+    path = folder / WEIGHTS_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsIntegrityError, match="sha256"):
+        load_model(folder)
+
+
+def test_truncated_weights_with_matching_hash_still_refused(saved):
+    # an attacker (or a broken copy) that also updates the card: safetensors parse error -> integrity error
+    folder, _ = saved
+    path = folder / WEIGHTS_FILE
+    path.write_bytes(path.read_bytes()[:100])
+    card = yaml.safe_load((folder / CARD_FILE).read_text())
+    card["weights_sha256"] = sha256_file(path)
+    (folder / CARD_FILE).write_text(yaml.safe_dump(card))
+    with pytest.raises(WeightsIntegrityError, match="cannot read"):
+        load_model(folder)
+
+
+def test_missing_weights_and_missing_hash_refused(saved, tmp_path):
+    folder, _ = saved
+    card = yaml.safe_load((folder / CARD_FILE).read_text())
+    card["weights_sha256"] = ""
+    (folder / CARD_FILE).write_text(yaml.safe_dump(card))
+    with pytest.raises(WeightsIntegrityError, match="no weights_sha256"):
+        load_model(folder)
+    (folder / WEIGHTS_FILE).unlink()
+    with pytest.raises(WeightsIntegrityError, match="missing"):
+        load_model(folder)
+
+
+def test_weights_of_other_architecture_refused(saved):
+    folder, _ = saved
+    card = yaml.safe_load((folder / CARD_FILE).read_text())
+    card["arch_kwargs"] = {"widths": [4, 16, 8]}
+    (folder / CARD_FILE).write_text(yaml.safe_dump(card))
+    with pytest.raises(ModelError, match="do not fit"):
+        load_model(folder)
+
+
+def test_unknown_name_lists_available(saved, monkeypatch):
+    folder, _ = saved
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(folder.parent))
+    with pytest.raises(ModelError) as info:
+        load_model("does-not-exist")
+    assert "does-not-exist" in str(info.value) and "tiny" in str(info.value)
+    assert resolve_model("tiny") == folder
+    assert load_model("tiny").card.name == "tiny"
+
+
+def test_list_models_includes_user_dir_and_extra_paths(saved, tmp_path, monkeypatch):
+    folder, _ = saved
+    monkeypatch.setenv("MICRO_SEG_MODELS", "")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert "tiny" not in [c.name for c in list_models()]
+    assert "tiny" in [c.name for c in list_models(folder)]
+    assert "tiny" in [c.name for c in list_models(folder.parent)]
+    user = tmp_path / "xdg" / "micro-seg" / "models"
+    user.mkdir(parents=True)
+    net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8])
+    save_model(user / "mine", net, _card("mine", arch_kwargs={"widths": [4, 8]}))
+    assert "mine" in [c.name for c in list_models()]
+    assert load_model("mine").card.name == "mine"
+
+
+def test_bad_cards_refused(tmp_path):
+    with pytest.raises(ModelError, match="task"):
+        _card(task="detection")
+    with pytest.raises(ModelError, match="no classes"):
+        _card(classes=[])
+    with pytest.raises(ModelError, match="defect_classes"):
+        _card(defect_classes=["pore"])
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / CARD_FILE).write_text("name: x\n")
+    with pytest.raises(ModelError, match="lacks required keys"):
+        load_card(tmp_path / "m")
+    (tmp_path / "m" / CARD_FILE).write_text("name: [x\n")
+    with pytest.raises(ModelError, match="YAML"):
+        load_card(tmp_path / "m")
+    with pytest.raises(ModelError, match="not a model folder"):
+        resolve_model(tmp_path)
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model(str(tmp_path / "nope" / "x"))
+
+
+def test_unknown_card_keys_kept_in_extra():
+    card = ModelCard.from_dict({**_card().to_dict(), "how_to_retrain": "python models/x/train.py"})
+    assert card.extra["how_to_retrain"] == "python models/x/train.py"
