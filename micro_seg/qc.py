@@ -1,0 +1,612 @@
+"""Quality-control specifications and pass / review / fail verdicts.
+
+A **QC spec** is a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file per
+material or product.  Every section is optional::
+
+    name: "S355 plate, grain size 7-9"
+    version: 1
+    image:                          # image-quality checks (default severity: review)
+      blur: {max: 0.45}             # blur effect, 0 sharp .. 1 blurred
+      clipped_low_fraction: {max: 0.01}
+      clipped_high_fraction: {max: 0.01}
+      dynamic_range: {min: 0.10}    # fraction of the grey scale used (p1..p99)
+      calibration: required         # missing pixel size -> review ("fail" to fail)
+      pixel_size_um: [0.1, 1.0]     # magnification window, as a pixel size
+      magnification: [100, 1000]    # only where the file records it
+      out_of_distribution: review   # the model says the image is unfamiliar
+    measurements:                   # keys as in `micro-seg analyze` (default: fail)
+      grains:
+        G_intercept: {min: 7.0, max: 9.0, margin: 0.2}
+        ala_G: {min: 4.0}
+      phases:
+        phase_fractions:
+          ferrite: [0.6, 0.9]
+      defects:
+        area_fraction: {max: 0.005}
+        max_feret_um: {max: 50}
+        density_per_mm2: {max: 100}
+    classifier:
+      forbidden_classes: [scratches]      # -> fail
+      review_classes: [patches]           # -> review
+      min_confidence: 0.8                 # -> review
+
+A **range rule** is ``[min, max]`` (``null`` for an open end), a single number
+for keys whose rule is one-sided (``blur``, ``clipped_*`` -> max;
+``dynamic_range`` -> min) or a mapping ``{min, max, severity, margin}``.
+``margin`` turns a value up to ``margin`` beyond a limit into *review* rather
+than *fail* (measurement uncertainty).  A measurement the spec asks for but
+that was not measured gives *review* (``value: null``).
+
+The verdict is *fail* if any reason has severity fail, else *review* if any
+reason exists, else *pass*.  Every reason is ``{"check", "value", "limit",
+"bound", "severity", "message"}`` where ``limit`` is the violated limit.
+
+Examples
+--------
+>>> from micro_seg.qc import parse_spec, evaluate
+>>> spec = parse_spec({"measurements": {"grains": {"G_intercept": [7, 9]}}})
+>>> r = evaluate(None, spec, measurements={"grains": {"G_intercept": 6.5}})
+>>> r.verdict, r.reasons[0].check, r.reasons[0].limit
+('fail', 'grains.G_intercept', 7.0)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from micro_seg.errors import InputFileNotFoundError, SpecError
+
+__all__ = [
+    "QCSpec",
+    "QCResult",
+    "Reason",
+    "RangeRule",
+    "load_spec",
+    "parse_spec",
+    "evaluate",
+    "combine_verdicts",
+    "VERDICTS",
+    "SEVERITIES",
+]
+
+VERDICTS = ("pass", "review", "fail")
+SEVERITIES = ("review", "fail")
+_TOP_KEYS = {"name", "version", "description", "material", "image", "measurements", "classifier"}
+_IMAGE_ONE_SIDED = {
+    "blur": "max",
+    "clipped_low_fraction": "max",
+    "clipped_high_fraction": "max",
+    "dynamic_range": "min",
+    "laplacian_sharpness": "min",
+}
+_IMAGE_RANGES = {"pixel_size_um", "magnification"}
+_IMAGE_ACTIONS = {"calibration": ("required", "review", "fail", "optional", "ignore"),
+                  "out_of_distribution": ("review", "fail", "ignore")}
+_MEASUREMENT_GROUPS = ("grains", "phases", "defects")
+_CLASSIFIER_KEYS = {"forbidden_classes", "review_classes", "allowed_classes", "min_confidence", "model"}
+
+
+# --------------------------------------------------------------------------- spec
+
+
+@dataclass(frozen=True)
+class RangeRule:
+    """Acceptance range of one quantity.
+
+    Examples
+    --------
+    >>> RangeRule(min=1.0, max=2.0, margin=0.1).judge(2.05)
+    ('review', 'max', 2.0)
+    >>> RangeRule(min=1.0).judge(3.0) is None
+    True
+    """
+
+    min: float | None = None
+    max: float | None = None
+    severity: str = "fail"
+    margin: float = 0.0
+
+    def judge(self, value: float) -> tuple[str, str, float] | None:
+        """``(severity, bound, limit)`` when ``value`` is outside, else None."""
+        for bound, limit, excess in (
+            ("min", self.min, None if self.min is None else self.min - value),
+            ("max", self.max, None if self.max is None else value - self.max),
+        ):
+            if limit is not None and excess is not None and excess > 0:
+                severity = "review" if (self.margin > 0 and excess <= self.margin) else self.severity
+                return severity, bound, float(limit)
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QCSpec:
+    """A validated QC specification (see the module docstring for the format)."""
+
+    name: str = ""
+    source: str = "<spec>"
+    image: dict[str, RangeRule] = field(default_factory=dict)
+    calibration: str = "ignore"
+    out_of_distribution: str = "ignore"
+    measurements: dict[str, dict[str, RangeRule]] = field(default_factory=dict)
+    phase_fractions: dict[str, RangeRule] = field(default_factory=dict)
+    forbidden_classes: tuple[str, ...] = ()
+    review_classes: tuple[str, ...] = ()
+    allowed_classes: tuple[str, ...] | None = None
+    min_confidence: RangeRule | None = None
+    classifier_model: str | None = None
+
+    @property
+    def needs_measurements(self) -> bool:
+        """True if the spec has measurement rules."""
+        return bool(self.phase_fractions) or any(self.measurements.values())
+
+    @property
+    def needs_classifier(self) -> bool:
+        """True if the spec has classifier rules."""
+        return bool(self.forbidden_classes or self.review_classes or self.allowed_classes is not None
+                    or self.min_confidence is not None)
+
+
+def _number(value: Any, key: str, source: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"{source}: {key}: expected a number or null, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise SpecError(f"{source}: {key}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _severity(value: Any, key: str, source: str) -> str:
+    if value not in SEVERITIES:
+        raise SpecError(f"{source}: {key}: severity must be one of {', '.join(SEVERITIES)}, got {value!r}")
+    return str(value)
+
+
+def _range_rule(value: Any, key: str, source: str, *, default_severity: str, one_sided: str | None = None) -> RangeRule:
+    """Parse ``[min, max]``, a number (one-sided keys) or a mapping."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise SpecError(f"{source}: {key}: expected [min, max], got {list(value)!r}")
+        lo, hi = _number(value[0], f"{key}[0]", source), _number(value[1], f"{key}[1]", source)
+        rule = RangeRule(min=lo, max=hi, severity=default_severity)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if one_sided is None:
+            raise SpecError(f"{source}: {key}: a single number is ambiguous here; write [min, max] or {{min: ..., max: ...}}")
+        num = _number(value, key, source)
+        rule = RangeRule(**{one_sided: num}, severity=default_severity)
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {"min", "max", "severity", "margin"}
+        if unknown:
+            raise SpecError(f"{source}: {key}: unknown keys {sorted(unknown)}; allowed: min, max, severity, margin")
+        margin = _number(value.get("margin", 0.0), f"{key}.margin", source) or 0.0
+        if margin < 0:
+            raise SpecError(f"{source}: {key}.margin: must be >= 0, got {margin}")
+        rule = RangeRule(
+            min=_number(value.get("min"), f"{key}.min", source),
+            max=_number(value.get("max"), f"{key}.max", source),
+            severity=_severity(value.get("severity", default_severity), f"{key}.severity", source),
+            margin=margin,
+        )
+    else:
+        raise SpecError(f"{source}: {key}: expected [min, max] or a mapping with min/max, got {value!r}")
+    if rule.min is None and rule.max is None:
+        raise SpecError(f"{source}: {key}: rule sets neither min nor max")
+    if rule.min is not None and rule.max is not None and rule.min > rule.max:
+        raise SpecError(f"{source}: {key}: min {rule.min} is greater than max {rule.max}")
+    return rule
+
+
+def _mapping(value: Any, key: str, source: str) -> Mapping:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{source}: {key}: expected a mapping (key: value lines), got {type(value).__name__}")
+    return value
+
+
+def _class_list(value: Any, key: str, source: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int)) for v in value):
+        raise SpecError(f"{source}: {key}: expected a list of class names, got {value!r}")
+    return tuple(str(v) for v in value)
+
+
+def parse_spec(data: Any, *, source: str = "<spec>") -> QCSpec:
+    """Validate a spec given as a dict (e.g. parsed YAML).
+
+    Raises
+    ------
+    SpecError
+        The message names the source and the offending key.
+
+    Examples
+    --------
+    >>> parse_spec({"image": {"blur": 0.5}}).image["blur"].max
+    0.5
+    >>> try:
+    ...     parse_spec({"image": {"blurr": 0.5}}, source="s.yaml")
+    ... except ValueError as exc:
+    ...     print(str(exc)[:30])
+    s.yaml: image.blurr: unknown c
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    unknown = set(map(str, data)) - _TOP_KEYS
+    if unknown:
+        raise SpecError(f"{source}: {sorted(unknown)[0]}: unknown section; allowed: {', '.join(sorted(_TOP_KEYS))}")
+    version = data.get("version", 1)
+    if version != 1:
+        raise SpecError(f"{source}: version: only version 1 is supported, got {version!r}")
+    name = data.get("name", "")
+    if not isinstance(name, str):
+        raise SpecError(f"{source}: name: expected text, got {name!r}")
+
+    image_rules: dict[str, RangeRule] = {}
+    calibration, ood = "ignore", "ignore"
+    for key, value in _mapping(data.get("image"), "image", source).items():
+        where = f"image.{key}"
+        if key in _IMAGE_ONE_SIDED:
+            image_rules[key] = _range_rule(value, where, source, default_severity="review", one_sided=_IMAGE_ONE_SIDED[key])
+        elif key in _IMAGE_RANGES:
+            image_rules[key] = _range_rule(value, where, source, default_severity="review")
+        elif key in _IMAGE_ACTIONS:
+            if isinstance(value, bool):
+                value = ("required" if key == "calibration" else "review") if value else "ignore"
+            if value not in _IMAGE_ACTIONS[key]:
+                raise SpecError(f"{source}: {where}: expected one of {', '.join(_IMAGE_ACTIONS[key])}, got {value!r}")
+            if key == "calibration":
+                calibration = {"required": "review", "optional": "ignore"}.get(value, value)
+            else:
+                ood = value
+        else:
+            allowed = sorted(set(_IMAGE_ONE_SIDED) | _IMAGE_RANGES | set(_IMAGE_ACTIONS))
+            raise SpecError(f"{source}: {where}: unknown check; allowed: {', '.join(allowed)}")
+
+    measurements: dict[str, dict[str, RangeRule]] = {}
+    phase_fractions: dict[str, RangeRule] = {}
+    for group, rules in _mapping(data.get("measurements"), "measurements", source).items():
+        if group not in _MEASUREMENT_GROUPS:
+            raise SpecError(f"{source}: measurements.{group}: unknown group; allowed: {', '.join(_MEASUREMENT_GROUPS)}")
+        parsed: dict[str, RangeRule] = {}
+        for key, value in _mapping(rules, f"measurements.{group}", source).items():
+            where = f"measurements.{group}.{key}"
+            if group == "phases" and key == "phase_fractions":
+                for phase, prule in _mapping(value, where, source).items():
+                    phase_fractions[str(phase)] = _range_rule(prule, f"{where}.{phase}", source, default_severity="fail")
+                    _check_fraction(phase_fractions[str(phase)], f"{where}.{phase}", source)
+                continue
+            one_sided = "max" if str(key).startswith("max_") or key in ("area_fraction", "density_per_mm2", "count") else None
+            parsed[str(key)] = _range_rule(value, where, source, default_severity="fail", one_sided=one_sided)
+        measurements[str(group)] = parsed
+
+    cls = _mapping(data.get("classifier"), "classifier", source)
+    unknown = set(cls) - _CLASSIFIER_KEYS
+    if unknown:
+        raise SpecError(f"{source}: classifier.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(_CLASSIFIER_KEYS))}")
+    min_conf = None
+    if cls.get("min_confidence") is not None:
+        min_conf = _range_rule(cls["min_confidence"], "classifier.min_confidence", source, default_severity="review", one_sided="min")
+        if min_conf.max is not None or not (0.0 <= (min_conf.min or 0.0) <= 1.0):
+            raise SpecError(f"{source}: classifier.min_confidence: expected a probability in [0, 1], got {cls['min_confidence']!r}")
+    model = cls.get("model")
+    if model is not None and not isinstance(model, str):
+        raise SpecError(f"{source}: classifier.model: expected a model name or folder, got {model!r}")
+    allowed_classes = cls.get("allowed_classes")
+    forbidden = _class_list(cls.get("forbidden_classes"), "classifier.forbidden_classes", source)
+    review = _class_list(cls.get("review_classes"), "classifier.review_classes", source)
+    both = set(forbidden) & set(review)
+    if both:
+        raise SpecError(f"{source}: classifier.review_classes: {sorted(both)} are also forbidden_classes")
+    return QCSpec(
+        name=name,
+        source=source,
+        image=image_rules,
+        calibration=calibration,
+        out_of_distribution=ood,
+        measurements=measurements,
+        phase_fractions=phase_fractions,
+        forbidden_classes=forbidden,
+        review_classes=review,
+        allowed_classes=None if allowed_classes is None else _class_list(allowed_classes, "classifier.allowed_classes", source),
+        min_confidence=min_conf,
+        classifier_model=model,
+    )
+
+
+def _check_fraction(rule: RangeRule, where: str, source: str) -> None:
+    for v in (rule.min, rule.max):
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise SpecError(f"{source}: {where}: phase fractions are between 0 and 1, got {v}")
+
+
+def load_spec(path: str | os.PathLike) -> QCSpec:
+    """Read and validate a QC spec file (``.yaml``, ``.yml`` or ``.toml``).
+
+    Raises
+    ------
+    InputFileNotFoundError
+        The file does not exist.
+    SpecError
+        Not valid YAML/TOML, or a key is malformed (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFoundError(f"{path}: QC spec file not found")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{path}: not valid TOML: {exc}") from exc
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return parse_spec(data, source=str(path))
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One finding: which check, the value found and the limit it broke."""
+
+    check: str
+    value: Any
+    limit: Any
+    severity: str
+    message: str
+    bound: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (``check``, ``value``, ``limit``, ...)."""
+        return {"check": self.check, "value": self.value, "limit": self.limit, "bound": self.bound,
+                "severity": self.severity, "message": self.message}
+
+
+@dataclass
+class QCResult:
+    """Verdict and reasons for one image (see :func:`evaluate`)."""
+
+    verdict: str
+    reasons: list[Reason]
+    quality: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"verdict", "reasons": [...], "quality": {...}}``."""
+        return {"verdict": self.verdict, "reasons": [r.as_dict() for r in self.reasons], "quality": dict(self.quality)}
+
+
+def combine_verdicts(reasons: list[Reason]) -> str:
+    """``"fail"`` if any reason fails, ``"review"`` if any reason, else ``"pass"``.
+
+    Examples
+    --------
+    >>> combine_verdicts([])
+    'pass'
+    """
+    if any(r.severity == "fail" for r in reasons):
+        return "fail"
+    return "review" if reasons else "pass"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _range_reason(check: str, value: Any, rule: RangeRule) -> Reason | None:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return Reason(check, None, rule.min if rule.min is not None else rule.max, "review",
+                      f"{check} was not measured; the spec requires it", "min" if rule.min is not None else "max")
+    value = float(value)
+    judged = rule.judge(value)
+    if judged is None:
+        return None
+    severity, bound, limit = judged
+    word = "below" if bound == "min" else "above"
+    return Reason(check, value, limit, severity, f"{check} = {_fmt(value)} is {word} the {bound} {_fmt(limit)}", bound)
+
+
+def _lookup(measurements: Mapping | None, group: str, key: str) -> Any:
+    """Find ``key`` of ``group`` in nested ({"grains": {...}}) or flat tables."""
+    if not measurements:
+        return None
+    nested = measurements.get(group)
+    if isinstance(nested, Mapping) and key in nested:
+        return nested[key]
+    for flat in (f"{group}.{key}", f"{group}_{key}", key):
+        if flat in measurements and not isinstance(measurements[flat], Mapping):
+            return measurements[flat]
+    return None
+
+
+def _to_float(value: Any) -> float | None:
+    if value is None or isinstance(value, (bool, str)):
+        try:
+            return float(value) if isinstance(value, str) and value.strip() else None
+        except ValueError:
+            return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _phase_fraction(measurements: Mapping | None, phase: str) -> float | None:
+    fractions = _lookup(measurements, "phases", "phase_fractions")
+    if isinstance(fractions, Mapping):
+        return _to_float(fractions.get(phase))
+    if measurements:
+        for key in (f"phases.phase_fractions.{phase}", f"phase_fraction_{phase}", f"fraction_{phase}"):
+            if key in measurements:
+                return _to_float(measurements[key])
+    return None
+
+
+def evaluate(
+    image: Any,
+    spec: QCSpec,
+    *,
+    pixel_size_um: float | None = None,
+    magnification: float | None = None,
+    measurements: Mapping[str, Any] | None = None,
+    classification: Mapping[str, Any] | None = None,
+    quality: Mapping[str, float] | None = None,
+) -> QCResult:
+    """Judge one image against a spec: pass / review / fail with reasons.
+
+    Parameters
+    ----------
+    image : ndarray, Micrograph or None
+        The pixels for the image-quality checks; a
+        :class:`~micro_seg.io.Micrograph` also supplies ``pixel_size_um`` and
+        (from ``meta["magnification"]``) the magnification, and its
+        ``analysis_data`` (without the SEM data bar) is what is measured.
+        None skips the pixel checks (e.g. judging a batch's results table).
+    spec : QCSpec
+        From :func:`load_spec` or :func:`parse_spec`.
+    pixel_size_um, magnification : float, optional
+        Override what the micrograph records.
+    measurements : mapping, optional
+        ``{"grains": {...}, "phases": {...}, "defects": {...}}`` as printed by
+        ``micro-seg analyze``, or a flat row (``grains_G_intercept`` or
+        ``G_intercept`` columns) as in a batch table.
+    classification : mapping, optional
+        Output of :func:`micro_seg.classifier.classify`: ``class``,
+        ``probabilities``, optionally ``ood`` (bool) and ``ood_score``.
+        Segmentation models may also report ``{"ood": ..., "ood_score": ...}``.
+    quality : mapping, optional
+        Precomputed :func:`micro_seg.quality.assess_image` values.
+
+    Returns
+    -------
+    QCResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spec = parse_spec({"image": {"calibration": "required", "clipped_high_fraction": 0.01}})
+    >>> img = np.full((32, 32), 255, np.uint8)
+    >>> r = evaluate(img, spec)
+    >>> r.verdict, sorted(x.check for x in r.reasons)
+    ('review', ['image.calibration', 'image.clipped_high_fraction'])
+    """
+    reasons: list[Reason] = []
+    pixels = image
+    if image is not None and hasattr(image, "analysis_data"):
+        pixels = image.analysis_data
+        if pixel_size_um is None:
+            pixel_size_um = getattr(image, "pixel_size_um", None)
+        if magnification is None:
+            meta = getattr(image, "meta", None) or {}
+            magnification = _to_float(meta.get("magnification")) if isinstance(meta, Mapping) else None
+
+    q: dict[str, float] = dict(quality or {})
+    pixel_rules = [k for k in spec.image if k in _IMAGE_ONE_SIDED]
+    if pixels is not None and not q and pixel_rules:
+        from micro_seg.quality import assess_image
+
+        q = assess_image(np.asarray(pixels)).as_dict()
+    for key in pixel_rules:
+        if key in q:
+            reason = _range_reason(f"image.{key}", q[key], spec.image[key])
+        elif pixels is None:
+            reason = None  # no pixels (results table): pixel checks cannot run, not a finding
+        else:
+            reason = _range_reason(f"image.{key}", None, spec.image[key])
+        if reason:
+            reasons.append(reason)
+
+    if spec.calibration != "ignore" and (pixel_size_um is None or not pixel_size_um > 0):
+        reasons.append(Reason("image.calibration", None, "required", spec.calibration,
+                              "no pixel size: the image is uncalibrated, measurements are in pixels", "required"))
+    if "pixel_size_um" in spec.image and pixel_size_um is not None:
+        reason = _range_reason("image.pixel_size_um", float(pixel_size_um), spec.image["pixel_size_um"])
+        if reason:
+            reasons.append(reason)
+    if "magnification" in spec.image:
+        rule = spec.image["magnification"]
+        if magnification is None:
+            reasons.append(Reason("image.magnification", None, rule.min if rule.min is not None else rule.max, "review",
+                                  "the file records no magnification; check it by hand", ""))
+        else:
+            reason = _range_reason("image.magnification", float(magnification), rule)
+            if reason:
+                reasons.append(reason)
+
+    if spec.out_of_distribution != "ignore" and classification and classification.get("ood") is not None:
+        if bool(classification.get("ood")):
+            score = _to_float(classification.get("ood_score"))
+            limit = _to_float(classification.get("ood_threshold"))
+            reasons.append(Reason("image.out_of_distribution", score, limit, spec.out_of_distribution,
+                                  f"the model finds this image unlike its training data (score {_fmt(score)} > {_fmt(limit)})", "max"))
+
+    for group, rules in spec.measurements.items():
+        for key, rule in rules.items():
+            reason = _range_reason(f"{group}.{key}", _to_float(_lookup(measurements, group, key)), rule)
+            if reason:
+                reasons.append(reason)
+    for phase, rule in spec.phase_fractions.items():
+        reason = _range_reason(f"phases.phase_fractions.{phase}", _phase_fraction(measurements, phase), rule)
+        if reason:
+            reasons.append(reason)
+
+    if spec.needs_classifier:
+        reasons += _classifier_reasons(spec, classification)
+    return QCResult(verdict=combine_verdicts(reasons), reasons=reasons, quality=q)
+
+
+def _classifier_reasons(spec: QCSpec, classification: Mapping[str, Any] | None) -> list[Reason]:
+    if not classification or classification.get("class") is None:
+        return [Reason("classifier.class", None, "a classifier model", "review",
+                       "the spec has classifier rules but no classifier result was given (use --model)", "")]
+    out: list[Reason] = []
+    label = str(classification["class"])
+    probs = classification.get("probabilities") or {}
+    known = set(map(str, probs))
+    if known:
+        for key, names in (("forbidden_classes", spec.forbidden_classes), ("review_classes", spec.review_classes),
+                           ("allowed_classes", spec.allowed_classes or ())):
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise SpecError(f"{spec.source}: classifier.{key}: {missing} are not classes of the model "
+                                f"(its classes: {', '.join(sorted(known))})")
+    if label in spec.forbidden_classes:
+        out.append(Reason("classifier.forbidden_class", label, list(spec.forbidden_classes), "fail",
+                          f"classified as forbidden class {label!r}", "forbidden"))
+    elif label in spec.review_classes:
+        out.append(Reason("classifier.review_class", label, list(spec.review_classes), "review",
+                          f"classified as {label!r}, which the spec sends to review", "review"))
+    elif spec.allowed_classes is not None and label not in spec.allowed_classes:
+        out.append(Reason("classifier.allowed_class", label, list(spec.allowed_classes), "fail",
+                          f"classified as {label!r}, not among the allowed classes", "allowed"))
+    if spec.min_confidence is not None:
+        conf = _to_float(probs.get(label)) if probs else _to_float(classification.get("confidence"))
+        reason = _range_reason("classifier.confidence", conf, spec.min_confidence)
+        if reason:
+            out.append(reason)
+    return out

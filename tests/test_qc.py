@@ -1,0 +1,175 @@
+"""QC specs (validation, errors naming the key) and pass / review / fail verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from micro_seg.errors import InputFileNotFoundError, SpecError
+from micro_seg.qc import RangeRule, combine_verdicts, evaluate, load_spec, parse_spec
+from test_quality import blurred, clipped, grain_micrograph, low_contrast
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE_SPEC = {
+    "image": {
+        "blur": {"max": 0.45},
+        "clipped_low_fraction": 0.02,
+        "clipped_high_fraction": 0.02,
+        "dynamic_range": 0.15,
+        "calibration": "required",
+        "pixel_size_um": [0.2, 1.0],
+    }
+}
+
+
+def checks(result):
+    return sorted(r.check for r in result.reasons)
+
+
+def test_example_specs_load():
+    for name in ("steel_grain_size.yaml", "am_part_porosity.yaml"):
+        spec = load_spec(REPO / "examples" / "specs" / name)
+        assert spec.needs_measurements and spec.calibration == "fail"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_original_passes_degraded_versions_flagged(seed):
+    spec = parse_spec(IMAGE_SPEC)
+    img = grain_micrograph(seed)
+    assert evaluate(img, spec, pixel_size_um=0.5).verdict == "pass"
+    r = evaluate(blurred(img), spec, pixel_size_um=0.5)
+    assert r.verdict == "review" and checks(r) == ["image.blur"]
+    assert r.reasons[0].value > 0.45 and r.reasons[0].limit == 0.45 and r.reasons[0].bound == "max"
+    r = evaluate(clipped(img), spec, pixel_size_um=0.5)
+    assert checks(r) == ["image.clipped_high_fraction"]
+    r = evaluate(low_contrast(img), spec, pixel_size_um=0.5)
+    assert "image.dynamic_range" in checks(r) and r.verdict == "review"
+
+
+def test_calibration_and_pixel_size_window():
+    spec = parse_spec(IMAGE_SPEC)
+    img = grain_micrograph(0)
+    r = evaluate(img, spec)
+    assert checks(r) == ["image.calibration"] and r.reasons[0].value is None and r.verdict == "review"
+    r = evaluate(img, spec, pixel_size_um=2.5)
+    assert checks(r) == ["image.pixel_size_um"] and r.reasons[0].limit == 1.0 and r.reasons[0].value == 2.5
+    strict = parse_spec({"image": {"calibration": "fail"}})
+    assert evaluate(img, strict).verdict == "fail"
+
+
+def test_micrograph_like_object_supplies_calibration_and_magnification():
+    class FakeMicrograph:
+        def __init__(self, data):
+            self.data = np.vstack([data, np.full((20, data.shape[1]), 255, np.uint8)])  # white data bar
+            self.analysis_data = data
+            self.pixel_size_um = 0.4
+            self.meta = {"magnification": 5000.0}
+
+    spec = parse_spec({"image": {**IMAGE_SPEC["image"], "magnification": [100, 1000]}})
+    r = evaluate(FakeMicrograph(grain_micrograph(0)), spec)
+    # the data bar is not analysed (no clipping reason); magnification read from meta
+    assert checks(r) == ["image.magnification"] and r.reasons[0].value == 5000.0 and r.reasons[0].limit == 1000.0
+
+
+def test_measurement_rules_margin_and_missing():
+    spec = parse_spec({"measurements": {
+        "grains": {"G_intercept": {"min": 7, "max": 9, "margin": 0.2}, "ala_G": {"min": 3}},
+        "defects": {"area_fraction": 0.005, "max_feret_um": 50},
+        "phases": {"phase_fractions": {"ferrite": [0.6, 0.9]}},
+    }})
+    good = {"grains": {"G_intercept": 8.0, "ala_G": 4.0},
+            "defects": {"area_fraction": 0.001, "max_feret_um": 10.0},
+            "phases": {"phase_fractions": {"ferrite": 0.7, "pearlite": 0.3}}}
+    assert evaluate(None, spec, measurements=good).verdict == "pass"
+    near = {**good, "grains": {"G_intercept": 9.15, "ala_G": 4.0}}
+    r = evaluate(None, spec, measurements=near)
+    assert r.verdict == "review" and r.reasons[0].limit == 9.0 and r.reasons[0].bound == "max"
+    far = {**good, "grains": {"G_intercept": 9.5, "ala_G": 2.0}}
+    r = evaluate(None, spec, measurements=far)
+    assert r.verdict == "fail" and checks(r) == ["grains.G_intercept", "grains.ala_G"]
+    porous = {**good, "defects": {"area_fraction": 0.02, "max_feret_um": 80.0},
+              "phases": {"phase_fractions": {"ferrite": 0.5}}}
+    r = evaluate(None, spec, measurements=porous)
+    assert checks(r) == ["defects.area_fraction", "defects.max_feret_um", "phases.phase_fractions.ferrite"]
+    assert {x.value for x in r.reasons} == {0.02, 80.0, 0.5}
+    # not measured -> review with value None, never a silent pass
+    r = evaluate(None, spec, measurements={"grains": {"G_intercept": 8.0, "ala_G": 4.0}})
+    assert r.verdict == "review" and all(x.value is None for x in r.reasons) and len(r.reasons) == 3
+
+
+def test_flat_batch_row_is_understood():
+    spec = parse_spec({"measurements": {"grains": {"G_intercept": [7, 9]}, "defects": {"area_fraction": 0.01}}})
+    row = {"path": "a.tif", "status": "ok", "grains_G_intercept": "6.2", "area_fraction": 0.001}
+    r = evaluate(None, spec, measurements=row)
+    assert checks(r) == ["grains.G_intercept"] and r.reasons[0].value == pytest.approx(6.2)
+
+
+def test_classifier_rules():
+    spec = parse_spec({"classifier": {"forbidden_classes": ["crack"], "review_classes": ["stain"],
+                                      "min_confidence": 0.8}, "image": {"out_of_distribution": "fail"}})
+    probs = {"good": 0.1, "crack": 0.85, "stain": 0.05}
+    r = evaluate(None, spec, classification={"class": "crack", "probabilities": probs})
+    assert r.verdict == "fail" and checks(r) == ["classifier.forbidden_class"] and r.reasons[0].value == "crack"
+    r = evaluate(None, spec, classification={"class": "good", "probabilities": {"good": 0.6, "crack": 0.3, "stain": 0.1}})
+    assert r.verdict == "review" and checks(r) == ["classifier.confidence"] and r.reasons[0].limit == 0.8
+    r = evaluate(None, spec, classification={"class": "stain", "probabilities": {"good": 0.05, "crack": 0.05, "stain": 0.9}})
+    assert r.verdict == "review" and checks(r) == ["classifier.review_class"]
+    r = evaluate(None, spec, classification={"class": "good", "probabilities": {"good": 0.95, "crack": 0.03, "stain": 0.02},
+                                             "ood": True, "ood_score": 40.0, "ood_threshold": 12.0})
+    assert r.verdict == "fail" and checks(r) == ["image.out_of_distribution"] and r.reasons[0].limit == 12.0
+    r = evaluate(None, spec)
+    assert r.verdict == "review" and checks(r) == ["classifier.class"]
+    with pytest.raises(SpecError, match="classifier.forbidden_classes"):
+        evaluate(None, spec, classification={"class": "a", "probabilities": {"a": 1.0}})
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"imag": {}}, "imag"),
+        ({"image": {"blurr": 0.4}}, "image.blurr"),
+        ({"image": {"blur": "high"}}, "image.blur"),
+        ({"image": {"pixel_size_um": [2, 1]}}, "image.pixel_size_um"),
+        ({"image": {"pixel_size_um": 0.5}}, "image.pixel_size_um"),
+        ({"image": {"calibration": "maybe"}}, "image.calibration"),
+        ({"measurements": {"grain": {}}}, "measurements.grain"),
+        ({"measurements": {"grains": {"G_intercept": [7]}}}, "measurements.grains.G_intercept"),
+        ({"measurements": {"grains": {"G_intercept": {"min": 7, "severity": "bad"}}}}, "measurements.grains.G_intercept.severity"),
+        ({"measurements": {"grains": {"G_intercept": {"mni": 7}}}}, "measurements.grains.G_intercept"),
+        ({"measurements": {"phases": {"phase_fractions": {"ferrite": [0.2, 1.5]}}}}, "measurements.phases.phase_fractions.ferrite"),
+        ({"classifier": {"min_confidence": 1.5}}, "classifier.min_confidence"),
+        ({"classifier": {"forbiden_classes": ["x"]}}, "classifier.forbiden_classes"),
+        ({"classifier": {"forbidden_classes": [{"x": 1}]}}, "classifier.forbidden_classes"),
+        ({"version": 2}, "version"),
+        ([1, 2], "top level"),
+    ],
+)
+def test_malformed_spec_names_the_key(data, key):
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, source="bad.yaml")
+    assert str(info.value).startswith("bad.yaml: ") and key in str(info.value)
+
+
+def test_load_spec_file_errors(tmp_path):
+    with pytest.raises(InputFileNotFoundError):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("image: {blur: [0.1\n")
+    with pytest.raises(SpecError, match="bad.yaml: not valid YAML"):
+        load_spec(bad)
+    toml = tmp_path / "spec.toml"
+    toml.write_text('name = "t"\n[measurements.defects]\narea_fraction = 0.01\n')
+    spec = load_spec(toml)
+    assert spec.measurements["defects"]["area_fraction"] == RangeRule(max=0.01)
+    toml.write_text('[measurements.defects]\narea_fraction = "x"\n')
+    with pytest.raises(SpecError, match="measurements.defects.area_fraction"):
+        load_spec(toml)
+
+
+def test_combine_verdicts_and_rule_edges():
+    assert combine_verdicts([]) == "pass"
+    rule = RangeRule(min=1.0, max=2.0)
+    assert rule.judge(1.0) is None and rule.judge(2.0) is None
+    assert rule.judge(0.5) == ("fail", "min", 1.0)

@@ -1,0 +1,120 @@
+"""Image-quality measures on synthetic degradations with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
+
+from micro_seg.errors import InvalidImageError
+from micro_seg.quality import (
+    assess_image,
+    blur_score,
+    clipping_fractions,
+    dynamic_range,
+    full_scale,
+    laplacian_sharpness,
+    to_gray,
+)
+from micro_seg.synth import voronoi_labels
+
+
+def grain_micrograph(seed: int = 0, shape=(256, 256), n_grains: int = 60) -> np.ndarray:
+    """Etched-grain look: shaded grains, dark boundaries, mild noise, never clipped."""
+    labels = voronoi_labels(shape, n_grains=n_grains, seed=seed)
+    rng = np.random.default_rng(seed)
+    shade = rng.uniform(120, 200, labels.max() + 1)
+    img = shade[labels]
+    img[find_boundaries(labels)] = 40
+    img = img + rng.normal(0, 4, img.shape)
+    return np.clip(img, 1, 254).astype(np.uint8)
+
+
+def blurred(img: np.ndarray, sigma: float = 3.0) -> np.ndarray:
+    return np.clip(ndi.gaussian_filter(img.astype(float), sigma), 0, 255).astype(np.uint8)
+
+
+def clipped(img: np.ndarray) -> np.ndarray:
+    return np.clip(img.astype(float) * 1.6, 0, 255).astype(np.uint8)
+
+
+def low_contrast(img: np.ndarray) -> np.ndarray:
+    return (128 + (img.astype(float) - 128) * 0.08).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_original_is_sharp_unclipped_and_contrasted(seed):
+    q = assess_image(grain_micrograph(seed))
+    assert q.blur < 0.3
+    assert q.clipped_low_fraction == 0.0 and q.clipped_high_fraction == 0.0
+    assert q.dynamic_range > 0.4
+
+
+@pytest.mark.parametrize("sigma", [2.0, 3.0, 5.0])
+def test_blur_increases_blur_score_monotonically(sigma):
+    img = grain_micrograph(0)
+    assert blur_score(blurred(img, sigma)) > 0.45
+    assert blur_score(blurred(img, sigma)) > blur_score(blurred(img, sigma / 2)) > blur_score(img)
+    assert laplacian_sharpness(blurred(img, sigma)) < 0.1 * laplacian_sharpness(img)
+
+
+def test_blur_score_does_not_depend_on_contrast():
+    img = grain_micrograph(3).astype(float)
+    assert blur_score(img) == pytest.approx(blur_score(img * 0.25 + 7), abs=1e-6)
+
+
+def test_clipping_detected_at_full_scale():
+    img = clipped(grain_micrograph(0))
+    low, high = clipping_fractions(img)
+    # grains brighter than 255 / 1.6 = 159.4 saturate: about half of the shades in U(120, 200)
+    assert 0.3 < high < 0.7 and low == 0.0
+    dark = grain_micrograph(0).astype(float) - 60
+    low, high = clipping_fractions(np.clip(dark, 0, 255).astype(np.uint8))
+    assert low > 0.05 and high == 0.0
+
+
+def test_clipping_known_fractions_and_colour():
+    img = np.zeros((10, 10), np.uint8) + 100
+    img[:2] = 255
+    img[2:3] = 0
+    assert clipping_fractions(img) == (0.1, 0.2)
+    rgb = np.stack([img, np.full_like(img, 100), np.full_like(img, 100)], -1)
+    assert clipping_fractions(rgb) == (0.1, 0.2)
+
+
+def test_full_scale_infers_bit_depth():
+    assert full_scale(np.array([[0, 4095]], np.uint16)) == (0.0, 4095.0)
+    assert full_scale(np.array([[0, 4096]], np.uint16)) == (0.0, 16383.0)
+    assert full_scale(np.array([[0, 255]], np.uint8)) == (0.0, 255.0)
+    assert full_scale(np.array([[-3.0, 8.0]])) == (-3.0, 8.0)
+    # 12-bit saturation is found in uint16 storage
+    img = np.full((4, 4), 1000, np.uint16)
+    img[0] = 4095
+    assert clipping_fractions(img) == (0.0, 0.25)
+
+
+def test_low_contrast_detected():
+    img = grain_micrograph(1)
+    assert dynamic_range(low_contrast(img)) < 0.06
+    assert dynamic_range(img) > 0.4
+    # exact answer on a ramp: 1st..99th percentile of 0..255 spans 98% of the scale
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert dynamic_range(ramp) == pytest.approx(0.98, abs=0.002)
+
+
+def test_flat_image_is_fully_blurred_and_flat():
+    q = assess_image(np.full((32, 32), 90, np.uint8))
+    assert q.blur == 1.0 and q.laplacian_sharpness == 0.0 and q.dynamic_range == 0.0
+
+
+def test_to_gray_and_errors():
+    assert to_gray(np.zeros((5, 5, 4), np.uint8)).shape == (5, 5)
+    with pytest.raises(InvalidImageError):
+        to_gray(np.zeros((5, 5, 5, 5)))
+    with pytest.raises(InvalidImageError):
+        to_gray(np.zeros((2, 50)))
+    bad = np.zeros((8, 8))
+    bad[0, 0] = np.nan
+    with pytest.raises(InvalidImageError):
+        assess_image(bad)
