@@ -20,10 +20,36 @@ from micro_seg.synth.grains import (
     voronoi_from_seeds,
     voronoi_labels,
 )
+from micro_seg.synth.micrograph import (
+    DIFFICULTIES,
+    STYLES,
+    GrainDegradations,
+    SynthGrains,
+    degradations,
+    grain_micrograph,
+)
 from micro_seg.synth.phases import boolean_disks, boolean_disks_fraction, boolean_germs
+from micro_seg.synth.render import (
+    grain_boundaries,
+    render_etched_optical,
+    render_sem,
+    render_tint,
+)
+from micro_seg.synth.twins import add_twins
 
 __all__ = [
+    "DIFFICULTIES",
     "GRAIN_KINDS",
+    "STYLES",
+    "GrainDegradations",
+    "SynthGrains",
+    "add_twins",
+    "degradations",
+    "grain_boundaries",
+    "grain_micrograph",
+    "render_etched_optical",
+    "render_sem",
+    "render_tint",
     "boolean_disks",
     "boolean_disks_fraction",
     "boolean_germs",
