@@ -1,0 +1,38 @@
+"""Pixel-size handling shared by the measurement modules."""
+
+from __future__ import annotations
+
+import math
+
+from micro_seg.errors import CalibrationError
+
+__all__ = ["check_pixel_size", "NO_SCALE_WARNING"]
+
+NO_SCALE_WARNING = (
+    "no pixel size: lengths and areas are reported in pixels (the *_px keys); "
+    "the *_um, *_per_mm2 and G values are null because they cannot be computed without a scale"
+)
+
+
+def check_pixel_size(pixel_size_um: float | None) -> float | None:
+    """Validate a pixel size in micrometres (None = uncalibrated).
+
+    Examples
+    --------
+    >>> check_pixel_size(0.5), check_pixel_size(None)
+    (0.5, None)
+    """
+    if pixel_size_um is None:
+        return None
+    try:
+        value = float(pixel_size_um)
+    except (TypeError, ValueError):
+        msg = f"pixel_size_um={pixel_size_um!r}: not a number"
+        raise CalibrationError(msg) from None
+    if not math.isfinite(value) or value <= 0:
+        msg = f"pixel_size_um={pixel_size_um!r}: must be a positive finite number of micrometres"
+        raise CalibrationError(msg)
+    if value > 1e5 or value < 1e-6:
+        msg = f"pixel_size_um={pixel_size_um!r}: implausible pixel size (expected 1e-6 .. 1e5 um)"
+        raise CalibrationError(msg)
+    return value

@@ -1,0 +1,245 @@
+"""Grain size (E112 / E1382 / E930): known answers from standard test vectors and synthetic tessellations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from micro_seg.errors import CalibrationError, InvalidImageError
+from micro_seg.measure import (
+    combine_grain_fields,
+    g_from_grains_per_mm2,
+    g_from_intercept,
+    g_from_mean_area,
+    labels_from_boundaries,
+    measure_grains,
+    measure_grains_from_boundaries,
+)
+from micro_seg.measure.intercept import abrams_pattern, circle_intercepts, line_intercepts
+from micro_seg.synth import voronoi_labels
+
+
+@pytest.fixture(scope="module")
+def pv_large():
+    """Poisson-Voronoi window (crop=True: a window of an infinite tessellation)."""
+    n = 6000
+    return voronoi_labels((1536, 1536), n_grains=n, seed=11), n
+
+
+@pytest.fixture(scope="module")
+def pv_small():
+    return voronoi_labels((384, 512), n_grains=500, seed=5)
+
+
+# ---------------------------------------------------------------- E112 relations
+
+
+def test_e112_test_vectors():
+    assert round(g_from_intercept(0.005), 2) == 12.00
+    assert round(g_from_grains_per_mm2(1984), 2) == 8.00
+    assert abs(round(g_from_intercept(0.320), 2)) == 0.00
+    # mean area = 1 / N_A gives the same G to the rounding of the constants
+    assert abs(g_from_mean_area(1 / 1984) - 8.0) < 0.01
+
+
+def test_e112_relations_reject_nonpositive():
+    with pytest.raises(ValueError):
+        g_from_intercept(0.0)
+    with pytest.raises(ValueError):
+        g_from_grains_per_mm2(-1.0)
+
+
+# ---------------------------------------------------------------- counting rules
+
+
+def test_heyn_counts_on_stripes_are_exact():
+    w, rows, cols = 8, 40, 64
+    lab = np.repeat((np.arange(cols) // w + 1)[None, :], rows, axis=0)
+    c0, c45, c90, c135 = line_intercepts(lab)
+    assert c0.intersections == rows * (cols // w - 1)
+    assert c0.length_px == rows * (cols - 1)
+    assert c90.intersections == 0
+    assert c0.chords_px.size == rows * (cols // w - 2) and np.all(c0.chords_px == w)
+    # diagonal steps move one column: every column boundary crossed once per diagonal line
+    assert c45.intersections == c135.intersections == (rows - 1) * (cols // w - 1)
+    assert np.allclose(c45.chords_px, w * math.sqrt(2))
+
+
+def test_triple_point_counts_one_and_a_half_and_tangent_one():
+    triple = np.array([[1, 3], [2, 2]])  # 135 deg step (0,0)->(1,1): 1 -> 2 past grain 3
+    (c135,) = line_intercepts(triple, angles=(135,))
+    assert c135.intersections == 1.5
+    tangent = np.array([[1, 3], [2, 1]])  # grain 1 on both ends, others on both sides
+    (c135,) = line_intercepts(tangent, angles=(135,))
+    assert c135.intersections == 1.0
+    plain = np.array([[1, 1], [2, 2]])
+    (c135,) = line_intercepts(plain, angles=(135,))
+    assert c135.intersections == 1.0
+
+
+def test_circle_counts_half_plane():
+    lab = np.ones((101, 101), int)
+    lab[:, 50:] = 2
+    circ, p, arcs = circle_intercepts(lab, center=(50, 50), radius=30)
+    assert p == 2 and abs(circ - 2 * math.pi * 30) < 1e-9
+    assert abs(arcs.sum() - circ) < 1e-6
+    length, p3, _ = abrams_pattern(lab)
+    assert p3 == 6  # three circles, two crossings each
+
+
+def test_jeffries_rectangular_field():
+    # 4 x 4 squares: 4 inside (1), 8 edge (1/2), 4 corner (1/4) -> 9
+    lab = np.repeat(np.repeat(np.arange(1, 17).reshape(4, 4), 25, 0), 25, 1)
+    s = measure_grains(lab, pixel_size_um=2.0, fields=None).summary
+    assert s["jeffries_count"] == 9.0
+    assert s["n_grains_inside"] == 4 and s["n_grains_edge"] == 8 and s["n_grains_corner"] == 4
+    na = 9.0 / (0.2 * 0.2)
+    assert s["grains_per_mm2"] == pytest.approx(na)
+    assert s["G_planimetric"] == pytest.approx(g_from_grains_per_mm2(na))
+    # E1382 mean area over the 4 interior grains, 25 x 25 px of 4 um^2
+    assert s["mean_area_um2"] == pytest.approx(625 * 4.0)
+    assert s["ala_area_um2"] == pytest.approx(625 * 4.0)
+    assert s["ala_G"] == pytest.approx(g_from_mean_area(625 * 4.0 * 1e-6))
+
+
+# ---------------------------------------------------------------- Poisson-Voronoi known answers
+
+
+@pytest.mark.slow
+def test_poisson_voronoi_planimetric_and_intercept(pv_large):
+    lab, n = pv_large
+    px = 0.7
+    s = measure_grains(lab, pixel_size_um=px).summary
+    area_mm2 = lab.size * (px / 1000) ** 2
+    g_exact = g_from_grains_per_mm2(n / area_mm2)
+    assert abs(s["G_planimetric"] - g_exact) < 0.05
+    mean_area_um2 = lab.size * px * px / n
+    expected_l = math.pi / 4 * math.sqrt(mean_area_um2)  # planar Poisson-Voronoi: l = (pi/4) sqrt(A)
+    assert s["mean_intercept_um"] == pytest.approx(expected_l, rel=0.02)
+    assert s["mean_intercept_circles_um"] == pytest.approx(expected_l, rel=0.05)
+    # geometry, not a bug: G_intercept sits about 0.36 above G_planimetric
+    assert 0.25 < s["G_intercept"] - s["G_planimetric"] < 0.47
+    # Euler: mean number of neighbours of a planar tessellation with triple junctions is 6
+    assert s["mean_neighbors"] == pytest.approx(6.0, abs=0.1)
+    # the CI covers the known value
+    assert s["G_intercept_ci95"] is not None and s["G_intercept_ci95"] > 0
+    g_l_exact = g_from_intercept(expected_l / 1000)
+    assert abs(s["G_intercept"] - g_l_exact) < 3 * s["G_intercept_ci95"] + 0.02
+
+
+def test_rotation_and_transpose_change_g_little(pv_small):
+    base = measure_grains(pv_small, pixel_size_um=1.0).summary
+    for img in (np.rot90(pv_small), pv_small.T, pv_small[::-1]):
+        s = measure_grains(np.ascontiguousarray(img), pixel_size_um=1.0).summary
+        assert abs(s["G_planimetric"] - base["G_planimetric"]) < 0.05
+        assert abs(s["G_intercept"] - base["G_intercept"]) < 0.05
+    # a 90 deg rotation swaps 0 <-> 90 and 45 <-> 135 exactly
+    rot = measure_grains(np.ascontiguousarray(np.rot90(pv_small)), pixel_size_um=1.0).summary
+    assert rot["n_intersections"] == base["n_intersections"]
+
+
+def test_doubling_pixel_size_shifts_g_exactly(pv_small):
+    a = measure_grains(pv_small, pixel_size_um=0.5).summary
+    b = measure_grains(pv_small, pixel_size_um=1.0).summary
+    # N_A quarters: dG = 3.321928 * log10(1/4); l doubles: dG = -6.643856 * log10(2)
+    assert b["G_planimetric"] - a["G_planimetric"] == pytest.approx(-2 * 3.321928 * math.log10(2), abs=1e-9)
+    assert b["G_intercept"] - a["G_intercept"] == pytest.approx(-6.643856 * math.log10(2), abs=1e-9)
+    assert b["G_area"] - a["G_area"] == pytest.approx(-2 * 3.3223 * math.log10(2), abs=1e-9)
+    assert abs(b["G_planimetric"] - a["G_planimetric"] + 2.0) < 1e-5
+
+
+# ---------------------------------------------------------------- units, warnings, input checks
+
+
+def test_missing_pixel_size_gives_pixel_units_and_null_g(pv_small):
+    res = measure_grains(pv_small)
+    s = res.summary
+    assert s["pixel_size_um"] is None and s["units"] == "px"
+    for key in ("G_planimetric", "G_intercept", "G_area", "ala_G", "mean_intercept_um", "grains_per_mm2"):
+        assert s[key] is None
+    assert s["mean_intercept_px"] > 0 and s["mean_area_px2"] > 0
+    assert any("no pixel size" in w for w in s["warnings"])
+    assert "area_um2" not in res.grains.columns and "area_px" in res.grains.columns
+
+
+def test_pixelisation_warning_for_tiny_grains():
+    lab = voronoi_labels((128, 128), n_grains=800, seed=1)  # ~5 px grains
+    s = measure_grains(lab, pixel_size_um=1.0).summary
+    assert any("pixelisation" in w for w in s["warnings"])
+    big = measure_grains(voronoi_labels((256, 256), n_grains=60, seed=1), pixel_size_um=1.0).summary
+    assert not any("pixelisation" in w for w in big["warnings"])
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), int), -np.ones((10, 10), int), np.ones((10,), int)])
+def test_bad_labels_raise(bad):
+    with pytest.raises(InvalidImageError):
+        measure_grains(bad, pixel_size_um=1.0)
+
+
+@pytest.mark.parametrize("px", [0.0, -1.0, float("nan"), "abc"])
+def test_bad_pixel_size_raises(px):
+    with pytest.raises(CalibrationError):
+        measure_grains(np.ones((10, 10), int), pixel_size_um=px)
+
+
+def test_table_and_adjacency(pv_small):
+    res = measure_grains(pv_small, pixel_size_um=2.0)
+    t = res.grains
+    assert len(t) == pv_small.max()
+    assert t["area_px"].sum() == pv_small.size
+    assert np.allclose(t["area_um2"], t["area_px"] * 4.0)
+    # adjacency is symmetric-free, each pair once, neighbour counts agree
+    assert np.all(res.adjacency[:, 0] < res.adjacency[:, 1])
+    deg = np.bincount(res.adjacency.ravel(), minlength=int(pv_small.max()) + 1)[t["label"]]
+    assert np.array_equal(deg, t["n_neighbors"].to_numpy())
+    # Crofton perimeter of interior grains ~ 4 sqrt(A) .. 5 sqrt(A) for Voronoi cells
+    inner = t[~t["touches_edge"]]
+    ratio = (inner["perimeter_px"] / np.sqrt(inner["area_px"])).median()
+    assert 3.5 < ratio < 4.5
+
+
+def test_zero_boundaries_are_assigned_to_grains():
+    lab = np.ones((50, 60), int)
+    lab[:, 30:] = 2
+    lab[:, 29:32] = 0  # a 3-px boundary band between the two grains
+    s = measure_grains(lab, pixel_size_um=1.0, fields=None).summary
+    assert s["n_grains"] == 2
+    # horizontal lines cross exactly one boundary each
+    assert s["mean_intercept_by_angle_px"]["0"] == pytest.approx(59.0)
+
+
+# ---------------------------------------------------------------- boundary masks
+
+
+def test_labels_from_boundaries_closes_small_gaps_and_drops_fragments():
+    mask = np.zeros((60, 60), bool)
+    mask[:, 30] = True
+    mask[30, :] = True
+    mask[30, 10:12] = False  # 2-px gap in a boundary
+    mask[5, 5] = True  # speck of noise inside a grain
+    lab = labels_from_boundaries(mask, close_gaps_px=1)
+    assert lab.max() == 4 and (lab > 0).all()
+    lab0 = labels_from_boundaries(mask, close_gaps_px=0)
+    assert lab0.max() == 3  # the gap merges two grains
+
+
+def test_measure_from_boundaries_grid():
+    mask = np.zeros((201, 201), np.uint8)
+    mask[:, ::40] = 255
+    mask[::40, :] = 255
+    res = measure_grains_from_boundaries(mask, pixel_size_um=1.0, fields=None)
+    assert res.summary["n_grains"] == 25
+    # interior squares 40 x 40 px: E1382 mean area
+    assert res.summary["mean_area_um2"] == pytest.approx(1600, rel=0.05)
+
+
+def test_combine_fields_uses_mean_l_not_mean_g(pv_small):
+    halves = [pv_small[:, :256], pv_small[:, 256:]]
+    res = [measure_grains(np.ascontiguousarray(h), pixel_size_um=1.0) for h in halves]
+    comb = combine_grain_fields(res)
+    ls = [r.summary["mean_intercept_um"] for r in res]
+    assert comb["G_intercept"] == pytest.approx(g_from_intercept(np.mean(ls) / 1000))
+    assert comb["n_fields"] == 2
+    assert comb["mean_intercept_um"]["ci95"] == pytest.approx(12.706 * np.std(ls, ddof=1) / math.sqrt(2), rel=1e-3)
