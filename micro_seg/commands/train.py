@@ -1,0 +1,233 @@
+"""``micro-seg train IMAGES_DIR LABELS_DIR --out MODEL_DIR``: train or fine-tune a segmenter.
+
+Image/label pairs are matched by file stem: ``IMAGES_DIR/a.tif`` pairs with
+``LABELS_DIR/a.png`` (or ``a_labels.*``, ``a_label.*``, ``a_mask.*``).
+
+Label encodings (``--label-encoding``)
+--------------------------------------
+``sparse`` (default)
+    0 = unlabelled (ignored: scribbles and partial labels work), value ``c``
+    = class ``c`` (1-based: the first name in ``--classes`` is 1).
+``dense``
+    every pixel labelled, value ``v`` = class ``v + 1`` (0-based index maps,
+    such as the class-label images ``micro-seg segment`` writes).
+``mask``
+    binary masks: > 127 = the second class, the rest = the first.
+
+Examples
+--------
+>>> from micro_seg.cli import main
+>>> main(["train", "imgs", "labs", "--out", "m", "--classes", "a,b"])  # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from micro_seg.errors import InputFileNotFoundError, TrainingDataError
+
+_IMAGE_EXT = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
+_LABEL_SUFFIXES = ("", "_labels", "_label", "_mask", "_masks", "_annotation")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a segmentation model from image/label pairs (0 = unlabelled)",
+        description="Train (or fine-tune with --base) a segmentation model from image/label pairs matched by "
+        "file stem.  Labels: 0 = unlabelled (ignored), c = class c (1-based).  Writes a model folder that "
+        "--model PATH accepts everywhere.",
+    )
+    p.add_argument("images_dir", help="folder of micrographs")
+    p.add_argument("labels_dir", help="folder of label images with the same stems")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--base", default=None, help="model name or folder to fine-tune from")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--arch", default="msnet", help="network architecture (msnet, msnet-s, msnet-l, smp-unet-resnet18, smp:<Arch>:<encoder>)")
+    p.add_argument("--classes", default=None, help="comma-separated class names, label value 1 first")
+    p.add_argument("--task", default=None, choices=["semantic", "grains"], help="model task (default semantic, or the base model's)")
+    p.add_argument("--name", default=None, help="model name on the card (default: the --out folder name)")
+    p.add_argument("--label-encoding", default="sparse", choices=["sparse", "dense", "mask"])
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-3, 1e-3 when fine-tuning)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of IMAGES held out for validation")
+    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock time limit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default OUT/checkpoint)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        from micro_seg.io import read_micrograph
+    except ImportError:  # pragma: no cover - io helper not installed
+        read_micrograph = None
+    if read_micrograph is not None:
+        return np.asarray(read_micrograph(path).data)
+    return _read_plain(path)
+
+
+def _read_plain(path: Path) -> np.ndarray:
+    import tifffile
+    from PIL import Image
+
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            return np.asarray(tifffile.imread(path))
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except Exception as exc:  # unreadable file: user error, not a bug
+        raise TrainingDataError(f"{path}: cannot read image: {exc}") from exc
+
+
+def _read_label(path: Path, encoding: str) -> np.ndarray:
+    lab = _read_plain(path)
+    if lab.ndim == 3:
+        if lab.shape[2] >= 3 and not (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])):
+            raise TrainingDataError(f"{path}: label image is colour; expected one channel of integer class values")
+        lab = lab[..., 0]
+    if lab.ndim != 2:
+        raise TrainingDataError(f"{path}: label image must be 2-D, got shape {lab.shape}")
+    if lab.dtype.kind == "f":
+        if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
+            raise TrainingDataError(f"{path}: label image has non-integer values")
+        lab = lab.astype(np.int64)
+    if lab.dtype.kind == "b":
+        lab = lab.astype(np.int64)
+    if encoding == "dense":
+        lab = lab.astype(np.int64) + 1
+    elif encoding == "mask":
+        lab = np.where(lab > 127, 2, 1)
+    if lab.size and int(lab.min()) < 0:
+        raise TrainingDataError(f"{path}: label values must be >= 0, found {int(lab.min())}")
+    return lab.astype(np.int64)
+
+
+def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Match images to labels by stem; raise :class:`TrainingDataError` on any mismatch."""
+    images_dir, labels_dir = Path(images_dir), Path(labels_dir)
+    for d, what in ((images_dir, "images"), (labels_dir, "labels")):
+        if not d.exists():
+            raise InputFileNotFoundError(f"{d}: {what} folder does not exist")
+        if not d.is_dir():
+            raise TrainingDataError(f"{d}: {what} path is not a folder")
+    imgs = sorted(p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT)
+    labs = sorted(p for p in labels_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT)
+    if not imgs:
+        raise TrainingDataError(f"{images_dir}: no images found (extensions {', '.join(sorted(_IMAGE_EXT))})")
+    if not labs:
+        raise TrainingDataError(f"{labels_dir}: no label images found")
+    by_stem: dict[str, Path] = {}
+    for lab in labs:
+        stem = lab.stem
+        for suf in _LABEL_SUFFIXES[1:]:
+            if stem.endswith(suf):
+                stem = stem[: -len(suf)]
+                break
+        if stem in by_stem and by_stem[stem] != lab:
+            raise TrainingDataError(f"{labels_dir}: two label files for image stem {stem!r}: {by_stem[stem].name}, {lab.name}")
+        by_stem[stem] = lab
+    pairs, missing = [], []
+    for img in imgs:
+        lab = by_stem.pop(img.stem, None)
+        if lab is None:
+            missing.append(img.name)
+        else:
+            pairs.append((img, lab))
+    if not pairs:
+        raise TrainingDataError(f"{images_dir}: no image has a label file with the same stem in {labels_dir}")
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise TrainingDataError(f"{labels_dir}: no labels for images {', '.join(missing[:5])}{more}")
+    if by_stem:
+        extra = sorted(p.name for p in by_stem.values())
+        raise TrainingDataError(f"{images_dir}: no image for label files {', '.join(extra[:5])}")
+    return pairs
+
+
+def run(args: argparse.Namespace) -> dict:
+    from micro_seg.training import train_segmenter
+
+    pairs = find_pairs(args.images_dir, args.labels_dir)
+    images, labels = [], []
+    for img_path, lab_path in pairs:
+        img = _read_image(img_path)
+        lab = _read_label(lab_path, args.label_encoding)
+        if img.shape[:2] != lab.shape:
+            raise TrainingDataError(
+                f"{lab_path}: labels are {lab.shape[0]} x {lab.shape[1]} but image {img_path.name} is "
+                f"{img.shape[0]} x {img.shape[1]} pixels"
+            )
+        images.append(img)
+        labels.append(lab)
+    max_label = max(int(l.max()) for l in labels)
+    base_card = None
+    if args.base:
+        from micro_seg.registry import load_model
+
+        base = load_model(args.base)
+        base_card = base.card
+    if args.classes:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    elif base_card is not None:
+        classes = list(base_card.classes)
+    else:
+        classes = [f"class{i}" for i in range(1, max(2, max_label) + 1)]
+    if max_label > len(classes):
+        raise TrainingDataError(
+            f"{args.labels_dir}: label value {max_label} found but only {len(classes)} classes "
+            f"({', '.join(classes)}); 0 = unlabelled, class c = value c"
+        )
+    if args.epochs < 1:
+        raise TrainingDataError(f"--epochs must be >= 1, got {args.epochs}")
+    task = args.task or (base_card.task if base_card is not None else "semantic")
+    out = Path(args.out)
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoint"
+
+    def progress(ev: dict) -> None:
+        if args.quiet or args.json and ev["stage"] == "step":
+            return
+        if ev["stage"] == "epoch":
+            v = ev.get("val") or {}
+            miou = v.get("mean_iou")
+            tail = f" val mIoU {miou:.4f}" if miou is not None else ""
+            print(f"epoch {ev['epoch'] + 1}/{ev['epochs']} loss {ev['loss']:.4f}{tail} ({ev['seconds']:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+    kwargs = dict(
+        classes=classes, task=task, epochs=args.epochs, patch_size=args.patch_size, batch_size=args.batch_size,
+        lr=args.lr if args.lr is not None else (1e-3 if args.base else 3e-3), val_fraction=args.val_fraction,
+        patience=args.patience, seed=args.seed, time_limit_s=args.minutes * 60 if args.minutes else None,
+        checkpoint_dir=ckpt, resume=args.resume, num_threads=args.threads, progress=progress,
+        name=args.name or out.name, out=out,
+    )
+    if args.base:
+        kwargs["base"] = base
+    else:
+        kwargs["arch"] = args.arch
+    net, card, history = train_segmenter(images, labels, **kwargs)
+    val = card.metrics.get("validation", {})
+    return {
+        "model": str(out),
+        "name": card.name,
+        "task": card.task,
+        "classes": card.classes,
+        "arch": card.arch,
+        "n_images": len(pairs),
+        "epochs_run": len(history),
+        "best_epoch": card.extra.get("training", {}).get("best_epoch"),
+        "validation": {k: val.get(k) for k in ("iou", "mean_iou", "weighted_iou", "accuracy")} if val else None,
+        "seconds": card.extra.get("training", {}).get("seconds"),
+        "sha256": card.weights_sha256,
+    }

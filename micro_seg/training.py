@@ -1,0 +1,723 @@
+"""Train or fine-tune a segmentation network from image/label pairs.
+
+Label convention (used by :func:`train_segmenter`, ``micro-seg train`` and
+:mod:`micro_seg.datasets`)
+------------------------------------------------------------------------
+* ``0`` = **unlabelled**: ignored by the loss and the metrics, so sparse
+  scribbles and partially labelled images work;
+* ``c`` (``1 <= c <= n_classes``) = class ``classes[c - 1]``; the network's
+  output channel ``c - 1``, and the value ``c - 1`` in a predicted class-label
+  image (predictions are 0-based as in the CLI contract, training labels are
+  1-based because 0 is reserved for "unlabelled").
+
+What it does
+------------
+Random patches are cut from the training images (each image's chance is
+proportional to its labelled pixels, and a fraction of patches is centred on a
+rare class), augmented (:mod:`micro_seg.augment`: flips, 90-degree rotations,
+scale jitter, contrast/brightness/gamma, noise, blur), and fed to AdamW with a
+warm-up + cosine learning-rate schedule.  The loss is cross-entropy with
+``ignore_index`` and class weights (``"auto"`` = inverse square root of class
+frequency), optionally plus a soft Dice term.  Validation images are split off
+**by image** (never by patch); after each epoch the whole validation images
+are predicted and per-class IoU computed; the best epoch is kept and training
+stops early after ``patience`` epochs without improvement.  Checkpoints (no
+pickles: safetensors + JSON) allow ``resume=True``.  With the same ``seed``
+(and thread count) two runs give identical weights.
+
+Examples
+--------
+>>> import numpy as np
+>>> from micro_seg.training import train_segmenter
+>>> img = np.zeros((64, 64), np.uint8); img[:, 32:] = 200
+>>> lab = np.zeros((64, 64), np.uint8); lab[:, :8] = 1; lab[:, -8:] = 2   # scribbles
+>>> net, card, history = train_segmenter([img], [lab], classes=["dark", "bright"],
+...     arch_kwargs={"widths": (8, 16), "blocks": (1, 1)}, epochs=2, patch_size=32, batch_size=4,
+...     val_fraction=0, augment=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator, Sequence
+
+import numpy as np
+
+from micro_seg.augment import AugmentConfig, augment_pair, sample_patch
+from micro_seg.errors import CancelledError, ModelError, TrainingDataError
+
+__all__ = [
+    "TrainResult",
+    "train_segmenter",
+    "iter_train_segmenter",
+    "confusion_matrix",
+    "segmentation_metrics",
+    "auto_class_weights",
+    "predict_logits",
+    "segmentation_loss",
+    "split_by_image",
+]
+
+
+@dataclass
+class TrainResult:
+    """What training returns: the network (best epoch), its card and the history."""
+
+    network: Any
+    card: Any
+    history: list[dict] = field(default_factory=list)
+
+    def __iter__(self):  # allows ``net, card, history = result``
+        return iter((self.network, self.card, self.history))
+
+
+# ----------------------------------------------------------------- metrics
+
+
+def confusion_matrix(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> np.ndarray:
+    """Confusion counts ``[true, pred]`` over labelled pixels.
+
+    ``truth`` uses the training convention (0 unlabelled, class c = c);
+    ``pred`` is 0-based (value ``c - 1`` means class c).
+
+    Examples
+    --------
+    >>> confusion_matrix(np.array([0, 1, 1]), np.array([1, 2, 0]), 2).tolist()
+    [[1, 0], [0, 1]]
+    """
+    truth = np.asarray(truth).ravel().astype(np.int64)
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    keep = (truth > 0) & (truth <= n_classes)
+    idx = (truth[keep] - 1) * n_classes + np.clip(pred[keep], 0, n_classes - 1)
+    return np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def segmentation_metrics(cm: np.ndarray, classes: Sequence[str] | None = None) -> dict:
+    """Per-class IoU, mean IoU, pixel-weighted IoU and accuracy from a confusion matrix.
+
+    ``mean_iou`` averages the classes present in the ground truth;
+    ``weighted_iou`` weights each class IoU by its ground-truth pixel share.
+
+    Examples
+    --------
+    >>> m = segmentation_metrics(np.array([[3, 1], [0, 4]]), ["a", "b"])
+    >>> round(m["iou"]["a"], 3), round(m["iou"]["b"], 3), round(m["accuracy"], 3)
+    (0.75, 0.8, 0.875)
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    n = cm.shape[0]
+    classes = list(classes) if classes is not None else [str(i + 1) for i in range(n)]
+    tp = np.diag(cm)
+    gt = cm.sum(1)
+    pr = cm.sum(0)
+    union = gt + pr - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    present = gt > 0
+    total = cm.sum()
+    mean_iou = float(np.nanmean(iou[present])) if present.any() else float("nan")
+    weighted = float(np.nansum(iou[present] * gt[present]) / total) if total else float("nan")
+    return {
+        "iou": {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, iou)},
+        "mean_iou": mean_iou,
+        "weighted_iou": weighted,
+        "accuracy": float(tp.sum() / total) if total else float("nan"),
+        "labelled_pixels": int(total),
+    }
+
+
+def auto_class_weights(labels: Sequence[np.ndarray], n_classes: int, *, power: float = 0.5, max_ratio: float = 20.0) -> np.ndarray:
+    """Inverse-frequency class weights ``f_c ** -power``, normalised to mean 1 over pixels.
+
+    Absent classes get weight 1; the ratio between largest and smallest
+    weight is capped at ``max_ratio``.
+
+    Examples
+    --------
+    >>> w = auto_class_weights([np.array([1, 1, 1, 2])], 2)
+    >>> bool(w[1] > w[0])
+    True
+    """
+    counts = np.zeros(n_classes, np.float64)
+    for lab in labels:
+        c = np.bincount(np.asarray(lab).ravel().astype(np.int64), minlength=n_classes + 1)[1 : n_classes + 1]
+        counts += c
+    if counts.sum() == 0:
+        return np.ones(n_classes, np.float32)
+    freq = counts / counts.sum()
+    w = np.ones(n_classes)
+    present = freq > 0
+    w[present] = freq[present] ** -power
+    w[present] /= (w[present] * freq[present]).sum()
+    w = np.clip(w, w[present].min(), w[present].min() * max_ratio)
+    w[~present] = 1.0
+    return w.astype(np.float32)
+
+
+# ------------------------------------------------------------- prediction
+
+
+def predict_logits(network, x: np.ndarray, *, tile: int = 1024, overlap: int = 64) -> np.ndarray:
+    """Logits ``(n_classes, rows, cols)`` of a (C, rows, cols) network input.
+
+    Inputs are reflect-padded to the network stride; images larger than
+    ``tile`` are processed in overlapping tiles whose centres are stitched.
+    (The product's tiled, blended inference is :mod:`micro_seg.inference`;
+    this is the lean version used for validation during training.)
+    """
+    import torch
+
+    from micro_seg.nets import required_stride
+
+    stride = required_stride(network)
+    c, rows, cols = x.shape
+
+    def run(block: np.ndarray) -> np.ndarray:
+        r, q = block.shape[1:]
+        pr, pq = (-r) % stride, (-q) % stride
+        if pr or pq:
+            mode = "reflect" if (r > pr and q > pq) else "edge"
+            block = np.pad(block, ((0, 0), (0, pr), (0, pq)), mode=mode)
+        with torch.inference_mode():
+            out = network(torch.from_numpy(np.ascontiguousarray(block))[None])[0].numpy()
+        return out[:, :r, :q]
+
+    if rows <= tile and cols <= tile:
+        return run(x)
+    out = None
+    step = tile - 2 * overlap
+    for r0 in range(0, rows, step):
+        for c0 in range(0, cols, step):
+            a0, b0 = max(0, r0 - overlap), max(0, c0 - overlap)
+            a1, b1 = min(rows, r0 + step + overlap), min(cols, c0 + step + overlap)
+            y = run(x[:, a0:a1, b0:b1])
+            if out is None:
+                out = np.empty((y.shape[0], rows, cols), np.float32)
+            e0, f0 = min(rows, r0 + step), min(cols, c0 + step)
+            out[:, r0:e0, c0:f0] = y[:, r0 - a0 : e0 - a0, c0 - b0 : f0 - b0]
+    return out
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def split_by_image(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices ``(train, val)``: ``round(n * val_fraction)`` whole images go to validation.
+
+    At least one image stays in training; with ``val_fraction > 0`` and
+    ``n >= 2`` at least one goes to validation.
+
+    Examples
+    --------
+    >>> split_by_image(5, 0.2, 0)[1].__len__()
+    1
+    """
+    if not 0 <= val_fraction < 1:
+        raise TrainingDataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = max(1, n_val)
+    n_val = min(n_val, n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val])
+
+
+def _check_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], n_classes: int, what: str) -> None:
+    if len(images) != len(labels):
+        raise TrainingDataError(f"{what}: {len(images)} images but {len(labels)} label images")
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        img, lab = np.asarray(img), np.asarray(lab)
+        if lab.ndim != 2:
+            raise TrainingDataError(f"{what} pair {i}: labels must be 2-D, got shape {lab.shape}")
+        if img.shape[:2] != lab.shape:
+            raise TrainingDataError(f"{what} pair {i}: image is {img.shape[:2]} but labels are {lab.shape}")
+        if not np.issubdtype(lab.dtype, np.integer) and not np.issubdtype(lab.dtype, np.bool_):
+            raise TrainingDataError(f"{what} pair {i}: labels must be integers, got {lab.dtype}")
+        mx = int(lab.max()) if lab.size else 0
+        if mx > n_classes or (lab.size and int(lab.min()) < 0):
+            raise TrainingDataError(
+                f"{what} pair {i}: label values must be 0 (unlabelled) .. {n_classes} (classes), found {int(lab.min())}..{mx}"
+            )
+
+
+def _is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def _data_hash(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for img, lab in zip(images, labels):
+        for a in (np.ascontiguousarray(img), np.ascontiguousarray(lab)):
+            h.update(str((a.shape, a.dtype.str)).encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _state_to_tensors(network, optimizer) -> dict:
+    tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in network.state_dict().items()}
+    for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
+        for k, v in optimizer.state.get(p, {}).items():
+            import torch
+
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"opt.{i}.{k}"] = t.detach().clone().contiguous()
+    return tensors
+
+
+def _load_state(network, optimizer, tensors: dict) -> None:
+    model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    network.load_state_dict(model_sd)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, k = key.split(".", 2)
+            optimizer.state[params[int(i)]][k] = v.clone()
+
+
+def _soft_dice(logits, target, n_classes: int):
+    import torch
+    import torch.nn.functional as F
+
+    valid = target >= 0
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    prob = torch.softmax(logits, 1)
+    onehot = F.one_hot(target.clamp(min=0), n_classes).permute(0, 3, 1, 2).to(prob.dtype)
+    m = valid[:, None].to(prob.dtype)
+    inter = (prob * onehot * m).sum((0, 2, 3))
+    denom = ((prob + onehot) * m).sum((0, 2, 3))
+    present = onehot.mul(m).sum((0, 2, 3)) > 0
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    return 1.0 - dice[present].mean() if bool(present.any()) else logits.sum() * 0.0
+
+
+def segmentation_loss(logits, labels, *, class_weights=None, dice_weight: float = 0.0):
+    """Weighted cross-entropy (+ optional soft Dice) that ignores unlabelled pixels.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(N, n_classes, rows, cols)`` network output.
+    labels : torch.Tensor
+        ``(N, rows, cols)`` int64 in the training convention: 0 = unlabelled
+        (contributes nothing, not even a gradient), ``c`` = class ``c``.
+    class_weights : torch.Tensor, optional
+        One weight per class.
+    dice_weight : float
+        Weight of the soft Dice term (computed over labelled pixels only).
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits = torch.zeros(1, 2, 1, 2); logits[0, 0, 0, 0] = 5.0
+    >>> a = segmentation_loss(logits, torch.tensor([[[1, 0]]]))
+    >>> logits[0, 1, 0, 1] = 9.0   # change only the unlabelled pixel
+    >>> bool(segmentation_loss(logits, torch.tensor([[[1, 0]]])) == a)
+    True
+    """
+    import torch.nn.functional as F
+
+    target = labels.long() - 1  # -1 = unlabelled
+    n_classes = logits.shape[1]
+    if bool((target >= 0).any()):
+        loss = F.cross_entropy(logits, target, weight=class_weights, ignore_index=-1)
+    else:
+        loss = logits.sum() * 0.0
+    if dice_weight:
+        loss = loss + dice_weight * _soft_dice(logits, target, n_classes)
+    return loss
+
+
+# -------------------------------------------------------------- training
+
+
+def iter_train_segmenter(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    classes: Sequence[str],
+    arch: str = "msnet",
+    arch_kwargs: dict | None = None,
+    base: Any = None,
+    task: str = "semantic",
+    in_channels: int | None = None,
+    normalisation: dict | None = None,
+    epochs: int = 40,
+    patch_size: int = 256,
+    batch_size: int = 8,
+    patches_per_epoch: int | None = None,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.2,
+    val_images: Sequence[np.ndarray] | None = None,
+    val_labels: Sequence[np.ndarray] | None = None,
+    class_weights: str | Sequence[float] | None = "auto",
+    dice_weight: float = 0.0,
+    rare_class_fraction: float = 0.3,
+    augment: bool | AugmentConfig = True,
+    seed: int = 0,
+    patience: int | None = 10,
+    keep: str = "best",
+    time_limit_s: float | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    num_threads: int | None = None,
+    cancel: Any = None,
+    name: str | None = None,
+    card_extra: dict | None = None,
+) -> Generator[dict, None, TrainResult]:
+    """Generator form of :func:`train_segmenter`: yields progress dicts, returns a TrainResult.
+
+    Progress dicts have ``"stage"`` = ``"start"``, ``"step"`` or ``"epoch"``,
+    plus ``epoch``, ``epochs``, ``step``, ``steps_per_epoch``, ``loss``,
+    ``seconds`` and for epochs the validation metrics ``val``.  See
+    :func:`train_segmenter` for the parameters.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from micro_seg.nets import build_network
+    from micro_seg.preprocess import to_network_input
+
+    t_start = time.perf_counter()
+    classes = [str(c) for c in classes]
+    n_classes = len(classes)
+    if n_classes < 2:
+        raise TrainingDataError(f"need at least 2 classes, got {classes}")
+    if len(set(classes)) != n_classes:
+        raise TrainingDataError(f"class names must be unique, got {classes}")
+    if not images:
+        raise TrainingDataError("no training images given")
+    if epochs < 1 or patch_size < 8 or batch_size < 1:
+        raise TrainingDataError(f"epochs ({epochs}), patch_size ({patch_size}) and batch_size ({batch_size}) must be positive (patch >= 8)")
+    images, labels = list(images), list(labels)
+    _check_pairs(images, labels, n_classes, "training")
+    if (val_images is None) != (val_labels is None):
+        raise TrainingDataError("give both val_images and val_labels, or neither")
+    if val_images is not None:
+        val_images, val_labels = list(val_images), list(val_labels)
+        _check_pairs(val_images, val_labels, n_classes, "validation")
+        train_idx = list(range(len(images)))
+    else:
+        train_idx, val_idx = split_by_image(len(images), val_fraction, seed)
+        val_images = [images[i] for i in val_idx]
+        val_labels = [labels[i] for i in val_idx]
+        images = [images[i] for i in train_idx]
+        labels = [labels[i] for i in train_idx]
+    labels = [np.asarray(l).astype(np.int64) for l in labels]
+    val_labels = [np.asarray(l).astype(np.int64) for l in val_labels]
+    if sum(int((l > 0).sum()) for l in labels) == 0:
+        raise TrainingDataError("the training labels contain no labelled pixel (all 0 = unlabelled)")
+
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+
+    # --- network and card defaults (fine-tuning starts from a loaded model)
+    base_card = None
+    if base is not None:
+        from micro_seg.registry import load_model
+
+        loaded = load_model(base) if isinstance(base, (str, Path)) else base
+        if hasattr(loaded, "card") and hasattr(loaded, "network"):
+            network, base_card = loaded.network, loaded.card
+        else:
+            network, base_card = loaded
+        arch = base_card.arch
+        arch_kwargs = dict(base_card.arch_kwargs or {})
+        in_channels = base_card.in_channels
+        normalisation = base_card.normalisation
+        if len(base_card.classes) != n_classes:
+            _replace_head(network, n_classes, arch)
+    if in_channels is None:
+        in_channels = 3 if any(np.asarray(i).ndim == 3 and np.asarray(i).shape[2] >= 3 for i in images) else 1
+    if normalisation is None:
+        from micro_seg.preprocess import DEFAULT_NORMALISATION
+
+        normalisation = dict(DEFAULT_NORMALISATION)
+    arch_kwargs = dict(arch_kwargs or {})
+
+    xs = [to_network_input(np.asarray(i), in_channels=in_channels, normalisation=normalisation) for i in images]
+    vxs = [to_network_input(np.asarray(i), in_channels=in_channels, normalisation=normalisation) for i in val_images]
+
+    torch.manual_seed(seed)
+    if base is None:
+        network = build_network(arch, in_channels=in_channels, num_classes=n_classes, **arch_kwargs)
+    network = network.float()
+
+    if isinstance(class_weights, str):
+        if class_weights != "auto":
+            raise TrainingDataError(f"class_weights must be 'auto', None or one weight per class, got {class_weights!r}")
+        weights = auto_class_weights(labels, n_classes)
+    elif class_weights is None:
+        weights = np.ones(n_classes, np.float32)
+    else:
+        weights = np.asarray(class_weights, np.float32)
+        if weights.shape != (n_classes,) or (weights < 0).any():
+            raise TrainingDataError(f"class_weights needs {n_classes} non-negative values, got {list(class_weights)}")
+    weight_t = torch.from_numpy(weights)
+
+    aug_cfg = augment if isinstance(augment, AugmentConfig) else AugmentConfig(enabled=bool(augment))
+    labelled = np.array([max(1, int((l > 0).sum())) for l in labels], np.float64)
+    img_p = labelled / labelled.sum()
+    class_present = np.zeros(n_classes, np.float64)
+    for l in labels:
+        class_present += np.bincount(l.ravel(), minlength=n_classes + 1)[1 : n_classes + 1]
+    rare_p = np.where(class_present > 0, 1.0 / np.maximum(class_present, 1), 0)
+    rare_p = np.sqrt(rare_p)
+    rare_p = rare_p / rare_p.sum() if rare_p.sum() else rare_p
+    if patches_per_epoch is None:
+        total = sum(l.size for l in labels)
+        patches_per_epoch = max(batch_size, int(math.ceil(2 * total / patch_size**2)))
+    steps_per_epoch = max(1, int(math.ceil(patches_per_epoch / batch_size)))
+    total_steps = epochs * steps_per_epoch
+    warmup = max(1, int(0.03 * total_steps))
+
+    opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
+    history: list[dict] = []
+    best_score, best_epoch, best_state = -math.inf, -1, None
+    start_epoch = 0
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    config = {
+        "arch": arch, "arch_kwargs": arch_kwargs, "classes": classes, "in_channels": in_channels,
+        "normalisation": normalisation, "epochs": epochs, "patch_size": patch_size, "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch, "lr": lr, "weight_decay": weight_decay, "seed": seed,
+        "class_weights": [float(w) for w in weights], "dice_weight": dice_weight,
+        "rare_class_fraction": rare_class_fraction, "augment": aug_cfg.as_dict(),
+        "base": None if base is None else str(getattr(base_card, "name", base)),
+    }
+    if ckpt is not None and resume and (ckpt / "last.json").exists():
+        from safetensors.torch import load_file
+
+        meta = json.loads((ckpt / "last.json").read_text())
+        if meta.get("config") != json.loads(json.dumps(config)):
+            raise TrainingDataError(f"{ckpt}: checkpoint was made with different settings; cannot resume (use a new checkpoint_dir)")
+        _load_state(network, opt, load_file(str(ckpt / "last.safetensors")))
+        history = meta["history"]
+        start_epoch = int(meta["epoch"]) + 1
+        best_score, best_epoch = float(meta["best_score"]), int(meta["best_epoch"])
+        if (ckpt / "best.safetensors").exists():
+            best_state = {k: v for k, v in load_file(str(ckpt / "best.safetensors")).items()}
+
+    yield {"stage": "start", "epoch": start_epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+           "n_train": len(xs), "n_val": len(vxs), "class_weights": config["class_weights"], "seconds": 0.0}
+
+    def lr_at(step: int) -> float:
+        frac = step / total_steps
+        if time_limit_s:
+            frac = max(frac, (time.perf_counter() - t_start) / time_limit_s)
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+    stopped = None
+    for epoch in range(start_epoch, epochs):
+        rng = np.random.default_rng([seed, epoch])
+        torch.manual_seed(seed * 100_003 + epoch)
+        network.train()
+        losses = []
+        for step in range(steps_per_epoch):
+            if _is_cancelled(cancel):
+                raise CancelledError("training cancelled")
+            bx, by = [], []
+            for _ in range(batch_size):
+                i = int(rng.choice(len(xs), p=img_p))
+                focus = None
+                if rare_class_fraction and rng.random() < rare_class_fraction and rare_p.sum():
+                    focus = int(rng.choice(n_classes, p=rare_p)) + 1
+                scale = 1.0
+                if aug_cfg.enabled and rng.random() < aug_cfg.p_scale:
+                    lo, hi = aug_cfg.scale_range
+                    scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+                x, y = sample_patch(xs[i], labels[i], patch_size=patch_size, rng=rng, scale=scale, focus_class=focus)
+                x, y = augment_pair(x, y, rng=rng, config=aug_cfg)
+                bx.append(x)
+                by.append(y)
+            xb = torch.from_numpy(np.stack(bx))
+            yb = torch.from_numpy(np.stack(by).astype(np.int64))
+            gstep = epoch * steps_per_epoch + step
+            for g in opt.param_groups:
+                g["lr"] = lr_at(gstep)
+            loss = segmentation_loss(network(xb), yb, class_weights=weight_t, dice_weight=dice_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            yield {"stage": "step", "epoch": epoch, "epochs": epochs, "step": step,
+                   "steps_per_epoch": steps_per_epoch, "loss": losses[-1],
+                   "seconds": time.perf_counter() - t_start}
+        rec: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr_at((epoch + 1) * steps_per_epoch - 1)}
+        if vxs:
+            network.eval()
+            cm = np.zeros((n_classes, n_classes), np.int64)
+            for vx, vy in zip(vxs, val_labels):
+                pred = predict_logits(network, vx).argmax(0)
+                cm += confusion_matrix(pred, vy, n_classes)
+            rec["val"] = segmentation_metrics(cm, classes)
+            score = rec["val"]["mean_iou"]
+        else:
+            score = -rec["loss"]
+        rec["seconds"] = time.perf_counter() - t_start
+        history.append(rec)
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        if ckpt is not None:
+            from safetensors.torch import save_file
+
+            ckpt.mkdir(parents=True, exist_ok=True)
+            save_file(_state_to_tensors(network, opt), str(ckpt / "last.safetensors"))
+            if best_epoch == epoch:
+                save_file({k: v.contiguous() for k, v in best_state.items()}, str(ckpt / "best.safetensors"))
+            meta = {"epoch": epoch, "history": history, "best_score": best_score, "best_epoch": best_epoch, "config": config}
+            (ckpt / "last.json").write_text(json.dumps(meta, default=float))
+        yield {"stage": "epoch", "epoch": epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+               "loss": rec["loss"], "val": rec.get("val"), "best_epoch": best_epoch, "seconds": rec["seconds"]}
+        if patience is not None and vxs and epoch - best_epoch >= patience:
+            stopped = f"early stop: no validation improvement for {patience} epochs"
+            break
+        if time_limit_s and time.perf_counter() - t_start >= time_limit_s:
+            stopped = f"time limit of {time_limit_s:.0f} s reached"
+            break
+
+    if keep not in ("best", "last"):
+        raise TrainingDataError(f"keep must be 'best' or 'last', got {keep!r}")
+    if keep == "last" and history:
+        best_epoch = history[-1]["epoch"]
+    elif best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    best = history[best_epoch - history[0]["epoch"]] if history and best_epoch >= history[0]["epoch"] else (history[-1] if history else {})
+    card = _make_card(
+        name=name, arch=arch, arch_kwargs=arch_kwargs, task=task, classes=classes, in_channels=in_channels,
+        normalisation=normalisation, config=config, best=best, best_epoch=best_epoch, history=history,
+        data_sha256=_data_hash(images, labels), n_train=len(xs), n_val=len(vxs), stopped=stopped,
+        seconds=time.perf_counter() - t_start, base_card=base_card, extra=card_extra,
+    )
+    return TrainResult(network, card, history)
+
+
+def _replace_head(network, n_classes: int, arch: str) -> None:
+    import torch
+
+    head = getattr(network, "head", None)
+    if isinstance(head, torch.nn.Conv2d):
+        network.head = torch.nn.Conv2d(head.in_channels, n_classes, 1)
+        return
+    seg = getattr(network, "segmentation_head", None)
+    if seg is not None and isinstance(seg[0], torch.nn.Conv2d):
+        old = seg[0]
+        seg[0] = torch.nn.Conv2d(old.in_channels, n_classes, old.kernel_size, padding=old.padding)
+        return
+    raise ModelError(f"{arch}: cannot change the number of classes of this architecture when fine-tuning")
+
+
+def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisation, config, best, best_epoch,
+               history, data_sha256, n_train, n_val, stopped, seconds, base_card, extra):
+    from micro_seg.registry import ModelCard
+
+    metrics: dict[str, Any] = {}
+    if best.get("val"):
+        metrics["validation"] = {"data": f"{n_val} validation images held out by image", **best["val"]}
+    training = {
+        "n_train_images": n_train, "n_val_images": n_val, "best_epoch": best_epoch, "epochs_run": len(history),
+        "seconds": round(seconds, 1), "stopped": stopped,
+        **{k: v for k, v in config.items() if k not in ("arch", "arch_kwargs", "classes", "in_channels", "normalisation")},
+    }
+    fields: dict[str, Any] = dict(
+        name=name or (f"{base_card.name}-finetuned" if base_card is not None else "custom"),
+        task=task, arch=arch, arch_kwargs=dict(arch_kwargs), in_channels=in_channels, classes=list(classes),
+        normalisation=dict(normalisation), metrics=metrics,
+        training_data={"sha256": data_sha256, "n_train_images": n_train, "n_val_images": n_val},
+        extra={"training": training},
+    )
+    if base_card is not None:
+        for key in ("pixel_size_um_range", "material", "description", "tile_size"):
+            fields[key] = getattr(base_card, key)
+        if len(base_card.classes) == len(classes):
+            fields["defect_classes"] = [c for c in base_card.defect_classes if c in classes]
+        fields["extra"]["base_model"] = base_card.name
+    for k, v in (extra or {}).items():
+        if k in ("extra", "training_data", "metrics") and isinstance(v, dict):
+            fields[k] = {**fields.get(k, {}), **v}
+        else:
+            fields[k] = v
+    return ModelCard(**fields)
+
+
+def train_segmenter(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    classes: Sequence[str],
+    progress: Callable[[dict], None] | None = None,
+    out: str | Path | None = None,
+    **kwargs: Any,
+) -> TrainResult:
+    """Train (or fine-tune with ``base=``) a segmentation network.
+
+    Parameters
+    ----------
+    images : sequence of ndarray
+        Micrographs, 2-D grey or rows x cols x channels, any dtype.
+    labels : sequence of ndarray
+        Integer label images of the same rows x cols: **0 = unlabelled
+        (ignored)**, ``c`` = class ``classes[c - 1]``.
+    classes : sequence of str
+        Class names, in output-channel order.
+    progress : callable, optional
+        Called with every progress dict (see :func:`iter_train_segmenter`).
+    out : path, optional
+        If given, the trained model is written there with
+        :func:`micro_seg.registry.save_model` (``--model PATH`` accepts it).
+    **kwargs
+        ``arch`` ("msnet"), ``arch_kwargs``, ``base`` (model name/folder or
+        ``(network, card)`` to fine-tune), ``task``, ``in_channels``,
+        ``normalisation``, ``epochs``, ``patch_size``, ``batch_size``,
+        ``patches_per_epoch``, ``lr``, ``weight_decay``, ``val_fraction``
+        or ``val_images``/``val_labels`` (split by image), ``class_weights``
+        ("auto", None or a list), ``dice_weight``, ``rare_class_fraction``,
+        ``augment`` (bool or :class:`~micro_seg.augment.AugmentConfig`),
+        ``seed``, ``patience`` (early stopping, epochs), ``keep`` ("best"
+        epoch by validation mean IoU, or "last"), ``time_limit_s``,
+        ``checkpoint_dir``, ``resume``, ``num_threads``, ``cancel`` (callable
+        or ``threading.Event``; raises :class:`CancelledError`), ``name``,
+        ``card_extra`` (extra card fields).
+
+    Returns
+    -------
+    TrainResult
+        ``(network, card, history)``; the network holds the best epoch's
+        weights (by validation mean IoU), in eval mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.zeros((64, 64), np.uint8); img[:, 32:] = 200
+    >>> lab = np.zeros((64, 64), np.uint8); lab[:, :8] = 1; lab[:, -8:] = 2
+    >>> net, card, hist = train_segmenter([img], [lab], classes=["dark", "bright"],
+    ...     arch_kwargs={"widths": (8, 16), "blocks": (1, 1)}, epochs=1, patch_size=32, batch_size=2,
+    ...     val_fraction=0, augment=False)  # doctest: +SKIP
+    """
+    gen = iter_train_segmenter(images, labels, classes=classes, **kwargs)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if progress is not None:
+            progress(event)
+    if out is not None:
+        from micro_seg.registry import save_model
+
+        save_model(out, result.network, result.card)
+    return result

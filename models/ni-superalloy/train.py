@@ -1,0 +1,113 @@
+"""Train the shipped ``ni-superalloy`` model (reproducible; run from the repo root).
+
+    python models/ni-superalloy/train.py [--minutes 70] [--threads 2] [--out models/ni-superalloy]
+
+Data: NASA ``pretrained-microscopy-models`` Super1 (MIT licence), from
+``../shared/datasets/nasa_superalloy``.  Training uses the 10 ``train``
+images; the 4 ``val`` images (all from specimen spot 1, which no training
+image shows) are held out and used **only** for the reported metrics: the
+weights kept are those of the last epoch (fixed schedule, no model selection
+on the held-out images).  Labels: RGBA overlay, pure blue = secondary
+gamma-prime, pure red = tertiary gamma-prime, everything else = matrix.
+
+Writes the model folder (card.yaml, model.safetensors), ``metrics.json`` and
+a training log; checkpoints go to ``benchmarks/_work/ni-superalloy-ckpt``
+(re-running with ``--resume`` continues an interrupted run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from micro_seg.datasets import NASA_CLASSES, load_nasa_superalloy  # noqa: E402
+from micro_seg.registry import save_model  # noqa: E402
+from micro_seg.training import confusion_matrix, predict_logits, segmentation_metrics, train_segmenter  # noqa: E402
+
+ARCH = "msnet-l"
+ARCH_KWARGS = {"blocks": [2, 2, 2, 2, 2]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=70.0, help="wall-clock training budget")
+    ap.add_argument("--epochs", type=int, default=400)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "models" / "ni-superalloy"))
+    ap.add_argument("--ckpt", default=str(ROOT / "benchmarks" / "_work" / "ni-superalloy-ckpt"))
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+
+    train = load_nasa_superalloy("train")
+    held = load_nasa_superalloy("val")
+    print(f"train images: {[n for _, _, n in train]}", flush=True)
+    print(f"held-out images: {[n for _, _, n in held]}", flush=True)
+
+    def progress(ev: dict) -> None:
+        if ev["stage"] == "epoch":
+            v = ev.get("val") or {}
+            iou = {k: round(x, 4) for k, x in (v.get("iou") or {}).items()}
+            print(f"epoch {ev['epoch']:4d} loss {ev['loss']:.4f} mIoU {v.get('mean_iou', float('nan')):.4f} "
+                  f"wIoU {v.get('weighted_iou', float('nan')):.4f} {iou} {ev['seconds']:.0f}s", flush=True)
+        elif ev["stage"] == "start":
+            print(f"start: {ev}", flush=True)
+
+    t0 = time.time()
+    net, card, history = train_segmenter(
+        [i for i, _, _ in train], [l for _, l, _ in train],
+        classes=list(NASA_CLASSES), arch=ARCH, arch_kwargs=ARCH_KWARGS, task="semantic",
+        in_channels=1, epochs=args.epochs, patch_size=256, batch_size=8, lr=3e-3,
+        val_images=[i for i, _, _ in held], val_labels=[l for _, l, _ in held],
+        class_weights="auto", dice_weight=0.5, rare_class_fraction=0.3, seed=args.seed,
+        patience=None, keep="last", time_limit_s=args.minutes * 60, checkpoint_dir=args.ckpt,
+        resume=args.resume, num_threads=args.threads, name="ni-superalloy", progress=progress,
+    )
+    minutes = (time.time() - t0) / 60
+
+    # Final evaluation of the kept (last-epoch) weights on the held-out images.
+    cm_total = np.zeros((3, 3), np.int64)
+    per_image = {}
+    from micro_seg.preprocess import to_network_input
+
+    for img, lab, name in held:
+        x = to_network_input(img, in_channels=1, normalisation=card.normalisation)
+        cm = confusion_matrix(predict_logits(net, x).argmax(0), lab, 3)
+        cm_total += cm
+        per_image[name] = segmentation_metrics(cm, NASA_CLASSES)
+    overall = segmentation_metrics(cm_total, NASA_CLASSES)
+    metrics = {
+        "heldout": {"data": "NASA Super1 val (spot1_0d_0, spot1_0d_1, spot1_180d_5, spot1_180d_6); never used for training or model selection",
+                    **overall, "per_image": per_image},
+        "training_minutes": round(minutes, 1),
+        "epochs_run": len(history),
+        "threads": args.threads,
+    }
+    card.description = ("Ni-based superalloy SEM (secondary electron, etched): gamma matrix, secondary and tertiary "
+                        "gamma-prime precipitates.")
+    card.material = "Ni-based superalloy"
+    card.metrics = {"heldout_super1_val": {k: overall[k] for k in ("iou", "mean_iou", "weighted_iou", "accuracy")}}
+    card.training_data = {
+        **card.training_data,
+        "description": "NASA pretrained-microscopy-models Super1 train (10 images, 512x512 SEM)",
+        "licence": "MIT",
+        "source": "github.com/nasa/pretrained-microscopy-models @ f50b5689a71cf6f86016fb4a5c5a2bb31e0397f3",
+    }
+    card.extra["retrain"] = "python models/ni-superalloy/train.py"
+    out = save_model(args.out, net, card)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps({k: metrics["heldout"][k] for k in ("iou", "mean_iou", "weighted_iou")}, indent=2))
+    print(f"saved {out} after {minutes:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""``micro-seg train``: pairing by stem, clear errors (exit 2), a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from micro_seg.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _write_pair(img_dir, lab_dir, stem, *, size=(64, 64), lab_size=None, seed=0, lab_name=None):
+    rng = np.random.default_rng(seed)
+    img = rng.normal(60, 10, size)
+    img[:, size[1] // 2 :] += 120
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(img_dir / f"{stem}.png")
+    lab = np.zeros(lab_size or size, np.uint8)
+    lab[:, :6] = 1
+    lab[:, -6:] = 2
+    Image.fromarray(lab).save(lab_dir / (lab_name or f"{stem}.png"))
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
+    img_dir.mkdir()
+    lab_dir.mkdir()
+    return img_dir, lab_dir
+
+
+def test_missing_images_dir_exits_2(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_no_pairs_exits_2(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a", lab_name="zzz.png")
+    (lab_dir / "zzz.png").rename(lab_dir / "b.png")
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m")]) == 2
+    assert "no image has a label file" in capsys.readouterr().err
+
+
+def test_image_without_labels_exits_2(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    _write_pair(img_dir, lab_dir, "b")
+    (lab_dir / "b.png").unlink()
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m")]) == 2
+    assert "no labels for images b.png" in capsys.readouterr().err
+
+
+def test_size_mismatch_exits_2(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a", lab_size=(60, 64))
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "a.png" in err and "60 x 64" in err and "64 x 64" in err
+
+
+def test_label_value_beyond_classes_exits_2(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), "--classes", "only"]) == 2
+    assert "label value 2" in capsys.readouterr().err
+
+
+def test_tiny_training_writes_loadable_model(dirs, tmp_path, capsys):
+    from micro_seg.registry import load_model
+
+    img_dir, lab_dir = dirs
+    for i, stem in enumerate(["a", "b"]):
+        _write_pair(img_dir, lab_dir, stem, seed=i, lab_name=f"{stem}_labels.png")
+    out = tmp_path / "model"
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright",
+                 "--epochs", "2", "--patch-size", "32", "--batch-size", "2", "--arch", "msnet-s",
+                 "--val-fraction", "0.5", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["classes"] == ["dark", "bright"] and result["n_images"] == 2 and result["epochs_run"] == 2
+    assert result["validation"]["mean_iou"] is not None
+    loaded = load_model(out)
+    assert loaded.card.name == "model" and loaded.card.weights_sha256 == result["sha256"]

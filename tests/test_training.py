@@ -1,0 +1,238 @@
+"""Training engine: sparse labels, determinism, resume, registry round trip, accuracy.
+
+Tiny msnet models on 64x64 inputs keep every test to a few seconds on one core.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from micro_seg.errors import CancelledError, TrainingDataError
+from micro_seg.training import (
+    auto_class_weights,
+    confusion_matrix,
+    segmentation_loss,
+    segmentation_metrics,
+    split_by_image,
+    train_segmenter,
+)
+
+TINY = {"widths": (6, 12), "blocks": (1, 1)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _stripes(seed: int = 0, size: int = 64):
+    """Dark left half / bright right half with noise; dense truth 1/2 and scribbles."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(60, 12, (size, size))
+    img[:, size // 2 :] += 110
+    truth = np.ones((size, size), np.int64)
+    truth[:, size // 2 :] = 2
+    scribble = np.zeros_like(truth)
+    scribble[4:60, 6:10] = 1
+    scribble[4:60, size - 10 : size - 6] = 2
+    return np.clip(img, 0, 255).astype(np.uint8), truth, scribble
+
+
+def _fit(images, labels, **kw):
+    args = dict(classes=["dark", "bright"], arch="msnet", arch_kwargs=TINY, epochs=3, patch_size=32,
+                batch_size=4, patches_per_epoch=8, val_fraction=0, augment=False, seed=0, num_threads=1)
+    args.update(kw)
+    return train_segmenter(images, labels, **args)
+
+
+def _weights(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------- the loss
+
+
+def test_unlabelled_pixels_do_not_change_loss_or_gradient():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 4, (2, 8, 8), generator=gen)
+    labels[0, 0, 0] = 0
+    weights = torch.tensor([1.0, 2.0, 3.0])
+    loss = segmentation_loss(logits, labels, class_weights=weights, dice_weight=0.5)
+    loss.backward()
+    grad = logits.grad.clone()
+    unl = labels == 0
+    assert torch.all(grad.permute(1, 0, 2, 3)[:, unl] == 0)
+    # changing logits only where unlabelled leaves the loss unchanged
+    changed = logits.detach().clone()
+    changed.permute(1, 0, 2, 3)[:, unl] = 50.0
+    assert torch.allclose(segmentation_loss(changed, labels, class_weights=weights, dice_weight=0.5), loss.detach())
+
+
+def test_loss_matches_hand_computed_cross_entropy():
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (1, 2, 1, 2)
+    labels = torch.tensor([[[1, 2]]])
+    expected = (np.log(1 + np.exp(-2.0)) + np.log(1 + np.exp(-1.0))) / 2
+    assert segmentation_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_all_unlabelled_batch_gives_zero_loss():
+    logits = torch.randn(1, 2, 4, 4, requires_grad=True)
+    assert segmentation_loss(logits, torch.zeros(1, 4, 4, dtype=torch.long)).item() == 0.0
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_confusion_and_metrics_known_answer():
+    truth = np.array([[1, 1, 2, 2, 0]])
+    pred = np.array([[0, 1, 1, 1, 0]])  # 0-based predictions
+    cm = confusion_matrix(pred, truth, 2)
+    assert cm.tolist() == [[1, 1], [0, 2]]
+    m = segmentation_metrics(cm, ["a", "b"])
+    assert m["iou"]["a"] == pytest.approx(0.5)
+    assert m["iou"]["b"] == pytest.approx(2 / 3)
+    assert m["mean_iou"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert m["weighted_iou"] == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+    assert m["accuracy"] == pytest.approx(0.75)
+
+
+def test_auto_class_weights_favour_rare_class():
+    lab = np.array([1] * 90 + [2] * 10 + [0] * 50)
+    w = auto_class_weights([lab], 2)
+    assert w[1] / w[0] == pytest.approx(3.0, rel=1e-5)  # sqrt(90 / 10)
+    assert (w * np.array([0.9, 0.1])).sum() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_split_by_image_is_whole_images_and_seeded():
+    tr, va = split_by_image(10, 0.3, 1)
+    assert len(va) == 3 and sorted(tr + va) == list(range(10))
+    assert split_by_image(10, 0.3, 1) == (tr, va)
+
+
+# --------------------------------------------------------------- training
+
+
+def test_scribbles_only_training_segments_whole_image():
+    img, truth, scribble = _stripes()
+    assert (scribble > 0).mean() < 0.15
+    net, card, history = _fit([img], [scribble], epochs=6, lr=1e-2)
+    from micro_seg.preprocess import to_network_input
+    from micro_seg.training import predict_logits
+
+    x = to_network_input(img, in_channels=1, normalisation=card.normalisation)
+    pred = predict_logits(net, x).argmax(0)
+    acc = (pred == truth - 1).mean()
+    assert acc > 0.95, acc
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_same_seed_identical_weights_different_seed_differs():
+    img, _, scribble = _stripes()
+    a = _weights(_fit([img], [scribble], augment=True).network)
+    b = _weights(_fit([img], [scribble], augment=True).network)
+    c = _weights(_fit([img], [scribble], augment=True, seed=1).network)
+    assert _same(a, b)
+    assert not _same(a, c)
+
+
+def test_resume_from_checkpoint_continues_identically(tmp_path):
+    img, _, scribble = _stripes()
+    full = _weights(_fit([img], [scribble], epochs=4, keep="last", augment=True,
+                         checkpoint_dir=tmp_path / "a").network)
+    steps = {"n": 0}
+
+    def cancel_after_two_epochs():
+        steps["n"] += 1
+        return steps["n"] > 4  # 2 steps per epoch: cancels at the start of epoch 3
+
+    with pytest.raises(CancelledError):
+        _fit([img], [scribble], epochs=4, keep="last", augment=True, checkpoint_dir=tmp_path / "b",
+             cancel=cancel_after_two_epochs)
+    resumed = _fit([img], [scribble], epochs=4, keep="last", augment=True, checkpoint_dir=tmp_path / "b", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    assert _same(full, _weights(resumed.network))
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    img, _, scribble = _stripes()
+    _fit([img], [scribble], epochs=1, checkpoint_dir=tmp_path)
+    with pytest.raises(TrainingDataError, match="different settings"):
+        _fit([img], [scribble], epochs=1, lr=0.5, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_cancel_event_stops_training():
+    img, _, scribble = _stripes()
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(CancelledError):
+        _fit([img], [scribble], cancel=ev)
+
+
+def test_progress_events_and_validation_split_by_image():
+    imgs, labs = [], []
+    for s in range(3):
+        img, truth, _ = _stripes(s)
+        imgs.append(img)
+        labs.append(truth)
+    events = []
+    net, card, history = _fit(imgs, labs, val_fraction=0.34, progress=events.append, epochs=2)
+    stages = [e["stage"] for e in events]
+    assert stages[0] == "start" and events[0]["n_train"] == 2 and events[0]["n_val"] == 1
+    assert stages.count("epoch") == 2 and stages.count("step") == 4
+    assert set(history[-1]["val"]["iou"]) == {"dark", "bright"}
+    assert card.metrics["validation"]["mean_iou"] == pytest.approx(history[card.extra["training"]["best_epoch"]]["val"]["mean_iou"])
+
+
+def test_saved_folder_loads_via_registry_and_predicts_the_same(tmp_path):
+    from micro_seg.registry import load_model
+
+    img, _, scribble = _stripes()
+    net, card, _ = _fit([img], [scribble], out=tmp_path / "m", name="stripes")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.card.name == "stripes" and loaded.card.classes == ["dark", "bright"]
+    assert loaded.card.training_data["sha256"]
+    x = torch.rand(1, 1, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), loaded.network(x))
+
+
+def test_finetune_from_base_model_keeps_architecture(tmp_path):
+    from micro_seg.registry import load_model
+
+    img, truth, scribble = _stripes()
+    _fit([img], [scribble], out=tmp_path / "base", name="base")
+    net, card, _ = _fit([img], [truth], base=str(tmp_path / "base"), epochs=1, arch="ignored")
+    assert card.arch == "msnet" and list(card.arch_kwargs["widths"]) == list(TINY["widths"])
+    assert card.extra["base_model"] == "base"
+    # new class count: the head is replaced, the rest is kept
+    three = np.where(truth == 2, 3, truth)
+    three[:8] = 2
+    net3, card3, _ = _fit([img], [three], base=load_model(tmp_path / "base"), classes=["a", "b", "c"], epochs=1)
+    assert card3.classes == ["a", "b", "c"] and net3(torch.rand(1, 1, 32, 32)).shape[1] == 3
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        ([np.full((64, 64), 3)], "label values must be 0"),
+        ([np.ones((60, 64), np.int64)], "image is"),
+        ([np.zeros((64, 64), np.int64)], "no labelled pixel"),
+        ([np.ones((64, 64), np.float32)], "must be integers"),
+    ],
+)
+def test_bad_training_data_raises(labels, match):
+    img, _, _ = _stripes()
+    with pytest.raises(TrainingDataError, match=match):
+        _fit([img], labels)
