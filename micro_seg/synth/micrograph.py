@@ -80,9 +80,9 @@ class GrainDegradations:
         Per-row offset noise (SEM style only).
     """
 
-    waviness: float = 0.12
+    waviness: float = 0.15
     boundary_width_px: float = 2.0
-    boundary_depth: float = 0.65
+    boundary_depth: float = 0.75
     fade_fraction: float = 0.0
     twin_probability: float = 0.0
     twin_contrast: float = 0.6
@@ -100,9 +100,9 @@ class GrainDegradations:
 
 _CLEAN = GrainDegradations()
 _HARD = GrainDegradations(
-    waviness=0.2,
-    boundary_width_px=2.2,
-    boundary_depth=0.5,
+    waviness=0.25,
+    boundary_width_px=2.4,
+    boundary_depth=0.6,
     fade_fraction=0.45,
     twin_probability=0.6,
     twin_contrast=0.7,
@@ -113,8 +113,8 @@ _HARD = GrainDegradations(
     illumination_gradient=0.45,
     vignetting=0.4,
     blur_sigma_px=1.4,
-    noise_sd=0.035,
-    photons=250.0,
+    noise_sd=0.02,
+    photons=400.0,
     scan_line_sd=0.03,
 )
 

@@ -122,7 +122,7 @@ def render_etched_optical(
     fade_fraction: float = 0.0,
     junction_fraction: float = 0.0,
     grain_shading: float = 0.03,
-    brightness: float = 0.86,
+    brightness: float = 0.9,
     seed: int | np.random.Generator | None = None,
 ) -> np.ndarray:
     """Bright-field optical image of an etched section: dark grooves on bright grains.
@@ -228,8 +228,8 @@ def _junction_layer(labels, fraction, width, rng) -> np.ndarray:
     keep = rng.random(len(jr)) < fraction
     pts, amps = [], []
     for r, c0 in zip(jr[keep], jc[keep]):
-        k = int(rng.integers(2, 7))
-        size = width * rng.uniform(0.8, 2.2)
+        k = int(rng.integers(3, 12))
+        size = width * rng.uniform(1.0, 3.0)
         pts.append(np.array([r + 0.5, c0 + 0.5]) + rng.normal(0, size * 0.6, (k, 2)))
         amps.append(np.full(k, rng.uniform(0.5, 1.0)))
     if not pts:
