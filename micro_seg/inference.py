@@ -1,0 +1,447 @@
+"""Tiled CPU inference with smooth blending, bounded memory and progress.
+
+:func:`predict_iter` is a generator: it yields ``(done, total)`` tile counts
+and returns a :class:`Prediction` (``StopIteration.value``); :func:`predict`
+drives it with an optional ``progress`` callback.  Both are cancellable.
+
+How it works
+------------
+* The image is normalised once with statistics of the whole image
+  (:func:`micro_seg.preprocess.normalisation_stats`), so every tile sees the
+  same intensity mapping and tiles match the untiled result.
+* Tiles of ``tile_size`` (a multiple of the network stride) overlap by
+  ``overlap`` pixels.  Each tile's class probabilities are weighted by a
+  separable window that is 1 in the middle and falls off as a raised cosine
+  across the overlap on every side that has a neighbouring tile, so seams
+  vanish; sides on the image border keep weight 1.  The image is
+  reflect-padded (tile by tile, never copied whole) at the bottom / right to
+  a multiple of the network stride, so any size works, including images
+  smaller than one tile.
+* Tiles are processed row by row and accumulated in a band only one tile
+  high; as soon as rows are final they are written to the outputs (labels,
+  uncertainty, and optionally probabilities, float16 for large images).
+  Peak memory is the outputs plus one band, not ``classes x rows x cols``
+  float32 accumulators.
+
+Examples
+--------
+>>> import numpy as np, torch
+>>> from micro_seg.nets import build_network
+>>> from micro_seg.registry import LoadedModel, ModelCard
+>>> card = ModelCard(name="demo", task="semantic", arch="msnet", in_channels=1,
+...                  classes=["a", "b"], arch_kwargs={"widths": [4, 8]})
+>>> _ = torch.manual_seed(0)
+>>> net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8]).eval()
+>>> model = LoadedModel(card=card, network=net, folder=None)
+>>> pred = predict(np.random.default_rng(0).random((70, 90)), model, tile_size=32, overlap=8)
+>>> pred.labels.shape, pred.probabilities.shape, float(pred.uncertainty.max()) <= 1.0
+((70, 90), (2, 70, 90), True)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Sequence
+
+import numpy as np
+
+from micro_seg.errors import CancelledError, InvalidImageError, ModelError
+
+__all__ = ["Prediction", "predict", "predict_iter", "configure_threads", "tile_starts", "blend_window"]
+
+#: Images with more pixels than this get float16 probability / uncertainty outputs.
+FLOAT16_ABOVE_PIXELS = 1 << 24
+
+_threads_configured = False
+
+
+@dataclass
+class Prediction:
+    """Result of :func:`predict`.
+
+    Attributes
+    ----------
+    labels : ndarray
+        ``(rows, cols)`` uint8 (uint16 with > 255 classes), the most probable
+        class per pixel; value i means ``classes[i]``.
+    probabilities : ndarray or None
+        ``(k, rows, cols)`` probabilities of the classes in
+        ``probability_classes`` (all classes by default); float32, or
+        float16 for images above 16 megapixels.  None if not kept.
+    uncertainty : ndarray or None
+        ``(rows, cols)`` normalised entropy of the class probabilities,
+        0 (certain) .. 1 (uniform).
+    classes : list of str
+        Class names of the model, index = class id.
+    probability_classes : list of int
+        Class ids of the channels in ``probabilities``.
+    model : str
+        Model name.
+    tiles : int
+        Number of tiles evaluated (per TTA pass).
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    uncertainty: np.ndarray | None
+    classes: list[str]
+    probability_classes: list[int] = field(default_factory=list)
+    model: str = ""
+    tiles: int = 0
+
+    def probability(self, class_name_or_id: str | int) -> np.ndarray:
+        """Probability map of one class (by name or id), if it was kept."""
+        cid = self.classes.index(class_name_or_id) if isinstance(class_name_or_id, str) else int(class_name_or_id)
+        if self.probabilities is None or cid not in self.probability_classes:
+            raise ModelError(f"probabilities of class {class_name_or_id!r} were not kept; pass keep_probabilities=True")
+        return self.probabilities[self.probability_classes.index(cid)]
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's CPU threads once: ``threads``, env ``MICRO_SEG_THREADS`` or all cores.
+
+    Called automatically by :func:`predict_iter` the first time; an explicit
+    call (or a later explicit ``threads``) always applies.
+
+    Examples
+    --------
+    >>> configure_threads(1)
+    1
+    """
+    global _threads_configured
+    import torch
+
+    if threads is None:
+        env = os.environ.get("MICRO_SEG_THREADS", "").strip()
+        if env:
+            try:
+                threads = int(env)
+            except ValueError:
+                raise InvalidImageError(f"MICRO_SEG_THREADS={env!r} is not an integer") from None
+        else:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, int(threads))
+    torch.set_num_threads(threads)
+    _threads_configured = True
+    return threads
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``length`` with >= ``overlap``.
+
+    The last tile is aligned to the end, so every tile lies inside
+    ``[0, length)`` when ``length >= tile``.
+
+    Examples
+    --------
+    >>> tile_starts(300, 128, 32)
+    [0, 96, 172]
+    >>> tile_starts(50, 128, 32)
+    [0]
+    """
+    if length <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    n = math.ceil((length - tile) / step) + 1
+    starts = [min(i * step, length - tile) for i in range(n)]
+    return sorted(set(starts))
+
+
+def blend_window(size: int, overlap: int, *, taper_start: bool, taper_end: bool) -> np.ndarray:
+    """1-D blending weights: 1 inside, raised-cosine ramps over ``overlap`` at tapered ends.
+
+    Weights are strictly positive so a pixel covered by one tile only keeps it.
+
+    Examples
+    --------
+    >>> w = blend_window(8, 4, taper_start=True, taper_end=False)
+    >>> [round(float(v), 3) for v in w]
+    [0.038, 0.309, 0.691, 0.962, 1.0, 1.0, 1.0, 1.0]
+    """
+    w = np.ones(size, dtype=np.float32)
+    ramp_len = min(overlap, size // 2)
+    if ramp_len > 0:
+        ramp = np.sin(0.5 * np.pi * (np.arange(ramp_len) + 0.5) / ramp_len).astype(np.float32) ** 2
+        if taper_start:
+            w[:ramp_len] = ramp
+        if taper_end:
+            w[size - ramp_len :] = ramp[::-1]
+    return np.maximum(w, 1e-4)
+
+
+def _is_cancelled(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _as_model(model: Any):
+    from micro_seg.registry import LoadedModel, load_model
+
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model)
+    raise ModelError(f"model must be a model name, folder or LoadedModel, got {type(model).__name__}")
+
+
+def _as_image(image: Any) -> np.ndarray:
+    if hasattr(image, "analysis_data"):
+        image = image.analysis_data
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise InvalidImageError(f"image of shape {image.shape} is not grey (rows, cols) or colour (rows, cols, channels)")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InvalidImageError(f"image is empty ({image.shape[0]} x {image.shape[1]} pixels)")
+    return image
+
+
+def _tta_forward(net, x, tta: bool):
+    import torch
+
+    probs = torch.softmax(net(x), dim=1)
+    if not tta:
+        return probs
+    for dims in ((3,), (2,), (2, 3)):
+        probs += torch.flip(torch.softmax(net(torch.flip(x, dims)), dim=1), dims)
+    return probs / 4.0
+
+
+def predict_iter(
+    image: Any,
+    model: Any,
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    tta: bool = False,
+    batch_size: int | None = None,
+    keep_probabilities: bool | Sequence[int] = True,
+    keep_uncertainty: bool = True,
+    probability_dtype: Any = None,
+    channels_last: bool | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
+) -> Generator[tuple[int, int], None, Prediction]:
+    """Segment ``image`` tile by tile; yield ``(done, total)``, return a :class:`Prediction`.
+
+    Parameters
+    ----------
+    image : ndarray or Micrograph
+        2-D grey or ``(rows, cols, 1..4)`` colour image of any dtype; for a
+        :class:`~micro_seg.io.Micrograph` the ``analysis_data`` (without the
+        SEM data bar) is used.
+    model : LoadedModel or str or path
+        A loaded model, or a model name / folder for
+        :func:`micro_seg.registry.load_model`.
+    tile_size : int, optional
+        Tile side in pixels (rounded up to the network stride); default the
+        card's ``tile_size``.
+    overlap : int, optional
+        Overlap between neighbouring tiles; default ``tile_size // 8``
+        (at least 32 pixels, at most half a tile).
+    tta : bool
+        Test-time augmentation: average over the 4 flips (4x slower).
+    batch_size : int, optional
+        Tiles per forward pass; default so a batch holds about 1 megapixel.
+    keep_probabilities : bool or sequence of int
+        Keep all class probabilities (True), none (False) or only the
+        listed class ids (e.g. ``[1]`` for a boundary channel).
+    keep_uncertainty : bool
+        Compute the normalised-entropy uncertainty map.
+    probability_dtype : dtype, optional
+        dtype of the probability / uncertainty outputs; default float32,
+        float16 above 16 megapixels.
+    channels_last : bool, optional
+        Run the network in channels-last memory format (default: yes for
+        micro-seg's own msnet, which it speeds up; no for smp models).
+    cancel : callable or threading.Event, optional
+        Checked before every batch; when it is set / returns True the
+        generator raises :class:`~micro_seg.errors.CancelledError`.
+
+    Yields
+    ------
+    (done, total) : tuple of int
+        Tiles finished so far and in all (times the TTA passes count once).
+
+    Returns
+    -------
+    Prediction
+
+    Raises
+    ------
+    CancelledError
+        When ``cancel`` fired.
+    InvalidImageError, ModelError
+        Bad image or model.
+    """
+    import torch
+
+    from micro_seg.nets import MSNet, required_stride
+    from micro_seg.preprocess import normalisation_stats, to_network_input
+
+    loaded = _as_model(model)
+    card, net = loaded.card, loaded.network
+    img = _as_image(image)
+    rows, cols = img.shape[:2]
+    num_classes = card.num_classes
+    if not _threads_configured:
+        configure_threads()
+    stride = required_stride(net)
+    tile = _round_up(int(tile_size or card.tile_size or 512), stride)
+    if tile < stride:
+        raise InvalidImageError(f"tile_size {tile_size} is smaller than the network stride {stride}")
+    if overlap is None:
+        overlap = min(max(32, tile // 8), tile // 2)
+    overlap = int(overlap)
+    if overlap < 0 or overlap >= tile:
+        raise InvalidImageError(f"overlap {overlap} must be >= 0 and smaller than the tile size {tile}")
+    # tiles cover the image reflect-padded to a multiple of the stride, so a
+    # tiled and an untiled run see the same pixels at the bottom/right edges
+    rows_p, cols_p = _round_up(rows, stride), _round_up(cols, stride)
+    th, tw = min(tile, rows_p), min(tile, cols_p)
+    ys = tile_starts(rows_p, th, overlap)
+    xs = tile_starts(cols_p, tw, overlap)
+    positions = [(y, x) for y in ys for x in xs]
+    total = len(positions)
+    if batch_size is None:
+        batch_size = max(1, (1 << 20) // (th * tw))
+    batch_size = max(1, int(batch_size))
+
+    if keep_probabilities is True:
+        keep = list(range(num_classes))
+    elif keep_probabilities is False or keep_probabilities is None:
+        keep = []
+    else:
+        keep = [int(c) for c in keep_probabilities]
+        bad = [c for c in keep if not 0 <= c < num_classes]
+        if bad:
+            raise ModelError(f"keep_probabilities: class ids {bad} not in 0..{num_classes - 1}")
+    if probability_dtype is None:
+        probability_dtype = np.float16 if rows * cols > FLOAT16_ABOVE_PIXELS else np.float32
+    label_dtype = np.uint8 if num_classes <= 256 else np.uint16
+    labels = np.empty((rows, cols), dtype=label_dtype)
+    probs_out = np.empty((len(keep), rows, cols), dtype=probability_dtype) if keep else None
+    unc_out = np.empty((rows, cols), dtype=probability_dtype) if keep_uncertainty else None
+
+    stats = normalisation_stats(img, in_channels=card.in_channels, normalisation=card.normalisation)
+    if channels_last is None:
+        channels_last = isinstance(net, MSNet)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    net.eval()
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+
+    win_y = {y: blend_window(th, overlap, taper_start=y > 0, taper_end=y + th < rows_p) for y in ys}
+    win_x = {x: blend_window(tw, overlap, taper_start=x > 0, taper_end=x + tw < cols_p) for x in xs}
+    log_c = math.log(num_classes) if num_classes > 1 else 1.0
+
+    # band accumulators cover image rows [band_y, band_y + th)
+    band_y = ys[0]
+    acc = np.zeros((num_classes, th, cols), dtype=np.float32)
+    wsum = np.zeros((th, cols), dtype=np.float32)
+
+    def flush(upto: int) -> None:
+        """Finalise image rows [band_y, upto) from the band accumulators."""
+        n = upto - band_y
+        if n <= 0:
+            return
+        p = acc[:, :n] / wsum[None, :n]
+        sl = slice(band_y, upto)
+        labels[sl] = np.argmax(p, axis=0).astype(label_dtype)
+        if probs_out is not None:
+            probs_out[:, sl] = p[keep]
+        if unc_out is not None:
+            ent = -np.sum(p * np.log(np.clip(p, 1e-12, None)), axis=0) / log_c
+            unc_out[sl] = np.clip(ent, 0.0, 1.0) if num_classes > 1 else 0.0
+
+    def shift_band(new_y: int) -> None:
+        nonlocal band_y
+        n = new_y - band_y
+        acc[:, : th - n] = acc[:, n:]
+        acc[:, th - n :] = 0.0
+        wsum[: th - n] = wsum[n:]
+        wsum[th - n :] = 0.0
+        band_y = new_y
+
+    def read_tile(y: int, x: int) -> np.ndarray:
+        part = img[y : y + th, x : x + tw]
+        t = to_network_input(part, in_channels=card.in_channels, stats=stats)
+        ph, pw = th - t.shape[1], tw - t.shape[2]
+        if ph or pw:
+            t = np.pad(t, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(t.shape[1:]) > 1 else "edge")
+        return t
+
+    done = 0
+    yield (0, total)
+    with torch.inference_mode():
+        for start in range(0, total, batch_size):
+            if _is_cancelled(cancel):
+                raise CancelledError("segmentation cancelled by the user")
+            batch_pos = positions[start : start + batch_size]
+            x = torch.from_numpy(np.stack([read_tile(y, x0) for y, x0 in batch_pos]))
+            x = x.contiguous(memory_format=memory_format)
+            out = _tta_forward(net, x, tta).float().contiguous().numpy()
+            for (y, x0), prob in zip(batch_pos, out):
+                if y != band_y:  # a new tile row starts: rows above it are final
+                    flush(y)
+                    shift_band(y)
+                vh, vw = min(th, rows - y), min(tw, cols - x0)
+                w = np.outer(win_y[y][:vh], win_x[x0][:vw])
+                acc[:, :vh, x0 : x0 + vw] += prob[:, :vh, :vw] * w
+                wsum[:vh, x0 : x0 + vw] += w
+            done += len(batch_pos)
+            yield (done, total)
+    flush(min(rows, band_y + th))
+    return Prediction(
+        labels=labels,
+        probabilities=probs_out,
+        uncertainty=unc_out,
+        classes=list(card.classes),
+        probability_classes=keep,
+        model=card.name,
+        tiles=total,
+    )
+
+
+def predict(
+    image: Any,
+    model: Any,
+    *,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: Callable[[], bool] | threading.Event | None = None,
+    **kwargs: Any,
+) -> Prediction:
+    """Segment ``image``; call ``progress(done, total)`` per batch of tiles.
+
+    Same options as :func:`predict_iter`.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from micro_seg.nets import build_network
+    >>> from micro_seg.registry import LoadedModel, ModelCard
+    >>> card = ModelCard(name="demo", task="semantic", arch="msnet", in_channels=3,
+    ...                  classes=["a", "b", "c"], arch_kwargs={"widths": [4, 8]})
+    >>> net = build_network("msnet", in_channels=3, num_classes=3, widths=[4, 8])
+    >>> seen = []
+    >>> pred = predict(np.zeros((40, 50), np.uint16), LoadedModel(card, net, None),
+    ...                tile_size=32, overlap=8, progress=lambda d, t: seen.append((d, t)))
+    >>> seen[-1], pred.labels.dtype
+    ((4, 4), dtype('uint8'))
+    """
+    gen = predict_iter(image, model, cancel=cancel, **kwargs)
+    try:
+        while True:
+            done, total = next(gen)
+            if progress is not None:
+                progress(done, total)
+    except StopIteration as stop:
+        return stop.value

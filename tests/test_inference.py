@@ -1,0 +1,206 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from micro_seg import inference
+from micro_seg.errors import CancelledError, InvalidImageError, ModelError
+from micro_seg.inference import blend_window, predict, predict_iter, tile_starts
+from micro_seg.nets import build_network
+from micro_seg.preprocess import to_network_input
+from micro_seg.registry import LoadedModel, ModelCard, save_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setattr(inference, "_threads_configured", True)
+    torch.set_num_threads(1)
+
+
+def _model(in_channels=1, classes=("grain", "boundary"), widths=(4, 8, 16), gain=300.0, seed=0):
+    torch.manual_seed(seed)
+    card = ModelCard(name="tiny", task="semantic", arch="msnet", in_channels=in_channels, classes=list(classes),
+                     arch_kwargs={"widths": list(widths)}, tile_size=64)
+    net = build_network("msnet", in_channels=in_channels, num_classes=len(classes), widths=widths).eval()
+    with torch.no_grad():  # sharpen and centre the random logits so labels vary across the image
+        net.head.weight.mul_(gain)
+        calib = to_network_input(_image((64, 64), seed=99), in_channels=in_channels, normalisation=card.normalisation)
+        net.head.bias.sub_(net(torch.from_numpy(calib)[None]).mean(dim=(0, 2, 3)))
+    return LoadedModel(card=card, network=net, folder=None)
+
+
+def _image(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return ndi.gaussian_filter(rng.random(shape), 2.0)
+
+
+def test_tiled_matches_untiled_on_odd_size():
+    model = _model()
+    img = _image((200, 300))
+    full = predict(img, model, tile_size=512)
+    assert full.tiles == 1
+    assert full.probabilities.std() > 0.1  # the test net's output is not flat
+    assert 0.1 < full.labels.mean() < 0.9
+    for tile, overlap in [(64, 16), (64, 32), (96, 24)]:
+        tiled = predict(img, model, tile_size=tile, overlap=overlap)
+        assert tiled.tiles > 6
+        diff = np.abs(tiled.probabilities - full.probabilities)
+        assert diff.max() < 0.05, (tile, overlap, diff.max())
+        assert diff.mean() < 2e-3
+        assert (tiled.labels != full.labels).mean() < 0.002
+    np.testing.assert_allclose(full.probabilities.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(full.labels, np.argmax(full.probabilities, axis=0))
+
+
+def test_progress_events_count_and_batching():
+    model = _model()
+    img = _image((100, 130))
+    events = list(_drive(predict_iter(img, model, tile_size=64, overlap=16, batch_size=1)))
+    ys, xs = tile_starts(112, 64, 16), tile_starts(144, 64, 16)
+    total = len(ys) * len(xs)
+    assert events == [(i, total) for i in range(total + 1)]
+    seen = []
+    predict(img, model, tile_size=64, overlap=16, batch_size=4, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (total, total) and len(seen) == 1 + -(-total // 4)
+
+
+def _drive(gen):
+    try:
+        while True:
+            yield next(gen)
+    except StopIteration as stop:
+        assert stop.value is not None
+
+
+def test_generator_returns_prediction():
+    gen = predict_iter(_image((64, 64)), _model(), tile_size=32, overlap=8)
+    with pytest.raises(StopIteration) as info:
+        while True:
+            next(gen)
+    assert info.value.value.labels.shape == (64, 64)
+
+
+@pytest.mark.parametrize("kind", ["callable", "event"])
+def test_cancel_raises(kind):
+    calls = {"n": 0}
+    if kind == "event":
+        cancel = threading.Event()
+    else:
+        cancel = lambda: calls["n"] >= 2  # noqa: E731
+
+    def progress(done, total):
+        calls["n"] += 1
+        if kind == "event" and done >= 1:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        predict(_image((128, 128)), _model(), tile_size=32, overlap=8, batch_size=1, progress=progress, cancel=cancel)
+    assert calls["n"] < 10
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64, bool])
+def test_any_dtype_same_answer(dtype):
+    model = _model()
+    base = _image((64, 80))
+    base = (base - base.min()) / (base.max() - base.min())
+    if dtype is bool:
+        img = base > 0.5
+    elif np.dtype(dtype).kind in "iu":
+        img = (base * np.iinfo(dtype).max).astype(dtype)
+    else:
+        img = base.astype(dtype) * 3.0 + 10.0
+    pred = predict(img, model, tile_size=64, overlap=16)
+    assert pred.labels.shape == (64, 80) and pred.uncertainty.shape == (64, 80)
+    if dtype is not bool:  # percentile normalisation makes bit depth / offset irrelevant
+        ref = predict(base, model, tile_size=64, overlap=16)
+        assert np.abs(pred.probabilities - ref.probabilities).max() < 0.02
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (17, 3), (64, 64), (65, 33), (40, 50, 3), (40, 50, 4), (30, 20, 1)])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_any_size_and_channels(shape, in_channels):
+    model = _model(in_channels=in_channels, classes=("a", "b", "c"))
+    rng = np.random.default_rng(1)
+    img = (rng.random(shape) * 255).astype(np.uint8)
+    pred = predict(img, model, tile_size=32, overlap=8)
+    assert pred.labels.shape == shape[:2] and pred.labels.dtype == np.uint8
+    assert pred.probabilities.shape == (3, *shape[:2])
+    assert np.all(pred.labels < 3)
+    assert np.all((pred.uncertainty >= 0) & (pred.uncertainty <= 1))
+
+
+def test_uncertainty_is_normalised_entropy():
+    pred = predict(_image((64, 64)), _model(classes=("a", "b", "c")), tile_size=64)
+    p = pred.probabilities.astype(np.float64)
+    ent = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=0) / np.log(3)
+    np.testing.assert_allclose(pred.uncertainty, ent, atol=1e-5)
+
+
+def test_tta_and_keep_subset_and_float16():
+    model = _model()
+    img = _image((70, 90))
+    plain = predict(img, model, tile_size=64, overlap=16)
+    tta = predict(img, model, tile_size=64, overlap=16, tta=True, keep_probabilities=[1], probability_dtype=np.float16)
+    assert tta.probabilities.shape == (1, 70, 90) and tta.probabilities.dtype == np.float16
+    assert tta.probability_classes == [1]
+    np.testing.assert_allclose(tta.probability("boundary"), tta.probabilities[0])
+    assert not np.allclose(tta.probabilities[0], plain.probabilities[1], atol=1e-3)  # flips change a random net's output
+    with pytest.raises(ModelError):
+        tta.probability("grain")
+    none = predict(img, model, tile_size=64, overlap=16, keep_probabilities=False, keep_uncertainty=False)
+    assert none.probabilities is None and none.uncertainty is None
+    np.testing.assert_array_equal(none.labels, plain.labels)
+
+
+def test_uses_analysis_data_of_micrograph():
+    class FakeMicrograph:
+        data = np.zeros((80, 64))
+        analysis_data = data[:60]
+
+    pred = predict(FakeMicrograph(), _model(), tile_size=32)
+    assert pred.labels.shape == (60, 64)
+
+
+def test_model_by_folder_path(tmp_path):
+    model = _model()
+    folder = save_model(tmp_path / "m", model.network, model.card)
+    img = _image((40, 40))
+    np.testing.assert_allclose(predict(img, str(folder), tile_size=64).probabilities,
+                               predict(img, model, tile_size=64).probabilities, atol=1e-6)
+
+
+def test_bad_arguments():
+    model = _model()
+    with pytest.raises(InvalidImageError):
+        predict(np.zeros((0, 5)), model)
+    with pytest.raises(InvalidImageError):
+        predict(np.zeros((4, 4, 4, 4)), model)
+    with pytest.raises(InvalidImageError, match="overlap"):
+        predict(np.zeros((40, 40)), model, tile_size=32, overlap=32)
+    with pytest.raises(ModelError):
+        predict(np.zeros((40, 40)), model, keep_probabilities=[5])
+    with pytest.raises(ModelError):
+        predict(np.zeros((40, 40)), object())
+
+
+def test_tile_layout_and_window():
+    assert tile_starts(300, 128, 32) == [0, 96, 172]
+    assert tile_starts(128, 128, 32) == [0]
+    for length in (129, 200, 1000):
+        starts = tile_starts(length, 64, 16)
+        assert starts[0] == 0 and starts[-1] == length - 64
+        assert all(b - a <= 48 for a, b in zip(starts, starts[1:]))
+    w = blend_window(64, 16, taper_start=True, taper_end=True)
+    assert w.min() > 0 and w[16:48].min() == 1.0
+    # raised-cosine ramps of two neighbours sum to one across an exact overlap
+    np.testing.assert_allclose(w[48:] + w[:16], 1.0, atol=1e-6)
+
+
+def test_threads_env(monkeypatch):
+    monkeypatch.setenv("MICRO_SEG_THREADS", "1")
+    assert inference.configure_threads() == 1
+    monkeypatch.setenv("MICRO_SEG_THREADS", "many")
+    with pytest.raises(InvalidImageError):
+        inference.configure_threads()
