@@ -324,7 +324,7 @@ def grain_seeds(
     aspect_ratio: float = 1.0,
     angle_deg: float = 0.0,
     hardcore: float = 0.7,
-    jitter: float = 0.25,
+    jitter: float = 0.12,
 ) -> np.ndarray:
     """Seed points of a grain tessellation: ``n_grains`` per field area.
 
@@ -422,7 +422,7 @@ def voronoi_labels(
     aspect_ratio: float = 1.0,
     angle_deg: float = 0.0,
     hardcore: float = 0.7,
-    jitter: float = 0.25,
+    jitter: float = 0.12,
     size_ratio: float = 16.0,
     coarse_area_fraction: float = 0.5,
     waviness: float = 0.0,
