@@ -1,0 +1,700 @@
+"""Read micrographs with their calibration; write calibrated label images.
+
+:func:`read_micrograph` reads TIFF (8/16/32-bit integer, float, RGB/RGBA,
+multi-page, BigTIFF, OME-TIFF, ImageJ, LZW/deflate/zstd/JPEG-compressed via
+imagecodecs), PNG, JPEG and BMP, and returns a :class:`Micrograph`: the pixel
+data, the pixel size in micrometres and where it came from (see
+:mod:`micro_seg.io_calibration` for the order of trust), the rows of an SEM data
+bar found at the bottom (see :mod:`micro_seg.databar`) and a ``meta`` dict.
+
+The file type is recognised from its first bytes, not its name. Every problem a
+user can cause raises a :mod:`micro_seg.errors` class whose one-line message
+names the file: missing file or folder given (``InputFileNotFoundError``), empty,
+truncated or corrupt file (``CorruptFileError``), unsupported format
+(``UnsupportedFormatError``), unusable pixels - 0-size, stacks with more than two
+dimensions, 2 or 5+ channels, complex numbers, NaN/Inf (``InvalidImageError``),
+images above the pixel limit (``ImageTooLargeError``), bad pixel sizes
+(``CalibrationError``).
+
+Decompression-bomb guard: images with more than :data:`DEFAULT_MAX_PIXELS`
+(1.2e9) rows x cols are refused *before* their pixels are decoded, from the
+TIFF/PNG/JPEG/BMP header. Raise the limit with ``max_pixels=`` or the
+``MICRO_SEG_MAX_PIXELS`` environment variable. Pillow's own guard
+(``Image.MAX_IMAGE_PIXELS``) is replaced by this one while a file is opened.
+
+Examples
+--------
+>>> import numpy as np, tempfile, os
+>>> fn = os.path.join(tempfile.mkdtemp(), "labels.tif")
+>>> _ = write_labels(fn, np.array([[0, 1], [2, 2]]), pixel_size_um=0.5)
+>>> labels, pixel_size = read_labels(fn)
+>>> labels.tolist(), pixel_size
+([[0, 1], [2, 2]], 0.5)
+>>> m = read_micrograph(fn, detect_databar=False)
+>>> m.shape, m.pixel_size_um, m.calibration_source
+((2, 2), 0.5, 'tiff-resolution')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from micro_seg.databar import detect_databar as _detect_databar
+from micro_seg.errors import (
+    CalibrationError,
+    CorruptFileError,
+    ImageTooLargeError,
+    InputFileNotFoundError,
+    InvalidImageError,
+    MicroSegError,
+    UnsupportedFormatError,
+)
+from micro_seg.io_calibration import sem_magnification, tiff_calibration, validate_pixel_size
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_ENV",
+    "SUPPORTED_EXTENSIONS",
+    "Micrograph",
+    "read_micrograph",
+    "write_labels",
+    "read_labels",
+    "max_pixels_limit",
+]
+
+#: Largest image (rows x cols, channels not counted) read without ``max_pixels=``.
+DEFAULT_MAX_PIXELS = 1_200_000_000
+#: Environment variable overriding :data:`DEFAULT_MAX_PIXELS`.
+MAX_PIXELS_ENV = "MICRO_SEG_MAX_PIXELS"
+#: File name extensions micro-seg reads (the content decides the actual format).
+SUPPORTED_EXTENSIONS = (".tif", ".tiff", ".btf", ".png", ".jpg", ".jpeg", ".bmp")
+
+_FORMAT_NAMES = {"tiff": "TIFF", "png": "PNG", "jpeg": "JPEG", "bmp": "BMP"}
+_EXT_FORMAT = {".tif": "tiff", ".tiff": "tiff", ".btf": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp"}
+_UNSUPPORTED_MAGIC = (
+    (b"GIF87a", "GIF image"),
+    (b"GIF89a", "GIF image"),
+    (b"ZISRAWFILE", "Zeiss CZI file"),
+    (b"\x89HDF", "HDF5 file"),
+    (b"%PDF", "PDF document"),
+    (b"PK\x03\x04", "ZIP archive"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000 image"),
+    (b"\xffO\xffQ", "JPEG 2000 codestream"),
+)
+_UNSUPPORTED_EXT = {
+    ".czi": "Zeiss CZI", ".nd2": "Nikon ND2", ".lif": "Leica LIF", ".lsm": "Zeiss LSM",
+    ".dm3": "Gatan DM3", ".dm4": "Gatan DM4", ".ser": "FEI SER", ".emd": "Velox EMD",
+    ".vsi": "Olympus VSI", ".oib": "Olympus OIB", ".ims": "Imaris", ".mrc": "MRC",
+    ".h5": "HDF5", ".gif": "GIF", ".webp": "WebP", ".jp2": "JPEG 2000", ".txt": "text",
+    ".csv": "CSV table", ".pdf": "PDF", ".zip": "ZIP archive", ".npy": "NumPy array",
+}
+_PIL_LOCK = threading.Lock()
+
+
+@dataclass
+class Micrograph:
+    """A micrograph: pixels, calibration, SEM data bar and metadata.
+
+    Attributes
+    ----------
+    data : ndarray
+        The full image, ``rows x cols`` or ``rows x cols x 3`` (RGB), native dtype
+        (bool is returned as uint8 0/1, float16 as float32).
+    pixel_size_um : float or None
+        Micrometres per pixel; ``None`` when uncalibrated (results then stay in pixels).
+    calibration_source : str or None
+        ``"user"``, ``"ome"``, ``"fei"``, ``"zeiss-sem"``, ``"imagej"``,
+        ``"tiff-resolution"`` or ``None``.
+    databar_rows : int
+        Rows of an SEM information band at the bottom, excluded by :attr:`analysis_data`.
+    path : Path or None
+        The file read.
+    meta : dict
+        ``format``, ``n_pages``, ``page``, ``is_grey_rgb``, ``calibration_notes``, ...
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = Micrograph(np.zeros((10, 4), np.uint8), None, None, databar_rows=3)
+    >>> m.shape, m.analysis_data.shape
+    ((10, 4), (7, 4))
+    """
+
+    data: np.ndarray
+    pixel_size_um: float | None
+    calibration_source: str | None
+    databar_rows: int = 0
+    path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the full image (rows, cols[, channels])."""
+        return tuple(int(n) for n in self.data.shape)
+
+    @property
+    def analysis_data(self) -> np.ndarray:
+        """The image without the SEM data-bar rows (a view, not a copy)."""
+        if self.databar_rows <= 0:
+            return self.data
+        return self.data[: self.data.shape[0] - self.databar_rows]
+
+
+def _one_line(exc: BaseException | str) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: ``max_pixels``, else ``$MICRO_SEG_MAX_PIXELS``, else the default.
+
+    Examples
+    --------
+    >>> max_pixels_limit(1000)
+    1000
+    """
+    if max_pixels is not None:
+        value: Any = max_pixels
+        origin = "max_pixels"
+    elif os.environ.get(MAX_PIXELS_ENV, "").strip():
+        value = os.environ[MAX_PIXELS_ENV].strip()
+        origin = MAX_PIXELS_ENV
+    else:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        limit = 0
+    if limit <= 0:
+        raise ImageTooLargeError(f"{origin}={value!r} is not a positive number of pixels")
+    return limit
+
+
+def _too_large(path: Any, rows: int, cols: int, limit: int) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"{path}: image has {rows} x {cols} = {rows * cols:,} pixels, more than the limit of "
+        f"{limit:,} (decompression-bomb guard); if you trust the file, raise the limit with "
+        f"max_pixels= or the {MAX_PIXELS_ENV} environment variable"
+    )
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(_one_line(record.getMessage()))
+
+
+@contextlib.contextmanager
+def _captured(sink: list[str]) -> Iterator[None]:
+    """Collect tifffile log records and Python warnings into ``sink`` (keeps stderr clean)."""
+    logger = logging.getLogger("tifffile")
+    handler = _ListHandler(sink)
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                sink.extend(_one_line(str(w.message)) for w in caught)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _sniff(head: bytes) -> str | None:
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"BM") and len(head) >= 18:
+        return "bmp"
+    return None
+
+
+def _check_file(path: Path) -> str:
+    """Validate the path and return the sniffed format (``"tiff"``, ``"png"``, ...)."""
+    if not path.exists():
+        raise InputFileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputFileNotFoundError(f"{path}: is a folder, not an image file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+    except OSError as exc:
+        raise InputFileNotFoundError(f"{path}: cannot be read ({_one_line(exc.strerror or exc)})") from None
+    ext = path.suffix.lower()
+    if size == 0:
+        raise CorruptFileError(f"{path}: file is empty (0 bytes)")
+    fmt = _sniff(head)
+    if fmt is not None:
+        return fmt
+    for magic, name in _UNSUPPORTED_MAGIC:
+        if head.startswith(magic):
+            raise UnsupportedFormatError(
+                f"{path}: {name} is not supported; micro-seg reads {', '.join(SUPPORTED_EXTENSIONS)} (export as TIFF)"
+            )
+    if ext in _EXT_FORMAT:
+        name = _FORMAT_NAMES[_EXT_FORMAT[ext]]
+        raise CorruptFileError(f"{path}: not a valid {name} file (unrecognised content, {size} bytes)")
+    kind = _UNSUPPORTED_EXT.get(ext, f"'{ext}'" if ext else "extension-less")
+    raise UnsupportedFormatError(
+        f"{path}: {kind} files are not supported; micro-seg reads {', '.join(SUPPORTED_EXTENSIONS)} (export as TIFF)"
+    )
+
+
+# ----------------------------------------------------------------------------- TIFF
+
+_AXIS_NAMES = {"Z": "depth", "T": "time", "C": "channel", "I": "page", "Q": "page", "R": "tile",
+               "E": "lambda", "H": "lifetime", "A": "angle", "P": "phase", "L": "exposure",
+               "V": "view", "M": "mosaic", "O": "other"}
+
+
+def _tiff_page_index(tif: Any, path: Path, page: int | None, n_pages: int) -> tuple[int, bool]:
+    """Page to read and whether an ImageJ/OME 3-channel ``C`` axis forms an RGB image."""
+    if page is not None:
+        if not 0 <= page < n_pages:
+            raise InvalidImageError(f"{path}: page {page} requested but the file has {n_pages} page(s) (0..{n_pages - 1})")
+        return page, False
+    series = tif.series[0] if tif.series else None
+    if series is None:
+        return 0, False
+    extra = [(ax, int(n)) for ax, n in zip(series.axes, series.shape) if ax not in "YXS" and int(n) > 1]
+    named = [(ax, n) for ax, n in extra if ax not in "IQ"]
+    if not named:
+        return 0, False  # plain multi-page file: first page, n_pages recorded
+    if named == [("C", 3)] and len(extra) == 1 and series.axes.index("C") < series.axes.index("Y"):
+        return 0, True
+    dims = ", ".join(f"axis {ax} ({_AXIS_NAMES.get(ax, 'extra')}) has {n}" for ax, n in extra)
+    raise InvalidImageError(
+        f"{path}: image has more than 2 dimensions ({series.axes} {tuple(series.shape)}: {dims}); micro-seg "
+        "analyses one 2-D image: save a single plane, or choose a page with page=N (CLI: --page N)"
+    )
+
+
+def _page_axes_to_yxs(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """Reorder a decoded page to rows x cols[ x samples]."""
+    if data.ndim != len(axes) or "Y" not in axes or "X" not in axes:
+        raise InvalidImageError(f"{path}: unexpected page layout {axes} {data.shape}")
+    for ax, n in zip(axes, data.shape):
+        if ax not in "YXS" and n > 1:
+            raise InvalidImageError(f"{path}: page has an extra axis {ax} of size {n}; micro-seg needs a 2-D image")
+    data = data.reshape([n for ax, n in zip(axes, data.shape) if ax in "YXS"])
+    axes = "".join(ax for ax in axes if ax in "YXS")
+    return data.transpose([axes.index(ax) for ax in "YXS" if ax in axes])
+
+
+def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, meta: dict[str, Any]) -> tuple[np.ndarray, bool, float | None, str | None]:
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile raises TiffFileError, struct.error, EOFError, ...
+        raise CorruptFileError(f"{path}: not a readable TIFF file ({_one_line(exc)})") from None
+    with tif:
+        try:
+            n_pages = len(tif.pages)
+            _ = tif.series
+        except Exception as exc:
+            raise CorruptFileError(f"{path}: corrupt TIFF structure ({_one_line(exc)})") from None
+        if n_pages == 0:
+            raise CorruptFileError(f"{path}: TIFF file contains no images")
+        index, channel_series = _tiff_page_index(tif, path, page, n_pages)
+        pg = tif.pages[index]
+        rows, cols = int(pg.imagelength), int(pg.imagewidth)
+        meta.update(format="tiff", n_pages=n_pages, page=index, bigtiff=bool(tif.is_bigtiff),
+                    compression=getattr(pg.compression, "name", str(pg.compression)),
+                    photometric=getattr(pg.photometric, "name", str(pg.photometric)),
+                    axes=tif.series[0].axes if tif.series else pg.axes)
+        for flag in ("ome", "imagej", "fei", "sem", "shaped"):
+            if getattr(tif, f"is_{flag}", False):
+                meta.setdefault("flavours", []).append(flag)
+        if rows == 0 or cols == 0:
+            raise InvalidImageError(f"{path}: image is empty ({rows} x {cols} pixels)")
+        if rows * cols > limit:
+            raise _too_large(path, rows, cols, limit)
+        if int(getattr(pg, "imagedepth", 1)) > 1:
+            raise InvalidImageError(f"{path}: page is a 3-D volume (depth {pg.imagedepth}); micro-seg needs a 2-D image")
+        samples = int(pg.samplesperpixel)
+        photometric = int(pg.photometric)
+        if photometric == int(tifffile.PHOTOMETRIC.SEPARATED):
+            raise InvalidImageError(f"{path}: CMYK (separated) TIFF is not supported; convert it to RGB or greyscale")
+        extras = tuple(int(e) for e in (pg.extrasamples or ()))
+        alpha_last = bool(extras) and extras[-1] in (1, 2) or (photometric == 2 and samples == 4)
+        pages = [tif.pages[i] for i in range(3)] if channel_series else [pg]
+        file_size = os.path.getsize(path)
+        for p in pages:
+            ends = [int(o) + int(c) for o, c in zip(p.dataoffsets, p.databytecounts)]
+            if ends and max(ends) > file_size:
+                raise CorruptFileError(
+                    f"{path}: file is truncated (image data runs to byte {max(ends):,} but the file has {file_size:,} bytes)"
+                )
+        try:
+            if channel_series:
+                data = np.stack([_page_axes_to_yxs(p.asarray(), p.axes, path) for p in pages], axis=-1)
+            else:
+                data = _page_axes_to_yxs(pg.asarray(), pg.axes, path)
+        except MicroSegError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise CorruptFileError(f"{path}: cannot decode the TIFF image data, truncated or corrupt ({_one_line(exc)})") from None
+        if photometric == int(tifffile.PHOTOMETRIC.PALETTE) and pg.colormap is not None and data.ndim == 2:
+            cmap = np.asarray(pg.colormap)
+            rgb = np.moveaxis(cmap[:, data], 0, -1)
+            data = (rgb // 257 if cmap.max() > 255 else rgb).astype(np.uint8)
+            meta["palette_applied"] = True
+        elif photometric == int(tifffile.PHOTOMETRIC.MINISWHITE) and data.dtype.kind in "ui" and data.ndim == 2:
+            data = np.iinfo(data.dtype).max - data if data.dtype.kind == "u" else -data
+            meta["inverted_miniswhite"] = True
+        try:
+            px, source, info = tiff_calibration(tif, pg, path=path)
+        except CalibrationError as exc:
+            if user_px is None:
+                raise
+            px, source, info = None, None, {"notes": [_one_line(exc)]}
+        meta["calibration_notes"] = info["notes"]
+        magnification = sem_magnification(tif)
+        if magnification is not None:
+            meta["magnification"] = magnification
+        if px is not None:
+            meta["metadata_pixel_size_um"], meta["metadata_calibration_source"] = px, source
+    return data, alpha_last, px, source
+
+
+# ----------------------------------------------------------------------------- Pillow
+
+
+def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[str, Any]) -> tuple[np.ndarray, bool]:
+    from PIL import Image, UnidentifiedImageError
+
+    name = _FORMAT_NAMES[fmt]
+    with _PIL_LOCK:  # our limit replaces Pillow's global guard while the header is read
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"{path}: {_one_line(exc)}") from None
+        except UnidentifiedImageError:
+            raise CorruptFileError(f"{path}: not a readable {name} file (corrupt header)") from None
+        except Exception as exc:
+            raise CorruptFileError(f"{path}: not a readable {name} file ({_one_line(exc)})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with im:
+        cols, rows = im.size
+        n_pages = int(getattr(im, "n_frames", 1) or 1)
+        meta.update(format=fmt, n_pages=n_pages, page=page or 0, mode=im.mode)
+        if "dpi" in im.info:
+            meta["dpi"] = tuple(float(v) for v in im.info["dpi"])
+        if rows == 0 or cols == 0:
+            raise InvalidImageError(f"{path}: image is empty ({rows} x {cols} pixels)")
+        if rows * cols > limit:
+            raise _too_large(path, rows, cols, limit)
+        if page:
+            if not 0 <= page < n_pages:
+                raise InvalidImageError(f"{path}: page {page} requested but the file has {n_pages} page(s)")
+            im.seek(page)
+        try:
+            im.load()
+            mode = im.mode
+            if mode in ("P", "PA"):
+                im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
+                im = im.convert("RGB")
+            elif mode == "La":
+                im = im.convert("LA")
+            data = np.asarray(im)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"{path}: {_one_line(exc)}") from None
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise CorruptFileError(f"{path}: cannot decode the {name} image data, truncated or corrupt ({_one_line(exc)})") from None
+        alpha_last = im.mode in ("RGBA", "LA")
+    return data, alpha_last
+
+
+# ----------------------------------------------------------------------------- common
+
+
+def _grey_rgb(data: np.ndarray, lossy: bool) -> bool:
+    tol = 0
+    if lossy:
+        span = float(np.iinfo(data.dtype).max) if data.dtype.kind in "ui" else float(np.ptp(data)) or 1.0
+        tol = 0.02 * span
+    for start in range(0, data.shape[0], 512):
+        block = data[start : start + 512].astype(np.float64 if data.dtype.kind == "f" else np.int64)
+        if np.abs(block[..., 0] - block[..., 1]).max() > tol or np.abs(block[..., 1] - block[..., 2]).max() > tol:
+            return False
+    return True
+
+
+def _finish(data: np.ndarray, path: Path, alpha_last: bool, meta: dict[str, Any]) -> np.ndarray:
+    """Channel, dtype and finiteness checks shared by all formats."""
+    if data.ndim == 3 and data.shape[2] == 1:
+        data = data[..., 0]
+    if data.ndim == 3:
+        channels = data.shape[2]
+        if channels in (2, 4) and alpha_last:
+            data = data[..., :-1]
+            meta["dropped_alpha"] = True
+            if data.shape[2] == 1:
+                data = data[..., 0]
+        elif channels != 3:
+            raise InvalidImageError(
+                f"{path}: image has {channels} channels; micro-seg reads greyscale, RGB or RGB + alpha "
+                "(save the channel to analyse as a greyscale image)"
+            )
+    if data.ndim not in (2, 3):
+        raise InvalidImageError(f"{path}: image has {data.ndim} dimensions {data.shape}; micro-seg needs a 2-D image")
+    if 0 in data.shape:
+        raise InvalidImageError(f"{path}: image is empty ({data.shape[0]} x {data.shape[1]} pixels)")
+    kind = data.dtype.kind
+    if kind == "c":
+        raise InvalidImageError(f"{path}: complex-valued pixels ({data.dtype}) are not supported; save the magnitude")
+    if kind == "b":
+        data = data.astype(np.uint8)
+        meta["converted_from"] = "bool"
+    elif kind == "f" and data.dtype.itemsize < 4:
+        data = data.astype(np.float32)
+        meta["converted_from"] = "float16"
+    elif kind not in "uif":
+        raise InvalidImageError(f"{path}: pixel type {data.dtype} is not supported")
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        bad = int(finite.size - np.count_nonzero(finite))
+        if bad:
+            n_nan = int(np.count_nonzero(np.isnan(data)))
+            raise InvalidImageError(
+                f"{path}: {bad} of {data.size} pixels are not finite ({n_nan} NaN, {bad - n_nan} infinite); "
+                "replace them before analysis"
+            )
+    lossy = meta.get("format") == "jpeg" or "JPEG" in str(meta.get("compression", "")).upper()
+    meta["is_grey_rgb"] = bool(data.ndim == 3 and _grey_rgb(data, lossy))
+    return data
+
+
+def read_micrograph(
+    path: str | os.PathLike[str],
+    *,
+    pixel_size_um: float | None = None,
+    max_pixels: int | None = None,
+    page: int | None = None,
+    detect_databar: bool = True,
+) -> Micrograph:
+    """Read a micrograph with its calibration and SEM data bar.
+
+    Parameters
+    ----------
+    path : str or path-like
+        TIFF (incl. BigTIFF, OME-TIFF, ImageJ), PNG, JPEG or BMP file.
+    pixel_size_um : float, optional
+        Micrometres per pixel; overrides any calibration in the file (source ``"user"``).
+    max_pixels : int, optional
+        Refuse images with more rows x cols than this, before decoding. Default:
+        ``$MICRO_SEG_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS` (1.2e9).
+    page : int, optional
+        Page (IFD) to read. By default the first page of a plain multi-page file;
+        files with named stack axes (Z, T, more channels) need an explicit page.
+    detect_databar : bool, optional
+        Look for an SEM information band at the bottom (see :mod:`micro_seg.databar`).
+
+    Returns
+    -------
+    Micrograph
+        ``meta`` holds ``format``, ``n_pages``, ``page``, ``is_grey_rgb``,
+        ``calibration_notes`` and, where relevant, ``dropped_alpha``,
+        ``metadata_pixel_size_um`` (calibration found in the file), ``warnings``.
+
+    Raises
+    ------
+    InputFileNotFoundError, UnsupportedFormatError, CorruptFileError,
+    InvalidImageError, ImageTooLargeError, CalibrationError
+
+    Examples
+    --------
+    >>> import numpy as np, tifffile, tempfile, os
+    >>> fn = os.path.join(tempfile.mkdtemp(), "a.tif")
+    >>> tifffile.imwrite(fn, np.zeros((64, 64), "uint16"), resolution=(25400 / 0.2, 25400 / 0.2), resolutionunit="INCH")
+    >>> m = read_micrograph(fn)
+    >>> m.shape, round(m.pixel_size_um, 6), m.calibration_source, m.databar_rows
+    ((64, 64), 0.2, 'tiff-resolution', 0)
+    >>> read_micrograph(fn, pixel_size_um=0.5).calibration_source
+    'user'
+    """
+    path = Path(path)
+    user_px = None if pixel_size_um is None else validate_pixel_size(pixel_size_um, source="user", path=path)
+    limit = max_pixels_limit(max_pixels)
+    fmt = _check_file(path)
+    meta: dict[str, Any] = {}
+    diagnostics: list[str] = []
+    px: float | None = None
+    source: str | None = None
+    with _captured(diagnostics):
+        if fmt == "tiff":
+            data, alpha_last, px, source = _read_tiff(path, page, limit, user_px, meta)
+        else:
+            data, alpha_last = _read_pillow(path, fmt, page, limit, meta)
+            meta["calibration_notes"] = [f"{_FORMAT_NAMES[fmt]} files carry no trusted calibration"]
+    ext_fmt = _EXT_FORMAT.get(path.suffix.lower())
+    if ext_fmt and ext_fmt != fmt:
+        diagnostics.append(f"file name says {_FORMAT_NAMES[ext_fmt]} but the content is {_FORMAT_NAMES[fmt]}")
+    data = _finish(data, path, alpha_last, meta)
+    if diagnostics:
+        meta["warnings"] = list(dict.fromkeys(diagnostics))[:20]
+    if user_px is not None:
+        px, source = user_px, "user"
+    rows = _detect_databar(data) if detect_databar else 0
+    return Micrograph(data, px, source, databar_rows=int(rows), path=path, meta=meta)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def _label_dtype(labels: np.ndarray, path: Path) -> np.ndarray:
+    if labels.dtype.kind == "b":
+        return labels.astype(np.uint8)
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
+            raise InvalidImageError(f"{path}: label image must hold whole numbers, got non-integer {labels.dtype} values")
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "ui":
+        raise InvalidImageError(f"{path}: label image must be integer, got {labels.dtype}")
+    lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    for dtype in (np.uint8, np.uint16, np.uint32, np.int32, np.int64):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return labels.astype(dtype, copy=False)
+    raise InvalidImageError(f"{path}: label values {lo}..{hi} do not fit in 64 bits")
+
+
+def write_labels(
+    path: str | os.PathLike[str],
+    labels: np.ndarray,
+    *,
+    pixel_size_um: float | None = None,
+    classes: Sequence[str] | None = None,
+) -> Path:
+    """Write a 2-D label image as a deflate-compressed TIFF that keeps the calibration.
+
+    The pixel size goes into the TIFF resolution tags in pixels per centimetre
+    (read by ImageJ/Fiji, GIMP, tifffile and :func:`read_micrograph`) and, exactly,
+    into a JSON image description together with ``classes``. The smallest
+    unsigned integer type that holds the labels is used. The file is written
+    to a temporary name in the same folder and renamed, so readers never see a
+    half-written file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Output ``.tif`` file (its folder must exist).
+    labels : ndarray
+        2-D integer (or bool, or whole-number float) label image.
+    pixel_size_um : float, optional
+        Micrometres per pixel.
+    classes : sequence of str, optional
+        Class names, ``classes[i]`` for pixel value ``i``.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> fn = os.path.join(tempfile.mkdtemp(), "l.tif")
+    >>> write_labels(fn, np.eye(3, dtype=int), pixel_size_um=0.25, classes=["matrix", "pore"]).name
+    'l.tif'
+    """
+    import tifffile
+
+    path = Path(path)
+    arr = np.asarray(labels)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise InvalidImageError(f"{path}: label image must be 2-D and non-empty, got shape {arr.shape}")
+    arr = _label_dtype(arr, path)
+    px = None if pixel_size_um is None else validate_pixel_size(pixel_size_um, source="argument", path=path)
+    if not path.parent.is_dir():
+        raise InputFileNotFoundError(f"{path}: output folder {path.parent} does not exist")
+    info: dict[str, Any] = {"pixel_size_um": px}
+    if classes is not None:
+        info["classes"] = [str(c) for c in classes]
+    kwargs: dict[str, Any] = {"compression": "zlib", "metadata": {"micro_seg": info}}
+    if px is not None:
+        kwargs.update(resolution=(1e4 / px, 1e4 / px), resolutionunit="CENTIMETER")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tifffile.imwrite(tmp, arr, **kwargs)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputFileNotFoundError(f"{path}: cannot write ({_one_line(exc.strerror or exc)})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_labels(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:
+    """Read a label image and its pixel size (micrometres, or ``None``).
+
+    Accepts files from :func:`write_labels` (exact pixel size from its JSON
+    description) and any greyscale integer image :func:`read_micrograph` reads;
+    an RGB image with three equal channels is reduced to one channel.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> fn = os.path.join(tempfile.mkdtemp(), "l.tif")
+    >>> _ = write_labels(fn, np.full((2, 3), 7), pixel_size_um=0.1)
+    >>> labels, px = read_labels(fn)
+    >>> labels.dtype.name, labels.shape, px
+    ('uint8', (2, 3), 0.1)
+    """
+    m = read_micrograph(path, detect_databar=False)
+    data = m.data
+    if data.ndim == 3:
+        if not m.meta.get("is_grey_rgb"):
+            raise InvalidImageError(f"{m.path}: label image must be single-channel, got {data.shape[2]} different channels")
+        data = data[..., 0]
+    data = _label_dtype(data, m.path or Path(str(path)))
+    px = m.pixel_size_um
+    if m.meta.get("format") == "tiff":
+        exact = _micro_seg_description(m.path)
+        if exact is not None and exact.get("pixel_size_um") is not None:
+            px = validate_pixel_size(exact["pixel_size_um"], source="micro-seg description", path=m.path)
+    return data, px
+
+
+def _micro_seg_description(path: Path | None) -> dict[str, Any] | None:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shaped = tif.shaped_metadata or ()
+    except Exception:
+        return None
+    for entry in shaped:
+        if isinstance(entry, dict) and isinstance(entry.get("micro_seg"), dict):
+            return entry["micro_seg"]
+    return None
