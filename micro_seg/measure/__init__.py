@@ -33,11 +33,17 @@ from micro_seg.measure.grains import (
     measure_grains,
     measure_grains_from_boundaries,
 )
+from micro_seg.measure.defects import DefectMeasurement, measure_defects
 from micro_seg.measure.labels import labels_from_boundaries, prepare_labels
+from micro_seg.measure.phases import PhaseMeasurement, measure_phases
 from micro_seg.measure.stats import field_grid, field_statistics, t_critical
 
 __all__ = [
+    "DefectMeasurement",
     "GrainMeasurement",
+    "PhaseMeasurement",
+    "measure_defects",
+    "measure_phases",
     "combine_grain_fields",
     "field_grid",
     "field_statistics",

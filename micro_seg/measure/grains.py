@@ -92,6 +92,11 @@ class GrainMeasurement:
     labels: np.ndarray
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """The per-grain table (alias of :attr:`grains`, same name as the other results)."""
+        return self.grains
+
     def to_dict(self) -> dict:
         """The summary dict (a copy)."""
         return dict(self.summary)

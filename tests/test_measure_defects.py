@@ -1,0 +1,88 @@
+"""Defects / pores / particles: per-object shape measures and E1245 summary, known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from micro_seg.errors import InvalidImageError
+from micro_seg.measure import measure_defects
+from micro_seg.measure.defects import convex_hull_measures
+
+
+def _disk(shape, center, r):
+    rr, cc = np.ogrid[: shape[0], : shape[1]]
+    return (rr - center[0]) ** 2 + (cc - center[1]) ** 2 <= r * r
+
+
+def test_rectangle_and_disk_shape_measures():
+    m = np.zeros((200, 200), bool)
+    m[20:30, 20:60] = True  # 10 x 40 rectangle
+    m |= _disk(m.shape, (120, 120), 30)
+    res = measure_defects(m, pixel_size_um=0.5, fields=None)
+    t = res.table.sort_values("area_px").reset_index(drop=True)
+    rect, disk = t.iloc[0], t.iloc[1]
+    assert rect["area_px"] == 400
+    assert rect["feret_min_px"] == pytest.approx(10.0)
+    assert rect["feret_max_px"] == pytest.approx(math.hypot(10, 40))
+    assert rect["solidity"] == pytest.approx(1.0)
+    assert rect["aspect_ratio"] == pytest.approx(math.hypot(10, 40) / 10)
+    assert disk["ecd_px"] == pytest.approx(60, rel=0.01)
+    assert disk["feret_max_px"] == pytest.approx(61, abs=1.5)
+    assert disk["feret_min_px"] == pytest.approx(61, abs=1.5)
+    assert disk["circularity"] == pytest.approx(1.0, abs=0.05)
+    assert disk["solidity"] == pytest.approx(1.0, abs=0.03)
+    assert disk["perimeter_px"] == pytest.approx(2 * math.pi * 30, rel=0.03)
+    assert disk["area_um2"] == pytest.approx(disk["area_px"] * 0.25)
+    s = res.summary
+    assert s["count"] == 2
+    assert s["area_fraction"] == pytest.approx(m.mean())
+    assert s["density_per_mm2"] == pytest.approx(2 / (200 * 200 * 0.25e-6))
+    assert s["max_feret_um"] == pytest.approx(disk["feret_max_px"] * 0.5)
+    assert s["mean_nn_distance_um"] == pytest.approx(0.5 * math.hypot(120 - 24.5, 120 - 39.5))
+
+
+def test_l_shape_solidity_and_hull():
+    fmax, fmin, area = convex_hull_measures(np.array([0, 1, 1]), np.array([0, 0, 1]))
+    assert area == 3.0  # L of three pixels: its hull holds exactly the three centres
+    assert fmax == pytest.approx(math.sqrt(8)) and fmin == pytest.approx(2.0)  # 2 x 2 box minus a corner
+    m = np.zeros((40, 40), bool)
+    m[5:25, 5:10] = True
+    m[20:25, 5:25] = True
+    t = measure_defects(m, fields=None).table
+    assert 0.4 < t["solidity"].iloc[0] < 0.7
+
+
+def test_instance_labels_touching_objects_stay_separate():
+    lab = np.zeros((30, 30), np.int32)
+    lab[5:15, 5:15] = 7
+    lab[5:15, 15:25] = 9  # touches object 7
+    assert measure_defects(lab, fields=None).summary["count"] == 2
+    assert measure_defects(lab > 0, fields=None).summary["count"] == 1
+
+
+def test_mean_free_path_and_fields():
+    # vertical stripes of width 4 every 20 px: N_L on rows = 1/20; columns never enter
+    m = np.zeros((100, 100), bool)
+    for c in range(8, 100, 20):
+        m[:, c : c + 4] = True
+    s = measure_defects(m, pixel_size_um=1.0).summary
+    aa = m.mean()
+    n_l = (100 * 5) / (100 * 99 + 100 * 99)
+    assert s["mean_free_path_um"] == pytest.approx((1 - aa) / n_l)
+    assert s["fields"]["n_fields"] == 25
+    assert s["fields"]["area_fraction"]["mean"] == pytest.approx(aa)
+
+
+def test_no_pixel_size_and_empty_mask():
+    s = measure_defects(np.zeros((20, 20), bool)).summary
+    assert s["count"] == 0 and s["area_fraction"] == 0 and s["pixel_size_um"] is None
+    assert s["mean_ecd_um"] is None and any("no pixel size" in w for w in s["warnings"])
+    m = np.zeros((20, 20), bool)
+    m[2:6, 2:6] = True
+    s = measure_defects(m, min_size_px=20).summary
+    assert s["count"] == 0
+    with pytest.raises(InvalidImageError):
+        measure_defects(np.zeros((5, 5, 3)))

@@ -1,0 +1,84 @@
+"""Phase fractions (E562): Boolean-disk known answers, CI coverage, point-count emulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from micro_seg.errors import InvalidImageError
+from micro_seg.measure import measure_phases
+from micro_seg.measure.phases import e562_points_per_field
+from micro_seg.synth import boolean_disks, boolean_disks_fraction
+
+RADIUS = 4.0
+INTENSITY = -math.log(1 - 0.3) / (math.pi * RADIUS**2)  # 30 % covered
+
+
+def test_fractions_and_names_exact():
+    c = np.zeros((120, 100), np.uint8)
+    c[:, 60:] = 1
+    c[:30, :20] = 2
+    res = measure_phases(c, names=["ferrite", "pearlite", "carbide"], pixel_size_um=0.5)
+    f = res.summary["phase_fractions"]
+    assert f == pytest.approx({"ferrite": (120 * 60 - 600) / 12000, "pearlite": 0.4, "carbide": 0.05})
+    assert sum(f.values()) == pytest.approx(1.0)
+    assert res.summary["area_um2"]["pearlite"] == pytest.approx(4800 * 0.25)
+    assert set(res.summary["ci95"]) == {"ferrite", "pearlite", "carbide"}
+    assert list(res.table["name"]) == ["ferrite", "pearlite", "carbide"]
+
+
+def test_ignore_index_and_missing_names():
+    c = np.array([[0, 1, 1, 2]] * 8)
+    res = measure_phases(c, ignore_index=0, fields=None)
+    assert res.summary["phase_fractions"] == pytest.approx({"1": 2 / 3, "2": 1 / 3})
+    with pytest.raises(InvalidImageError, match="only 2 names"):
+        measure_phases(c, names=["a", "b"])
+    with pytest.raises(InvalidImageError):
+        measure_phases(np.zeros((4, 4, 3)))
+
+
+def test_e562_grid_guide():
+    assert [e562_points_per_field(f) for f in (0.02, 0.06, 0.12, 0.5)] == [100, 49, 25, 16]
+
+
+def test_point_count_on_halves_is_exact():
+    c = np.zeros((100, 100), int)
+    c[:, 50:] = 1
+    res = measure_phases(c, fields=(5, 5), points_per_field=16)
+    pc = res.summary["point_count"]
+    assert pc["points_per_field"] == 16 and pc["n_points"] == 400
+    assert pc["fractions"]["1"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_boolean_disks_fraction_and_ci_coverage():
+    truth = boolean_disks_fraction(INTENSITY, RADIUS)
+    assert truth == pytest.approx(0.3)
+    side, n_rep = 256, 200
+    per_image = (2048 // side) ** 2
+    covered = covered_pts = 0
+    total_cover, total_px = 0.0, 0
+    done = 0
+    seed = 0
+    while done < n_rep:
+        big = boolean_disks((2048, 2048), intensity=INTENSITY, radius=RADIUS, seed=1000 + seed)
+        seed += 1
+        total_cover += float(big.sum())
+        total_px += big.size
+        for k in range(per_image):
+            if done >= n_rep:
+                break
+            r0, c0 = divmod(k, 2048 // side)
+            spec = big[r0 * side : (r0 + 1) * side, c0 * side : (c0 + 1) * side]
+            s = measure_phases(spec.astype(np.uint8), fields=(5, 5)).summary
+            mean = s["field_mean_fractions"]["1"]
+            covered += abs(mean - truth) <= s["ci95"]["1"]
+            pc = s["point_count"]
+            covered_pts += abs(pc["fractions"]["1"] - truth) <= pc["ci95"]["1"]
+            done += 1
+    # area fraction over a large field (4 x 2048^2 px) within 0.005 of 1 - exp(-lambda pi r^2)
+    assert abs(total_cover / total_px - truth) < 0.005
+    assert 0.90 <= covered / n_rep <= 0.99
+    assert 0.88 <= covered_pts / n_rep <= 0.995
