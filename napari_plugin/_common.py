@@ -1,0 +1,303 @@
+"""Helpers shared by the micro-seg widgets: notifications, calibration, workers.
+
+Nothing here computes anything about the image: the engine (:mod:`micro_seg`)
+does.  These helpers move data between napari layers and the engine and run
+the engine's long jobs in a worker thread with a progress bar and a cancel
+button (STYLE.md 9): the worker receives a frozen parameter object, never a
+widget, and layers are touched only in the ``yielded`` / ``returned``
+handlers, which run in the GUI thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "notify_error",
+    "notify_warning",
+    "notify_info",
+    "layer_pixel_size_um",
+    "analysis_array",
+    "set_layer_calibration",
+    "progress_fraction",
+    "JobRunner",
+]
+
+UM = "um"
+
+
+def notify_error(message: str) -> None:
+    """Show ``message`` as a napari error notification (never a traceback dialog)."""
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def notify_warning(message: str) -> None:
+    """Show ``message`` as a napari warning notification."""
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
+
+
+def notify_info(message: str) -> None:
+    """Show ``message`` as a napari info notification."""
+    from napari.utils.notifications import show_info
+
+    show_info(message)
+
+
+def _ms_meta(layer) -> dict:
+    meta = getattr(layer, "metadata", None) or {}
+    ms = meta.get("micro_seg")
+    return ms if isinstance(ms, dict) else {}
+
+
+def layer_pixel_size_um(layer) -> float | None:
+    """Pixel size (um) of a layer: its micro-seg calibration, else an isotropic um scale.
+
+    Returns ``None`` for an uncalibrated layer (scale 1 with no micro-seg calibration).
+    """
+    if layer is None:
+        return None
+    ms = _ms_meta(layer)
+    px = ms.get("pixel_size_um")
+    if px:
+        return float(px)
+    scale = tuple(float(s) for s in layer.scale[-2:])
+    units = [str(u) for u in getattr(layer, "units", ())][-2:]
+    is_um = bool(units) and all(u in ("micrometer", "um", "µm") for u in units)
+    if is_um and scale[0] == scale[1] and scale[0] != 1.0 and scale[0] > 0:
+        return scale[0]
+    return None
+
+
+def set_layer_calibration(layer, pixel_size_um: float | None) -> None:
+    """Set ``scale``/``units`` and the micro-seg metadata of ``layer`` to ``pixel_size_um``."""
+    meta = dict(layer.metadata or {})
+    ms = dict(meta.get("micro_seg") or {})
+    ms["pixel_size_um"] = pixel_size_um
+    if pixel_size_um:
+        ms.setdefault("calibration_source", "user")
+        if ms.get("calibration_source") is None:
+            ms["calibration_source"] = "user"
+        layer.scale = (pixel_size_um, pixel_size_um)
+        try:
+            layer.units = (UM, UM)
+        except Exception:  # older napari without layer units
+            pass
+    meta["micro_seg"] = ms
+    layer.metadata = meta
+
+
+def databar_rows(layer) -> int:
+    """Rows of the SEM information band at the bottom of ``layer`` (0 if none)."""
+    return int(_ms_meta(layer).get("databar_rows") or 0)
+
+
+def analysis_array(layer) -> np.ndarray:
+    """The layer's pixels that should be analysed: the data without the SEM data bar."""
+    data = np.asarray(layer.data)
+    rows = databar_rows(layer)
+    if rows and rows < data.shape[0]:
+        data = data[: data.shape[0] - rows]
+    return data
+
+
+def pad_to_full(labels: np.ndarray, full_rows: int, fill: int = 0) -> np.ndarray:
+    """Pad ``labels`` (analysis rows only) back to the full image height with ``fill``."""
+    if labels.shape[0] >= full_rows:
+        return labels
+    pad = [(0, full_rows - labels.shape[0])] + [(0, 0)] * (labels.ndim - 1)
+    return np.pad(labels, pad, constant_values=fill)
+
+
+def progress_fraction(item: Any) -> tuple[float | None, str]:
+    """Read a progress report from the engine as ``(fraction or None, text)``.
+
+    Accepts a float in [0, 1], a ``(done, total)`` tuple, a mapping with
+    ``fraction`` or ``done``/``total`` (and optional ``message``/``stage``), or
+    an object with such attributes.
+    """
+    if item is None:
+        return None, ""
+    if isinstance(item, (int, float)) and not isinstance(item, bool):
+        return float(min(max(item, 0.0), 1.0)), ""
+    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(v, (int, float)) for v in item):
+        done, total = item
+        return (done / total if total else None), f"{done}/{total}"
+    get = item.get if isinstance(item, dict) else (lambda k, d=None: getattr(item, k, d))
+    text = str(get("message", "") or get("stage", "") or "")
+    frac = get("fraction", None)
+    if frac is None:
+        done, total = get("done", None), get("total", None)
+        if done is None:
+            done, total = get("step", None), get("steps", total)
+        if done is not None and total:
+            frac = float(done) / float(total)
+            text = text or f"{done}/{total}"
+    if frac is not None and not (isinstance(frac, float) and math.isnan(frac)):
+        frac = float(min(max(frac, 0.0), 1.0))
+    else:
+        frac = None
+    return frac, text
+
+
+def avoid_triton_crash() -> None:
+    """Keep torch from loading triton inside the napari process (CPU-only machines).
+
+    The first torch optimizer imports ``torch._dynamo``, which imports triton
+    when it is installed (it comes with the CUDA builds of torch).  triton's
+    bundled LLVM clashes with the LLVM that Mesa's OpenGL driver has already
+    loaded for napari's canvas, and the process segfaults.  Without a GPU
+    triton is useless, so we make it unimportable (torch then treats it as
+    absent).  Does nothing when triton is already loaded or CUDA is available.
+    """
+    import sys
+
+    if "triton" in sys.modules:
+        return
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return
+    except Exception:  # torch missing or broken: nothing to protect
+        return
+    sys.modules["triton"] = None  # type: ignore[assignment]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the user: engine errors as they are, anything else flagged as a bug."""
+    from micro_seg.errors import MicroSegError
+
+    if isinstance(exc, MicroSegError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "Out of memory: try a smaller image (crop it) or close other programs."
+    return (
+        f"micro-seg internal error ({type(exc).__name__}: {exc}). "
+        "Please report it with the image that caused it."
+    )
+
+
+class JobRunner:
+    """Run one engine generator at a time in a napari worker, with progress and cancel.
+
+    Parameters
+    ----------
+    progress_bar, cancel_button, status_label
+        magicgui widgets updated by the runner (all optional).
+    run_button
+        Disabled while a job runs.
+
+    The job is a generator function called as ``func(params, cancel_event)``:
+    it yields progress reports (see :func:`progress_fraction`) and returns the
+    result, which is passed to ``on_done`` in the GUI thread.
+    """
+
+    def __init__(self, *, progress_bar=None, cancel_button=None, status_label=None, run_button=None):
+        self.progress_bar = progress_bar
+        self.cancel_button = cancel_button
+        self.status_label = status_label
+        self.run_button = run_button
+        self.worker = None
+        self._cancel = threading.Event()
+        if cancel_button is not None:
+            cancel_button.enabled = False
+            cancel_button.changed.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def status(self, text: str) -> None:
+        if self.status_label is not None:
+            self.status_label.value = text
+
+    def cancel(self, *_: Any) -> None:
+        """Ask the running job to stop at its next progress report."""
+        if self.worker is None:
+            return
+        self._cancel.set()
+        self.worker.quit()
+        self.status("Cancelling...")
+
+    def start(
+        self,
+        func: Callable,
+        params: Any,
+        *,
+        on_done: Callable[[Any], None],
+        on_yield: Callable[[Any], None] | None = None,
+        description: str = "",
+    ):
+        """Start ``func(params, cancel_event)`` in a worker thread; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            notify_warning("A job is already running: wait for it or press Cancel.")
+            return None
+        self._cancel = threading.Event()
+        worker = create_worker(func, params, self._cancel, _ignore_errors=True, _start_thread=False)
+        self.worker = worker
+
+        def _yielded(item: Any) -> None:
+            frac, text = progress_fraction(item)
+            if self.progress_bar is not None and frac is not None:
+                self.progress_bar.value = int(round(frac * 100))
+            if text:
+                self.status(f"{description} {text}".strip())
+            if on_yield is not None:
+                on_yield(item)
+
+        def _returned(result: Any) -> None:
+            if self.progress_bar is not None:
+                self.progress_bar.value = 100
+            try:
+                on_done(result)
+            except Exception as exc:  # show, never a traceback dialog
+                notify_error(describe_error(exc))
+                self.status("Failed")
+
+        def _errored(exc: BaseException) -> None:
+            from micro_seg.errors import CancelledError
+
+            if isinstance(exc, CancelledError) or self._cancel.is_set():
+                self.status("Cancelled")
+                notify_info(f"{description or 'Job'} cancelled.")
+                return
+            self.status("Failed")
+            notify_error(describe_error(exc))
+
+        def _aborted() -> None:
+            self.status("Cancelled")
+            notify_info(f"{description or 'Job'} cancelled.")
+
+        def _finished() -> None:
+            self.worker = None
+            if self.cancel_button is not None:
+                self.cancel_button.enabled = False
+            if self.run_button is not None:
+                self.run_button.enabled = True
+
+        if hasattr(worker, "yielded"):
+            worker.yielded.connect(_yielded)
+            worker.aborted.connect(_aborted)
+        worker.returned.connect(_returned)
+        worker.errored.connect(_errored)
+        worker.finished.connect(_finished)
+        if self.progress_bar is not None:
+            self.progress_bar.value = 0
+        if self.cancel_button is not None:
+            self.cancel_button.enabled = True
+        if self.run_button is not None:
+            self.run_button.enabled = False
+        self.status(f"{description}...".strip())
+        worker.start()
+        return worker

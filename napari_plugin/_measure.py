@@ -1,0 +1,378 @@
+"""Measure widget: ASTM grain size, phase fractions, defect statistics of a Labels layer.
+
+The numbers come from :func:`micro_seg.measure.measure_grains`,
+:func:`~micro_seg.measure.measure_phases` and
+:func:`~micro_seg.measure.measure_defects` (run in a worker).  The widget shows
+the summary (with units), a per-object table (clicking a row selects and
+centres that object; the table is also set as the layer's ``features`` so
+hovering an object shows its values in the status bar), a histogram of any
+column, and exports both tables to CSV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+)
+
+from napari_plugin._common import (
+    JobRunner,
+    layer_pixel_size_um,
+    notify_error,
+    notify_info,
+    notify_warning,
+    set_layer_calibration,
+)
+from napari_plugin._layers import connect_layer_events, layer_chooser, ms_meta, parse_class_names
+from napari_plugin._table import DataFrameView
+
+__all__ = ["MeasureWidget", "MeasureParams", "measure_job", "split_result", "summary_frame"]
+
+KINDS = ("Grain size (E112/E1382)", "Phase fractions (E562)", "Defects / particles")
+GRAINS, PHASES, DEFECTS = KINDS
+
+# Rows shown first in the summary, with a plain-language name.
+SUMMARY_NAMES = {
+    "n_grains": "Grains counted",
+    "G_planimetric": "G (planimetric, E112)",
+    "G_intercept": "G (intercept, E112)",
+    "G_intercept_ci95": "G (intercept) 95% CI",
+    "G_area": "G (mean area, E1382)",
+    "mean_intercept_um": "Mean intercept (µm)",
+    "mean_intercept_px": "Mean intercept (px)",
+    "mean_area_um2": "Mean grain area (µm²)",
+    "grains_per_mm2": "Grains per mm²",
+    "ala_G": "ALA G (E930)",
+    "relative_accuracy_pct": "%RA",
+    "count": "Objects counted",
+    "area_fraction": "Area fraction",
+    "density_per_mm2": "Number density (per mm²)",
+    "mean_ecd_um": "Mean ECD (µm)",
+    "max_feret_um": "Max Feret (µm)",
+    "pixel_size_um": "Pixel size (µm/px)",
+}
+
+
+@dataclass(frozen=True)
+class MeasureParams:
+    labels: np.ndarray
+    kind: str
+    pixel_size_um: float | None
+    names: tuple[str, ...] = ()
+    defect_values: tuple[int, ...] = ()
+
+
+def split_result(result: Any) -> tuple[dict, Any]:
+    """Split a ``measure_*`` return value into ``(summary dict, per-object DataFrame or None)``."""
+    import pandas as pd
+
+    table = None
+    if isinstance(result, tuple) and len(result) == 2:
+        result, table = result
+    elif hasattr(result, "summary"):
+        table = getattr(result, "table", None)
+        if table is None:
+            table = getattr(result, "objects", None)
+        result = result.summary
+    summary = dict(result)
+    for key in ("table", "objects", "per_object", "grains_table"):
+        if table is None and isinstance(summary.get(key), (pd.DataFrame, dict)):
+            table = summary.pop(key)
+    if table is not None and not isinstance(table, pd.DataFrame):
+        table = pd.DataFrame(table)
+    return summary, table
+
+
+def summary_frame(summary: dict):
+    """Flatten a summary dict into a two-column table (quantity, value), units in the names."""
+    import pandas as pd
+
+    rows: list[tuple[str, Any]] = []
+
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{key}[{k}]", v)
+            return
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if isinstance(value, (list, tuple)) and len(value) > 8:
+            return  # distributions belong in the per-object table / histogram
+        rows.append((key, value))
+
+    order = [k for k in SUMMARY_NAMES if k in summary] + [k for k in summary if k not in SUMMARY_NAMES]
+    for key in order:
+        walk(key, summary[key])
+    names = [SUMMARY_NAMES.get(k, k) for k, _ in rows]
+    return pd.DataFrame({"quantity": names, "value": [v for _, v in rows], "key": [k for k, _ in rows]})
+
+
+def measure_job(params: MeasureParams, cancel) -> tuple[dict, Any]:
+    """Worker function: run the engine's measurement; returns ``(summary, table)``."""
+    from micro_seg import measure
+
+    labels = params.labels
+    if params.kind == GRAINS:
+        result = measure.measure_grains(labels, pixel_size_um=params.pixel_size_um)
+    elif params.kind == PHASES:
+        kwargs = {"names": list(params.names)} if params.names else {}
+        result = measure.measure_phases(labels, pixel_size_um=params.pixel_size_um, **kwargs)
+    else:
+        mask = labels if not params.defect_values else np.isin(labels, params.defect_values)
+        result = measure.measure_defects(mask, pixel_size_um=params.pixel_size_um)
+    return split_result(result)
+
+
+def _label_column(table) -> str | None:
+    for col in ("label", "index", "grain", "id"):
+        if table is not None and col in table.columns:
+            return col
+    return None
+
+
+class MeasureWidget(Container):
+    """Dock widget: measure a Labels layer and browse the results (see module docstring)."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._labels = ComboBox(label="Labels", choices=layer_chooser(
+            napari_viewer, "Labels", lambda l: ms_meta(l).get("kind") != "annotations"))
+        self._kind = ComboBox(label="Measure", choices=list(KINDS), value=GRAINS)
+        self._names = LineEdit(label="Class names", value="",
+                               tooltip="Phase names in label order (0, 1, 2, ...), comma-separated; from the model if empty.")
+        self._defect = ComboBox(label="Defect class", choices=self._defect_choices,
+                                tooltip="Which class is the defect / particle phase (all non-zero for a mask).")
+        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.01,
+                                   tooltip="0 = unknown: results are then in pixels.")
+        self._run_btn = PushButton(text="Measure")
+        self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
+        self._status = Label(label="Status", value="Pick a Labels layer (Segment result), then Measure")
+        self._hist_col = ComboBox(label="Histogram of", choices=[])
+        self._csv = FileEdit(label="Export to", mode="w", filter="*.csv", value=str(Path.home() / "measurements.csv"))
+        self._export_btn = PushButton(text="Export CSV")
+        self._show_all_btn = PushButton(text="Show all objects")
+        self._runner = JobRunner(progress_bar=self._progress, status_label=self._status, run_button=self._run_btn)
+        self.extend([self._labels, self._kind, self._names, self._defect, self._pixel, self._run_btn,
+                     self._progress, self._status])
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.summary_view = DataFrameView(min_height=150)
+        self.table_view = DataFrameView(min_height=150)
+        self.figure = Figure(figsize=(3.6, 2.0), dpi=100, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(160)
+        layout = self.native.layout()
+        layout.addWidget(self.summary_view)
+        self._tail = Container(widgets=[self._hist_col], labels=True)
+        layout.addWidget(self._tail.native)
+        layout.addWidget(self.canvas)
+        layout.addWidget(self.table_view)
+        self._tail2 = Container(widgets=[self._show_all_btn, self._csv, self._export_btn], labels=True)
+        layout.addWidget(self._tail2.native)
+
+        self.summary: dict | None = None
+        self.table = None
+        self._measured_layer = None
+        self._labels.changed.connect(self._labels_changed)
+        self._kind.changed.connect(self._kind_changed)
+        self._pixel.changed.connect(self._pixel_changed)
+        self._run_btn.changed.connect(self.run)
+        self._hist_col.changed.connect(self._draw_histogram)
+        self._export_btn.changed.connect(self.export_csv)
+        self._show_all_btn.changed.connect(self._show_all)
+        self.table_view.clicked.connect(lambda index: self.select_row(index.row()))
+        connect_layer_events(napari_viewer, self)
+        self.reset_choices()
+        self._labels_changed(self._labels.value)
+
+    # ------------------------------------------------------------------ inputs
+    def _defect_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        layer = self._labels.value if hasattr(self, "_labels") else None
+        classes = ms_meta(layer).get("classes") if layer is not None else None
+        out: list[tuple[str, Any]] = [("all non-zero labels", None)]
+        if classes and ms_meta(layer).get("kind") == "classes":
+            out += [(f"{i}: {name}", i) for i, name in enumerate(classes) if i > 0]
+        return out
+
+    def _labels_changed(self, layer) -> None:
+        if layer is None:
+            return
+        ms = ms_meta(layer)
+        with self._pixel.changed.blocked():
+            self._pixel.value = float(layer_pixel_size_um(layer) or 0.0)
+        if ms.get("kind") == "grains":
+            self._kind.value = GRAINS
+        elif ms.get("kind") == "classes":
+            self._kind.value = PHASES
+            self._names.value = ", ".join(ms.get("classes") or [])
+        self._defect.reset_choices()
+        self._kind_changed(self._kind.value)
+
+    def _kind_changed(self, kind: str) -> None:
+        self._names.visible = kind == PHASES
+        self._defect.visible = kind == DEFECTS
+
+    def _pixel_changed(self, value: float) -> None:
+        layer = self._labels.value
+        if layer is not None and value > 0:
+            set_layer_calibration(layer, float(value))
+
+    def _params(self) -> MeasureParams | None:
+        import napari.layers
+
+        layer = self._labels.value
+        if layer is None:
+            active = self._viewer.layers.selection.active
+            if active is not None and not isinstance(active, napari.layers.Labels):
+                notify_warning(f"'{active.name}' is a {type(active).__name__} layer: Measure needs a Labels layer. "
+                               "Run the Segment widget first, or open a label image as labels.")
+            else:
+                notify_warning("No Labels layer to measure: run the Segment widget first.")
+            return None
+        data = np.asarray(layer.data)
+        if data.ndim != 2:
+            notify_warning(f"'{layer.name}' has {data.ndim} dimensions: Measure needs a 2-D label image.")
+            return None
+        if not data.any() and self._kind.value != PHASES:
+            notify_warning(f"'{layer.name}' is empty (all 0): nothing to measure. Segment the image first.")
+            return None
+        rows = int(ms_meta(layer).get("databar_rows") or 0)
+        if rows and rows < data.shape[0]:
+            data = data[: data.shape[0] - rows]
+        px = float(self._pixel.value) or None
+        if px is None:
+            notify_warning(f"'{layer.name}' has no pixel size: results are in pixels. "
+                           "Type the pixel size in 'Pixel size (µm/px)' for micrometres and ASTM G.")
+        names = tuple(parse_class_names(self._names.value))
+        defect = self._defect.value
+        return MeasureParams(labels=data, kind=self._kind.value, pixel_size_um=px, names=names,
+                             defect_values=() if defect is None else (int(defect),))
+
+    def run(self, *_: Any):
+        """Measure in a worker; returns the worker (None on bad input)."""
+        params = self._params()
+        if params is None:
+            return None
+        layer = self._labels.value
+        return self._runner.start(measure_job, params, on_done=lambda res: self._show(layer, params, res),
+                                  description="Measuring")
+
+    # ------------------------------------------------------------------ outputs
+    def _show(self, layer, params: MeasureParams, result: tuple[dict, Any]) -> None:
+        summary, table = result
+        self.summary, self.table, self._measured_layer = summary, table, layer
+        self.summary_view.set_frame(summary_frame(summary)[["quantity", "value"]])
+        if table is not None:
+            self.table_view.set_frame(table)
+            col = _label_column(table)
+            if col is not None and params.kind != PHASES and layer is not None:
+                features = table.copy()
+                if "index" not in features.columns:
+                    features.insert(0, "index", features[col].astype(int))
+                try:
+                    layer.features = features
+                except Exception:  # features must match label values; never block the results
+                    pass
+            numeric = [c for c in table.columns if c != col and np.issubdtype(table[c].dtype, np.number)]
+            preferred = [c for c in numeric if c.endswith(("_um2", "_um"))] + numeric
+            self._hist_col.choices = list(dict.fromkeys(numeric))
+            if preferred:
+                self._hist_col.value = preferred[0]
+        else:
+            import pandas as pd
+
+            self.table_view.set_frame(pd.DataFrame())
+            self._hist_col.choices = []
+        self._draw_histogram()
+        units = "µm" if params.pixel_size_um else "pixels"
+        self._status.value = f"{params.kind.split(' (')[0]} measured ({units})"
+
+    def _draw_histogram(self, *_: Any) -> None:
+        self.figure.clear()
+        ax = self.figure.add_subplot(111)
+        col = self._hist_col.value
+        if self.table is not None and col in getattr(self.table, "columns", []):
+            values = np.asarray(self.table[col], dtype=float)
+            values = values[np.isfinite(values)]
+            if values.size:
+                ax.hist(values, bins=min(40, max(5, int(np.sqrt(values.size)))), color="#0072B2", edgecolor="white")
+                ax.axvline(values.mean(), color="#D55E00", lw=1.2, label=f"mean {values.mean():.3g}")
+                ax.legend(fontsize=7, frameon=False)
+            ax.set_xlabel(col, fontsize=8)
+            ax.set_ylabel("count", fontsize=8)
+        elif self.summary is not None:
+            fr = self.summary.get("phase_fractions")
+            if isinstance(fr, dict) and fr:
+                names = [str(k) for k in fr]
+                ci = self.summary.get("ci95") or {}
+                err = [float(ci.get(k, 0) or 0) for k in fr]
+                ax.bar(names, [float(v) for v in fr.values()], yerr=err, color="#009E73", capsize=3)
+                ax.set_ylabel("area fraction (95% CI)", fontsize=8)
+                ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+        self.canvas.draw_idle()
+
+    def select_row(self, row: int) -> int | None:
+        """Select the object of table row ``row`` on the layer and centre the view on it."""
+        layer, table = self._measured_layer, self.table
+        col = _label_column(table)
+        if layer is None or table is None or col is None or not (0 <= row < len(table)):
+            return None
+        label = int(table.iloc[row][col])
+        layer.selected_label = label
+        layer.show_selected_label = True
+        rows_cols = None
+        for rc in (("centroid_row", "centroid_col"), ("centroid-0", "centroid-1"), ("row", "col")):
+            if all(c in table.columns for c in rc):
+                rows_cols = (float(table.iloc[row][rc[0]]), float(table.iloc[row][rc[1]]))
+                break
+        if rows_cols is None:
+            rr, cc = np.nonzero(np.asarray(layer.data) == label)
+            if rr.size:
+                rows_cols = (float(rr.mean()), float(cc.mean()))
+        if rows_cols is not None:
+            scale = layer.scale[-2:]
+            self._viewer.camera.center = (rows_cols[0] * scale[0], rows_cols[1] * scale[1])
+        self.table_view.selectRow(row)
+        return label
+
+    def _show_all(self, *_: Any) -> None:
+        if self._measured_layer is not None:
+            self._measured_layer.show_selected_label = False
+
+    def export_csv(self, *_: Any):
+        """Write the per-object table to the chosen CSV and the summary next to it."""
+        if self.summary is None:
+            notify_warning("Nothing to export yet: press Measure first.")
+            return None
+        path = Path(str(self._csv.value)).expanduser()
+        if path.suffix.lower() != ".csv":
+            path = path.with_suffix(".csv")
+        summary_path = path.with_name(path.stem + "_summary.csv")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame = summary_frame(self.summary)[["key", "value"]]
+            frame.to_csv(summary_path, index=False)
+            if self.table is not None:
+                self.table.to_csv(path, index=False)
+        except OSError as exc:
+            notify_error(f"{path}: cannot write ({exc.strerror or exc}); choose another file under 'Export to'.")
+            return None
+        written = [str(summary_path)] + ([str(path)] if self.table is not None else [])
+        notify_info("Wrote " + " and ".join(written))
+        self._status.value = f"Exported {Path(written[-1]).name}"
+        return written

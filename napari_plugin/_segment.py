@@ -1,0 +1,260 @@
+"""Segment widget: run a model on the selected micrograph in a worker thread.
+
+The engine does the work (:func:`micro_seg.registry.load_model`,
+:mod:`micro_seg.inference` tiled prediction that yields progress,
+:mod:`micro_seg.postprocess`); this widget passes it a frozen
+:class:`SegmentParams`, shows progress, can cancel, and adds the results:
+
+* a Labels layer: class labels (value ``i`` = ``classes[i]``) for semantic
+  models, grain instances for grain models;
+* an Image layer with the per-pixel uncertainty (used by the Annotate widget's
+  "Next uncertain region").
+
+The SEM data bar (if the reader found one) is not segmented: its rows are 0.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
+
+from napari_plugin._common import (
+    JobRunner,
+    analysis_array,
+    layer_pixel_size_um,
+    notify_info,
+    notify_warning,
+    pad_to_full,
+    set_layer_calibration,
+)
+from napari_plugin._layers import class_colormap, connect_layer_events, layer_chooser, ms_meta
+from napari_plugin._train import model_choices, model_events
+
+__all__ = ["SegmentWidget", "SegmentParams", "SegmentResult", "segment_job"]
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """What one segmentation run needs (the worker never touches widgets)."""
+
+    image: np.ndarray
+    model: str
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    labels: np.ndarray
+    class_labels: np.ndarray
+    uncertainty: np.ndarray | None
+    classes: tuple[str, ...]
+    task: str
+    model_name: str
+    seconds: float
+
+
+def _field(obj: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(obj, dict) and name in obj:
+            return obj[name]
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+def segment_job(params: SegmentParams, cancel):
+    """Worker generator: load the model, predict with progress, post-process."""
+    from micro_seg import inference
+    from micro_seg.errors import CancelledError, ModelError
+
+    try:
+        from micro_seg import postprocess
+    except ImportError:  # semantic models work without it
+        postprocess = None
+    from micro_seg.registry import load_model
+
+    t0 = time.perf_counter()
+    yield {"fraction": 0.0, "message": "loading model"}
+    model = load_model(params.model)
+    card = model.card
+    if hasattr(inference, "predict_iter"):
+        gen = inference.predict_iter(params.image, model, cancel=cancel)
+        prediction = None
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                prediction = stop.value
+                break
+            from napari_plugin._common import progress_fraction
+
+            frac, text = progress_fraction(item)
+            yield {"fraction": 0.02 + 0.88 * (frac or 0.0), "message": text or "predicting"}
+    else:
+        prediction = inference.predict(params.image, model, cancel=cancel)
+    if cancel.is_set():
+        raise CancelledError("segmentation cancelled")
+    yield {"fraction": 0.92, "message": "post-processing"}
+    if postprocess is not None and hasattr(postprocess, "phase_classes"):
+        class_labels = postprocess.phase_classes(prediction, model=model)
+    else:
+        class_labels = prediction.labels
+    if card.task == "grains":
+        if postprocess is None:
+            raise ModelError(f"{card.name}: grain post-processing (micro_seg.postprocess) is not available")
+        labels = postprocess.grain_instances(prediction, model=model)
+    else:
+        labels = class_labels
+    unc = _field(prediction, "uncertainty", "entropy")
+    return SegmentResult(
+        labels=np.asarray(labels), class_labels=np.asarray(class_labels),
+        uncertainty=None if unc is None else np.asarray(unc, dtype=np.float32),
+        classes=tuple(card.classes), task=card.task, model_name=card.name, seconds=time.perf_counter() - t0,
+    )
+
+
+class SegmentWidget(Container):
+    """Dock widget: pick an image and a model, Run; Cancel stops at the next tile."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._image = ComboBox(label="Image", choices=layer_chooser(
+            napari_viewer, "Image", lambda l: ms_meta(l).get("kind") != "uncertainty"))
+        self._model = ComboBox(label="Model", choices=self._model_choices,
+                               tooltip="Shipped models and the ones you trained (Train widget).")
+        self._model_folder = FileEdit(label="Or model folder", mode="d", value="",
+                                      tooltip="A model folder (card.yaml + model.safetensors) not in the list.")
+        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.01,
+                                   tooltip="From the file's calibration; 0 = unknown. Change it to recalibrate the image.")
+        self._run_btn = PushButton(text="Segment")
+        self._cancel_btn = PushButton(text="Cancel")
+        self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
+        self._status = Label(label="Status", value="Pick an image and a model, then Segment")
+        self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn,
+                                 status_label=self._status, run_button=self._run_btn)
+        self.extend([self._image, self._model, self._model_folder, self._pixel, self._run_btn,
+                     self._cancel_btn, self._progress, self._status])
+        self._image.changed.connect(self._image_changed)
+        self._pixel.changed.connect(self._pixel_changed)
+        self._run_btn.changed.connect(self.run)
+        model_events.saved.connect(self._on_model_saved)
+        connect_layer_events(napari_viewer, self)
+        self.reset_choices()
+        self._image_changed(self._image.value)
+        self.last_result: SegmentResult | None = None
+
+    @staticmethod
+    def _model_choices(_widget=None) -> list[tuple[str, Any]]:
+        try:
+            return model_choices()
+        except Exception:  # a broken model folder must not break the widget
+            return []
+
+    def _on_model_saved(self, folder: str) -> None:
+        try:
+            self.select_model(folder)
+        except RuntimeError:  # widget already closed
+            pass
+
+    def select_model(self, folder_or_name: str) -> None:
+        """Select a model in the picker by folder (or name), refreshing the list first."""
+        self._model.reset_choices()
+        for choice in self._model.choices:
+            if choice == folder_or_name or str(choice).rstrip("/").endswith("/" + str(folder_or_name)):
+                self._model.value = choice
+                return
+
+    def _image_changed(self, layer) -> None:
+        px = layer_pixel_size_um(layer) if layer is not None else None
+        with self._pixel.changed.blocked():
+            self._pixel.value = float(px or 0.0)
+
+    def _pixel_changed(self, value: float) -> None:
+        layer = self._image.value
+        if layer is not None and value > 0 and value != layer_pixel_size_um(layer):
+            set_layer_calibration(layer, float(value))
+            for other in self._viewer.layers:
+                if ms_meta(other).get("image") == layer.name:
+                    set_layer_calibration(other, float(value))
+
+    def _chosen_model(self) -> str | None:
+        folder = str(self._model_folder.value or "").strip()
+        if folder and folder != ".":
+            return folder
+        return self._model.value
+
+    def run(self, *_: Any):
+        """Start segmentation in a worker; returns the worker (None on bad input)."""
+        import napari.layers
+
+        layer = self._image.value
+        if layer is None:
+            selected = self._viewer.layers.selection.active
+            if selected is not None and not isinstance(selected, napari.layers.Image):
+                notify_warning(f"'{selected.name}' is a {type(selected).__name__} layer: "
+                               "Segment needs an image layer. Open a micrograph (File > Open) and pick it under Image.")
+            else:
+                notify_warning("No image to segment: open a micrograph (File > Open or drag it in).")
+            return None
+        model = self._chosen_model()
+        if not model:
+            notify_warning("No model found: install the shipped models or train one in the Train widget.")
+            return None
+        data = analysis_array(layer)
+        if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] not in (3, 4)):
+            notify_warning(f"'{layer.name}' has shape {data.shape}: Segment needs a 2-D grey or RGB image "
+                           "(split stacks into single images first).")
+            return None
+        if layer_pixel_size_um(layer) is None:
+            notify_warning(f"'{layer.name}' has no pixel size: results will be in pixels. "
+                           "Type the pixel size in 'Pixel size (µm/px)' to get micrometres.")
+        params = SegmentParams(image=data, model=str(model))
+        return self._runner.start(segment_job, params, on_done=self._show_result, description="Segmenting")
+
+    def _replace_layer(self, name: str, add):
+        if name in self._viewer.layers:
+            self._viewer.layers.remove(name)
+        return add()
+
+    def _show_result(self, result: SegmentResult) -> None:
+        layer = self._image.value
+        if layer is None:  # the image was closed meanwhile
+            return
+        self.last_result = result
+        full_rows = np.asarray(layer.data).shape[0]
+        px = layer_pixel_size_um(layer)
+        base = {"image": layer.name, "model": result.model_name, "classes": list(result.classes),
+                "task": result.task, "pixel_size_um": px,
+                "calibration_source": ms_meta(layer).get("calibration_source"),
+                "databar_rows": ms_meta(layer).get("databar_rows", 0)}
+        common = dict(scale=layer.scale[-2:], translate=layer.translate[-2:])
+        if result.task == "grains":
+            meta = {**base, "kind": "grains", "class_labels": pad_to_full(result.class_labels, full_rows)}
+            labels = self._replace_layer(f"{layer.name} grains", lambda: self._viewer.add_labels(
+                pad_to_full(result.labels, full_rows), name=f"{layer.name} grains",
+                metadata={"micro_seg": meta}, opacity=0.5, **common))
+        else:
+            meta = {**base, "kind": "classes"}
+            labels = self._replace_layer(f"{layer.name} classes", lambda: self._viewer.add_labels(
+                pad_to_full(result.labels, full_rows), name=f"{layer.name} classes",
+                metadata={"micro_seg": meta}, opacity=0.5,
+                colormap=class_colormap(len(result.classes), offset=0), **common))
+        if result.uncertainty is not None:
+            unc = pad_to_full(result.uncertainty, full_rows)
+            self._replace_layer(f"{layer.name} uncertainty", lambda: self._viewer.add_image(
+                unc, name=f"{layer.name} uncertainty", colormap="magma", blending="additive",
+                opacity=0.6, visible=False, contrast_limits=(0.0, max(float(unc.max()), 1e-6)),
+                metadata={"micro_seg": {**base, "kind": "uncertainty"}}, **common))
+        for new in (labels,):
+            try:
+                new.units = layer.units[-2:]
+            except Exception:
+                pass
+        self._viewer.layers.selection.active = labels
+        what = f"{int(result.labels.max())} grains" if result.task == "grains" else ", ".join(result.classes)
+        self._status.value = f"{result.model_name}: {what} in {result.seconds:.1f} s"
+        notify_info(f"Segmented '{layer.name}' with {result.model_name} in {result.seconds:.1f} s.")

@@ -1,0 +1,109 @@
+"""End-to-end GUI tests: segment -> correct -> train -> segment again -> measure.
+
+Run under a display (pytest-xvfb starts Xvfb).  Uses tiny random-init models
+made with ``registry.save_model`` so the whole file stays fast on 2 cores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from _napari_helpers import tiny_model, two_phase_image, wait_idle  # noqa: E402
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    """Isolate the user model folder (trained models go there) from the real one."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path / "models"))
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def notes():
+    from napari.utils.notifications import notification_manager
+
+    got = []
+
+    def grab(n):
+        got.append((str(n.severity), n.message))
+
+    notification_manager.notification_ready.connect(grab)
+    yield got
+    notification_manager.notification_ready.disconnect(grab)
+
+
+def test_segment_correct_train_measure(make_napari_viewer, qtbot, tmp_path, user_models):
+    import torch
+
+    from micro_seg.registry import user_models_dir
+    from napari_plugin._annotate import AnnotateWidget
+    from napari_plugin._measure import PHASES, MeasureWidget
+    from napari_plugin._segment import SegmentWidget
+    from napari_plugin._train import TrainWidget
+
+    torch.set_num_threads(1)
+    folder = tiny_model(user_models / "tiny")
+    viewer = make_napari_viewer()
+    image, truth = two_phase_image((96, 96), seed=1)
+    img_layer = viewer.add_image(image, name="phases", scale=(0.25, 0.25),
+                                 metadata={"micro_seg": {"pixel_size_um": 0.25, "calibration_source": "user"}})
+    seg, ann, train, meas = (SegmentWidget(viewer), AnnotateWidget(viewer), TrainWidget(viewer), MeasureWidget(viewer))
+    for w in (seg, ann, train, meas):
+        viewer.window.add_dock_widget(w)
+
+    # 1. segment with the untrained model: a class-label layer and an uncertainty layer appear
+    seg.select_model(str(folder))
+    assert seg._model.value == str(folder)
+    assert seg._pixel.value == pytest.approx(0.25)
+    assert seg.run() is not None
+    wait_idle(qtbot, seg)
+    classes_layer = viewer.layers["phases classes"]
+    unc_layer = viewer.layers["phases uncertainty"]
+    assert classes_layer.data.shape == image.shape
+    assert tuple(classes_layer.scale) == (0.25, 0.25)
+    assert 0.0 <= float(unc_layer.data.min()) and float(unc_layer.data.max()) <= 1.0
+
+    # 2. correct: start from the prediction, then fix it with scribbles from the truth
+    ann._image.value = img_layer
+    ann._prediction.value = classes_layer
+    ann.start_from_prediction()
+    ann_layer = ann._annotations.value
+    assert ann_layer is not None and ann._classes.value == "matrix, particle"
+    np.testing.assert_array_equal(ann_layer.data, classes_layer.data + 1)
+    corrected = np.zeros_like(ann_layer.data)
+    corrected[::3, :] = np.where(truth[::3, :], 2, 1)  # a correction stroke on every third row
+    ann_layer.data = corrected
+    # the most uncertain un-annotated region is found and framed
+    assert ann.next_uncertain_region() is not None
+
+    # 3. train on the corrected annotations: a new model appears in the segment picker
+    train._image.value = img_layer
+    train._annotations.value = ann_layer
+    train._name.value = "corrected"
+    train._epochs.value = 6
+    train._patch.value = 64
+    assert train.train(arch_kwargs={"widths": [8, 16]}) is not None
+    wait_idle(qtbot, train, timeout=120_000)
+    assert train.trained is not None
+    new_folder = user_models_dir() / "corrected"
+    assert (new_folder / "card.yaml").is_file()
+    assert seg._model.value == str(new_folder)  # picked at once
+    assert train._plot.losses and train._plot.losses[-1] < train._plot.losses[0]
+
+    # 4. segment again with the trained model and measure the phase fractions
+    seg.run()
+    wait_idle(qtbot, seg)
+    pred = viewer.layers["phases classes"].data
+    assert (pred == truth.astype(int)).mean() > 0.95
+    meas._labels.value = viewer.layers["phases classes"]
+    assert meas._kind.value == PHASES
+    meas.run()
+    wait_idle(qtbot, meas)
+    fractions = meas.summary["phase_fractions"]
+    assert fractions["particle"] == pytest.approx(truth.mean(), abs=0.03)
+    assert fractions["matrix"] + fractions["particle"] == pytest.approx(1.0, abs=1e-6)
