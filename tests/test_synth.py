@@ -304,3 +304,68 @@ def test_defect_micrograph_counts_and_instances():
     # pores are darker than inclusions, both darker than the background
     bg = s.image[s.classes == 0].mean()
     assert s.image[s.classes == 1].mean() < s.image[s.classes == 3].mean() < bg
+
+
+# ------------------------------------------------------------------ sample_images
+
+
+SAMPLES = {
+    "synthetic_etched_twins.tif": 0.5,
+    "synthetic_sem_grains.tif": 0.05,
+    "synthetic_two_phase.tif": 0.25,
+    "synthetic_porous_section.tif": 1.0,
+    "nist_steel_ferrite_crop.tif": 0.2252,
+    "tbm_colour_etched_10-256-512.png": None,
+    "tbm_colour_etched_14-512-512.png": None,
+    "nasa_super1_spot1_0d_0.tif": None,
+}
+
+
+def _samples_dir():
+    from micro_seg.resources import sample_images_dir
+
+    return sample_images_dir()
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_sample_images_calibration_reads_back(name):
+    from micro_seg.io import read_micrograph
+
+    m = read_micrograph(_samples_dir() / name)
+    if SAMPLES[name] is None:
+        assert m.pixel_size_um is None
+    else:
+        assert m.pixel_size_um == pytest.approx(SAMPLES[name], rel=1e-6)
+        assert m.calibration_source == "imagej"
+
+
+def test_sample_images_folder_is_small():
+    total = sum(p.stat().st_size for p in _samples_dir().rglob("*") if p.is_file())
+    assert total < 4 * 1024 * 1024
+
+
+def test_sample_truth_is_consistent():
+    import json
+
+    from micro_seg.io import read_labels, read_micrograph
+
+    d = _samples_dir()
+    truth = d / "truth"
+    for name in ("synthetic_etched_twins", "synthetic_sem_grains"):
+        info = json.loads((truth / f"{name}_labels.json").read_text())
+        labels, px = read_labels(truth / f"{name}_labels.tif")
+        bnd, _ = read_labels(truth / f"{name}_boundaries.tif")
+        img = read_micrograph(d / f"{name}.tif").data
+        assert px == info["pixel_size_um"]
+        assert labels.shape == img.shape
+        assert info["n_grains"] == labels.max() == len(np.unique(labels))
+        np.testing.assert_array_equal(bnd.astype(bool), grain_boundaries(labels))
+    info = json.loads((truth / "synthetic_two_phase_labels.json").read_text())
+    classes, _ = read_labels(truth / "synthetic_two_phase_labels.tif")
+    for i, name in enumerate(info["classes"]):
+        assert (classes == i).mean() == pytest.approx(info["phase_fractions"][name], abs=1e-9)
+    info = json.loads((truth / "synthetic_porous_section_labels.json").read_text())
+    classes, _ = read_labels(truth / "synthetic_porous_section_labels.tif")
+    inst, _ = read_labels(truth / "synthetic_porous_section_instances.tif")
+    for i, name in enumerate(info["classes"][1:], start=1):
+        assert len(np.unique(inst[classes == i])) == info["counts"][name]
