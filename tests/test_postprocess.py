@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from types import SimpleNamespace
+
+from micro_seg.errors import InvalidImageError, ModelError
+from micro_seg.postprocess import (
+    boundary_class_index,
+    defect_instances,
+    grains_from_boundary_probability,
+    phases_from_labels,
+    postprocess,
+    remove_small_islands,
+)
+from micro_seg.synth import voronoi_labels
+from micro_seg.synth.render import grain_boundaries
+
+
+def _prob_from_truth(truth, seed, noise=0.08):
+    b = ndi.binary_dilation(grain_boundaries(truth))
+    rng = np.random.default_rng(seed)
+    prob = ndi.gaussian_filter(b.astype(np.float32), 0.7) * 1.2 + rng.normal(0, noise, b.shape)
+    return np.clip(prob, 0, 1).astype(np.float32), b
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_voronoi_grains_recovered_one_to_one(seed):
+    truth = voronoi_labels((256, 320), n_grains=60, seed=seed, kind="hardcore", waviness=0.1)
+    prob, b = _prob_from_truth(truth, seed)
+    lab = grains_from_boundary_probability(prob, min_grain_px=4)
+    assert lab.dtype == np.int32 and lab.shape == truth.shape
+    # truth grains that keep an interior of >= 4 px outside the drawn boundary
+    interior_area = np.bincount(truth[~b], minlength=truth.max() + 1)
+    expected = int(np.sum(interior_area[1:] >= 4))
+    assert lab.max() == expected
+    # every predicted grain lies inside exactly one true grain and matches it
+    for g in range(1, lab.max() + 1):
+        t = truth[lab == g]
+        major = np.bincount(t).argmax()
+        assert np.mean(t == major) > 0.97
+    majors = [np.bincount(truth[lab == g]).argmax() for g in range(1, lab.max() + 1)]
+    assert len(set(majors)) == len(majors)  # no grain split in two
+    assert set(np.unique(lab[~b & (interior_area[truth] >= 4)])) - {0} == set(range(1, lab.max() + 1))
+
+
+def test_gaps_in_boundaries_are_closed():
+    # 4 x 4 square grains of 40 px with 2 px boundaries; erase 4-px stretches of several boundaries
+    n, size = 4, 40
+    prob = np.zeros((n * size, n * size), np.float32)
+    for k in range(1, n):
+        prob[k * size - 1 : k * size + 1, :] = 0.95
+        prob[:, k * size - 1 : k * size + 1] = 0.95
+    rng = np.random.default_rng(3)
+    for k in range(1, n):
+        for _ in range(2):
+            c = int(rng.integers(5, n * size - 9))
+            prob[k * size - 1 : k * size + 1, c : c + 4] = 0.05  # gap in a horizontal boundary
+            prob[c : c + 4, k * size - 1 : k * size + 1] = 0.05  # gap in a vertical boundary
+    naive = ndi.label(prob <= 0.5)[1]
+    assert naive < n * n  # the gaps really merge grains for a plain connected-component count
+    lab = grains_from_boundary_probability(prob, min_grain_px=16)
+    assert lab.max() == n * n
+    for i in range(n):
+        for j in range(n):
+            core = lab[i * size + 5 : (i + 1) * size - 5, j * size + 5 : (j + 1) * size - 5]
+            assert len(np.unique(core)) == 1 and core[0, 0] > 0
+
+
+def test_small_fragments_merged_and_boundaries_kept_or_filled():
+    prob = np.zeros((60, 60), np.float32)
+    prob[:, 29:31] = 1.0
+    prob[10:13, 5:8] = 0.0
+    prob[8:15, 3:10] = np.where(np.pad(np.zeros((5, 5)), 1, constant_values=1) > 0, 1.0, 0.0)  # 5x5 enclosed fragment
+    lab = grains_from_boundary_probability(prob, min_grain_px=40)
+    assert lab.max() == 2
+    assert np.all(lab[:, 29:31] == 0)
+    filled = grains_from_boundary_probability(prob, min_grain_px=40, keep_boundaries=False)
+    assert filled.min() == 1 and filled.max() == 2
+    assert np.all(filled[:, :25] == filled[0, 0]) and np.all(filled[:, 35:] == filled[0, -1])
+
+
+def test_mask_excludes_region_and_empty_interior():
+    prob = np.zeros((40, 40), np.float32)
+    mask = np.ones((40, 40), bool)
+    mask[:, 20:] = False
+    lab = grains_from_boundary_probability(prob, mask=mask)
+    assert np.all(lab[:, 20:] == 0) and lab.max() == 1
+    assert grains_from_boundary_probability(np.ones((10, 10))).max() == 0
+    with pytest.raises(InvalidImageError):
+        grains_from_boundary_probability(np.zeros((3, 3, 3)))
+
+
+def test_grains_feed_measure_grains():
+    from micro_seg.measure import measure_grains
+
+    truth = voronoi_labels((200, 200), n_grains=40, seed=5, kind="hardcore")
+    prob, _ = _prob_from_truth(truth, 5)
+    lab = grains_from_boundary_probability(prob)
+    got = measure_grains(lab, pixel_size_um=1.0, fields=None).summary
+    ref = measure_grains(truth, pixel_size_um=1.0, fields=None).summary
+    assert got["n_grains"] == pytest.approx(ref["n_grains"], abs=3)
+    assert got["mean_intercept_um"] == pytest.approx(ref["mean_intercept_um"], rel=0.05)
+
+
+def test_small_islands_removed():
+    lab = np.zeros((20, 20), np.uint8)
+    lab[:, 10:] = 1
+    lab[5, 5] = 1  # 1-px island of class 1 inside class 0
+    lab[14:16, 14:16] = 2  # 4-px island of class 2 inside class 1
+    out = remove_small_islands(lab, min_island_px=5)
+    assert out[5, 5] == 0 and np.all(out[14:16, 14:16] == 1)
+    assert np.array_equal(phases_from_labels(lab), lab)
+    assert np.array_equal(phases_from_labels(lab, min_island_px=5), out)
+    assert np.array_equal(remove_small_islands(lab, min_island_px=2)[14:16, 14:16], lab[14:16, 14:16])
+
+
+def test_defect_instances_known_counts():
+    lab = np.zeros((50, 50), np.uint8)
+    lab[2:6, 2:6] = 1
+    lab[10:14, 30:34] = 1
+    lab[40, 40] = 1  # below min area: dropped
+    lab[20:22, 5:45] = 2  # one crack
+    inst = defect_instances(lab, classes=["matrix", "pore", "crack"], defect_classes=["pore", "crack"], min_area_px=4)
+    assert inst["pore"].max() == 2 and inst["crack"].max() == 1
+    assert inst["pore"][40, 40] == 0
+    with pytest.raises(ModelError, match="inclusion"):
+        defect_instances(lab, classes=["matrix", "pore"], defect_classes=["inclusion"])
+
+
+def test_postprocess_dispatch():
+    p = np.zeros((3, 40, 40), np.float32)
+    p[0] = 1.0
+    p[:, :, 19:21] = np.array([0, 1, 0])[:, None, None]
+    p[:, 30:35, 5:10] = np.array([0, 0, 1])[:, None, None]  # a pore inside the left grain
+    pred = SimpleNamespace(labels=p.argmax(0).astype(np.uint8), probabilities=p, probability_classes=[0, 1, 2])
+    card = SimpleNamespace(task="grains", classes=["grain", "boundary", "pore"], defect_classes=[])
+    res = postprocess(pred, card, min_grain_px=4)
+    assert res.labels.max() == 2 and np.all(res.labels[30:35, 5:10] == 0)
+    sem = postprocess(pred, SimpleNamespace(task="semantic", classes=["a", "b", "pore"], defect_classes=["pore"]))
+    assert np.array_equal(sem.labels, pred.labels) and sem.defects["pore"].max() == 1
+    with pytest.raises(ModelError):
+        postprocess(pred, SimpleNamespace(task="classification", classes=["a"], defect_classes=[]))
+    with pytest.raises(ModelError, match="boundary"):
+        boundary_class_index(["a", "b"])
+    no_probs = SimpleNamespace(labels=pred.labels, probabilities=None, probability_classes=[])
+    with pytest.raises(ModelError, match="keep_probabilities"):
+        postprocess(no_probs, card)
