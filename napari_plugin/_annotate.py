@@ -162,7 +162,7 @@ def _superpixel_job(params: SuperpixelParams, cancel) -> np.ndarray:
     lo, hi = np.percentile(img, (0.5, 99.5))
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
     n = max(4, int(img.shape[0] * img.shape[1] / max(params.size_px, 2) ** 2))
-    return slic(img, n_segments=n, compactness=0.1 if not rgb else 10, channel_axis=-1 if rgb else None,
+    return slic(img, n_segments=n, compactness=0.3 if not rgb else 10, channel_axis=-1 if rgb else None,
                 start_label=1, enforce_connectivity=True)
 
 

@@ -55,7 +55,16 @@ SUMMARY_NAMES = {
     "mean_area_um2": "Mean grain area (µm²)",
     "grains_per_mm2": "Grains per mm²",
     "ala_G": "ALA G (E930)",
-    "relative_accuracy_pct": "%RA",
+    "mean_intercept_ra_percent": "%RA (intercept)",
+    "G_planimetric_ci95": "G (planimetric) 95% CI",
+    "mean_intercept_ci95_um": "Mean intercept 95% CI (µm)",
+    "n_intersections": "Intersections counted",
+    "phase_fractions": "Area fraction",
+    "ci95": "95% CI (±)",
+    "ra_percent": "%RA",
+    "area_fraction_ci95": "Area fraction 95% CI (±)",
+    "mean_nn_distance_um": "Mean nearest-neighbour distance (µm)",
+    "mean_circularity": "Mean circularity",
     "count": "Objects counted",
     "area_fraction": "Area fraction",
     "density_per_mm2": "Number density (per mm²)",
@@ -112,10 +121,17 @@ def summary_frame(summary: dict):
             return  # distributions belong in the per-object table / histogram
         rows.append((key, value))
 
+    skip = {"distributions", "fields", "warnings", "image_shape", "mean_intercept_by_angle_px", "units"}
     order = [k for k in SUMMARY_NAMES if k in summary] + [k for k in summary if k not in SUMMARY_NAMES]
     for key in order:
-        walk(key, summary[key])
-    names = [SUMMARY_NAMES.get(k, k) for k, _ in rows]
+        if key not in skip:
+            walk(key, summary[key])
+
+    def nice(key: str) -> str:
+        base, _, rest = key.partition("[")
+        return SUMMARY_NAMES.get(base, base) + (f" [{rest}" if rest else "")
+
+    names = [nice(k) for k, _ in rows]
     return pd.DataFrame({"quantity": names, "value": [v for _, v in rows], "key": [k for k, _ in rows]})
 
 
@@ -287,7 +303,8 @@ class MeasureWidget(Container):
                     layer.features = features
                 except Exception:  # features must match label values; never block the results
                     pass
-            numeric = [c for c in table.columns if c != col and np.issubdtype(table[c].dtype, np.number)]
+            numeric = [c for c in table.columns if c != col and np.issubdtype(table[c].dtype, np.number)
+                       and not c.startswith("centroid") and c != "class_id"]
             preferred = [c for c in numeric if c.endswith(("_um2", "_um"))] + numeric
             self._hist_col.choices = list(dict.fromkeys(numeric))
             if preferred:
@@ -297,7 +314,12 @@ class MeasureWidget(Container):
 
             self.table_view.set_frame(pd.DataFrame())
             self._hist_col.choices = []
+        self._hist_col.visible = params.kind != PHASES
         self._draw_histogram()
+        for warning in summary.get("warnings") or []:
+            if params.pixel_size_um is None and "pixel size" in str(warning):
+                continue  # already said before measuring, with what to do
+            notify_warning(str(warning))
         units = "µm" if params.pixel_size_um else "pixels"
         self._status.value = f"{params.kind.split(' (')[0]} measured ({units})"
 
@@ -305,7 +327,10 @@ class MeasureWidget(Container):
         self.figure.clear()
         ax = self.figure.add_subplot(111)
         col = self._hist_col.value
-        if self.table is not None and col in getattr(self.table, "columns", []):
+        fractions = (self.summary or {}).get("phase_fractions")
+        if isinstance(fractions, dict) and fractions:
+            col = None
+        if col is not None and self.table is not None and col in getattr(self.table, "columns", []):
             values = np.asarray(self.table[col], dtype=float)
             values = values[np.isfinite(values)]
             if values.size:
@@ -315,7 +340,7 @@ class MeasureWidget(Container):
             ax.set_xlabel(col, fontsize=8)
             ax.set_ylabel("count", fontsize=8)
         elif self.summary is not None:
-            fr = self.summary.get("phase_fractions")
+            fr = fractions
             if isinstance(fr, dict) and fr:
                 names = [str(k) for k in fr]
                 ci = self.summary.get("ci95") or {}
@@ -336,7 +361,7 @@ class MeasureWidget(Container):
         layer.selected_label = label
         layer.show_selected_label = True
         rows_cols = None
-        for rc in (("centroid_row", "centroid_col"), ("centroid-0", "centroid-1"), ("row", "col")):
+        for rc in (("centroid_row_px", "centroid_col_px"), ("centroid_row", "centroid_col"), ("centroid-0", "centroid-1"), ("row", "col")):
             if all(c in table.columns for c in rc):
                 rows_cols = (float(table.iloc[row][rc[0]]), float(table.iloc[row][rc[1]]))
                 break

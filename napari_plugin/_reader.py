@@ -56,8 +56,28 @@ def micrograph_layer_data(micrograph) -> LayerData:
 
 
 def read_paths(path: str | list[str]) -> list[LayerData]:
-    """Read one or more micrographs; unreadable files raise a one-line error napari shows."""
+    """Read one or more micrographs.
+
+    A file micro-seg cannot read gives an error notification that names the
+    file, the problem and what to do (never a traceback); an uncalibrated one a
+    warning saying how to set the pixel size.  When nothing could be read the
+    reader returns napari's "empty file" sentinel ``[(None,)]``.
+    """
+    from micro_seg.errors import MicroSegError
     from micro_seg.io import read_micrograph
+    from napari_plugin._common import notify_error, notify_warning
 
     paths = [path] if isinstance(path, str) else list(path)
-    return [micrograph_layer_data(read_micrograph(p)) for p in paths]
+    out: list[LayerData] = []
+    for p in paths:
+        try:
+            micrograph = read_micrograph(p)
+        except (MicroSegError, OSError) as exc:
+            notify_error(f"Cannot open {Path(p).name}: {exc}. "
+                         "Check the file is a complete TIFF/PNG/JPEG/BMP micrograph (re-export it if needed).")
+            continue
+        if not micrograph.pixel_size_um:
+            notify_warning(f"{Path(p).name} has no pixel-size calibration: measurements will be in pixels. "
+                           "Type the pixel size in the Segment or Measure widget ('Pixel size (µm/px)').")
+        out.append(micrograph_layer_data(micrograph))
+    return out or [(None,)]

@@ -1,0 +1,214 @@
+"""GUI tests of the Measure and Annotate widgets, the reader/writer and bad input.
+
+Numbers are checked against truth known by construction (synthetic grain
+labels with an exact grain count, Boolean disks with a known covered fraction).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from _napari_helpers import two_phase_image, wait_idle  # noqa: E402
+
+
+@pytest.fixture
+def notes():
+    """Collect napari notifications as (severity, message)."""
+    from napari.utils.notifications import notification_manager
+
+    got: list[tuple[str, str]] = []
+
+    def grab(n):
+        got.append((str(n.severity), str(n.message)))
+
+    notification_manager.notification_ready.connect(grab)
+    yield got
+    notification_manager.notification_ready.disconnect(grab)
+
+
+def _messages(notes, severity=None):
+    return [m for s, m in notes if severity is None or s.lower() == severity]
+
+
+def test_measure_grains_known_count(make_napari_viewer, qtbot, tmp_path):
+    from micro_seg.measure import g_from_grains_per_mm2
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import GRAINS, MeasureWidget
+
+    labels = voronoi_labels((300, 400), n_grains=120, seed=3)
+    n_true = int(labels.max())
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(labels, name="grains", scale=(0.5, 0.5),
+                              metadata={"micro_seg": {"kind": "grains", "pixel_size_um": 0.5}})
+    w = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._labels.value = layer
+    assert w._kind.value == GRAINS and w._pixel.value == pytest.approx(0.5)
+    w.run()
+    wait_idle(qtbot, w)
+    s = w.summary
+    assert s["n_grains"] == n_true
+    # Jeffries count: interior grains + edge grains / 2 (+ corners / 4) over the field area in mm^2
+    area_mm2 = 300 * 400 * (0.5e-3) ** 2
+    assert s["grains_per_mm2"] == pytest.approx(s["jeffries_count"] / area_mm2, rel=1e-9)
+    assert s["G_planimetric"] == pytest.approx(g_from_grains_per_mm2(s["grains_per_mm2"]), abs=1e-9)
+    assert s["n_grains_inside"] + s["n_grains_edge"] + s["n_grains_corner"] == n_true
+    # per-object table: one row per grain, areas sum to the image, shown on hover as features
+    assert len(w.table) == n_true
+    assert w.table["area_px"].sum() == labels.size
+    assert "area_um2" in layer.features.columns and len(layer.features) == n_true
+    assert w.summary_view.model().rowCount() > 5
+    # clicking a table row selects that grain and centres the view on it
+    row = int(np.argmax(w.table["area_px"].to_numpy()))
+    label = w.select_row(row)
+    assert layer.selected_label == label and layer.show_selected_label
+    rr, cc = np.nonzero(labels == label)
+    np.testing.assert_allclose(viewer.camera.center[-2:], (rr.mean() * 0.5, cc.mean() * 0.5), atol=0.5)
+    # export: per-grain CSV and summary CSV with units in the names
+    import pandas as pd
+
+    w._csv.value = str(tmp_path / "out" / "grains.csv")
+    written = w.export_csv()
+    table = pd.read_csv(tmp_path / "out" / "grains.csv")
+    summary = pd.read_csv(tmp_path / "out" / "grains_summary.csv")
+    assert len(table) == n_true and "ecd_um" in table.columns and len(written) == 2
+    assert float(summary.set_index("key").loc["G_planimetric", "value"]) == pytest.approx(s["G_planimetric"])
+
+
+def test_measure_defects_and_phases(make_napari_viewer, qtbot):
+    from napari_plugin._measure import DEFECTS, PHASES, MeasureWidget
+
+    _, mask = two_phase_image((256, 256), seed=4)
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(mask.astype(np.uint8), name="mask", scale=(0.2, 0.2),
+                              metadata={"micro_seg": {"kind": "classes", "classes": ["matrix", "pore"],
+                                                      "pixel_size_um": 0.2}})
+    w = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._labels.value = layer
+    assert w._kind.value == PHASES and w._names.value == "matrix, pore"
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary["phase_fractions"]["pore"] == pytest.approx(mask.mean(), abs=1e-9)
+    w._kind.value = DEFECTS
+    w._defect.value = 1
+    w.run()
+    wait_idle(qtbot, w)
+    from skimage.measure import label as cc_label
+
+    assert w.summary["count"] == int(cc_label(mask).max())
+    assert w.summary["area_fraction"] == pytest.approx(mask.mean(), abs=1e-9)
+
+
+def test_annotate_superpixel_fill_and_save(make_napari_viewer, qtbot, tmp_path, notes):
+    from micro_seg.io import read_labels
+    from napari_plugin._annotate import AnnotateWidget, read_class_schema
+
+    image, truth = two_phase_image((128, 128), seed=2)
+    viewer = make_napari_viewer()
+    img = viewer.add_image(image, name="img", scale=(0.3, 0.3),
+                           metadata={"micro_seg": {"pixel_size_um": 0.3}})
+    w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image.value = img
+    w._classes.value = "matrix, particle"
+    # empty annotations -> a warning that says what to do, nothing written
+    layer = w.new_annotation_layer()
+    w._folder.value = str(tmp_path / "train")
+    assert w.save_pair() is None
+    assert any("empty" in m and "paint" in m for m in _messages(notes, "warning"))
+    assert not (tmp_path / "train").exists()
+    # click-to-fill a superpixel: every pixel of that superpixel gets the label, nothing else
+    w._sp_size.value = 12
+    w._sp_mode.value = True
+    wait_idle(qtbot, w)
+    assert w._superpixels is not None and w._superpixels.shape == image.shape
+    rr, cc = np.nonzero(truth)
+    r, c = int(rr[len(rr) // 2]), int(cc[len(cc) // 2])
+    layer.selected_label = 2
+    n = w.fill_superpixel_at(r, c)
+    sp = w._superpixels == w._superpixels[r, c]
+    assert n == int(sp.sum()) and (layer.data[sp] == 2).all() and (layer.data[~sp] == 0).all()
+    # superpixels follow the image: the filled one lies (almost) inside the bright particle
+    assert truth[sp].mean() > 0.9
+    layer.data_setitem(np.nonzero(~truth & (np.arange(128)[:, None] % 8 == 0)), 1)
+    paths = w.save_pair()
+    assert paths is not None
+    labels, px = read_labels(paths[1])
+    np.testing.assert_array_equal(labels, layer.data)
+    assert px == pytest.approx(0.3)
+    assert read_class_schema(tmp_path / "train")["classes"] == ["matrix", "particle"]
+
+
+def test_reader_writer_roundtrip_and_bad_files(tmp_path, make_napari_viewer):
+    import tifffile
+
+    from micro_seg.io import read_labels
+    from napari_plugin._reader import get_reader
+    from napari_plugin._writer import write_labels_layer
+
+    path = tmp_path / "cal.tif"
+    tifffile.imwrite(path, np.arange(64 * 48, dtype=np.uint16).reshape(64, 48),
+                     resolution=(1e4 / 0.125, 1e4 / 0.125), resolutionunit="CENTIMETER")
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    data, kwargs, kind = get_reader(str(path))(str(path))[0]
+    assert kind == "image" and kwargs["scale"] == pytest.approx((0.125, 0.125))
+    assert kwargs["metadata"]["micro_seg"]["calibration_source"] == "tiff-resolution"
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels((data > 1000).astype(np.uint8), scale=kwargs["scale"], metadata=kwargs["metadata"])
+    out = write_labels_layer(str(tmp_path / "labels.tif"), layer.data, layer._get_state())
+    labels, px = read_labels(out[0])
+    assert px == pytest.approx(0.125) and labels.sum() == (data > 1000).sum()
+
+
+def test_bad_input_notifications(make_napari_viewer, qtbot, tmp_path, notes):
+    """Unreadable file, no calibration, wrong layer type, empty labels -> notifications saying what to do."""
+    from napari_plugin._measure import MeasureWidget
+    from napari_plugin._reader import get_reader
+    from napari_plugin._segment import SegmentWidget
+    from napari_plugin._train import TrainWidget
+
+    viewer = make_napari_viewer()
+    # unreadable file: the reader shows what is wrong instead of a traceback
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 10)
+    reader = get_reader(str(bad))
+    assert reader is not None
+    assert reader(str(bad)) == [(None,)]
+    assert any("broken.tif" in m for m in _messages(notes, "error"))
+    # wrong layer type: only a Points layer is there
+    viewer.add_points(np.zeros((3, 2)), name="pts")
+    seg, meas, train = SegmentWidget(viewer), MeasureWidget(viewer), TrainWidget(viewer)
+    viewer.layers.selection.active = viewer.layers["pts"]
+    assert seg.run() is None
+    assert meas.run() is None
+    msgs = _messages(notes, "warning")
+    assert any("'pts' is a Points layer" in m and "image layer" in m for m in msgs)
+    assert any("'pts' is a Points layer" in m and "Labels layer" in m for m in msgs)
+    # empty annotations for training
+    img = viewer.add_image(np.zeros((32, 32), np.uint8), name="plain")
+    ann = viewer.add_labels(np.zeros((32, 32), np.uint8), name="ann",
+                            metadata={"micro_seg": {"kind": "annotations", "classes": ["a", "b"]}})
+    train.reset_choices()
+    train._image.value, train._annotations.value = img, ann
+    assert train.train() is None
+    assert any("'ann' is empty" in m for m in _messages(notes, "warning"))
+    # image without calibration: measuring warns that results are in pixels and how to fix it
+    lab = viewer.add_labels(np.repeat(np.repeat(np.arange(1, 10).reshape(3, 3), 8, 0), 8, 1), name="uncal")
+    meas.reset_choices()
+    meas._labels.value = lab
+    assert meas._pixel.value == 0
+    meas.run()
+    wait_idle(qtbot, meas)
+    assert any("no pixel size" in m and "Pixel size (µm/px)" in m for m in _messages(notes, "warning"))
+    assert meas.summary["n_grains"] == 9 and meas.summary["G_planimetric"] is None
+    # engine errors raised in a worker come back as one notification, not a traceback dialog
+    seg._model_folder.value = str(tmp_path / "no-such-model")
+    seg._image.value = img
+    seg.run()
+    wait_idle(qtbot, seg)
+    assert any("no-such-model" in m for m in _messages(notes, "error"))
