@@ -489,8 +489,6 @@ def _finish(data: np.ndarray, path: Path, alpha_last: bool, meta: dict[str, Any]
                 f"{path}: {bad} of {data.size} pixels are not finite ({n_nan} NaN, {bad - n_nan} infinite); "
                 "replace them before analysis"
             )
-    lossy = meta.get("format") == "jpeg" or "JPEG" in str(meta.get("compression", "")).upper()
-    meta["is_grey_rgb"] = bool(data.ndim == 3 and _grey_rgb(data, lossy))
     return data
 
 
@@ -522,9 +520,13 @@ def read_micrograph(
     Returns
     -------
     Micrograph
-        ``meta`` holds ``format``, ``n_pages``, ``page``, ``is_grey_rgb``,
-        ``calibration_notes`` and, where relevant, ``dropped_alpha``,
-        ``metadata_pixel_size_um`` (calibration found in the file), ``warnings``.
+        ``meta`` holds ``format``, ``n_pages``, ``page``, ``calibration_notes``,
+        ``is_grey_rgb`` (3 channels equal, within JPEG noise, outside the data
+        bar: the caller may convert to grey) and, where relevant,
+        ``dropped_alpha``, ``metadata_pixel_size_um`` and
+        ``metadata_calibration_source`` (calibration found in the file, kept
+        when ``pixel_size_um`` overrides it), ``magnification`` (Zeiss SEM),
+        ``warnings`` (reader messages, e.g. file name and content disagree).
 
     Raises
     ------
@@ -564,8 +566,11 @@ def read_micrograph(
         meta["warnings"] = list(dict.fromkeys(diagnostics))[:20]
     if user_px is not None:
         px, source = user_px, "user"
-    rows = _detect_databar(data) if detect_databar else 0
-    return Micrograph(data, px, source, databar_rows=int(rows), path=path, meta=meta)
+    rows = int(_detect_databar(data)) if detect_databar else 0
+    # grey-RGB test on the analysed area: SEM data bars often carry a coloured logo
+    lossy = meta.get("format") == "jpeg" or "JPEG" in str(meta.get("compression", "")).upper()
+    meta["is_grey_rgb"] = bool(data.ndim == 3 and _grey_rgb(data[: data.shape[0] - rows], lossy))
+    return Micrograph(data, px, source, databar_rows=rows, path=path, meta=meta)
 
 
 # ----------------------------------------------------------------------------- labels

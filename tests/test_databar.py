@@ -1,0 +1,122 @@
+"""SEM data-bar detection: 0 on ordinary micrographs, the exact band height on SEM-style images."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import data_builders as db
+from micro_seg.databar import detect_databar
+from micro_seg.io import read_micrograph
+
+RNG = np.random.default_rng(7)
+
+
+def _no_band_images():
+    rng = np.random.default_rng(1)
+    grains = [db.grain_image((300, 400), n_grains=n, seed=s) for s, n in [(0, 40), (1, 150), (2, 8), (3, 400)]]
+    flat = db.grain_image((300, 400), n_grains=6, seed=4, noise=0, boundary=False)  # noise-free, few big grains
+    noise = rng.integers(0, 256, (300, 400)).astype(np.uint8)
+    gauss = np.clip(rng.normal(128, 30, (300, 400)), 0, 255).astype(np.uint8)
+    dark = np.zeros((300, 400), np.uint8)  # dark field: black with sparse bright particles
+    dark[rng.random((300, 400)) < 0.01] = 255
+    dark_low = rng.poisson(0.3, (300, 400)).astype(np.uint16)  # under-exposed
+    bright = np.full((300, 400), 255, np.uint8)  # over-exposed with a few dark pits
+    bright[rng.random((300, 400)) < 0.02] = 40
+    gradient = np.clip(np.linspace(60, 255, 300)[:, None] + rng.normal(0, 8, (300, 400)), 0, 255).astype(np.uint8)
+    blank_strip = db.grain_image((300, 400), seed=5)
+    blank_strip[-30:] = 0  # an empty black strip without text is not a data bar
+    uniform = np.full((300, 400), 77, np.uint8)
+    grains16 = db.grain_image((300, 400), seed=6).astype(np.uint16) * 200
+    return {
+        "grains_40": grains[0], "grains_150": grains[1], "grains_8": grains[2], "grains_400": grains[3],
+        "flat_grains": flat, "uniform_noise": noise, "gaussian_noise": gauss, "dark_field": dark,
+        "under_exposed_16bit": dark_low, "over_exposed": bright, "gradient": gradient,
+        "blank_strip": blank_strip, "uniform": uniform, "grains_16bit": grains16,
+        "tiny": np.zeros((10, 10), np.uint8), "rgb_grains": np.stack([grains[0]] * 3, axis=-1),
+    }
+
+
+NO_BAND = _no_band_images()
+
+
+@pytest.mark.parametrize("name", sorted(NO_BAND))
+def test_no_band_on_ordinary_images(name):
+    assert detect_databar(NO_BAND[name]) == 0
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.08, 0.12, 0.2])
+@pytest.mark.parametrize("background, ink", [(0, 255), (255, 0), (20, 230)])
+def test_band_height_exact(fraction, background, ink):
+    image = db.grain_image((400, 512), seed=int(fraction * 100))
+    rows = int(400 * fraction)
+    assert detect_databar(db.add_databar(image, rows, background=background, ink=ink)) == rows
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_band_on_dark_and_bright_micrographs(seed):
+    rng = np.random.default_rng(seed)
+    dark = np.clip(rng.normal(25, 10, (300, 400)), 0, 255).astype(np.uint8)  # dark image, black band
+    assert detect_databar(db.add_databar(dark, 36, background=0, ink=255)) == 36
+    bright = np.clip(rng.normal(225, 12, (300, 400)), 0, 255).astype(np.uint8)  # bright image, white band
+    assert detect_databar(db.add_databar(bright, 36, background=255, ink=0)) == 36
+
+
+def test_band_with_frame_line():
+    image = db.add_databar(db.grain_image((300, 400), seed=9), 40, background=255, ink=0)
+    image[-40] = 0  # a black line framing the band, as on MetalDAM/FEI images
+    image[-1] = 0
+    assert detect_databar(image) == 40
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_band_other_dtypes(dtype):
+    image = db.grain_image((300, 400), seed=2).astype(dtype)
+    if dtype == np.uint16:
+        image *= 250
+    else:
+        image /= 255.0
+    assert detect_databar(db.add_databar(image, 30)) == 30
+
+
+def test_band_rgb_and_jpeg(tmp_path):
+    rgb = np.stack([db.grain_image((300, 400), seed=s) for s in (3, 4, 5)], axis=-1)
+    banded = db.add_databar(rgb, 33)
+    assert detect_databar(banded) == 33
+    buf = io.BytesIO()
+    Image.fromarray(banded).save(buf, format="JPEG", quality=75)
+    decoded = np.asarray(Image.open(buf))
+    assert abs(detect_databar(decoded) - 33) <= 1
+
+
+def test_read_micrograph_excludes_band(tmp_path):
+    image = db.add_databar(db.grain_image((240, 320), seed=8), 24)
+    db.fei_tiff(tmp_path / "sem.tif", image, px_m=1e-8)
+    m = read_micrograph(tmp_path / "sem.tif")
+    assert m.databar_rows == 24
+    assert m.analysis_data.shape == (216, 320)
+    np.testing.assert_array_equal(m.analysis_data, image[:216])
+    assert read_micrograph(tmp_path / "sem.tif", detect_databar=False).databar_rows == 0
+    tifffile.imwrite(tmp_path / "plain.tif", db.grain_image((240, 320), seed=8))
+    assert read_micrograph(tmp_path / "plain.tif").databar_rows == 0
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_metaldam_bands(shared_datasets):
+    folder = shared_datasets / "metaldam" / "datasets" / "MetalDAM"
+    images = sorted((folder / "images").glob("micrograph*.jpg"))
+    assert len(images) >= 20
+    for path in images:
+        label_rows = Image.open(folder / "labels" / (path.stem + ".png")).size[1]
+        m = read_micrograph(path)
+        rows = m.shape[0]
+        # the labels were cropped a little above the band: the band lies inside the cropped rows
+        assert 0.6 * (rows - label_rows) <= m.databar_rows <= rows - label_rows, path.name
+        band = m.data[rows - m.databar_rows + 1 : -1].mean(axis=2)
+        assert np.median(band) > 240 or np.median(band) < 15, path.name  # flat white or black background
+        assert m.meta["is_grey_rgb"], path.name  # grey micrograph above a band with a coloured logo

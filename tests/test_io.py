@@ -1,0 +1,260 @@
+"""read_micrograph on every supported format; write_labels / read_labels round trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import data_builders as db
+from micro_seg.errors import InputFileNotFoundError, InvalidImageError
+from micro_seg.io import SUPPORTED_EXTENSIONS, Micrograph, read_labels, read_micrograph, write_labels
+
+RNG = np.random.default_rng(42)
+GREY = db.grain_image((48, 64), n_grains=12, seed=3)
+
+
+def _random(dtype, shape=(48, 64)):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return RNG.random(shape).astype(dtype) * 1000 - 200
+    info = np.iinfo(dtype)
+    return RNG.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+
+
+# --------------------------------------------------------------------- TIFF
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64"])
+def test_tiff_dtypes_round_trip(tmp_path, dtype):
+    data = _random(dtype)
+    tifffile.imwrite(tmp_path / "a.tif", data)
+    m = read_micrograph(tmp_path / "a.tif", detect_databar=False)
+    assert m.data.dtype == data.dtype
+    np.testing.assert_array_equal(m.data, data)
+    assert m.meta["format"] == "tiff" and m.meta["n_pages"] == 1 and m.meta["is_grey_rgb"] is False
+
+
+@pytest.mark.parametrize("compression", [None, "lzw", "zlib", "zstd", "packbits", "lzma"])
+def test_tiff_lossless_compressions(tmp_path, compression):
+    data = _random("uint16")
+    tifffile.imwrite(tmp_path / "c.tif", data, compression=compression)
+    np.testing.assert_array_equal(read_micrograph(tmp_path / "c.tif").data, data)
+
+
+def test_tiff_jpeg_compression(tmp_path):
+    tifffile.imwrite(tmp_path / "j.tif", GREY, compression="jpeg")
+    m = read_micrograph(tmp_path / "j.tif")
+    assert m.data.shape == GREY.shape
+    assert np.abs(m.data.astype(int) - GREY).mean() < 4
+    assert m.meta["compression"] == "JPEG"
+
+
+def test_big_endian_becomes_native(tmp_path):
+    data = _random("uint16")
+    tifffile.imwrite(tmp_path / "be.tif", data.astype(">u2"), byteorder=">")
+    m = read_micrograph(tmp_path / "be.tif")
+    assert m.data.dtype.isnative and m.data.dtype == np.uint16
+    np.testing.assert_array_equal(m.data, data)
+
+
+def test_bigtiff(tmp_path):
+    tifffile.imwrite(tmp_path / "b.tif", GREY, bigtiff=True)
+    m = read_micrograph(tmp_path / "b.tif")
+    assert m.meta["bigtiff"] is True
+    np.testing.assert_array_equal(m.data, GREY)
+
+
+def test_rgb_contig_and_planar(tmp_path):
+    rgb = _random("uint8", (48, 64, 3))
+    tifffile.imwrite(tmp_path / "c.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "p.tif", np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    for name in ("c.tif", "p.tif"):
+        m = read_micrograph(tmp_path / name)
+        assert m.shape == (48, 64, 3)
+        np.testing.assert_array_equal(m.data, rgb)
+
+
+def test_rgba_drops_alpha(tmp_path):
+    rgba = _random("uint8", (48, 64, 4))
+    tifffile.imwrite(tmp_path / "a.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    m = read_micrograph(tmp_path / "a.tif")
+    assert m.shape == (48, 64, 3) and m.meta["dropped_alpha"] is True
+    np.testing.assert_array_equal(m.data, rgba[..., :3])
+
+
+def test_grey_rgb_flag(tmp_path):
+    grey3 = np.repeat(GREY[..., None], 3, axis=2)
+    tifffile.imwrite(tmp_path / "g.tif", grey3, photometric="rgb")
+    m = read_micrograph(tmp_path / "g.tif")
+    assert m.shape == (48, 64, 3) and m.meta["is_grey_rgb"] is True
+    jpg = db.save_pil(tmp_path / "g.jpg", grey3, quality=85)
+    assert read_micrograph(jpg).meta["is_grey_rgb"] is True
+    coloured = grey3.copy()
+    coloured[..., 0] //= 2
+    tifffile.imwrite(tmp_path / "c.tif", coloured, photometric="rgb")
+    assert read_micrograph(tmp_path / "c.tif").meta["is_grey_rgb"] is False
+
+
+def test_multipage_first_page_and_count(tmp_path):
+    stack = np.stack([np.full((16, 16), i, np.uint8) for i in range(5)])
+    tifffile.imwrite(tmp_path / "q.tif", stack, photometric="minisblack")  # shaped series, axis Q
+    with tifffile.TiffWriter(tmp_path / "i.tif") as tw:  # independent pages
+        for plane in stack:
+            tw.write(plane, metadata=None)
+    for name in ("q.tif", "i.tif"):
+        m = read_micrograph(tmp_path / name)
+        assert m.meta["n_pages"] == 5 and m.meta["page"] == 0 and m.data.max() == 0
+        assert read_micrograph(tmp_path / name, page=3).data.max() == 3
+
+
+def test_ome_tiff_2d_and_imagej(tmp_path):
+    db.ome_tiff(tmp_path / "o.ome.tif", GREY, size_x=0.1)
+    m = read_micrograph(tmp_path / "o.ome.tif")
+    assert "ome" in m.meta["flavours"]
+    np.testing.assert_array_equal(m.data, GREY)
+    db.imagej_tiff(tmp_path / "ij.tif", GREY, pixel_size=0.1)
+    m = read_micrograph(tmp_path / "ij.tif")
+    assert "imagej" in m.meta["flavours"]
+    np.testing.assert_array_equal(m.data, GREY)
+
+
+def test_imagej_three_channel_composite_is_rgb(tmp_path):
+    planes = _random("uint16", (3, 20, 24))
+    tifffile.imwrite(tmp_path / "comp.tif", planes, imagej=True, metadata={"axes": "CYX", "mode": "composite"})
+    m = read_micrograph(tmp_path / "comp.tif")
+    assert m.shape == (20, 24, 3)
+    np.testing.assert_array_equal(m.data, np.moveaxis(planes, 0, -1))
+
+
+def test_bool_tiff_becomes_uint8(tmp_path):
+    mask = RNG.random((20, 30)) > 0.5
+    tifffile.imwrite(tmp_path / "b.tif", mask)
+    m = read_micrograph(tmp_path / "b.tif")
+    assert m.data.dtype == np.uint8 and m.meta["converted_from"] == "bool"
+    np.testing.assert_array_equal(m.data, mask.astype(np.uint8))
+
+
+def test_palette_tiff_applies_colormap(tmp_path):
+    index = RNG.integers(0, 4, (10, 12), dtype=np.uint8)
+    cmap = np.zeros((3, 256), np.uint16)
+    cmap[:, :4] = np.array([[0, 255, 0, 128], [0, 0, 255, 128], [0, 0, 0, 128]]) * 257
+    tifffile.imwrite(tmp_path / "pal.tif", index, photometric="palette", colormap=cmap)
+    m = read_micrograph(tmp_path / "pal.tif")
+    assert m.shape == (10, 12, 3) and m.data.dtype == np.uint8
+    np.testing.assert_array_equal(m.data, (cmap[:, index] // 257).transpose(1, 2, 0))
+
+
+# --------------------------------------------------------------------- Pillow formats
+
+
+@pytest.mark.parametrize("ext, kwargs", [(".png", {}), (".bmp", {}), (".jpg", {"quality": 95, "subsampling": 0}), (".jpeg", {"quality": 95, "subsampling": 0})])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_pillow_formats(tmp_path, ext, kwargs, mode):
+    data = GREY if mode == "L" else np.stack([GREY, GREY[::-1], 255 - GREY], axis=-1)
+    path = db.save_pil(tmp_path / f"a{ext}", data, **kwargs)
+    m = read_micrograph(path)
+    assert m.shape == data.shape and m.data.dtype == np.uint8
+    assert m.pixel_size_um is None
+    if ext in (".png", ".bmp"):
+        np.testing.assert_array_equal(m.data, data)
+    else:
+        assert np.abs(m.data.astype(int) - data).mean() < 4
+
+
+def test_png_16bit_rgba_and_palette(tmp_path):
+    data16 = _random("uint16")
+    Image.fromarray(data16).save(tmp_path / "16.png")
+    m = read_micrograph(tmp_path / "16.png")
+    assert m.data.dtype == np.uint16
+    np.testing.assert_array_equal(m.data, data16)
+
+    rgba = _random("uint8", (20, 30, 4))
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    m = read_micrograph(tmp_path / "a.png")
+    assert m.shape == (20, 30, 3) and m.meta["dropped_alpha"]
+    np.testing.assert_array_equal(m.data, rgba[..., :3])
+
+    pal = Image.fromarray(GREY).convert("P")
+    pal.save(tmp_path / "p.png")
+    m = read_micrograph(tmp_path / "p.png")
+    assert m.shape == GREY.shape + (3,)
+    np.testing.assert_array_equal(m.data, np.asarray(pal.convert("RGB")))
+
+
+def test_content_decides_not_extension(tmp_path):
+    path = db.save_pil(tmp_path / "really_png.tif", GREY, format="PNG")
+    m = read_micrograph(path)
+    assert m.meta["format"] == "png"
+    assert any("content is PNG" in w for w in m.meta["warnings"])
+    np.testing.assert_array_equal(m.data, GREY)
+
+
+def test_supported_extensions():
+    assert {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"} <= set(SUPPORTED_EXTENSIONS)
+    assert all(ext == ext.lower() and ext.startswith(".") for ext in SUPPORTED_EXTENSIONS)
+
+
+def test_micrograph_dataclass():
+    data = np.arange(60, dtype=np.uint8).reshape(10, 6)
+    m = Micrograph(data, 0.5, "user", databar_rows=4)
+    assert m.shape == (10, 6)
+    assert m.analysis_data.shape == (6, 6)
+    assert np.shares_memory(m.analysis_data, data)
+    assert Micrograph(data, None, None).analysis_data is data
+
+
+# --------------------------------------------------------------------- labels
+
+
+@pytest.mark.parametrize("values, dtype", [((0, 5), np.uint8), ((0, 300), np.uint16), ((0, 70000), np.uint32),
+                                           ((-1, 5), np.int32)])
+def test_write_read_labels_round_trip(tmp_path, values, dtype):
+    labels = RNG.integers(values[0], values[1], size=(30, 40), endpoint=True).astype(np.int64)
+    out = write_labels(tmp_path / "l.tif", labels, pixel_size_um=0.123456789, classes=["a", "b"])
+    back, px = read_labels(out)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, labels)
+    assert px == 0.123456789  # exact, from the description
+    m = read_micrograph(out, detect_databar=False)  # and through the resolution tags
+    assert m.calibration_source == "tiff-resolution"
+    assert m.pixel_size_um == pytest.approx(0.123456789, rel=1e-7)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+        assert tif.pages[0].resolutionunit == tifffile.RESUNIT.CENTIMETER
+        assert json.loads(tif.pages[0].description)["micro_seg"]["classes"] == ["a", "b"]
+    assert [p.name for p in tmp_path.iterdir()] == ["l.tif"]  # no temporary files left
+
+
+def test_write_labels_uncalibrated_and_overwrite(tmp_path):
+    path = tmp_path / "u.tif"
+    write_labels(path, np.ones((4, 4), bool))
+    write_labels(path, np.full((5, 5), 2.0))  # whole-number floats accepted
+    labels, px = read_labels(path)
+    assert px is None and labels.shape == (5, 5) and labels.max() == 2 and labels.dtype == np.uint8
+
+
+def test_write_labels_rejects_bad_input(tmp_path):
+    with pytest.raises(InvalidImageError, match="2-D"):
+        write_labels(tmp_path / "x.tif", np.zeros((2, 3, 4), np.uint8))
+    with pytest.raises(InvalidImageError, match="whole numbers"):
+        write_labels(tmp_path / "x.tif", np.full((3, 3), 0.5))
+    with pytest.raises(InputFileNotFoundError, match="does not exist"):
+        write_labels(tmp_path / "nowhere" / "x.tif", np.zeros((3, 3), np.uint8))
+    assert not any(tmp_path.iterdir())
+
+
+def test_read_labels_from_png_and_grey_rgb(tmp_path):
+    labels = RNG.integers(0, 4, (12, 14), dtype=np.uint8)
+    db.save_pil(tmp_path / "l.png", labels)
+    db.save_pil(tmp_path / "rgb.png", np.repeat(labels[..., None], 3, axis=2))
+    for name in ("l.png", "rgb.png"):
+        back, px = read_labels(tmp_path / name)
+        np.testing.assert_array_equal(back, labels)
+        assert px is None
+    db.save_pil(tmp_path / "colour.png", RNG.integers(0, 255, (12, 14, 3), dtype=np.uint8))
+    with pytest.raises(InvalidImageError, match="single-channel"):
+        read_labels(tmp_path / "colour.png")
