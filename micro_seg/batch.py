@@ -1,0 +1,839 @@
+"""Batch processing of micrograph folders: resumable, parallel, crash-safe.
+
+:func:`run_batch` finds every file under the input folder (recursively), sends
+each supported image to a worker (:func:`micro_seg.batch_worker.process_image`:
+read + calibrate, segment, measure, write labels / overlay / object table) and
+records each result in ``results.sqlite`` (:class:`micro_seg.store.ResultsStore`)
+in one transaction once its output files exist.  At the end it exports
+``images.csv``, ``specimens.csv``, ``objects.parquet`` and ``report.html``.
+
+Guarantees
+----------
+* **Resumable, exactly once.**  An image is done when its row in the database
+  says so; every output file is written to a temporary name and renamed, and the
+  row is committed only after the files are in place.  Killing the batch at any
+  moment (even ``kill -9``) and re-running processes every unfinished image once
+  and skips the finished ones; exports are rebuilt from the database.
+* **Change detection.**  An image is redone when its content (sha256; checked
+  when size or mtime changed, always with ``rehash=True``), the model weights
+  (sha256) or the processing parameters changed.
+* **Failures isolated.**  An unreadable, corrupt or unsupported file is recorded
+  as ``failed`` with its error and the batch goes on; a worker process that dies
+  (out of memory, native crash) is replaced and its images retried.
+* **Bounded memory.**  At most ``2 x workers`` images are in flight, worker
+  processes are recycled after ``max_tasks_per_child`` images and exports stream
+  from the database.
+
+Layout of ``out_dir``::
+
+    results.sqlite  images.csv  specimens.csv  objects.parquet  report.html
+    labels/<relpath stem>_labels.tif     overlays/<relpath stem>_overlay.png
+    objects/<relpath stem>_objects.csv
+
+Examples
+--------
+>>> from micro_seg.batch import run_batch
+>>> summary = run_batch("micrographs/", "results/", model="grain-boundaries")  # doctest: +SKIP
+>>> summary.n_failed, summary.report  # doctest: +SKIP
+(0, PosixPath('results/report.html'))
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from micro_seg import __version__
+from micro_seg.batch_worker import BatchConfig, ImageResult, atomic_path, init_worker, safe_process, sha256_file
+from micro_seg.errors import CancelledError, InputFileNotFoundError, MicroSegError, SpecError
+from micro_seg.specimens import parse_group_by, specimen_of, specimen_table
+from micro_seg.store import ResultsStore, utc_now
+
+__all__ = [
+    "run_batch",
+    "BatchSummary",
+    "InputFile",
+    "discover_images",
+    "BatchBusyError",
+    "BatchOptionError",
+    "export_images_csv",
+    "export_specimens_csv",
+    "export_objects_parquet",
+    "IMAGE_COLUMNS_HEAD",
+]
+
+DB_NAME = "results.sqlite"
+LOCK_NAME = ".micro-seg-batch.lock"
+IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
+DASK_CONNECT_TIMEOUT = "20s"
+IMAGE_COLUMNS_HEAD = ("path", "status", "error", "specimen", "pixel_size_um", "calibration_source", "units")
+IMAGE_COLUMNS_TAIL = ("qc_verdict", "qc_reasons", "rows", "cols", "databar_rows", "sha256", "model",
+                      "model_sha256", "labels", "overlay", "objects")
+
+
+class BatchBusyError(MicroSegError, RuntimeError):
+    """Another batch is already writing to this output folder."""
+
+
+class BatchOptionError(MicroSegError, ValueError):
+    """An option of :func:`run_batch` has an invalid value."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file found under the input folder."""
+
+    path: str  # absolute
+    relpath: str  # POSIX, relative to the input folder
+    stem: str  # output name stem (relative, POSIX)
+    supported: bool
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass
+class BatchSummary:
+    """What a batch run did (returned by :func:`run_batch`).
+
+    ``n_images`` counts every file of the current input set; ``n_ok`` and
+    ``n_failed`` their status after this run (including images finished by an
+    earlier run, ``n_skipped``); ``n_processed`` the images worked on now.
+    """
+
+    out_dir: Path
+    run_id: int
+    n_images: int
+    n_ok: int
+    n_failed: int
+    n_processed: int
+    n_skipped: int
+    seconds: float
+    failures: list[dict[str, str]] = field(default_factory=list)
+    database: Path | None = None
+    images_csv: Path | None = None
+    specimens_csv: Path | None = None
+    objects_parquet: Path | None = None
+    report: Path | None = None
+    model: str | None = None
+    model_sha256: str | None = None
+    cancelled: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """3 if any image of the batch failed, else 0 (the CLI contract)."""
+        return 3 if self.n_failed else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+# ----------------------------------------------------------------------------------------
+# discovery
+# ----------------------------------------------------------------------------------------
+def _supported_extensions() -> tuple[str, ...]:
+    from micro_seg.io import SUPPORTED_EXTENSIONS
+
+    return tuple(sorted((e.lower() for e in SUPPORTED_EXTENSIONS), key=len, reverse=True))
+
+
+def _split_ext(name: str, exts: tuple[str, ...]) -> tuple[str, str | None]:
+    low = name.lower()
+    for ext in exts:  # longest first: ".ome.tif" before ".tif"
+        if low.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)], ext
+    return Path(name).stem, None
+
+
+def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.PathLike] = ()) -> list[InputFile]:
+    """Every file under ``in_dir`` (recursive, sorted), marked supported or not.
+
+    Hidden files and folders (name starting with ``.``), ``Thumbs.db`` /
+    ``desktop.ini`` and the ``exclude`` folders (e.g. an output folder inside
+    the input folder) are skipped.  A non-image file that shares its name stem
+    with an image in the same folder (``field_01.tif`` + ``field_01.txt``, the
+    way Hitachi / Zeiss / JEOL SEMs write metadata side-cars) is a side-car, not
+    an input.  Every other file with an unsupported extension is returned with
+    ``supported=False`` (a batch records it as failed, so nothing is silently
+    skipped).  Images that differ only by extension get distinct output stems
+    (``a_tif``, ``a_png``).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("a.tif", "a.txt", "notes.md"):
+    ...     _ = (d / name).write_bytes(b"x")
+    >>> [(f.relpath, f.supported) for f in discover_images(d)]
+    [('a.tif', True), ('notes.md', False)]
+    """
+    root = Path(in_dir).resolve()
+    excluded = {Path(e).resolve() for e in exclude}
+    exts = _supported_extensions()
+    found: list[InputFile] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded)
+        names = sorted(f for f in filenames if not f.startswith(".") and f.lower() not in IGNORED_NAMES)
+        split = {n: _split_ext(n, exts) for n in names}
+        image_stems: dict[str, list[str]] = {}
+        for n, (stem, ext) in split.items():
+            if ext is not None:
+                image_stems.setdefault(stem, []).append(n)
+        for n in names:
+            p = here / n
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if not p.is_file():
+                continue
+            stem, ext = split[n]
+            if ext is None and stem in image_stems:
+                continue  # metadata side-car of an image
+            rel = p.relative_to(root).as_posix()
+            rel_dir = Path(rel).parent
+            if ext is not None and len(image_stems[stem]) > 1:
+                out_stem = (rel_dir / f"{stem}_{ext.lstrip('.').replace('.', '_')}").as_posix()
+            else:
+                out_stem = (rel_dir / stem).as_posix()
+            found.append(InputFile(str(p), rel, out_stem, ext is not None, st.st_size, st.st_mtime_ns))
+    found.sort(key=lambda f: f.relpath)
+    return found
+
+
+# ----------------------------------------------------------------------------------------
+# executors: yield (InputFile, ImageResult) as results arrive, bounded in-flight work
+# ----------------------------------------------------------------------------------------
+def _failed_result(f: InputFile, message: str, error_type: str, *, retryable: bool) -> ImageResult:
+    return ImageResult(relpath=f.relpath, status="failed", error=f"{error_type}: {message}",
+                       error_type=error_type, retryable=retryable, size_bytes=f.size_bytes,
+                       mtime_ns=f.mtime_ns)
+
+
+def _run_inline(files: list[InputFile], config: BatchConfig, process: Callable | None,
+                cancelled: Callable[[], bool]) -> Iterator[tuple[InputFile, ImageResult]]:
+    init_worker(config.torch_threads)
+    for f in files:
+        if cancelled():
+            return
+        yield f, safe_process(f.path, config, process, f.stem)
+
+
+def _mp_context():
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        # Children fork from a server that has already imported the engine (fast start).
+        ctx.set_forkserver_preload(["micro_seg.batch_worker", "numpy", "torch"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _worker_died(f: InputFile) -> ImageResult:
+    return _failed_result(
+        f, f"{f.path}: the worker process died while processing this image alone (out of memory or a crash "
+        "in a native library)", "WorkerDiedError", retryable=True)
+
+
+def _run_local_pool(files: list[InputFile], config: BatchConfig, process: Callable | None,
+                    cancelled: Callable[[], bool], *, workers: int,
+                    max_tasks_per_child: int | None) -> Iterator[tuple[InputFile, ImageResult]]:
+    """Process images in a pool of worker processes, at most ``2 x workers`` in flight.
+
+    When a worker dies (segfault, OOM killer) the pool breaks and every image in
+    flight is lost; those images become *suspects* and are re-run one at a time
+    in a fresh pool, so only the image that really kills its worker is recorded
+    as failed (``WorkerDiedError``) and its innocent neighbours succeed.
+    """
+    from collections import deque
+
+    queue = deque(files)
+    suspects: deque = deque()
+    window = 2 * workers
+    while (queue or suspects) and not cancelled():
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=init_worker,
+                                   initargs=(config.torch_threads, True), max_tasks_per_child=max_tasks_per_child)
+        pending: dict = {}
+        broken = False
+        try:
+            while not broken:
+                if not cancelled():
+                    if suspects:
+                        if not pending:  # a suspect runs alone
+                            f = suspects.popleft()
+                            pending[pool.submit(safe_process, f.path, config, process, f.stem)] = (f, True)
+                    else:
+                        while queue and len(pending) < window:
+                            f = queue.popleft()
+                            pending[pool.submit(safe_process, f.path, config, process, f.stem)] = (f, False)
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda x: pending[x][0].relpath):
+                    f, alone = pending.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        if alone:
+                            yield f, _worker_died(f)
+                        else:
+                            suspects.append(f)
+                        continue
+                    yield f, result
+        except BrokenProcessPool:  # submit() on a pool that just broke
+            broken = True
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for f, alone in pending.values():  # lost with the broken pool
+            if alone:
+                yield f, _worker_died(f)
+            else:
+                suspects.append(f)
+
+
+def _run_dask(files: list[InputFile], config: BatchConfig, process: Callable | None,
+              cancelled: Callable[[], bool], *, scheduler: Any) -> Iterator[tuple[InputFile, ImageResult]]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError as exc:  # pragma: no cover - dask[distributed] is a dependency
+        raise MicroSegError(f"--scheduler {scheduler}: dask.distributed is not installed") from exc
+    own_client = not hasattr(scheduler, "submit")
+    if own_client:
+        try:
+            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise MicroSegError(f"--scheduler {scheduler}: cannot connect to the dask scheduler: {exc}") from exc
+    else:
+        client = scheduler
+    try:
+        nthreads = sum(client.nthreads().values()) or 1
+        window = 2 * nthreads
+        todo = list(reversed(files))
+        pending: dict = {}
+        ac = None
+
+        def submit_more() -> None:
+            while todo and len(pending) < window and not cancelled():
+                f = todo.pop()
+                fut = client.submit(safe_process, f.path, config, process, f.stem, pure=False,
+                                    key=f"micro-seg-{hashlib.sha1(f.relpath.encode()).hexdigest()[:12]}-{time.time_ns()}")
+                pending[fut] = f
+                if ac is not None:
+                    ac.add(fut)
+
+        submit_more()
+        if not pending:
+            return
+        ac = as_completed(list(pending), loop=client.loop)
+        for fut in ac:
+            f = pending.pop(fut)
+            try:
+                result = fut.result()
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection...
+                result = _failed_result(f, f"{f.path}: dask task failed: {exc}", type(exc).__name__, retryable=True)
+            fut.release()
+            yield f, result
+            if cancelled():
+                for other in pending:
+                    other.cancel()
+                return
+            submit_more()
+    finally:
+        if own_client:
+            client.close()
+
+
+# ----------------------------------------------------------------------------------------
+# the driver
+# ----------------------------------------------------------------------------------------
+class _Lock:
+    """An exclusive ``flock`` on the output folder (released by the OS if we die)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = None
+
+    def __enter__(self) -> "_Lock":
+        self.fh = open(self.path, "a+")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock
+            return self
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self.fh.close()
+            raise BatchBusyError(f"{self.path.parent}: another batch is running in this output folder") from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def _as_cancel(cancel: Any) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError("cancel must be None, a callable returning bool or a threading.Event")
+
+
+def _params_sha(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _needs_work(f: InputFile, row: dict | None, *, model_sha: str | None, params_sha: str,
+                rehash: bool) -> tuple[bool, bool]:
+    """``(redo, stat_changed_but_same_content)`` for one input given its stored row."""
+    if row is None:
+        return True, False
+    if row["status"] == "failed" and row["retryable"]:
+        return True, False
+    if row["model_sha256"] != model_sha or row["params_sha256"] != params_sha:
+        return True, False
+    same_stat = row["size_bytes"] == f.size_bytes and row["mtime_ns"] == f.mtime_ns
+    if same_stat and not rehash:
+        return False, False
+    if row["sha256"] is None:
+        return (not same_stat), False
+    try:
+        same_content = sha256_file(f.path) == row["sha256"]
+    except OSError:
+        return True, False
+    return (not same_content), (same_content and not same_stat)
+
+
+def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: str | os.PathLike | None,
+              workers: int | None = None, scheduler: Any = None, group_by: str = "folder",
+              spec: str | os.PathLike | None = None, progress: Callable[..., Any] | None = None,
+              cancel: Any = None, pixel_size_um: float | None = None, rehash: bool = False,
+              max_tasks_per_child: int | None = 100, report: bool = True,
+              process: Callable[[str, BatchConfig], ImageResult] | None = None) -> BatchSummary:
+    """Segment and measure every image under ``in_dir``; results in ``out_dir``.
+
+    Parameters
+    ----------
+    in_dir : str or Path
+        Folder searched recursively for images.
+    out_dir : str or Path
+        Output folder (created); may be re-used to resume an interrupted batch.
+    model : str or Path
+        Model name or model folder (see :mod:`micro_seg.registry`).
+    workers : int, optional
+        Local worker processes (default: the CPU count); each gets
+        ``cpu_count // workers`` torch threads.  ``0`` runs in this process
+        (no isolation from native crashes; for debugging).
+    scheduler : str or distributed.Client, optional
+        Address of a dask.distributed scheduler (``tcp://host:8786``) or a
+        ``Client``: the images are processed on its workers instead (the input
+        and output folders must be visible to them at the same paths).
+    group_by : str
+        ``"folder"`` (default) or ``"regex:<pattern>"``: how fields are grouped
+        into specimens for ``specimens.csv`` (see :func:`micro_seg.specimens.specimen_of`).
+    spec : str or Path, optional
+        QC specification (issue 7); without it the ``qc_verdict`` is ``not-run``.
+    progress : callable, optional
+        Called as ``progress(done, total, relpath, status)`` after each image
+        (``status`` ``"ok"`` / ``"failed"``; ``done`` counts images finished in
+        this run, ``total`` the images to process in this run), and once as
+        ``progress(0, total, None, "start")`` before the first.
+    cancel : callable or threading.Event, optional
+        When it returns / is set true, no new image is started; finished images
+        stay recorded (a re-run resumes) and :class:`~micro_seg.errors.CancelledError`
+        is raised.
+    pixel_size_um : float, optional
+        Calibration for every image, overriding the files' metadata.
+    rehash : bool
+        Check the sha256 of every finished input (default: only of inputs whose
+        size or modification time changed).
+    max_tasks_per_child : int or None
+        Images a worker process handles before it is replaced (bounds memory
+        growth; ``None`` = never replaced).
+    report : bool
+        Write ``report.html`` (default True).
+    process : callable, optional
+        Replacement for :func:`micro_seg.batch_worker.process_image`
+        (``process(path, config) -> ImageResult``; must be picklable), for
+        custom pipelines.
+
+    Returns
+    -------
+    BatchSummary
+        Counts, failures (``path``, ``error``), paths of the exports; its
+        ``exit_code`` is 3 when any image failed.
+
+    Raises
+    ------
+    InputFileNotFoundError
+        ``in_dir`` does not exist.
+    ModelError
+        Unknown or corrupt model.
+    BatchBusyError
+        Another batch is writing to ``out_dir``.
+    CancelledError
+        ``cancel`` fired (the finished images are kept).
+
+    Examples
+    --------
+    >>> s = run_batch("micrographs", "results", model="grain-boundaries", workers=2)  # doctest: +SKIP
+    >>> print(s.n_ok, s.n_failed, s.images_csv)  # doctest: +SKIP
+    200 0 results/images.csv
+    """
+    t0 = time.perf_counter()
+    in_path = Path(in_dir).expanduser()
+    if not in_path.is_dir():
+        raise InputFileNotFoundError(f"{in_path}: input folder does not exist")
+    in_path = in_path.resolve()
+    out_path = Path(out_dir).expanduser().resolve()
+    parse_group_by(group_by)
+    if workers is not None and workers < 0:
+        raise BatchOptionError(f"workers={workers}: must be >= 0")
+    cancelled = _as_cancel(cancel)
+
+    spec_path = None
+    if spec is not None:
+        spec_path = Path(spec).expanduser().resolve()
+        if not spec_path.is_file():
+            raise InputFileNotFoundError(f"{spec_path}: QC spec file does not exist")
+        _check_qc_available(spec_path)
+
+    model_name = model_sha = model_task = None
+    model_ref = None
+    if model is not None:
+        from micro_seg.registry import load_card, resolve_model
+
+        folder = resolve_model(model)
+        card = load_card(folder)
+        model_ref, model_name, model_sha, model_task = str(folder), card.name, card.weights_sha256, card.task
+    elif process is None:
+        raise BatchOptionError("a model is required (--model NAME or a model folder)")
+
+    n_cpu = os.cpu_count() or 1
+    if scheduler is not None:
+        n_workers, threads = None, None
+    else:
+        n_workers = n_cpu if workers is None else int(workers)
+        threads = max(1, n_cpu // max(1, n_workers))
+    config = BatchConfig(in_dir=str(in_path), out_dir=str(out_path), model=model_ref,
+                         pixel_size_um=pixel_size_um, torch_threads=threads,
+                         spec=str(spec_path) if spec_path else None)
+    params = config.processing_parameters()
+    params["model"] = model_name
+    params["spec_sha256"] = sha256_file(spec_path) if spec_path else None
+    params_sha = _params_sha(params)
+    run_params = dict(params, group_by=group_by, workers=n_workers, scheduler=_scheduler_text(scheduler),
+                      max_tasks_per_child=max_tasks_per_child, rehash=rehash,
+                      process=None if process is None else f"{process.__module__}.{process.__qualname__}")
+
+    out_path.mkdir(parents=True, exist_ok=True)
+    with _Lock(out_path / LOCK_NAME), ResultsStore(out_path / DB_NAME) as store:
+        run_id = store.start_run(in_dir=str(in_path), out_dir=str(out_path), software_version=__version__,
+                                 parameters=run_params, model_name=model_name, model_task=model_task,
+                                 model_sha256=model_sha, workers=n_workers,
+                                 scheduler=_scheduler_text(scheduler))
+        _sweep_temporaries(out_path)
+        files = discover_images(in_path, exclude=[out_path])
+        specimens = {f.relpath: specimen_of(f.relpath, group_by=group_by) for f in files}
+        known = store.known_images()
+        todo: list[InputFile] = []
+        skipped: list[str] = []
+        for f in files:
+            redo, refresh_stat = _needs_work(f, known.get(f.relpath), model_sha=model_sha,
+                                             params_sha=params_sha, rehash=rehash)
+            if redo:
+                todo.append(f)
+            else:
+                skipped.append(f.relpath)
+                if refresh_stat:
+                    store.update_stat(f.relpath, size_bytes=f.size_bytes, mtime_ns=f.mtime_ns)
+        store.mark_seen(skipped, run_id, specimens)
+
+        common = {"model_name": model_name, "model_sha256": model_sha, "params_sha256": params_sha,
+                  "software_version": __version__}
+        total = len(todo)
+        done = 0
+        if progress is not None:
+            progress(0, total, None, "start")
+
+        def record(f: InputFile, r: ImageResult) -> None:
+            nonlocal done
+            _record_result(store, f, r, run_id=run_id, specimen=specimens.get(f.relpath), common=common)
+            done += 1
+            if progress is not None:
+                progress(done, total, f.relpath, r.status)
+
+        unsupported = [f for f in todo if not f.supported]
+        images = [f for f in todo if f.supported]
+        for f in unsupported:
+            if cancelled():
+                break
+            r = _failed_result(f, f"{f.path}: not a supported image format (supported: "
+                               f"{', '.join(sorted(set(_supported_extensions())))})", "UnsupportedFormatError",
+                               retryable=False)
+            r.worker = "driver"
+            record(f, r)
+
+        status = "finished"
+        try:
+            if scheduler is not None:
+                results = _run_dask(images, config, process, cancelled, scheduler=scheduler)
+            elif n_workers == 0:
+                results = _run_inline(images, config, process, cancelled)
+            else:
+                results = _run_local_pool(images, config, process, cancelled, workers=n_workers,
+                                          max_tasks_per_child=max_tasks_per_child)
+            for f, r in results:
+                record(f, r)
+            if cancelled():
+                status = "cancelled"
+        except BaseException:
+            status = "error"
+            raise
+        finally:
+            rows = _export_rows(store, run_id)
+            n_failed = sum(1 for r in rows if r["status"] == "failed")
+            counts = {"n_discovered": len(files), "n_processed": done, "n_skipped": len(skipped),
+                      "n_ok": len(rows) - n_failed, "n_failed": n_failed}
+            store.finish_run(run_id, status=status, counts=counts)
+
+        exports = write_exports(store, out_path, run_id, rows=rows, write_report=report)
+        summary = BatchSummary(
+            out_dir=out_path, run_id=run_id, n_images=len(rows), n_ok=len(rows) - n_failed, n_failed=n_failed,
+            n_processed=done, n_skipped=len(skipped), seconds=time.perf_counter() - t0,
+            failures=[{"path": r["path"], "error": r["error"]} for r in rows if r["status"] == "failed"],
+            database=out_path / DB_NAME, model=model_name, model_sha256=model_sha,
+            cancelled=status == "cancelled", **exports,
+        )
+    if summary.cancelled:
+        raise CancelledError(f"{in_path}: batch cancelled after {done} of {total} images; re-run to resume")
+    return summary
+
+
+OUTPUT_SUBDIRS = ("labels", "overlays", "objects")
+
+
+def _sweep_temporaries(out_dir: Path) -> int:
+    """Delete temporary files left by writers killed mid-write (we hold the folder lock)."""
+    n = 0
+    candidates = [p for p in out_dir.iterdir() if p.is_file()]
+    for sub in OUTPUT_SUBDIRS:
+        if (out_dir / sub).is_dir():
+            candidates += [p for p in (out_dir / sub).rglob(".*") if p.is_file()]
+    for p in candidates:
+        if p.name.startswith(".") and ".tmp" in p.name:
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def _scheduler_text(scheduler: Any) -> str | None:
+    if scheduler is None:
+        return None
+    if hasattr(scheduler, "scheduler") and hasattr(scheduler.scheduler, "address"):
+        return str(scheduler.scheduler.address)
+    return str(scheduler)
+
+
+def _check_qc_available(spec_path: Path) -> None:
+    try:
+        import micro_seg.qc  # noqa: F401
+    except ImportError:
+        raise SpecError(f"{spec_path}: QC specs arrive with issue 7 (micro_seg.qc is not available yet)") from None
+
+
+def _record_result(store: ResultsStore, f: InputFile, r: ImageResult, *, run_id: int, specimen: str | None,
+                   common: dict[str, Any]) -> None:
+    shape = r.shape or ()
+    fields = {
+        "abspath": f.path,
+        "size_bytes": r.size_bytes if r.size_bytes is not None else f.size_bytes,
+        "mtime_ns": r.mtime_ns if r.mtime_ns is not None else f.mtime_ns,
+        "sha256": r.sha256,
+        "status": r.status,
+        "error": r.error,
+        "error_type": r.error_type,
+        "retryable": int(bool(r.retryable)),
+        "specimen": specimen,
+        "rows": shape[0] if len(shape) > 0 else None,
+        "cols": shape[1] if len(shape) > 1 else None,
+        "channels": shape[2] if len(shape) > 2 else (1 if shape else None),
+        "dtype": r.dtype,
+        "pixel_size_um": r.pixel_size_um,
+        "calibration_source": r.calibration_source,
+        "databar_rows": r.databar_rows,
+        "labels_path": r.outputs.get("labels"),
+        "overlay_path": r.outputs.get("overlay"),
+        "objects_path": r.outputs.get("objects"),
+        "qc_verdict": r.qc_verdict,
+        "seconds": r.seconds,
+        "worker": r.worker,
+        "processed_utc": utc_now(),
+        **common,
+    }
+    if r.model_name and r.status == "ok":
+        fields["model_name"] = r.model_name
+    store.record(f.relpath, fields, measurements=r.measurements if r.status == "ok" else None,
+                 objects=r.objects if r.status == "ok" else None, flags=r.flags, run_id=run_id)
+
+
+# ----------------------------------------------------------------------------------------
+# exports (streamed from the database, deterministic, atomic)
+# ----------------------------------------------------------------------------------------
+def _export_rows(store: ResultsStore, run_id: int) -> list[dict[str, Any]]:
+    """The rows of ``images.csv`` (dicts, sorted by path) for the images of ``run_id``."""
+    images = store.images(seen_in_run=run_id)
+    meas = store.measurements(seen_in_run=run_id)
+    keys = store.measurement_keys(seen_in_run=run_id)
+    qc_reasons: dict[str, list[str]] = {}
+    for fl in store.flags(seen_in_run=run_id):
+        if fl["source"] == "qc":
+            qc_reasons.setdefault(fl["relpath"], []).append(
+                f"{fl['check_name']}={fl['value']} (limit {fl['limit_value']})")
+    rows = []
+    for im in images:
+        row: dict[str, Any] = {
+            "path": im["relpath"],
+            "status": im["status"],
+            "error": im["error"] or "",
+            "specimen": im["specimen"] if im["specimen"] is not None else "",
+            "pixel_size_um": im["pixel_size_um"],
+            "calibration_source": im["calibration_source"] or "",
+            "units": ("um" if im["pixel_size_um"] else "px") if im["status"] == "ok" else "",
+        }
+        m = meas.get(im["image_id"], {})
+        for k in keys:
+            row[k] = m.get(k)
+        row.update({
+            "qc_verdict": im["qc_verdict"] or ("not-run" if im["status"] == "ok" else ""),
+            "qc_reasons": "; ".join(qc_reasons.get(im["relpath"], [])),
+            "rows": im["rows"], "cols": im["cols"], "databar_rows": im["databar_rows"],
+            "sha256": im["sha256"] or "", "model": im["model_name"] or "", "model_sha256": im["model_sha256"] or "",
+            "labels": im["labels_path"] or "", "overlay": im["overlay_path"] or "",
+            "objects": im["objects_path"] or "",
+        })
+        rows.append(row)
+    return rows
+
+
+def _csv_cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if v == v and v not in (float("inf"), float("-inf")) else ""
+    return v
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(columns)
+            for r in rows:
+                w.writerow([_csv_cell(r.get(c)) for c in columns])
+
+
+def export_images_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write ``images.csv``: one row per image, contract columns first."""
+    columns: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in columns:
+                columns.append(k)
+    if not columns:
+        columns = list(IMAGE_COLUMNS_HEAD) + list(IMAGE_COLUMNS_TAIL)
+    _write_csv(Path(path), rows, columns)
+    return Path(path)
+
+
+def export_specimens_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> tuple[Path, list[dict]]:
+    """Write ``specimens.csv`` (field statistics per specimen); returns the rows too."""
+    table = specimen_table(rows)
+    columns: list[str] = ["specimen", "n_fields", "n_failed", "n_uncalibrated"]
+    derived = ["G_planimetric", "G_planimetric_ci95_low", "G_planimetric_ci95_high",
+               "G_intercept", "G_intercept_ci95_low", "G_intercept_ci95_high"]
+    for r in table:
+        for k in r:
+            if k not in columns and k not in derived:
+                columns.append(k)
+    present = [k for k in derived if any(k in r for r in table)]
+    columns = columns[:4] + present + columns[4:]
+    _write_csv(Path(path), table, columns)
+    return Path(path), table
+
+
+def export_objects_parquet(store: ResultsStore, path: str | os.PathLike, *, run_id: int) -> Path | None:
+    """Write every object of the batch to one Parquet file (streamed in chunks).
+
+    Columns: ``path``, ``specimen``, ``kind``, ``object_id`` and the union of the
+    per-object properties (missing values null).  Returns None when there are no
+    objects (no file written).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, str] = {}
+    for chunk in store.iter_objects(seen_in_run=run_id):  # pass 1: schema
+        for row in chunk:
+            for k, v in row.items():
+                t = columns.get(k)
+                kind = "str" if isinstance(v, str) else ("int" if isinstance(v, (bool, int)) else
+                                                        ("float" if isinstance(v, float) else None))
+                if kind is None:
+                    columns.setdefault(k, t or "null")
+                elif t in (None, "null") or (t == "int" and kind == "float"):
+                    columns[k] = kind
+                elif t != kind and not (t == "float" and kind == "int"):
+                    columns[k] = "str"
+    if not columns:
+        return None
+    types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "null": pa.float64()}
+    schema = pa.schema([(k, types[t]) for k, t in columns.items()])
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        with pq.ParquetWriter(str(tmp), schema) as writer:
+            for chunk in store.iter_objects(seen_in_run=run_id):  # pass 2: data
+                arrays = []
+                for k, t in columns.items():
+                    vals = [r.get(k) for r in chunk]
+                    if t == "str":
+                        vals = [None if v is None else str(v) for v in vals]
+                    elif t == "float" or t == "null":
+                        vals = [None if v is None or isinstance(v, str) else float(v) for v in vals]
+                    arrays.append(pa.array(vals, type=types[t]))
+                writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+    return out
+
+
+def write_exports(store: ResultsStore, out_dir: Path, run_id: int, *, rows: list[dict[str, Any]] | None = None,
+                  write_report: bool = True) -> dict[str, Path | None]:
+    """Write ``images.csv``, ``specimens.csv``, ``objects.parquet`` and ``report.html``."""
+    rows = _export_rows(store, run_id) if rows is None else rows
+    images_csv = export_images_csv(rows, out_dir / "images.csv")
+    specimens_csv, specimen_rows = export_specimens_csv(rows, out_dir / "specimens.csv")
+    objects = export_objects_parquet(store, out_dir / "objects.parquet", run_id=run_id)
+    report_path = None
+    if write_report:
+        from micro_seg.report import write_report as _write_report
+
+        report_path = _write_report(out_dir / "report.html", store=store, run_id=run_id, image_rows=rows,
+                                    specimen_rows=specimen_rows, out_dir=out_dir)
+    return {"images_csv": images_csv, "specimens_csv": specimens_csv, "objects_parquet": objects,
+            "report": report_path}

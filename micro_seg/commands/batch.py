@@ -1,0 +1,153 @@
+"""``micro-seg batch IN_DIR OUT_DIR --model NAME``: segment and measure a folder.
+
+Writes ``OUT_DIR/results.sqlite``, ``images.csv``, ``specimens.csv``,
+``objects.parquet``, labels / overlays / object tables per image and
+``report.html``.  Re-running resumes.  Exit code 3 when some images failed
+(their errors are listed on stderr and in the report).
+
+Examples
+--------
+>>> from micro_seg.cli import main
+>>> main(["batch", "micrographs", "results", "--model", "grain-boundaries", "--quiet"])  # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register", "run"]
+
+MAX_LISTED_FAILURES = 20
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``batch`` sub-command."""
+    p = subparsers.add_parser(
+        "batch",
+        help="segment and measure every image under a folder (resumable, parallel)",
+        description="Process every supported image under IN_DIR (recursively) and write results, exports and "
+                    "report.html to OUT_DIR. Re-running resumes: finished images are skipped, changed inputs or "
+                    "a changed model are redone.",
+    )
+    p.add_argument("in_dir", metavar="IN_DIR", help="folder of micrographs (searched recursively)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (re-use it to resume)")
+    p.add_argument("--model", required=True, help="model name (see `micro-seg models list`) or model folder")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="local worker processes (default: number of CPUs; 0 = in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="dask.distributed scheduler address (e.g. tcp://host:8786); folders must be shared")
+    p.add_argument("--spec", metavar="FILE", default=None, help="QC specification (YAML/TOML) for verdicts")
+    p.add_argument("--group-by", default="folder", metavar="folder|regex:PATTERN",
+                   help="group fields into specimens by folder (default) or by a regular expression on the "
+                        "relative path (named group 'specimen', or group 1)")
+    p.add_argument("--pixel-size", type=_positive_float, default=None, metavar="UM",
+                   help="micrometres per pixel for every image (overrides file calibration)")
+    p.add_argument("--rehash", action="store_true",
+                   help="verify the sha256 of every finished input (default: only when size/mtime changed)")
+    p.add_argument("--max-tasks-per-child", type=_positive_int, default=100, metavar="N",
+                   help="replace each worker process after N images (bounds memory; 0 = never)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no failure listing")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=run)
+
+
+class _RichProgress:
+    """Progress bar with ETA on stderr (rich); a no-op when quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.task = None
+
+    def __enter__(self) -> "_RichProgress":
+        if self.quiet:
+            return self
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("[bold]batch[/]"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+                            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[path]}"),
+                            console=Console(stderr=True), transient=False)
+        self.bar.__enter__()
+        return self
+
+    def __call__(self, done: int, total: int, path: str | None, status: str) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task("batch", total=total or None, failed=0, path="")
+        fields: dict[str, Any] = {"path": (path or "")[-40:]}
+        if status == "failed":
+            fields["failed"] = self.bar.tasks[0].fields["failed"] + 1
+        self.bar.update(self.task, completed=done, **fields)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the batch described by parsed CLI arguments; returns the JSON summary."""
+    from micro_seg.batch import run_batch
+
+    with _RichProgress(args.quiet) as progress:
+        summary = run_batch(
+            args.in_dir, args.out_dir, model=args.model, workers=args.workers, scheduler=args.scheduler,
+            group_by=args.group_by, spec=args.spec, progress=progress, pixel_size_um=args.pixel_size,
+            rehash=args.rehash, max_tasks_per_child=args.max_tasks_per_child or None,
+            report=not args.no_report,
+        )
+    result = {
+        "out_dir": str(summary.out_dir),
+        "n_images": summary.n_images,
+        "n_ok": summary.n_ok,
+        "n_failed": summary.n_failed,
+        "n_processed": summary.n_processed,
+        "n_skipped": summary.n_skipped,
+        "seconds": round(summary.seconds, 3),
+        "model": summary.model,
+        "model_sha256": summary.model_sha256,
+        "database": str(summary.database),
+        "images_csv": str(summary.images_csv),
+        "specimens_csv": str(summary.specimens_csv),
+        "objects_parquet": str(summary.objects_parquet) if summary.objects_parquet else None,
+        "report": str(summary.report) if summary.report else None,
+        "failures": summary.failures,
+    }
+    if summary.n_failed and not args.quiet:
+        print(f"micro-seg batch: {summary.n_failed} of {summary.n_images} image(s) failed:", file=sys.stderr)
+        for f in summary.failures[:MAX_LISTED_FAILURES]:
+            print(f"  {f['path']}: {f['error']}", file=sys.stderr)
+        if len(summary.failures) > MAX_LISTED_FAILURES:
+            print(f"  ... and {len(summary.failures) - MAX_LISTED_FAILURES} more (see images.csv)", file=sys.stderr)
+    if summary.report and not args.quiet and not args.json:
+        print(f"report: {summary.report}", file=sys.stderr)
+    if summary.exit_code:
+        result["_exit_code"] = summary.exit_code
+    return result

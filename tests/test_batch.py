@@ -1,0 +1,378 @@
+"""Batch processing: discovery, failure isolation, resume, change detection, specimens,
+exports, crash safety (SIGKILL), worker crashes and the dask route.
+
+Most tests use a model-free per-image function (threshold + label, see
+test_batch_helpers.py) on synthetic images with a known number of objects, so
+they check the batch machinery against known answers; the end-to-end tests with
+the real engine are in test_batch_engine.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from micro_seg.batch import discover_images, run_batch
+from micro_seg.errors import CancelledError, InputFileNotFoundError
+from micro_seg.specimens import GroupByError, specimen_of
+
+from test_batch_helpers import (crashing_process, disk_image, make_folder, slow_threshold_process,
+                                threshold_process, write_tiff)
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def by_path(rows: list[dict]) -> dict[str, dict]:
+    return {r["path"]: r for r in rows}
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """Good images in two specimen folders, a corrupt TIFF, a non-image, side-car and hidden files."""
+    root = tmp_path / "in"
+    truth = make_folder(root, counts={"S1/f1.tif": 3, "S1/f2.tif": 5, "S1/f3.tif": 4, "S2/f1.tif": 6, "S2/f2.tif": 2})
+    (root / "S2" / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 40)  # TIFF magic, no valid IFD
+    (root / "notes.txt").write_text("operator notes, not an image")
+    (root / "S1" / "f1.txt").write_text("SEM side-car metadata of f1.tif")
+    (root / ".hidden.tif").write_bytes(b"junk")
+    return root, truth
+
+
+# ---------------------------------------------------------------------------------- discovery
+def test_discovery_is_recursive_sorted_and_skips_sidecars_hidden_and_output(tmp_path):
+    root = tmp_path / "in"
+    make_folder(root, counts={"b/x.tif": 1, "a/y.tif": 1, "a/deep/z.tif": 1})
+    (root / "a" / "y.txt").write_text("side-car")
+    (root / "readme.md").write_text("not an image")
+    (root / ".git").mkdir()
+    (root / ".git" / "q.tif").write_bytes(b"x")
+    (root / "results").mkdir()
+    write_tiff(root / "results" / "labels.tif", disk_image(1, seed=1))
+    files = discover_images(root, exclude=[root / "results"])
+    assert [(f.relpath, f.supported) for f in files] == [
+        ("a/deep/z.tif", True), ("a/y.tif", True), ("b/x.tif", True), ("readme.md", False)]
+
+
+def test_discovery_gives_distinct_stems_to_images_differing_only_by_extension(tmp_path):
+    root = tmp_path / "in"
+    write_tiff(root / "f.tif", disk_image(1, seed=0))
+    from PIL import Image
+
+    Image.fromarray(disk_image(2, seed=1)).save(root / "f.png")
+    stems = {f.relpath: f.stem for f in discover_images(root)}
+    assert stems == {"f.png": "f_png", "f.tif": "f_tif"}
+
+
+# ---------------------------------------------------------------------------------- rows, exit 3
+def test_good_corrupt_and_non_image_give_right_rows_and_exit_code_3(mixed_folder, tmp_path):
+    root, truth = mixed_folder
+    out = tmp_path / "out"
+    s = run_batch(root, out, model=None, process=threshold_process, workers=0)
+    assert s.exit_code == 3 and s.n_failed == 2 and s.n_ok == 5 and s.n_images == 7
+    rows = by_path(read_csv(out / "images.csv"))
+    assert sorted(rows) == sorted(list(truth) + ["S2/broken.tif", "notes.txt"])
+    for rel, n in truth.items():  # known answer: the number of disks drawn
+        assert rows[rel]["status"] == "ok" and rows[rel]["error"] == ""
+        assert int(rows[rel]["n_objects"]) == n
+        assert float(rows[rel]["pixel_size_um"]) == pytest.approx(0.5)
+        assert rows[rel]["qc_verdict"] == "not-run"
+        assert (out / rows[rel]["labels"]).is_file() and (out / rows[rel]["overlay"]).is_file()
+    assert rows["S2/broken.tif"]["status"] == "failed"
+    assert rows["S2/broken.tif"]["error"].startswith("CorruptFileError:")
+    assert "broken.tif" in rows["S2/broken.tif"]["error"]
+    assert rows["notes.txt"]["status"] == "failed"
+    assert rows["notes.txt"]["error"].startswith("UnsupportedFormatError:")
+    assert list(read_csv(out / "images.csv")[0])[:3] == ["path", "status", "error"]
+    assert {f["path"] for f in s.failures} == {"S2/broken.tif", "notes.txt"}
+
+
+def test_labels_written_keep_the_calibration_and_the_objects(mixed_folder, tmp_path):
+    from micro_seg.io import read_labels
+
+    root, truth = mixed_folder
+    out = tmp_path / "out"
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    labels, px = read_labels(out / "labels" / "S1" / "f2_labels.tif")
+    assert px == pytest.approx(0.5) and int(labels.max()) == truth["S1/f2.tif"]
+
+
+def test_objects_parquet_holds_every_object(mixed_folder, tmp_path):
+    import pyarrow.parquet as pq
+
+    root, truth = mixed_folder
+    out = tmp_path / "out"
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    table = pq.read_table(out / "objects.parquet").to_pandas()
+    assert len(table) == sum(truth.values())
+    assert table.groupby("path").size().to_dict() == truth
+    assert {"path", "specimen", "kind", "object_id", "area_um2"} <= set(table.columns)
+    # a disk of radius 5 px covers 81 px = 20.25 um2 at 0.5 um/px
+    assert table["area_um2"].median() == pytest.approx(81 * 0.25)
+
+
+def test_results_database_has_provenance_and_one_row_per_image(mixed_folder, tmp_path):
+    from micro_seg import __version__
+    from micro_seg.batch_worker import sha256_file
+
+    root, truth = mixed_folder
+    out = tmp_path / "out"
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    rows = con.execute("SELECT relpath, sha256, calibration_source, software_version FROM images").fetchall()
+    assert len(rows) == len({r[0] for r in rows}) == 7
+    for rel, sha, cal, ver in rows:
+        if rel in truth:
+            assert sha == sha256_file(root / rel) and cal == "tiff-resolution" and ver == __version__
+    run = con.execute("SELECT status, parameters, n_ok, n_failed FROM runs").fetchone()
+    assert run[0] == "finished" and '"group_by": "folder"' in run[1] and run[2:] == (5, 2)
+    n_obj = con.execute("SELECT COUNT(*) FROM objects").fetchone()[0]
+    assert n_obj == sum(truth.values())
+
+
+# ---------------------------------------------------------------------------------- specimens
+def test_specimens_csv_field_statistics_match_hand_computation(mixed_folder, tmp_path):
+    root, truth = mixed_folder
+    out = tmp_path / "out"
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    images = by_path(read_csv(out / "images.csv"))
+    spec = by_path([{**r, "path": r["specimen"]} for r in read_csv(out / "specimens.csv")])
+    assert set(spec) == {"S1", "S2", "(top level)"}
+    s1 = [float(images[p]["defects_density_per_mm2"]) for p in ("S1/f1.tif", "S1/f2.tif", "S1/f3.tif")]
+    mean = sum(s1) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in s1) / 2)
+    ci = 4.302653 * sd / math.sqrt(3)  # t(0.975, 2)
+    row = spec["S1"]
+    assert int(row["n_fields"]) == 3 and int(row["n_failed"]) == 0
+    assert float(row["defects_density_per_mm2_mean"]) == pytest.approx(mean)
+    assert float(row["defects_density_per_mm2_ci95"]) == pytest.approx(ci, rel=1e-5)
+    assert float(row["defects_density_per_mm2_ra_percent"]) == pytest.approx(100 * ci / mean, rel=1e-5)
+    assert int(spec["S2"]["n_fields"]) == 2 and int(spec["S2"]["n_failed"]) == 1
+
+
+def test_group_by_regex(tmp_path):
+    assert specimen_of("plate7_field03.tif", group_by=r"regex:(?P<specimen>plate\d+)_") == "plate7"
+    assert specimen_of("x/y.tif", group_by=r"regex:^(S\d+)") is None
+    with pytest.raises(GroupByError, match="invalid regular expression"):
+        specimen_of("a.tif", group_by="regex:(")
+    with pytest.raises(ValueError, match="expected 'folder'"):
+        run_batch(tmp_path, tmp_path / "o", model=None, process=threshold_process, group_by="name")
+    root = tmp_path / "in"
+    make_folder(root, counts={"P1_a.tif": 1, "P1_b.tif": 2, "P2_a.tif": 3})
+    run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0, group_by=r"regex:^(P\d)_")
+    spec = {r["specimen"]: int(r["n_fields"]) for r in read_csv(tmp_path / "out" / "specimens.csv")}
+    assert spec == {"P1": 2, "P2": 1}
+
+
+# ---------------------------------------------------------------------------------- resume / changes
+def test_rerun_skips_finished_images_and_redoes_changed_ones(mixed_folder, tmp_path):
+    root, truth = mixed_folder
+    out = tmp_path / "out"
+    first = run_batch(root, out, model=None, process=threshold_process, workers=0)
+    csv1 = (out / "images.csv").read_text()
+    again = run_batch(root, out, model=None, process=threshold_process, workers=0)
+    assert again.n_processed == 0 and again.n_skipped == 7
+    assert (out / "images.csv").read_text() == csv1
+    # change one image's content -> only it is redone, with the new answer
+    write_tiff(root / "S1" / "f2.tif", disk_image(7, seed=99))
+    third = run_batch(root, out, model=None, process=threshold_process, workers=0)
+    assert third.n_processed == 1
+    assert int(by_path(read_csv(out / "images.csv"))["S1/f2.tif"]["n_objects"]) == 7
+    # same content, new mtime -> detected by sha256, not redone
+    os.utime(root / "S1" / "f3.tif", ns=(time.time_ns(), time.time_ns()))
+    assert run_batch(root, out, model=None, process=threshold_process, workers=0).n_processed == 0
+    # fixing the corrupt file -> redone and now ok
+    write_tiff(root / "S2" / "broken.tif", disk_image(1, seed=5))
+    fourth = run_batch(root, out, model=None, process=threshold_process, workers=0)
+    assert fourth.n_processed == 1 and fourth.n_failed == 1
+    # a changed processing parameter -> everything redone
+    fifth = run_batch(root, out, model=None, process=threshold_process, workers=0, pixel_size_um=1.0)
+    assert fifth.n_processed == 8 - 1 and first.run_id < fifth.run_id  # notes.txt is not an image: skipped
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT relpath) FROM images").fetchone() == (7, 7)
+    assert con.execute("SELECT COUNT(*) FROM objects").fetchone()[0] == sum(truth.values()) - 5 + 7 + 1
+
+
+def test_removed_input_leaves_the_exports(mixed_folder, tmp_path):
+    root, _ = mixed_folder
+    out = tmp_path / "out"
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    (root / "S1" / "f3.tif").unlink()
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    assert "S1/f3.tif" not in by_path(read_csv(out / "images.csv"))
+
+
+def test_missing_input_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(InputFileNotFoundError, match="does not exist"):
+        run_batch(tmp_path / "nope", tmp_path / "out", model=None, process=threshold_process)
+
+
+def test_cancel_keeps_finished_images_and_a_rerun_completes(tmp_path):
+    root = tmp_path / "in"
+    make_folder(root, counts={f"f{i}.tif": 2 for i in range(6)})
+    out = tmp_path / "out"
+    seen = []
+
+    def progress(done, total, path, status):
+        seen.append(path)
+
+    with pytest.raises(CancelledError, match="re-run to resume"):
+        run_batch(root, out, model=None, process=threshold_process, workers=0, progress=progress,
+                  cancel=lambda: len(seen) >= 3)
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 2
+    assert con.execute("SELECT status FROM runs").fetchone()[0] == "cancelled"
+    s = run_batch(root, out, model=None, process=threshold_process, workers=0)
+    assert s.n_processed == 4 and s.n_skipped == 2 and s.n_ok == 6
+
+
+# ---------------------------------------------------------------------------------- parallel, crash safety
+@pytest.mark.slow
+def test_worker_processes_give_the_same_results_as_inline(mixed_folder, tmp_path):
+    root, _ = mixed_folder
+    run_batch(root, tmp_path / "a", model=None, process=threshold_process, workers=0)
+    s = run_batch(root, tmp_path / "b", model=None, process=threshold_process, workers=2, max_tasks_per_child=2)
+    assert s.exit_code == 3
+    assert (tmp_path / "a" / "images.csv").read_text() == (tmp_path / "b" / "images.csv").read_text()
+    assert (tmp_path / "a" / "specimens.csv").read_text() == (tmp_path / "b" / "specimens.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_crashing_worker_fails_only_its_image(tmp_path):
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 2, "crash_me.tif": 3, "b.tif": 4, "c.tif": 1})
+    s = run_batch(root, tmp_path / "out", model=None, process=crashing_process, workers=2)
+    rows = by_path(read_csv(tmp_path / "out" / "images.csv"))
+    assert rows["crash_me.tif"]["status"] == "failed" and "WorkerDiedError" in rows["crash_me.tif"]["error"]
+    assert [rows[p]["status"] for p in ("a.tif", "b.tif", "c.tif")] == ["ok"] * 3
+    assert [int(rows[p]["n_objects"]) for p in ("a.tif", "b.tif", "c.tif")] == [2, 4, 1]
+    assert s.exit_code == 3
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from micro_seg.batch import run_batch
+    from test_batch_helpers import slow_threshold_process
+    run_batch({root!r}, {out!r}, model=None, process=slow_threshold_process, workers=2, max_tasks_per_child=3)
+""")
+
+
+def _done_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM images WHERE status='ok'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _processes_with_marker(marker: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker.encode() in (d / "environ").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir() or sys.platform == "win32", reason="needs POSIX signals and /proc")
+@pytest.mark.parametrize("kill_group", [True, False], ids=["kill-process-group", "kill-parent-only"])
+def test_sigkill_mid_batch_then_rerun_equals_uninterrupted_run(tmp_path, kill_group):
+    root = tmp_path / "in"
+    n = 14
+    make_folder(root, counts={f"s{i % 2}/f{i:02d}.tif": 1 + i % 5 for i in range(n)})
+    (root / "s1" / "bad.tif").write_bytes(b"II*\x00" + b"\x01" * 10)
+    reference = tmp_path / "reference"
+    run_batch(root, reference, model=None, process=threshold_process, workers=0)
+
+    out = tmp_path / "out"
+    marker = f"MICRO_SEG_KILL_TEST_{os.getpid()}_{kill_group}"
+    env = dict(os.environ, MICRO_SEG_TEST_DELAY="0.3", **{marker: "1"})
+    script = _KILL_SCRIPT.format(tests=str(TESTS_DIR), root=str(root), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while _done_count(out / "results.sqlite") < 4:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "batch made no progress"
+        time.sleep(0.05)
+    if kill_group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    done_before = _done_count(out / "results.sqlite")
+    assert 4 <= done_before < n, "the kill must land mid-way"
+    # orphaned workers notice their parent is gone and exit by themselves
+    deadline = time.time() + 15
+    while _processes_with_marker(marker) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _processes_with_marker(marker) == []
+
+    s = run_batch(root, out, model=None, process=threshold_process, workers=2)
+    assert s.n_skipped >= done_before and s.n_processed == n + 1 - s.n_skipped
+    assert (out / "images.csv").read_text() == (reference / "images.csv").read_text()
+    assert (out / "specimens.csv").read_text() == (reference / "specimens.csv").read_text()
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT relpath) FROM images").fetchone() == (n + 1, n + 1)
+    per_image = dict(con.execute("SELECT i.relpath, COUNT(o.object_id) FROM images i LEFT JOIN objects o"
+                                 " ON o.image_id = i.image_id GROUP BY i.relpath").fetchall())
+    ref = sqlite3.connect(reference / "results.sqlite")
+    assert per_image == dict(ref.execute("SELECT i.relpath, COUNT(o.object_id) FROM images i LEFT JOIN objects o"
+                                         " ON o.image_id = i.image_id GROUP BY i.relpath").fetchall())
+    leftovers = [p for p in out.rglob(".*") if ".tmp" in p.name]
+    assert leftovers == []
+
+
+# ---------------------------------------------------------------------------------- dask
+@pytest.mark.slow
+def test_dask_local_cluster_run_equals_local_run(mixed_folder, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    root, _ = mixed_folder
+    local = run_batch(root, tmp_path / "local", model=None, process=threshold_process, workers=2)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  host="127.0.0.1", protocol="tcp://") as cluster:
+        remote = run_batch(root, tmp_path / "dask", model=None, process=threshold_process,
+                           scheduler=cluster.scheduler_address)
+    assert (local.n_ok, local.n_failed) == (remote.n_ok, remote.n_failed) == (5, 2)
+    for name in ("images.csv", "specimens.csv"):
+        assert (tmp_path / "local" / name).read_text() == (tmp_path / "dask" / name).read_text()
+    con = sqlite3.connect(tmp_path / "dask" / "results.sqlite")
+    assert con.execute("SELECT scheduler FROM runs").fetchone()[0].startswith("tcp://127.0.0.1:")
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import micro_seg.batch
+    from micro_seg.errors import MicroSegError
+
+    monkeypatch.setattr(micro_seg.batch, "DASK_CONNECT_TIMEOUT", "1s")
+
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 1})
+    with pytest.raises(MicroSegError, match="cannot connect"):
+        run_batch(root, tmp_path / "out", model=None, process=threshold_process, scheduler="tcp://127.0.0.1:9")
