@@ -457,13 +457,17 @@ def _to_float(value: Any) -> float | None:
 
 
 def _phase_fraction(measurements: Mapping | None, phase: str) -> float | None:
-    fractions = _lookup(measurements, "phases", "phase_fractions")
-    if isinstance(fractions, Mapping):
-        return _to_float(fractions.get(phase))
-    if measurements:
-        for key in (f"phases.phase_fractions.{phase}", f"phase_fraction_{phase}", f"fraction_{phase}"):
-            if key in measurements:
-                return _to_float(measurements[key])
+    if not measurements:
+        return None
+    nested = measurements.get("phases")
+    for fractions in ((nested or {}).get("phase_fractions") if isinstance(nested, Mapping) else None,
+                      measurements.get("phase_fractions")):
+        if isinstance(fractions, Mapping):
+            return _to_float(fractions.get(phase))
+    for key in (f"phases.phase_fractions.{phase}", f"phases_phase_fractions_{phase}", f"phase_fractions.{phase}",
+                f"phase_fractions_{phase}", f"phase_fraction_{phase}", f"fraction_{phase}"):
+        if key in measurements:
+            return _to_float(measurements[key])
     return None
 
 

@@ -1,0 +1,176 @@
+"""``micro-seg qc INPUT... --spec FILE [--model NAME]``: pass / review / fail per image.
+
+``INPUT`` is an image file, or a batch output folder / its ``images.csv`` (the
+measurements already in the table are judged; image-quality checks run where
+the image file can still be found).  With ``--model``:
+
+* a classification model classifies each image (class rules, confidence and
+  out-of-distribution checks);
+* a segmentation model segments and measures each image first (grain size,
+  phase fractions, defects), as ``micro-seg batch`` does.
+
+``--classifier`` adds a classifier next to a segmentation ``--model`` (the
+spec's ``classifier.model`` is used when neither names one).
+
+JSON: ``{"spec", "results": [{"path", "verdict", "reasons": [{"check", "value",
+"limit", "bound", "severity", "message"}], "quality", ...}], "counts"}``.  Exit
+code 3 when some inputs could not be read (their verdict is ``fail`` with an
+``input.readable`` reason).
+
+Examples
+--------
+>>> from micro_seg.cli import main
+>>> main(["qc", "field.tif", "--spec", "examples/specs/steel_grain_size.yaml", "--json"])  # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run", "qc_image", "qc_table"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``qc`` sub-command."""
+    p = subparsers.add_parser(
+        "qc",
+        help="judge images (or a batch's results) against a QC spec: pass / review / fail with reasons",
+        description="Judge each image against a QC specification (YAML/TOML): image quality (focus, clipping, "
+        "contrast, calibration, magnification, out-of-distribution), measurements and classifier rules.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, or a batch output folder / images.csv")
+    p.add_argument("--spec", required=True, help="QC specification file (.yaml, .yml or .toml)")
+    p.add_argument("--model", default=None, help="classification or segmentation model (name or folder)")
+    p.add_argument("--classifier", default=None, help="classification model to use next to a segmentation --model")
+    p.add_argument("--pixel-size", type=float, default=None, metavar="UM", dest="pixel_size",
+                   help="micrometres per pixel; overrides the calibration in the files")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _measure_with_segmenter(micrograph: Any, model: Any) -> dict[str, Any]:
+    """Segment and measure like ``micro-seg batch`` (flat measurement keys)."""
+    from micro_seg.batch_worker import _segment_and_measure
+
+    _, summary, _, _ = _segment_and_measure(micrograph.analysis_data, model,
+                                             pixel_size_um=micrograph.pixel_size_um, flags=[])
+    return summary
+
+
+def _reason_from_error(check: str, exc: Exception) -> dict[str, Any]:
+    return {"check": check, "value": str(exc), "limit": None, "bound": "", "severity": "fail",
+            "message": f"{type(exc).__name__}: {exc}"}
+
+
+def qc_image(path: str | Path, spec: Any, *, segmenter: Any = None, classifier: Any = None,
+             pixel_size_um: float | None = None) -> dict[str, Any]:
+    """Read one image, run the models given, judge it; returns the JSON result row."""
+    from micro_seg.classifier import classify
+    from micro_seg.errors import MicroSegError
+    from micro_seg.io import read_micrograph
+    from micro_seg.qc import evaluate
+
+    try:
+        mg = read_micrograph(path, pixel_size_um=pixel_size_um)
+    except MicroSegError as exc:
+        return {"path": str(path), "verdict": "fail", "reasons": [_reason_from_error("input.readable", exc)],
+                "error": str(exc)}
+    measurements = _measure_with_segmenter(mg, segmenter) if segmenter is not None else None
+    classification = classify(mg, classifier) if classifier is not None else None
+    result = evaluate(mg, spec, measurements=measurements, classification=classification)
+    row: dict[str, Any] = {"path": str(path), **result.as_dict(), "pixel_size_um": mg.pixel_size_um}
+    if classification is not None:
+        row["classification"] = classification
+    if measurements is not None:
+        row["measurements"] = measurements
+    return row
+
+
+def _table_path(inp: Path) -> Path | None:
+    if inp.is_dir() and (inp / "images.csv").is_file():
+        return inp / "images.csv"
+    if inp.is_file() and inp.suffix.lower() == ".csv":
+        return inp
+    return None
+
+
+def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = None) -> list[dict[str, Any]]:
+    """Judge every row of a batch ``images.csv`` (failed rows get verdict ``fail``).
+
+    Image-quality checks run when the row's image is found (``image_root`` /
+    path, or the batch's ``images`` column); otherwise only the measurement,
+    calibration and pixel-size rules apply.
+    """
+    from micro_seg.errors import MicroSegError
+    from micro_seg.io import read_micrograph
+    from micro_seg.qc import evaluate
+
+    table = Path(table)
+    with open(table, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for row in rows:
+        rel = row.get("path", "")
+        if row.get("status", "ok") != "ok":
+            out.append({"path": rel, "verdict": "fail", "reasons": [{
+                "check": "batch.status", "value": row.get("status"), "limit": "ok", "bound": "",
+                "severity": "fail", "message": f"the batch could not process this image: {row.get('error', '')}"}]})
+            continue
+        px = row.get("pixel_size_um")
+        px = float(px) if px not in (None, "") else None
+        image = None
+        candidates = [Path(image_root) / rel] if image_root else []
+        candidates.append(Path(rel))
+        for cand in candidates:
+            if cand.is_file():
+                try:
+                    image = read_micrograph(cand, pixel_size_um=px)
+                except MicroSegError:
+                    image = None
+                break
+        result = evaluate(image, spec, measurements=row, pixel_size_um=px)
+        out.append({"path": rel, **result.as_dict(), "pixel_size_um": px})
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Judge every input; exit code 3 when some inputs were unreadable."""
+    from micro_seg.classifier import load_classifier
+    from micro_seg.errors import InputFileNotFoundError
+    from micro_seg.qc import load_spec
+    from micro_seg.registry import load_card, resolve_model
+
+    spec = load_spec(args.spec)
+    for inp in args.inputs:
+        if not Path(inp).exists():
+            raise InputFileNotFoundError(f"{inp}: input not found")
+    segmenter = classifier = None
+    if args.model:
+        card = load_card(resolve_model(args.model))
+        if card.task == "classification":
+            classifier = load_classifier(args.model)
+        else:
+            from micro_seg.registry import load_model
+
+            segmenter = load_model(args.model)
+    clf_name = args.classifier or (spec.classifier_model if classifier is None else None)
+    if clf_name:
+        classifier = load_classifier(clf_name)
+
+    results: list[dict[str, Any]] = []
+    for inp in args.inputs:
+        table = _table_path(Path(inp))
+        if table is not None:
+            root = table.parent
+            results += qc_table(table, spec, image_root=root)
+        else:
+            results.append(qc_image(inp, spec, segmenter=segmenter, classifier=classifier, pixel_size_um=args.pixel_size))
+    counts = {v: sum(r["verdict"] == v for r in results) for v in ("pass", "review", "fail")}
+    out: dict[str, Any] = {"spec": spec.name or str(args.spec), "results": results, "counts": counts}
+    if any("error" in r for r in results):
+        out["_exit_code"] = 3
+    return out

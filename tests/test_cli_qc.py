@@ -1,0 +1,140 @@
+"""CLI: micro-seg qc / classify / train-classifier (JSON contract, exit codes)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from micro_seg.cli import main
+from test_classifier import CLASSES, synthetic
+from test_quality import blurred, clipped, grain_micrograph, low_contrast
+
+SPEC = """
+name: test spec
+image:
+  blur: {max: 0.45}
+  clipped_high_fraction: 0.02
+  dynamic_range: 0.15
+  calibration: required
+  pixel_size_um: [0.2, 1.0]
+"""
+
+
+def run_json(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if captured.out.strip() else None), captured.err
+
+
+@pytest.fixture()
+def images(tmp_path):
+    img = grain_micrograph(0)
+    paths = {}
+    for name, data in [("good", img), ("blurred", blurred(img)), ("clipped", clipped(img)), ("flat", low_contrast(img))]:
+        paths[name] = tmp_path / f"{name}.png"
+        Image.fromarray(data).save(paths[name])
+    return paths
+
+
+def test_qc_images_verdicts_and_reasons(tmp_path, images, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    argv = ["qc", *map(str, images.values()), "--spec", str(spec), "--pixel-size", "0.5", "--json"]
+    code, out, err = run_json(capsys, argv)
+    assert code == 0, err
+    by = {r["path"].rsplit("/", 1)[-1]: r for r in out["results"]}
+    assert by["good.png"]["verdict"] == "pass" and by["good.png"]["reasons"] == []
+    assert [x["check"] for x in by["blurred.png"]["reasons"]] == ["image.blur"]
+    assert [x["check"] for x in by["clipped.png"]["reasons"]] == ["image.clipped_high_fraction"]
+    assert "image.dynamic_range" in [x["check"] for x in by["flat.png"]["reasons"]]
+    for r in out["results"]:
+        for reason in r["reasons"]:
+            assert {"check", "value", "limit"} <= set(reason)
+    assert out["counts"] == {"pass": 1, "review": 3, "fail": 0}
+    # without calibration every image is sent to review for it
+    code, out, _ = run_json(capsys, ["qc", str(images["good"]), "--spec", str(spec), "--json"])
+    assert out["results"][0]["verdict"] == "review"
+    assert out["results"][0]["reasons"][0] == {**out["results"][0]["reasons"][0], "check": "image.calibration", "value": None}
+
+
+def test_qc_bad_inputs_exit_2_with_one_line(tmp_path, images, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("image:\n  blur: {maximum: 0.4}\n")
+    code, out, err = run_json(capsys, ["qc", str(images["good"]), "--spec", str(spec), "--json"])
+    assert code == 2 and out is None
+    assert "image.blur" in err and "bad.yaml" in err and len(err.strip().splitlines()) == 1
+    good = tmp_path / "ok.yaml"
+    good.write_text(SPEC)
+    code, _, err = run_json(capsys, ["qc", str(tmp_path / "nope.png"), "--spec", str(good), "--json"])
+    assert code == 2 and "nope.png" in err
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    code, out, _ = run_json(capsys, ["qc", str(images["good"]), str(broken), "--spec", str(good), "--json"])
+    assert code == 3
+    assert out["results"][1]["verdict"] == "fail" and out["results"][1]["reasons"][0]["check"] == "input.readable"
+
+
+def test_qc_on_batch_results_table(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  grains:\n    G_intercept: {min: 7, max: 9}\n  defects:\n    area_fraction: 0.01\n")
+    out_dir = tmp_path / "batch"
+    out_dir.mkdir()
+    (out_dir / "images.csv").write_text(
+        "path,status,error,pixel_size_um,G_intercept,defects_area_fraction\n"
+        "a.tif,ok,,0.5,8.1,0.002\n"
+        "b.tif,ok,,0.5,6.0,0.002\n"
+        "c.tif,ok,,0.5,8.0,0.05\n"
+        "d.tif,failed,CorruptFileError: d.tif: truncated,,,\n"
+    )
+    code, out, err = run_json(capsys, ["qc", str(out_dir), "--spec", str(spec), "--json"])
+    assert code == 0, err
+    verdicts = {r["path"]: (r["verdict"], [x["check"] for x in r["reasons"]]) for r in out["results"]}
+    assert verdicts == {
+        "a.tif": ("pass", []),
+        "b.tif": ("fail", ["grains.G_intercept"]),
+        "c.tif": ("fail", ["defects.area_fraction"]),
+        "d.tif": ("fail", ["batch.status"]),
+    }
+
+
+@pytest.mark.slow
+def test_train_classifier_classify_and_qc_with_classifier(tmp_path, capsys):
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    for c, kind in enumerate(CLASSES):
+        (data / kind).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(synthetic(kind, 100 * c + i)).save(data / kind / f"{i}.png")
+    model = tmp_path / "clf"
+    code, out, err = run_json(capsys, ["train-classifier", str(data), "--out", str(model), "--arch", "mscls-s",
+                                       "--input-size", "32", "--epochs", "15", "--batch-size", "8", "--lr", "5e-3",
+                                       "--val-fraction", "0.25", "--quiet", "--json"])
+    assert code == 0, err
+    assert out["classes"] == list(CLASSES) and np.array(out["confusion_matrix"]).sum() == out["n_val"] == 9
+    assert out["val_accuracy"] >= 8 / 9 and len(out["sha256"]) == 64
+    test_img = tmp_path / "disks_test.png"
+    Image.fromarray(synthetic("disks", 777)).save(test_img)
+    code, out, err = run_json(capsys, ["classify", str(test_img), "--model", str(model), "--json",
+                                       "--grad-cam", str(tmp_path / "cams")])
+    assert code == 0, err
+    assert out["class"] == "disks" and set(out["probabilities"]) == set(CLASSES)
+    assert isinstance(out["ood_score"], float) and (tmp_path / "cams" / "disks_test_gradcam.tif").is_file()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("classifier:\n  forbidden_classes: [disks]\n  min_confidence: 0.5\n")
+    code, out, err = run_json(capsys, ["qc", str(test_img), "--spec", str(spec), "--model", str(model), "--json"])
+    assert code == 0, err
+    r = out["results"][0]
+    assert r["verdict"] == "fail" and r["reasons"][0]["check"] == "classifier.forbidden_class"
+    assert r["classification"]["class"] == "disks"
+    spec.write_text("classifier:\n  forbidden_classes: [cracks]\n")
+    code, _, err = run_json(capsys, ["qc", str(test_img), "--spec", str(spec), "--model", str(model), "--json"])
+    assert code == 2 and "classifier.forbidden_classes" in err and "cracks" in err
+
+
+def test_classify_unknown_model_exit_2(tmp_path, images, capsys):
+    code, _, err = run_json(capsys, ["classify", str(images["good"]), "--model", "no-such-model", "--json"])
+    assert code == 2 and "no-such-model" in err
