@@ -29,6 +29,7 @@ from napari_plugin._common import (
     notify_info,
     notify_warning,
     pad_to_full,
+    progress_fraction,
     set_layer_calibration,
 )
 from napari_plugin._layers import class_colormap, connect_layer_events, layer_chooser, ms_meta
@@ -56,64 +57,50 @@ class SegmentResult:
     seconds: float
 
 
-def _field(obj: Any, *names: str) -> Any:
-    for name in names:
-        if isinstance(obj, dict) and name in obj:
-            return obj[name]
-        if hasattr(obj, name):
-            return getattr(obj, name)
-    return None
-
-
 def segment_job(params: SegmentParams, cancel):
-    """Worker generator: load the model, predict with progress, post-process."""
-    from micro_seg import inference
-    from micro_seg.errors import CancelledError, ModelError
-
-    try:
-        from micro_seg import postprocess
-    except ImportError:  # semantic models work without it
-        postprocess = None
+    """Worker generator: load the model, predict tile by tile (yielding progress), post-process."""
+    from micro_seg import inference, postprocess
+    from micro_seg.errors import CancelledError
     from micro_seg.registry import load_model
 
     t0 = time.perf_counter()
     yield {"fraction": 0.0, "message": "loading model"}
     model = load_model(params.model)
     card = model.card
-    if hasattr(inference, "predict_iter"):
-        gen = inference.predict_iter(params.image, model, cancel=cancel)
-        prediction = None
-        while True:
-            try:
-                item = next(gen)
-            except StopIteration as stop:
-                prediction = stop.value
-                break
-            from napari_plugin._common import progress_fraction
-
-            frac, text = progress_fraction(item)
-            yield {"fraction": 0.02 + 0.88 * (frac or 0.0), "message": text or "predicting"}
-    else:
-        prediction = inference.predict(params.image, model, cancel=cancel)
+    keep: bool | list[int] = False
+    if card.task == "grains":
+        keep = [postprocess.boundary_class_index(card.classes)]
+    gen = inference.predict_iter(params.image, model, keep_probabilities=keep, cancel=cancel)
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            prediction = stop.value
+            break
+        frac, text = progress_fraction(item)
+        yield {"fraction": 0.02 + 0.88 * (frac or 0.0), "message": f"tile {text}" if text else "predicting"}
     if cancel.is_set():
         raise CancelledError("segmentation cancelled")
     yield {"fraction": 0.92, "message": "post-processing"}
-    if postprocess is not None and hasattr(postprocess, "phase_classes"):
-        class_labels = postprocess.phase_classes(prediction, model=model)
-    else:
-        class_labels = prediction.labels
-    if card.task == "grains":
-        if postprocess is None:
-            raise ModelError(f"{card.name}: grain post-processing (micro_seg.postprocess) is not available")
-        labels = postprocess.grain_instances(prediction, model=model)
-    else:
-        labels = class_labels
-    unc = _field(prediction, "uncertainty", "entropy")
+    result = postprocess.postprocess(prediction, card)
+    unc = prediction.uncertainty
     return SegmentResult(
-        labels=np.asarray(labels), class_labels=np.asarray(class_labels),
+        labels=np.asarray(result.labels), class_labels=np.asarray(result.class_labels),
         uncertainty=None if unc is None else np.asarray(unc, dtype=np.float32),
-        classes=tuple(card.classes), task=card.task, model_name=card.name, seconds=time.perf_counter() - t0,
+        classes=tuple(card.classes), task=card.task, model_name=card.name,
+        seconds=time.perf_counter() - t0,
     )
+
+
+def pixel_size_warning(pixel_size_um: float | None, card) -> str | None:
+    """A warning when the image's pixel size is far outside the model's training range."""
+    rng = getattr(card, "pixel_size_um_range", None)
+    if pixel_size_um is None or rng is None:
+        return None
+    if rng[0] / 1.5 <= pixel_size_um <= rng[1] * 1.5:
+        return None
+    return (f"The pixel size {pixel_size_um:g} µm is outside the range model '{card.name}' was trained on "
+            f"({rng[0]:g}-{rng[1]:g} µm): check the result, or fine-tune the model on this material (Train widget).")
 
 
 class SegmentWidget(Container):
@@ -212,6 +199,14 @@ class SegmentWidget(Container):
         if layer_pixel_size_um(layer) is None:
             notify_warning(f"'{layer.name}' has no pixel size: results will be in pixels. "
                            "Type the pixel size in 'Pixel size (µm/px)' to get micrometres.")
+        try:
+            from micro_seg.registry import load_card, resolve_model
+
+            warning = pixel_size_warning(layer_pixel_size_um(layer), load_card(resolve_model(model)))
+        except Exception:  # an unknown model is reported by the worker
+            warning = None
+        if warning:
+            notify_warning(warning)
         params = SegmentParams(image=data, model=str(model))
         return self._runner.start(segment_job, params, on_done=self._show_result, description="Segmenting")
 

@@ -107,3 +107,29 @@ def test_segment_correct_train_measure(make_napari_viewer, qtbot, tmp_path, user
     fractions = meas.summary["phase_fractions"]
     assert fractions["particle"] == pytest.approx(truth.mean(), abs=0.03)
     assert fractions["matrix"] + fractions["particle"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_grain_model_gives_instances_then_measure(make_napari_viewer, qtbot, user_models):
+    """A grain model's result is a grain-instance layer (plus its class map) that Measure reads as grains."""
+    from napari_plugin._measure import GRAINS, MeasureWidget
+    from napari_plugin._segment import SegmentWidget
+
+    folder = tiny_model(user_models / "tiny-grains", classes=("grain", "boundary"), task="grains", name="tiny-grains")
+    viewer = make_napari_viewer()
+    image, _ = two_phase_image((96, 128), seed=5)
+    viewer.add_image(image, name="g", scale=(0.5, 0.5), metadata={"micro_seg": {"pixel_size_um": 0.5}})
+    seg, meas = SegmentWidget(viewer), MeasureWidget(viewer)
+    seg.select_model(str(folder))
+    seg.run()
+    wait_idle(qtbot, seg)
+    layer = viewer.layers["g grains"]
+    ms = layer.metadata["micro_seg"]
+    assert ms["kind"] == "grains" and ms["classes"] == ["grain", "boundary"]
+    assert ms["class_labels"].shape == image.shape and set(np.unique(ms["class_labels"])) <= {0, 1}
+    n = len(np.setdiff1d(np.unique(layer.data), [0]))
+    meas.reset_choices()
+    meas._labels.value = layer
+    assert meas._kind.value == GRAINS
+    meas.run()
+    wait_idle(qtbot, meas)
+    assert meas.summary["n_grains"] == n
