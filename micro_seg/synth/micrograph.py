@@ -49,6 +49,9 @@ class GrainDegradations:
     ----------
     waviness : float
         Boundary curvature (fraction of the grain spacing).
+    roughness : float
+        Small-scale boundary jaggedness (fraction of the grain spacing); the
+        tint style adds 0.04.
     boundary_width_px : float
         Groove width (FWHM) in the optical style.
     boundary_depth : float
@@ -81,6 +84,7 @@ class GrainDegradations:
     """
 
     waviness: float = 0.15
+    roughness: float = 0.0
     boundary_width_px: float = 2.0
     boundary_depth: float = 0.75
     fade_fraction: float = 0.0
@@ -101,6 +105,7 @@ class GrainDegradations:
 _CLEAN = GrainDegradations()
 _HARD = GrainDegradations(
     waviness=0.25,
+    roughness=0.05,
     boundary_width_px=2.4,
     boundary_depth=0.6,
     fade_fraction=0.45,
@@ -260,7 +265,8 @@ def grain_micrograph(
     rng = as_rng(seed)
     labels = voronoi_labels(
         shape, n_grains=n_grains, seed=rng, kind=kind, aspect_ratio=aspect_ratio,
-        angle_deg=angle_deg, waviness=deg.waviness, **(kind_options or {}),
+        angle_deg=angle_deg, waviness=deg.waviness,
+        roughness=deg.roughness + (0.04 if style == "tint" else 0.0), **(kind_options or {}),
     )
     twin_ids, twin_parent = add_twins(labels, probability=deg.twin_probability, seed=rng)
     if style == "optical":

@@ -334,8 +334,8 @@ def render_tint(
     twin_ids: np.ndarray | None = None,
     twin_parent: np.ndarray | None = None,
     fade_fraction: float = 0.0,
-    texture: float = 0.06,
-    boundary_depth: float = 0.1,
+    texture: float = 0.07,
+    boundary_depth: float = 0.08,
     palette: np.ndarray | None = None,
     seed: int | np.random.Generator | None = None,
 ) -> np.ndarray:
@@ -380,24 +380,41 @@ def render_tint(
     ids, parent = _render_ids(labels, twin_ids, twin_parent)
     both, bp, inv, is_twin, plo, phi = _pair_table(ids, parent, rng)
     n_ids = len(parent)
-    choice = rng.integers(0, len(pal), n_ids)
-    colour = pal[choice] + rng.normal(0, 0.04, (n_ids, 3)).astype(np.float32)
     n_grain = int(labels.max())
+    # regional hue families: half of the grains take the tint of a smooth regional field
+    flat = ids.ravel()
+    rr, cc = np.indices(shape, dtype=np.float32)
+    cnt = np.maximum(np.bincount(flat, minlength=n_ids), 1)
+    mr = (np.bincount(flat, rr.ravel(), minlength=n_ids) / cnt).astype(int)
+    mc = (np.bincount(flat, cc.ravel(), minlength=n_ids) / cnt).astype(int)
+    region = smooth_noise(shape, correlation_px=max(4.0, 1.5 * spacing), seed=rng)
+    ranks = np.clip(((region[np.clip(mr, 0, shape[0] - 1), np.clip(mc, 0, shape[1] - 1)]
+                      + 2.0) / 4.0 * len(pal)).astype(int), 0, len(pal) - 1)
+    choice = np.where(rng.random(n_ids) < 0.5, ranks, rng.integers(0, len(pal), n_ids))
+    colour = pal[choice] + rng.normal(0, 0.04, (n_ids, 3)).astype(np.float32)
     if fade_fraction > 0 and len(plo):
         gb = ~is_twin
         pick = rng.random(int(gb.sum())) < fade_fraction / 2
         for i, j in zip(plo[gb][pick], phi[gb][pick]):
             colour[j] = colour[i] + rng.normal(0, 0.015, 3)
     for t in range(n_grain + 1, n_ids):
-        colour[t] = pal[(choice[parent[t]] + rng.integers(1, len(pal))) % len(pal)]
+        other = pal[(choice[parent[t]] + rng.integers(1, len(pal))) % len(pal)]
+        colour[t] = 0.5 * colour[parent[t]] + 0.5 * other
+    # etch films are muted: pull the tints a little towards their grey
+    colour = 0.8 * colour + 0.2 * colour.mean(axis=1, keepdims=True)
     scene = colour[ids]
-    coarse = smooth_noise(shape, correlation_px=max(2.0, spacing / 4), seed=rng)
-    fine = smooth_noise(shape, correlation_px=1.2, seed=rng)
-    hue = rng.normal(0, 1, 3).astype(np.float32)
-    hue /= np.linalg.norm(hue) + 1e-6
-    scene = scene + texture * (coarse[..., None] * (0.6 + 0.4 * hue) + 0.5 * fine[..., None])
+    # etch texture at three scales, partly per channel, plus stains that ignore grains
+    for corr, amp in ((spacing / 3, 1.0), (spacing / 8, 0.7), (1.2, 0.45)):
+        common = smooth_noise(shape, correlation_px=max(1.2, corr), seed=rng)[..., None]
+        tint = rng.normal(0, 1, 3).astype(np.float32)
+        tint = 0.7 + 0.3 * tint / (np.linalg.norm(tint) + 1e-6)
+        scene = scene + texture * amp * common * tint
+    stain = np.stack([smooth_noise(shape, correlation_px=max(4.0, spacing), seed=rng)
+                      for _ in range(3)], axis=-1)
+    scene = scene + 0.5 * texture * stain
     if boundary_depth > 0 and len(bp[0]):
         edge = np.zeros(shape, np.float32)
         edge[bp] = 1.0
         scene *= 1.0 - boundary_depth * np.clip(ndi.gaussian_filter(edge, 1.0) * 2, 0, 1)[..., None]
+    scene = ndi.gaussian_filter(scene, (0.8, 0.8, 0))  # colour bleeding of the etch film
     return np.clip(scene, 0.0, 1.0).astype(np.float32)
