@@ -11,7 +11,9 @@
   (optional) -> a phase map for :func:`micro_seg.measure.measure_phases`.
 * :func:`defect_instances` -- one instance label image per defect class
   (connected components) for :func:`micro_seg.measure.measure_defects`.
-* :func:`postprocess` -- dispatch on the model card's task.
+* :func:`postprocess` -- dispatch on the model card's task;
+  :func:`segment_image` -- predict + post-process one image (the engine
+  behind ``micro-seg segment`` / ``analyze`` and batch).
 
 Examples
 --------
@@ -39,6 +41,9 @@ __all__ = [
     "defect_instances",
     "postprocess",
     "PostprocessResult",
+    "Segmentation",
+    "segment_image",
+    "boundary_class_index",
     "BOUNDARY_CLASS_NAMES",
 ]
 
@@ -139,7 +144,9 @@ def grains_from_boundary_probability(
     elevation = prob - 0.5 * dist / scale
     labels = watershed(elevation, markers, mask=region, watershed_line=True)
     if min_grain_px > 1 and labels.max() > 0:
-        areas = np.bincount(labels.ravel())
+        # a grain's size is its interior: the boundary pixels it was flooded
+        # into are set back to 0 below
+        areas = np.bincount(labels[interior], minlength=int(labels.max()) + 1)
         small = areas < min_grain_px
         small[0] = False
         if small.any() and not small[1:].all():
@@ -337,3 +344,82 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
         defects = defect_instances(labels, classes=classes, defect_classes=list(card.defect_classes or []), min_area_px=min_area)
         return PostprocessResult(task="semantic", labels=labels, classes=classes, defects=defects, class_labels=labels)
     raise ModelError(f"model task {card.task!r} has no pixel post-processing (classification models label whole images)")
+
+
+@dataclass
+class Segmentation:
+    """Output of :func:`segment_image`: the prediction, its post-processing, the card."""
+
+    prediction: Any
+    result: PostprocessResult
+    card: Any
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Grain instance labels (grain models) or class labels (semantic models)."""
+        return self.result.labels
+
+
+def segment_image(
+    image: Any,
+    model: Any,
+    *,
+    pixel_size_um: float | None = None,
+    keep_probabilities: bool = False,
+    postprocess_options: dict[str, Any] | None = None,
+    progress: Any = None,
+    cancel: Any = None,
+    **predict_options: Any,
+) -> Segmentation:
+    """Predict and post-process one image: the engine behind ``segment`` / ``analyze``.
+
+    Parameters
+    ----------
+    image : ndarray or Micrograph
+        The image (a Micrograph's ``analysis_data`` is used).
+    model : LoadedModel, str or path
+        Model (name, folder or loaded).
+    pixel_size_um : float, optional
+        Pixel size, only to warn when it lies outside the card's training
+        range ``pixel_size_um_range``.
+    keep_probabilities : bool
+        Keep all class probabilities in ``prediction`` (otherwise only what
+        post-processing needs: the boundary channel of grain models).
+    postprocess_options : dict, optional
+        Passed to :func:`postprocess`.
+    progress, cancel
+        As for :func:`micro_seg.inference.predict`.
+    **predict_options
+        ``tile_size``, ``overlap``, ``tta``, ... for :func:`~micro_seg.inference.predict`.
+
+    Returns
+    -------
+    Segmentation
+    """
+    import time
+
+    from micro_seg.inference import _as_model, predict
+
+    loaded = _as_model(model)
+    card = loaded.card
+    warnings: list[str] = []
+    if pixel_size_um is None and hasattr(image, "pixel_size_um"):
+        pixel_size_um = image.pixel_size_um
+    rng = card.pixel_size_um_range
+    if pixel_size_um is not None and rng is not None and not (rng[0] / 1.5 <= pixel_size_um <= rng[1] * 1.5):
+        warnings.append(
+            f"pixel size {pixel_size_um:g} um is outside the range the model {card.name!r} was trained on "
+            f"({rng[0]:g}-{rng[1]:g} um); results may be unreliable (resample the image or fine-tune)"
+        )
+    if keep_probabilities:
+        keep: bool | list[int] = True
+    elif card.task == "grains":
+        keep = [boundary_class_index(card.classes)]
+    else:
+        keep = False
+    t0 = time.perf_counter()
+    pred = predict(image, loaded, progress=progress, cancel=cancel, keep_probabilities=keep, **predict_options)
+    result = postprocess(pred, card, **(postprocess_options or {}))
+    return Segmentation(prediction=pred, result=result, card=card, seconds=time.perf_counter() - t0, warnings=warnings)

@@ -1,0 +1,89 @@
+"""``micro-seg models list|show``: the segmentation models micro-seg can use.
+
+``models list`` prints every shipped and user model (``$MICRO_SEG_MODELS``,
+``~/.local/share/micro-seg/models``, plus ``--path`` folders) with its task,
+classes and weights sha256; ``models show NAME_OR_PATH`` prints one full
+model card.
+
+Examples
+--------
+>>> from micro_seg.cli import main
+>>> main(["models", "list", "--json"])  # doctest: +SKIP
+{"models": [{"name": "grain-boundaries", "task": "grains", ...}]}
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register", "run_list", "run_show", "card_summary"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``models list`` / ``models show`` to the CLI."""
+    parser = subparsers.add_parser(
+        "models",
+        help="list the segmentation models (shipped and user-trained) or show one model card",
+        description="List the segmentation models micro-seg finds, or show one model card.",
+    )
+    sub = parser.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(parser))
+    ls = sub.add_parser("list", help="list models with task, classes and weights sha256")
+    ls.add_argument("--path", action="append", default=[], metavar="DIR",
+                    help="also list the model folder(s) in DIR (repeatable)")
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
+    ls.set_defaults(func=run_list)
+    show = sub.add_parser("show", help="print one model card")
+    show.add_argument("model", metavar="NAME_OR_PATH", help="model name or model folder")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(func=run_show)
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def card_summary(card: Any) -> dict[str, Any]:
+    """The ``models list`` entry of one :class:`~micro_seg.registry.ModelCard`."""
+    return {
+        "name": card.name,
+        "task": card.task,
+        "classes": list(card.classes),
+        "sha256": card.weights_sha256,
+        "arch": card.arch,
+        "in_channels": card.in_channels,
+        "material": card.material,
+        "description": card.description,
+        "pixel_size_um_range": list(card.pixel_size_um_range) if card.pixel_size_um_range else None,
+        "defect_classes": list(card.defect_classes),
+        "tile_size": card.tile_size,
+        "metrics": card.metrics,
+        "folder": card.extra.get("folder"),
+    }
+
+
+def run_list(args: argparse.Namespace) -> dict[str, Any]:
+    """List models: ``{"models": [{"name", "task", "classes", "sha256", ...}]}``."""
+    from pathlib import Path
+
+    from micro_seg.errors import ModelError
+    from micro_seg.registry import list_models
+
+    for p in args.path:
+        if not Path(p).is_dir():
+            raise ModelError(f"{p}: --path is not a folder")
+    return {"models": [card_summary(c) for c in list_models(*args.path)]}
+
+
+def run_show(args: argparse.Namespace) -> dict[str, Any]:
+    """Print the full card of one model (after resolving its name)."""
+    from micro_seg.registry import load_card, resolve_model
+
+    folder = resolve_model(args.model)
+    card = load_card(folder)
+    data = card.to_dict()
+    data["folder"] = str(folder)
+    return data

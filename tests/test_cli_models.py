@@ -1,0 +1,181 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from scipy import ndimage as ndi
+
+from micro_seg import inference
+from micro_seg.cli import main
+from micro_seg.io import read_labels
+from micro_seg.nets import build_network
+from micro_seg.registry import ModelCard, save_model
+from micro_seg.synth import voronoi_labels
+from micro_seg.synth.render import grain_boundaries
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setattr(inference, "_threads_configured", True)
+    torch.set_num_threads(1)
+
+
+def _threshold_net(num_classes, bright_class, k=40.0):
+    """msnet whose class ``bright_class`` logit is k * (x - 0.5) and class 0 the opposite."""
+    net = build_network("msnet", in_channels=1, num_classes=num_classes, widths=[4, 8])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)
+        net.encoder[0][0][0].weight[0, 0, 1, 1] = 1.0  # full-res feature 0 = input
+        net.decoder[0][0].weight[0, 8, 1, 1] = 1.0  # fused feature 0 = skip feature 0
+        net.head.weight[bright_class, 0] = k
+        net.head.bias[bright_class] = -k / 2
+        net.head.weight[0, 0] = -k
+        net.head.bias[0] = k / 2
+        if num_classes > 2:
+            net.head.bias[2:] = -100.0
+    return net.eval()
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    grains = ModelCard(name="test-grains", task="grains", arch="msnet", arch_kwargs={"widths": [4, 8]},
+                       in_channels=1, classes=["grain", "boundary"], tile_size=64,
+                       normalisation={"mode": "minmax"}, pixel_size_um_range=(0.2, 1.0))
+    save_model(root / "test-grains", _threshold_net(2, 1), grains)
+    pores = ModelCard(name="test-pores", task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]},
+                      in_channels=1, classes=["matrix", "pore", "crack"], defect_classes=["pore", "crack"],
+                      tile_size=64, normalisation={"mode": "minmax"})
+    save_model(root / "test-pores", _threshold_net(3, 1), pores)
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(root))
+    return root
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_list_json(model_dir, capsys):
+    code, out, _ = _run(["models", "list", "--json"], capsys)
+    assert code == 0
+    models = {m["name"]: m for m in json.loads(out)["models"]}
+    assert {"test-grains", "test-pores"} <= set(models)
+    g = models["test-grains"]
+    assert g["task"] == "grains" and g["classes"] == ["grain", "boundary"] and len(g["sha256"]) == 64
+    code, out, _ = _run(["models", "show", "test-pores", "--json"], capsys)
+    assert code == 0 and json.loads(out)["defect_classes"] == ["pore", "crack"]
+
+
+def test_unknown_model_exit_2_lists_names(model_dir, tmp_path, capsys):
+    img = tmp_path / "a.tif"
+    tifffile.imwrite(img, np.zeros((32, 32), np.uint8))
+    code, out, err = _run(["segment", str(img), "--model", "nope", "--out", str(tmp_path / "o"), "--json"], capsys)
+    assert code == 2 and out == ""
+    assert "nope" in err and "test-grains" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tampered_model_refused_by_cli(model_dir, tmp_path, capsys):
+    w = model_dir / "test-grains" / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 1
+    w.write_bytes(bytes(data))
+    img = tmp_path / "a.tif"
+    tifffile.imwrite(img, np.zeros((32, 32), np.uint8))
+    code, _, err = _run(["segment", str(img), "--model", "test-grains", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "sha256" in err and "model.safetensors" in err
+
+
+def _grain_image(tmp_path, seed=0):
+    truth = voronoi_labels((160, 200), n_grains=30, seed=seed, kind="hardcore")
+    bright = ndi.binary_dilation(grain_boundaries(truth))
+    img = np.where(bright, 220, 40).astype(np.uint8)
+    path = tmp_path / "grains.tif"
+    tifffile.imwrite(path, img)
+    return path, truth, bright
+
+
+def test_segment_grains_writes_labels_and_probabilities(model_dir, tmp_path, capsys):
+    path, truth, bright = _grain_image(tmp_path)
+    out_dir = tmp_path / "out"
+    code, out, err = _run(["segment", str(path), "--model", "test-grains", "--out", str(out_dir),
+                           "--pixel-size", "0.5", "--probabilities", "--min-grain", "4", "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["labels"] == str(out_dir / "grains_labels.tif")
+    assert res["classes"] == ["grain", "boundary"] and res["seconds"] > 0
+    labels, px = read_labels(res["labels"])
+    assert px == pytest.approx(0.5)
+    assert labels.shape == truth.shape
+    assert np.all(labels[bright] == 0)
+    comps, n = ndi.label(~bright)
+    assert labels.max() == np.sum(np.bincount(comps.ravel())[1:] >= 4) == res["n_grains"]
+    probs = tifffile.imread(res["probabilities"])
+    assert probs.shape == (2, *truth.shape) and probs.dtype == np.float32
+    assert probs[1][bright].min() > 0.99 and probs[1][~bright].max() < 0.01
+    assert res["warnings"] == []
+
+
+def test_analyze_grains_matches_measure_of_truth(model_dir, tmp_path, capsys):
+    from micro_seg.measure import measure_grains
+
+    path, truth, bright = _grain_image(tmp_path, seed=2)
+    code, out, err = _run(["analyze", str(path), "--model", "test-grains", "--pixel-size", "0.5",
+                           "--min-grain", "4", "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["model"] == "test-grains" and res["pixel_size_um"] == 0.5
+    ref = measure_grains(truth, pixel_size_um=0.5).summary
+    g = res["grains"]
+    for key in ("n_grains", "grains_per_mm2", "G_planimetric", "mean_intercept_um", "G_intercept", "ala_G"):
+        assert key in g
+    assert g["mean_intercept_um"] == pytest.approx(ref["mean_intercept_um"], rel=0.05)
+    assert abs(g["G_intercept"] - ref["G_intercept"]) < 0.15
+
+
+def test_analyze_without_pixel_size_and_out_of_range_warning(model_dir, tmp_path, capsys):
+    path, _, _ = _grain_image(tmp_path)
+    code, out, _ = _run(["analyze", str(path), "--model", "test-grains", "--json"], capsys)
+    assert code == 0
+    res = json.loads(out)
+    assert res["pixel_size_um"] is None and res["grains"]["G_intercept"] is None
+    assert any("pixel size" in w for w in res["warnings"])
+    code, out, _ = _run(["analyze", str(path), "--model", "test-grains", "--pixel-size", "5", "--json"], capsys)
+    assert any("outside the range" in w for w in json.loads(out)["warnings"])
+
+
+def test_analyze_pores_phases_and_defects(model_dir, tmp_path, capsys):
+    img = np.full((120, 160), 40, np.uint8)
+    yy, xx = np.mgrid[:120, :160]
+    centres = [(20, 20, 6), (60, 100, 8), (90, 30, 5)]
+    for r, c, rad in centres:
+        img[(yy - r) ** 2 + (xx - c) ** 2 <= rad**2] = 230
+    path = tmp_path / "pores.png"
+    from PIL import Image
+
+    Image.fromarray(img).save(path)
+    code, out, err = _run(["analyze", str(path), "--model", "test-pores", "--pixel-size", "1.0", "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    true_fraction = float(np.mean(img > 128))
+    assert res["phases"]["phase_fractions"]["pore"] == pytest.approx(true_fraction, abs=1e-9)
+    assert res["defects"]["count"] == 3
+    assert res["defects_by_class"]["pore"]["count"] == 3 and res["defects_by_class"]["crack"]["count"] == 0
+    code, out, err = _run(["segment", str(path), "--model", "test-pores", "--out", str(tmp_path / "o"), "--json"], capsys)
+    labels, _ = read_labels(json.loads(out)["labels"])
+    np.testing.assert_array_equal(labels, (img > 128).astype(labels.dtype))
+
+
+def test_segment_bad_image_exit_2(model_dir, tmp_path, capsys):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    code, out, err = _run(["segment", str(bad), "--model", "test-grains", "--out", str(tmp_path / "o"), "--json"], capsys)
+    assert code == 2 and "broken.tif" in err
