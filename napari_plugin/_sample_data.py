@@ -1,75 +1,96 @@
-"""Sample data for napari's File > Open Sample menu.
+"""Sample data for napari's File > Open Sample > micro-seg menu.
 
-* every micrograph shipped in ``sample_images/`` (calibrated, via the reader);
-* synthetic micrographs made on the fly by :mod:`micro_seg.synth` whose truth is
-  known exactly (grain count, phase fraction), handy for trying the Measure widget.
+Each entry opens a micrograph shipped in ``sample_images/`` (calibrated by the
+reader) together with its ground truth from ``sample_images/truth/`` as a
+hidden Labels layer, so the Measure widget can be tried on known answers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+__all__ = ["SAMPLES", "load_sample"]
 
-from napari_plugin._reader import micrograph_layer_data
+# key -> (file name, truth file or None, truth kind)
+SAMPLES: dict[str, tuple[str, str | None, str]] = {
+    "etched_twins": ("synthetic_etched_twins.tif", "synthetic_etched_twins_labels.tif", "grains"),
+    "sem_grains": ("synthetic_sem_grains.tif", "synthetic_sem_grains_labels.tif", "grains"),
+    "two_phase": ("synthetic_two_phase.tif", "synthetic_two_phase_labels.tif", "classes"),
+    "porous_section": ("synthetic_porous_section.tif", "synthetic_porous_section_labels.tif", "classes"),
+    "nist_steel": ("nist_steel_ferrite_crop.tif", "nist_steel_ferrite_crop_boundaries.tif", "boundaries"),
+    "nasa_superalloy": ("nasa_super1_spot1_0d_0.tif", "nasa_super1_spot1_0d_0_labels.tif", "classes"),
+    "tbm_colour_10": ("tbm_colour_etched_10-256-512.png", None, ""),
+    "tbm_colour_14": ("tbm_colour_etched_14-512-512.png", None, ""),
+}
 
-__all__ = ["shipped_samples", "load_shipped_sample", "synthetic_grains", "synthetic_two_phase"]
+
+def _truth_classes(path: Path) -> list[str] | None:
+    import json
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            desc = tif.pages[0].description
+        info = json.loads(desc).get("micro_seg", {}) if desc.startswith("{") else {}
+        return list(info.get("classes") or []) or None
+    except Exception:  # no class names stored
+        return None
 
 
-def shipped_samples() -> list[Path]:
-    """Sample micrographs shipped with micro-seg (sorted)."""
-    from micro_seg.io import SUPPORTED_EXTENSIONS
+def load_sample(key: str) -> list:
+    """Layer data for sample ``key`` (image, then its hidden ground truth)."""
+    from micro_seg.io import read_labels, read_micrograph
     from micro_seg.resources import sample_images_dir
+    from napari_plugin._reader import micrograph_layer_data
 
+    name, truth, kind = SAMPLES[key]
     folder = sample_images_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS
-                  and "labels" not in p.stem and "truth" not in p.stem)
+    micrograph = read_micrograph(folder / name)
+    image = micrograph_layer_data(micrograph)
+    layers = [image]
+    if truth and (folder / "truth" / truth).is_file():
+        labels, px = read_labels(folder / "truth" / truth)
+        px = px or micrograph.pixel_size_um
+        meta = {"kind": "grains" if kind == "grains" else "classes", "truth": True,
+                "image": image[1]["name"], "pixel_size_um": px}
+        if kind == "classes":
+            meta["classes"] = _truth_classes(folder / "truth" / truth)
+        kwargs = {"name": f"{image[1]['name']} truth", "visible": False, "opacity": 0.5,
+                  "metadata": {"micro_seg": meta}}
+        if px:
+            kwargs.update(scale=(px, px), units=("um", "um"))
+        layers.append((labels, kwargs, "labels"))
+    return layers
 
 
-def load_shipped_sample(name: str) -> list:
-    """Layer data of the shipped sample whose file stem is ``name``."""
-    from micro_seg.errors import InputFileNotFoundError
-    from micro_seg.io import read_micrograph
-
-    for path in shipped_samples():
-        if path.stem == name:
-            return [micrograph_layer_data(read_micrograph(path))]
-    raise InputFileNotFoundError(f"sample image {name!r} is not in {[p.stem for p in shipped_samples()]}")
+def etched_twins() -> list:
+    return load_sample("etched_twins")
 
 
-def _layer(image: np.ndarray, name: str, pixel_size_um: float, truth: dict) -> tuple:
-    meta = {"micro_seg": {"pixel_size_um": pixel_size_um, "calibration_source": "synthetic",
-                          "databar_rows": 0, "truth": truth}}
-    return (image, {"name": name, "scale": (pixel_size_um, pixel_size_um), "units": ("um", "um"),
-                    "metadata": meta, "rgb": image.ndim == 3}, "image")
+def sem_grains() -> list:
+    return load_sample("sem_grains")
 
 
-def synthetic_grains() -> list:
-    """Etched optical grain structure, 1024 x 1024 at 0.5 µm/px, with its true grain labels."""
-    from micro_seg.synth import grain_micrograph
-
-    s = grain_micrograph((1024, 1024), n_grains=300, difficulty="medium", pixel_size_um=0.5, seed=7)
-    truth = {"n_grains": int(s.n_grains)}
-    labels_meta = {"micro_seg": {"kind": "grains", "pixel_size_um": 0.5, "truth": truth,
-                                 "image": "synthetic etched grains"}}
-    return [
-        _layer(s.image, "synthetic etched grains", 0.5, truth),
-        (s.labels, {"name": "synthetic grains (truth)", "scale": (0.5, 0.5), "units": ("um", "um"),
-                    "metadata": labels_meta, "visible": False, "opacity": 0.5}, "labels"),
-    ]
+def two_phase() -> list:
+    return load_sample("two_phase")
 
 
-def synthetic_two_phase() -> list:
-    """Two-phase structure (Boolean disks) 1024 x 1024 at 0.2 µm/px with its known area fraction."""
-    from micro_seg.synth import boolean_disks
+def porous_section() -> list:
+    return load_sample("porous_section")
 
-    rng = np.random.default_rng(3)
-    result = boolean_disks((1024, 1024), intensity=4e-4, radius=14.0, seed=3)
-    mask = result[0] if isinstance(result, tuple) else result
-    mask = np.asarray(mask, dtype=bool)
-    image = np.where(mask, 190, 70).astype(np.float32) + rng.normal(0, 12, mask.shape)
-    image = np.clip(image, 0, 255).astype(np.uint8)
-    truth = {"area_fraction": float(mask.mean())}
-    return [_layer(image, "synthetic two-phase", 0.2, truth)]
+
+def nist_steel() -> list:
+    return load_sample("nist_steel")
+
+
+def nasa_superalloy() -> list:
+    return load_sample("nasa_superalloy")
+
+
+def tbm_colour_10() -> list:
+    return load_sample("tbm_colour_10")
+
+
+def tbm_colour_14() -> list:
+    return load_sample("tbm_colour_14")

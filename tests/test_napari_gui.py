@@ -1,0 +1,87 @@
+"""GUI tests: sample data menu entries (with ground truth) and ``micro-seg gui``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from _napari_helpers import wait_idle  # noqa: E402
+
+
+def test_every_sample_opens_calibrated(make_napari_viewer):
+    from micro_seg.resources import sample_images_dir
+    from napari_plugin._sample_data import SAMPLES
+
+    viewer = make_napari_viewer()
+    for key, (name, truth, _kind) in SAMPLES.items():
+        if not (sample_images_dir() / name).is_file():
+            pytest.fail(f"sample {name} listed in the plugin is missing from sample_images/")
+        before = len(viewer.layers)
+        viewer.open_sample("micro-seg", key.replace("_", "-"))
+        added = list(viewer.layers)[before:]
+        assert len(added) == (2 if truth else 1), key
+        image = added[0]
+        px = image.metadata["micro_seg"]["pixel_size_um"]
+        if px:
+            assert tuple(image.scale) == pytest.approx((px, px))
+        if truth:
+            assert added[1].data.shape == image.data.shape[:2] and not added[1].visible
+
+
+def test_sample_truth_measures_known_answers(make_napari_viewer, qtbot):
+    from micro_seg.resources import sample_images_dir
+    from napari_plugin._measure import GRAINS, PHASES, MeasureWidget
+
+    truth_dir = sample_images_dir() / "truth"
+    viewer = make_napari_viewer()
+    meas = MeasureWidget(viewer)
+    viewer.open_sample("micro-seg", "etched-twins")
+    meas.reset_choices()
+    meas._labels.value = viewer.layers["synthetic_etched_twins truth"]
+    assert meas._kind.value == GRAINS and meas._pixel.value == pytest.approx(0.5)
+    meas.run()
+    wait_idle(qtbot, meas)
+    n_true = json.loads((truth_dir / "synthetic_etched_twins_labels.json").read_text())["n_grains"]
+    assert meas.summary["n_grains"] == n_true
+
+    viewer.open_sample("micro-seg", "two-phase")
+    meas.reset_choices()
+    layer = viewer.layers["synthetic_two_phase truth"]
+    meas._labels.value = layer
+    assert meas._kind.value == PHASES
+    meas.run()
+    wait_idle(qtbot, meas)
+    fractions = meas.summary["phase_fractions"]
+    truth = np.asarray(layer.data)
+    assert fractions[meas._names.value.split(", ")[1]] == pytest.approx((truth == 1).mean(), abs=1e-9)
+    assert 0.3 < (truth == 1).mean() < 0.4
+
+
+def test_gui_command_docks_widgets_and_loads_path(qtbot):
+    from micro_seg.commands.gui import WIDGETS, open_viewer
+    from micro_seg.resources import sample_images_dir
+
+    path = sample_images_dir() / "synthetic_two_phase.tif"
+    viewer, widgets = open_viewer(str(path), show=False)
+    try:
+        assert list(widgets) == [name for name, _ in WIDGETS]
+        assert len(viewer.window.dock_widgets) >= len(WIDGETS)
+        layer = viewer.layers["synthetic_two_phase"]
+        assert tuple(layer.scale) == pytest.approx((0.25, 0.25))
+        assert widgets["Segment"]._image.value is layer
+        assert widgets["Segment"]._pixel.value == pytest.approx(0.25)
+    finally:
+        viewer.close()
+
+
+def test_gui_command_bad_path_exits_2(capsys):
+    from micro_seg.cli import main
+
+    assert main(["gui", "no/such/micrograph.tif"]) == 2
+    err = capsys.readouterr().err
+    assert "micrograph.tif" in err and "not found" in err and "Traceback" not in err
