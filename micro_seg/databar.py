@@ -107,8 +107,9 @@ def detect_databar(
     levels = np.clip(((region - lo) / (hi - lo) * (_LEVELS - 1)).round(), 0, _LEVELS - 1)
     levels = np.nan_to_num(levels, nan=0).astype(np.int64)
     n_rows, n_cols = levels.shape
-    hist = np.zeros((n_rows, _LEVELS + 2), np.int64)
-    np.add.at(hist, (np.arange(n_rows)[:, None], levels + 1), 1)
+    width = _LEVELS + 2  # one empty bin either side, so +-1 level sums need no edge cases
+    index = (np.arange(n_rows)[:, None] * width + levels + 1).ravel()
+    hist = np.bincount(index, minlength=n_rows * width).reshape(n_rows, width)
     near = hist[:, :-2] + hist[:, 1:-1] + hist[:, 2:]  # fraction within +-1 level
     near = near / n_cols
 

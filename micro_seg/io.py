@@ -20,7 +20,10 @@ Decompression-bomb guard: images with more than :data:`DEFAULT_MAX_PIXELS`
 (1.2e9) rows x cols are refused *before* their pixels are decoded, from the
 TIFF/PNG/JPEG/BMP header. Raise the limit with ``max_pixels=`` or the
 ``MICRO_SEG_MAX_PIXELS`` environment variable. Pillow's own guard
-(``Image.MAX_IMAGE_PIXELS``) is replaced by this one while a file is opened.
+(``Image.MAX_IMAGE_PIXELS``, about 179 megapixels) gives way to this one: a PNG,
+JPEG or BMP above Pillow's limit has its header read again with Pillow's guard
+lifted for that call only (under a lock), and our limit decides; Pillow's
+``DecompressionBombError`` always surfaces as ``ImageTooLargeError``.
 
 Examples
 --------
@@ -385,19 +388,27 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
     from PIL import Image, UnidentifiedImageError
 
     name = _FORMAT_NAMES[fmt]
-    with _PIL_LOCK:  # our limit replaces Pillow's global guard while the header is read
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            im = Image.open(path)
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"{path}: {_one_line(exc)}") from None
-        except UnidentifiedImageError:
-            raise CorruptFileError(f"{path}: not a readable {name} file (corrupt header)") from None
-        except Exception as exc:
-            raise CorruptFileError(f"{path}: not a readable {name} file ({_one_line(exc)})") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit applies, not Pillow's
+            try:
+                im = Image.open(path)
+            except Image.DecompressionBombError:
+                # above Pillow's global guard: read the header again without it (under a lock,
+                # restoring the guard at once) so our own, documented limit decides
+                with _PIL_LOCK:
+                    saved = Image.MAX_IMAGE_PIXELS
+                    Image.MAX_IMAGE_PIXELS = None
+                    try:
+                        im = Image.open(path)
+                    finally:
+                        Image.MAX_IMAGE_PIXELS = saved
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{path}: {_one_line(exc)}") from None
+    except UnidentifiedImageError:
+        raise CorruptFileError(f"{path}: not a readable {name} file (corrupt header)") from None
+    except Exception as exc:
+        raise CorruptFileError(f"{path}: not a readable {name} file ({_one_line(exc)})") from None
     with im:
         cols, rows = im.size
         n_pages = int(getattr(im, "n_frames", 1) or 1)

@@ -125,7 +125,9 @@ def to_micrometres(value: float, unit: str) -> float | None:
     factor = _UNIT_TO_UM.get(_normalise_unit(unit))
     if factor is None:
         return None
-    return float(value) * factor
+    um = float(value) * factor
+    # drop binary noise of the conversion (111.6 nm -> 0.1116, not 0.11159999999999999)
+    return float(f"{um:.12g}") if math.isfinite(um) else um
 
 
 def validate_pixel_size(value: Any, *, source: str, path: Any = None) -> float:

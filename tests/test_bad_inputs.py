@@ -56,6 +56,22 @@ def _float_tiff(tmp: Path, name: str, values: list[float]) -> Path:
     return tmp / name
 
 
+def _corrupt_deflate_tiff(tmp: Path) -> Path:
+    tifffile.imwrite(tmp / "deflate.tif", db.grain_image((64, 64), seed=4), compression="zlib")
+    data = bytearray((tmp / "deflate.tif").read_bytes())
+    with tifffile.TiffFile(tmp / "deflate.tif") as tif:
+        start = tif.pages[0].dataoffsets[0]
+    data[start + 2 : start + 40] = bytes(range(38))  # scramble the deflate stream, keep the length
+    return _w(tmp / "deflate.tif", bytes(data))
+
+
+def _corrupt_png_idat(tmp: Path) -> Path:
+    data = bytearray(_good_png(tmp).read_bytes())
+    start = data.index(b"IDAT") + 10
+    data[start : start + 30] = bytes(30)
+    return _w(tmp / "bad_idat.png", bytes(data))
+
+
 # name -> (builder(tmp) -> path, expected error class, text the message must contain)
 CORPUS = {
     "missing": (lambda t: t / "does_not_exist.tif", InputFileNotFoundError, "no such file"),
@@ -66,6 +82,9 @@ CORPUS = {
     "truncated_tiff_header": (lambda t: db.truncated(_good_tiff(t), t / "trunc_hdr.tif", 0.0005), CorruptFileError, "TIFF"),
     "truncated_png": (lambda t: db.truncated(_good_png(t), t / "trunc.png"), CorruptFileError, "PNG"),
     "truncated_jpeg": (lambda t: db.truncated(_good_jpeg(t), t / "trunc.jpg"), CorruptFileError, "JPEG"),
+    "truncated_bmp": (lambda t: db.truncated(db.save_pil(t / "g.bmp", db.grain_image((64, 64))), t / "trunc.bmp"), CorruptFileError, "BMP"),
+    "corrupt_deflate_tiff": (_corrupt_deflate_tiff, CorruptFileError, "cannot decode"),
+    "corrupt_png_data": (_corrupt_png_idat, CorruptFileError, "PNG"),
     "random_bytes_tif": (
         lambda t: _w(t / "random.tif", np.random.default_rng(0).bytes(4096)),
         CorruptFileError, "not a valid TIFF",

@@ -214,3 +214,16 @@ def test_png_and_jpeg_are_uncalibrated_unless_told(tmp_path):
     assert m.pixel_size_um is None and m.calibration_source is None
     assert read_micrograph(png, pixel_size_um=1.5).pixel_size_um == 1.5
     np.testing.assert_array_equal(m.data, IMAGE)
+
+
+@pytest.mark.shared_data
+def test_real_zeiss_sem_file(shared_datasets):
+    """NIST's Ti-6Al-4V BSE image carries a real Zeiss SmartSEM block (tag 34118)."""
+    path = shared_datasets / "nist_gsat" / "ex_segmentation" / "sem_polished" / "sem_alpha_beta_ti_6al_4v.tif"
+    m = read_micrograph(path)
+    assert m.calibration_source == "zeiss-sem"
+    assert m.pixel_size_um == 0.1116  # AP_IMAGE_PIXEL_SIZE = 111.6 nm
+    with tifffile.TiffFile(path) as tif:  # consistent with the field width Zeiss records
+        width = tif.sem_metadata["ap_width"]
+    assert width[2] == "µm" and m.shape[1] * m.pixel_size_um == pytest.approx(width[1], rel=1e-3)
+    assert m.meta["magnification"] == 1000

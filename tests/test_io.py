@@ -138,6 +138,14 @@ def test_bool_tiff_becomes_uint8(tmp_path):
     np.testing.assert_array_equal(m.data, mask.astype(np.uint8))
 
 
+def test_float16_becomes_float32(tmp_path):
+    data = _random("float16")
+    tifffile.imwrite(tmp_path / "h.tif", data)
+    m = read_micrograph(tmp_path / "h.tif")
+    assert m.data.dtype == np.float32 and m.meta["converted_from"] == "float16"
+    np.testing.assert_array_equal(m.data, data.astype(np.float32))
+
+
 def test_palette_tiff_applies_colormap(tmp_path):
     index = RNG.integers(0, 4, (10, 12), dtype=np.uint8)
     cmap = np.zeros((3, 256), np.uint16)
