@@ -48,6 +48,7 @@ __all__ = [
     "available_architectures",
     "required_stride",
     "count_gflops_per_mp",
+    "resolved_arch_kwargs",
     "MSNet",
 ]
 
@@ -154,6 +155,26 @@ def available_architectures() -> list[str]:
     return sorted(MSNET_PRESETS) + ["smp-unet-resnet18", "smp:<Arch>:<encoder>"]
 
 
+def resolved_arch_kwargs(arch: str, arch_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Full architecture options of ``arch`` (preset values filled in).
+
+    Model cards store these, so a model does not depend on preset defaults.
+
+    Examples
+    --------
+    >>> resolved_arch_kwargs("msnet", {"widths": [4, 8, 16]})
+    {'widths': [4, 8, 16], 'blocks': [1, 1, 2]}
+    """
+    arch_kwargs = dict(arch_kwargs or {})
+    if arch not in MSNET_PRESETS:
+        return arch_kwargs
+    kwargs = {k: list(v) for k, v in MSNET_PRESETS[arch].items()}
+    kwargs.update(arch_kwargs)
+    if "widths" in arch_kwargs and "blocks" not in arch_kwargs and len(kwargs["blocks"]) != len(kwargs["widths"]):
+        kwargs["blocks"] = [1 if i < 2 else 2 for i in range(len(kwargs["widths"]))]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+
 def build_network(arch: str, *, in_channels: int, num_classes: int, **arch_kwargs: Any) -> nn.Module:
     """Build a randomly initialised segmentation network by name.
 
@@ -189,10 +210,7 @@ def build_network(arch: str, *, in_channels: int, num_classes: int, **arch_kwarg
     if in_channels < 1 or num_classes < 1:
         raise ModelError(f"{arch}: in_channels ({in_channels}) and num_classes ({num_classes}) must be >= 1")
     if arch in MSNET_PRESETS:
-        kwargs = {**MSNET_PRESETS[arch], **arch_kwargs}
-        if "widths" in arch_kwargs and "blocks" not in arch_kwargs:
-            if len(kwargs["blocks"]) != len(kwargs["widths"]):
-                kwargs["blocks"] = [1 if i < 2 else 2 for i in range(len(kwargs["widths"]))]
+        kwargs = resolved_arch_kwargs(arch, arch_kwargs)
         try:
             return MSNet(in_channels, num_classes, **kwargs)
         except TypeError as exc:

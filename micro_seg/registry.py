@@ -355,6 +355,10 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
 
     from micro_seg import __version__
 
+    from micro_seg.nets import resolved_arch_kwargs
+
+    # record the full architecture, so the model never depends on preset defaults
+    card.arch_kwargs = resolved_arch_kwargs(card.arch, card.arch_kwargs)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}

@@ -159,3 +159,12 @@ def test_bad_cards_refused(tmp_path):
 def test_unknown_card_keys_kept_in_extra():
     card = ModelCard.from_dict({**_card().to_dict(), "how_to_retrain": "python models/x/train.py"})
     assert card.extra["how_to_retrain"] == "python models/x/train.py"
+
+
+def test_card_records_full_preset_architecture(tmp_path):
+    card = _card(arch="msnet", arch_kwargs={})
+    net = build_network("msnet", in_channels=1, num_classes=2)
+    folder = save_model(tmp_path / "p", net, card)
+    data = yaml.safe_load((folder / CARD_FILE).read_text())
+    assert data["arch_kwargs"]["widths"] and len(data["arch_kwargs"]["blocks"]) == len(data["arch_kwargs"]["widths"])
+    assert load_model(folder).card.arch_kwargs == data["arch_kwargs"]
