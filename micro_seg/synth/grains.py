@@ -349,7 +349,7 @@ def grain_seeds(
         Metric of the tessellation (see :func:`voronoi_from_seeds`); regular seed
         patterns are built in the metric space so rolled grains stay regular.
     hardcore : float, optional
-        Minimum distance / hexagonal spacing for ``"hardcore"`` (0 < h <= 0.75).
+        Minimum distance / hexagonal spacing for ``"hardcore"`` (0 < h <= 0.72).
     jitter : float, optional
         Standard deviation / spacing for ``"lattice"``.
 
@@ -396,8 +396,8 @@ def grain_seeds(
     mlo, mhi = mc.min(axis=0), mc.max(axis=0)
     hex_spacing = np.sqrt(2.0 / (np.sqrt(3.0) * density))
     if kind == "hardcore":
-        if not 0 < hardcore <= 0.75:
-            msg = f"hardcore={hardcore!r}: must be in (0, 0.75] (random packing jams above)"
+        if not 0 < hardcore <= 0.72:
+            msg = f"hardcore={hardcore!r}: must be in (0, 0.72] (random packing jams above)"
             raise ValueError(msg)
         n_box = int(round(density * float(np.prod(mhi - mlo))))
         pts = _hardcore(rng, n_box, mlo, mhi, hardcore * hex_spacing)
