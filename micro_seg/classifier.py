@@ -83,6 +83,9 @@ __all__ = [
     "classify_batch",
     "grad_cam",
     "auroc",
+    "encoder_features",
+    "fit_feature_gaussian",
+    "gaussian_scores",
     "DEFAULT_NORMALISATION",
 ]
 
@@ -421,6 +424,66 @@ def auroc(scores_negative: Sequence[float], scores_positive: Sequence[float]) ->
     return float((greater + 0.5 * ties) / (pos.size * neg.size))
 
 
+# --------------------------------------------------------------------------- feature OOD (any network)
+
+
+def encoder_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Globally pooled deepest features of a classifier or segmentation network.
+
+    Works for :class:`ClassifierNet`, micro-seg's ``MSNet`` (its ``encoder``
+    stages) and segmentation-models-pytorch models (``encoder(x)[-1]``), so
+    the Mahalanobis OOD score applies to segmentation models too.
+
+    Examples
+    --------
+    >>> from micro_seg.nets import build_network
+    >>> net = build_network("msnet", in_channels=1, num_classes=2, widths=(4, 8, 12)).eval()
+    >>> encoder_features(net, torch.zeros(2, 1, 32, 32)).shape
+    torch.Size([2, 12])
+    """
+    if isinstance(network, ClassifierNet):
+        return network.features(x)
+    encoder = getattr(network, "encoder", None)
+    if isinstance(encoder, nn.ModuleList):
+        for stage in encoder:
+            x = stage(x)
+        return x.mean(dim=(2, 3))
+    if isinstance(encoder, nn.Module):
+        feats = encoder(x)
+        last = feats[-1] if isinstance(feats, (list, tuple)) else feats
+        return last.mean(dim=(2, 3))
+    raise ModelError(f"{type(network).__name__}: no encoder found to take OOD features from")
+
+
+def fit_feature_gaussian(feats: np.ndarray, *, shrinkage: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (ridge-shrunk) precision matrix of in-distribution features.
+
+    Examples
+    --------
+    >>> f = np.random.default_rng(0).normal(size=(200, 3))
+    >>> mean, prec = fit_feature_gaussian(f)
+    >>> mean.shape, prec.shape
+    ((3,), (3, 3))
+    """
+    f = np.asarray(feats, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise TrainingDataError(f"need >= 2 feature vectors of shape (n, features), got {f.shape}")
+    mean, precision = _fit_mahalanobis(f, np.zeros(len(f), dtype=np.int64), 1, shrinkage=shrinkage)
+    return mean[0], precision
+
+
+def gaussian_scores(feats: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distances of feature rows to ``mean``.
+
+    Examples
+    --------
+    >>> gaussian_scores(np.array([[1.0, 0.0]]), np.zeros(2), np.eye(2))
+    array([1.])
+    """
+    d = np.asarray(feats, dtype=np.float64) - np.asarray(mean, dtype=np.float64)
+    return np.einsum("nf,fg,ng->n", d, np.asarray(precision, dtype=np.float64), d)
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -509,7 +572,8 @@ def _predict(net: ClassifierNet, x: np.ndarray, batch_size: int = 64) -> tuple[n
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 
-def _fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, n_classes: int, *,
+                     shrinkage: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Class means and the shared precision (shrunk covariance, well conditioned)."""
     f = feats.astype(np.float64)
     means = np.zeros((n_classes, f.shape[1]))
@@ -521,7 +585,7 @@ def _fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, n_classes: int) -> t
             centred.append(sel - means[c])
     z = np.concatenate(centred)
     cov = z.T @ z / max(1, len(z) - 1)
-    shrink = 0.05 * np.trace(cov) / cov.shape[0] + 1e-6  # ridge: stable with few images per class
+    shrink = shrinkage * np.trace(cov) / cov.shape[0] + 1e-6  # ridge: stable with few images per class
     precision = np.linalg.inv(cov + shrink * np.eye(cov.shape[0]))
     return means.astype(np.float32), precision.astype(np.float32)
 

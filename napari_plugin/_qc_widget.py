@@ -1,0 +1,194 @@
+"""QC widget: pass / review / fail of the current image against a QC spec.
+
+Pick an image layer, a QC spec file (YAML/TOML, see :mod:`micro_seg.qc`) and
+optionally a Labels layer with the segmentation result (what to measure) and a
+classification model.  *Evaluate* runs the engine in a worker
+(:func:`qc_job`): image-quality checks, measurements of the Labels layer,
+classification, :func:`micro_seg.qc.evaluate`.  The widget then shows the
+verdict and every reason (check, value, limit), outlines the defects that
+break a per-object size limit in a Shapes layer, and adds the classifier's
+Grad-CAM heat map as an image layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton
+
+from napari_plugin._common import JobRunner, analysis_array, layer_pixel_size_um, notify_error
+from napari_plugin._layers import connect_layer_events, layer_chooser
+
+__all__ = ["QCWidget", "QCParams", "qc_job"]
+
+MEASURE_KINDS = ("Grains", "Phases", "Defects (non-zero = defect)")
+VERDICT_STYLE = {"pass": "color: #2ca02c; font-weight: bold", "review": "color: #ff9f1c; font-weight: bold",
+                 "fail": "color: #d62728; font-weight: bold"}
+
+
+@dataclass(frozen=True)
+class QCParams:
+    """Frozen inputs of :func:`qc_job` (never widgets)."""
+
+    image: np.ndarray
+    spec_path: str
+    pixel_size_um: float | None
+    labels: np.ndarray | None = None
+    measure_kind: str = MEASURE_KINDS[2]
+    class_names: tuple[str, ...] = ()
+    classifier: str | None = None
+
+
+def _measure(params: QCParams) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Measure the Labels layer; returns ``(nested measurements, defect mask or None)``."""
+    from micro_seg import measure
+
+    def summary(result: Any) -> dict:
+        if isinstance(result, tuple) and len(result) == 2:
+            result = result[0]
+        if hasattr(result, "summary"):
+            result = result.summary
+        return dict(result)
+
+    labels = params.labels
+    if params.measure_kind == MEASURE_KINDS[0]:
+        return {"grains": summary(measure.measure_grains(labels, pixel_size_um=params.pixel_size_um))}, None
+    if params.measure_kind == MEASURE_KINDS[1]:
+        kwargs = {"names": list(params.class_names)} if params.class_names else {}
+        return {"phases": summary(measure.measure_phases(labels, pixel_size_um=params.pixel_size_um, **kwargs))}, None
+    mask = labels > 0
+    return {"defects": summary(measure.measure_defects(mask, pixel_size_um=params.pixel_size_um))}, labels
+
+
+def qc_job(params: QCParams, cancel) -> dict[str, Any]:
+    """Worker function (generator): evaluate one image; returns the result dict."""
+    from micro_seg.errors import CancelledError
+    from micro_seg.qc import evaluate, load_spec, offending_defects
+
+    yield {"fraction": 0.05, "message": "reading spec"}
+    spec = load_spec(params.spec_path)
+    measurements, defects = (None, None)
+    if params.labels is not None:
+        yield {"fraction": 0.2, "message": "measuring"}
+        measurements, defects = _measure(params)
+    if cancel.is_set():
+        raise CancelledError("QC cancelled")
+    classification = cam = None
+    clf_name = params.classifier or spec.classifier_model
+    if clf_name:
+        from micro_seg.classifier import classify, grad_cam, load_classifier
+
+        yield {"fraction": 0.5, "message": "classifying"}
+        model = load_classifier(clf_name)
+        classification = classify(params.image, model)
+        cam = grad_cam(params.image, model)
+    yield {"fraction": 0.8, "message": "judging"}
+    result = evaluate(params.image, spec, pixel_size_um=params.pixel_size_um, measurements=measurements,
+                      classification=classification)
+    offending = offending_defects(defects, spec, pixel_size_um=params.pixel_size_um) if defects is not None else {}
+    outlines = _outlines(defects, offending) if offending else []
+    return {"result": result, "classification": classification, "grad_cam": cam, "offending": offending,
+            "outlines": outlines, "spec_name": spec.name}
+
+
+def _outlines(labels: np.ndarray, offending: dict[int, str]) -> list[np.ndarray]:
+    """One closed polygon (rows, cols) per offending object."""
+    from skimage.measure import find_contours, label as cc_label, regionprops
+
+    arr = np.asarray(labels)
+    inst = cc_label(arr > 0, connectivity=2) if arr.dtype == bool or arr.max() <= 1 else arr
+    polys = []
+    for region in regionprops(inst):
+        if int(region.label) not in offending:
+            continue
+        r0, c0, _, _ = region.bbox
+        padded = np.pad(region.image.astype(float), 1)
+        contours = find_contours(padded, 0.5)
+        if contours:
+            polys.append(max(contours, key=len) + np.array([r0 - 1, c0 - 1]))
+    return polys
+
+
+class QCWidget(Container):
+    """Dock widget: verdict and reasons for the current image (see module docstring)."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._image = ComboBox(label="Image", choices=layer_chooser(napari_viewer, "Image",
+                                                                    lambda l: not l.name.startswith("Grad-CAM")))
+        self._labels = ComboBox(label="Measure labels", nullable=True, value=None,
+                                choices=layer_chooser(napari_viewer, "Labels"))
+        self._kind = ComboBox(label="Labels are", choices=list(MEASURE_KINDS), value=MEASURE_KINDS[2])
+        self._names = LineEdit(label="Class names", value="", tooltip="Phase names in label order, comma-separated")
+        self._spec = FileEdit(label="QC spec", mode="r", filter="*.yaml *.yml *.toml")
+        self._model = LineEdit(label="Classifier", value="", tooltip="Classification model name or folder (optional)")
+        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.01,
+                                   tooltip="0 = from the layer's calibration (or uncalibrated)")
+        self._run_btn = PushButton(text="Evaluate")
+        self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
+        self._status = Label(label="Status", value="Pick an image and a QC spec, then Evaluate")
+        self._verdict = Label(label="Verdict", value="-")
+        self._reasons = Label(label="Reasons", value="")
+        self._runner = JobRunner(progress_bar=self._progress, status_label=self._status, run_button=self._run_btn)
+        self.extend([self._image, self._labels, self._kind, self._names, self._spec, self._model, self._pixel,
+                     self._run_btn, self._progress, self._status, self._verdict, self._reasons])
+        self._run_btn.changed.connect(self.run)
+        connect_layer_events(napari_viewer, self)
+        self.last: dict[str, Any] | None = None
+
+    def params(self) -> QCParams:
+        """Read the widgets into a frozen parameter object (GUI thread only)."""
+        image_layer = self._image.value
+        if image_layer is None:
+            raise ValueError("no image layer selected")
+        spec = str(self._spec.value or "")
+        if not spec or not Path(spec).is_file():
+            raise ValueError(f"{spec or '(none)'}: QC spec file not found")
+        px = float(self._pixel.value) or layer_pixel_size_um(image_layer)
+        labels_layer = self._labels.value
+        labels = None
+        if labels_layer is not None:
+            labels = np.asarray(labels_layer.data)[: analysis_array(image_layer).shape[0]]
+        names = tuple(n.strip() for n in self._names.value.split(",") if n.strip())
+        return QCParams(image=np.asarray(analysis_array(image_layer)), spec_path=spec, pixel_size_um=px,
+                        labels=labels, measure_kind=self._kind.value, class_names=names,
+                        classifier=self._model.value.strip() or None)
+
+    def run(self, *_: Any) -> None:
+        """Start the evaluation in a worker."""
+        try:
+            params = self.params()
+        except ValueError as exc:
+            notify_error(str(exc))
+            return
+        self._scale = (params.pixel_size_um, params.pixel_size_um) if params.pixel_size_um else (1.0, 1.0)
+        self._runner.start(qc_job, params, on_done=self._show, description="QC")
+
+    def _show(self, out: dict[str, Any]) -> None:
+        """GUI thread: verdict, reasons, offending-defect outlines, Grad-CAM layer."""
+        self.last = out
+        result = out["result"]
+        self._verdict.value = result.verdict.upper()
+        self._verdict.native.setStyleSheet(VERDICT_STYLE.get(result.verdict, ""))
+        lines = [f"[{r.severity}] {r.check}: {r.message}" for r in result.reasons]
+        lines += [f"[defect {k}] {v}" for k, v in sorted(out["offending"].items())]
+        self._reasons.value = "\n".join(lines) if lines else "all checks passed"
+        self._status.value = f"{out['spec_name'] or 'spec'}: {result.verdict}"
+        name = "QC offending defects"
+        if name in self._viewer.layers:
+            self._viewer.layers.remove(name)
+        if out["outlines"]:
+            self._viewer.add_shapes(out["outlines"], shape_type="polygon", edge_color="red", face_color="transparent",
+                                    edge_width=2, name=name, scale=self._scale)
+        cam = out.get("grad_cam")
+        if cam is not None:
+            label = out["classification"]["class"]
+            cam_name = "Grad-CAM"
+            if cam_name in self._viewer.layers:
+                self._viewer.layers.remove(cam_name)
+            self._viewer.add_image(cam, name=cam_name, colormap="inferno", opacity=0.5, blending="additive",
+                                   scale=self._scale, metadata={"micro_seg": {"grad_cam_class": label}})

@@ -1,0 +1,60 @@
+"""GUI test of the QC widget: verdict, reasons, offending-defect outlines, Grad-CAM layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from _napari_helpers import wait_idle  # noqa: E402
+from test_quality import grain_micrograph  # noqa: E402
+
+
+def _tiny_classifier(folder):
+    import torch
+
+    from micro_seg.classifier import build_classifier
+    from micro_seg.registry import ModelCard, save_model
+
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny-clf", task="classification", arch="mscls-s", in_channels=1, classes=["good", "bad"],
+                     tile_size=32, extra={"input_size": 32, "ood": {"threshold": 1e9}})
+    return save_model(folder, build_classifier("mscls-s", in_channels=1, num_classes=2), card)
+
+
+def test_qc_widget_flags_big_pore_and_shows_grad_cam(make_napari_viewer, qtbot, tmp_path):
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
+
+    img = grain_micrograph(0, shape=(128, 128), n_grains=20)
+    pores = np.zeros(img.shape, np.int32)
+    pores[10:14, 10:14] = 1            # 4 px: fine
+    pores[60:100, 40:46] = 2           # Feret ~40 px = 20 um at 0.5 um/px: too long
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("image:\n  blur: {max: 0.45}\nmeasurements:\n  defects:\n    max_feret_um: 10\n"
+                    "classifier:\n  forbidden_classes: [bad]\n")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(img, name="field", scale=(0.5, 0.5),
+                             metadata={"micro_seg": {"pixel_size_um": 0.5}})
+    viewer.add_labels(pores, name="pores", scale=(0.5, 0.5))
+    w = QCWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._image.value = layer
+    w._labels.value = viewer.layers["pores"]
+    w._kind.value = MEASURE_KINDS[2]
+    w._spec.value = spec
+    w._model.value = str(_tiny_classifier(tmp_path / "clf"))
+    w.run()
+    wait_idle(qtbot, w)
+    result = w.last["result"]
+    checks = [r.check for r in result.reasons]
+    assert "defects.max_feret_um" in checks and result.verdict == "fail"
+    assert w._verdict.value == "FAIL" and "max_feret_um" in w._reasons.value
+    assert list(w.last["offending"]) == [2]
+    shapes = viewer.layers["QC offending defects"]
+    assert len(shapes.data) == 1
+    poly = shapes.data[0]
+    assert poly[:, 0].min() >= 59 and poly[:, 0].max() <= 100 and poly[:, 1].min() >= 39 and poly[:, 1].max() <= 46
+    cam = viewer.layers["Grad-CAM"]
+    assert cam.data.shape == img.shape and tuple(cam.scale) == (0.5, 0.5)
