@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from micro_seg.errors import InputFileNotFoundError, SpecError
-from micro_seg.qc import RangeRule, combine_verdicts, evaluate, load_spec, parse_spec
+from micro_seg.qc import RangeRule, combine_verdicts, evaluate, load_spec, offending_defects, parse_spec
 from test_quality import blurred, clipped, grain_micrograph, low_contrast
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,3 +173,15 @@ def test_combine_verdicts_and_rule_edges():
     rule = RangeRule(min=1.0, max=2.0)
     assert rule.judge(1.0) is None and rule.judge(2.0) is None
     assert rule.judge(0.5) == ("fail", "min", 1.0)
+
+
+def test_offending_defects_by_size_known_answer():
+    labels = np.zeros((60, 60), np.int32)
+    labels[5:8, 5:8] = 1          # Feret ~3.6 px
+    labels[20:50, 30:33] = 2      # Feret ~30 px
+    labels[40:44, 5:9] = 3        # area 16 px
+    spec = parse_spec({"measurements": {"defects": {"max_feret_um": 10.0, "max_area_um2": 3.0}}})
+    # at 0.5 um/px: Feret 15 um > 10 (object 2); areas 2.25 / 22.5 / 4 um^2 > 3 (objects 2, 3)
+    assert sorted(offending_defects(labels, spec, pixel_size_um=0.5)) == [2, 3]
+    assert sorted(offending_defects(labels > 0, spec, pixel_size_um=0.1)) == []
+    assert offending_defects(labels, parse_spec({}), pixel_size_um=1.0) == {}

@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--classifier", default=None, help="classification model to use next to a segmentation --model")
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM", dest="pixel_size",
                    help="micrometres per pixel; overrides the calibration in the files")
+    p.add_argument("--images-dir", default=None, metavar="DIR",
+                   help="for a batch table: the batch's input folder, so image-quality checks can run on the images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -102,7 +104,7 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
     """Judge every row of a batch ``images.csv`` (failed rows get verdict ``fail``).
 
     Image-quality checks run when the row's image is found (``image_root`` /
-    path, or the batch's ``images`` column); otherwise only the measurement,
+    ``path``, or ``path`` as written); otherwise only the measurement,
     calibration and pixel-size rules apply.
     """
     from micro_seg.errors import MicroSegError
@@ -165,8 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for inp in args.inputs:
         table = _table_path(Path(inp))
         if table is not None:
-            root = table.parent
-            results += qc_table(table, spec, image_root=root)
+            results += qc_table(table, spec, image_root=args.images_dir)
         else:
             results.append(qc_image(inp, spec, segmenter=segmenter, classifier=classifier, pixel_size_um=args.pixel_size))
     counts = {v: sum(r["verdict"] == v for r in results) for v in ("pass", "review", "fail")}
