@@ -8,12 +8,16 @@ excluded from analysis.
 
 The rule :func:`detect_databar` applies (robust to JPEG noise, any bit depth):
 
-1. Convert to grey (mean of channels), scale the full intensity range to
-   64 levels, and look only at the bottom ``max_fraction`` of the rows.
+1. Convert to grey (mean of channels) and quantise into levels of 1/64 of
+   the robust intensity range (0.5 to 99.5 percentile) of the rows above the
+   bottom ``max_fraction`` (which cannot be band), so saturated text or a band
+   far outside the image's range (65535 text on 12-bit data stored in 16
+   bits) does not squeeze the image into a few levels. Then look only at the
+   bottom ``max_fraction`` of the rows.
 2. A row is *band-like* when at least ``min_background`` of its pixels sit
    within one level of the band's background level (the commonest level of the
-   bottom rows), or when the row is near-uniform at any level (a frame line
-   drawn around the band).
+   bottom rows), or when 90 % of the row sits within two levels of one value
+   (a frame line drawn around the band).
 3. Walk up from the bottom row; the band ends above the last band-like row
    once ``max(4, 3 % of the height)`` consecutive rows are not band-like.
 4. Accept the band only if all hold: its height is between ``max(8, 3 %)``
@@ -99,24 +103,30 @@ def detect_databar(
     finite = np.isfinite(region)
     if not finite.all():
         region = np.where(finite, region, np.nan)
-    full = _grey(image[:, ::step][:: max(1, rows // 512)])
-    lo, hi = np.nanmin(full), np.nanmax(full)
-    lo, hi = min(lo, np.nanmin(region)), max(hi, np.nanmax(region))
+    # Intensity scale from the rows that cannot be band (robust 0.5-99.5 percentile range), so
+    # saturated text or a band far outside the image's range (e.g. 65535 on 12-bit data) does
+    # not squeeze the image into a few levels. Values outside map to up to one range beyond.
+    upper = max(1, rows - n_bottom)
+    content = _grey(image[:upper:max(1, upper // 512), ::step])
+    lo, hi = np.nanpercentile(content, [0.5, 99.5]) if np.isfinite(content).any() else (np.nan, np.nan)
+    if not hi > lo:
+        lo, hi = np.nanmin(region), np.nanmax(region)
     if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
         return 0
-    levels = np.clip(((region - lo) / (hi - lo) * (_LEVELS - 1)).round(), 0, _LEVELS - 1)
-    levels = np.nan_to_num(levels, nan=0).astype(np.int64)
+    unit = (hi - lo) / (_LEVELS - 1)
+    levels = np.clip(np.round((region - lo) / unit), -_LEVELS, 2 * _LEVELS - 1)
+    levels = np.nan_to_num(levels, nan=-_LEVELS).astype(np.int64) + _LEVELS  # 0 .. 3 * _LEVELS - 1
     n_rows, n_cols = levels.shape
-    width = _LEVELS + 2  # one empty bin either side, so +-1 level sums need no edge cases
-    index = (np.arange(n_rows)[:, None] * width + levels + 1).ravel()
+    width = 3 * _LEVELS + 4  # two empty bins either side, so +-2 level sums need no edge cases
+    index = (np.arange(n_rows)[:, None] * width + levels + 2).ravel()
     hist = np.bincount(index, minlength=n_rows * width).reshape(n_rows, width)
-    near = hist[:, :-2] + hist[:, 1:-1] + hist[:, 2:]  # fraction within +-1 level
-    near = near / n_cols
+    near = (hist[:, 1:-3] + hist[:, 2:-2] + hist[:, 3:-1]) / n_cols  # fraction within +-1 level
+    near2 = (hist[:, :-4] + hist[:, 1:-3] + hist[:, 2:-2] + hist[:, 3:-1] + hist[:, 4:]) / n_cols
 
     bottom = near[-max(3, n_bottom // 4):]
     background = int(np.argmax(bottom.sum(axis=0)))
     at_bg = near[:, background]
-    uniform = near.max(axis=1) >= 0.9
+    uniform = near2.max(axis=1) >= 0.9  # a frame line (JPEG ringing allowed)
     band_like = (at_bg >= min_background) | uniform
 
     gap_max = max(4, int(0.03 * rows))

@@ -83,6 +83,13 @@ def test_band_other_dtypes(dtype):
     assert detect_databar(db.add_databar(image, 30)) == 30
 
 
+def test_band_on_12_bit_data_in_16_bit_container():
+    image = db.grain_image((300, 400), seed=12).astype(np.uint16) * 16  # 0..4080
+    banded = db.add_databar(image, 30)  # black band, text at 65535
+    assert detect_databar(banded) == 30
+    assert detect_databar(image) == 0
+
+
 def test_band_rgb_and_jpeg(tmp_path):
     rgb = np.stack([db.grain_image((300, 400), seed=s) for s in (3, 4, 5)], axis=-1)
     banded = db.add_databar(rgb, 33)
@@ -120,3 +127,15 @@ def test_metaldam_bands(shared_datasets):
         band = m.data[rows - m.databar_rows + 1 : -1].mean(axis=2)
         assert np.median(band) > 240 or np.median(band) < 15, path.name  # flat white or black background
         assert m.meta["is_grey_rgb"], path.name  # grey micrograph above a band with a coloured logo
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_no_band_on_real_micrographs_without_one(shared_datasets):
+    """Optical micrographs and steel-surface images carry no data bar: nothing may be cut."""
+    files = (sorted((shared_datasets / "neu_det" / "IMAGES").glob("*.jpg"))[::15]
+             + sorted(shared_datasets.glob("magnetic_tile/*/Imgs/*.jpg"))[::8]
+             + sorted(shared_datasets.glob("tbm_mlographypp/**/*.png"))[::2])
+    assert len(files) > 100
+    cut = [f.name for f in files if read_micrograph(f).databar_rows]
+    assert cut == []
