@@ -170,6 +170,11 @@ def test_twins_do_not_change_labels_and_stay_inside_one_grain():
     np.testing.assert_array_equal(plain.labels, twinned.labels)
     np.testing.assert_array_equal(plain.boundaries, twinned.boundaries)
     assert twinned.twin_mask.mean() > 0.03 and not plain.twin_mask.any()
+    # twin boundaries: at the band edges, never on grain boundaries
+    tb = twinned.twin_boundaries
+    assert tb.any() and not plain.twin_boundaries.any()
+    assert not (tb & twinned.boundaries).any()
+    assert np.all(ndi_dilate(twinned.twin_mask, 1)[tb])
     assert plain.n_grains == twinned.n_grains
     # every twin band lies inside one grain
     twin_ids, parent = add_twins(twinned.labels, probability=1.0, seed=0)

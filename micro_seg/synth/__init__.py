@@ -72,6 +72,7 @@ from micro_seg.synth.render import (
     render_etched_optical,
     render_sem,
     render_tint,
+    twin_boundaries,
 )
 from micro_seg.synth.twins import add_twins
 
@@ -108,6 +109,7 @@ __all__ = [
     "render_etched_optical",
     "render_sem",
     "render_tint",
+    "twin_boundaries",
     "boolean_disks",
     "boolean_disks_fraction",
     "boolean_germs",

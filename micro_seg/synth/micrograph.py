@@ -28,6 +28,7 @@ from micro_seg.synth.layers import (
 )
 from micro_seg.synth.render import (
     grain_boundaries,
+    twin_boundaries,
     render_etched_optical,
     render_sem,
     render_tint,
@@ -188,6 +189,9 @@ class SynthGrains:
         Pixel size in micrometres.
     twin_mask : ndarray of bool
         Pixels inside annealing-twin bands.
+    twin_boundaries : ndarray of bool
+        Twin-boundary lines (visible in the image, *not* grain boundaries): the
+        negatives a grain-boundary detector must learn to ignore.
     meta : dict
         All generation parameters, plus ``grains_per_mm2`` (the structure's true
         density, from the seed density) and ``mean_area_um2`` of the structure.
@@ -199,6 +203,7 @@ class SynthGrains:
     n_grains: int
     pixel_size_um: float
     twin_mask: np.ndarray
+    twin_boundaries: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
 
@@ -330,5 +335,6 @@ def grain_micrograph(
         n_grains=n_true,
         pixel_size_um=px,
         twin_mask=twin_ids > 0,
+        twin_boundaries=twin_boundaries(labels, twin_ids),
         meta=meta,
     )
