@@ -194,6 +194,17 @@ def test_table_and_adjacency(pv_small):
     assert np.all(res.adjacency[:, 0] < res.adjacency[:, 1])
     deg = np.bincount(res.adjacency.ravel(), minlength=int(pv_small.max()) + 1)[t["label"]]
     assert np.array_equal(deg, t["n_neighbors"].to_numpy())
+    # centroids from the row runs agree with the pixel coordinates
+    for k in (0, 7, len(t) - 1):
+        rr, cc = np.nonzero(pv_small == t["label"].iloc[k])
+        assert t["centroid_row_px"].iloc[k] == pytest.approx(rr.mean())
+        assert t["centroid_col_px"].iloc[k] == pytest.approx(cc.mean())
+    # per-field Jeffries counts agree with counting each field image on its own
+    assert len(res.fields) >= 4
+    for row in res.fields.itertuples():
+        sub = pv_small[int(row.row_start) : int(row.row_stop), int(row.col_start) : int(row.col_stop)]
+        alone = measure_grains(np.ascontiguousarray(sub), pixel_size_um=2.0, fields=None).summary
+        assert row.jeffries_count == alone["jeffries_count"]
     # Crofton perimeter of interior grains ~ 4 sqrt(A) .. 5 sqrt(A) for Voronoi cells
     inner = t[~t["touches_edge"]]
     ratio = (inner["perimeter_px"] / np.sqrt(inner["area_px"])).median()

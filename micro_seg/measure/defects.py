@@ -148,7 +148,13 @@ def _objects(mask: np.ndarray, what: str, connectivity: int) -> tuple[np.ndarray
         msg = f"{what}: negative value {int(mask.min())} in a mask / label image"
         raise InvalidImageError(msg)
     nonzero = mask != 0
-    values = np.unique(mask[nonzero]) if mask.dtype != bool else np.array([1])
+    if mask.dtype == bool:
+        values = np.array([1])
+    elif int(mask.max()) <= 4 * mask.size + 1024:
+        values = np.flatnonzero(np.bincount(mask.ravel()))
+        values = values[values > 0]
+    else:
+        values = np.unique(mask[nonzero])
     if mask.dtype == bool or values.size <= 1:
         structure = ndi.generate_binary_structure(2, connectivity)
         labels, n = ndi.label(nonzero, structure=structure)

@@ -77,6 +77,7 @@ class LineCounts:
     field_intersections: np.ndarray = field(default_factory=lambda: np.zeros(0))
     crossings_per_label: np.ndarray = field(default_factory=lambda: np.zeros(0))
     pairs: np.ndarray | None = None  # (k, 2) label pairs of the crossings, 0/90 deg only
+    crossings: np.ndarray | None = None  # flat pixel index left of each crossing, 0 deg only
 
     @property
     def mean_intercept_px(self) -> float:
@@ -142,8 +143,9 @@ def line_intercepts(
     >>> c.length_px, c.intersections, c.chords_px.tolist()
     (28.0, 8.0, [3.0, 3.0, 3.0, 3.0])
     """
-    labels = np.asarray(labels)
+    labels = np.ascontiguousarray(labels)
     rows, cols = labels.shape
+    flat = labels.ravel()
     if n_labels is None:
         n_labels = int(labels.max()) if labels.size else 0
     out: list[LineCounts] = []
@@ -153,39 +155,46 @@ def line_intercepts(
         if a.size == 0:
             out.append(LineCounts(int(angle), 0.0, 0.0, np.zeros(0)))
             continue
-        diff = a != b
-        cross_idx = np.flatnonzero(diff)
+        # flat offsets (in the full image) of b, s1, s2 relative to a
+        off_b, off_s1, off_s2 = {0: (1, 0, 0), 90: (cols, 0, 0), 45: (1 - cols, -cols, 1), 135: (cols + 1, 1, cols)}[int(angle)]
+        cross_idx = np.flatnonzero(a != b)
         i, j = np.divmod(cross_idx, ac)
-        la, lb = a[i, j], b[i, j]
+        pa = (i + dr) * cols + (j + dc)
+        la, lb = flat[pa], flat[pa + off_b]
         if s1 is None:
-            nonzero_idx, w_nonzero = cross_idx, None
+            nonzero_i, nonzero_j, w_nonzero = i, j, None
             total = float(cross_idx.size)
         else:
             # a != b through a pixel corner with a third grain beside it: triple point, 1.5
-            c1, c2 = s1[i, j], s2[i, j]
+            c1, c2 = flat[pa + off_s1], flat[pa + off_s2]
             third = ((c1 != la) & (c1 != lb)) | ((c2 != la) & (c2 != lb))
             # a == b with other grains on both sides of the corner: tangent hit, 1
-            tangent = s1 != a
-            tangent &= s2 != a
-            tangent &= ~diff
-            tan_idx = np.flatnonzero(tangent)
-            del tangent
-            nonzero_idx = np.concatenate([cross_idx, tan_idx])
-            w_nonzero = np.concatenate([1.0 + 0.5 * third, np.ones(tan_idx.size)])
+            ti, tj = np.divmod(np.flatnonzero(s1 != a), ac)
+            pt = (ti + dr) * cols + (tj + dc)
+            at = flat[pt]
+            tan = (flat[pt + off_b] == at) & (flat[pt + off_s2] != at)
+            ti, tj = ti[tan], tj[tan]
+            nonzero_i = np.concatenate([i, ti])
+            nonzero_j = np.concatenate([j, tj])
+            w_nonzero = np.concatenate([1.0 + 0.5 * third, np.ones(ti.size)])
             total = float(w_nonzero.sum())
-        del diff
         # complete chords between successive crossings (a != b) on each line
         line, pos = _line_and_pos(int(angle), i, j, (rows, cols))
-        if angle != 0:  # rows come out of flatnonzero already sorted by (row, col)
-            order = np.lexsort((pos, line))
+        if angle != 0:
+            # Group by line with a stable sort: flatnonzero's row-major order is already
+            # monotone along every line (radix sort when line ids fit in 16 bits).
+            key = line.astype(np.uint16) if rows + cols < 65535 else line
+            order = np.argsort(key, kind="stable")
             line, pos = line[order], pos[order]
         same = line[1:] == line[:-1]
-        chords = (pos[1:] - pos[:-1])[same].astype(np.float64) * step
+        chords = np.abs(pos[1:] - pos[:-1])[same].astype(np.float64) * step
         # per-label crossing counts (Crofton perimeter)
         per_label = np.bincount(la, minlength=n_labels + 1) + np.bincount(lb, minlength=n_labels + 1)
         counts = LineCounts(int(angle), float(a.size) * step, total, chords, crossings_per_label=per_label)
         if keep_pairs and angle in (0, 90):
             counts.pairs = np.stack([la, lb], axis=1)
+        if keep_pairs and angle == 0:
+            counts.crossings = pa  # flat index of the left pixel of every 0 deg crossing
         if field_maps is not None:
             fr, fc, nr, nc = field_maps
             frow = fr[dr : dr + ar]
@@ -193,8 +202,7 @@ def line_intercepts(
             n_rows_f = np.bincount(frow, minlength=nr).astype(np.float64)
             n_cols_f = np.bincount(fcol, minlength=nc).astype(np.float64)
             counts.field_length_px = np.outer(n_rows_f, n_cols_f).ravel() * step
-            fi, fj = (i, j) if s1 is None else np.divmod(nonzero_idx, ac)
-            fid = frow[fi] * nc + fcol[fj]
+            fid = frow[nonzero_i] * nc + fcol[nonzero_j]
             counts.field_intersections = np.bincount(fid, weights=w_nonzero, minlength=nr * nc).astype(np.float64)
         out.append(counts)
     return out

@@ -70,7 +70,9 @@ def fill_boundaries(labels: np.ndarray) -> np.ndarray:
     return labels[tuple(idx)]
 
 
-def prepare_labels(labels: np.ndarray, *, what: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+def prepare_labels(
+    labels: np.ndarray, *, what: str = "labels", return_counts: bool = False
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate a label image and relabel it ``1..N`` (int32) with 0 pixels filled.
 
     Parameters
@@ -79,6 +81,8 @@ def prepare_labels(labels: np.ndarray, *, what: str = "labels") -> tuple[np.ndar
         Integer labels (integral floats accepted), ``0`` = boundary.
     what : str
         Name used in error messages (a file name, say).
+    return_counts : bool, optional
+        Also return the pixel count of every output label (index 0 unused).
 
     Returns
     -------
@@ -86,6 +90,7 @@ def prepare_labels(labels: np.ndarray, *, what: str = "labels") -> tuple[np.ndar
         Consecutive labels ``1..N``, no zeros.
     original : ndarray
         ``original[k]`` is the input label of grain ``k`` (``original[0] = 0``).
+    counts : ndarray of int64, only with ``return_counts``
 
     Examples
     --------
@@ -112,21 +117,35 @@ def prepare_labels(labels: np.ndarray, *, what: str = "labels") -> tuple[np.ndar
     if hi == 0:
         msg = f"{what}: no grain in the image (all pixels are 0)"
         raise InvalidImageError(msg)
+    counts = None
     if hi <= 4 * labels.size + 1024:
-        present = np.bincount(labels.ravel(), minlength=hi + 1) > 0
+        hist = np.bincount(labels.ravel(), minlength=hi + 1)
+        present = hist > 0
         present[0] = False
         original = np.concatenate([[0], np.flatnonzero(present)])
-        lut = np.zeros(hi + 1, dtype=np.int32)
-        lut[original[1:]] = np.arange(1, original.size, dtype=np.int32)
-        out = lut[labels]
+        if original.size == hi + 1:  # already 1..N: no relabelling pass
+            out = labels
+            counts = hist
+        else:
+            lut = np.zeros(hi + 1, dtype=np.int32)
+            lut[original[1:]] = np.arange(1, original.size, dtype=np.int32)
+            out = lut[labels]
+            counts = np.concatenate([[hist[0]], hist[original[1:]]])
     else:
         original, inverse = np.unique(labels, return_inverse=True)
         if original[0] != 0:
             original = np.concatenate([[0], original])
             inverse = inverse + 1
         out = inverse.reshape(labels.shape).astype(np.int32)
-    out = fill_boundaries(out)
-    return np.ascontiguousarray(out, dtype=np.int32), original
+    if counts is None or counts[0] > 0:
+        out = fill_boundaries(out)
+        counts = None
+    out = np.ascontiguousarray(out, dtype=np.int32)
+    if not return_counts:
+        return out, original
+    if counts is None:
+        counts = np.bincount(out.ravel(), minlength=original.size)
+    return out, original, counts.astype(np.int64)
 
 
 def labels_from_boundaries(
