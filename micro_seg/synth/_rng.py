@@ -10,8 +10,6 @@ from micro_seg.errors import InvalidImageError
 
 __all__ = ["as_rng", "check_shape", "check_positive"]
 
-SeedLike = "int | np.random.Generator | None"
-
 
 def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     """Return a NumPy Generator from an int seed, a Generator or None."""

@@ -85,7 +85,8 @@ def pore_mask(radius_px: float, *, irregularity: float = 0.15,
     theta = np.arctan2(yy, xx)
     rad = np.full_like(theta, r)
     for k in range(2, 6):
-        rad += r * irregularity / k * rng.standard_normal() * np.cos(k * theta + rng.uniform(0, 6.3))
+        amp = r * irregularity / k * rng.standard_normal()
+        rad += amp * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
     return np.hypot(yy, xx) <= rad
 
 

@@ -441,7 +441,7 @@ def voronoi_labels(
     angle_deg: float = 0.0,
     hardcore: float = 0.7,
     jitter: float = 0.12,
-    size_ratio: float = 16.0,
+    size_ratio: float = 10.0,
     coarse_area_fraction: float = 0.5,
     waviness: float = 0.0,
     roughness: float = 0.0,
