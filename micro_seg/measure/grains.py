@@ -40,6 +40,7 @@ True
 from __future__ import annotations
 
 import math
+import warnings as warnings_module
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,13 @@ class GrainMeasurement:
     ----------
     summary : dict
         Per-image numbers (JSON-ready; the ``micro-seg measure grains`` output).
+        Contract keys: ``n_grains`` (labels in the image), ``grains_per_mm2``
+        (Jeffries N_A), ``G_planimetric``, ``mean_intercept_um`` (Heyn, all
+        lines), ``G_intercept``, ``G_intercept_ci95`` (half-width in G units of
+        the field-to-field 95 % CI of ``l``), ``mean_area_um2`` (E1382, interior
+        grains), ``G_area``, ``ala_G`` (E930), ``pixel_size_um``; plus ``_px``
+        twins, Abrams results (``*_circles``), per-angle intercepts, field
+        statistics (``fields``), distributions and ``warnings``.
     grains : pandas.DataFrame
         One row per grain: ``label`` (input label), ``area_px``, ``ecd_px``,
         ``perimeter_px``, ``centroid_row_px``, ``centroid_col_px``, ``touches_edge``,
@@ -287,10 +295,13 @@ def measure_grains(
     if grid is not None:
         slices = field_grid((rows, cols), fields=grid)
         nf = len(slices)
-        pl_f = np.nanmean(
-            np.stack([c.field_intersections / np.where(c.field_length_px > 0, c.field_length_px, np.nan) for c in counts]),
-            axis=0,
-        )
+        with warnings_module.catch_warnings():  # fields without test lines (1-px fields) are NaN
+            warnings_module.simplefilter("ignore", RuntimeWarning)
+            pl_f = np.nanmean(
+                np.stack([c.field_intersections / np.where(c.field_length_px > 0, c.field_length_px, np.nan)
+                          for c in counts]),
+                axis=0,
+            )
         with np.errstate(divide="ignore"):
             l_fields = np.where(pl_f > 0, 1.0 / pl_f, np.nan)
         na_fields = np.zeros(nf)
