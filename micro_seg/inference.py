@@ -284,7 +284,7 @@ def predict_iter(
     """
     import torch
 
-    from micro_seg.nets import MSNet, required_stride
+    from micro_seg.nets import MSNet, fuse_for_inference, required_stride
     from micro_seg.preprocess import normalisation_stats, to_network_input
 
     loaded = _as_model(model)
@@ -335,7 +335,7 @@ def predict_iter(
     if channels_last is None:
         channels_last = isinstance(net, MSNet)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    net.eval()
+    net = fuse_for_inference(net)  # a private copy: BN folded into the convs
     if channels_last:
         net.to(memory_format=torch.channels_last)
 

@@ -49,6 +49,7 @@ __all__ = [
     "required_stride",
     "count_gflops_per_mp",
     "resolved_arch_kwargs",
+    "fuse_for_inference",
     "MSNet",
 ]
 
@@ -277,3 +278,39 @@ def count_gflops_per_mp(net: nn.Module, *, in_channels: int | None = None, size:
         net(torch.zeros(1, in_channels, size, size))
     net.train(was_training)
     return counter.get_total_flops() / (size * size) * 1e6 / 1e9
+
+
+def fuse_for_inference(net: nn.Module) -> nn.Module:
+    """Copy of ``net`` in eval mode with each Conv2d + BatchNorm2d pair folded into one conv.
+
+    Same function (to float rounding), one memory pass less per layer.  Folds
+    pairs that follow each other in an ``nn.Sequential`` (every msnet block,
+    smp decoder blocks); other modules are copied unchanged.  The original
+    network is not modified.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8]).eval()
+    >>> fused = fuse_for_inference(net)
+    >>> x = torch.randn(1, 1, 32, 32)
+    >>> bool(torch.allclose(net(x), fused(x), atol=1e-5))
+    True
+    >>> any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    False
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(net).eval()
+    for module in fused.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = module._modules[first], module._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                module._modules[first] = fuse_conv_bn_eval(conv, bn)
+                module._modules[second] = nn.Identity()
+    return fused

@@ -100,6 +100,24 @@ def _subsample(image: np.ndarray, max_samples: int) -> np.ndarray:
     return image[::step, ::step]
 
 
+def _percentiles(values: np.ndarray, low_q: float, high_q: float) -> tuple[float, float]:
+    """np.percentile (linear) of two quantiles; exact and fast via a histogram for small ints."""
+    if values.dtype.kind in "bu" and values.dtype.itemsize <= 2:
+        counts = np.bincount(values.ravel().astype(np.int64, copy=False) if values.dtype.kind == "b" else values.ravel())
+        cum = np.cumsum(counts)
+        n = int(cum[-1])
+        out = []
+        for q in (low_q, high_q):
+            k = q / 100.0 * (n - 1)
+            lo_rank, frac = int(np.floor(k)), k - np.floor(k)
+            a = float(np.searchsorted(cum, lo_rank, side="right"))
+            b = float(np.searchsorted(cum, min(lo_rank + 1, n - 1), side="right"))
+            out.append(a + (b - a) * frac)
+        return out[0], out[1]
+    lo, hi = np.percentile(values, [low_q, high_q])
+    return float(lo), float(hi)
+
+
 def normalisation_stats(
     image: np.ndarray,
     *,
@@ -156,28 +174,37 @@ def normalisation_stats(
         if scale <= 0 or np.any(std <= 0):
             raise ModelError(f"fixed normalisation needs scale > 0 and std > 0, got scale={scale}, std={list(std)}")
         return {"offset": list(map(float, mean * scale)), "scale": list(map(float, std * scale))}
-    sample = to_channels(_subsample(image, max_samples), in_channels=in_channels)
-    sample = sample.reshape(in_channels, -1)
+    to_channels(image[:1, :1] if image.ndim >= 2 else image, in_channels=in_channels)  # validates dtype / shape
     per_channel = bool(norm.get("per_channel", False))
+    sub = _subsample(image, max_samples)
+    grey = sub.ndim == 2 or sub.shape[2] in (1, 2)
+    if grey and not per_channel:
+        # grey input: channels are copies, so the statistics of the grey values suffice
+        sample = (sub if sub.ndim == 2 else sub[..., 0]).reshape(1, -1)
+    else:
+        sample = to_channels(sub, in_channels=in_channels).reshape(in_channels, -1)
     if mode == "minmax":
         low_q, high_q = 0.0, 100.0
     else:
         low_q, high_q = float(norm.get("low", 0.5)), float(norm.get("high", 99.5))
         if not 0.0 <= low_q < high_q <= 100.0:
             raise ModelError(f"percentile normalisation needs 0 <= low < high <= 100, got low={low_q}, high={high_q}")
-    finite = np.isfinite(sample)
-    if not finite.any():
-        raise InvalidImageError("image has no finite pixel values (all NaN or infinite)")
+    if sample.dtype.kind in "fc":
+        finite = np.isfinite(sample)
+        if not finite.any():
+            raise InvalidImageError("image has no finite pixel values (all NaN or infinite)")
+    else:
+        finite = None
     if per_channel:
         lows, highs = [], []
-        for c in range(in_channels):
-            vals = sample[c][finite[c]]
-            lo, hi = np.percentile(vals, [low_q, high_q]) if vals.size else (0.0, 1.0)
-            lows.append(float(lo))
-            highs.append(float(hi))
+        for c in range(sample.shape[0]):
+            vals = sample[c] if finite is None else sample[c][finite[c]]
+            lo, hi = _percentiles(vals, low_q, high_q) if vals.size else (0.0, 1.0)
+            lows.append(lo)
+            highs.append(hi)
     else:
-        lo, hi = np.percentile(sample[finite], [low_q, high_q])
-        lows, highs = [float(lo)] * in_channels, [float(hi)] * in_channels
+        lo, hi = _percentiles(sample.ravel() if finite is None else sample[finite], low_q, high_q)
+        lows, highs = [lo] * in_channels, [hi] * in_channels
     scales = [h - l if h - l > 1e-12 * max(1.0, abs(h)) else 1.0 for l, h in zip(lows, highs)]
     return {"offset": lows, "scale": scales}
 

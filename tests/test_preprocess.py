@@ -81,3 +81,23 @@ def test_bad_normalisation_refused():
         to_network_input(np.zeros((4, 4)), in_channels=1, normalisation={"mode": "zscore-ish"})
     with pytest.raises(ModelError):
         to_network_input(np.zeros((4, 4)), in_channels=1, normalisation={"mode": "percentile", "low": 90, "high": 10})
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, bool])
+def test_histogram_percentiles_equal_numpy(dtype):
+    from micro_seg.preprocess import _percentiles
+
+    rng = np.random.default_rng(4)
+    hi = 2 if dtype is bool else np.iinfo(dtype).max + 1
+    for n in (1, 2, 7, 1000):
+        vals = rng.integers(0, min(hi, 5000), n).astype(dtype)
+        for q in [(0.5, 99.5), (0, 100), (1, 99), (37.3, 62.1)]:
+            ref = np.percentile(vals.astype(np.float64), q)
+            np.testing.assert_allclose(_percentiles(vals, *q), ref, rtol=0, atol=1e-9)
+
+
+def test_grey_stats_same_for_one_and_three_channels():
+    img = np.random.default_rng(2).integers(0, 4096, (50, 60)).astype(np.uint16)
+    s1 = normalisation_stats(img, in_channels=1, normalisation=PCT)
+    s3 = normalisation_stats(img, in_channels=3, normalisation=PCT)
+    assert s3["offset"] == s1["offset"] * 3 and s3["scale"] == s1["scale"] * 3
