@@ -225,6 +225,7 @@ def test_z_stack_plane_can_be_chosen(tmp_path):
     assert m.meta["n_pages"] == 12
 
 
+@pytest.mark.slow
 def test_no_traceback_in_a_real_process(tmp_path):
     path = db.truncated(_good_png(tmp_path), tmp_path / "cut.png")
     proc = subprocess.run([sys.executable, "-m", "micro_seg", "info", str(path), "--json"],
