@@ -58,6 +58,7 @@ __all__ = [
     "confusion_matrix",
     "segmentation_metrics",
     "auto_class_weights",
+    "boundary_f1",
     "predict_logits",
     "segmentation_loss",
     "split_by_image",
@@ -129,6 +130,44 @@ def segmentation_metrics(cm: np.ndarray, classes: Sequence[str] | None = None) -
         "accuracy": float(tp.sum() / total) if total else float("nan"),
         "labelled_pixels": int(total),
     }
+
+
+def boundary_f1(pred: np.ndarray, truth: np.ndarray, *, tolerance_px: float = 2.0, valid: np.ndarray | None = None) -> dict:
+    """Boundary precision / recall / F1 with a distance tolerance (BSDS-style).
+
+    Both boolean boundary masks are thinned to 1-px skeletons; a predicted
+    skeleton pixel is correct if a true one lies within ``tolerance_px``
+    (Euclidean), and vice versa for recall.  ``valid`` restricts the count to
+    labelled pixels.
+
+    Examples
+    --------
+    >>> t = np.zeros((20, 20), bool); t[10] = True
+    >>> p = np.zeros((20, 20), bool); p[11] = True        # 1 px off
+    >>> round(boundary_f1(p, t)["f1"], 3)
+    1.0
+    >>> round(boundary_f1(p, t, tolerance_px=0.5)["f1"], 3)
+    0.0
+    """
+    from scipy import ndimage as ndi
+    from skimage.morphology import skeletonize
+
+    pred = skeletonize(np.asarray(pred, bool))
+    truth = skeletonize(np.asarray(truth, bool))
+    if valid is not None:
+        valid = np.asarray(valid, bool)
+    d_to_true = ndi.distance_transform_edt(~truth) if truth.any() else np.full(truth.shape, np.inf)
+    d_to_pred = ndi.distance_transform_edt(~pred) if pred.any() else np.full(pred.shape, np.inf)
+    p_sel = pred & valid if valid is not None else pred
+    t_sel = truth & valid if valid is not None else truth
+    n_p, n_t = int(p_sel.sum()), int(t_sel.sum())
+    tp_p = int((d_to_true[p_sel] <= tolerance_px).sum())
+    tp_t = int((d_to_pred[t_sel] <= tolerance_px).sum())
+    precision = tp_p / n_p if n_p else float("nan")
+    recall = tp_t / n_t if n_t else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if n_p and n_t and (precision + recall) > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "n_pred": n_p, "n_true": n_t,
+            "matched_pred": tp_p, "matched_true": tp_t}
 
 
 def auto_class_weights(labels: Sequence[np.ndarray], n_classes: int, *, power: float = 0.5, max_ratio: float = 20.0) -> np.ndarray:
@@ -363,6 +402,7 @@ def iter_train_segmenter(
     class_weights: str | Sequence[float] | None = "auto",
     dice_weight: float = 0.0,
     rare_class_fraction: float = 0.3,
+    image_weights: Sequence[float] | None = None,
     augment: bool | AugmentConfig = True,
     seed: int = 0,
     patience: int | None = 10,
@@ -413,6 +453,8 @@ def iter_train_segmenter(
         val_labels = [labels[i] for i in val_idx]
         images = [images[i] for i in train_idx]
         labels = [labels[i] for i in train_idx]
+        if image_weights is not None and len(image_weights) == len(train_idx) + len(val_idx):
+            image_weights = [image_weights[i] for i in train_idx]
     labels = [np.asarray(l).astype(np.int64) for l in labels]
     val_labels = [np.asarray(l).astype(np.int64) for l in val_labels]
     if sum(int((l > 0).sum()) for l in labels) == 0:
@@ -467,6 +509,11 @@ def iter_train_segmenter(
 
     aug_cfg = augment if isinstance(augment, AugmentConfig) else AugmentConfig(enabled=bool(augment))
     labelled = np.array([max(1, int((l > 0).sum())) for l in labels], np.float64)
+    if image_weights is not None:
+        iw = np.asarray(image_weights, np.float64)
+        if iw.shape != (len(labels),) or (iw < 0).any() or iw.sum() <= 0:
+            raise TrainingDataError(f"image_weights needs {len(labels)} non-negative values (one per training image)")
+        labelled = labelled * iw
     img_p = labelled / labelled.sum()
     class_present = np.zeros(n_classes, np.float64)
     for l in labels:
@@ -684,7 +731,9 @@ def train_segmenter(
         ``normalisation``, ``epochs``, ``patch_size``, ``batch_size``,
         ``patches_per_epoch``, ``lr``, ``weight_decay``, ``val_fraction``
         or ``val_images``/``val_labels`` (split by image), ``class_weights``
-        ("auto", None or a list), ``dice_weight``, ``rare_class_fraction``,
+        ("auto", None or a list), ``dice_weight``, ``rare_class_fraction``, ``image_weights``
+        (relative sampling weight per training image, on top of its
+        labelled-pixel count),
         ``augment`` (bool or :class:`~micro_seg.augment.AugmentConfig`),
         ``seed``, ``patience`` (early stopping, epochs), ``keep`` ("best"
         epoch by validation mean IoU, or "last"), ``time_limit_s``,
