@@ -116,6 +116,16 @@ CORPUS = {
                                    planarconfig="contig") or t / "five.tif",
         InvalidImageError, "5 channels",
     ),
+    "four_channels_not_rgba": (
+        lambda t: tifffile.imwrite(t / "four.tif", np.zeros((16, 16, 4), np.uint16), photometric="minisblack",
+                                   planarconfig="contig") or t / "four.tif",
+        InvalidImageError, "4 channels",
+    ),
+    "two_channels": (
+        lambda t: tifffile.imwrite(t / "two.tif", np.zeros((16, 16, 2), np.uint8), photometric="minisblack",
+                                   planarconfig="contig") or t / "two.tif",
+        InvalidImageError, "2 channels",
+    ),
     "nan_float": (lambda t: _float_tiff(t, "nan.tif", [np.nan, np.nan, 1.0]), InvalidImageError, "2 of 1024 pixels are not finite (2 NaN"),
     "inf_float": (lambda t: _float_tiff(t, "inf.tif", [np.inf, -np.inf, np.nan]), InvalidImageError, "1 NaN, 2 infinite"),
     "complex": (lambda t: tifffile.imwrite(t / "c.tif", np.zeros((8, 8), np.complex64)) or t / "c.tif", InvalidImageError, "complex"),
