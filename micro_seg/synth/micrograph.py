@@ -60,6 +60,9 @@ class GrainDegradations:
     fade_fraction : float
         Fraction of boundary segments with incomplete etching (optical) or a
         look-alike neighbour (SEM / tint).
+    contrast_spread : float
+        Spread of etch strength (and line width) among fully etched boundary
+        segments (optical): weak boundaries are faint and thin, as in real sections.
     twin_probability : float
         Chance that a grain contains annealing twins.
     twin_contrast : float
@@ -89,6 +92,7 @@ class GrainDegradations:
     boundary_width_px: float = 2.0
     boundary_depth: float = 0.75
     fade_fraction: float = 0.0
+    contrast_spread: float = 0.2
     twin_probability: float = 0.0
     twin_contrast: float = 0.6
     junction_fraction: float = 0.0
@@ -110,6 +114,7 @@ _HARD = GrainDegradations(
     boundary_width_px=2.4,
     boundary_depth=0.6,
     fade_fraction=0.45,
+    contrast_spread=0.8,
     twin_probability=0.6,
     twin_contrast=0.7,
     junction_fraction=0.35,
@@ -278,7 +283,8 @@ def grain_micrograph(
         scene = render_etched_optical(
             labels, boundary_width_px=deg.boundary_width_px, boundary_depth=deg.boundary_depth,
             twin_ids=twin_ids, twin_parent=twin_parent, twin_contrast=deg.twin_contrast,
-            fade_fraction=deg.fade_fraction, junction_fraction=deg.junction_fraction,
+            fade_fraction=deg.fade_fraction, contrast_spread=deg.contrast_spread,
+            junction_fraction=deg.junction_fraction,
             grain_shading=deg.grain_shading, seed=rng,
         )
     elif style == "sem":

@@ -150,6 +150,7 @@ def render_etched_optical(
     twin_parent: np.ndarray | None = None,
     twin_contrast: float = 0.5,
     fade_fraction: float = 0.0,
+    contrast_spread: float = 0.2,
     junction_fraction: float = 0.0,
     grain_shading: float = 0.03,
     brightness: float = 0.9,
@@ -174,6 +175,10 @@ def render_etched_optical(
     fade_fraction : float, optional
         Fraction of grain-boundary segments that were incompletely etched:
         their contrast is reduced and varies along their length, vanishing in places.
+    contrast_spread : float, optional
+        Spread of the etch strength between fully etched boundary segments:
+        each segment's contrast is uniform in ``[1 - spread, 1]`` and its width
+        scales with it, so weak boundaries are also thin (0..1).
     junction_fraction : float, optional
         Fraction of triple junctions with a dark etched patch (e.g. pearlite / carbide).
     grain_shading : float, optional
@@ -197,6 +202,7 @@ def render_etched_optical(
     labels = np.asarray(labels)
     width = check_positive("boundary_width_px", boundary_width_px)
     for name, v in (("fade_fraction", fade_fraction), ("junction_fraction", junction_fraction),
+                    ("contrast_spread", contrast_spread),
                     ("boundary_depth", boundary_depth), ("twin_contrast", twin_contrast)):
         if not 0.0 <= v <= 1.0:
             msg = f"{name}={v!r}: must be in [0, 1]"
@@ -225,11 +231,13 @@ def render_etched_optical(
         g2 = smooth_noise(shape, correlation_px=max(2.0, spacing / 2), seed=rng)[bp]
         n_pairs = len(is_twin)
         faded = (rng.random(n_pairs) < fade_fraction) & ~is_twin
-        base = np.where(faded, rng.uniform(-0.45, 0.45, n_pairs), rng.uniform(0.8, 1.0, n_pairs))
+        strength = rng.uniform(1.0 - contrast_spread, 1.0, n_pairs)
+        base = np.where(faded, rng.uniform(-0.45, 0.45, n_pairs), strength)
         base = np.where(is_twin, twin_contrast * rng.uniform(0.7, 1.0, n_pairs), base)
         wobble = np.where(faded[inv], 0.55, 0.1)
         contrast = np.clip(base[inv] + wobble * g, 0.0, 1.0)
-        widths = width * np.where(is_twin[inv], 0.6, 1.0) * np.clip(1 + 0.25 * g2, 0.5, 1.6)
+        seg_width = np.where(is_twin, 0.6, 0.5 + 0.5 * strength)  # weak etch, thin line
+        widths = width * seg_width[inv] * np.clip(1 + 0.25 * g2, 0.5, 1.6)
         cmap = np.zeros(shape, np.float32)
         wmap = np.ones(shape, np.float32)
         cmap[bp] = contrast
