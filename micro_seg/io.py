@@ -12,9 +12,17 @@ user can cause raises a :mod:`micro_seg.errors` class whose one-line message
 names the file: missing file or folder given (``InputFileNotFoundError``), empty,
 truncated or corrupt file (``CorruptFileError``), unsupported format
 (``UnsupportedFormatError``), unusable pixels - 0-size, stacks with more than two
-dimensions, 2 or 5+ channels, complex numbers, NaN/Inf (``InvalidImageError``),
-images above the pixel limit (``ImageTooLargeError``), bad pixel sizes
-(``CalibrationError``).
+dimensions, channel counts other than 1, 3 or 3 + alpha, complex numbers,
+NaN/Inf (``InvalidImageError``), images above the pixel limit
+(``ImageTooLargeError``), bad pixel sizes (``CalibrationError``).
+
+Pages and stacks: a plain multi-page file (pages without named axes) gives its
+first page and records ``meta["n_pages"]``. A file whose OME/ImageJ metadata
+declares stack axes (Z depth, T time, C channels other than 3) is refused with
+each axis and its size named, unless ``page=`` picks one plane. An OME/ImageJ
+file with exactly three channel planes is read as ``rows x cols x 3``. Alpha
+channels are dropped (``meta["dropped_alpha"]``); bool pixels become uint8 0/1,
+float16 becomes float32, big-endian data native.
 
 Decompression-bomb guard: images with more than :data:`DEFAULT_MAX_PIXELS`
 (1.2e9) rows x cols are refused *before* their pixels are decoded, from the
