@@ -52,6 +52,10 @@ from micro_seg.errors import CancelledError, InvalidImageError, ModelError
 
 __all__ = ["Prediction", "predict", "predict_iter", "configure_threads", "tile_starts", "blend_window"]
 
+#: Default (largest) tile side: big tiles waste less on overlaps; fully
+#: convolutional networks do not care about the tile size they were trained on.
+DEFAULT_TILE_SIZE = 1024
+
 #: Images with more pixels than this get float16 probability / uncertainty outputs.
 FLOAT16_ABOVE_PIXELS = 1 << 24
 
@@ -172,6 +176,14 @@ def blend_window(size: int, overlap: int, *, taper_start: bool, taper_end: bool)
     return np.maximum(w, 1e-4)
 
 
+def _axis_tile(length: int, tile: int, overlap: int, stride: int) -> int:
+    """Tile side <= ``tile`` that covers ``length`` with the fewest, evenly spread tiles."""
+    if length <= tile:
+        return length
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return min(tile, _round_up(math.ceil((length + (n - 1) * overlap) / n), stride))
+
+
 def _is_cancelled(cancel: Any) -> bool:
     if cancel is None:
         return False
@@ -242,10 +254,12 @@ def predict_iter(
         A loaded model, or a model name / folder for
         :func:`micro_seg.registry.load_model`.
     tile_size : int, optional
-        Tile side in pixels (rounded up to the network stride); default the
-        card's ``tile_size``.
+        Largest tile side in pixels (rounded up to the network stride);
+        default the card's ``tile_size`` or 1024, whichever is larger.  Each
+        axis is covered by the fewest tiles of at most this size, spread
+        evenly (so a 2048-pixel side takes 3 tiles of 768, not 3 of 1024).
     overlap : int, optional
-        Overlap between neighbouring tiles; default ``tile_size // 8``
+        Overlap between neighbouring tiles; default ``tile_size // 16``
         (at least 32 pixels, at most half a tile).
     tta : bool
         Test-time augmentation: average over the 4 flips (4x slower).
@@ -295,18 +309,20 @@ def predict_iter(
     if not _threads_configured:
         configure_threads()
     stride = required_stride(net)
-    tile = _round_up(int(tile_size or card.tile_size or 512), stride)
-    if tile < stride:
+    if tile_size is None:
+        tile_size = max(int(card.tile_size or 0), DEFAULT_TILE_SIZE)
+    tile = _round_up(int(tile_size), stride)
+    if tile < stride or tile_size < 1:
         raise InvalidImageError(f"tile_size {tile_size} is smaller than the network stride {stride}")
     if overlap is None:
-        overlap = min(max(32, tile // 8), tile // 2)
+        overlap = min(max(32, tile // 16), tile // 2)
     overlap = int(overlap)
     if overlap < 0 or overlap >= tile:
         raise InvalidImageError(f"overlap {overlap} must be >= 0 and smaller than the tile size {tile}")
     # tiles cover the image reflect-padded to a multiple of the stride, so a
     # tiled and an untiled run see the same pixels at the bottom/right edges
     rows_p, cols_p = _round_up(rows, stride), _round_up(cols, stride)
-    th, tw = min(tile, rows_p), min(tile, cols_p)
+    th, tw = _axis_tile(rows_p, tile, overlap, stride), _axis_tile(cols_p, tile, overlap, stride)
     ys = tile_starts(rows_p, th, overlap)
     xs = tile_starts(cols_p, tw, overlap)
     positions = [(y, x) for y in ys for x in xs]

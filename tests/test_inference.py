@@ -204,3 +204,17 @@ def test_threads_env(monkeypatch):
     monkeypatch.setenv("MICRO_SEG_THREADS", "many")
     with pytest.raises(InvalidImageError):
         inference.configure_threads()
+
+
+def test_axis_tiles_are_few_and_even():
+    from micro_seg.inference import _axis_tile
+
+    assert _axis_tile(2048, 1024, 128, 16) == 768
+    assert _axis_tile(1000, 1024, 64, 16) == 1000
+    for length in (1025, 1500, 2048, 5000, 16384):
+        t = _axis_tile(length, 1024, 64, 16)
+        starts = tile_starts(length, t, 64)
+        assert t <= 1024 and t % 16 == 0
+        assert starts[-1] + t == length and all(b - a <= t - 64 for a, b in zip(starts, starts[1:]))
+        n_max = len(tile_starts(length, 1024, 64))
+        assert len(starts) == n_max  # no more tiles than full-size ones would need
