@@ -23,6 +23,11 @@ the scores of the in-distribution validation images.  ``ood`` is True above
 it, so about 5% of familiar images are flagged by construction and images of
 another kind are flagged far more often.
 
+Predictions average the pooled features over the 8 flips / quarter turns
+of the image (test-time augmentation, ``tta`` in the card; micrographs have
+no preferred orientation); calibration and OOD statistics are fitted on the
+same averaged features.
+
 **Grad-CAM** (Selvaraju et al., ICCV 2017) of the last stage explains a
 decision as a heat map over the image (:func:`grad_cam`).
 
@@ -514,6 +519,7 @@ class ClassifierConfig:
     scale_range: tuple[float, float] = (0.7, 1.0)
     ood_percentile: float = 95.0
     threads: int | None = None
+    tta: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for the card."""
@@ -557,14 +563,28 @@ def _augment_batch(x: torch.Tensor, rng: np.random.Generator, config: Classifier
     return x + sd * torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
 
 
+def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 flips / quarter turns of a (N, C, r, c) batch."""
+    x = torch.rot90(x, k % 4, dims=(2, 3))
+    return x.flip(3) if k >= 4 else x
+
+
 @torch.inference_mode()
-def _predict(net: ClassifierNet, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and pooled features (eval mode, no temperature)."""
+def _predict(net: ClassifierNet, x: np.ndarray, batch_size: int = 64, *, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and pooled features (eval mode, no temperature).
+
+    With ``tta`` the features are averaged over the 8 dihedral views
+    (micrographs and surface images have no preferred orientation) and the
+    logits are those of the averaged features.
+    """
     net.eval()
     logits, feats = [], []
     for i in range(0, len(x), batch_size):
         xb = torch.from_numpy(x[i:i + batch_size])
-        f = net.features(xb)
+        if tta:
+            f = torch.stack([net.features(_dihedral(xb, k)) for k in range(8)]).mean(0)
+        else:
+            f = net.features(xb)
         feats.append(f)
         logits.append(net.head(f))
     if not logits:
@@ -709,8 +729,8 @@ def iter_train_classifier(
             break
 
     # calibration, metrics and OOD statistics (eval mode, no augmentation)
-    val_logits, val_feats = _predict(net, images[val_idx])
-    _, train_feats = _predict(net, images[train_idx])
+    val_logits, val_feats = _predict(net, images[val_idx], tta=config.tta)
+    _, train_feats = _predict(net, images[train_idx], tta=config.tta)
     y_val = labels[val_idx]
     temperature = fit_temperature(val_logits, y_val)
     p_before = torch.softmax(torch.from_numpy(val_logits), 1).numpy()
@@ -753,6 +773,7 @@ def iter_train_classifier(
         metrics=metrics,
         extra={
             "input_size": config.input_size,
+            "tta": bool(config.tta),
             "temperature": temperature,
             "temperature_at_bound": bool(temperature <= 0.2501 or temperature >= 19.99),
             "ood": {"method": "mahalanobis-min-class (tied covariance, pooled last-stage features)",
@@ -819,6 +840,11 @@ class LoadedClassifier:
     def input_size(self) -> int:
         """Side of the square network input."""
         return int(self.card.extra.get("input_size", self.card.tile_size))
+
+    @property
+    def tta(self) -> bool:
+        """Average over the 8 dihedral views at inference (as when calibrated)."""
+        return bool(self.card.extra.get("tta", False))
 
     @property
     def ood_threshold(self) -> float | None:
@@ -890,7 +916,7 @@ def classify_batch(images: Sequence[Any], model: Any, *, batch_size: int = 32) -
                                 normalisation=card.normalisation) for im in images]) if len(images) else None
     if x is None:
         return []
-    logits, feats = _predict(net, x, batch_size=batch_size)
+    logits, feats = _predict(net, x, batch_size=batch_size, tta=clf.tta)
     t = float(net.temperature.item())
     probs = torch.softmax(torch.from_numpy(logits) / t, 1).numpy()
     with torch.inference_mode():
