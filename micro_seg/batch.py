@@ -653,10 +653,12 @@ def _scheduler_text(scheduler: Any) -> str | None:
 
 
 def _check_qc_available(spec_path: Path) -> None:
+    """Fail early (before any image) on a malformed spec."""
     try:
-        import micro_seg.qc  # noqa: F401
+        from micro_seg import qc
     except ImportError:
         raise SpecError(f"{spec_path}: QC specs arrive with issue 7 (micro_seg.qc is not available yet)") from None
+    qc.load_spec(spec_path)
 
 
 def _record_result(store: ResultsStore, f: InputFile, r: ImageResult, *, run_id: int, specimen: str | None,
@@ -779,6 +781,18 @@ def export_specimens_csv(rows: list[dict[str, Any]], path: str | os.PathLike) ->
     return Path(path), table
 
 
+def _arrow_kind(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    return None
+
+
 def export_objects_parquet(store: ResultsStore, path: str | os.PathLike, *, run_id: int) -> Path | None:
     """Write every object of the batch to one Parquet file (streamed in chunks).
 
@@ -794,17 +808,19 @@ def export_objects_parquet(store: ResultsStore, path: str | os.PathLike, *, run_
         for row in chunk:
             for k, v in row.items():
                 t = columns.get(k)
-                kind = "str" if isinstance(v, str) else ("int" if isinstance(v, (bool, int)) else
-                                                        ("float" if isinstance(v, float) else None))
+                kind = _arrow_kind(v)
                 if kind is None:
                     columns.setdefault(k, t or "null")
-                elif t in (None, "null") or (t == "int" and kind == "float"):
+                elif t in (None, "null") or t == kind:
                     columns[k] = kind
-                elif t != kind and not (t == "float" and kind == "int"):
+                elif {t, kind} <= {"bool", "int", "float"}:
+                    columns[k] = "float" if "float" in (t, kind) else "int"
+                else:
                     columns[k] = "str"
     if not columns:
         return None
-    types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "null": pa.float64()}
+    types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
+             "null": pa.float64()}
     schema = pa.schema([(k, types[t]) for k, t in columns.items()])
     out = Path(path)
     with atomic_path(out) as tmp:
@@ -817,6 +833,8 @@ def export_objects_parquet(store: ResultsStore, path: str | os.PathLike, *, run_
                         vals = [None if v is None else str(v) for v in vals]
                     elif t == "float" or t == "null":
                         vals = [None if v is None or isinstance(v, str) else float(v) for v in vals]
+                    elif t == "int":
+                        vals = [None if v is None or isinstance(v, str) else int(v) for v in vals]
                     arrays.append(pa.array(vals, type=types[t]))
                 writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
     return out

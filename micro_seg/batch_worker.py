@@ -352,24 +352,32 @@ def _set_torch_threads(n: int) -> None:
 
 
 def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = None) -> ImageResult:
-    """Read, calibrate, segment, measure one micrograph and write its outputs.
+    """Read, calibrate, segment, measure (and QC) one micrograph and write its outputs.
+
+    The same engine functions as ``micro-seg analyze`` run here:
+    :func:`micro_seg.io.read_micrograph`, :func:`micro_seg.postprocess.segment_image`
+    (tiled :func:`~micro_seg.inference.predict` + post-processing) and
+    :func:`~micro_seg.measure.measure_grains` (grain models) or
+    :func:`~micro_seg.measure.measure_phases` / :func:`~micro_seg.measure.measure_defects`
+    (semantic models); with a QC spec, :func:`micro_seg.qc.evaluate`.
 
     Parameters
     ----------
     path : str
         The input image (inside ``config.in_dir``).
     config : BatchConfig
-        Batch parameters (model, calibration override, output folder).
+        Batch parameters (model, calibration override, output folder, QC spec).
     outputs_stem : str, optional
-        Output name stem relative to the output folder's sub-folders (default:
-        the input's relative path without extension).
+        Output name stem, relative to the output sub-folders (default: the
+        input's relative path without its extension).
 
     Returns
     -------
     ImageResult
-        ``status="ok"`` with calibration, measurements (flat ``key -> value``),
-        per-object tables, flags and the output files written.  Errors raise (use
-        :func:`safe_process` to turn them into ``failed`` results).
+        ``status="ok"`` with calibration, flat measurements, per-object tables,
+        flags, QC verdict and the output files written (labels TIFF with the
+        calibration, overlay PNG, objects CSV).  Errors raise; use
+        :func:`safe_process` to turn them into ``failed`` results.
 
     Examples
     --------
@@ -380,6 +388,7 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     8.1
     """
     from micro_seg.io import read_micrograph, write_labels
+    from micro_seg.postprocess import segment_image
 
     relpath = Path(path).relative_to(config.in_dir).as_posix()
     stem = outputs_stem or output_stem(relpath)
@@ -395,20 +404,34 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     if px is None:
         flags.append({"source": "calibration", "check": "missing_calibration", "severity": "warning",
                       "message": "no pixel size in the file and none given: results are in pixel units"})
+    for w in (mg.meta or {}).get("warnings", []) or []:
+        flags.append({"source": "io", "check": "read", "severity": "warning", "message": str(w)})
 
-    labels, summary, tables, kind_labels = _segment_and_measure(image, model, pixel_size_um=px, flags=flags)
-    classes = list(card.classes) if kind_labels == "classes" else None
+    options = dict(config.options)
+    seg = segment_image(image, model, pixel_size_um=px, **options)
+    for w in seg.warnings:
+        flags.append({"source": "segment", "check": "model", "severity": "warning", "message": str(w)})
+    nested, summary, tables = measure_segmentation(seg, pixel_size_um=px, what=str(path))
+    for w in nested.pop("_warnings", []):
+        flags.append({"source": "measure", "check": "measurement", "severity": "warning", "message": str(w)})
 
+    qc_verdict = None
+    if config.spec:
+        qc_verdict = _run_qc(mg, config.spec, nested, flags)
+
+    labels = seg.labels
+    grains = card.task == "grains"
     outputs: dict[str, str] = {}
     if config.write_labels:
         rel = f"labels/{stem}_labels.tif"
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        write_labels(out_dir / rel, labels, pixel_size_um=px, classes=classes)  # atomic (tmp + rename)
+        write_labels(out_dir / rel, labels, pixel_size_um=px,  # atomic (tmp + rename)
+                     classes=None if grains else list(card.classes))
         outputs["labels"] = rel
     if config.write_overlay:
         rel = f"overlays/{stem}_overlay.png"
         with atomic_path(out_dir / rel) as tmp:
-            render_overlay(image, labels, kind=kind_labels).save(tmp, format="PNG", optimize=False)
+            render_overlay(image, labels, kind="instances" if grains else "classes").save(tmp, format="PNG")
         outputs["overlay"] = rel
     objects = {kind: _table_columns(t) for kind, t in tables.items()}
     if config.write_objects and objects:
@@ -417,72 +440,117 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
             _write_objects_csv(tmp, objects)
         outputs["objects"] = rel
 
-    shape = tuple(int(s) for s in mg.data.shape)
     return ImageResult(
         relpath=relpath, status="ok", sha256=sha, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
-        shape=shape, dtype=str(mg.data.dtype), pixel_size_um=px, calibration_source=mg.calibration_source,
-        databar_rows=int(mg.databar_rows or 0), model_name=getattr(card, "name", str(config.model)),
-        model_sha256=getattr(card, "weights_sha256", None), measurements=flatten_measurements(summary),
-        objects=objects, flags=flags, outputs=outputs,
+        shape=tuple(int(s) for s in mg.data.shape), dtype=str(mg.data.dtype), pixel_size_um=px,
+        calibration_source=mg.calibration_source, databar_rows=int(mg.databar_rows or 0),
+        model_name=card.name, model_sha256=card.weights_sha256, measurements=summary, objects=objects,
+        flags=flags, outputs=outputs, qc_verdict=qc_verdict,
     )
 
 
-def _segment_and_measure(image: np.ndarray, model: Any, *, pixel_size_um: float | None,
-                         flags: list) -> tuple[np.ndarray, dict, dict, str]:
-    """Segment with the model and measure according to its task.
+# Nested parts of a summary left out of the flat per-image row (they stay in the per-field
+# and per-object tables): distributions, per-field statistics, point-count details.
+_NOT_IN_ROW = {"distributions", "fields", "point_count", "warnings", "pixel_size_um", "units", "image_shape",
+               "field_mean_fractions", "area_px"}
 
-    Returns ``(labels, summary, {kind: table}, overlay_kind)``.
+
+def _flat_phases(summary: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    renames = {"phase_fractions": "phase_fraction", "ci95": "phase_fraction_ci95",
+               "ra_percent": "phase_fraction_ra_percent", "area_um2": "phase_area_um2"}
+    for key, value in summary.items():
+        if key in _NOT_IN_ROW:
+            continue
+        if isinstance(value, Mapping):
+            prefix = renames.get(key, key)
+            for name, v in value.items():
+                if _is_scalar(v):
+                    out[f"{prefix}_{name}"] = _scalar(v)
+        elif _is_scalar(value):
+            out[f"phases_{key}" if key == "n_fields" else key] = _scalar(value)
+    return out
+
+
+def measure_segmentation(seg: Any, *, pixel_size_um: float | None,
+                         what: str = "image") -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Measure a :class:`~micro_seg.postprocess.Segmentation` as its model's task says.
+
+    Returns ``(nested, flat, tables)``: ``nested`` as printed by ``micro-seg
+    analyze`` (``{"grains": ...}`` or ``{"phases": ..., "defects": ...}``, plus
+    ``"_warnings"``), ``flat`` the per-image row (grain keys as in ``measure
+    grains``; ``phase_fraction_<class>``...; defect keys prefixed ``defects_``)
+    and ``tables`` the per-object tables by kind (``grains``, ``phases``,
+    ``defects``).
     """
-    from micro_seg import measure, postprocess
-    from micro_seg.inference import predict
+    from micro_seg.errors import InvalidImageError
+    from micro_seg.measure import measure_defects, measure_grains, measure_phases
 
-    card = model.card
-    task = getattr(card, "task", "semantic")
-    prediction = predict(image, model)
-    summary: dict[str, Any] = {}
+    card = seg.card
+    nested: dict[str, Any] = {}
     tables: dict[str, Any] = {}
-    if task == "grains":
-        labels = postprocess.grain_instances(prediction, model=model)
-        grains = measure.measure_grains(labels, pixel_size_um=pixel_size_um)
-        summary.update(_summary_part(grains, tables, "grains"))
-        overlay_kind = "instances"
+    warnings: list[str] = []
+    flat: dict[str, Any] = {}
+    if card.task == "grains":
+        if int(np.max(seg.labels)) == 0:
+            raise InvalidImageError(f"{what}: the model found no grains (all boundary)")
+        g = measure_grains(seg.labels, pixel_size_um=pixel_size_um, what=what)
+        nested["grains"] = g.summary
+        tables["grains"] = g.grains
+        warnings += list(g.warnings)
+        flat.update(flatten_measurements({k: v for k, v in g.summary.items() if k not in _NOT_IN_ROW}))
     else:
-        labels = postprocess.phase_classes(prediction, model=model)
-        classes = list(getattr(card, "classes", []))
-        phases = measure.measure_phases(labels, pixel_size_um=pixel_size_um, names=classes)
-        summary.update(_summary_part(phases, tables, "phases"))
-        defect_classes = [c for c in classes if _is_defect_class(c)]
-        if defect_classes:
-            defects_mask = np.isin(labels, [classes.index(c) for c in defect_classes])
-            defects = measure.measure_defects(defects_mask, pixel_size_um=pixel_size_um)
-            summary.update({f"defects_{k}": v for k, v in _summary_part(defects, tables, "defects").items()})
-        overlay_kind = "classes"
-    for key in ("warnings", "flags"):
-        for w in summary.pop(key, []) or []:
-            flags.append({"source": "measure", "check": "measurement", "severity": "warning", "message": str(w)})
-    return labels, summary, tables, overlay_kind
+        p = measure_phases(seg.labels, pixel_size_um=pixel_size_um, names=list(card.classes), what=what)
+        nested["phases"] = p.summary
+        tables["phases"] = p.table
+        warnings += list(p.warnings)
+        flat.update(_flat_phases(p.summary))
+        defects = getattr(seg.result, "defects", None) or {}
+        if defects:
+            combined = np.zeros(seg.labels.shape, np.int32)
+            offset = 0
+            for inst in defects.values():
+                inst = np.asarray(inst)
+                combined[inst > 0] = inst[inst > 0] + offset
+                offset += int(inst.max())
+            d = measure_defects(combined, pixel_size_um=pixel_size_um, what=what)
+            nested["defects"] = d.summary
+            table = d.table.copy()
+            if "label" in table.columns:  # which defect class each object belongs to
+                cls = np.empty(len(table), dtype=object)
+                bounds, start = [], 0
+                for name, inst in defects.items():
+                    n = int(np.asarray(inst).max())
+                    bounds.append((start, start + n, name))
+                    start += n
+                for i, lab in enumerate(table["label"].to_numpy()):
+                    cls[i] = next((nm for lo, hi, nm in bounds if lo < lab <= hi), "")
+                table["defect_class"] = cls
+            tables["defects"] = table
+            warnings += list(d.warnings)
+            flat.update(flatten_measurements({k: v for k, v in d.summary.items() if k not in _NOT_IN_ROW},
+                                             prefix="defects_"))
+    nested["_warnings"] = list(dict.fromkeys(warnings))
+    return nested, flat, tables
 
 
-def _is_defect_class(name: str) -> bool:
-    name = str(name).lower()
-    return any(w in name for w in ("pore", "porosity", "defect", "crack", "void", "inclusion"))
+_SPEC_CACHE: dict[str, Any] = {}
 
 
-def _summary_part(result: Any, tables: dict, kind: str) -> dict:
-    """Split a measure_* return value into its summary dict and per-object table."""
-    table = None
-    if isinstance(result, tuple) and len(result) == 2:
-        result, table = result
-    elif hasattr(result, "summary"):
-        table = getattr(result, "table", None)
-        result = result.summary
-    result = dict(result)
-    for key in ("table", "objects", "per_object"):
-        if table is None and key in result:
-            table = result.pop(key)
-    if table is not None:
-        tables[kind] = table
-    return result
+def _run_qc(mg: Any, spec_path: str, nested: Mapping[str, Any], flags: list) -> str:
+    """Judge the image against the QC spec; reasons become ``qc`` flags."""
+    from micro_seg import qc
+
+    spec = _SPEC_CACHE.get(spec_path)
+    if spec is None:
+        spec = qc.load_spec(spec_path)
+        _SPEC_CACHE.clear()
+        _SPEC_CACHE[spec_path] = spec
+    result = qc.evaluate(mg, spec, measurements={k: v for k, v in nested.items() if not k.startswith("_")})
+    for r in result.reasons:
+        flags.append({"source": "qc", "check": r.check, "severity": r.severity, "value": r.value,
+                      "limit": r.limit, "message": r.message})
+    return result.verdict
 
 
 def _write_objects_csv(path: Path, objects: Mapping[str, Mapping[str, list]]) -> None:

@@ -11,6 +11,8 @@ Examples
 >>> from micro_seg.report import fmt_ci
 >>> fmt_ci(8.123, 0.21, 2.6)
 '8.12 ± 0.21 (2.6 %RA)'
+>>> fmt_ci(1302.08, 4136.1, 317.65)
+'1302 ± 4136 (317.6 %RA)'
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ def fmt_num(v: Any, digits: int = 4) -> str:
         return ""
     if x == int(x) and abs(x) < 1e9 and not isinstance(v, float):
         return str(int(x))
+    if x == 0:
+        return "0"
+    if 1e-4 <= abs(x) < 1e7:  # plain decimals, ``digits`` significant figures
+        decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
+        return f"{x:.{decimals}f}"
     return f"{x:.{digits}g}"
 
 
@@ -99,7 +106,10 @@ def fmt_ci(mean: Any, ci: Any, ra: Any = None, *, digits: int = 3) -> str:
         return ""
     c = fmt_num(ci, 2)
     out = f"{m} ± {c}" if c else m
-    r = fmt_num(ra, 2)
+    try:
+        r = f"{float(ra):.1f}" if ra is not None and math.isfinite(float(ra)) else ""
+    except (TypeError, ValueError):
+        r = ""
     return f"{out} ({r} %RA)" if r and c else out
 
 
@@ -113,6 +123,7 @@ def histogram_png(values: Sequence[float], *, title: str, xlabel: str, log: bool
     x = x[np.isfinite(x)]
     if log:
         x = x[x > 0]
+        log = bool(x.size) and x.max() > 10 * x.min()  # log axis only over more than a decade
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -295,7 +306,8 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         ("output folder", _e(run.get("out_dir"))),
         ("started / finished (UTC)", f"{_e(run.get('started_utc'))} / {_e(run.get('finished_utc') or 'running')}"),
         ("execution", _e(f"dask scheduler {run['scheduler']}" if run.get("scheduler")
-                        else f"{run.get('workers')} local worker process(es)")),
+                        else ("in-process (no worker processes)" if run.get("workers") == 0
+                              else f"{run.get('workers')} local worker process(es)"))),
         ("host / Python", f"{_e(run.get('host'))} / {_e(run.get('python'))}"),
         ("parameters", f"<code>{_e(json.dumps(params, sort_keys=True))}</code>"),
         ("runs in this database", f"{len(runs_all)} (resumed runs process only unfinished or changed images)"),

@@ -98,7 +98,10 @@ def specimen_of(relpath: str, *, group_by: str = "folder") -> str | None:
 
 
 def _is_field_quantity(key: str) -> bool:
-    return key in FIELD_QUANTITIES or any(key.startswith(p) for p in FIELD_PREFIXES)
+    if key in FIELD_QUANTITIES:
+        return True
+    return any(key.startswith(p) for p in FIELD_PREFIXES) and not key.startswith(
+        ("phase_fraction_ci95_", "phase_fraction_ra_percent_"))
 
 
 def _finite(v: Any) -> float | None:

@@ -74,7 +74,7 @@ def threshold_process(path: str, config: BatchConfig) -> ImageResult:
     (out / "labels" / stem).parent.mkdir(parents=True, exist_ok=True)
     write_labels(out / f"labels/{stem}_labels.tif", labels, pixel_size_um=px)
     with atomic_path(out / f"overlays/{stem}_overlay.png") as tmp:
-        render_overlay(img, labels, kind="instances").save(tmp, format="PNG")
+        render_overlay(img, labels, kind="classes").save(tmp, format="PNG")
     field_area_mm2 = img.size * (px * px if px else 1.0) * 1e-6
     return ImageResult(
         relpath=relpath, status="ok", sha256=sha256_file(path), size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,

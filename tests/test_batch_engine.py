@@ -1,0 +1,155 @@
+"""Batch end to end with the real engine (read -> segment_image -> measure -> QC -> outputs).
+
+The models are tiny msnet networks saved with :func:`micro_seg.registry.save_model`
+whose output layer is set to a constant (zero weights, chosen biases), so the
+answer is known by construction: a grain model that never predicts a boundary
+sees exactly one grain per image; a semantic model that always predicts
+``pore`` gives pore fraction 1 and one pore object.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from micro_seg.batch import run_batch
+from micro_seg.cli import main
+
+from test_batch_helpers import disk_image, write_tiff
+
+torch = pytest.importorskip("torch")
+
+
+def constant_model(folder: Path, *, task: str, classes: list[str], winner: int, name: str = "const",
+                   defect_classes: list[str] | None = None, margin: float = 4.0) -> Path:
+    from micro_seg.nets import build_network
+    from micro_seg.registry import ModelCard, save_model
+
+    torch.manual_seed(0)
+    card = ModelCard(name=name, task=task, arch="msnet", arch_kwargs={"widths": [4, 8]}, in_channels=1,
+                     classes=classes, tile_size=64, defect_classes=defect_classes or [])
+    net = build_network("msnet", in_channels=1, num_classes=len(classes), widths=[4, 8])
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.fill_(-margin)
+        net.head.bias[winner] = margin
+    return save_model(folder, net, card)
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {r["path"]: r for r in csv.DictReader(fh)}
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "in"
+    write_tiff(root / "plate1" / "f1.tif", disk_image(3, seed=1), pixel_size_um=0.5)
+    write_tiff(root / "plate1" / "f2.tif", disk_image(4, seed=2), pixel_size_um=0.5)
+    write_tiff(root / "plate2" / "f1.tif", disk_image(2, seed=3), pixel_size_um=None)  # uncalibrated
+    (root / "plate2" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+    (root / "readme.docx").write_bytes(b"PK\x03\x04 not an image")
+    return root
+
+
+@pytest.fixture()
+def grain_model(tmp_path: Path) -> Path:
+    return constant_model(tmp_path / "models" / "one-grain", task="grains", classes=["grain", "boundary"],
+                          winner=0, name="one-grain")
+
+
+@pytest.mark.slow
+def test_cli_batch_end_to_end_with_a_grain_model(folder, grain_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["batch", str(folder), str(out), "--model", str(grain_model), "--workers", "1", "--quiet", "--json"])
+    assert code == 3
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["n_ok"], summary["n_failed"], summary["n_images"]) == (3, 2, 5), summary["failures"]
+    rows = read_csv(out / "images.csv")
+    for rel in ("plate1/f1.tif", "plate1/f2.tif", "plate2/f1.tif"):
+        r = rows[rel]
+        assert r["status"] == "ok" and r["model"] == "one-grain"
+        assert int(r["n_grains"]) == 1  # a model that never predicts a boundary: one grain
+        labels_file = out / r["labels"]
+        assert labels_file.is_file() and (out / r["overlay"]).is_file() and (out / r["objects"]).is_file()
+    assert rows["plate1/f1.tif"]["units"] == "um" and float(rows["plate1/f1.tif"]["pixel_size_um"]) == 0.5
+    assert rows["plate2/f1.tif"]["units"] == "px" and rows["plate2/f1.tif"]["grains_per_mm2"] == ""
+    assert rows["plate2/corrupt.png"]["status"] == "failed" and "CorruptFileError" in rows["plate2/corrupt.png"]["error"]
+    assert rows["readme.docx"]["status"] == "failed" and "UnsupportedFormatError" in rows["readme.docx"]["error"]
+    # provenance: the weights sha256 of the card, recorded per image and per run
+    import yaml
+
+    card = yaml.safe_load((grain_model / "card.yaml").read_text())
+    assert rows["plate1/f1.tif"]["model_sha256"] == card["weights_sha256"]
+    con = sqlite3.connect(out / "results.sqlite")
+    assert con.execute("SELECT model_sha256, model_task FROM runs").fetchone() == (card["weights_sha256"], "grains")
+    flags = con.execute("SELECT i.relpath, f.check_name FROM flags f JOIN images i USING(image_id)").fetchall()
+    assert ("plate2/f1.tif", "missing_calibration") in flags
+    # one grain covering a 96 x 128 field at 0.5 um/px: N_A = 1 / (48 um * 64 um)
+    na = float(rows["plate1/f1.tif"]["grains_per_mm2"])
+    assert na == pytest.approx(1.0 / (48e-3 * 64e-3), rel=0.02)
+    html = (out / "report.html").read_text()
+    assert "one-grain" in html and card["weights_sha256"] in html and "corrupt.png" in html
+
+
+@pytest.mark.slow
+def test_changed_model_weights_redo_every_image(folder, grain_model, tmp_path):
+    out = tmp_path / "out"
+    first = run_batch(folder, out, model=grain_model, workers=0)
+    assert first.n_processed == 5
+    assert run_batch(folder, out, model=grain_model, workers=0).n_processed == 0
+    constant_model(grain_model, task="grains", classes=["grain", "boundary"], winner=0, name="one-grain",
+                   margin=5.0)  # same name, new weights
+    again = run_batch(folder, out, model=grain_model, workers=0)
+    assert again.n_processed == 5 and again.n_skipped == 0  # failures too: "no grains found" depends on the model
+    assert again.model_sha256 != first.model_sha256
+    rows = read_csv(out / "images.csv")
+    assert {r["model_sha256"] for r in rows.values() if r["status"] == "ok"} == {again.model_sha256}
+
+
+@pytest.mark.slow
+def test_semantic_model_gives_phase_fractions_defects_and_qc(folder, tmp_path):
+    model = constant_model(tmp_path / "models" / "all-pore", task="semantic", classes=["matrix", "pore"], winner=1,
+                           name="all-pore", defect_classes=["pore"])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("image:\n  calibration: required\nmeasurements:\n  defects:\n    area_fraction: {max: 0.05}\n")
+    out = tmp_path / "out"
+    s = run_batch(folder, out, model=model, workers=0, spec=spec, group_by="regex:^(plate\\d)/")
+    assert s.n_ok == 3
+    rows = read_csv(out / "images.csv")
+    r = rows["plate1/f1.tif"]
+    assert float(r["phase_fraction_pore"]) == pytest.approx(1.0)
+    assert float(r["phase_fraction_matrix"]) == pytest.approx(0.0)
+    assert int(r["defects_count"]) == 1
+    assert r["qc_verdict"] == "fail" and "defects.area_fraction" in r["qc_reasons"]
+    assert rows["plate2/f1.tif"]["qc_verdict"] == "fail"  # and it lacks calibration (review reason too)
+    assert "image.calibration" in rows["plate2/f1.tif"]["qc_reasons"]
+    spec_rows = {row["specimen"]: row for row in csv.DictReader(open(out / "specimens.csv"))}
+    assert float(spec_rows["plate1"]["phase_fraction_pore_mean"]) == pytest.approx(1.0)
+    assert float(spec_rows["plate1"]["phase_fraction_pore_ci95"]) == pytest.approx(0.0)
+    import pyarrow.parquet as pq
+
+    objects = pq.read_table(out / "objects.parquet").to_pandas()
+    assert set(objects["kind"]) == {"phases", "defects"}
+    assert (objects[objects["kind"] == "defects"]["defect_class"] == "pore").all()
+
+
+def test_malformed_spec_fails_before_any_image(folder, grain_model, tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("image:\n  blur: {max: [1, 2}\n")
+    code = main(["batch", str(folder), str(tmp_path / "out"), "--model", str(grain_model), "--spec", str(spec),
+                 "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+def test_unknown_model_is_exit_2(folder, tmp_path, capsys):
+    assert main(["batch", str(folder), str(tmp_path / "out"), "--model", "no-such-model", "--quiet"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
