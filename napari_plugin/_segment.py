@@ -44,6 +44,7 @@ class SegmentParams:
 
     image: np.ndarray
     model: str
+    full_rows: int = 0  # rows of the full image (analysis rows + SEM data bar); results are padded back
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class SegmentResult:
     task: str
     model_name: str
     seconds: float
+    n_objects: int = 0
+    uncertainty_max: float = 1.0
 
 
 def segment_job(params: SegmentParams, cancel):
@@ -83,12 +86,20 @@ def segment_job(params: SegmentParams, cancel):
         raise CancelledError("segmentation cancelled")
     yield {"fraction": 0.92, "message": "post-processing"}
     result = postprocess.postprocess(prediction, card)
+    rows = max(params.full_rows, params.image.shape[0])
+    labels = np.asarray(result.labels)
+    n_objects = int(labels.max()) if labels.size else 0
+    # smallest dtype: cheaper to hand to napari (texture upload in the GUI thread)
+    dtype = np.uint8 if n_objects < 256 else (np.uint16 if n_objects < 65536 else np.uint32)
     unc = prediction.uncertainty
+    if unc is not None:
+        unc = pad_to_full(np.asarray(unc, dtype=np.float32), rows)
     return SegmentResult(
-        labels=np.asarray(result.labels), class_labels=np.asarray(result.class_labels),
-        uncertainty=None if unc is None else np.asarray(unc, dtype=np.float32),
-        classes=tuple(card.classes), task=card.task, model_name=card.name,
-        seconds=time.perf_counter() - t0,
+        labels=pad_to_full(labels.astype(dtype, copy=False), rows),
+        class_labels=pad_to_full(np.asarray(result.class_labels).astype(np.uint8, copy=False), rows),
+        uncertainty=unc, classes=tuple(card.classes), task=card.task, model_name=card.name,
+        seconds=time.perf_counter() - t0, n_objects=n_objects,
+        uncertainty_max=float(unc.max()) if unc is not None else 1.0,
     )
 
 
@@ -133,6 +144,7 @@ class SegmentWidget(Container):
         self.reset_choices()
         self._image_changed(self._image.value)
         self.last_result: SegmentResult | None = None
+        self._pending_display = False
 
     @staticmethod
     def _model_choices(_widget=None) -> list[tuple[str, Any]]:
@@ -207,49 +219,78 @@ class SegmentWidget(Container):
             warning = None
         if warning:
             notify_warning(warning)
-        params = SegmentParams(image=data, model=str(model))
+        params = SegmentParams(image=data, model=str(model), full_rows=int(np.asarray(layer.data).shape[0]))
         return self._runner.start(segment_job, params, on_done=self._show_result, description="Segmenting")
 
-    def _replace_layer(self, name: str, add):
+    @property
+    def busy(self) -> bool:
+        """True while segmenting or while the result is still being put on the canvas."""
+        return self._runner.running or self._pending_display
+
+    def _put_layer(self, kind: str, name: str, data: np.ndarray, **kwargs):
+        """Update the layer ``name`` in place when it fits (cheap), else (re)create it."""
+        import napari.layers
+
+        layer_type = napari.layers.Labels if kind == "labels" else napari.layers.Image
         if name in self._viewer.layers:
+            old = self._viewer.layers[name]
+            if isinstance(old, layer_type) and old.data.shape == data.shape and old.data.dtype == data.dtype:
+                old.metadata = kwargs.get("metadata", {})
+                old.scale, old.translate = kwargs["scale"], kwargs["translate"]
+                if "colormap" in kwargs:
+                    old.colormap = kwargs["colormap"]
+                if "contrast_limits" in kwargs:
+                    old.contrast_limits = kwargs["contrast_limits"]
+                old.data = data
+                return old
             self._viewer.layers.remove(name)
-        return add()
+        add = self._viewer.add_labels if kind == "labels" else self._viewer.add_image
+        return add(data, name=name, **kwargs)
 
     def _show_result(self, result: SegmentResult) -> None:
+        """Put the result on the canvas (GUI thread): labels now, uncertainty on the next turn."""
+        from qtpy.QtCore import QTimer
+
         layer = self._image.value
         if layer is None:  # the image was closed meanwhile
             return
         self.last_result = result
-        full_rows = np.asarray(layer.data).shape[0]
         px = layer_pixel_size_um(layer)
         base = {"image": layer.name, "model": result.model_name, "classes": list(result.classes),
                 "task": result.task, "pixel_size_um": px,
                 "calibration_source": ms_meta(layer).get("calibration_source"),
                 "databar_rows": ms_meta(layer).get("databar_rows", 0)}
-        common = dict(scale=layer.scale[-2:], translate=layer.translate[-2:])
+        common = dict(scale=tuple(layer.scale[-2:]), translate=tuple(layer.translate[-2:]))
         if result.task == "grains":
-            meta = {**base, "kind": "grains", "class_labels": pad_to_full(result.class_labels, full_rows)}
-            labels = self._replace_layer(f"{layer.name} grains", lambda: self._viewer.add_labels(
-                pad_to_full(result.labels, full_rows), name=f"{layer.name} grains",
-                metadata={"micro_seg": meta}, opacity=0.5, **common))
+            meta = {**base, "kind": "grains", "class_labels": result.class_labels}
+            labels = self._put_layer("labels", f"{layer.name} grains", result.labels,
+                                     metadata={"micro_seg": meta}, opacity=0.5, **common)
         else:
             meta = {**base, "kind": "classes"}
-            labels = self._replace_layer(f"{layer.name} classes", lambda: self._viewer.add_labels(
-                pad_to_full(result.labels, full_rows), name=f"{layer.name} classes",
-                metadata={"micro_seg": meta}, opacity=0.5,
-                colormap=class_colormap(len(result.classes), offset=0), **common))
-        if result.uncertainty is not None:
-            unc = pad_to_full(result.uncertainty, full_rows)
-            self._replace_layer(f"{layer.name} uncertainty", lambda: self._viewer.add_image(
-                unc, name=f"{layer.name} uncertainty", colormap="magma", blending="additive",
-                opacity=0.6, visible=False, contrast_limits=(0.0, max(float(unc.max()), 1e-6)),
-                metadata={"micro_seg": {**base, "kind": "uncertainty"}}, **common))
-        for new in (labels,):
-            try:
-                new.units = layer.units[-2:]
-            except Exception:
-                pass
+            labels = self._put_layer("labels", f"{layer.name} classes", result.labels,
+                                     metadata={"micro_seg": meta}, opacity=0.5,
+                                     colormap=class_colormap(len(result.classes), offset=0), **common)
+        try:
+            labels.units = layer.units[-2:]
+        except Exception:
+            pass
         self._viewer.layers.selection.active = labels
-        what = f"{int(result.labels.max())} grains" if result.task == "grains" else ", ".join(result.classes)
+        what = f"{result.n_objects} grains" if result.task == "grains" else ", ".join(result.classes)
         self._status.value = f"{result.model_name}: {what} in {result.seconds:.1f} s"
+        if result.uncertainty is not None:
+            self._pending_display = True
+            unc_meta = {"micro_seg": {**base, "kind": "uncertainty"}}
+
+            def show_uncertainty() -> None:
+                try:
+                    if layer in self._viewer.layers:
+                        self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
+                                        colormap="magma", blending="additive", opacity=0.6, visible=False,
+                                        contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
+                                        metadata=unc_meta, **common)
+                        self._viewer.layers.selection.active = labels
+                finally:
+                    self._pending_display = False
+
+            QTimer.singleShot(0, show_uncertainty)
         notify_info(f"Segmented '{layer.name}' with {result.model_name} in {result.seconds:.1f} s.")

@@ -31,4 +31,4 @@ def tiny_model(folder, *, classes=("matrix", "particle"), task="semantic", name=
 
 def wait_idle(qtbot, widget, timeout=60_000):
     """Wait until the widget's background job (if any) has finished."""
-    qtbot.waitUntil(lambda: not widget._runner.running, timeout=timeout)
+    qtbot.waitUntil(lambda: not getattr(widget, "busy", widget._runner.running), timeout=timeout)

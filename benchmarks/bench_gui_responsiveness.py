@@ -1,0 +1,218 @@
+"""Does napari stay responsive while the Segment widget segments a 2048 x 2048 micrograph?
+
+A QTimer "heartbeat" fires every 10 ms in the GUI thread and records when it
+actually ran; the longest gap between two beats is how long the event loop was
+blocked (what a user feels as a frozen window).  Measured from the click on
+Segment until the result layers are on the canvas, for:
+
+* **micro-seg Segment widget** (engine generator in a napari worker thread,
+  layers added in the ``returned`` handler) -- target: no gap > 200 ms;
+* **baseline: same engine call in the GUI thread** (what a naive plugin does),
+  measured in the same run, to show what the worker buys.
+
+Run under a display (``xvfb-run -a python benchmarks/bench_gui_responsiveness.py``).
+Prints a table and, with ``--record``, appends it to ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HEADING = "## napari GUI responsiveness (issue 6)"
+
+
+def _make_image(size: int) -> tuple[np.ndarray, float]:
+    from micro_seg.synth import grain_micrograph
+
+    s = grain_micrograph((size, size), n_grains=size * size / 2500, difficulty="medium", pixel_size_um=0.5, seed=0)
+    return s.image, 0.5
+
+
+def _fallback_model(folder: Path) -> str:
+    """A random-init msnet with the default widths (same cost as a trained one)."""
+    from micro_seg.nets import build_network
+    from micro_seg.registry import ModelCard, save_model
+
+    card = ModelCard(name="msnet-default-random", task="grains", arch="msnet", in_channels=1,
+                     classes=["grain", "boundary"], tile_size=512)
+    net = build_network("msnet", in_channels=1, num_classes=2)
+    return str(save_model(folder / card.name, net, card))
+
+
+class Heartbeat:
+    def __init__(self, interval_ms: int = 10):
+        from qtpy.QtCore import QTimer
+
+        self.times: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(lambda: self.times.append(time.perf_counter()))
+
+    def start(self) -> None:
+        self.times = [time.perf_counter()]
+        self.timer.start()
+
+    def stop(self, split: float | None = None) -> tuple[float, float]:
+        """Longest gap overall, and longest gap among beats before ``split`` (compute phase)."""
+        self.timer.stop()
+        self.times.append(time.perf_counter())
+        t = np.asarray(self.times)
+        gaps = np.diff(t)
+        before = gaps[t[1:] <= split] if split is not None else gaps
+        return float(gaps.max()), float(before.max()) if before.size else float("nan")
+
+
+def _process_until(app, done, timeout_s: float) -> None:
+    t0 = time.perf_counter()
+    while not done():
+        app.processEvents()
+        time.sleep(0.002)
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError("segmentation did not finish in time")
+
+
+def run(size: int, model: str | None, repeats: int) -> dict:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from micro_seg.registry import ModelError, resolve_model
+    from napari_plugin._segment import SegmentParams, SegmentWidget, segment_job
+
+    image, px = _make_image(size)
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        model_path = str(resolve_model(model or "grain-boundaries"))
+    except ModelError:
+        if model:
+            raise
+        model_path = _fallback_model(tmp)
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    layer = viewer.add_image(image, name="bench", scale=(px, px),
+                             metadata={"micro_seg": {"pixel_size_um": px, "calibration_source": "synthetic"}})
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+    app = QApplication.instance()
+    widget._image.value = layer
+    widget._model_folder.value = model_path
+    beat = Heartbeat()
+    rows = {"worker": [], "worker_compute": [], "worker_seconds": [], "blocking": [], "blocking_seconds": [],
+            "floor": []}
+    display_start: list[float] = []
+    show = widget._show_result
+
+    def timed_show(result):
+        display_start.append(time.perf_counter())
+        show(result)
+
+    for rep in range(repeats):
+        app.processEvents()
+        # napari's own cost of putting a tiny layer on the canvas (the floor on this machine)
+        beat.start()
+        tiny = viewer.add_labels(np.zeros((64, 64), np.uint8), name="tiny")
+        app.processEvents()
+        viewer.layers.remove(tiny)
+        app.processEvents()
+        rows["floor"].append(beat.stop()[0])
+
+        display_start.clear()
+        beat.start()
+        t0 = time.perf_counter()
+        widget._show_result = timed_show
+        widget.run()
+        _process_until(app, lambda: not widget.busy, 1200)
+        app.processEvents()
+        rows["worker_seconds"].append(time.perf_counter() - t0)
+        overall, compute = beat.stop(split=display_start[0] if display_start else None)
+        rows["worker"].append(overall)
+        rows["worker_compute"].append(compute)
+
+        # baseline: the same engine generator, run to completion in the GUI thread
+        import threading
+
+        beat.start()
+        t0 = time.perf_counter()
+        gen = segment_job(SegmentParams(image=image, model=model_path, full_rows=image.shape[0]), threading.Event())
+        try:
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            show(stop.value)
+        _process_until(app, lambda: not widget.busy, 60)
+        app.processEvents()
+        rows["blocking_seconds"].append(time.perf_counter() - t0)
+        rows["blocking"].append(beat.stop()[0])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    viewer.close()
+    return {"size": size, "model": Path(model_path).name, "repeats": repeats, "load": load,
+            **{k: statistics.median(v) for k, v in rows.items()}, "all": rows}
+
+
+def table(res: dict) -> str:
+    ms = {k: res[k] * 1000 for k in ("worker", "worker_compute", "blocking", "floor")}
+    w = ms["worker"]
+    lines = [
+        f"{res['size']} x {res['size']} synthetic etched micrograph, model `{res['model']}`, "
+        f"median of {res['repeats']} runs (results layers re-used after the first run); heartbeat QTimer "
+        f"every 10 ms; 1-min load average at the end {res['load']:.1f} on {os.cpu_count()} cores.",
+        "",
+        "| what the event loop was doing | longest gap (ms) | ratio vs widget | wall time (s) |",
+        "|---|---:|---:|---:|",
+        f"| Segment widget, while the model and post-processing run (worker thread) | {ms['worker_compute']:.0f} | "
+        f"{ms['worker_compute'] / max(w, 1e-9):.2f} | |",
+        f"| Segment widget, click to result layers drawn (whole run) | {w:.0f} | 1.0 | {res['worker_seconds']:.1f} |",
+        f"| baseline: same engine call in the GUI thread | {ms['blocking']:.0f} | "
+        f"{ms['blocking'] / max(w, 1e-9):.0f}x | {res['blocking_seconds']:.1f} |",
+        f"| floor: napari adding + removing an empty 64 x 64 Labels layer | {ms['floor']:.0f} | "
+        f"{ms['floor'] / max(w, 1e-9):.2f} | |",
+        "",
+        f"Target (no gap > 200 ms): while segmenting **{'met' if ms['worker_compute'] <= 200 else 'NOT met'}** "
+        f"({ms['worker_compute']:.0f} ms); whole run incl. drawing the 4-Mpx result layers "
+        f"**{'met' if w <= 200 else 'NOT met'}** ({w:.0f} ms; runs: "
+        f"{', '.join(f'{g * 1000:.0f}' for g in res['all']['worker'])} ms).",
+    ]
+    return "\n".join(lines)
+
+
+def record(text: str) -> None:
+    path = Path(__file__).with_name("RESULTS.md")
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = (f"{HEADING}\n\nRun: `xvfb-run -a python benchmarks/bench_gui_responsiveness.py --record` on "
+             f"{platform.node()} ({os.cpu_count()} CPUs, shared with other jobs), {stamp}.\n\n{text}\n")
+    if HEADING in old:
+        start = old.index(HEADING)
+        nxt = old.find("\n## ", start + len(HEADING))
+        old = old[:start] + block + ("" if nxt < 0 else old[nxt + 1:])
+        path.write_text(old, encoding="utf-8")
+    else:
+        path.write_text(old.rstrip("\n") + "\n\n" + block, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--model", default=None, help="model name or folder (default: grain-boundaries)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--record", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    res = run(args.size, args.model, args.repeats)
+    text = table(res)
+    print(text)
+    if args.record:
+        record(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
