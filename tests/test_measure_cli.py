@@ -114,3 +114,5 @@ def test_bad_inputs_exit_2(tmp_path, capsys):
     assert code == 2
     code, _, err = _run(capsys, ["measure", "grains", str(empty), "--fields", "abc"])
     assert code == 2
+    code, _, err = _run(capsys, ["measure"])
+    assert code == 2 and "grains, phases or defects" in err

@@ -71,6 +71,7 @@ def register(subparsers: Any) -> None:
         description="Standards-grade measurements of a label image in physical units.",
     )
     sub = parser.add_subparsers(dest="measure_kind", metavar="KIND", parser_class=type(parser))
+    parser.set_defaults(func=_missing_kind)
 
     g = sub.add_parser("grains", help="ASTM E112 / E1382 / E930 grain size of an instance label image or boundary mask")
     _common(g)
@@ -105,6 +106,11 @@ def register(subparsers: Any) -> None:
     d.add_argument("--fields", type=_fields_arg, default="auto", metavar="auto|none|N|RxC",
                    help="field grid for the E1245 statistics (default auto)")
     d.set_defaults(func=run_defects)
+
+
+def _missing_kind(args: argparse.Namespace) -> dict:
+    msg = "measure: say what to measure: grains, phases or defects (micro-seg measure KIND PATH --json)"
+    raise MicroSegError(msg)
 
 
 def _read_labels(path: str) -> tuple[np.ndarray, float | None]:
