@@ -1,0 +1,51 @@
+"""GUI test of the Batch widget: run the engine's batch in the background, browse the results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from _napari_helpers import tiny_model, two_phase_image, wait_idle  # noqa: E402
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path / "models"))
+    return tmp_path / "models"
+
+
+def test_batch_widget_runs_and_browses(make_napari_viewer, qtbot, tmp_path, user_models, monkeypatch):
+    import tifffile
+
+    from napari_plugin._batch import BatchWidget
+
+    folder = tiny_model(user_models / "tiny")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        img, _ = two_phase_image((64, 64), seed=10 + i)
+        tifffile.imwrite(src / f"field{i}.tif", img, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    (src / "corrupt.tif").write_bytes(b"II*\x00garbage")
+    viewer = make_napari_viewer()
+    w = BatchWidget(viewer)
+    w._in.value, w._out.value = str(src), str(tmp_path / "out")
+    w._model.value = str(folder)
+    w._workers.value = 0
+    assert w.run() is not None
+    wait_idle(qtbot, w, timeout=120_000)
+    assert w.summary is not None and (w.summary.n_ok, w.summary.n_failed) == (2, 1)
+    assert len(w.images) == 3 and sorted(w.images["status"]) == ["failed", "ok", "ok"]
+    assert w.table_view.model().rowCount() == 3
+    ok_row = int(np.flatnonzero(w.images["status"].to_numpy() == "ok")[0])
+    added = w.open_row(ok_row)
+    assert added is not None and len(added) == 2
+    image_layer, labels_layer = added
+    assert tuple(image_layer.scale) == pytest.approx((0.5, 0.5))
+    assert labels_layer.data.shape == image_layer.data.shape
+    opened = []
+    monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url))
+    assert w.open_report() is not None and opened and opened[0].endswith("report.html")
