@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from micro_seg.errors import InvalidImageError
-from micro_seg.measure import measure_phases
+from micro_seg.measure import combine_phase_fields, measure_phases
 from micro_seg.measure.phases import e562_points_per_field
 from micro_seg.synth import boolean_disks, boolean_disks_fraction
 
@@ -82,3 +82,17 @@ def test_boolean_disks_fraction_and_ci_coverage():
     assert abs(total_cover / total_px - truth) < 0.005
     assert 0.90 <= covered / n_rep <= 0.99
     assert 0.88 <= covered_pts / n_rep <= 0.995
+
+
+def test_combine_phase_fields_over_images():
+    fracs = [0.2, 0.3, 0.25, 0.35]
+    res = []
+    for f in fracs:
+        c = np.zeros((20, 100), int)
+        c[:, : int(f * 100)] = 1
+        res.append(measure_phases(c, names=["matrix", "second"], fields=None))
+    out = combine_phase_fields(res)
+    assert out["n_fields"] == 4
+    assert out["phase_fractions"]["second"] == pytest.approx(np.mean(fracs))
+    # t(0.975, 3) = 3.182
+    assert out["ci95"]["second"] == pytest.approx(3.182 * np.std(fracs, ddof=1) / 2, rel=1e-3)

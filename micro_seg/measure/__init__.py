@@ -35,7 +35,7 @@ from micro_seg.measure.grains import (
 )
 from micro_seg.measure.defects import DefectMeasurement, measure_defects
 from micro_seg.measure.labels import labels_from_boundaries, prepare_labels
-from micro_seg.measure.phases import PhaseMeasurement, measure_phases
+from micro_seg.measure.phases import PhaseMeasurement, combine_phase_fields, measure_phases
 from micro_seg.measure.stats import field_grid, field_statistics, t_critical
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "measure_defects",
     "measure_phases",
     "combine_grain_fields",
+    "combine_phase_fields",
     "field_grid",
     "field_statistics",
     "g_from_grains_per_mm2",

@@ -37,7 +37,7 @@ from micro_seg.errors import InvalidImageError
 from micro_seg.measure._units import check_pixel_size
 from micro_seg.measure.stats import field_grid, field_statistics
 
-__all__ = ["PhaseMeasurement", "measure_phases", "e562_points_per_field"]
+__all__ = ["PhaseMeasurement", "measure_phases", "e562_points_per_field", "combine_phase_fields"]
 
 NO_SCALE_PHASES = "no pixel size: phase areas are reported in pixels (area_px); the fractions do not need a scale"
 
@@ -258,3 +258,34 @@ def measure_phases(
     if px is not None:
         table["area_um2"] = table["area_px"] * px * px
     return PhaseMeasurement(summary=summary, table=table, fields=pd.DataFrame(field_rows), warnings=warnings)
+
+
+def combine_phase_fields(results: Sequence[PhaseMeasurement] | Sequence[dict]) -> dict:
+    """E562 statistics over several images (fields) of one specimen.
+
+    Each image's area fraction is one field value; returns per class the mean,
+    s, 95 % Student-t half-width and %RA.
+
+    Examples
+    --------
+    >>> a = np.zeros((10, 10), int); a[:, :3] = 1
+    >>> b = np.zeros((10, 10), int); b[:, :5] = 1
+    >>> out = combine_phase_fields([measure_phases(a, fields=None), measure_phases(b, fields=None)])
+    >>> round(out["phase_fractions"]["1"], 3), out["n_fields"]
+    (0.4, 2)
+    """
+    sums = [r.summary if isinstance(r, PhaseMeasurement) else r for r in results]
+    if not sums:
+        msg = "combine_phase_fields: no results given"
+        raise ValueError(msg)
+    keys: list[str] = []
+    for s in sums:
+        keys += [k for k in s["phase_fractions"] if k not in keys]
+    stats = {k: field_statistics([s["phase_fractions"].get(k, 0.0) for s in sums]) for k in keys}
+    return {
+        "n_fields": len(sums),
+        "phase_fractions": {k: st["mean"] for k, st in stats.items()},
+        "ci95": {k: (st["ci95"] if math.isfinite(st["ci95"]) else None) for k, st in stats.items()},
+        "ra_percent": {k: (st["ra_percent"] if math.isfinite(st["ra_percent"]) else None) for k, st in stats.items()},
+        "sd": {k: (st["sd"] if math.isfinite(st["sd"]) else None) for k, st in stats.items()},
+    }
