@@ -127,6 +127,9 @@ class ClassifierNet(nn.Module):
         3x3 convs per stage.
     dropout : float
         Dropout before the linear head (training only).
+    pool : {"avg", "avgmax"}
+        Global pooling: average, or average and maximum concatenated (the
+        maximum keeps small local defects from being averaged away).
 
     Notes
     -----
@@ -149,8 +152,12 @@ class ClassifierNet(nn.Module):
         widths: Sequence[int] = (16, 32, 64, 128),
         blocks: Sequence[int] | None = None,
         dropout: float = 0.2,
+        pool: str = "avg",
     ) -> None:
         super().__init__()
+        if pool not in ("avg", "avgmax"):
+            raise ModelError(f"mscls: pool must be 'avg' or 'avgmax', got {pool!r}")
+        self.pool = pool
         widths = [int(w) for w in widths]
         blocks = [1] * len(widths) if blocks is None else [int(b) for b in blocks]
         if len(widths) < 2 or min(widths) < 1 or len(blocks) != len(widths) or min(blocks) < 1:
@@ -164,11 +171,11 @@ class ClassifierNet(nn.Module):
             prev = w
         self.stages = nn.ModuleList(stages)
         self.dropout = nn.Dropout(float(dropout))
-        self.head = nn.Linear(prev, num_classes)
-        self.num_features = prev
+        self.num_features = prev * (2 if pool == "avgmax" else 1)
+        self.head = nn.Linear(self.num_features, num_classes)
         self.register_buffer("temperature", torch.ones(1))
-        self.register_buffer("ood_means", torch.zeros(num_classes, prev))
-        self.register_buffer("ood_precision", torch.eye(prev))
+        self.register_buffer("ood_means", torch.zeros(num_classes, self.num_features))
+        self.register_buffer("ood_precision", torch.eye(self.num_features))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Activations of the last stage, ``(N, features, r, c)``."""
@@ -179,7 +186,10 @@ class ClassifierNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Globally pooled features, ``(N, features)``."""
-        return self.feature_map(x).mean(dim=(2, 3))
+        fmap = self.feature_map(x)
+        if self.pool == "avgmax":
+            return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
+        return fmap.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.head(self.dropout(self.features(x)))
@@ -993,7 +1003,10 @@ def grad_cam(image: Any, model: Any, *, target_class: int | str | None = None) -
     net.eval()
     with torch.enable_grad():
         fmap = net.feature_map(x)
-        logits = net.head(fmap.mean(dim=(2, 3)))
+        pooled = fmap.mean(dim=(2, 3))
+        if net.pool == "avgmax":
+            pooled = torch.cat([pooled, fmap.amax(dim=(2, 3))], dim=1)
+        logits = net.head(pooled)
         if target_class is None:
             k = int(logits.argmax())
         elif isinstance(target_class, str):

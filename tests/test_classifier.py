@@ -189,3 +189,8 @@ def test_prepare_image_and_network_shapes():
         assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 5)
     with pytest.raises(ModelError, match="available"):
         build_classifier("resnet999", in_channels=1, num_classes=2)
+    # avg+max pooling: twice the features; the max sees a single bright pixel the average dilutes
+    both = build_classifier("mscls-s", in_channels=1, num_classes=2, pool="avgmax").eval()
+    assert both.num_features == 128 and both.ood_means.shape == (2, 128)
+    with pytest.raises(ModelError, match="pool"):
+        build_classifier("mscls-s", in_channels=1, num_classes=2, pool="median")
