@@ -179,3 +179,10 @@ def test_segment_bad_image_exit_2(model_dir, tmp_path, capsys):
     bad.write_bytes(b"II*\x00garbage")
     code, out, err = _run(["segment", str(bad), "--model", "test-grains", "--out", str(tmp_path / "o"), "--json"], capsys)
     assert code == 2 and "broken.tif" in err
+
+
+def test_models_list_human_readable(model_dir, capsys):
+    code, out, _ = _run(["models", "list"], capsys)
+    assert code == 0
+    line = next(l for l in out.splitlines() if l.startswith("test-grains:"))
+    assert "grains: grain, boundary" in line and "sha256" in line

@@ -75,7 +75,13 @@ def run_list(args: argparse.Namespace) -> dict[str, Any]:
     for p in args.path:
         if not Path(p).is_dir():
             raise ModelError(f"{p}: --path is not a folder")
-    return {"models": [card_summary(c) for c in list_models(*args.path)]}
+    models = [card_summary(c) for c in list_models(*args.path)]
+    if getattr(args, "json", False):
+        return {"models": models}
+    if not models:
+        return {"models": "none found (shipped models live in models/, user models in ~/.local/share/micro-seg/models)"}
+    return {m["name"]: f"{m['task']}: {', '.join(m['classes'])} ({m['arch']}, sha256 {m['sha256'][:12]}...) {m['folder'] or ''}"
+            for m in models}
 
 
 def run_show(args: argparse.Namespace) -> dict[str, Any]:
