@@ -55,12 +55,13 @@ def register(subparsers: Any) -> None:
 
 
 def _measure_with_segmenter(micrograph: Any, model: Any) -> dict[str, Any]:
-    """Segment and measure like ``micro-seg batch`` (flat measurement keys)."""
-    from micro_seg.batch_worker import _segment_and_measure
+    """Segment and measure like ``micro-seg batch``; nested ``{"grains"|"phases"|"defects": {...}}``."""
+    from micro_seg.batch_worker import measure_segmentation
+    from micro_seg.postprocess import segment_image
 
-    _, summary, _, _ = _segment_and_measure(micrograph.analysis_data, model,
-                                             pixel_size_um=micrograph.pixel_size_um, flags=[])
-    return summary
+    seg = segment_image(micrograph.analysis_data, model, pixel_size_um=micrograph.pixel_size_um)
+    nested, _, _ = measure_segmentation(seg, pixel_size_um=micrograph.pixel_size_um, what=str(micrograph.path))
+    return {k: v for k, v in nested.items() if not k.startswith("_")}
 
 
 def _reason_from_error(check: str, exc: Exception) -> dict[str, Any]:
