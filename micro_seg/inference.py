@@ -56,6 +56,9 @@ __all__ = ["Prediction", "predict", "predict_iter", "configure_threads", "tile_s
 #: convolutional networks do not care about the tile size they were trained on.
 DEFAULT_TILE_SIZE = 1024
 
+#: Rows finalised at a time (bounds the temporaries of the last step).
+FLUSH_ROWS = 128
+
 #: Images with more pixels than this get float16 probability / uncertainty outputs.
 FLOAT16_ABOVE_PIXELS = 1 << 24
 
@@ -366,17 +369,16 @@ def predict_iter(
 
     def flush(upto: int) -> None:
         """Finalise image rows [band_y, upto) from the band accumulators."""
-        n = upto - band_y
-        if n <= 0:
-            return
-        p = acc[:, :n] / wsum[None, :n]
-        sl = slice(band_y, upto)
-        labels[sl] = np.argmax(p, axis=0).astype(label_dtype)
-        if probs_out is not None:
-            probs_out[:, sl] = p[keep]
-        if unc_out is not None:
-            ent = -np.sum(p * np.log(np.clip(p, 1e-12, None)), axis=0) / log_c
-            unc_out[sl] = np.clip(ent, 0.0, 1.0) if num_classes > 1 else 0.0
+        for r0 in range(0, upto - band_y, FLUSH_ROWS):  # in chunks: bounded temporaries
+            r1 = min(upto - band_y, r0 + FLUSH_ROWS)
+            p = acc[:, r0:r1] / wsum[None, r0:r1]
+            sl = slice(band_y + r0, band_y + r1)
+            labels[sl] = np.argmax(p, axis=0).astype(label_dtype)
+            if probs_out is not None:
+                probs_out[:, sl] = p[keep]
+            if unc_out is not None:
+                ent = -np.sum(p * np.log(np.clip(p, 1e-12, None)), axis=0) / log_c
+                unc_out[sl] = np.clip(ent, 0.0, 1.0) if num_classes > 1 else 0.0
 
     def shift_band(new_y: int) -> None:
         nonlocal band_y

@@ -218,3 +218,14 @@ def test_axis_tiles_are_few_and_even():
         assert starts[-1] + t == length and all(b - a <= t - 64 for a, b in zip(starts, starts[1:]))
         n_max = len(tile_starts(length, 1024, 64))
         assert len(starts) == n_max  # no more tiles than full-size ones would need
+
+
+def test_chunked_flush_gives_same_result(monkeypatch):
+    model = _model()
+    img = _image((150, 90))
+    ref = predict(img, model, tile_size=64, overlap=16)
+    monkeypatch.setattr(inference, "FLUSH_ROWS", 7)
+    got = predict(img, model, tile_size=64, overlap=16)
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    np.testing.assert_array_equal(got.probabilities, ref.probabilities)
+    np.testing.assert_array_equal(got.uncertainty, ref.uncertainty)
