@@ -1,0 +1,291 @@
+"""Benchmark: batch throughput and memory (issue 5).
+
+    python benchmarks/bench_batch.py [--n 200] [--workers 1 2] [--n-small 10000] [--record]
+
+1. ``--n`` synthetic grain micrographs of 1024 x 768 (calibrated TIFFs from
+   :func:`micro_seg.synth.grain_micrograph`) processed end to end (read, segment
+   with the default grain model, measure, labels + overlay + object table,
+   SQLite, exports, report) with 1 and 2 local worker processes: images/s and the
+   peak RSS of each worker process (VmHWM, sampled from /proc).  Baseline in the
+   same run: a plain loop calling the same per-image function in this process
+   (no database, no pool), on the first ``--n-baseline`` images.
+2. ``--n-small`` tiny images (64 x 64) in one folder with 2 workers: parent and
+   worker RSS sampled every 1000 images; constant memory means flat columns.
+
+Without the shipped ``grain-boundaries`` model, a stand-in with the same
+architecture and random weights is used (same compute; the table says so).
+Medians are not meaningful for single long runs: each configuration runs once
+over many images and the rate is images / wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MARKER = f"MICRO_SEG_BENCH_BATCH_{os.getpid()}"
+os.environ[MARKER] = "1"  # inherited by every worker process (forkserver starts later)
+
+import numpy as np  # noqa: E402
+
+WORK = ROOT / "benchmarks" / "_work" / "batch"
+
+
+def _status_kb(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _marked_pids() -> list[int]:
+    """Worker processes of our batches: marked, and not our own children (those are the
+    forkserver and the resource tracker; the workers are the forkserver's children)."""
+    me = os.getpid()
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != me:
+            try:
+                if MARKER.encode() in (d / "environ").read_bytes() and _status_kb(int(d.name), "PPid") != me:
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+class RssSampler:
+    """Peak RSS (VmHWM) of every worker process seen while running, sampled every 0.25 s."""
+
+    def __init__(self) -> None:
+        self.peak_kb: dict[int, int] = {}
+        self.current_kb: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            time.sleep(0.25)
+
+    def sample(self) -> None:
+        current = {}
+        for pid in _marked_pids():
+            hwm = _status_kb(pid, "VmHWM")
+            rss = _status_kb(pid, "VmRSS")
+            if hwm:
+                self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), hwm)
+            if rss:
+                current[pid] = rss
+        self.current_kb = current
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def make_images(folder: Path, n: int, shape: tuple[int, int], *, n_grains: int, seed0: int) -> None:
+    import tifffile
+
+    from micro_seg.synth import grain_micrograph
+
+    folder.mkdir(parents=True, exist_ok=True)
+    have = len(list(folder.glob("*.tif")))
+    if have >= n:
+        return
+    for i in range(have, n):
+        s = grain_micrograph(shape, n_grains=n_grains, style="optical", difficulty="easy", seed=seed0 + i,
+                             pixel_size_um=0.5)
+        res = 1e4 / 0.5
+        tifffile.imwrite(folder / f"field_{i:05d}.tif", s.image, resolution=(res, res), resolutionunit="CENTIMETER")
+
+
+def resolve_model(name: str) -> tuple[str, str]:
+    """The model folder to use and a description (shipped model or a same-architecture stand-in)."""
+    from micro_seg.errors import ModelError
+    from micro_seg.registry import resolve_model as _resolve
+
+    try:
+        return str(_resolve(name)), f"`{name}` (shipped)"
+    except ModelError:
+        pass
+    import torch
+
+    from micro_seg.nets import build_network
+    from micro_seg.registry import ModelCard, save_model
+
+    folder = WORK / "standin-grain-model"
+    if not (folder / "card.yaml").is_file():
+        torch.manual_seed(0)
+        card = ModelCard(name="standin-grains", task="grains", arch="msnet", in_channels=1,
+                         classes=["grain", "boundary"], tile_size=512)
+        net = build_network("msnet", in_channels=1, num_classes=2)
+        with torch.no_grad():  # predict "grain" except where the image is dark, so grains exist
+            for p in net.parameters():
+                p.mul_(0.1)
+        save_model(folder, net, card)
+    return str(folder), f"stand-in (msnet, random weights; `{name}` not available yet)"
+
+
+def rate_plain_loop(folder: Path, model: str, n: int) -> float:
+    """Images/s of a plain in-process loop over the same per-image function (no DB, no pool)."""
+    import torch
+
+    from micro_seg.batch_worker import BatchConfig, safe_process
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    files = sorted(folder.glob("*.tif"))[:n]
+    out = Path(tempfile.mkdtemp(prefix="bench-plain-"))
+    cfg = BatchConfig(in_dir=str(folder), out_dir=str(out), model=model)
+    safe_process(str(files[0]), cfg)  # warm-up (model load)
+    t0 = time.perf_counter()
+    for f in files:
+        r = safe_process(str(f), cfg)
+        if r.status != "ok":
+            print(f"  plain loop: {f.name}: {r.error}")
+    dt = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    return len(files) / dt
+
+
+def run_batch_config(folder: Path, model: str, workers: int, *, progress=None, max_tasks_per_child=100):
+    from micro_seg.batch import run_batch
+
+    out = Path(tempfile.mkdtemp(prefix=f"bench-batch-{workers}w-"))
+    with RssSampler() as sampler:
+        t0 = time.perf_counter()
+        s = run_batch(folder, out, model=model, workers=workers, progress=progress,
+                      max_tasks_per_child=max_tasks_per_child)
+        dt = time.perf_counter() - t0
+        sampler.sample()
+    db_mb = (out / "results.sqlite").stat().st_size / 1e6
+    shutil.rmtree(out, ignore_errors=True)
+    return s, dt, sampler, db_mb
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--n-baseline", type=int, default=20)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--n-small", type=int, default=10000)
+    ap.add_argument("--model", default="grain-boundaries")
+    ap.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+
+    from micro_seg import __version__
+
+    model, model_text = resolve_model(args.model)
+    lines: list[str] = []
+
+    def emit(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    emit(f"Run: `python benchmarks/bench_batch.py --n {args.n} --n-small {args.n_small}` on {platform.node()} "
+         f"({os.cpu_count()} CPUs, shared with other jobs and a model-training run), {now}, micro-seg {__version__}. "
+         f"Model: {model_text}.")
+    emit()
+
+    big = WORK / "in_1024x768"
+    t0 = time.perf_counter()
+    make_images(big, args.n, (768, 1024), n_grains=600, seed0=0)
+    print(f"(inputs ready in {time.perf_counter() - t0:.0f} s)")
+
+    base = rate_plain_loop(big, model, min(args.n_baseline, args.n))
+    emit(f"### Throughput: {args.n} images of 1024 x 768 (uint8, ~600 grains each), end to end")
+    emit()
+    emit("| configuration | images/s | ratio vs plain loop | peak RSS per worker (MB) | failed |")
+    emit("|---|---:|---:|---:|---:|")
+    emit(f"| plain in-process loop, {os.cpu_count()} torch threads, first {min(args.n_baseline, args.n)} images "
+         f"(no DB / pool / exports) | {base:.2f} | 1.00 | | |")
+    for w in args.workers:
+        s, dt, sampler, db_mb = run_batch_config(big, model, w)
+        peaks = sorted(v / 1024 for v in sampler.peak_kb.values())
+        peak = f"{max(peaks):.0f} (median {np.median(peaks):.0f}, {len(peaks)} processes)" if peaks else "n/a"
+        rate = s.n_images / dt
+        emit(f"| `run_batch`, {w} worker process(es), torch threads {max(1, (os.cpu_count() or 1) // w)} each "
+             f"(incl. start-up, SQLite, CSV/Parquet/report) | {rate:.2f} | {rate / base:.2f} | {peak} | {s.n_failed} |")
+    emit()
+
+    if args.n_small:
+        small = WORK / f"in_small_{args.n_small}"
+        t0 = time.perf_counter()
+        make_images(small, args.n_small, (64, 64), n_grains=8, seed0=10**6)
+        print(f"(small inputs ready in {time.perf_counter() - t0:.0f} s)")
+        import resource
+
+        samples: list[tuple[int, float, float, int]] = []
+        sampler_ref: dict = {}
+
+        def progress(done, total, path, status):
+            if done and (done % 1000 == 0 or done == total):
+                sm = sampler_ref.get("s")
+                if sm is not None:
+                    sm.sample()
+                cur = sorted(v / 1024 for v in (sm.current_kb.values() if sm else []))
+                parent = _status_kb(os.getpid(), "VmRSS") / 1024
+                samples.append((done, parent, max(cur) if cur else float("nan"), len(cur)))
+
+        from micro_seg.batch import run_batch
+
+        out = Path(tempfile.mkdtemp(prefix="bench-small-"))
+        with RssSampler() as sm:
+            sampler_ref["s"] = sm
+            t0 = time.perf_counter()
+            s = run_batch(small, out, model=model, workers=2, progress=progress)
+            dt = time.perf_counter() - t0
+        db_mb = (out / "results.sqlite").stat().st_size / 1e6
+        emit(f"### Memory over a {args.n_small}-image folder (64 x 64 each, 2 workers, max_tasks_per_child=100)")
+        emit()
+        emit("Parent = this benchmark process (it also holds the model and torch from the in-process baseline); "
+             "workers are replaced every 100 images.")
+        emit()
+        emit("| images done | parent RSS (MB) | largest worker RSS (MB) |")
+        emit("|---:|---:|---:|")
+        for done, parent, worker, _ in samples:
+            emit(f"| {done} | {parent:.0f} | {worker:.0f} |")
+        emit()
+        peaks = [v / 1024 for v in sm.peak_kb.values()]
+        emit(f"{s.n_images} images in {dt:.0f} s ({s.n_images / dt:.1f} images/s), {s.n_failed} failed; "
+             f"peak RSS of any worker process {max(peaks):.0f} MB over {len(peaks)} worker processes; "
+             f"parent max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
+             f"results.sqlite {db_mb:.0f} MB.")
+        emit()
+        shutil.rmtree(out, ignore_errors=True)
+
+    if args.record:
+        results = ROOT / "benchmarks" / "RESULTS.md"
+        text = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
+        section = "## batch: folders end to end (issue 5)\n\n" + "\n".join(lines) + "\n"
+        head = "## batch: folders end to end (issue 5)"
+        if head in text:
+            start = text.index(head)
+            nxt = text.find("\n## ", start + len(head))
+            text = text[:start] + section + (text[nxt + 1:] if nxt != -1 else "")
+        else:
+            text = text.rstrip() + "\n\n" + section
+        results.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
