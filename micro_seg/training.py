@@ -679,6 +679,12 @@ def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisa
         "seconds": round(seconds, 1), "stopped": stopped,
         **{k: v for k, v in config.items() if k not in ("arch", "arch_kwargs", "classes", "in_channels", "normalisation")},
     }
+    try:  # record the fully resolved architecture, so later preset changes cannot break loading
+        from micro_seg.nets import resolved_arch_kwargs
+
+        arch_kwargs = resolved_arch_kwargs(arch, arch_kwargs)
+    except ImportError:  # pragma: no cover
+        pass
     fields: dict[str, Any] = dict(
         name=name or (f"{base_card.name}-finetuned" if base_card is not None else "custom"),
         task=task, arch=arch, arch_kwargs=dict(arch_kwargs), in_channels=in_channels, classes=list(classes),

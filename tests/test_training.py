@@ -236,3 +236,22 @@ def test_bad_training_data_raises(labels, match):
     img, _, _ = _stripes()
     with pytest.raises(TrainingDataError, match=match):
         _fit([img], labels)
+
+
+def test_image_weights_validated_and_zero_weight_image_never_sampled():
+    img, truth, _ = _stripes()
+    # an all-"bright" second image with weight 0 must not influence training at all
+    bright = np.full_like(img, 250)
+    kw = dict(class_weights=None, rare_class_fraction=0.0)  # these look at all images' labels
+    only_first = _weights(_fit([img], [truth], **kw).network)
+    weighted = _weights(_fit([img, bright], [truth, np.full_like(truth, 2)], image_weights=[1.0, 0.0], **kw).network)
+    assert _same(only_first, weighted)
+    with pytest.raises(TrainingDataError, match="image_weights"):
+        _fit([img], [truth], image_weights=[1.0, 2.0])
+
+
+def test_time_limit_stops_training_early():
+    img, _, scribble = _stripes()
+    net, card, history = _fit([img], [scribble], epochs=500, time_limit_s=0.5)
+    assert len(history) < 500
+    assert "time limit" in card.extra["training"]["stopped"]
