@@ -37,11 +37,11 @@ from magicgui.widgets import (
 
 from napari_plugin._common import (
     JobRunner,
-    analysis_array,
     layer_pixel_size_um,
     notify_error,
     notify_info,
     notify_warning,
+    units_kwargs,
 )
 from napari_plugin._layers import (
     PALETTE,
@@ -229,9 +229,8 @@ class AnnotateWidget(Container):
                               "image": image.name, "pixel_size_um": layer_pixel_size_um(image)}}
         layer = self._viewer.add_labels(
             np.zeros(shape, dtype=np.uint8), name=f"{image.name} annotations", scale=image.scale[-2:],
-            metadata=meta, colormap=class_colormap(len(names), colors), opacity=0.6,
+            metadata=meta, colormap=class_colormap(len(names), colors), opacity=0.6, **units_kwargs(image),
         )
-        self._set_units(layer, image)
         layer.brush_size = 10
         layer.selected_label = 1
         layer.mode = "paint"
@@ -239,13 +238,6 @@ class AnnotateWidget(Container):
         self._annotations.value = layer
         self._status.value = "Paint: label 1 = " + names[0] + ", 2 = " + names[1] + (" ..." if len(names) > 2 else "")
         return layer
-
-    @staticmethod
-    def _set_units(layer, image) -> None:
-        try:
-            layer.units = image.units[-2:]
-        except Exception:
-            pass
 
     def _annotation_layer(self, *, create: bool = False):
         layer = self._annotations.value

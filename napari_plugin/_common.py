@@ -95,6 +95,16 @@ def set_layer_calibration(layer, pixel_size_um: float | None) -> None:
     layer.metadata = meta
 
 
+def units_kwargs(layer) -> dict:
+    """``{"units": ...}`` to give a new layer the same units as ``layer`` (avoids napari's
+    "inconsistent units" warning); empty when ``layer`` has no micrometre units."""
+    try:
+        units = tuple(str(u) for u in layer.units[-2:])
+    except Exception:
+        return {}
+    return {"units": units} if all(u in ("micrometer", "um", "µm") for u in units) else {}
+
+
 def databar_rows(layer) -> int:
     """Rows of the SEM information band at the bottom of ``layer`` (0 if none)."""
     return int(_ms_meta(layer).get("databar_rows") or 0)

@@ -48,7 +48,7 @@ SUMMARY_NAMES = {
     "n_grains": "Grains counted",
     "G_planimetric": "G (planimetric, E112)",
     "G_intercept": "G (intercept, E112)",
-    "G_intercept_ci95": "G (intercept) 95% CI",
+    "G_intercept_ci95": "G (intercept) 95% CI (±)",
     "G_area": "G (mean area, E1382)",
     "mean_intercept_um": "Mean intercept (µm)",
     "mean_intercept_px": "Mean intercept (px)",
@@ -56,8 +56,8 @@ SUMMARY_NAMES = {
     "grains_per_mm2": "Grains per mm²",
     "ala_G": "ALA G (E930)",
     "mean_intercept_ra_percent": "%RA (intercept)",
-    "G_planimetric_ci95": "G (planimetric) 95% CI",
-    "mean_intercept_ci95_um": "Mean intercept 95% CI (µm)",
+    "G_planimetric_ci95": "G (planimetric) 95% CI (±)",
+    "mean_intercept_ci95_um": "Mean intercept 95% CI (± µm)",
     "n_intersections": "Intersections counted",
     "phase_fractions": "Area fraction",
     "ci95": "95% CI (±)",
@@ -171,7 +171,7 @@ class MeasureWidget(Container):
                                tooltip="Phase names in label order (0, 1, 2, ...), comma-separated; from the model if empty.")
         self._defect = ComboBox(label="Defect class", choices=self._defect_choices,
                                 tooltip="Which class is the defect / particle phase (all non-zero for a mask).")
-        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.01,
+        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.0001,
                                    tooltip="0 = unknown: results are then in pixels.")
         self._run_btn = PushButton(text="Measure")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
@@ -293,6 +293,12 @@ class MeasureWidget(Container):
         self.summary, self.table, self._measured_layer = summary, table, layer
         self.summary_view.set_frame(summary_frame(summary)[["quantity", "value"]])
         if table is not None:
+            lead = [c for c in ("label", "name", "class_id") if c in table.columns]
+            phys = [c for c in table.columns if c not in lead and (c.endswith(("_um", "_um2", "_per_mm2")) or "fraction" in c)
+                    and not c.startswith("centroid")]
+            rest = [c for c in table.columns if c not in lead and c not in phys]
+            table = table[lead + phys + rest]
+            self.table = table
             self.table_view.set_frame(table)
             col = _label_column(table)
             if col is not None and params.kind != PHASES and layer is not None:

@@ -30,6 +30,7 @@ from napari_plugin._common import (
     notify_warning,
     pad_to_full,
     progress_fraction,
+    units_kwargs,
     set_layer_calibration,
 )
 from napari_plugin._layers import class_colormap, connect_layer_events, layer_chooser, ms_meta
@@ -126,17 +127,20 @@ class SegmentWidget(Container):
                                tooltip="Shipped models and the ones you trained (Train widget).")
         self._model_folder = FileEdit(label="Or model folder", mode="d", value="",
                                       tooltip="A model folder (card.yaml + model.safetensors) not in the list.")
-        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.01,
+        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.0001,
                                    tooltip="From the file's calibration; 0 = unknown. Change it to recalibrate the image.")
+        self._model_info = Label(label="About model", value="")
         self._run_btn = PushButton(text="Segment")
         self._cancel_btn = PushButton(text="Cancel")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
         self._status = Label(label="Status", value="Pick an image and a model, then Segment")
         self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn,
                                  status_label=self._status, run_button=self._run_btn)
-        self.extend([self._image, self._model, self._model_folder, self._pixel, self._run_btn,
+        self.extend([self._image, self._model, self._model_folder, self._model_info, self._pixel, self._run_btn,
                      self._cancel_btn, self._progress, self._status])
         self._image.changed.connect(self._image_changed)
+        self._model.changed.connect(self._update_model_info)
+        self._model_folder.changed.connect(self._update_model_info)
         self._pixel.changed.connect(self._pixel_changed)
         self._run_btn.changed.connect(self.run)
         model_events.saved.connect(self._on_model_saved)
@@ -145,6 +149,7 @@ class SegmentWidget(Container):
         self._image_changed(self._image.value)
         self.last_result: SegmentResult | None = None
         self._pending_display = False
+        self._update_model_info()
 
     @staticmethod
     def _model_choices(_widget=None) -> list[tuple[str, Any]]:
@@ -166,6 +171,27 @@ class SegmentWidget(Container):
             if choice == folder_or_name or str(choice).rstrip("/").endswith("/" + str(folder_or_name)):
                 self._model.value = choice
                 return
+
+    def _update_model_info(self, *_: Any) -> None:
+        """Show what the chosen model segments and at which pixel sizes it was trained."""
+        model = self._chosen_model()
+        if not model:
+            self._model_info.value = "no model: train one (Train widget)"
+            return
+        try:
+            from micro_seg.registry import load_card, resolve_model
+
+            card = load_card(resolve_model(model))
+        except Exception as exc:  # noqa: BLE001 - shown, not raised
+            self._model_info.value = f"cannot read this model ({type(exc).__name__})"
+            return
+        text = f"{card.task}: {', '.join(card.classes)}"
+        if card.pixel_size_um_range:
+            lo, hi = card.pixel_size_um_range
+            text += f"\ntrained at {lo:g}-{hi:g} µm/px"
+        if card.material:
+            text += f"\n{card.material}"
+        self._model_info.value = text
 
     def _image_changed(self, layer) -> None:
         px = layer_pixel_size_um(layer) if layer is not None else None
@@ -261,19 +287,16 @@ class SegmentWidget(Container):
                 "calibration_source": ms_meta(layer).get("calibration_source"),
                 "databar_rows": ms_meta(layer).get("databar_rows", 0)}
         common = dict(scale=tuple(layer.scale[-2:]), translate=tuple(layer.translate[-2:]))
+        units = units_kwargs(layer)
         if result.task == "grains":
             meta = {**base, "kind": "grains", "class_labels": result.class_labels}
             labels = self._put_layer("labels", f"{layer.name} grains", result.labels,
-                                     metadata={"micro_seg": meta}, opacity=0.5, **common)
+                                     metadata={"micro_seg": meta}, opacity=0.5, **common, **units)
         else:
             meta = {**base, "kind": "classes"}
             labels = self._put_layer("labels", f"{layer.name} classes", result.labels,
                                      metadata={"micro_seg": meta}, opacity=0.5,
-                                     colormap=class_colormap(len(result.classes), offset=0), **common)
-        try:
-            labels.units = layer.units[-2:]
-        except Exception:
-            pass
+                                     colormap=class_colormap(len(result.classes), offset=0), **common, **units)
         self._viewer.layers.selection.active = labels
         what = f"{result.n_objects} grains" if result.task == "grains" else ", ".join(result.classes)
         self._status.value = f"{result.model_name}: {what} in {result.seconds:.1f} s"
@@ -287,7 +310,7 @@ class SegmentWidget(Container):
                         self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
                                         colormap="magma", blending="additive", opacity=0.6, visible=False,
                                         contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
-                                        metadata=unc_meta, **common)
+                                        metadata=unc_meta, **common, **units)
                         self._viewer.layers.selection.active = labels
                 finally:
                     self._pending_display = False

@@ -19,8 +19,12 @@ def format_value(value: Any) -> str:
         v = float(value)
         if math.isnan(v):
             return "-"
-        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1e9 or abs(v) < 1e-3:
             return f"{v:.3e}"
+        if abs(v) >= 1000 or (v.is_integer() and abs(v) >= 100):
+            return f"{v:,.0f}"
         return f"{v:.4g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
@@ -73,7 +77,6 @@ class DataFrameView(QTableView):
         self.setModel(self.model_)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setAlternatingRowColors(True)
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(20)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
