@@ -63,6 +63,7 @@ __all__ = [
     "BatchSummary",
     "InputFile",
     "discover_images",
+    "read_ignore_file",
     "BatchBusyError",
     "BatchOptionError",
     "export_images_csv",
@@ -126,6 +127,7 @@ class BatchSummary:
     model: str | None = None
     model_sha256: str | None = None
     cancelled: bool = False
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -154,7 +156,44 @@ def _split_ext(name: str, exts: tuple[str, ...]) -> tuple[str, str | None]:
     return Path(name).stem, None
 
 
-def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.PathLike] = ()) -> list[InputFile]:
+IGNORE_FILE = ".micro-seg-ignore"
+
+
+def read_ignore_file(in_dir: str | os.PathLike) -> list[str]:
+    """Glob patterns from ``IN_DIR/.micro-seg-ignore`` (one per line, ``#`` comments)."""
+    p = Path(in_dir) / IGNORE_FILE
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+def _ignored(relpath: str, patterns: Iterable[str], *, is_dir: bool = False) -> bool:
+    """gitignore-like matching: ``name/`` a folder anywhere, ``a/b*`` a relative path, ``*.md`` a name."""
+    import fnmatch
+
+    parts = relpath.split("/")
+    for pat in patterns:
+        if pat.endswith("/"):
+            dpat = pat.rstrip("/")
+            dirs = parts if is_dir else parts[:-1]
+            if any(fnmatch.fnmatch(d, dpat) for d in dirs) or (
+                "/" in dpat and any(fnmatch.fnmatch("/".join(dirs[: i + 1]), dpat) for i in range(len(dirs)))):
+                return True
+        elif "/" in pat:
+            if fnmatch.fnmatch(relpath, pat.lstrip("/")):
+                return True
+        elif fnmatch.fnmatch(parts[-1], pat):
+            return True
+    return False
+
+
+def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.PathLike] = (),
+                    ignore: Iterable[str] = (), ignored: list[str] | None = None) -> list[InputFile]:
     """Every file under ``in_dir`` (recursive, sorted), marked supported or not.
 
     Hidden files and folders (name starting with ``.``), ``Thumbs.db`` /
@@ -162,10 +201,12 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
     the input folder) are skipped.  A non-image file that shares its name stem
     with an image in the same folder (``field_01.tif`` + ``field_01.txt``, the
     way Hitachi / Zeiss / JEOL SEMs write metadata side-cars) is a side-car, not
-    an input.  Every other file with an unsupported extension is returned with
-    ``supported=False`` (a batch records it as failed, so nothing is silently
-    skipped).  Images that differ only by extension get distinct output stems
-    (``a_tif``, ``a_png``).
+    an input.  Files matching an ``ignore`` glob pattern (gitignore-like:
+    ``*.md`` any file name, ``truth/`` any folder, ``sub/*.tif`` a relative
+    path) are left out and their relative paths appended to ``ignored``.  Every
+    other file with an unsupported extension is returned with ``supported=False``
+    (a batch records it as failed, so nothing is silently skipped).  Images that
+    differ only by extension get distinct output stems (``a_tif``, ``a_png``).
 
     Examples
     --------
@@ -178,12 +219,32 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
     """
     root = Path(in_dir).resolve()
     excluded = {Path(e).resolve() for e in exclude}
+    patterns = list(ignore)
     exts = _supported_extensions()
     found: list[InputFile] = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded)
-        names = sorted(f for f in filenames if not f.startswith(".") and f.lower() not in IGNORED_NAMES)
+        rel_here = here.relative_to(root).as_posix()
+        rel_here = "" if rel_here == "." else rel_here + "/"
+        keep_dirs = []
+        for d in sorted(dirnames):
+            if d.startswith(".") or (here / d).resolve() in excluded:
+                continue
+            if patterns and _ignored(rel_here + d, patterns, is_dir=True):
+                if ignored is not None:
+                    ignored.append(rel_here + d + "/")
+                continue
+            keep_dirs.append(d)
+        dirnames[:] = keep_dirs
+        names = []
+        for f in sorted(filenames):
+            if f.startswith(".") or f.lower() in IGNORED_NAMES:
+                continue
+            if patterns and _ignored(rel_here + f, patterns):
+                if ignored is not None:
+                    ignored.append(rel_here + f)
+                continue
+            names.append(f)
         split = {n: _split_ext(n, exts) for n in names}
         image_stems: dict[str, list[str]] = {}
         for n, (stem, ext) in split.items():
@@ -422,7 +483,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
               workers: int | None = None, scheduler: Any = None, group_by: str = "folder",
               spec: str | os.PathLike | None = None, progress: Callable[..., Any] | None = None,
               cancel: Any = None, pixel_size_um: float | None = None, rehash: bool = False,
-              max_tasks_per_child: int | None = 100, report: bool = True,
+              max_tasks_per_child: int | None = 100, report: bool = True, exclude: Iterable[str] = (),
               process: Callable[[str, BatchConfig], ImageResult] | None = None) -> BatchSummary:
     """Segment and measure every image under ``in_dir``; results in ``out_dir``.
 
@@ -466,6 +527,10 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         growth; ``None`` = never replaced).
     report : bool
         Write ``report.html`` (default True).
+    exclude : iterable of str
+        Glob patterns of files or folders to leave out (gitignore-like, see
+        :func:`discover_images`), added to those in ``IN_DIR/.micro-seg-ignore``.
+        Left-out files are counted and listed (``BatchSummary.ignored``).
     process : callable, optional
         Replacement for :func:`micro_seg.batch_worker.process_image`
         (``process(path, config) -> ImageResult``; must be picklable), for
@@ -504,6 +569,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     if workers is not None and workers < 0:
         raise BatchOptionError(f"workers={workers}: must be >= 0")
     cancelled = _as_cancel(cancel)
+    ignore_patterns = read_ignore_file(in_path) + [str(p) for p in exclude]
 
     spec_path = None
     if spec is not None:
@@ -536,7 +602,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     params["model"] = model_name
     params["spec_sha256"] = sha256_file(spec_path) if spec_path else None
     params_sha = _params_sha(params)
-    run_params = dict(params, group_by=group_by, workers=n_workers, scheduler=_scheduler_text(scheduler),
+    run_params = dict(params, group_by=group_by, exclude=ignore_patterns, workers=n_workers, scheduler=_scheduler_text(scheduler),
                       max_tasks_per_child=max_tasks_per_child, rehash=rehash,
                       process=None if process is None else f"{process.__module__}.{process.__qualname__}")
 
@@ -547,7 +613,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                                  model_sha256=model_sha, workers=n_workers,
                                  scheduler=_scheduler_text(scheduler))
         _sweep_temporaries(out_path)
-        files = discover_images(in_path, exclude=[out_path])
+        ignored: list[str] = []
+        files = discover_images(in_path, exclude=[out_path], ignore=ignore_patterns, ignored=ignored)
         specimens = {f.relpath: specimen_of(f.relpath, group_by=group_by) for f in files}
         known = store.known_images()
         todo: list[InputFile] = []
@@ -577,16 +644,9 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
             if progress is not None:
                 progress(done, total, f.relpath, r.status)
 
-        unsupported = [f for f in todo if not f.supported]
-        images = [f for f in todo if f.supported]
-        for f in unsupported:
-            if cancelled():
-                break
-            r = _failed_result(f, f"{f.path}: not a supported image format (supported: "
-                               f"{', '.join(sorted(set(_supported_extensions())))})", "UnsupportedFormatError",
-                               retryable=False)
-            r.worker = "driver"
-            record(f, r)
+        # Files with other extensions go to the workers too: the reader judges them by content
+        # (a TIFF named .dat is read; anything else fails with the reader's message).
+        images = todo
 
         status = "finished"
         try:
@@ -611,13 +671,13 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                       "n_ok": len(rows) - n_failed, "n_failed": n_failed}
             store.finish_run(run_id, status=status, counts=counts)
 
-        exports = write_exports(store, out_path, run_id, rows=rows, write_report=report)
+        exports = write_exports(store, out_path, run_id, rows=rows, write_report=report, ignored=ignored)
         summary = BatchSummary(
             out_dir=out_path, run_id=run_id, n_images=len(rows), n_ok=len(rows) - n_failed, n_failed=n_failed,
             n_processed=done, n_skipped=len(skipped), seconds=time.perf_counter() - t0,
             failures=[{"path": r["path"], "error": r["error"]} for r in rows if r["status"] == "failed"],
             database=out_path / DB_NAME, model=model_name, model_sha256=model_sha,
-            cancelled=status == "cancelled", **exports,
+            cancelled=status == "cancelled", ignored=ignored, **exports,
         )
     if summary.cancelled:
         raise CancelledError(f"{in_path}: batch cancelled after {done} of {total} images; re-run to resume")
@@ -841,7 +901,7 @@ def export_objects_parquet(store: ResultsStore, path: str | os.PathLike, *, run_
 
 
 def write_exports(store: ResultsStore, out_dir: Path, run_id: int, *, rows: list[dict[str, Any]] | None = None,
-                  write_report: bool = True) -> dict[str, Path | None]:
+                  write_report: bool = True, ignored: list[str] | None = None) -> dict[str, Path | None]:
     """Write ``images.csv``, ``specimens.csv``, ``objects.parquet`` and ``report.html``."""
     rows = _export_rows(store, run_id) if rows is None else rows
     images_csv = export_images_csv(rows, out_dir / "images.csv")
@@ -852,6 +912,6 @@ def write_exports(store: ResultsStore, out_dir: Path, run_id: int, *, rows: list
         from micro_seg.report import write_report as _write_report
 
         report_path = _write_report(out_dir / "report.html", store=store, run_id=run_id, image_rows=rows,
-                                    specimen_rows=specimen_rows, out_dir=out_dir)
+                                    specimen_rows=specimen_rows, out_dir=out_dir, ignored=ignored or [])
     return {"images_csv": images_csv, "specimens_csv": specimens_csv, "objects_parquet": objects,
             "report": report_path}

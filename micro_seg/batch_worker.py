@@ -314,8 +314,9 @@ def safe_process(path: str, config: BatchConfig, process: Callable | None = None
 
     t0 = time.perf_counter()
     relpath = Path(path).relative_to(config.in_dir).as_posix()
-    if config.torch_threads:
-        _set_torch_threads(config.torch_threads)
+    threads = config.torch_threads or _dask_worker_threads()
+    if threads:
+        _set_torch_threads(threads)
     try:
         fn = process or process_image
         if fn is process_image:
@@ -339,6 +340,22 @@ def safe_process(path: str, config: BatchConfig, process: Callable | None = None
     result.seconds = time.perf_counter() - t0
     result.worker = _worker_name()
     return result
+
+
+def _dask_worker_threads() -> int | None:
+    """Inside a dask worker: its CPU share per task thread (cores // worker threads)."""
+    import sys
+
+    if "distributed" not in sys.modules:  # not a dask worker (and do not pay for the import)
+        return None
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    nthreads = getattr(getattr(worker, "state", worker), "nthreads", None) or 1
+    return max(1, (os.cpu_count() or 1) // int(nthreads))
 
 
 def _set_torch_threads(n: int) -> None:

@@ -252,7 +252,7 @@ def _specimen_section(specimen_rows: list[dict]) -> str:
 
 
 def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[dict], specimen_rows: list[dict],
-                 out_dir: str | Path) -> Path:
+                 out_dir: str | Path, ignored: Sequence[str] = ()) -> Path:
     """Write the batch report to ``path`` (atomically) and return the path.
 
     Parameters
@@ -267,6 +267,8 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         Rows of ``images.csv`` and ``specimens.csv``.
     out_dir : str or Path
         Batch output folder (overlay files are found relative to it).
+    ignored : sequence of str
+        Files / folders left out by ``--exclude`` or ``.micro-seg-ignore`` (listed).
     """
     out_dir = Path(out_dir)
     run = next((r for r in store.runs() if r["run_id"] == run_id), {})
@@ -397,6 +399,11 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
                      "(errors of other kinds, e.g. a crashed worker, are retried on the next run).</p></section>")
     else:
         parts.append("<section><h2>Failures</h2><p class='note'>None: every image was processed.</p></section>")
+    if ignored:
+        listed = ", ".join(f"<code>{_e(p)}</code>" for p in list(ignored)[:50])
+        more = f" and {len(ignored) - 50} more" if len(ignored) > 50 else ""
+        parts.append(f"<section><h2>Left out on request ({len(ignored)})</h2><p class='note'>Matched an exclude "
+                     f"pattern (<code>--exclude</code> or <code>.micro-seg-ignore</code>): {listed}{more}.</p></section>")
 
     # per-image table
     show = [c for c in ("path", "status", "specimen", "pixel_size_um", "calibration_source", "n_grains",

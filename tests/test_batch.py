@@ -78,6 +78,20 @@ def test_discovery_gives_distinct_stems_to_images_differing_only_by_extension(tm
     assert stems == {"f.png": "f_png", "f.tif": "f_tif"}
 
 
+def test_exclude_patterns_and_ignore_file_leave_files_out_but_list_them(tmp_path):
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 1, "truth/a_labels.tif": 1, "deep/truth/b.tif": 1, "sub/c.tif": 2})
+    (root / "README.md").write_text("about these images")
+    (root / "make_samples.py").write_text("print()")
+    (root / ".micro-seg-ignore").write_text("# documentation and ground truth\n*.md\ntruth/\n")
+    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0,
+                  exclude=["*.py", "sub/c*"])
+    assert sorted(s.ignored) == ["README.md", "deep/truth/", "make_samples.py", "sub/c.tif", "truth/"]
+    assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == ["a.tif"]
+    assert s.exit_code == 0
+    assert "Left out on request (5)" in (tmp_path / "out" / "report.html").read_text()
+
+
 # ---------------------------------------------------------------------------------- rows, exit 3
 def test_good_corrupt_and_non_image_give_right_rows_and_exit_code_3(mixed_folder, tmp_path):
     root, truth = mixed_folder

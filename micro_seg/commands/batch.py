@@ -65,6 +65,9 @@ def register(subparsers: Any) -> None:
                         "relative path (named group 'specimen', or group 1)")
     p.add_argument("--pixel-size", type=_positive_float, default=None, metavar="UM",
                    help="micrometres per pixel for every image (overrides file calibration)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out matching files or folders (gitignore-like: '*.md', 'truth/', 'sub/*.tif'); "
+                        "repeatable; also read from IN_DIR/.micro-seg-ignore")
     p.add_argument("--rehash", action="store_true",
                    help="verify the sha256 of every finished input (default: only when size/mtime changed)")
     p.add_argument("--max-tasks-per-child", type=_positive_int, default=100, metavar="N",
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> dict:
             args.in_dir, args.out_dir, model=args.model, workers=args.workers, scheduler=args.scheduler,
             group_by=args.group_by, spec=args.spec, progress=progress, pixel_size_um=args.pixel_size,
             rehash=args.rehash, max_tasks_per_child=args.max_tasks_per_child or None,
-            report=not args.no_report,
+            report=not args.no_report, exclude=args.exclude,
         )
     result = {
         "out_dir": str(summary.out_dir),
@@ -139,6 +142,7 @@ def run(args: argparse.Namespace) -> dict:
         "objects_parquet": str(summary.objects_parquet) if summary.objects_parquet else None,
         "report": str(summary.report) if summary.report else None,
         "failures": summary.failures,
+        "ignored": summary.ignored,
     }
     if summary.n_failed and not args.quiet:
         print(f"micro-seg batch: {summary.n_failed} of {summary.n_images} image(s) failed:", file=sys.stderr)
