@@ -197,7 +197,7 @@ def _scores(model, images) -> dict[str, np.ndarray]:
     card = model.card
     x = np.stack([prepare_image(im, input_size=model.input_size, in_channels=card.in_channels,
                                 normalisation=card.normalisation) for im in images])
-    logits, feats = _predict(model.network, x, tta=model.tta)
+    logits, feats = _predict(model.network, x, tta=model.tta, symmetry=str(card.extra.get('symmetry', 'd8')))
     t = float(model.network.temperature)
     z = torch.from_numpy(logits) / t
     with torch.inference_mode():

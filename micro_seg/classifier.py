@@ -23,10 +23,12 @@ the scores of the in-distribution validation images.  ``ood`` is True above
 it, so about 5% of familiar images are flagged by construction and images of
 another kind are flagged far more often.
 
-Predictions average the pooled features over the 8 flips / quarter turns
-of the image (test-time augmentation, ``tta`` in the card; micrographs have
-no preferred orientation); calibration and OOD statistics are fitted on the
-same averaged features.
+Images are assumed to have no preferred orientation (``symmetry="d8"``:
+the 8 flips / quarter turns are used as augmentations); surfaces with a
+direction (rolling marks, grinding stripes) use ``symmetry="flips"`` (the 4
+mirror images only).  Predictions average the pooled features over the same
+views (test-time augmentation, ``tta`` in the card); calibration and OOD
+statistics are fitted on the same averaged features.
 
 **Grad-CAM** (Selvaraju et al., ICCV 2017) of the last stage explains a
 decision as a heat map over the image (:func:`grad_cam`).
@@ -530,6 +532,7 @@ class ClassifierConfig:
     ood_percentile: float = 95.0
     threads: int | None = None
     tta: bool = True
+    symmetry: str = "d8"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for the card."""
@@ -548,16 +551,18 @@ class ClassifierTrainResult:
     folder: Path | None = None
 
 
+def _views(symmetry: str) -> list[int]:
+    """Indices for :func:`_dihedral` of the symmetry group's views."""
+    return {"d8": list(range(8)), "flips": [0, 2, 4, 6], "none": [0]}[symmetry]
+
+
 def _augment_batch(x: torch.Tensor, rng: np.random.Generator, config: ClassifierConfig) -> torch.Tensor:
-    """Dihedral flips/rotations, random resized crop, contrast/brightness, noise."""
+    """Symmetry views (flips / quarter turns), random resized crop, contrast/brightness, noise."""
     n, _, size, _ = x.shape
-    k = int(rng.integers(0, 4))
-    if k:
-        x = torch.rot90(x, k, dims=(2, 3))
-    flip = torch.from_numpy(rng.random(n) < 0.5)
-    if flip.any():
-        x = x.clone()
-        x[flip] = x[flip].flip(3)
+    views = _views(config.symmetry)
+    picks = rng.integers(0, len(views), n)
+    if len(views) > 1:
+        x = torch.stack([_dihedral(x[i:i + 1], views[int(j)])[0] for i, j in enumerate(picks)])
     lo, hi = config.scale_range
     frac = float(rng.uniform(lo, hi))
     if frac < 0.999:
@@ -574,25 +579,25 @@ def _augment_batch(x: torch.Tensor, rng: np.random.Generator, config: Classifier
 
 
 def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 flips / quarter turns of a (N, C, r, c) batch."""
+    """The k-th of the 8 flips / quarter turns of a (N, C, r, c) batch (k = 2: half turn)."""
     x = torch.rot90(x, k % 4, dims=(2, 3))
     return x.flip(3) if k >= 4 else x
 
 
 @torch.inference_mode()
-def _predict(net: ClassifierNet, x: np.ndarray, batch_size: int = 64, *, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _predict(net: ClassifierNet, x: np.ndarray, batch_size: int = 64, *, tta: bool = False,
+             symmetry: str = "d8") -> tuple[np.ndarray, np.ndarray]:
     """Logits and pooled features (eval mode, no temperature).
 
-    With ``tta`` the features are averaged over the 8 dihedral views
-    (micrographs and surface images have no preferred orientation) and the
-    logits are those of the averaged features.
+    With ``tta`` the features are averaged over the views of ``symmetry``
+    and the logits are those of the averaged features.
     """
     net.eval()
     logits, feats = [], []
     for i in range(0, len(x), batch_size):
         xb = torch.from_numpy(x[i:i + batch_size])
         if tta:
-            f = torch.stack([net.features(_dihedral(xb, k)) for k in range(8)]).mean(0)
+            f = torch.stack([net.features(_dihedral(xb, k)) for k in _views(symmetry)]).mean(0)
         else:
             f = net.features(xb)
         feats.append(f)
@@ -667,6 +672,8 @@ def iter_train_classifier(
     if config.epochs < 1 or config.batch_size < 1 or config.input_size < 16:
         raise TrainingDataError(f"epochs ({config.epochs}) and batch_size ({config.batch_size}) must be >= 1, "
                                 f"input_size ({config.input_size}) >= 16")
+    if config.symmetry not in ("d8", "flips", "none"):
+        raise TrainingDataError(f"symmetry must be 'd8', 'flips' or 'none', got {config.symmetry!r}")
     if not 50.0 <= config.ood_percentile < 100.0:
         raise TrainingDataError(f"ood_percentile must be in [50, 100), got {config.ood_percentile}")
     if config.threads:
@@ -739,8 +746,8 @@ def iter_train_classifier(
             break
 
     # calibration, metrics and OOD statistics (eval mode, no augmentation)
-    val_logits, val_feats = _predict(net, images[val_idx], tta=config.tta)
-    _, train_feats = _predict(net, images[train_idx], tta=config.tta)
+    val_logits, val_feats = _predict(net, images[val_idx], tta=config.tta, symmetry=config.symmetry)
+    _, train_feats = _predict(net, images[train_idx], tta=config.tta, symmetry=config.symmetry)
     y_val = labels[val_idx]
     temperature = fit_temperature(val_logits, y_val)
     p_before = torch.softmax(torch.from_numpy(val_logits), 1).numpy()
@@ -784,6 +791,7 @@ def iter_train_classifier(
         extra={
             "input_size": config.input_size,
             "tta": bool(config.tta),
+            "symmetry": config.symmetry,
             "temperature": temperature,
             "temperature_at_bound": bool(temperature <= 0.2501 or temperature >= 19.99),
             "ood": {"method": "mahalanobis-min-class (tied covariance, pooled last-stage features)",
@@ -926,7 +934,8 @@ def classify_batch(images: Sequence[Any], model: Any, *, batch_size: int = 32) -
                                 normalisation=card.normalisation) for im in images]) if len(images) else None
     if x is None:
         return []
-    logits, feats = _predict(net, x, batch_size=batch_size, tta=clf.tta)
+    logits, feats = _predict(net, x, batch_size=batch_size, tta=clf.tta,
+                             symmetry=str(card.extra.get("symmetry", "d8")))
     t = float(net.temperature.item())
     probs = torch.softmax(torch.from_numpy(logits) / t, 1).numpy()
     with torch.inference_mode():

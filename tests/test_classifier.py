@@ -56,7 +56,7 @@ def data_dir(tmp_path_factory):
 def trained(data_dir, tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("models") / "tiny-clf"
-    config = ClassifierConfig(arch="mscls-s", input_size=32, epochs=15, batch_size=8, lr=5e-3, val_fraction=0.25,
+    config = ClassifierConfig(arch="mscls-s", input_size=64, epochs=15, batch_size=8, lr=5e-3, val_fraction=0.25,
                               seed=0)
     return train_classifier(data_dir, out, config=config)
 

@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (keeps the last epoch)")
     p.add_argument("--balanced", action="store_true", help="sample classes equally often (imbalanced data)")
     p.add_argument("--no-augment", action="store_true", help="switch augmentations off")
+    p.add_argument("--symmetry", default="d8", choices=["d8", "flips", "none"],
+                   help="views that keep the class: d8 = flips and quarter turns (micrographs, default), "
+                   "flips = mirror images only (surfaces with a direction), none")
     p.add_argument("--no-tta", action="store_true",
                    help="predict from the image as is, not averaged over its 8 flips / quarter turns")
     p.add_argument("--ood-percentile", type=float, default=95.0,
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = ClassifierConfig(
         arch=args.arch, input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed, max_minutes=args.max_minutes, balanced=args.balanced,
-        augment=not args.no_augment, tta=not args.no_tta, ood_percentile=args.ood_percentile, threads=args.threads,
+        augment=not args.no_augment, tta=not args.no_tta, symmetry=args.symmetry, ood_percentile=args.ood_percentile, threads=args.threads,
     )
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     result = train_classifier(args.data_dir, args.out, config=config, name=args.name, classes=classes,
