@@ -153,3 +153,15 @@ def test_malformed_spec_fails_before_any_image(folder, grain_model, tmp_path, ca
 def test_unknown_model_is_exit_2(folder, tmp_path, capsys):
     assert main(["batch", str(folder), str(tmp_path / "out"), "--model", "no-such-model", "--quiet"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_with_the_engine_equals_local_workers(folder, grain_model, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    run_batch(folder, tmp_path / "local", model=grain_model, workers=1)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  host="127.0.0.1", protocol="tcp://") as cluster:
+        s = run_batch(folder, tmp_path / "dask", model=grain_model, scheduler=cluster.scheduler_address)
+    assert (s.n_ok, s.n_failed) == (3, 2)
+    for name in ("images.csv", "specimens.csv"):
+        assert (tmp_path / "local" / name).read_text() == (tmp_path / "dask" / name).read_text()
