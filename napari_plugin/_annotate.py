@@ -49,7 +49,7 @@ from napari_plugin._layers import (
     connect_layer_events,
     layer_chooser,
     ms_meta,
-    parse_class_names,
+    parse_class_schema,
 )
 
 __all__ = ["AnnotateWidget", "save_training_pair", "read_class_schema", "uncertain_window"]
@@ -177,7 +177,8 @@ class AnnotateWidget(Container):
 
         self._image = ComboBox(label="Image", choices=layer_chooser(napari_viewer, "Image", lambda l: not _is_uncertainty(l)))
         self._classes = LineEdit(label="Classes", value="matrix, precipitate",
-                                 tooltip="Class names, comma-separated. Label 1 = first class; 0 = unlabelled.")
+                                 tooltip="Class names, comma-separated, optionally with a colour: 'matrix, pore:#D55E00'. "
+                                         "Label 1 = first class; 0 = unlabelled.")
         self._new_btn = PushButton(text="New annotation layer")
         self._annotations = ComboBox(label="Annotations", choices=layer_chooser(napari_viewer, "Labels", _is_annotation))
         self._prediction = ComboBox(label="Prediction", choices=layer_chooser(napari_viewer, "Labels", _is_prediction))
@@ -208,8 +209,7 @@ class AnnotateWidget(Container):
 
     # ------------------------------------------------------------ schema / layer
     def _schema(self) -> tuple[list[str], list[str]]:
-        names = parse_class_names(self._classes.value)
-        return names, [PALETTE[i % len(PALETTE)] for i in range(len(names))]
+        return parse_class_schema(self._classes.value)
 
     def new_annotation_layer(self, *_: Any):
         """Add an empty annotation Labels layer over the chosen image, coloured by the schema."""

@@ -9,6 +9,7 @@ __all__ = [
     "layer_chooser",
     "class_colormap",
     "parse_class_names",
+    "parse_class_schema",
     "ms_meta",
     "connect_layer_events",
 ]
@@ -65,8 +66,24 @@ def connect_layer_events(viewer, container) -> None:
 
 
 def parse_class_names(text: str) -> list[str]:
-    """Split a comma-separated list of class names; blanks dropped."""
-    return [t.strip() for t in str(text).split(",") if t.strip()]
+    """Split a comma-separated list of class names; blanks and ``:#colour`` suffixes dropped."""
+    return parse_class_schema(text)[0]
+
+
+def parse_class_schema(text: str) -> tuple[list[str], list[str]]:
+    """Parse ``"matrix, pore:#D55E00, crack"`` into names and colours.
+
+    A class may carry a colour after ``:`` (``#RRGGBB`` or a colour name);
+    classes without one get the next palette colour.
+    """
+    names, colors = [], []
+    for i, item in enumerate(t.strip() for t in str(text).split(",")):
+        if not item:
+            continue
+        name, _, color = item.partition(":")
+        names.append(name.strip())
+        colors.append(color.strip() or PALETTE[len(colors) % len(PALETTE)])
+    return names, colors
 
 
 def class_colormap(n_classes: int, colors: Sequence[str] | None = None, *, offset: int = 1):

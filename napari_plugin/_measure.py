@@ -183,14 +183,11 @@ class MeasureWidget(Container):
         self._runner = JobRunner(progress_bar=self._progress, status_label=self._status, run_button=self._run_btn)
         self.extend([self._labels, self._kind, self._names, self._defect, self._pixel, self._run_btn,
                      self._progress, self._status])
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
+        from napari_plugin._plots import dock_figure
 
         self.summary_view = DataFrameView(min_height=150)
         self.table_view = DataFrameView(min_height=150)
-        self.figure = Figure(figsize=(3.6, 2.0), dpi=100, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(160)
+        self.figure, self.canvas = dock_figure(height_px=170)
         layout = self.native.layout()
         layout.addWidget(self.summary_view)
         self._tail = Container(widgets=[self._hist_col], labels=True)
@@ -340,9 +337,9 @@ class MeasureWidget(Container):
             values = np.asarray(self.table[col], dtype=float)
             values = values[np.isfinite(values)]
             if values.size:
-                ax.hist(values, bins=min(40, max(5, int(np.sqrt(values.size)))), color="#0072B2", edgecolor="white")
-                ax.axvline(values.mean(), color="#D55E00", lw=1.2, label=f"mean {values.mean():.3g}")
-                ax.legend(fontsize=7, frameon=False)
+                ax.hist(values, bins=min(40, max(5, int(np.sqrt(values.size)))), color="#56B4E9", edgecolor="#262930")
+                ax.axvline(values.mean(), color="#E69F00", lw=1.2, label=f"mean {values.mean():.3g}")
+                ax.legend(fontsize=7, frameon=False, labelcolor="#d6d6d6")
             ax.set_xlabel(col, fontsize=8)
             ax.set_ylabel("count", fontsize=8)
         elif self.summary is not None:
@@ -351,10 +348,13 @@ class MeasureWidget(Container):
                 names = [str(k) for k in fr]
                 ci = self.summary.get("ci95") or {}
                 err = [float(ci.get(k, 0) or 0) for k in fr]
-                ax.bar(names, [float(v) for v in fr.values()], yerr=err, color="#009E73", capsize=3)
+                ax.bar(names, [float(v) for v in fr.values()], yerr=err, color="#009E73", capsize=3, ecolor="#d6d6d6")
                 ax.set_ylabel("area fraction (95% CI)", fontsize=8)
                 ax.set_ylim(0, 1)
-        ax.tick_params(labelsize=7)
+        ax.yaxis.label.set_color("#d6d6d6")
+        from napari_plugin._plots import style_axes
+
+        style_axes(ax)
         self.canvas.draw_idle()
 
     def select_row(self, row: int) -> int | None:

@@ -128,12 +128,9 @@ class LossPlot:
     """A small matplotlib figure in the dock: loss per step and validation IoU per epoch."""
 
     def __init__(self):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
+        from napari_plugin._plots import dock_figure
 
-        self.figure = Figure(figsize=(3.6, 2.2), dpi=100, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(180)
+        self.figure, self.canvas = dock_figure(height_px=190, figsize=(3.6, 2.2))
         self.ax = self.figure.add_subplot(111)
         self.ax2 = self.ax.twinx()
         self.steps: list[float] = []
@@ -163,17 +160,21 @@ class LossPlot:
     def _draw(self) -> None:
         ax, ax2 = self.ax, self.ax2
         ax.clear(); ax2.clear()
-        ax.plot(self.steps, self.losses, color="#0072B2", lw=1, label="training loss")
+        from napari_plugin._plots import style_axes
+
+        ax.plot(self.steps, self.losses, color="#56B4E9", lw=1, label="training loss")
         ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("loss", fontsize=8, color="#0072B2")
-        ax.tick_params(labelsize=7)
+        ax.set_ylabel("training loss", fontsize=8, color="#56B4E9")
         if self.ious:
-            ax2.plot(self.epochs, self.ious, "o-", color="#D55E00", ms=3, label="val. mean IoU")
+            ax2.plot(self.epochs, self.ious, "o-", color="#E69F00", ms=3, label="val. mean IoU")
             ax2.set_ylim(0, 1)
-            ax2.set_ylabel("val. mean IoU", fontsize=8, color="#D55E00")
-            ax2.tick_params(labelsize=7)
+            ax2.set_ylabel("validation mean IoU", fontsize=8, color="#E69F00")
         else:
             ax2.set_yticks([])
+        style_axes(ax, ax2)
+        if not self.steps:
+            ax.text(0.5, 0.5, "loss curve appears here while training", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=8, color="#8a8a8a")
         self.canvas.draw_idle()
 
 

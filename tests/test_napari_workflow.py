@@ -133,3 +133,32 @@ def test_grain_model_gives_instances_then_measure(make_napari_viewer, qtbot, use
     meas.run()
     wait_idle(qtbot, meas)
     assert meas.summary["n_grains"] == n
+
+
+def test_cancel_training_saves_nothing(make_napari_viewer, qtbot, user_models):
+    from micro_seg.registry import user_models_dir
+    from napari_plugin._annotate import AnnotateWidget
+    from napari_plugin._train import TrainWidget
+
+    viewer = make_napari_viewer()
+    image, truth = two_phase_image((64, 64), seed=6)
+    img = viewer.add_image(image, name="c")
+    ann_w = AnnotateWidget(viewer)
+    ann_w._image.value = img
+    ann_w._classes.value = "matrix, particle:#D55E00"
+    ann = ann_w.new_annotation_layer()
+    assert np.ravel(ann.colormap.map(2))[:3] == pytest.approx((0xD5 / 255, 0x5E / 255, 0.0), abs=1e-3)  # user colour kept
+    ann.data = np.where(truth, 2, 1).astype(np.uint8)
+    w = TrainWidget(viewer)
+    w.reset_choices()
+    w._image.value, w._annotations.value = img, ann
+    w._name.value = "never-finished"
+    w._epochs.value = 500
+    w._patch.value = 32
+    assert w.train(arch_kwargs={"widths": [4, 8]}) is not None
+    qtbot.waitUntil(lambda: len(w._plot.losses) >= 1, timeout=60_000)
+    w._cancel_btn.changed.emit(True)  # the user presses Cancel
+    wait_idle(qtbot, w)
+    assert w.trained is None and w._status.value == "Cancelled"
+    assert not (user_models_dir() / "never-finished").exists()
+    assert w._train_btn.enabled and not w._cancel_btn.enabled
