@@ -180,6 +180,14 @@ def test_bad_input_notifications(make_napari_viewer, qtbot, tmp_path, notes):
     assert reader is not None
     assert reader(str(bad)) == [(None,)]
     assert any("broken.tif" in m for m in _messages(notes, "error"))
+    # image without calibration: opened, with a warning saying how to set the pixel size
+    from PIL import Image
+
+    Image.fromarray(np.full((16, 16), 128, np.uint8)).save(tmp_path / "plain.png")
+    layers = get_reader(str(tmp_path / "plain.png"))(str(tmp_path / "plain.png"))
+    assert layers[0][0].shape == (16, 16) and "scale" not in layers[0][1]
+    assert any("plain.png has no pixel-size calibration" in m and "Pixel size (µm/px)" in m
+               for m in _messages(notes, "warning"))
     # wrong layer type: only a Points layer is there
     viewer.add_points(np.zeros((3, 2)), name="pts")
     seg, meas, train = SegmentWidget(viewer), MeasureWidget(viewer), TrainWidget(viewer)
