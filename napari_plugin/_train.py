@@ -110,7 +110,11 @@ def train_job(params: TrainParams, cancel):
     images, labels, classes = list(params.images), list(params.labels), list(params.classes)
     if params.folder:
         images, labels, classes = _read_folder(Path(params.folder))
+    from micro_seg.postprocess import BOUNDARY_CLASS_NAMES
+
     kwargs: dict[str, Any] = {}
+    # a model with a boundary class is a grain model: its results become grain instances
+    kwargs["task"] = "grains" if any(c.lower() in BOUNDARY_CLASS_NAMES for c in classes) else "semantic"
     if params.arch_kwargs:
         kwargs["arch_kwargs"] = dict(params.arch_kwargs)
     if params.base:

@@ -162,3 +162,29 @@ def test_cancel_training_saves_nothing(make_napari_viewer, qtbot, user_models):
     assert w.trained is None and w._status.value == "Cancelled"
     assert not (user_models_dir() / "never-finished").exists()
     assert w._train_btn.enabled and not w._cancel_btn.enabled
+
+
+def test_train_job_makes_grain_model_from_boundary_class(tmp_path):
+    """Annotations with a 'boundary' class train a grain model (results become grain instances)."""
+    from micro_seg.registry import load_card
+    from napari_plugin._train import TrainParams, train_job
+
+    img = np.zeros((48, 48), np.uint8)
+    img[:, 22:26] = 200
+    lab = np.zeros((48, 48), np.uint8)
+    lab[:, 22:26] = 2
+    lab[:, :10] = 1
+    params = TrainParams(classes=("grain", "boundary"), out_dir=str(tmp_path), name="gb", images=(img,),
+                         labels=(lab,), epochs=1, patch_size=32, batch_size=2, time_limit_s=None,
+                         arch_kwargs={"widths": [4, 8]})
+    import threading
+
+    gen = train_job(params, threading.Event())
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        folder, card, history = stop.value
+    assert card.task == "grains" and load_card(folder).task == "grains"
+    assert [e["stage"] for e in events if e.get("stage") == "epoch"] == ["epoch"]
