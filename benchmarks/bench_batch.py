@@ -180,6 +180,48 @@ def run_batch_config(folder: Path, model: str, workers: int, *, progress=None, m
     return s, dt, sampler, db_mb
 
 
+def report_demo(model: str, *, screenshot: Path | None) -> Path:
+    """A realistic demo batch (three specimens of synthetic fields, real sample micrographs,
+    a corrupt file) and a headless-Chromium screenshot of its report."""
+    import subprocess
+
+    import tifffile
+
+    from micro_seg.batch import run_batch
+    from micro_seg.resources import sample_images_dir
+    from micro_seg.synth import grain_micrograph
+
+    src = WORK / "demo_in"
+    if src.exists():
+        shutil.rmtree(src)
+    for spec, n_grains in (("plate_A", 120), ("plate_B", 220), ("plate_C", 400)):
+        for i in range(5):
+            g = grain_micrograph((512, 512), n_grains=n_grains, style="optical", difficulty="easy",
+                                 seed=7000 + 10 * n_grains + i, pixel_size_um=0.5)
+            (src / spec).mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(src / spec / f"field_{i + 1:02d}.tif", g.image, resolution=(2e4, 2e4),
+                             resolutionunit="CENTIMETER")
+    samples = sample_images_dir()
+    (src / "samples").mkdir(parents=True, exist_ok=True)
+    for name in ("nist_steel_ferrite_crop.tif", "synthetic_etched_twins.tif"):
+        if (samples / name).is_file():
+            shutil.copy(samples / name, src / "samples" / name)
+    (src / "plate_C" / "field_06.tif").write_bytes(b"II*\x00" + b"\x00" * 64)  # a truncated TIFF
+    out = WORK / "demo_out"
+    if out.exists():
+        shutil.rmtree(out)
+    s = run_batch(src, out, model=model, workers=2)
+    print(f"demo batch: {s.n_ok} ok, {s.n_failed} failed -> {s.report}")
+    if screenshot is not None:
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium:
+            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={screenshot}",
+                            "--window-size=1280,1600", "--hide-scrollbars", f"file://{s.report}"],
+                           check=True, capture_output=True, timeout=180)
+            print(f"screenshot: {screenshot}")
+    return s.report
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200)
@@ -188,11 +230,16 @@ def main(argv=None) -> int:
     ap.add_argument("--n-small", type=int, default=10000)
     ap.add_argument("--model", default="grain-boundaries")
     ap.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
+    ap.add_argument("--demo-report", action="store_true",
+                    help="only run the demo batch and screenshot its report to docs/report_example.png")
     args = ap.parse_args(argv)
 
     from micro_seg import __version__
 
     model, model_text = resolve_model(args.model)
+    if args.demo_report:
+        report_demo(model, screenshot=ROOT / "docs" / "report_example.png")
+        return 0
     lines: list[str] = []
 
     def emit(s: str = "") -> None:

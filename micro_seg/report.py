@@ -60,7 +60,8 @@ th, td { text-align:left; padding:5px 10px; border-bottom:1px solid var(--line);
 th { background:#eef2f6; font-weight:600; color:#2c3e50; position:sticky; top:0; }
 tr:nth-child(even) td { background:#fafbfc; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
-table.kv th { width:220px; background:none; position:static; color:var(--muted); font-weight:500; }
+.two { display:grid; grid-template-columns:1fr 1fr; gap:0 28px; }
+table.kv th { width:190px; background:none; position:static; color:var(--muted); font-weight:500; }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:12px; }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; }
 .b-ok, .b-pass { background:#e6f4ea; color:var(--ok); } .b-failed, .b-fail { background:#fce8e6; color:var(--bad); }
@@ -114,7 +115,7 @@ def fmt_ci(mean: Any, ci: Any, ra: Any = None, *, digits: int = 3) -> str:
 
 
 def histogram_png(values: Sequence[float], *, title: str, xlabel: str, log: bool = False,
-                  bins: int = 40, width: float = 4.2, height: float = 2.8) -> str:
+                  bins: int | None = None, width: float = 3.6, height: float = 2.5) -> str:
     """A histogram as a ``data:image/png;base64`` URI (matplotlib Agg, no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -124,16 +125,21 @@ def histogram_png(values: Sequence[float], *, title: str, xlabel: str, log: bool
     if log:
         x = x[x > 0]
         log = bool(x.size) and x.max() > 10 * x.min()  # log axis only over more than a decade
-    fig = Figure(figsize=(width, height), dpi=110)
+    fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    if bins is None:  # about 2 sqrt(n), between 6 and 40
+        bins = int(np.clip(2 * np.sqrt(max(x.size, 1)), 6, 40))
     if x.size:
         edges = np.geomspace(x.min(), x.max() * 1.0001, bins + 1) if log and x.min() < x.max() else bins
         ax.hist(x, bins=edges, color="#3b78b7", edgecolor="white", linewidth=0.4)
         if log:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.axvline(float(np.mean(x)), color="#c5221f", linewidth=1.2, linestyle="--", label=f"mean {np.mean(x):.3g}")
-        ax.legend(frameon=False, fontsize=8)
+        ax.legend(fontsize=8, framealpha=0.85, edgecolor="none")
     else:
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="#888")
     ax.set_title(f"{title} (n = {x.size})", fontsize=10)
@@ -169,6 +175,14 @@ def _e(v: Any) -> str:
 
 def _badge(v: str) -> str:
     return f'<span class="badge b-{_e(v)}">{_e(v)}</span>' if v else ""
+
+
+def _strip_path(message: str | None, relpath: str) -> str:
+    """Drop a leading ``/abs/path/<relpath>: `` (the image column already names the file)."""
+    if not message:
+        return ""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.endswith(relpath) else message
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, num_cols: Iterable[int] = ()) -> str:
@@ -209,10 +223,27 @@ _SPECIMEN_QUANTITIES = (
 )
 
 
+_PX_TWINS = {"grains_per_px2": "grains_per_mm2", "mean_intercept_px": "mean_intercept_um"}
+
+
+def _finite_number(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
 def _specimen_section(specimen_rows: list[dict]) -> str:
     if not specimen_rows:
         return "<p class='note'>No specimen has a finished field.</p>"
-    quantities = [(k, label) for k, label in _SPECIMEN_QUANTITIES if any(f"{k}_mean" in r for r in specimen_rows)]
+    def shown(key: str) -> bool:
+        present = [r for r in specimen_rows if _finite_number(r.get(f"{key}_mean"))]
+        if not present:
+            return False
+        twin = _PX_TWINS.get(key)  # pixel-unit twin: only where the physical value is missing
+        return twin is None or any(not _finite_number(r.get(f"{twin}_mean")) for r in present)
+
+    quantities = [(k, label) for k, label in _SPECIMEN_QUANTITIES if shown(k)]
     phase_keys = []
     for r in specimen_rows:
         for k in r:
@@ -315,9 +346,16 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         ("runs in this database", f"{len(runs_all)} (resumed runs process only unfinished or changed images)"),
         ("input integrity", "sha256 of every input is in <code>images.csv</code> and <code>results.sqlite</code>"),
     ]
-    parts.append("<section><h2>Provenance</h2><table class='kv'>" + "".join(
-        f"<tr><th>{_e(k)}</th><td>{v if k in ('model weights sha256', 'parameters', 'started / finished (UTC)', 'execution', 'host / Python', 'input integrity', 'input folder', 'output folder') else _e(v)}</td></tr>"
-        for k, v in prov) + "</table></section>")
+    raw = ('model weights sha256', 'parameters', 'started / finished (UTC)', 'execution', 'host / Python',
+           'input integrity', 'input folder', 'output folder')
+    cells = [(k, v if k in raw else _e(v)) for k, v in prov]
+    wide = [c for c in cells if c[0] in ("parameters", "model weights sha256")]
+    narrow = [c for c in cells if c not in wide]
+    half = (len(narrow) + 1) // 2
+    cols = "".join("<table class='kv'>" + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in part)
+                   + "</table>" for part in (narrow[:half], narrow[half:]))
+    parts.append("<section><h2>Provenance</h2><div class='two'>" + cols + "</div><table class='kv'>" +
+                 "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in wide) + "</table></section>")
 
     parts.append("<section><h2>Specimens — field statistics</h2>" + _specimen_section(specimen_rows) + "</section>")
 
@@ -336,14 +374,16 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         figs.append(histogram_png(vals, title=k.replace("_", " "), xlabel="area fraction per field"))
     obj_keys = _object_keys(store, run_id)
     for key, label in (("area_um2", "object area (µm²)"), ("ecd_um", "equivalent circle diameter (µm)"),
-                       ("area_px", "object area (px)")):
+                       ("area_px", "object area (px)"), ("ecd_px", "equivalent circle diameter (px)")):
+        if key.endswith("_px") and key.replace("_px", "_um2" if key.startswith("area") else "_um") in obj_keys:
+            continue  # calibrated: the physical-unit histogram is shown instead
         if key in obj_keys:
             figs.append(histogram_png(_object_values(store, run_id, key), title=label, xlabel=label, log=True))
         if len(figs) >= 6:
             break
     if figs:
         parts.append("<section><h2>Distributions</h2><div class='figs'>" +
-                     "".join(f"<img alt='histogram' src='{u}' width='462'>" for u in figs) + "</div></section>")
+                     "".join(f"<img alt='histogram' src='{u}' width='360'>" for u in figs) + "</div></section>")
 
     # thumbnails: spread over specimens
     by_spec: dict[str, list[dict]] = {}
@@ -381,7 +421,7 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         qc_html = "<p class='note'>QC not run (no <code>--spec</code> given): every image's verdict is <i>not-run</i>.</p>"
     if flags:
         rows = [[_e(f["relpath"]), _e(f["source"]), _e(f["check_name"]), _badge(f["severity"]), _e(f["value"]),
-                 _e(f["limit_value"]), _e(f["message"])] for f in flags[:MAX_TABLE_ROWS]]
+                 _e(f["limit_value"]), _e(_strip_path(f["message"], f["relpath"]))] for f in flags[:MAX_TABLE_ROWS]]
         qc_html += "<div class='scroll'>" + _table(["image", "source", "check", "severity", "value", "limit",
                                                     "message"], rows) + "</div>"
         if len(flags) > MAX_TABLE_ROWS:
