@@ -231,11 +231,33 @@ def batch_shot(app) -> Path | None:
     return path
 
 
+def gui_shot(app) -> Path:
+    """The window ``micro-seg gui sample_images/nist_steel_ferrite_crop.tif`` opens (all widgets tabbed)."""
+    from micro_seg.commands.gui import open_viewer
+    from micro_seg.resources import sample_images_dir
+
+    viewer, widgets = open_viewer(str(sample_images_dir() / "nist_steel_ferrite_crop.tif"), show=True)
+    viewer.window.resize(*WINDOW)
+    seg = widgets["Segment"]
+    model = _model("grain-boundaries")
+    if model:
+        seg.select_model(model)
+        seg.run()
+        _wait(app, lambda: not seg.busy)
+    path = _shot(viewer, app, "gui")
+    viewer.close()
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None,
-                        help="subset of: segment measure annotate train batch")
+                        help="subset of: gui segment measure annotate train batch")
     args = parser.parse_args(argv)
+    import os
+
+    # models trained for the Train screenshot go to a scratch folder, not the user's model folder
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="micro-seg-shots-")
     import napari  # noqa: F401
     from qtpy.QtWidgets import QApplication
 
@@ -244,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     napari.Viewer(show=False).close()  # create the QApplication
     app = QApplication.instance()
     avoid_triton_crash()
-    want = set(args.only or ["segment", "measure", "annotate", "train", "batch"])
+    want = set(args.only or ["gui", "segment", "measure", "annotate", "train", "batch"])
+    if "gui" in want:
+        gui_shot(app)
     if "segment" in want:
         segment_shot(app)
     if "measure" in want:

@@ -63,7 +63,10 @@ def open_viewer(path: str | None = None, *, pixel_size_um: float | None = None, 
         dock, widget = viewer.window.add_plugin_dock_widget("micro-seg", name, tabify=first is not None)
         widgets[name] = widget
         first = first or dock
+    from qtpy.QtCore import QTimer
+
     first.raise_()
+    QTimer.singleShot(0, first.raise_)  # after napari has shown the last dock it added
     return viewer, widgets
 
 
