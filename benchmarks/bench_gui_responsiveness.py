@@ -43,9 +43,9 @@ def _fallback_model(folder: Path) -> str:
     from micro_seg.nets import build_network
     from micro_seg.registry import ModelCard, save_model
 
-    card = ModelCard(name="msnet-default-random", task="grains", arch="msnet", in_channels=1,
+    card = ModelCard(name="msnet-default-random", task="grains", arch="msnet", in_channels=3,
                      classes=["grain", "boundary"], tile_size=512)
-    net = build_network("msnet", in_channels=1, num_classes=2)
+    net = build_network("msnet", in_channels=3, num_classes=2)
     return str(save_model(folder / card.name, net, card))
 
 

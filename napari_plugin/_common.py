@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import threading
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np

@@ -77,7 +77,7 @@ def parse_class_schema(text: str) -> tuple[list[str], list[str]]:
     classes without one get the next palette colour.
     """
     names, colors = [], []
-    for i, item in enumerate(t.strip() for t in str(text).split(",")):
+    for item in (t.strip() for t in str(text).split(",")):
         if not item:
             continue
         name, _, color = item.partition(":")
