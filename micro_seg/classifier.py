@@ -90,6 +90,8 @@ __all__ = [
     "classify_batch",
     "grad_cam",
     "auroc",
+    "apply_decision",
+    "choose_recall_threshold",
     "encoder_features",
     "fit_feature_gaussian",
     "gaussian_scores",
@@ -441,6 +443,51 @@ def auroc(scores_negative: Sequence[float], scores_positive: Sequence[float]) ->
     return float((greater + 0.5 * ties) / (pos.size * neg.size))
 
 
+def apply_decision(probs: np.ndarray, positive: int, threshold: float) -> np.ndarray:
+    """Predicted class indices: ``positive`` when its probability >= ``threshold``, else the best other class.
+
+    Examples
+    --------
+    >>> apply_decision(np.array([[0.3, 0.7], [0.6, 0.4]]), 0, 0.25).tolist()
+    [0, 0]
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    others = probs.copy()
+    others[:, positive] = -1.0
+    return np.where(probs[:, positive] >= threshold, positive, others.argmax(1))
+
+
+def choose_recall_threshold(probs: np.ndarray, truth: np.ndarray, positive: int, *,
+                            target_recall: float) -> dict[str, float]:
+    """Highest probability threshold on class ``positive`` whose recall reaches ``target_recall``.
+
+    For QC flagging, where a missed defect costs more than a false alarm.
+    Returns ``{"threshold", "target_recall", "val_recall", "val_precision"}``
+    measured on the data given (use separate data to judge it).
+
+    Examples
+    --------
+    >>> p = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.1, 0.9]])
+    >>> choose_recall_threshold(p, np.array([0, 0, 1, 1]), 0, target_recall=1.0)["threshold"]
+    0.4
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    truth = np.asarray(truth)
+    pos = probs[truth == positive, positive]
+    if pos.size == 0:
+        raise TrainingDataError(f"no validation images of the positive class {positive} to choose a threshold")
+    candidates = np.sort(np.unique(pos))[::-1]
+    threshold = float(candidates[-1])
+    for t in candidates:
+        if np.mean(pos >= t) >= target_recall - 1e-12:
+            threshold = float(t)
+            break
+    pred = apply_decision(probs, positive, threshold)
+    tp = float(np.sum((pred == positive) & (truth == positive)))
+    return {"threshold": threshold, "target_recall": float(target_recall),
+            "val_recall": tp / pos.size, "val_precision": tp / max(1.0, float(np.sum(pred == positive)))}
+
+
 # --------------------------------------------------------------------------- feature OOD (any network)
 
 
@@ -533,6 +580,8 @@ class ClassifierConfig:
     threads: int | None = None
     tta: bool = True
     symmetry: str = "d8"
+    positive_class: str | None = None
+    target_recall: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for the card."""
@@ -680,6 +729,10 @@ def iter_train_classifier(
         torch.set_num_threads(int(config.threads))
     paths, labels, names = load_class_folders(data_dir, classes=classes)
     n_classes = len(names)
+    if config.positive_class is not None and config.positive_class not in names:
+        raise TrainingDataError(f"positive_class {config.positive_class!r} is not a class folder ({', '.join(names)})")
+    if config.target_recall is not None and (config.positive_class is None or not 0.0 < config.target_recall <= 1.0):
+        raise TrainingDataError(f"target_recall ({config.target_recall}) needs a positive_class and a value in (0, 1]")
     t0 = time.perf_counter()
     images = np.zeros((len(paths), config.in_channels, config.input_size, config.input_size), np.float32)
     for i, p in enumerate(paths):
@@ -759,7 +812,15 @@ def iter_train_classifier(
         net.ood_precision.copy_(torch.from_numpy(precision))
         val_scores = net.ood_scores(torch.from_numpy(val_feats)).numpy()
     threshold = float(np.percentile(val_scores, config.ood_percentile))
-    metrics = classification_metrics(val_logits.argmax(1), y_val, names)
+    decision = None
+    val_pred = p_after.argmax(1)
+    if config.positive_class is not None and config.target_recall is not None:
+        decision = choose_recall_threshold(p_after, y_val, names.index(config.positive_class),
+                                           target_recall=config.target_recall)
+        decision["positive_class"] = config.positive_class
+        val_pred = apply_decision(p_after, names.index(config.positive_class), decision["threshold"])
+        decision["argmax_metrics"] = classification_metrics(p_after.argmax(1), y_val, names)["per_class"][config.positive_class]
+    metrics = classification_metrics(val_pred, y_val, names)
     eps = 1e-12
     metrics.update({
         "validation_data": f"{len(val_idx)} images held out per class ({config.val_fraction:.0%}, seed {config.seed}) of {Path(data_dir).name}",
@@ -794,6 +855,7 @@ def iter_train_classifier(
             "symmetry": config.symmetry,
             "temperature": temperature,
             "temperature_at_bound": bool(temperature <= 0.2501 or temperature >= 19.99),
+            "decision": decision,
             "ood": {"method": "mahalanobis-min-class (tied covariance, pooled last-stage features)",
                     "threshold": threshold, "percentile": config.ood_percentile,
                     "val_median": float(np.median(val_scores))},
@@ -941,9 +1003,12 @@ def classify_batch(images: Sequence[Any], model: Any, *, batch_size: int = 32) -
     with torch.inference_mode():
         scores = net.ood_scores(torch.from_numpy(feats)).numpy()
     thr = clf.ood_threshold
+    decision = card.extra.get("decision") or None
     out = []
     for p, s, z in zip(probs, scores, logits):
         k = int(p.argmax())
+        if decision and decision.get("positive_class") in card.classes:
+            k = int(apply_decision(p[None], card.classes.index(decision["positive_class"]), float(decision["threshold"]))[0])
         out.append({
             "class": card.classes[k],
             "probabilities": {c: float(v) for c, v in zip(card.classes, p)},
@@ -973,7 +1038,9 @@ def classify(image: Any, model: Any) -> dict[str, Any]:
         ``{"class", "probabilities": {name: p}, "confidence", "ood_score",
         "ood_threshold", "ood", "max_logit", "temperature", "model"}``;
         probabilities are temperature-scaled; ``ood`` is True when
-        ``ood_score > ood_threshold``.
+        ``ood_score > ood_threshold``.  A card with a ``decision`` (trained
+        with ``positive_class`` / ``target_recall``) predicts the positive
+        class whenever its probability reaches the stored threshold.
 
     Examples
     --------

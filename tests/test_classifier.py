@@ -11,6 +11,8 @@ from skimage.segmentation import find_boundaries
 
 from micro_seg.classifier import (
     ClassifierConfig,
+    apply_decision,
+    choose_recall_threshold,
     auroc,
     build_classifier,
     classification_metrics,
@@ -194,3 +196,15 @@ def test_prepare_image_and_network_shapes():
     assert both.num_features == 128 and both.ood_means.shape == (2, 128)
     with pytest.raises(ModelError, match="pool"):
         build_classifier("mscls-s", in_channels=1, num_classes=2, pool="median")
+
+
+def test_recall_threshold_known_answer():
+    # positives' probabilities 0.9, 0.7, 0.5, 0.3, 0.1: 80% recall needs threshold 0.3
+    p_pos = np.array([0.9, 0.7, 0.5, 0.3, 0.1, 0.2, 0.05])
+    probs = np.stack([p_pos, 1 - p_pos], 1)
+    truth = np.array([0, 0, 0, 0, 0, 1, 1])
+    d = choose_recall_threshold(probs, truth, 0, target_recall=0.8)
+    assert d["threshold"] == 0.3 and d["val_recall"] == 0.8 and d["val_precision"] == 1.0
+    d = choose_recall_threshold(probs, truth, 0, target_recall=1.0)
+    assert d["threshold"] == 0.1 and d["val_recall"] == 1.0 and d["val_precision"] == pytest.approx(5 / 6)
+    assert apply_decision(probs, 0, 0.3).tolist() == [0, 0, 0, 0, 1, 1, 1]

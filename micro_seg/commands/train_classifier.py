@@ -52,6 +52,11 @@ def register(subparsers: Any) -> None:
                    "flips = mirror images only (surfaces with a direction), none")
     p.add_argument("--no-tta", action="store_true",
                    help="predict from the image as is, not averaged over its 8 flips / quarter turns")
+    p.add_argument("--positive-class", default=None,
+                   help="class that must not be missed (e.g. defective); with --target-recall")
+    p.add_argument("--target-recall", type=float, default=None,
+                   help="predict --positive-class whenever its probability reaches the threshold that gives this "
+                   "recall on the validation images (stored in the card)")
     p.add_argument("--ood-percentile", type=float, default=95.0,
                    help="percentile of validation OOD scores used as the OOD threshold")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -78,7 +83,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = ClassifierConfig(
         arch=args.arch, input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed, max_minutes=args.max_minutes, balanced=args.balanced,
-        augment=not args.no_augment, tta=not args.no_tta, symmetry=args.symmetry, ood_percentile=args.ood_percentile, threads=args.threads,
+        augment=not args.no_augment, tta=not args.no_tta, symmetry=args.symmetry,
+        positive_class=args.positive_class, target_recall=args.target_recall, ood_percentile=args.ood_percentile, threads=args.threads,
     )
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     result = train_classifier(args.data_dir, args.out, config=config, name=args.name, classes=classes,
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ece_before_calibration": m["ece_before_calibration"],
         "ece_after_calibration": m["ece_after_calibration"],
         "ood_threshold": result.card.extra["ood"]["threshold"],
+        "decision": result.card.extra.get("decision"),
         "epochs_run": m["epochs_run"],
         "seconds": m["train_seconds"],
         "sha256": result.card.weights_sha256,
