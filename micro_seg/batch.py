@@ -388,8 +388,8 @@ def _run_dask(files: list[InputFile], config: BatchConfig, process: Callable | N
         def submit_more() -> None:
             while todo and len(pending) < window and not cancelled():
                 f = todo.pop()
-                fut = client.submit(safe_process, f.path, config, process, f.stem, pure=False,
-                                    key=f"micro-seg-{hashlib.sha1(f.relpath.encode()).hexdigest()[:12]}-{time.time_ns()}")
+                key = f"micro-seg-{hashlib.sha1(f.relpath.encode()).hexdigest()[:12]}-{time.time_ns()}"
+                fut = client.submit(safe_process, f.path, config, process, f.stem, pure=False, key=key)
                 pending[fut] = f
                 if ac is not None:
                     ac.add(fut)
@@ -602,8 +602,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     params["model"] = model_name
     params["spec_sha256"] = sha256_file(spec_path) if spec_path else None
     params_sha = _params_sha(params)
-    run_params = dict(params, group_by=group_by, exclude=ignore_patterns, workers=n_workers, scheduler=_scheduler_text(scheduler),
-                      max_tasks_per_child=max_tasks_per_child, rehash=rehash,
+    run_params = dict(params, group_by=group_by, exclude=ignore_patterns, workers=n_workers,
+                      scheduler=_scheduler_text(scheduler), max_tasks_per_child=max_tasks_per_child, rehash=rehash,
                       process=None if process is None else f"{process.__module__}.{process.__qualname__}")
 
     out_path.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -406,7 +406,8 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
                 key_val += f" · {label} {fmt_num(r[key], 3)}"
         verdict = r.get("qc_verdict") or ""
         thumbs.append(f"<figure><img alt='{_e(r['path'])}' src='{uri}'><figcaption><b>{_e(r['path'])}</b>"
-                      f"{_e(key_val)} {_badge(verdict) if verdict and verdict != 'not-run' else ''}</figcaption></figure>")
+                      f"{_e(key_val)} {_badge(verdict) if verdict not in ('', 'not-run') else ''}"
+                      "</figcaption></figure>")
     if thumbs:
         more = len(ok_rows) - len(thumbs)
         parts.append("<section><h2>Overlays</h2><div class='thumbs'>" + "".join(thumbs) + "</div>" +
@@ -418,7 +419,8 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
     verdict_text = ", ".join(f"{k}: {v}" for k, v in sorted(qc_counts.items())) or "none"
     qc_html = f"<p>Verdicts — {_e(verdict_text)}.</p>"
     if set(qc_counts) == {"not-run"}:
-        qc_html = "<p class='note'>QC not run (no <code>--spec</code> given): every image's verdict is <i>not-run</i>.</p>"
+        qc_html = ("<p class='note'>QC not run (no <code>--spec</code> given): every image's verdict is "
+                   "<i>not-run</i>.</p>")
     if flags:
         rows = [[_e(f["relpath"]), _e(f["source"]), _e(f["check_name"]), _badge(f["severity"]), _e(f["value"]),
                  _e(f["limit_value"]), _e(_strip_path(f["message"], f["relpath"]))] for f in flags[:MAX_TABLE_ROWS]]
@@ -443,20 +445,23 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         listed = ", ".join(f"<code>{_e(p)}</code>" for p in list(ignored)[:50])
         more = f" and {len(ignored) - 50} more" if len(ignored) > 50 else ""
         parts.append(f"<section><h2>Left out on request ({len(ignored)})</h2><p class='note'>Matched an exclude "
-                     f"pattern (<code>--exclude</code> or <code>.micro-seg-ignore</code>): {listed}{more}.</p></section>")
+                     f"pattern (<code>--exclude</code> or <code>.micro-seg-ignore</code>): {listed}{more}.</p>"
+                     "</section>")
 
     # per-image table
     show = [c for c in ("path", "status", "specimen", "pixel_size_um", "calibration_source", "n_grains",
                         "G_planimetric", "G_intercept", "mean_intercept_um", "ala_G", "qc_verdict")
             if any(c in r for r in image_rows)]
     show += [c for c in (image_rows[0] if image_rows else {}) if c.startswith("phase_fraction_")][:4]
+    text_cols = ("path", "specimen", "calibration_source")
+    badge_cols = ("status", "qc_verdict")
     rows = []
     for r in image_rows[:MAX_TABLE_ROWS]:
-        rows.append([_badge(r.get(c) or "") if c in ("status", "qc_verdict") else
-                     (fmt_num(r.get(c)) if c not in ("path", "specimen", "calibration_source") else _e(r.get(c)))
-                     for c in show])
+        rows.append([_badge(r.get(c) or "") if c in badge_cols else
+                     (_e(r.get(c)) if c in text_cols else fmt_num(r.get(c))) for c in show])
+    table = _table(show, rows, num_cols=[i for i, c in enumerate(show) if c not in text_cols + badge_cols])
     parts.append(f"<section><h2>Images ({n})</h2><details{' open' if n <= 40 else ''}><summary>show per-image table"
-                 f"</summary><div class='scroll'>{_table(show, rows, num_cols=[i for i, c in enumerate(show) if c not in ('path', 'status', 'specimen', 'calibration_source', 'qc_verdict')])}</div>"
+                 f"</summary><div class='scroll'>{table}</div>"
                  f"</details><p class='note'>All columns in <code>images.csv</code>; objects in "
                  f"<code>objects.parquet</code>; everything in <code>results.sqlite</code>.</p></section>")
     parts.append("</main>")
