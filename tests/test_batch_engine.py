@@ -165,3 +165,19 @@ def test_dask_local_cluster_with_the_engine_equals_local_workers(folder, grain_m
     assert (s.n_ok, s.n_failed) == (3, 2)
     for name in ("images.csv", "specimens.csv"):
         assert (tmp_path / "local" / name).read_text() == (tmp_path / "dask" / name).read_text()
+
+
+def test_cli_progress_bar_pixel_size_override_and_resume(folder, grain_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["batch", str(folder), str(out), "--model", str(grain_model), "--workers", "0", "--pixel-size", "2",
+            "--exclude", "*.docx", "--exclude", "plate2/"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "batch" in err and "2/2" in err and "report:" in err  # the progress bar and where the report is
+    rows = read_csv(out / "images.csv")
+    assert sorted(rows) == ["plate1/f1.tif", "plate1/f2.tif"]
+    assert {(r["pixel_size_um"], r["calibration_source"]) for r in rows.values()} == {("2.0", "user")}
+    assert main(args + ["--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["n_processed"], summary["n_skipped"]) == (0, 2)
+    assert summary["ignored"] == ["plate2/", "readme.docx"]
