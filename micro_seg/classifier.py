@@ -555,8 +555,10 @@ def gaussian_scores(feats: np.ndarray, mean: np.ndarray, precision: np.ndarray) 
 class ClassifierConfig:
     """Training settings (all recorded in the model card).
 
-    ``max_minutes`` stops training early (the cosine schedule is set for
-    ``epochs``; the last finished epoch is kept).  ``balanced`` samples
+    ``max_minutes`` bounds the training time: the learning-rate schedule
+    (warm-up, cosine decay) follows the larger of the fraction of steps and the
+    fraction of the time budget used, so it always completes in time;
+    ``epochs`` is then an upper bound.  ``balanced`` samples
     classes equally often per epoch (imbalanced data sets).
     """
 
@@ -588,6 +590,19 @@ class ClassifierConfig:
         d = asdict(self)
         d["scale_range"] = list(self.scale_range)
         return d
+
+
+def _lr_at(progress: float, peak: float, warmup: float = 0.15) -> float:
+    """Learning rate at a fraction of training: linear warm-up from peak / 25, then cosine to ~0.
+
+    Examples
+    --------
+    >>> _lr_at(0.15, 1.0), round(_lr_at(1.0, 1.0), 6)
+    (1.0, 0.0)
+    """
+    if progress < warmup:
+        return peak * (0.04 + 0.96 * progress / warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / (1.0 - warmup))))
 
 
 @dataclass
@@ -756,15 +771,20 @@ def iter_train_classifier(
     net = build_classifier(config.arch, in_channels=config.in_channels, num_classes=n_classes, **config.arch_kwargs)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_idx) / config.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
-                                                pct_start=0.15)
+    total_steps = config.epochs * steps_per_epoch
     y_all = torch.from_numpy(labels)
     counts = np.bincount(labels[train_idx], minlength=n_classes)
     sample_p = (1.0 / counts[labels[train_idx]]) if config.balanced else None
     if sample_p is not None:
         sample_p = sample_p / sample_p.sum()
     history: list[dict] = []
-    deadline = None if not config.max_minutes else t0 + 60.0 * config.max_minutes
+    # Time-budgeted schedule: progress is the larger of steps done and time used, so with
+    # max_minutes the warm-up + cosine decay always completes inside the budget.
+    t_train = time.perf_counter()
+    budget = None
+    if config.max_minutes:
+        budget = max(1.0, 0.92 * (60.0 * config.max_minutes - (t_train - t0)))  # keep time for calibration
+    step_i, progress = 0, 0.0
     for epoch in range(1, config.epochs + 1):
         net.train()
         if sample_p is None:
@@ -778,6 +798,13 @@ def iter_train_classifier(
             batch = order[s * config.batch_size:(s + 1) * config.batch_size]
             if len(batch) < 2:
                 continue  # BatchNorm needs two samples
+            progress = step_i / total_steps
+            if budget is not None:
+                progress = max(progress, (time.perf_counter() - t_train) / budget)
+            if progress >= 1.0:
+                break
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(progress, config.lr)
             xb = torch.from_numpy(images[batch])
             if config.augment:
                 xb = _augment_batch(xb, rng, config)
@@ -785,7 +812,7 @@ def iter_train_classifier(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            step_i += 1
             total += loss.item() * len(batch)
             seen += len(batch)
         logits, _ = _predict(net, images[val_idx])
@@ -794,7 +821,7 @@ def iter_train_classifier(
                "val_accuracy": val_acc, "seconds": time.perf_counter() - t0}
         history.append(rec)
         yield rec
-        if deadline is not None and time.perf_counter() > deadline and epoch < config.epochs:
+        if progress >= 1.0 and epoch < config.epochs:
             yield {"stage": "time_limit", "epoch": epoch, "seconds": time.perf_counter() - t0}
             break
 

@@ -208,3 +208,16 @@ def test_recall_threshold_known_answer():
     d = choose_recall_threshold(probs, truth, 0, target_recall=1.0)
     assert d["threshold"] == 0.1 and d["val_recall"] == 1.0 and d["val_precision"] == pytest.approx(5 / 6)
     assert apply_decision(probs, 0, 0.3).tolist() == [0, 0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.slow
+def test_time_budget_stops_training(data_dir, tmp_path):
+    import time
+
+    torch.set_num_threads(1)
+    config = ClassifierConfig(arch="mscls-s", input_size=32, epochs=10_000, batch_size=8, val_fraction=0.25,
+                              max_minutes=0.05)
+    t0 = time.perf_counter()
+    result = train_classifier(data_dir, None, config=config)
+    assert time.perf_counter() - t0 < 60
+    assert 1 <= result.card.metrics["epochs_run"] < 10_000
