@@ -1,0 +1,86 @@
+"""GUI test of the Properties widget: results + property table -> Hall-Petch fit with known constants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+S0, K = 80.0, 0.65
+SPECS = {"A": 6.0, "B": 12.0, "C": 25.0, "D": 50.0, "E": 100.0}
+
+
+@pytest.fixture
+def notes():
+    from napari.utils.notifications import notification_manager
+
+    got: list[tuple[str, str]] = []
+
+    def grab(n):
+        got.append((str(n.severity).lower(), str(n.message)))
+
+    notification_manager.notification_ready.connect(grab)
+    yield got
+    notification_manager.notification_ready.disconnect(grab)
+
+
+def _inputs(tmp_path, ids=None, col="yield_strength_MPa"):
+    rng = np.random.default_rng(0)
+    rows = [{"path": f"in/{s}/f{i}.tif", "status": "ok", "error": "", "mean_intercept_um": d * (1 + rng.normal(0, 0.02))}
+            for s, d in SPECS.items() for i in range(4)]
+    res = tmp_path / "results"
+    res.mkdir()
+    pd.DataFrame(rows).to_csv(res / "images.csv", index=False)
+    ids = list(SPECS) if ids is None else ids
+    props = tmp_path / "props.csv"
+    pd.DataFrame({"sample_id": ids,
+                  col: [S0 + K * (SPECS.get(i, 20.0) * 1e-6) ** -0.5 for i in ids]}).to_csv(props, index=False)
+    return res, props
+
+
+def test_properties_widget_fits_known_constants(make_napari_viewer, tmp_path, notes):
+    from napari_plugin._properties import PropertiesWidget
+
+    res, props = _inputs(tmp_path, ids=["A", "B", "C", "D", "E", "Z"])
+    viewer = make_napari_viewer()
+    w = PropertiesWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._results.value = res
+    w._table.value = props
+    assert w._on.value == "sample_id" and w._property.value == "yield_strength_MPa"
+    result = w.fit()
+    fit = result.summary["fit"]
+    assert fit["k"] == pytest.approx(K, abs=0.05) and fit["sigma0"] == pytest.approx(S0, abs=15)
+    assert "k = 0.6" in w._status.value and "MPa·m^0.5" in w._status.value
+    assert result.summary["unmatched_properties"] == ["Z"]
+    assert any(s == "warning" and "Z" in m for s, m in notes)  # unmatched are reported, not dropped
+    assert w.table_view.model().rowCount() == 5
+    assert len(w.figure.axes) == 1 and w.figure.axes[0].get_xlabel().startswith("d$^{-1/2}$")
+
+
+def test_properties_widget_table_without_units_says_what_to_do(make_napari_viewer, tmp_path, notes):
+    from napari_plugin._properties import PropertiesWidget
+
+    res, props = _inputs(tmp_path, col="yield")
+    viewer = make_napari_viewer()
+    w = PropertiesWidget(viewer)
+    w._results.value = res
+    w._table.value = props
+    assert w.fit() is None
+    msgs = " ".join(m for _, m in notes)
+    assert "unit" in msgs and "yield_strength_MPa" in msgs
+
+
+def test_properties_widget_reference_range(make_napari_viewer):
+    from napari_plugin._properties import PropertiesWidget
+
+    w = PropertiesWidget(make_napari_viewer())
+    w._material.value = "copper"
+    w._ref_d.value = 25.0
+    r = w.reference()
+    x = (25e-6) ** -0.5
+    assert r["yield_strength_MPa_low"] == pytest.approx(20 + 0.10 * x)
+    assert "MPa" in w._ref_result.value
