@@ -17,8 +17,10 @@ Same held-out splits as the training scripts (split by micrograph):
   never trained on): intercept ratio; synthetic optical micrographs
   (clean / faded / twins / pits+scratches / hard): |G_pred - G_true|.  Rows:
   ``grain-boundaries``; classical (adaptive threshold or colour gradient ->
-  skeleton -> grains); random forest on multiscale features (trained on the
-  TBM training crops).
+  skeleton); random forest on multiscale features (trained on the TBM
+  training crops).  Every method's boundary map is closed into grains by the
+  same watershed post-processing (``micro_seg.postprocess``) before the
+  intercept is measured; the truth goes through ``measure_grains_from_boundaries``.
 * **speed** -- GFLOP per megapixel and a side-by-side 1024^2 timing of the
   grain model and smp Unet(resnet18).
 
@@ -137,6 +139,11 @@ def bench_nasa(results: dict) -> None:
         t = time.perf_counter()
         preds = [model_predict(model, img).labels for img, _, _ in held]
         rows["ni-superalloy (ours, msnet)"] = {**score(preds), "seconds": time.perf_counter() - t}
+        from micro_seg.inference import predict
+
+        t = time.perf_counter()
+        preds = [predict(img, model, tta=True, keep_uncertainty=False).labels for img, _, _ in held]
+        rows["ni-superalloy (ours) + flip TTA (`tta=True`)"] = {**score(preds), "seconds": time.perf_counter() - t}
     # classical: tune the secondary/tertiary size threshold on the training images
     best = None
     for bright in (True, False):
@@ -182,18 +189,30 @@ def classical_boundaries(img: np.ndarray, *, mode: str) -> np.ndarray:
 
 
 def _grains_from_mask(mask: np.ndarray, pixel_size_um: float | None):
+    """Ground-truth path: the measure helper's boundary mask -> grains -> E112 measurement."""
     from micro_seg.measure.grains import measure_grains_from_boundaries
 
     return measure_grains_from_boundaries(mask, pixel_size_um=pixel_size_um, fields=None, circles=False).summary
 
 
-def _model_boundary(model, img: np.ndarray):
+def _grains_from_probability(prob: np.ndarray, pixel_size_um: float | None):
+    """Every method's boundary map goes through the same closure (micro-seg's watershed post-processing)."""
+    from micro_seg.measure import measure_grains
     from micro_seg.postprocess import grains_from_boundary_probability
 
+    labels = grains_from_boundary_probability(np.asarray(prob, np.float32))
+    return measure_grains(labels, pixel_size_um=pixel_size_um, fields=None, circles=False).summary
+
+
+def _model_boundary_probability(model, img: np.ndarray) -> np.ndarray:
     pred = model_predict(model, img)
-    b = list(model.card.classes).index("boundary")
-    prob = pred.probabilities[b]
-    return prob > 0.5, grains_from_boundary_probability(prob)
+    return pred.probabilities[list(model.card.classes).index("boundary")]
+
+
+def _rf_boundary_probability(clf, img: np.ndarray) -> np.ndarray:
+    f = _rf_features(img)
+    proba = clf.predict_proba(f.reshape(-1, f.shape[-1]))
+    return proba[:, list(clf.classes_).index(2)].reshape(f.shape[:2])
 
 
 def bench_grains(results: dict) -> None:
@@ -211,12 +230,13 @@ def bench_grains(results: dict) -> None:
     clf = train_random_forest(load_tbm_crops(images=set(range(10, 24))), per_image=1500)
     rf_fit = time.perf_counter() - t
 
+    # each method maps an image to a boundary probability (binary for the classical pipeline)
     methods = {}
     if model is not None:
-        methods["grain-boundaries (ours, msnet)"] = lambda img, kind: _model_boundary(model, img)[0]
+        methods["grain-boundaries (ours, msnet)"] = lambda img, kind: _model_boundary_probability(model, img)
     methods["classical (threshold/gradient -> skeleton)"] = lambda img, kind: classical_boundaries(
-        img, mode="gradient" if kind == "tbm" else "dark")
-    methods["random forest, multiscale features"] = lambda img, kind: rf_predict(clf, img) == 1
+        img, mode="gradient" if kind == "tbm" else "dark").astype(np.float32)
+    methods["random forest, multiscale features"] = lambda img, kind: _rf_boundary_probability(clf, img)
 
     # TBM held-out crops
     tbm = {}
@@ -226,11 +246,11 @@ def bench_grains(results: dict) -> None:
         agg = {"matched_pred": 0, "n_pred": 0, "matched_true": 0, "n_true": 0}
         ls = []
         for img, lab, _ in held:
-            pb = fn(img, "tbm")
-            f = boundary_f1(pb, lab == 2, tolerance_px=2.0)
+            prob = fn(img, "tbm")
+            f = boundary_f1(prob > 0.5, lab == 2, tolerance_px=2.0)
             for k in agg:
                 agg[k] += f[k]
-            ls.append(_grains_from_mask(pb, None)["mean_intercept_px"])
+            ls.append(_grains_from_probability(prob, None)["mean_intercept_px"])
         p = agg["matched_pred"] / max(1, agg["n_pred"])
         r = agg["matched_true"] / max(1, agg["n_true"])
         tbm[name] = {"boundary_f1_2px": 2 * p * r / (p + r) if p + r else 0.0, "precision": p, "recall": r,
@@ -246,8 +266,9 @@ def bench_grains(results: dict) -> None:
     for name, fn in methods.items():
         if name.startswith("random forest"):
             continue  # trained on colour TBM crops only: not applicable to this grey optical image
-        s = _grains_from_mask(fn(img, "optical"), px)
-        f = boundary_f1(fn(img, "optical"), trace, tolerance_px=2.0)["f1"]
+        prob = fn(img, "optical")
+        s = _grains_from_probability(prob, px)
+        f = boundary_f1(prob > 0.5, trace, tolerance_px=2.0)["f1"]
         nist[name] = {"mean_intercept_um": s["mean_intercept_um"], "G_intercept": s["G_intercept"],
                       "intercept_ratio": s["mean_intercept_um"] / gt["mean_intercept_um"], "boundary_f1_2px": f}
     results["nist"] = nist
@@ -269,11 +290,7 @@ def bench_grains(results: dict) -> None:
             for name, fn in methods.items():
                 if name.startswith("random forest"):
                     continue
-                if name.startswith("grain-boundaries"):
-                    lab = _model_boundary(model, s.image)[1]
-                    g = measure_grains(lab, pixel_size_um=0.5, fields=None, circles=False).summary["G_intercept"]
-                else:
-                    g = _grains_from_mask(fn(s.image, "optical"), 0.5)["G_intercept"]
+                g = _grains_from_probability(fn(s.image, "optical"), 0.5)["G_intercept"]
                 row.setdefault(name, []).append(abs(g - g_true) if g is not None else float("nan"))
         synth[cond] = {k: float(np.mean(v)) for k, v in row.items()}
     results["synthetic_dG"] = synth

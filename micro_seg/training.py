@@ -378,6 +378,9 @@ def segmentation_loss(logits, labels, *, class_weights=None, dice_weight: float 
 
 # -------------------------------------------------------------- training
 
+#: Settings that may differ between a checkpoint and the run resuming it.
+_RESUMABLE_CHANGES = ("lr", "epochs")
+
 
 def iter_train_segmenter(
     images: Sequence[np.ndarray],
@@ -545,7 +548,9 @@ def iter_train_segmenter(
         from safetensors.torch import load_file
 
         meta = json.loads((ckpt / "last.json").read_text())
-        if meta.get("config") != json.loads(json.dumps(config)):
+        # the learning rate and the epoch count may change when continuing a run; nothing else may
+        same = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in _RESUMABLE_CHANGES}
+        if {k: v for k, v in meta.get("config", {}).items() if k not in _RESUMABLE_CHANGES} != same:
             raise TrainingDataError(f"{ckpt}: checkpoint was made with different settings; cannot resume (use a new checkpoint_dir)")
         _load_state(network, opt, load_file(str(ckpt / "last.safetensors")))
         history = meta["history"]
@@ -743,7 +748,8 @@ def train_segmenter(
         ``augment`` (bool or :class:`~micro_seg.augment.AugmentConfig`),
         ``seed``, ``patience`` (early stopping, epochs), ``keep`` ("best"
         epoch by validation mean IoU, or "last"), ``time_limit_s``,
-        ``checkpoint_dir``, ``resume``, ``num_threads``, ``cancel`` (callable
+        ``checkpoint_dir``, ``resume`` (continue from the checkpoint; only
+        ``lr`` and ``epochs`` may differ from the checkpointed run), ``num_threads``, ``cancel`` (callable
         or ``threading.Event``; raises :class:`CancelledError`), ``name``,
         ``card_extra`` (extra card fields).
 

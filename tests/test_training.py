@@ -169,7 +169,10 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     img, _, scribble = _stripes()
     _fit([img], [scribble], epochs=1, checkpoint_dir=tmp_path)
     with pytest.raises(TrainingDataError, match="different settings"):
-        _fit([img], [scribble], epochs=1, lr=0.5, checkpoint_dir=tmp_path, resume=True)
+        _fit([img], [scribble], epochs=1, batch_size=2, checkpoint_dir=tmp_path, resume=True)
+    # continuing with another learning rate and more epochs is allowed
+    more = _fit([img], [scribble], epochs=2, lr=1e-4, checkpoint_dir=tmp_path, resume=True)
+    assert [h["epoch"] for h in more.history] == [0, 1]
 
 
 def test_cancel_event_stops_training():

@@ -121,6 +121,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=70.0, help="wall-clock training budget")
     ap.add_argument("--epochs", type=int, default=400)
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (lower it to continue a run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "models" / "ni-superalloy"))
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
     net, card, history = train_segmenter(
         [i for i, _, _ in train], [l for _, l, _ in train],
         classes=list(NASA_CLASSES), arch=ARCH, arch_kwargs=ARCH_KWARGS, task="semantic",
-        in_channels=1, epochs=args.epochs, patch_size=256, batch_size=8, lr=3e-3,
+        in_channels=1, epochs=args.epochs, patch_size=256, batch_size=8, lr=args.lr,
         val_images=[i for i, _, _ in held], val_labels=[l for _, l, _ in held],
         class_weights="auto", dice_weight=0.5, rare_class_fraction=0.3, seed=args.seed,
         patience=None, keep="last", time_limit_s=args.minutes * 60, checkpoint_dir=args.ckpt,
