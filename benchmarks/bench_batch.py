@@ -52,19 +52,41 @@ def _status_kb(pid: int, key: str) -> int | None:
     return None
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _marked_pids() -> list[int]:
-    """Worker processes of our batches: marked, and not our own children (those are the
-    forkserver and the resource tracker; the workers are the forkserver's children)."""
-    me = os.getpid()
+    """Worker processes of our batches: processes started with our marker in their
+    environment whose parent is the multiprocessing forkserver (the batch driver, the
+    forkserver itself and the resource tracker are not workers)."""
     out = []
     for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != me:
-            try:
-                if MARKER.encode() in (d / "environ").read_bytes() and _status_kb(int(d.name), "PPid") != me:
-                    out.append(int(d.name))
-            except OSError:
-                pass
+        if not d.name.isdigit():
+            continue
+        pid = int(d.name)
+        try:
+            if MARKER.encode() not in (d / "environ").read_bytes():
+                continue
+        except OSError:
+            continue
+        ppid = _status_kb(pid, "PPid")
+        if ppid and b"forkserver" in _cmdline(ppid):
+            out.append(pid)
     return out
+
+
+def _pss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 class RssSampler:
@@ -73,6 +95,7 @@ class RssSampler:
     def __init__(self) -> None:
         self.peak_kb: dict[int, int] = {}
         self.current_kb: dict[int, int] = {}
+        self.peak_pss_kb: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -88,6 +111,9 @@ class RssSampler:
             rss = _status_kb(pid, "VmRSS")
             if hwm:
                 self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), hwm)
+            pss = _pss_kb(pid)
+            if pss:
+                self.peak_pss_kb[pid] = max(self.peak_pss_kb.get(pid, 0), pss)
             if rss:
                 current[pid] = rss
         self.current_kb = current
@@ -327,7 +353,32 @@ def run_big(args, model: str, emit) -> None:
     emit()
 
 
+_DRIVER = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from micro_seg.batch import run_batch
+
+def rss_kb(key='VmRSS:'):
+    for line in open('/proc/self/status'):
+        if line.startswith(key):
+            return int(line.split()[1])
+
+def progress(done, total, path, status):
+    if done and (done % 1000 == 0 or done == total):
+        print('PROGRESS', done, rss_kb(), flush=True)
+
+t0 = time.perf_counter()
+s = run_batch({src!r}, {out!r}, model={model!r}, workers={workers}, progress=progress)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec
+print('DONE', s.n_images, s.n_failed, time.perf_counter() - t0, rss_kb('VmHWM:'), rss_kb(), flush=True)
+"""
+
+
 def run_small(args, model: str, emit) -> None:
+    """Many small images: the batch driver runs in its own process (a clean measure of its
+    memory); the workers (children of its forkserver) are sampled from /proc."""
+    import subprocess
+
     if args.small_model:
         model, text = resolve_model(args.small_model)
         emit(f"Model for this part: {text}.")
@@ -336,45 +387,45 @@ def run_small(args, model: str, emit) -> None:
     t0 = time.perf_counter()
     make_images(small, args.n_small, (64, 64), n_grains=8, seed0=10**6)
     print(f"(small inputs ready in {time.perf_counter() - t0:.0f} s)")
-    import resource
-
-    samples: list[tuple[int, float, float, int]] = []
-    sampler_ref: dict = {}
-
-    def progress(done, total, path, status):
-        if done and (done % 1000 == 0 or done == total):
-            sm = sampler_ref.get("s")
-            if sm is not None:
-                sm.sample()
-            cur = sorted(v / 1024 for v in (sm.current_kb.values() if sm else []))
-            parent = _status_kb(os.getpid(), "VmRSS") / 1024
-            samples.append((done, parent, max(cur) if cur else float("nan"), len(cur)))
-
-    from micro_seg.batch import run_batch
-
     out = Path(tempfile.mkdtemp(prefix="bench-small-"))
+    script = _DRIVER.format(root=str(ROOT), src=str(small), out=str(out), model=model, workers=args.small_workers)
+    samples: list[tuple[int, float, float, float]] = []
     with RssSampler() as sm:
-        sampler_ref["s"] = sm
-        t0 = time.perf_counter()
-        s = run_batch(small, out, model=model, workers=args.small_workers, progress=progress)
-        dt = time.perf_counter() - t0
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                env=dict(os.environ, **{MARKER: "1"}))
+        done_line = None
+        for line in proc.stdout:
+            parts = line.split()
+            if parts and parts[0] == "PROGRESS":
+                sm.sample()
+                cur = [v / 1024 for v in sm.current_kb.values()]
+                pss = [v / 1024 for v in (_pss_kb(p) for p in sm.current_kb) if v]
+                samples.append((int(parts[1]), int(parts[2]) / 1024, max(cur) if cur else float("nan"),
+                                max(pss) if pss else float("nan")))
+            elif parts and parts[0] == "DONE":
+                done_line = parts
+        proc.wait()
     db_mb = (out / "results.sqlite").stat().st_size / 1e6
     emit(f"### Memory over a {args.n_small}-image folder (64 x 64 each, {args.small_workers} worker(s), "
          "max_tasks_per_child=100)")
     emit()
-    emit("Parent = the benchmark process that runs `run_batch` (the batch driver: discovery, SQLite, exports); "
-         "workers are replaced every 100 images (new processes, new peak).")
+    emit("The batch driver (discovery, SQLite, exports) runs in its own process; workers are replaced every "
+         "100 images. Worker RSS counts the pages shared with the forkserver (torch's import alone is ~690 MB "
+         "RSS with this CUDA build of torch); PSS splits shared pages between the processes that use them.")
     emit()
-    emit("| images done | parent RSS (MB) | largest worker RSS (MB) |")
-    emit("|---:|---:|---:|")
-    for done, parent, worker, _ in samples:
-        emit(f"| {done} | {parent:.0f} | {worker:.0f} |")
+    emit("| images done | driver RSS (MB) | largest worker RSS (MB) | largest worker PSS (MB) |")
+    emit("|---:|---:|---:|---:|")
+    for done, driver, worker, pss in samples:
+        emit(f"| {done} | {driver:.0f} | {worker:.0f} | {pss:.0f} |")
     emit()
     peaks = [v / 1024 for v in sm.peak_kb.values()]
-    emit(f"{s.n_images} images in {dt:.0f} s ({s.n_images / dt:.1f} images/s), {s.n_failed} failed; "
-         f"peak RSS of any worker process {max(peaks):.0f} MB over {len(peaks)} worker processes; "
-         f"parent max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
-         f"results.sqlite {db_mb:.0f} MB.")
+    if done_line:
+        n_images, n_failed, dt, maxrss_kb, end_rss_kb = done_line[1:6]
+        emit(f"{n_images} images in {float(dt):.0f} s ({int(n_images) / float(dt):.1f} images/s), {n_failed} failed; "
+             f"peak RSS of any worker process {max(peaks):.0f} MB over {len(peaks)} worker processes; driver peak "
+             f"RSS {int(maxrss_kb) / 1024:.0f} MB (incl. the final exports and report), results.sqlite {db_mb:.0f} MB.")
+    else:
+        emit(f"driver failed (exit {proc.returncode})")
     emit()
     shutil.rmtree(out, ignore_errors=True)
 
