@@ -21,7 +21,8 @@ from micro_seg.errors import InputFileNotFoundError, MicroSegError
 __all__ = ["register", "run", "WIDGETS", "open_viewer"]
 
 # (display name in the manifest, dock area); the first ones are tabbed together.
-WIDGETS = (("Segment", "right"), ("Measure", "right"), ("Annotate", "right"), ("Train", "right"), ("Batch", "right"))
+WIDGETS = (("Segment", "right"), ("Measure", "right"), ("Annotate", "right"), ("Train", "right"), ("Batch", "right"),
+           ("Properties", "right"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
