@@ -269,16 +269,14 @@ def init_worker(torch_threads: int | None, watch_parent: bool = False) -> None:
     if watch_parent:
         _watch_parent(os.getppid())
     if torch_threads:
-        os.environ["OMP_NUM_THREADS"] = str(torch_threads)
+        if watch_parent:  # a worker process of ours: libraries started later get the same share
+            os.environ["OMP_NUM_THREADS"] = str(torch_threads)
+        _set_torch_threads(int(torch_threads))
         try:
             import torch
 
-            torch.set_num_threads(int(torch_threads))
-            try:
-                torch.set_num_interop_threads(1)
-            except RuntimeError:  # already set in this process
-                pass
-        except ImportError:  # pragma: no cover - torch is a dependency
+            torch.set_num_interop_threads(1)
+        except (ImportError, RuntimeError):  # already set in this process
             pass
 
 
@@ -359,13 +357,19 @@ def _dask_worker_threads() -> int | None:
 
 
 def _set_torch_threads(n: int) -> None:
-    try:
-        import torch
+    """Torch intra-op threads for this process, through the engine's setting (so the
+    first prediction does not reset it to all cores)."""
+    from micro_seg.inference import configure_threads
 
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
-    except ImportError:  # pragma: no cover
-        pass
+    import torch
+
+    if torch.get_num_threads() != n or not _threads_set.get(n):
+        configure_threads(n)
+        _threads_set.clear()
+        _threads_set[n] = True
+
+
+_threads_set: dict[int, bool] = {}
 
 
 def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = None) -> ImageResult:
