@@ -134,7 +134,35 @@ def bench_pipeline(size: int, runs: int, in_channels: int) -> list[dict]:
     return out
 
 
-def _huge_child(side: int, model_arg: str, in_channels: int, keep: str) -> None:
+def _status_kb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _current_rss_mb() -> float:
+    kb = _status_kb("VmRSS")
+    return kb / 1024 if kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_rss_mb() -> float:
+    kb = _status_kb("VmHWM")
+    return kb / 1024 if kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _huge_child(side: int, model_arg: str, in_channels: int, keep: str, uncertainty: bool = True) -> None:
     """Runs in a fresh process: segment a side x side image, print JSON with peak RSS."""
     import torch
 
@@ -160,23 +188,30 @@ def _huge_child(side: int, model_arg: str, in_channels: int, keep: str) -> None:
     else:
         model = load_model(model_arg)
     keep_probabilities = {"boundary": [1], "all": True, "none": False}[keep]
-    rss_img = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import gc
+
+    gc.collect()
+    rss_img = _current_rss_mb()
+    # reset the peak (VmHWM) so making the test image does not count; Linux only
+    reset = _reset_peak_rss()
     t = time.perf_counter()
-    pred = predict(img, model, keep_probabilities=keep_probabilities)
+    pred = predict(img, model, keep_probabilities=keep_probabilities, keep_uncertainty=uncertainty)
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "side": side, "model": model.card.name, "keep": keep, "seconds": seconds,
+        "side": side, "model": model.card.name, "keep": keep, "uncertainty": uncertainty, "seconds": seconds,
         "mp_per_s": side * side / 1e6 / seconds, "peak_rss_mb": peak, "rss_before_image_mb": rss0,
         "rss_with_image_mb": rss_img, "labels_dtype": str(pred.labels.dtype),
         "probabilities": None if pred.probabilities is None else [list(pred.probabilities.shape), str(pred.probabilities.dtype)],
     }))
 
 
-def bench_huge(side: int, model_arg: str, in_channels: int, keep: str, threads: int) -> dict:
+def bench_huge(side: int, model_arg: str, in_channels: int, keep: str, threads: int, uncertainty: bool = True) -> dict:
     env = dict(os.environ, MICRO_SEG_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--_huge-child", str(side), "--huge-model", model_arg,
            "--in-channels", str(in_channels), "--huge-keep", keep]
+    if not uncertainty:
+        cmd.append("--huge-no-uncertainty")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"side": side, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
@@ -225,8 +260,8 @@ def report(peak: float, nets: list[dict], pipeline: list[dict], huge: list[dict]
             continue
         out += [
             f"{h['side']}x{h['side']} image ({h['side'] ** 2 / 1e6:.0f} MP, model {h['model']}, probabilities kept: "
-            f"{h['keep']} -> {h['probabilities']}): **peak RSS {h['peak_rss_mb'] / 1024:.2f} GB** "
-            f"(of which the input image and Python/torch {h['rss_with_image_mb'] / 1024:.2f} GB), "
+            f"{h['keep']} -> {h['probabilities']}, uncertainty map: {'yes' if h.get('uncertainty', True) else 'no'}): **peak RSS {h['peak_rss_mb'] / 1024:.2f} GB** "
+            f"(input image + Python/torch/model before predict: {h['rss_with_image_mb'] / 1024:.2f} GB), "
             f"{h['seconds']:.0f} s = {h['mp_per_s']:.2f} MP/s end to end.",
             "",
         ]
@@ -254,12 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--huge-model", default="auto", dest="huge_model",
                    help="model for the memory test: a name/folder, 'random:<arch>' or 'auto' (grain-boundaries if shipped)")
     p.add_argument("--huge-keep", default="boundary", dest="huge_keep", choices=("boundary", "all", "none"))
+    p.add_argument("--huge-no-uncertainty", action="store_true", dest="huge_no_uncertainty",
+                   help="memory test without the uncertainty map (what 'micro-seg segment' does by default)")
     p.add_argument("--record", action="store_true", help="write the section into benchmarks/RESULTS.md")
     p.add_argument("--_huge-child", type=int, dest="huge_child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.huge_child:
-        _huge_child(args.huge_child, args.huge_model, args.in_channels, args.huge_keep)
+        _huge_child(args.huge_child, args.huge_model, args.in_channels, args.huge_keep, not args.huge_no_uncertainty)
         return 0
 
     import torch
@@ -284,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                 model_arg = "grain-boundaries"
             except ModelError:
                 model_arg = "random:msnet"
-        huge.append(bench_huge(args.huge, model_arg, args.in_channels, args.huge_keep, args.threads))
+        huge.append(bench_huge(args.huge, model_arg, args.in_channels, args.huge_keep, args.threads,
+                               not args.huge_no_uncertainty))
     text = report(peak, nets, pipeline, huge, args)
     print(text)
     if args.record:
