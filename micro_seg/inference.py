@@ -407,6 +407,11 @@ def predict_iter(
             x = torch.from_numpy(np.stack([read_tile(y, x0) for y, x0 in batch_pos]))
             x = x.contiguous(memory_format=memory_format)
             out = _tta_forward(net, x, tta).float().contiguous().numpy()
+            if out.shape[1] != num_classes or out.shape[2:] != (th, tw):
+                raise ModelError(
+                    f"model {card.name!r}: network output {out.shape[1:]} does not match the card's "
+                    f"{num_classes} classes at tile size {th}x{tw}"
+                )
             for (y, x0), prob in zip(batch_pos, out):
                 if y != band_y:  # a new tile row starts: rows above it are final
                     flush(y)

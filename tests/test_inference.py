@@ -229,3 +229,11 @@ def test_chunked_flush_gives_same_result(monkeypatch):
     np.testing.assert_array_equal(got.labels, ref.labels)
     np.testing.assert_array_equal(got.probabilities, ref.probabilities)
     np.testing.assert_array_equal(got.uncertainty, ref.uncertainty)
+
+
+def test_card_and_network_class_mismatch_refused():
+    model = _model(classes=("a", "b"))
+    bad = LoadedModel(card=ModelCard(name="bad", task="semantic", arch="msnet", in_channels=1,
+                                     classes=["a", "b", "c"]), network=model.network, folder=None)
+    with pytest.raises(ModelError, match="3 classes"):
+        predict(_image((40, 40)), bad, tile_size=32)
