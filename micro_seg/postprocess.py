@@ -36,6 +36,7 @@ from micro_seg.errors import InvalidImageError, ModelError
 
 __all__ = [
     "grains_from_boundary_probability",
+    "grains_from_boundary_probability_tiled",
     "phases_from_labels",
     "remove_small_islands",
     "defect_instances",
@@ -46,6 +47,9 @@ __all__ = [
     "boundary_class_index",
     "BOUNDARY_CLASS_NAMES",
 ]
+
+#: Grain maps larger than this are post-processed tile by tile (bounded memory).
+TILED_POSTPROCESS_ABOVE_PIXELS = 4096 * 4096
 
 #: Class names recognised as the boundary channel of a grain model.
 BOUNDARY_CLASS_NAMES = ("boundary", "boundaries", "grain_boundary", "grain-boundary", "gb")
@@ -161,6 +165,77 @@ def grains_from_boundary_probability(
     return _relabel(labels)
 
 
+def grains_from_boundary_probability_tiled(
+    boundary_probability: np.ndarray,
+    *,
+    tile: int = 2048,
+    margin: int = 256,
+    mask: np.ndarray | None = None,
+    **options: Any,
+) -> np.ndarray:
+    """:func:`grains_from_boundary_probability` tile by tile, for huge images.
+
+    Each core tile is processed with ``margin`` pixels of context; a grain is
+    kept by the tile whose core holds its centroid, and pixels already
+    claimed by a neighbouring tile's grain are not overwritten (except by a
+    complete grain over one cut by a tile's context border).  Grains
+    narrower than ``margin`` come out as in the whole-image result; memory
+    is that of one extended tile plus the int32 output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.zeros((300, 300), np.float32); p[:, 149:151] = 1; p[149:151, :] = 1
+    >>> lab = grains_from_boundary_probability_tiled(p, tile=128, margin=160, min_grain_px=4)
+    >>> int(lab.max())
+    4
+    """
+    prob = _check_map(boundary_probability, "boundary probability")
+    rows, cols = prob.shape
+    if rows <= tile + margin and cols <= tile + margin:
+        return grains_from_boundary_probability(prob, mask=mask, **options)
+    out = np.zeros((rows, cols), np.int32)
+    next_id = 1
+    for y0 in range(0, rows, tile):
+        for x0 in range(0, cols, tile):
+            y1, x1 = min(rows, y0 + tile), min(cols, x0 + tile)
+            ey0, ex0 = max(0, y0 - margin), max(0, x0 - margin)
+            ey1, ex1 = min(rows, y1 + margin), min(cols, x1 + margin)
+            sub_mask = None if mask is None else mask[ey0:ey1, ex0:ex1]
+            lab = grains_from_boundary_probability(prob[ey0:ey1, ex0:ex1], mask=sub_mask, **options)
+            n = int(lab.max())
+            if n == 0:
+                continue
+            rr, cc = np.nonzero(lab)
+            ids = lab[rr, cc]
+            area = np.bincount(ids, minlength=n + 1).astype(np.float64)
+            area[0] = 1.0
+            cy = np.bincount(ids, weights=rr, minlength=n + 1) / area + ey0
+            cx = np.bincount(ids, weights=cc, minlength=n + 1) / area + ex0
+            keep = (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
+            keep[0] = False
+            # grains cut by the context border (not the image border) may be
+            # incomplete: they are written as "weak" (negative ids) and give
+            # way to complete grains of other tiles
+            cut = np.zeros(n + 1, bool)
+            for edge, inner in ((lab[0], ey0 > 0), (lab[-1], ey1 < rows), (lab[:, 0], ex0 > 0), (lab[:, -1], ex1 < cols)):
+                if inner:
+                    cut[edge] = True
+            lut = np.zeros(n + 1, np.int32)
+            k = int(keep.sum())
+            lut[keep] = np.arange(next_id, next_id + k, dtype=np.int32)
+            lut[cut] = -lut[cut]
+            next_id += k
+            region = out[ey0:ey1, ex0:ex1]
+            new = lut[lab]
+            strong = (new > 0) & (region <= 0)
+            weak = (new < 0) & (region == 0)
+            region[strong] = new[strong]
+            region[weak] = new[weak]
+    np.abs(out, out=out)
+    return _relabel(out)
+
+
 def _fill_zeros(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
     zero = (labels == 0) & region
     if zero.any() and labels.max() > 0:
@@ -174,6 +249,11 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     present[0] = False
     lut = np.zeros(present.size, np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    if labels.dtype == np.int32 and labels.size > (1 << 22):  # in place, by rows: no second huge array
+        step = max(1, (1 << 22) // labels.shape[1])
+        for r in range(0, labels.shape[0], step):
+            labels[r : r + step] = lut[labels[r : r + step]]
+        return labels
     return lut[labels]
 
 
@@ -328,12 +408,15 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
         kept = list(getattr(prediction, "probability_classes", range(len(classes))))
         if prediction.probabilities is None or b not in kept:
             raise ModelError("grain post-processing needs the boundary probabilities; predict with keep_probabilities=True")
-        prob = np.asarray(prediction.probabilities[kept.index(b)], dtype=np.float32)
+        prob = np.asarray(prediction.probabilities[kept.index(b)])  # float16 stays float16 until tiled
         others = [i for i, n in enumerate(classes) if i != b and n.lower() not in ("grain", "grains", "interior")]
         mask = None
         if others:
             mask = ~np.isin(prediction.labels, others)
-        labels = grains_from_boundary_probability(prob, mask=mask, **options)
+        if prob.size > TILED_POSTPROCESS_ABOVE_PIXELS:
+            labels = grains_from_boundary_probability_tiled(prob, mask=mask, **options)
+        else:
+            labels = grains_from_boundary_probability(prob, mask=mask, **options)
         return PostprocessResult(task="grains", labels=labels, classes=classes, class_labels=prediction.labels)
     if card.task == "semantic":
         min_island = int(options.pop("min_island_px", 0))
