@@ -231,6 +231,33 @@ def batch_shot(app) -> Path | None:
     return path
 
 
+def phases_shot(app) -> Path | None:
+    """ni-superalloy model on the NASA BSE-SEM image, then phase fractions in the Measure widget."""
+    from napari_plugin._measure import MeasureWidget
+    from napari_plugin._segment import SegmentWidget
+
+    model = _model("ni-superalloy")
+    if model is None:
+        print("phases screenshot skipped: no ni-superalloy model installed", file=sys.stderr)
+        return None
+    viewer = _viewer("Segment + Measure phases")
+    image = _open_sample(viewer, "nasa-superalloy")[0]
+    seg = SegmentWidget(viewer)
+    meas = MeasureWidget(viewer)
+    _dock(viewer, seg, "Segment")
+    _dock(viewer, meas, "Measure", width=520)
+    seg.select_model(model)
+    seg.run()
+    _wait(app, lambda: not seg.busy)
+    meas.reset_choices()
+    meas._labels.value = viewer.layers[f"{image.name} classes"]
+    meas.run()
+    _wait(app, lambda: not meas._runner.running)
+    path = _shot(viewer, app, "segment_measure_phases")
+    viewer.close()
+    return path
+
+
 def gui_shot(app) -> Path:
     """The window ``micro-seg gui sample_images/nist_steel_ferrite_crop.tif`` opens (all widgets tabbed)."""
     from micro_seg.commands.gui import open_viewer
@@ -252,7 +279,7 @@ def gui_shot(app) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None,
-                        help="subset of: gui segment measure annotate train batch")
+                        help="subset of: gui phases segment measure annotate train batch")
     args = parser.parse_args(argv)
     import os
 
@@ -266,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     napari.Viewer(show=False).close()  # create the QApplication
     app = QApplication.instance()
     avoid_triton_crash()
-    want = set(args.only or ["gui", "segment", "measure", "annotate", "train", "batch"])
+    want = set(args.only or ["gui", "phases", "segment", "measure", "annotate", "train", "batch"])
     if "gui" in want:
         gui_shot(app)
+    if "phases" in want:
+        phases_shot(app)
     if "segment" in want:
         segment_shot(app)
     if "measure" in want:

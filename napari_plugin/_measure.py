@@ -173,6 +173,10 @@ class MeasureWidget(Container):
                                 tooltip="Which class is the defect / particle phase (all non-zero for a mask).")
         self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.0001,
                                    tooltip="0 = unknown: results are then in pixels.")
+        try:  # show "not calibrated" instead of 0.0000
+            self._pixel.native.setSpecialValueText("not calibrated (pixels)")
+        except AttributeError:
+            pass
         self._run_btn = PushButton(text="Measure")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
         self._status = Label(label="Status", value="Pick a Labels layer (Segment result), then Measure")
@@ -286,6 +290,8 @@ class MeasureWidget(Container):
 
     # ------------------------------------------------------------------ outputs
     def _show(self, layer, params: MeasureParams, result: tuple[dict, Any]) -> None:
+        import pandas as pd
+
         summary, table = result
         self.summary, self.table, self._measured_layer = summary, table, layer
         self.summary_view.set_frame(summary_frame(summary)[["quantity", "value"]])
@@ -306,7 +312,7 @@ class MeasureWidget(Container):
                     layer.features = features
                 except Exception:  # features must match label values; never block the results
                     pass
-            numeric = [c for c in table.columns if c != col and np.issubdtype(table[c].dtype, np.number)
+            numeric = [c for c in table.columns if c != col and pd.api.types.is_numeric_dtype(table[c])
                        and not c.startswith("centroid") and c != "class_id"]
             preferred = [c for c in numeric if c.endswith(("_um2", "_um"))] + numeric
             self._hist_col.choices = list(dict.fromkeys(numeric))

@@ -130,6 +130,10 @@ class SegmentWidget(Container):
         self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.0001,
                                    tooltip="From the file's calibration; 0 = unknown. Change it to recalibrate the image.")
         self._model_info = Label(label="About model", value="")
+        try:  # show "not calibrated" instead of 0.0000
+            self._pixel.native.setSpecialValueText("not calibrated (pixels)")
+        except AttributeError:
+            pass
         self._run_btn = PushButton(text="Segment")
         self._cancel_btn = PushButton(text="Cancel")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
