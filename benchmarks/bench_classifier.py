@@ -324,13 +324,16 @@ def render(res: dict) -> str:
     lines.append(f"Run {res['date']} on {res['machine']}; `python benchmarks/bench_classifier.py --write`. "
                  "Models trained here are not shipped (NEU and magnetic tiles carry no licence).")
     lines.append("")
+    for note in res.get("notes", []):
+        lines += [f"Note: {note}", ""]
     if "neu" in res:
         n = res["neu"]
         lines += [
             "### NEU surface defects, 6 classes (held-out 20% of each class, split by image)", "",
             "| method | accuracy | train time | notes |", "|---|---|---|---|",
             f"| micro-seg train-classifier ({n['arch']}, {n['input_size']} px, {n['epochs_run']} epochs, {n['threads']} thread(s)) "
-            f"| **{_pct(n['accuracy'])}** | {n['train_seconds'] / 60:.1f} min | {n['n_train']} train / {n['n_val']} val images |",
+            f"| **{_pct(n['accuracy'])}** | {n['train_seconds'] / 60:.1f} min | {n['n_train']} train / {n['n_val']} val images; "
+            f"load average {n.get('load_average_1min', 'n/a')} (start, end) on 2 cores |",
             f"| LBP (riu2, 3 radii) + logistic regression (baseline, same split) | {_pct(n['baseline_accuracy'])} "
             f"| {n['baseline_seconds'] / 60:.1f} min | error ratio CNN / baseline: "
             f"{(1 - n['accuracy']) / max(1e-9, 1 - n['baseline_accuracy']):.2f} |",
@@ -429,6 +432,7 @@ def main(argv=None) -> int:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     for s in sections:
         t0 = time.perf_counter()
+        load_before = os.getloadavg()[0]
         if s == "neu":
             res["neu"] = section_neu(args.threads, args.epochs, args.arch, args.input_size)
         elif s == "tiles":
@@ -444,6 +448,8 @@ def main(argv=None) -> int:
         else:
             print(f"unknown section {s!r}", file=sys.stderr)
             return 2
+        if isinstance(res.get(s), dict):
+            res[s]["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         print(f"section {s} done in {time.perf_counter() - t0:.0f} s", flush=True)
         store.write_text(json.dumps(res, indent=1, default=float))
     text = render(res)

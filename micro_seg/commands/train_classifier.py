@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of each class held out")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (keeps the last epoch)")
+    p.add_argument("--max-minutes", type=float, default=None, help="time budget: the warm-up + cosine schedule completes within it (epochs is then an upper bound)")
     p.add_argument("--balanced", action="store_true", help="sample classes equally often (imbalanced data)")
     p.add_argument("--no-augment", action="store_true", help="switch augmentations off")
     p.add_argument("--symmetry", default="d8", choices=["d8", "flips", "none"],
