@@ -195,8 +195,9 @@ class BatchWidget(Container):
                 model_kind = "grains" if "n_grains" in rec and rec.get("n_grains") == rec.get("n_grains") else "classes"
                 meta = {"micro_seg": {"kind": model_kind, "image": kwargs["name"], "pixel_size_um": px or mg.pixel_size_um,
                                       "databar_rows": mg.databar_rows, "batch_measurements": meas}}
+                extra = {"units": kwargs["units"]} if "units" in kwargs else {}
                 added.append(self._viewer.add_labels(labels, name=f"{kwargs['name']} labels", opacity=0.5,
-                                                     scale=kwargs.get("scale", (1, 1)), metadata=meta))
+                                                     scale=kwargs.get("scale", (1, 1)), metadata=meta, **extra))
         self._status.value = f"Opened {rec['path']}"
         return added
 
