@@ -85,3 +85,32 @@ def test_gui_command_bad_path_exits_2(capsys):
     assert main(["gui", "no/such/micrograph.tif"]) == 2
     err = capsys.readouterr().err
     assert "micrograph.tif" in err and "not found" in err and "Traceback" not in err
+
+
+def test_shipped_grain_model_on_sample_matches_truth(make_napari_viewer, qtbot):
+    """Sample menu -> Segment (shipped grain-boundaries model) -> Measure: G close to the truth's G."""
+    from micro_seg.registry import ModelError, resolve_model
+    from napari_plugin._measure import MeasureWidget
+    from napari_plugin._segment import SegmentWidget
+
+    try:
+        model = str(resolve_model("grain-boundaries"))
+    except ModelError:
+        pytest.skip("the shipped grain-boundaries model is not installed")
+    viewer = make_napari_viewer()
+    viewer.open_sample("micro-seg", "etched-twins")
+    seg, meas = SegmentWidget(viewer), MeasureWidget(viewer)
+    seg.select_model(model)
+    seg.run()
+    wait_idle(qtbot, seg, timeout=120_000)
+    results = {}
+    for name in ("synthetic_etched_twins grains", "synthetic_etched_twins truth"):
+        meas.reset_choices()
+        meas._labels.value = viewer.layers[name]
+        meas.run()
+        wait_idle(qtbot, meas)
+        results[name] = meas.summary
+    pred, truth = results["synthetic_etched_twins grains"], results["synthetic_etched_twins truth"]
+    assert truth["n_grains"] == 140
+    assert abs(pred["G_planimetric"] - truth["G_planimetric"]) < 0.3
+    assert abs(pred["G_intercept"] - truth["G_intercept"]) < 0.3
