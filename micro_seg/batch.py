@@ -324,7 +324,8 @@ def _run_local_pool(files: list[InputFile], config: BatchConfig, process: Callab
     window = 2 * workers
     while (queue or suspects) and not cancelled():
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=init_worker,
-                                   initargs=(config.torch_threads, True), max_tasks_per_child=max_tasks_per_child)
+                                   initargs=(config.torch_threads, os.getpid()),
+                                   max_tasks_per_child=max_tasks_per_child)
         pending: dict = {}
         broken = False
         try:

@@ -247,27 +247,58 @@ def _table_columns(table: Any) -> dict[str, list]:
 _MODEL_CACHE: dict[str, Any] = {}
 
 
-def _watch_parent(parent_pid: int, interval: float = 1.0) -> None:
-    """Exit this worker when its parent is gone (a ``kill -9``-ed batch leaves no orphans)."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else (pid reused): treat as gone
+        return False
+    try:  # a zombie (dead, not yet reaped) counts as gone
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+def _stop_orphaned_forkserver(pid: int) -> None:
+    """The batch driver is gone: stop the multiprocessing forkserver it started for us
+    (it holds a preloaded torch and would otherwise linger)."""
+    import signal
+
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            if b"multiprocessing.forkserver" in fh.read():
+                os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def _watch_parent(parent_pid: int, driver_pid: int | None = None, interval: float = 1.0) -> None:
+    """Exit this worker when its parent or the batch driver is gone (a killed batch
+    leaves no orphans, even when the multiprocessing forkserver outlives it)."""
     import threading
 
     def loop() -> None:
         while True:
             time.sleep(interval)
-            if os.getppid() != parent_pid:
+            if os.getppid() != parent_pid or (driver_pid is not None and not _alive(driver_pid)):
+                _stop_orphaned_forkserver(parent_pid)
                 os._exit(1)
 
     threading.Thread(target=loop, name="micro-seg-parent-watch", daemon=True).start()
 
 
-def init_worker(torch_threads: int | None, watch_parent: bool = False) -> None:
+def init_worker(torch_threads: int | None, watch_parent: bool | int = False) -> None:
     """Initializer of each worker process: limit torch threads to its share.
 
-    With ``watch_parent`` the worker exits by itself as soon as its parent process
-    dies (so killing a batch never leaves orphaned workers behind).
+    With ``watch_parent`` (True, or the batch driver's pid) the worker exits by
+    itself as soon as its parent process or the driver dies (so killing a batch
+    never leaves orphaned workers behind).
     """
     if watch_parent:
-        _watch_parent(os.getppid())
+        driver = watch_parent if not isinstance(watch_parent, bool) else None
+        _watch_parent(os.getppid(), driver)
     if torch_threads:
         if watch_parent:  # a worker process of ours: libraries started later get the same share
             os.environ["OMP_NUM_THREADS"] = str(torch_threads)
