@@ -22,7 +22,7 @@ __all__ = ["register", "run", "WIDGETS", "open_viewer"]
 
 # (display name in the manifest, dock area); the first ones are tabbed together.
 WIDGETS = (("Segment", "right"), ("Measure", "right"), ("Annotate", "right"), ("Train", "right"), ("Batch", "right"),
-           ("Properties", "right"))
+           ("QC", "right"), ("Properties", "right"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
