@@ -132,7 +132,7 @@ class PropertiesWidget(Container):
         for ax in self.figure.axes:
             ax.title.set_fontsize(7)
             ax.yaxis.label.set_color("#d6d6d6")
-        self.canvas.draw_idle()
+        self.canvas.draw()
 
     def _save_plot(self, *_):
         if self.last_result is None:
