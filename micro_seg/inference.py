@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Sequence
 
@@ -231,6 +232,32 @@ def _tta_forward(net, x, tta: bool):
     return probs / 4.0
 
 
+_FUSED_CACHE: "weakref.WeakKeyDictionary[Any, tuple[tuple, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _fused_network(net: Any, channels_last: bool) -> Any:
+    """The inference copy of ``net`` (BatchNorm folded into the convolutions), cached per network.
+
+    Building it deep-copies the network (~0.1 s), which matters when a batch
+    predicts many small images with one model. The cache is keyed on the
+    network object and on the version counters of its parameters and
+    buffers, so a network changed in place (fine-tuning) gets a fresh copy.
+    """
+    import torch
+
+    from micro_seg.nets import fuse_for_inference
+
+    key = (bool(channels_last), tuple(p._version for p in net.parameters()), tuple(b._version for b in net.buffers()))
+    hit = _FUSED_CACHE.get(net)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    fused = fuse_for_inference(net)
+    if channels_last:
+        fused.to(memory_format=torch.channels_last)
+    _FUSED_CACHE[net] = (key, fused)
+    return fused
+
+
 def predict_iter(
     image: Any,
     model: Any,
@@ -301,7 +328,7 @@ def predict_iter(
     """
     import torch
 
-    from micro_seg.nets import MSNet, fuse_for_inference, required_stride
+    from micro_seg.nets import MSNet, required_stride
     from micro_seg.preprocess import normalisation_stats, to_network_input
 
     loaded = _as_model(model)
@@ -354,9 +381,7 @@ def predict_iter(
     if channels_last is None:
         channels_last = isinstance(net, MSNet)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    net = fuse_for_inference(net)  # a private copy: BN folded into the convs
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
+    net = _fused_network(net, channels_last)  # a private copy: BN folded into the convs
 
     win_y = {y: blend_window(th, overlap, taper_start=y > 0, taper_end=y + th < rows_p) for y in ys}
     win_x = {x: blend_window(tw, overlap, taper_start=x > 0, taper_end=x + tw < cols_p) for x in xs}

@@ -237,3 +237,22 @@ def test_card_and_network_class_mismatch_refused():
                                      classes=["a", "b", "c"]), network=model.network, folder=None)
     with pytest.raises(ModelError, match="3 classes"):
         predict(_image((40, 40)), bad, tile_size=32)
+
+
+def test_fused_inference_copy_is_cached_and_refreshed_after_in_place_change():
+    import torch
+
+    from micro_seg.inference import _fused_network
+    from micro_seg.nets import build_network
+
+    torch.manual_seed(0)
+    net = build_network("msnet", in_channels=1, num_classes=2).eval()
+    a = _fused_network(net, True)
+    assert _fused_network(net, True) is a  # no second deep copy for the next image
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)  # fine-tuned in place
+    b = _fused_network(net, True)
+    assert b is not a
+    x = torch.rand(1, 1, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(b(x), net(x), atol=1e-4)
