@@ -525,8 +525,8 @@ def _flat_phases(summary: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def measure_segmentation(seg: Any, *, pixel_size_um: float | None,
-                         what: str = "image") -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def measure_segmentation(seg: Any, *, pixel_size_um: float | None, what: str = "image",
+                         fields: Any = "auto") -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Measure a :class:`~micro_seg.postprocess.Segmentation` as its model's task says.
 
     Returns ``(nested, flat, tables)``: ``nested`` as printed by ``micro-seg
@@ -534,7 +534,8 @@ def measure_segmentation(seg: Any, *, pixel_size_um: float | None,
     ``"_warnings"``), ``flat`` the per-image row (grain keys as in ``measure
     grains``; ``phase_fraction_<class>``...; defect keys prefixed ``defects_``)
     and ``tables`` the per-object tables by kind (``grains``, ``phases``,
-    ``defects``).
+    ``defects``).  ``fields`` is the field grid for the confidence intervals
+    (``"auto"``, ``None`` or ``(rows, cols)``); phases use 5 x 5 for ``"auto"``.
     """
     from micro_seg.errors import InvalidImageError
     from micro_seg.measure import measure_defects, measure_grains, measure_phases
@@ -547,13 +548,14 @@ def measure_segmentation(seg: Any, *, pixel_size_um: float | None,
     if card.task == "grains":
         if int(np.max(seg.labels)) == 0:
             raise InvalidImageError(f"{what}: the model found no grains (all boundary)")
-        g = measure_grains(seg.labels, pixel_size_um=pixel_size_um, what=what)
+        g = measure_grains(seg.labels, pixel_size_um=pixel_size_um, fields=fields, what=what)
         nested["grains"] = g.summary
         tables["grains"] = g.grains
         warnings += list(g.warnings)
         flat.update(flatten_measurements({k: v for k, v in g.summary.items() if k not in _NOT_IN_ROW}))
     else:
-        p = measure_phases(seg.labels, pixel_size_um=pixel_size_um, names=list(card.classes), what=what)
+        p = measure_phases(seg.labels, pixel_size_um=pixel_size_um, names=list(card.classes),
+                           fields=(5, 5) if fields == "auto" else fields, what=what)
         nested["phases"] = p.summary
         tables["phases"] = p.table
         warnings += list(p.warnings)
@@ -562,12 +564,16 @@ def measure_segmentation(seg: Any, *, pixel_size_um: float | None,
         if defects:
             combined = np.zeros(seg.labels.shape, np.int32)
             offset = 0
-            for inst in defects.values():
+            by_class = {}
+            for name, inst in defects.items():
                 inst = np.asarray(inst)
+                by_class[name] = measure_defects(inst, pixel_size_um=pixel_size_um, fields=fields,
+                                                 what=f"{what} ({name})").summary
                 combined[inst > 0] = inst[inst > 0] + offset
                 offset += int(inst.max())
-            d = measure_defects(combined, pixel_size_um=pixel_size_um, what=what)
+            d = measure_defects(combined, pixel_size_um=pixel_size_um, fields=fields, what=what)
             nested["defects"] = d.summary
+            nested["defects_by_class"] = by_class
             table = d.table.copy()
             if "label" in table.columns:  # which defect class each object belongs to
                 cls = np.empty(len(table), dtype=object)

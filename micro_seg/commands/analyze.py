@@ -22,7 +22,7 @@ from typing import Any
 
 from micro_seg.commands.segment import add_model_options, segment_file
 
-__all__ = ["register", "run", "measure_segmentation"]
+__all__ = ["register", "run"]
 
 
 def register(subparsers: Any) -> None:
@@ -56,38 +56,6 @@ def _fields(text: str) -> Any:
         raise MicroSegError(f"--fields {text!r}: use auto, none, N or ROWSxCOLS") from None
 
 
-def measure_segmentation(seg: Any, *, pixel_size_um: float | None, fields: Any = "auto", what: str = "image") -> dict[str, Any]:
-    """Measure a :class:`~micro_seg.postprocess.Segmentation` as its task says."""
-    import numpy as np
-
-    from micro_seg.measure import measure_defects, measure_grains, measure_phases
-
-    card = seg.card
-    out: dict[str, Any] = {}
-    if card.task == "grains":
-        if seg.labels.max() == 0:
-            from micro_seg.errors import InvalidImageError
-
-            raise InvalidImageError(f"{what}: the model found no grains (all boundary)")
-        out["grains"] = measure_grains(seg.labels, pixel_size_um=pixel_size_um, fields=fields, what=what).summary
-        return out
-    phase_fields = (5, 5) if fields == "auto" else fields
-    out["phases"] = measure_phases(seg.labels, pixel_size_um=pixel_size_um, names=list(card.classes),
-                                   fields=phase_fields, what=what).summary
-    if seg.result.defects:
-        combined = np.zeros(seg.labels.shape, np.int32)
-        offset = 0
-        by_class = {}
-        for name, inst in seg.result.defects.items():
-            by_class[name] = measure_defects(inst, pixel_size_um=pixel_size_um, fields=fields,
-                                             what=f"{what} ({name})").summary
-            combined[inst > 0] = inst[inst > 0] + offset
-            offset += int(inst.max())
-        out["defects"] = measure_defects(combined, pixel_size_um=pixel_size_um, fields=fields, what=what).summary
-        out["defects_by_class"] = by_class
-    return out
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Segment and measure ``args.image``."""
     import time
@@ -103,7 +71,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "task": seg.card.task,
         "classes": list(seg.card.classes),
     }
-    result.update(measure_segmentation(seg, pixel_size_um=px, fields=_fields(args.fields), what=str(args.image)))
-    result["warnings"] = list(seg.warnings) + ([] if px else ["no pixel size: lengths in pixels, G is null"])
+    from micro_seg.batch_worker import measure_segmentation
+
+    nested, _, _ = measure_segmentation(seg, pixel_size_um=px, fields=_fields(args.fields), what=str(args.image))
+    measurement_warnings = nested.pop("_warnings", [])
+    result.update(nested)
+    result["warnings"] = list(dict.fromkeys(list(seg.warnings) + measurement_warnings
+                                            + ([] if px else ["no pixel size: lengths in pixels, G is null"])))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
