@@ -21,6 +21,8 @@ from napari_plugin._table import DataFrameView
 __all__ = ["PropertiesWidget"]
 
 _NONE = "(choose)"
+_RELATION = "property vs d^-1/2 (fit, bands)"
+_PRED = "predicted vs measured"
 
 
 class PropertiesWidget(Container):
@@ -39,6 +41,7 @@ class PropertiesWidget(Container):
         self._property = ComboBox(label="Property (unit in name)", choices=[_NONE])
         self._d = ComboBox(label="Grain size d", choices=["mean_intercept_um", "mean_ecd_um"], value="mean_intercept_um")
         self._mapping = LineEdit(label="Image -> sample", value="folder")
+        self._plot = ComboBox(label="Plot", choices=[_RELATION, _PRED])
         self._fit_button = PushButton(text="Fit")
         self._save_button = PushButton(text="Save plot…")
         self._status = Label(value="Load a batch output folder and a property table.")
@@ -47,12 +50,13 @@ class PropertiesWidget(Container):
         self._ref_button = PushButton(text="Reference range")
         self._ref_result = Label(value="")
         self.extend([self._results, self._table, self._on, self._relation, self._property, self._d, self._mapping,
-                     self._fit_button, self._save_button, self._status,
+                     self._fit_button, self._plot, self._save_button, self._status,
                      self._material, self._ref_d, self._ref_button, self._ref_result])
         self._table.changed.connect(self._load_table)
         self._fit_button.changed.connect(self.fit)
         self._save_button.changed.connect(self._save_plot)
         self._ref_button.changed.connect(self.reference)
+        self._plot.changed.connect(lambda *_: self.last_result is not None and self._draw(self.last_result))
         self.last_result = None
 
         from napari_plugin._plots import dock_figure
@@ -119,15 +123,26 @@ class PropertiesWidget(Container):
         else:
             notify_info(f"{s['n_matched']} samples matched")
         self.table_view.set_frame(result.samples)
+        from micro_seg.properties.plots import processing_columns
+
+        self._plot.choices = [_RELATION, _PRED] + [f"d vs {c}" for c in processing_columns(result)]
         self._draw(result)
         return result
 
     def _draw(self, result) -> None:
-        from micro_seg.properties.plots import hall_petch_figure
+        from micro_seg.properties.plots import (
+            hall_petch_figure, predicted_vs_measured_figure, structure_vs_processing_figure,
+        )
         from napari_plugin._plots import style_axes
 
         self.figure.clear()
-        hall_petch_figure(result, fig=self.figure)
+        choice = self._plot.value
+        if choice == _PRED:
+            predicted_vs_measured_figure(result, fig=self.figure)
+        elif choice and choice.startswith("d vs "):
+            structure_vs_processing_figure(result, choice[len("d vs "):], fig=self.figure)
+        else:
+            hall_petch_figure(result, fig=self.figure)
         style_axes(*self.figure.axes)
         for ax in self.figure.axes:
             ax.title.set_fontsize(7)

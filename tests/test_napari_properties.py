@@ -59,6 +59,8 @@ def test_properties_widget_fits_known_constants(make_napari_viewer, tmp_path, no
     assert any(s == "warning" and "Z" in m for s, m in notes)  # unmatched are reported, not dropped
     assert w.table_view.model().rowCount() == 5
     assert len(w.figure.axes) == 1 and w.figure.axes[0].get_xlabel().startswith("d$^{-1/2}$")
+    w._plot.value = "predicted vs measured"
+    assert w.figure.axes[0].get_xlabel() == "predicted yield_strength_MPa"
 
 
 def test_properties_widget_table_without_units_says_what_to_do(make_napari_viewer, tmp_path, notes):

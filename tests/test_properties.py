@@ -221,3 +221,14 @@ def test_missing_property_value_is_reported_not_dropped_silently(tmp_path):
     r = link(res, _props(tmp_path, values=[300, 250, "n/a", 200, 180]), on="sample_id")
     assert r.summary["fit"]["n"] == 4
     assert any("C" in w and "not fitted" in w for w in r.warnings)
+
+
+def test_cli_link_plot_dir_writes_relation_prediction_and_processing_plots(tmp_path, capsys):
+    res = _write_results(tmp_path, SPECS)
+    plots = tmp_path / "plots"
+    code = main(["link", str(res), str(_props(tmp_path)), "--on", "sample_id", "--plot-dir", str(plots), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    names = sorted(p.name for p in plots.iterdir())
+    assert names == ["d_vs_anneal_C.png", "hall-petch.png", "predicted_vs_measured.png"]
+    assert len(out["plots"]) == 3 and all((plots / n).stat().st_size > 5000 for n in names)

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image -> sample mapping: folder (default), stem, regex:<pattern>, column:<name>")
     p.add_argument("--predictors", default=None, help="comma-separated predictor columns for --relation linear")
     p.add_argument("--plot", default=None, help="write the relation plot to this PNG")
+    p.add_argument("--plot-dir", default=None,
+                   help="write every plot here: the relation, predicted vs measured, grain size vs each processing column")
     p.add_argument("--out-table", default=None, help="write the joined per-sample table to this CSV")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -37,6 +39,10 @@ def run(args: argparse.Namespace) -> dict:
     out = dict(result.summary)
     if args.plot:
         out["plot"] = str(plot_hall_petch(result, args.plot))
+    if args.plot_dir:
+        from micro_seg.properties.plots import write_all_plots
+
+        out["plots"] = [str(p) for p in write_all_plots(result, args.plot_dir)]
     if args.out_table:
         result.samples.to_csv(args.out_table, index=False)
         out["table"] = args.out_table

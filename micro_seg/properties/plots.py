@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["hall_petch_figure", "plot_hall_petch", "structure_vs_processing_figure", "save_figure"]
+__all__ = ["hall_petch_figure", "plot_hall_petch", "structure_vs_processing_figure", "predicted_vs_measured_figure",
+           "processing_columns", "write_all_plots", "save_figure"]
 
 
 def _figure(size=(6.0, 4.2)):
@@ -93,3 +94,60 @@ def structure_vs_processing_figure(link_result, processing_column: str, *, fig=N
     ax.set_ylabel(d)
     ax.grid(alpha=0.3)
     return fig
+
+
+def predicted_vs_measured_figure(link_result, *, fig=None):
+    """Measured property against the fitted prediction (with its 95% CI); the 1:1 line for reference."""
+    samples = link_result.samples
+    col = link_result.property_column
+    fig = fig or _figure((4.6, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    y = samples[col].to_numpy(dtype=float)
+    pred = samples["predicted"].to_numpy(dtype=float)
+    ax.errorbar(pred, y, xerr=np.nan_to_num(samples["predicted_ci95"].to_numpy(dtype=float)), fmt="o",
+                color="#1f4e79", ecolor="#7a9cc6", capsize=3)
+    for x0, y0, name in zip(pred, y, samples["sample"]):
+        ax.annotate(str(name), (x0, y0), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    finite = np.isfinite(pred) & np.isfinite(y)
+    lo, hi = float(np.min([pred[finite].min(), y[finite].min()])), float(np.max([pred[finite].max(), y[finite].max()]))
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", lw=1, label="1:1")
+    cv = link_result.summary["fit"].get("cv_rmse")
+    ax.set_title(f"predicted vs measured (LOO-CV RMSE {cv:.3g})" if cv else "predicted vs measured")
+    ax.set_xlabel(f"predicted {col}")
+    ax.set_ylabel(f"measured {col}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def processing_columns(link_result) -> list[str]:
+    """Numeric columns of the property table other than the sample id and the fitted property."""
+    import pandas as pd
+
+    samples = link_result.samples
+    d = link_result.summary["d"]
+    skip = {"sample", "n_fields", "predicted", "predicted_ci95", link_result.property_column}
+    skip |= {c for c in samples.columns if c.startswith(d)}
+    out = []
+    for c in samples.columns:
+        if c in skip:
+            continue
+        values = pd.to_numeric(samples[c], errors="coerce")
+        if values.notna().all() and values.nunique() > 1:
+            out.append(c)
+    return out
+
+
+def write_all_plots(link_result, folder: str | Path) -> list[Path]:
+    """Write the relation plot, predicted vs measured, and grain size vs each processing column."""
+    import re
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [save_figure(hall_petch_figure(link_result), folder / f"{link_result.summary['fit']['relation']}.png"),
+             save_figure(predicted_vs_measured_figure(link_result), folder / "predicted_vs_measured.png")]
+    for col in processing_columns(link_result):
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", col)
+        paths.append(save_figure(structure_vs_processing_figure(link_result, col), folder / f"d_vs_{safe}.png"))
+    return paths
