@@ -606,6 +606,8 @@ def iter_train_segmenter(
             yield {"stage": "step", "epoch": epoch, "epochs": epochs, "step": step,
                    "steps_per_epoch": steps_per_epoch, "loss": losses[-1],
                    "seconds": time.perf_counter() - t_start}
+            if time_limit_s and time.perf_counter() - t_start >= time_limit_s:
+                break  # out of time mid-epoch: validate, checkpoint and stop below
         rec: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr_at((epoch + 1) * steps_per_epoch - 1)}
         if vxs:
             network.eval()

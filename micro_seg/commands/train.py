@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="model name on the card (default: the --out folder name)")
     p.add_argument("--label-encoding", default="sparse", choices=["sparse", "dense", "mask"])
     p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--patches-per-epoch", type=int, default=None, help="patches per epoch (default: about twice the training pixels)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-3, 1e-3 when fine-tuning)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of IMAGES held out for validation")
@@ -207,6 +208,7 @@ def run(args: argparse.Namespace) -> dict:
 
     kwargs = dict(
         classes=classes, task=task, epochs=args.epochs, patch_size=args.patch_size, batch_size=args.batch_size,
+        patches_per_epoch=args.patches_per_epoch,
         lr=args.lr if args.lr is not None else (1e-3 if args.base else 3e-3), val_fraction=args.val_fraction,
         patience=args.patience, seed=args.seed, time_limit_s=args.minutes * 60 if args.minutes else None,
         checkpoint_dir=ckpt, resume=args.resume, num_threads=args.threads, progress=progress,
