@@ -191,7 +191,7 @@ def _f(v, nd=3):
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
-def to_markdown(results: dict) -> str:
+def to_markdown(results: dict, notes: str = "") -> str:
     out = [BEGIN, "## Training workflow proofs (`benchmarks/bench_training_workflow.py`)", "",
            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a shared 2-core machine. Research-only data "
            "(MetalDAM, magnetic tiles): nothing trained here is shipped.", ""]
@@ -218,6 +218,8 @@ def to_markdown(results: dict) -> str:
                 "| " + " | ".join(t["iou"]) + " | mean IoU |", "|---" * (len(t["iou"]) + 1) + "|",
                 "| " + " | ".join(_f(v) for v in t["iou"].values()) + f" | **{_f(t['mean_iou'])}** |", "",
                 f"Target: {target}.", ""]
+    if notes:
+        out += [notes, ""]
     out.append(END)
     return "\n".join(out)
 
@@ -230,6 +232,7 @@ def main(argv=None) -> int:
     ap.add_argument("--metaldam-minutes", type=float, default=30.0)
     ap.add_argument("--magnetic-minutes", type=float, default=20.0)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--notes", default="", help="text appended to the RESULTS.md section")
     args = ap.parse_args(argv)
     json_out = WORK / "results.json"
     results = json.loads(json_out.read_text()) if json_out.exists() else {}
@@ -243,7 +246,7 @@ def main(argv=None) -> int:
         elif s == "magnetic":
             bench_magnetic(results, args.magnetic_minutes, args.threads)
         json_out.write_text(json.dumps(results, indent=2, default=float))
-    md = to_markdown(results)
+    md = to_markdown(results, args.notes)
     print(md)
     if args.write:
         text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
