@@ -562,12 +562,12 @@ class ClassifierConfig:
     classes equally often per epoch (imbalanced data sets).
     """
 
-    arch: str = "mscls"
+    arch: str = "mscls-s"
     arch_kwargs: dict = field(default_factory=dict)
     input_size: int = 128
     in_channels: int = 1
     normalisation: dict = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 5e-4
