@@ -972,34 +972,13 @@ def load_classifier(name_or_path: str | os.PathLike) -> LoadedClassifier:
     WeightsIntegrityError
         Missing, corrupt or tampered weights.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from micro_seg.registry import CARD_FILE, WEIGHTS_FILE, load_card, resolve_model, sha256_file
+    from micro_seg.registry import load_card, load_verified_network, resolve_model
 
     folder = resolve_model(name_or_path)
     card = load_card(folder)
     if card.task != "classification":
         raise ModelError(f"{folder}: model {card.name!r} is a {card.task!r} model, not an image classifier")
-    weights = folder / (card.weights_file or WEIGHTS_FILE)
-    if not weights.is_file():
-        raise WeightsIntegrityError(f"{weights}: weights file is missing")
-    if not card.weights_sha256:
-        raise WeightsIntegrityError(f"{weights}: card {folder / CARD_FILE} records no weights_sha256; refusing unverified weights")
-    digest = sha256_file(weights)
-    if digest != card.weights_sha256.lower():
-        raise WeightsIntegrityError(f"{weights}: sha256 {digest[:16]}... does not match the card's "
-                                    f"{card.weights_sha256[:16]}...; the file is corrupt, truncated or was modified")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise WeightsIntegrityError(f"{weights}: cannot read safetensors weights: {exc}") from exc
-    net = build_classifier(card.arch, in_channels=card.in_channels, num_classes=card.num_classes, **card.arch_kwargs)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{weights}: weights do not fit architecture {card.arch!r}: {str(exc).splitlines()[0]}") from exc
-    net.eval()
+    net = load_verified_network(folder, card, build_classifier)
     return LoadedClassifier(card=card, network=net, folder=folder)
 
 

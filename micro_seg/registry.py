@@ -381,26 +381,22 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
     return folder
 
 
-def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
-    """Load a model by name or folder: card, verified weights, eval-mode network.
+def load_verified_network(folder: Path, card: ModelCard, build: Any) -> Any:
+    """Build ``build(card.arch, ...)`` and fill it with the folder's weights after the sha256 check.
 
-    The weights file's sha256 is compared with the card *before* it is parsed.
+    The one place that reads weights: the file's sha256 is compared with the
+    card *before* it is parsed, and only safetensors is ever read.
 
     Raises
     ------
-    ModelError
-        Unknown name, missing / malformed card, or weights that do not fit
-        the architecture.
     WeightsIntegrityError
-        Weights file missing, truncated, corrupt or tampered (sha256 mismatch).
+        Weights file missing, unhashed, truncated, corrupt or tampered.
+    ModelError
+        Weights that do not fit the architecture.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from micro_seg.nets import build_network
-
-    folder = resolve_model(name_or_path)
-    card = load_card(folder)
     weights = folder / (card.weights_file or WEIGHTS_FILE)
     if not weights.is_file():
         raise WeightsIntegrityError(f"{weights}: weights file is missing")
@@ -416,11 +412,36 @@ def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsIntegrityError(f"{weights}: cannot read safetensors weights: {exc}") from exc
-    net = build_network(card.arch, in_channels=card.in_channels, num_classes=card.num_classes, **card.arch_kwargs)
+    net = build(card.arch, in_channels=card.in_channels, num_classes=card.num_classes, **card.arch_kwargs)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ModelError(f"{weights}: weights do not fit architecture {card.arch!r}: {first}") from exc
     net.eval()
+    return net
+
+
+def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
+    """Load a segmentation model by name or folder: card, verified weights, eval-mode network.
+
+    The weights file's sha256 is compared with the card *before* it is parsed.
+    Classification models are loaded with :func:`micro_seg.classifier.load_classifier`.
+
+    Raises
+    ------
+    ModelError
+        Unknown name, missing / malformed card, a classification model, or
+        weights that do not fit the architecture.
+    WeightsIntegrityError
+        Weights file missing, truncated, corrupt or tampered (sha256 mismatch).
+    """
+    from micro_seg.nets import build_network
+
+    folder = resolve_model(name_or_path)
+    card = load_card(folder)
+    if card.task == "classification":
+        raise ModelError(f"{folder}: model {card.name!r} is an image classifier, not a segmentation model; "
+                         "use it with `micro-seg classify` or in a QC spec")
+    net = load_verified_network(folder, card, build_network)
     return LoadedModel(card=card, network=net, folder=folder)

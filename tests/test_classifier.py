@@ -221,3 +221,10 @@ def test_time_budget_stops_training(data_dir, tmp_path):
     result = train_classifier(data_dir, None, config=config)
     assert time.perf_counter() - t0 < 60
     assert 1 <= result.card.metrics["epochs_run"] < 10_000
+
+
+def test_segmentation_loader_refuses_a_classifier_with_a_clear_message(trained):
+    from micro_seg.registry import load_model
+
+    with pytest.raises(ModelError, match="image classifier, not a segmentation model"):
+        load_model(trained.folder)

@@ -50,3 +50,22 @@ def test_cli_builds_with_every_command_in_a_headless_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_cli_parser_does_not_import_torch_so_info_starts_fast():
+    code = (
+        "import sys\n"
+        "from micro_seg.cli import build_parser\n"
+        "build_parser()\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_train_classifier_choices_match_the_engine():
+    from micro_seg.classifier import ARCHITECTURES
+    from micro_seg.commands.train_classifier import CLASSIFIER_ARCHITECTURES
+
+    assert sorted(CLASSIFIER_ARCHITECTURES) == sorted(ARCHITECTURES)

@@ -21,11 +21,12 @@ from typing import Any
 
 __all__ = ["register", "run"]
 
+# kept in step with micro_seg.classifier.ARCHITECTURES (tests/test_headless.py checks it)
+CLASSIFIER_ARCHITECTURES = ("mscls", "mscls-l", "mscls-s")
+
 
 def register(subparsers: Any) -> None:
-    """Add the ``train-classifier`` sub-command."""
-    from micro_seg.classifier import ARCHITECTURES
-
+    """Add the ``train-classifier`` sub-command (torch is imported only when it runs)."""
     p = subparsers.add_parser(
         "train-classifier",
         help="train an image classifier from a folder with one sub-folder per class",
@@ -37,7 +38,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--name", default=None, help="model name on the card (default: the --out folder name)")
     p.add_argument("--classes", default=None, help="comma-separated class folders to use (default: all)")
-    p.add_argument("--arch", default="mscls-s", choices=sorted(ARCHITECTURES),
+    p.add_argument("--arch", default="mscls-s", choices=list(CLASSIFIER_ARCHITECTURES),
                    help="network size (mscls-s reached 99.3%% on NEU in 13 min on 2 cores, see benchmarks/RESULTS.md)")
     p.add_argument("--input-size", type=int, default=128, help="images are resized to this square side")
     p.add_argument("--epochs", type=int, default=40)
