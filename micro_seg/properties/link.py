@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from micro_seg.errors import PropertyTableError
+from micro_seg.measure.stats import field_statistics
 from micro_seg.properties.hall_petch import RELATIONS, fit_hall_petch
 from micro_seg.properties.regression import fit_linear
 from micro_seg.properties.tables import numeric_column, parse_unit, read_property_table, read_results, sample_keys
@@ -52,15 +52,11 @@ def aggregate_samples(df: pd.DataFrame, keys: pd.Series, column: str, *, source:
         )
     rows = []
     for key, grp in frame.groupby("sample", sort=True):
-        v = grp["v"].to_numpy()
-        n = len(v)
-        mean = float(v.mean())
-        s = float(v.std(ddof=1)) if n > 1 else float("nan")
-        ci = float(stats.t.ppf(0.975, n - 1) * s / np.sqrt(n)) if n > 1 else float("nan")
+        st = field_statistics(grp["v"].to_numpy())
         rows.append({
-            "sample": str(key), "n_fields": n, column: mean, f"{column}_sd": s,
-            f"{column}_ci95": ci, f"{column}_se": s / np.sqrt(n) if n > 1 else float("nan"),
-            f"{column}_pct_ra": 100.0 * ci / mean if n > 1 and mean else float("nan"),
+            "sample": str(key), "n_fields": st["n"], column: st["mean"], f"{column}_sd": st["sd"],
+            f"{column}_ci95": st["ci95"], f"{column}_se": st["sd"] / np.sqrt(st["n"]),
+            f"{column}_pct_ra": st["ra_percent"],
         })
     return pd.DataFrame(rows)
 
