@@ -112,7 +112,6 @@ def grains_from_boundary_probability(
     4
     """
     from skimage.morphology import local_maxima, reconstruction
-    from skimage.segmentation import watershed
 
     prob = _check_map(boundary_probability, "boundary probability").astype(np.float32, copy=False)
     if smooth_sigma_px > 0:
@@ -137,8 +136,7 @@ def grains_from_boundary_probability(
     markers, n = ndi.label(peaks, structure=np.ones((3, 3), bool))
     # interiors too thin to hold an h-maximum still get a marker of their own
     comp, n_comp = ndi.label(interior)
-    has_marker = np.zeros(n_comp + 1, bool)
-    has_marker[np.unique(comp[markers > 0])] = True
+    has_marker = np.bincount(comp[markers > 0], minlength=n_comp + 1) > 0
     missing = ~has_marker[comp] & (comp > 0)
     if missing.any():
         extra, n_extra = ndi.label(missing)
@@ -146,23 +144,76 @@ def grains_from_boundary_probability(
         n += n_extra
     scale = float(dist.max()) or 1.0
     elevation = prob - 0.5 * dist / scale
-    labels = watershed(elevation, markers, mask=region, watershed_line=True)
+    labels = _flood_components(elevation, markers, comp, n_comp)
     if min_grain_px > 1 and labels.max() > 0:
-        # a grain's size is its interior: the boundary pixels it was flooded
-        # into are set back to 0 below
-        areas = np.bincount(labels[interior], minlength=int(labels.max()) + 1)
+        # a grain's size is its interior (here: all its pixels)
+        areas = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1)
         small = areas < min_grain_px
         small[0] = False
         if small.any() and not small[1:].all():
-            labels[small[labels]] = 0
-            seeds = labels.copy()
-            seeds[prob > threshold] = 0
-            labels = watershed(elevation, seeds, mask=region, watershed_line=True)
+            # small grains sharing an interior with larger ones are flooded
+            # by them; a small interior enclosed by boundary on its own
+            # becomes boundary (measurement gives it to the nearest grain)
+            is_small = small[labels]
+            redo = np.bincount(comp[is_small], minlength=n_comp + 1) > 0
+            redo[0] = False
+            labels[is_small] = 0
+            in_redo = redo[comp]
+            if in_redo.any():
+                sub = _bbox(in_redo)
+                seeds = np.where(in_redo[sub], labels[sub], 0)
+                labels[sub] = np.where(in_redo[sub], _masked_watershed(elevation[sub], seeds, in_redo[sub]), labels[sub])
     if keep_boundaries:
         labels[(prob > threshold) | ~region] = 0
     else:
         labels = _fill_zeros(labels, region)
     return _relabel(labels)
+
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, slice]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def _masked_watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    from skimage.segmentation import watershed
+
+    return watershed(elevation, markers, mask=mask, watershed_line=True).astype(np.int32, copy=False)
+
+
+def _flood_components(elevation: np.ndarray, markers: np.ndarray, comp: np.ndarray, n_comp: int) -> np.ndarray:
+    """Marker-controlled watershed of the grain interiors, one connected interior at a time.
+
+    Boundary pixels are above every interior pixel in ``elevation``, so a
+    flood over the whole image fills each connected interior from its own
+    markers before crossing any boundary: an interior holding one marker
+    simply becomes that grain, and only interiors holding several markers
+    (grains joined where their boundary fades) need the watershed, which
+    runs on them alone.  Same labels on the interiors as a whole-image
+    flood, at a fraction of the cost (most grains are closed).  Returns 0
+    outside the interiors and on watershed lines.
+    """
+    has = markers > 0
+    comp_of_marker = np.zeros(int(markers.max()) + 1, np.int64)
+    comp_of_marker[markers[has]] = comp[has]  # every marker lies in one interior
+    n_markers = np.bincount(comp_of_marker[1:], minlength=n_comp + 1)
+    single = n_markers == 1
+    lut = np.zeros(n_comp + 1, np.int32)
+    ids = np.arange(1, comp_of_marker.size, dtype=np.int32)
+    in_single = single[comp_of_marker[1:]]
+    lut[comp_of_marker[1:][in_single]] = ids[in_single]
+    labels = lut[comp]
+    multi = n_markers > 1
+    multi[0] = False
+    if multi.any():
+        in_multi = multi[comp]
+        sub = _bbox(in_multi)
+        m = in_multi[sub]
+        ws = _masked_watershed(elevation[sub], np.where(m, markers[sub], 0), m)
+        labels[sub] = np.where(m, ws, labels[sub])
+    return labels
 
 
 def grains_from_boundary_probability_tiled(

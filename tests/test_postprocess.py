@@ -172,3 +172,31 @@ def test_relabel_in_place_for_large_int32():
     lab[1500:, 1500:] = 3
     out = _relabel(lab)
     assert out[0, 0] == 2 and out[-1, -1] == 1 and out[1200, 0] == 0
+
+
+def test_component_flood_equals_whole_image_watershed():
+    """Flooding each connected interior on its own gives the whole-image flood's interiors."""
+    from skimage.segmentation import watershed
+
+    from micro_seg.postprocess import _flood_components
+
+    truth = voronoi_labels((300, 360), n_grains=90, seed=3, kind="hardcore", waviness=0.1)
+    prob, b = _prob_from_truth(truth, 3, noise=0.15)
+    rows, cols = np.nonzero(b)
+    fade = (rows // 20 + cols // 20) % 9 == 0        # some boundaries fade out: multi-marker interiors
+    prob[rows[fade], cols[fade]] *= 0.3
+    interior = prob <= 0.5
+    dist = ndi.distance_transform_edt(interior)
+    elevation = (prob - 0.5 * dist / dist.max()).astype(np.float32)
+    markers, _ = ndi.label((dist >= 4) & interior)
+    comp, n_comp = ndi.label(interior)
+    has = np.bincount(comp[markers > 0], minlength=n_comp + 1) > 0
+    missing = ~has[comp] & (comp > 0)
+    extra, _ = ndi.label(missing)
+    markers[missing] = extra[missing] + markers.max()
+    n_markers = np.bincount([comp[markers == m][0] for m in range(1, markers.max() + 1)], minlength=n_comp + 1)
+    assert (n_markers[1:] > 1).sum() >= 5 and (n_markers[1:] == 1).sum() >= 5   # both cases exercised
+    ours = _flood_components(elevation, markers, comp, n_comp)
+    ref = watershed(elevation, markers, watershed_line=True)
+    ref[~interior] = 0
+    assert np.array_equal(ours, ref)
