@@ -127,6 +127,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "models" / "ni-superalloy"))
     ap.add_argument("--ckpt", default=str(ROOT / "benchmarks" / "_work" / "ni-superalloy-ckpt"))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--base", default=None,
+                    help="continue from this model folder (stage 2: fine-tune the stage-1 model)")
+    ap.add_argument("--class-weights", choices=("auto", "none"), default="auto",
+                    help="'auto' = inverse-frequency weights (stage 1); 'none' = plain cross-entropy + dice "
+                         "(stage 2: removes the over-prediction of tertiary gamma-prime that the weights cause)")
     ap.add_argument("--readme-only", action="store_true", help="only rewrite README.md from card + metrics")
     args = ap.parse_args(argv)
     if args.readme_only:
@@ -150,10 +155,10 @@ def main(argv=None) -> int:
     t0 = time.time()
     net, card, history = train_segmenter(
         [i for i, _, _ in train], [l for _, l, _ in train],
-        classes=list(NASA_CLASSES), arch=ARCH, arch_kwargs=ARCH_KWARGS, task="semantic",
-        in_channels=1, epochs=args.epochs, patch_size=256, batch_size=8, lr=args.lr,
+        classes=list(NASA_CLASSES), **({} if args.base else {"arch": ARCH, "arch_kwargs": ARCH_KWARGS, "in_channels": 1}),
+        task="semantic", epochs=args.epochs, patch_size=256, batch_size=8, lr=args.lr,
         val_images=[i for i, _, _ in held], val_labels=[l for _, l, _ in held],
-        class_weights="auto", dice_weight=0.5, rare_class_fraction=0.3, seed=args.seed,
+        class_weights=None if args.class_weights == "none" else "auto", dice_weight=0.5, base=args.base, rare_class_fraction=0.3, seed=args.seed,
         patience=None, keep="last", time_limit_s=args.minutes * 60, checkpoint_dir=args.ckpt,
         resume=args.resume, num_threads=args.threads, name="ni-superalloy", progress=progress,
     )
