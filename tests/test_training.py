@@ -14,6 +14,7 @@ import torch
 from micro_seg.errors import CancelledError, TrainingDataError
 from micro_seg.training import (
     auto_class_weights,
+    calibrate_logit_offsets,
     confusion_matrix,
     segmentation_loss,
     segmentation_metrics,
@@ -115,6 +116,33 @@ def test_auto_class_weights_favour_rare_class():
     assert (w * np.array([0.9, 0.1])).sum() == pytest.approx(1.0, rel=1e-5)
 
 
+def test_calibrate_logit_offsets_recovers_a_known_prior_shift():
+    # truth: 1 (80%), 2 (15%), 3 (5%); noisy logits whose class-3 column is shifted down by 2
+    rng = np.random.default_rng(0)
+    truth = rng.choice([1, 2, 3], size=(200, 200), p=[0.8, 0.15, 0.05])
+    clean = np.stack([(truth == c) * 3.0 for c in (1, 2, 3)]) + rng.normal(0, 1.0, (3, 200, 200))
+    shifted = clean.copy()
+    shifted[2] -= 2.0
+    off, before, after = calibrate_logit_offsets([shifted], [truth], classes=["a", "b", "c"])
+    off_clean, _, ideal = calibrate_logit_offsets([clean], [truth])
+    # (the IoU-optimal offsets of the clean logits are not 0: IoU is not accuracy) the shift is undone
+    assert off[0] == 0 and np.allclose(off - off_clean, [0.0, 0.0, 2.0], atol=0.25)
+    assert after["iou"]["c"] > before["iou"]["c"] + 0.2
+    assert after["mean_iou"] == pytest.approx(ideal["mean_iou"], abs=0.01)
+    # unlabelled pixels (0) are ignored: hiding a third of them changes nothing essential
+    sparse = truth.copy()
+    sparse[:, :60] = 0
+    off2, _, _ = calibrate_logit_offsets([shifted], [sparse])
+    assert np.abs(off2 - off).max() <= 0.5
+
+
+def test_calibrate_logit_offsets_keeps_zero_when_argmax_is_already_best():
+    truth = np.array([[1, 1, 2, 2]])
+    logits = np.stack([np.array([[2.0, 2, -2, -2]]), np.array([[-2.0, -2, 2, 2]])])
+    off, before, after = calibrate_logit_offsets([logits], [truth])
+    assert off.tolist() == [0.0, 0.0] and before["mean_iou"] == after["mean_iou"] == 1.0
+
+
 def test_split_by_image_is_whole_images_and_seeded():
     tr, va = split_by_image(10, 0.3, 1)
     assert len(va) == 3 and sorted(tr + va) == list(range(10))
@@ -195,7 +223,11 @@ def test_progress_events_and_validation_split_by_image():
     assert stages[0] == "start" and events[0]["n_train"] == 2 and events[0]["n_val"] == 1
     assert stages.count("epoch") == 2 and stages.count("step") == 4
     assert set(history[-1]["val"]["iou"]) == {"dark", "bright"}
-    assert card.metrics["validation"]["mean_iou"] == pytest.approx(history[card.extra["training"]["best_epoch"]]["val"]["mean_iou"])
+    v = card.metrics["validation"]
+    epoch_miou = history[card.extra["training"]["best_epoch"]]["val"]["mean_iou"]
+    # the card reports the model as saved: after the validation logit offsets (never worse than argmax)
+    assert v.get("before_offsets", v)["mean_iou"] == pytest.approx(epoch_miou)
+    assert v["mean_iou"] >= epoch_miou
 
 
 def test_saved_folder_loads_via_registry_and_predicts_the_same(tmp_path):
@@ -251,6 +283,33 @@ def test_image_weights_validated_and_zero_weight_image_never_sampled():
     assert _same(only_first, weighted)
     with pytest.raises(TrainingDataError, match="image_weights"):
         _fit([img], [truth], image_weights=[1.0, 2.0])
+
+
+def test_training_folds_validation_offsets_into_the_head():
+    # a rare bright spot class; a short run with large rare-class weight over-calls it, and the
+    # offsets chosen on the validation image must not lower (and here raise) its validation mean IoU
+    imgs, labs = [], []
+    for s in range(4):
+        rng = np.random.default_rng(s)
+        img = rng.normal(80, 25, (64, 64))
+        lab = np.ones((64, 64), np.int64)
+        for r, c in rng.integers(4, 60, (3, 2)):
+            img[r - 2 : r + 3, c - 2 : c + 3] += 50
+            lab[r - 2 : r + 3, c - 2 : c + 3] = 2
+        imgs.append(np.clip(img, 0, 255).astype(np.uint8))
+        labs.append(lab)
+    kw = dict(val_fraction=0.25, epochs=3, class_weights=[1.0, 20.0], rare_class_fraction=0.5)
+    plain = _fit(imgs, labs, calibrate=False, **kw)
+    cal = _fit(imgs, labs, calibrate=True, **kw)
+    off = np.array(cal.card.extra["training"]["logit_offsets"])
+    assert off.shape == (2,) and off[0] == 0 and off[1] < 0  # the over-called class is pushed down
+    assert "logit_offsets" not in plain.card.extra["training"]
+    wp, wc = _weights(plain.network), _weights(cal.network)
+    assert torch.allclose(wc["head.bias"] - wp["head.bias"], torch.from_numpy(off).float())
+    assert all(torch.equal(wp[k], wc[k]) for k in wp if k != "head.bias")
+    v = cal.card.metrics["validation"]
+    assert v["mean_iou"] > v["before_offsets"]["mean_iou"]
+    assert v["before_offsets"]["mean_iou"] == pytest.approx(plain.card.metrics["validation"]["mean_iou"])
 
 
 def test_time_limit_stops_training_early():

@@ -57,6 +57,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patches-per-epoch", type=int, default=None, help="patches per epoch (default: about twice the training pixels)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-3, 1e-3 when fine-tuning)")
+    p.add_argument("--class-weights", default="auto",
+                   help="loss weight per class: 'auto' (inverse square root of class frequency, capped), 'none', "
+                   "or comma-separated numbers, one per class")
+    p.add_argument("--dice-weight", type=float, default=0.0, help="weight of a soft Dice term added to the cross-entropy")
+    p.add_argument("--rare-class-fraction", type=float, default=0.3,
+                   help="fraction of training patches centred on a pixel of a rare class")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="keep the plain argmax decision (default: per-class logit offsets chosen on the validation "
+                   "images to maximise their mean IoU, folded into the network)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of IMAGES held out for validation")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock time limit")
@@ -113,6 +122,22 @@ def _read_label(path: Path, encoding: str) -> np.ndarray:
     if lab.size and int(lab.min()) < 0:
         raise TrainingDataError(f"{path}: label values must be >= 0, found {int(lab.min())}")
     return lab.astype(np.int64)
+
+
+def _parse_class_weights(text: str, n_classes: int) -> str | list[float] | None:
+    """``"auto"`` / ``"none"`` / ``"w1,w2,..."`` (one non-negative number per class)."""
+    t = text.strip().lower()
+    if t == "auto":
+        return "auto"
+    if t == "none":
+        return None
+    try:
+        weights = [float(v) for v in t.split(",")]
+    except ValueError:
+        raise TrainingDataError(f"--class-weights must be 'auto', 'none' or {n_classes} numbers, got {text!r}") from None
+    if len(weights) != n_classes or min(weights) < 0 or not all(np.isfinite(weights)):
+        raise TrainingDataError(f"--class-weights needs {n_classes} non-negative numbers (one per class), got {text!r}")
+    return weights
 
 
 def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Path, Path]]:
@@ -192,6 +217,11 @@ def run(args: argparse.Namespace) -> dict:
         )
     if args.epochs < 1:
         raise TrainingDataError(f"--epochs must be >= 1, got {args.epochs}")
+    class_weights = _parse_class_weights(args.class_weights, len(classes))
+    if not 0 <= args.rare_class_fraction <= 1:
+        raise TrainingDataError(f"--rare-class-fraction must be in [0, 1], got {args.rare_class_fraction}")
+    if args.dice_weight < 0:
+        raise TrainingDataError(f"--dice-weight must be >= 0, got {args.dice_weight}")
     task = args.task or (base_card.task if base_card is not None else "semantic")
     out = Path(args.out)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoint"
@@ -211,7 +241,8 @@ def run(args: argparse.Namespace) -> dict:
         patches_per_epoch=args.patches_per_epoch,
         lr=args.lr if args.lr is not None else (1e-3 if args.base else 3e-3), val_fraction=args.val_fraction,
         patience=args.patience, seed=args.seed, time_limit_s=args.minutes * 60 if args.minutes else None,
-        checkpoint_dir=ckpt, resume=args.resume, num_threads=args.threads, progress=progress,
+        class_weights=class_weights, dice_weight=args.dice_weight, rare_class_fraction=args.rare_class_fraction,
+        calibrate=not args.no_calibrate, checkpoint_dir=ckpt, resume=args.resume, num_threads=args.threads, progress=progress,
         name=args.name or out.name, out=out,
     )
     if args.base:
@@ -230,6 +261,7 @@ def run(args: argparse.Namespace) -> dict:
         "epochs_run": len(history),
         "best_epoch": card.extra.get("training", {}).get("best_epoch"),
         "validation": {k: val.get(k) for k in ("iou", "mean_iou", "weighted_iou", "accuracy")} if val else None,
+        "logit_offsets": card.extra.get("training", {}).get("logit_offsets"),
         "seconds": card.extra.get("training", {}).get("seconds"),
         "sha256": card.weights_sha256,
     }
