@@ -608,6 +608,8 @@ def _label_dtype(labels: np.ndarray, path: Path) -> np.ndarray:
     for dtype in (np.uint8, np.uint16, np.uint32, np.int32, np.int64):
         info = np.iinfo(dtype)
         if info.min <= lo and hi <= info.max:
+            if lo >= 0 and labels.dtype.kind == "i" and np.dtype(dtype).itemsize == labels.dtype.itemsize:
+                return labels.view(dtype)  # same bits: no copy of a huge label image
             return labels.astype(dtype, copy=False)
     raise InvalidImageError(f"{path}: label values {lo}..{hi} do not fit in 64 bits")
 
