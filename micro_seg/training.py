@@ -487,6 +487,9 @@ def segmentation_loss(logits, labels, *, class_weights=None, dice_weight: float 
 
 # -------------------------------------------------------------- training
 
+#: Fraction of the run (steps, or wall time with a time limit) spent warming the learning rate up.
+_WARMUP_FRACTION = 0.03
+
 #: Settings that may differ between a checkpoint and the run resuming it.
 _RESUMABLE_CHANGES = ("lr", "epochs", "calibrate")
 
@@ -639,7 +642,7 @@ def iter_train_segmenter(
         patches_per_epoch = max(batch_size, int(math.ceil(2 * total / patch_size**2)))
     steps_per_epoch = max(1, int(math.ceil(patches_per_epoch / batch_size)))
     total_steps = epochs * steps_per_epoch
-    warmup = max(1, int(0.03 * total_steps))
+    warmup = max(1, int(_WARMUP_FRACTION * total_steps))
 
     opt = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
     history: list[dict] = []
@@ -676,8 +679,11 @@ def iter_train_segmenter(
         frac = step / total_steps
         if time_limit_s:
             frac = max(frac, (time.perf_counter() - t_start) / time_limit_s)
-        if step < warmup:
-            return lr * (step + 1) / warmup
+        # warm-up over the first 3% of the run, measured like the schedule: with a time limit and a
+        # generous epoch count the step-based warm-up alone would never end (lr stuck near 0)
+        warm = max((step + 1) / warmup, frac / _WARMUP_FRACTION)
+        if warm < 1.0:
+            return lr * warm
         return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
     stopped = None
@@ -714,7 +720,7 @@ def iter_train_segmenter(
             opt.step()
             losses.append(float(loss.detach()))
             yield {"stage": "step", "epoch": epoch, "epochs": epochs, "step": step,
-                   "steps_per_epoch": steps_per_epoch, "loss": losses[-1],
+                   "steps_per_epoch": steps_per_epoch, "loss": losses[-1], "lr": opt.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - t_start}
             if time_limit_s and time.perf_counter() - t_start >= time_limit_s:
                 break  # out of time mid-epoch: validate, checkpoint and stop below

@@ -312,6 +312,19 @@ def test_training_folds_validation_offsets_into_the_head():
     assert v["before_offsets"]["mean_iou"] == pytest.approx(plain.card.metrics["validation"]["mean_iou"])
 
 
+def test_time_limited_run_with_huge_epoch_count_warms_up_within_the_budget():
+    # epochs=100000 is how a wall-clock budget is given; the warm-up must follow the time budget
+    # (3% of it), not 3% of 200000 steps that will never run
+    img, _, scribble = _stripes()
+    events = []
+    _fit([img], [scribble], epochs=100_000, time_limit_s=2.0, lr=1e-2, progress=events.append)
+    steps = [e for e in events if e["stage"] == "step"]
+    assert len(steps) > 10
+    mid = [e["lr"] for e in steps if 0.15 * 2.0 <= e["seconds"] <= 0.45 * 2.0]
+    assert mid and min(mid) > 0.5 * 1e-2  # cosine at 45% of the run is 0.58 of the peak
+    assert steps[0]["lr"] < 1e-2
+
+
 def test_time_limit_stops_training_early():
     img, _, scribble = _stripes()
     net, card, history = _fit([img], [scribble], epochs=500, time_limit_s=0.5)
