@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     net, card, history = train_segmenter(
         [i for i, _, _ in train], [l for _, l, _ in train], classes=list(TBM_CLASSES), arch=ARCH,
         arch_kwargs=ARCH_KWARGS, task="grains", in_channels=3, epochs=args.epochs, patch_size=256, batch_size=8,
-        patches_per_epoch=160, lr=3e-3, val_images=[i for i, _, _ in tbm_held], val_labels=[l for _, l, _ in tbm_held],
+        patches_per_epoch=160, lr=3e-3, val_images=[i for i, _, _ in tbm_held], val_labels=[l for _, l, _ in tbm_held], calibrate=False,
         class_weights="auto", dice_weight=0.5, rare_class_fraction=0.0, image_weights=weights, seed=args.seed,
         patience=None, keep="last", time_limit_s=args.minutes * 60, checkpoint_dir=args.ckpt, resume=args.resume,
         num_threads=args.threads, name="grain-boundaries", progress=progress,

@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         [i for i, _, _ in train], [l for _, l, _ in train],
         classes=list(NASA_CLASSES), **({} if args.base else {"arch": ARCH, "arch_kwargs": ARCH_KWARGS, "in_channels": 1}),
         task="semantic", epochs=args.epochs, patch_size=256, batch_size=8, lr=args.lr,
-        val_images=[i for i, _, _ in held], val_labels=[l for _, l, _ in held],
+        val_images=[i for i, _, _ in held], val_labels=[l for _, l, _ in held], calibrate=False,
         class_weights=None if args.class_weights == "none" else "auto", dice_weight=0.5, base=args.base, rare_class_fraction=0.3, seed=args.seed,
         patience=None, keep="last", time_limit_s=args.minutes * 60, checkpoint_dir=args.ckpt,
         resume=args.resume, num_threads=args.threads, name="ni-superalloy", progress=progress,

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     net, card, history = train_segmenter(
         [i for i, _, _ in train], [l for _, l, _ in train], classes=CLASSES, arch="msnet", task="semantic",
         in_channels=1, epochs=args.epochs, patch_size=192, batch_size=8, patches_per_epoch=128, lr=3e-3,
-        val_images=[i for i, _, _ in val], val_labels=[l for _, l, _ in val], class_weights="auto", dice_weight=0.5,
+        val_images=[i for i, _, _ in val], val_labels=[l for _, l, _ in val], calibrate=False, class_weights="auto", dice_weight=0.5,
         rare_class_fraction=0.5, seed=args.seed, patience=None, keep="last", time_limit_s=args.minutes * 60,
         checkpoint_dir=args.ckpt, resume=args.resume, num_threads=args.threads, name="pores-defects",
         progress=progress, card_extra={"defect_classes": ["pore", "crack", "inclusion"]},
