@@ -3,7 +3,9 @@
 A QTimer "heartbeat" fires every 10 ms in the GUI thread and records when it
 actually ran; the longest gap between two beats is how long the event loop was
 blocked (what a user feels as a frozen window).  Measured from the click on
-Segment until the result layers are on the canvas, for:
+Segment until the result layers are on the canvas (the first run of a fresh
+process, which creates the layers and pays one-time costs, is reported on its
+own next to the median), and while the widget opens, for:
 
 * **micro-seg Segment widget** (engine generator in a napari worker thread,
   layers added in the ``returned`` handler) -- target: no gap > 200 ms;
@@ -81,11 +83,12 @@ def _process_until(app, done, timeout_s: float) -> None:
             raise TimeoutError("segmentation did not finish in time")
 
 
-def run(size: int, model: str | None, repeats: int) -> dict:
+def run(size: int, model: str | None, repeats: int, warm_up: bool = True) -> dict:
     import napari
     from qtpy.QtWidgets import QApplication
 
     from micro_seg.registry import ModelError, resolve_model
+    from napari_plugin import _common
     from napari_plugin._segment import SegmentParams, SegmentWidget, segment_job
 
     image, px = _make_image(size)
@@ -96,16 +99,27 @@ def run(size: int, model: str | None, repeats: int) -> dict:
         if model:
             raise
         model_path = _fallback_model(tmp)
+    if not warm_up:  # measure what the warm-up buys: the widget then starts none
+        _common._WARM_UP["started"] = True
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
     layer = viewer.add_image(image, name="bench", scale=(px, px),
                              metadata={"micro_seg": {"pixel_size_um": px, "calibration_source": "synthetic"}})
+    app = QApplication.instance()
+    _process_for(app, 1.0)
+    beat = Heartbeat()
+    # opening the widget: its warm-up thread runs while the user picks image and model
+    beat.start()
+    t0 = time.perf_counter()
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
-    app = QApplication.instance()
+    _process_until(app, _common.warm_up_finished, 300)
+    open_seconds = time.perf_counter() - t0
+    _process_for(app, 0.5)
+    open_gap = beat.stop()[0]
     widget._image.value = layer
     widget._model_folder.value = model_path
-    beat = Heartbeat()
+    _process_for(app, 0.5)
     rows = {"worker": [], "worker_compute": [], "worker_seconds": [], "blocking": [], "blocking_seconds": [],
             "floor": []}
     display_start: list[float] = []
@@ -117,21 +131,13 @@ def run(size: int, model: str | None, repeats: int) -> dict:
 
     for rep in range(repeats):
         app.processEvents()
-        # napari's own cost of putting a tiny layer on the canvas (the floor on this machine)
-        beat.start()
-        tiny = viewer.add_labels(np.zeros((64, 64), np.uint8), name="tiny")
-        app.processEvents()
-        viewer.layers.remove(tiny)
-        app.processEvents()
-        rows["floor"].append(beat.stop()[0])
-
         display_start.clear()
         beat.start()
         t0 = time.perf_counter()
         widget._show_result = timed_show
         widget.run()
         _process_until(app, lambda: not widget.busy, 1200)
-        app.processEvents()
+        _process_for(app, 0.3)  # until the result layers are drawn
         rows["worker_seconds"].append(time.perf_counter() - t0)
         overall, compute = beat.stop(split=display_start[0] if display_start else None)
         rows["worker"].append(overall)
@@ -149,37 +155,67 @@ def run(size: int, model: str | None, repeats: int) -> dict:
         except StopIteration as stop:
             show(stop.value)
         _process_until(app, lambda: not widget.busy, 60)
-        app.processEvents()
+        _process_for(app, 0.3)
         rows["blocking_seconds"].append(time.perf_counter() - t0)
         rows["blocking"].append(beat.stop()[0])
+
+        # napari's own cost of putting a tiny layer on the canvas (the floor on this machine);
+        # measured after the widget so that the first widget run is the session's first Labels layer
+        beat.start()
+        tiny = viewer.add_labels(np.zeros((64, 64), np.uint8), name="tiny")
+        _process_for(app, 0.2)
+        viewer.layers.remove(tiny)
+        _process_for(app, 0.2)
+        rows["floor"].append(beat.stop()[0])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     viewer.close()
-    return {"size": size, "model": Path(model_path).name, "repeats": repeats, "load": load,
-            **{k: statistics.median(v) for k, v in rows.items()}, "all": rows}
+    return {"size": size, "model": Path(model_path).name, "repeats": repeats, "load": load, "warm_up": warm_up,
+            "open_gap": open_gap, "open_seconds": open_seconds, "warm_steps": _common._WARM_UP.get("steps") or {},
+            **{k: statistics.median(v) for k, v in rows.items()}, "first": {k: v[0] for k, v in rows.items()},
+            "all": rows}
+
+
+def _process_for(app, seconds: float) -> None:
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        app.processEvents()
+        time.sleep(0.002)
 
 
 def table(res: dict) -> str:
-    ms = {k: res[k] * 1000 for k in ("worker", "worker_compute", "blocking", "floor")}
-    w = ms["worker"]
+    def ms(v: float) -> str:
+        return f"{v * 1000:.0f}"
+
+    first, med = res["first"], res
+    w_first, w_med = first["worker"], med["worker"]
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in res["warm_steps"].items())
     lines = [
         f"{res['size']} x {res['size']} synthetic etched micrograph, model `{res['model']}`, "
-        f"median of {res['repeats']} runs (results layers re-used after the first run); heartbeat QTimer "
-        f"every 10 ms; 1-min load average at the end {res['load']:.1f} on {os.cpu_count()} cores.",
+        f"{res['repeats']} runs in one fresh napari process: the first run creates the result layers (the "
+        f"session's first Labels layer), later runs update them in place; heartbeat QTimer every 10 ms; "
+        f"widget warm-up {'on' if res['warm_up'] else 'OFF'}; 1-min load average at the end {res['load']:.1f} "
+        f"on {os.cpu_count()} cores.",
         "",
-        "| what the event loop was doing | longest gap (ms) | ratio vs widget | wall time (s) |",
-        "|---|---:|---:|---:|",
-        f"| Segment widget, while the model and post-processing run (worker thread) | {ms['worker_compute']:.0f} | "
-        f"{ms['worker_compute'] / max(w, 1e-9):.2f} | |",
-        f"| Segment widget, click to result layers drawn (whole run) | {w:.0f} | 1.0 | {res['worker_seconds']:.1f} |",
-        f"| baseline: same engine call in the GUI thread | {ms['blocking']:.0f} | "
-        f"{ms['blocking'] / max(w, 1e-9):.0f}x | {res['blocking_seconds']:.1f} |",
-        f"| floor: napari adding + removing an empty 64 x 64 Labels layer | {ms['floor']:.0f} | "
-        f"{ms['floor'] / max(w, 1e-9):.2f} | |",
+        "| what the event loop was doing | longest gap, first run (ms) | longest gap, median of runs (ms) "
+        "| ratio vs widget (median) | wall time, median (s) |",
+        "|---|---:|---:|---:|---:|",
+        f"| opening the Segment widget (warm-up thread: {steps or 'none'}) | {ms(res['open_gap'])} | | | "
+        f"{res['open_seconds']:.1f} |",
+        f"| Segment widget, while the model and post-processing run (worker thread) | "
+        f"{ms(first['worker_compute'])} | {ms(med['worker_compute'])} | "
+        f"{med['worker_compute'] / max(w_med, 1e-9):.2f} | |",
+        f"| Segment widget, click to result layers drawn (whole run) | {ms(w_first)} | {ms(w_med)} | 1.0 | "
+        f"{res['worker_seconds']:.1f} |",
+        f"| baseline: same engine call in the GUI thread | {ms(first['blocking'])} | {ms(med['blocking'])} | "
+        f"{med['blocking'] / max(w_med, 1e-9):.0f}x | {res['blocking_seconds']:.1f} |",
+        f"| floor: napari adding + removing an empty 64 x 64 Labels layer | {ms(first['floor'])} | "
+        f"{ms(med['floor'])} | {med['floor'] / max(w_med, 1e-9):.2f} | |",
         "",
-        f"Target (no gap > 200 ms): while segmenting **{'met' if ms['worker_compute'] <= 200 else 'NOT met'}** "
-        f"({ms['worker_compute']:.0f} ms); whole run incl. drawing the 4-Mpx result layers "
-        f"**{'met' if w <= 200 else 'NOT met'}** ({w:.0f} ms; runs: "
-        f"{', '.join(f'{g * 1000:.0f}' for g in res['all']['worker'])} ms).",
+        f"Target (no gap > 200 ms), whole run incl. drawing the 4-Mpx result layers: first run "
+        f"**{'met' if w_first <= 0.2 else 'NOT met'}** ({ms(w_first)} ms), median "
+        f"**{'met' if w_med <= 0.2 else 'NOT met'}** ({ms(w_med)} ms; runs: "
+        f"{', '.join(ms(g) for g in res['all']['worker'])} ms); while segmenting "
+        f"{', '.join(ms(g) for g in res['all']['worker_compute'])} ms.",
     ]
     return "\n".join(lines)
 
@@ -204,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--model", default=None, help="model name or folder (default: grain-boundaries)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="do not start the Segment widget's warm-up thread (to measure what it buys)")
     parser.add_argument("--record", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
-    res = run(args.size, args.model, args.repeats)
+    res = run(args.size, args.model, args.repeats, warm_up=not args.no_warm_up)
     text = table(res)
     print(text)
     if args.record:

@@ -310,3 +310,190 @@ class JobRunner:
         self.status(f"{description}...".strip())
         worker.start()
         return worker
+
+
+def preload_torch_libraries() -> bool:
+    """Load torch's native libraries with the GIL released; True when done.
+
+    ``import torch`` spends ~0.3 s in ``dlopen`` of its C++ libraries, and
+    Python's importer holds the GIL all that time, so even an import in a
+    worker thread freezes napari's event loop for that long.  ``dlopen``
+    called through ``ctypes`` releases the GIL: after this, the real
+    ``import torch`` finds the libraries already mapped and only runs Python
+    code, which shares the GIL with the GUI thread.  Best effort: returns
+    False (and the import then works as usual) when torch is absent, already
+    imported, or not laid out as expected.
+    """
+    import ctypes
+    import glob
+    import importlib.util
+    import os
+    import sys
+
+    if "torch" in sys.modules or not sys.platform.startswith("linux"):
+        return False
+    try:
+        spec = importlib.util.find_spec("torch")
+        if spec is None or spec.origin is None:
+            return False
+        root = os.path.dirname(spec.origin)
+        ext = glob.glob(os.path.join(root, "_C.*.so"))
+        if not ext:
+            return False
+        libc = ctypes.CDLL(None)
+        dlopen = libc.dlopen
+        dlopen.restype = ctypes.c_void_p
+        dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        # the order torch uses itself: its global deps first (RTLD_GLOBAL), then the extension
+        deps = os.path.join(root, "lib", "libtorch_global_deps.so")
+        if os.path.exists(deps) and not dlopen(deps.encode(), os.RTLD_GLOBAL | os.RTLD_LAZY):
+            return False
+        return bool(dlopen(ext[0].encode(), sys.getdlopenflags()))
+    except Exception:  # noqa: BLE001 - an optimisation only
+        return False
+
+
+def warm_up_job() -> dict:
+    """Pay the one-time costs of the first segmentation off the GUI thread.
+
+    Run once in a worker thread when a widget that shows results opens: loads
+    torch (its libraries without holding the GIL, see
+    :func:`preload_torch_libraries`) and the engine modules the job uses, the
+    modules napari imports lazily when the first Labels layer is created
+    (pandas for layer features, skimage.color for the label colours), and
+    builds a small Labels and Image layer and the vispy visuals of napari's
+    labels overlays (not attached to any canvas) so that napari's and vispy's
+    first-use work (colormaps, shader templates, dash patterns) is done before
+    the result arrives.  Returns the seconds spent per step.
+    """
+    import time
+
+    steps: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        steps[name] = now - t
+        t = now
+
+    preload_torch_libraries()
+    import torch  # noqa: F401
+
+    lap("torch")
+    from micro_seg import inference, postprocess, registry  # noqa: F401
+
+    lap("engine")
+    import pandas  # noqa: F401
+    import skimage.color  # noqa: F401
+
+    lap("napari lazy imports")
+
+    def labels_and_image_layers() -> None:
+        import napari.layers
+
+        napari.layers.Labels(np.zeros((2, 2), np.uint8))
+        napari.layers.Image(np.zeros((2, 2), np.float32), colormap="magma", contrast_limits=(0.0, 1.0))
+
+    def overlay_visuals() -> None:  # what napari's labels overlays (polygon, brush outline) are made of
+        from vispy.scene.visuals import Line, Polygon
+        from vispy.visuals.line.dash_atlas import DashAtlas
+
+        DashAtlas()  # its patterns are cached per process: 0.1-0.2 s the first time
+        Polygon(pos=np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]), color="white", border_color="red")
+        Line(pos=np.array([[0.0, 0.0], [1.0, 1.0]]))
+
+    for step in (labels_and_image_layers, overlay_visuals):
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - warming is optional; the real run does the work itself
+            pass
+    lap("layers")
+    return steps
+
+
+_WARM_UP: dict[str, Any] = {}
+WARM_UP_DELAY_MS = 1000
+
+
+def _warm_up_qt_controls(done: Callable[[], None]) -> None:
+    """Build (and drop) napari's Qt controls for a Labels and an Image layer, one per turn.
+
+    Qt widgets can only be made in the GUI thread; the first of each kind costs
+    0.1-0.2 s (styles, icons), later ones much less.  Done in two event-loop
+    turns while the user is still picking an image and a model; then calls ``done``.
+    """
+    from qtpy.QtCore import QTimer
+
+    def build(kind: str) -> None:
+        try:
+            import napari.layers
+            from napari._qt.layer_controls.qt_layer_controls_container import create_qt_layer_controls
+
+            if kind == "labels":
+                layer = napari.layers.Labels(np.zeros((2, 2), np.uint8))
+            else:
+                layer = napari.layers.Image(np.zeros((2, 2), np.float32), colormap="magma",
+                                            contrast_limits=(0.0, 1.0))
+            controls = create_qt_layer_controls(layer)
+            controls.close()
+            controls.deleteLater()
+        except Exception:  # noqa: BLE001 - private napari API may move: warming is optional
+            pass
+
+    def image_then_done() -> None:
+        try:
+            build("image")
+        finally:
+            done()
+
+    build("labels")
+    QTimer.singleShot(20, image_then_done)
+
+
+def start_warm_up():
+    """Start the one-time warm-up once per process; returns its worker.
+
+    :func:`warm_up_job` runs in a napari worker thread; when it is done, the
+    Qt layer controls are warmed in the GUI thread (:func:`_warm_up_qt_controls`).
+    Later calls return the first worker (``None`` once everything has finished).
+    """
+    if "started" in _WARM_UP:
+        return _WARM_UP.get("worker")
+    from napari.qt.threading import create_worker
+    from qtpy.QtCore import QTimer
+
+    _WARM_UP["started"] = True
+    worker = create_worker(warm_up_job, _ignore_errors=True, _start_thread=False)
+    _WARM_UP["worker"] = worker
+
+    def current() -> bool:  # False once the state was reset (tests) while this one ran
+        return _WARM_UP.get("worker") is worker
+
+    def _done(result: Any) -> None:
+        if current():
+            _WARM_UP["steps"] = result
+
+    def _errored(exc: BaseException) -> None:  # the real run will load (and report) it itself
+        if current():
+            _WARM_UP["error"] = exc
+
+    def _all_done() -> None:
+        if current():
+            _WARM_UP["worker"] = None
+
+    def _finished() -> None:
+        QTimer.singleShot(20, lambda: _warm_up_qt_controls(_all_done))
+
+    worker.returned.connect(_done)
+    worker.errored.connect(_errored)
+    worker.finished.connect(_finished)
+    # after the widget has been drawn: while torch's libraries load (~0.3 s in the dynamic
+    # loader), the GUI thread stalls if it needs the loader too, which drawing new widgets does
+    QTimer.singleShot(WARM_UP_DELAY_MS, worker.start)
+    return worker
+
+
+def warm_up_finished() -> bool:
+    """True once the warm-up started by :func:`start_warm_up` has ended (or never started)."""
+    return _WARM_UP.get("worker") is None

@@ -32,11 +32,15 @@ from napari_plugin._common import (
     progress_fraction,
     units_kwargs,
     set_layer_calibration,
+    start_warm_up,
 )
 from napari_plugin._layers import class_colormap, connect_layer_events, layer_chooser, ms_meta
 from napari_plugin._train import model_choices, model_events
 
 __all__ = ["SegmentWidget", "SegmentParams", "SegmentResult", "segment_job"]
+
+UNCERTAINTY_DELAY_MS = 100  # labels drawn first, then the (hidden) uncertainty layer added
+_MODEL_CHOICES: dict[str, Any] = {}  # model picker cache, keyed by the model folders' mtimes
 
 
 @dataclass(frozen=True)
@@ -148,17 +152,36 @@ class SegmentWidget(Container):
         self._pixel.changed.connect(self._pixel_changed)
         self._run_btn.changed.connect(self.run)
         model_events.saved.connect(self._on_model_saved)
-        connect_layer_events(napari_viewer, self)
+        # only the image list depends on the layers: re-reading the model cards on every
+        # layer insert would cost GUI time right when the result layers are added
+        connect_layer_events(napari_viewer, self._image)
         self.reset_choices()
         self._image_changed(self._image.value)
         self.last_result: SegmentResult | None = None
         self._pending_display = False
         self._update_model_info()
+        # one-time costs of the first run (torch, engine, napari's lazy imports) in a thread now
+        self._warm_up = start_warm_up()
 
     @staticmethod
     def _model_choices(_widget=None) -> list[tuple[str, Any]]:
+        """The model picker's list, re-read only when a model folder was added or removed.
+
+        napari refreshes every docked widget's choices on each layer insert; reading all
+        model cards from disk each time would cost GUI time right when results are added.
+        """
         try:
-            return model_choices()
+            from micro_seg.registry import model_search_dirs
+
+            key = []
+            for folder in model_search_dirs():
+                try:
+                    key.append((str(folder), folder.stat().st_mtime_ns))
+                except OSError:
+                    key.append((str(folder), None))
+            if _MODEL_CHOICES.get("key") != key:
+                _MODEL_CHOICES.update(key=key, choices=model_choices())
+            return list(_MODEL_CHOICES["choices"])
         except Exception:  # a broken model folder must not break the widget
             return []
 
@@ -170,6 +193,7 @@ class SegmentWidget(Container):
 
     def select_model(self, folder_or_name: str) -> None:
         """Select a model in the picker by folder (or name), refreshing the list first."""
+        _MODEL_CHOICES.clear()  # a model saved in place keeps its folder's mtime
         self._model.reset_choices()
         for choice in self._model.choices:
             if choice == folder_or_name or str(choice).rstrip("/").endswith("/" + str(folder_or_name)):
@@ -311,13 +335,26 @@ class SegmentWidget(Container):
             def show_uncertainty() -> None:
                 try:
                     if layer in self._viewer.layers:
-                        self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
-                                        colormap="magma", blending="additive", opacity=0.6, visible=False,
-                                        contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
-                                        metadata=unc_meta, **common, **units)
-                        self._viewer.layers.selection.active = labels
+                        layers = self._viewer.layers
+                        # keep the labels selected: napari would select the new layer, and each
+                        # selection change rebuilds the layer controls and restyles the buttons
+                        activate = getattr(layers, "_activate_on_insert", None)
+                        if activate is not None:
+                            layers._activate_on_insert = False
+                        try:
+                            self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
+                                            colormap="magma", blending="additive", opacity=0.6, visible=False,
+                                            contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
+                                            metadata=unc_meta, **common, **units)
+                        finally:
+                            if activate is not None:
+                                layers._activate_on_insert = activate
+                        if labels in layers and layers.selection.active is not labels:
+                            layers.selection.active = labels
                 finally:
                     self._pending_display = False
 
-            QTimer.singleShot(0, show_uncertainty)
+            # a real timer (not 0 ms, which Qt 6 turns into a posted call run before pending
+            # timers and paints): the labels get drawn and input handled before the second layer
+            QTimer.singleShot(UNCERTAINTY_DELAY_MS, show_uncertainty)
         notify_info(f"Segmented '{layer.name}' with {result.model_name} in {result.seconds:.1f} s.")

@@ -220,3 +220,42 @@ def test_bad_input_notifications(make_napari_viewer, qtbot, tmp_path, notes):
     seg.run()
     wait_idle(qtbot, seg)
     assert any("no-such-model" in m for m in _messages(notes, "error"))
+
+
+def test_segment_warm_up_loads_what_the_first_run_needs(make_napari_viewer, qtbot):
+    """Opening the Segment widget starts one warm-up worker that loads torch, the engine and
+    napari's lazy imports off the GUI thread, then builds the Qt layer controls once."""
+    import sys
+
+    from napari_plugin import _common
+    from napari_plugin._segment import SegmentWidget
+
+    _common._WARM_UP.clear()  # as in a fresh napari session
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    assert widget._warm_up is not None and not _common.warm_up_finished()
+    assert SegmentWidget(viewer)._warm_up is widget._warm_up  # once per process, not per widget
+    qtbot.waitUntil(_common.warm_up_finished, timeout=180_000)
+    assert "error" not in _common._WARM_UP, _common._WARM_UP.get("error")
+    steps = _common._WARM_UP["steps"]
+    assert list(steps) == ["torch", "engine", "napari lazy imports", "layers"]
+    assert all(s >= 0 for s in steps.values())
+    for name in ("torch", "micro_seg.inference", "micro_seg.postprocess", "pandas", "skimage.color"):
+        assert name in sys.modules, name
+    assert _common.preload_torch_libraries() is False  # torch is loaded now: nothing left to do
+
+
+def test_segment_model_list_follows_model_folders(make_napari_viewer, tmp_path, monkeypatch):
+    """The model picker's cache is dropped when a model folder appears."""
+    from _napari_helpers import tiny_model
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    before = [str(c) for c in widget._model.choices]
+    assert not any(c.endswith("my-new-model") for c in before)
+    tiny_model(tmp_path / "my-new-model", name="my-new-model")
+    widget._model.reset_choices()
+    after = [str(c) for c in widget._model.choices]
+    assert sum(c.endswith("my-new-model") for c in after) == 1 and len(after) == len(before) + 1
