@@ -99,8 +99,10 @@ def run(size: int, model: str | None, repeats: int, warm_up: bool = True) -> dic
         if model:
             raise
         model_path = _fallback_model(tmp)
+    warm_state = getattr(_common, "_WARM_UP", {})  # absent in versions without a warm-up
+    warm_done = getattr(_common, "warm_up_finished", lambda: True)
     if not warm_up:  # measure what the warm-up buys: the widget then starts none
-        _common._WARM_UP["started"] = True
+        warm_state["started"] = True
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 900)
     layer = viewer.add_image(image, name="bench", scale=(px, px),
@@ -113,7 +115,7 @@ def run(size: int, model: str | None, repeats: int, warm_up: bool = True) -> dic
     t0 = time.perf_counter()
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
-    _process_until(app, _common.warm_up_finished, 300)
+    _process_until(app, warm_done, 300)
     open_seconds = time.perf_counter() - t0
     _process_for(app, 0.5)
     open_gap = beat.stop()[0]
@@ -170,7 +172,7 @@ def run(size: int, model: str | None, repeats: int, warm_up: bool = True) -> dic
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     viewer.close()
     return {"size": size, "model": Path(model_path).name, "repeats": repeats, "load": load, "warm_up": warm_up,
-            "open_gap": open_gap, "open_seconds": open_seconds, "warm_steps": _common._WARM_UP.get("steps") or {},
+            "open_gap": open_gap, "open_seconds": open_seconds, "warm_steps": warm_state.get("steps") or {},
             **{k: statistics.median(v) for k, v in rows.items()}, "first": {k: v[0] for k, v in rows.items()},
             "all": rows}
 
@@ -228,8 +230,10 @@ def record(text: str) -> None:
              f"{platform.node()} ({os.cpu_count()} CPUs, shared with other jobs), {stamp}.\n\n{text}\n")
     if HEADING in old:
         start = old.index(HEADING)
-        nxt = old.find("\n## ", start + len(HEADING))
-        old = old[:start] + block + ("" if nxt < 0 else old[nxt + 1:])
+        # the section ends at the next heading or at another benchmark's marker comment
+        ends = [i for i in (old.find("\n## ", start + len(HEADING)), old.find("\n<!-- ", start)) if i >= 0]
+        nxt = min(ends) if ends else -1
+        old = old[:start] + block + ("" if nxt < 0 else "\n" + old[nxt + 1:])
         path.write_text(old, encoding="utf-8")
     else:
         path.write_text(old.rstrip("\n") + "\n\n" + block, encoding="utf-8")

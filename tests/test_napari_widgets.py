@@ -243,6 +243,17 @@ def test_segment_warm_up_loads_what_the_first_run_needs(make_napari_viewer, qtbo
     for name in ("torch", "micro_seg.inference", "micro_seg.postprocess", "pandas", "skimage.color"):
         assert name in sys.modules, name
     assert _common.preload_torch_libraries() is False  # torch is loaded now: nothing left to do
+    import gc
+
+    try:  # what was loaded is out of the cyclic collector's way; later objects are not
+        from micro_seg.inference import predict_iter
+
+        young = [predict_iter]
+        assert gc.get_freeze_count() > 10_000
+        tracked = gc.get_objects()  # the collector's generations, without the frozen objects
+        assert not any(o is predict_iter for o in tracked) and any(o is young for o in tracked)
+    finally:
+        gc.unfreeze()  # the next tests start from an ordinary heap
 
 
 def test_segment_model_list_follows_model_folders(make_napari_viewer, tmp_path, monkeypatch):
