@@ -39,7 +39,7 @@ from napari_plugin._train import model_choices, model_events
 
 __all__ = ["SegmentWidget", "SegmentParams", "SegmentResult", "segment_job"]
 
-UNCERTAINTY_DELAY_MS = 100  # labels drawn first, then the (hidden) uncertainty layer added
+UNCERTAINTY_DELAY_MS = 100  # between showing the labels, adding the (hidden) uncertainty layer, notifying
 _MODEL_CHOICES: dict[str, Any] = {}  # model picker cache, keyed by the model folders' mtimes
 
 
@@ -302,7 +302,7 @@ class SegmentWidget(Container):
         return add(data, name=name, **kwargs)
 
     def _show_result(self, result: SegmentResult) -> None:
-        """Put the result on the canvas (GUI thread): labels now, uncertainty on the next turn."""
+        """Put the result on the canvas (GUI thread): labels now; uncertainty, notification on later turns."""
         from qtpy.QtCore import QTimer
 
         layer = self._image.value
@@ -328,33 +328,43 @@ class SegmentWidget(Container):
         self._viewer.layers.selection.active = labels
         what = f"{result.n_objects} grains" if result.task == "grains" else ", ".join(result.classes)
         self._status.value = f"{result.model_name}: {what} in {result.seconds:.1f} s"
-        if result.uncertainty is not None:
-            self._pending_display = True
-            unc_meta = {"micro_seg": {**base, "kind": "uncertainty"}}
+        # the rest on later event-loop turns, each short: the labels get drawn and input handled
+        # in between (real timers: a 0 ms one is a posted call that Qt 6 runs before pending
+        # timers and paints)
+        self._pending_display = True
+        message = f"Segmented '{layer.name}' with {result.model_name} in {result.seconds:.1f} s."
 
-            def show_uncertainty() -> None:
-                try:
-                    if layer in self._viewer.layers:
-                        layers = self._viewer.layers
-                        # keep the labels selected: napari would select the new layer, and each
-                        # selection change rebuilds the layer controls and restyles the buttons
-                        activate = getattr(layers, "_activate_on_insert", None)
+        def finish() -> None:
+            try:
+                notify_info(message)  # a notification pop-up is a few Qt widgets: its own turn
+            finally:
+                self._pending_display = False
+
+        if result.uncertainty is None:
+            QTimer.singleShot(UNCERTAINTY_DELAY_MS, finish)
+            return
+        unc_meta = {"micro_seg": {**base, "kind": "uncertainty"}}
+
+        def show_uncertainty() -> None:
+            try:
+                if layer in self._viewer.layers:
+                    layers = self._viewer.layers
+                    # keep the labels selected: napari would select the new layer, and each
+                    # selection change rebuilds the layer controls and restyles the buttons
+                    activate = getattr(layers, "_activate_on_insert", None)
+                    if activate is not None:
+                        layers._activate_on_insert = False
+                    try:
+                        self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
+                                        colormap="magma", blending="additive", opacity=0.6, visible=False,
+                                        contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
+                                        metadata=unc_meta, **common, **units)
+                    finally:
                         if activate is not None:
-                            layers._activate_on_insert = False
-                        try:
-                            self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
-                                            colormap="magma", blending="additive", opacity=0.6, visible=False,
-                                            contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
-                                            metadata=unc_meta, **common, **units)
-                        finally:
-                            if activate is not None:
-                                layers._activate_on_insert = activate
-                        if labels in layers and layers.selection.active is not labels:
-                            layers.selection.active = labels
-                finally:
-                    self._pending_display = False
+                            layers._activate_on_insert = activate
+                    if labels in layers and layers.selection.active is not labels:
+                        layers.selection.active = labels
+            finally:
+                QTimer.singleShot(UNCERTAINTY_DELAY_MS, finish)
 
-            # a real timer (not 0 ms, which Qt 6 turns into a posted call run before pending
-            # timers and paints): the labels get drawn and input handled before the second layer
-            QTimer.singleShot(UNCERTAINTY_DELAY_MS, show_uncertainty)
-        notify_info(f"Segmented '{layer.name}' with {result.model_name} in {result.seconds:.1f} s.")
+        QTimer.singleShot(UNCERTAINTY_DELAY_MS, show_uncertainty)
