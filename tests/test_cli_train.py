@@ -94,3 +94,31 @@ def test_tiny_training_writes_loadable_model(dirs, tmp_path, capsys):
     assert result["validation"]["mean_iou"] is not None
     loaded = load_model(out)
     assert loaded.card.name == "model" and loaded.card.weights_sha256 == result["sha256"]
+
+
+@pytest.mark.parametrize("weights", ["1,2,3", "a,b", "-1,2"])
+def test_bad_class_weights_exit_2(dirs, tmp_path, capsys, weights):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), "--classes", "dark,bright",
+                 "--class-weights", weights])
+    assert code == 2 and "--class-weights" in capsys.readouterr().err
+
+
+def test_loss_and_calibration_options_reach_the_card(dirs, tmp_path, capsys):
+    from micro_seg.registry import load_model
+
+    img_dir, lab_dir = dirs
+    for i, stem in enumerate(["a", "b"]):
+        _write_pair(img_dir, lab_dir, stem, seed=i)
+    out = tmp_path / "model"
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright",
+                 "--epochs", "1", "--patch-size", "32", "--batch-size", "2", "--arch", "msnet-s",
+                 "--val-fraction", "0.5", "--class-weights", "1,3", "--dice-weight", "0.5",
+                 "--rare-class-fraction", "0", "--no-calibrate", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["logit_offsets"] is None  # --no-calibrate
+    training = load_model(out).card.extra["training"]
+    assert training["class_weights"] == [1.0, 3.0] and training["dice_weight"] == 0.5
+    assert training["rare_class_fraction"] == 0.0 and training["calibrate"] is False
