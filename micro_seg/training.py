@@ -21,7 +21,12 @@ warm-up + cosine learning-rate schedule.  The loss is cross-entropy with
 frequency), optionally plus a soft Dice term.  Validation images are split off
 **by image** (never by patch); after each epoch the whole validation images
 are predicted and per-class IoU computed; the best epoch is kept and training
-stops early after ``patience`` epochs without improvement.  Checkpoints (no
+stops early after ``patience`` epochs without improvement.  Finally
+(``calibrate=True``) per-class logit offsets that maximise the validation mean
+IoU are chosen (:func:`calibrate_logit_offsets`: a decision threshold for any
+number of classes, undoing the prior shift that class weights and rare-class
+patches cause) and folded into the bias of the logits layer, so every
+consumer of the model uses them.  Checkpoints (no
 pickles: safetensors + JSON) allow ``resume=True``.  With the same ``seed``
 (and thread count) two runs give identical weights.
 
@@ -879,7 +884,8 @@ def train_segmenter(
         ``normalisation``, ``epochs``, ``patch_size``, ``batch_size``,
         ``patches_per_epoch``, ``lr``, ``weight_decay``, ``val_fraction``
         or ``val_images``/``val_labels`` (split by image), ``class_weights``
-        ("auto", None or a list), ``dice_weight``, ``rare_class_fraction``, ``image_weights``
+        ("auto", None or a list), ``dice_weight``, ``rare_class_fraction``,
+        ``calibrate`` (validation-chosen logit offsets, default True), ``image_weights``
         (relative sampling weight per training image, on top of its
         labelled-pixel count),
         ``augment`` (bool or :class:`~micro_seg.augment.AugmentConfig`),
