@@ -16,6 +16,7 @@ The SEM data bar (if the reader found one) is not segmented: its rows are 0.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,9 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from napari_plugin._common import (
     JobRunner,
     analysis_array,
+    describe_error,
     layer_pixel_size_um,
+    notify_error,
     notify_info,
     notify_warning,
     pad_to_full,
@@ -39,7 +42,7 @@ from napari_plugin._train import model_choices, model_events
 
 __all__ = ["SegmentWidget", "SegmentParams", "SegmentResult", "segment_job"]
 
-UNCERTAINTY_DELAY_MS = 100  # between showing the labels, adding the (hidden) uncertainty layer, notifying
+DISPLAY_STEP_MS = 100  # between the turns that put a result on the canvas (see SegmentWidget._show_result)
 _MODEL_CHOICES: dict[str, Any] = {}  # model picker cache, keyed by the model folders' mtimes
 
 
@@ -302,13 +305,20 @@ class SegmentWidget(Container):
         return add(data, name=name, **kwargs)
 
     def _show_result(self, result: SegmentResult) -> None:
-        """Put the result on the canvas (GUI thread): labels now; uncertainty, notification on later turns."""
+        """Put the result on the canvas (GUI thread) in short event-loop turns.
+
+        Turn 1 adds the labels; later turns (``DISPLAY_STEP_MS`` apart, so the labels get drawn
+        and input is handled in between) select them, add the hidden uncertainty layer and show
+        the notification.  Real timers: a 0 ms one is a posted call that Qt 6 runs in the same
+        turn, before pending timers and paints.
+        """
         from qtpy.QtCore import QTimer
 
         layer = self._image.value
         if layer is None:  # the image was closed meanwhile
             return
         self.last_result = result
+        layers = self._viewer.layers
         px = layer_pixel_size_um(layer)
         base = {"image": layer.name, "model": result.model_name, "classes": list(result.classes),
                 "task": result.task, "pixel_size_um": px,
@@ -316,55 +326,64 @@ class SegmentWidget(Container):
                 "databar_rows": ms_meta(layer).get("databar_rows", 0)}
         common = dict(scale=tuple(layer.scale[-2:]), translate=tuple(layer.translate[-2:]))
         units = units_kwargs(layer)
-        if result.task == "grains":
-            meta = {**base, "kind": "grains", "class_labels": result.class_labels}
-            labels = self._put_layer("labels", f"{layer.name} grains", result.labels,
-                                     metadata={"micro_seg": meta}, opacity=0.5, **common, **units)
-        else:
-            meta = {**base, "kind": "classes"}
-            labels = self._put_layer("labels", f"{layer.name} classes", result.labels,
-                                     metadata={"micro_seg": meta}, opacity=0.5,
-                                     colormap=class_colormap(len(result.classes), offset=0), **common, **units)
-        self._viewer.layers.selection.active = labels
+        with _inserting_without_selecting(layers):
+            if result.task == "grains":
+                meta = {**base, "kind": "grains", "class_labels": result.class_labels}
+                labels = self._put_layer("labels", f"{layer.name} grains", result.labels,
+                                         metadata={"micro_seg": meta}, opacity=0.5, **common, **units)
+            else:
+                meta = {**base, "kind": "classes"}
+                labels = self._put_layer("labels", f"{layer.name} classes", result.labels,
+                                         metadata={"micro_seg": meta}, opacity=0.5,
+                                         colormap=class_colormap(len(result.classes), offset=0), **common, **units)
         what = f"{result.n_objects} grains" if result.task == "grains" else ", ".join(result.classes)
         self._status.value = f"{result.model_name}: {what} in {result.seconds:.1f} s"
-        # the rest on later event-loop turns, each short: the labels get drawn and input handled
-        # in between (real timers: a 0 ms one is a posted call that Qt 6 runs before pending
-        # timers and paints)
-        self._pending_display = True
         message = f"Segmented '{layer.name}' with {result.model_name} in {result.seconds:.1f} s."
 
-        def finish() -> None:
+        def select_labels() -> None:  # rebuilds the layer controls panel: its own turn
+            if labels in layers and layers.selection.active is not labels:
+                layers.selection.active = labels
+
+        def add_uncertainty() -> None:
+            if layer in layers:
+                with _inserting_without_selecting(layers):
+                    self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
+                                    colormap="magma", blending="additive", opacity=0.6, visible=False,
+                                    contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
+                                    metadata={"micro_seg": {**base, "kind": "uncertainty"}}, **common, **units)
+
+        steps = [select_labels] + ([add_uncertainty] if result.uncertainty is not None else [])
+        steps.append(lambda: notify_info(message))  # a notification pop-up is a few Qt widgets
+        self._pending_display = True
+
+        def next_step() -> None:
             try:
-                notify_info(message)  # a notification pop-up is a few Qt widgets: its own turn
-            finally:
+                steps.pop(0)()
+            except Exception as exc:  # noqa: BLE001 - shown, never a traceback dialog
+                steps.clear()
+                notify_error(describe_error(exc))
+            if steps:
+                QTimer.singleShot(DISPLAY_STEP_MS, next_step)
+            else:
                 self._pending_display = False
 
-        if result.uncertainty is None:
-            QTimer.singleShot(UNCERTAINTY_DELAY_MS, finish)
-            return
-        unc_meta = {"micro_seg": {**base, "kind": "uncertainty"}}
+        QTimer.singleShot(DISPLAY_STEP_MS, next_step)
 
-        def show_uncertainty() -> None:
-            try:
-                if layer in self._viewer.layers:
-                    layers = self._viewer.layers
-                    # keep the labels selected: napari would select the new layer, and each
-                    # selection change rebuilds the layer controls and restyles the buttons
-                    activate = getattr(layers, "_activate_on_insert", None)
-                    if activate is not None:
-                        layers._activate_on_insert = False
-                    try:
-                        self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
-                                        colormap="magma", blending="additive", opacity=0.6, visible=False,
-                                        contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
-                                        metadata=unc_meta, **common, **units)
-                    finally:
-                        if activate is not None:
-                            layers._activate_on_insert = activate
-                    if labels in layers and layers.selection.active is not labels:
-                        layers.selection.active = labels
-            finally:
-                QTimer.singleShot(UNCERTAINTY_DELAY_MS, finish)
 
-        QTimer.singleShot(UNCERTAINTY_DELAY_MS, show_uncertainty)
+@contextmanager
+def _inserting_without_selecting(layers):
+    """Insert layers without napari selecting them.
+
+    napari makes a newly inserted layer the selected one, which rebuilds the layer
+    controls panel and restyles the layer buttons in the same event-loop turn;
+    the Segment widget selects the result on a later turn instead.  Does nothing
+    when napari's (private) switch is not there.
+    """
+    activate = getattr(layers, "_activate_on_insert", None)
+    if activate is not None:
+        layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        if activate is not None:
+            layers._activate_on_insert = activate
