@@ -380,6 +380,12 @@ def _f(v, nd=3):
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
 
 
+def _nasa_cells(m: dict) -> str:
+    i = m["iou"]
+    return (f"{_f(i['matrix'])} | {_f(i['secondary_gamma_prime'])} | {_f(i['tertiary_gamma_prime'])} | "
+            f"**{_f(m['mean_iou'])}** | {_f(m['weighted_iou'])}")
+
+
 def to_markdown(results: dict, meta: dict) -> str:
     out = [BEGIN, "## Segmentation accuracy: shipped models vs peers (`benchmarks/bench_segmentation.py`)", "",
            f"Run {meta['date']} on {meta['threads']} CPU threads (shared machine); held-out data split by micrograph.",
@@ -389,9 +395,7 @@ def to_markdown(results: dict, meta: dict) -> str:
                 "| method | IoU matrix | IoU secondary γ′ | IoU tertiary γ′ | mean IoU | pixel-weighted IoU | s (4 images) |",
                 "|---|---|---|---|---|---|---|"]
         for name, m in results["nasa"].items():
-            i = m["iou"]
-            out.append(f"| {name} | {_f(i['matrix'])} | {_f(i['secondary_gamma_prime'])} | {_f(i['tertiary_gamma_prime'])} "
-                       f"| **{_f(m['mean_iou'])}** | {_f(m['weighted_iou'])} | {_f(m['seconds'], 1)} |")
+            out.append(f"| {name} | {_nasa_cells(m)} | {_f(m['seconds'], 1)} |")
         out += ["", "Targets: mean IoU >= 0.90, pixel-weighted IoU >= 0.96.", ""]
     if "budget" in results:
         b = results["budget"]
@@ -400,9 +404,7 @@ def to_markdown(results: dict, meta: dict) -> str:
                 "| architecture | epochs | IoU matrix | IoU secondary γ′ | IoU tertiary γ′ | mean IoU | pixel-weighted IoU |",
                 "|---|---|---|---|---|---|---|"]
         for name, m in b["rows"].items():
-            i = m["iou"]
-            out.append(f"| {name} | {m['epochs']} | {_f(i['matrix'])} | {_f(i['secondary_gamma_prime'])} | "
-                       f"{_f(i['tertiary_gamma_prime'])} | **{_f(m['mean_iou'])}** | {_f(m['weighted_iou'])} |")
+            out.append(f"| {name} | {m['epochs']} | {_nasa_cells(m)} |")
         out.append("")
     if "tbm" in results:
         out += ["### Grain boundaries, TBM/MLOgraphy++ crops of micrographs 24-25 (held out)", "",
