@@ -296,7 +296,12 @@ def _fill_zeros(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
-    present = np.bincount(labels.ravel()) > 0
+    n = int(labels.max()) + 1 if labels.size else 1
+    present = np.zeros(n, bool)
+    # by rows: bincount casts its input to int64, a second (double-size) copy of a huge image
+    step = max(1, (1 << 22) // max(1, labels.shape[1]))
+    for r in range(0, labels.shape[0], step):
+        present |= np.bincount(labels[r : r + step].ravel(), minlength=n) > 0
     present[0] = False
     lut = np.zeros(present.size, np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
