@@ -50,6 +50,9 @@ __all__ = [
 
 #: Grain maps larger than this are post-processed tile by tile (bounded memory).
 TILED_POSTPROCESS_ABOVE_PIXELS = 4096 * 4096
+#: Core tile side for that: with 256 px of context a 1536^2 working window, whose temporaries
+#: (EDT, float64 h-maxima reconstruction, markers) stay near 0.25 GB (2048: ~0.65 GB).
+TILED_POSTPROCESS_TILE = 1024
 
 #: Class names recognised as the boundary channel of a grain model.
 BOUNDARY_CLASS_NAMES = ("boundary", "boundaries", "grain_boundary", "grain-boundary", "gb")
@@ -470,7 +473,7 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
         if others:
             mask = ~np.isin(prediction.labels, others)
         if prob.size > TILED_POSTPROCESS_ABOVE_PIXELS:
-            labels = grains_from_boundary_probability_tiled(prob, mask=mask, **options)
+            labels = grains_from_boundary_probability_tiled(prob, mask=mask, tile=TILED_POSTPROCESS_TILE, **options)
         else:
             labels = grains_from_boundary_probability(prob, mask=mask, **options)
         return PostprocessResult(task="grains", labels=labels, classes=classes, class_labels=prediction.labels)
