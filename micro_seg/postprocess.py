@@ -161,11 +161,7 @@ def grains_from_boundary_probability(
             redo = np.bincount(comp[is_small], minlength=n_comp + 1) > 0
             redo[0] = False
             labels[is_small] = 0
-            in_redo = redo[comp]
-            if in_redo.any():
-                sub = _bbox(in_redo)
-                seeds = np.where(in_redo[sub], labels[sub], 0)
-                labels[sub] = np.where(in_redo[sub], _masked_watershed(elevation[sub], seeds, in_redo[sub]), labels[sub])
+            _flood_within(labels, elevation, labels, redo[comp])
     if keep_boundaries:
         labels[(prob > threshold) | ~region] = 0
     else:
@@ -173,17 +169,18 @@ def grains_from_boundary_probability(
     return _relabel(labels)
 
 
-
-def _bbox(mask: np.ndarray) -> tuple[slice, slice]:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
-
-
-def _masked_watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _flood_within(labels: np.ndarray, elevation: np.ndarray, seeds: np.ndarray, mask: np.ndarray) -> None:
+    """Watershed from ``seeds`` restricted to ``mask`` (on its bounding box), written into ``labels`` there."""
     from skimage.segmentation import watershed
 
-    return watershed(elevation, markers, mask=mask, watershed_line=True).astype(np.int32, copy=False)
+    if not mask.any():
+        return
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    sub = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    m = mask[sub]
+    flooded = watershed(elevation[sub], np.where(m, seeds[sub], 0), mask=m, watershed_line=True)
+    labels[sub] = np.where(m, flooded, labels[sub])
 
 
 def _flood_components(elevation: np.ndarray, markers: np.ndarray, comp: np.ndarray, n_comp: int) -> np.ndarray:
@@ -210,19 +207,14 @@ def _flood_components(elevation: np.ndarray, markers: np.ndarray, comp: np.ndarr
     labels = lut[comp]
     multi = n_markers > 1
     multi[0] = False
-    if multi.any():
-        in_multi = multi[comp]
-        sub = _bbox(in_multi)
-        m = in_multi[sub]
-        ws = _masked_watershed(elevation[sub], np.where(m, markers[sub], 0), m)
-        labels[sub] = np.where(m, ws, labels[sub])
+    _flood_within(labels, elevation, markers, multi[comp])
     return labels
 
 
 def grains_from_boundary_probability_tiled(
     boundary_probability: np.ndarray,
     *,
-    tile: int = 2048,
+    tile: int = TILED_POSTPROCESS_TILE,
     margin: int = 256,
     mask: np.ndarray | None = None,
     **options: Any,
@@ -301,15 +293,14 @@ def _fill_zeros(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
 def _relabel(labels: np.ndarray) -> np.ndarray:
     n = int(labels.max()) + 1 if labels.size else 1
     present = np.zeros(n, bool)
-    # by rows: bincount casts its input to int64, a second (double-size) copy of a huge image
+    # by row blocks: bincount casts its input to int64, a second (double-size) copy of a huge image
     step = max(1, (1 << 22) // max(1, labels.shape[1]))
     for r in range(0, labels.shape[0], step):
         present |= np.bincount(labels[r : r + step].ravel(), minlength=n) > 0
     present[0] = False
     lut = np.zeros(present.size, np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
-    if labels.dtype == np.int32 and labels.size > (1 << 22):  # in place, by rows: no second huge array
-        step = max(1, (1 << 22) // labels.shape[1])
+    if labels.dtype == np.int32 and labels.size > (1 << 22):  # in place, same row blocks: no second huge array
         for r in range(0, labels.shape[0], step):
             labels[r : r + step] = lut[labels[r : r + step]]
         return labels
@@ -473,7 +464,7 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
         if others:
             mask = ~np.isin(prediction.labels, others)
         if prob.size > TILED_POSTPROCESS_ABOVE_PIXELS:
-            labels = grains_from_boundary_probability_tiled(prob, mask=mask, tile=TILED_POSTPROCESS_TILE, **options)
+            labels = grains_from_boundary_probability_tiled(prob, mask=mask, **options)
         else:
             labels = grains_from_boundary_probability(prob, mask=mask, **options)
         return PostprocessResult(task="grains", labels=labels, classes=classes, class_labels=prediction.labels)
