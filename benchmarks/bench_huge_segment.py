@@ -63,7 +63,7 @@ def run(side: int, model: str, threads: int) -> dict:
 
 def to_markdown(r: dict) -> str:
     res = r["result"]
-    n = res.get("n_objects", res.get("n_grains", res.get("objects")))
+    n = res.get("n_grains")  # grain models; other tasks report no count
     return "\n".join([
         BEGIN,
         "## Huge micrograph, `micro-seg segment` end to end (`benchmarks/bench_huge_segment.py`)",
