@@ -271,6 +271,7 @@ def predict_iter(
     probability_dtype: Any = None,
     channels_last: bool | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
+    _native: bool = False,
 ) -> Generator[tuple[int, int], None, Prediction]:
     """Segment ``image`` tile by tile; yield ``(done, total)``, return a :class:`Prediction`.
 
@@ -309,6 +310,12 @@ def predict_iter(
     cancel : callable or threading.Event, optional
         Checked before every batch; when it is set / returns True the
         generator raises :class:`~micro_seg.errors.CancelledError`.
+
+    A card whose ``input_scale`` is not 1 gets the image resized by that
+    factor (:func:`micro_seg.preprocess.rescale_image`, as in training); the
+    tiles (``tile_size``, ``overlap``) then refer to the resized image, and the
+    class probabilities are resampled bilinearly back to the image's own
+    pixel grid before labels and uncertainty are taken from them.
 
     Yields
     ------
@@ -373,6 +380,17 @@ def predict_iter(
     if probability_dtype is None:
         probability_dtype = np.float16 if rows * cols > FLOAT16_ABOVE_PIXELS else np.float32
     label_dtype = np.uint8 if num_classes <= 256 else np.uint16
+    scale = float(getattr(card, "input_scale", 1.0) or 1.0)
+    if scale != 1.0 and not _native:
+        from micro_seg.preprocess import rescale_image
+
+        small = yield from predict_iter(
+            rescale_image(img, scale), loaded, tile_size=tile_size, overlap=overlap, tta=tta, batch_size=batch_size,
+            keep_probabilities=True, keep_uncertainty=False, probability_dtype=np.float32,
+            channels_last=channels_last, cancel=cancel, _native=True,
+        )
+        return _resample_prediction(small, (rows, cols), keep=keep, keep_uncertainty=keep_uncertainty,
+                                    probability_dtype=probability_dtype, label_dtype=label_dtype)
     labels = np.empty((rows, cols), dtype=label_dtype)
     probs_out = np.empty((len(keep), rows, cols), dtype=probability_dtype) if keep else None
     unc_out = np.empty((rows, cols), dtype=probability_dtype) if keep_uncertainty else None
@@ -385,7 +403,6 @@ def predict_iter(
 
     win_y = {y: blend_window(th, overlap, taper_start=y > 0, taper_end=y + th < rows_p) for y in ys}
     win_x = {x: blend_window(tw, overlap, taper_start=x > 0, taper_end=x + tw < cols_p) for x in xs}
-    log_c = math.log(num_classes) if num_classes > 1 else 1.0
 
     # band accumulators cover image rows [band_y, band_y + th)
     band_y = ys[0]
@@ -402,8 +419,7 @@ def predict_iter(
             if probs_out is not None:
                 probs_out[:, sl] = p[keep]
             if unc_out is not None:
-                ent = -np.sum(p * np.log(np.clip(p, 1e-12, None)), axis=0) / log_c
-                unc_out[sl] = np.clip(ent, 0.0, 1.0) if num_classes > 1 else 0.0
+                unc_out[sl] = _normalised_entropy(p)
 
     def shift_band(new_y: int) -> None:
         nonlocal band_y
@@ -457,6 +473,46 @@ def predict_iter(
         model=card.name,
         tiles=total,
     )
+
+
+def _normalised_entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy of class probabilities ``p`` (classes first) divided by log(classes), in [0, 1]."""
+    if p.shape[0] < 2:
+        return np.zeros(p.shape[1:], np.float32)
+    ent = -np.sum(p * np.log(np.clip(p, 1e-12, None)), axis=0) / math.log(p.shape[0])
+    return np.clip(ent, 0.0, 1.0)
+
+
+def _linear_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear resampling of an axis of ``n_in`` samples to ``n_out`` (pixel centres aligned, edges clamped)."""
+    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.intp)
+    return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)[None, :]
+
+
+def _resample_prediction(small: Prediction, shape: tuple[int, int], *, keep: list[int], keep_uncertainty: bool,
+                         probability_dtype: Any, label_dtype: Any) -> Prediction:
+    """Bring a prediction made on a resized image back to ``shape``: probabilities bilinearly, row block by block."""
+    rows, cols = shape
+    probs = small.probabilities  # (classes, r, c) float32
+    y0, y1, wy = _linear_weights(rows, probs.shape[1])
+    x0, x1, wx = _linear_weights(cols, probs.shape[2])
+    labels = np.empty((rows, cols), dtype=label_dtype)
+    probs_out = np.empty((len(keep), rows, cols), dtype=probability_dtype) if keep else None
+    unc_out = np.empty((rows, cols), dtype=probability_dtype) if keep_uncertainty else None
+    for r0 in range(0, rows, FLUSH_ROWS):
+        r1 = min(rows, r0 + FLUSH_ROWS)
+        a, b = probs[:, y0[r0:r1]], probs[:, y1[r0:r1]]
+        band = a + (b - a) * wy[0, r0:r1, None]
+        left = band[:, :, x0]
+        p = left + (band[:, :, x1] - left) * wx[None]
+        labels[r0:r1] = np.argmax(p, axis=0).astype(label_dtype)
+        if probs_out is not None:
+            probs_out[:, r0:r1] = p[keep]
+        if unc_out is not None:
+            unc_out[r0:r1] = _normalised_entropy(p)
+    return Prediction(labels=labels, probabilities=probs_out, uncertainty=unc_out, classes=list(small.classes),
+                      probability_classes=keep, model=small.model, tiles=small.tiles)
 
 
 def predict(

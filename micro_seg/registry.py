@@ -92,6 +92,11 @@ class ModelCard:
         Pixel sizes seen in training (min, max), or None if unknown.
     tile_size : int
         Preferred inference tile side in pixels.
+    input_scale : float
+        The network sees micrographs resized by this factor (e.g. 0.5 for a
+        model trained at half resolution, where the structures are large in
+        pixels); inference resizes the image, runs the network and resamples
+        the probabilities back to the image's own pixel grid. Default 1.
     material, description : str
         What the model is for.
     defect_classes : list of str
@@ -121,6 +126,7 @@ class ModelCard:
     )
     pixel_size_um_range: tuple[float, float] | None = None
     tile_size: int = 512
+    input_scale: float = 1.0
     material: str = ""
     description: str = ""
     defect_classes: list[str] = field(default_factory=list)
@@ -140,6 +146,12 @@ class ModelCard:
         self.classes = [str(c) for c in self.classes]
         self.in_channels = int(self.in_channels)
         self.tile_size = int(self.tile_size)
+        try:
+            self.input_scale = float(self.input_scale)
+        except (TypeError, ValueError):
+            raise ModelError(f"model {self.name!r}: input_scale must be a number, got {self.input_scale!r}") from None
+        if not 0.05 <= self.input_scale <= 4.0:
+            raise ModelError(f"model {self.name!r}: input_scale {self.input_scale} is outside 0.05-4")
         if self.pixel_size_um_range is not None:
             lo, hi = (float(v) for v in self.pixel_size_um_range)
             self.pixel_size_um_range = (lo, hi)

@@ -528,6 +528,7 @@ def iter_train_segmenter(
     seed: int = 0,
     patience: int | None = 10,
     keep: str = "best",
+    input_scale: float | None = None,
     time_limit_s: float | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -607,6 +608,20 @@ def iter_train_segmenter(
 
         normalisation = dict(DEFAULT_NORMALISATION)
     arch_kwargs = dict(arch_kwargs or {})
+    if input_scale is None:
+        input_scale = float(getattr(base_card, "input_scale", 1.0)) if base_card is not None else 1.0
+    input_scale = float(input_scale)
+    if not 0.05 <= input_scale <= 4.0:
+        raise TrainingDataError(f"input_scale must be between 0.05 and 4, got {input_scale}")
+    if input_scale != 1.0:  # the network works at this pixel scale; inference resizes the same way
+        from micro_seg.preprocess import rescale_image, rescale_labels
+
+        images = [rescale_image(np.asarray(i), input_scale) for i in images]
+        labels = [rescale_labels(l, i.shape[:2]) for l, i in zip(labels, images)]
+        val_images = [rescale_image(np.asarray(i), input_scale) for i in val_images]
+        val_labels = [rescale_labels(l, i.shape[:2]) for l, i in zip(val_labels, val_images)]
+        if sum(int((l > 0).sum()) for l in labels) == 0:
+            raise TrainingDataError(f"no labelled pixel is left after resizing the labels by input_scale {input_scale}")
 
     xs = [to_network_input(np.asarray(i), in_channels=in_channels, normalisation=normalisation) for i in images]
     vxs = [to_network_input(np.asarray(i), in_channels=in_channels, normalisation=normalisation) for i in val_images]
@@ -660,6 +675,7 @@ def iter_train_segmenter(
         "steps_per_epoch": steps_per_epoch, "lr": lr, "weight_decay": weight_decay, "seed": seed,
         "class_weights": [float(w) for w in weights], "dice_weight": dice_weight,
         "rare_class_fraction": rare_class_fraction, "calibrate": bool(calibrate), "augment": aug_cfg.as_dict(),
+        "input_scale": input_scale,
         "base": None if base is None else str(getattr(base_card, "name", base)),
     }
     if ckpt is not None and resume and (ckpt / "last.json").exists():
@@ -668,7 +684,8 @@ def iter_train_segmenter(
         meta = json.loads((ckpt / "last.json").read_text())
         # the learning rate and the epoch count may change when continuing a run; nothing else may
         same = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in _RESUMABLE_CHANGES}
-        if {k: v for k, v in meta.get("config", {}).items() if k not in _RESUMABLE_CHANGES} != same:
+        old_config = {"input_scale": 1.0, **meta.get("config", {})}  # checkpoints from before input_scale existed
+        if {k: v for k, v in old_config.items() if k not in _RESUMABLE_CHANGES} != same:
             raise TrainingDataError(f"{ckpt}: checkpoint was made with different settings; cannot resume (use a new checkpoint_dir)")
         _load_state(network, opt, load_file(str(ckpt / "last.safetensors")))
         history = meta["history"]
@@ -835,7 +852,7 @@ def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisa
     fields: dict[str, Any] = dict(
         name=name or (f"{base_card.name}-finetuned" if base_card is not None else "custom"),
         task=task, arch=arch, arch_kwargs=dict(arch_kwargs), in_channels=in_channels, classes=list(classes),
-        normalisation=dict(normalisation), metrics=metrics,
+        normalisation=dict(normalisation), input_scale=float(config.get("input_scale", 1.0)), metrics=metrics,
         training_data={"sha256": data_sha256, "n_train_images": n_train, "n_val_images": n_val},
         extra={"training": training},
     )
@@ -890,7 +907,10 @@ def train_segmenter(
         labelled-pixel count),
         ``augment`` (bool or :class:`~micro_seg.augment.AugmentConfig`),
         ``seed``, ``patience`` (early stopping, epochs), ``keep`` ("best"
-        epoch by validation mean IoU, or "last"), ``time_limit_s``,
+        epoch by validation mean IoU, or "last"), ``input_scale`` (train on
+        the micrographs resized by this factor, e.g. 0.5 when the structures
+        are many pixels across; recorded on the card, and inference resizes
+        the same way; default 1, or the base model's), ``time_limit_s``,
         ``checkpoint_dir``, ``resume`` (continue from the checkpoint; only
         ``lr`` and ``epochs`` may differ from the checkpointed run), ``num_threads``, ``cancel`` (callable
         or ``threading.Event``; raises :class:`CancelledError`), ``name``,

@@ -122,3 +122,22 @@ def test_loss_and_calibration_options_reach_the_card(dirs, tmp_path, capsys):
     training = load_model(out).card.extra["training"]
     assert training["class_weights"] == [1.0, 3.0] and training["dice_weight"] == 0.5
     assert training["rare_class_fraction"] == 0.0 and training["calibrate"] is False
+
+
+def test_keep_last_and_input_scale_reach_the_model(dirs, tmp_path, capsys):
+    from micro_seg.registry import load_model
+
+    img_dir, lab_dir = dirs
+    for i, stem in enumerate(["a", "b"]):
+        _write_pair(img_dir, lab_dir, stem, size=(96, 96), seed=i)
+    out = tmp_path / "model"
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright",
+                 "--epochs", "2", "--patch-size", "32", "--batch-size", "2", "--arch", "msnet-s",
+                 "--val-fraction", "0.5", "--keep", "last", "--input-scale", "0.5", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    res = json.loads(captured.out)
+    assert res["input_scale"] == 0.5 and res["best_epoch"] == 1 and res["epochs_run"] == 2  # last of 2 kept
+    assert load_model(out).card.input_scale == 0.5
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--input-scale", "0"]) == 2
+    assert "--input-scale" in capsys.readouterr().err

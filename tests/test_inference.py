@@ -256,3 +256,46 @@ def test_fused_inference_copy_is_cached_and_refreshed_after_in_place_change():
     x = torch.rand(1, 1, 64, 64)
     with torch.inference_mode():
         assert torch.allclose(b(x), net(x), atol=1e-4)
+
+
+def test_input_scale_resizes_runs_and_resamples_back():
+    """A card with input_scale 0.5: the network sees the half-size image; the result is the half-size
+    prediction resampled bilinearly to the image grid (reference: torch's own bilinear interpolation)."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from micro_seg.preprocess import rescale_image
+
+    native = _model(classes=("a", "b", "c"))
+    half = LoadedModel(dataclasses.replace(native.card, input_scale=0.5), native.network, None)
+    img = _image((101, 77))
+    pred = predict(img, half, tile_size=32, overlap=8)
+    assert pred.labels.shape == pred.uncertainty.shape == (101, 77) and pred.probabilities.shape == (3, 101, 77)
+    small = predict(rescale_image(img, 0.5), native, tile_size=32, overlap=8)
+    assert small.labels.shape == (50, 38)
+    ref = F.interpolate(torch.from_numpy(small.probabilities)[None], size=(101, 77), mode="bilinear",
+                        align_corners=False)[0].numpy()
+    np.testing.assert_allclose(pred.probabilities, ref, atol=1e-5)
+    np.testing.assert_array_equal(pred.labels, ref.argmax(0))
+    np.testing.assert_allclose(pred.probabilities.sum(0), 1.0, atol=1e-5)
+    ent = -(ref * np.log(np.clip(ref, 1e-12, None))).sum(0) / np.log(3)
+    np.testing.assert_allclose(pred.uncertainty, ent, atol=1e-5)
+    # keep_probabilities / keep_uncertainty still honoured
+    sub = predict(img, half, tile_size=32, overlap=8, keep_probabilities=[2], keep_uncertainty=False)
+    assert sub.probabilities.shape == (1, 101, 77) and sub.uncertainty is None
+    np.testing.assert_array_equal(sub.labels, pred.labels)
+
+
+def test_input_scale_on_card_is_validated_and_saved(tmp_path):
+    import dataclasses
+
+    from micro_seg.registry import load_model
+
+    m = _model()
+    with pytest.raises(ModelError, match="input_scale"):
+        dataclasses.replace(m.card, input_scale=0.0)
+    with pytest.raises(ModelError, match="input_scale"):
+        dataclasses.replace(m.card, input_scale="half")
+    save_model(tmp_path / "m", m.network, dataclasses.replace(m.card, input_scale=0.5))
+    assert load_model(tmp_path / "m").card.input_scale == 0.5

@@ -101,3 +101,22 @@ def test_grey_stats_same_for_one_and_three_channels():
     s1 = normalisation_stats(img, in_channels=1, normalisation=PCT)
     s3 = normalisation_stats(img, in_channels=3, normalisation=PCT)
     assert s3["offset"] == s1["offset"] * 3 and s3["scale"] == s1["scale"] * 3
+
+
+def test_rescale_image_keeps_dtype_channels_and_mean():
+    from micro_seg.preprocess import rescale_image, rescale_labels, scaled_shape
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 4096, (60, 80, 3)).astype(np.uint16)
+    small = rescale_image(rgb, 0.5)
+    assert small.shape == (30, 40, 3) and small.dtype == np.uint16
+    # anti-aliased: a 2x reduction averages, so the mean is kept and noise shrinks
+    assert abs(float(small.mean()) - float(rgb.mean())) < 20
+    assert small.std() < 0.7 * rgb.std()
+    assert rescale_image(rgb, 1.0) is rgb
+    f = rescale_image(np.full((10, 10), 0.25, np.float32), 2.0)
+    assert f.shape == (20, 20) and f.dtype == np.float32 and np.allclose(f, 0.25)
+    assert scaled_shape((703, 1024), 0.5) == (352, 512)
+    lab = np.kron(np.array([[1, 2], [0, 3]]), np.ones((6, 6), np.int64))
+    half = rescale_labels(lab, (6, 6))
+    assert half.tolist() == np.kron(np.array([[1, 2], [0, 3]]), np.ones((3, 3), np.int64)).tolist()

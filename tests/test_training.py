@@ -330,3 +330,23 @@ def test_time_limit_stops_training_early():
     net, card, history = _fit([img], [scribble], epochs=500, time_limit_s=0.5)
     assert len(history) < 500
     assert "time limit" in card.extra["training"]["stopped"]
+
+
+def test_input_scale_training_works_at_half_size_and_segments_full_size(tmp_path):
+    """Trained at input_scale 0.5 (a 128-px image seen as 64 px): the card records it, fine-tuning inherits
+    it, and predicting the full-size image through the registry segments it at full size."""
+    from micro_seg.inference import predict
+    from micro_seg.registry import load_model
+
+    img, truth, scribble = _stripes(size=128)
+    dense = np.kron((np.arange(128) >= 64)[None, :].astype(np.int64) + 1, np.ones((128, 1), np.int64))
+    net, card, history = _fit([img], [dense], epochs=6, lr=1e-2, input_scale=0.5, out=tmp_path / "half",
+                              name="half")
+    assert card.input_scale == 0.5 and card.extra["training"]["input_scale"] == 0.5
+    pred = predict(img, load_model(tmp_path / "half"), keep_uncertainty=False)
+    assert pred.labels.shape == (128, 128)
+    assert (pred.labels == dense - 1).mean() > 0.95
+    _, card2, _ = _fit([img], [dense], base=str(tmp_path / "half"), epochs=1)
+    assert card2.input_scale == 0.5
+    with pytest.raises(TrainingDataError, match="input_scale"):
+        _fit([img], [dense], input_scale=10.0)
