@@ -188,3 +188,26 @@ def test_train_job_makes_grain_model_from_boundary_class(tmp_path):
         folder, card, history = stop.value
     assert card.task == "grains" and load_card(folder).task == "grains"
     assert [e["stage"] for e in events if e.get("stage") == "epoch"] == ["epoch"]
+
+
+def test_train_job_input_scale_reaches_the_card(tmp_path):
+    """The Train widget's input scale: the saved model works at half size and still segments full size."""
+    import threading
+
+    from micro_seg.inference import predict
+    from micro_seg.registry import load_model
+    from napari_plugin._train import TrainParams, train_job
+
+    image, truth = two_phase_image((96, 96), seed=3)
+    params = TrainParams(classes=("matrix", "particle"), out_dir=str(tmp_path), name="half", images=(image,),
+                         labels=(np.where(truth, 2, 1).astype(np.uint8),), epochs=1, patch_size=32, batch_size=2,
+                         time_limit_s=None, arch_kwargs={"widths": [4, 8]}, input_scale=0.5)
+    gen = train_job(params, threading.Event())
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        folder, card, _ = stop.value
+    model = load_model(folder)
+    assert card.input_scale == 0.5 and model.card.input_scale == 0.5
+    assert predict(image, model).labels.shape == (96, 96)
