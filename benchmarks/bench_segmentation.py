@@ -242,12 +242,13 @@ def _grains_from_mask(mask: np.ndarray, pixel_size_um: float | None):
     return measure_grains_from_boundaries(mask, pixel_size_um=pixel_size_um, fields=None, circles=False).summary
 
 
-def _grains_from_probability(prob: np.ndarray, pixel_size_um: float | None):
-    """Every method's boundary map goes through the same closure (micro-seg's watershed post-processing)."""
+def _grains_from_probability(prob: np.ndarray, pixel_size_um: float | None, options: dict | None = None):
+    """Every method's boundary map goes through the same closure (micro-seg's watershed post-processing);
+    ``options``: a model card's own post-processing settings (what ``micro-seg segment`` uses for it)."""
     from micro_seg.measure import measure_grains
     from micro_seg.postprocess import grains_from_boundary_probability
 
-    labels = grains_from_boundary_probability(np.asarray(prob, np.float32))
+    labels = grains_from_boundary_probability(np.asarray(prob, np.float32), **(options or {}))
     return measure_grains(labels, pixel_size_um=pixel_size_um, fields=None, circles=False).summary
 
 
@@ -279,8 +280,10 @@ def bench_grains(results: dict) -> None:
 
     # each method maps an image to a boundary probability (binary for the classical pipeline)
     methods = {}
+    options: dict[str, dict] = {}  # post-processing settings per method (the card's for our model)
     if model is not None:
         methods["grain-boundaries (ours, msnet)"] = lambda img, kind: _model_boundary_probability(model, img)
+        options["grain-boundaries (ours, msnet)"] = dict(model.card.postprocess)
     methods["classical (threshold/gradient -> skeleton)"] = lambda img, kind: classical_boundaries(
         img, mode="gradient" if kind == "tbm" else "dark").astype(np.float32)
     methods["random forest, multiscale features"] = lambda img, kind: _rf_boundary_probability(clf, img)
@@ -297,7 +300,7 @@ def bench_grains(results: dict) -> None:
             f = boundary_f1(prob > 0.5, lab == 2, tolerance_px=2.0)
             for k in agg:
                 agg[k] += f[k]
-            ls.append(_grains_from_probability(prob, None)["mean_intercept_px"])
+            ls.append(_grains_from_probability(prob, None, options.get(name))["mean_intercept_px"])
         p = agg["matched_pred"] / max(1, agg["n_pred"])
         r = agg["matched_true"] / max(1, agg["n_true"])
         tbm[name] = {"boundary_f1_2px": 2 * p * r / (p + r) if p + r else 0.0, "precision": p, "recall": r,
@@ -314,7 +317,7 @@ def bench_grains(results: dict) -> None:
         if name.startswith("random forest"):
             continue  # trained on colour TBM crops only: not applicable to this grey optical image
         prob = fn(img, "optical")
-        s = _grains_from_probability(prob, px)
+        s = _grains_from_probability(prob, px, options.get(name))
         f = boundary_f1(prob > 0.5, trace, tolerance_px=2.0)["f1"]
         nist[name] = {"mean_intercept_um": s["mean_intercept_um"], "G_intercept": s["G_intercept"],
                       "intercept_ratio": s["mean_intercept_um"] / gt["mean_intercept_um"], "boundary_f1_2px": f}
@@ -337,7 +340,7 @@ def bench_grains(results: dict) -> None:
             for name, fn in methods.items():
                 if name.startswith("random forest"):
                     continue
-                g = _grains_from_probability(fn(s.image, "optical"), 0.5)["G_intercept"]
+                g = _grains_from_probability(fn(s.image, "optical"), 0.5, options.get(name))["G_intercept"]
                 row.setdefault(name, []).append(abs(g - g_true) if g is not None else float("nan"))
         synth[cond] = {k: float(np.mean(v)) for k, v in row.items()}
     results["synthetic_dG"] = synth

@@ -441,6 +441,7 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
     whose most probable class is neither grain nor boundary (e.g. a pore
     class) are excluded.  Semantic models: class labels (``min_island_px``
     option) plus defect instances for the card's ``defect_classes``.
+    The card's own ``postprocess`` defaults apply unless ``options`` override them.
 
     Examples
     --------
@@ -453,6 +454,7 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
     2
     """
     classes = list(card.classes)
+    options = {**dict(getattr(card, "postprocess", None) or {}), **options}
     if card.task == "grains":
         b = boundary_class_index(classes)
         kept = list(getattr(prediction, "probability_classes", range(len(classes))))

@@ -66,6 +66,9 @@ __all__ = [
 CARD_FILE = "card.yaml"
 WEIGHTS_FILE = "model.safetensors"
 TASKS = ("semantic", "grains", "classification")
+#: Post-processing options a card may set per task (see ModelCard.postprocess).
+POSTPROCESS_OPTIONS = {"grains": {"threshold", "split_ratio", "min_grain_px", "smooth_sigma_px"},
+                       "semantic": {"min_island_px", "min_area_px"}}
 
 
 @dataclass
@@ -97,6 +100,12 @@ class ModelCard:
         model trained at half resolution, where the structures are large in
         pixels); inference resizes the image, runs the network and resamples
         the probabilities back to the image's own pixel grid. Default 1.
+    postprocess : dict
+        Default post-processing options for this model's output
+        (:func:`micro_seg.postprocess.postprocess`), chosen on its training-side
+        data: for grain models ``threshold``, ``split_ratio``, ``min_grain_px``,
+        ``smooth_sigma_px``; for semantic models ``min_island_px``,
+        ``min_area_px``.  Options given at run time win.
     material, description : str
         What the model is for.
     defect_classes : list of str
@@ -127,6 +136,7 @@ class ModelCard:
     pixel_size_um_range: tuple[float, float] | None = None
     tile_size: int = 512
     input_scale: float = 1.0
+    postprocess: dict[str, Any] = field(default_factory=dict)
     material: str = ""
     description: str = ""
     defect_classes: list[str] = field(default_factory=list)
@@ -155,6 +165,15 @@ class ModelCard:
         if self.pixel_size_um_range is not None:
             lo, hi = (float(v) for v in self.pixel_size_um_range)
             self.pixel_size_um_range = (lo, hi)
+        self.postprocess = dict(self.postprocess or {})
+        allowed = POSTPROCESS_OPTIONS.get(self.task, set())
+        bad = sorted(k for k in self.postprocess if k not in allowed)
+        if bad:
+            raise ModelError(f"model {self.name!r}: post-processing options {bad} do not apply to a {self.task} model "
+                             f"(allowed: {', '.join(sorted(allowed)) or 'none'})")
+        for k, v in self.postprocess.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ModelError(f"model {self.name!r}: post-processing option {k} must be a number >= 0, got {v!r}")
         unknown = [c for c in self.defect_classes if c not in self.classes]
         if unknown:
             raise ModelError(f"model {self.name!r}: defect_classes {unknown} are not among classes {self.classes}")

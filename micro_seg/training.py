@@ -857,8 +857,10 @@ def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisa
         extra={"training": training},
     )
     if base_card is not None:
-        for key in ("pixel_size_um_range", "material", "description", "tile_size"):
+        for key in ("pixel_size_um_range", "material", "description", "tile_size", "postprocess"):
             fields[key] = getattr(base_card, key)
+        if base_card.task != task:
+            fields["postprocess"] = {}  # another task: the base model's post-processing options do not apply
         if len(base_card.classes) == len(classes):
             fields["defect_classes"] = [c for c in base_card.defect_classes if c in classes]
         fields["extra"]["base_model"] = base_card.name

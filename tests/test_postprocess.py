@@ -200,3 +200,37 @@ def test_component_flood_equals_whole_image_watershed():
     ref = watershed(elevation, markers, watershed_line=True)
     ref[~interior] = 0
     assert np.array_equal(ours, ref)
+
+
+def test_card_postprocess_defaults_apply_and_run_time_options_win():
+    """A boundary at probability 0.45: one grain at the default threshold 0.5, two with the card's 0.4;
+    an explicit option overrides the card."""
+    from types import SimpleNamespace
+
+    from micro_seg.postprocess import postprocess
+
+    p = np.zeros((2, 40, 40), np.float32)
+    p[1, :, 19:21] = 0.45
+    p[0] = 1 - p[1]
+    pred = SimpleNamespace(labels=p.argmax(0).astype(np.uint8), probabilities=p, probability_classes=[0, 1])
+    plain = SimpleNamespace(task="grains", classes=["grain", "boundary"], defect_classes=[], postprocess={})
+    card = SimpleNamespace(task="grains", classes=["grain", "boundary"], defect_classes=[],
+                           postprocess={"threshold": 0.4})
+    assert int(postprocess(pred, plain).labels.max()) == 1
+    assert int(postprocess(pred, card).labels.max()) == 2
+    assert int(postprocess(pred, card, threshold=0.5).labels.max()) == 1
+
+
+def test_card_postprocess_options_are_validated(tmp_path):
+    from micro_seg.errors import ModelError
+    from micro_seg.registry import ModelCard
+
+    ok = ModelCard(name="g", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
+                   postprocess={"threshold": 0.4, "split_ratio": 1.5})
+    assert ModelCard.from_dict(ok.to_dict()).postprocess == {"threshold": 0.4, "split_ratio": 1.5}
+    with pytest.raises(ModelError, match="min_island_px"):
+        ModelCard(name="g", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
+                  postprocess={"min_island_px": 3})
+    with pytest.raises(ModelError, match="threshold"):
+        ModelCard(name="g", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
+                  postprocess={"threshold": "high"})
