@@ -10,7 +10,8 @@
   the CPU; boundary F1 (2 px) and the mean-lineal-intercept ratio against the
   hand trace are measured on the right half, before and after.
 * **metaldam** -- ``micro-seg train`` (the CLI) on MetalDAM micrographs 0-26
-  (dense labels; the CLI holds out 20% of them by image for early stopping)
+  (dense labels; the CLI holds out 20% of them by image for the logit-offset
+  calibration; half-size input, ``--input-scale 0.5``; the last epoch is kept)
   for ``--metaldam-minutes`` (30); mean IoU over the 5 classes on micrographs
   27-33, never seen in training.
 * **magnetic** -- ``micro-seg train`` on magnetic-tile defect masks (80% of
@@ -169,7 +170,8 @@ def bench_metaldam(results: dict, minutes: float, threads: int) -> None:
     out = WORK / "metaldam-model"
     res = _cli_train(images, labels, out, minutes, threads,
                      ["--classes", ",".join(METALDAM_CLASSES), "--epochs", "1000", "--patience", "1000",
-                      "--arch", "msnet-l", "--batch-size", "8", "--patch-size", "256"])
+                      "--arch", "msnet-l", "--batch-size", "8", "--patch-size", "256", "--input-scale", "0.5",
+                      "--keep", "last"])
     results["metaldam"] = {"train": res, "test": _score(out, test, METALDAM_CLASSES),
                            "test_images": [n for *_, n in test]}
 
