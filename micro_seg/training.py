@@ -345,6 +345,38 @@ def calibrate_logit_offsets(
     return offsets.astype(np.float32), segmentation_metrics(cm0, names), segmentation_metrics(cm1, names)
 
 
+def pseudo_labels(network, inputs: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
+                  threshold: float) -> list[np.ndarray]:
+    """Fill unlabelled pixels (0) with the network's own class where it is at least ``threshold`` sure.
+
+    Used when fine-tuning from scribbles: the base model's confident
+    predictions anchor the pixels the user did not label, so a few strokes
+    correct its mistakes without teaching it a bias of the strokes' shape
+    (e.g. boundaries as thick as the strokes drawn along them).  User labels
+    always win.  ``inputs`` are network inputs ``(C, rows, cols)``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1)); _ = torch.nn.init.zeros_(net[0].weight)
+    >>> with torch.no_grad(): _ = net[0].bias.copy_(torch.tensor([0.0, 5.0]))  # "class 2" everywhere, p = 0.993
+    >>> lab = np.zeros((4, 4), np.int64); lab[0, 0] = 1
+    >>> pseudo_labels(net, [np.zeros((1, 4, 4), np.float32)], [lab], threshold=0.9)[0][:2].tolist()
+    [[1, 2, 2, 2], [2, 2, 2, 2]]
+    """
+    import torch
+
+    if not 0.5 <= float(threshold) < 1.0:
+        raise TrainingDataError(f"pseudo-label confidence threshold must be in [0.5, 1), got {threshold}")
+    network.eval()
+    out = []
+    for x, lab in zip(inputs, labels):
+        p = torch.softmax(torch.from_numpy(predict_logits(network, x)), 0).numpy()
+        fill = (np.asarray(lab) == 0) & (p.max(0) >= threshold)
+        out.append(np.where(fill, p.argmax(0) + 1, lab).astype(np.int64))
+    return out
+
+
 def _output_bias(network):
     """The bias of the network's last (1x1 logits) convolution, or None."""
     import torch
@@ -507,7 +539,7 @@ def iter_train_segmenter(
     arch: str = "msnet",
     arch_kwargs: dict | None = None,
     base: Any = None,
-    task: str = "semantic",
+    task: str | None = None,
     in_channels: int | None = None,
     normalisation: dict | None = None,
     epochs: int = 40,
@@ -529,6 +561,7 @@ def iter_train_segmenter(
     patience: int | None = 10,
     keep: str = "best",
     input_scale: float | None = None,
+    pseudo_label_threshold: float | None = None,
     time_limit_s: float | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -601,6 +634,8 @@ def iter_train_segmenter(
         normalisation = base_card.normalisation
         if len(base_card.classes) != n_classes:
             _replace_head(network, n_classes, arch)
+    if task is None:  # a fine-tuned model does the base model's task unless told otherwise
+        task = base_card.task if base_card is not None else "semantic"
     if in_channels is None:
         in_channels = 3 if any(np.asarray(i).ndim == 3 and np.asarray(i).shape[2] >= 3 for i in images) else 1
     if normalisation is None:
@@ -630,6 +665,10 @@ def iter_train_segmenter(
     if base is None:
         network = build_network(arch, in_channels=in_channels, num_classes=n_classes, **arch_kwargs)
     network = network.float()
+    if pseudo_label_threshold is not None:
+        if base is None:
+            raise TrainingDataError("pseudo-labels come from a base model: give base= (fine-tuning) to use them")
+        labels = pseudo_labels(network, xs, labels, threshold=pseudo_label_threshold)
 
     if isinstance(class_weights, str):
         if class_weights != "auto":
@@ -675,7 +714,7 @@ def iter_train_segmenter(
         "steps_per_epoch": steps_per_epoch, "lr": lr, "weight_decay": weight_decay, "seed": seed,
         "class_weights": [float(w) for w in weights], "dice_weight": dice_weight,
         "rare_class_fraction": rare_class_fraction, "calibrate": bool(calibrate), "augment": aug_cfg.as_dict(),
-        "input_scale": input_scale,
+        "input_scale": input_scale, "pseudo_label_threshold": pseudo_label_threshold,
         "base": None if base is None else str(getattr(base_card, "name", base)),
     }
     if ckpt is not None and resume and (ckpt / "last.json").exists():
@@ -684,7 +723,7 @@ def iter_train_segmenter(
         meta = json.loads((ckpt / "last.json").read_text())
         # the learning rate and the epoch count may change when continuing a run; nothing else may
         same = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in _RESUMABLE_CHANGES}
-        old_config = {"input_scale": 1.0, **meta.get("config", {})}  # checkpoints from before input_scale existed
+        old_config = {"input_scale": 1.0, "pseudo_label_threshold": None, **meta.get("config", {})}  # checkpoints from before input_scale existed
         if {k: v for k, v in old_config.items() if k not in _RESUMABLE_CHANGES} != same:
             raise TrainingDataError(f"{ckpt}: checkpoint was made with different settings; cannot resume (use a new checkpoint_dir)")
         _load_state(network, opt, load_file(str(ckpt / "last.safetensors")))
@@ -899,7 +938,8 @@ def train_segmenter(
         :func:`micro_seg.registry.save_model` (``--model PATH`` accepts it).
     **kwargs
         ``arch`` ("msnet"), ``arch_kwargs``, ``base`` (model name/folder or
-        ``(network, card)`` to fine-tune), ``task``, ``in_channels``,
+        ``(network, card)`` to fine-tune), ``task`` (default "semantic", or the
+        base model's), ``in_channels``,
         ``normalisation``, ``epochs``, ``patch_size``, ``batch_size``,
         ``patches_per_epoch``, ``lr``, ``weight_decay``, ``val_fraction``
         or ``val_images``/``val_labels`` (split by image), ``class_weights``
@@ -912,7 +952,10 @@ def train_segmenter(
         epoch by validation mean IoU, or "last"), ``input_scale`` (train on
         the micrographs resized by this factor, e.g. 0.5 when the structures
         are many pixels across; recorded on the card, and inference resizes
-        the same way; default 1, or the base model's), ``time_limit_s``,
+        the same way; default 1, or the base model's),
+        ``pseudo_label_threshold`` (fine-tuning only: unlabelled pixels the
+        base model classifies with at least this probability are trained on
+        its class, see :func:`pseudo_labels`), ``time_limit_s``,
         ``checkpoint_dir``, ``resume`` (continue from the checkpoint; only
         ``lr`` and ``epochs`` may differ from the checkpointed run), ``num_threads``, ``cancel`` (callable
         or ``threading.Event``; raises :class:`CancelledError`), ``name``,

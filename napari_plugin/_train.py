@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -79,6 +80,7 @@ class TrainParams:
     arch_kwargs: dict | None = field(default=None, hash=False)
     seed: int = 0
     input_scale: float | None = None  # None: 1 for a new model, the base model's when fine-tuning
+    pseudo_label_threshold: float | None = None  # fine-tuning: keep the base model's sure answers where unlabelled
 
 
 def _read_folder(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
@@ -122,6 +124,8 @@ def train_job(params: TrainParams, cancel):
         kwargs["base"] = params.base
     if params.input_scale is not None:
         kwargs["input_scale"] = float(params.input_scale)
+    if params.base and params.pseudo_label_threshold is not None:
+        kwargs["pseudo_label_threshold"] = float(params.pseudo_label_threshold)
     result = yield from iter_train_segmenter(
         images, labels, classes=classes, epochs=params.epochs, patch_size=params.patch_size,
         batch_size=params.batch_size, time_limit_s=params.time_limit_s, val_fraction=params.val_fraction,
@@ -208,6 +212,10 @@ class TrainWidget(Container):
             label="Input scale", value=1.0, min=0.1, max=2.0, step=0.25,
             tooltip="The network sees the images resized by this factor (0.5 = half size: 4x faster, more context "
                     "per patch; for structures many pixels across). Fine-tuning keeps the base model's scale.")
+        self._keep_base = CheckBox(
+            text="Keep the base model where not annotated", value=True,
+            tooltip="Fine-tuning: unannotated pixels the base model is >= 90% sure of are trained on its own answer, "
+                    "so a few strokes correct its mistakes without changing what they do not touch.")
         self._train_btn = PushButton(text="Train")
         self._cancel_btn = PushButton(text="Cancel")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
@@ -216,7 +224,7 @@ class TrainWidget(Container):
         self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn,
                                  status_label=self._status, run_button=self._train_btn)
         self.extend([self._source, self._image, self._annotations, self._folder, self._base, self._name,
-                     self._epochs, self._minutes, self._patch, self._scale, self._train_btn, self._cancel_btn,
+                     self._epochs, self._minutes, self._patch, self._scale, self._keep_base, self._train_btn, self._cancel_btn,
                      self._progress, self._status])
         self.native.layout().addWidget(self._plot.canvas)
         self._source.changed.connect(self._update_visibility)
@@ -248,6 +256,7 @@ class TrainWidget(Container):
         self._annotations.visible = from_layer
         self._folder.visible = not from_layer
         self._scale.visible = self._base.value is None  # a fine-tuned model keeps its base model's scale
+        self._keep_base.visible = self._base.value is not None
 
     def _params(self, *, arch_kwargs: dict | None = None) -> TrainParams | None:
         from micro_seg.registry import user_models_dir
@@ -259,7 +268,8 @@ class TrainWidget(Container):
         common = dict(name=name, out_dir=str(user_models_dir()), base=self._base.value,
                       epochs=int(self._epochs.value), patch_size=int(self._patch.value),
                       time_limit_s=float(self._minutes.value) * 60.0, arch_kwargs=arch_kwargs,
-                      input_scale=float(self._scale.value) if self._base.value is None else None)
+                      input_scale=float(self._scale.value) if self._base.value is None else None,
+                      pseudo_label_threshold=0.9 if self._base.value is not None and self._keep_base.value else None)
         if self._source.value == "Training folder":
             folder = Path(str(self._folder.value)).expanduser()
             if not (folder / "labels").is_dir():

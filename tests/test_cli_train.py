@@ -141,3 +141,5 @@ def test_keep_last_and_input_scale_reach_the_model(dirs, tmp_path, capsys):
     assert load_model(out).card.input_scale == 0.5
     assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--input-scale", "0"]) == 2
     assert "--input-scale" in capsys.readouterr().err
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--pseudo-labels", "0.9"]) == 2
+    assert "--pseudo-labels needs --base" in capsys.readouterr().err

@@ -211,3 +211,25 @@ def test_train_job_input_scale_reaches_the_card(tmp_path):
     model = load_model(folder)
     assert card.input_scale == 0.5 and model.card.input_scale == 0.5
     assert predict(image, model).labels.shape == (96, 96)
+
+
+def test_train_job_fine_tune_with_pseudo_labels(tmp_path):
+    """Fine-tuning from the widget keeps the base model's sure answers: the card records the threshold."""
+    import threading
+
+    from napari_plugin._train import TrainParams, train_job
+
+    base = tiny_model(tmp_path / "base")
+    image, truth = two_phase_image((64, 64), seed=4)
+    lab = np.zeros((64, 64), np.uint8)
+    lab[:8] = np.where(truth[:8], 2, 1)
+    params = TrainParams(classes=("matrix", "particle"), out_dir=str(tmp_path), name="ft", images=(image,),
+                         labels=(lab,), epochs=1, patch_size=32, batch_size=2, time_limit_s=None,
+                         base=str(base), pseudo_label_threshold=0.5)
+    gen = train_job(params, threading.Event())
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        _, card, _ = stop.value
+    assert card.extra["training"]["pseudo_label_threshold"] == 0.5 and card.extra["base_model"] == "tiny"

@@ -350,3 +350,42 @@ def test_input_scale_training_works_at_half_size_and_segments_full_size(tmp_path
     assert card2.input_scale == 0.5
     with pytest.raises(TrainingDataError, match="input_scale"):
         _fit([img], [dense], input_scale=10.0)
+
+
+def test_pseudo_labels_keep_the_base_model_where_nobody_scribbled(tmp_path):
+    """Fine-tuning with pseudo-labels: the unlabelled pixels the base model is sure about are trained on its
+    own answer, so a base that is right everywhere stays right when the only scribbles are in one corner."""
+    from micro_seg.preprocess import to_network_input
+    from micro_seg.registry import load_model
+    from micro_seg.training import predict_logits, pseudo_labels
+
+    img, truth, _ = _stripes()
+    _fit([img], [truth], epochs=40, lr=1e-2, out=tmp_path / "base", name="base")
+    base = load_model(tmp_path / "base")
+    x = to_network_input(img, in_channels=1, normalisation=base.card.normalisation)
+    assert (predict_logits(base.network, x).argmax(0) == truth - 1).mean() > 0.95
+    corner = np.zeros_like(truth)
+    corner[:6, :6] = 1
+    filled = pseudo_labels(base.network, [x], [corner], threshold=0.9)[0]
+    assert (filled[:6, :6] == 1).all()  # user labels win
+    sure = filled > 0
+    assert sure.mean() > 0.8 and (filled[sure] == truth[sure]).mean() > 0.98
+    net, card, _ = _fit([img], [corner], base=base, epochs=2, pseudo_label_threshold=0.9)
+    assert card.extra["training"]["pseudo_label_threshold"] == 0.9
+    assert (predict_logits(net, x).argmax(0) == truth - 1).mean() > 0.95
+    with pytest.raises(TrainingDataError, match="base"):
+        _fit([img], [corner], pseudo_label_threshold=0.9)
+
+
+def test_finetuned_grain_model_stays_a_grain_model_with_its_post_processing(tmp_path):
+    import dataclasses
+
+    from micro_seg.registry import load_model, save_model
+
+    img, truth, scribble = _stripes()
+    net, card, _ = _fit([img], [scribble], classes=["grain", "boundary"], task="grains")
+    save_model(tmp_path / "g", net, dataclasses.replace(card, postprocess={"threshold": 0.4, "split_ratio": 1.5}))
+    _, tuned, _ = _fit([img], [scribble], classes=["grain", "boundary"], base=load_model(tmp_path / "g"), epochs=1)
+    assert tuned.task == "grains" and tuned.postprocess == {"threshold": 0.4, "split_ratio": 1.5}
+    _, other, _ = _fit([img], [scribble], base=load_model(tmp_path / "g"), task="semantic", epochs=1)
+    assert other.task == "semantic" and other.postprocess == {}

@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", default="best", choices=["best", "last"],
                    help="weights to keep: the epoch with the best validation mean IoU (default) or the last epoch "
                    "(better for a fixed time budget with a small or noisy validation split)")
+    p.add_argument("--pseudo-labels", type=float, default=None, metavar="P",
+                   help="with --base: unlabelled pixels that the base model classifies with probability >= P "
+                   "(e.g. 0.9) are trained on its class, so scribbles correct the model without reshaping what "
+                   "they do not touch")
     p.add_argument("--input-scale", type=float, default=None,
                    help="train on the micrographs resized by this factor (e.g. 0.5 when the structures are many "
                    "pixels across: 4x faster and more context per patch); recorded on the card, and segmenting "
@@ -229,6 +233,10 @@ def run(args: argparse.Namespace) -> dict:
         raise TrainingDataError(f"--rare-class-fraction must be in [0, 1], got {args.rare_class_fraction}")
     if args.input_scale is not None and not 0.05 <= args.input_scale <= 4:
         raise TrainingDataError(f"--input-scale must be between 0.05 and 4, got {args.input_scale}")
+    if args.pseudo_labels is not None and not args.base:
+        raise TrainingDataError("--pseudo-labels needs --base: the pseudo-labels are the base model's predictions")
+    if args.pseudo_labels is not None and not 0.5 <= args.pseudo_labels < 1:
+        raise TrainingDataError(f"--pseudo-labels must be in [0.5, 1), got {args.pseudo_labels}")
     if args.dice_weight < 0:
         raise TrainingDataError(f"--dice-weight must be >= 0, got {args.dice_weight}")
     task = args.task or (base_card.task if base_card is not None else "semantic")
@@ -251,7 +259,8 @@ def run(args: argparse.Namespace) -> dict:
         lr=args.lr if args.lr is not None else (1e-3 if args.base else 3e-3), val_fraction=args.val_fraction,
         patience=args.patience, seed=args.seed, time_limit_s=args.minutes * 60 if args.minutes else None,
         class_weights=class_weights, dice_weight=args.dice_weight, rare_class_fraction=args.rare_class_fraction,
-        calibrate=not args.no_calibrate, keep=args.keep, input_scale=args.input_scale, checkpoint_dir=ckpt, resume=args.resume, num_threads=args.threads, progress=progress,
+        calibrate=not args.no_calibrate, keep=args.keep, input_scale=args.input_scale,
+        pseudo_label_threshold=args.pseudo_labels, checkpoint_dir=ckpt, resume=args.resume, num_threads=args.threads, progress=progress,
         name=args.name or out.name, out=out,
     )
     if args.base:
