@@ -233,9 +233,11 @@ synthetic set) on a 2-core CPU shared with other jobs.
 ## Retrain / fine-tune
 
     python models/grain-boundaries/train.py                     # reproduces this folder
-    micro-seg train IMAGES LABELS --base grain-boundaries --out my-grains   # fine-tune on your material
+    micro-seg train IMAGES LABELS --base grain-boundaries --pseudo-labels 0.9 --out my-grains   # fine-tune on your material
 
-Labels for fine-tuning: 0 = unlabelled, 1 = grain, 2 = boundary; scribbles are enough.
+Labels for fine-tuning: 0 = unlabelled, 1 = grain, 2 = boundary; scribbles are enough. `--pseudo-labels 0.9`
+keeps the model's own confident answers where you did not scribble (on NIST steel, 3 scribbled crops and
+5 min: boundary F1 0.925 -> 0.950; without it the model learns boundaries as thick as the strokes).
 
 ## Limitations
 
