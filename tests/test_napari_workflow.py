@@ -190,24 +190,31 @@ def test_train_job_makes_grain_model_from_boundary_class(tmp_path):
     assert [e["stage"] for e in events if e.get("stage") == "epoch"] == ["epoch"]
 
 
-def test_train_job_input_scale_reaches_the_card(tmp_path):
-    """The Train widget's input scale: the saved model works at half size and still segments full size."""
+def _run_train_job(params):
+    """Drive the Train widget's worker generator to the end; returns ``(folder, card, history)``."""
     import threading
 
+    from napari_plugin._train import train_job
+
+    gen = train_job(params, threading.Event())
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def test_train_job_input_scale_reaches_the_card(tmp_path):
+    """The Train widget's input scale: the saved model works at half size and still segments full size."""
     from micro_seg.inference import predict
     from micro_seg.registry import load_model
-    from napari_plugin._train import TrainParams, train_job
+    from napari_plugin._train import TrainParams
 
     image, truth = two_phase_image((96, 96), seed=3)
     params = TrainParams(classes=("matrix", "particle"), out_dir=str(tmp_path), name="half", images=(image,),
                          labels=(np.where(truth, 2, 1).astype(np.uint8),), epochs=1, patch_size=32, batch_size=2,
                          time_limit_s=None, arch_kwargs={"widths": [4, 8]}, input_scale=0.5)
-    gen = train_job(params, threading.Event())
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        folder, card, _ = stop.value
+    folder, card, _ = _run_train_job(params)
     model = load_model(folder)
     assert card.input_scale == 0.5 and model.card.input_scale == 0.5
     assert predict(image, model).labels.shape == (96, 96)
@@ -215,9 +222,7 @@ def test_train_job_input_scale_reaches_the_card(tmp_path):
 
 def test_train_job_fine_tune_with_pseudo_labels(tmp_path):
     """Fine-tuning from the widget keeps the base model's sure answers: the card records the threshold."""
-    import threading
-
-    from napari_plugin._train import TrainParams, train_job
+    from napari_plugin._train import TrainParams
 
     base = tiny_model(tmp_path / "base")
     image, truth = two_phase_image((64, 64), seed=4)
@@ -226,10 +231,5 @@ def test_train_job_fine_tune_with_pseudo_labels(tmp_path):
     params = TrainParams(classes=("matrix", "particle"), out_dir=str(tmp_path), name="ft", images=(image,),
                          labels=(lab,), epochs=1, patch_size=32, batch_size=2, time_limit_s=None,
                          base=str(base), pseudo_label_threshold=0.5)
-    gen = train_job(params, threading.Event())
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        _, card, _ = stop.value
+    _, card, _ = _run_train_job(params)
     assert card.extra["training"]["pseudo_label_threshold"] == 0.5 and card.extra["base_model"] == "tiny"
