@@ -186,3 +186,22 @@ def test_models_list_human_readable(model_dir, capsys):
     assert code == 0
     line = next(l for l in out.splitlines() if l.startswith("test-grains:"))
     assert "grains: grain, boundary" in line and "sha256" in line
+
+
+def test_segment_post_processing_options(model_dir, tmp_path, capsys):
+    """A faint boundary at probability ~0.29 (the test net's boundary logit is 40 (x - 0.5) per class):
+    one grain at the default threshold 0.5, two with --boundary-threshold 0.2; bad values exit 2."""
+    img = np.full((64, 64), 40, np.uint8)
+    img[:, 30:33] = 128  # minmax-normalised 0.489 -> p(boundary) = 1 / (1 + exp(80 * 0.011)) ~ 0.29
+    img[:2, :2] = 220  # sets the normalisation maximum
+    path = tmp_path / "faint.tif"
+    tifffile.imwrite(path, img)
+    base = ["segment", str(path), "--model", "test-grains", "--out", str(tmp_path / "o"), "--min-grain", "4", "--json"]
+    code, out, err = _run(base, capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_grains"] == 1
+    code, out, err = _run(base + ["--boundary-threshold", "0.2"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_grains"] == 2
+    code, out, err = _run(base + ["--boundary-threshold", "1.5"], capsys)
+    assert code == 2 and "--boundary-threshold" in err and "Traceback" not in err

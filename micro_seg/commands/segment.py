@@ -34,8 +34,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="inference tile side in pixels (default: the model card's)")
     parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap in pixels (default tile/8)")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (4 flips; 4x slower)")
-    parser.add_argument("--min-grain", type=int, default=16, metavar="PX", dest="min_grain",
-                        help="grain models: merge grains smaller than PX pixels (default 16)")
+    parser.add_argument("--min-grain", type=int, default=None, metavar="PX", dest="min_grain",
+                        help="grain models: merge grains smaller than PX pixels (default: the model card's, else 16)")
+    parser.add_argument("--boundary-threshold", type=float, default=None, metavar="P", dest="boundary_threshold",
+                        help="grain models: boundary probability above which a pixel is boundary "
+                        "(default: the model card's, else 0.5)")
+    parser.add_argument("--split-ratio", type=float, default=None, metavar="R", dest="split_ratio",
+                        help="grain models: split two grain cores joined by a neck R times narrower than the smaller "
+                        "core; raise it if grains are over-split, lower it if grains behind faded boundaries merge; "
+                        "0 = never (default: the model card's, else 2)")
     parser.add_argument("--page", type=int, metavar="N", help="page of a multi-page file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -57,7 +64,19 @@ def register(subparsers: Any) -> None:
 
 
 def _postprocess_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
-    return {"min_grain_px": args.min_grain} if task == "grains" else {}
+    """Post-processing options given on the command line (the card's own defaults fill the rest)."""
+    from micro_seg.errors import ModelError
+
+    given = {"min_grain_px": args.min_grain, "threshold": getattr(args, "boundary_threshold", None),
+             "split_ratio": getattr(args, "split_ratio", None)}
+    given = {k: v for k, v in given.items() if v is not None}
+    if task != "grains":
+        return {}
+    if "threshold" in given and not 0 < given["threshold"] < 1:
+        raise ModelError(f"--boundary-threshold must be between 0 and 1, got {given['threshold']}")
+    if given.get("split_ratio", 0) < 0 or given.get("min_grain_px", 0) < 0:
+        raise ModelError("--split-ratio and --min-grain must be >= 0")
+    return given
 
 
 def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False):
