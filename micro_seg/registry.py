@@ -66,6 +66,8 @@ __all__ = [
 CARD_FILE = "card.yaml"
 WEIGHTS_FILE = "model.safetensors"
 TASKS = ("semantic", "grains", "classification")
+#: Smallest and largest ``input_scale`` a card (and training) accepts.
+INPUT_SCALE_RANGE = (0.05, 4.0)
 #: Post-processing options a card may set per task (see ModelCard.postprocess).
 POSTPROCESS_OPTIONS = {"grains": {"threshold", "split_ratio", "min_grain_px", "smooth_sigma_px"},
                        "semantic": {"min_island_px", "min_area_px"}}
@@ -160,8 +162,9 @@ class ModelCard:
             self.input_scale = float(self.input_scale)
         except (TypeError, ValueError):
             raise ModelError(f"model {self.name!r}: input_scale must be a number, got {self.input_scale!r}") from None
-        if not 0.05 <= self.input_scale <= 4.0:
-            raise ModelError(f"model {self.name!r}: input_scale {self.input_scale} is outside 0.05-4")
+        lo, hi = INPUT_SCALE_RANGE
+        if not lo <= self.input_scale <= hi:
+            raise ModelError(f"model {self.name!r}: input_scale {self.input_scale} is outside {lo:g}-{hi:g}")
         if self.pixel_size_um_range is not None:
             lo, hi = (float(v) for v in self.pixel_size_um_range)
             self.pixel_size_um_range = (lo, hi)

@@ -345,6 +345,21 @@ def calibrate_logit_offsets(
     return offsets.astype(np.float32), segmentation_metrics(cm0, names), segmentation_metrics(cm1, names)
 
 
+def check_input_scale(scale: float, what: str = "input_scale") -> None:
+    """Raise :class:`TrainingDataError` unless ``scale`` lies in :data:`~micro_seg.registry.INPUT_SCALE_RANGE`."""
+    from micro_seg.registry import INPUT_SCALE_RANGE
+
+    lo, hi = INPUT_SCALE_RANGE
+    if not lo <= scale <= hi:
+        raise TrainingDataError(f"{what} must be between {lo:g} and {hi:g}, got {scale}")
+
+
+def check_pseudo_label_threshold(threshold: float, what: str = "pseudo-label confidence threshold") -> None:
+    """Raise :class:`TrainingDataError` unless ``threshold`` is in [0.5, 1) (``what`` names it in the message)."""
+    if not 0.5 <= float(threshold) < 1.0:
+        raise TrainingDataError(f"{what} must be in [0.5, 1), got {threshold}")
+
+
 def pseudo_labels(network, inputs: Sequence[np.ndarray], labels: Sequence[np.ndarray], *,
                   threshold: float) -> list[np.ndarray]:
     """Fill unlabelled pixels (0) with the network's own class where it is at least ``threshold`` sure.
@@ -366,8 +381,7 @@ def pseudo_labels(network, inputs: Sequence[np.ndarray], labels: Sequence[np.nda
     """
     import torch
 
-    if not 0.5 <= float(threshold) < 1.0:
-        raise TrainingDataError(f"pseudo-label confidence threshold must be in [0.5, 1), got {threshold}")
+    check_pseudo_label_threshold(threshold)
     network.eval()
     out = []
     for x, lab in zip(inputs, labels):
@@ -594,6 +608,10 @@ def iter_train_segmenter(
         raise TrainingDataError("no training images given")
     if epochs < 1 or patch_size < 8 or batch_size < 1:
         raise TrainingDataError(f"epochs ({epochs}), patch_size ({patch_size}) and batch_size ({batch_size}) must be positive (patch >= 8)")
+    if pseudo_label_threshold is not None:
+        if base is None:
+            raise TrainingDataError("pseudo-labels come from a base model: give base= (fine-tuning) to use them")
+        check_pseudo_label_threshold(pseudo_label_threshold)
     images, labels = list(images), list(labels)
     _check_pairs(images, labels, n_classes, "training")
     if (val_images is None) != (val_labels is None):
@@ -646,8 +664,7 @@ def iter_train_segmenter(
     if input_scale is None:
         input_scale = float(getattr(base_card, "input_scale", 1.0)) if base_card is not None else 1.0
     input_scale = float(input_scale)
-    if not 0.05 <= input_scale <= 4.0:
-        raise TrainingDataError(f"input_scale must be between 0.05 and 4, got {input_scale}")
+    check_input_scale(input_scale)
     if input_scale != 1.0:  # the network works at this pixel scale; inference resizes the same way
         from micro_seg.preprocess import rescale_image, rescale_labels
 
@@ -666,8 +683,6 @@ def iter_train_segmenter(
         network = build_network(arch, in_channels=in_channels, num_classes=n_classes, **arch_kwargs)
     network = network.float()
     if pseudo_label_threshold is not None:
-        if base is None:
-            raise TrainingDataError("pseudo-labels come from a base model: give base= (fine-tuning) to use them")
         labels = pseudo_labels(network, xs, labels, threshold=pseudo_label_threshold)
 
     if isinstance(class_weights, str):

@@ -67,11 +67,10 @@ def _postprocess_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
     """Post-processing options given on the command line (the card's own defaults fill the rest)."""
     from micro_seg.errors import ModelError
 
-    given = {"min_grain_px": args.min_grain, "threshold": getattr(args, "boundary_threshold", None),
-             "split_ratio": getattr(args, "split_ratio", None)}
-    given = {k: v for k, v in given.items() if v is not None}
     if task != "grains":
         return {}
+    given = {"min_grain_px": args.min_grain, "threshold": args.boundary_threshold, "split_ratio": args.split_ratio}
+    given = {k: v for k, v in given.items() if v is not None}
     if "threshold" in given and not 0 < given["threshold"] < 1:
         raise ModelError(f"--boundary-threshold must be between 0 and 1, got {given['threshold']}")
     if given.get("split_ratio", 0) < 0 or given.get("min_grain_px", 0) < 0:

@@ -194,7 +194,7 @@ def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
 
 
 def run(args: argparse.Namespace) -> dict:
-    from micro_seg.training import train_segmenter
+    from micro_seg.training import check_input_scale, check_pseudo_label_threshold, train_segmenter
 
     pairs = find_pairs(args.images_dir, args.labels_dir)
     images, labels = [], []
@@ -231,12 +231,12 @@ def run(args: argparse.Namespace) -> dict:
     class_weights = _parse_class_weights(args.class_weights, len(classes))
     if not 0 <= args.rare_class_fraction <= 1:
         raise TrainingDataError(f"--rare-class-fraction must be in [0, 1], got {args.rare_class_fraction}")
-    if args.input_scale is not None and not 0.05 <= args.input_scale <= 4:
-        raise TrainingDataError(f"--input-scale must be between 0.05 and 4, got {args.input_scale}")
-    if args.pseudo_labels is not None and not args.base:
-        raise TrainingDataError("--pseudo-labels needs --base: the pseudo-labels are the base model's predictions")
-    if args.pseudo_labels is not None and not 0.5 <= args.pseudo_labels < 1:
-        raise TrainingDataError(f"--pseudo-labels must be in [0.5, 1), got {args.pseudo_labels}")
+    if args.input_scale is not None:
+        check_input_scale(args.input_scale, "--input-scale")
+    if args.pseudo_labels is not None:
+        if not args.base:
+            raise TrainingDataError("--pseudo-labels needs --base: the pseudo-labels are the base model's predictions")
+        check_pseudo_label_threshold(args.pseudo_labels, "--pseudo-labels")
     if args.dice_weight < 0:
         raise TrainingDataError(f"--dice-weight must be >= 0, got {args.dice_weight}")
     task = args.task or (base_card.task if base_card is not None else "semantic")
