@@ -41,6 +41,7 @@ __all__ = [
     "remove_small_islands",
     "defect_instances",
     "postprocess",
+    "grain_settings",
     "PostprocessResult",
     "Segmentation",
     "segment_image",
@@ -431,6 +432,29 @@ def boundary_class_index(classes: Sequence[str]) -> int:
         if name.lower() in BOUNDARY_CLASS_NAMES:
             return i
     raise ModelError(f"grain model classes {list(classes)} have no boundary class (one of {', '.join(BOUNDARY_CLASS_NAMES)})")
+
+
+def grain_settings(card: Any) -> dict[str, float]:
+    """The grain post-processing settings a model runs with unless told otherwise.
+
+    The card's ``postprocess`` values, else the defaults of
+    :func:`grains_from_boundary_probability` (what the napari Segment widget
+    shows and the CLI's ``--boundary-threshold`` / ``--split-ratio`` /
+    ``--min-grain`` default to).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> s = grain_settings(SimpleNamespace(postprocess={"split_ratio": 1.5}))
+    >>> s["threshold"], s["split_ratio"], s["min_grain_px"]
+    (0.5, 1.5, 16)
+    """
+    import inspect
+
+    params = inspect.signature(grains_from_boundary_probability).parameters
+    settings = {k: params[k].default for k in ("threshold", "split_ratio", "min_grain_px", "smooth_sigma_px")}
+    settings.update({k: v for k, v in dict(getattr(card, "postprocess", None) or {}).items() if k in settings})
+    return settings
 
 
 def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult:

@@ -10,6 +10,11 @@ The engine does the work (:func:`micro_seg.registry.load_model`,
 * an Image layer with the per-pixel uncertainty (used by the Annotate widget's
   "Next uncertain region").
 
+Grain models show their post-processing settings (boundary threshold, neck
+split ratio, smallest grain), preset to the model card's values: raise the
+split ratio when grains come out over-split, lower the threshold when faint
+boundaries are missed (as ``micro-seg segment --boundary-threshold`` etc.).
+
 The SEM data bar (if the reader found one) is not segmented: its rows are 0.
 """
 
@@ -17,11 +22,11 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
 
 from napari_plugin._common import (
     JobRunner,
@@ -53,6 +58,7 @@ class SegmentParams:
     image: np.ndarray
     model: str
     full_rows: int = 0  # rows of the full image (analysis rows + SEM data bar); results are padded back
+    options: dict = field(default_factory=dict)  # post-processing settings over the card's (grain models)
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ def segment_job(params: SegmentParams, cancel):
     if cancel.is_set():
         raise CancelledError("segmentation cancelled")
     yield {"fraction": 0.92, "message": "post-processing"}
-    result = postprocess.postprocess(prediction, card)
+    result = postprocess.postprocess(prediction, card, **(params.options if card.task == "grains" else {}))
     rows = max(params.full_rows, params.image.shape[0])
     labels = np.asarray(result.labels)
     n_objects = int(labels.max()) if labels.size else 0
@@ -137,6 +143,16 @@ class SegmentWidget(Container):
         self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.0001,
                                    tooltip="From the file's calibration; 0 = unknown. Change it to recalibrate the image.")
         self._model_info = Label(label="About model", value="")
+        self._threshold = FloatSpinBox(label="Boundary threshold", value=0.5, min=0.05, max=0.95, step=0.05,
+                                       tooltip="Boundary probability above which a pixel is boundary: lower it if "
+                                       "faint boundaries are missed (grains merge), raise it if noise makes boundaries.")
+        self._split = FloatSpinBox(label="Split ratio", value=2.0, min=0.0, max=20.0, step=0.1,
+                                   tooltip="Two grain cores joined by a neck this many times narrower than the smaller "
+                                   "core become two grains: raise it if grains are over-split, lower it if grains "
+                                   "behind faded boundaries merge; 0 = never split.")
+        self._min_grain = SpinBox(label="Smallest grain (px)", value=16, min=0, max=10_000_000,
+                                  tooltip="Grains smaller than this many pixels are merged into their neighbours.")
+        self._grain_settings = (self._threshold, self._split, self._min_grain)
         try:  # show "not calibrated" instead of 0.0000
             self._pixel.native.setSpecialValueText("not calibrated (pixels)")
         except AttributeError:
@@ -147,8 +163,8 @@ class SegmentWidget(Container):
         self._status = Label(label="Status", value="Pick an image and a model, then Segment")
         self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn,
                                  status_label=self._status, run_button=self._run_btn)
-        self.extend([self._image, self._model, self._model_folder, self._model_info, self._pixel, self._run_btn,
-                     self._cancel_btn, self._progress, self._status])
+        self.extend([self._image, self._model, self._model_folder, self._model_info, *self._grain_settings,
+                     self._pixel, self._run_btn, self._cancel_btn, self._progress, self._status])
         self._image.changed.connect(self._image_changed)
         self._model.changed.connect(self._update_model_info)
         self._model_folder.changed.connect(self._update_model_info)
@@ -208,6 +224,7 @@ class SegmentWidget(Container):
         model = self._chosen_model()
         if not model:
             self._model_info.value = "no model: train one (Train widget)"
+            self._show_grain_settings(None)
             return
         try:
             from micro_seg.registry import load_card, resolve_model
@@ -215,7 +232,9 @@ class SegmentWidget(Container):
             card = load_card(resolve_model(model))
         except Exception as exc:  # noqa: BLE001 - shown, not raised
             self._model_info.value = f"cannot read this model ({type(exc).__name__})"
+            self._show_grain_settings(None)
             return
+        self._show_grain_settings(card)
         text = f"{card.task}: {', '.join(card.classes)}"
         if card.pixel_size_um_range:
             lo, hi = card.pixel_size_um_range
@@ -223,6 +242,24 @@ class SegmentWidget(Container):
         if card.material:
             text += f"\n{card.material}"
         self._model_info.value = text
+
+    def _show_grain_settings(self, card) -> None:
+        """Grain models: show their post-processing settings, preset to the card's values."""
+        grains = card is not None and card.task == "grains"
+        if grains:
+            from micro_seg.postprocess import grain_settings
+
+            settings = grain_settings(card)
+            self._threshold.value = float(settings["threshold"])
+            self._split.value = float(settings["split_ratio"])
+            self._min_grain.value = int(settings["min_grain_px"])
+        for w in self._grain_settings:
+            w.visible = grains
+
+    def postprocess_options(self) -> dict:
+        """The grain post-processing settings shown (what the next run uses for a grain model)."""
+        return {"threshold": float(self._threshold.value), "split_ratio": float(self._split.value),
+                "min_grain_px": int(self._min_grain.value)}
 
     def _image_changed(self, layer) -> None:
         px = layer_pixel_size_um(layer) if layer is not None else None
@@ -276,7 +313,8 @@ class SegmentWidget(Container):
             warning = None
         if warning:
             notify_warning(warning)
-        params = SegmentParams(image=data, model=str(model), full_rows=int(np.asarray(layer.data).shape[0]))
+        params = SegmentParams(image=data, model=str(model), full_rows=int(np.asarray(layer.data).shape[0]),
+                               options=self.postprocess_options())
         return self._runner.start(segment_job, params, on_done=self._show_result, description="Segmenting")
 
     @property

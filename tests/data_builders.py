@@ -282,3 +282,38 @@ def truncated(src: Path, dst: Path, fraction: float = 0.5) -> Path:
 def save_pil(path: Path, image: np.ndarray, **kwargs) -> Path:
     Image.fromarray(image).save(path, **kwargs)
     return path
+
+
+def threshold_net(num_classes, bright_class, k=40.0):
+    """msnet whose class ``bright_class`` logit is k * (x - 0.5) and class 0 the opposite."""
+    import torch
+
+    from micro_seg.nets import build_network
+
+    net = build_network("msnet", in_channels=1, num_classes=num_classes, widths=[4, 8])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)
+        net.encoder[0][0][0].weight[0, 0, 1, 1] = 1.0  # full-res feature 0 = input
+        net.decoder[0][0].weight[0, 8, 1, 1] = 1.0  # fused feature 0 = skip feature 0
+        net.head.weight[bright_class, 0] = k
+        net.head.bias[bright_class] = -k / 2
+        net.head.weight[0, 0] = -k
+        net.head.bias[0] = k / 2
+        if num_classes > 2:
+            net.head.bias[2:] = -100.0
+    return net.eval()
+
+
+def faint_boundary_image() -> np.ndarray:
+    """64 x 64 grains split by one faint vertical boundary: with :func:`threshold_net` (k=40) and min-max
+    normalisation its boundary probability is ~0.29 (one grain at threshold 0.5, two at 0.2)."""
+    img = np.full((64, 64), 40, np.uint8)
+    img[:, 30:33] = 128  # minmax-normalised 0.489 -> p(boundary) = 1 / (1 + exp(80 * 0.011)) ~ 0.29
+    img[:2, :2] = 220  # sets the normalisation maximum
+    return img

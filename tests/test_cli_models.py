@@ -9,10 +9,11 @@ from scipy import ndimage as ndi
 from micro_seg import inference
 from micro_seg.cli import main
 from micro_seg.io import read_labels
-from micro_seg.nets import build_network
 from micro_seg.registry import ModelCard, save_model
 from micro_seg.synth import voronoi_labels
 from micro_seg.synth.render import grain_boundaries
+
+from data_builders import faint_boundary_image, threshold_net
 
 
 @pytest.fixture(autouse=True)
@@ -21,39 +22,17 @@ def _one_thread(monkeypatch):
     torch.set_num_threads(1)
 
 
-def _threshold_net(num_classes, bright_class, k=40.0):
-    """msnet whose class ``bright_class`` logit is k * (x - 0.5) and class 0 the opposite."""
-    net = build_network("msnet", in_channels=1, num_classes=num_classes, widths=[4, 8])
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.fill_(1.0)
-                m.running_mean.zero_()
-                m.running_var.fill_(1.0 - m.eps)
-        net.encoder[0][0][0].weight[0, 0, 1, 1] = 1.0  # full-res feature 0 = input
-        net.decoder[0][0].weight[0, 8, 1, 1] = 1.0  # fused feature 0 = skip feature 0
-        net.head.weight[bright_class, 0] = k
-        net.head.bias[bright_class] = -k / 2
-        net.head.weight[0, 0] = -k
-        net.head.bias[0] = k / 2
-        if num_classes > 2:
-            net.head.bias[2:] = -100.0
-    return net.eval()
-
-
 @pytest.fixture
 def model_dir(tmp_path, monkeypatch):
     root = tmp_path / "models"
     grains = ModelCard(name="test-grains", task="grains", arch="msnet", arch_kwargs={"widths": [4, 8]},
                        in_channels=1, classes=["grain", "boundary"], tile_size=64,
                        normalisation={"mode": "minmax"}, pixel_size_um_range=(0.2, 1.0))
-    save_model(root / "test-grains", _threshold_net(2, 1), grains)
+    save_model(root / "test-grains", threshold_net(2, 1), grains)
     pores = ModelCard(name="test-pores", task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]},
                       in_channels=1, classes=["matrix", "pore", "crack"], defect_classes=["pore", "crack"],
                       tile_size=64, normalisation={"mode": "minmax"})
-    save_model(root / "test-pores", _threshold_net(3, 1), pores)
+    save_model(root / "test-pores", threshold_net(3, 1), pores)
     monkeypatch.setenv("MICRO_SEG_MODELS", str(root))
     return root
 
@@ -191,11 +170,8 @@ def test_models_list_human_readable(model_dir, capsys):
 def test_segment_post_processing_options(model_dir, tmp_path, capsys):
     """A faint boundary at probability ~0.29 (the test net's boundary logit is 40 (x - 0.5) per class):
     one grain at the default threshold 0.5, two with --boundary-threshold 0.2; bad values exit 2."""
-    img = np.full((64, 64), 40, np.uint8)
-    img[:, 30:33] = 128  # minmax-normalised 0.489 -> p(boundary) = 1 / (1 + exp(80 * 0.011)) ~ 0.29
-    img[:2, :2] = 220  # sets the normalisation maximum
     path = tmp_path / "faint.tif"
-    tifffile.imwrite(path, img)
+    tifffile.imwrite(path, faint_boundary_image())
     base = ["segment", str(path), "--model", "test-grains", "--out", str(tmp_path / "o"), "--min-grain", "4", "--json"]
     code, out, err = _run(base, capsys)
     assert code == 0, err

@@ -270,3 +270,64 @@ def test_segment_model_list_follows_model_folders(make_napari_viewer, tmp_path, 
     widget._model.reset_choices()
     after = [str(c) for c in widget._model.choices]
     assert sum(c.endswith("my-new-model") for c in after) == 1 and len(after) == len(before) + 1
+
+
+def _faint_grain_model(folder, **postprocess):
+    from data_builders import threshold_net
+
+    from micro_seg.registry import ModelCard, save_model
+
+    card = ModelCard(name="faint-grains", task="grains", arch="msnet", arch_kwargs={"widths": [4, 8]}, in_channels=1,
+                     classes=["grain", "boundary"], tile_size=64, normalisation={"mode": "minmax"},
+                     postprocess=postprocess)
+    return save_model(folder, threshold_net(2, 1), card)
+
+
+def test_segment_job_uses_grain_settings(tmp_path):
+    """A faint boundary (p ~0.29): one grain with the card's threshold 0.5, two when the run asks for 0.2."""
+    from data_builders import faint_boundary_image
+    import threading
+
+    from napari_plugin._segment import SegmentParams, segment_job
+
+    folder = _faint_grain_model(tmp_path / "faint-grains", threshold=0.5, min_grain_px=4)
+
+    def run(**options):
+        gen = segment_job(SegmentParams(image=faint_boundary_image(), model=str(folder), options=options),
+                          threading.Event())
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    assert run().n_objects == 1
+    assert run(threshold=0.2, min_grain_px=4).n_objects == 2
+
+
+def test_segment_widget_grain_settings_follow_the_model(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Grain models show their post-processing settings preset to the card's; semantic models hide them;
+    a run uses what is shown."""
+    from _napari_helpers import tiny_model
+    from data_builders import faint_boundary_image
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
+    grains = _faint_grain_model(tmp_path / "faint-grains", split_ratio=1.5, min_grain_px=4)
+    semantic = tiny_model(tmp_path / "tiny-phases", name="tiny-phases")
+    viewer = make_napari_viewer()
+    viewer.add_image(faint_boundary_image(), name="faint")
+    widget = SegmentWidget(viewer)
+    widget.select_model(str(grains))
+    settings = (widget._threshold, widget._split, widget._min_grain)
+    assert not any(w.native.isHidden() for w in settings)
+    assert widget.postprocess_options() == {"threshold": 0.5, "split_ratio": 1.5, "min_grain_px": 4}
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert widget.last_result.n_objects == 1
+    widget._threshold.value = 0.2
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert widget.last_result.n_objects == 2
+    widget.select_model(str(semantic))
+    assert all(w.native.isHidden() for w in settings)
