@@ -1,7 +1,9 @@
 """Patch sampling and augmentations suited to micrographs.
 
-Micrographs have no preferred orientation, so the eight dihedral transforms
-(flips and 90-degree rotations) are always label-preserving.  Contrast,
+Micrographs usually have no preferred orientation, so the eight dihedral
+transforms (flips and 90-degree rotations) are label-preserving.  Images with a
+fixed direction (grinding or polishing marks, rolling direction, scan lines)
+keep it with ``rotate90=False``: only the four flips that preserve it.  Contrast,
 brightness and gamma vary between instruments and etches; detector noise and
 slight defocus vary between sessions; magnification varies a little around the
 nominal value (scale jitter).  All randomness comes from a caller-provided
@@ -29,7 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["AugmentConfig", "augment_pair", "sample_patch"]
+__all__ = ["AugmentConfig", "augment_pair", "sample_patch", "augment_preset", "AUGMENT_PRESETS"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class AugmentConfig:
 
     enabled: bool = True
     dihedral: bool = True
+    rotate90: bool = True  # False: only flips that keep the image's directions (identity, h/v flips, 180 deg)
     scale_range: tuple[float, float] = (0.8, 1.25)
     p_scale: float = 0.5
     contrast_range: tuple[float, float] = (0.75, 1.33)
@@ -56,6 +59,33 @@ class AugmentConfig:
     def as_dict(self) -> dict:
         """Plain dict for model cards."""
         return asdict(self)
+
+
+#: Named augmentation sets (``micro-seg train --augment``): ``full`` (default) varies geometry
+#: (flips, rotations, scale) and the photometry (contrast, brightness, gamma, noise, blur);
+#: ``geometric`` only the geometry, for subtle low-contrast targets the photometric changes can
+#: drown; ``none`` nothing.
+AUGMENT_PRESETS = ("full", "geometric", "none")
+
+
+def augment_preset(name: str, *, keep_orientation: bool = False) -> AugmentConfig:
+    """The :class:`AugmentConfig` of a named set; ``keep_orientation`` drops the 90-degree rotations.
+
+    Examples
+    --------
+    >>> c = augment_preset("geometric", keep_orientation=True)
+    >>> c.enabled, c.rotate90, c.p_noise, c.p_scale
+    (True, False, 0.0, 0.5)
+    >>> augment_preset("none").enabled
+    False
+    """
+    if name not in AUGMENT_PRESETS:
+        raise ValueError(f"unknown augmentation set {name!r}: choose one of {', '.join(AUGMENT_PRESETS)}")
+    if name == "none":
+        return AugmentConfig(enabled=False, rotate90=not keep_orientation)
+    if name == "geometric":
+        return AugmentConfig(rotate90=not keep_orientation, p_intensity=0.0, p_gamma=0.0, p_noise=0.0, p_blur=0.0)
+    return AugmentConfig(rotate90=not keep_orientation)
 
 
 def sample_patch(
@@ -119,7 +149,7 @@ def augment_pair(
         return image, labels
     x, y = image, labels
     if config.dihedral:
-        k = int(rng.integers(4))
+        k = int(rng.integers(4)) if config.rotate90 else 2 * int(rng.integers(2))
         flip = bool(rng.integers(2))
         x = np.rot90(x, k, axes=(1, 2))
         y = np.rot90(y, k)

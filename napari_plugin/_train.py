@@ -81,6 +81,8 @@ class TrainParams:
     seed: int = 0
     input_scale: float | None = None  # None: 1 for a new model, the base model's when fine-tuning
     pseudo_label_threshold: float | None = None  # fine-tuning: keep the base model's sure answers where unlabelled
+    augment: str = "full"  # micro_seg.augment.AUGMENT_PRESETS
+    keep_orientation: bool = False  # no 90-degree rotations
 
 
 def _read_folder(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
@@ -105,6 +107,7 @@ def _read_folder(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], list
 
 def train_job(params: TrainParams, cancel):
     """Worker generator: yields training progress dicts, returns ``(folder, card, history)``."""
+    from micro_seg.augment import augment_preset
     from micro_seg.registry import save_model
     from micro_seg.training import iter_train_segmenter
 
@@ -129,7 +132,8 @@ def train_job(params: TrainParams, cancel):
     result = yield from iter_train_segmenter(
         images, labels, classes=classes, epochs=params.epochs, patch_size=params.patch_size,
         batch_size=params.batch_size, time_limit_s=params.time_limit_s, val_fraction=params.val_fraction,
-        seed=params.seed, cancel=cancel, name=params.name, patience=None, **kwargs,
+        seed=params.seed, cancel=cancel, name=params.name, patience=None,
+        augment=augment_preset(params.augment, keep_orientation=params.keep_orientation), **kwargs,
     )
     folder = save_model(Path(params.out_dir) / params.name, result.network, result.card)
     return str(folder), result.card, list(result.history)
@@ -216,6 +220,13 @@ class TrainWidget(Container):
             text="Keep the base model where not annotated", value=True,
             tooltip="Fine-tuning: unannotated pixels the base model is >= 90% sure of are trained on its own answer, "
                     "so a few strokes correct its mistakes without changing what they do not touch.")
+        self._augment = ComboBox(
+            label="Augment", choices=["full", "geometric", "none"], value="full",
+            tooltip="full: flips, rotations, scale, contrast, brightness, gamma, noise and blur; geometric: flips, "
+                    "rotations and scale only (subtle, low-contrast targets); none.")
+        self._keep_orientation = CheckBox(
+            text="Keep orientation (no 90° rotations)", value=False,
+            tooltip="For images with a fixed direction: grinding marks, rolling direction, scan lines.")
         self._train_btn = PushButton(text="Train")
         self._cancel_btn = PushButton(text="Cancel")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
@@ -224,8 +235,8 @@ class TrainWidget(Container):
         self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn,
                                  status_label=self._status, run_button=self._train_btn)
         self.extend([self._source, self._image, self._annotations, self._folder, self._base, self._name,
-                     self._epochs, self._minutes, self._patch, self._scale, self._keep_base, self._train_btn, self._cancel_btn,
-                     self._progress, self._status])
+                     self._epochs, self._minutes, self._patch, self._scale, self._keep_base, self._augment,
+                     self._keep_orientation, self._train_btn, self._cancel_btn, self._progress, self._status])
         self.native.layout().addWidget(self._plot.canvas)
         self._source.changed.connect(self._update_visibility)
         self._base.changed.connect(self._update_visibility)
@@ -269,7 +280,8 @@ class TrainWidget(Container):
                       epochs=int(self._epochs.value), patch_size=int(self._patch.value),
                       time_limit_s=float(self._minutes.value) * 60.0, arch_kwargs=arch_kwargs,
                       input_scale=float(self._scale.value) if self._base.value is None else None,
-                      pseudo_label_threshold=0.9 if self._base.value is not None and self._keep_base.value else None)
+                      pseudo_label_threshold=0.9 if self._base.value is not None and self._keep_base.value else None,
+                      augment=str(self._augment.value), keep_orientation=bool(self._keep_orientation.value))
         if self._source.value == "Training folder":
             folder = Path(str(self._folder.value)).expanduser()
             if not (folder / "labels").is_dir():

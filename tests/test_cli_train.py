@@ -115,13 +115,19 @@ def test_loss_and_calibration_options_reach_the_card(dirs, tmp_path, capsys):
     code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright",
                  "--epochs", "1", "--patch-size", "32", "--batch-size", "2", "--arch", "msnet-s",
                  "--val-fraction", "0.5", "--class-weights", "1,3", "--dice-weight", "0.5",
-                 "--rare-class-fraction", "0", "--no-calibrate", "--json"])
+                 "--rare-class-fraction", "0", "--no-calibrate", "--augment", "geometric", "--keep-orientation",
+                 "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert json.loads(captured.out)["logit_offsets"] is None  # --no-calibrate
     training = load_model(out).card.extra["training"]
     assert training["class_weights"] == [1.0, 3.0] and training["dice_weight"] == 0.5
     assert training["rare_class_fraction"] == 0.0 and training["calibrate"] is False
+    aug = training["augment"]
+    assert aug["enabled"] and not aug["rotate90"] and aug["p_noise"] == aug["p_blur"] == aug["p_intensity"] == 0
+    assert aug["p_scale"] > 0  # geometric keeps the scale jitter
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--augment", "wild"]) == 2
+    assert "--augment" in capsys.readouterr().err
 
 
 def test_keep_last_and_input_scale_reach_the_model(dirs, tmp_path, capsys):

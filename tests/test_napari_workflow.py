@@ -205,7 +205,8 @@ def _run_train_job(params):
 
 
 def test_train_job_input_scale_reaches_the_card(tmp_path):
-    """The Train widget's input scale: the saved model works at half size and still segments full size."""
+    """The Train widget's input scale (and augmentation set): the saved model works at half size and still
+    segments full size."""
     from micro_seg.inference import predict
     from micro_seg.registry import load_model
     from napari_plugin._train import TrainParams
@@ -213,10 +214,13 @@ def test_train_job_input_scale_reaches_the_card(tmp_path):
     image, truth = two_phase_image((96, 96), seed=3)
     params = TrainParams(classes=("matrix", "particle"), out_dir=str(tmp_path), name="half", images=(image,),
                          labels=(np.where(truth, 2, 1).astype(np.uint8),), epochs=1, patch_size=32, batch_size=2,
-                         time_limit_s=None, arch_kwargs={"widths": [4, 8]}, input_scale=0.5)
+                         time_limit_s=None, arch_kwargs={"widths": [4, 8]}, input_scale=0.5,
+                         augment="geometric", keep_orientation=True)
     folder, card, _ = _run_train_job(params)
     model = load_model(folder)
     assert card.input_scale == 0.5 and model.card.input_scale == 0.5
+    aug = card.extra["training"]["augment"]  # the widget's augmentation choice reaches the engine
+    assert aug["enabled"] and not aug["rotate90"] and aug["p_noise"] == 0
     assert predict(image, model).labels.shape == (96, 96)
 
 

@@ -389,3 +389,35 @@ def test_finetuned_grain_model_stays_a_grain_model_with_its_post_processing(tmp_
     assert tuned.task == "grains" and tuned.postprocess == {"threshold": 0.4, "split_ratio": 1.5}
     _, other, _ = _fit([img], [scribble], base=load_model(tmp_path / "g"), task="semantic", epochs=1)
     assert other.task == "semantic" and other.postprocess == {}
+
+
+def test_keep_orientation_never_turns_stripes():
+    """Horizontal stripes stay horizontal when the 90-degree rotations are off (grinding marks, rolling
+    direction), and the labels follow the image; the full dihedral set turns them in some draws."""
+    from micro_seg.augment import augment_pair, augment_preset
+
+    x = np.zeros((1, 16, 16), np.float32)
+    x[0, ::4] = 1.0  # bright rows 0, 4, 8, 12
+    y = (x[0] > 0).astype(np.int64) + 1
+
+    def turned(config) -> int:
+        n = 0
+        for seed in range(40):
+            xa, ya = augment_pair(x, y, rng=np.random.default_rng(seed), config=config)
+            assert np.array_equal(ya == 2, xa[0] > 0.5)
+            n += not np.all(np.ptp(xa[0], axis=1) == 0)  # rows no longer constant: stripes now vertical
+        return n
+
+    assert turned(augment_preset("geometric", keep_orientation=True)) == 0
+    assert 10 <= turned(augment_preset("geometric")) <= 30  # half of the 8 dihedral transforms turn them
+
+
+def test_augment_presets():
+    from micro_seg.augment import AugmentConfig, augment_preset
+
+    assert augment_preset("full") == AugmentConfig()
+    geo = augment_preset("geometric")
+    assert geo.enabled and geo.dihedral and geo.p_scale > 0 and geo.p_noise == geo.p_blur == geo.p_gamma == 0
+    assert not augment_preset("none").enabled
+    with pytest.raises(ValueError, match="wild"):
+        augment_preset("wild")

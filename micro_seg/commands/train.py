@@ -79,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train on the micrographs resized by this factor (e.g. 0.5 when the structures are many "
                    "pixels across: 4x faster and more context per patch); recorded on the card, and segmenting "
                    "resizes the same way. Default 1, or the base model's")
+    p.add_argument("--augment", default="full", choices=["full", "geometric", "none"],
+                   help="augmentations: full (flips, 90-degree rotations, scale, contrast, brightness, gamma, noise, "
+                   "blur), geometric (flips, rotations and scale only: for subtle, low-contrast targets) or none")
+    p.add_argument("--keep-orientation", action="store_true",
+                   help="no 90-degree rotations (flips that keep directions only): for images with a fixed direction "
+                   "such as grinding marks, rolling direction or scan lines")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock time limit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -194,6 +200,7 @@ def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
 
 
 def run(args: argparse.Namespace) -> dict:
+    from micro_seg.augment import augment_preset
     from micro_seg.training import check_input_scale, check_pseudo_label_threshold, train_segmenter
 
     pairs = find_pairs(args.images_dir, args.labels_dir)
@@ -259,7 +266,8 @@ def run(args: argparse.Namespace) -> dict:
         lr=args.lr if args.lr is not None else (1e-3 if args.base else 3e-3), val_fraction=args.val_fraction,
         patience=args.patience, seed=args.seed, time_limit_s=args.minutes * 60 if args.minutes else None,
         class_weights=class_weights, dice_weight=args.dice_weight, rare_class_fraction=args.rare_class_fraction,
-        calibrate=not args.no_calibrate, keep=args.keep, input_scale=args.input_scale,
+        calibrate=not args.no_calibrate, keep=args.keep,
+        augment=augment_preset(args.augment, keep_orientation=args.keep_orientation), input_scale=args.input_scale,
         pseudo_label_threshold=args.pseudo_labels, checkpoint_dir=ckpt, resume=args.resume, num_threads=args.threads, progress=progress,
         name=args.name or out.name, out=out,
     )
