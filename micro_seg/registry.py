@@ -177,6 +177,9 @@ class ModelCard:
         for k, v in self.postprocess.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ModelError(f"model {self.name!r}: post-processing option {k} must be a number >= 0, got {v!r}")
+        if "threshold" in self.postprocess and not 0 < self.postprocess["threshold"] < 1:
+            raise ModelError(f"model {self.name!r}: post-processing threshold must be between 0 and 1 (a boundary "
+                             f"probability), got {self.postprocess['threshold']!r}")
         unknown = [c for c in self.defect_classes if c not in self.classes]
         if unknown:
             raise ModelError(f"model {self.name!r}: defect_classes {unknown} are not among classes {self.classes}")

@@ -68,6 +68,7 @@ __all__ = [
     "segmentation_loss",
     "split_by_image",
     "calibrate_logit_offsets",
+    "DEFAULT_PSEUDO_LABEL_THRESHOLD",
 ]
 
 
@@ -352,6 +353,11 @@ def check_input_scale(scale: float, what: str = "input_scale") -> None:
     lo, hi = INPUT_SCALE_RANGE
     if not lo <= scale <= hi:
         raise TrainingDataError(f"{what} must be between {lo:g} and {hi:g}, got {scale}")
+
+
+#: The pseudo-label confidence offered by default (napari Train widget, benchmarks): unlabelled pixels
+#: the base model gives >= 90% are trained on its answer.
+DEFAULT_PSEUDO_LABEL_THRESHOLD = 0.9
 
 
 def check_pseudo_label_threshold(threshold: float, what: str = "pseudo-label confidence threshold") -> None:

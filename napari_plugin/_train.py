@@ -271,6 +271,7 @@ class TrainWidget(Container):
 
     def _params(self, *, arch_kwargs: dict | None = None) -> TrainParams | None:
         from micro_seg.registry import user_models_dir
+        from micro_seg.training import DEFAULT_PSEUDO_LABEL_THRESHOLD
 
         name = self._name.value.strip().replace(" ", "-")
         if not name or any(c in name for c in "/\\:"):
@@ -280,7 +281,8 @@ class TrainWidget(Container):
                       epochs=int(self._epochs.value), patch_size=int(self._patch.value),
                       time_limit_s=float(self._minutes.value) * 60.0, arch_kwargs=arch_kwargs,
                       input_scale=float(self._scale.value) if self._base.value is None else None,
-                      pseudo_label_threshold=0.9 if self._base.value is not None and self._keep_base.value else None,
+                      pseudo_label_threshold=(DEFAULT_PSEUDO_LABEL_THRESHOLD
+                                              if self._base.value is not None and self._keep_base.value else None),
                       augment=str(self._augment.value), keep_orientation=bool(self._keep_orientation.value))
         if self._source.value == "Training folder":
             folder = Path(str(self._folder.value)).expanduser()

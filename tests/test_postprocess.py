@@ -234,3 +234,6 @@ def test_card_postprocess_options_are_validated(tmp_path):
     with pytest.raises(ModelError, match="threshold"):
         ModelCard(name="g", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
                   postprocess={"threshold": "high"})
+    with pytest.raises(ModelError, match="between 0 and 1"):  # a probability, as --boundary-threshold
+        ModelCard(name="g", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
+                  postprocess={"threshold": 1.5})
