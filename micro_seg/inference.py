@@ -356,18 +356,6 @@ def predict_iter(
     overlap = int(overlap)
     if overlap < 0 or overlap >= tile:
         raise InvalidImageError(f"overlap {overlap} must be >= 0 and smaller than the tile size {tile}")
-    # tiles cover the image reflect-padded to a multiple of the stride, so a
-    # tiled and an untiled run see the same pixels at the bottom/right edges
-    rows_p, cols_p = _round_up(rows, stride), _round_up(cols, stride)
-    th, tw = _axis_tile(rows_p, tile, overlap, stride), _axis_tile(cols_p, tile, overlap, stride)
-    ys = tile_starts(rows_p, th, overlap)
-    xs = tile_starts(cols_p, tw, overlap)
-    positions = [(y, x) for y in ys for x in xs]
-    total = len(positions)
-    if batch_size is None:
-        batch_size = max(1, (1 << 20) // (th * tw))
-    batch_size = max(1, int(batch_size))
-
     if keep_probabilities is True:
         keep = list(range(num_classes))
     elif keep_probabilities is False or keep_probabilities is None:
@@ -391,6 +379,18 @@ def predict_iter(
         )
         return _resample_prediction(small, (rows, cols), keep=keep, keep_uncertainty=keep_uncertainty,
                                     probability_dtype=probability_dtype, label_dtype=label_dtype)
+    # tiles (at the network's own scale) cover the image reflect-padded to a multiple of the stride, so a
+    # tiled and an untiled run see the same pixels at the bottom/right edges
+    rows_p, cols_p = _round_up(rows, stride), _round_up(cols, stride)
+    th, tw = _axis_tile(rows_p, tile, overlap, stride), _axis_tile(cols_p, tile, overlap, stride)
+    ys = tile_starts(rows_p, th, overlap)
+    xs = tile_starts(cols_p, tw, overlap)
+    positions = [(y, x) for y in ys for x in xs]
+    total = len(positions)
+    if batch_size is None:
+        batch_size = max(1, (1 << 20) // (th * tw))
+    batch_size = max(1, int(batch_size))
+
     labels = np.empty((rows, cols), dtype=label_dtype)
     probs_out = np.empty((len(keep), rows, cols), dtype=probability_dtype) if keep else None
     unc_out = np.empty((rows, cols), dtype=probability_dtype) if keep_uncertainty else None
