@@ -143,10 +143,10 @@ class SegmentWidget(Container):
         self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.0001,
                                    tooltip="From the file's calibration; 0 = unknown. Change it to recalibrate the image.")
         self._model_info = Label(label="About model", value="")
-        self._threshold = FloatSpinBox(label="Boundary threshold", value=0.5, min=0.05, max=0.95, step=0.05,
+        self._threshold = FloatSpinBox(label="Boundary threshold", value=0.5, min=0.01, max=0.99, step=0.05,
                                        tooltip="Boundary probability above which a pixel is boundary: lower it if "
                                        "faint boundaries are missed (grains merge), raise it if noise makes boundaries.")
-        self._split = FloatSpinBox(label="Split ratio", value=2.0, min=0.0, max=20.0, step=0.1,
+        self._split = FloatSpinBox(label="Split ratio", value=2.0, min=0.0, max=1000.0, step=0.1,
                                    tooltip="Two grain cores joined by a neck this many times narrower than the smaller "
                                    "core become two grains: raise it if grains are over-split, lower it if grains "
                                    "behind faded boundaries merge; 0 = never split.")
