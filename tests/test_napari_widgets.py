@@ -285,9 +285,9 @@ def _faint_grain_model(folder, **postprocess):
 
 def test_segment_job_uses_grain_settings(tmp_path):
     """A faint boundary (p ~0.29): one grain with the card's threshold 0.5, two when the run asks for 0.2."""
-    from data_builders import faint_boundary_image
     import threading
 
+    from data_builders import faint_boundary_image
     from napari_plugin._segment import SegmentParams, segment_job
 
     folder = _faint_grain_model(tmp_path / "faint-grains", threshold=0.5, min_grain_px=4)
