@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
 __all__ = ["AugmentConfig", "augment_pair", "sample_patch", "augment_preset", "AUGMENT_PRESETS"]
 
@@ -126,6 +125,8 @@ def sample_patch(
     x = image[:, r0 : r0 + src, c0 : c0 + src]
     y = labels[r0 : r0 + src, c0 : c0 + src]
     if src != patch_size:
+        from scipy import ndimage as ndi  # here, not at import: the CLI reads AUGMENT_PRESETS at start-up
+
         f = patch_size / src
         x = np.stack([ndi.zoom(ch, f, order=1, mode="reflect", grid_mode=True) for ch in x])
         y = ndi.zoom(y, f, order=0, mode="nearest", grid_mode=True)
@@ -168,6 +169,8 @@ def augment_pair(
         m = float(x.mean())
         x = (x - m) * a + m + b
     if rng.random() < config.p_blur:
+        from scipy import ndimage as ndi
+
         s = float(rng.uniform(0.3, config.blur_sigma_max))
         x = np.stack([ndi.gaussian_filter(ch, s) for ch in x])
     if rng.random() < config.p_noise:

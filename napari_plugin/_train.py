@@ -31,6 +31,7 @@ from magicgui.widgets import (
 )
 from psygnal import Signal
 
+from micro_seg.augment import AUGMENT_PRESETS
 from napari_plugin._common import JobRunner, analysis_array, avoid_triton_crash, notify_info, notify_warning
 from napari_plugin._layers import connect_layer_events, layer_chooser, ms_meta
 
@@ -221,7 +222,7 @@ class TrainWidget(Container):
             tooltip="Fine-tuning: unannotated pixels the base model is >= 90% sure of are trained on its own answer, "
                     "so a few strokes correct its mistakes without changing what they do not touch.")
         self._augment = ComboBox(
-            label="Augment", choices=["full", "geometric", "none"], value="full",
+            label="Augment", choices=list(AUGMENT_PRESETS), value="full",
             tooltip="full: flips, rotations, scale, contrast, brightness, gamma, noise and blur; geometric: flips, "
                     "rotations and scale only (subtle, low-contrast targets); none.")
         self._keep_orientation = CheckBox(

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from micro_seg.augment import AUGMENT_PRESETS
 from micro_seg.errors import InputFileNotFoundError, TrainingDataError
 
 _IMAGE_EXT = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
@@ -79,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train on the micrographs resized by this factor (e.g. 0.5 when the structures are many "
                    "pixels across: 4x faster and more context per patch); recorded on the card, and segmenting "
                    "resizes the same way. Default 1, or the base model's")
-    p.add_argument("--augment", default="full", choices=["full", "geometric", "none"],
+    p.add_argument("--augment", default="full", choices=AUGMENT_PRESETS,
                    help="augmentations: full (flips, 90-degree rotations, scale, contrast, brightness, gamma, noise, "
                    "blur), geometric (flips, rotations and scale only: for subtle, low-contrast targets) or none")
     p.add_argument("--keep-orientation", action="store_true",
