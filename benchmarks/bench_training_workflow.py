@@ -85,9 +85,10 @@ def scribbles_from_boundaries(trace: np.ndarray, *, fraction: float = 0.3, seed:
     return out
 
 
-def _evaluate_grain_model(model, img, trace, px):
+def _evaluate_grain_model(model, img, trace, px, l_true):
     """Boundary F1 of the 0.5-thresholded boundary map, and the mean intercept two ways: of that mask closed by
-    ``measure_grains_from_boundaries``, and of the grains ``micro-seg segment`` makes (the card's post-processing)."""
+    ``measure_grains_from_boundaries``, and of the grains ``micro-seg segment`` makes (the card's post-processing),
+    each as a ratio to ``l_true``, the hand trace's mean intercept (µm)."""
     from micro_seg.inference import predict
     from micro_seg.measure import measure_grains
     from micro_seg.measure.grains import measure_grains_from_boundaries
@@ -100,7 +101,6 @@ def _evaluate_grain_model(model, img, trace, px):
     mask = pred.probabilities[b] > 0.5
     f1 = boundary_f1(mask, trace, tolerance_px=2.0)
     l_pred = measure_grains_from_boundaries(mask, pixel_size_um=px, fields=None, circles=False).summary["mean_intercept_um"]
-    l_true = measure_grains_from_boundaries(trace, pixel_size_um=px, fields=None, circles=False).summary["mean_intercept_um"]
     return {"boundary_f1_2px": f1["f1"], "precision": f1["precision"], "recall": f1["recall"],
             "mean_intercept_um": l_pred, "true_mean_intercept_um": l_true, "intercept_ratio": l_pred / l_true,
             "segment_mean_intercept_um": l_seg, "segment_intercept_ratio": l_seg / l_true}
@@ -108,6 +108,7 @@ def _evaluate_grain_model(model, img, trace, px):
 
 def bench_finetune(results: dict, minutes: float, threads: int) -> None:
     from micro_seg.datasets import load_nist_steel
+    from micro_seg.measure.grains import measure_grains_from_boundaries
     from micro_seg.registry import LoadedModel, load_model
     from micro_seg.training import train_segmenter
 
@@ -122,7 +123,9 @@ def bench_finetune(results: dict, minutes: float, threads: int) -> None:
         scribbles.append(scribbles_from_boundaries(trace[r : r + 256, c : c + 256], seed=i))
     frac = float(np.mean([(s > 0).mean() for s in scribbles]))
     base = load_model(ROOT / "models" / "grain-boundaries")
-    before = _evaluate_grain_model(base, test_img, test_trace, px)
+    l_true = measure_grains_from_boundaries(test_trace, pixel_size_um=px, fields=None,
+                                            circles=False).summary["mean_intercept_um"]
+    before = _evaluate_grain_model(base, test_img, test_trace, px, l_true)
     t = time.perf_counter()
     net, card, history = train_segmenter(
         crops, scribbles, classes=base.card.classes, base=load_model(base.folder), epochs=1000, patch_size=128,
@@ -132,7 +135,7 @@ def bench_finetune(results: dict, minutes: float, threads: int) -> None:
         name="grain-boundaries-nist-steel",
     )
     seconds = time.perf_counter() - t
-    after = _evaluate_grain_model(LoadedModel(card, net, None), test_img, test_trace, px)
+    after = _evaluate_grain_model(LoadedModel(card, net, None), test_img, test_trace, px, l_true)
     results["finetune"] = {"labelled_fraction": frac, "train_seconds": seconds, "steps": len(history) * 4,
                            "before": before, "after": after}
 

@@ -744,7 +744,8 @@ def iter_train_segmenter(
         meta = json.loads((ckpt / "last.json").read_text())
         # the learning rate and the epoch count may change when continuing a run; nothing else may
         same = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in _RESUMABLE_CHANGES}
-        old_config = {"input_scale": 1.0, "pseudo_label_threshold": None, **meta.get("config", {})}  # checkpoints from before input_scale existed
+        # checkpoints from before input_scale / pseudo-labels existed were made without them
+        old_config = {"input_scale": 1.0, "pseudo_label_threshold": None, **meta.get("config", {})}
         if {k: v for k, v in old_config.items() if k not in _RESUMABLE_CHANGES} != same:
             raise TrainingDataError(f"{ckpt}: checkpoint was made with different settings; cannot resume (use a new checkpoint_dir)")
         _load_state(network, opt, load_file(str(ckpt / "last.safetensors")))
