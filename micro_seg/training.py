@@ -189,10 +189,7 @@ def auto_class_weights(labels: Sequence[np.ndarray], n_classes: int, *, power: f
     >>> bool(w[1] > w[0])
     True
     """
-    counts = np.zeros(n_classes, np.float64)
-    for lab in labels:
-        c = np.bincount(np.asarray(lab).ravel().astype(np.int64), minlength=n_classes + 1)[1 : n_classes + 1]
-        counts += c
+    counts = class_pixel_counts(labels, n_classes).sum(axis=0).astype(np.float64)
     if counts.sum() == 0:
         return np.ones(n_classes, np.float32)
     freq = counts / counts.sum()
@@ -411,15 +408,30 @@ def _output_bias(network):
 # ---------------------------------------------------------------- helpers
 
 
-def split_by_image(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_by_image(n: int, val_fraction: float, seed: int, *, class_pixels: np.ndarray | None = None,
+                   candidates: int = 256) -> tuple[list[int], list[int]]:
     """Indices ``(train, val)``: ``round(n * val_fraction)`` whole images go to validation.
 
     At least one image stays in training; with ``val_fraction > 0`` and
     ``n >= 2`` at least one goes to validation.
 
+    With ``class_pixels`` (an ``(n, n_classes)`` array of labelled pixels per
+    image and class) the split is stratified by class: of ``candidates``
+    seeded draws (the first is the plain seeded draw) the one is kept that
+    leaves fewest classes on one side only (of those labelled in >= 2
+    images), then whose validation share of every class's pixels is closest
+    to ``val_fraction`` (the worst class decides; ties keep the earlier draw).  A rare class
+    that only a few images hold then lands in both parts where it can,
+    instead of wholly in validation (no training signal) or wholly in
+    training (no check and no calibration).
+
     Examples
     --------
     >>> split_by_image(5, 0.2, 0)[1].__len__()
+    1
+    >>> px = np.array([[100, 0], [100, 0], [100, 0], [100, 50], [100, 50]])
+    >>> val = split_by_image(5, 0.4, 0, class_pixels=px)[1]
+    >>> sum(i in (3, 4) for i in val)  # one of the two images holding class 2
     1
     """
     if not 0 <= val_fraction < 1:
@@ -428,8 +440,29 @@ def split_by_image(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
     if val_fraction > 0 and n >= 2:
         n_val = max(1, n_val)
     n_val = min(n_val, n - 1)
-    order = np.random.default_rng(seed).permutation(n)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    if class_pixels is not None and n_val > 0:
+        px = np.asarray(class_pixels, np.float64).reshape(n, -1)
+        total = px.sum(axis=0)
+        shared = (px > 0).sum(axis=0) >= 2  # classes that can be on both sides
+        present = total > 0
+        best_cost = None
+        for k in range(max(1, int(candidates))):
+            cand = order if k == 0 else rng.permutation(n)
+            share = px[cand[:n_val]].sum(axis=0)[present] / total[present]
+            one_sided = int(((share == 0) | (share == 1))[shared[present]].sum())
+            cost = (one_sided, round(float(np.abs(share - val_fraction).max()), 9) if share.size else 0.0)
+            if best_cost is None or cost < best_cost:
+                best_cost, best = cost, cand
+        order = best
     return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val])
+
+
+def class_pixel_counts(labels: Sequence[np.ndarray], n_classes: int) -> np.ndarray:
+    """``(n_images, n_classes)`` labelled pixels per image and class (label value ``c + 1`` is class ``c``)."""
+    return np.stack([np.bincount(np.asarray(l).ravel().astype(np.int64), minlength=n_classes + 1)[1 : n_classes + 1]
+                     for l in labels]) if len(labels) else np.zeros((0, n_classes), np.int64)
 
 
 def _check_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], n_classes: int, what: str) -> None:
@@ -625,9 +658,10 @@ def iter_train_segmenter(
     if val_images is not None:
         val_images, val_labels = list(val_images), list(val_labels)
         _check_pairs(val_images, val_labels, n_classes, "validation")
-        train_idx = list(range(len(images)))
+        train_idx, val_idx = list(range(len(images))), None
     else:
-        train_idx, val_idx = split_by_image(len(images), val_fraction, seed)
+        train_idx, val_idx = split_by_image(len(images), val_fraction, seed,
+                                            class_pixels=class_pixel_counts(labels, n_classes))
         val_images = [images[i] for i in val_idx]
         val_labels = [labels[i] for i in val_idx]
         images = [images[i] for i in train_idx]
@@ -871,7 +905,7 @@ def iter_train_segmenter(
     card = _make_card(
         name=name, arch=arch, arch_kwargs=arch_kwargs, task=task, classes=classes, in_channels=in_channels,
         normalisation=normalisation, config=config, best=best, best_epoch=best_epoch, history=history,
-        data_sha256=_data_hash(images, labels), n_train=len(xs), n_val=len(vxs), stopped=stopped,
+        data_sha256=_data_hash(images, labels), n_train=len(xs), n_val=len(vxs), val_indices=val_idx, stopped=stopped,
         seconds=time.perf_counter() - t_start, base_card=base_card, extra=card_extra,
     )
     return TrainResult(network, card, history)
@@ -893,7 +927,7 @@ def _replace_head(network, n_classes: int, arch: str) -> None:
 
 
 def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisation, config, best, best_epoch,
-               history, data_sha256, n_train, n_val, stopped, seconds, base_card, extra):
+               history, data_sha256, n_train, n_val, stopped, seconds, base_card, extra, val_indices=None):
     from micro_seg.registry import ModelCard
 
     metrics: dict[str, Any] = {}
@@ -914,7 +948,8 @@ def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisa
         name=name or (f"{base_card.name}-finetuned" if base_card is not None else "custom"),
         task=task, arch=arch, arch_kwargs=dict(arch_kwargs), in_channels=in_channels, classes=list(classes),
         normalisation=dict(normalisation), input_scale=float(config.get("input_scale", 1.0)), metrics=metrics,
-        training_data={"sha256": data_sha256, "n_train_images": n_train, "n_val_images": n_val},
+        training_data={"sha256": data_sha256, "n_train_images": n_train, "n_val_images": n_val,
+                       **({"val_indices": list(val_indices)} if val_indices is not None else {})},
         extra={"training": training},
     )
     if base_card is not None:

@@ -94,6 +94,10 @@ def test_tiny_training_writes_loadable_model(dirs, tmp_path, capsys):
     assert result["validation"]["mean_iou"] is not None
     loaded = load_model(out)
     assert loaded.card.name == "model" and loaded.card.weights_sha256 == result["sha256"]
+    # the held-out image is named in the output and recorded (as an index) in the card
+    (held_out,) = result["validation_images"]
+    assert held_out in {p.name for p in img_dir.iterdir()}
+    assert loaded.card.training_data["val_indices"] == [sorted(p.name for p in img_dir.iterdir()).index(held_out)]
 
 
 @pytest.mark.parametrize("weights", ["1,2,3", "a,b", "-1,2"])

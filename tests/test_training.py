@@ -19,6 +19,7 @@ from micro_seg.training import (
     segmentation_loss,
     segmentation_metrics,
     split_by_image,
+    class_pixel_counts,
     train_segmenter,
 )
 
@@ -147,6 +148,21 @@ def test_split_by_image_is_whole_images_and_seeded():
     tr, va = split_by_image(10, 0.3, 1)
     assert len(va) == 3 and sorted(tr + va) == list(range(10))
     assert split_by_image(10, 0.3, 1) == (tr, va)
+
+
+def test_split_by_image_stratified_by_class_keeps_a_rare_class_in_both_parts():
+    # class 2 is in images 7 and 9 only; 20% validation = 2 of 10 images
+    px = np.zeros((10, 2), np.int64)
+    px[:, 0] = 1000
+    px[[7, 9], 1] = [40, 60]
+    plain = [split_by_image(10, 0.2, s)[1] for s in range(30)]
+    assert any(sum(i in (7, 9) for i in va) != 1 for va in plain)  # the plain draw often gets it wrong
+    for s in range(30):
+        tr, va = split_by_image(10, 0.2, s, class_pixels=px)
+        assert len(va) == 2 and sorted(tr + va) == list(range(10))
+        assert sum(i in (7, 9) for i in va) == 1  # one image with the rare class on each side
+        assert split_by_image(10, 0.2, s, class_pixels=px) == (tr, va)  # seeded
+    assert class_pixel_counts([np.array([[0, 1, 2, 2]]), np.array([[1, 1, 0, 0]])], 2).tolist() == [[1, 2], [2, 0]]
 
 
 # --------------------------------------------------------------- training

@@ -289,6 +289,7 @@ def run(args: argparse.Namespace) -> dict:
         "epochs_run": len(history),
         "best_epoch": card.extra.get("training", {}).get("best_epoch"),
         "validation": {k: val.get(k) for k in ("iou", "mean_iou", "weighted_iou", "accuracy")} if val else None,
+        "validation_images": [pairs[i][0].name for i in card.training_data.get("val_indices", [])],
         "logit_offsets": card.extra.get("training", {}).get("logit_offsets"),
         "seconds": card.extra.get("training", {}).get("seconds"),
         "sha256": card.weights_sha256,
