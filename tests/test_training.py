@@ -246,6 +246,23 @@ def test_progress_events_and_validation_split_by_image():
     assert v["mean_iou"] >= epoch_miou
 
 
+def test_training_split_is_stratified_by_class():
+    # 10 images; only images 2 and 6 have class "bright": one of them is held out, one trains
+    imgs, labs = [], []
+    for s in range(10):
+        img, truth, _ = _stripes(s, size=32)
+        if s not in (2, 6):
+            truth = np.ones_like(truth)
+            img[:] = img[:, :1]
+        imgs.append(img)
+        labs.append(truth)
+    for seed in range(3):
+        _, card, _ = _fit(imgs, labs, val_fraction=0.2, epochs=1, patches_per_epoch=4, seed=seed)
+        val = card.training_data["val_indices"]
+        assert len(val) == 2 and card.training_data["n_val_images"] == 2
+        assert sum(i in (2, 6) for i in val) == 1
+
+
 def test_saved_folder_loads_via_registry_and_predicts_the_same(tmp_path):
     from micro_seg.registry import load_model
 
