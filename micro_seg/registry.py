@@ -73,6 +73,30 @@ POSTPROCESS_OPTIONS = {"grains": {"threshold", "split_ratio", "min_grain_px", "s
                        "semantic": {"min_island_px", "min_area_px"}}
 
 
+def check_postprocess_values(values: dict[str, Any], *, owner: str = "", names: dict[str, str] | None = None) -> None:
+    """Refuse post-processing values out of range: every value a number >= 0, ``threshold`` in (0, 1).
+
+    ``owner`` prefixes the message (``"model 'x'"``); ``names`` maps option
+    keys to the names the user typed (``{"threshold": "--boundary-threshold"}``).
+
+    Examples
+    --------
+    >>> check_postprocess_values({"threshold": 0.4, "split_ratio": 1.5})
+    >>> check_postprocess_values({"threshold": 1.5}, names={"threshold": "--boundary-threshold"})
+    Traceback (most recent call last):
+    ...
+    micro_seg.errors.ModelError: --boundary-threshold must be between 0 and 1 (a boundary probability), got 1.5
+    """
+    names = names or {}
+    prefix = f"{owner}: " if owner else ""
+    for k, v in values.items():
+        what = names.get(k, f"post-processing option {k}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise ModelError(f"{prefix}{what} must be a number >= 0, got {v!r}")
+        if k == "threshold" and not 0 < v < 1:
+            raise ModelError(f"{prefix}{what} must be between 0 and 1 (a boundary probability), got {v!r}")
+
+
 @dataclass
 class ModelCard:
     """Everything needed to rebuild, run and judge a model.
@@ -174,12 +198,7 @@ class ModelCard:
         if bad:
             raise ModelError(f"model {self.name!r}: post-processing options {bad} do not apply to a {self.task} model "
                              f"(allowed: {', '.join(sorted(allowed)) or 'none'})")
-        for k, v in self.postprocess.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-                raise ModelError(f"model {self.name!r}: post-processing option {k} must be a number >= 0, got {v!r}")
-        if "threshold" in self.postprocess and not 0 < self.postprocess["threshold"] < 1:
-            raise ModelError(f"model {self.name!r}: post-processing threshold must be between 0 and 1 (a boundary "
-                             f"probability), got {self.postprocess['threshold']!r}")
+        check_postprocess_values(self.postprocess, owner=f"model {self.name!r}")
         unknown = [c for c in self.defect_classes if c not in self.classes]
         if unknown:
             raise ModelError(f"model {self.name!r}: defect_classes {unknown} are not among classes {self.classes}")

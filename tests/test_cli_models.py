@@ -181,3 +181,5 @@ def test_segment_post_processing_options(model_dir, tmp_path, capsys):
     assert json.loads(out)["n_grains"] == 2
     code, out, err = _run(base + ["--boundary-threshold", "1.5"], capsys)
     assert code == 2 and "--boundary-threshold" in err and "Traceback" not in err
+    code, out, err = _run(base + ["--split-ratio", "-1"], capsys)
+    assert code == 2 and "--split-ratio must be a number >= 0" in err and "Traceback" not in err

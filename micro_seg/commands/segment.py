@@ -65,16 +65,14 @@ def register(subparsers: Any) -> None:
 
 def _postprocess_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
     """Post-processing options given on the command line (the card's own defaults fill the rest)."""
-    from micro_seg.errors import ModelError
+    from micro_seg.registry import check_postprocess_values
 
     if task != "grains":
         return {}
     given = {"min_grain_px": args.min_grain, "threshold": args.boundary_threshold, "split_ratio": args.split_ratio}
     given = {k: v for k, v in given.items() if v is not None}
-    if "threshold" in given and not 0 < given["threshold"] < 1:
-        raise ModelError(f"--boundary-threshold must be between 0 and 1, got {given['threshold']}")
-    if given.get("split_ratio", 0) < 0 or given.get("min_grain_px", 0) < 0:
-        raise ModelError("--split-ratio and --min-grain must be >= 0")
+    check_postprocess_values(given, names={"min_grain_px": "--min-grain", "threshold": "--boundary-threshold",
+                                           "split_ratio": "--split-ratio"})
     return given
 
 
