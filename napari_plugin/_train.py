@@ -38,6 +38,9 @@ from napari_plugin._layers import connect_layer_events, layer_chooser, ms_meta
 __all__ = ["TrainWidget", "TrainParams", "train_job", "model_events", "model_choices"]
 
 NEW_MODEL = "(new model from scratch)"
+#: Input scales offered for a new model: (label, factor).
+INPUT_SCALE_CHOICES = [("2 (double size)", 2.0), ("1 (as acquired)", 1.0), ("1/2", 0.5), ("1/4", 0.25),
+                       ("1/8", 0.125)]
 
 
 class _ModelEvents:
@@ -112,6 +115,7 @@ def train_job(params: TrainParams, cancel):
     from micro_seg.registry import save_model
     from micro_seg.training import iter_train_segmenter
 
+    avoid_triton_crash()  # torch's first optimizer may import triton, which crashes next to napari's OpenGL
     yield {"stage": "prepare", "message": "preparing training data"}
 
     images, labels, classes = list(params.images), list(params.labels), list(params.classes)
@@ -213,10 +217,11 @@ class TrainWidget(Container):
         self._epochs = SpinBox(label="Epochs", value=10, min=1, max=1000)
         self._minutes = FloatSpinBox(label="Time limit (min)", value=5.0, min=0.1, max=600.0, step=0.5)
         self._patch = SpinBox(label="Patch size (px)", value=128, min=32, max=1024, step=32)
-        self._scale = FloatSpinBox(
-            label="Input scale", value=1.0, min=0.1, max=2.0, step=0.25,
-            tooltip="The network sees the images resized by this factor (0.5 = half size: 4x faster, more context "
-                    "per patch; for structures many pixels across). Fine-tuning keeps the base model's scale.")
+        self._scale = ComboBox(
+            label="Input scale", value=1.0, choices=INPUT_SCALE_CHOICES,
+            tooltip="The network sees the images resized by this factor (1/2 = half size: 4x faster, more context "
+                    "per patch; for structures many pixels across; 1/8 for defects that span the whole field). "
+                    "Fine-tuning keeps the base model's scale.")
         self._keep_base = CheckBox(
             text="Keep the base model where not annotated", value=True,
             tooltip="Fine-tuning: unannotated pixels the base model is >= 90% sure of are trained on its own answer, "

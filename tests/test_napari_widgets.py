@@ -331,3 +331,21 @@ def test_segment_widget_grain_settings_follow_the_model(make_napari_viewer, qtbo
     assert widget.last_result.n_objects == 2
     widget.select_model(str(semantic))
     assert all(w.native.isHidden() for w in settings)
+
+
+def test_train_widget_input_scale_reaches_the_job(make_napari_viewer):
+    """The Train widget offers input scales down to 1/8 (whole-field defects) and hands the choice to training."""
+    from napari_plugin._train import INPUT_SCALE_CHOICES, TrainWidget
+
+    viewer = make_napari_viewer()
+    image, truth = two_phase_image((64, 64), seed=1)
+    img_layer = viewer.add_image(image, name="img")
+    ann = viewer.add_labels(np.where(truth, 2, 1).astype(np.uint8), name="ann",
+                            metadata={"micro_seg": {"kind": "annotations", "classes": ["matrix", "particle"]}})
+    train = TrainWidget(viewer)
+    train._image.value, train._annotations.value = img_layer, ann
+    assert [v for _, v in INPUT_SCALE_CHOICES] == [2.0, 1.0, 0.5, 0.25, 0.125]
+    assert train._scale.value == 1.0
+    train._scale.value = 0.125
+    assert train._params().input_scale == 0.125
+
