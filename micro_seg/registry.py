@@ -138,7 +138,10 @@ class ModelCard:
         Classes that are countable objects (pores, cracks, inclusions) and
         become instances in post-processing.
     training_data : dict
-        ``{"description": ..., "sha256": <hash of the training file list>, ...}``.
+        ``{"description": ..., "sha256": <hash of the training file list>, ...}``;
+        models from :func:`micro_seg.training.train_segmenter` add the image
+        counts and, when it split the images itself, ``val_indices`` (the
+        held-out images, as positions in the list it was given).
     metrics : dict
         Validation metrics (name -> value or dict), with the validation data named.
     weights_file, weights_sha256 : str

@@ -419,11 +419,11 @@ def split_by_image(n: int, val_fraction: float, seed: int, *, class_pixels: np.n
     image and class) the split is stratified by class: of ``candidates``
     seeded draws (the first is the plain seeded draw) the one is kept that
     leaves fewest classes on one side only (of those labelled in >= 2
-    images), then whose validation share of every class's pixels is closest
-    to ``val_fraction`` (the worst class decides; ties keep the earlier draw).  A rare class
-    that only a few images hold then lands in both parts where it can,
-    instead of wholly in validation (no training signal) or wholly in
-    training (no check and no calibration).
+    images), then whose validation share of every class's pixels is
+    closest to ``val_fraction`` (the worst class decides; ties keep the
+    earlier draw).  A rare class that only a few images hold then lands in
+    both parts where it can, instead of wholly in validation (no training
+    signal) or wholly in training (no check and no calibration).
 
     Examples
     --------

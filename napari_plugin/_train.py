@@ -214,7 +214,7 @@ class TrainWidget(Container):
         self._base = ComboBox(label="Start from", choices=self._base_choices,
                               tooltip="Fine-tuning a shipped model needs far fewer labels than training from scratch.")
         self._name = LineEdit(label="New model name", value="my-material")
-        self._epochs = SpinBox(label="Epochs", value=10, min=1, max=1000)
+        self._epochs = SpinBox(label="Epochs", value=10, min=1, max=100_000)  # the time limit usually ends it
         self._minutes = FloatSpinBox(label="Time limit (min)", value=5.0, min=0.1, max=600.0, step=0.5)
         self._patch = SpinBox(label="Patch size (px)", value=128, min=32, max=1024, step=32)
         self._scale = ComboBox(
