@@ -14,8 +14,8 @@
   reshaping what they do not touch.
 * **metaldam** -- ``micro-seg train`` (the CLI) on MetalDAM micrographs 0-26
   (dense labels; the CLI holds out 20% of them by image, stratified by class,
-  for the logit-offset calibration; half-size input, ``--input-scale 0.5``; the last epoch is kept)
-  for ``--metaldam-minutes`` (30), starting from the shipped SEM model
+  for the logit-offset calibration; half-size input, ``--input-scale 0.5``;
+  the last epoch is kept) for ``--metaldam-minutes`` (30), starting from the shipped SEM model
   ``ni-superalloy`` (``--base``: its 3-class head is replaced by a 5-class one;
   lr 1e-3, the CLI's fine-tuning default); mean IoU over the 5 classes on
   micrographs 27-33, never seen in training.  (``--augment none`` won 12-min
@@ -172,17 +172,24 @@ def _cli_train(images, labels, out, minutes, threads, extra) -> dict:
     return res
 
 
-def _score(model_dir, pairs, names, *, tta: bool = False) -> dict:
-    """Confusion and IoU of the model as ``micro-seg segment`` runs it (``tta``: as ``segment --tta``)."""
+def _confusions(model_dir, pairs, n_classes: int, *, tta: bool = False) -> list[np.ndarray]:
+    """One confusion matrix per pair, the model run as ``micro-seg segment`` runs it (``tta``: ``segment --tta``)."""
     from micro_seg.inference import predict
     from micro_seg.registry import load_model
 
     model = load_model(model_dir)
-    cm = np.zeros((len(names), len(names)), np.int64)
-    for img, lab, _ in pairs:
-        cm += confusion_matrix(predict(img, model, tta=tta, keep_uncertainty=False, keep_probabilities=False).labels,
-                               lab, len(names))
+    return [confusion_matrix(predict(img, model, tta=tta, keep_uncertainty=False, keep_probabilities=False).labels,
+                             lab, n_classes) for img, lab, _ in pairs]
+
+
+def _metrics(cms, names) -> dict:
+    cm = np.sum(cms, axis=0)
     return {**segmentation_metrics(cm, names), "confusion": cm.tolist()}  # rows: truth, columns: prediction
+
+
+def _score(model_dir, pairs, names, *, tta: bool = False) -> dict:
+    """Confusion and IoU over all pairs (``tta``: as ``segment --tta``)."""
+    return _metrics(_confusions(model_dir, pairs, len(names), tta=tta), names)
 
 
 def bench_metaldam(results: dict, minutes: float, threads: int) -> None:
@@ -230,10 +237,11 @@ def bench_magnetic(results: dict, minutes: float, threads: int) -> None:
                      ["--classes", "background,defect", "--epochs", "10000", "--patience", "10000", "--arch", "msnet",
                       "--batch-size", "8", "--input-scale", "0.125", "--patch-size", "64", "--dice-weight", "1.0",
                       "--augment", "full", "--keep-orientation", "--keep", "last"])
-    by_kind = {k: _score(out, [p for p, c in zip(test, kinds) if c == k], ["background", "defect"])
-               for k in sorted(set(kinds))}
-    results["magnetic"] = {"train": res, "test": _score(out, test, ["background", "defect"]),
-                           "test_tta": _score(out, test, ["background", "defect"], tta=True), "n_test": len(test),
+    names = ["background", "defect"]
+    cms = _confusions(out, test, len(names))  # each test tile once: the totals and the per-type figures
+    by_kind = {k: _metrics([cm for cm, c in zip(cms, kinds) if c == k], names) for k in sorted(set(kinds))}
+    results["magnetic"] = {"train": res, "test": _metrics(cms, names),
+                           "test_tta": _score(out, test, names, tta=True), "n_test": len(test),
                            "test_by_defect_type": {k: {"defect_iou": v["iou"]["defect"], "n": kinds.count(k),
                                                        "confusion": v["confusion"]} for k, v in by_kind.items()}}
 

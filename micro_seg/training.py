@@ -738,16 +738,15 @@ def iter_train_segmenter(
     weight_t = torch.from_numpy(weights)
 
     aug_cfg = augment if isinstance(augment, AugmentConfig) else AugmentConfig(enabled=bool(augment))
-    labelled = np.array([max(1, int((l > 0).sum())) for l in labels], np.float64)
+    per_image = class_pixel_counts(labels, n_classes).astype(np.float64)  # (images, classes) labelled pixels
+    labelled = np.maximum(1.0, per_image.sum(axis=1))
     if image_weights is not None:
         iw = np.asarray(image_weights, np.float64)
         if iw.shape != (len(labels),) or (iw < 0).any() or iw.sum() <= 0:
             raise TrainingDataError(f"image_weights needs {len(labels)} non-negative values (one per training image)")
         labelled = labelled * iw
     img_p = labelled / labelled.sum()
-    class_present = np.zeros(n_classes, np.float64)
-    for l in labels:
-        class_present += np.bincount(l.ravel(), minlength=n_classes + 1)[1 : n_classes + 1]
+    class_present = per_image.sum(axis=0)
     rare_p = np.where(class_present > 0, 1.0 / np.maximum(class_present, 1), 0)
     rare_p = np.sqrt(rare_p)
     rare_p = rare_p / rare_p.sum() if rare_p.sum() else rare_p

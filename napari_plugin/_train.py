@@ -326,7 +326,6 @@ class TrainWidget(Container):
         if (Path(params.out_dir) / params.name).exists():
             notify_info(f"A model called '{params.name}' exists; it will be replaced when training finishes.")
         self._plot.clear()
-        avoid_triton_crash()
         return self._runner.start(train_job, params, on_done=self._done, on_yield=self._on_progress,
                                   description="Training")
 

@@ -15,11 +15,11 @@ from micro_seg.errors import CancelledError, TrainingDataError
 from micro_seg.training import (
     auto_class_weights,
     calibrate_logit_offsets,
+    class_pixel_counts,
     confusion_matrix,
     segmentation_loss,
     segmentation_metrics,
     split_by_image,
-    class_pixel_counts,
     train_segmenter,
 )
 
