@@ -584,6 +584,39 @@ _WARMUP_FRACTION = 0.03
 _RESUMABLE_CHANGES = ("lr", "epochs", "calibrate")
 
 
+def patch_size_advice(shapes: Sequence[tuple[int, int]], patch_size: int, *, stride: int = 16,
+                      max_padding: float = 0.5) -> str | None:
+    """A warning when most of each training patch would be padding, else ``None``.
+
+    Images smaller than the patch are padded (the padding is unlabelled, so it
+    costs time and teaches nothing).  ``shapes`` are the training images'
+    ``(rows, cols)`` as the network sees them (after ``input_scale``).  When
+    more than ``max_padding`` of the average patch is padding, the advice names
+    a patch size: the median longer image side rounded up to the network
+    ``stride``.
+
+    >>> msg = patch_size_advice([(40, 42), (38, 50), (45, 30)], 64)
+    >>> msg.startswith("patch size 64 px is mostly padding (60% of an average patch)")
+    True
+    >>> msg.endswith("a patch size of 48 px spends less time on padding")
+    True
+    >>> patch_size_advice([(40, 42), (38, 50), (45, 30)], 48) is None
+    True
+    """
+    if not shapes:
+        return None
+    filled = [min(r, patch_size) * min(c, patch_size) / patch_size**2 for r, c in shapes]
+    padding = 1.0 - float(np.mean(filled))
+    if padding <= max_padding:
+        return None
+    side = int(np.median([max(r, c) for r, c in shapes]))
+    suggest = max(stride, int(math.ceil(side / stride)) * stride)
+    return (f"patch size {patch_size} px is mostly padding ({100 * padding:.0f}% of an average patch): the training "
+            f"images are smaller (median {int(np.median([r for r, _ in shapes]))} x "
+            f"{int(np.median([c for _, c in shapes]))} px as the network sees them); a patch size of {suggest} px "
+            "spends less time on padding")
+
+
 def iter_train_segmenter(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
@@ -788,7 +821,11 @@ def iter_train_segmenter(
         if (ckpt / "best.safetensors").exists():
             best_state = {k: v for k, v in load_file(str(ckpt / "best.safetensors")).items()}
 
+    from micro_seg.nets import required_stride
+
+    advice = patch_size_advice([x.shape[1:] for x in xs], patch_size, stride=required_stride(network))
     yield {"stage": "start", "epoch": start_epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+           "warnings": [advice] if advice else [],
            "n_train": len(xs), "n_val": len(vxs), "class_weights": config["class_weights"], "seconds": 0.0}
 
     def lr_at(step: int) -> float:

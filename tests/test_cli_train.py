@@ -153,3 +153,18 @@ def test_keep_last_and_input_scale_reach_the_model(dirs, tmp_path, capsys):
     assert "--input-scale" in capsys.readouterr().err
     assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--pseudo-labels", "0.9"]) == 2
     assert "--pseudo-labels needs --base" in capsys.readouterr().err
+
+
+def test_patch_size_mostly_padding_is_warned(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    for i, stem in enumerate(["a", "b"]):
+        _write_pair(img_dir, lab_dir, stem, size=(96, 96), seed=i)
+    common = ["train", str(img_dir), str(lab_dir), "--classes", "dark,bright", "--epochs", "1", "--batch-size", "2",
+              "--arch", "msnet-s", "--val-fraction", "0.5", "--input-scale", "0.25", "--json"]
+    # at 1/4 size the images are 24 x 24 px: a 64-px patch is 86% padding
+    assert main(common + ["--out", str(tmp_path / "m64"), "--patch-size", "64"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: patch size 64 px is mostly padding (86% of an average patch)" in err
+    assert "median 24 x 24 px" in err and "a patch size of 32 px" in err and "--patch-size" in err
+    assert main(common + ["--out", str(tmp_path / "m32"), "--patch-size", "32"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -349,3 +349,25 @@ def test_train_widget_input_scale_reaches_the_job(make_napari_viewer):
     train._scale.value = 0.125
     assert train._params().input_scale == 0.125
 
+
+def test_train_widget_warns_when_patches_are_mostly_padding(make_napari_viewer, notes):
+    """At half size a 64-px micrograph is 32 px across: the default 128-px patch would be 94% padding."""
+    from napari_plugin._train import TrainWidget, train_job
+
+    viewer = make_napari_viewer()
+    image, truth = two_phase_image((64, 64), seed=1)
+    img_layer = viewer.add_image(image, name="img")
+    ann = viewer.add_labels(np.where(truth, 2, 1).astype(np.uint8), name="ann",
+                            metadata={"micro_seg": {"kind": "annotations", "classes": ["matrix", "particle"]}})
+    train = TrainWidget(viewer)
+    train._image.value, train._annotations.value = img_layer, ann
+    train._scale.value = 0.5
+    params = train._params()
+    assert params.patch_size == 128
+    job = train_job(params, cancel=None)
+    start = next(ev for ev in job if ev.get("stage") == "start")  # the real job's first progress report
+    job.close()
+    train._on_progress(start)
+    (msg,) = [m for m in _messages(notes, "warning") if "mostly padding" in m]
+    assert "patch size 128 px" in msg and "median 32 x 32 px" in msg and "a patch size of 32 px" in msg
+

@@ -454,3 +454,15 @@ def test_augment_presets():
     assert not augment_preset("none").enabled
     with pytest.raises(ValueError, match="wild"):
         augment_preset("wild")
+
+
+def test_patch_size_advice_known_answers():
+    from micro_seg.training import patch_size_advice
+
+    shapes = [(40, 42), (38, 50), (45, 30)]  # patch 64 holds (1680 + 1900 + 1350) / 3 / 4096 = 40.1% image
+    msg = patch_size_advice(shapes, 64, stride=16)
+    assert "mostly padding (60% of an average patch)" in msg and "median 40 x 42 px" in msg
+    assert "a patch size of 48 px" in msg  # median longer side 45, rounded up to the stride
+    assert patch_size_advice(shapes, 48, stride=16) is None  # 1 - (40*42 + 38*48 + 45*30) / 3 / 2304 = 30%
+    assert "of 64 px" in patch_size_advice(shapes, 128, stride=32)
+    assert patch_size_advice([(300, 400)], 128) is None and patch_size_advice([], 64) is None
