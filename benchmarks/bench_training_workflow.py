@@ -209,7 +209,7 @@ def bench_metaldam(results: dict, minutes: float, threads: int) -> None:
 
 
 def bench_magnetic(results: dict, minutes: float, threads: int) -> None:
-    """Recipe: the tiles at 1/8 size (``--input-scale 0.125``, 64-px patches = a whole tile of up to 512 px),
+    """Recipe: the tiles at 1/8 size (``--input-scale 0.125``, 48-px patches: about a whole tile, 13-79 x 28-50 px),
     CE (auto class weights) + soft Dice (``--dice-weight 1``), the full augmentation set without 90-degree
     rotations (``--keep-orientation``: the grinding marks are always vertical), the last epoch kept, and
     (``micro-seg train`` default) the defect/background logit offset chosen on the 20% of the training tiles the
@@ -219,8 +219,10 @@ def bench_magnetic(results: dict, minutes: float, threads: int) -> None:
     surroundings only in the texture of the grinding marks over a whole tile; at full size msnet sees too little
     of the tile.  12-min 1-thread pilots on the CLI's validation split (defect IoU): scale 1 0.114, 1/2 0.177,
     1/4 0.399, 1/8 0.504 (0.523 with the full augmentation set), 1/16 0.468; msnet-l at 1/2 or 1/4 was worse
-    (0.050, 0.141: slower per epoch).  At full size the full augmentation set kept msnet from fitting even 23
-    tiles (benchmarks/_work/s4/mag/overfit.py); at 1/8 it regularises."""
+    (0.050, 0.141: slower per epoch).  At 1/8 with the full set: 64-px patches 0.523, 48 px 0.581, 40 px 0.576,
+    48 px in batches of 16 0.574 (64-px patches were mostly unlabelled padding); at 64 px msnet-l 0.437, msnet-s
+    0.456, smp Unet(resnet18) 0.175 (fewer epochs in the time).  At full size the full augmentation set kept msnet
+    from fitting even 23 tiles (benchmarks/_work/s4/mag/overfit.py); at 1/8 it regularises."""
     from micro_seg.datasets import load_magnetic_tile
 
     rng = np.random.default_rng(0)
@@ -235,7 +237,7 @@ def bench_magnetic(results: dict, minutes: float, threads: int) -> None:
     out = WORK / "magnetic-model"
     res = _cli_train(images, labels, out, minutes, threads,
                      ["--classes", "background,defect", "--epochs", "10000", "--patience", "10000", "--arch", "msnet",
-                      "--batch-size", "8", "--input-scale", "0.125", "--patch-size", "64", "--dice-weight", "1.0",
+                      "--batch-size", "8", "--input-scale", "0.125", "--patch-size", "48", "--dice-weight", "1.0",
                       "--augment", "full", "--keep-orientation", "--keep", "last"])
     names = ["background", "defect"]
     cms = _confusions(out, test, len(names))  # each test tile once: the totals and the per-type figures
