@@ -333,17 +333,24 @@ def test_segment_widget_grain_settings_follow_the_model(make_napari_viewer, qtbo
     assert all(w.native.isHidden() for w in settings)
 
 
-def test_train_widget_input_scale_reaches_the_job(make_napari_viewer):
-    """The Train widget offers input scales down to 1/8 (whole-field defects) and hands the choice to training."""
-    from napari_plugin._train import INPUT_SCALE_CHOICES, TrainWidget
+def _train_widget_on_two_phases(viewer):
+    """A Train widget on a 64 x 64 two-phase image fully annotated as matrix / particle."""
+    from napari_plugin._train import TrainWidget
 
-    viewer = make_napari_viewer()
     image, truth = two_phase_image((64, 64), seed=1)
     img_layer = viewer.add_image(image, name="img")
     ann = viewer.add_labels(np.where(truth, 2, 1).astype(np.uint8), name="ann",
                             metadata={"micro_seg": {"kind": "annotations", "classes": ["matrix", "particle"]}})
     train = TrainWidget(viewer)
     train._image.value, train._annotations.value = img_layer, ann
+    return train
+
+
+def test_train_widget_input_scale_reaches_the_job(make_napari_viewer):
+    """The Train widget offers input scales down to 1/8 (whole-field defects) and hands the choice to training."""
+    from napari_plugin._train import INPUT_SCALE_CHOICES
+
+    train = _train_widget_on_two_phases(make_napari_viewer())
     assert [v for _, v in INPUT_SCALE_CHOICES] == [2.0, 1.0, 0.5, 0.25, 0.125]
     assert train._scale.value == 1.0
     train._scale.value = 0.125
@@ -352,15 +359,9 @@ def test_train_widget_input_scale_reaches_the_job(make_napari_viewer):
 
 def test_train_widget_warns_when_patches_are_mostly_padding(make_napari_viewer, notes):
     """At half size a 64-px micrograph is 32 px across: the default 128-px patch would be 94% padding."""
-    from napari_plugin._train import TrainWidget, train_job
+    from napari_plugin._train import train_job
 
-    viewer = make_napari_viewer()
-    image, truth = two_phase_image((64, 64), seed=1)
-    img_layer = viewer.add_image(image, name="img")
-    ann = viewer.add_labels(np.where(truth, 2, 1).astype(np.uint8), name="ann",
-                            metadata={"micro_seg": {"kind": "annotations", "classes": ["matrix", "particle"]}})
-    train = TrainWidget(viewer)
-    train._image.value, train._annotations.value = img_layer, ann
+    train = _train_widget_on_two_phases(make_napari_viewer())
     train._scale.value = 0.5
     params = train._params()
     assert params.patch_size == 128
