@@ -609,8 +609,10 @@ def patch_size_advice(shapes: Sequence[tuple[int, int]], patch_size: int, *, str
     padding = 1.0 - float(np.mean(filled))
     if padding <= max_padding:
         return None
+    from micro_seg.inference import _round_up  # the rounding inference pads its tiles with
+
     side = int(np.median([max(r, c) for r, c in shapes]))
-    suggest = max(stride, int(math.ceil(side / stride)) * stride)
+    suggest = max(stride, _round_up(side, stride))
     return (f"patch size {patch_size} px is mostly padding ({100 * padding:.0f}% of an average patch): the training "
             f"images are smaller (median {int(np.median([r for r, _ in shapes]))} x "
             f"{int(np.median([c for _, c in shapes]))} px as the network sees them); a patch size of {suggest} px "

@@ -371,4 +371,3 @@ def test_train_widget_warns_when_patches_are_mostly_padding(make_napari_viewer, 
     train._on_progress(start)
     (msg,) = [m for m in _messages(notes, "warning") if "mostly padding" in m]
     assert "patch size 128 px" in msg and "median 32 x 32 px" in msg and "a patch size of 32 px" in msg
-

@@ -17,6 +17,7 @@ from micro_seg.training import (
     calibrate_logit_offsets,
     class_pixel_counts,
     confusion_matrix,
+    patch_size_advice,
     segmentation_loss,
     segmentation_metrics,
     split_by_image,
@@ -457,8 +458,6 @@ def test_augment_presets():
 
 
 def test_patch_size_advice_known_answers():
-    from micro_seg.training import patch_size_advice
-
     shapes = [(40, 42), (38, 50), (45, 30)]  # patch 64 holds (1680 + 1900 + 1350) / 3 / 4096 = 40.1% image
     msg = patch_size_advice(shapes, 64, stride=16)
     assert "mostly padding (60% of an average patch)" in msg and "median 40 x 42 px" in msg
