@@ -172,6 +172,45 @@ def _cli_train(images, labels, out, minutes, threads, extra) -> dict:
     return res
 
 
+def _train_members(images, labels, out: Path, minutes, threads, extra, members: int, *, reuse: bool = False) -> dict:
+    """``members`` runs of ``micro-seg train`` side by side (seeds 0..members-1, ``threads // members`` torch threads
+    each, so the machine's cores are shared, not oversubscribed) joined by ``micro-seg models ensemble`` into ``out``.
+    One member: a single run straight into ``out``.  ``reuse``: members already trained (``<out>-m<i>`` with its
+    ``.json``) are scored again, not retrained."""
+    import subprocess
+
+    from micro_seg.registry import combine_models
+
+    if members <= 1:
+        return _cli_train(images, labels, out, minutes, threads, extra)
+    per = max(1, threads // members)
+    argvs, procs, results = [], [], []
+    t = time.perf_counter()
+    for i in range(members):
+        folder = out.parent / f"{out.name}-m{i}"
+        argv = ["train", str(images), str(labels), "--out", str(folder), "--label-encoding", "dense", "--minutes",
+                str(minutes), "--threads", str(per), "--json", "--quiet", *extra, "--seed", str(i)]
+        argvs.append(argv)
+        if reuse and (folder / "card.yaml").is_file() and folder.with_suffix(".json").is_file():
+            procs.append(None)
+            continue
+        log = open(folder.with_suffix(".json"), "w")
+        procs.append(subprocess.Popen([sys.executable, "-m", "micro_seg", *argv], stdout=log, cwd=ROOT))
+    for i, proc in enumerate(procs):
+        folder = out.parent / f"{out.name}-m{i}"
+        if proc is not None and proc.wait() != 0:
+            raise RuntimeError(f"micro-seg train (member {i}) exited {proc.returncode}")
+        res = json.loads(folder.with_suffix(".json").read_text())
+        res.setdefault("wall_seconds", time.perf_counter() - t if proc is not None else res.get("seconds"))
+        results.append(res)
+    combine_models([out.parent / f"{out.name}-m{i}" for i in range(members)], out)
+    cmd = "micro-seg " + " ".join(argvs[0][:-1]) + " --seed I"
+    return {"members": results, "wall_seconds": max(r["wall_seconds"] for r in results),
+            "epochs_run": " / ".join(str(r["epochs_run"]) for r in results),
+            "command": f"{members} runs side by side (I = 0..{members - 1}): {cmd}; then micro-seg models ensemble "
+                       + " ".join(f"{out.name}-m{i}" for i in range(members)) + f" --out {out.name}"}
+
+
 def _confusions(model_dir, pairs, n_classes: int, *, tta: bool = False) -> list[np.ndarray]:
     """One confusion matrix per pair, the model run as ``micro-seg segment`` runs it (``tta``: ``segment --tta``)."""
     from micro_seg.inference import predict
@@ -192,23 +231,31 @@ def _score(model_dir, pairs, names, *, tta: bool = False) -> dict:
     return _metrics(_confusions(model_dir, pairs, len(names), tta=tta), names)
 
 
-def bench_metaldam(results: dict, minutes: float, threads: int) -> None:
+def _member_scores(out: Path, res: dict, pairs, names) -> list[dict]:
+    """Each ensemble member scored alone on the same test pairs (empty for a single model)."""
+    n = len(res.get("members", []))
+    return [{"iou": (m := _score(out.parent / f"{out.name}-m{i}", pairs, names))["iou"], "mean_iou": m["mean_iou"]}
+            for i in range(n)]
+
+
+def bench_metaldam(results: dict, minutes: float, threads: int, members: int = 1, reuse: bool = False) -> None:
     from micro_seg.datasets import METALDAM_CLASSES, load_metaldam
 
     train = load_metaldam(images=set(range(0, 27)))
     test = load_metaldam(images=set(range(27, 34)))
     images, labels = _write_pairs(train, WORK / "metaldam")
     out = WORK / "metaldam-model"
-    res = _cli_train(images, labels, out, minutes, threads,
+    res = _train_members(images, labels, out, minutes, threads,
                      ["--classes", ",".join(METALDAM_CLASSES), "--epochs", "1000", "--patience", "1000",
                       "--base", "ni-superalloy", "--batch-size", "8", "--patch-size", "256", "--input-scale", "0.5",
-                      "--keep", "last"])
+                      "--keep", "last"], members, reuse=reuse)
     results["metaldam"] = {"train": res, "test": _score(out, test, METALDAM_CLASSES),
                            "test_tta": _score(out, test, METALDAM_CLASSES, tta=True),
-                           "test_images": [n for *_, n in test]}
+                           "test_images": [n for *_, n in test],
+                           "test_members": _member_scores(out, res, test, METALDAM_CLASSES)}
 
 
-def bench_magnetic(results: dict, minutes: float, threads: int) -> None:
+def bench_magnetic(results: dict, minutes: float, threads: int, members: int = 1, reuse: bool = False) -> None:
     """Recipe: the tiles at 1/8 size (``--input-scale 0.125``, 48-px patches: about a whole tile, 13-79 x 28-50 px),
     CE (auto class weights) + soft Dice (``--dice-weight 1``), the full augmentation set without 90-degree
     rotations (``--keep-orientation``: the grinding marks are always vertical), the last epoch kept, and
@@ -235,15 +282,16 @@ def bench_magnetic(results: dict, minutes: float, threads: int) -> None:
             train.append((img, lab, f"{cls}_{name}"))
     images, labels = _write_pairs(train, WORK / "magnetic")
     out = WORK / "magnetic-model"
-    res = _cli_train(images, labels, out, minutes, threads,
+    res = _train_members(images, labels, out, minutes, threads,
                      ["--classes", "background,defect", "--epochs", "10000", "--patience", "10000", "--arch", "msnet",
                       "--batch-size", "8", "--input-scale", "0.125", "--patch-size", "48", "--dice-weight", "1.0",
-                      "--augment", "full", "--keep-orientation", "--keep", "last"])
+                      "--augment", "full", "--keep-orientation", "--keep", "last"], members, reuse=reuse)
     names = ["background", "defect"]
     cms = _confusions(out, test, len(names))  # each test tile once: the totals and the per-type figures
     by_kind = {k: _metrics([cm for cm, c in zip(cms, kinds) if c == k], names) for k in sorted(set(kinds))}
     results["magnetic"] = {"train": res, "test": _metrics(cms, names),
                            "test_tta": _score(out, test, names, tta=True), "n_test": len(test),
+                           "test_members": _member_scores(out, res, test, names),
                            "test_by_defect_type": {k: {"defect_iou": v["iou"]["defect"], "n": kinds.count(k),
                                                        "confusion": v["confusion"]} for k, v in by_kind.items()}}
 
@@ -290,6 +338,9 @@ def to_markdown(results: dict, notes: str = "") -> str:
             tt = r["test_tta"]
             out.append("| `segment --tta` (4 flips) | " + " | ".join(_f(v) for v in tt["iou"].values())
                        + f" | **{_f(tt['mean_iou'])}** |")
+        for i, m in enumerate(r.get("test_members") or []):
+            out.append(f"| member {i} alone (seed {i}) | " + " | ".join(_f(v) for v in m["iou"].values())
+                       + f" | {_f(m['mean_iou'])} |")
         out.append("")
         if r.get("test_by_defect_type"):
             out += ["Defect IoU by defect type (test tiles): " + ", ".join(
@@ -308,6 +359,10 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-minutes", type=float, default=5.0)
     ap.add_argument("--metaldam-minutes", type=float, default=30.0)
     ap.add_argument("--magnetic-minutes", type=float, default=30.0)
+    ap.add_argument("--members", type=int, default=1,
+                    help="metaldam / magnetic: train this many models side by side (threads shared) and score their "
+                         "ensemble (micro-seg models ensemble)")
+    ap.add_argument("--reuse", action="store_true", help="with --members: score members already trained, if present")
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--notes", default="", help="text appended to the RESULTS.md section")
     args = ap.parse_args(argv)
@@ -319,9 +374,9 @@ def main(argv=None) -> int:
         if s == "finetune":
             bench_finetune(results, args.finetune_minutes, args.threads)
         elif s == "metaldam":
-            bench_metaldam(results, args.metaldam_minutes, args.threads)
+            bench_metaldam(results, args.metaldam_minutes, args.threads, args.members, args.reuse)
         elif s == "magnetic":
-            bench_magnetic(results, args.magnetic_minutes, args.threads)
+            bench_magnetic(results, args.magnetic_minutes, args.threads, args.members, args.reuse)
         json_out.write_text(json.dumps(results, indent=2, default=float))
     md = to_markdown(results, args.notes)
     print(md)

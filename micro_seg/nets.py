@@ -21,6 +21,12 @@ Architectures
     any segmentation-models-pytorch architecture / encoder pair, e.g.
     ``"smp:UnetPlusPlus:resnet34"``; extra keyword arguments go to the smp
     constructor.
+``"ensemble"``
+    several trained networks run side by side (:class:`Ensemble`), their
+    class probabilities averaged.  Keyword argument: ``members``, a list of
+    ``{"arch": ..., "arch_kwargs": {...}}``.  Ensemble models are made from
+    trained models by :func:`micro_seg.registry.combine_models`
+    (``micro-seg models ensemble``).
 
 Examples
 --------
@@ -35,6 +41,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -51,6 +58,7 @@ __all__ = [
     "resolved_arch_kwargs",
     "fuse_for_inference",
     "MSNet",
+    "Ensemble",
 ]
 
 #: Preset variants of :class:`MSNet` usable as architecture names.
@@ -145,6 +153,60 @@ class MSNet(nn.Module):
         return self.head(x)
 
 
+class Ensemble(nn.Module):
+    """Networks run side by side; the output is the log of their mean class probabilities.
+
+    ``softmax(ensemble(x))`` is therefore the average of the members'
+    ``softmax(member(x))``, so everything downstream (tiled inference,
+    test-time augmentation, entropy, post-processing) treats an ensemble as
+    one network.  Averaging independently trained networks lowers the variance
+    between training runs, at the cost of one forward pass per member.
+
+    Examples
+    --------
+    >>> a = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8]).eval()
+    >>> b = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8, 16]).eval()
+    >>> ens, x = Ensemble([a, b]).eval(), torch.randn(1, 1, 32, 32)
+    >>> mean = (a(x).softmax(1) + b(x).softmax(1)) / 2
+    >>> bool(torch.allclose(ens(x).softmax(1), mean, atol=1e-6)), ens.stride
+    (True, 4)
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ModelError("ensemble: needs at least one member network")
+        self.members = nn.ModuleList(members)
+        stride = 1
+        for m in self.members:
+            stride = math.lcm(stride, required_stride(m))
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        probs = torch.softmax(self.members[0](x), dim=1)
+        for member in self.members[1:]:
+            probs = probs + torch.softmax(member(x), dim=1)
+        return torch.log((probs / len(self.members)).clamp_min(torch.finfo(probs.dtype).tiny))
+
+
+def _ensemble_members(arch_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``members`` option of an ensemble, checked: a non-empty list of ``{"arch", "arch_kwargs"}``."""
+    members = arch_kwargs.get("members")
+    extra = sorted(set(arch_kwargs) - {"members"})
+    if extra:
+        raise ModelError(f"ensemble: unknown options {extra} (only 'members')")
+    if not isinstance(members, (list, tuple)) or not members:
+        raise ModelError("ensemble: 'members' must be a non-empty list of {'arch': ..., 'arch_kwargs': {...}}")
+    out = []
+    for i, m in enumerate(members):
+        if not isinstance(m, dict) or not isinstance(m.get("arch"), str):
+            raise ModelError(f"ensemble: member {i} must be a mapping with an 'arch' name, got {m!r}")
+        if m["arch"] == "ensemble":
+            raise ModelError(f"ensemble: member {i} is itself an ensemble; list its members instead")
+        out.append({"arch": m["arch"], "arch_kwargs": dict(m.get("arch_kwargs") or {})})
+    return out
+
+
 def available_architectures() -> list[str]:
     """Names accepted by :func:`build_network` (``smp:`` names are open-ended).
 
@@ -153,7 +215,7 @@ def available_architectures() -> list[str]:
     >>> "msnet" in available_architectures()
     True
     """
-    return sorted(MSNET_PRESETS) + ["smp-unet-resnet18", "smp:<Arch>:<encoder>"]
+    return sorted(MSNET_PRESETS) + ["smp-unet-resnet18", "smp:<Arch>:<encoder>", "ensemble"]
 
 
 def resolved_arch_kwargs(arch: str, arch_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -167,6 +229,9 @@ def resolved_arch_kwargs(arch: str, arch_kwargs: dict[str, Any] | None = None) -
     {'widths': [4, 8, 16], 'blocks': [1, 1, 2]}
     """
     arch_kwargs = dict(arch_kwargs or {})
+    if arch == "ensemble":
+        return {"members": [{"arch": m["arch"], "arch_kwargs": resolved_arch_kwargs(m["arch"], m["arch_kwargs"])}
+                            for m in _ensemble_members(arch_kwargs)]}
     if arch not in MSNET_PRESETS:
         return arch_kwargs
     kwargs = {k: list(v) for k, v in MSNET_PRESETS[arch].items()}
@@ -216,6 +281,9 @@ def build_network(arch: str, *, in_channels: int, num_classes: int, **arch_kwarg
             return MSNet(in_channels, num_classes, **kwargs)
         except TypeError as exc:
             raise ModelError(f"{arch}: invalid architecture options {arch_kwargs}: {exc}") from exc
+    if arch == "ensemble":
+        return Ensemble([build_network(m["arch"], in_channels=in_channels, num_classes=num_classes, **m["arch_kwargs"])
+                         for m in _ensemble_members(arch_kwargs)])
     if arch == "smp-unet-resnet18":
         return _build_smp("Unet", "resnet18", in_channels, num_classes, arch_kwargs)
     if arch.startswith("smp:"):

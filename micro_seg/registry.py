@@ -54,6 +54,7 @@ __all__ = [
     "save_model",
     "load_model",
     "load_card",
+    "combine_models",
     "list_models",
     "resolve_model",
     "model_search_dirs",
@@ -504,3 +505,99 @@ def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
                          "use it with `micro-seg classify` or in a QC spec")
     net = load_verified_network(folder, card, build_network)
     return LoadedModel(card=card, network=net, folder=folder)
+
+
+#: Card fields the members of an ensemble must share (they decide what the network sees and what its outputs mean).
+_ENSEMBLE_SHARED = ("task", "classes", "in_channels", "normalisation", "input_scale", "defect_classes")
+
+
+def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: str | os.PathLike, *,
+                   name: str | None = None, description: str | None = None) -> Path:
+    """Write one ensemble model from trained segmentation models (their probabilities are averaged).
+
+    Each member's weights are sha256-checked on loading, as by
+    :func:`load_model`.  The members must share task, classes, input
+    channels, normalisation, input scale and defect classes (an ensemble of
+    ensembles is flattened).  The new card (``arch: ensemble``) keeps the first
+    member's post-processing defaults, the largest tile size, the union of the
+    training pixel-size ranges, and lists each member's name, weights sha256,
+    training data and validation metrics under ``training_data["members"]`` /
+    ``metrics["members"]``.  Members trained on different splits of the
+    same images each report their own validation figures; judge the ensemble
+    on images none of them saw.
+
+    Parameters
+    ----------
+    models : iterable of str, path or LoadedModel
+        Two or more model names or folders.
+    folder : str or path
+        Model folder to write (``--model PATH`` accepts it everywhere).
+    name, description : str, optional
+        Card name (default the folder name) and description.
+
+    Returns
+    -------
+    Path
+        The model folder.
+
+    Raises
+    ------
+    ModelError
+        Fewer than two members, a classification model, or members that
+        differ in a shared field (the message names both models and the field).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from micro_seg.nets import build_network
+    >>> tmp = tempfile.mkdtemp()
+    >>> for i in range(2):
+    ...     card = ModelCard(name=f"m{i}", task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]},
+    ...                      in_channels=1, classes=["background", "pore"])
+    ...     _ = save_model(f"{tmp}/m{i}", build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8]), card)
+    >>> ens = load_model(combine_models([f"{tmp}/m0", f"{tmp}/m1"], f"{tmp}/both"))
+    >>> ens.card.arch, [m["name"] for m in ens.card.training_data["members"]]
+    ('ensemble', ['m0', 'm1'])
+    """
+    from micro_seg.nets import Ensemble
+
+    loaded = [m if isinstance(m, LoadedModel) else load_model(m) for m in models]
+    if len(loaded) < 2:
+        raise ModelError(f"an ensemble needs at least two models, got {len(loaded)}")
+    folder = Path(folder)
+    for m in loaded:
+        if m.folder is not None and folder.resolve() == Path(m.folder).resolve():
+            raise ModelError(f"{folder}: --out is the folder of member {m.card.name!r}; write the ensemble elsewhere")
+    first = loaded[0]
+    for m in loaded[1:]:
+        for key in _ENSEMBLE_SHARED:
+            a, b = getattr(first.card, key), getattr(m.card, key)
+            if a != b:
+                raise ModelError(f"{m.folder}: cannot join an ensemble with {first.folder}: {key} differs "
+                                 f"({b!r} vs {a!r})")
+    networks, member_arch, members, metrics = [], [], [], {}
+    for m in loaded:
+        nets = list(m.network.members) if isinstance(m.network, Ensemble) else [m.network]
+        specs = m.card.arch_kwargs["members"] if m.card.arch == "ensemble" else [
+            {"arch": m.card.arch, "arch_kwargs": dict(m.card.arch_kwargs)}]
+        networks += nets
+        member_arch += specs
+        members.append({"name": m.card.name, "folder": str(m.folder) if m.folder else None,
+                        "weights_sha256": m.card.weights_sha256, "arch": m.card.arch,
+                        "training_data": m.card.training_data})
+        metrics[m.card.name] = m.card.metrics
+    ranges = [m.card.pixel_size_um_range for m in loaded if m.card.pixel_size_um_range]
+    card = ModelCard(
+        name=name or folder.name, task=first.card.task, arch="ensemble", arch_kwargs={"members": member_arch},
+        in_channels=first.card.in_channels, classes=list(first.card.classes),
+        normalisation=dict(first.card.normalisation), input_scale=first.card.input_scale,
+        pixel_size_um_range=(min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None,
+        tile_size=max(m.card.tile_size for m in loaded), postprocess=dict(first.card.postprocess),
+        material=first.card.material,
+        description=description or (f"Ensemble of {len(networks)} networks ("
+                                    + ", ".join(m.card.name for m in loaded) + "): class probabilities averaged."),
+        defect_classes=list(first.card.defect_classes),
+        training_data={"description": "the members' training data (see members)", "members": members},
+        metrics={"members": metrics},
+    )
+    return save_model(folder, Ensemble(networks).eval(), card)

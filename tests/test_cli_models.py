@@ -183,3 +183,36 @@ def test_segment_post_processing_options(model_dir, tmp_path, capsys):
     assert code == 2 and "--boundary-threshold" in err and "Traceback" not in err
     code, out, err = _run(base + ["--split-ratio", "-1"], capsys)
     assert code == 2 and "--split-ratio must be a number >= 0" in err and "Traceback" not in err
+
+
+def test_models_ensemble_cli(model_dir, tmp_path, capsys):
+    """Two copies of the pores model and one that calls everything matrix: the ensemble's pore probability is 2/3
+    of the pores model's (known by construction), and a model with other classes is refused with exit 2."""
+    silent = threshold_net(3, 1)
+    with torch.no_grad():
+        silent.head.weight.zero_()
+        silent.head.bias.copy_(torch.tensor([100.0, -100.0, -100.0]))  # p(matrix) = 1 everywhere
+    card = ModelCard(name="all-matrix", task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]}, in_channels=1,
+                     classes=["matrix", "pore", "crack"], defect_classes=["pore", "crack"], tile_size=64,
+                     normalisation={"mode": "minmax"})
+    save_model(model_dir / "all-matrix", silent, card)
+    out_model = tmp_path / "ens"
+    code, out, err = _run(["models", "ensemble", "test-pores", "test-pores", "all-matrix", "--out", str(out_model),
+                           "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["members"] == ["test-pores", "test-pores", "all-matrix"] and res["networks"] == 3
+    assert res["classes"] == ["matrix", "pore", "crack"] and len(res["sha256"]) == 64
+    img = np.full((48, 64), 40, np.uint8)
+    img[10:30, 20:40] = 230
+    tifffile.imwrite(tmp_path / "p.tif", img)
+    code, out, err = _run(["segment", str(tmp_path / "p.tif"), "--model", str(out_model), "--out",
+                           str(tmp_path / "o"), "--probabilities", "--json"], capsys)
+    assert code == 0, err
+    probs = tifffile.imread(json.loads(out)["probabilities"])
+    np.testing.assert_allclose(probs[1][img == 230], 2 / 3, atol=1e-3)
+    np.testing.assert_allclose(probs[0][img == 40], 1.0, atol=1e-3)
+    labels, _ = read_labels(json.loads(out)["labels"])
+    np.testing.assert_array_equal(labels, (img == 230).astype(labels.dtype))
+    code, out, err = _run(["models", "ensemble", "test-pores", "test-grains", "--out", str(tmp_path / "bad")], capsys)
+    assert code == 2 and out == "" and "task differs" in err and len(err.strip().splitlines()) == 1

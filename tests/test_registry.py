@@ -168,3 +168,81 @@ def test_card_records_full_preset_architecture(tmp_path):
     data = yaml.safe_load((folder / CARD_FILE).read_text())
     assert data["arch_kwargs"]["widths"] and len(data["arch_kwargs"]["blocks"]) == len(data["arch_kwargs"]["widths"])
     assert load_model(folder).card.arch_kwargs == data["arch_kwargs"]
+
+
+def _threshold_member(folder, threshold, *, k=40.0, classes=("background", "pore"), **card_kw):
+    """A saved 2-class model whose class-1 probability is sigmoid(2k (x - threshold)) of the min-max input x."""
+    from data_builders import threshold_net
+
+    net = threshold_net(2, 1, k=k)
+    with torch.no_grad():
+        net.head.bias[1] = -k * threshold
+        net.head.bias[0] = k * threshold
+    card = ModelCard(name=folder.name, task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]}, in_channels=1,
+                     classes=list(classes), normalisation={"mode": "minmax"}, tile_size=64, **card_kw)
+    return save_model(folder, net, card)
+
+
+def test_ensemble_averages_member_probabilities(tmp_path):
+    from micro_seg.inference import predict
+    from micro_seg.registry import combine_models
+
+    k, thresholds = 3.0, (0.5, 0.25, 0.25)
+    folders = [_threshold_member(tmp_path / f"m{i}", t, k=k, pixel_size_um_range=(0.1 * (i + 1), 1.0))
+               for i, t in enumerate(thresholds)]
+    ens = load_model(combine_models(folders, tmp_path / "ens"))
+    assert ens.card.arch == "ensemble" and len(ens.card.arch_kwargs["members"]) == 3
+    assert [m["name"] for m in ens.card.training_data["members"]] == ["m0", "m1", "m2"]
+    assert [m["weights_sha256"] for m in ens.card.training_data["members"]] == [
+        load_card(f).weights_sha256 for f in folders]
+    assert ens.card.pixel_size_um_range == (0.1, 1.0)
+    img = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))  # minmax: x = column / 63
+    p = predict(img, ens, keep_uncertainty=False).probabilities[1]
+    x = np.arange(64) / 63.0
+    truth = np.mean([1 / (1 + np.exp(-2 * k * (x - t))) for t in thresholds], axis=0)
+    np.testing.assert_allclose(p, np.tile(truth, (64, 1)), atol=1e-4)
+
+
+def test_ensemble_of_ensembles_is_flattened_and_majority_decides(tmp_path):
+    from micro_seg.inference import predict
+    from micro_seg.registry import combine_models
+
+    a = combine_models([_threshold_member(tmp_path / "a", 0.5), _threshold_member(tmp_path / "b", 0.5)], tmp_path / "ab")
+    abc = load_model(combine_models([a, _threshold_member(tmp_path / "c", 0.25)], tmp_path / "abc"))
+    assert len(abc.network.members) == 3 and len(abc.card.arch_kwargs["members"]) == 3
+    img = np.tile(np.arange(64, dtype=np.uint8) * 4, (8, 1))
+    labels = predict(img, abc, keep_uncertainty=False).labels[0]
+    x = np.arange(64) / 63.0
+    # two of three members put the pore threshold at 0.5: (0.25, 0.5) is background (mean 1/3)
+    np.testing.assert_array_equal(labels[np.abs(x - 0.375) < 0.1], 0)
+    assert labels[x > 0.55].min() == 1 and labels[x < 0.2].max() == 0
+
+
+def test_ensemble_refuses_members_that_do_not_match(tmp_path):
+    from micro_seg.registry import combine_models
+
+    a = _threshold_member(tmp_path / "a", 0.5)
+    other = _threshold_member(tmp_path / "b", 0.5, classes=("matrix", "pore"))
+    with pytest.raises(ModelError, match="classes differ"):
+        combine_models([a, other], tmp_path / "x")
+    scaled = _threshold_member(tmp_path / "c", 0.5, input_scale=0.5)
+    with pytest.raises(ModelError, match="input_scale differs"):
+        combine_models([a, scaled], tmp_path / "x")
+    with pytest.raises(ModelError, match="at least two"):
+        combine_models([a], tmp_path / "x")
+    with pytest.raises(ModelError, match="folder of member"):
+        combine_models([a, _threshold_member(tmp_path / "d", 0.4)], a)
+    assert not (tmp_path / "x").exists()
+
+
+def test_tampered_ensemble_weights_refused(tmp_path):
+    from micro_seg.registry import combine_models
+
+    folder = combine_models([_threshold_member(tmp_path / "a", 0.5), _threshold_member(tmp_path / "b", 0.3)],
+                            tmp_path / "ens")
+    w = folder / WEIGHTS_FILE
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 1
+    w.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError, match="sha256"):
+        load_model(folder)

@@ -1,9 +1,12 @@
-"""``micro-seg models list|show``: the segmentation models micro-seg can use.
+"""``micro-seg models list|show|ensemble``: the segmentation models micro-seg can use.
 
 ``models list`` prints every shipped and user model (``$MICRO_SEG_MODELS``,
 ``~/.local/share/micro-seg/models``, plus ``--path`` folders) with its task,
 classes and weights sha256; ``models show NAME_OR_PATH`` prints one full
-model card.
+model card; ``models ensemble A B ... --out DIR`` joins trained models of the
+same classes into one model whose class probabilities are their average
+(:func:`micro_seg.registry.combine_models`), usable as ``--model DIR``
+everywhere.
 
 Examples
 --------
@@ -18,7 +21,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["register", "run_list", "run_show", "card_summary"]
+__all__ = ["register", "run_list", "run_show", "run_ensemble", "card_summary"]
 
 
 def register(subparsers: Any) -> None:
@@ -38,6 +41,16 @@ def register(subparsers: Any) -> None:
     show.add_argument("model", metavar="NAME_OR_PATH", help="model name or model folder")
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=run_show)
+    ens = sub.add_parser("ensemble", help="join trained models of the same classes into one (probabilities averaged)",
+                         description="Join two or more trained segmentation models with the same classes, input "
+                                     "channels, normalisation and input scale into one model folder whose class "
+                                     "probabilities are the members' average (e.g. runs of `micro-seg train` with "
+                                     "different --seed, trained side by side with --threads 1).")
+    ens.add_argument("models", nargs="+", metavar="NAME_OR_PATH", help="member models (two or more)")
+    ens.add_argument("--out", required=True, help="model folder to write")
+    ens.add_argument("--name", default=None, help="model name on the card (default: the --out folder name)")
+    ens.add_argument("--json", action="store_true", help="print one JSON object")
+    ens.set_defaults(func=run_ensemble)
     parser.set_defaults(func=lambda args: _usage(parser))
 
 
@@ -93,3 +106,13 @@ def run_show(args: argparse.Namespace) -> dict[str, Any]:
     data = card.to_dict()
     data["folder"] = str(folder)
     return data
+
+
+def run_ensemble(args: argparse.Namespace) -> dict[str, Any]:
+    """Write an ensemble model: ``{"model": folder, "name", "members": [...], "networks", "sha256"}``."""
+    from micro_seg.registry import combine_models, load_card
+
+    folder = combine_models(args.models, args.out, name=args.name)
+    card = load_card(folder)
+    return {"model": str(folder), "name": card.name, "members": [m["name"] for m in card.training_data["members"]],
+            "networks": len(card.arch_kwargs["members"]), "classes": list(card.classes), "sha256": card.weights_sha256}
