@@ -216,7 +216,7 @@ class TrainWidget(Container):
         self._name = LineEdit(label="New model name", value="my-material")
         self._epochs = SpinBox(label="Epochs", value=10, min=1, max=100_000)  # the time limit usually ends it
         self._minutes = FloatSpinBox(label="Time limit (min)", value=5.0, min=0.1, max=600.0, step=0.5)
-        self._patch = SpinBox(label="Patch size (px)", value=128, min=32, max=1024, step=16)
+        self._patch = SpinBox(label="Patch size (px)", value=128, min=16, max=1024, step=16)
         self._scale = ComboBox(
             label="Input scale", value=1.0, choices=INPUT_SCALE_CHOICES,
             tooltip="The network sees the images resized by this factor (1/2 = half size: 4x faster, more context "

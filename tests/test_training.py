@@ -292,6 +292,28 @@ def test_finetune_from_base_model_keeps_architecture(tmp_path):
     assert card3.classes == ["a", "b", "c"] and net3(torch.rand(1, 1, 32, 32)).shape[1] == 3
 
 
+def test_ensemble_of_trained_models_fine_tunes_as_one_network(tmp_path):
+    """Two seeds joined by combine_models segment the stripes; fine-tuning the ensemble trains all members
+    (its output is the log of the mean probability, so the cross-entropy is the ensemble's); another class
+    count is refused with a clear error."""
+    from micro_seg.errors import ModelError
+    from micro_seg.inference import predict
+    from micro_seg.registry import combine_models, load_model
+
+    img, truth, scribble = _stripes()
+    for seed in (0, 1):
+        _fit([img], [scribble], out=tmp_path / f"m{seed}", name=f"m{seed}", seed=seed, epochs=6)
+    ens = load_model(combine_models([tmp_path / "m0", tmp_path / "m1"], tmp_path / "ens"))
+    assert np.mean(predict(img, ens).labels + 1 == truth) > 0.95
+    before = _weights(ens.network)
+    net, card, _ = _fit([img], [truth], base=ens, epochs=1)
+    assert card.arch == "ensemble" and len(card.arch_kwargs["members"]) == 2
+    changed = [k for k, v in net.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert any(k.startswith("members.0.") for k in changed) and any(k.startswith("members.1.") for k in changed)
+    with pytest.raises(ModelError, match="cannot change the number of classes"):
+        _fit([img], [np.where(truth == 2, 3, truth)], base=load_model(tmp_path / "ens"), classes=["a", "b", "c"])
+
+
 @pytest.mark.parametrize(
     "labels, match",
     [
