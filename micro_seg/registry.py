@@ -522,7 +522,7 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
     member's post-processing defaults, the largest tile size, the union of the
     training pixel-size ranges, and lists each member's name, weights sha256,
     training data and validation metrics under ``training_data["members"]`` /
-    ``metrics["members"]``.  Members trained on different splits of the
+    ``metrics["members"]`` (lists, in member order).  Members trained on different splits of the
     same images each report their own validation figures; judge the ensemble
     on images none of them saw.
 
@@ -575,7 +575,7 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
             if a != b:
                 raise ModelError(f"{m.folder}: cannot join an ensemble with {first.folder}: {key} differs "
                                  f"({b!r} vs {a!r})")
-    networks, member_arch, members, metrics = [], [], [], {}
+    networks, member_arch, members, metrics = [], [], [], []
     for m in loaded:
         nets = list(m.network.members) if isinstance(m.network, Ensemble) else [m.network]
         specs = m.card.arch_kwargs["members"] if m.card.arch == "ensemble" else [
@@ -585,7 +585,7 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
         members.append({"name": m.card.name, "folder": str(m.folder) if m.folder else None,
                         "weights_sha256": m.card.weights_sha256, "arch": m.card.arch,
                         "training_data": m.card.training_data})
-        metrics[m.card.name] = m.card.metrics
+        metrics.append({"name": m.card.name, **m.card.metrics})  # a list: members may share a name
     ranges = [m.card.pixel_size_um_range for m in loaded if m.card.pixel_size_um_range]
     card = ModelCard(
         name=name or folder.name, task=first.card.task, arch="ensemble", arch_kwargs={"members": member_arch},

@@ -193,6 +193,7 @@ def test_ensemble_averages_member_probabilities(tmp_path):
     ens = load_model(combine_models(folders, tmp_path / "ens"))
     assert ens.card.arch == "ensemble" and len(ens.card.arch_kwargs["members"]) == 3
     assert [m["name"] for m in ens.card.training_data["members"]] == ["m0", "m1", "m2"]
+    assert [m["name"] for m in ens.card.metrics["members"]] == ["m0", "m1", "m2"]
     assert [m["weights_sha256"] for m in ens.card.training_data["members"]] == [
         load_card(f).weights_sha256 for f in folders]
     assert ens.card.pixel_size_um_range == (0.1, 1.0)
