@@ -303,6 +303,13 @@ def test_segment_job_uses_grain_settings(tmp_path):
 
     assert run().n_objects == 1
     assert run(threshold=0.2, min_grain_px=4).n_objects == 2
+    # an ensemble of two such models (micro-seg models ensemble) runs the same way, with the same answer
+    from micro_seg.registry import combine_models
+
+    second = _faint_grain_model(tmp_path / "faint-grains-2", threshold=0.5, min_grain_px=4)
+    folder = combine_models([folder, second], tmp_path / "faint-ensemble")
+    assert run().n_objects == 1
+    assert run(threshold=0.2, min_grain_px=4).n_objects == 2
 
 
 def test_segment_widget_grain_settings_follow_the_model(make_napari_viewer, qtbot, tmp_path, monkeypatch):
