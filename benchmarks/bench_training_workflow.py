@@ -26,6 +26,10 @@
   ``--magnetic-minutes`` (30), defect IoU on the other 20% (also per defect
   type).
 
+``--members N`` (metaldam, magnetic): N runs side by side (seeds 0..N-1, the
+threads shared), joined by ``micro-seg models ensemble``; each member is also
+scored alone.  ``--reuse`` scores members already trained with the same command.
+
 MetalDAM and the magnetic tiles have no licence: the models trained here stay
 in ``benchmarks/_work`` and are never shipped.
 """
@@ -194,8 +198,8 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
         if reuse and (folder / "card.yaml").is_file() and folder.with_suffix(".json").is_file():
             procs.append(None)
             continue
-        log = open(folder.with_suffix(".json"), "w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "micro_seg", *argv], stdout=log, cwd=ROOT))
+        with open(folder.with_suffix(".json"), "w") as log:  # the child keeps its own copy of the handle
+            procs.append(subprocess.Popen([sys.executable, "-m", "micro_seg", *argv], stdout=log, cwd=ROOT))
     for i, proc in enumerate(procs):
         folder = out.parent / f"{out.name}-m{i}"
         if proc is not None and proc.wait() != 0:
