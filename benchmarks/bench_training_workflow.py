@@ -176,6 +176,11 @@ def _cli_train(images, labels, out, minutes, threads, extra) -> dict:
     return res
 
 
+def _member_dirs(out: Path, members: int) -> list[Path]:
+    """The folders ``--members`` trains its runs into: ``<out>-m0``, ``<out>-m1``, ..."""
+    return [out.parent / f"{out.name}-m{i}" for i in range(members)]
+
+
 def _train_members(images, labels, out: Path, minutes, threads, extra, members: int, *, reuse: bool = False) -> dict:
     """``members`` runs of ``micro-seg train`` side by side (seeds 0..members-1, ``threads // members`` torch threads
     each, so the machine's cores are shared, not oversubscribed) joined by ``micro-seg models ensemble`` into ``out``.
@@ -188,10 +193,10 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
     if members <= 1:
         return _cli_train(images, labels, out, minutes, threads, extra)
     per = max(1, threads // members)
+    folders = _member_dirs(out, members)
     argvs, procs, results = [], [], []
     t = time.perf_counter()
-    for i in range(members):
-        folder = out.parent / f"{out.name}-m{i}"
+    for i, folder in enumerate(folders):
         argv = ["train", str(images), str(labels), "--out", str(folder), "--label-encoding", "dense", "--minutes",
                 str(minutes), "--threads", str(per), "--json", "--quiet", *extra, "--seed", str(i)]
         argvs.append(argv)
@@ -200,8 +205,7 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
             continue
         with open(folder.with_suffix(".json"), "w") as log:  # the child keeps its own copy of the handle
             procs.append(subprocess.Popen([sys.executable, "-m", "micro_seg", *argv], stdout=log, cwd=ROOT))
-    for i, proc in enumerate(procs):
-        folder = out.parent / f"{out.name}-m{i}"
+    for i, (proc, folder) in enumerate(zip(procs, folders)):
         if proc is not None and proc.wait() != 0:
             raise RuntimeError(f"micro-seg train (member {i}) exited {proc.returncode}")
         res = json.loads(folder.with_suffix(".json").read_text())
@@ -213,12 +217,12 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
             raise RuntimeError(f"{folder} was trained by `{res['command']}`, not `{command}`: pass the same settings")
         res.setdefault("wall_seconds", res.get("seconds"))
         results.append(res)
-    combine_models([out.parent / f"{out.name}-m{i}" for i in range(members)], out)
+    combine_models(folders, out)
     cmd = "micro-seg " + " ".join(argvs[0][:-2]) + " --seed I"
     return {"members": results, "wall_seconds": max(r["wall_seconds"] for r in results),
             "epochs_run": " / ".join(str(r["epochs_run"]) for r in results),
             "command": f"{members} runs side by side (I = 0..{members - 1}): {cmd}; then micro-seg models ensemble "
-                       + " ".join(f"{out.name}-m{i}" for i in range(members)) + f" --out {out.name}"}
+                       + " ".join(f.name for f in folders) + f" --out {out.name}"}
 
 
 def _confusions(model_dir, pairs, n_classes: int, *, tta: bool = False) -> list[np.ndarray]:
@@ -243,9 +247,8 @@ def _score(model_dir, pairs, names, *, tta: bool = False) -> dict:
 
 def _member_scores(out: Path, res: dict, pairs, names) -> list[dict]:
     """Each ensemble member scored alone on the same test pairs (empty for a single model)."""
-    n = len(res.get("members", []))
-    return [{"iou": (m := _score(out.parent / f"{out.name}-m{i}", pairs, names))["iou"], "mean_iou": m["mean_iou"]}
-            for i in range(n)]
+    return [{"iou": (m := _score(folder, pairs, names))["iou"], "mean_iou": m["mean_iou"]}
+            for folder in _member_dirs(out, len(res.get("members", [])))]
 
 
 def bench_metaldam(results: dict, minutes: float, threads: int, members: int = 1, reuse: bool = False) -> None:

@@ -521,10 +521,10 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
     ensembles is flattened).  The new card (``arch: ensemble``) keeps the first
     member's post-processing defaults, the largest tile size, the union of the
     training pixel-size ranges, and lists each member's name, weights sha256,
-    training data and validation metrics under ``training_data["members"]`` /
-    ``metrics["members"]`` (lists, in member order).  Members trained on different splits of the
-    same images each report their own validation figures; judge the ensemble
-    on images none of them saw.
+    training data and validation metrics under ``training_data["members"]``
+    / ``metrics["members"]`` (lists, in member order).  Members trained on
+    different splits of the same images each report their own validation
+    figures; judge the ensemble on images none of them saw.
 
     Parameters
     ----------
@@ -577,11 +577,12 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
                                  f"({b!r} vs {a!r})")
     networks, member_arch, members, metrics = [], [], [], []
     for m in loaded:
-        nets = list(m.network.members) if isinstance(m.network, Ensemble) else [m.network]
-        specs = m.card.arch_kwargs["members"] if m.card.arch == "ensemble" else [
-            {"arch": m.card.arch, "arch_kwargs": dict(m.card.arch_kwargs)}]
-        networks += nets
-        member_arch += specs
+        if isinstance(m.network, Ensemble):  # flattened: its members join one by one
+            networks += list(m.network.members)
+            member_arch += m.card.arch_kwargs["members"]
+        else:
+            networks.append(m.network)
+            member_arch.append({"arch": m.card.arch, "arch_kwargs": dict(m.card.arch_kwargs)})
         members.append({"name": m.card.name, "folder": str(m.folder) if m.folder else None,
                         "weights_sha256": m.card.weights_sha256, "arch": m.card.arch,
                         "training_data": m.card.training_data})
