@@ -186,9 +186,11 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
     each, so the machine's cores are shared, not oversubscribed) joined by ``micro-seg models ensemble`` into ``out``.
     One member: a single run straight into ``out``.  ``reuse``: members already trained (``<out>-m<i>`` with its
     ``.json``) are scored again, not retrained."""
+    import contextlib
+    import io
     import subprocess
 
-    from micro_seg.registry import combine_models
+    from micro_seg.cli import main
 
     if members <= 1:
         return _cli_train(images, labels, out, minutes, threads, extra)
@@ -198,7 +200,7 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
     t = time.perf_counter()
     for i, folder in enumerate(folders):
         argv = ["train", str(images), str(labels), "--out", str(folder), "--label-encoding", "dense", "--minutes",
-                str(minutes), "--threads", str(per), "--json", "--quiet", *extra, "--seed", str(i)]
+                str(minutes), "--threads", str(per), "--json", "--quiet", *extra, "--split-seed", "0", "--seed", str(i)]
         argvs.append(argv)
         if reuse and (folder / "card.yaml").is_file() and folder.with_suffix(".json").is_file():
             procs.append(None)
@@ -217,12 +219,20 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
             raise RuntimeError(f"{folder} was trained by `{res['command']}`, not `{command}`: pass the same settings")
         res.setdefault("wall_seconds", res.get("seconds"))
         results.append(res)
-    combine_models(folders, out)
+    # the members held out the same images (--split-seed 0): the ensemble's decision is chosen on them
+    ens_argv = ["models", "ensemble", *map(str, folders), "--out", str(out), "--calibrate", str(images), str(labels),
+                "--label-encoding", "dense", "--json"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(ens_argv)
+    if code != 0:
+        raise RuntimeError(f"micro-seg models ensemble exited {code}")
     cmd = "micro-seg " + " ".join(argvs[0][:-2]) + " --seed I"
     return {"members": results, "wall_seconds": max(r["wall_seconds"] for r in results),
             "epochs_run": " / ".join(str(r["epochs_run"]) for r in results),
-            "command": f"{members} runs side by side (I = 0..{members - 1}): {cmd}; then micro-seg models ensemble "
-                       + " ".join(f.name for f in folders) + f" --out {out.name}"}
+            "calibration": json.loads(buf.getvalue()).get("calibration"),
+            "command": f"{members} runs side by side (I = 0..{members - 1}): {cmd}; then micro-seg "
+                       + " ".join(ens_argv[:2] + [f.name for f in folders] + ens_argv[2 + members : -1])}
 
 
 def _confusions(model_dir, pairs, n_classes: int, *, tta: bool = False) -> list[np.ndarray]:
@@ -353,6 +363,9 @@ def to_markdown(results: dict, notes: str = "") -> str:
         t = r["test"]
         out += [f"### {title}", "", f"`{r['train']['command']}`", "",
                 f"Training wall time {r['train']['wall_seconds'] / 60:.1f} min, {r['train']['epochs_run']} epochs.", "",
+                *([f"Ensemble decision offsets {[round(o, 3) for o in c['logit_offsets']]} chosen on the "
+                   f"{c['data']} (their mean IoU {_f(c['mean_iou_before'])} -> {_f(c['mean_iou'])}).", ""]
+                  if (c := r["train"].get("calibration")) else []),
                 "| segmentation | " + " | ".join(t["iou"]) + " | mean IoU |", "|---" * (len(t["iou"]) + 2) + "|",
                 "| `segment` | " + " | ".join(_f(v) for v in t["iou"].values()) + f" | **{_f(t['mean_iou'])}** |"]
         if r.get("test_tta"):

@@ -23,7 +23,8 @@ Architectures
     constructor.
 ``"ensemble"``
     several trained networks run side by side (:class:`Ensemble`), their
-    class probabilities averaged.  Keyword argument: ``members``, a list of
+    class probabilities averaged (plus per-class decision offsets saved with
+    the weights).  Keyword argument: ``members``, a list of
     ``{"arch": ..., "arch_kwargs": {...}}``.  Ensemble models are made from
     trained models by :func:`micro_seg.registry.combine_models`
     (``micro-seg models ensemble``).
@@ -162,21 +163,30 @@ class Ensemble(nn.Module):
     one network.  Averaging independently trained networks lowers the variance
     between training runs, at the cost of one forward pass per member.
 
+    ``offsets`` (a buffer saved with the weights, zeros until calibrated) are
+    per-class decision offsets added to the output, as a single network folds
+    its validation-chosen offsets into its last bias: the members' average is
+    not calibrated by the members' own offsets (where two members disagree
+    with certainty their mean is exactly 0.5, and the argmax of a tie is the
+    first class), so :func:`micro_seg.registry.combine_models` can choose the
+    ensemble's own on images its members held out.
+
     Examples
     --------
     >>> a = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8]).eval()
     >>> b = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8, 16]).eval()
-    >>> ens, x = Ensemble([a, b]).eval(), torch.randn(1, 1, 32, 32)
+    >>> ens, x = Ensemble([a, b], num_classes=2).eval(), torch.randn(1, 1, 32, 32)
     >>> mean = (a(x).softmax(1) + b(x).softmax(1)) / 2
     >>> bool(torch.allclose(ens(x).softmax(1), mean, atol=1e-6)), ens.stride
     (True, 4)
     """
 
-    def __init__(self, members: Sequence[nn.Module]) -> None:
+    def __init__(self, members: Sequence[nn.Module], num_classes: int) -> None:
         super().__init__()
         if not members:
             raise ModelError("ensemble: needs at least one member network")
         self.members = nn.ModuleList(members)
+        self.register_buffer("offsets", torch.zeros(int(num_classes)))
         stride = 1
         for m in self.members:
             stride = math.lcm(stride, required_stride(m))
@@ -186,7 +196,13 @@ class Ensemble(nn.Module):
         probs = torch.softmax(self.members[0](x), dim=1)
         for member in self.members[1:]:
             probs = probs + torch.softmax(member(x), dim=1)
-        return torch.log((probs / len(self.members)).clamp_min(torch.finfo(probs.dtype).tiny))
+        out = torch.log((probs / len(self.members)).clamp_min(torch.finfo(probs.dtype).tiny))
+        return out + self.offsets.to(out.dtype).view(1, -1, 1, 1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D102
+        # ensembles written before the offsets existed: no offsets (zeros)
+        state_dict.setdefault(prefix + "offsets", torch.zeros_like(self.offsets))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _ensemble_members(arch_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -283,7 +299,7 @@ def build_network(arch: str, *, in_channels: int, num_classes: int, **arch_kwarg
             raise ModelError(f"{arch}: invalid architecture options {arch_kwargs}: {exc}") from exc
     if arch == "ensemble":
         return Ensemble([build_network(m["arch"], in_channels=in_channels, num_classes=num_classes, **m["arch_kwargs"])
-                         for m in _ensemble_members(arch_kwargs)])
+                         for m in _ensemble_members(arch_kwargs)], num_classes=num_classes)
     if arch == "smp-unet-resnet18":
         return _build_smp("Unet", "resnet18", in_channels, num_classes, arch_kwargs)
     if arch.startswith("smp:"):

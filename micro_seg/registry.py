@@ -42,7 +42,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import yaml
 
@@ -142,7 +142,8 @@ class ModelCard:
         ``{"description": ..., "sha256": <hash of the training file list>, ...}``;
         models from :func:`micro_seg.training.train_segmenter` add the image
         counts and, when it split the images itself, ``val_indices`` (the
-        held-out images, as positions in the list it was given).
+        held-out images, as positions in the list it was given) with
+        ``val_sha256`` (hash of those image/label pairs as given).
     metrics : dict
         Validation metrics (name -> value or dict), with the validation data named.
     weights_file, weights_sha256 : str
@@ -512,7 +513,8 @@ _ENSEMBLE_SHARED = ("task", "classes", "in_channels", "normalisation", "input_sc
 
 
 def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: str | os.PathLike, *,
-                   name: str | None = None, description: str | None = None) -> Path:
+                   name: str | None = None, description: str | None = None,
+                   calibrate_on: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None) -> Path:
     """Write one ensemble model from trained segmentation models (their probabilities are averaged).
 
     Each member's weights are sha256-checked on loading, as by
@@ -526,6 +528,19 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
     different splits of the same images each report their own validation
     figures; judge the ensemble on images none of them saw.
 
+    The average of calibrated members is not calibrated: where two members
+    disagree with certainty their mean is 0.5 and the tie goes to the first
+    class.  ``calibrate_on`` chooses the ensemble's own per-class decision
+    offsets (:func:`micro_seg.training.calibrate_logit_offsets`, maximising
+    mean IoU; saved with the weights) on the validation images every member
+    held out: members trained by :func:`~micro_seg.training.train_segmenter`
+    with the same ``split_seed`` on the same pairs (``micro-seg train
+    --split-seed``).  It takes those training pairs, in the order they were
+    given (the CLI: sorted by file name); the held-out ones are checked
+    against the members' ``val_sha256``, so the ensemble is never calibrated
+    on images a member trained on.  The card's ``metrics["validation"]``
+    then holds the ensemble's figures on them, before and after the offsets.
+
     Parameters
     ----------
     models : iterable of str, path or LoadedModel
@@ -534,6 +549,10 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
         Model folder to write (``--model PATH`` accepts it everywhere).
     name, description : str, optional
         Card name (default the folder name) and description.
+    calibrate_on : (images, labels), optional
+        The members' training pairs (labels: 0 = unlabelled, ``c`` = class
+        ``c``) to choose the decision offsets on their shared validation
+        images.
 
     Returns
     -------
@@ -544,7 +563,10 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
     ------
     ModelError
         Fewer than two members, a classification model, or members that
-        differ in a shared field (the message names both models and the field).
+        differ in a shared field (the message names both models and the field);
+        with ``calibrate_on``: members without a recorded validation split or
+        with different ones, or pairs whose held-out images are not the ones
+        the members held out.
 
     Examples
     --------
@@ -601,4 +623,51 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
         training_data={"description": "the members' training data (see members)", "members": members},
         metrics={"members": metrics},
     )
-    return save_model(folder, Ensemble(networks).eval(), card)
+    network = Ensemble(networks, num_classes=len(card.classes)).eval()
+    if calibrate_on is not None:
+        _calibrate_ensemble(network, card, loaded, calibrate_on)
+    return save_model(folder, network, card)
+
+
+def _calibrate_ensemble(network, card: ModelCard, loaded: Sequence[LoadedModel], pairs) -> None:
+    """Choose ``network.offsets`` on the validation images every member of ``loaded`` held out (see
+    :func:`combine_models`) and record the ensemble's validation figures on ``card``."""
+    import numpy as np
+    import torch
+
+    from micro_seg.inference import predict
+    from micro_seg.training import calibrate_logit_offsets, pairs_sha256
+
+    images, labels = (list(p) for p in pairs)
+    if len(images) != len(labels):
+        raise ModelError(f"calibration: {len(images)} images but {len(labels)} label images")
+    splits = []
+    for m in loaded:
+        data = m.card.training_data or {}
+        if not data.get("val_indices") or not data.get("val_sha256"):
+            raise ModelError(f"{m.folder or m.card.name}: the card records no validation images the model held out "
+                             "(trained with val_fraction 0, with given validation images, by an older micro-seg, or "
+                             "an ensemble): the ensemble cannot be calibrated on them")
+        splits.append((tuple(int(i) for i in data["val_indices"]), data["val_sha256"]))
+    if len(set(splits)) > 1:
+        raise ModelError(f"{loaded[1].folder or loaded[1].card.name}: held out other validation images than "
+                         f"{loaded[0].folder or loaded[0].card.name}; train the members with the same --split-seed "
+                         "(and the same images) to calibrate their ensemble")
+    idx, sha = splits[0]
+    if max(idx) >= len(images) or pairs_sha256([images[i] for i in idx], [labels[i] for i in idx]) != sha:
+        raise ModelError(f"calibration: these {len(images)} image/label pairs are not the ones the members were "
+                         "trained on (their held-out images differ from the recorded sha256): give the same folders, "
+                         "label encoding and order")
+    model = LoadedModel(card, network, None)
+    tiny = np.finfo(np.float32).tiny
+    logits = [np.log(np.maximum(predict(images[i], model, keep_uncertainty=False).probabilities, tiny)) for i in idx]
+    offsets, before, after = calibrate_logit_offsets(logits, [np.asarray(labels[i]) for i in idx],
+                                                     classes=card.classes)
+    with torch.no_grad():
+        network.offsets += torch.from_numpy(offsets).to(network.offsets.dtype)
+    card.metrics["validation"] = {
+        "data": f"{len(idx)} validation images every member held out", **after,
+        "note": "after per-class decision offsets chosen on these images",
+        "before_offsets": {"iou": before["iou"], "mean_iou": before["mean_iou"]}}
+    card.extra["calibration"] = {"logit_offsets": [float(o) for o in offsets], "val_indices": list(idx),
+                                 "val_sha256": sha}

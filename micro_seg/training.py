@@ -66,6 +66,7 @@ __all__ = [
     "boundary_f1",
     "predict_logits",
     "segmentation_loss",
+    "pairs_sha256",
     "split_by_image",
     "calibrate_logit_offsets",
     "DEFAULT_PSEUDO_LABEL_THRESHOLD",
@@ -395,8 +396,13 @@ def pseudo_labels(network, inputs: Sequence[np.ndarray], labels: Sequence[np.nda
 
 
 def _output_bias(network):
-    """The bias of the network's last (1x1 logits) convolution, or None."""
+    """The bias of the network's last (1x1 logits) convolution (an ensemble's decision offsets), or None."""
     import torch
+
+    from micro_seg.nets import Ensemble
+
+    if isinstance(network, Ensemble):
+        return network.offsets
 
     head = getattr(network, "head", None)
     if not isinstance(head, torch.nn.Conv2d):
@@ -491,7 +497,8 @@ def _is_cancelled(cancel) -> bool:
     return bool(cancel())
 
 
-def _data_hash(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> str:
+def pairs_sha256(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> str:
+    """sha256 of image/label pairs (shapes, dtypes and bytes, in order): the cards' training-data hashes."""
     h = hashlib.sha256()
     for img, lab in zip(images, labels):
         for a in (np.ascontiguousarray(img), np.ascontiguousarray(lab)):
@@ -646,6 +653,7 @@ def iter_train_segmenter(
     image_weights: Sequence[float] | None = None,
     augment: bool | AugmentConfig = True,
     seed: int = 0,
+    split_seed: int | None = None,
     patience: int | None = 10,
     keep: str = "best",
     input_scale: float | None = None,
@@ -688,17 +696,19 @@ def iter_train_segmenter(
         check_pseudo_label_threshold(pseudo_label_threshold)
     images, labels = list(images), list(labels)
     _check_pairs(images, labels, n_classes, "training")
+    split_seed = seed if split_seed is None else int(split_seed)
     if (val_images is None) != (val_labels is None):
         raise TrainingDataError("give both val_images and val_labels, or neither")
     if val_images is not None:
         val_images, val_labels = list(val_images), list(val_labels)
         _check_pairs(val_images, val_labels, n_classes, "validation")
-        train_idx, val_idx = list(range(len(images))), None
+        train_idx, val_idx, val_sha256 = list(range(len(images))), None, None
     else:
-        train_idx, val_idx = split_by_image(len(images), val_fraction, seed,
+        train_idx, val_idx = split_by_image(len(images), val_fraction, split_seed,
                                             class_pixels=class_pixel_counts(labels, n_classes))
         val_images = [images[i] for i in val_idx]
         val_labels = [labels[i] for i in val_idx]
+        val_sha256 = pairs_sha256(val_images, val_labels)  # as given: lets an ensemble check it is calibrated on these
         images = [images[i] for i in train_idx]
         labels = [labels[i] for i in train_idx]
         if image_weights is not None and len(image_weights) == len(train_idx) + len(val_idx):
@@ -800,7 +810,7 @@ def iter_train_segmenter(
     config = {
         "arch": arch, "arch_kwargs": arch_kwargs, "classes": classes, "in_channels": in_channels,
         "normalisation": normalisation, "epochs": epochs, "patch_size": patch_size, "batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch, "lr": lr, "weight_decay": weight_decay, "seed": seed,
+        "steps_per_epoch": steps_per_epoch, "lr": lr, "weight_decay": weight_decay, "seed": seed, "split_seed": split_seed,
         "class_weights": [float(w) for w in weights], "dice_weight": dice_weight,
         "rare_class_fraction": rare_class_fraction, "calibrate": bool(calibrate), "augment": aug_cfg.as_dict(),
         "input_scale": input_scale, "pseudo_label_threshold": pseudo_label_threshold,
@@ -814,6 +824,7 @@ def iter_train_segmenter(
         same = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in _RESUMABLE_CHANGES}
         # checkpoints from before input_scale / pseudo-labels existed were made without them
         old_config = {"input_scale": 1.0, "pseudo_label_threshold": None, **meta.get("config", {})}
+        old_config.setdefault("split_seed", old_config.get("seed"))  # before split_seed, the seed split the images
         if {k: v for k, v in old_config.items() if k not in _RESUMABLE_CHANGES} != same:
             raise TrainingDataError(f"{ckpt}: checkpoint was made with different settings; cannot resume (use a new checkpoint_dir)")
         _load_state(network, opt, load_file(str(ckpt / "last.safetensors")))
@@ -943,7 +954,8 @@ def iter_train_segmenter(
     card = _make_card(
         name=name, arch=arch, arch_kwargs=arch_kwargs, task=task, classes=classes, in_channels=in_channels,
         normalisation=normalisation, config=config, best=best, best_epoch=best_epoch, history=history,
-        data_sha256=_data_hash(images, labels), n_train=len(xs), n_val=len(vxs), val_indices=val_idx, stopped=stopped,
+        data_sha256=pairs_sha256(images, labels), n_train=len(xs), n_val=len(vxs), val_indices=val_idx,
+        val_sha256=val_sha256, stopped=stopped,
         seconds=time.perf_counter() - t_start, base_card=base_card, extra=card_extra,
     )
     return TrainResult(network, card, history)
@@ -965,7 +977,8 @@ def _replace_head(network, n_classes: int, arch: str) -> None:
 
 
 def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisation, config, best, best_epoch,
-               history, data_sha256, n_train, n_val, stopped, seconds, base_card, extra, val_indices=None):
+               history, data_sha256, n_train, n_val, stopped, seconds, base_card, extra, val_indices=None,
+               val_sha256=None):
     from micro_seg.registry import ModelCard
 
     metrics: dict[str, Any] = {}
@@ -987,7 +1000,8 @@ def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisa
         task=task, arch=arch, arch_kwargs=dict(arch_kwargs), in_channels=in_channels, classes=list(classes),
         normalisation=dict(normalisation), input_scale=float(config.get("input_scale", 1.0)), metrics=metrics,
         training_data={"sha256": data_sha256, "n_train_images": n_train, "n_val_images": n_val,
-                       **({"val_indices": list(val_indices)} if val_indices is not None else {})},
+                       **({"val_indices": list(val_indices), "val_sha256": val_sha256}
+                          if val_indices is not None else {})},
         extra={"training": training},
     )
     if base_card is not None:
@@ -1043,7 +1057,11 @@ def train_segmenter(
         (relative sampling weight per training image, on top of its
         labelled-pixel count),
         ``augment`` (bool or :class:`~micro_seg.augment.AugmentConfig`),
-        ``seed``, ``patience`` (early stopping, epochs), ``keep`` ("best"
+        ``seed``, ``split_seed`` (seed of the validation split, default
+        ``seed``: runs that differ only in ``seed`` but share ``split_seed``
+        hold out the same images, so an ensemble of them can be calibrated on
+        images none of its members trained on), ``patience`` (early
+        stopping, epochs), ``keep`` ("best"
         epoch by validation mean IoU, or "last"), ``input_scale`` (train on
         the micrographs resized by this factor, e.g. 0.5 when the structures
         are many pixels across; recorded on the card, and inference resizes

@@ -168,3 +168,45 @@ def test_patch_size_mostly_padding_is_warned(dirs, tmp_path, capsys):
     assert "median 24 x 24 px" in err and "a patch size of 32 px" in err and "--patch-size" in err
     assert main(common + ["--out", str(tmp_path / "m32"), "--patch-size", "32"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_members_sharing_a_split_seed_make_a_calibrated_ensemble(dirs, tmp_path, capsys):
+    """Runs with different --seed but one --split-seed hold out the same images (same indices and sha256), so
+    `models ensemble --calibrate` can choose the ensemble's decision on them; a member that held out other images,
+    or labels read another way, are refused with exit 2 and one line."""
+    from micro_seg.registry import load_card, load_model
+
+    img_dir, lab_dir = dirs
+    for i in range(5):
+        _write_pair(img_dir, lab_dir, f"p{i}", seed=i)
+    common = ["--classes", "dark,bright", "--epochs", "1", "--patch-size", "32", "--batch-size", "2",
+              "--arch", "msnet-s", "--val-fraction", "0.4", "--json", "--quiet"]
+    for name, extra in (("m0", ["--split-seed", "3", "--seed", "0"]), ("m1", ["--split-seed", "3", "--seed", "1"]),
+                        ("other", ["--split-seed", "1", "--seed", "1"])):
+        assert main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / name), *common, *extra]) == 0
+    capsys.readouterr()
+    cards = {n: load_card(tmp_path / n) for n in ("m0", "m1", "other")}
+    assert cards["m0"].training_data["val_indices"] == cards["m1"].training_data["val_indices"]
+    assert cards["m0"].training_data["val_sha256"] == cards["m1"].training_data["val_sha256"]
+    assert cards["m0"].training_data["val_indices"] != cards["other"].training_data["val_indices"]
+    assert cards["m0"].extra["training"]["seed"] == 0 and cards["m1"].extra["training"]["seed"] == 1
+
+    ens = tmp_path / "ens"
+    code = main(["models", "ensemble", str(tmp_path / "m0"), str(tmp_path / "m1"), "--out", str(ens),
+                 "--calibrate", str(img_dir), str(lab_dir), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    cal = json.loads(captured.out)["calibration"]
+    assert cal["data"] == "2 validation images every member held out" and len(cal["logit_offsets"]) == 2
+    card = load_model(ens).card
+    assert card.metrics["validation"]["mean_iou"] >= card.metrics["validation"]["before_offsets"]["mean_iou"]
+    assert card.extra["calibration"]["val_indices"] == cards["m0"].training_data["val_indices"]
+
+    for args, message in (([str(tmp_path / "m0"), str(tmp_path / "other")], "same --split-seed"),
+                          ([str(tmp_path / "m0"), str(tmp_path / "m1"), "--label-encoding", "dense"],
+                           "not the ones the members were trained on")):
+        code = main(["models", "ensemble", *args, "--out", str(tmp_path / "bad"), "--calibrate", str(img_dir),
+                     str(lab_dir)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()

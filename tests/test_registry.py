@@ -247,3 +247,77 @@ def test_tampered_ensemble_weights_refused(tmp_path):
     w.write_bytes(bytes(data))
     with pytest.raises(WeightsIntegrityError, match="sha256"):
         load_model(folder)
+
+
+def _split_pairs():
+    """Two image/label pairs (labels 1 = background, 2 = pore where x > 0.3) and the second one's sha256."""
+    from micro_seg.training import pairs_sha256
+
+    x = np.arange(64) / 63.0
+    imgs = [np.tile((x * 252).astype(np.uint8), (16, 1)), np.tile((x[::-1] * 252).astype(np.uint8), (24, 1))]
+    labs = [np.where(i / 252.0 > 0.3, 2, 1).astype(np.uint8) for i in imgs]
+    return imgs, labs, pairs_sha256(imgs[1:], labs[1:])
+
+
+def test_calibrated_ensemble_breaks_ties_the_way_the_held_out_images_say(tmp_path):
+    """Member a calls pore above x = 0.3, member b above 0.7, both with certainty: on 0.3 < x < 0.7 their mean is
+    exactly 0.5 and the tie goes to background.  The truth is pore above 0.3 (member a's answer): calibrated on the
+    image both members held out, the ensemble calls pore there (known by construction)."""
+    from micro_seg.inference import predict
+    from micro_seg.registry import combine_models
+
+    imgs, labs, sha = _split_pairs()
+    split = {"val_indices": [1], "val_sha256": sha}
+    folders = [_threshold_member(tmp_path / f"m{i}", t, k=400.0, training_data=dict(split))
+               for i, t in enumerate((0.3, 0.7))]
+    plain = load_model(combine_models(folders, tmp_path / "plain"))
+    ens = load_model(combine_models(folders, tmp_path / "ens", calibrate_on=(imgs, labs)))
+    test = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1))  # x = column / 63 again, unseen image
+    x = np.arange(64) / 63.0
+    mid = (x > 0.32) & (x < 0.68)
+    assert predict(test, plain, keep_uncertainty=False).labels[:, mid].max() == 0  # ties: background
+    calibrated = predict(test, ens, keep_uncertainty=False).labels
+    np.testing.assert_array_equal(calibrated[:, x > 0.31], 1)
+    np.testing.assert_array_equal(calibrated[:, x < 0.29], 0)
+    offsets = ens.card.extra["calibration"]["logit_offsets"]
+    assert offsets[0] == 0 and 0 < offsets[1] <= 1.0  # a small push breaks the tie
+    val = ens.card.metrics["validation"]
+    assert val["iou"]["pore"] == 1.0 and val["before_offsets"]["iou"]["pore"] < 0.5 and "held out" in val["data"]
+    assert np.allclose(ens.network.offsets.numpy(), offsets)  # saved with the (sha256-checked) weights
+
+
+def test_ensemble_calibration_refuses_other_images_or_splits(tmp_path):
+    from micro_seg.registry import combine_models
+
+    imgs, labs, sha = _split_pairs()
+    a = _threshold_member(tmp_path / "a", 0.3, training_data={"val_indices": [1], "val_sha256": sha})
+    b = _threshold_member(tmp_path / "b", 0.7, training_data={"val_indices": [1], "val_sha256": sha})
+    other_split = _threshold_member(tmp_path / "c", 0.7, training_data={"val_indices": [0], "val_sha256": sha})
+    unrecorded = _threshold_member(tmp_path / "d", 0.7)
+    with pytest.raises(ModelError, match="same --split-seed"):
+        combine_models([a, other_split], tmp_path / "x", calibrate_on=(imgs, labs))
+    with pytest.raises(ModelError, match="records no validation images"):
+        combine_models([a, unrecorded], tmp_path / "x", calibrate_on=(imgs, labs))
+    changed = [l.copy() for l in labs]
+    changed[1][0, 0] = 0  # one label of the held-out image differs from what the members held out
+    with pytest.raises(ModelError, match="not the ones the members were trained on"):
+        combine_models([a, b], tmp_path / "x", calibrate_on=(imgs, changed))
+    with pytest.raises(ModelError, match="not the ones the members were trained on"):
+        combine_models([a, b], tmp_path / "x", calibrate_on=(imgs[:1], labs[:1]))
+    assert not (tmp_path / "x").exists()
+
+
+def test_ensemble_without_offsets_in_its_weights_loads_with_zero_offsets(tmp_path):
+    """Ensembles written before the decision offsets existed (no ``offsets`` tensor) load unchanged."""
+    from safetensors.torch import load_file, save_file
+
+    from micro_seg.registry import combine_models
+
+    folder = combine_models([_threshold_member(tmp_path / "a", 0.5), _threshold_member(tmp_path / "b", 0.3)],
+                            tmp_path / "ens")
+    tensors = {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if k != "offsets"}
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    card = yaml.safe_load((folder / CARD_FILE).read_text())
+    card["weights_sha256"] = sha256_file(folder / WEIGHTS_FILE)
+    (folder / CARD_FILE).write_text(yaml.safe_dump(card))
+    assert load_model(folder).network.offsets.tolist() == [0.0, 0.0]

@@ -299,6 +299,7 @@ def test_ensemble_of_trained_models_fine_tunes_as_one_network(tmp_path):
     from micro_seg.errors import ModelError
     from micro_seg.inference import predict
     from micro_seg.registry import combine_models, load_model
+    from micro_seg.training import _output_bias
 
     img, truth, scribble = _stripes()
     for seed in (0, 1):
@@ -312,6 +313,9 @@ def test_ensemble_of_trained_models_fine_tunes_as_one_network(tmp_path):
     assert any(k.startswith("members.0.") for k in changed) and any(k.startswith("members.1.") for k in changed)
     with pytest.raises(ModelError, match="cannot change the number of classes"):
         _fit([img], [np.where(truth == 2, 3, truth)], base=load_model(tmp_path / "ens"), classes=["a", "b", "c"])
+    # the ensemble's decision offsets are its output bias: fine-tuning re-chooses them on its validation images
+    # as it does a single network's last bias
+    assert _output_bias(ens.network) is ens.network.offsets
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,12 @@ def register(subparsers: Any) -> None:
     ens.add_argument("models", nargs="+", metavar="NAME_OR_PATH", help="member models (two or more)")
     ens.add_argument("--out", required=True, help="model folder to write")
     ens.add_argument("--name", default=None, help="model name on the card (default: the --out folder name)")
+    ens.add_argument("--calibrate", nargs=2, metavar=("IMAGES_DIR", "LABELS_DIR"), default=None,
+                     help="the folders the members were trained on (`micro-seg train` with the same --split-seed): "
+                          "the ensemble's decision offsets are chosen on the validation images every member held "
+                          "out (checked by sha256), as a single training run chooses its own")
+    ens.add_argument("--label-encoding", default="sparse", choices=["sparse", "dense", "mask"],
+                     help="label encoding of --calibrate's labels (as given to micro-seg train)")
     ens.add_argument("--json", action="store_true", help="print one JSON object")
     ens.set_defaults(func=run_ensemble)
     parser.set_defaults(func=lambda args: _usage(parser))
@@ -112,7 +118,18 @@ def run_ensemble(args: argparse.Namespace) -> dict[str, Any]:
     """Write an ensemble model: ``{"model": folder, "name", "members": [...], "networks", "sha256"}``."""
     from micro_seg.registry import combine_models, load_card
 
-    folder = combine_models(args.models, args.out, name=args.name)
+    pairs = None
+    if args.calibrate:
+        from micro_seg.commands.train import load_pairs
+
+        _, images, labels = load_pairs(*args.calibrate, args.label_encoding)
+        pairs = (images, labels)
+    folder = combine_models(args.models, args.out, name=args.name, calibrate_on=pairs)
     card = load_card(folder)
-    return {"model": str(folder), "name": card.name, "members": [m["name"] for m in card.training_data["members"]],
-            "networks": len(card.arch_kwargs["members"]), "classes": list(card.classes), "sha256": card.weights_sha256}
+    out = {"model": str(folder), "name": card.name, "members": [m["name"] for m in card.training_data["members"]],
+           "networks": len(card.arch_kwargs["members"]), "classes": list(card.classes), "sha256": card.weights_sha256}
+    if "calibration" in card.extra:
+        val = card.metrics["validation"]
+        out["calibration"] = {"logit_offsets": card.extra["calibration"]["logit_offsets"], "data": val["data"],
+                              "mean_iou_before": val["before_offsets"]["mean_iou"], "mean_iou": val["mean_iou"]}
+    return out

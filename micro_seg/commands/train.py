@@ -88,6 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "such as grinding marks, rolling direction or scan lines")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock time limit")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the validation split (default: --seed). Runs that differ only in --seed but share "
+                   "--split-seed hold out the same images: `micro-seg models ensemble --calibrate` can then choose the "
+                   "ensemble's decision on images none of its members trained on")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default OUT/checkpoint)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
@@ -200,15 +204,15 @@ def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
     return pairs
 
 
-def run(args: argparse.Namespace) -> dict:
-    from micro_seg.augment import augment_preset
-    from micro_seg.training import check_input_scale, check_pseudo_label_threshold, train_segmenter
-
-    pairs = find_pairs(args.images_dir, args.labels_dir)
+def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str
+               ) -> tuple[list[tuple[Path, Path]], list[np.ndarray], list[np.ndarray]]:
+    """``(pairs, images, labels)`` of two folders matched by stem (:func:`find_pairs`, sorted by file name), the
+    labels in the training convention (0 = unlabelled, c = class c) read with ``encoding``."""
+    pairs = find_pairs(images_dir, labels_dir)
     images, labels = [], []
     for img_path, lab_path in pairs:
         img = _read_image(img_path)
-        lab = _read_label(lab_path, args.label_encoding)
+        lab = _read_label(lab_path, encoding)
         if img.shape[:2] != lab.shape:
             raise TrainingDataError(
                 f"{lab_path}: labels are {lab.shape[0]} x {lab.shape[1]} but image {img_path.name} is "
@@ -216,6 +220,14 @@ def run(args: argparse.Namespace) -> dict:
             )
         images.append(img)
         labels.append(lab)
+    return pairs, images, labels
+
+
+def run(args: argparse.Namespace) -> dict:
+    from micro_seg.augment import augment_preset
+    from micro_seg.training import check_input_scale, check_pseudo_label_threshold, train_segmenter
+
+    pairs, images, labels = load_pairs(args.images_dir, args.labels_dir, args.label_encoding)
     max_label = max(int(l.max()) for l in labels)
     base_card = None
     if args.base:
@@ -267,7 +279,7 @@ def run(args: argparse.Namespace) -> dict:
         classes=classes, task=task, epochs=args.epochs, patch_size=args.patch_size, batch_size=args.batch_size,
         patches_per_epoch=args.patches_per_epoch,
         lr=args.lr if args.lr is not None else (1e-3 if args.base else 3e-3), val_fraction=args.val_fraction,
-        patience=args.patience, seed=args.seed, time_limit_s=args.minutes * 60 if args.minutes else None,
+        patience=args.patience, seed=args.seed, split_seed=args.split_seed, time_limit_s=args.minutes * 60 if args.minutes else None,
         class_weights=class_weights, dice_weight=args.dice_weight, rare_class_fraction=args.rare_class_fraction,
         calibrate=not args.no_calibrate, keep=args.keep,
         augment=augment_preset(args.augment, keep_orientation=args.keep_orientation), input_scale=args.input_scale,
