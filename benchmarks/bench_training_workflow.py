@@ -27,8 +27,10 @@
   type).
 
 ``--members N`` (metaldam, magnetic): N runs side by side (seeds 0..N-1, the
-threads shared), joined by ``micro-seg models ensemble``; each member is also
-scored alone.  ``--reuse`` scores members already trained with the same command.
+threads shared; one ``--split-seed 0``, so they hold out the same validation
+images), joined by ``micro-seg models ensemble --calibrate`` (the ensemble's
+decision offsets chosen on those images); each member is also scored alone.
+``--reuse`` scores members already trained with the same command.
 
 MetalDAM and the magnetic tiles have no licence: the models trained here stay
 in ``benchmarks/_work`` and are never shipped.

@@ -650,7 +650,8 @@ def _calibrate_ensemble(network, card: ModelCard, loaded: Sequence[LoadedModel],
                              "an ensemble): the ensemble cannot be calibrated on them")
         splits.append((tuple(int(i) for i in data["val_indices"]), data["val_sha256"]))
     if len(set(splits)) > 1:
-        raise ModelError(f"{loaded[1].folder or loaded[1].card.name}: held out other validation images than "
+        odd = next(m for m, split in zip(loaded, splits) if split != splits[0])
+        raise ModelError(f"{odd.folder or odd.card.name}: held out other validation images than "
                          f"{loaded[0].folder or loaded[0].card.name}; train the members with the same --split-seed "
                          "(and the same images) to calibrate their ensemble")
     idx, sha = splits[0]
