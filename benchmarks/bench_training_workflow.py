@@ -185,10 +185,9 @@ def _member_dirs(out: Path, members: int) -> list[Path]:
 
 def _train_members(images, labels, out: Path, minutes, threads, extra, members: int, *, reuse: bool = False) -> dict:
     """``members`` runs of ``micro-seg train`` side by side (seeds 0..members-1, ``threads // members`` torch threads
-    each, so the machine's cores are shared, not oversubscribed; one ``--split-seed``) joined by ``micro-seg models ensemble --calibrate``
-    into ``out``.
-    One member: a single run straight into ``out``.  ``reuse``: members already trained (``<out>-m<i>`` with its
-    ``.json``) are scored again, not retrained."""
+    each, so the machine's cores are shared, not oversubscribed; one ``--split-seed``) joined by ``micro-seg models
+    ensemble --calibrate`` into ``out``.  One member: a single run straight into ``out``.  ``reuse``: members already
+    trained (``<out>-m<i>`` with its ``.json``) are scored again, not retrained."""
     import contextlib
     import io
     import subprocess
