@@ -158,21 +158,26 @@ def _write_pairs(pairs, folder: Path) -> tuple[Path, Path]:
     return folder / "images", folder / "labels"
 
 
-def _cli_train(images, labels, out, minutes, threads, extra) -> dict:
+def _run_cli(argv: list[str]) -> dict:
+    """``micro-seg ARGV`` (with ``--json``) in this process: its JSON output; a non-zero exit raises."""
     import contextlib
     import io
 
     from micro_seg.cli import main
 
     buf = io.StringIO()
-    argv = ["train", str(images), str(labels), "--out", str(out), "--label-encoding", "dense", "--minutes",
-            str(minutes), "--threads", str(threads), "--json", "--quiet", *extra]
-    t = time.perf_counter()
     with contextlib.redirect_stdout(buf):
         code = main(argv)
     if code != 0:
-        raise RuntimeError(f"micro-seg train exited {code}")
-    res = json.loads(buf.getvalue())
+        raise RuntimeError(f"micro-seg {' '.join(argv[:2])} exited {code}")
+    return json.loads(buf.getvalue())
+
+
+def _cli_train(images, labels, out, minutes, threads, extra) -> dict:
+    argv = ["train", str(images), str(labels), "--out", str(out), "--label-encoding", "dense", "--minutes",
+            str(minutes), "--threads", str(threads), "--json", "--quiet", *extra]
+    t = time.perf_counter()
+    res = _run_cli(argv)
     res["wall_seconds"] = time.perf_counter() - t
     res["command"] = "micro-seg " + " ".join(argv)
     return res
@@ -188,11 +193,7 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
     each, so the machine's cores are shared, not oversubscribed; one ``--split-seed``) joined by ``micro-seg models
     ensemble --calibrate`` into ``out``.  One member: a single run straight into ``out``.  ``reuse``: members already
     trained (``<out>-m<i>`` with its ``.json``) are scored again, not retrained."""
-    import contextlib
-    import io
     import subprocess
-
-    from micro_seg.cli import main
 
     if members <= 1:
         return _cli_train(images, labels, out, minutes, threads, extra)
@@ -224,15 +225,11 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
     # the members held out the same images (--split-seed 0): the ensemble's decision is chosen on them
     ens_argv = ["models", "ensemble", *map(str, folders), "--out", str(out), "--calibrate", str(images), str(labels),
                 "--label-encoding", "dense", "--json"]
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = main(ens_argv)
-    if code != 0:
-        raise RuntimeError(f"micro-seg models ensemble exited {code}")
+    calibration = _run_cli(ens_argv).get("calibration")
     cmd = "micro-seg " + " ".join(argvs[0][:-2]) + " --seed I"
     return {"members": results, "wall_seconds": max(r["wall_seconds"] for r in results),
             "epochs_run": " / ".join(str(r["epochs_run"]) for r in results),
-            "calibration": json.loads(buf.getvalue()).get("calibration"),
+            "calibration": calibration,
             "command": f"{members} runs side by side (I = 0..{members - 1}): {cmd}; then micro-seg "
                        + " ".join(ens_argv[:2] + [f.name for f in folders] + ens_argv[2 + members : -1])}
 

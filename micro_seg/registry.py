@@ -636,7 +636,7 @@ def _calibrate_ensemble(network, card: ModelCard, loaded: Sequence[LoadedModel],
     import torch
 
     from micro_seg.inference import predict
-    from micro_seg.training import calibrate_logit_offsets, pairs_sha256
+    from micro_seg.training import calibrate_logit_offsets, offset_metrics, pairs_sha256
 
     images, labels = (list(p) for p in pairs)
     if len(images) != len(labels):
@@ -662,12 +662,14 @@ def _calibrate_ensemble(network, card: ModelCard, loaded: Sequence[LoadedModel],
     model = LoadedModel(card, network, None)
     tiny = np.finfo(np.float32).tiny
     logits = [np.log(np.maximum(predict(images[i], model, keep_uncertainty=False).probabilities, tiny)) for i in idx]
-    offsets, before, after = calibrate_logit_offsets(logits, [np.asarray(labels[i]) for i in idx],
-                                                     classes=card.classes)
+    truth = [np.asarray(labels[i]) for i in idx]
+    offsets, _, _ = calibrate_logit_offsets(logits, truth, classes=card.classes)
     with torch.no_grad():
         network.offsets += torch.from_numpy(offsets).to(network.offsets.dtype)
+    before = offset_metrics(logits, truth, np.zeros_like(offsets), card.classes)
     card.metrics["validation"] = {
-        "data": f"{len(idx)} validation images every member held out", **after,
+        "data": f"{len(idx)} validation images every member held out",
+        **offset_metrics(logits, truth, offsets, card.classes),
         "note": "after per-class decision offsets chosen on these images",
         "before_offsets": {"iou": before["iou"], "mean_iou": before["mean_iou"]}}
     card.extra["calibration"] = {"logit_offsets": [float(o) for o in offsets], "val_indices": list(idx),
