@@ -10,7 +10,9 @@ How it works
   (:func:`micro_seg.preprocess.normalisation_stats`), so every tile sees the
   same intensity mapping and tiles match the untiled result.
 * Tiles of ``tile_size`` (a multiple of the network stride) overlap by
-  ``overlap`` pixels.  Each tile's class probabilities are weighted by a
+  ``overlap`` pixels (rounded up to a multiple of the stride, so every tile
+  starts on the stride grid and cuts the image into the same cells as an
+  untiled run).  Each tile's class probabilities are weighted by a
   separable window that is 1 in the middle and falls off as a raised cosine
   across the overlap on every side that has a neighbouring tile, so seams
   vanish; sides on the image border keep weight 1.  The image is
@@ -291,7 +293,8 @@ def predict_iter(
         evenly (so a 2048-pixel side takes 3 tiles of 768, not 3 of 1024).
     overlap : int, optional
         Overlap between neighbouring tiles; default ``tile_size // 16``
-        (at least 32 pixels, at most half a tile).
+        (at least 32 pixels, at most half a tile); rounded up to a multiple
+        of the network stride.
     tta : bool
         Test-time augmentation: average over the 4 flips (4x slower).
     batch_size : int, optional
@@ -356,6 +359,9 @@ def predict_iter(
     overlap = int(overlap)
     if overlap < 0 or overlap >= tile:
         raise InvalidImageError(f"overlap {overlap} must be >= 0 and smaller than the tile size {tile}")
+    # tiles start on the network's stride grid (tile sides are multiples of it, so the overlap is rounded up to
+    # one): each tile cuts the image into the same pooling cells as an untiled run does
+    overlap = min(_round_up(overlap, stride), tile - stride)
     if keep_probabilities is True:
         keep = list(range(num_classes))
     elif keep_probabilities is False or keep_probabilities is None:
