@@ -413,6 +413,19 @@ def offset_metrics(logits: Sequence[np.ndarray], labels: Sequence[np.ndarray], o
     return segmentation_metrics(cm, classes)
 
 
+def _prefers_channels_last(network) -> bool:
+    """Whether ``network`` trains faster with channels-last tensors on the CPU: msnet (and ensembles of it).
+
+    Measured (1 thread, AdamW steps on batches of 8): msnet-l on 256-px patches 3.29 -> 2.62 s per step, msnet on
+    48-px patches 40 -> 34 ms.  Other networks keep the usual layout, as :func:`micro_seg.inference.predict` does.
+    """
+    from micro_seg.nets import Ensemble, MSNet
+
+    if isinstance(network, Ensemble):
+        return all(isinstance(m, MSNet) for m in network.members)
+    return isinstance(network, MSNet)
+
+
 def _output_bias(network):
     """The bias of the network's last (1x1 logits) convolution (an ensemble's decision offsets), or None."""
     import torch
@@ -785,6 +798,9 @@ def iter_train_segmenter(
     if base is None:
         network = build_network(arch, in_channels=in_channels, num_classes=n_classes, **arch_kwargs)
     network = network.float()
+    channels_last = _prefers_channels_last(network)
+    if channels_last:  # weights go back to the usual layout when training ends
+        network = network.to(memory_format=torch.channels_last)
     if pseudo_label_threshold is not None:
         labels = pseudo_labels(network, xs, labels, threshold=pseudo_label_threshold)
 
@@ -894,6 +910,8 @@ def iter_train_segmenter(
                 bx.append(x)
                 by.append(y)
             xb = torch.from_numpy(np.stack(bx))
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             yb = torch.from_numpy(np.stack(by).astype(np.int64))
             gstep = epoch * steps_per_epoch + step
             for g in opt.param_groups:
@@ -948,7 +966,7 @@ def iter_train_segmenter(
         best_epoch = history[-1]["epoch"]
     elif best_state is not None:
         network.load_state_dict(best_state)
-    network.eval()
+    network = network.to(memory_format=torch.contiguous_format).eval()
     best = history[best_epoch - history[0]["epoch"]] if history and best_epoch >= history[0]["epoch"] else (history[-1] if history else {})
     bias = _output_bias(network)
     if calibrate and vxs and bias is not None and history:
