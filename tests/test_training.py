@@ -269,6 +269,8 @@ def test_saved_folder_loads_via_registry_and_predicts_the_same(tmp_path):
 
     img, _, scribble = _stripes()
     net, card, _ = _fit([img], [scribble], out=tmp_path / "m", name="stripes")
+    # msnet trains channels-last; the network handed back is in the usual layout again
+    assert all(p.is_contiguous() for p in net.parameters())
     loaded = load_model(tmp_path / "m")
     assert loaded.card.name == "stripes" and loaded.card.classes == ["dark", "bright"]
     assert loaded.card.training_data["sha256"]
