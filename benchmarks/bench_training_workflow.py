@@ -153,9 +153,9 @@ def _write_pairs(pairs, folder: Path) -> tuple[Path, Path]:
     earlier selection are removed, so the folders hold exactly ``pairs``."""
     from PIL import Image
 
+    keep = {f"{name}.png" for *_, name in pairs}
     for sub in ("images", "labels"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-        keep = {f"{name}.png" for *_, name in pairs}
         for old in (folder / sub).glob("*.png"):
             if old.name not in keep:
                 old.unlink()
