@@ -413,19 +413,6 @@ def offset_metrics(logits: Sequence[np.ndarray], labels: Sequence[np.ndarray], o
     return segmentation_metrics(cm, classes)
 
 
-def _prefers_channels_last(network) -> bool:
-    """Whether ``network`` trains faster with channels-last tensors on the CPU: msnet (and ensembles of it).
-
-    Measured (1 thread, AdamW steps on batches of 8): msnet-l on 256-px patches 3.29 -> 2.62 s per step, msnet on
-    48-px patches 40 -> 34 ms.  Other networks keep the usual layout, as :func:`micro_seg.inference.predict` does.
-    """
-    from micro_seg.nets import Ensemble, MSNet
-
-    if isinstance(network, Ensemble):
-        return all(isinstance(m, MSNet) for m in network.members)
-    return isinstance(network, MSNet)
-
-
 def _output_bias(network):
     """The bias of the network's last (1x1 logits) convolution (an ensemble's decision offsets), or None."""
     import torch
@@ -707,7 +694,7 @@ def iter_train_segmenter(
     import torch
     import torch.nn.functional as F
 
-    from micro_seg.nets import build_network
+    from micro_seg.nets import build_network, prefers_channels_last
     from micro_seg.preprocess import to_network_input
 
     t_start = time.perf_counter()
@@ -762,6 +749,10 @@ def iter_train_segmenter(
             network, base_card = loaded.network, loaded.card
         else:
             network, base_card = loaded
+        if loaded is base:  # the caller's model: train a copy, so theirs keeps its weights (and layout) whatever happens
+            import copy
+
+            network = copy.deepcopy(network)
         arch = base_card.arch
         arch_kwargs = dict(base_card.arch_kwargs or {})
         in_channels = base_card.in_channels
@@ -798,7 +789,7 @@ def iter_train_segmenter(
     if base is None:
         network = build_network(arch, in_channels=in_channels, num_classes=n_classes, **arch_kwargs)
     network = network.float()
-    channels_last = _prefers_channels_last(network)
+    channels_last = prefers_channels_last(network)
     if channels_last:  # weights go back to the usual layout when training ends
         network = network.to(memory_format=torch.channels_last)
     if pseudo_label_threshold is not None:
@@ -1079,8 +1070,9 @@ def train_segmenter(
         If given, the trained model is written there with
         :func:`micro_seg.registry.save_model` (``--model PATH`` accepts it).
     **kwargs
-        ``arch`` ("msnet"), ``arch_kwargs``, ``base`` (model name/folder or
-        ``(network, card)`` to fine-tune), ``task`` (default "semantic", or the
+        ``arch`` ("msnet"), ``arch_kwargs``, ``base`` (model name/folder, a
+        loaded model or ``(network, card)`` to fine-tune; a given network is
+        copied, never changed), ``task`` (default "semantic", or the
         base model's), ``in_channels``,
         ``normalisation``, ``epochs``, ``patch_size``, ``batch_size``,
         ``patches_per_epoch``, ``lr``, ``weight_decay``, ``val_fraction``

@@ -294,6 +294,25 @@ def test_finetune_from_base_model_keeps_architecture(tmp_path):
     assert card3.classes == ["a", "b", "c"] and net3(torch.rand(1, 1, 32, 32)).shape[1] == 3
 
 
+def test_finetuning_never_changes_the_callers_base_model(tmp_path):
+    """A loaded model given as ``base`` is copied: after a fine-tune with a new head, and after a cancelled one
+    (msnet trains channels-last), the caller's network has its weights, its head and the usual layout."""
+    from micro_seg.registry import load_model
+
+    img, truth, scribble = _stripes()
+    _fit([img], [scribble], out=tmp_path / "base", name="base")
+    base = load_model(tmp_path / "base")
+    before = _weights(base.network)
+    three = np.where(truth == 2, 3, truth)
+    three[:8] = 2
+    tuned, _, _ = _fit([img], [three], base=base, classes=["a", "b", "c"], epochs=2)
+    assert tuned is not base.network and tuned(torch.rand(1, 1, 32, 32)).shape[1] == 3
+    with pytest.raises(CancelledError):
+        _fit([img], [truth], base=base, epochs=3, cancel=lambda: True)
+    assert _same(before, _weights(base.network))
+    assert all(p.is_contiguous() for p in base.network.parameters())
+
+
 def test_ensemble_of_trained_models_fine_tunes_as_one_network(tmp_path):
     """Two seeds joined by combine_models segment the stripes; fine-tuning the ensemble trains all members
     (its output is the log of the mean probability, so the cross-entropy is the ensemble's); another class
