@@ -309,7 +309,8 @@ def predict_iter(
         float16 above 16 megapixels.
     channels_last : bool, optional
         Run the network in channels-last memory format (default: yes for
-        micro-seg's own msnet, which it speeds up; no for smp models).
+        micro-seg's own msnet and ensembles of it, which it speeds up; no for
+        smp models; see :func:`micro_seg.nets.prefers_channels_last`).
     cancel : callable or threading.Event, optional
         Checked before every batch; when it is set / returns True the
         generator raises :class:`~micro_seg.errors.CancelledError`.
@@ -338,7 +339,7 @@ def predict_iter(
     """
     import torch
 
-    from micro_seg.nets import MSNet, required_stride
+    from micro_seg.nets import prefers_channels_last, required_stride
     from micro_seg.preprocess import normalisation_stats, to_network_input
 
     loaded = _as_model(model)
@@ -403,7 +404,7 @@ def predict_iter(
 
     stats = normalisation_stats(img, in_channels=card.in_channels, normalisation=card.normalisation)
     if channels_last is None:
-        channels_last = isinstance(net, MSNet)
+        channels_last = prefers_channels_last(net)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = _fused_network(net, channels_last)  # a private copy: BN folded into the convs
 

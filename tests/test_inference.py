@@ -273,6 +273,27 @@ def test_fused_inference_copy_is_cached_and_refreshed_after_in_place_change():
         assert torch.allclose(b(x), net(x), atol=1e-4)
 
 
+def test_ensemble_of_msnet_runs_channels_last_with_the_same_answer():
+    """Inference picks the layout training uses (nets.prefers_channels_last): an ensemble of msnet runs
+    channels-last by default, and its probabilities equal the contiguous run's."""
+    from micro_seg.inference import _FUSED_CACHE
+    from micro_seg.nets import Ensemble, prefers_channels_last
+
+    members = [_model(seed=s) for s in (0, 1)]
+    ens = Ensemble([m.network for m in members], num_classes=2).eval()
+    card = ModelCard(name="ens", task="semantic", arch="ensemble", in_channels=1, classes=["grain", "boundary"],
+                     arch_kwargs={"members": [{"arch": "msnet", "arch_kwargs": {"widths": [4, 8, 16]}}] * 2},
+                     tile_size=64)
+    model = LoadedModel(card=card, network=ens, folder=None)
+    assert prefers_channels_last(ens)
+    img = _image((100, 90))
+    default = predict(img, model)
+    assert _FUSED_CACHE[ens][0][0] is True  # the cached inference copy was built channels-last
+    contiguous = predict(img, model, channels_last=False)
+    assert np.abs(default.probabilities - contiguous.probabilities).max() < 1e-4
+    assert (default.labels == contiguous.labels).mean() > 0.999
+
+
 def test_input_scale_resizes_runs_and_resamples_back():
     """A card with input_scale 0.5: the network sees the half-size image; the result is the half-size
     prediction resampled bilinearly to the image grid (reference: torch's own bilinear interpolation)."""
