@@ -520,7 +520,11 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
     Each member's weights are sha256-checked on loading, as by
     :func:`load_model`.  The members must share task, classes, input
     channels, normalisation, input scale and defect classes (an ensemble of
-    ensembles is flattened).  The new card (``arch: ensemble``) keeps the first
+    ensembles is flattened; the decision offsets of a calibrated one were
+    chosen for its own average and are not carried over: without
+    ``calibrate_on`` the card lists them under
+    ``extra["offsets_not_carried"]``; an ensemble records no split of its
+    own, so calibrate by joining the member models themselves).  The new card (``arch: ensemble``) keeps the first
     member's post-processing defaults, the largest tile size, the union of the
     training pixel-size ranges, and lists each member's name, weights sha256,
     training data and validation metrics under ``training_data["members"]``
@@ -597,11 +601,13 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
             if a != b:
                 raise ModelError(f"{m.folder}: cannot join an ensemble with {first.folder}: {key} differs "
                                  f"({b!r} vs {a!r})")
-    networks, member_arch, members, metrics = [], [], [], []
+    networks, member_arch, members, metrics, dropped = [], [], [], [], []
     for m in loaded:
         if isinstance(m.network, Ensemble):  # flattened: its members join one by one
             networks += list(m.network.members)
             member_arch += m.card.arch_kwargs["members"]
+            if bool(m.network.offsets.ne(0).any()):  # chosen for its own average, not for the new one
+                dropped.append({"name": m.card.name, "logit_offsets": [float(o) for o in m.network.offsets]})
         else:
             networks.append(m.network)
             member_arch.append({"arch": m.card.arch, "arch_kwargs": dict(m.card.arch_kwargs)})
@@ -626,6 +632,8 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
     network = Ensemble(networks, num_classes=len(card.classes)).eval()
     if calibrate_on is not None:
         _calibrate_ensemble(network, card, loaded, calibrate_on)
+    elif dropped:
+        card.extra["offsets_not_carried"] = dropped
     return save_model(folder, network, card)
 
 

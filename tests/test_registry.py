@@ -286,6 +286,32 @@ def test_calibrated_ensemble_breaks_ties_the_way_the_held_out_images_say(tmp_pat
     assert np.allclose(ens.network.offsets.numpy(), offsets)  # saved with the (sha256-checked) weights
 
 
+def test_offsets_of_a_flattened_ensemble_are_reported_not_silently_dropped(tmp_path, capsys):
+    """A calibrated ensemble joined with another model: its offsets were chosen for its own average, so they are
+    not carried over; the card lists them and ``models ensemble`` warns (exit 0) how to calibrate the new one."""
+    from micro_seg.cli import main
+    from micro_seg.registry import combine_models
+
+    imgs, labs, sha = _split_pairs()
+    split = {"val_indices": [1], "val_sha256": sha}
+    folders = [_threshold_member(tmp_path / f"m{i}", t, k=400.0, training_data=dict(split))
+               for i, t in enumerate((0.3, 0.7, 0.5))]
+    ens = combine_models(folders[:2], tmp_path / "ens", calibrate_on=(imgs, labs))
+    offsets = load_card(ens).extra["calibration"]["logit_offsets"]
+    wider = load_card(combine_models([ens, folders[2]], tmp_path / "wider"))
+    assert wider.extra["offsets_not_carried"] == [{"name": "ens", "logit_offsets": offsets}]
+    assert load_model(tmp_path / "wider").network.offsets.tolist() == [0.0, 0.0]
+    # the advice given: join the member models themselves, calibrated
+    recal = load_card(combine_models(folders, tmp_path / "recal", calibrate_on=(imgs, labs)))
+    assert "offsets_not_carried" not in recal.extra and "calibration" in recal.extra
+    plain = combine_models(folders[:2], tmp_path / "plain")  # no offsets: nothing to report
+    assert "offsets_not_carried" not in load_card(combine_models([plain, folders[2]], tmp_path / "p3")).extra
+    capsys.readouterr()
+    assert main(["models", "ensemble", str(ens), str(folders[2]), "--out", str(tmp_path / "cli"), "--json"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ens's decision offsets") and "member models" in err and len(err.splitlines()) == 1
+
+
 def test_ensemble_calibration_refuses_other_images_or_splits(tmp_path):
     from micro_seg.registry import combine_models
 

@@ -19,6 +19,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 __all__ = ["register", "run_list", "run_show", "run_ensemble", "card_summary"]
@@ -128,6 +129,10 @@ def run_ensemble(args: argparse.Namespace) -> dict[str, Any]:
     card = load_card(folder)
     out = {"model": str(folder), "name": card.name, "members": [m["name"] for m in card.training_data["members"]],
            "networks": len(card.arch_kwargs["members"]), "classes": list(card.classes), "sha256": card.weights_sha256}
+    for d in card.extra.get("offsets_not_carried") or ():
+        print(f"warning: {d['name']}'s decision offsets {d['logit_offsets']} were chosen for its own average and do "
+              "not carry over to this ensemble; to calibrate it, join the member models themselves with --calibrate",
+              file=sys.stderr)
     if "calibration" in card.extra:
         val = card.metrics["validation"]
         out["calibration"] = {"logit_offsets": card.extra["calibration"]["logit_offsets"], "data": val["data"],
