@@ -136,7 +136,7 @@ def bench_finetune(results: dict, minutes: float, threads: int) -> None:
     before = _evaluate_grain_model(base, test_img, test_trace, px, l_true)
     t = time.perf_counter()
     net, card, history = train_segmenter(
-        crops, scribbles, classes=base.card.classes, base=load_model(base.folder), epochs=1000, patch_size=128,
+        crops, scribbles, classes=base.card.classes, base=base, epochs=1000, patch_size=128,
         batch_size=4, patches_per_epoch=16, lr=1e-3, val_fraction=0, class_weights="auto", dice_weight=0.0,
         rare_class_fraction=0.0, pseudo_label_threshold=DEFAULT_PSEUDO_LABEL_THRESHOLD, seed=0, patience=None, keep="last",
         time_limit_s=minutes * 60, num_threads=threads,

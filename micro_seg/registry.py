@@ -524,9 +524,10 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
     chosen for its own average and are not carried over: without
     ``calibrate_on`` the card lists them under
     ``extra["offsets_not_carried"]``; an ensemble records no split of its
-    own, so calibrate by joining the member models themselves).  The new card (``arch: ensemble``) keeps the first
-    member's post-processing defaults, the largest tile size, the union of the
-    training pixel-size ranges, and lists each member's name, weights sha256,
+    own, so calibrate by joining the member models themselves).  The new
+    card (``arch: ensemble``) keeps the first member's post-processing
+    defaults, the largest tile size, the union of the training pixel-size
+    ranges, and lists each member's name, weights sha256,
     training data and validation metrics under ``training_data["members"]``
     / ``metrics["members"]`` (lists, in member order).  Members trained on
     different splits of the same images each report their own validation
