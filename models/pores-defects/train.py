@@ -1,6 +1,6 @@
 """Train the shipped ``pores-defects`` model (reproducible; run from the repo root).
 
-    python models/pores-defects/train.py [--minutes 45] [--threads 1]
+    python models/pores-defects/train.py [--minutes 45] [--threads 2]
 
 Data: synthetic polished sections only (:func:`micro_seg.synth.defect_micrograph`,
 this project, BSD-3-Clause): round pores, thin jagged cracks, elongated
@@ -99,8 +99,8 @@ images (and fine-tune with `micro-seg train ... --base pores-defects` from a few
 `train_segmenter`: 192² patches, batch 8, half of the patches centred on a rare class, AdamW lr 3e-3,
 warm-up + cosine over a wall-clock budget, cross-entropy with automatic class weights + 0.5 soft Dice,
 augmentations (dihedral, scale, contrast / gamma, noise, blur), seed {tr.get('seed')}.
-{m['epochs_run']} epochs of {tr.get('steps_per_epoch')} steps, {m['training_minutes']} min wall time on a
-2-core CPU shared with other jobs.
+{m['epochs_run']} epochs of {tr.get('steps_per_epoch')} steps, {m['training_minutes']} min wall time, {m.get('threads', 1)} torch
+thread(s) on a 2-core CPU.
 
 ## Retrain
 
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=45.0)
     ap.add_argument("--epochs", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-train", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "models" / "pores-defects"))
