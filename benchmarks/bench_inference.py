@@ -8,7 +8,8 @@ change in machine load hits every network alike; medians quoted):
   megapixels/s on a 1024 x 1024 image, fraction of the matmul peak reached,
   speed-up over smp Unet(resnet18);
 * the whole pipeline (``micro_seg.inference.predict``: normalisation, tiles,
-  softmax, blending, labels, uncertainty) on 1024 x 1024;
+  softmax, blending, labels, uncertainty) on 1024 x 1024, also for an
+  ensemble of two msnet in the default (channels-last) and contiguous layouts;
 * peak RSS of segmenting a 16k x 16k image in a fresh subprocess (the same
   path ``micro-seg segment`` takes for a grain model: only the boundary
   probability kept).
@@ -103,29 +104,37 @@ def bench_networks(size: int, runs: int, in_channels: int) -> list[dict]:
 
 
 def bench_pipeline(size: int, runs: int, in_channels: int) -> list[dict]:
-    """Whole predict() on a size x size uint8 image, one tile, default options."""
+    """Whole predict() on a size x size uint8 image, one tile, default options (and an ensemble's contiguous run)."""
     import torch
 
     from micro_seg.inference import predict
-    from micro_seg.nets import build_network
+    from micro_seg.nets import Ensemble, build_network
     from micro_seg.registry import LoadedModel, ModelCard
 
     rng = np.random.default_rng(0)
     shape = (size, size) if in_channels == 1 else (size, size, 3)
     img = rng.integers(0, 256, shape, dtype=np.uint8)
-    models = []
-    for label, arch in (("smp Unet(resnet18)", "smp-unet-resnet18"), ("msnet (default)", "msnet")):
-        card = ModelCard(name=arch, task="grains", arch=arch, in_channels=in_channels, classes=["grain", "boundary"],
-                         tile_size=size)
+
+    def model(arch: str, members: int = 1) -> LoadedModel:
         torch.manual_seed(0)
-        net = build_network(arch, in_channels=in_channels, num_classes=2).eval()
-        model = LoadedModel(card, net, None)
-        predict(img, model)
-        models.append({"label": label, "model": model, "times": []})
+        nets = [build_network(arch, in_channels=in_channels, num_classes=2).eval() for _ in range(members)]
+        kwargs = {"members": [{"arch": arch, "arch_kwargs": {}}] * members} if members > 1 else {}
+        card = ModelCard(name=arch, task="grains", arch="ensemble" if members > 1 else arch, arch_kwargs=kwargs,
+                         in_channels=in_channels, classes=["grain", "boundary"], tile_size=size)
+        return LoadedModel(card, Ensemble(nets, num_classes=2).eval() if members > 1 else nets[0], None)
+
+    models = []
+    # (label, model, predict() options): ensembles (micro-seg models ensemble) run channels-last like msnet itself
+    for label, m, opts in (("smp Unet(resnet18)", model("smp-unet-resnet18"), {}),
+                           ("msnet (default)", model("msnet"), {}),
+                           ("ensemble of 2 msnet", model("msnet", 2), {}),
+                           ("ensemble of 2 msnet, contiguous", model("msnet", 2), {"channels_last": False})):
+        predict(img, m, **opts)
+        models.append({"label": label, "model": m, "opts": opts, "times": []})
     for _ in range(runs):
         for m in models:
             t = time.perf_counter()
-            predict(img, m["model"])
+            predict(img, m["model"], **m["opts"])
             m["times"].append(time.perf_counter() - t)
     out = []
     for m in models:

@@ -344,7 +344,8 @@ def prefers_channels_last(net: nn.Module) -> bool:
 
     Training and inference both decide by this.  Measured (1 thread, AdamW steps on batches of 8): msnet-l on
     256-px patches 3.29 -> 2.62 s per step, msnet on 48-px patches 40 -> 34 ms; ``benchmarks/bench_inference.py``
-    has the forward passes (msnet 2.04 -> 3.29 MP/s).  smp networks keep the usual layout.
+    has the forward passes (msnet 2.00 -> 3.52 MP/s) and ``predict`` with an ensemble of two msnet (0.99 -> 1.72
+    MP/s).  smp networks keep the usual layout.
 
     Examples
     --------
