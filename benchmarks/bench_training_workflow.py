@@ -365,8 +365,7 @@ def _by_type(kind: str, v: dict) -> str:
     return f"{kind} {_f(v['defect_iou'])} (n={v['n']})"
 
 
-FINETUNE_TITLE = "Fine-tuning `grain-boundaries` from scribbles (NIST etched steel, a material it never saw)"
-TITLES = {"finetune": FINETUNE_TITLE,
+TITLES = {"finetune": "Fine-tuning `grain-boundaries` from scribbles (NIST etched steel, a material it never saw)",
           "metaldam": "MetalDAM, `micro-seg train`, test micrographs 27-33",
           "magnetic": "Magnetic tiles, `micro-seg train`, 20% of pairs held out"}
 KEPT = "_Not re-run by the run above: kept as an earlier run wrote it._"
@@ -383,7 +382,7 @@ def earlier_tables(section: str) -> dict[str, str]:
             continue
         a = lines.index(f"### {title}")
         b = a + 1
-        while b < len(lines) and not lines[b].startswith(("### ", "Target:", END)):
+        while b < len(lines) and not lines[b].startswith(("### ", "Target:")):
             b += 1
         if b < len(lines) and lines[b].startswith("Target:"):
             b += 1
@@ -399,11 +398,9 @@ def to_markdown(results: dict, notes: str = "", earlier: dict[str, str] | None =
     out = [BEGIN, "## Training workflow proofs (`benchmarks/bench_training_workflow.py`)", "",
            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a shared 2-core machine. Research-only data "
            "(MetalDAM, magnetic tiles): nothing trained here is shipped.", ""]
-    if "finetune" not in results and "finetune" in earlier:
-        out.append(earlier["finetune"])
     if "finetune" in results:
         f = results["finetune"]
-        out += [f"### {FINETUNE_TITLE}", "",
+        out += [f"### {TITLES['finetune']}", "",
                 f"3 crops of 256² from the left half, {100 * f['labelled_fraction']:.1f}% of pixels scribbled, "
                 f"{f['train_seconds'] / 60:.1f} min of training ({f['steps']} steps); tested on the right half.", "",
                 "| model | boundary F1 (2 px) | precision | recall | mean intercept / hand trace (mask) | "
@@ -414,6 +411,8 @@ def to_markdown(results: dict, notes: str = "", earlier: dict[str, str] | None =
             out.append(f"| {name} | **{_f(m['boundary_f1_2px'])}** | {_f(m['precision'])} | {_f(m['recall'])} | "
                        f"{_f(m['intercept_ratio'])} | {_f(m.get('segment_intercept_ratio'))} |")
         out.append("")
+    elif "finetune" in earlier:
+        out.append(earlier["finetune"])
     for key, target in (("metaldam", "mean IoU >= 0.68"), ("magnetic", "defect IoU >= 0.67")):
         title = TITLES[key]
         if key not in results:
