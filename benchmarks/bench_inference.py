@@ -163,6 +163,11 @@ def _peak_rss_mb() -> float:
     return kb / 1024 if kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _gb(mib: float) -> str:
+    """MiB (what /proc and getrusage give, divided by 1024) as decimal GB, the target's unit, and GiB."""
+    return f"{mib * 2**20 / 1e9:.2f} GB ({mib / 1024:.2f} GiB)"
+
+
 def _reset_peak_rss() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -269,8 +274,8 @@ def report(peak: float, nets: list[dict], pipeline: list[dict], huge: list[dict]
             continue
         out += [
             f"{h['side']}x{h['side']} image ({h['side'] ** 2 / 1e6:.0f} MP, model {h['model']}, probabilities kept: "
-            f"{h['keep']} -> {h['probabilities']}, uncertainty map: {'yes' if h.get('uncertainty', True) else 'no'}): **peak RSS {h['peak_rss_mb'] / 1024:.2f} GB** "
-            f"(input image + Python/torch/model before predict: {h['rss_with_image_mb'] / 1024:.2f} GB), "
+            f"{h['keep']} -> {h['probabilities']}, uncertainty map: {'yes' if h.get('uncertainty', True) else 'no'}): **peak RSS {_gb(h['peak_rss_mb'])}** "
+            f"(input image + Python/torch/model before predict: {_gb(h['rss_with_image_mb'])}), "
             f"{h['seconds']:.0f} s = {h['mp_per_s']:.2f} MP/s end to end.",
             "",
         ]

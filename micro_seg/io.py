@@ -160,6 +160,26 @@ class Micrograph:
             return self.data
         return self.data[: self.data.shape[0] - self.databar_rows]
 
+    def release_pixels(self) -> None:
+        """Drop the pixel array, keeping calibration and metadata, once nothing needs the pixels.
+
+        For huge images: ``micro-seg segment`` releases them after inference,
+        so that post-processing runs without them (a 16k x 16k 8-bit grey image
+        is 268 MB).  ``data`` becomes an empty array of the same dtype
+        (``shape`` then reports 0 rows); ``meta["released_shape"]`` keeps the
+        shape the image had.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> m = Micrograph(np.zeros((10, 4), np.uint8), 0.5, "user")
+        >>> m.release_pixels()
+        >>> m.data.shape, m.meta["released_shape"], m.pixel_size_um
+        ((0, 4), (10, 4), 0.5)
+        """
+        self.meta = {**self.meta, "released_shape": self.shape}
+        self.data = np.empty((0, *self.data.shape[1:]), self.data.dtype)  # not a view: that would keep the pixels
+
 
 def _one_line(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split())

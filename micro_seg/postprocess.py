@@ -530,6 +530,7 @@ def segment_image(
     postprocess_options: dict[str, Any] | None = None,
     progress: Any = None,
     cancel: Any = None,
+    release_image: bool = False,
     **predict_options: Any,
 ) -> Segmentation:
     """Predict and post-process one image: the engine behind ``segment`` / ``analyze``.
@@ -550,6 +551,11 @@ def segment_image(
         Passed to :func:`postprocess`.
     progress, cancel
         As for :func:`micro_seg.inference.predict`.
+    release_image : bool
+        ``image`` is a :class:`~micro_seg.io.Micrograph` whose pixels the
+        caller no longer needs: they are released
+        (:meth:`~micro_seg.io.Micrograph.release_pixels`) as soon as the
+        prediction exists, so post-processing a huge image runs without them.
     **predict_options
         ``tile_size``, ``overlap``, ``tta``, ... for :func:`~micro_seg.inference.predict`.
 
@@ -579,6 +585,10 @@ def segment_image(
     else:
         keep = False
     t0 = time.perf_counter()
+    if release_image and not hasattr(image, "release_pixels"):
+        raise TypeError(f"release_image=True needs a Micrograph, got {type(image).__name__}")
     pred = predict(image, loaded, progress=progress, cancel=cancel, keep_probabilities=keep, **predict_options)
+    if release_image:
+        image.release_pixels()
     result = postprocess(pred, card, **(postprocess_options or {}))
     return Segmentation(prediction=pred, result=result, card=card, seconds=time.perf_counter() - t0, warnings=warnings)

@@ -237,3 +237,32 @@ def test_card_postprocess_options_are_validated(tmp_path):
     with pytest.raises(ModelError, match="between 0 and 1"):  # a probability, as --boundary-threshold
         ModelCard(name="g", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
                   postprocess={"threshold": 1.5})
+
+
+def test_segment_image_can_release_the_micrographs_pixels_after_inference():
+    """``release_image`` (used by ``micro-seg segment`` / ``analyze``) frees the pixels before post-processing a huge
+    image and changes no result; anything but a Micrograph is refused rather than silently kept."""
+    import gc
+    import weakref
+
+    from micro_seg.io import Micrograph
+    from micro_seg.postprocess import segment_image
+    from micro_seg.registry import load_model
+
+    from data_builders import grain_image
+
+    model = load_model("grain-boundaries")
+    img = grain_image((192, 160), n_grains=25, seed=3)
+    kept = segment_image(Micrograph(img.copy(), 0.5, "user"), model)
+    pixels = np.pad(img, ((0, 8), (0, 0)))  # 8 data-bar rows: the model sees a view of this buffer
+    mg = Micrograph(pixels, 0.5, "user", databar_rows=8)
+    freed = weakref.ref(pixels)
+    del pixels
+    released = segment_image(mg, model, release_image=True)
+    gc.collect()
+    assert freed() is None, "the micrograph still holds its pixel buffer"
+    assert mg.data.size == 0 and mg.meta["released_shape"] == (200, 160) and mg.pixel_size_um == 0.5
+    assert kept.labels.max() > 5
+    np.testing.assert_array_equal(released.labels, kept.labels)
+    with pytest.raises(TypeError, match="needs a Micrograph"):
+        segment_image(img, model, release_image=True)

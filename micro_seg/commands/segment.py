@@ -77,7 +77,11 @@ def _postprocess_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
 
 
 def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False):
-    """Read ``args.image``, load ``args.model`` and segment: ``(micrograph, Segmentation)``."""
+    """Read ``args.image``, load ``args.model`` and segment: ``(micrograph, Segmentation)``.
+
+    The micrograph comes back with its calibration and metadata but without its pixels (released after
+    inference, so a huge image is post-processed without them).
+    """
     from micro_seg.io import read_micrograph
     from micro_seg.postprocess import segment_image
     from micro_seg.registry import load_model
@@ -93,6 +97,7 @@ def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False):
         pixel_size_um=micrograph.pixel_size_um,
         keep_probabilities=keep_probabilities,
         postprocess_options=_postprocess_options(args, model.card.task),
+        release_image=True,  # the commands need only the calibration afterwards: post-process without the pixels
         **predict_options,
     )
     return micrograph, seg
