@@ -38,6 +38,7 @@ MARKER = f"MICRO_SEG_BENCH_BATCH_{os.getpid()}"
 os.environ[MARKER] = "1"  # inherited by every worker process (forkserver starts later)
 
 import numpy as np  # noqa: E402
+from _results import write_section  # noqa: E402  (benchmarks/ is the script folder)
 
 WORK = ROOT / "benchmarks" / "_work" / "batch"
 
@@ -432,19 +433,10 @@ def run_small(args, model: str, emit) -> None:
 
 def record() -> None:
     """Write the latest output of each part (big, small) as this benchmark's section of RESULTS.md."""
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    text = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
     parts = [(WORK / f"results_{p}.md").read_text(encoding="utf-8") for p in ("big", "small")
              if (WORK / f"results_{p}.md").is_file()]
-    section = "## batch: folders end to end (issue 5)\n\n" + "\n".join(parts)
     head = "## batch: folders end to end (issue 5)"
-    if head in text:
-        start = text.index(head)
-        nxt = text.find("\n## ", start + len(head))
-        text = text[:start] + section + (text[nxt + 1:] if nxt != -1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    results.write_text(text, encoding="utf-8")
+    write_section("bench_batch", head + "\n\n" + "\n".join(parts), legacy_heading=head)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 WORK = ROOT / "benchmarks" / "_work" / "classifier"
-BEGIN = "<!-- bench_classifier:begin -->"
-END = "<!-- bench_classifier:end -->"
+from _results import markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
+
+BEGIN, END = markers("bench_classifier")
 SHARED = Path(os.environ.get("MICRO_SEG_SHARED", ROOT.parent / "shared")) / "datasets"
 
 
@@ -426,14 +427,7 @@ def render(res: dict) -> str:
 
 
 def write_results(text: str) -> None:
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + text + tail
-    else:
-        new = old.rstrip() + "\n\n" + text + "\n"
-    RESULTS.write_text(new, encoding="utf-8")
+    write_section("bench_classifier", text, path=RESULTS)
 
 
 def main(argv=None) -> int:

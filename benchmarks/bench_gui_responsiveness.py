@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_section  # benchmarks/ is the script folder
 
 HEADING = "## napari GUI responsiveness (issue 6)"
 
@@ -223,20 +224,10 @@ def table(res: dict) -> str:
 
 
 def record(text: str) -> None:
-    path = Path(__file__).with_name("RESULTS.md")
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = (f"{HEADING}\n\nRun: `xvfb-run -a python benchmarks/bench_gui_responsiveness.py --record` on "
              f"{platform.node()} ({os.cpu_count()} CPUs, shared with other jobs), {stamp}.\n\n{text}\n")
-    if HEADING in old:
-        start = old.index(HEADING)
-        # the section ends at the next heading or at another benchmark's marker comment
-        ends = [i for i in (old.find("\n## ", start + len(HEADING)), old.find("\n<!-- ", start)) if i >= 0]
-        nxt = min(ends) if ends else -1
-        old = old[:start] + block + ("" if nxt < 0 else "\n" + old[nxt + 1:])
-        path.write_text(old, encoding="utf-8")
-    else:
-        path.write_text(old.rstrip("\n") + "\n\n" + block, encoding="utf-8")
+    write_section("bench_gui_responsiveness", block, legacy_heading=HEADING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- bench_huge_segment:begin -->", "<!-- bench_huge_segment:end -->"
+from _results import markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
+
+BEGIN, END = markers("bench_huge_segment")
 
 
 def make_image(path: Path, side: int, pixel_size_um: float) -> None:
@@ -82,14 +84,7 @@ def to_markdown(r: dict) -> str:
 
 
 def record(md: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    text = path.read_text(encoding="utf-8")
-    if BEGIN in text and END in text:
-        a, b = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:a] + md + text[b:]
-    else:
-        text = text.rstrip() + "\n\n" + md + "\n"
-    path.write_text(text, encoding="utf-8")
+    write_section("bench_huge_segment", md)
 
 
 def main(argv=None) -> int:

@@ -43,6 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _results import write_section  # noqa: E402  (benchmarks/ is the script folder)
+
 HEADING = "## Inference speed and memory (benchmarks/bench_inference.py)"
 
 #: (label, arch, arch_kwargs, channels_last)
@@ -282,16 +284,6 @@ def report(peak: float, nets: list[dict], pipeline: list[dict], huge: list[dict]
     return "\n".join(out).rstrip() + "\n"
 
 
-def record(text: str, path: Path) -> None:
-    """Replace this script's section of RESULTS.md (or append it)."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    if HEADING in old:
-        start = old.index(HEADING)
-        nxt = old.find("\n## ", start + len(HEADING))
-        old = old[:start] + (old[nxt + 1 :] if nxt != -1 else "")
-    path.write_text(old.rstrip() + "\n\n" + text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=7)
@@ -340,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(peak, nets, pipeline, huge, args)
     print(text)
     if args.record:
-        record(text, ROOT / "benchmarks" / "RESULTS.md")
+        write_section("bench_inference", text, legacy_heading=HEADING)
     return 0
 
 

@@ -51,8 +51,9 @@ sys.path.insert(0, str(ROOT))
 from micro_seg.training import boundary_f1, confusion_matrix, segmentation_metrics  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-BEGIN = "<!-- bench_segmentation:begin -->"
-END = "<!-- bench_segmentation:end -->"
+from _results import markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
+
+BEGIN, END = markers("bench_segmentation")
 
 
 # ------------------------------------------------------------------ helpers
@@ -446,13 +447,7 @@ def to_markdown(results: dict, meta: dict) -> str:
 
 
 def write_results(md: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        a, b = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:a] + md + text[b:]
-    else:
-        text = text.rstrip() + "\n\n" + md + "\n"
-    RESULTS.write_text(text)
+    write_section("bench_segmentation", md, path=RESULTS)
 
 
 def main(argv=None) -> int:

@@ -60,8 +60,9 @@ from micro_seg.training import (  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "_work" / "workflow"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-BEGIN = "<!-- bench_training_workflow:begin -->"
-END = "<!-- bench_training_workflow:end -->"
+from _results import markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
+
+BEGIN, END = markers("bench_training_workflow")
 
 
 def scribbles_from_boundaries(trace: np.ndarray, *, fraction: float = 0.3, seed: int = 0) -> np.ndarray:
@@ -488,12 +489,7 @@ def main(argv=None) -> int:
     md = to_markdown(results, args.notes, earlier)
     print(md)
     if args.write:
-        if has_section:
-            a, b = text.index(BEGIN), text.index(END) + len(END)
-            text = text[:a] + md + text[b:]
-        else:
-            text = text.rstrip() + "\n\n" + md + "\n"
-        RESULTS.write_text(text)
+        write_section("bench_training_workflow", md, path=RESULTS)
     return 0
 
 
