@@ -42,6 +42,7 @@ from napari_plugin._common import (
     notify_info,
     notify_warning,
     units_kwargs,
+    viewer_camera,
 )
 from napari_plugin._layers import (
     PALETTE,
@@ -351,10 +352,11 @@ class AnnotateWidget(Container):
         r0, c0, r1, c1 = uncertain_window(np.asarray(unc.data), annotated, window=self._window.value)
         scale = np.asarray(unc.scale[-2:], dtype=float)
         centre = ((r0 + r1) / 2 * scale[0], (c0 + c1) / 2 * scale[1])
-        self._viewer.camera.center = centre
+        camera = viewer_camera(self._viewer)
+        camera.center = centre
         canvas = getattr(self._viewer.window, "_qt_viewer", None)
         size = min(canvas.canvas.size) if canvas is not None else 600
-        self._viewer.camera.zoom = size / ((r1 - r0) * scale[0]) * 0.9
+        camera.zoom = size / ((r1 - r0) * scale[0]) * 0.9
         mean_u = float(np.asarray(unc.data[r0:r1, c0:c1], dtype=float).mean())
         self._status.value = f"Rows {r0}-{r1}, cols {c0}-{c1}: mean uncertainty {mean_u:.2f}"
         return (r0, c0, r1, c1)

@@ -24,6 +24,7 @@ __all__ = [
     "analysis_array",
     "set_layer_calibration",
     "progress_fraction",
+    "viewer_camera",
     "JobRunner",
 ]
 
@@ -49,6 +50,13 @@ def notify_info(message: str) -> None:
     from napari.utils.notifications import show_info
 
     show_info(message)
+
+
+def viewer_camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` from napari 0.9 on (``viewer.camera`` is deprecated there),
+    ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 def _ms_meta(layer) -> dict:

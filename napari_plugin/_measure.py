@@ -34,6 +34,7 @@ from napari_plugin._common import (
     notify_info,
     notify_warning,
     set_layer_calibration,
+    viewer_camera,
 )
 from napari_plugin._layers import connect_layer_events, layer_chooser, ms_meta, parse_class_names
 from napari_plugin._table import DataFrameView
@@ -383,7 +384,7 @@ class MeasureWidget(Container):
                 rows_cols = (float(rr.mean()), float(cc.mean()))
         if rows_cols is not None:
             scale = layer.scale[-2:]
-            self._viewer.camera.center = (rows_cols[0] * scale[0], rows_cols[1] * scale[1])
+            viewer_camera(self._viewer).center = (rows_cols[0] * scale[0], rows_cols[1] * scale[1])
         self.table_view.selectRow(row)
         return label
 

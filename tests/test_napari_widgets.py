@@ -13,6 +13,7 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 from _napari_helpers import two_phase_image, wait_idle  # noqa: E402
+from napari_plugin._common import viewer_camera  # noqa: E402
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_measure_grains_known_count(make_napari_viewer, qtbot, tmp_path):
     label = w.select_row(row)
     assert layer.selected_label == label and layer.show_selected_label
     rr, cc = np.nonzero(labels == label)
-    np.testing.assert_allclose(viewer.camera.center[-2:], (rr.mean() * 0.5, cc.mean() * 0.5), atol=0.5)
+    np.testing.assert_allclose(viewer_camera(viewer).center[-2:], (rr.mean() * 0.5, cc.mean() * 0.5), atol=0.5)
     # export: per-grain CSV and summary CSV with units in the names
     import pandas as pd
 
