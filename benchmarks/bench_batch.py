@@ -340,7 +340,7 @@ def run_big(args, model: str, emit) -> None:
     base = rate_plain_loop(big, model, min(args.n_baseline, args.n))
     emit(f"### Throughput: {args.n} images of 1024 x 768 (uint8, ~600 grains each), end to end")
     emit()
-    emit("| configuration | images/s | ratio vs plain loop | peak RSS per worker (MB) | failed |")
+    emit("| configuration | images/s | ratio vs plain loop | peak RSS per worker (MiB) | failed |")
     emit("|---|---:|---:|---:|---:|")
     emit(f"| plain in-process loop, {os.cpu_count()} torch threads, first {min(args.n_baseline, args.n)} images "
          f"(no DB / pool / exports) | {base:.2f} | 1.00 | | |")
@@ -411,10 +411,10 @@ def run_small(args, model: str, emit) -> None:
          "max_tasks_per_child=100)")
     emit()
     emit("The batch driver (discovery, SQLite, exports) runs in its own process; workers are replaced every "
-         "100 images. Worker RSS counts the pages shared with the forkserver (torch's import alone is ~690 MB "
+         "100 images. Worker RSS counts the pages shared with the forkserver (torch's import alone is ~690 MiB "
          "RSS with this CUDA build of torch); PSS splits shared pages between the processes that use them.")
     emit()
-    emit("| images done | driver RSS (MB) | largest worker RSS (MB) | largest worker PSS (MB) |")
+    emit("| images done | driver RSS (MiB) | largest worker RSS (MiB) | largest worker PSS (MiB) |")
     emit("|---:|---:|---:|---:|")
     for done, driver, worker, pss in samples:
         emit(f"| {done} | {driver:.0f} | {worker:.0f} | {pss:.0f} |")
@@ -423,8 +423,8 @@ def run_small(args, model: str, emit) -> None:
     if done_line:
         n_images, n_failed, dt, maxrss_kb, end_rss_kb = done_line[1:6]
         emit(f"{n_images} images in {float(dt):.0f} s ({int(n_images) / float(dt):.1f} images/s), {n_failed} failed; "
-             f"peak RSS of any worker process {max(peaks):.0f} MB over {len(peaks)} worker processes; driver peak "
-             f"RSS {int(maxrss_kb) / 1024:.0f} MB (incl. the final exports and report), results.sqlite {db_mb:.0f} MB.")
+             f"peak RSS of any worker process {max(peaks):.0f} MiB over {len(peaks)} worker processes; driver peak "
+             f"RSS {int(maxrss_kb) / 1024:.0f} MiB (incl. the final exports and report), results.sqlite {db_mb:.0f} MB.")
     else:
         emit(f"driver failed (exit {proc.returncode})")
     emit()
