@@ -373,7 +373,7 @@ def _by_type(kind: str, v: dict) -> str:
 TITLES = {"finetune": "Fine-tuning `grain-boundaries` from scribbles (NIST etched steel, a material it never saw)",
           "metaldam": "MetalDAM, `micro-seg train`, test micrographs 27-33",
           "magnetic": "Magnetic tiles, `micro-seg train`, 20% of pairs held out"}
-KEPT = "_Not re-run by the run above: kept as an earlier run wrote it._"
+KEPT = "_Not re-run when this section was last written: kept as an earlier run wrote it._"
 
 
 def earlier_tables(section: str) -> dict[str, str]:
@@ -392,7 +392,10 @@ def earlier_tables(section: str) -> dict[str, str]:
         if b < len(lines) and lines[b].startswith("Target:"):
             b += 1
         block = lines[a:b]
-        if KEPT not in block:
+        marks = [i for i, ln in enumerate(block) if ln.startswith("_Not re-run")]  # (any wording of the mark)
+        if marks:
+            block[marks[0]] = KEPT
+        else:
             block[1:1] = ["", KEPT]
         out[key] = "\n".join(block).rstrip() + "\n"
     return out
@@ -401,11 +404,11 @@ def earlier_tables(section: str) -> dict[str, str]:
 def to_markdown(results: dict, notes: str = "", earlier: dict[str, str] | None = None) -> str:
     earlier = earlier or {}
     out = [BEGIN, "## Training workflow proofs (`benchmarks/bench_training_workflow.py`)", "",
-           f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a shared 2-core machine. Research-only data "
-           "(MetalDAM, magnetic tiles): nothing trained here is shipped.", ""]
+           f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; each table says when it was measured, on a "
+           "shared 2-core machine. Research-only data (MetalDAM, magnetic tiles): nothing trained here is shipped.", ""]
     if "finetune" in results:
         f = results["finetune"]
-        out += [f"### {TITLES['finetune']}", "",
+        out += [f"### {TITLES['finetune']}", "", *([f"Measured {f['finished']}.", ""] if f.get("finished") else []),
                 f"3 crops of 256² from the left half, {100 * f['labelled_fraction']:.1f}% of pixels scribbled, "
                 f"{f['train_seconds'] / 60:.1f} min of training ({f['steps']} steps); tested on the right half.", "",
                 "| model | boundary F1 (2 px) | precision | recall | mean intercept / hand trace (mask) | "
@@ -426,7 +429,8 @@ def to_markdown(results: dict, notes: str = "", earlier: dict[str, str] | None =
             continue
         r = results[key]
         t = r["test"]
-        out += [f"### {title}", "", f"`{r['train']['command']}`", "",
+        out += [f"### {title}", "", *([f"Measured {r['finished']}.", ""] if r.get("finished") else []),
+                f"`{r['train']['command']}`", "",
                 f"Training wall time {r['train']['wall_seconds'] / 60:.1f} min, {r['train']['epochs_run']} epochs.", "",
                 *([f"Ensemble decision offsets {[round(o, 3) for o in c['logit_offsets']]} chosen on the "
                    f"{c['data']} (their mean IoU {_f(c['mean_iou_before'])} -> {_f(c['mean_iou'])}).", ""]
@@ -486,6 +490,8 @@ def main(argv=None) -> int:
             bench_metaldam(results, args.metaldam_minutes, args.threads, args.members, args.reuse)
         elif s == "magnetic":
             bench_magnetic(results, args.magnetic_minutes, args.threads, args.members, args.reuse)
+        if s in results:  # when this section's figures were measured (the header is only the time of writing)
+            results[s]["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         json_out.write_text(json.dumps(results, indent=2, default=float))
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     has_section = BEGIN in text and END in text
