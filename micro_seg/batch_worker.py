@@ -44,6 +44,7 @@ __all__ = [
     "flatten_measurements",
     "output_stem",
     "render_overlay",
+    "overlay_preview",
 ]
 
 OVERLAY_MAX_SIDE = 2048  # overlays larger than this are downsampled (they are for eyes, not numbers)
@@ -411,7 +412,10 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     (tiled :func:`~micro_seg.inference.predict` + post-processing) and
     :func:`~micro_seg.measure.measure_grains` (grain models) or
     :func:`~micro_seg.measure.measure_phases` / :func:`~micro_seg.measure.measure_defects`
-    (semantic models); with a QC spec, :func:`micro_seg.qc.evaluate`.
+    (semantic models); with a QC spec, :func:`micro_seg.qc.evaluate`.  As in
+    ``micro-seg segment``, the pixels are released once inference is done, so
+    a huge image is post-processed without them: the QC pixel checks and the
+    overlay's downsampled preview are taken before.
 
     Parameters
     ----------
@@ -441,6 +445,7 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     """
     from micro_seg.io import read_micrograph, write_labels
     from micro_seg.postprocess import segment_image
+    from micro_seg.qc import pixel_quality
 
     relpath = Path(path).relative_to(config.in_dir).as_posix()
     stem = outputs_stem or output_stem(relpath)
@@ -448,7 +453,7 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     st = os.stat(path)
     sha = sha256_file(path)
     mg = read_micrograph(path, pixel_size_um=config.pixel_size_um)
-    image = mg.analysis_data
+    shape, dtype = tuple(int(s) for s in mg.data.shape), str(mg.data.dtype)
     px = mg.pixel_size_um
     model = _load_model(config.model)
     card = model.card
@@ -459,8 +464,13 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     for w in (mg.meta or {}).get("warnings", []) or []:
         flags.append({"source": "io", "check": "read", "severity": "warning", "message": str(w)})
 
+    # What needs the pixels after inference is taken now, so that they are released before
+    # post-processing (a 16k x 16k 8-bit image is 268 MB): the QC pixel checks and the overlay's preview.
+    spec = _load_spec(config.spec) if config.spec else None
+    quality = pixel_quality(mg, spec) if spec else None
+    preview = overlay_preview(mg.analysis_data) if config.write_overlay else None
     options = dict(config.options)
-    seg = segment_image(image, model, pixel_size_um=px, **options)
+    seg = segment_image(mg, model, pixel_size_um=px, release_image=True, **options)
     for w in seg.warnings:
         flags.append({"source": "segment", "check": "model", "severity": "warning", "message": str(w)})
     nested, summary, tables = measure_segmentation(seg, pixel_size_um=px, what=str(path))
@@ -468,8 +478,8 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
         flags.append({"source": "measure", "check": "measurement", "severity": "warning", "message": str(w)})
 
     qc_verdict = None
-    if config.spec:
-        qc_verdict = _run_qc(mg, config.spec, nested, flags)
+    if spec is not None:
+        qc_verdict = _run_qc(mg, spec, nested, flags, quality)
 
     labels = seg.labels
     grains = card.task == "grains"
@@ -483,7 +493,7 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     if config.write_overlay:
         rel = f"overlays/{stem}_overlay.png"
         with atomic_path(out_dir / rel) as tmp:
-            render_overlay(image, labels, kind="instances" if grains else "classes").save(
+            render_overlay(preview, labels, kind="instances" if grains else "classes").save(
                 tmp, format="PNG", compress_level=1)
         outputs["overlay"] = rel
     objects = {kind: _table_columns(t) for kind, t in tables.items()}
@@ -495,7 +505,7 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
 
     return ImageResult(
         relpath=relpath, status="ok", sha256=sha, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
-        shape=tuple(int(s) for s in mg.data.shape), dtype=str(mg.data.dtype), pixel_size_um=px,
+        shape=shape, dtype=dtype, pixel_size_um=px,
         calibration_source=mg.calibration_source, databar_rows=int(mg.databar_rows or 0),
         model_name=card.name, model_sha256=card.weights_sha256, measurements=summary, objects=objects,
         flags=flags, outputs=outputs, qc_verdict=qc_verdict,
@@ -596,8 +606,8 @@ def measure_segmentation(seg: Any, *, pixel_size_um: float | None, what: str = "
 _SPEC_CACHE: dict[str, Any] = {}
 
 
-def _run_qc(mg: Any, spec_path: str, nested: Mapping[str, Any], flags: list) -> str:
-    """Judge the image against the QC spec; reasons become ``qc`` flags."""
+def _load_spec(spec_path: str) -> Any:
+    """The QC spec, parsed once per worker (the last one used is cached)."""
     from micro_seg import qc
 
     spec = _SPEC_CACHE.get(spec_path)
@@ -605,7 +615,16 @@ def _run_qc(mg: Any, spec_path: str, nested: Mapping[str, Any], flags: list) -> 
         spec = qc.load_spec(spec_path)
         _SPEC_CACHE.clear()
         _SPEC_CACHE[spec_path] = spec
-    result = qc.evaluate(mg, spec, measurements={k: v for k, v in nested.items() if not k.startswith("_")})
+    return spec
+
+
+def _run_qc(mg: Any, spec: Any, nested: Mapping[str, Any], flags: list, quality: Mapping[str, float] | None) -> str:
+    """Judge the image against the QC spec (``quality``: its pixel checks, measured before the pixels were
+    released); reasons become ``qc`` flags."""
+    from micro_seg import qc
+
+    result = qc.evaluate(mg, spec, measurements={k: v for k, v in nested.items() if not k.startswith("_")},
+                         quality=quality)
     for r in result.reasons:
         flags.append({"source": "qc", "check": r.check, "severity": r.severity, "value": r.value,
                       "limit": r.limit, "message": r.message})
@@ -677,13 +696,31 @@ def _edges(lab: np.ndarray) -> np.ndarray:
     return edges
 
 
+def _overlay_step(shape: tuple[int, ...], max_side: int) -> int:
+    return max(1, int(np.ceil(max(shape[:2]) / max_side)))
+
+
+def overlay_preview(image: np.ndarray, *, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
+    """A copy of the pixels :func:`render_overlay` shows (every ``step``-th row and column), so the full image can
+    be released before the overlay is drawn.
+
+    >>> import numpy as np
+    >>> overlay_preview(np.zeros((5000, 3000), np.uint8)).shape
+    (1667, 1000)
+    """
+    image = np.asarray(image)
+    step = _overlay_step(image.shape, max_side)
+    return image[::step, ::step].copy()
+
+
 def render_overlay(image: np.ndarray, labels: np.ndarray, *, kind: str = "instances",
                    max_side: int = OVERLAY_MAX_SIDE):
     """An RGB PIL image of the micrograph with the segmentation drawn on it.
 
     ``kind="instances"`` outlines every object (grain boundaries) in red;
     ``kind="classes"`` tints each class (class 0 untinted) and outlines it.
-    Images larger than ``max_side`` are shown downsampled.
+    Images larger than ``max_side`` are shown downsampled; ``image`` may be
+    the full image or its :func:`overlay_preview`.
 
     Examples
     --------
@@ -695,9 +732,14 @@ def render_overlay(image: np.ndarray, labels: np.ndarray, *, kind: str = "instan
     from PIL import Image
 
     labels = np.asarray(labels)
-    step = max(1, int(np.ceil(max(labels.shape[:2]) / max_side)))
+    step = _overlay_step(labels.shape, max_side)
     lab = labels[::step, ::step]
-    rgb = _display_gray(np.asarray(image)[::step, ::step])
+    img = np.asarray(image)
+    if img.shape[:2] != lab.shape:  # a full-size image (not already an overlay_preview)
+        img = img[::step, ::step]
+    if img.shape[:2] != lab.shape:
+        raise ValueError(f"image {img.shape[:2]} and labels {labels.shape} do not match")
+    rgb = _display_gray(img)
     edges = _edges(lab)
     if kind == "instances":
         rgb[edges] = (255, 40, 40)

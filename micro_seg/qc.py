@@ -74,6 +74,7 @@ __all__ = [
     "offending_defects",
     "VERDICTS",
     "SEVERITIES",
+    "pixel_quality",
 ]
 
 VERDICTS = ("pass", "review", "fail")
@@ -472,6 +473,32 @@ def _phase_fraction(measurements: Mapping | None, phase: str) -> float | None:
     return None
 
 
+def pixel_quality(image: Any, spec: QCSpec) -> dict[str, float]:
+    """The image-quality values that ``spec``'s pixel checks need, for ``evaluate(..., quality=...)``.
+
+    Empty when the spec has no pixel checks (nothing is computed).  Lets a
+    caller measure them while it still holds the pixels and release a huge
+    image before segmenting it.  ``image``: an array or a
+    :class:`~micro_seg.io.Micrograph` (its ``analysis_data``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.full((32, 32), 255, np.uint8)
+    >>> pixel_quality(img, parse_spec({"image": {"calibration": "required"}}))
+    {}
+    >>> q = pixel_quality(img, parse_spec({"image": {"clipped_high_fraction": 0.01}}))
+    >>> q["clipped_high_fraction"]
+    1.0
+    """
+    if not any(k in _IMAGE_ONE_SIDED for k in spec.image):
+        return {}
+    from micro_seg.quality import assess_image
+
+    pixels = image.analysis_data if hasattr(image, "analysis_data") else image
+    return assess_image(np.asarray(pixels)).as_dict()
+
+
 def evaluate(
     image: Any,
     spec: QCSpec,
@@ -532,10 +559,8 @@ def evaluate(
 
     q: dict[str, float] = dict(quality or {})
     pixel_rules = [k for k in spec.image if k in _IMAGE_ONE_SIDED]
-    if pixels is not None and not q and pixel_rules:
-        from micro_seg.quality import assess_image
-
-        q = assess_image(np.asarray(pixels)).as_dict()
+    if pixels is not None and not q:
+        q = pixel_quality(pixels, spec)
     for key in pixel_rules:
         if key in q:
             reason = _range_reason(f"image.{key}", q[key], spec.image[key])

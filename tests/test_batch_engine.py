@@ -181,3 +181,37 @@ def test_cli_progress_bar_pixel_size_override_and_resume(folder, grain_model, tm
     summary = json.loads(capsys.readouterr().out)
     assert (summary["n_processed"], summary["n_skipped"]) == (0, 2)
     assert summary["ignored"] == ["plate2/", "readme.docx"]
+
+
+def test_process_image_releases_the_pixels_yet_keeps_qc_pixel_checks_and_overlay(tmp_path, monkeypatch):
+    """A huge image is post-processed without its pixels (as ``micro-seg segment``): the QC pixel checks and the
+    overlay are taken before the release, so they still judge and show the real image."""
+    from PIL import Image
+
+    from micro_seg.batch_worker import BatchConfig, process_image
+    from micro_seg.io import Micrograph
+
+    released = []
+    release = Micrograph.release_pixels
+
+    def spy(self):
+        released.append(self.data.shape)
+        release(self)
+
+    monkeypatch.setattr(Micrograph, "release_pixels", spy)
+    img = disk_image(3, seed=1, shape=(96, 128))
+    img[:, :64] = 255  # half the image saturated: the clipping check must see it
+    write_tiff(tmp_path / "in" / "f.tif", img, pixel_size_um=0.5)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("image:\n  clipped_high_fraction: {max: 0.01}\n")
+    model = constant_model(tmp_path / "models" / "one-grain", task="grains", classes=["grain", "boundary"], winner=0)
+    cfg = BatchConfig(in_dir=str(tmp_path / "in"), out_dir=str(tmp_path / "out"), model=str(model), spec=str(spec))
+    r = process_image(str(tmp_path / "in" / "f.tif"), cfg)
+    assert released == [(96, 128)]
+    assert r.status == "ok" and r.shape == (96, 128) and r.dtype == "uint8"
+    clip = [f for f in r.flags if f.get("check") == "image.clipped_high_fraction"]
+    assert r.qc_verdict == "review" and clip and clip[0]["value"] == pytest.approx(0.5)
+    overlay = np.asarray(Image.open(tmp_path / "out" / r.outputs["overlay"]))
+    assert overlay.shape == (96, 128, 3)
+    # one grain, no boundary: the overlay is the grey image, saturated half white
+    assert (overlay[:, :64] == 255).all() and overlay[:, 64:].max() < 255
