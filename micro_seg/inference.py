@@ -24,6 +24,10 @@ How it works
   uncertainty, and optionally probabilities, float16 for large images).
   Peak memory is the outputs plus one band, not ``classes x rows x cols``
   float32 accumulators.
+* ``backend="onnx"`` runs the same fused network through ONNX Runtime
+  instead of torch (``pip install "micro-seg[onnx]"``): the network is
+  exported in memory from the loaded (sha256-checked) weights, never read
+  from an ``.onnx`` file; tiling, blending, TTA and cancelling are unchanged.
 
 Examples
 --------
@@ -51,9 +55,15 @@ from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 
-from micro_seg.errors import CancelledError, InvalidImageError, ModelError
+from micro_seg.errors import CancelledError, InvalidImageError, MicroSegError, ModelError
 
-__all__ = ["Prediction", "predict", "predict_iter", "configure_threads", "tile_starts", "blend_window"]
+__all__ = ["Prediction", "predict", "predict_iter", "configure_threads", "tile_starts", "blend_window", "BACKENDS"]
+
+#: Inference backends of :func:`predict_iter`: torch, or ONNX Runtime (the ``onnx`` extra).
+BACKENDS = ("torch", "onnx")
+
+#: The fix printed when ``backend="onnx"`` lacks its packages.
+ONNX_INSTALL_HINT = 'pip install "micro-seg[onnx]"'
 
 #: Default (largest) tile side: big tiles waste less on overlaps; fully
 #: convolutional networks do not care about the tile size they were trained on.
@@ -260,6 +270,78 @@ def _fused_network(net: Any, channels_last: bool) -> Any:
     return fused
 
 
+_ORT_CACHE: "weakref.WeakKeyDictionary[Any, tuple[tuple, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _check_backend(backend: Any) -> str:
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown inference backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return str(backend)
+
+
+class _OnnxNetwork:
+    """An ONNX Runtime session called like the torch network: float32 NCHW tensor in, logits tensor out."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        xn = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {"x": xn})[0])
+
+
+def _onnx_network(net: Any, *, in_channels: int, stride: int, name: str = "") -> _OnnxNetwork:
+    """ONNX Runtime session of ``net``'s fused inference copy, exported in memory; cached per network.
+
+    The cache is keyed like :func:`_fused_network` (network object, version
+    counters of its parameters and buffers) plus torch's thread count, which
+    becomes the session's intra-op thread count.
+    """
+    try:
+        import onnx  # noqa: F401  (the TorchScript exporter needs it to build the model proto)
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MicroSegError(f"backend 'onnx' needs onnxruntime and onnx ({exc.name or exc} is not installed): "
+                            f"{ONNX_INSTALL_HINT}") from exc
+    import io
+    import warnings
+
+    import torch
+
+    from micro_seg.nets import fuse_for_inference
+
+    threads = max(1, torch.get_num_threads())
+    key = (threads, tuple(p._version for p in net.parameters()), tuple(b._version for b in net.buffers()))
+    hit = _ORT_CACHE.get(net)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    fused = fuse_for_inference(net).float()  # contiguous layout; not cached: the session holds the weights
+    side = max(2, 64 // stride) * stride
+    dummy = torch.zeros(1, int(in_channels), side, side)
+    axes = {0: "batch", 2: "rows", 3: "cols"}
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+            torch.onnx.export(fused, (dummy,), buf, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": axes, "y": axes}, dynamo=False, opset_version=17)
+    except Exception as exc:  # an architecture the exporter cannot trace
+        raise ModelError(f"model {name!r}: cannot export its network to ONNX ({type(exc).__name__}: {exc}); "
+                         "use backend 'torch'") from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting between runs: spinning threads would slow torch's (and the blending's) work in between
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    wrapped = _OnnxNetwork(session)
+    _ORT_CACHE[net] = (key, wrapped)
+    return wrapped
+
+
 def predict_iter(
     image: Any,
     model: Any,
@@ -273,6 +355,7 @@ def predict_iter(
     probability_dtype: Any = None,
     channels_last: bool | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
+    backend: str = "torch",
     _native: bool = False,
 ) -> Generator[tuple[int, int], None, Prediction]:
     """Segment ``image`` tile by tile; yield ``(done, total)``, return a :class:`Prediction`.
@@ -311,9 +394,15 @@ def predict_iter(
         Run the network in channels-last memory format (default: yes for
         micro-seg's own msnet and ensembles of it, which it speeds up; no for
         smp models; see :func:`micro_seg.nets.prefers_channels_last`).
+        Ignored by the onnx backend.
     cancel : callable or threading.Event, optional
         Checked before every batch; when it is set / returns True the
         generator raises :class:`~micro_seg.errors.CancelledError`.
+    backend : {"torch", "onnx"}
+        Run the network with torch (default) or ONNX Runtime.  ``"onnx"``
+        exports the loaded network to ONNX in memory (once per network and
+        thread count, cached) and needs ``pip install "micro-seg[onnx]"``;
+        its probabilities match torch's to float rounding (~1e-5).
 
     A card whose ``input_scale`` is not 1 gets the image resized by that
     factor (:func:`micro_seg.preprocess.rescale_image`, as in training); the
@@ -335,13 +424,31 @@ def predict_iter(
     CancelledError
         When ``cancel`` fired.
     InvalidImageError, ModelError
-        Bad image or model.
+        Bad image or model, or an unknown ``backend``.
+    MicroSegError
+        ``backend="onnx"`` without onnxruntime / onnx installed.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from micro_seg.nets import build_network
+    >>> from micro_seg.registry import LoadedModel, ModelCard
+    >>> card = ModelCard(name="demo", task="semantic", arch="msnet", in_channels=1,
+    ...                  classes=["a", "b"], arch_kwargs={"widths": [4, 8]})
+    >>> _ = torch.manual_seed(0)
+    >>> model = LoadedModel(card, build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8]).eval(), None)
+    >>> image = np.random.default_rng(0).random((70, 90))
+    >>> a = predict(image, model, tile_size=32, overlap=8)
+    >>> b = predict(image, model, tile_size=32, overlap=8, backend="onnx")
+    >>> bool(np.abs(a.probabilities - b.probabilities).max() < 1e-4)
+    True
     """
     import torch
 
     from micro_seg.nets import prefers_channels_last, required_stride
     from micro_seg.preprocess import normalisation_stats, to_network_input
 
+    backend = _check_backend(backend)
     loaded = _as_model(model)
     card, net = loaded.card, loaded.network
     img = _as_image(image)
@@ -382,7 +489,7 @@ def predict_iter(
         small = yield from predict_iter(
             rescale_image(img, scale), loaded, tile_size=tile_size, overlap=overlap, tta=tta, batch_size=batch_size,
             keep_probabilities=True, keep_uncertainty=False, probability_dtype=np.float32,
-            channels_last=channels_last, cancel=cancel, _native=True,
+            channels_last=channels_last, cancel=cancel, backend=backend, _native=True,
         )
         return _resample_prediction(small, (rows, cols), keep=keep, keep_uncertainty=keep_uncertainty,
                                     probability_dtype=probability_dtype, label_dtype=label_dtype)
@@ -403,10 +510,14 @@ def predict_iter(
     unc_out = np.empty((rows, cols), dtype=probability_dtype) if keep_uncertainty else None
 
     stats = normalisation_stats(img, in_channels=card.in_channels, normalisation=card.normalisation)
-    if channels_last is None:
+    if backend == "onnx":
+        channels_last = False  # ONNX Runtime takes contiguous NCHW arrays
+        net = _onnx_network(net, in_channels=card.in_channels, stride=stride, name=card.name)
+    elif channels_last is None:
         channels_last = prefers_channels_last(net)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    net = _fused_network(net, channels_last)  # a private copy: BN folded into the convs
+    if backend == "torch":
+        net = _fused_network(net, channels_last)  # a private copy: BN folded into the convs
 
     win_y = {y: blend_window(th, overlap, taper_start=y > 0, taper_end=y + th < rows_p) for y in ys}
     win_x = {x: blend_window(tw, overlap, taper_start=x > 0, taper_end=x + tw < cols_p) for x in xs}

@@ -34,6 +34,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="inference tile side in pixels (default: the model card's)")
     parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap in pixels (default tile/8)")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (4 flips; 4x slower)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="run the network with torch (default) or ONNX Runtime "
+                        "(needs: pip install \"micro-seg[onnx]\")")
     parser.add_argument("--min-grain", type=int, default=None, metavar="PX", dest="min_grain",
                         help="grain models: merge grains smaller than PX pixels (default: the model card's, else 16)")
     parser.add_argument("--boundary-threshold", type=float, default=None, metavar="P", dest="boundary_threshold",
@@ -88,7 +91,8 @@ def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False):
 
     micrograph = read_micrograph(args.image, pixel_size_um=args.pixel_size, page=args.page)
     model = load_model(args.model)
-    predict_options = {"tile_size": args.tile_size, "overlap": args.overlap, "tta": args.tta}
+    predict_options = {"tile_size": args.tile_size, "overlap": args.overlap, "tta": args.tta,
+                       "backend": getattr(args, "backend", "torch")}
     if getattr(args, "uncertainty", False) is False:
         predict_options["keep_uncertainty"] = False
     seg = segment_image(
