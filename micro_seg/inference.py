@@ -39,9 +39,13 @@ Examples
 >>> _ = torch.manual_seed(0)
 >>> net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8]).eval()
 >>> model = LoadedModel(card=card, network=net, folder=None)
->>> pred = predict(np.random.default_rng(0).random((70, 90)), model, tile_size=32, overlap=8)
+>>> image = np.random.default_rng(0).random((70, 90))
+>>> pred = predict(image, model, tile_size=32, overlap=8)
 >>> pred.labels.shape, pred.probabilities.shape, float(pred.uncertainty.max()) <= 1.0
 ((70, 90), (2, 70, 90), True)
+>>> onnx = predict(image, model, tile_size=32, overlap=8, backend="onnx")  # needs micro-seg[onnx]
+>>> bool(np.abs(onnx.probabilities - pred.probabilities).max() < 1e-4)
+True
 """
 
 from __future__ import annotations
@@ -428,20 +432,7 @@ def predict_iter(
     MicroSegError
         ``backend="onnx"`` without onnxruntime / onnx installed.
 
-    Examples
-    --------
-    >>> import numpy as np, torch
-    >>> from micro_seg.nets import build_network
-    >>> from micro_seg.registry import LoadedModel, ModelCard
-    >>> card = ModelCard(name="demo", task="semantic", arch="msnet", in_channels=1,
-    ...                  classes=["a", "b"], arch_kwargs={"widths": [4, 8]})
-    >>> _ = torch.manual_seed(0)
-    >>> model = LoadedModel(card, build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8]).eval(), None)
-    >>> image = np.random.default_rng(0).random((70, 90))
-    >>> a = predict(image, model, tile_size=32, overlap=8)
-    >>> b = predict(image, model, tile_size=32, overlap=8, backend="onnx")
-    >>> bool(np.abs(a.probabilities - b.probabilities).max() < 1e-4)
-    True
+    See the module's example (``predict`` is this generator run to the end).
     """
     import torch
 
