@@ -254,3 +254,25 @@ def test_combine_fields_uses_mean_l_not_mean_g(pv_small):
     assert comb["G_intercept"] == pytest.approx(g_from_intercept(np.mean(ls) / 1000))
     assert comb["n_fields"] == 2
     assert comb["mean_intercept_um"]["ci95"] == pytest.approx(12.706 * np.std(ls, ddof=1) / math.sqrt(2), rel=1e-3)
+
+
+@pytest.mark.parametrize("thick", [1, 3, 12])
+def test_fill_boundaries_in_strips_equals_the_whole_image_transform(thick):
+    """Large images fill their boundary pixels strip by strip (bounded memory); the answer is the whole-image one,
+    also when a boundary band is wider than the halo (then the whole image is transformed after all)."""
+    from scipy import ndimage as ndi
+
+    from micro_seg.measure.labels import fill_boundaries
+
+    rng = np.random.default_rng(thick)
+    seeds = np.zeros((300, 90), np.int32)
+    seeds[rng.integers(0, 300, 60), rng.integers(0, 90, 60)] = np.arange(1, 61)
+    _, idx = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+    grains = seeds[tuple(idx)]  # a Voronoi tessellation
+    edges = ndi.grey_dilation(grains, size=3) != ndi.grey_erosion(grains, size=3)
+    labels = np.where(ndi.binary_dilation(edges, iterations=thick - 1) if thick > 1 else edges, 0, grains)
+    labels[100:100 + 2 * thick, :] = 0  # a band across the image: wider than the halo when thick = 12
+    whole = fill_boundaries(labels, strip_rows=10_000)
+    strips = fill_boundaries(labels, strip_rows=40, halo=8)
+    assert (labels == 0).mean() > 0.05 and (whole > 0).all()
+    np.testing.assert_array_equal(strips, whole)
