@@ -305,12 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         _huge_child(args.huge_child, args.huge_model, args.in_channels, args.huge_keep, not args.huge_no_uncertainty)
         return 0
 
-    import torch
+    from micro_seg.inference import configure_threads
 
-    from micro_seg import inference
-
-    torch.set_num_threads(args.threads)
-    inference._threads_configured = True  # keep the thread count chosen here
+    configure_threads(args.threads)  # kept: predict does not reset an explicit choice
     peak = matmul_peak_gflops(args.runs)
     print(f"matmul peak: {peak:.0f} GFLOP/s", flush=True)
     nets = bench_networks(args.size, args.runs, args.in_channels)

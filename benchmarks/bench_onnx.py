@@ -135,12 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = p.parse_args(argv)
 
-    import torch
+    from micro_seg.inference import configure_threads
 
-    from micro_seg import inference
-
-    torch.set_num_threads(args.threads)
-    inference._threads_configured = True  # keep the thread count chosen here
+    configure_threads(args.threads)  # kept: predict does not reset an explicit choice
     r = bench(args.model, args.size, args.runs)
     text = report(r, args.threads)
     print(text)

@@ -251,6 +251,11 @@ def _tta_forward(net, x, tta: bool):
 _FUSED_CACHE: "weakref.WeakKeyDictionary[Any, tuple[tuple, Any]]" = weakref.WeakKeyDictionary()
 
 
+def _weights_version(net: Any) -> tuple:
+    """The version counters of ``net``'s parameters and buffers: they change when it is changed in place."""
+    return tuple(p._version for p in net.parameters()), tuple(b._version for b in net.buffers())
+
+
 def _fused_network(net: Any, channels_last: bool) -> Any:
     """The inference copy of ``net`` (BatchNorm folded into the convolutions), cached per network.
 
@@ -263,7 +268,7 @@ def _fused_network(net: Any, channels_last: bool) -> Any:
 
     from micro_seg.nets import fuse_for_inference
 
-    key = (bool(channels_last), tuple(p._version for p in net.parameters()), tuple(b._version for b in net.buffers()))
+    key = (bool(channels_last), _weights_version(net))
     hit = _FUSED_CACHE.get(net)
     if hit is not None and hit[0] == key:
         return hit[1]
@@ -317,7 +322,7 @@ def _onnx_network(net: Any, *, in_channels: int, stride: int, name: str = "") ->
     from micro_seg.nets import fuse_for_inference
 
     threads = max(1, torch.get_num_threads())
-    key = (threads, tuple(p._version for p in net.parameters()), tuple(b._version for b in net.buffers()))
+    key = (threads, _weights_version(net))
     hit = _ORT_CACHE.get(net)
     if hit is not None and hit[0] == key:
         return hit[1]
@@ -504,11 +509,11 @@ def predict_iter(
     if backend == "onnx":
         channels_last = False  # ONNX Runtime takes contiguous NCHW arrays
         net = _onnx_network(net, in_channels=card.in_channels, stride=stride, name=card.name)
-    elif channels_last is None:
-        channels_last = prefers_channels_last(net)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    if backend == "torch":
+    else:
+        if channels_last is None:
+            channels_last = prefers_channels_last(net)
         net = _fused_network(net, channels_last)  # a private copy: BN folded into the convs
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     win_y = {y: blend_window(th, overlap, taper_start=y > 0, taper_end=y + th < rows_p) for y in ys}
     win_x = {x: blend_window(tw, overlap, taper_start=x > 0, taper_end=x + tw < cols_p) for x in xs}
