@@ -51,6 +51,35 @@ def _check_2d(image: np.ndarray, what: str) -> np.ndarray:
     return image
 
 
+#: Pixels per block when counting or relabelling a label image block by block: ``np.bincount`` and
+#: fancy indexing cast an int32 image to int64 first (8 bytes per pixel, 2.1 GB at 16k x 16k).
+BLOCK_PIXELS = 1 << 22
+
+
+def _row_blocks(image: np.ndarray):
+    """Row slices of about :data:`BLOCK_PIXELS` pixels covering ``image``."""
+    step = max(1, BLOCK_PIXELS // max(1, int(np.prod(image.shape[1:]))))
+    for r0 in range(0, image.shape[0], step):
+        yield slice(r0, min(image.shape[0], r0 + step))
+
+
+def label_counts(labels: np.ndarray, length: int) -> np.ndarray:
+    """Pixel count of every label value ``0..length-1`` (int64), counted block by block.
+
+    Equals ``np.bincount(labels.ravel(), minlength=length)`` for labels in
+    ``0..length-1`` without its whole-image int64 copy.
+
+    Examples
+    --------
+    >>> label_counts(np.array([[0, 2], [2, 2]], np.int32), 4).tolist()
+    [1, 0, 3, 0]
+    """
+    hist = np.zeros(int(length), dtype=np.int64)
+    for rows in _row_blocks(labels):
+        hist += np.bincount(labels[rows].ravel(), minlength=int(length))
+    return hist
+
+
 #: Row strips (and the halo of rows around each) in which :func:`fill_boundaries` works on large images.
 FILL_STRIP_ROWS, FILL_HALO_ROWS = 512, 32
 
@@ -159,7 +188,7 @@ def prepare_labels(
         raise InvalidImageError(msg)
     counts = None
     if hi <= 4 * labels.size + 1024:
-        hist = np.bincount(labels.ravel(), minlength=hi + 1)
+        hist = label_counts(labels, hi + 1)
         present = hist > 0
         present[0] = False
         original = np.concatenate([[0], np.flatnonzero(present)])
@@ -169,7 +198,9 @@ def prepare_labels(
         else:
             lut = np.zeros(hi + 1, dtype=np.int32)
             lut[original[1:]] = np.arange(1, original.size, dtype=np.int32)
-            out = lut[labels]
+            out = np.empty(labels.shape, dtype=np.int32)
+            for rows in _row_blocks(labels):
+                out[rows] = lut[labels[rows]]
             counts = np.concatenate([[hist[0]], hist[original[1:]]])
     else:
         original, inverse = np.unique(labels, return_inverse=True)
@@ -184,7 +215,7 @@ def prepare_labels(
     if not return_counts:
         return out, original
     if counts is None:
-        counts = np.bincount(out.ravel(), minlength=original.size)
+        counts = label_counts(out, original.size)
     return out, original, counts.astype(np.int64)
 
 

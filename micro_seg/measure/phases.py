@@ -35,6 +35,7 @@ import pandas as pd
 
 from micro_seg.errors import InvalidImageError
 from micro_seg.measure._units import check_pixel_size
+from micro_seg.measure.labels import label_counts
 from micro_seg.measure.stats import field_grid, field_statistics
 
 __all__ = ["PhaseMeasurement", "measure_phases", "e562_points_per_field", "combine_phase_fields"]
@@ -93,7 +94,9 @@ def _class_image(classes: np.ndarray, what: str) -> np.ndarray:
     if classes.min() < 0:
         msg = f"{what}: negative class value {int(classes.min())}"
         raise InvalidImageError(msg)
-    return classes.astype(np.int64, copy=False)
+    # integer images are kept as they are (a uint8 class map copied to int64 would cost 8 bytes per pixel);
+    # np.bincount cannot take uint64
+    return classes.astype(np.int64) if classes.dtype == np.uint64 else classes
 
 
 def measure_phases(
@@ -144,11 +147,15 @@ def measure_phases(
     if px is None:
         warnings.append(NO_SCALE_PHASES)
     valid = np.ones(cls.shape, bool) if ignore_index is None else cls != int(ignore_index)
-    n_valid = int(valid.sum())
+    top = int(cls.max())
+    # whole-image class counts block by block (a masked copy + np.bincount's int64 cast would cost 9 bytes per pixel)
+    counts = label_counts(cls, top + 1)
+    if ignore_index is not None and 0 <= int(ignore_index) <= top:
+        counts[int(ignore_index)] = 0
+    n_valid = int(counts.sum())
     if n_valid == 0:
         msg = f"{what}: every pixel is ignore_index={ignore_index}; nothing to measure"
         raise InvalidImageError(msg)
-    top = int(cls.max())
     if names is not None:
         names = [str(n) for n in names]
         if len(set(names)) != len(names):
@@ -161,12 +168,12 @@ def measure_phases(
         class_ids = [i for i in range(len(names)) if i != ignore_index]
         keys = [names[i] for i in class_ids]
     else:
-        present = np.flatnonzero(np.bincount(cls[valid].ravel(), minlength=top + 1))
+        present = np.flatnonzero(counts)
         class_ids = [int(i) for i in present]
         keys = [str(i) for i in class_ids]
     nk = top + 1 if names is None else max(len(names), top + 1)
 
-    counts = np.bincount(cls[valid].ravel(), minlength=nk).astype(np.float64)
+    counts = np.concatenate([counts, np.zeros(nk - counts.size, np.int64)]).astype(np.float64)
     fractions = {k: float(counts[i] / n_valid) for k, i in zip(keys, class_ids)}
 
     # ---- fields
