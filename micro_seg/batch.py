@@ -50,10 +50,11 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from micro_seg import __version__
-from micro_seg.batch_worker import BatchConfig, ImageResult, atomic_path, init_worker, safe_process, sha256_file
+from micro_seg.batch_worker import (BatchConfig, ImageResult, atomic_path, check_segment_options, init_worker, safe_process,
+                                    sha256_file)
 from micro_seg.errors import CancelledError, InputFileNotFoundError, MicroSegError, SpecError
 from micro_seg.specimens import parse_group_by, specimen_of, specimen_table
 from micro_seg.store import ResultsStore, utc_now
@@ -485,6 +486,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
               spec: str | os.PathLike | None = None, progress: Callable[..., Any] | None = None,
               cancel: Any = None, pixel_size_um: float | None = None, rehash: bool = False,
               max_tasks_per_child: int | None = 100, report: bool = True, exclude: Iterable[str] = (),
+              segment_options: Mapping[str, Any] | None = None,
               process: Callable[[str, BatchConfig], ImageResult] | None = None) -> BatchSummary:
     """Segment and measure every image under ``in_dir``; results in ``out_dir``.
 
@@ -532,6 +534,12 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         Glob patterns of files or folders to leave out (gitignore-like, see
         :func:`discover_images`), added to those in ``IN_DIR/.micro-seg-ignore``.
         Left-out files are counted and listed (``BatchSummary.ignored``).
+    segment_options : mapping, optional
+        How to segment every image: ``tile_size``, ``overlap``, ``tta``,
+        ``backend`` and, for grain models, ``min_grain_px``, ``threshold``,
+        ``split_ratio`` (as ``micro-seg segment``'s options; see
+        :func:`~micro_seg.batch_worker.check_segment_options`).  They are part
+        of the parameters hash: changing them redoes the finished images.
     process : callable, optional
         Replacement for :func:`micro_seg.batch_worker.process_image`
         (``process(path, config) -> ImageResult``; must be picklable), for
@@ -548,7 +556,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     InputFileNotFoundError
         ``in_dir`` does not exist.
     ModelError
-        Unknown or corrupt model.
+        Unknown or corrupt model, or a bad ``segment_options`` value.
     BatchBusyError
         Another batch is writing to ``out_dir``.
     CancelledError
@@ -589,6 +597,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         model_ref, model_name, model_sha, model_task = str(folder), card.name, card.weights_sha256, card.task
     elif process is None:
         raise BatchOptionError("a model is required (--model NAME or a model folder)")
+    options = check_segment_options(segment_options, task=model_task)
 
     n_cpu = os.cpu_count() or 1
     if scheduler is not None:
@@ -598,7 +607,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         threads = max(1, n_cpu // max(1, n_workers))
     config = BatchConfig(in_dir=str(in_path), out_dir=str(out_path), model=model_ref,
                          pixel_size_um=pixel_size_um, torch_threads=threads,
-                         spec=str(spec_path) if spec_path else None)
+                         spec=str(spec_path) if spec_path else None, options=options)
     params = config.processing_parameters()
     params["model"] = model_name
     params["spec_sha256"] = sha256_file(spec_path) if spec_path else None

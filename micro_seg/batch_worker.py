@@ -35,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "BatchConfig",
+    "check_segment_options",
     "ImageResult",
     "process_image",
     "safe_process",
@@ -69,7 +70,8 @@ class BatchConfig:
     spec : str or None
         QC specification file (issue 7); ``None`` = QC not run.
     options : tuple of (str, value)
-        Extra engine options (kept hashable); part of the parameters hash.
+        How to segment every image (kept hashable; see :func:`check_segment_options`);
+        part of the parameters hash, so changing them redoes the images.
     """
 
     in_dir: str
@@ -91,6 +93,68 @@ class BatchConfig:
             "spec": self.spec,
             "options": [list(kv) for kv in self.options],
         }
+
+
+#: Options of :func:`~micro_seg.postprocess.segment_image` a batch can set: inference ...
+PREDICT_OPTIONS = ("tile_size", "overlap", "tta", "backend")
+#: ... and grain post-processing.
+POSTPROCESS_OPTIONS = ("min_grain_px", "threshold", "split_ratio")
+
+
+def check_segment_options(options: Mapping[str, Any] | None, *, task: str | None,
+                          names: Mapping[str, str] | None = None) -> tuple:
+    """Check a batch's segmentation options; returns them as a sorted tuple of pairs (for :class:`BatchConfig`).
+
+    Keys: ``tile_size`` and ``overlap`` (pixels), ``tta`` (bool), ``backend``
+    (``"torch"`` / ``"onnx"``; onnx must be installed) and, for grain models
+    (``task == "grains"``), ``min_grain_px``, ``threshold``, ``split_ratio``.
+    ``None`` values are left out (the model card's defaults apply).  A bad
+    option fails the whole batch before its first image, not every image.
+    ``names`` maps keys to what the user typed (``{"split_ratio": "--split-ratio"}``).
+
+    Raises
+    ------
+    ModelError, MicroSegError
+        An unknown key, a value out of range, a post-processing option for a
+        model that is not a grain model, or a backend that is not installed.
+
+    Examples
+    --------
+    >>> check_segment_options({"tta": True, "split_ratio": 3, "tile_size": None}, task="grains")
+    (('split_ratio', 3), ('tta', True))
+    >>> check_segment_options({"split_ratio": 3}, task="semantic")
+    Traceback (most recent call last):
+    ...
+    micro_seg.errors.ModelError: post-processing option split_ratio applies to grain models only; this model's task is semantic
+    """
+    from micro_seg.errors import ModelError
+    from micro_seg.inference import check_backend_available
+    from micro_seg.registry import check_postprocess_values
+
+    names = dict(names or {})
+    given = {str(k): v for k, v in (options or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(PREDICT_OPTIONS) - set(POSTPROCESS_OPTIONS))
+    if unknown:
+        raise ModelError(f"unknown segmentation option(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(PREDICT_OPTIONS + POSTPROCESS_OPTIONS)}")
+    for key in ("tile_size", "overlap"):
+        if key in given:
+            v = given[key]
+            low = 16 if key == "tile_size" else 0
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ModelError(f"{names.get(key, key)} must be a whole number of pixels >= {low}, got {v!r}")
+            given[key] = int(v)
+    if "tta" in given:
+        given["tta"] = bool(given["tta"])
+    if "backend" in given:
+        given["backend"] = check_backend_available(given["backend"])
+    post = {k: given[k] for k in POSTPROCESS_OPTIONS if k in given}
+    if post and task != "grains":
+        first = next(iter(post))
+        raise ModelError(f"{names.get(first, 'post-processing option ' + first)} applies to grain models only; "
+                         f"this model's task is {task}")
+    check_postprocess_values(post, names=names)
+    return tuple(sorted(given.items()))
 
 
 @dataclass
@@ -470,7 +534,9 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     quality = pixel_quality(mg, spec) if spec else None
     preview = overlay_preview(mg.analysis_data) if config.write_overlay else None
     options = dict(config.options)
-    seg = segment_image(mg, model, pixel_size_um=px, release_image=True, **options)
+    post = {k: options.pop(k) for k in POSTPROCESS_OPTIONS if k in options}
+    seg = segment_image(mg, model, pixel_size_um=px, release_image=True, keep_prediction=False,
+                        postprocess_options=post, **options)
     for w in seg.warnings:
         flags.append({"source": "segment", "check": "model", "severity": "warning", "message": str(w)})
     nested, summary, tables = measure_segmentation(seg, pixel_size_um=px, what=str(path))

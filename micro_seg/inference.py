@@ -61,7 +61,8 @@ import numpy as np
 
 from micro_seg.errors import CancelledError, InvalidImageError, MicroSegError, ModelError
 
-__all__ = ["Prediction", "predict", "predict_iter", "configure_threads", "tile_starts", "blend_window", "BACKENDS"]
+__all__ = ["Prediction", "predict", "predict_iter", "configure_threads", "tile_starts", "blend_window", "BACKENDS",
+           "check_backend_available"]
 
 #: Inference backends of :func:`predict_iter`: torch, or ONNX Runtime (the ``onnx`` extra).
 BACKENDS = ("torch", "onnx")
@@ -288,6 +289,36 @@ def _check_backend(backend: Any) -> str:
     return str(backend)
 
 
+def _import_onnxruntime() -> Any:
+    """The onnxruntime module, after checking that onnx (which the TorchScript exporter needs) imports too."""
+    try:
+        import onnx  # noqa: F401  (the TorchScript exporter needs it to build the model proto)
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MicroSegError(f"backend 'onnx' needs onnxruntime and onnx ({exc.name or exc} is not installed): "
+                            f"{ONNX_INSTALL_HINT}") from exc
+    return ort
+
+
+def check_backend_available(backend: Any) -> str:
+    """``backend`` checked by name and, for ``"onnx"``, that onnxruntime and onnx are installed.
+
+    For callers that start many predictions (``micro-seg batch``): they fail
+    once, before the first image, instead of once per image.
+
+    Raises
+    ------
+    ModelError
+        Unknown backend.
+    MicroSegError
+        ``"onnx"`` without onnxruntime / onnx.
+    """
+    backend = _check_backend(backend)
+    if backend == "onnx":
+        _import_onnxruntime()
+    return backend
+
+
 class _OnnxNetwork:
     """An ONNX Runtime session called like the torch network: float32 NCHW tensor in, logits tensor out."""
 
@@ -308,12 +339,7 @@ def _onnx_network(net: Any, *, in_channels: int, stride: int, name: str = "") ->
     counters of its parameters and buffers) plus torch's thread count, which
     becomes the session's intra-op thread count.
     """
-    try:
-        import onnx  # noqa: F401  (the TorchScript exporter needs it to build the model proto)
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise MicroSegError(f"backend 'onnx' needs onnxruntime and onnx ({exc.name or exc} is not installed): "
-                            f"{ONNX_INSTALL_HINT}") from exc
+    ort = _import_onnxruntime()
     import io
     import warnings
 

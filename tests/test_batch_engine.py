@@ -215,3 +215,62 @@ def test_process_image_releases_the_pixels_yet_keeps_qc_pixel_checks_and_overlay
     assert overlay.shape == (96, 128, 3)
     # one grain, no boundary: the overlay is the grey image, saturated half white
     assert (overlay[:, :64] == 255).all() and overlay[:, 64:].max() < 255
+
+
+@pytest.mark.slow
+def test_batch_segments_with_the_options_segment_and_analyze_take(tmp_path, capsys):
+    """``micro-seg batch --min-grain/--split-ratio/--tta ...`` segments every image as ``micro-seg analyze`` does
+    with the same options; the options are part of the parameters hash (changing them redoes the images, the same
+    ones skip them), and the defaults keep the hash of a batch run without options."""
+    from data_builders import grain_image
+
+    src = tmp_path / "in" / "g.tif"
+    write_tiff(src, grain_image((192, 192), n_grains=40, seed=8), pixel_size_um=0.5)
+    opts = ["--min-grain", "900", "--split-ratio", "0", "--tta"]
+
+    def analyze(extra):
+        assert main(["analyze", str(src), "--model", "grain-boundaries", "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["grains"]["n_grains"]
+
+    def batch(extra):
+        assert main(["batch", str(tmp_path / "in"), str(tmp_path / "out"), "--model", "grain-boundaries",
+                     "--workers", "0", "--quiet", "--json", *extra]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        return summary["n_processed"], int(read_csv(tmp_path / "out" / "images.csv")["g.tif"]["n_grains"])
+
+    plain, merged = analyze([]), analyze(opts)
+    assert merged < plain  # grains under 900 px merged: the options change the answer
+    assert batch([]) == (1, plain)
+    assert batch(opts) == (1, merged)  # new options: the image is redone, as analyze does it
+    assert batch(opts)[0] == 0  # same options: skipped
+    assert batch(["--backend", "torch"])[0] == 1  # back to the defaults (naming the default backend changes nothing)
+    assert batch([])[0] == 0
+
+
+def test_batch_refuses_bad_segment_options_before_any_image(folder, grain_model, tmp_path, capsys, monkeypatch):
+    """Options that cannot work fail the batch once, with exit 2, before an output folder is written: a grain
+    post-processing option for a semantic model, an out-of-range threshold, an onnx backend that is not installed."""
+    import micro_seg.inference as inference
+    from micro_seg.batch_worker import check_segment_options
+    from micro_seg.errors import MicroSegError, ModelError
+
+    semantic = constant_model(tmp_path / "models" / "all-pore", task="semantic", classes=["matrix", "pore"], winner=1)
+    cases = [([str(semantic), "--split-ratio", "3"], "grain models only"),
+             ([str(grain_model), "--boundary-threshold", "1.5"], "--boundary-threshold must be between 0 and 1")]
+
+    def no_onnx():
+        raise MicroSegError("backend 'onnx' needs onnxruntime and onnx (onnxruntime is not installed)")
+
+    monkeypatch.setattr(inference, "_import_onnxruntime", no_onnx)
+    cases.append(([str(grain_model), "--backend", "onnx"], "needs onnxruntime"))
+    for args, message in cases:
+        out = tmp_path / "out"
+        assert main(["batch", str(folder), str(out), "--model", *args, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not (out / "results.sqlite").exists()
+    with pytest.raises(ModelError, match="unknown segmentation option"):
+        check_segment_options({"tile": 256}, task="grains")
+    with pytest.raises(ModelError, match="tile_size must be a whole number of pixels >= 16"):
+        check_segment_options({"tile_size": 8}, task="grains")
+    assert check_segment_options({"tta": False, "tile_size": 256}, task="grains") == (("tile_size", 256), ("tta", False))

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
     t0 = time.perf_counter()
-    micrograph, seg = segment_file(args)
+    micrograph, seg = segment_file(args, keep_prediction=False)  # measured, not written: free the prediction
     px = micrograph.pixel_size_um
     result: dict[str, Any] = {
         "path": str(args.image),

@@ -18,6 +18,8 @@ import argparse
 import sys
 from typing import Any
 
+from micro_seg.commands.segment import add_segment_options, given_postprocess_options
+
 __all__ = ["register", "run"]
 
 MAX_LISTED_FAILURES = 20
@@ -72,6 +74,7 @@ def register(subparsers: Any) -> None:
                    help="verify the sha256 of every finished input (default: only when size/mtime changed)")
     p.add_argument("--max-tasks-per-child", type=_positive_int, default=100, metavar="N",
                    help="replace each worker process after N images (bounds memory; 0 = never)")
+    add_segment_options(p)
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no failure listing")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -119,12 +122,16 @@ def run(args: argparse.Namespace) -> dict:
     """Run the batch described by parsed CLI arguments; returns the JSON summary."""
     from micro_seg.batch import run_batch
 
+    segment_options = {"tile_size": args.tile_size, "overlap": args.overlap, "tta": args.tta or None,
+                       "backend": None if args.backend == "torch" else args.backend,
+                       **given_postprocess_options(args)}
+
     with _RichProgress(args.quiet) as progress:
         summary = run_batch(
             args.in_dir, args.out_dir, model=args.model, workers=args.workers, scheduler=args.scheduler,
             group_by=args.group_by, spec=args.spec, progress=progress, pixel_size_um=args.pixel_size,
             rehash=args.rehash, max_tasks_per_child=args.max_tasks_per_child or None,
-            report=not args.no_report, exclude=args.exclude,
+            report=not args.no_report, exclude=args.exclude, segment_options=segment_options,
         )
     result = {
         "out_dir": str(summary.out_dir),

@@ -20,7 +20,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "run", "add_model_options", "segment_file", "write_probabilities"]
+__all__ = ["register", "run", "add_model_options", "add_segment_options", "given_postprocess_options",
+           "segment_file", "write_probabilities"]
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -30,9 +31,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="model name (see 'micro-seg models list') or model folder")
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
                         help="micrometres per pixel; overrides the calibration in the file")
+    add_segment_options(parser)
+    parser.add_argument("--page", type=int, metavar="N", help="page of a multi-page file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_segment_options(parser: argparse.ArgumentParser) -> None:
+    """How to segment (inference and grain post-processing): ``segment``, ``analyze`` and ``batch``."""
     parser.add_argument("--tile-size", type=int, metavar="PX", dest="tile_size",
                         help="inference tile side in pixels (default: the model card's)")
-    parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap in pixels (default tile/8)")
+    parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap in pixels (default: tile/16, at least 32)")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (4 flips; 4x slower)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="run the network with torch (default) or ONNX Runtime "
@@ -46,8 +54,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="grain models: split two grain cores joined by a neck R times narrower than the smaller "
                         "core; raise it if grains are over-split, lower it if grains behind faded boundaries merge; "
                         "0 = never (default: the model card's, else 2)")
-    parser.add_argument("--page", type=int, metavar="N", help="page of a multi-page file")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def register(subparsers: Any) -> None:
@@ -66,24 +72,32 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _postprocess_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
-    """Post-processing options given on the command line (the card's own defaults fill the rest)."""
+#: Grain post-processing option -> the command-line flag that sets it.
+POSTPROCESS_FLAGS = {"min_grain_px": "--min-grain", "threshold": "--boundary-threshold", "split_ratio": "--split-ratio"}
+
+
+def given_postprocess_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Grain post-processing options given on the command line, checked (the card's own defaults fill the rest)."""
     from micro_seg.registry import check_postprocess_values
 
-    if task != "grains":
-        return {}
     given = {"min_grain_px": args.min_grain, "threshold": args.boundary_threshold, "split_ratio": args.split_ratio}
     given = {k: v for k, v in given.items() if v is not None}
-    check_postprocess_values(given, names={"min_grain_px": "--min-grain", "threshold": "--boundary-threshold",
-                                           "split_ratio": "--split-ratio"})
+    check_postprocess_values(given, names=POSTPROCESS_FLAGS)
     return given
 
 
-def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False):
+def _postprocess_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
+    """Post-processing options given on the command line for a model of this task."""
+    given = given_postprocess_options(args)
+    return given if task == "grains" else {}
+
+
+def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, keep_prediction: bool = True):
     """Read ``args.image``, load ``args.model`` and segment: ``(micrograph, Segmentation)``.
 
     The micrograph comes back with its calibration and metadata but without its pixels (released after
-    inference, so a huge image is post-processed without them).
+    inference, so a huge image is post-processed without them).  ``keep_prediction=False``: the
+    Segmentation keeps only what measuring needs (see :func:`~micro_seg.postprocess.segment_image`).
     """
     from micro_seg.io import read_micrograph
     from micro_seg.postprocess import segment_image
@@ -102,6 +116,7 @@ def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False):
         keep_probabilities=keep_probabilities,
         postprocess_options=_postprocess_options(args, model.card.task),
         release_image=True,  # the commands need only the calibration afterwards: post-process without the pixels
+        keep_prediction=keep_prediction,
         **predict_options,
     )
     return micrograph, seg
