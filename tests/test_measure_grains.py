@@ -289,7 +289,7 @@ def test_labels_are_counted_and_relabelled_block_by_block(monkeypatch):
     labels[:, :3] = 12345  # a label far above the others
     expected = L.prepare_labels(labels.copy(), return_counts=True)
     monkeypatch.setattr(L, "BLOCK_PIXELS", 100)  # blocks of one row and a bit: 97 of them
-    assert len(list(L._row_blocks(labels))) == 97
+    assert len(list(L.row_blocks(labels))) == 97
     np.testing.assert_array_equal(L.label_counts(labels, 12346), np.bincount(labels.ravel(), minlength=12346))
     got = L.prepare_labels(labels.copy(), return_counts=True)
     for a, b in zip(got, expected):
@@ -297,3 +297,28 @@ def test_labels_are_counted_and_relabelled_block_by_block(monkeypatch):
     lab, orig, counts = got
     assert lab.dtype == np.int32 and lab.min() == 1 and orig[-1] == 12345
     np.testing.assert_array_equal(counts[1:], np.bincount(lab.ravel())[1:])
+
+
+def test_line_intercepts_in_row_blocks_equal_one_block(monkeypatch):
+    """Crossings are found block by block of rows (bounded memory on huge images); with blocks of two rows every
+    output of every orientation (counts with triple points and tangent hits, chords across block edges, fields,
+    label pairs, crossing positions) equals the one-block answer."""
+    import micro_seg.measure.labels as L
+    from micro_seg.measure.stats import field_index_maps
+
+    lab = voronoi_labels((120, 90), n_grains=70, seed=11)
+    fm = field_index_maps(lab.shape, fields=(3, 2))
+    whole = line_intercepts(lab, field_maps=fm, keep_pairs=True)
+    monkeypatch.setattr(L, "BLOCK_PIXELS", 2 * 90)
+    blocks = line_intercepts(lab, field_maps=fm, keep_pairs=True)
+    assert [c.intersections for c in whole] == [c.intersections for c in blocks]
+    assert any(c.intersections % 1 for c in whole[1::2])  # triple points (1.5) on the diagonals
+    for a, b in zip(whole, blocks):
+        assert a.length_px == b.length_px and a.chords_px.size > 100
+        for k in ("chords_px", "field_length_px", "field_intersections", "crossings_per_label"):
+            np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+        for k in ("pairs", "crossings"):
+            x, y = getattr(a, k), getattr(b, k)
+            assert (x is None) == (y is None)
+            if x is not None:
+                np.testing.assert_array_equal(x, y)

@@ -262,6 +262,8 @@ def measure_grains(
     n_intersections = float(sum(c.intersections for c in counts))
     line_length_px = float(sum(c.length_px for c in counts))
     chords = np.concatenate([c.chords_px for c in counts]) if counts else np.zeros(0)
+    for c in counts:  # the per-angle copies are not needed again (a 16k x 16k image has ~30 million chords)
+        c.chords_px = np.zeros(0)
     crossings = next((c.crossings for c in counts if c.crossings is not None), None)
     if crossings is None:  # 0 deg not among the angles: one row pass for the runs
         crossings = line_intercepts(lab, angles=(0,), n_labels=n, keep_pairs=True)[0].crossings
@@ -276,9 +278,13 @@ def measure_grains(
         lo, hi = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
         keys = _sorted_unique(lo * (n + 1) + hi)
         adj = np.stack([keys // (n + 1), keys % (n + 1)], axis=1)
+        del pairs, lo, hi, keys
     else:
         adj = np.zeros((0, 2), np.int64)
     n_neighbors = (np.bincount(adj[:, 0], minlength=n + 1) + np.bincount(adj[:, 1], minlength=n + 1))[1:]
+    del pair_list
+    for c in counts:
+        c.pairs = None
 
     # ---- Crofton perimeter per grain (image edges are not boundary)
     per = {c.angle: c.crossings_per_label[1:].astype(np.float64) for c in counts}
@@ -310,6 +316,7 @@ def measure_grains(
         _, run_len, run_lab, run_row, run_col = _row_runs(lab, crossings, col_breaks)
         run_field = field_maps[0][run_row] * grid[1] + field_maps[1][run_col]
         present_all = np.bincount(run_lab.astype(np.int64) * nf + run_field, minlength=(n + 1) * nf).reshape(n + 1, nf) > 0
+        del run_len, run_lab, run_row, run_col, run_field
         for k, (rs, cs) in enumerate(slices):
             sub = lab[rs, cs]
             cnt, *_ = _jeffries(sub, present=present_all[:, k])

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from micro_seg.measure.labels import row_blocks
+
 __all__ = ["ANGLES", "LineCounts", "line_intercepts", "circle_intercepts", "abrams_pattern", "E112_CIRCLE_DIAMETERS"]
 
 ANGLES = (0, 45, 90, 135)
@@ -99,6 +101,35 @@ def _views(labels: np.ndarray, angle: int):
     raise ValueError(msg)
 
 
+def _block_crossings(a: np.ndarray, b: np.ndarray, s1: np.ndarray | None, flat: np.ndarray, rows: slice, cols: int,
+                     first: tuple[int, int], offsets: tuple[int, int, int]) -> tuple:
+    """Crossings of one orientation in rows ``rows`` of its views ``a`` / ``b`` (see :func:`_views`).
+
+    Returns ``(i, j, pa, la, lb, third, ti, tj)``: view coordinates of the
+    ``a != b`` steps, the flat image index of their ``a`` pixel, the labels
+    on both sides, and for diagonals which steps pass a triple point
+    (``third``) and the view coordinates of tangent hits (``ti``, ``tj``);
+    the last three are None for 0 / 90 degrees.
+    """
+    (dr, dc), (off_b, off_s1, off_s2), ac = first, offsets, a.shape[1]
+    i, j = np.divmod(np.flatnonzero(a[rows] != b[rows]), ac)
+    i += rows.start
+    pa = (i + dr) * cols + (j + dc)
+    la, lb = flat[pa], flat[pa + off_b]
+    if s1 is None:
+        return i, j, pa, la, lb, None, None, None
+    # a != b through a pixel corner with a third grain beside it: triple point, 1.5
+    c1, c2 = flat[pa + off_s1], flat[pa + off_s2]
+    third = ((c1 != la) & (c1 != lb)) | ((c2 != la) & (c2 != lb))
+    # a == b with other grains on both sides of the corner: tangent hit, 1
+    ti, tj = np.divmod(np.flatnonzero(s1[rows] != a[rows]), ac)
+    ti += rows.start
+    pt = (ti + dr) * cols + (tj + dc)
+    at = flat[pt]
+    tan = (flat[pt + off_b] == at) & (flat[pt + off_s2] != at)
+    return i, j, pa, la, lb, third, ti[tan], tj[tan]
+
+
 def _line_and_pos(angle: int, i: np.ndarray, j: np.ndarray, shape: tuple[int, int]):
     if angle == 0:
         return i, j
@@ -156,54 +187,54 @@ def line_intercepts(
             out.append(LineCounts(int(angle), 0.0, 0.0, np.zeros(0)))
             continue
         # flat offsets (in the full image) of b, s1, s2 relative to a
-        off_b, off_s1, off_s2 = {0: (1, 0, 0), 90: (cols, 0, 0), 45: (1 - cols, -cols, 1), 135: (cols + 1, 1, cols)}[int(angle)]
-        cross_idx = np.flatnonzero(a != b)
-        i, j = np.divmod(cross_idx, ac)
-        pa = (i + dr) * cols + (j + dc)
-        la, lb = flat[pa], flat[pa + off_b]
-        if s1 is None:
-            nonzero_i, nonzero_j, w_nonzero = i, j, None
-            total = float(cross_idx.size)
-        else:
-            # a != b through a pixel corner with a third grain beside it: triple point, 1.5
-            c1, c2 = flat[pa + off_s1], flat[pa + off_s2]
-            third = ((c1 != la) & (c1 != lb)) | ((c2 != la) & (c2 != lb))
-            # a == b with other grains on both sides of the corner: tangent hit, 1
-            ti, tj = np.divmod(np.flatnonzero(s1 != a), ac)
-            pt = (ti + dr) * cols + (tj + dc)
-            at = flat[pt]
-            tan = (flat[pt + off_b] == at) & (flat[pt + off_s2] != at)
-            ti, tj = ti[tan], tj[tan]
-            nonzero_i = np.concatenate([i, ti])
-            nonzero_j = np.concatenate([j, tj])
-            w_nonzero = np.concatenate([1.0 + 0.5 * third, np.ones(ti.size)])
-            total = float(w_nonzero.sum())
-        # complete chords between successive crossings (a != b) on each line
-        line, pos = _line_and_pos(int(angle), i, j, (rows, cols))
-        if angle != 0:
-            # Group by line with a stable sort: flatnonzero's row-major order is already
-            # monotone along every line (radix sort when line ids fit in 16 bits).
-            key = line.astype(np.uint16) if rows + cols < 65535 else line
-            order = np.argsort(key, kind="stable")
-            line, pos = line[order], pos[order]
-        same = line[1:] == line[:-1]
-        chords = np.abs(pos[1:] - pos[:-1])[same].astype(np.float64) * step
-        # per-label crossing counts (Crofton perimeter)
+        offsets = {0: (1, 0, 0), 90: (cols, 0, 0), 45: (1 - cols, -cols, 1), 135: (cols + 1, 1, cols)}[int(angle)]
+        # crossings found block by block of rows (the masks and per-crossing temporaries of a whole 16k x 16k
+        # image cost gigabytes); concatenated they are in the whole image's row-major order
+        parts = [_block_crossings(a, b, s1, flat, rows_, cols, (dr, dc), offsets) for rows_ in row_blocks(a)]
+        cols_of_parts = list(zip(*parts))
+        del parts
+        if not (keep_pairs and angle == 0):
+            cols_of_parts[2] = (None,)  # pa: only the 0 deg crossings are kept
+        i, j, pa, la, lb, third, ti, tj = (None if c[0] is None else np.concatenate(c) for c in cols_of_parts)
+        del cols_of_parts
+        # per-label crossing counts (Crofton perimeter); the label pairs only where the adjacency graph needs them
         per_label = np.bincount(la, minlength=n_labels + 1) + np.bincount(lb, minlength=n_labels + 1)
-        counts = LineCounts(int(angle), float(a.size) * step, total, chords, crossings_per_label=per_label)
-        if keep_pairs and angle in (0, 90):
-            counts.pairs = np.stack([la, lb], axis=1)
-        if keep_pairs and angle == 0:
-            counts.crossings = pa  # flat index of the left pixel of every 0 deg crossing
+        pairs = np.stack([la, lb], axis=1) if keep_pairs and angle in (0, 90) else None
+        del la, lb
+        # intersections: crossings count 1 (1.5 through a triple point), tangent hits 1; all multiples of 0.5,
+        # so the float sums are exact in any order
+        w_cross = None if third is None else 1.0 + 0.5 * third
+        total = float(i.size) if w_cross is None else float(w_cross.sum()) + float(ti.size)
+        field_length = field_hits = np.zeros(0)
         if field_maps is not None:
             fr, fc, nr, nc = field_maps
             frow = fr[dr : dr + ar]
             fcol = fc[dc : dc + ac]
             n_rows_f = np.bincount(frow, minlength=nr).astype(np.float64)
             n_cols_f = np.bincount(fcol, minlength=nc).astype(np.float64)
-            counts.field_length_px = np.outer(n_rows_f, n_cols_f).ravel() * step
-            fid = frow[nonzero_i] * nc + fcol[nonzero_j]
-            counts.field_intersections = np.bincount(fid, weights=w_nonzero, minlength=nr * nc).astype(np.float64)
+            field_length = np.outer(n_rows_f, n_cols_f).ravel() * step
+            field_hits = np.bincount(frow[i] * nc + fcol[j], weights=w_cross, minlength=nr * nc).astype(np.float64)
+            if ti is not None:
+                field_hits += np.bincount(frow[ti] * nc + fcol[tj], minlength=nr * nc)
+        del w_cross, third, ti, tj
+        # complete chords between successive crossings (a != b) on each line
+        line, pos = _line_and_pos(int(angle), i, j, (rows, cols))
+        del i, j
+        if angle != 0:
+            # Group by line with a stable sort: flatnonzero's row-major order is already
+            # monotone along every line (radix sort when line ids fit in 16 bits).
+            key = line.astype(np.uint16) if rows + cols < 65535 else line
+            order = np.argsort(key, kind="stable")
+            del key
+            line, pos = line[order], pos[order]
+            del order
+        same = line[1:] == line[:-1]
+        chords = np.abs(pos[1:] - pos[:-1])[same].astype(np.float64) * step
+        del line, pos, same
+        counts = LineCounts(int(angle), float(a.size) * step, total, chords, field_length_px=field_length,
+                            field_intersections=field_hits, crossings_per_label=per_label, pairs=pairs)
+        if keep_pairs and angle == 0:
+            counts.crossings = pa  # flat index of the left pixel of every 0 deg crossing
         out.append(counts)
     return out
 

@@ -56,7 +56,7 @@ def _check_2d(image: np.ndarray, what: str) -> np.ndarray:
 BLOCK_PIXELS = 1 << 22
 
 
-def _row_blocks(image: np.ndarray):
+def row_blocks(image: np.ndarray):
     """Row slices of about :data:`BLOCK_PIXELS` pixels covering ``image``."""
     step = max(1, BLOCK_PIXELS // max(1, int(np.prod(image.shape[1:]))))
     for r0 in range(0, image.shape[0], step):
@@ -75,7 +75,7 @@ def label_counts(labels: np.ndarray, length: int) -> np.ndarray:
     [1, 0, 3, 0]
     """
     hist = np.zeros(int(length), dtype=np.int64)
-    for rows in _row_blocks(labels):
+    for rows in row_blocks(labels):
         hist += np.bincount(labels[rows].ravel(), minlength=int(length))
     return hist
 
@@ -199,7 +199,7 @@ def prepare_labels(
             lut = np.zeros(hi + 1, dtype=np.int32)
             lut[original[1:]] = np.arange(1, original.size, dtype=np.int32)
             out = np.empty(labels.shape, dtype=np.int32)
-            for rows in _row_blocks(labels):
+            for rows in row_blocks(labels):
                 out[rows] = lut[labels[rows]]
             counts = np.concatenate([[hist[0]], hist[original[1:]]])
     else:
