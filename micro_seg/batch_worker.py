@@ -101,8 +101,7 @@ PREDICT_OPTIONS = ("tile_size", "overlap", "tta", "backend")
 POSTPROCESS_OPTIONS = ("min_grain_px", "threshold", "split_ratio")
 
 
-def check_segment_options(options: Mapping[str, Any] | None, *, task: str | None,
-                          names: Mapping[str, str] | None = None) -> tuple:
+def check_segment_options(options: Mapping[str, Any] | None, *, task: str | None) -> tuple:
     """Check a batch's segmentation options; returns them as a sorted tuple of pairs (for :class:`BatchConfig`).
 
     Keys: ``tile_size`` and ``overlap`` (pixels), ``tta`` (bool), ``backend``
@@ -110,7 +109,6 @@ def check_segment_options(options: Mapping[str, Any] | None, *, task: str | None
     (``task == "grains"``), ``min_grain_px``, ``threshold``, ``split_ratio``.
     ``None`` values are left out (the model card's defaults apply).  A bad
     option fails the whole batch before its first image, not every image.
-    ``names`` maps keys to what the user typed (``{"split_ratio": "--split-ratio"}``).
 
     Raises
     ------
@@ -131,7 +129,6 @@ def check_segment_options(options: Mapping[str, Any] | None, *, task: str | None
     from micro_seg.inference import check_backend_available
     from micro_seg.registry import check_postprocess_values
 
-    names = dict(names or {})
     given = {str(k): v for k, v in (options or {}).items() if v is not None}
     unknown = sorted(set(given) - set(PREDICT_OPTIONS) - set(POSTPROCESS_OPTIONS))
     if unknown:
@@ -142,18 +139,19 @@ def check_segment_options(options: Mapping[str, Any] | None, *, task: str | None
             v = given[key]
             low = 16 if key == "tile_size" else 0
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ModelError(f"{names.get(key, key)} must be a whole number of pixels >= {low}, got {v!r}")
+                raise ModelError(f"{key} must be a whole number of pixels >= {low}, got {v!r}")
             given[key] = int(v)
+    if "overlap" in given and "tile_size" in given and given["overlap"] >= given["tile_size"]:
+        raise ModelError(f"overlap {given['overlap']} must be smaller than the tile size {given['tile_size']}")
     if "tta" in given:
         given["tta"] = bool(given["tta"])
     if "backend" in given:
         given["backend"] = check_backend_available(given["backend"])
     post = {k: given[k] for k in POSTPROCESS_OPTIONS if k in given}
     if post and task != "grains":
-        first = next(iter(post))
-        raise ModelError(f"{names.get(first, 'post-processing option ' + first)} applies to grain models only; "
+        raise ModelError(f"post-processing option {next(iter(post))} applies to grain models only; "
                          f"this model's task is {task}")
-    check_postprocess_values(post, names=names)
+    check_postprocess_values(post)
     return tuple(sorted(given.items()))
 
 

@@ -273,4 +273,6 @@ def test_batch_refuses_bad_segment_options_before_any_image(folder, grain_model,
         check_segment_options({"tile": 256}, task="grains")
     with pytest.raises(ModelError, match="tile_size must be a whole number of pixels >= 16"):
         check_segment_options({"tile_size": 8}, task="grains")
+    with pytest.raises(ModelError, match="overlap 256 must be smaller than the tile size 256"):
+        check_segment_options({"tile_size": 256, "overlap": 256}, task="grains")
     assert check_segment_options({"tta": False, "tile_size": 256}, task="grains") == (("tile_size", 256), ("tta", False))
