@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
 
 from napari_plugin._common import JobRunner, notify_error, notify_info, notify_warning
 from napari_plugin._table import DataFrameView
@@ -31,6 +31,7 @@ class BatchParams:
     out_dir: str
     model: str
     workers: int
+    tta: bool = False  # test-time augmentation (4 flips) for every image
 
 
 def batch_job(params: BatchParams, cancel):
@@ -46,7 +47,8 @@ def batch_job(params: BatchParams, cancel):
     def target() -> None:
         try:
             box["summary"] = run_batch(params.in_dir, params.out_dir, model=params.model,
-                                       workers=params.workers, progress=progress, cancel=cancel)
+                                       workers=params.workers, progress=progress, cancel=cancel,
+                                       segment_options={"tta": True} if params.tta else None)
         except BaseException as exc:  # re-raised in the worker below
             box["error"] = exc
 
@@ -80,6 +82,9 @@ class BatchWidget(Container):
         self._model = ComboBox(label="Model", choices=self._model_choices)
         self._workers = SpinBox(label="Worker processes", value=max(1, min(2, os.cpu_count() or 1)), min=0, max=64,
                                 tooltip="Parallel processes; 0 runs in this process (debugging).")
+        self._tta = CheckBox(label="Test-time augmentation", value=False,
+                             tooltip="Average each prediction over 4 flips (4x slower). Changing it redoes the "
+                             "images already in the output folder.")
         self._run_btn = PushButton(text="Run batch")
         self._cancel_btn = PushButton(text="Cancel")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
@@ -88,7 +93,7 @@ class BatchWidget(Container):
         self._report_btn = PushButton(text="Open report")
         self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn,
                                  status_label=self._status, run_button=self._run_btn)
-        self.extend([self._in, self._out, self._model, self._workers, self._run_btn, self._cancel_btn,
+        self.extend([self._in, self._out, self._model, self._workers, self._tta, self._run_btn, self._cancel_btn,
                      self._progress, self._status, self._load_btn, self._report_btn])
         self.table_view = DataFrameView(min_height=200)
         self.native.layout().addWidget(self.table_view)
@@ -125,7 +130,8 @@ class BatchWidget(Container):
         if not self._model.value:
             notify_warning("No model found: train one in the Train widget or install the shipped models.")
             return None
-        params = BatchParams(str(in_dir), str(out_dir), str(self._model.value), int(self._workers.value))
+        params = BatchParams(str(in_dir), str(out_dir), str(self._model.value), int(self._workers.value),
+                             tta=bool(self._tta.value))
         return self._runner.start(batch_job, params, on_done=self._done, description="Batch")
 
     def _done(self, summary) -> None:

@@ -49,3 +49,32 @@ def test_batch_widget_runs_and_browses(make_napari_viewer, qtbot, tmp_path, user
     opened = []
     monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url))
     assert w.open_report() is not None and opened and opened[0].endswith("report.html")
+
+
+def test_batch_widget_test_time_augmentation_reaches_the_engine(make_napari_viewer, qtbot, tmp_path, user_models):
+    """The TTA box runs every image with ``tta`` (recorded in the run's parameters); a re-run without it redoes the
+    images (the options are part of the parameters hash)."""
+    import json
+    import sqlite3
+
+    import tifffile
+
+    from napari_plugin._batch import BatchWidget
+
+    folder = tiny_model(user_models / "tiny")
+    src = tmp_path / "in"
+    src.mkdir()
+    img, _ = two_phase_image((64, 64), seed=12)
+    tifffile.imwrite(src / "field.tif", img)
+    w = BatchWidget(make_napari_viewer())
+    w._in.value, w._out.value, w._model.value, w._workers.value = str(src), str(tmp_path / "out"), str(folder), 0
+    runs = []
+    for tta in (True, True, False):
+        w._tta.value = tta
+        assert w.run() is not None
+        wait_idle(qtbot, w, timeout=120_000)
+        runs.append(w.summary.n_processed)
+    assert runs == [1, 0, 1]
+    con = sqlite3.connect(tmp_path / "out" / "results.sqlite")
+    params = [json.loads(p) for (p,) in con.execute("SELECT parameters FROM runs ORDER BY run_id")]
+    assert [p["options"] for p in params] == [[["tta", True]], [["tta", True]], []]

@@ -313,6 +313,36 @@ def test_segment_job_uses_grain_settings(tmp_path):
     assert run(threshold=0.2, min_grain_px=4).n_objects == 2
 
 
+def test_segment_job_with_test_time_augmentation_equals_the_engines(tmp_path):
+    """The Segment widget's TTA box: the job averages over the 4 flips exactly as ``predict(..., tta=True)`` does
+    (the uncertainty map shows it: a random network is not flip-invariant)."""
+    import threading
+
+    from _napari_helpers import tiny_model, two_phase_image
+    from micro_seg.inference import predict
+    from micro_seg.registry import load_model
+    from napari_plugin._segment import SegmentParams, segment_job
+
+    folder = tiny_model(tmp_path / "tiny")
+    img, _ = two_phase_image((64, 80), seed=3)
+
+    def run(tta):
+        gen = segment_job(SegmentParams(image=img, model=str(folder), tta=tta), threading.Event())
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    model = load_model(folder)
+    for tta in (False, True):
+        ref = predict(img, model, tta=tta)
+        got = run(tta)
+        np.testing.assert_allclose(got.uncertainty, ref.uncertainty, atol=1e-6)
+        np.testing.assert_array_equal(got.class_labels, ref.labels)
+    assert np.abs(run(True).uncertainty - run(False).uncertainty).max() > 1e-3
+
+
 def test_segment_widget_grain_settings_follow_the_model(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     """Grain models show their post-processing settings preset to the card's; semantic models hide them;
     a run uses what is shown."""
