@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Any
 
-from micro_seg.commands.segment import add_segment_options, given_postprocess_options
+from micro_seg.commands.segment import add_segment_options, given_postprocess_options, given_predict_options
 
 __all__ = ["register", "run"]
 
@@ -122,9 +122,7 @@ def run(args: argparse.Namespace) -> dict:
     """Run the batch described by parsed CLI arguments; returns the JSON summary."""
     from micro_seg.batch import run_batch
 
-    segment_options = {"tile_size": args.tile_size, "overlap": args.overlap, "tta": args.tta or None,
-                       "backend": None if args.backend == "torch" else args.backend,
-                       **given_postprocess_options(args)}
+    segment_options = {**given_predict_options(args), **given_postprocess_options(args)}
 
     with _RichProgress(args.quiet) as progress:
         summary = run_batch(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["register", "run", "add_model_options", "add_segment_options", "given_postprocess_options",
-           "segment_file", "write_probabilities"]
+           "given_predict_options", "segment_file", "write_probabilities"]
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +86,13 @@ def given_postprocess_options(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def given_predict_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Inference options given on the command line; the defaults (the card's tile size, no TTA, torch) left out."""
+    given = {"tile_size": args.tile_size, "overlap": args.overlap, "tta": args.tta or None,
+             "backend": None if args.backend == "torch" else args.backend}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _postprocess_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
     """Post-processing options given on the command line for a model of this task."""
     given = given_postprocess_options(args)
@@ -105,8 +112,7 @@ def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, 
 
     micrograph = read_micrograph(args.image, pixel_size_um=args.pixel_size, page=args.page)
     model = load_model(args.model)
-    predict_options = {"tile_size": args.tile_size, "overlap": args.overlap, "tta": args.tta,
-                       "backend": getattr(args, "backend", "torch")}
+    predict_options = given_predict_options(args)
     if getattr(args, "uncertainty", False) is False:
         predict_options["keep_uncertainty"] = False
     seg = segment_image(
