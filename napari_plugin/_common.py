@@ -10,6 +10,8 @@ handlers, which run in the GUI thread.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import threading
 from typing import Any, Callable
@@ -203,6 +205,33 @@ def describe_error(exc: BaseException) -> str:
     )
 
 
+class _JobRuntimeError(Exception):
+    """Carries a job's RuntimeError past napari's generator worker (see :func:`_reraise_runtime_errors`)."""
+
+    def __init__(self, error: RuntimeError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _reraise_runtime_errors(func: Callable) -> Callable:
+    """Wrap generator function ``func`` so that a RuntimeError it raises reaches ``errored``.
+
+    napari's (superqt's) GeneratorWorker takes a RuntimeError from the generator
+    for a deleted Qt object: it only warns "RuntimeError in aborted thread" and
+    never emits ``errored`` or ``finished``. torch raises RuntimeError, and so
+    does :class:`micro_seg.errors.CancelledError`; the widget would stay busy.
+    """
+
+    @functools.wraps(func)
+    def job(*args: Any) -> Any:
+        try:
+            return (yield from func(*args))
+        except RuntimeError as exc:
+            raise _JobRuntimeError(exc) from exc
+
+    return job
+
+
 class JobRunner:
     """Run one engine generator at a time in a napari worker, with progress and cancel.
 
@@ -261,7 +290,8 @@ class JobRunner:
             notify_warning("A job is already running: wait for it or press Cancel.")
             return None
         self._cancel = threading.Event()
-        worker = create_worker(func, params, self._cancel, _ignore_errors=True, _start_thread=False)
+        job = _reraise_runtime_errors(func) if inspect.isgeneratorfunction(func) else func
+        worker = create_worker(job, params, self._cancel, _ignore_errors=True, _start_thread=False)
         self.worker = worker
 
         def _yielded(item: Any) -> None:
@@ -284,6 +314,9 @@ class JobRunner:
 
         def _errored(exc: BaseException) -> None:
             from micro_seg.errors import CancelledError
+
+            if isinstance(exc, _JobRuntimeError):
+                exc = exc.error
 
             if isinstance(exc, CancelledError) or self._cancel.is_set():
                 self.status("Cancelled")

@@ -409,3 +409,62 @@ def test_train_widget_warns_when_patches_are_mostly_padding(make_napari_viewer, 
     train._on_progress(start)
     (msg,) = [m for m in _messages(notes, "warning") if "mostly padding" in m]
     assert "patch size 128 px" in msg and "median 32 x 32 px" in msg and "a patch size of 32 px" in msg
+
+
+def _job_runner_with_widgets():
+    from magicgui.widgets import Label, ProgressBar, PushButton
+
+    from napari_plugin._common import JobRunner
+
+    run_btn, cancel_btn = PushButton(text="Run"), PushButton(text="Cancel")
+    runner = JobRunner(progress_bar=ProgressBar(), cancel_button=cancel_btn, status_label=Label(), run_button=run_btn)
+    return runner, run_btn, cancel_btn
+
+
+def test_job_runner_reports_a_runtime_error_and_frees_the_widget(qtbot, notes):
+    """A job failing with RuntimeError (torch's error type) is shown and the widget is free again.
+
+    napari's generator worker swallows RuntimeError as "aborted thread" and never
+    reports the job finished, which left widgets busy for ever.
+    """
+    runner, run_btn, cancel_btn = _job_runner_with_widgets()
+    done = []
+
+    def job(params, cancel):
+        yield (1, 2)
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    assert runner.start(job, None, on_done=done.append, description="Segment") is not None
+    qtbot.waitUntil(lambda: not runner.running, timeout=20_000)
+    assert done == [] and runner.status_label.value == "Failed"
+    assert any("mat1 and mat2 shapes" in m for m in _messages(notes, "error"))
+    assert run_btn.enabled and not cancel_btn.enabled
+
+
+def test_job_runner_cancel_frees_the_widget_when_the_job_stops_itself(qtbot, notes):
+    """Cancel while the job is between reports: the job raises CancelledError itself before yielding again.
+
+    This is what made ``test_cancel_training_saves_nothing`` flaky: training
+    checks the cancel event between batches, so it usually raised first.
+    """
+    import threading
+
+    from micro_seg.errors import CancelledError
+
+    runner, run_btn, cancel_btn = _job_runner_with_widgets()
+    started, done = threading.Event(), []
+
+    def job(params, cancel):
+        yield (0, 1)
+        started.set()
+        while not cancel.wait(0.01):  # busy between two progress reports
+            pass
+        raise CancelledError("training cancelled")
+
+    runner.start(job, None, on_done=done.append, description="Training")
+    qtbot.waitUntil(started.is_set, timeout=20_000)
+    cancel_btn.changed.emit(True)
+    qtbot.waitUntil(lambda: not runner.running, timeout=20_000)
+    assert done == [] and runner.status_label.value == "Cancelled"
+    assert any("Training cancelled" in m for m in _messages(notes, "info"))
+    assert run_btn.enabled and not cancel_btn.enabled
