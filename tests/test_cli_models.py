@@ -183,6 +183,13 @@ def test_segment_post_processing_options(model_dir, tmp_path, capsys):
     assert code == 2 and "--boundary-threshold" in err and "Traceback" not in err
     code, out, err = _run(base + ["--split-ratio", "-1"], capsys)
     assert code == 2 and "--split-ratio must be a number >= 0" in err and "Traceback" not in err
+    # a phase model has no grain post-processing: the option is refused, not silently ignored
+    for command in ("segment", "analyze"):
+        argv = [command, str(path), "--model", "test-pores", "--split-ratio", "3", "--min-grain", "9", "--json"]
+        code, out, err = _run(argv + (["--out", str(tmp_path / "p")] if command == "segment" else []), capsys)
+        assert code == 2 and out == "" and "Traceback" not in err, err
+        assert "--min-grain, --split-ratio applies to grain models only" in err and "'test-pores' is a semantic" in err
+    assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())
 
 
 def test_models_ensemble_cli(model_dir, tmp_path, capsys):

@@ -93,10 +93,16 @@ def given_predict_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _postprocess_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
-    """Post-processing options given on the command line for a model of this task."""
+def _postprocess_options(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """Grain post-processing options given on the command line; refused for a model that is not a grain model."""
+    from micro_seg.errors import ModelError
+
     given = given_postprocess_options(args)
-    return given if task == "grains" else {}
+    if given and model.card.task != "grains":
+        flags = ", ".join(POSTPROCESS_FLAGS[k] for k in given)
+        raise ModelError(f"{flags} applies to grain models only; model '{model.card.name}' is a "
+                         f"{model.card.task} model (classes: {', '.join(model.card.classes)})")
+    return given
 
 
 def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, keep_prediction: bool = True):
@@ -120,7 +126,7 @@ def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, 
         model,
         pixel_size_um=micrograph.pixel_size_um,
         keep_probabilities=keep_probabilities,
-        postprocess_options=_postprocess_options(args, model.card.task),
+        postprocess_options=_postprocess_options(args, model),
         release_image=True,  # the commands need only the calibration afterwards: post-process without the pixels
         keep_prediction=keep_prediction,
         **predict_options,
