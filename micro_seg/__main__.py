@@ -1,7 +1,5 @@
 """``python -m micro_seg`` runs the command-line interface."""
 
-import sys
+from micro_seg.cli import main_entry
 
-from micro_seg.cli import main
-
-sys.exit(main())
+main_entry()

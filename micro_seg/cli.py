@@ -22,6 +22,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import pkgutil
 import sys
 import traceback
@@ -143,5 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def main_entry() -> None:
-    """Console-script entry point: ``sys.exit(main())``."""
-    sys.exit(main())
+    """Console-script entry point: ``sys.exit(main())``.
+
+    A reader that stops early (``micro-seg models list | head -1``) closes the
+    pipe: that ends the command quietly, as the Python docs advise, instead of
+    printing a traceback.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit
+        code = 1
+    sys.exit(code)

@@ -84,3 +84,7 @@ class PropertyTableError(MicroSegError, ValueError):
 
 class CancelledError(MicroSegError, RuntimeError):
     """Long-running work was cancelled by the user."""
+
+
+class OutputPathError(MicroSegError, ValueError):
+    """An output file or folder cannot be written where the user asked."""

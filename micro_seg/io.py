@@ -214,8 +214,8 @@ def max_pixels_limit(max_pixels: int | None = None) -> int:
 def _too_large(path: Any, rows: int, cols: int, limit: int) -> ImageTooLargeError:
     return ImageTooLargeError(
         f"{path}: image has {rows} x {cols} = {rows * cols:,} pixels, more than the limit of "
-        f"{limit:,} (decompression-bomb guard); if you trust the file, raise the limit with "
-        f"max_pixels= or the {MAX_PIXELS_ENV} environment variable"
+        f"{limit:,} (decompression-bomb guard); if you trust the file, raise the limit with the "
+        f"{MAX_PIXELS_ENV} environment variable (`micro-seg info --max-pixels`, or max_pixels= in Python)"
     )
 
 
@@ -346,6 +346,8 @@ def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, 
         if n_pages == 0:
             raise CorruptFileError(f"{path}: TIFF file contains no images")
         index, channel_series = _tiff_page_index(tif, path, page, n_pages)
+        if channel_series:
+            meta["pages_merged"] = 3  # the three pages are the R, G, B channels of one image
         pg = tif.pages[index]
         rows, cols = int(pg.imagelength), int(pg.imagewidth)
         meta.update(format="tiff", n_pages=n_pages, page=index, bigtiff=bool(tif.is_bigtiff),
@@ -597,6 +599,10 @@ def read_micrograph(
         else:
             data, alpha_last = _read_pillow(path, fmt, page, limit, meta)
             meta["calibration_notes"] = [f"{_FORMAT_NAMES[fmt]} files carry no trusted calibration"]
+    n_pages = int(meta.get("n_pages", 1))
+    if page is None and n_pages > max(1, int(meta.get("pages_merged", 1))):
+        axes = f" (axes {meta['axes']})" if meta.get("axes") else ""
+        diagnostics.append(f"the file holds {n_pages} pages{axes}; only page 0 is read (choose another with --page)")
     ext_fmt = _EXT_FORMAT.get(path.suffix.lower())
     if ext_fmt and ext_fmt != fmt:
         diagnostics.append(f"file name says {_FORMAT_NAMES[ext_fmt]} but the content is {_FORMAT_NAMES[fmt]}")

@@ -521,6 +521,10 @@ class Segmentation:
         return self.result.labels
 
 
+#: Images with a side shorter than this are segmented with a warning: the network sees mostly its own padding.
+SMALL_IMAGE_SIDE = 32
+
+
 def segment_image(
     image: Any,
     model: Any,
@@ -579,6 +583,10 @@ def segment_image(
     warnings: list[str] = []
     if pixel_size_um is None and hasattr(image, "pixel_size_um"):
         pixel_size_um = image.pixel_size_um
+    shape = np.shape(image.analysis_data if hasattr(image, "analysis_data") else image)
+    if min(shape[:2]) < SMALL_IMAGE_SIDE:
+        warnings.append(f"the image is only {shape[0]} x {shape[1]} pixels: far smaller than the patches the model "
+                        f"{card.name!r} learnt from, so its result is unreliable (segment a larger field)")
     rng = card.pixel_size_um_range
     if pixel_size_um is not None and rng is not None and not (rng[0] / 1.5 <= pixel_size_um <= rng[1] * 1.5):
         warnings.append(

@@ -314,6 +314,36 @@ def _model_folders(dirs: Iterable[Path]) -> list[Path]:
     return found
 
 
+
+def _one_line_yaml_error(exc: Exception) -> str:
+    r"""A YAML parse error as one line: the problem and where (PyYAML's own text spans several lines).
+
+    >>> import yaml
+    >>> try:
+    ...     yaml.safe_load("name: [unclosed\ntask: : :")
+    ... except yaml.YAMLError as exc:
+    ...     print(_one_line_yaml_error(exc))
+    expected ',' or ']', but got ':' (line 2, column 5)
+    """
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
+def _state_dict_problem(exc: Exception) -> str:
+    r"""The first concrete problem in torch's multi-line ``load_state_dict`` error, on one line.
+
+    >>> print(_state_dict_problem(RuntimeError("Error(s) in loading state_dict for MSNet:\n\t"
+    ...     "size mismatch for head.weight: copying a param with shape [4, 8, 1, 1] from checkpoint")))
+    size mismatch for head.weight: copying a param with shape [4, 8, 1, 1] from checkpoint
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    details = [line for line in lines if not line.startswith("Error(s) in loading state_dict")]
+    text = details[0] if details else (lines[0] if lines else type(exc).__name__)
+    return text if len(text) <= 300 else text[:297] + "..."
+
 def load_card(folder: str | os.PathLike) -> ModelCard:
     """Read ``card.yaml`` of a model folder.
 
@@ -329,16 +359,18 @@ def load_card(folder: str | os.PathLike) -> ModelCard:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: model card is not valid YAML: {exc}") from exc
+        raise ModelError(f"{path}: model card is not valid YAML: {_one_line_yaml_error(exc)}") from exc
     return ModelCard.from_dict(data, source=str(path))
 
 
-def list_models(*extra_paths: str | os.PathLike) -> list[ModelCard]:
+def list_models(*extra_paths: str | os.PathLike, skipped: list | None = None) -> list[ModelCard]:
     """Cards of every model found (user and shipped), plus ``extra_paths``.
 
     Each path in ``extra_paths`` may be a model folder or a folder of model
     folders.  A model name found in several places is listed once (the
-    highest-priority one).  Malformed cards are skipped.
+    highest-priority one).  Malformed cards are skipped; pass a list as
+    ``skipped`` to receive ``(folder, reason)`` for each folder left out
+    (malformed, or hidden by a model of the same name listed before it).
 
     Examples
     --------
@@ -346,15 +378,19 @@ def list_models(*extra_paths: str | os.PathLike) -> list[ModelCard]:
     True
     """
     dirs = [Path(p) for p in extra_paths] + model_search_dirs()
-    cards, seen = [], set()
+    cards, seen = [], {}
     for folder in _model_folders(dirs):
         try:
             card = load_card(folder)
-        except ModelError:
+        except ModelError as exc:
+            if skipped is not None:
+                skipped.append((str(folder), str(exc)))
             continue
         if card.name in seen:
+            if skipped is not None and Path(seen[card.name]).resolve() != Path(folder).resolve():
+                skipped.append((str(folder), f"model name {card.name!r} is already listed from {seen[card.name]}"))
             continue
-        seen.add(card.name)
+        seen[card.name] = str(folder)
         card.extra.setdefault("folder", str(folder))
         cards.append(card)
     return cards
@@ -477,8 +513,9 @@ def load_verified_network(folder: Path, card: ModelCard, build: Any) -> Any:
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelError(f"{weights}: weights do not fit architecture {card.arch!r}: {first}") from exc
+        raise ModelError(f"{weights}: weights do not fit architecture {card.arch!r} with the card's "
+                         f"{card.num_classes} classes and {card.in_channels} input channel(s): "
+                         f"{_state_dict_problem(exc)}") from exc
     net.eval()
     return net
 

@@ -196,8 +196,9 @@ def test_pixel_size_not_a_number_is_a_usage_error(tmp_path, capsys):
 def test_pixel_limit_from_env_and_argument(tmp_path, monkeypatch):
     path = _good_png(tmp_path)  # 96 x 128 = 12,288 pixels
     monkeypatch.setenv("MICRO_SEG_MAX_PIXELS", "10000")
-    with pytest.raises(ImageTooLargeError, match="limit of 10,000"):
+    with pytest.raises(ImageTooLargeError, match="limit of 10,000") as info:
         read_micrograph(path)
+    assert "raise the limit with the MICRO_SEG_MAX_PIXELS environment variable" in str(info.value)
     assert read_micrograph(path, max_pixels=20000).shape == (96, 128)  # the argument wins
     monkeypatch.setenv("MICRO_SEG_MAX_PIXELS", "lots")
     with pytest.raises(ImageTooLargeError, match="MICRO_SEG_MAX_PIXELS='lots'"):

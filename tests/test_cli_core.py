@@ -38,3 +38,12 @@ def test_python_m_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "micro_seg", "--version"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
     assert __version__ in out.stdout
+
+
+def test_reader_closing_the_pipe_early_gives_no_traceback():
+    """``micro-seg models list --json | head -c 1``: the reader is gone before the JSON is printed."""
+    proc = subprocess.Popen([sys.executable, "-m", "micro_seg", "models", "list", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has even started: the print meets a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,25 @@ def test_models_list_json(model_dir, capsys):
     assert g["task"] == "grains" and g["classes"] == ["grain", "boundary"] and len(g["sha256"]) == 64
     code, out, _ = _run(["models", "show", "test-pores", "--json"], capsys)
     assert code == 0 and json.loads(out)["defect_classes"] == ["pore", "crack"]
+
+
+def test_models_list_says_which_folders_it_left_out(model_dir, tmp_path, capsys):
+    """A broken card and a second model of an already listed name are not listed, and the user is told why."""
+    import shutil
+
+    broken = model_dir / "broken"
+    broken.mkdir()
+    (broken / "card.yaml").write_text("name: [unclosed\n")
+    extra = tmp_path / "more"
+    shutil.copytree(model_dir / "test-pores", extra / "pores-copy")
+    code, out, err = _run(["models", "list", "--json", "--path", str(extra)], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert [m["name"] for m in data["models"]].count("test-pores") == 1
+    reasons = {Path(s["folder"]).name: s["reason"] for s in data["skipped"]}
+    assert "not valid YAML" in reasons["broken"]
+    assert "'test-pores' is already listed from" in reasons["test-pores"]  # the copy given first hides the original
+    assert len(err.strip().splitlines()) == 2 and all(l.startswith("warning: ") for l in err.strip().splitlines())
 
 
 def test_unknown_model_exit_2_lists_names(model_dir, tmp_path, capsys):
@@ -223,3 +243,17 @@ def test_models_ensemble_cli(model_dir, tmp_path, capsys):
     np.testing.assert_array_equal(labels, (img == 230).astype(labels.dtype))
     code, out, err = _run(["models", "ensemble", "test-pores", "test-grains", "--out", str(tmp_path / "bad")], capsys)
     assert code == 2 and out == "" and "task differs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_segment_and_analyze_say_when_pages_were_not_read(model_dir, tmp_path, capsys):
+    """A two-page TIFF: page 0 is analysed and the JSON warnings say the other page was not."""
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.stack([np.zeros((48, 48), np.uint8), np.full((48, 48), 255, np.uint8)]),
+                     photometric="minisblack")
+    for argv in (["analyze", str(path), "--model", "test-pores", "--json"],
+                 ["segment", str(path), "--model", "test-pores", "--out", str(tmp_path / "o"), "--json"]):
+        code, out, err = _run(argv, capsys)
+        assert code == 0, err
+        assert any("holds 2 pages" in w and "--page" in w for w in json.loads(out)["warnings"]), argv[0]
+    code, out, err = _run(["analyze", str(path), "--model", "test-pores", "--page", "1", "--json"], capsys)
+    assert code == 0 and not any("pages" in w for w in json.loads(out)["warnings"])

@@ -138,3 +138,11 @@ def test_train_classifier_classify_and_qc_with_classifier(tmp_path, capsys):
 def test_classify_unknown_model_exit_2(tmp_path, images, capsys):
     code, _, err = run_json(capsys, ["classify", str(images["good"]), "--model", "no-such-model", "--json"])
     assert code == 2 and "no-such-model" in err
+
+
+def test_classify_grad_cam_folder_that_is_a_file_exit_2(tmp_path, images, capsys):
+    a_file = tmp_path / "cams"
+    a_file.write_text("x")
+    code, _, err = run_json(capsys, ["classify", str(images["good"]), "--model", "no-such-model", "--json",
+                                     "--grad-cam", str(a_file)])
+    assert code == 2 and "--grad-cam is an existing file" in err and a_file.read_text() == "x"

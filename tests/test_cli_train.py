@@ -109,6 +109,37 @@ def test_bad_class_weights_exit_2(dirs, tmp_path, capsys, weights):
     assert code == 2 and "--class-weights" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, words", [
+    ("--lr", "-1", "--lr must be a positive number"), ("--lr", "nan", "--lr must be a positive number"),
+    ("--minutes", "-1", "--minutes must be a positive number"), ("--threads", "0", "--threads must be a whole number >= 1"),
+    ("--patience", "-1", "--patience must be"), ("--patches-per-epoch", "0", "--patches-per-epoch must be"),
+    ("--split-seed", "-1", "--split-seed must be a whole number >= 0"), ("--batch-size", "0", "--batch-size must be"),
+    ("--epochs", "0", "--epochs must be a whole number >= 1"),
+])
+def test_training_options_out_of_range_exit_2_naming_the_flag(dirs, tmp_path, capsys, option, value, words):
+    """Checked before any image is read: the images folder here is empty, which would be the error otherwise."""
+    img_dir, lab_dir = dirs
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), option, value])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_out_that_is_a_file_exits_2_before_training(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    a_file = tmp_path / "model.txt"
+    a_file.write_text("not a folder")
+    for out, words in ((a_file, "--out is an existing file"), (a_file / "sub", "--out cannot be created")):
+        code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright"])
+        err = capsys.readouterr().err
+        assert code == 2 and str(out) in err and words in err, err
+    code = main(["train-classifier", str(tmp_path), "--out", str(a_file)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--out is an existing file" in err
+    assert a_file.read_text() == "not a folder"
+
+
 def test_loss_and_calibration_options_reach_the_card(dirs, tmp_path, capsys):
     from micro_seg.registry import load_model
 

@@ -108,7 +108,9 @@ def test_multipage_first_page_and_count(tmp_path):
     for name in ("q.tif", "i.tif"):
         m = read_micrograph(tmp_path / name)
         assert m.meta["n_pages"] == 5 and m.meta["page"] == 0 and m.data.max() == 0
-        assert read_micrograph(tmp_path / name, page=3).data.max() == 3
+        assert any("holds 5 pages" in w and "only page 0 is read" in w and "--page" in w for w in m.meta["warnings"])
+        third = read_micrograph(tmp_path / name, page=3)
+        assert third.data.max() == 3 and not third.meta.get("warnings")  # the user chose the page
 
 
 def test_ome_tiff_2d_and_imagej(tmp_path):
@@ -126,7 +128,7 @@ def test_imagej_three_channel_composite_is_rgb(tmp_path):
     planes = _random("uint16", (3, 20, 24))
     tifffile.imwrite(tmp_path / "comp.tif", planes, imagej=True, metadata={"axes": "CYX", "mode": "composite"})
     m = read_micrograph(tmp_path / "comp.tif")
-    assert m.shape == (20, 24, 3)
+    assert m.shape == (20, 24, 3) and not m.meta.get("warnings")  # all three pages read, as one image
     np.testing.assert_array_equal(m.data, np.moveaxis(planes, 0, -1))
 
 

@@ -257,6 +257,20 @@ def test_segment_image_without_the_prediction_keeps_what_measuring_needs():
     np.testing.assert_array_equal(lean.labels, full.labels)
 
 
+def test_segment_image_warns_on_an_image_too_small_to_trust():
+    """A 3 x 3 'micrograph' is segmented (any size works) but the result says it cannot be trusted."""
+    from micro_seg.postprocess import SMALL_IMAGE_SIDE, segment_image
+    from micro_seg.registry import load_model
+
+    model = load_model("pores-defects")
+    rng = np.random.default_rng(0)
+    small = segment_image((rng.random((3, 40)) * 255).astype(np.uint8), model)
+    assert small.labels.shape == (3, 40)
+    assert any("only 3 x 40 pixels" in w and "unreliable" in w for w in small.warnings)
+    ok = segment_image((rng.random((SMALL_IMAGE_SIDE, 40)) * 255).astype(np.uint8), model)
+    assert not any("unreliable" in w for w in ok.warnings)
+
+
 def test_segment_image_can_release_the_micrographs_pixels_after_inference():
     """``release_image`` (used by ``micro-seg segment`` / ``analyze``) frees the pixels before post-processing a huge
     image and changes no result; anything but a Micrograph is refused rather than silently kept."""

@@ -111,6 +111,27 @@ def test_weights_of_other_architecture_refused(saved):
         load_model(folder)
 
 
+def test_card_with_other_class_count_names_the_mismatch_on_one_line(saved):
+    folder, _ = saved
+    card = yaml.safe_load((folder / CARD_FILE).read_text())
+    card["classes"] = card["classes"] + ["extra"]
+    (folder / CARD_FILE).write_text(yaml.safe_dump(card))
+    with pytest.raises(ModelError) as info:
+        load_model(folder)
+    msg = str(info.value)
+    assert "\n" not in msg and f"{len(card['classes'])} classes" in msg
+    assert "size mismatch for" in msg and "Error(s) in loading" not in msg
+
+
+def test_invalid_yaml_card_is_one_line_with_the_position(saved):
+    folder, _ = saved
+    (folder / CARD_FILE).write_text("name: tiny\ntask: : :\n")
+    with pytest.raises(ModelError) as info:
+        load_model(folder)
+    msg = str(info.value)
+    assert "\n" not in msg and "not valid YAML" in msg and "(line 2, column" in msg
+
+
 def test_unknown_name_lists_available(saved, monkeypatch):
     folder, _ = saved
     monkeypatch.setenv("MICRO_SEG_MODELS", str(folder.parent))

@@ -40,12 +40,14 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Classify each image; one image -> flat dict, several -> ``{"results": [...]}``."""
     from micro_seg.classifier import classify_batch, grad_cam, load_classifier
+    from micro_seg.commands import check_output_folder
     from micro_seg.errors import InputFileNotFoundError
     from micro_seg.io import read_micrograph
 
     for path in args.images:
         if not Path(path).is_file():
             raise InputFileNotFoundError(f"{path}: image file not found")
+    check_output_folder(args.grad_cam, "--grad-cam")
     model = load_classifier(args.model)
     micrographs = [read_micrograph(p) for p in args.images]
     results = classify_batch(micrographs, model)

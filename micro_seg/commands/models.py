@@ -95,9 +95,12 @@ def run_list(args: argparse.Namespace) -> dict[str, Any]:
     for p in args.path:
         if not Path(p).is_dir():
             raise ModelError(f"{p}: --path is not a folder")
-    models = [card_summary(c) for c in list_models(*args.path)]
+    skipped: list[tuple[str, str]] = []
+    models = [card_summary(c) for c in list_models(*args.path, skipped=skipped)]
+    for folder, reason in skipped:
+        print(f"warning: {folder}: not listed: {reason}", file=sys.stderr)
     if getattr(args, "json", False):
-        return {"models": models}
+        return {"models": models, "skipped": [{"folder": f, "reason": r} for f, r in skipped]}
     if not models:
         return {"models": "none found (shipped models live in models/, user models in ~/.local/share/micro-seg/models)"}
     return {m["name"]: f"{m['task']}: {', '.join(m['classes'])} ({m['arch']}, sha256 {m['sha256'][:12]}...) {m['folder'] or ''}"

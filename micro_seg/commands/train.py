@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from micro_seg.augment import AUGMENT_PRESETS
+from micro_seg.commands import check_output_folder
 from micro_seg.errors import InputFileNotFoundError, TrainingDataError
 
 _IMAGE_EXT = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
@@ -223,10 +224,28 @@ def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str
     return pairs, images, labels
 
 
+def check_numeric_options(args: argparse.Namespace) -> None:
+    """Refuse training options out of range, naming the flag, before any image is read."""
+    import math
+
+    whole = [("--epochs", args.epochs, 1), ("--patch-size", args.patch_size, 8), ("--batch-size", args.batch_size, 1),
+             ("--patches-per-epoch", args.patches_per_epoch, 1), ("--patience", args.patience, 0),
+             ("--threads", args.threads, 1), ("--seed", args.seed, 0), ("--split-seed", args.split_seed, 0)]
+    for flag, value, low in whole:
+        if value is not None and value < low:
+            raise TrainingDataError(f"{flag} must be a whole number >= {low}, got {value}")
+    for flag, value in (("--lr", args.lr), ("--minutes", args.minutes)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise TrainingDataError(f"{flag} must be a positive number, got {value}")
+    check_output_folder(args.out, "--out")
+    check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
+
+
 def run(args: argparse.Namespace) -> dict:
     from micro_seg.augment import augment_preset
     from micro_seg.training import check_input_scale, check_pseudo_label_threshold, train_segmenter
 
+    check_numeric_options(args)
     pairs, images, labels = load_pairs(args.images_dir, args.labels_dir, args.label_encoding)
     max_label = max(int(l.max()) for l in labels)
     base_card = None
@@ -246,8 +265,6 @@ def run(args: argparse.Namespace) -> dict:
             f"{args.labels_dir}: label value {max_label} found but only {len(classes)} classes "
             f"({', '.join(classes)}); 0 = unlabelled, class c = value c"
         )
-    if args.epochs < 1:
-        raise TrainingDataError(f"--epochs must be >= 1, got {args.epochs}")
     class_weights = _parse_class_weights(args.class_weights, len(classes))
     if not 0 <= args.rare_class_fraction <= 1:
         raise TrainingDataError(f"--rare-class-fraction must be in [0, 1], got {args.rare_class_fraction}")

@@ -81,7 +81,9 @@ def _progress(update: dict) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train and save; return the validation summary."""
     from micro_seg.classifier import ClassifierConfig, train_classifier
+    from micro_seg.commands import check_output_folder
 
+    check_output_folder(args.out, "--out")
     config = ClassifierConfig(
         arch=args.arch, input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed, max_minutes=args.max_minutes, balanced=args.balanced,
