@@ -1,7 +1,8 @@
 """Quality-control specifications and pass / review / fail verdicts.
 
 A **QC spec** is a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file per
-material or product.  Every section is optional::
+material or product.  Every section is optional, but a spec file must check
+something (an empty one is refused: it would pass every image)::
 
     name: "S355 plate, grain size 7-9"
     version: 1
@@ -35,7 +36,8 @@ for keys whose rule is one-sided (``blur``, ``clipped_*`` -> max;
 ``dynamic_range`` -> min) or a mapping ``{min, max, severity, margin}``.
 ``margin`` turns a value up to ``margin`` beyond a limit into *review* rather
 than *fail* (measurement uncertainty).  A measurement the spec asks for but
-that was not measured gives *review* (``value: null``).
+that was not measured gives *review* (``value: null``); a key that no
+measurement produces (a typo) is refused when the spec is read.
 
 The verdict is *fail* if any reason has severity fail, else *review* if any
 reason exists, else *pass*.  Every reason is ``{"check", "value", "limit",
@@ -91,6 +93,35 @@ _IMAGE_RANGES = {"pixel_size_um", "magnification"}
 _IMAGE_ACTIONS = {"calibration": ("required", "review", "fail", "optional", "ignore"),
                   "out_of_distribution": ("review", "fail", "ignore")}
 _MEASUREMENT_GROUPS = ("grains", "phases", "defects")
+#: Measurement keys a spec may name per group: the scalar keys of ``measure_grains`` /
+#: ``measure_phases`` / ``measure_defects`` summaries (as printed by ``micro-seg analyze``).
+#: ``tests/test_qc_input.py`` checks that every key the measurements produce is listed.
+_MEASUREMENT_KEYS = {
+    "grains": frozenset({
+        "n_grains", "grains_per_mm2", "G_planimetric", "mean_intercept_um", "G_intercept", "G_intercept_ci95",
+        "mean_area_um2", "G_area", "ala_G", "pixel_size_um", "jeffries_count", "n_grains_inside", "n_grains_edge",
+        "n_grains_corner", "grains_per_px2", "G_planimetric_ci95", "mean_intercept_px", "mean_intercept_ci95_um",
+        "mean_intercept_ci95_px", "mean_intercept_ra_percent", "n_intersections", "test_line_length_um",
+        "test_line_length_px", "mean_intercept_circles_um", "mean_intercept_circles_px", "G_intercept_circles",
+        "n_intersections_circles", "mean_area_px2", "mean_area_planimetric_um2", "ala_area_um2", "ala_area_px2",
+        "ala_label", "mean_neighbors", "sd_neighbors", "n_boundaries",
+    }),
+    "phases": frozenset({"phase_fractions", "analysed_area_px", "analysed_area_um2", "n_fields", "pixel_size_um"}),
+    "defects": frozenset({
+        "count", "area_fraction", "density_per_mm2", "mean_ecd_um", "max_feret_um", "mean_feret_max_um",
+        "mean_feret_min_um", "mean_area_um2", "max_area_um2", "mean_nn_distance_um", "mean_free_path_um",
+        "pixel_size_um", "density_per_px2", "mean_ecd_px", "max_feret_px", "mean_area_px", "mean_nn_distance_px",
+        "mean_free_path_px", "mean_aspect_ratio", "mean_circularity", "mean_solidity", "n_touching_edge",
+        "area_fraction_ci95", "density_ci95_per_mm2",
+        "max_ecd_um",  # per-object limit only (see offending_defects)
+    }),
+}
+#: Batch-table columns ``<prefix><name>`` whose name part is free-form (a phase name, an angle).
+_MEASUREMENT_PREFIXES = {
+    "grains": ("mean_intercept_by_angle_px_",),
+    "phases": ("phase_fraction_", "phase_fraction_ci95_", "phase_fraction_ra_percent_", "phase_area_um2_"),
+    "defects": (),
+}
 _CLASSIFIER_KEYS = {"forbidden_classes", "review_classes", "allowed_classes", "min_confidence", "model"}
 
 
@@ -157,6 +188,12 @@ class QCSpec:
         """True if the spec has classifier rules."""
         return bool(self.forbidden_classes or self.review_classes or self.allowed_classes is not None
                     or self.min_confidence is not None)
+
+    @property
+    def has_checks(self) -> bool:
+        """True if the spec checks anything at all (an empty spec would pass every image)."""
+        return bool(self.image or self.calibration != "ignore" or self.out_of_distribution != "ignore"
+                    or self.needs_measurements or self.needs_classifier)
 
 
 def _number(value: Any, key: str, source: str) -> float | None:
@@ -293,6 +330,7 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> QCSpec:
                     phase_fractions[str(phase)] = _range_rule(prule, f"{where}.{phase}", source, default_severity="fail")
                     _check_fraction(phase_fractions[str(phase)], f"{where}.{phase}", source)
                 continue
+            _check_measurement_key(group, str(key), where, source)
             one_sided = "max" if str(key).startswith("max_") or key in ("area_fraction", "density_per_mm2", "count") else None
             parsed[str(key)] = _range_rule(value, where, source, default_severity="fail", one_sided=one_sided)
         measurements[str(group)] = parsed
@@ -331,6 +369,28 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> QCSpec:
     )
 
 
+def _check_measurement_key(group: str, key: str, where: str, source: str) -> None:
+    """Refuse a key that no measurement of ``group`` produces (it would send every image to review).
+
+    Examples
+    --------
+    >>> _check_measurement_key("phases", "phase_fraction_ferrite", "w", "s.yaml")
+    >>> try:
+    ...     _check_measurement_key("phases", "ferrite", "measurements.phases.ferrite", "s.yaml")
+    ... except ValueError as exc:
+    ...     print(str(exc).split(";")[0])  # doctest: +NORMALIZE_WHITESPACE
+    s.yaml: measurements.phases.ferrite: unknown measurement
+    (phase names go under phase_fractions: measurements.phases.phase_fractions.ferrite)
+    """
+    prefixes = _MEASUREMENT_PREFIXES[group]
+    if key in _MEASUREMENT_KEYS[group] or any(key.startswith(p) and len(key) > len(p) for p in prefixes):
+        return
+    free = "<angle>" if group == "grains" else "<phase>"
+    allowed = ", ".join(sorted(_MEASUREMENT_KEYS[group], key=str.lower) + [f"{p}{free}" for p in prefixes])
+    hint = f" (phase names go under phase_fractions: measurements.phases.phase_fractions.{key})" if group == "phases" else ""
+    raise SpecError(f"{source}: {where}: unknown measurement{hint}; allowed: {allowed}")
+
+
 def _check_fraction(rule: RangeRule, where: str, source: str) -> None:
     for v in (rule.min, rule.max):
         if v is not None and not 0.0 <= v <= 1.0:
@@ -345,7 +405,8 @@ def load_spec(path: str | os.PathLike) -> QCSpec:
     InputFileNotFoundError
         The file does not exist.
     SpecError
-        Not valid YAML/TOML, or a key is malformed (the message names it).
+        Not valid YAML/TOML, a key is malformed (the message names it), or
+        the file has no checks at all (it would pass every image).
     """
     path = Path(path)
     if not path.is_file():
@@ -367,7 +428,11 @@ def load_spec(path: str | os.PathLike) -> QCSpec:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
-    return parse_spec(data, source=str(path))
+    spec = parse_spec(data, source=str(path))
+    if not spec.has_checks:
+        raise SpecError(f"{path}: the spec has no checks (add image, measurements or classifier rules), "
+                        "so every image would pass")
+    return spec
 
 
 # --------------------------------------------------------------------------- verdicts

@@ -74,6 +74,19 @@ def test_cli_batch_then_link_recovers_hall_petch(specimen_batch, capsys, tmp_pat
         assert measured[spec] == pytest.approx(d, rel=0.12)
 
 
+def test_cli_link_on_the_batch_specimens_csv_matches_the_folder(specimen_batch, capsys):
+    out, props, _ = specimen_batch
+    capsys.readouterr()
+    fits = []
+    for results in (out, out / "specimens.csv"):
+        code = main(["link", str(results), str(props), "--on", "sample_id", "--json"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        fits.append(json.loads(captured.out)["fit"])
+    for key in ("sigma0", "sigma0_ci95", "k", "k_ci95", "n"):
+        assert fits[1][key] == pytest.approx(fits[0][key], rel=1e-6), key
+
+
 @pytest.mark.gui
 def test_napari_properties_widget_on_the_batch(specimen_batch, make_napari_viewer):
     pytest.importorskip("napari")

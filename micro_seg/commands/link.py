@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+
+from micro_seg.errors import OutputPathError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Aggregate batch results per sample (mean, 95%% CI), join them to a property table "
         "(CSV/XLSX/Parquet) on a sample-id column and fit a structure -> property relation.",
     )
-    p.add_argument("results", help="batch output folder or its images.csv")
+    p.add_argument("results", help="batch output folder, or its images.csv or specimens.csv")
     p.add_argument("properties", help="property table: .csv, .tsv, .xlsx or .parquet")
     p.add_argument("--on", required=True, help="sample-id column of the property table")
     p.add_argument("--relation", default="hall-petch", choices=["hall-petch", "hardness", "linear"])
@@ -29,13 +34,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_file_output(option: str, value: str) -> None:
+    """A file to write: not a folder, and its folder exists and is writable."""
+    path = Path(value)
+    if path.is_dir():
+        raise OutputPathError(f"{option} {value}: is a folder; give a file path")
+    parent = path.parent
+    if not parent.exists():
+        raise OutputPathError(f"{option} {value}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise OutputPathError(f"{option} {value}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{option} {value}: cannot write to folder {parent} (permission denied)")
+
+
+def _check_dir_output(option: str, value: str) -> None:
+    """A folder to create or fill: neither it nor the nearest existing parent may be a file."""
+    path = Path(value)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise OutputPathError(f"{option} {value}: {what}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{option} {value}: cannot write to folder {existing} (permission denied)")
+
+
+def check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse unusable ``--plot`` / ``--plot-dir`` / ``--out-table`` paths before any work is done."""
+    if args.plot:
+        _check_file_output("--plot", args.plot)
+    if args.plot_dir:
+        _check_dir_output("--plot-dir", args.plot_dir)
+    if args.out_table:
+        _check_file_output("--out-table", args.out_table)
+
+
 def run(args: argparse.Namespace) -> dict:
     from micro_seg.properties import link
     from micro_seg.properties.plots import plot_hall_petch
 
+    check_output_paths(args)
     predictors = [c.strip() for c in args.predictors.split(",")] if args.predictors else None
     result = link(args.results, args.properties, on=args.on, relation=args.relation, property=args.property,
                   d=args.d, mapping=args.mapping, predictors=predictors)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     out = dict(result.summary)
     if args.plot:
         out["plot"] = str(plot_hall_petch(result, args.plot))

@@ -143,7 +143,7 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Judge every input; exit code 3 when some inputs were unreadable."""
     from micro_seg.classifier import load_classifier
-    from micro_seg.errors import InputFileNotFoundError
+    from micro_seg.errors import InputFileNotFoundError, UnsupportedFormatError
     from micro_seg.qc import load_spec
     from micro_seg.registry import load_card, resolve_model
 
@@ -151,6 +151,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for inp in args.inputs:
         if not Path(inp).exists():
             raise InputFileNotFoundError(f"{inp}: input not found")
+        if Path(inp).is_dir() and _table_path(Path(inp)) is None:
+            raise UnsupportedFormatError(
+                f"{inp}: is a folder but not a batch output folder (no images.csv in it); give image files "
+                "(e.g. DIR/*.tif) or a batch output folder")
     segmenter = classifier = None
     if args.model:
         card = load_card(resolve_model(args.model))

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from micro_seg.errors import PropertyTableError
-from micro_seg.properties.regression import LinearFit, fit_linear
+from micro_seg.properties.regression import LinearFit, fit_linear, n_distinct
 
-__all__ = ["HallPetchFit", "fit_hall_petch", "hall_petch_x"]
+__all__ = ["HallPetchFit", "fit_hall_petch", "hall_petch_x", "check_grain_size_spread"]
 
 RELATIONS = {
     "hall-petch": ("sigma0", "yield strength"),
@@ -37,6 +37,35 @@ def hall_petch_x(d_um: np.ndarray) -> np.ndarray:
     if np.any(~np.isfinite(d_um)) or np.any(d_um <= 0):
         raise PropertyTableError("grain sizes must be positive and finite to compute d^-1/2")
     return (d_um * 1e-6) ** -0.5
+
+
+def check_grain_size_spread(d_um, *, d: str = "d", relation: str = "hall-petch", source: str | None = None) -> None:
+    """Refuse a fit over fewer than 3 different grain sizes (equal within 1e-6 relative).
+
+    With (nearly) one grain size, ``k`` is undetermined and least squares
+    returns meaningless numbers; with two, the fit cannot be checked.  Fewer
+    than 3 samples are left to :func:`~micro_seg.properties.regression.fit_linear`.
+
+    Examples
+    --------
+    >>> try:
+    ...     check_grain_size_spread([18.9, 18.9, 18.9, 18.9], d="mean_intercept_um")
+    ... except ValueError as exc:
+    ...     print(exc)
+    column 'mean_intercept_um': all 4 samples have the same grain size (18.9 um); a hall-petch fit needs at least 3 different grain sizes
+    """
+    values = np.asarray(d_um, dtype=float)
+    if values.size < 3:
+        return
+    k = n_distinct(values)
+    if k >= 3:
+        return
+    if k == 1:
+        what = f"all {values.size} samples have the same grain size ({values[0]:.4g} um)"
+    else:
+        what = f"only {k} different grain sizes ({values.min():.4g} and {values.max():.4g} um) among {values.size} samples"
+    prefix = f"{source}: " if source else ""
+    raise PropertyTableError(f"{prefix}column {d!r}: {what}; a {relation} fit needs at least 3 different grain sizes")
 
 
 @dataclass(frozen=True)
@@ -103,6 +132,9 @@ def fit_hall_petch(
 ) -> HallPetchFit:
     """Fit ``values = P0 + k d^-1/2`` by least squares.
 
+    Refuses (``PropertyTableError``) fewer than 3 different grain sizes
+    (see :func:`check_grain_size_spread`).
+
     Parameters
     ----------
     d_um : array
@@ -123,6 +155,7 @@ def fit_hall_petch(
     d_um = np.asarray(d_um, dtype=float)
     values = np.asarray(values, dtype=float)
     x = hall_petch_x(d_um)
+    check_grain_size_spread(d_um, d=d, relation=relation)
     weights = None
     if d_se_um is not None:
         d_se = np.asarray(d_se_um, dtype=float)

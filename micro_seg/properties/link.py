@@ -6,7 +6,7 @@ images are all returned (and the CLI prints them).
 
 Examples
 --------
->>> # link("results/", "properties.csv", on="sample_id")  # doctest: +SKIP
+>>> link("results/", "properties.csv", on="sample_id")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ import pandas as pd
 
 from micro_seg.errors import PropertyTableError
 from micro_seg.measure.stats import field_statistics
-from micro_seg.properties.hall_petch import RELATIONS, fit_hall_petch
+from micro_seg.properties.hall_petch import RELATIONS, check_grain_size_spread, fit_hall_petch
 from micro_seg.properties.regression import fit_linear
-from micro_seg.properties.tables import numeric_column, parse_unit, read_property_table, read_results, sample_keys
+from micro_seg.properties.tables import (
+    is_specimen_table, numeric_column, parse_unit, read_property_table, read_results, sample_keys,
+)
 
-__all__ = ["LinkResult", "aggregate_samples", "link", "choose_property"]
+__all__ = ["LinkResult", "aggregate_samples", "specimen_samples", "link", "choose_property"]
 
 GRAIN_SIZE_COLUMNS = ("mean_intercept_um", "mean_ecd_um", "mean_diameter_um")
 
@@ -59,6 +61,58 @@ def aggregate_samples(df: pd.DataFrame, keys: pd.Series, column: str, *, source:
             f"{column}_pct_ra": st["ra_percent"],
         })
     return pd.DataFrame(rows)
+
+
+def specimen_samples(df: pd.DataFrame, column: str, *, source: str = "specimens.csv") -> pd.DataFrame:
+    """Per-sample statistics of ``column`` from a batch's ``specimens.csv``, as :func:`aggregate_samples` gives them.
+
+    ``specimens.csv`` holds, per specimen, ``n_fields`` and ``<column>_mean``,
+    ``_sd``, ``_ci95`` and ``_ra_percent`` over the fields; the standard error
+    is ``sd / sqrt(n_fields)``.  Specimens without a successful field are left
+    out.  A quantity in micrometres or millimetres is refused for a specimen
+    with uncalibrated fields (its statistics would not cover all ``n_fields``).
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"specimen": ["A"], "n_fields": [4], "n_uncalibrated": [0],
+    ...                   "mean_intercept_um_mean": [10.0], "mean_intercept_um_sd": [2.0]})
+    >>> specimen_samples(t, "mean_intercept_um")[["sample", "n_fields", "mean_intercept_um", "mean_intercept_um_se"]]
+      sample  n_fields  mean_intercept_um  mean_intercept_um_se
+    0      A         4               10.0                   1.0
+    """
+    mean_col = f"{column}_mean"
+    if mean_col not in df.columns:
+        raise PropertyTableError(f"{source}: no column {mean_col!r} (the specimen mean of {column}); "
+                                 f"columns are: {', '.join(map(str, df.columns))}")
+    n = numeric_column(df, "n_fields", source=source, id_column="specimen")
+    df = df[n > 0].sort_values("specimen", key=lambda c: c.astype(str))
+    n = numeric_column(df, "n_fields", source=source, id_column="specimen")
+
+    def stat(suffix: str) -> np.ndarray:
+        col = f"{column}_{suffix}"
+        return numeric_column(df, col, source=source, id_column="specimen") if col in df.columns else np.full(len(df), np.nan)
+
+    mean = stat("mean")
+    specimens = df["specimen"].astype(str)
+    uncalibrated = numeric_column(df, "n_uncalibrated", source=source) if "n_uncalibrated" in df.columns else np.zeros(len(df))
+    physical = "_um" in column or "_mm" in column  # absent for uncalibrated fields
+    missing = np.isnan(mean) | ((uncalibrated > 0) & physical)
+    if missing.any():
+        raise PropertyTableError(
+            f"{source}: {column} is missing for images of sample(s) {', '.join(specimens[missing])} "
+            "(uncalibrated images give no grain size in micrometres: re-run with --pixel-size)"
+        )
+    sd = stat("sd")
+    return pd.DataFrame({
+        "sample": specimens.to_numpy(), "n_fields": n.astype(int), column: mean, f"{column}_sd": sd,
+        f"{column}_ci95": stat("ci95"), f"{column}_se": sd / np.sqrt(n), f"{column}_pct_ra": stat("ra_percent"),
+    })
+
+
+def _ids(ids, limit: int = 10) -> str:
+    """Sample ids for a message: all of them when few, else the first ``limit`` and a count."""
+    ids = [str(i) for i in ids]
+    return ", ".join(ids) if len(ids) <= limit else f"{', '.join(ids[:limit])} and {len(ids) - limit} more"
 
 
 def choose_property(props: pd.DataFrame, relation: str, name: str | None, *, exclude: set[str], source: str) -> tuple[str, str]:
@@ -97,7 +151,8 @@ def link(
     Parameters
     ----------
     results : path
-        Batch output folder or its ``images.csv``.
+        Batch output folder, its ``images.csv`` or its ``specimens.csv``
+        (one row per specimen; its ``<column>_mean`` columns give d).
     properties : path
         Property table (CSV/XLSX/Parquet).
     on : str
@@ -110,6 +165,11 @@ def link(
         Grain-size column of the results used as d (mean lineal intercept by default).
     mapping : str
         How an image is assigned to a sample (see :func:`sample_keys`).
+
+    Matched samples without a property value (empty, NaN or infinite cell)
+    are not fitted and each cause gives one warning.  For ``hall-petch`` and
+    ``hardness`` a property value <= 0 is refused (strength and hardness are
+    positive), as are fewer than 3 different grain sizes.
     """
     if relation not in (*RELATIONS, "linear"):
         raise PropertyTableError(f"unknown relation {relation!r}; choose hall-petch, hardness or linear")
@@ -129,18 +189,35 @@ def link(
     props = props.assign(**{on: ids})
 
     failed = []
-    if "status" in res.columns:
-        bad = res["status"].astype(str) != "ok"
-        failed = res.loc[bad, "path"].astype(str).tolist() if "path" in res.columns else []
-        res = res[~bad]
-    if res.empty:
-        raise PropertyTableError(f"{res_source}: no successfully processed images to link")
-    keys = sample_keys(res, mapping=mapping, source=res_source)
-    unmapped = res.loc[keys.isna(), "path"].astype(str).tolist() if "path" in res.columns else []
-    columns = [d] + [c for c in (predictors or []) if c in res.columns and c != d]
-    agg = aggregate_samples(res, keys, d, source=res_source)
-    for extra in columns[1:]:
-        agg = agg.merge(aggregate_samples(res, keys, extra, source=res_source)[["sample", extra]], on="sample")
+    warnings = []
+    if is_specimen_table(res):
+        if mapping != "folder":
+            raise PropertyTableError(f"{res_source}: sample mapping {mapping!r} needs the per-image images.csv; "
+                                     "specimens.csv already has one row per specimen")
+        n_failed = int(np.nansum(numeric_column(res, "n_failed", source=res_source))) if "n_failed" in res.columns else 0
+        if n_failed:
+            warnings.append(f"{n_failed} image(s) failed in the batch and are not in the specimen statistics "
+                            "(see images.csv)")
+        unmapped = []
+        columns = [d] + [c for c in (predictors or []) if f"{c}_mean" in res.columns and c != d]
+        agg = specimen_samples(res, d, source=res_source)
+        if agg.empty:
+            raise PropertyTableError(f"{res_source}: no specimen has a successfully processed image to link")
+        for extra in columns[1:]:
+            agg = agg.merge(specimen_samples(res, extra, source=res_source)[["sample", extra]], on="sample")
+    else:
+        if "status" in res.columns:
+            bad = res["status"].astype(str) != "ok"
+            failed = res.loc[bad, "path"].astype(str).tolist() if "path" in res.columns else []
+            res = res[~bad]
+        if res.empty:
+            raise PropertyTableError(f"{res_source}: no successfully processed images to link")
+        keys = sample_keys(res, mapping=mapping, source=res_source)
+        unmapped = res.loc[keys.isna(), "path"].astype(str).tolist() if "path" in res.columns else []
+        columns = [d] + [c for c in (predictors or []) if c in res.columns and c != d]
+        agg = aggregate_samples(res, keys, d, source=res_source)
+        for extra in columns[1:]:
+            agg = agg.merge(aggregate_samples(res, keys, extra, source=res_source)[["sample", extra]], on="sample")
 
     result_ids, prop_ids = set(agg["sample"]), set(props[on])
     joined = agg.merge(props, left_on="sample", right_on=on, how="inner")
@@ -154,7 +231,6 @@ def link(
         "d": d,
         "mapping": mapping,
     }
-    warnings = []
     if summary["unmatched"]:
         warnings.append(f"{len(summary['unmatched'])} sample id(s) matched on one side only: {', '.join(summary['unmatched'])}")
     if joined.empty:
@@ -166,10 +242,19 @@ def link(
     prop_col, unit = choose_property(props, relation if relation != "linear" else "hall-petch", property,
                                      exclude={on}, source=psource)
     y = numeric_column(joined, prop_col, source=psource, id_column=on)
+    for dropped, what in ((np.isnan(y), "no"), (np.isinf(y), "an infinite")):
+        if dropped.any():
+            warnings.append(f"{int(dropped.sum())} matched sample(s) have {what} {prop_col} value and are not fitted: "
+                            f"{_ids(joined.loc[dropped, 'sample'])}")
     keep = np.isfinite(y)
-    if not keep.all():
-        warnings.append(f"{int((~keep).sum())} matched sample(s) have no {prop_col} value and are not fitted: "
-                        f"{', '.join(joined.loc[~keep, 'sample'])}")
+    if relation != "linear":
+        impossible = keep & (y <= 0)
+        if impossible.any():
+            i = int(np.flatnonzero(impossible)[0])
+            raise PropertyTableError(
+                f"{psource}: column {prop_col!r} has {int(impossible.sum())} value(s) <= 0 (first: {y[i]:g} at sample "
+                f"{joined[on].iloc[i]!r}); a {RELATIONS[relation][1]} is positive: correct or remove these rows"
+            )
     fitted = joined[keep]
     if relation == "linear":
         names = predictors or [d]
@@ -183,6 +268,7 @@ def link(
         }
         pred = fit.predict(x)
     else:
+        check_grain_size_spread(fitted[d].to_numpy(dtype=float), d=d, relation=relation, source=res_source)
         se_col = f"{d}_se"
         d_se = fitted[se_col].to_numpy() if se_col in fitted and np.all(np.isfinite(fitted[se_col])) else None
         fit = fit_hall_petch(fitted[d].to_numpy(), y[keep], relation=relation, d=d,

@@ -2,7 +2,7 @@
 
 Examples
 --------
->>> # plot_hall_petch(result, "hall_petch.png")  # doctest: +SKIP
+>>> plot_hall_petch(result, "hall_petch.png")  # doctest: +SKIP
 """
 
 from __future__ import annotations

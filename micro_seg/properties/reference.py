@@ -11,7 +11,7 @@ Examples
 --------
 >>> from micro_seg.properties.reference import predict_from_reference
 >>> r = predict_from_reference("copper", 25.0)
->>> 40 < r["yield_strength_MPa_low"] < r["yield_strength_MPa_high"] < 80
+>>> 40 <= r["yield_strength_MPa_low"] < r["yield_strength_MPa_high"] < 80
 True
 """
 

@@ -10,7 +10,7 @@ Examples
 >>> import numpy as np
 >>> x = np.array([1.0, 2.0, 3.0, 4.0])
 >>> fit = fit_linear(x[:, None], 2.0 + 3.0 * x, names=["x"])
->>> [round(c, 6) for c in fit.coef]
+>>> [round(float(c), 6) for c in fit.coef]
 [2.0, 3.0]
 """
 
@@ -23,7 +23,7 @@ from scipy import stats
 
 from micro_seg.errors import PropertyTableError
 
-__all__ = ["LinearFit", "fit_linear", "loo_cv_rmse"]
+__all__ = ["LinearFit", "fit_linear", "loo_cv_rmse", "n_distinct"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,21 @@ class LinearFit:
         }
 
 
+def n_distinct(values: np.ndarray, *, rel_tol: float = 1e-6) -> int:
+    """Number of different values, counting values closer than ``rel_tol`` x the largest magnitude as one.
+
+    Examples
+    --------
+    >>> n_distinct(np.array([12.5, 12.5, 12.5 * (1 + 1e-12), 30.0]))
+    2
+    """
+    v = np.sort(np.asarray(values, dtype=float).ravel())
+    if v.size == 0:
+        return 0
+    tol = rel_tol * float(np.max(np.abs(v)))
+    return 1 + int(np.sum(np.diff(v) > tol))
+
+
 def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, weights: np.ndarray | None = None) -> LinearFit:
     """Fit ``y`` on the columns of ``x`` (plus an intercept) by least squares.
 
@@ -118,7 +133,9 @@ def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, 
     Raises
     ------
     PropertyTableError
-        Too few observations for the number of coefficients, or non-finite values.
+        Too few observations for the number of coefficients, non-finite
+        values, or a predictor that has the same value everywhere (its
+        coefficient cannot be told apart from the intercept).
     """
     x = np.asarray(x, dtype=float)
     if x.ndim == 1:
@@ -133,6 +150,10 @@ def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, 
     dof = n - p - 1
     if dof < 1:
         raise PropertyTableError(f"{n} matched samples are too few to fit {p + 1} coefficients with an uncertainty (need at least {p + 2})")
+    for j, name in enumerate(names):
+        if n_distinct(x[:, j]) < 2:
+            raise PropertyTableError(f"predictor {name!r} has the same value ({x[0, j]:.6g}) for all {n} samples, "
+                                     "so its effect cannot be fitted")
     design = np.column_stack([np.ones(n), x])
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     sw = np.sqrt(w)

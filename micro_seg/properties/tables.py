@@ -25,7 +25,7 @@ import pandas as pd
 
 from micro_seg.errors import InputFileNotFoundError, PropertyTableError
 
-__all__ = ["read_property_table", "parse_unit", "numeric_column", "read_results", "sample_keys"]
+__all__ = ["read_property_table", "parse_unit", "numeric_column", "read_results", "is_specimen_table", "sample_keys"]
 
 KNOWN_UNITS = (
     "MPa", "GPa", "kPa", "Pa", "ksi", "psi", "N/mm2", "N/mm^2",
@@ -100,9 +100,12 @@ def numeric_column(df: pd.DataFrame, column: str, *, source: str = "table", id_c
 def read_results(results: str | Path) -> tuple[pd.DataFrame, str]:
     """Read batch results: a batch output folder, its images.csv or specimens.csv.
 
-    Returns the per-image table (``images.csv``) and its source path: samples
-    are aggregated from the fields (images) so every CI is computed the same way.
-    Failed images are kept out of the numbers but are reported by the caller.
+    Returns the table and its source path.  For a folder that is the
+    per-image ``images.csv``: samples are aggregated from the fields (images)
+    so every CI is computed the same way.  Failed images are kept out of the
+    numbers but are reported by the caller.  A ``specimens.csv`` (see
+    :func:`is_specimen_table`) already holds one row of field statistics per
+    specimen.
     """
     results = Path(results)
     if results.is_dir():
@@ -119,6 +122,19 @@ def read_results(results: str | Path) -> tuple[pd.DataFrame, str]:
     if df.empty:
         raise PropertyTableError(f"{results}: the results table has no rows")
     return df, str(results)
+
+
+def is_specimen_table(df: pd.DataFrame) -> bool:
+    """True for a batch's ``specimens.csv``: one row per specimen, field statistics in ``<quantity>_mean`` columns.
+
+    Examples
+    --------
+    >>> is_specimen_table(pd.DataFrame({"specimen": ["A"], "n_fields": [3], "mean_intercept_um_mean": [12.0]}))
+    True
+    >>> is_specimen_table(pd.DataFrame({"path": ["A/1.tif"], "specimen": ["A"], "mean_intercept_um": [12.0]}))
+    False
+    """
+    return {"specimen", "n_fields"} <= set(df.columns) and "path" not in df.columns
 
 
 def sample_keys(df: pd.DataFrame, *, mapping: str = "folder", source: str = "results") -> pd.Series:

@@ -1,0 +1,196 @@
+"""Bad input to ``micro-seg link``: specimens.csv, degenerate grain sizes, impossible or missing
+property values, unusable output paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from micro_seg.batch import export_specimens_csv
+from micro_seg.cli import main
+from micro_seg.errors import PropertyTableError
+from micro_seg.properties import fit_hall_petch, fit_linear, link
+
+S0, K = 80.0, 0.65  # MPa, MPa m^0.5
+SPECS = {"A": 6.0, "B": 12.0, "C": 25.0, "D": 50.0, "E": 100.0}  # mean intercept, um
+
+
+def run_cli(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _batch_output(tmp_path, specimens=SPECS, *, fields=4, failed=(), uncalibrated=(), noise=0.04, seed=0):
+    """images.csv and specimens.csv as ``micro-seg batch`` writes them (specimens.csv by its own writer)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for spec, d in specimens.items():
+        for f in range(fields):
+            calibrated = not (spec in uncalibrated and f == 0)
+            rows.append({"path": f"{spec}/field{f}.tif", "status": "ok", "error": "", "specimen": spec,
+                         "pixel_size_um": 0.5 if calibrated else None,
+                         "mean_intercept_um": d * (1 + rng.normal(0, noise)) if calibrated else None,
+                         "mean_intercept_px": d * 2 * (1 + rng.normal(0, noise)),
+                         "grains_per_mm2": 1e6 / d**2})
+    for spec in failed:
+        rows.append({"path": f"{spec}/broken.tif", "status": "failed", "error": "CorruptFileError: truncated",
+                     "specimen": spec})
+    out = tmp_path / "results"
+    out.mkdir()
+    pd.DataFrame(rows).to_csv(out / "images.csv", index=False)
+    export_specimens_csv(rows, out / "specimens.csv")
+    return out
+
+
+def _props(tmp_path, values=None, ids=None, name="props.csv", col="yield_strength_MPa"):
+    ids = list(SPECS) if ids is None else ids
+    vals = values if values is not None else [S0 + K * (SPECS[i] * 1e-6) ** -0.5 for i in ids]
+    path = tmp_path / name
+    pd.DataFrame({"sample_id": ids, "anneal_C": [600 + 50 * i for i in range(len(ids))], col: vals}).to_csv(path, index=False)
+    return path
+
+
+# ------------------------------------------------------------------ specimens.csv as RESULTS
+
+
+def test_link_specimens_csv_gives_the_same_fit_as_the_images(tmp_path):
+    res = _batch_output(tmp_path)
+    header = (res / "specimens.csv").read_text().splitlines()[0]
+    assert "mean_intercept_um_mean" in header and ",mean_intercept_um," not in header  # what batch writes
+    props = _props(tmp_path)
+    by_images = link(res, props, on="sample_id")
+    by_specimens = link(res / "specimens.csv", props, on="sample_id")
+    assert by_specimens.summary["n_matched"] == 5 and by_specimens.summary["unmatched"] == []
+    for key in ("sigma0", "sigma0_ci95", "k", "k_ci95", "r2", "n"):
+        assert by_specimens.summary["fit"][key] == pytest.approx(by_images.summary["fit"][key], rel=1e-9), key
+    cols = ["sample", "n_fields", "mean_intercept_um", "mean_intercept_um_sd", "mean_intercept_um_ci95",
+            "mean_intercept_um_se", "mean_intercept_um_pct_ra"]
+    pd.testing.assert_frame_equal(by_specimens.samples[cols], by_images.samples[cols], rtol=1e-6, check_dtype=False)
+
+
+def test_cli_link_specimens_csv(tmp_path, capsys):
+    res = _batch_output(tmp_path, failed=("C",))
+    code, out, err = run_cli(capsys, ["link", str(res / "specimens.csv"), str(_props(tmp_path)), "--on", "sample_id",
+                                      "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n_matched"] == 5 and result["fit"]["d"] == "mean_intercept_um"
+    assert abs(result["fit"]["k"] - K) <= result["fit"]["k_ci95"] + 0.05
+    assert result["warnings"] == ["1 image(s) failed in the batch and are not in the specimen statistics (see images.csv)"]
+    assert err.strip().splitlines() == [f"warning: {result['warnings'][0]}"]
+
+
+def test_link_specimens_csv_refuses_uncalibrated_fields_and_unknown_columns(tmp_path):
+    res = _batch_output(tmp_path, uncalibrated=("B",))
+    with pytest.raises(PropertyTableError, match=r"specimens\.csv: mean_intercept_um is missing for images of sample\(s\) B"):
+        link(res / "specimens.csv", _props(tmp_path), on="sample_id")
+    with pytest.raises(PropertyTableError, match=r"specimens\.csv: no column 'nosuch_mean'"):
+        link(res / "specimens.csv", _props(tmp_path), on="sample_id", d="nosuch")
+    with pytest.raises(PropertyTableError, match="needs the per-image images.csv"):
+        link(res / "specimens.csv", _props(tmp_path), on="sample_id", mapping="stem")
+
+
+# ------------------------------------------------------------------ degenerate grain sizes
+
+
+@pytest.mark.parametrize("relation, col", [("hall-petch", "yield_strength_MPa"), ("hardness", "hardness_HV10")])
+def test_same_grain_size_everywhere_is_refused(tmp_path, capsys, relation, col):
+    res = _batch_output(tmp_path, {s: 20.0 for s in SPECS}, noise=0.0)
+    props = _props(tmp_path, values=[300.0, 280.0, 250.0, 240.0, 200.0], col=col)
+    code, out, err = run_cli(capsys, ["link", str(res), str(props), "--on", "sample_id", "--relation", relation, "--json"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert (f"images.csv: column 'mean_intercept_um': all 5 samples have the same grain size (20 um); "
+            f"a {relation} fit needs at least 3 different grain sizes") in err
+
+
+def test_two_grain_sizes_are_refused_three_are_fitted():
+    with pytest.raises(PropertyTableError, match=r"only 2 different grain sizes \(10 and 40 um\) among 4 samples"):
+        fit_hall_petch([10.0, 10.0, 40.0, 40.0], [300.0, 310.0, 200.0, 205.0])
+    d = np.array([10.0, 20.0, 40.0])
+    assert fit_hall_petch(d, S0 + K * (d * 1e-6) ** -0.5).k == pytest.approx(K)
+
+
+def test_constant_linear_predictor_is_refused():
+    x = np.column_stack([np.arange(5.0), np.full(5, 700.0)])
+    with pytest.raises(PropertyTableError, match=r"predictor 'anneal_C' has the same value \(700\) for all 5 samples"):
+        fit_linear(x, np.arange(5.0) * 2 + 1, names=["d", "anneal_C"])
+
+
+# ------------------------------------------------------------------ property values
+
+
+def test_missing_and_infinite_properties_warn_one_line_per_cause(tmp_path, capsys):
+    res = _batch_output(tmp_path)
+    props = tmp_path / "props.csv"
+    props.write_text("sample_id,yield_strength_MPa\nA,318\nB,inf\nC,250\nD,\nE,200\n")
+    code, out, err = run_cli(capsys, ["link", str(res), str(props), "--on", "sample_id", "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["fit"]["n"] == 3
+    assert result["warnings"] == [
+        "1 matched sample(s) have no yield_strength_MPa value and are not fitted: D",
+        "1 matched sample(s) have an infinite yield_strength_MPa value and are not fitted: B",
+    ]
+    assert err.strip().splitlines() == [f"warning: {w}" for w in result["warnings"]]
+
+
+def test_many_dropped_samples_are_listed_briefly(tmp_path):
+    specs = {f"S{i:02d}": 5.0 + 3 * i for i in range(15)}
+    res = _batch_output(tmp_path, specs, fields=2)
+    values = [S0 + K * (d * 1e-6) ** -0.5 for d in specs.values()]
+    values[3:15] = [np.nan] * 12
+    r = link(res, _props(tmp_path, values=values, ids=list(specs)), on="sample_id")
+    assert r.warnings == ["12 matched sample(s) have no yield_strength_MPa value and are not fitted: "
+                          "S03, S04, S05, S06, S07, S08, S09, S10, S11, S12 and 2 more"]
+
+
+@pytest.mark.parametrize("bad", [-5.0, 0.0])
+def test_non_positive_strength_or_hardness_is_refused(tmp_path, capsys, bad):
+    res = _batch_output(tmp_path)
+    props = _props(tmp_path, values=[318.0, 272.0, bad, 217.7, 200.0])
+    code, out, err = run_cli(capsys, ["link", str(res), str(props), "--on", "sample_id", "--json"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert (f"props.csv: column 'yield_strength_MPa' has 1 value(s) <= 0 (first: {bad:g} at sample 'C'); "
+            "a yield strength is positive") in err
+    hv = _props(tmp_path, values=[97.0, bad, 76.0, 65.0, 60.0], col="hardness_HV10", name="hv.csv")
+    with pytest.raises(PropertyTableError, match="a hardness is positive"):
+        link(res, hv, on="sample_id", relation="hardness")
+    # a linear relation fits any property (it may be a shift or a change that can be negative)
+    r = link(res, props, on="sample_id", relation="linear", predictors=["mean_intercept_um"])
+    assert r.summary["fit"]["n"] == 5
+
+
+# ------------------------------------------------------------------ output paths
+
+
+@pytest.mark.parametrize(
+    "option, target, message",
+    [
+        ("--plot-dir", "file.txt", "--plot-dir {p}: is a file, not a folder"),
+        ("--plot-dir", "file.txt/sub", "--plot-dir {p}: cannot be created: {root}/file.txt is a file, not a folder"),
+        ("--plot", "adir", "--plot {p}: is a folder; give a file path"),
+        ("--plot", "file.txt/x.png", "--plot {p}: {root}/file.txt is a file, not a folder"),
+        ("--plot", "nodir/x.png", "--plot {p}: folder {root}/nodir does not exist"),
+        ("--out-table", "adir", "--out-table {p}: is a folder; give a file path"),
+    ],
+)
+def test_unusable_output_paths_exit_2_before_any_work(tmp_path, capsys, option, target, message):
+    res = _batch_output(tmp_path)
+    root = tmp_path / "outs"
+    (root / "adir").mkdir(parents=True)
+    (root / "file.txt").write_text("keep me")
+    path = root / target
+    table = root / "table.csv"
+    good = [] if option == "--out-table" else ["--out-table", str(table)]
+    argv = ["link", str(res), str(_props(tmp_path)), "--on", "sample_id", *good, option, str(path), "--json"]
+    code, out, err = run_cli(capsys, argv)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == ["micro-seg: error: " + message.format(p=path, root=root)]
+    assert not table.exists() and (root / "file.txt").read_text() == "keep me"
+    # checked before the inputs are even read
+    code, _, err = run_cli(capsys, ["link", str(tmp_path / "missing"), "p.csv", "--on", "x", option, str(path)])
+    assert code == 2 and option in err

@@ -1,0 +1,167 @@
+"""Bad input to ``micro-seg qc`` / QC specs: empty specs, unknown measurement keys, folders as inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from micro_seg.cli import main
+from micro_seg.errors import SpecError
+from micro_seg.qc import evaluate, load_spec, parse_spec
+from test_batch_helpers import make_folder, threshold_process
+from test_quality import grain_micrograph
+
+
+def run_cli(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture()
+def image(tmp_path):
+    path = tmp_path / "good.png"
+    Image.fromarray(grain_micrograph(0)).save(path)
+    return path
+
+
+# ------------------------------------------------------------------ specs without checks
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "name: nothing\nversion: 1\n", "image: {}\n",
+                                  "measurements:\n  grains: {}\n", "image:\n  calibration: ignore\n",
+                                  "classifier:\n  model: some-classifier\n"])
+def test_spec_without_checks_is_refused(tmp_path, text):
+    spec = tmp_path / "empty.yaml"
+    spec.write_text(text)
+    with pytest.raises(SpecError, match=r"empty\.yaml: the spec has no checks"):
+        load_spec(spec)
+
+
+def test_spec_with_one_check_still_loads(tmp_path):
+    spec = tmp_path / "one.yaml"
+    spec.write_text("image:\n  calibration: required\n")
+    assert load_spec(spec).has_checks
+    assert not parse_spec({}).has_checks  # a programmatic empty spec is still allowed (e.g. offending_defects)
+
+
+def test_cli_qc_empty_spec_exit_2_one_line(tmp_path, image, capsys):
+    spec = tmp_path / "empty.yaml"
+    spec.write_text("")
+    code, out, err = run_cli(capsys, ["qc", str(image), "--spec", str(spec), "--json"])
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"micro-seg: error: {spec}: the spec has no checks "
+                                        "(add image, measurements or classifier rules), so every image would pass"]
+
+
+def test_batch_empty_spec_refused_before_any_image(tmp_path):
+    from micro_seg.batch import run_batch
+
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1/f1.tif": 3})
+    spec = tmp_path / "empty.yaml"
+    spec.write_text("")
+    out = tmp_path / "out"
+    with pytest.raises(SpecError, match="the spec has no checks"):
+        run_batch(root, out, model=None, process=threshold_process, workers=0, spec=spec)
+    assert not (out / "images.csv").exists()
+
+
+# ------------------------------------------------------------------ unknown measurement keys
+
+
+@pytest.mark.parametrize(
+    "rules, where",
+    [
+        ({"grains": {"G_nonsense": {"min": 1}}}, "measurements.grains.G_nonsense"),
+        ({"grains": {"g_intercept": [7, 9]}}, "measurements.grains.g_intercept"),
+        ({"defects": {"area_fractoin": 0.01}}, "measurements.defects.area_fractoin"),
+        ({"phases": {"frobnicate": {"max": 0.1}}}, "measurements.phases.frobnicate"),
+        ({"phases": {"ferrite": [0.6, 0.9]}}, "measurements.phases.ferrite"),  # a phase name at the wrong level
+        ({"phases": {"ci95": {"max": 0.1}}}, "measurements.phases.ci95"),  # a per-phase table, not a number
+        ({"grains": {"phase_fraction_": {"max": 0.1}}}, "measurements.grains.phase_fraction_"),
+    ],
+)
+def test_unknown_measurement_key_is_refused_listing_the_known_ones(rules, where):
+    with pytest.raises(SpecError) as info:
+        parse_spec({"measurements": rules}, source="s.yaml")
+    msg = str(info.value)
+    assert msg.startswith(f"s.yaml: {where}: unknown measurement")
+    group = where.split(".")[1]
+    known = {"grains": "G_intercept", "defects": "area_fraction", "phases": "phase_fractions"}[group]
+    assert "allowed: " in msg and known in msg.split("allowed: ")[1]
+    if group == "phases":
+        assert f"measurements.phases.phase_fractions.{where.rsplit('.', 1)[1]}" in msg
+
+
+def test_free_form_phase_names_and_table_columns_are_accepted():
+    spec = parse_spec({"measurements": {
+        "phases": {"phase_fractions": {"my odd phase-name": [0.1, 0.9], "frobnicate": [0, 0.5]},
+                   "phase_fraction_ferrite": [0.5, 1.0], "phase_fraction_ci95_ferrite": {"max": 0.05},
+                   "analysed_area_um2": {"min": 100}},
+        "grains": {"G_intercept": [7, 9], "mean_intercept_by_angle_px_45": {"max": 50}},
+        "defects": {"max_ecd_um": 20, "density_ci95_per_mm2": {"max": 5}},
+    }})
+    assert set(spec.phase_fractions) == {"my odd phase-name", "frobnicate"}
+    # a batch-table row: the per-phase column is found (the phase name part is free-form)
+    row = {"phase_fraction_ferrite": 0.4, "phase_fraction_ci95_ferrite": 0.01, "analysed_area_um2": 500.0,
+           "G_intercept": 8.0, "mean_intercept_by_angle_px_45": 12.0, "defects_density_ci95_per_mm2": 1.0,
+           "phase_fractions": None}
+    r = evaluate(None, spec, measurements=row)
+    assert ("phases.phase_fraction_ferrite", 0.4, 0.5) in [(x.check, x.value, x.limit) for x in r.reasons]
+
+
+def _summaries():
+    """Summaries of the three measurements, calibrated and not: every scalar key a spec may name."""
+    from micro_seg.measure import measure_defects, measure_grains, measure_phases
+    from micro_seg.synth import grain_micrograph as synth_grains
+
+    syn = synth_grains((96, 96), n_grains=20, difficulty="clean", pixel_size_um=0.5, seed=0)
+    classes = np.zeros((64, 64), np.uint8)
+    classes[:, 32:] = 1
+    classes[:8, :8] = 2
+    mask = np.zeros((64, 64), bool)
+    mask[5:10, 5:10] = True
+    mask[30:35, 40:50] = True
+    for px in (0.5, None):
+        yield "grains", measure_grains(syn.labels, pixel_size_um=px).summary
+        yield "phases", measure_phases(classes, pixel_size_um=px, names=["a", "b", "c"]).summary
+        yield "defects", measure_defects(mask, pixel_size_um=px).summary
+
+
+def test_every_measured_key_is_a_known_spec_key():
+    """Guards the key lists in micro_seg.qc against new measurements (they would be refused as typos)."""
+    for group, summary in _summaries():
+        for key, value in summary.items():
+            if isinstance(value, (dict, list, str)) or key == "phase_fractions":
+                continue
+            parse_spec({"measurements": {group: {key: {"max": 1e9}}}})  # raises if the key were unknown
+
+
+def test_cli_qc_unknown_measurement_exit_2(tmp_path, image, capsys):
+    spec = tmp_path / "typo.yaml"
+    spec.write_text("measurements:\n  grains:\n    G_nonsense: {min: 1}\n")
+    code, out, err = run_cli(capsys, ["qc", str(image), "--spec", str(spec), "--json"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "typo.yaml: measurements.grains.G_nonsense: unknown measurement; allowed:" in err
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def test_cli_qc_folder_that_is_not_a_batch_output_exit_2(tmp_path, image, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("image:\n  calibration: required\n")
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    code, out, err = run_cli(capsys, ["qc", str(image), str(folder), "--spec", str(spec), "--json"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"{folder}: is a folder but not a batch output folder (no images.csv in it)" in err
+    # a batch output folder is still judged from its table
+    (folder / "images.csv").write_text("path,status,error,pixel_size_um\na.tif,ok,,0.5\n")
+    code, out, err = run_cli(capsys, ["qc", str(folder), "--spec", str(spec), "--json"])
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["verdict"] == "pass"
