@@ -116,3 +116,191 @@ def test_bad_inputs_exit_2(tmp_path, capsys):
     assert code == 2
     code, _, err = _run(capsys, ["measure"])
     assert code == 2 and "grains, phases or defects" in err
+
+
+# ---- bad input and bad options (sweep of 2024: one clear line, exit 2, or a warning where the numbers stand)
+
+def _grid_mask(tmp_path, name="boundaries.tif"):
+    """36 square grains of 40 px traced by 1-px lines (value 255), as a boundary mask file."""
+    mask = np.zeros((241, 241), np.uint8)
+    mask[:, ::40] = 255
+    mask[::40, :] = 255
+    fn = tmp_path / name
+    tifffile.imwrite(fn, mask)
+    return fn, mask
+
+
+def _one_error_line(code, err, *needles):
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def test_measure_negative_and_huge_pixel_options_exit_2(tmp_path, capsys):
+    fn, _ = _grid_mask(tmp_path)
+    base = ["measure", "grains", str(fn), "--boundary", "--pixel-size", "1", "--json"]
+    code, _, err = _run(capsys, base + ["--close-gaps", "-1"])
+    _one_error_line(code, err, "--close-gaps", "-1")
+    code, _, err = _run(capsys, base + ["--min-grain", "-5"])
+    _one_error_line(code, err, "--min-grain", "-5")
+    # a radius of 10000 px ran 32 s and ended in "out of memory": refused at once, naming the limit
+    import time
+
+    t0 = time.perf_counter()
+    code, _, err = _run(capsys, base + ["--close-gaps", "10000"])
+    _one_error_line(code, err, "--close-gaps", "10000", "32", str(fn))
+    assert time.perf_counter() - t0 < 5
+    code, _, err = _run(capsys, base + ["--close-gaps", "33"])
+    _one_error_line(code, err, "--close-gaps")
+    # a quarter of the shorter side: 30 px for a 241 x 120 crop
+    crop = tmp_path / "crop.tif"
+    tifffile.imwrite(crop, tifffile.imread(fn)[:, :121])
+    code, _, err = _run(capsys, ["measure", "grains", str(crop), "--boundary", "--close-gaps", "31", "--json"])
+    _one_error_line(code, err, "--close-gaps", "30")
+    code, res, _ = _run(capsys, base + ["--close-gaps", "2", "--min-grain", "0"])
+    assert code == 0 and res["n_grains"] == 36
+    pores = tmp_path / "pores.tif"
+    m = np.zeros((100, 100), np.uint8)
+    m[10:20, 10:20] = 1
+    write_labels(pores, m, pixel_size_um=1.0)
+    code, _, err = _run(capsys, ["measure", "defects", str(pores), "--min-size", "-1", "--json"])
+    _one_error_line(code, err, "--min-size", "-1")
+    code, res, _ = _run(capsys, ["measure", "defects", str(pores), "--min-size", "0", "--json"])
+    assert code == 0 and res["count"] == 1
+
+
+@pytest.mark.parametrize("kind", ["grains", "phases", "defects"])
+@pytest.mark.parametrize("value", ["0", "nan", "inf", "-1"])
+def test_measure_bad_pixel_size_names_file_and_option(tmp_path, capsys, kind, value):
+    fn = tmp_path / "labels.tif"
+    write_labels(fn, voronoi_labels((60, 60), n_grains=10, seed=0), pixel_size_um=1.0)
+    code, _, err = _run(capsys, ["measure", kind, str(fn), "--pixel-size", value, "--json"])
+    _one_error_line(code, err, str(fn), "--pixel-size")
+
+
+def test_measure_grains_binary_image_as_labels_warns(tmp_path, capsys):
+    fn, mask = _grid_mask(tmp_path)
+    code, res, _ = _run(capsys, ["measure", "grains", str(fn), "--pixel-size", "1", "--json"])
+    assert code == 0 and res["n_grains"] == 1  # the numbers stand; the warning says why they are wrong
+    hint = [w for w in res["warnings"] if "--boundary" in w]
+    assert len(hint) == 1 and str(fn) in hint[0] and "(255)" in hint[0] and "36 " in hint[0]
+    # grain interiors as 1, traced boundaries as 0: the label's 36 pieces
+    inside = tmp_path / "inside.tif"
+    tifffile.imwrite(inside, (mask == 0).astype(np.uint8))
+    code, res, _ = _run(capsys, ["measure", "grains", str(inside), "--pixel-size", "1", "--json"])
+    assert code == 0 and res["n_grains"] == 1
+    assert any("--boundary" in w and "36 " in w for w in res["warnings"])
+    # real instance labels, and a single grain filling the image, get no such warning
+    lab = tmp_path / "labels.tif"
+    write_labels(lab, voronoi_labels((120, 120), n_grains=40, seed=1), pixel_size_um=1.0)
+    one = tmp_path / "one.tif"
+    tifffile.imwrite(one, np.ones((64, 64), np.uint16))
+    for path in (lab, one):
+        code, res, _ = _run(capsys, ["measure", "grains", str(path), "--pixel-size", "1", "--json"])
+        assert code == 0 and not any("--boundary" in w for w in res["warnings"])
+
+
+def test_measure_grains_no_boundary_pixels_exit_2(tmp_path, capsys):
+    fn, mask = _grid_mask(tmp_path)
+    for value in ("999", "nan"):
+        code, _, err = _run(capsys, ["measure", "grains", str(fn), "--boundary", "--boundary-value", value, "--json"])
+        _one_error_line(code, err, str(fn), "no boundary pixels", value)
+    empty = tmp_path / "empty.tif"
+    tifffile.imwrite(empty, np.zeros((64, 64), np.uint8))
+    code, _, err = _run(capsys, ["measure", "grains", str(empty), "--boundary", "--json"])
+    _one_error_line(code, err, str(empty), "no boundary pixels")
+    code, res, _ = _run(capsys, ["measure", "grains", str(fn), "--boundary", "--boundary-value", "255", "--json"])
+    assert code == 0 and res["n_grains"] == 36
+
+
+def test_measure_fields_too_small_exit_2(tmp_path, capsys):
+    labels = voronoi_labels((200, 240), n_grains=120, seed=3)
+    fn = tmp_path / "grains.tif"
+    write_labels(fn, labels, pixel_size_um=0.5)
+    # 100000 fields of about 1 px: the 95 % CI shrank to nonsense
+    code, _, err = _run(capsys, ["measure", "grains", str(fn), "--fields", "100000", "--json"])
+    _one_error_line(code, err, str(fn), "--fields", "16 px")
+    # fields of 16 x 20 px are big enough in pixels but hold less than one grain each
+    code, _, err = _run(capsys, ["measure", "grains", str(fn), "--fields", "12x12", "--json"])
+    _one_error_line(code, err, str(fn), "--fields", "grain")
+    code, res, _ = _run(capsys, ["measure", "grains", str(fn), "--fields", "4x4", "--json"])
+    assert code == 0 and res["fields"]["grid"] == [4, 4]
+    assert any("rough" in w for w in res["warnings"])  # 120 grains in 16 fields: the old warning stays
+    pores = tmp_path / "pores.tif"
+    m = np.zeros((200, 240), np.uint8)
+    m[10:20, 10:20] = 1
+    m[150:170, 50:60] = 1
+    write_labels(pores, m, pixel_size_um=1.0)
+    code, _, err = _run(capsys, ["measure", "defects", str(pores), "--fields", "100000", "--json"])
+    _one_error_line(code, err, str(pores), "--fields", "16 px")
+    code, res, _ = _run(capsys, ["measure", "defects", str(pores), "--fields", "10x12", "--json"])
+    assert code == 0 and res["fields"]["n_fields"] == 120 and res["count"] == 2
+
+
+def _disks(shape, centres, radius):
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    out = np.zeros(shape, bool)
+    for r, c in centres:
+        out |= (rr - r) ** 2 + (cc - c) ** 2 <= radius**2
+    return out
+
+
+def test_measure_defects_class_map_and_full_image_warn(tmp_path, capsys):
+    centres = [(20 + 40 * i, 20 + 40 * j) for i in range(4) for j in range(4)]  # 16 pores, 8 of each class
+    classes = np.zeros((160, 160), np.uint8)
+    for k, (r, c) in enumerate(centres):
+        classes[_disks(classes.shape, [(r, c)], 6)] = 1 + k % 2
+    fn = tmp_path / "classes.tif"
+    write_labels(fn, classes, pixel_size_um=1.0)
+    code, res, _ = _run(capsys, ["measure", "defects", str(fn), "--json"])
+    assert code == 0 and res["count"] == 2  # the numbers stand
+    hint = [w for w in res["warnings"] if "class map" in w]
+    assert len(hint) == 1 and str(fn) in hint[0] and "16 pieces" in hint[0]
+    # a true instance mask of the same pores: 16 objects, no warning
+    inst = np.zeros_like(classes, dtype=np.uint16)
+    for k, (r, c) in enumerate(centres):
+        inst[_disks(classes.shape, [(r, c)], 6)] = k + 1
+    good = tmp_path / "instances.tif"
+    write_labels(good, inst, pixel_size_um=1.0)
+    code, res, _ = _run(capsys, ["measure", "defects", str(good), "--json"])
+    assert code == 0 and res["count"] == 16 and res["warnings"] == []
+    # a raw grey image: every pixel non-zero
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, np.random.default_rng(0).integers(1, 255, (64, 64), dtype=np.uint8))
+    code, res, _ = _run(capsys, ["measure", "defects", str(grey), "--json"])
+    assert code == 0 and res["area_fraction"] == 1.0
+    assert any("whole image" in w and str(grey) in w for w in res["warnings"])
+
+
+def test_measure_phases_not_a_class_map(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, rng.integers(0, 200, (100, 100), dtype=np.uint8))
+    code, _, err = _run(capsys, ["measure", "phases", str(grey), "--json"])
+    _one_error_line(code, err, str(grey), "200 distinct", "64")
+    many = tmp_path / "many.tif"
+    tifffile.imwrite(many, np.repeat(np.arange(30, dtype=np.uint8), 4)[None, :].repeat(120, 0))
+    code, res, _ = _run(capsys, ["measure", "phases", str(many), "--json"])
+    assert code == 0 and len(res["phase_fractions"]) == 30
+    assert any("30 distinct" in w for w in res["warnings"])
+    huge = tmp_path / "huge.tif"
+    big = np.zeros((64, 64), np.int64)
+    big[:32] = 2**40
+    tifffile.imwrite(huge, big)
+    code, _, err = _run(capsys, ["measure", "phases", str(huge), "--json"])
+    _one_error_line(code, err, str(huge), str(2**40))
+
+
+def test_measure_phases_names_count(tmp_path, capsys):
+    c = np.zeros((100, 100), np.uint8)
+    c[:, 75:] = 1
+    fn = tmp_path / "classes.tif"
+    write_labels(fn, c, pixel_size_um=2.0)
+    code, res, _ = _run(capsys, ["measure", "phases", str(fn), "--names", "a,b,c,d", "--json"])
+    assert code == 0 and res["phase_fractions"] == {"a": 0.75, "b": 0.25, "c": 0.0, "d": 0.0}
+    assert any("c, d" in w for w in res["warnings"])
+    code, res, _ = _run(capsys, ["measure", "phases", str(fn), "--names", "a,b", "--json"])
+    assert code == 0 and not any("names" in w for w in res["warnings"])
+    code, _, err = _run(capsys, ["measure", "phases", str(fn), "--names", "", "--json"])
+    _one_error_line(code, err, "--names")

@@ -13,6 +13,16 @@ The pixel size comes from the file's calibration unless ``--pixel-size`` is
 given; without either, lengths and areas are in pixels and G is null.
 ``--table FILE.csv`` writes the per-object table (units in the column names).
 
+Bad input exits 2 before any measuring: a zero, negative or non-finite
+``--pixel-size``; negative ``--close-gaps`` / ``--min-grain`` / ``--min-size``;
+``--close-gaps`` above 32 px or a quarter of the shorter side; a boundary mask
+without boundary pixels; ``--fields`` grids with fields under 16 px a side (for
+grains also under one grain per field); a "class map" with more than 64
+distinct values or values above 65535.  Inputs that look like the wrong kind
+of image are measured as given, with a warning: a binary image measured as
+grain labels (use ``--boundary``), a class map or raw micrograph measured as
+defects, more than 20 classes, more ``--names`` than classes.
+
 Examples
 --------
 >>> from micro_seg.cli import main
@@ -80,17 +90,20 @@ def register(subparsers: Any) -> None:
     g.add_argument("--boundary-value", type=float, metavar="V", dest="boundary_value",
                    help="with --boundary: pixels equal to V are boundary (e.g. 0 for dark traced lines)")
     g.add_argument("--close-gaps", type=int, default=1, metavar="PX", dest="close_gaps",
-                   help="with --boundary: close gaps up to 2*PX pixels wide (default 1; 0 = off)")
+                   help="with --boundary: close gaps up to 2*PX pixels wide (default 1; 0 = off; at most 32 "
+                        "and a quarter of the image's shorter side)")
     g.add_argument("--min-grain", type=int, default=8, metavar="PX", dest="min_grain",
                    help="with --boundary: regions smaller than PX pixels are not grains (default 8)")
     g.add_argument("--fields", type=_fields_arg, default="auto", metavar="auto|none|N|RxC",
-                   help="split the image into fields for the confidence intervals (default auto)")
+                   help="split the image into fields for the confidence intervals (default auto: ~50 grains "
+                        "per field); fields must be >= 16 px a side and hold >= 1 grain each")
     g.add_argument("--no-circles", action="store_true", dest="no_circles", help="skip the Abrams three-circle count")
     g.set_defaults(func=run_grains)
 
     p = sub.add_parser("phases", help="area fraction per class with 95%% CI and an E562 point count")
     _common(p)
-    p.add_argument("--names", metavar="a,b,c", help="class names in label order (value 0, 1, 2, ...)")
+    p.add_argument("--names", metavar="a,b,c", help="class names in label order (value 0, 1, 2, ...); "
+                   "a class map with more than 64 distinct values is refused (20: warning)")
     p.add_argument("--fields", type=_fields_arg, default="5x5", metavar="none|N|RxC",
                    help="field grid for the statistics (default 5x5)")
     p.add_argument("--points", type=int, metavar="N", help="E562 grid points per field (default from the E562 guide)")
@@ -104,7 +117,7 @@ def register(subparsers: Any) -> None:
     d.add_argument("--connectivity", type=int, choices=(1, 2), default=2,
                    help="pixel connectivity of objects in a binary mask (2 = 8-connected, default)")
     d.add_argument("--fields", type=_fields_arg, default="auto", metavar="auto|none|N|RxC",
-                   help="field grid for the E1245 statistics (default auto)")
+                   help="field grid for the E1245 statistics (default auto); fields must be >= 16 px a side")
     d.set_defaults(func=run_defects)
 
 
@@ -131,7 +144,28 @@ def _read_mask(path: str, value: float | None) -> tuple[np.ndarray, float | None
             msg = f"{m.path}: a boundary mask must be single-channel, got {data.shape[2]} different channels"
             raise InvalidImageError(msg)
     mask = data == value if value is not None else data != 0
+    if not mask.any():
+        which = f"no pixel equals --boundary-value {value:g}" if value is not None else "every pixel is 0"
+        msg = f"{m.path}: no boundary pixels ({which}); a boundary mask marks the grain boundaries"
+        raise InvalidImageError(msg)
     return mask, m.pixel_size_um
+
+
+def _check_pixel_size_option(args: argparse.Namespace) -> None:
+    """Refuse a zero, negative or non-finite ``--pixel-size`` before reading, naming the file and the option."""
+    if args.pixel_size is not None:
+        from micro_seg.io_calibration import validate_pixel_size
+
+        validate_pixel_size(args.pixel_size, source="--pixel-size", path=args.path)
+
+
+def _check_not_negative(args: argparse.Namespace, **options: str) -> None:
+    """Refuse negative pixel counts: ``options`` maps attribute names to option names."""
+    for attr, option in options.items():
+        value = getattr(args, attr)
+        if value < 0:
+            msg = f"{option} {value}: must be >= 0 pixels"
+            raise MicroSegError(msg)
 
 
 def _finish(args: argparse.Namespace, result: Any, px_file: float | None) -> dict:
@@ -161,10 +195,22 @@ def _pixel_size(args: argparse.Namespace, px_file: float | None) -> float | None
 def run_grains(args: argparse.Namespace) -> dict:
     """Measure grain size of ``args.path`` (labels, or a boundary mask with ``--boundary``)."""
     from micro_seg.measure import measure_grains, measure_grains_from_boundaries
+    from micro_seg.measure.labels import MAX_CLOSE_GAPS_PX, max_close_gaps_px
 
     circles = not args.no_circles
+    _check_pixel_size_option(args)
     if args.boundary:
+        _check_not_negative(args, close_gaps="--close-gaps", min_grain="--min-grain")
+        if args.close_gaps > MAX_CLOSE_GAPS_PX:  # refused before reading (a huge radius used to run out of memory)
+            msg = (f"{args.path}: --close-gaps {args.close_gaps}: at most {MAX_CLOSE_GAPS_PX} px (closes gaps up to "
+                   f"{2 * MAX_CLOSE_GAPS_PX} px wide; a larger radius erases grains narrower than twice the radius)")
+            raise MicroSegError(msg)
         mask, px_file = _read_mask(args.path, args.boundary_value)
+        limit = max_close_gaps_px(mask.shape)
+        if args.close_gaps > limit:
+            msg = (f"{args.path}: --close-gaps {args.close_gaps}: at most {limit} px for this "
+                   f"{mask.shape[0]} x {mask.shape[1]} image (a quarter of its shorter side)")
+            raise MicroSegError(msg)
         res = measure_grains_from_boundaries(
             mask, pixel_size_um=_pixel_size(args, px_file), close_gaps_px=args.close_gaps,
             min_grain_px=args.min_grain, fields=args.fields, circles=circles, what=str(args.path),
@@ -180,11 +226,15 @@ def run_phases(args: argparse.Namespace) -> dict:
     """Measure phase fractions of the class label image ``args.path``."""
     from micro_seg.measure import measure_phases
 
-    labels, px_file = _read_labels(args.path)
+    _check_pixel_size_option(args)
+    if args.names is not None and not args.names.strip():
+        msg = f"--names {args.names!r}: no class names given (use --names a,b,c in label order, or leave it out)"
+        raise MicroSegError(msg)
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     if names is not None and any(not n for n in names):
         msg = f"--names {args.names!r}: empty class name"
         raise MicroSegError(msg)
+    labels, px_file = _read_labels(args.path)
     fields = args.fields if args.fields != "auto" else (5, 5)
     try:
         res = measure_phases(labels, pixel_size_um=_pixel_size(args, px_file), names=names, fields=fields,
@@ -193,6 +243,12 @@ def run_phases(args: argparse.Namespace) -> dict:
         raise
     except ValueError as exc:
         raise MicroSegError(f"{args.path}: {exc}") from exc
+    top = int(labels.max())
+    extra = [n for i, n in enumerate(names or ()) if i > top and i != args.ignore]
+    if extra:  # typed by the user (a model's card names classes that may be absent: no warning there)
+        res.warnings.append(f"{args.path}: {len(names)} names given but the largest class value is {top}: "
+                            f"{', '.join(extra)} (values {top + 1}..{len(names) - 1}) match no pixel and are "
+                            "reported as 0")
     return _finish(args, res, px_file)
 
 
@@ -200,6 +256,8 @@ def run_defects(args: argparse.Namespace) -> dict:
     """Measure pores / particles / defects in the mask or label image ``args.path``."""
     from micro_seg.measure import measure_defects
 
+    _check_pixel_size_option(args)
+    _check_not_negative(args, min_size="--min-size")
     labels, px_file = _read_labels(args.path)
     res = measure_defects(labels, pixel_size_um=_pixel_size(args, px_file), connectivity=args.connectivity,
                           min_size_px=args.min_size, fields=args.fields, what=str(args.path))

@@ -24,7 +24,14 @@ Per image: count, area fraction ``A_A``, number density ``N_A`` (objects per
 mm^2), mean / max of the object measures, mean free path
 ``lambda = (1 - A_A) / N_L`` (E1245; ``N_L`` = objects intercepted per unit
 length of the row and column test lines), and per-field ``A_A``, ``N_A`` with
-mean, s, 95 % CI and %RA (E1245 reports these field statistics).
+mean, s, 95 % CI and %RA (E1245 reports these field statistics).  A field grid
+given explicitly must leave fields of at least 16 px a side
+(:data:`~micro_seg.measure.stats.MIN_FIELD_SIDE_PX`).
+
+Inputs that are probably not a mask are measured as given, with a warning:
+an instance label whose pixels fall into several disconnected pieces (a class
+map read as instances: each class counts as one object), and objects covering
+:data:`FULL_COVER_WARN` (99 %) or more of the image (a raw micrograph).
 
 Examples
 --------
@@ -50,9 +57,13 @@ from scipy import ndimage as ndi
 from micro_seg.errors import InvalidImageError
 from micro_seg.measure._units import NO_SCALE_WARNING, check_pixel_size
 from micro_seg.measure.intercept import line_intercepts
-from micro_seg.measure.stats import field_grid, field_statistics
+from micro_seg.measure.stats import check_field_size, field_grid, field_statistics
 
 __all__ = ["DefectMeasurement", "measure_defects", "convex_hull_measures"]
+
+#: Area fraction from which a "mask" is suspected of being a raw micrograph or a class map (warning only):
+#: pores, particles or inclusions covering 99 % of a section leave no matrix to speak of.
+FULL_COVER_WARN = 0.99
 
 
 @dataclass
@@ -129,7 +140,8 @@ def convex_hull_measures(rows: np.ndarray, cols: np.ndarray) -> tuple[float, flo
     return fmax, float(widths.min()), _lattice_points_in_hull(r, c)
 
 
-def _objects(mask: np.ndarray, what: str, connectivity: int) -> tuple[np.ndarray, int]:
+def _objects(mask: np.ndarray, what: str, connectivity: int) -> tuple[np.ndarray, int, bool]:
+    """Objects ``1..n`` of a binary mask or instance label image; also whether it was taken as instances."""
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[-1] == 1:
         mask = mask[..., 0]
@@ -158,14 +170,53 @@ def _objects(mask: np.ndarray, what: str, connectivity: int) -> tuple[np.ndarray
     if mask.dtype == bool or values.size <= 1:
         structure = ndi.generate_binary_structure(2, connectivity)
         labels, n = ndi.label(nonzero, structure=structure)
-        return labels.astype(np.int32), int(n)
+        return labels.astype(np.int32), int(n), False
     # instance labels: relabel 1..N, keep 0 as matrix
     lut = np.zeros(int(values.max()) + 1, dtype=np.int32) if values.max() < 4 * mask.size + 1024 else None
     if lut is not None:
         lut[values] = np.arange(1, values.size + 1, dtype=np.int32)
-        return lut[mask], int(values.size)
+        return lut[mask], int(values.size), True
     _, inverse = np.unique(mask, return_inverse=True)
-    return inverse.reshape(mask.shape).astype(np.int32), int(values.size)
+    return inverse.reshape(mask.shape).astype(np.int32), int(values.size), True
+
+
+def _split_labels(labels: np.ndarray, n: int, connectivity: int) -> tuple[int, int, int]:
+    """Labels of an instance image that fall into several pieces: (n split, pieces of those, most pieces of one).
+
+    A class map (value = class, each class many particles) read as instances has every
+    class split into its particles.
+
+    Examples
+    --------
+    >>> lab = np.array([[1, 0, 1], [0, 0, 0], [2, 0, 1]], np.int32)
+    >>> _split_labels(lab, 2, 1)
+    (1, 3, 3)
+    """
+    from skimage.measure import label as label_pieces
+
+    pieces = label_pieces(labels, background=0, connectivity=connectivity)
+    n_pieces = int(pieces.max())
+    if n_pieces <= n:
+        return 0, 0, 0
+    value_of_piece = np.zeros(n_pieces + 1, dtype=np.int64)
+    value_of_piece[pieces.ravel()] = labels.ravel()
+    per_label = np.bincount(value_of_piece[1:], minlength=n + 1)[1:]
+    split = per_label > 1
+    return int(split.sum()), int(per_label[split].sum()), int(per_label.max())
+
+
+def _field_slices(shape: tuple[int, int], fields: str | int | tuple[int, int] | None, what: str) -> list:
+    """The E1245 field grid: "auto" 5 x 5 (fewer for small images), or the grid asked for (fields >= 16 px)."""
+    rows, cols = shape
+    if fields is None:
+        return [(slice(0, rows), slice(0, cols))]
+    if isinstance(fields, str):
+        if fields != "auto":
+            msg = f"fields={fields!r}: expected 'auto', an int, a (rows, cols) pair or None"
+            raise ValueError(msg)
+        # "auto": 5 x 5 fields, fewer for small images (fields of >= 16 px)
+        return field_grid((rows, cols), fields=(min(5, max(1, rows // 16)), min(5, max(1, cols // 16))))
+    return field_grid((rows, cols), fields=check_field_size((rows, cols), fields, what=what))
 
 
 def measure_defects(
@@ -191,6 +242,8 @@ def measure_defects(
         Objects smaller than this many pixels are ignored (noise).
     fields : "auto", int, (n_rows, n_cols) or None, optional
         Field grid for the E1245 field statistics ("auto": 5 x 5, fewer for small images).
+        A grid given explicitly must leave fields of >= 16 px a side (else
+        :class:`~micro_seg.errors.InvalidImageError`).
     what : str, optional
         Name of the input for messages.
 
@@ -208,11 +261,23 @@ def measure_defects(
     if connectivity not in (1, 2):
         msg = f"connectivity={connectivity!r}: expected 1 (4-connected) or 2 (8-connected)"
         raise ValueError(msg)
-    labels, n = _objects(mask, what, connectivity)
+    if min_size_px < 0:
+        msg = f"min_size_px={min_size_px!r}: must be >= 0"
+        raise ValueError(msg)
+    labels, n, instances = _objects(mask, what, connectivity)
     rows, cols = labels.shape
+    slices = _field_slices((rows, cols), fields, what)
     warnings: list[str] = []
     if px is None:
         warnings.append(NO_SCALE_WARNING)
+    if instances:
+        n_split, n_pieces, most = _split_labels(labels, n, connectivity)
+        if n_split:
+            warnings.append(
+                f"{what}: {n_split} of the {n} label values are split into disconnected pieces ({n_pieces} pieces, "
+                f"up to {most} for one value): is this a class map rather than an instance mask? each label value "
+                "counts as one object; measure a binary mask of each class instead"
+            )
     areas = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
     if min_size_px > 1 and n:
         small = areas < min_size_px
@@ -296,15 +361,6 @@ def measure_defects(
             table[col + suffix] = table[col + "_px"] * px**power
 
     # ---- fields (E1245)
-    if fields is None:
-        slices = [(slice(0, rows), slice(0, cols))]
-    else:
-        if isinstance(fields, str) and fields != "auto":
-            msg = f"fields={fields!r}: expected 'auto', an int, a (rows, cols) pair or None"
-            raise ValueError(msg)
-        # "auto": 5 x 5 fields, fewer for small images (fields of >= 16 px)
-        grid = (min(5, max(1, rows // 16)), min(5, max(1, cols // 16))) if isinstance(fields, str) else fields
-        slices = field_grid((rows, cols), fields=grid)
     field_rows = []
     cr_i = np.clip(np.rint(cen_r).astype(int), 0, rows - 1) if n else np.zeros(0, int)
     cc_i = np.clip(np.rint(cen_c).astype(int), 0, cols - 1) if n else np.zeros(0, int)
@@ -370,6 +426,11 @@ def measure_defects(
         "density_ci95_per_mm2": st_na["ci95"] / (px / 1000.0) ** 2 if px is not None else None,
         "warnings": warnings,
     }
+    if area_fraction >= FULL_COVER_WARN:
+        warnings.append(
+            f"{what}: the objects cover {100 * area_fraction:.1f}% of the image, (nearly) the whole image: is this "
+            "a raw micrograph or a class map rather than a mask of pores / particles (0 = matrix)?"
+        )
     if n and np.median(a) < 20:
         warnings.append(
             f"{what}: the median object is only {np.median(a):.0f} px; shape measures (circularity, Feret, "

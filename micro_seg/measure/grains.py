@@ -17,7 +17,8 @@ What is measured (all vectorised over the whole image, no per-grain loop):
   (chord) lengths; neighbour counts from the 4-connected adjacency graph;
   Crofton perimeters from the four line orientations.
 * Field statistics (E112 section 15): the image is split into a grid of fields
-  (by default about 50 grains each, 2 x 2 to 5 x 5); per field ``N_A`` and
+  (by default about 50 grains each, 2 x 2 to 5 x 5; a grid asked for must leave
+  fields of >= 16 px holding >= 1 grain each); per field ``N_A`` and
   ``l``, their mean, ``s``, 95 % Student-t half-width and %RA.  The point
   estimates are those of the whole image; the confidence intervals come from
   the field-to-field scatter.  To combine separate images use
@@ -47,11 +48,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from micro_seg.errors import InvalidImageError
 from micro_seg.measure import astm
 from micro_seg.measure._units import NO_SCALE_WARNING, check_pixel_size
 from micro_seg.measure.intercept import ANGLES, abrams_pattern, line_intercepts
-from micro_seg.measure.labels import labels_from_boundaries, prepare_labels
-from micro_seg.measure.stats import auto_field_grid, field_grid, field_index_maps, field_statistics
+from micro_seg.measure.labels import labels_from_boundaries, prepare_labels, single_label_regions
+from micro_seg.measure.stats import auto_field_grid, check_field_size, field_grid, field_index_maps, field_statistics
 
 __all__ = ["GrainMeasurement", "measure_grains", "measure_grains_from_boundaries", "combine_grain_fields"]
 
@@ -200,7 +202,12 @@ def measure_grains(
     fields : "auto", int, (n_rows, n_cols) or None, optional
         Split the image into fields for the field statistics / confidence
         intervals. ``"auto"``: about 50 grains per field, 2 x 2 .. 5 x 5.
-        ``None``: no fields (no confidence intervals).
+        ``None``: no fields (no confidence intervals).  A grid given
+        explicitly must leave fields of at least
+        :data:`~micro_seg.measure.stats.MIN_FIELD_SIDE_PX` pixels a side and
+        at least one grain per field on average (else
+        :class:`~micro_seg.errors.InvalidImageError`); below 50 grains per
+        field the result warns that the intervals are rough (E1382).
     angles : tuple of int, optional
         Test-line orientations (subset of 0, 45, 90, 135 degrees).
     circles : bool, optional
@@ -228,6 +235,13 @@ def measure_grains(
     warnings: list[str] = []
     if px is None:
         warnings.append(NO_SCALE_WARNING)
+    if n == 1:  # a binary image read as labels (a boundary or grain mask) is "one grain": say so
+        n_regions = single_label_regions(np.asarray(labels).reshape(lab.shape))
+        if n_regions > 1:
+            warnings.append(
+                f"{what}: only one label value ({original[1]}) in {n_regions} disconnected regions: is this a "
+                "boundary mask? use --boundary (measure_grains_from_boundaries); n_grains counts label values"
+            )
     px_mm = px / 1000.0 if px is not None else None
 
     areas = counts_px[1:].astype(np.float64)
@@ -250,8 +264,12 @@ def measure_grains(
             raise ValueError(msg)
         grid = auto_field_grid((rows, cols), count)
     else:
-        fr_, fc_, nr_, nc_ = field_index_maps((rows, cols), fields=fields)
-        grid = (nr_, nc_)
+        grid = check_field_size((rows, cols), fields, what=what)
+        if grid != (1, 1) and count < grid[0] * grid[1]:
+            msg = (f"{what}: --fields {grid[0]}x{grid[1]} gives {grid[0] * grid[1]} fields for about {count:.0f} grains, "
+                   f"less than one grain per field: such a field measures its own size, not the grains "
+                   f"(E112 / E1382 want many grains per field); use at most {max(1, int(count))} fields")
+            raise InvalidImageError(msg)
     field_maps = field_index_maps((rows, cols), fields=grid) if grid is not None else None
 
     # ---- lineal intercepts (Heyn)

@@ -42,6 +42,14 @@ __all__ = ["PhaseMeasurement", "measure_phases", "e562_points_per_field", "combi
 
 NO_SCALE_PHASES = "no pixel size: phase areas are reported in pixels (area_px); the fractions do not need a scale"
 
+#: A class map of phases holds a handful of classes (value i = class i).  Above :data:`MANY_CLASSES_WARN`
+#: distinct values the result warns; above :data:`MAX_CLASSES` the image is refused: it is almost surely
+#: a raw micrograph or an instance label image (a grey micrograph has ~200 distinct values).
+MANY_CLASSES_WARN, MAX_CLASSES = 20, 64
+#: Largest class value accepted: the classes are counted in arrays indexed by value, and a class map
+#: uses small integers 0, 1, 2, ... (a value of 2**40 would need terabytes).
+MAX_CLASS_VALUE = 65535
+
 
 @dataclass
 class PhaseMeasurement:
@@ -119,7 +127,8 @@ def measure_phases(
         Pixel size in micrometres (only areas need it; fractions do not).
     names : sequence of str, optional
         Class names in label order (0, 1, 2, ...). Without names the keys are
-        the class values present, as strings.
+        the class values present, as strings.  Names beyond the largest class
+        value in the image are reported as 0 (a model's class absent here).
     fields : int, (n_rows, n_cols) or None, optional
         Field grid for the statistics (default 5 x 5; shrunk for small images).
     points_per_field : int, optional
@@ -134,6 +143,14 @@ def measure_phases(
     -------
     PhaseMeasurement
 
+    Raises
+    ------
+    InvalidImageError
+        If the image is not a class label image: negative or non-integer values,
+        a class value above :data:`MAX_CLASS_VALUE`, or more than
+        :data:`MAX_CLASSES` distinct values (more than :data:`MANY_CLASSES_WARN`
+        only warn).
+
     Examples
     --------
     >>> c = np.zeros((60, 60), int); c[:30] = 2
@@ -146,8 +163,12 @@ def measure_phases(
     warnings: list[str] = []
     if px is None:
         warnings.append(NO_SCALE_PHASES)
-    valid = np.ones(cls.shape, bool) if ignore_index is None else cls != int(ignore_index)
     top = int(cls.max())
+    if top > MAX_CLASS_VALUE:
+        msg = (f"{what}: class value {top} is too large for a class label image (at most {MAX_CLASS_VALUE}; "
+               "a class map uses the values 0, 1, 2, ... of its classes): is this an instance label image?")
+        raise InvalidImageError(msg)
+    valid = np.ones(cls.shape, bool) if ignore_index is None else cls != int(ignore_index)
     # whole-image class counts block by block (a masked copy + np.bincount's int64 cast would cost 9 bytes per pixel)
     counts = label_counts(cls, top + 1)
     if ignore_index is not None and 0 <= int(ignore_index) <= top:
@@ -156,6 +177,14 @@ def measure_phases(
     if n_valid == 0:
         msg = f"{what}: every pixel is ignore_index={ignore_index}; nothing to measure"
         raise InvalidImageError(msg)
+    n_classes = int(np.count_nonzero(counts))
+    if n_classes > MAX_CLASSES:
+        msg = (f"{what}: {n_classes} distinct class values; a class label image of phases has a handful "
+               f"(at most {MAX_CLASSES} accepted): is this a raw micrograph or an instance label image?")
+        raise InvalidImageError(msg)
+    if n_classes > MANY_CLASSES_WARN:
+        warnings.append(f"{what}: {n_classes} distinct class values; a class label image of phases usually has a "
+                        "handful: check that this is a class map (value i = class i)")
     if names is not None:
         names = [str(n) for n in names]
         if len(set(names)) != len(names):

@@ -20,7 +20,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["t_critical", "field_statistics", "field_grid", "auto_field_grid", "field_index_maps"]
+from micro_seg.errors import InvalidImageError
+
+__all__ = ["t_critical", "field_statistics", "field_grid", "auto_field_grid", "field_index_maps",
+           "check_field_size", "MIN_FIELD_SIDE_PX"]
+
+#: Smallest side (pixels) of a field in a grid the caller asks for (``--fields``).  A field must hold a
+#: measurement of its own (E112 section 15 / E1382 / E1245: several fields, each with many grains,
+#: intercepts or objects); fields of a few pixels give per-field values that measure the field, and a
+#: Student-t interval over thousands of them shrinks to nonsense.  16 px is also the smallest field
+#: the automatic defect grid uses.
+MIN_FIELD_SIDE_PX = 16
 
 
 def t_critical(df: int, *, confidence: float = 0.95) -> float:
@@ -149,6 +159,42 @@ def field_index_maps(shape: Sequence[int], *, fields: int | tuple[int, int]) -> 
     fr = np.searchsorted(re, np.arange(rows), side="right") - 1
     fc = np.searchsorted(ce, np.arange(cols), side="right") - 1
     return fr.astype(np.intp), fc.astype(np.intp), nr, nc
+
+
+def check_field_size(
+    shape: Sequence[int], fields: int | tuple[int, int], *, what: str = "image", min_side: int = MIN_FIELD_SIDE_PX
+) -> tuple[int, int]:
+    """Grid ``(n_rows, n_cols)`` for ``fields``; refuse fields smaller than ``min_side`` pixels a side.
+
+    A single field (the whole image) is always accepted.
+
+    Raises
+    ------
+    InvalidImageError
+        If the fields would be smaller than ``min_side`` pixels along an axis;
+        the message names the largest grid that fits.
+
+    Examples
+    --------
+    >>> check_field_size((200, 240), 16)
+    (4, 4)
+    >>> check_field_size((200, 240), 1000, what="x.tif")
+    Traceback (most recent call last):
+    ...
+    micro_seg.errors.InvalidImageError: x.tif: --fields 1000 makes 25 x 40 fields of 8 x 6 px; a field needs at least 16 px a side to hold a measurement (at most 12 x 15 fields for this 200 x 240 image)
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    nr, nc = _check_grid(fields, (rows, cols))
+    if (nr, nc) == (1, 1):
+        return nr, nc
+    h, w = rows // nr, cols // nc
+    if min(h, w) < min_side:
+        given = f"{fields[0]}x{fields[1]}" if isinstance(fields, (tuple, list)) else f"{fields}"
+        msg = (f"{what}: --fields {given} makes {nr} x {nc} fields of {h} x {w} px; a field needs at least "
+               f"{min_side} px a side to hold a measurement (at most {max(1, rows // min_side)} x "
+               f"{max(1, cols // min_side)} fields for this {rows} x {cols} image)")
+        raise InvalidImageError(msg)
+    return nr, nc
 
 
 def auto_field_grid(shape: Sequence[int], n_objects: float, *, per_field: int = 50, max_side: int = 5) -> tuple[int, int]:
