@@ -17,9 +17,14 @@ Guarantees
 * **Change detection.**  An image is redone when its content (sha256; checked
   when size or mtime changed, always with ``rehash=True``), the model weights
   (sha256) or the processing parameters changed.
-* **Failures isolated.**  An unreadable, corrupt or unsupported file is recorded
-  as ``failed`` with its error and the batch goes on; a worker process that dies
-  (out of memory, native crash) is replaced and its images retried.
+* **Failures isolated.**  An unreadable or corrupt image is recorded as
+  ``failed`` with its error and the batch goes on; a worker process that dies
+  (out of memory, native crash) is replaced and its images retried.  Files that
+  are not images (``README.txt``, ``notes.csv``...) are skipped and counted.
+* **Bad input refused up front.**  A missing input folder, an input folder
+  without images, an output path that is a file, a bad option, spec or model
+  (weights checked against their sha256) or an unreachable scheduler raise a
+  :class:`~micro_seg.errors.MicroSegError` before anything is written.
 * **Bounded memory.**  At most ``2 x workers`` images are in flight, worker
   processes are recycled after ``max_tasks_per_child`` images and exports stream
   from the database.
@@ -48,6 +53,7 @@ import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -71,6 +77,7 @@ __all__ = [
     "export_specimens_csv",
     "export_objects_parquet",
     "IMAGE_COLUMNS_HEAD",
+    "unsupported_extensions",
 ]
 
 DB_NAME = "results.sqlite"
@@ -106,9 +113,11 @@ class InputFile:
 class BatchSummary:
     """What a batch run did (returned by :func:`run_batch`).
 
-    ``n_images`` counts every file of the current input set; ``n_ok`` and
+    ``n_images`` counts every image of the current input set; ``n_ok`` and
     ``n_failed`` their status after this run (including images finished by an
     earlier run, ``n_skipped``); ``n_processed`` the images worked on now.
+    ``ignored`` lists the files and folders left out by ``exclude`` patterns,
+    ``unsupported`` the files skipped because they are not supported images.
     """
 
     out_dir: Path
@@ -129,6 +138,7 @@ class BatchSummary:
     model_sha256: str | None = None
     cancelled: bool = False
     ignored: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -147,6 +157,17 @@ def _supported_extensions() -> tuple[str, ...]:
     from micro_seg.io import SUPPORTED_EXTENSIONS
 
     return tuple(sorted((e.lower() for e in SUPPORTED_EXTENSIONS), key=len, reverse=True))
+
+
+def _image_content(path: Path) -> bool:
+    """True if the file's first bytes are those of a format the reader decodes (a TIFF named ``.dat``)."""
+    from micro_seg.io import _sniff
+
+    try:
+        with open(path, "rb") as fh:
+            return _sniff(fh.read(32)) is not None
+    except OSError:
+        return False
 
 
 def _split_ext(name: str, exts: tuple[str, ...]) -> tuple[str, str | None]:
@@ -198,16 +219,22 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
     """Every file under ``in_dir`` (recursive, sorted), marked supported or not.
 
     Hidden files and folders (name starting with ``.``), ``Thumbs.db`` /
-    ``desktop.ini`` and the ``exclude`` folders (e.g. an output folder inside
-    the input folder) are skipped.  A non-image file that shares its name stem
+    ``desktop.ini``, the ``exclude`` folders (e.g. the output folder inside the
+    input folder) and any folder holding a batch database (``results.sqlite``:
+    the output folder of another batch, whose labels and overlays are not
+    micrographs) are skipped.  A non-image file that shares its name stem
     with an image in the same folder (``field_01.tif`` + ``field_01.txt``, the
     way Hitachi / Zeiss / JEOL SEMs write metadata side-cars) is a side-car, not
     an input.  Files matching an ``ignore`` glob pattern (gitignore-like:
     ``*.md`` any file name, ``truth/`` any folder, ``sub/*.tif`` a relative
     path) are left out and their relative paths appended to ``ignored``.  Every
-    other file with an unsupported extension is returned with ``supported=False``
-    (a batch records it as failed, so nothing is silently skipped).  Images that
-    differ only by extension get distinct output stems (``a_tif``, ``a_png``).
+    other file is returned, with ``supported=True`` when the reader can decode
+    it: a supported image extension (:data:`micro_seg.io.SUPPORTED_EXTENSIONS`;
+    a corrupt file with such a name is still an input, and fails) or, like
+    :func:`micro_seg.io.read_micrograph`, content in a supported format (a TIFF
+    named ``.dat``).  :func:`run_batch` skips and counts the others (``README.txt``,
+    ``notes.csv``...).  Images that differ only by extension get distinct output
+    stems (``a_tif``, ``a_png``).
 
     Examples
     --------
@@ -229,7 +256,7 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
         rel_here = "" if rel_here == "." else rel_here + "/"
         keep_dirs = []
         for d in sorted(dirnames):
-            if d.startswith(".") or (here / d).resolve() in excluded:
+            if d.startswith(".") or (here / d).resolve() in excluded or (here / d / DB_NAME).is_file():
                 continue
             if patterns and _ignored(rel_here + d, patterns, is_dir=True):
                 if ignored is not None:
@@ -268,7 +295,8 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
                 out_stem = (rel_dir / f"{stem}_{ext.lstrip('.').replace('.', '_')}").as_posix()
             else:
                 out_stem = (rel_dir / stem).as_posix()
-            found.append(InputFile(str(p), rel, out_stem, ext is not None, st.st_size, st.st_mtime_ns))
+            supported = ext is not None or _image_content(p)
+            found.append(InputFile(str(p), rel, out_stem, supported, st.st_size, st.st_mtime_ns))
     found.sort(key=lambda f: f.relpath)
     return found
 
@@ -366,56 +394,69 @@ def _run_local_pool(files: list[InputFile], config: BatchConfig, process: Callab
                 suspects.append(f)
 
 
-def _run_dask(files: list[InputFile], config: BatchConfig, process: Callable | None,
-              cancelled: Callable[[], bool], *, scheduler: Any) -> Iterator[tuple[InputFile, ImageResult]]:
+@contextmanager
+def _dask_client(scheduler: Any) -> Iterator[Any]:
+    """The dask client for ``scheduler`` (None without one): connected before any work, closed at the end."""
+    if scheduler is None or hasattr(scheduler, "submit"):  # no scheduler, or the caller's own Client
+        yield scheduler
+        return
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
+        from distributed.comm import resolve_address
     except ImportError as exc:  # pragma: no cover - dask[distributed] is a dependency
         raise MicroSegError(f"--scheduler {scheduler}: dask.distributed is not installed") from exc
-    own_client = not hasattr(scheduler, "submit")
-    if own_client:
-        try:
-            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise MicroSegError(f"--scheduler {scheduler}: cannot connect to the dask scheduler: {exc}") from exc
-    else:
-        client = scheduler
+    try:  # a malformed address fails here, not half-way through building a Client
+        resolve_address(str(scheduler))
+    except ValueError as exc:
+        raise BatchOptionError(f"--scheduler {scheduler}: not a scheduler address (tcp://host:port): {exc}") from None
+    except OSError as exc:
+        raise MicroSegError(f"--scheduler {scheduler}: cannot connect to the dask scheduler: {exc}") from None
     try:
-        nthreads = sum(client.nthreads().values()) or 1
-        window = 2 * nthreads
-        todo = list(reversed(files))
-        pending: dict = {}
-        ac = None
-
-        def submit_more() -> None:
-            while todo and len(pending) < window and not cancelled():
-                f = todo.pop()
-                key = f"micro-seg-{hashlib.sha1(f.relpath.encode()).hexdigest()[:12]}-{time.time_ns()}"
-                fut = client.submit(safe_process, f.path, config, process, f.stem, pure=False, key=key)
-                pending[fut] = f
-                if ac is not None:
-                    ac.add(fut)
-
-        submit_more()
-        if not pending:
-            return
-        ac = as_completed(list(pending), loop=client.loop)
-        for fut in ac:
-            f = pending.pop(fut)
-            try:
-                result = fut.result()
-            except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection...
-                result = _failed_result(f, f"{f.path}: dask task failed: {exc}", type(exc).__name__, retryable=True)
-            fut.release()
-            yield f, result
-            if cancelled():
-                for other in pending:
-                    other.cancel()
-                return
-            submit_more()
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise MicroSegError(f"--scheduler {scheduler}: cannot connect to the dask scheduler: {exc}") from exc
+    try:
+        yield client
     finally:
-        if own_client:
-            client.close()
+        client.close()
+
+
+def _run_dask(files: list[InputFile], config: BatchConfig, process: Callable | None,
+              cancelled: Callable[[], bool], *, client: Any) -> Iterator[tuple[InputFile, ImageResult]]:
+    from distributed import as_completed
+
+    nthreads = sum(client.nthreads().values()) or 1
+    window = 2 * nthreads
+    todo = list(reversed(files))
+    pending: dict = {}
+    ac = None
+
+    def submit_more() -> None:
+        while todo and len(pending) < window and not cancelled():
+            f = todo.pop()
+            key = f"micro-seg-{hashlib.sha1(f.relpath.encode()).hexdigest()[:12]}-{time.time_ns()}"
+            fut = client.submit(safe_process, f.path, config, process, f.stem, pure=False, key=key)
+            pending[fut] = f
+            if ac is not None:
+                ac.add(fut)
+
+    submit_more()
+    if not pending:
+        return
+    ac = as_completed(list(pending), loop=client.loop)
+    for fut in ac:
+        f = pending.pop(fut)
+        try:
+            result = fut.result()
+        except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection...
+            result = _failed_result(f, f"{f.path}: dask task failed: {exc}", type(exc).__name__, retryable=True)
+        fut.release()
+        yield f, result
+        if cancelled():
+            for other in pending:
+                other.cancel()
+            return
+        submit_more()
 
 
 # ----------------------------------------------------------------------------------------
@@ -493,9 +534,11 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     Parameters
     ----------
     in_dir : str or Path
-        Folder searched recursively for images.
+        Folder searched recursively for images; other files (``README.txt``,
+        ``notes.csv``...) are skipped and listed in ``BatchSummary.unsupported``.
     out_dir : str or Path
         Output folder (created); may be re-used to resume an interrupted batch.
+        It may lie inside ``in_dir`` (it is not searched) but not be ``in_dir``.
     model : str or Path
         Model name or model folder (see :mod:`micro_seg.registry`).
     workers : int, optional
@@ -554,9 +597,15 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     Raises
     ------
     InputFileNotFoundError
-        ``in_dir`` does not exist.
+        ``in_dir`` (or ``spec``) does not exist.
+    BatchOptionError
+        ``in_dir`` holds no supported image; ``out_dir`` is ``in_dir``, a file
+        or cannot be created; a bad option value.
     ModelError
-        Unknown or corrupt model, or a bad ``segment_options`` value.
+        Unknown or corrupt model (weights not matching their sha256), or a bad
+        ``segment_options`` value.
+    MicroSegError
+        The ``scheduler`` cannot be reached.
     BatchBusyError
         Another batch is writing to ``out_dir``.
     CancelledError
@@ -574,6 +623,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         raise InputFileNotFoundError(f"{in_path}: input folder does not exist")
     in_path = in_path.resolve()
     out_path = Path(out_dir).expanduser().resolve()
+    _check_out_dir(out_path, in_path)
     parse_group_by(group_by)
     if workers is not None and workers < 0:
         raise BatchOptionError(f"workers={workers}: must be >= 0")
@@ -599,6 +649,17 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         raise BatchOptionError("a model is required (--model NAME or a model folder)")
     options = check_segment_options(segment_options, task=model_task)
 
+    ignored: list[str] = []
+    found = discover_images(in_path, exclude=[out_path], ignore=ignore_patterns, ignored=ignored)
+    files = [f for f in found if f.supported]
+    unsupported = [f.relpath for f in found if not f.supported]
+    if not files:
+        raise BatchOptionError(_no_images_message(in_path, unsupported, ignored))
+    if model_ref is not None:
+        from micro_seg.registry import load_model
+
+        load_model(model_ref)  # weights checked once here: a corrupt or tampered model is bad input, not N failures
+
     n_cpu = os.cpu_count() or 1
     if scheduler is not None:
         n_workers, threads = None, None
@@ -616,15 +677,16 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                       scheduler=_scheduler_text(scheduler), max_tasks_per_child=max_tasks_per_child, rehash=rehash,
                       process=None if process is None else f"{process.__module__}.{process.__qualname__}")
 
-    out_path.mkdir(parents=True, exist_ok=True)
-    with _Lock(out_path / LOCK_NAME), ResultsStore(out_path / DB_NAME) as store:
+    with ExitStack() as stack:
+        client = stack.enter_context(_dask_client(scheduler))  # an unreachable scheduler fails before any output
+        _make_out_dir(out_path)
+        stack.enter_context(_Lock(out_path / LOCK_NAME))
+        store = stack.enter_context(ResultsStore(out_path / DB_NAME))
         run_id = store.start_run(in_dir=str(in_path), out_dir=str(out_path), software_version=__version__,
                                  parameters=run_params, model_name=model_name, model_task=model_task,
                                  model_sha256=model_sha, workers=n_workers,
                                  scheduler=_scheduler_text(scheduler))
         _sweep_temporaries(out_path)
-        ignored: list[str] = []
-        files = discover_images(in_path, exclude=[out_path], ignore=ignore_patterns, ignored=ignored)
         specimens = {f.relpath: specimen_of(f.relpath, group_by=group_by) for f in files}
         known = store.known_images()
         todo: list[InputFile] = []
@@ -654,14 +716,14 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
             if progress is not None:
                 progress(done, total, f.relpath, r.status)
 
-        # Files with other extensions go to the workers too: the reader judges them by content
-        # (a TIFF named .dat is read; anything else fails with the reader's message).
+        # Files with other extensions that hold a supported format go to the workers too (a TIFF
+        # named .dat is read); corrupt files with an image extension fail there with the reader's message.
         images = todo
 
         status = "finished"
         try:
             if scheduler is not None:
-                results = _run_dask(images, config, process, cancelled, scheduler=scheduler)
+                results = _run_dask(images, config, process, cancelled, client=client)
             elif n_workers == 0:
                 results = _run_inline(images, config, process, cancelled)
             else:
@@ -687,7 +749,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
             n_processed=done, n_skipped=len(skipped), seconds=time.perf_counter() - t0,
             failures=[{"path": r["path"], "error": r["error"]} for r in rows if r["status"] == "failed"],
             database=out_path / DB_NAME, model=model_name, model_sha256=model_sha,
-            cancelled=status == "cancelled", ignored=ignored, **exports,
+            cancelled=status == "cancelled", ignored=ignored, unsupported=unsupported, **exports,
         )
     if summary.cancelled:
         raise CancelledError(f"{in_path}: batch cancelled after {done} of {total} images; re-run to resume")
@@ -695,6 +757,54 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
 
 
 OUTPUT_SUBDIRS = ("labels", "overlays", "objects")
+
+
+def _check_out_dir(out_path: Path, in_path: Path) -> None:
+    """Refuse an output folder that cannot be created or would be read as input (before any work)."""
+    if out_path == in_path:
+        raise BatchOptionError(f"{out_path}: OUT_DIR is IN_DIR; a re-run would read the labels and overlays as "
+                               f"micrographs: give another folder (e.g. {out_path / 'results'})")
+    for p in (out_path, *out_path.parents):  # the deepest part that exists must be a writable folder
+        if not p.exists():
+            continue
+        if p == out_path and not p.is_dir():
+            raise BatchOptionError(f"{out_path}: OUT_DIR exists and is a file, not a folder")
+        if not p.is_dir():
+            raise BatchOptionError(f"{out_path}: cannot create OUT_DIR: {p} is a file, not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise BatchOptionError(f"{out_path}: cannot write OUT_DIR: permission denied on {p}")
+        return
+
+
+def _make_out_dir(out_path: Path) -> None:
+    try:
+        out_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchOptionError(f"{out_path}: cannot create OUT_DIR: {exc.strerror or exc}") from exc
+
+
+def _no_images_message(in_path: Path, unsupported: list[str], ignored: list[str]) -> str:
+    """``IN_DIR: no supported images found (supported: ...)``, saying what was found instead."""
+    from micro_seg.io import SUPPORTED_EXTENSIONS
+
+    msg = f"{in_path}: no supported images found (supported: {', '.join(SUPPORTED_EXTENSIONS)})"
+    others = []
+    if unsupported:
+        others.append(f"{len(unsupported)} other file(s) skipped ({', '.join(unsupported_extensions(unsupported))})")
+    if ignored:
+        others.append(f"{len(ignored)} left out by --exclude / {IGNORE_FILE}")
+    return msg + ("; " + ", ".join(others) if others else "")
+
+
+def unsupported_extensions(relpaths: Iterable[str]) -> list[str]:
+    """Sorted distinct extensions of skipped files (``"(none)"`` for names without one).
+
+    Examples
+    --------
+    >>> unsupported_extensions(["README.txt", "a/notes.CSV", "b/c.txt", "Makefile"])
+    ['(none)', '.csv', '.txt']
+    """
+    return sorted({Path(r).suffix.lower() or "(none)" for r in relpaths})
 
 
 def _sweep_temporaries(out_dir: Path) -> int:

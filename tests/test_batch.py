@@ -43,7 +43,7 @@ def by_path(rows: list[dict]) -> dict[str, dict]:
 
 @pytest.fixture()
 def mixed_folder(tmp_path: Path) -> tuple[Path, dict[str, int]]:
-    """Good images in two specimen folders, a corrupt TIFF, a non-image, side-car and hidden files."""
+    """Good images in two specimen folders, a corrupt TIFF, a non-image (skipped), side-car and hidden files."""
     root = tmp_path / "in"
     truth = make_folder(root, counts={"S1/f1.tif": 3, "S1/f2.tif": 5, "S1/f3.tif": 4, "S2/f1.tif": 6, "S2/f2.tif": 2})
     (root / "S2" / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 40)  # TIFF magic, no valid IFD
@@ -97,9 +97,10 @@ def test_good_corrupt_and_non_image_give_right_rows_and_exit_code_3(mixed_folder
     root, truth = mixed_folder
     out = tmp_path / "out"
     s = run_batch(root, out, model=None, process=threshold_process, workers=0)
-    assert s.exit_code == 3 and s.n_failed == 2 and s.n_ok == 5 and s.n_images == 7
+    assert s.exit_code == 3 and s.n_failed == 1 and s.n_ok == 5 and s.n_images == 6
+    assert s.unsupported == ["notes.txt"]  # not an image: skipped and counted, not a failed image
     rows = by_path(read_csv(out / "images.csv"))
-    assert sorted(rows) == sorted(list(truth) + ["S2/broken.tif", "notes.txt"])
+    assert sorted(rows) == sorted(list(truth) + ["S2/broken.tif"])
     for rel, n in truth.items():  # known answer: the number of disks drawn
         assert rows[rel]["status"] == "ok" and rows[rel]["error"] == ""
         assert int(rows[rel]["n_objects"]) == n
@@ -109,10 +110,8 @@ def test_good_corrupt_and_non_image_give_right_rows_and_exit_code_3(mixed_folder
     assert rows["S2/broken.tif"]["status"] == "failed"
     assert rows["S2/broken.tif"]["error"].startswith("CorruptFileError:")
     assert "broken.tif" in rows["S2/broken.tif"]["error"]
-    assert rows["notes.txt"]["status"] == "failed"
-    assert rows["notes.txt"]["error"].startswith("UnsupportedFormatError:")
     assert list(read_csv(out / "images.csv")[0])[:3] == ["path", "status", "error"]
-    assert {f["path"] for f in s.failures} == {"S2/broken.tif", "notes.txt"}
+    assert {f["path"] for f in s.failures} == {"S2/broken.tif"}
 
 
 def test_labels_written_keep_the_calibration_and_the_objects(mixed_folder, tmp_path):
@@ -149,12 +148,12 @@ def test_results_database_has_provenance_and_one_row_per_image(mixed_folder, tmp
     con = sqlite3.connect(out / "results.sqlite")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     rows = con.execute("SELECT relpath, sha256, calibration_source, software_version FROM images").fetchall()
-    assert len(rows) == len({r[0] for r in rows}) == 7
+    assert len(rows) == len({r[0] for r in rows}) == 6
     for rel, sha, cal, ver in rows:
         if rel in truth:
             assert sha == sha256_file(root / rel) and cal == "tiff-resolution" and ver == __version__
     run = con.execute("SELECT status, parameters, n_ok, n_failed FROM runs").fetchone()
-    assert run[0] == "finished" and '"group_by": "folder"' in run[1] and run[2:] == (5, 2)
+    assert run[0] == "finished" and '"group_by": "folder"' in run[1] and run[2:] == (5, 1)
     n_obj = con.execute("SELECT COUNT(*) FROM objects").fetchone()[0]
     assert n_obj == sum(truth.values())
 
@@ -166,7 +165,7 @@ def test_specimens_csv_field_statistics_match_hand_computation(mixed_folder, tmp
     run_batch(root, out, model=None, process=threshold_process, workers=0)
     images = by_path(read_csv(out / "images.csv"))
     spec = by_path([{**r, "path": r["specimen"]} for r in read_csv(out / "specimens.csv")])
-    assert set(spec) == {"S1", "S2", "(top level)"}
+    assert set(spec) == {"S1", "S2"}
     s1 = [float(images[p]["defects_density_per_mm2"]) for p in ("S1/f1.tif", "S1/f2.tif", "S1/f3.tif")]
     mean = sum(s1) / 3
     sd = math.sqrt(sum((x - mean) ** 2 for x in s1) / 2)
@@ -200,7 +199,7 @@ def test_rerun_skips_finished_images_and_redoes_changed_ones(mixed_folder, tmp_p
     first = run_batch(root, out, model=None, process=threshold_process, workers=0)
     csv1 = (out / "images.csv").read_text()
     again = run_batch(root, out, model=None, process=threshold_process, workers=0)
-    assert again.n_processed == 0 and again.n_skipped == 7
+    assert again.n_processed == 0 and again.n_skipped == 6
     assert (out / "images.csv").read_text() == csv1
     # change one image's content -> only it is redone, with the new answer
     write_tiff(root / "S1" / "f2.tif", disk_image(7, seed=99))
@@ -213,12 +212,12 @@ def test_rerun_skips_finished_images_and_redoes_changed_ones(mixed_folder, tmp_p
     # fixing the corrupt file -> redone and now ok
     write_tiff(root / "S2" / "broken.tif", disk_image(1, seed=5))
     fourth = run_batch(root, out, model=None, process=threshold_process, workers=0)
-    assert fourth.n_processed == 1 and fourth.n_failed == 1
+    assert fourth.n_processed == 1 and fourth.n_failed == 0
     # a changed processing parameter -> everything redone
     fifth = run_batch(root, out, model=None, process=threshold_process, workers=0, pixel_size_um=1.0)
-    assert fifth.n_processed == 8 - 1 and first.run_id < fifth.run_id  # notes.txt is not an image: skipped
+    assert fifth.n_processed == 6 and first.run_id < fifth.run_id  # notes.txt is not an image: skipped
     con = sqlite3.connect(out / "results.sqlite")
-    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT relpath) FROM images").fetchone() == (7, 7)
+    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT relpath) FROM images").fetchone() == (6, 6)
     assert con.execute("SELECT COUNT(*) FROM objects").fetchone()[0] == sum(truth.values()) - 5 + 7 + 1
 
 
@@ -372,7 +371,7 @@ def test_dask_local_cluster_run_equals_local_run(mixed_folder, tmp_path):
                                   host="127.0.0.1", protocol="tcp://") as cluster:
         remote = run_batch(root, tmp_path / "dask", model=None, process=threshold_process,
                            scheduler=cluster.scheduler_address)
-    assert (local.n_ok, local.n_failed) == (remote.n_ok, remote.n_failed) == (5, 2)
+    assert (local.n_ok, local.n_failed) == (remote.n_ok, remote.n_failed) == (5, 1)
     for name in ("images.csv", "specimens.csv"):
         assert (tmp_path / "local" / name).read_text() == (tmp_path / "dask" / name).read_text()
     con = sqlite3.connect(tmp_path / "dask" / "results.sqlite")

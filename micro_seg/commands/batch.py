@@ -3,7 +3,10 @@
 Writes ``OUT_DIR/results.sqlite``, ``images.csv``, ``specimens.csv``,
 ``objects.parquet``, labels / overlays / object tables per image and
 ``report.html``.  Re-running resumes.  Exit code 3 when some images failed
-(their errors are listed on stderr and in the report).
+(their errors are listed on stderr and in the report).  Files that are not
+supported images (``README.txt``, ``notes.csv``...) are skipped and counted
+(``n_unsupported``; one line on stderr).  Bad input found before the first image
+(no images, a bad model, spec, option or output folder) is exit 2 with one line.
 
 Examples
 --------
@@ -82,7 +85,11 @@ def register(subparsers: Any) -> None:
 
 
 class _RichProgress:
-    """Progress bar with ETA on stderr (rich); a no-op when quiet."""
+    """Progress bar with ETA on stderr (rich); a no-op when quiet.
+
+    The bar is drawn at the first progress call, i.e. once the batch has checked
+    its input and starts: an error found before that stays one line on stderr.
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -90,8 +97,9 @@ class _RichProgress:
         self.task = None
 
     def __enter__(self) -> "_RichProgress":
-        if self.quiet:
-            return self
+        return self
+
+    def _start(self) -> None:
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
@@ -101,11 +109,12 @@ class _RichProgress:
                             TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[path]}"),
                             console=Console(stderr=True), transient=False)
         self.bar.__enter__()
-        return self
 
     def __call__(self, done: int, total: int, path: str | None, status: str) -> None:
-        if self.bar is None:
+        if self.quiet:
             return
+        if self.bar is None:
+            self._start()
         if self.task is None:
             self.task = self.bar.add_task("batch", total=total or None, failed=0, path="")
         fields: dict[str, Any] = {"path": (path or "")[-40:]}
@@ -120,7 +129,7 @@ class _RichProgress:
 
 def run(args: argparse.Namespace) -> dict:
     """Run the batch described by parsed CLI arguments; returns the JSON summary."""
-    from micro_seg.batch import run_batch
+    from micro_seg.batch import run_batch, unsupported_extensions
 
     segment_options = {**given_predict_options(args), **given_postprocess_options(args)}
 
@@ -148,7 +157,11 @@ def run(args: argparse.Namespace) -> dict:
         "report": str(summary.report) if summary.report else None,
         "failures": summary.failures,
         "ignored": summary.ignored,
+        "n_unsupported": len(summary.unsupported),
     }
+    if summary.unsupported and not args.quiet:
+        print(f"micro-seg batch: skipped {len(summary.unsupported)} file(s) that are not supported images "
+              f"({', '.join(unsupported_extensions(summary.unsupported))})", file=sys.stderr)
     if summary.n_failed and not args.quiet:
         print(f"micro-seg batch: {summary.n_failed} of {summary.n_images} image(s) failed:", file=sys.stderr)
         for f in summary.failures[:MAX_LISTED_FAILURES]:
