@@ -764,16 +764,9 @@ def _check_out_dir(out_path: Path, in_path: Path) -> None:
     if out_path == in_path:
         raise BatchOptionError(f"{out_path}: OUT_DIR is IN_DIR; a re-run would read the labels and overlays as "
                                f"micrographs: give another folder (e.g. {out_path / 'results'})")
-    for p in (out_path, *out_path.parents):  # the deepest part that exists must be a writable folder
-        if not p.exists():
-            continue
-        if p == out_path and not p.is_dir():
-            raise BatchOptionError(f"{out_path}: OUT_DIR exists and is a file, not a folder")
-        if not p.is_dir():
-            raise BatchOptionError(f"{out_path}: cannot create OUT_DIR: {p} is a file, not a folder")
-        if not os.access(p, os.W_OK | os.X_OK):
-            raise BatchOptionError(f"{out_path}: cannot write OUT_DIR: permission denied on {p}")
-        return
+    from micro_seg.io import check_output_folder
+
+    check_output_folder(out_path, "OUT_DIR")
 
 
 def _make_out_dir(out_path: Path) -> None:

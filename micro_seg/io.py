@@ -81,6 +81,7 @@ __all__ = [
     "write_labels",
     "read_labels",
     "max_pixels_limit",
+    "check_output_folder",
 ]
 
 #: Largest image (rows x cols, channels not counted) read without ``max_pixels=``.
@@ -638,6 +639,47 @@ def _label_dtype(labels: np.ndarray, path: Path) -> np.ndarray:
                 return labels.view(dtype)  # same bits: no copy of a huge label image
             return labels.astype(dtype, copy=False)
     raise InvalidImageError(f"{path}: label values {lo}..{hi} do not fit in 64 bits")
+
+
+def check_output_folder(path: str | os.PathLike[str] | None, name: str) -> None:
+    """Refuse, before any work, an output folder that cannot be one; ``name`` is how the user gave it.
+
+    ``None`` (an optional folder not given) passes.
+
+    The folder may exist or not; the deepest part of its path that exists must
+    be a folder the user can write to.  Commands call this first so that a run
+    never fails at its end for want of a place to write.
+
+    Raises
+    ------
+    OutputPathError
+        ``path`` is a file, a file stands on its path, or the folder is not writable.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     try:
+    ...         check_output_folder(Path(f.name) / "sub", "--out")
+    ...     except ValueError as exc:
+    ...         print(str(exc).split(": ", 1)[1].split(":")[0])
+    --out cannot be created
+    """
+    from micro_seg.errors import OutputPathError
+
+    if path is None:
+        return
+    out = Path(path)
+    for p in (out, *out.parents):
+        if not p.exists():
+            continue
+        if not p.is_dir():
+            if p == out:
+                raise OutputPathError(f"{path}: {name} is an existing file, not a folder")
+            raise OutputPathError(f"{path}: {name} cannot be created: {p} is a file, not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutputPathError(f"{path}: {name} cannot be written: permission denied on {p}")
+        return
 
 
 def write_labels(

@@ -116,7 +116,7 @@ def test_errors_before_processing_are_exactly_one_stderr_line(tmp_path, capsys, 
     args = [str(root), str(out), "--model", "grain-boundaries", "--workers", "0"]
     expected = {"missing-in": "input folder does not exist", "unknown-model": "unknown model",
                 "bad-group-by": "--group-by", "missing-spec": "QC spec file does not exist",
-                "out-is-file": f"{out}: OUT_DIR exists and is a file"}[case]
+                "out-is-file": f"{out}: OUT_DIR is an existing file"}[case]
     if case == "missing-in":
         args[0] = str(tmp_path / "nope")
     elif case == "unknown-model":

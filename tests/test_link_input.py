@@ -170,8 +170,8 @@ def test_non_positive_strength_or_hardness_is_refused(tmp_path, capsys, bad):
 @pytest.mark.parametrize(
     "option, target, message",
     [
-        ("--plot-dir", "file.txt", "--plot-dir {p}: is a file, not a folder"),
-        ("--plot-dir", "file.txt/sub", "--plot-dir {p}: cannot be created: {root}/file.txt is a file, not a folder"),
+        ("--plot-dir", "file.txt", "{p}: --plot-dir is an existing file, not a folder"),
+        ("--plot-dir", "file.txt/sub", "{p}: --plot-dir cannot be created: {root}/file.txt is a file, not a folder"),
         ("--plot", "adir", "--plot {p}: is a folder; give a file path"),
         ("--plot", "file.txt/x.png", "--plot {p}: {root}/file.txt is a file, not a folder"),
         ("--plot", "nodir/x.png", "--plot {p}: folder {root}/nodir does not exist"),

@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Classify each image; one image -> flat dict, several -> ``{"results": [...]}``."""
     from micro_seg.classifier import classify_batch, grad_cam, load_classifier
-    from micro_seg.commands import check_output_folder
+    from micro_seg.io import check_output_folder
     from micro_seg.errors import InputFileNotFoundError
     from micro_seg.io import read_micrograph
 

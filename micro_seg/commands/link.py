@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from micro_seg.errors import OutputPathError
+from micro_seg.io import check_output_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,25 +49,12 @@ def _check_file_output(option: str, value: str) -> None:
         raise OutputPathError(f"{option} {value}: cannot write to folder {parent} (permission denied)")
 
 
-def _check_dir_output(option: str, value: str) -> None:
-    """A folder to create or fill: neither it nor the nearest existing parent may be a file."""
-    path = Path(value)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
-        raise OutputPathError(f"{option} {value}: {what}, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{option} {value}: cannot write to folder {existing} (permission denied)")
-
-
 def check_output_paths(args: argparse.Namespace) -> None:
     """Refuse unusable ``--plot`` / ``--plot-dir`` / ``--out-table`` paths before any work is done."""
     if args.plot:
         _check_file_output("--plot", args.plot)
     if args.plot_dir:
-        _check_dir_output("--plot-dir", args.plot_dir)
+        check_output_folder(args.plot_dir, "--plot-dir")
     if args.out_table:
         _check_file_output("--out-table", args.out_table)
 

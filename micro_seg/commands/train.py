@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from micro_seg.augment import AUGMENT_PRESETS
-from micro_seg.commands import check_output_folder
+from micro_seg.io import check_output_folder
 from micro_seg.errors import InputFileNotFoundError, TrainingDataError
 
 _IMAGE_EXT = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}

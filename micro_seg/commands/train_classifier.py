@@ -81,7 +81,7 @@ def _progress(update: dict) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train and save; return the validation summary."""
     from micro_seg.classifier import ClassifierConfig, train_classifier
-    from micro_seg.commands import check_output_folder
+    from micro_seg.io import check_output_folder
 
     check_output_folder(args.out, "--out")
     config = ClassifierConfig(
