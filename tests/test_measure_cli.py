@@ -304,3 +304,11 @@ def test_measure_phases_names_count(tmp_path, capsys):
     assert code == 0 and not any("names" in w for w in res["warnings"])
     code, _, err = _run(capsys, ["measure", "phases", str(fn), "--names", "", "--json"])
     _one_error_line(code, err, "--names")
+
+
+@pytest.mark.parametrize("option", [["--close-gaps", "2"], ["--min-grain", "20"], ["--boundary-value", "255"]])
+def test_measure_grains_mask_options_without_boundary_exit_2(tmp_path, capsys, option):
+    """They only act on boundary masks: without --boundary they used to be ignored in silence."""
+    fn, _ = _grid_mask(tmp_path)
+    code, _, err = _run(capsys, ["measure", "grains", str(fn), "--json", *option])
+    _one_error_line(code, err, option[0], "applies to boundary masks only", "--boundary")

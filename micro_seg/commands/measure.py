@@ -89,10 +89,10 @@ def register(subparsers: Any) -> None:
                    help="PATH is a boundary mask (non-zero = boundary) instead of instance labels")
     g.add_argument("--boundary-value", type=float, metavar="V", dest="boundary_value",
                    help="with --boundary: pixels equal to V are boundary (e.g. 0 for dark traced lines)")
-    g.add_argument("--close-gaps", type=int, default=1, metavar="PX", dest="close_gaps",
+    g.add_argument("--close-gaps", type=int, default=None, metavar="PX", dest="close_gaps",
                    help="with --boundary: close gaps up to 2*PX pixels wide (default 1; 0 = off; at most 32 "
                         "and a quarter of the image's shorter side)")
-    g.add_argument("--min-grain", type=int, default=8, metavar="PX", dest="min_grain",
+    g.add_argument("--min-grain", type=int, default=None, metavar="PX", dest="min_grain",
                    help="with --boundary: regions smaller than PX pixels are not grains (default 8)")
     g.add_argument("--fields", type=_fields_arg, default="auto", metavar="auto|none|N|RxC",
                    help="split the image into fields for the confidence intervals (default auto: ~50 grains "
@@ -199,6 +199,15 @@ def run_grains(args: argparse.Namespace) -> dict:
 
     circles = not args.no_circles
     _check_pixel_size_option(args)
+    mask_only = {"--boundary-value": args.boundary_value, "--close-gaps": args.close_gaps, "--min-grain": args.min_grain}
+    given = [flag for flag, value in mask_only.items() if value is not None]
+    if given and not args.boundary:
+        raise MicroSegError(f"{', '.join(given)} applies to boundary masks only: add --boundary if {args.path} is a "
+                            "boundary mask (without it, PATH is read as grain labels)")
+    if args.close_gaps is None:
+        args.close_gaps = 1
+    if args.min_grain is None:
+        args.min_grain = 8
     if args.boundary:
         _check_not_negative(args, close_gaps="--close-gaps", min_grain="--min-grain")
         if args.close_gaps > MAX_CLOSE_GAPS_PX:  # refused before reading (a huge radius used to run out of memory)
