@@ -619,6 +619,9 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     """
     t0 = time.perf_counter()
     in_path = Path(in_dir).expanduser()
+    if in_path.is_file():
+        raise BatchOptionError(f"{in_path}: IN_DIR is a file; batch takes a folder of images "
+                               f"(for one image: micro-seg analyze {in_path})")
     if not in_path.is_dir():
         raise InputFileNotFoundError(f"{in_path}: input folder does not exist")
     in_path = in_path.resolve()

@@ -169,3 +169,14 @@ def test_folder_without_images_is_exit_2(tmp_path, capsys, content):
     assert err.count("\n") == 1 and not out.exists()
     with pytest.raises(BatchOptionError, match="no supported images found"):
         run_batch(root, out, model=None, process=threshold_process, workers=0)
+
+
+def test_in_dir_that_is_a_file_says_so(tmp_path, capsys):
+    from micro_seg.cli import main
+
+    image = tmp_path / "one.tif"
+    image.write_bytes(b"II*\x00")
+    code = main(["batch", str(image), str(tmp_path / "out"), "--model", "grain-boundaries"])
+    err = capsys.readouterr().err
+    assert code == 2 and "IN_DIR is a file" in err and "micro-seg analyze" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
