@@ -113,7 +113,7 @@ _MEASUREMENT_KEYS = {
         "pixel_size_um", "density_per_px2", "mean_ecd_px", "max_feret_px", "mean_area_px", "mean_nn_distance_px",
         "mean_free_path_px", "mean_aspect_ratio", "mean_circularity", "mean_solidity", "n_touching_edge",
         "area_fraction_ci95", "density_ci95_per_mm2",
-        "max_ecd_um",  # per-object limit only (see offending_defects)
+        "max_ecd_um", "max_ecd_px",
     }),
 }
 #: Batch-table columns ``<prefix><name>`` whose name part is free-form (a phase name, an angle).
@@ -511,6 +511,12 @@ def _lookup(measurements: Mapping | None, group: str, key: str) -> Any:
     return None
 
 
+def _no_defects(measurements: Mapping | None) -> bool:
+    """True when the defect measurement ran and found no object (``count`` 0)."""
+    count = _to_float(_lookup(measurements, "defects", "count"))
+    return count is not None and count == 0
+
+
 def _to_float(value: Any) -> float | None:
     if value is None or isinstance(value, (bool, str)):
         try:
@@ -662,7 +668,10 @@ def evaluate(
 
     for group, rules in spec.measurements.items():
         for key, rule in rules.items():
-            reason = _range_reason(f"{group}.{key}", _to_float(_lookup(measurements, group, key)), rule)
+            value = _to_float(_lookup(measurements, group, key))
+            if value is None and group == "defects" and key.startswith("max_") and _no_defects(measurements):
+                value = 0.0  # no object at all: the largest one is nothing, not "not measured"
+            reason = _range_reason(f"{group}.{key}", value, rule)
             if reason:
                 reasons.append(reason)
     for phase, rule in spec.phase_fractions.items():

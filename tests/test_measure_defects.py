@@ -41,6 +41,7 @@ def test_rectangle_and_disk_shape_measures():
     assert s["area_fraction"] == pytest.approx(m.mean())
     assert s["density_per_mm2"] == pytest.approx(2 / (200 * 200 * 0.25e-6))
     assert s["max_feret_um"] == pytest.approx(disk["feret_max_px"] * 0.5)
+    assert s["max_ecd_um"] == pytest.approx(60 * 0.5, rel=0.01) and s["max_ecd_px"] == pytest.approx(60, rel=0.01)
     assert s["mean_nn_distance_um"] == pytest.approx(0.5 * math.hypot(120 - 24.5, 120 - 39.5))
 
 
@@ -79,7 +80,7 @@ def test_mean_free_path_and_fields():
 def test_no_pixel_size_and_empty_mask():
     s = measure_defects(np.zeros((20, 20), bool)).summary
     assert s["count"] == 0 and s["area_fraction"] == 0 and s["pixel_size_um"] is None
-    assert s["mean_ecd_um"] is None and any("no pixel size" in w for w in s["warnings"])
+    assert s["mean_ecd_um"] is None and s["max_ecd_px"] is None and any("no pixel size" in w for w in s["warnings"])
     m = np.zeros((20, 20), bool)
     m[2:6, 2:6] = True
     s = measure_defects(m, min_size_px=20).summary

@@ -94,6 +94,13 @@ def test_measurement_rules_margin_and_missing():
     r = evaluate(None, spec, measurements=porous)
     assert checks(r) == ["defects.area_fraction", "defects.max_feret_um", "phases.phase_fractions.ferrite"]
     assert {x.value for x in r.reasons} == {0.02, 80.0, 0.5}
+    # a clean section (no defect found): its largest defect is nothing, so a size limit passes, not "review"
+    clean = {**good, "defects": {"count": 0, "area_fraction": 0.0, "max_feret_um": None, "max_ecd_um": None}}
+    assert evaluate(None, spec, measurements=clean).verdict == "pass"
+    ecd_spec = parse_spec({"measurements": {"defects": {"max_ecd_um": 5}}})
+    assert evaluate(None, ecd_spec, measurements=clean).verdict == "pass"
+    assert checks(evaluate(None, ecd_spec, measurements={"defects": {"count": 2, "max_ecd_um": 7.5}})) == [
+        "defects.max_ecd_um"]
     # not measured -> review with value None, never a silent pass
     r = evaluate(None, spec, measurements={"grains": {"G_intercept": 8.0, "ala_G": 4.0}})
     assert r.verdict == "review" and all(x.value is None for x in r.reasons) and len(r.reasons) == 3

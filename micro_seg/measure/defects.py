@@ -389,12 +389,14 @@ def measure_defects(
     mfp_px = (1.0 - area_fraction) / n_l if n_l > 0 else None
     mean_ecd_px = mean_or_none(ecd)
     max_feret_px = float(fmax.max()) if n else None
+    max_ecd_px = float(np.nanmax(ecd)) if n else None
     summary: dict[str, Any] = {
         "count": n,
         "area_fraction": area_fraction,
         "density_per_mm2": density_px / (px / 1000.0) ** 2 if px is not None else None,
         "mean_ecd_um": um(mean_ecd_px) if mean_ecd_px is not None else None,
         "max_feret_um": um(max_feret_px) if max_feret_px is not None else None,
+        "max_ecd_um": um(max_ecd_px) if max_ecd_px is not None else None,
         "mean_feret_max_um": um(mean_or_none(fmax)) if n else None,
         "mean_feret_min_um": um(mean_or_none(fmin)) if n else None,
         "mean_area_um2": um(mean_or_none(a), 2) if n else None,
@@ -406,6 +408,7 @@ def measure_defects(
         "density_per_px2": density_px,
         "mean_ecd_px": mean_ecd_px,
         "max_feret_px": max_feret_px,
+        "max_ecd_px": max_ecd_px,
         "mean_area_px": mean_or_none(a) if n else None,
         "mean_nn_distance_px": mean_or_none(nn) if n >= 2 else None,
         "mean_free_path_px": mfp_px,
