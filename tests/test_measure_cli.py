@@ -236,6 +236,11 @@ def test_measure_fields_too_small_exit_2(tmp_path, capsys):
     _one_error_line(code, err, str(pores), "--fields", "16 px")
     code, res, _ = _run(capsys, ["measure", "defects", str(pores), "--fields", "10x12", "--json"])
     assert code == 0 and res["fields"]["n_fields"] == 120 and res["count"] == 2
+    # phases: a field count asked for is held to the same rule (a grid still shrinks to fit, as before)
+    code, _, err = _run(capsys, ["measure", "phases", str(pores), "--fields", "100000", "--json"])
+    _one_error_line(code, err, str(pores), "--fields", "16 px")
+    code, res, _ = _run(capsys, ["measure", "phases", str(pores), "--fields", "100x100", "--json"])
+    assert code == 0 and res["n_fields"] == 25 * 30
 
 
 def _disks(shape, centres, radius):

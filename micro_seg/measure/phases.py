@@ -36,7 +36,7 @@ import pandas as pd
 from micro_seg.errors import InvalidImageError
 from micro_seg.measure._units import check_pixel_size
 from micro_seg.measure.labels import label_counts
-from micro_seg.measure.stats import field_grid, field_statistics
+from micro_seg.measure.stats import check_field_size, field_grid, field_statistics
 
 __all__ = ["PhaseMeasurement", "measure_phases", "e562_points_per_field", "combine_phase_fields"]
 
@@ -207,9 +207,9 @@ def measure_phases(
 
     # ---- fields
     if fields is not None:
-        if isinstance(fields, (int, np.integer)):
-            grid = fields
-        else:
+        if isinstance(fields, (int, np.integer)):  # a count asked for: refused if its fields would be tiny
+            grid = check_field_size((rows, cols), int(fields), what=what)
+        else:  # a grid (the default 5 x 5) shrinks to fields of >= 8 px on a small image
             grid = (min(int(fields[0]), max(1, rows // 8)), min(int(fields[1]), max(1, cols // 8)))
         slices = field_grid((rows, cols), fields=grid)
     else:
