@@ -199,6 +199,11 @@ def test_patch_size_mostly_padding_is_warned(dirs, tmp_path, capsys):
     assert "median 24 x 24 px" in err and "a patch size of 32 px" in err and "--patch-size" in err
     assert main(common + ["--out", str(tmp_path / "m32"), "--patch-size", "32"]) == 0
     assert "warning" not in capsys.readouterr().err
+    # 1024 px on 24-px images would train almost only on padding (and slowly): refused before training
+    assert main(common + ["--out", str(tmp_path / "m1024"), "--patch-size", "1024"]) == 2
+    err = capsys.readouterr().err
+    assert "--patch-size 1024 is more than 8 times" in err and "use --patch-size 32" in err
+    assert not (tmp_path / "m1024").exists()
 
 
 def test_members_sharing_a_split_seed_make_a_calibrated_ensemble(dirs, tmp_path, capsys):

@@ -241,12 +241,29 @@ def check_numeric_options(args: argparse.Namespace) -> None:
     check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
 
 
+#: A patch more than this many times the largest training image's side is refused (over 98% padding);
+#: between the image size and this, training warns (see :func:`micro_seg.training.patch_size_advice`).
+MAX_PATCH_TO_IMAGE = 8
+
+
+def _check_patch_size(args: argparse.Namespace, images: list) -> None:
+    """Refuse a --patch-size many times larger than every training image (it trains on padding, slowly)."""
+    scale = args.input_scale or 1.0
+    side = max(max(np.shape(im)[:2]) for im in images) * scale
+    if args.patch_size > MAX_PATCH_TO_IMAGE * side:
+        raise TrainingDataError(
+            f"--patch-size {args.patch_size} is more than {MAX_PATCH_TO_IMAGE} times the largest training image "
+            f"side ({side:.0f} px as the network sees it): the patches would be almost all padding; "
+            f"use --patch-size {max(16, int(np.ceil(side / 16)) * 16)}")
+
+
 def run(args: argparse.Namespace) -> dict:
     from micro_seg.augment import augment_preset
     from micro_seg.training import check_input_scale, check_pseudo_label_threshold, train_segmenter
 
     check_numeric_options(args)
     pairs, images, labels = load_pairs(args.images_dir, args.labels_dir, args.label_encoding)
+    _check_patch_size(args, images)
     max_label = max(int(l.max()) for l in labels)
     base_card = None
     if args.base:
