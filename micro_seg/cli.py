@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help/--version/usage errors
         return int(exc.code or 0)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    if not getattr(args, "func", None):  # bad usage: one line on stderr, as for every other usage error
+        print("micro-seg: error: no command given (micro-seg --help lists them)", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         result = args.func(args)

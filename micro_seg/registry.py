@@ -478,6 +478,29 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
     return folder
 
 
+def check_weights_file(folder: Path, card: ModelCard) -> Path:
+    """The folder's weights file, after checking that it exists and that its sha256 is the card's.
+
+    Raises
+    ------
+    WeightsIntegrityError
+        Missing, unhashed on the card, or a sha256 other than the card's.
+    """
+    weights = Path(folder) / (card.weights_file or WEIGHTS_FILE)
+    if not weights.is_file():
+        raise WeightsIntegrityError(f"{weights}: weights file is missing")
+    if not card.weights_sha256:
+        raise WeightsIntegrityError(f"{weights}: card {Path(folder) / CARD_FILE} records no weights_sha256; "
+                                    "refusing unverified weights")
+    digest = sha256_file(weights)
+    if digest != card.weights_sha256.lower():
+        raise WeightsIntegrityError(
+            f"{weights}: sha256 {digest[:16]}... does not match the card's {card.weights_sha256[:16]}...; "
+            "the file is corrupt, truncated or was modified"
+        )
+    return weights
+
+
 def load_verified_network(folder: Path, card: ModelCard, build: Any) -> Any:
     """Build ``build(card.arch, ...)`` and fill it with the folder's weights after the sha256 check.
 
@@ -494,17 +517,7 @@ def load_verified_network(folder: Path, card: ModelCard, build: Any) -> Any:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    weights = folder / (card.weights_file or WEIGHTS_FILE)
-    if not weights.is_file():
-        raise WeightsIntegrityError(f"{weights}: weights file is missing")
-    if not card.weights_sha256:
-        raise WeightsIntegrityError(f"{weights}: card {folder / CARD_FILE} records no weights_sha256; refusing unverified weights")
-    digest = sha256_file(weights)
-    if digest != card.weights_sha256.lower():
-        raise WeightsIntegrityError(
-            f"{weights}: sha256 {digest[:16]}... does not match the card's {card.weights_sha256[:16]}...; "
-            "the file is corrupt, truncated or was modified"
-        )
+    weights = check_weights_file(folder, card)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -24,8 +24,12 @@ def test_unknown_command_is_usage_error_exit_2(capsys):
     assert "Traceback" not in err
 
 
-def test_no_command_prints_help_exit_2(capsys):
-    assert main([]) == 2
+def test_no_command_or_action_is_one_line_on_stderr_exit_2(capsys):
+    for argv, words in (([], "no command given"), (["models"], "list, show or ensemble"),
+                        (["measure"], "grains, phases or defects")):
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and words in err and len(err.strip().splitlines()) == 1, (argv, err)
 
 
 def test_to_jsonable_handles_numpy_and_nan():

@@ -257,3 +257,26 @@ def test_segment_and_analyze_say_when_pages_were_not_read(model_dir, tmp_path, c
         assert any("holds 2 pages" in w and "--page" in w for w in json.loads(out)["warnings"]), argv[0]
     code, out, err = _run(["analyze", str(path), "--model", "test-pores", "--page", "1", "--json"], capsys)
     assert code == 0 and not any("pages" in w for w in json.loads(out)["warnings"])
+
+
+@pytest.mark.parametrize("option", [["--tile-size", "7"], ["--tile-size", "0"], ["--overlap", "-1"],
+                                    ["--tile-size", "64", "--overlap", "64"]])
+def test_inference_options_out_of_range_exit_2(model_dir, tmp_path, capsys, option):
+    """A 7-px tile was rounded up to one 16-px stride with no overlap (seams) and accepted in silence."""
+    path = tmp_path / "img.tif"
+    tifffile.imwrite(path, np.zeros((64, 64), np.uint8))
+    for command in (["segment", str(path), "--out", str(tmp_path / "o")], ["analyze", str(path)],
+                    ["batch", str(tmp_path), str(tmp_path / "b")]):
+        code, out, err = _run(command + ["--model", "test-pores", "--json", *option], capsys)
+        assert code == 2 and out == "" and option[-2] in err and len(err.strip().splitlines()) == 1, (command, err)
+
+
+def test_models_show_checks_the_weights(model_dir, capsys):
+    code, out, err = _run(["models", "show", "test-pores", "--json"], capsys)
+    assert code == 0 and json.loads(out)["weights_check"].startswith("ok") and err == ""
+    weights = model_dir / "test-pores" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the last byte
+    weights.write_bytes(bytes(data))
+    code, out, err = _run(["models", "show", "test-pores", "--json"], capsys)
+    assert code == 0 and json.loads(out)["weights_check"].startswith("FAILED") and "does not match" in err

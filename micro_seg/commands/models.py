@@ -58,12 +58,13 @@ def register(subparsers: Any) -> None:
                      help="label encoding of --calibrate's labels (as given to micro-seg train)")
     ens.add_argument("--json", action="store_true", help="print one JSON object")
     ens.set_defaults(func=run_ensemble)
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=_missing_action)
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
+def _missing_action(args: argparse.Namespace) -> dict:
+    from micro_seg.errors import MicroSegError
+
+    raise MicroSegError("models: say what to do: list, show or ensemble (micro-seg models ACTION --help)")
 
 
 def card_summary(card: Any) -> dict[str, Any]:
@@ -108,13 +109,20 @@ def run_list(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_show(args: argparse.Namespace) -> dict[str, Any]:
-    """Print the full card of one model (after resolving its name)."""
-    from micro_seg.registry import load_card, resolve_model
+    """Print the full card of one model (after resolving its name), and whether its weights pass the sha256 check."""
+    from micro_seg.errors import WeightsIntegrityError
+    from micro_seg.registry import check_weights_file, load_card, resolve_model
 
     folder = resolve_model(args.model)
     card = load_card(folder)
     data = card.to_dict()
     data["folder"] = str(folder)
+    try:
+        check_weights_file(folder, card)
+        data["weights_check"] = "ok: sha256 matches the card"
+    except WeightsIntegrityError as exc:
+        data["weights_check"] = f"FAILED: {exc}"
+        print(f"warning: {exc}", file=sys.stderr)
     return data
 
 

@@ -86,8 +86,19 @@ def given_postprocess_options(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+#: Smallest --tile-size: smaller tiles leave no room for an overlap at the networks' stride of 16 px,
+#: so neighbouring tiles would meet in seams (the engine itself accepts any tile of one stride or more).
+MIN_CLI_TILE_SIZE = 64
+
+
 def given_predict_options(args: argparse.Namespace) -> dict[str, Any]:
     """Inference options given on the command line; the defaults (the card's tile size, no TTA, torch) left out."""
+    from micro_seg.errors import ModelError
+
+    if args.tile_size is not None and args.tile_size < MIN_CLI_TILE_SIZE:
+        raise ModelError(f"--tile-size {args.tile_size}: at least {MIN_CLI_TILE_SIZE} px (default: the model card's)")
+    if args.overlap is not None and not 0 <= args.overlap < (args.tile_size or 1 << 30):
+        raise ModelError(f"--overlap {args.overlap}: must be >= 0 and smaller than the tile size")
     given = {"tile_size": args.tile_size, "overlap": args.overlap, "tta": args.tta or None,
              "backend": None if args.backend == "torch" else args.backend}
     return {k: v for k, v in given.items() if v is not None}
