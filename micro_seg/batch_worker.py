@@ -641,11 +641,12 @@ def measure_segmentation(seg: Any, *, pixel_size_um: float | None, what: str = "
             by_class = {}
             for name, inst in defects.items():
                 inst = np.asarray(inst)
+                # instances from post-processing are connected components: no class-map check needed
                 by_class[name] = measure_defects(inst, pixel_size_um=pixel_size_um, fields=fields,
-                                                 what=f"{what} ({name})").summary
+                                                 what=f"{what} ({name})", check_pieces=False).summary
                 combined[inst > 0] = inst[inst > 0] + offset
                 offset += int(inst.max())
-            d = measure_defects(combined, pixel_size_um=pixel_size_um, fields=fields, what=what)
+            d = measure_defects(combined, pixel_size_um=pixel_size_um, fields=fields, what=what, check_pieces=False)
             nested["defects"] = d.summary
             nested["defects_by_class"] = by_class
             table = d.table.copy()

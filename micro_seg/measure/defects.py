@@ -227,6 +227,7 @@ def measure_defects(
     min_size_px: int = 1,
     fields: str | int | tuple[int, int] | None = "auto",
     what: str = "mask",
+    check_pieces: bool = True,
 ) -> DefectMeasurement:
     """Measure pores / defects / particles in a binary mask or instance label image.
 
@@ -246,6 +247,11 @@ def measure_defects(
         :class:`~micro_seg.errors.InvalidImageError`).
     what : str, optional
         Name of the input for messages.
+    check_pieces : bool, optional
+        Warn when instance labels fall into disconnected pieces (a class map
+        given as instances).  Callers measuring instances that are connected by
+        construction (a segmentation's post-processing) pass False: the check
+        labels the whole image again (8 bytes per pixel).
 
     Returns
     -------
@@ -270,7 +276,7 @@ def measure_defects(
     warnings: list[str] = []
     if px is None:
         warnings.append(NO_SCALE_WARNING)
-    if instances:
+    if instances and check_pieces:
         n_split, n_pieces, most = _split_labels(labels, n, connectivity)
         if n_split:
             warnings.append(
