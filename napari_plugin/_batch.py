@@ -59,8 +59,8 @@ def batch_job(params: BatchParams, cancel):
             try:
                 yield events.get(timeout=0.1)
             except queue.Empty:
-                yield None  # lets the worker notice a quit() request
-    finally:  # also on cancel (the generator is closed): stop starting images, wait for the batch
+                yield None  # a report every 0.1 s even while an image takes long
+    finally:  # also when the generator is closed: stop starting images, wait for the batch
         if thread.is_alive():
             cancel.set()
         thread.join()

@@ -267,11 +267,19 @@ class JobRunner:
             self.status_label.value = text
 
     def cancel(self, *_: Any) -> None:
-        """Ask the running job to stop at its next progress report."""
+        """Ask the running job to stop at its next progress report.
+
+        A generator job sees the cancel event and raises CancelledError itself, so its
+        ``finally`` blocks (joining a batch thread, releasing a folder lock) have run before
+        the widget is free again.  napari's ``worker.quit()`` would abandon the generator at
+        its next report without closing it; it is used only for plain-function jobs, which
+        have no report to stop at (their result is then discarded).
+        """
         if self.worker is None:
             return
         self._cancel.set()
-        self.worker.quit()
+        if not hasattr(self.worker, "yielded"):
+            self.worker.quit()
         self.status("Cancelling...")
 
     def start(

@@ -319,7 +319,9 @@ class SegmentWidget(Container):
             notify_warning(warning)
         params = SegmentParams(image=data, model=str(model), full_rows=int(np.asarray(layer.data).shape[0]),
                                options=self.postprocess_options(), tta=bool(self._tta.value))
-        return self._runner.start(segment_job, params, on_done=self._show_result, description="Segmenting")
+        # the result belongs to this layer, whatever is picked under Image by the time it is ready
+        return self._runner.start(segment_job, params, on_done=lambda result: self._show_result(result, layer),
+                                  description="Segmenting")
 
     @property
     def busy(self) -> bool:
@@ -346,8 +348,11 @@ class SegmentWidget(Container):
         add = self._viewer.add_labels if kind == "labels" else self._viewer.add_image
         return add(data, name=name, **kwargs)
 
-    def _show_result(self, result: SegmentResult) -> None:
-        """Put the result on the canvas (GUI thread) in short event-loop turns.
+    def _show_result(self, result: SegmentResult, layer) -> None:
+        """Put the result of segmenting image ``layer`` on the canvas (GUI thread) in short event-loop turns.
+
+        The result keeps the scale and metadata of the layer it came from, even if another image
+        has been picked meanwhile or the layer has been closed (then the result is added on its own).
 
         Turn 1 adds the labels; later turns (``DISPLAY_STEP_MS`` apart, so the labels get drawn
         and input is handled in between) select them, add the hidden uncertainty layer and show
@@ -356,11 +361,9 @@ class SegmentWidget(Container):
         """
         from qtpy.QtCore import QTimer
 
-        layer = self._image.value
-        if layer is None:  # the image was closed meanwhile
-            return
         self.last_result = result
         layers = self._viewer.layers
+        closed = layer not in layers
         px = layer_pixel_size_um(layer)
         base = {"image": layer.name, "model": result.model_name, "classes": list(result.classes),
                 "task": result.task, "pixel_size_um": px,
@@ -381,18 +384,19 @@ class SegmentWidget(Container):
         what = f"{result.n_objects} grains" if result.task == "grains" else ", ".join(result.classes)
         self._status.value = f"{result.model_name}: {what} in {result.seconds:.1f} s"
         message = f"Segmented '{layer.name}' with {result.model_name} in {result.seconds:.1f} s."
+        if closed:
+            message += f" '{layer.name}' was closed meanwhile: the result layers are kept on their own."
 
         def select_labels() -> None:  # rebuilds the layer controls panel: its own turn
             if labels in layers and layers.selection.active is not labels:
                 layers.selection.active = labels
 
         def add_uncertainty() -> None:
-            if layer in layers:
-                with _inserting_without_selecting(layers):
-                    self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
-                                    colormap="magma", blending="additive", opacity=0.6, visible=False,
-                                    contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
-                                    metadata={"micro_seg": {**base, "kind": "uncertainty"}}, **common, **units)
+            with _inserting_without_selecting(layers):
+                self._put_layer("image", f"{layer.name} uncertainty", result.uncertainty,
+                                colormap="magma", blending="additive", opacity=0.6, visible=False,
+                                contrast_limits=(0.0, max(result.uncertainty_max, 1e-6)),
+                                metadata={"micro_seg": {**base, "kind": "uncertainty"}}, **common, **units)
 
         steps = [select_labels] + ([add_uncertainty] if result.uncertainty is not None else [])
         steps.append(lambda: notify_info(message))  # a notification pop-up is a few Qt widgets

@@ -468,3 +468,63 @@ def test_job_runner_cancel_frees_the_widget_when_the_job_stops_itself(qtbot, not
     assert done == [] and runner.status_label.value == "Cancelled"
     assert any("Training cancelled" in m for m in _messages(notes, "info"))
     assert run_btn.enabled and not cancel_btn.enabled
+
+
+def test_job_runner_cancel_frees_the_widget_only_after_the_jobs_cleanup(qtbot, notes):
+    """The batch widget's job joins its batch thread (which holds the output folder's lock) in a ``finally``:
+    Run must not be enabled again before that has happened, or an immediate re-run finds the folder locked."""
+    import time
+
+    from micro_seg.errors import CancelledError
+
+    runner, run_btn, cancel_btn = _job_runner_with_widgets()
+    cleaned = []
+
+    def job(params, cancel):
+        try:
+            for i in range(100_000):
+                if cancel.is_set():
+                    raise CancelledError("batch cancelled")
+                time.sleep(0.005)  # busy, then a report: napari's quit() stopped the job at this yield
+                yield (i, 100_000)
+        finally:
+            time.sleep(0.3)  # e.g. waiting for the images in flight
+            cleaned.append(True)
+
+    runner.start(job, None, on_done=lambda r: None, description="Batch")
+    qtbot.waitUntil(lambda: runner.progress_bar.value >= 0 and runner.status_label.value.startswith("Batch"),
+                    timeout=20_000)
+    time.sleep(0.05)
+    cancel_btn.changed.emit(True)
+    qtbot.waitUntil(lambda: not runner.running, timeout=20_000)
+    assert cleaned == [True] and run_btn.enabled and runner.status_label.value == "Cancelled"
+
+
+def test_segment_result_stays_with_the_image_it_came_from(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
+    """Picking another image, or closing this one, while it is segmented: the result keeps its own image's name
+    and scale (it went to whatever was picked by then, or was dropped without a word)."""
+    from _napari_helpers import tiny_model
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
+    model = tiny_model(tmp_path / "tiny-phases", name="tiny-phases")
+    viewer = make_napari_viewer()
+    field = viewer.add_image(two_phase_image((64, 64), seed=2)[0], name="field", scale=(0.5, 0.5))
+    other = viewer.add_image(np.zeros((40, 30), np.uint8), name="other")
+    widget = SegmentWidget(viewer)
+    widget.select_model(str(model))
+    widget._image.value = field
+    assert widget.run() is not None
+    widget._image.value = other  # the user looks at another image before the result is ready
+    wait_idle(qtbot, widget)
+    assert "other classes" not in viewer.layers
+    result = viewer.layers["field classes"]
+    assert result.data.shape == (64, 64) and tuple(result.scale) == (0.5, 0.5)
+    assert result.metadata["micro_seg"]["image"] == "field"
+    viewer.layers.remove("field classes")
+    widget._image.value = field
+    assert widget.run() is not None
+    viewer.layers.remove(field)  # closed while it is segmented: the result is kept, and the user told
+    wait_idle(qtbot, widget)
+    assert viewer.layers["field classes"].data.shape == (64, 64)
+    assert any("'field' was closed meanwhile" in m for m in _messages(notes, "info"))
