@@ -301,6 +301,15 @@ class AnnotateWidget(Container):
         if image is None:
             notify_warning("Pick the image to annotate under Image.")
             return None
+        data = np.asarray(image.data)
+        if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] not in (3, 4)):
+            notify_warning(f"'{image.name}' has shape {data.shape}: superpixels need a 2-D grey or RGB image "
+                           "(split stacks into single images first).")
+            return None
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            notify_warning(f"'{image.name}' has NaN or infinite pixels: superpixels need finite values "
+                           "(replace them, e.g. with the image's median, first).")
+            return None
         key = (id(image.data), self._sp_size.value)
         if self._superpixel_key == key and self._superpixels is not None:
             return None
@@ -310,7 +319,7 @@ class AnnotateWidget(Container):
             self._superpixel_key = key
             self._status.value = f"{int(labels.max())} superpixels: click to fill with the selected label"
 
-        return self._runner.start(_superpixel_job, SuperpixelParams(np.asarray(image.data), int(self._sp_size.value)),
+        return self._runner.start(_superpixel_job, SuperpixelParams(data, int(self._sp_size.value)),
                                   on_done=done, description="Superpixels")
 
     def fill_superpixel_at(self, row: float, col: float, label: int | None = None) -> int:

@@ -158,6 +158,10 @@ class BatchWidget(Container):
         except (OSError, ValueError) as exc:
             notify_error(f"{csv}: cannot read ({exc}).")
             return None
+        missing = [c for c in ("path", "status") if c not in frame.columns]
+        if missing:
+            notify_error(f"{csv}: no {' or '.join(missing)} column: not the images.csv a micro-seg batch writes.")
+            return None
         self.images = frame
         self._results_dir = out
         front = [c for c in ("path", "status", "specimen", "n_grains", "G_planimetric", "G_intercept",

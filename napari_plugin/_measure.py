@@ -82,6 +82,7 @@ class MeasureParams:
     pixel_size_um: float | None
     names: tuple[str, ...] = ()
     defect_values: tuple[int, ...] = ()
+    what: str = "labels"  # the layer's name, for the engine's messages
 
 
 def split_result(result: Any) -> tuple[dict, Any]:
@@ -142,13 +143,13 @@ def measure_job(params: MeasureParams, cancel) -> tuple[dict, Any]:
 
     labels = params.labels
     if params.kind == GRAINS:
-        result = measure.measure_grains(labels, pixel_size_um=params.pixel_size_um)
+        result = measure.measure_grains(labels, pixel_size_um=params.pixel_size_um, what=params.what)
     elif params.kind == PHASES:
         kwargs = {"names": list(params.names)} if params.names else {}
-        result = measure.measure_phases(labels, pixel_size_um=params.pixel_size_um, **kwargs)
+        result = measure.measure_phases(labels, pixel_size_um=params.pixel_size_um, what=params.what, **kwargs)
     else:
         mask = labels if not params.defect_values else np.isin(labels, params.defect_values)
-        result = measure.measure_defects(mask, pixel_size_um=params.pixel_size_um)
+        result = measure.measure_defects(mask, pixel_size_um=params.pixel_size_um, what=params.what)
     return split_result(result)
 
 
@@ -278,7 +279,7 @@ class MeasureWidget(Container):
         names = tuple(parse_class_names(self._names.value))
         defect = self._defect.value
         return MeasureParams(labels=data, kind=self._kind.value, pixel_size_um=px, names=names,
-                             defect_values=() if defect is None else (int(defect),))
+                             defect_values=() if defect is None else (int(defect),), what=f"'{layer.name}'")
 
     def run(self, *_: Any):
         """Measure in a worker; returns the worker (None on bad input)."""

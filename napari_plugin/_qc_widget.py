@@ -148,13 +148,22 @@ class QCWidget(Container):
         spec = str(self._spec.value or "")
         if not spec or not Path(spec).is_file():
             raise ValueError(f"{spec or '(none)'}: QC spec file not found")
+        image = np.asarray(analysis_array(image_layer))
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
+            raise ValueError(f"'{image_layer.name}' has shape {image.shape}: QC needs a 2-D grey or RGB image "
+                             "(split stacks into single images first)")
         px = float(self._pixel.value) or layer_pixel_size_um(image_layer)
         labels_layer = self._labels.value
         labels = None
         if labels_layer is not None:
-            labels = np.asarray(labels_layer.data)[: analysis_array(image_layer).shape[0]]
+            shape = analysis_array(image_layer).shape[:2]
+            labels = np.asarray(labels_layer.data)[: shape[0]]  # a segmentation also covers the SEM data bar
+            if labels.shape[:2] != shape:
+                raise ValueError(f"'{labels_layer.name}' ({np.shape(labels_layer.data)[0]} x "
+                                 f"{np.shape(labels_layer.data)[1]} px) does not cover '{image_layer.name}' "
+                                 f"({shape[0]} x {shape[1]} px analysed): pick the labels made from this image")
         names = tuple(n.strip() for n in self._names.value.split(",") if n.strip())
-        return QCParams(image=np.asarray(analysis_array(image_layer)), spec_path=spec, pixel_size_um=px,
+        return QCParams(image=image, spec_path=spec, pixel_size_um=px,
                         labels=labels, measure_kind=self._kind.value, class_names=names,
                         classifier=self._model.value.strip() or None)
 

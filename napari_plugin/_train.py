@@ -323,7 +323,16 @@ class TrainWidget(Container):
         params = self._params(arch_kwargs=arch_kwargs)
         if params is None:
             return None
-        if (Path(params.out_dir) / params.name).exists():
+        from micro_seg.errors import MicroSegError
+        from micro_seg.io import check_output_folder
+
+        target = Path(params.out_dir) / params.name
+        try:  # before training, not after it: the trained model would have nowhere to go
+            check_output_folder(target, f"the model folder for '{params.name}'")
+        except MicroSegError as exc:
+            notify_warning(f"{exc}: choose another model name.")
+            return None
+        if target.exists():
             notify_info(f"A model called '{params.name}' exists; it will be replaced when training finishes.")
         self._plot.clear()
         return self._runner.start(train_job, params, on_done=self._done, on_yield=self._on_progress,

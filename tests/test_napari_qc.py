@@ -58,3 +58,28 @@ def test_qc_widget_flags_big_pore_and_shows_grad_cam(make_napari_viewer, qtbot, 
     assert poly[:, 0].min() >= 59 and poly[:, 0].max() <= 100 and poly[:, 1].min() >= 39 and poly[:, 1].max() <= 46
     cam = viewer.layers["Grad-CAM"]
     assert cam.data.shape == img.shape and tuple(cam.scale) == (0.5, 0.5)
+
+
+def test_qc_widget_refuses_labels_that_do_not_cover_the_image(make_napari_viewer, qtbot, tmp_path):
+    """Labels of another (smaller) image used to be judged against this one in silence (verdict REVIEW)."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
+
+    got = []
+    notification_manager.notification_ready.connect(lambda n: got.append(str(n.message)))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  defects:\n    area_fraction: 0.01\n")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(grain_micrograph(0, shape=(64, 64), n_grains=10), name="field")
+    viewer.add_labels(np.zeros((32, 100), np.int32), name="other pores")
+    w = QCWidget(viewer)
+    w._image.value, w._labels.value, w._kind.value, w._spec.value = layer, viewer.layers["other pores"], \
+        MEASURE_KINDS[2], spec
+    w.run()
+    assert not w._runner.running and getattr(w, "last", None) is None
+    assert any("'other pores' (32 x 100 px) does not cover 'field' (64 x 64 px" in m for m in got), got
+    w._image.value = viewer.add_image(np.zeros((2, 3, 32, 32), np.uint8), name="stack4d")
+    w._labels.value = None
+    w.run()
+    assert not w._runner.running and any("'stack4d' has shape (2, 3, 32, 32)" in m for m in got), got

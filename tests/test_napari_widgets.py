@@ -528,3 +528,49 @@ def test_segment_result_stays_with_the_image_it_came_from(make_napari_viewer, qt
     wait_idle(qtbot, widget)
     assert viewer.layers["field classes"].data.shape == (64, 64)
     assert any("'field' was closed meanwhile" in m for m in _messages(notes, "info"))
+
+
+def test_train_widget_refuses_a_model_name_it_could_not_save_under(make_napari_viewer, tmp_path, monkeypatch, notes):
+    """The model folder's place is a file: refused before training (the trained model used to be lost at the end)."""
+    from micro_seg.registry import user_models_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    viewer = make_napari_viewer()
+    train = _train_widget_on_two_phases(viewer)
+    user_models_dir().mkdir(parents=True, exist_ok=True)
+    (user_models_dir() / "taken").write_text("a file, not a model folder")
+    train._name.value = "taken"
+    assert train.train() is None and not train._runner.running
+    assert any("is an existing file" in m and "choose another model name" in m for m in _messages(notes, "warning"))
+
+
+def test_annotate_superpixels_refuse_stacks_and_nan_images(make_napari_viewer, notes):
+    """A 4-D stack gave '4 superpixels' in silence; NaN pixels ended in an 'internal error' naming no layer."""
+    from napari_plugin._annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    w = AnnotateWidget(viewer)
+    nan_img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    nan_img[3, 4] = np.nan
+    for name, data, words in (("stack", np.zeros((2, 2, 32, 32), np.uint8), "has shape (2, 2, 32, 32)"),
+                              ("holes", nan_img, "has NaN or infinite pixels")):
+        w._image.value = viewer.add_image(data, name=name)
+        assert w.compute_superpixels() is None and not w._runner.running
+        assert any(f"'{name}' {words}" in m for m in _messages(notes, "warning")), name
+
+
+def test_measure_warnings_name_the_layer(make_napari_viewer, qtbot, notes):
+    """A binary mask measured as grain labels: the warning names the layer, not 'labels'."""
+    from napari_plugin._measure import GRAINS, MeasureWidget
+
+    mask = np.zeros((121, 121), np.uint8)
+    mask[:, ::40] = 1
+    mask[::40, :] = 1
+    viewer = make_napari_viewer()
+    w = MeasureWidget(viewer)
+    w._labels.value = viewer.add_labels(mask, name="binmask")
+    w._kind.value = GRAINS
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary["n_grains"] == 1
+    assert any(m.startswith("'binmask': only one label value (1)") for m in _messages(notes, "warning")), notes

@@ -240,7 +240,8 @@ def measure_grains(
         if n_regions > 1:
             warnings.append(
                 f"{what}: only one label value ({original[1]}) in {n_regions} disconnected regions: is this a "
-                "boundary mask? use --boundary (measure_grains_from_boundaries); n_grains counts label values"
+                "boundary mask? measure it as one (micro-seg measure grains --boundary; measure_grains_from_boundaries "
+                "in Python); as labels, n_grains counts label values"
             )
     px_mm = px / 1000.0 if px is not None else None
 
