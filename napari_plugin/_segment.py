@@ -306,6 +306,11 @@ class SegmentWidget(Container):
             notify_warning(f"'{layer.name}' has shape {data.shape}: Segment needs a 2-D grey or RGB image "
                            "(split stacks into single images first).")
             return None
+        from micro_seg.postprocess import SMALL_IMAGE_SIDE
+
+        if min(data.shape[:2]) < SMALL_IMAGE_SIDE:
+            notify_warning(f"'{layer.name}' is only {data.shape[0]} x {data.shape[1]} pixels: far smaller than the "
+                           "patches a model learns from, so its result is unreliable (segment a larger field).")
         if layer_pixel_size_um(layer) is None:
             notify_warning(f"'{layer.name}' has no pixel size: results will be in pixels. "
                            "Type the pixel size in 'Pixel size (µm/px)' to get micrometres.")

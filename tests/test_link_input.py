@@ -194,3 +194,13 @@ def test_unusable_output_paths_exit_2_before_any_work(tmp_path, capsys, option, 
     # checked before the inputs are even read
     code, _, err = run_cli(capsys, ["link", str(tmp_path / "missing"), "p.csv", "--on", "x", option, str(path)])
     assert code == 2 and option in err
+
+
+def test_results_that_are_not_a_table_say_what_to_give(tmp_path):
+    """A notes file given as results was read as an empty CSV ('the results table has no rows')."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("sample A looked fine\n")
+    props = tmp_path / "props.csv"
+    props.write_text("sample_id,yield_strength_MPa\nA,300\n")
+    with pytest.raises(PropertyTableError, match="notes.txt: not batch results: give a batch output folder"):
+        link(notes, props, on="sample_id")

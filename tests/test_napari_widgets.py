@@ -528,6 +528,11 @@ def test_segment_result_stays_with_the_image_it_came_from(make_napari_viewer, qt
     wait_idle(qtbot, widget)
     assert viewer.layers["field classes"].data.shape == (64, 64)
     assert any("'field' was closed meanwhile" in m for m in _messages(notes, "info"))
+    # a 3 x 3 'micrograph' is segmented, with a warning that the result cannot be trusted
+    widget._image.value = viewer.add_image(np.zeros((3, 3), np.uint8), name="speck")
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
+    assert any("'speck' is only 3 x 3 pixels" in m and "unreliable" in m for m in _messages(notes, "warning"))
 
 
 def test_train_widget_refuses_a_model_name_it_could_not_save_under(make_napari_viewer, tmp_path, monkeypatch, notes):

@@ -115,6 +115,9 @@ def read_results(results: str | Path) -> tuple[pd.DataFrame, str]:
         results = candidate
     if not results.exists():
         raise InputFileNotFoundError(f"{results}: results table not found")
+    if results.suffix.lower() != ".csv":
+        raise PropertyTableError(f"{results}: not batch results: give a batch output folder, or its images.csv "
+                                 "or specimens.csv")
     try:
         df = pd.read_csv(results)
     except pd.errors.EmptyDataError as exc:
