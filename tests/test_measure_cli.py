@@ -71,11 +71,17 @@ def test_measure_grains_boundary_mask(tmp_path, capsys):
     assert res0["mean_intercept_um"] == pytest.approx(res["mean_intercept_um"])
 
 
-def test_measure_phases_names(tmp_path, capsys):
+def _two_class_file(tmp_path):
+    """Classes 0 (75%) and 1 (25%) at 2 um/px."""
     c = np.zeros((100, 100), np.uint8)
     c[:, 75:] = 1
     fn = tmp_path / "classes.tif"
     write_labels(fn, c, pixel_size_um=2.0)
+    return fn
+
+
+def test_measure_phases_names(tmp_path, capsys):
+    fn = _two_class_file(tmp_path)
     code, res, _ = _run(capsys, ["measure", "phases", str(fn), "--names", "ferrite,pearlite", "--json"])
     assert code == 0
     assert res["phase_fractions"] == {"ferrite": 0.75, "pearlite": 0.25}
@@ -298,10 +304,7 @@ def test_measure_phases_not_a_class_map(tmp_path, capsys):
 
 
 def test_measure_phases_names_count(tmp_path, capsys):
-    c = np.zeros((100, 100), np.uint8)
-    c[:, 75:] = 1
-    fn = tmp_path / "classes.tif"
-    write_labels(fn, c, pixel_size_um=2.0)
+    fn = _two_class_file(tmp_path)
     code, res, _ = _run(capsys, ["measure", "phases", str(fn), "--names", "a,b,c,d", "--json"])
     assert code == 0 and res["phase_fractions"] == {"a": 0.75, "b": 0.25, "c": 0.0, "d": 0.0}
     assert any("c, d" in w for w in res["warnings"])
