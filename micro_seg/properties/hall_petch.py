@@ -39,11 +39,13 @@ def hall_petch_x(d_um: np.ndarray) -> np.ndarray:
     return (d_um * 1e-6) ** -0.5
 
 
-def check_grain_size_spread(d_um, *, d: str = "d", relation: str = "hall-petch", source: str | None = None) -> None:
-    """Refuse a fit over fewer than 3 different grain sizes (equal within 1e-6 relative).
+def check_grain_size_spread(d_um, *, d: str = "d", relation: str = "hall-petch", source: str | None = None) -> str | None:
+    """Refuse a fit over one grain size (equal within 1e-6 relative); a warning (returned) for only two.
 
-    With (nearly) one grain size, ``k`` is undetermined and least squares
-    returns meaningless numbers; with two, the fit cannot be checked.  Fewer
+    With one grain size ``k`` is undetermined and least squares returns
+    meaningless numbers.  Two grain sizes (e.g. two heat treatments with
+    replicates) determine the line and its confidence intervals, but cannot
+    show that the relation is straight: the returned text says so.  Fewer
     than 3 samples are left to :func:`~micro_seg.properties.regression.fit_linear`.
 
     Examples
@@ -52,20 +54,23 @@ def check_grain_size_spread(d_um, *, d: str = "d", relation: str = "hall-petch",
     ...     check_grain_size_spread([18.9, 18.9, 18.9, 18.9], d="mean_intercept_um")
     ... except ValueError as exc:
     ...     print(exc)
-    column 'mean_intercept_um': all 4 samples have the same grain size (18.9 um); a hall-petch fit needs at least 3 different grain sizes
+    column 'mean_intercept_um': all 4 samples have the same grain size (18.9 um); a hall-petch fit needs different grain sizes
+    >>> print(check_grain_size_spread([10.0, 10.0, 40.0, 40.0]))
+    column 'd': only 2 different grain sizes (10 and 40 um) among 4 samples: the fit cannot show that the hall-petch relation is straight over this range
     """
     values = np.asarray(d_um, dtype=float)
     if values.size < 3:
-        return
+        return None
     k = n_distinct(values)
-    if k >= 3:
-        return
-    if k == 1:
-        what = f"all {values.size} samples have the same grain size ({values[0]:.4g} um)"
-    else:
-        what = f"only {k} different grain sizes ({values.min():.4g} and {values.max():.4g} um) among {values.size} samples"
     prefix = f"{source}: " if source else ""
-    raise PropertyTableError(f"{prefix}column {d!r}: {what}; a {relation} fit needs at least 3 different grain sizes")
+    if k == 1:
+        raise PropertyTableError(f"{prefix}column {d!r}: all {values.size} samples have the same grain size "
+                                 f"({values[0]:.4g} um); a {relation} fit needs different grain sizes")
+    if k == 2:
+        return (f"{prefix}column {d!r}: only 2 different grain sizes ({values.min():.4g} and {values.max():.4g} um) "
+                f"among {values.size} samples: the fit cannot show that the {relation} relation is straight over "
+                "this range")
+    return None
 
 
 @dataclass(frozen=True)
@@ -132,8 +137,8 @@ def fit_hall_petch(
 ) -> HallPetchFit:
     """Fit ``values = P0 + k d^-1/2`` by least squares.
 
-    Refuses (``PropertyTableError``) fewer than 3 different grain sizes
-    (see :func:`check_grain_size_spread`).
+    Refuses (``PropertyTableError``) a single grain size (see
+    :func:`check_grain_size_spread`).
 
     Parameters
     ----------

@@ -169,7 +169,7 @@ def link(
     Matched samples without a property value (empty, NaN or infinite cell)
     are not fitted and each cause gives one warning.  For ``hall-petch`` and
     ``hardness`` a property value <= 0 is refused (strength and hardness are
-    positive), as are fewer than 3 different grain sizes.
+    positive), as is a single grain size (two give a warning).
     """
     if relation not in (*RELATIONS, "linear"):
         raise PropertyTableError(f"unknown relation {relation!r}; choose hall-petch, hardness or linear")
@@ -268,7 +268,9 @@ def link(
         }
         pred = fit.predict(x)
     else:
-        check_grain_size_spread(fitted[d].to_numpy(dtype=float), d=d, relation=relation, source=res_source)
+        spread = check_grain_size_spread(fitted[d].to_numpy(dtype=float), d=d, relation=relation, source=res_source)
+        if spread:
+            warnings.append(spread)
         se_col = f"{d}_se"
         d_se = fitted[se_col].to_numpy() if se_col in fitted and np.all(np.isfinite(fitted[se_col])) else None
         fit = fit_hall_petch(fitted[d].to_numpy(), y[keep], relation=relation, d=d,
