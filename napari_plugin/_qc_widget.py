@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton
 
-from napari_plugin._common import JobRunner, analysis_array, layer_pixel_size_um, notify_error
+from napari_plugin._common import JobRunner, analysis_array, layer_pixel_size_um, notify_error, notify_warning
 from napari_plugin._layers import connect_layer_events, layer_chooser
 
 __all__ = ["QCWidget", "QCParams", "qc_job"]
@@ -112,6 +112,19 @@ def _outlines(labels: np.ndarray, offending: dict[int, str]) -> list[np.ndarray]
     return polys
 
 
+def _physical_limits(spec_path: str) -> list[str]:
+    """Measurement limits of the spec that need a pixel size (keys in µm, µm² or per mm²)."""
+    from micro_seg.errors import MicroSegError
+    from micro_seg.qc import load_spec
+
+    try:
+        spec = load_spec(spec_path)
+    except MicroSegError:  # reported by the job itself
+        return []
+    return [f"{group}.{key}" for group, rules in spec.measurements.items() for key in rules
+            if key.endswith(("_um", "_um2", "_per_mm2")) or key.startswith("G_") or key == "ala_G"]
+
+
 class QCWidget(Container):
     """Dock widget: verdict and reasons for the current image (see module docstring)."""
 
@@ -174,6 +187,12 @@ class QCWidget(Container):
         except ValueError as exc:
             notify_error(str(exc))
             return
+        if params.pixel_size_um is None:
+            physical = _physical_limits(params.spec_path)
+            if physical:
+                notify_warning(f"'{self._image.value.name}' has no pixel size, but the spec sets limits in physical "
+                               f"units ({', '.join(physical)}): type the pixel size in 'Pixel size (µm/px)', or they "
+                               "are judged in pixels or not at all.")
         self._scale = (params.pixel_size_um, params.pixel_size_um) if params.pixel_size_um else (1.0, 1.0)
         self._runner.start(qc_job, params, on_done=self._show, description="QC")
 

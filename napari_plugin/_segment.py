@@ -308,6 +308,11 @@ class SegmentWidget(Container):
             return None
         from micro_seg.postprocess import SMALL_IMAGE_SIDE
 
+        if data.dtype.kind == "f":
+            bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+            if 0 < bad < data.size:
+                notify_warning(f"'{layer.name}' has {bad} NaN or infinite pixel value(s): the classes found there "
+                               "mean nothing (the rest of the image is segmented as usual).")
         if min(data.shape[:2]) < SMALL_IMAGE_SIDE:
             notify_warning(f"'{layer.name}' is only {data.shape[0]} x {data.shape[1]} pixels: far smaller than the "
                            "patches a model learns from, so its result is unreliable (segment a larger field).")

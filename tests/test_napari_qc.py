@@ -83,3 +83,23 @@ def test_qc_widget_refuses_labels_that_do_not_cover_the_image(make_napari_viewer
     w._labels.value = None
     w.run()
     assert not w._runner.running and any("'stack4d' has shape (2, 3, 32, 32)" in m for m in got), got
+
+
+def test_qc_widget_warns_when_physical_limits_meet_an_uncalibrated_image(make_napari_viewer, qtbot, tmp_path):
+    from napari.utils.notifications import notification_manager
+
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
+
+    got = []
+    notification_manager.notification_ready.connect(lambda n: got.append(str(n.message)))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  defects:\n    max_feret_um: 10\n    area_fraction: 0.01\n")
+    viewer = make_napari_viewer()
+    w = QCWidget(viewer)
+    w._image.value = viewer.add_image(grain_micrograph(0, shape=(64, 64), n_grains=10), name="plain")
+    w._labels.value = viewer.add_labels(np.zeros((64, 64), np.int32), name="pores")
+    w._kind.value, w._spec.value = MEASURE_KINDS[2], spec
+    w.run()
+    wait_idle(qtbot, w)
+    assert any("'plain' has no pixel size" in m and "defects.max_feret_um" in m and "area_fraction" not in m
+               for m in got), got

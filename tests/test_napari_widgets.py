@@ -533,6 +533,14 @@ def test_segment_result_stays_with_the_image_it_came_from(make_napari_viewer, qt
     assert widget.run() is not None
     wait_idle(qtbot, widget)
     assert any("'speck' is only 3 x 3 pixels" in m and "unreliable" in m for m in _messages(notes, "warning"))
+    # a float image with a few NaN pixels: segmented, and the user told where the result means nothing
+    holes = two_phase_image((64, 64), seed=3)[0].astype(np.float32)
+    holes[5, 5:8] = np.nan
+    widget._image.value = viewer.add_image(holes, name="holes")
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
+    assert any("'holes' has 3 NaN or infinite pixel value(s)" in m for m in _messages(notes, "warning"))
+    assert viewer.layers["holes classes"].data.shape == (64, 64)
 
 
 def test_train_widget_refuses_a_model_name_it_could_not_save_under(make_napari_viewer, tmp_path, monkeypatch, notes):
