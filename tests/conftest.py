@@ -28,6 +28,21 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture
+def notes():
+    """napari notifications shown during the test, as ``(severity, message)`` (severity lower-case)."""
+    from napari.utils.notifications import notification_manager
+
+    got: list[tuple[str, str]] = []
+
+    def grab(n):
+        got.append((str(n.severity).lower(), str(n.message)))
+
+    notification_manager.notification_ready.connect(grab)
+    yield got
+    notification_manager.notification_ready.disconnect(grab)
+
+
 def pytest_collection_modifyitems(config, items):
     if SHARED_DATASETS.is_dir():
         return

@@ -13,20 +13,6 @@ S0, K = 80.0, 0.65
 SPECS = {"A": 6.0, "B": 12.0, "C": 25.0, "D": 50.0, "E": 100.0}
 
 
-@pytest.fixture
-def notes():
-    from napari.utils.notifications import notification_manager
-
-    got: list[tuple[str, str]] = []
-
-    def grab(n):
-        got.append((str(n.severity).lower(), str(n.message)))
-
-    notification_manager.notification_ready.connect(grab)
-    yield got
-    notification_manager.notification_ready.disconnect(grab)
-
-
 def _inputs(tmp_path, ids=None, col="yield_strength_MPa"):
     rng = np.random.default_rng(0)
     rows = [{"path": f"in/{s}/f{i}.tif", "status": "ok", "error": "", "mean_intercept_um": d * (1 + rng.normal(0, 0.02))}

@@ -60,14 +60,10 @@ def test_qc_widget_flags_big_pore_and_shows_grad_cam(make_napari_viewer, qtbot, 
     assert cam.data.shape == img.shape and tuple(cam.scale) == (0.5, 0.5)
 
 
-def test_qc_widget_refuses_labels_that_do_not_cover_the_image(make_napari_viewer, qtbot, tmp_path):
+def test_qc_widget_refuses_labels_that_do_not_cover_the_image(make_napari_viewer, qtbot, tmp_path, notes):
     """Labels of another (smaller) image used to be judged against this one in silence (verdict REVIEW)."""
-    from napari.utils.notifications import notification_manager
-
     from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
 
-    got = []
-    notification_manager.notification_ready.connect(lambda n: got.append(str(n.message)))
     spec = tmp_path / "spec.yaml"
     spec.write_text("measurements:\n  defects:\n    area_fraction: 0.01\n")
     viewer = make_napari_viewer()
@@ -78,20 +74,16 @@ def test_qc_widget_refuses_labels_that_do_not_cover_the_image(make_napari_viewer
         MEASURE_KINDS[2], spec
     w.run()
     assert not w._runner.running and getattr(w, "last", None) is None
-    assert any("'other pores' (32 x 100 px) does not cover 'field' (64 x 64 px" in m for m in got), got
+    assert any("'other pores' (32 x 100 px) does not cover 'field' (64 x 64 px" in m for _, m in notes), notes
     w._image.value = viewer.add_image(np.zeros((2, 3, 32, 32), np.uint8), name="stack4d")
     w._labels.value = None
     w.run()
-    assert not w._runner.running and any("'stack4d' has shape (2, 3, 32, 32)" in m for m in got), got
+    assert not w._runner.running and any("'stack4d' has shape (2, 3, 32, 32)" in m for _, m in notes), notes
 
 
-def test_qc_widget_warns_when_physical_limits_meet_an_uncalibrated_image(make_napari_viewer, qtbot, tmp_path):
-    from napari.utils.notifications import notification_manager
-
+def test_qc_widget_warns_when_physical_limits_meet_an_uncalibrated_image(make_napari_viewer, qtbot, tmp_path, notes):
     from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
 
-    got = []
-    notification_manager.notification_ready.connect(lambda n: got.append(str(n.message)))
     spec = tmp_path / "spec.yaml"
     spec.write_text("measurements:\n  defects:\n    max_feret_um: 10\n    area_fraction: 0.01\n")
     viewer = make_napari_viewer()
@@ -102,4 +94,4 @@ def test_qc_widget_warns_when_physical_limits_meet_an_uncalibrated_image(make_na
     w.run()
     wait_idle(qtbot, w)
     assert any("'plain' has no pixel size" in m and "defects.max_feret_um" in m and "area_fraction" not in m
-               for m in got), got
+               for _, m in notes), notes

@@ -16,21 +16,6 @@ from _napari_helpers import two_phase_image, wait_idle  # noqa: E402
 from napari_plugin._common import viewer_camera  # noqa: E402
 
 
-@pytest.fixture
-def notes():
-    """Collect napari notifications as (severity, message)."""
-    from napari.utils.notifications import notification_manager
-
-    got: list[tuple[str, str]] = []
-
-    def grab(n):
-        got.append((str(n.severity), str(n.message)))
-
-    notification_manager.notification_ready.connect(grab)
-    yield got
-    notification_manager.notification_ready.disconnect(grab)
-
-
 def _messages(notes, severity=None):
     return [m for s, m in notes if severity is None or s.lower() == severity]
 

@@ -23,20 +23,6 @@ def user_models(tmp_path, monkeypatch):
     return tmp_path / "models"
 
 
-@pytest.fixture
-def notes():
-    from napari.utils.notifications import notification_manager
-
-    got = []
-
-    def grab(n):
-        got.append((str(n.severity), n.message))
-
-    notification_manager.notification_ready.connect(grab)
-    yield got
-    notification_manager.notification_ready.disconnect(grab)
-
-
 def test_segment_correct_train_measure(make_napari_viewer, qtbot, tmp_path, user_models):
     import torch
 
