@@ -523,8 +523,8 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     if px is None:
         flags.append({"source": "calibration", "check": "missing_calibration", "severity": "warning",
                       "message": "no pixel size in the file and none given: results are in pixel units"})
-    for w in (mg.meta or {}).get("warnings", []) or []:
-        flags.append({"source": "io", "check": "read", "severity": "warning", "message": str(w)})
+    for w in mg.reader_warnings:
+        flags.append({"source": "io", "check": "read", "severity": "warning", "message": w})
 
     # What needs the pixels after inference is taken now, so that they are released before
     # post-processing (a 16k x 16k 8-bit image is 268 MB): the QC pixel checks and the overlay's preview.

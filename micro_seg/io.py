@@ -161,6 +161,11 @@ class Micrograph:
             return self.data
         return self.data[: self.data.shape[0] - self.databar_rows]
 
+    @property
+    def reader_warnings(self) -> list[str]:
+        """What the reader noticed about the file (pages not read, name and content disagree, ...)."""
+        return [str(w) for w in (self.meta or {}).get("warnings") or []]
+
     def release_pixels(self) -> None:
         """Drop the pixel array, keeping calibration and metadata, once nothing needs the pixels.
 

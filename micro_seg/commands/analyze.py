@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from micro_seg.commands.segment import add_model_options, reader_warnings, segment_file
+from micro_seg.commands.segment import add_model_options, segment_file
 
 __all__ = ["register", "run"]
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     nested, _, _ = measure_segmentation(seg, pixel_size_um=px, fields=_fields(args.fields), what=str(args.image))
     measurement_warnings = nested.pop("_warnings", [])
     result.update(nested)
-    result["warnings"] = list(dict.fromkeys(reader_warnings(micrograph) + list(seg.warnings) + measurement_warnings
+    result["warnings"] = list(dict.fromkeys(micrograph.reader_warnings + list(seg.warnings) + measurement_warnings
                                             + ([] if px else ["no pixel size: lengths in pixels, G is null"])))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result

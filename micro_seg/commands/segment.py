@@ -145,11 +145,6 @@ def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, 
     return micrograph, seg
 
 
-def reader_warnings(micrograph: Any) -> list[str]:
-    """What the image reader noticed (e.g. pages not read, name and content disagree), for a command's warnings."""
-    return [str(w) for w in ((getattr(micrograph, "meta", None) or {}).get("warnings") or [])]
-
-
 def write_probabilities(path: Path, probabilities, *, classes: list[str], pixel_size_um: float | None) -> Path:
     """Write a ``(classes, rows, cols)`` probability stack as a float32 TIFF with calibration."""
     import json
@@ -217,7 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         path = out / f"{stem}_{name}_instances.tif"
         write_labels(path, inst, pixel_size_um=px)
         result.setdefault("defect_instances", {})[name] = str(path)
-    result["warnings"] = (reader_warnings(micrograph) + list(seg.warnings)
+    result["warnings"] = (micrograph.reader_warnings + list(seg.warnings)
                           + ([] if px else ["no pixel size: measurements will be in pixels"]))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
