@@ -59,8 +59,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from micro_seg import __version__
-from micro_seg.batch_worker import (BatchConfig, ImageResult, atomic_path, check_segment_options, init_worker, safe_process,
-                                    sha256_file)
+from micro_seg.batch_worker import (BatchConfig, ImageResult, _load_model, atomic_path, check_segment_options, init_worker,
+                                    safe_process, sha256_file)
 from micro_seg.errors import CancelledError, InputFileNotFoundError, MicroSegError, SpecError
 from micro_seg.specimens import parse_group_by, specimen_of, specimen_table
 from micro_seg.store import ResultsStore, utc_now
@@ -659,9 +659,9 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     if not files:
         raise BatchOptionError(_no_images_message(in_path, unsupported, ignored))
     if model_ref is not None:
-        from micro_seg.registry import load_model
-
-        load_model(model_ref)  # weights checked once here: a corrupt or tampered model is bad input, not N failures
+        # weights checked once here: a corrupt or tampered model is bad input, not N failures; the
+        # process-wide cache hands this very model to inline processing (--workers 0) instead of a second load
+        _load_model(model_ref)
 
     n_cpu = os.cpu_count() or 1
     if scheduler is not None:
