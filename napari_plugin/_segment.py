@@ -73,6 +73,7 @@ class SegmentResult:
     seconds: float
     n_objects: int = 0
     uncertainty_max: float = 1.0
+    n_nonfinite: int = 0  # NaN / inf pixel values of the image: their classes mean nothing
 
 
 def segment_job(params: SegmentParams, cancel):
@@ -114,8 +115,17 @@ def segment_job(params: SegmentParams, cancel):
         class_labels=pad_to_full(np.asarray(result.class_labels).astype(np.uint8, copy=False), rows),
         uncertainty=unc, classes=tuple(card.classes), task=card.task, model_name=card.name,
         seconds=time.perf_counter() - t0, n_objects=n_objects,
-        uncertainty_max=float(unc.max()) if unc is not None else 1.0,
+        uncertainty_max=float(unc.max()) if unc is not None else 1.0, n_nonfinite=_count_nonfinite(params.image),
     )
+
+
+def _count_nonfinite(image: np.ndarray) -> int:
+    """NaN / inf values of a float image, counted row block by row block (no image-sized mask); 0 otherwise."""
+    if image.dtype.kind != "f":
+        return 0
+    from micro_seg.measure.labels import row_blocks
+
+    return sum(int(np.count_nonzero(~np.isfinite(image[rows]))) for rows in row_blocks(image))
 
 
 def pixel_size_warning(pixel_size_um: float | None, card) -> str | None:
@@ -308,11 +318,6 @@ class SegmentWidget(Container):
             return None
         from micro_seg.postprocess import SMALL_IMAGE_SIDE
 
-        if data.dtype.kind == "f":
-            bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-            if 0 < bad < data.size:
-                notify_warning(f"'{layer.name}' has {bad} NaN or infinite pixel value(s): the classes found there "
-                               "mean nothing (the rest of the image is segmented as usual).")
         if min(data.shape[:2]) < SMALL_IMAGE_SIDE:
             notify_warning(f"'{layer.name}' is only {data.shape[0]} x {data.shape[1]} pixels: far smaller than the "
                            "patches a model learns from, so its result is unreliable (segment a larger field).")
@@ -409,6 +414,10 @@ class SegmentWidget(Container):
                                 metadata={"micro_seg": {**base, "kind": "uncertainty"}}, **common, **units)
 
         steps = [select_labels] + ([add_uncertainty] if result.uncertainty is not None else [])
+        if result.n_nonfinite:  # counted in the worker, not in the GUI thread
+            steps.append(lambda: notify_warning(
+                f"'{layer.name}' has {result.n_nonfinite} NaN or infinite pixel value(s): the classes found there "
+                "mean nothing (the rest of the image is segmented as usual)."))
         steps.append(lambda: notify_info(message))  # a notification pop-up is a few Qt widgets
         self._pending_display = True
 
