@@ -1029,8 +1029,13 @@ def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisa
         extra={"training": training},
     )
     if base_card is not None:
-        for key in ("pixel_size_um_range", "material", "description", "tile_size", "postprocess"):
+        # the base's scale, tiling and post-processing carry over; its material and description do not: a
+        # fine-tune is trained on the caller's images (set ``material`` through ``card_extra``)
+        for key in ("pixel_size_um_range", "tile_size", "postprocess"):
             fields[key] = getattr(base_card, key)
+        fields["description"] = (f"Fine-tuned from {base_card.name!r}"
+                                 + (f" ({base_card.material})" if base_card.material else "")
+                                 + f" on {n_train} training image{'s' if n_train != 1 else ''}.")
         if base_card.task != task:
             fields["postprocess"] = {}  # another task: the base model's post-processing options do not apply
         if len(base_card.classes) == len(classes):

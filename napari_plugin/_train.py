@@ -87,6 +87,7 @@ class TrainParams:
     pseudo_label_threshold: float | None = None  # fine-tuning: keep the base model's sure answers where unlabelled
     augment: str = "full"  # micro_seg.augment.AUGMENT_PRESETS
     keep_orientation: bool = False  # no 90-degree rotations
+    material: str = ""  # recorded on the card (a fine-tune does not inherit the base model's material)
 
 
 def _read_folder(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
@@ -134,6 +135,8 @@ def train_job(params: TrainParams, cancel):
         kwargs["input_scale"] = float(params.input_scale)
     if params.base and params.pseudo_label_threshold is not None:
         kwargs["pseudo_label_threshold"] = float(params.pseudo_label_threshold)
+    if params.material.strip():
+        kwargs["card_extra"] = {"material": params.material.strip()}
     result = yield from iter_train_segmenter(
         images, labels, classes=classes, epochs=params.epochs, patch_size=params.patch_size,
         batch_size=params.batch_size, time_limit_s=params.time_limit_s, val_fraction=params.val_fraction,
@@ -214,6 +217,9 @@ class TrainWidget(Container):
         self._base = ComboBox(label="Start from", choices=self._base_choices,
                               tooltip="Fine-tuning a shipped model needs far fewer labels than training from scratch.")
         self._name = LineEdit(label="New model name", value="my-material")
+        self._material = LineEdit(label="Material", value="",
+                                  tooltip="What the images show (e.g. 'ferritic steel, nital etch'); recorded on the "
+                                          "model card and shown when the model is picked.")
         self._epochs = SpinBox(label="Epochs", value=10, min=1, max=100_000)  # the time limit usually ends it
         self._minutes = FloatSpinBox(label="Time limit (min)", value=5.0, min=0.1, max=600.0, step=0.5)
         self._patch = SpinBox(label="Patch size (px)", value=128, min=16, max=1024, step=16)
@@ -241,7 +247,7 @@ class TrainWidget(Container):
         self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn,
                                  status_label=self._status, run_button=self._train_btn)
         self.extend([self._source, self._image, self._annotations, self._folder, self._base, self._name,
-                     self._epochs, self._minutes, self._patch, self._scale, self._keep_base, self._augment,
+                     self._material, self._epochs, self._minutes, self._patch, self._scale, self._keep_base, self._augment,
                      self._keep_orientation, self._train_btn, self._cancel_btn, self._progress, self._status])
         self.native.layout().addWidget(self._plot.canvas)
         self._source.changed.connect(self._update_visibility)
@@ -289,7 +295,8 @@ class TrainWidget(Container):
                       input_scale=float(self._scale.value) if self._base.value is None else None,
                       pseudo_label_threshold=(DEFAULT_PSEUDO_LABEL_THRESHOLD
                                               if self._base.value is not None and self._keep_base.value else None),
-                      augment=str(self._augment.value), keep_orientation=bool(self._keep_orientation.value))
+                      augment=str(self._augment.value), keep_orientation=bool(self._keep_orientation.value),
+                      material=str(self._material.value))
         if self._source.value == "Training folder":
             folder = Path(str(self._folder.value)).expanduser()
             if not (folder / "labels").is_dir():

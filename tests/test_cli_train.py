@@ -174,12 +174,14 @@ def test_keep_last_and_input_scale_reach_the_model(dirs, tmp_path, capsys):
     out = tmp_path / "model"
     code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright",
                  "--epochs", "2", "--patch-size", "32", "--batch-size", "2", "--arch", "msnet-s",
-                 "--val-fraction", "0.5", "--keep", "last", "--input-scale", "0.5", "--json"])
+                 "--val-fraction", "0.5", "--keep", "last", "--input-scale", "0.5", "--json",
+                 "--material", "ferritic steel, nital"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     res = json.loads(captured.out)
     assert res["input_scale"] == 0.5 and res["best_epoch"] == 1 and res["epochs_run"] == 2  # last of 2 kept
     assert load_model(out).card.input_scale == 0.5
+    assert load_model(out).card.material == "ferritic steel, nital"
     assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--input-scale", "0"]) == 2
     assert "--input-scale" in capsys.readouterr().err
     assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--pseudo-labels", "0.9"]) == 2

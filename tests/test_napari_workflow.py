@@ -26,7 +26,7 @@ def user_models(tmp_path, monkeypatch):
 def test_segment_correct_train_measure(make_napari_viewer, qtbot, tmp_path, user_models):
     import torch
 
-    from micro_seg.registry import user_models_dir
+    from micro_seg.registry import load_card, user_models_dir
     from napari_plugin._annotate import AnnotateWidget
     from napari_plugin._measure import PHASES, MeasureWidget
     from napari_plugin._segment import SegmentWidget
@@ -71,6 +71,7 @@ def test_segment_correct_train_measure(make_napari_viewer, qtbot, tmp_path, user
     train._image.value = img_layer
     train._annotations.value = ann_layer
     train._name.value = "corrected"
+    train._material.value = "two-phase test pattern"
     train._epochs.value = 6
     train._patch.value = 64
     assert train.train(arch_kwargs={"widths": [8, 16]}) is not None
@@ -79,6 +80,8 @@ def test_segment_correct_train_measure(make_napari_viewer, qtbot, tmp_path, user
     new_folder = user_models_dir() / "corrected"
     assert (new_folder / "card.yaml").is_file()
     assert seg._model.value == str(new_folder)  # picked at once
+    assert load_card(new_folder).material == "two-phase test pattern"
+    assert "two-phase test pattern" in seg._model_info.value  # shown when the model is picked
     assert train._plot.losses and train._plot.losses[-1] < train._plot.losses[0]
 
     # 4. segment again with the trained model and measure the phase fractions

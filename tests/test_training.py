@@ -512,3 +512,24 @@ def test_patch_size_advice_known_answers():
     assert patch_size_advice(shapes, 48, stride=16) is None  # 1 - (40*42 + 38*48 + 45*30) / 3 / 2304 = 30%
     assert "of 64 px" in patch_size_advice(shapes, 128, stride=32)
     assert patch_size_advice([(300, 400)], 128) is None and patch_size_advice([], 64) is None
+
+
+def test_finetuned_card_describes_the_new_material_not_the_base_models(tmp_path):
+    """A fine-tune keeps its base model's scale, tiling and post-processing, but not the base's material and
+    description: it was trained on the caller's images (a MetalDAM steel model fine-tuned from ni-superalloy used
+    to be labelled "Ni-based superalloy").  The caller's material goes on the card through ``card_extra``."""
+    import dataclasses
+
+    from micro_seg.registry import load_model, save_model
+
+    img, truth, scribble = _stripes()
+    net, card, _ = _fit([img], [scribble], name="base")
+    save_model(tmp_path / "b", net, dataclasses.replace(card, material="Ni-based superalloy",
+                                                         description="gamma prime", pixel_size_um_range=(0.01, 0.02)))
+    _, tuned, _ = _fit([img], [truth], base=load_model(tmp_path / "b"), epochs=1)
+    assert tuned.material == ""
+    assert tuned.description == "Fine-tuned from 'base' (Ni-based superalloy) on 1 training image."
+    assert tuned.pixel_size_um_range == (0.01, 0.02)
+    _, named, _ = _fit([img], [truth], base=load_model(tmp_path / "b"), epochs=1,
+                       card_extra={"material": "AM steel, SEM"})
+    assert named.material == "AM steel, SEM"

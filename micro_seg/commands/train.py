@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None, help="comma-separated class names, label value 1 first")
     p.add_argument("--task", default=None, choices=["semantic", "grains"], help="model task (default semantic, or the base model's)")
     p.add_argument("--name", default=None, help="model name on the card (default: the --out folder name)")
+    p.add_argument("--material", default=None,
+                   help="what the micrographs show, recorded on the card (a fine-tune does not inherit the base "
+                        "model's material)")
     p.add_argument("--label-encoding", default="sparse", choices=["sparse", "dense", "mask"])
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--patches-per-epoch", type=int, default=None, help="patches per epoch (default: about twice the training pixels)")
@@ -320,6 +323,8 @@ def run(args: argparse.Namespace) -> dict:
         pseudo_label_threshold=args.pseudo_labels, checkpoint_dir=ckpt, resume=args.resume, num_threads=args.threads, progress=progress,
         name=args.name or out.name, out=out,
     )
+    if args.material and args.material.strip():
+        kwargs["card_extra"] = {"material": args.material.strip()}
     if args.base:
         kwargs["base"] = base
     else:
