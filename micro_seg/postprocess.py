@@ -525,6 +525,28 @@ class Segmentation:
 SMALL_IMAGE_SIDE = 32
 
 
+#: A model is trusted on pixel sizes up to this factor outside its card's training range.
+PIXEL_SIZE_TOLERANCE = 1.5
+
+
+def pixel_size_outside_range(pixel_size_um: float | None, card) -> tuple[float, float] | None:
+    """The card's training pixel-size range when ``pixel_size_um`` lies more than
+    :data:`PIXEL_SIZE_TOLERANCE` outside it; None when it fits, or either is unknown.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> card = SimpleNamespace(pixel_size_um_range=(0.2, 0.5))
+    >>> pixel_size_outside_range(0.7, card), pixel_size_outside_range(0.8, card)
+    (None, (0.2, 0.5))
+    """
+    rng = getattr(card, "pixel_size_um_range", None)
+    if pixel_size_um is None or rng is None:
+        return None
+    lo, hi = rng
+    return None if lo / PIXEL_SIZE_TOLERANCE <= pixel_size_um <= hi * PIXEL_SIZE_TOLERANCE else (lo, hi)
+
+
 def segment_image(
     image: Any,
     model: Any,
@@ -587,8 +609,8 @@ def segment_image(
     if min(shape[:2]) < SMALL_IMAGE_SIDE:
         warnings.append(f"the image is only {shape[0]} x {shape[1]} pixels: far smaller than the patches the model "
                         f"{card.name!r} learnt from, so its result is unreliable (segment a larger field)")
-    rng = card.pixel_size_um_range
-    if pixel_size_um is not None and rng is not None and not (rng[0] / 1.5 <= pixel_size_um <= rng[1] * 1.5):
+    rng = pixel_size_outside_range(pixel_size_um, card)
+    if rng is not None:
         warnings.append(
             f"pixel size {pixel_size_um:g} um is outside the range the model {card.name!r} was trained on "
             f"({rng[0]:g}-{rng[1]:g} um); results may be unreliable (resample the image or fine-tune)"

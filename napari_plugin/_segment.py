@@ -130,10 +130,10 @@ def _count_nonfinite(image: np.ndarray) -> int:
 
 def pixel_size_warning(pixel_size_um: float | None, card) -> str | None:
     """A warning when the image's pixel size is far outside the model's training range."""
-    rng = getattr(card, "pixel_size_um_range", None)
-    if pixel_size_um is None or rng is None:
-        return None
-    if rng[0] / 1.5 <= pixel_size_um <= rng[1] * 1.5:
+    from micro_seg.postprocess import pixel_size_outside_range
+
+    rng = pixel_size_outside_range(pixel_size_um, card)
+    if rng is None:
         return None
     return (f"The pixel size {pixel_size_um:g} µm is outside the range model '{card.name}' was trained on "
             f"({rng[0]:g}-{rng[1]:g} µm): check the result, or fine-tune the model on this material (Train widget).")

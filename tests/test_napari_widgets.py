@@ -269,6 +269,21 @@ def _faint_grain_model(folder, **postprocess):
     return save_model(folder, threshold_net(2, 1), card)
 
 
+def test_segment_pixel_size_warning_uses_the_engines_rule():
+    """The widget warns before a run on the same rule as ``segment_image`` (1.5x outside the card's range)."""
+    from types import SimpleNamespace
+
+    from micro_seg.postprocess import PIXEL_SIZE_TOLERANCE
+    from napari_plugin._segment import pixel_size_warning
+
+    card = SimpleNamespace(name="m", pixel_size_um_range=(0.2, 0.5))
+    assert pixel_size_warning(0.5 * PIXEL_SIZE_TOLERANCE, card) is None
+    assert pixel_size_warning(0.2 / PIXEL_SIZE_TOLERANCE, card) is None
+    assert pixel_size_warning(None, card) is None
+    assert "0.8 µm is outside the range model 'm' was trained on (0.2-0.5 µm)" in pixel_size_warning(0.8, card)
+    assert "0.1 µm" in pixel_size_warning(0.1, card)
+
+
 def test_segment_job_uses_grain_settings(tmp_path):
     """A faint boundary (p ~0.29): one grain with the card's threshold 0.5, two when the run asks for 0.2."""
     import threading
