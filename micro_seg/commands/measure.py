@@ -227,7 +227,7 @@ def run_grains(args: argparse.Namespace) -> dict:
     else:
         labels, px_file = _read_labels(args.path)
         res = measure_grains(labels, pixel_size_um=_pixel_size(args, px_file), fields=args.fields,
-                             circles=circles, what=str(args.path))
+                             circles=circles, what=str(args.path), overwrite_input=True)  # read for this alone
     return _finish(args, res, px_file)
 
 

@@ -52,7 +52,13 @@ from micro_seg.errors import InvalidImageError
 from micro_seg.measure import astm
 from micro_seg.measure._units import NO_SCALE_WARNING, check_pixel_size
 from micro_seg.measure.intercept import ANGLES, abrams_pattern, line_intercepts
-from micro_seg.measure.labels import labels_from_boundaries, prepare_labels, single_label_regions
+from micro_seg.measure.labels import (
+    labels_from_boundaries,
+    prepare_labels,
+    restore_zeros,
+    single_label_regions,
+    zero_bits,
+)
 from micro_seg.measure.stats import auto_field_grid, check_field_size, field_grid, field_index_maps, field_statistics
 
 __all__ = ["GrainMeasurement", "measure_grains", "measure_grains_from_boundaries", "combine_grain_fields"]
@@ -189,6 +195,7 @@ def measure_grains(
     angles: tuple[int, ...] = ANGLES,
     circles: bool = True,
     what: str = "labels",
+    overwrite_input: bool = False,
 ) -> GrainMeasurement:
     """Measure grain size to ASTM E112 / E1382 / E930 from an instance label image.
 
@@ -214,6 +221,12 @@ def measure_grains(
         Also run the Abrams three-circle pattern (one placement per field).
     what : str, optional
         Name of the input used in error messages and warnings.
+    overwrite_input : bool, optional
+        Fill the 0 (boundary) pixels of ``labels`` in place while measuring
+        and set them back to 0 before returning (also on an error), instead
+        of measuring a filled copy: saves an image-sized array (1 GB for a
+        16k x 16k int32 image).  ``labels`` must not be read by another
+        thread meanwhile.
 
     Returns
     -------
@@ -229,14 +242,31 @@ def measure_grains(
     4.86
     """
     px = check_pixel_size(pixel_size_um)
-    lab, original, counts_px = prepare_labels(labels, what=what, return_counts=True)
+    zeros = None
+    if overwrite_input and isinstance(labels, np.ndarray) and labels.ndim == 2 and labels.flags.writeable:
+        zeros = zero_bits(labels)
+    try:
+        return _measure_grains(labels, px, fields=fields, angles=angles, circles=circles, what=what, zeros=zeros)
+    finally:
+        if zeros is not None:
+            restore_zeros(labels, zeros)
+
+
+def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> GrainMeasurement:
+    """:func:`measure_grains` after the pixel-size check; ``zeros``: the input's 0 pixels (:func:`zero_bits`)
+    when it may be filled in place, else None."""
+    lab, original, counts_px = prepare_labels(labels, what=what, return_counts=True, overwrite_input=zeros is not None)
     rows, cols = lab.shape
     n = int(original.size - 1)
     warnings: list[str] = []
     if px is None:
         warnings.append(NO_SCALE_WARNING)
     if n == 1:  # a binary image read as labels (a boundary or grain mask) is "one grain": say so
-        n_regions = single_label_regions(np.asarray(labels).reshape(lab.shape))
+        source = np.asarray(labels)
+        if zeros is not None:  # filled in place: its 0 pixels are needed here
+            source = source.copy()
+            restore_zeros(source, zeros)
+        n_regions = single_label_regions(source.reshape(lab.shape))
         if n_regions > 1:
             warnings.append(
                 f"{what}: only one label value ({original[1]}) in {n_regions} disconnected regions: is this a "

@@ -35,7 +35,8 @@ from scipy import ndimage as ndi
 
 from micro_seg.errors import InvalidImageError
 
-__all__ = ["prepare_labels", "labels_from_boundaries", "fill_boundaries", "max_close_gaps_px", "single_label_regions"]
+__all__ = ["prepare_labels", "labels_from_boundaries", "fill_boundaries", "max_close_gaps_px", "single_label_regions",
+           "zero_bits", "restore_zeros"]
 
 #: Largest gap-closing radius (pixels) of :func:`labels_from_boundaries`: it closes gaps up to 64 px
 #: wide, far more than the breaks a tracing or a segmentation leaves, and it also erases every grain
@@ -90,7 +91,8 @@ def label_counts(labels: np.ndarray, length: int) -> np.ndarray:
 FILL_STRIP_ROWS, FILL_HALO_ROWS = 512, 32
 
 
-def fill_boundaries(labels: np.ndarray, *, strip_rows: int = FILL_STRIP_ROWS, halo: int = FILL_HALO_ROWS) -> np.ndarray:
+def fill_boundaries(labels: np.ndarray, *, strip_rows: int = FILL_STRIP_ROWS, halo: int = FILL_HALO_ROWS,
+                    overwrite_input: bool = False) -> np.ndarray:
     """Assign every 0 pixel to the nearest non-zero label (Euclidean distance).
 
     A whole-image distance transform costs 13 bytes per pixel (3.5 GB at
@@ -101,6 +103,10 @@ def fill_boundaries(labels: np.ndarray, *, strip_rows: int = FILL_STRIP_ROWS, ha
     way; on an 8k x 8k segmentation no pixel of 10 million differed), and if
     any pixel's nearest label is farther away the whole image is transformed
     after all.
+
+    ``overwrite_input=True`` fills ``labels`` itself (it must be writable)
+    and returns it, with the same values as a filled copy: no image-sized
+    copy (1 GB for a 16k x 16k int32 image).
 
     Examples
     --------
@@ -115,29 +121,69 @@ def fill_boundaries(labels: np.ndarray, *, strip_rows: int = FILL_STRIP_ROWS, ha
         msg = "labels: no grain in the image (all pixels are 0)"
         raise InvalidImageError(msg)
     if labels.shape[0] > 2 * strip_rows:
+        # filling in place, a strip that needs the whole-image transform after all finds earlier strips filled:
+        # the packed 0 mask (1 bit per pixel) puts them back first
+        bits = np.packbits(zero, axis=1) if overwrite_input else None
         del zero
-        out = _fill_in_strips(labels, strip_rows, halo)
+        out = _fill_in_strips(labels, strip_rows, halo, in_place=overwrite_input)
         if out is not None:
             return out
+        if bits is not None:
+            restore_zeros(labels, bits)
         zero = labels == 0
     idx = ndi.distance_transform_edt(zero, return_distances=False, return_indices=True)
+    if overwrite_input:
+        labels[...] = labels[tuple(idx)]
+        return labels
     return labels[tuple(idx)]
 
 
-def _fill_in_strips(labels: np.ndarray, strip_rows: int, halo: int) -> np.ndarray | None:
+def zero_bits(labels: np.ndarray) -> np.ndarray | None:
+    """The 0 pixels of ``labels`` packed 8 per byte along the rows (``np.packbits``), or None if there are none.
+
+    Row block by row block, so no whole-image mask is made (268 MB at 16k x 16k).
+
+    Examples
+    --------
+    >>> lab = np.array([[1, 0, 2], [0, 3, 3]])
+    >>> bits = zero_bits(lab); lab[lab == 0] = 9
+    >>> restore_zeros(lab, bits); lab.tolist()
+    [[1, 0, 2], [0, 3, 3]]
+    """
+    bits = np.concatenate([np.packbits(labels[rows] == 0, axis=1) for rows in row_blocks(labels)])
+    return bits if bits.any() else None
+
+
+def restore_zeros(labels: np.ndarray, bits: np.ndarray) -> None:
+    """Set the pixels marked in ``bits`` (from :func:`zero_bits`) back to 0, in place."""
+    cols = labels.shape[1]
+    for rows in row_blocks(labels):
+        labels[rows][np.unpackbits(bits[rows], axis=1, count=cols).view(bool)] = 0
+
+
+def _fill_in_strips(labels: np.ndarray, strip_rows: int, halo: int, *, in_place: bool = False) -> np.ndarray | None:
     """:func:`fill_boundaries` strip by strip; None when a nearest label may lie beyond a strip's halo.
 
     Only the feature transform (nearest-label indices) is computed; distances are taken for the core's 0
     pixels alone (the distance map would cost another 8 bytes per window pixel and its sqrt pass 16 more).
+    ``in_place``: ``labels`` itself is filled; the halo above each strip is read from a copy of those rows
+    taken before they were filled, so the result is the same as the copy's.
     """
     rows = labels.shape[0]
-    out = labels.copy()
+    in_place = in_place and halo <= strip_rows  # the saved rows above a strip then lie in one strip
+    out = labels if in_place else labels.copy()
+    above = None  # in place: the input's rows just above the current strip, as they were before filling
     for r0 in range(0, rows, strip_rows):
         r1 = min(rows, r0 + strip_rows)
-        if not (labels[r0:r1] == 0).any():
-            continue
         w0, w1 = max(0, r0 - halo), min(rows, r1 + halo)
-        window = labels[w0:w1]
+        has_zero = bool((labels[r0:r1] == 0).any())
+        if in_place:
+            window = labels[w0:w1] if above is None or not has_zero else np.concatenate([above, labels[r0:w1]])
+            above = labels[max(0, r1 - halo) : r1].copy()
+        else:
+            window = labels[w0:w1]
+        if not has_zero:
+            continue
         zero = window == 0
         if zero.all():
             return None
@@ -154,7 +200,7 @@ def _fill_in_strips(labels: np.ndarray, strip_rows: int, halo: int) -> np.ndarra
 
 
 def prepare_labels(
-    labels: np.ndarray, *, what: str = "labels", return_counts: bool = False
+    labels: np.ndarray, *, what: str = "labels", return_counts: bool = False, overwrite_input: bool = False
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate a label image and relabel it ``1..N`` (int32) with 0 pixels filled.
 
@@ -166,6 +212,11 @@ def prepare_labels(
         Name used in error messages (a file name, say).
     return_counts : bool, optional
         Also return the pixel count of every output label (index 0 unused).
+    overwrite_input : bool, optional
+        An input already labelled ``1..N`` has its 0 pixels filled in place
+        (no image-sized copy; see :func:`zero_bits` / :func:`restore_zeros`
+        to put them back).  A relabelled image is always filled in place,
+        being a new array already.
 
     Returns
     -------
@@ -223,7 +274,7 @@ def prepare_labels(
             inverse = inverse + 1
         out = inverse.reshape(labels.shape).astype(np.int32)
     if counts is None or counts[0] > 0:
-        out = fill_boundaries(out)
+        out = fill_boundaries(out, overwrite_input=(overwrite_input and out.flags.writeable) or out is not labels)
         counts = None
     out = np.ascontiguousarray(out, dtype=np.int32)
     if not return_counts:
