@@ -345,17 +345,23 @@ def test_measuring_in_place_gives_the_same_answer_and_puts_the_boundaries_back()
     from micro_seg.synth import grain_micrograph
 
     s = grain_micrograph((2 * FILL_STRIP_ROWS + 80, 200), n_grains=250, seed=4)  # filled in strips
-    labels = np.where(s.boundaries, 0, s.labels).astype(np.int32)
-    before = labels.copy()
-    ref = measure_grains(labels, pixel_size_um=0.5, fields=(2, 2))
-    got = measure_grains(labels, pixel_size_um=0.5, fields=(2, 2), overwrite_input=True)
-    np.testing.assert_array_equal(labels, before)
-    assert (labels == 0).mean() > 0.05
-    assert got.summary == ref.summary
-    pd.testing.assert_frame_equal(got.grains, ref.grains)
-    with pytest.raises(InvalidImageError, match="less than one grain per field"):
-        measure_grains(labels, pixel_size_um=0.5, fields=(40, 12), overwrite_input=True)
-    np.testing.assert_array_equal(labels, before)
+    gappy = np.where(s.boundaries, 0, s.labels).astype(np.int32)
+    consecutive = np.unique(gappy, return_inverse=True)[1].reshape(gappy.shape).astype(np.int32)  # 0 stays 0
+    assert gappy.max() > consecutive.max() and (consecutive == 0).mean() > 0.05
+    for labels in (consecutive, gappy):  # filled in the caller's array / in the relabelled copy
+        before = labels.copy()
+        ref = measure_grains(labels, pixel_size_um=0.5, fields=(2, 2))
+        got = measure_grains(labels, pixel_size_um=0.5, fields=(2, 2), overwrite_input=True)
+        np.testing.assert_array_equal(labels, before)
+        assert got.summary == ref.summary
+        pd.testing.assert_frame_equal(got.grains, ref.grains)
+        if labels is consecutive:
+            assert got.labels is None  # the filled image was the caller's own array, now restored
+        else:
+            np.testing.assert_array_equal(got.labels, ref.labels)
+        with pytest.raises(InvalidImageError, match="less than one grain per field"):
+            measure_grains(labels, pixel_size_um=0.5, fields=(40, 12), overwrite_input=True)
+        np.testing.assert_array_equal(labels, before)
     # a boundary mask read as labels (one value) is still recognised when filled in place
     mask = (s.boundaries > 0).astype(np.uint8)
     warned = measure_grains(mask, fields=None, overwrite_input=True).warnings

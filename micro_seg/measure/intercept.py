@@ -101,6 +101,12 @@ def _views(labels: np.ndarray, angle: int):
     raise ValueError(msg)
 
 
+def _index_dtype(n_pixels: int) -> type:
+    """int32 for pixel coordinates and flat indices of images under 2**31 pixels (half the memory of int64:
+    a 16k x 16k image has tens of millions of crossings per orientation), else int64."""
+    return np.int32 if n_pixels < 2**31 else np.int64
+
+
 def _block_crossings(a: np.ndarray, b: np.ndarray, s1: np.ndarray | None, flat: np.ndarray, rows: slice, cols: int,
                      first: tuple[int, int], offsets: tuple[int, int, int]) -> tuple:
     """Crossings of one orientation in rows ``rows`` of its views ``a`` / ``b`` (see :func:`_views`).
@@ -112,7 +118,8 @@ def _block_crossings(a: np.ndarray, b: np.ndarray, s1: np.ndarray | None, flat: 
     the last three are None for 0 / 90 degrees.
     """
     (dr, dc), (off_b, off_s1, off_s2), ac = first, offsets, a.shape[1]
-    i, j = np.divmod(np.flatnonzero(a[rows] != b[rows]), ac)
+    index = _index_dtype(flat.size)
+    i, j = np.divmod(np.flatnonzero(a[rows] != b[rows]).astype(index), ac)
     i += rows.start
     pa = (i + dr) * cols + (j + dc)
     la, lb = flat[pa], flat[pa + off_b]
@@ -122,7 +129,7 @@ def _block_crossings(a: np.ndarray, b: np.ndarray, s1: np.ndarray | None, flat: 
     c1, c2 = flat[pa + off_s1], flat[pa + off_s2]
     third = ((c1 != la) & (c1 != lb)) | ((c2 != la) & (c2 != lb))
     # a == b with other grains on both sides of the corner: tangent hit, 1
-    ti, tj = np.divmod(np.flatnonzero(s1[rows] != a[rows]), ac)
+    ti, tj = np.divmod(np.flatnonzero(s1[rows] != a[rows]).astype(index), ac)
     ti += rows.start
     pt = (ti + dr) * cols + (tj + dc)
     at = flat[pt]
@@ -195,8 +202,13 @@ def line_intercepts(
         del parts
         if not (keep_pairs and angle == 0):
             cols_of_parts[2] = (None,)  # pa: only the 0 deg crossings are kept
-        i, j, pa, la, lb, third, ti, tj = (None if c[0] is None else np.concatenate(c) for c in cols_of_parts)
-        del cols_of_parts
+        joined = []
+        for k in range(len(cols_of_parts)):  # each column's blocks are freed once joined (not all at the end)
+            c, cols_of_parts[k] = cols_of_parts[k], None
+            joined.append(None if c[0] is None else np.concatenate(c))
+            del c
+        i, j, pa, la, lb, third, ti, tj = joined
+        del cols_of_parts, joined
         # per-label crossing counts (Crofton perimeter); the label pairs only where the adjacency graph needs them
         per_label = np.bincount(la, minlength=n_labels + 1) + np.bincount(lb, minlength=n_labels + 1)
         pairs = np.stack([la, lb], axis=1) if keep_pairs and angle in (0, 90) else None
