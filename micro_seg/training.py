@@ -692,7 +692,6 @@ def iter_train_segmenter(
     :func:`train_segmenter` for the parameters.
     """
     import torch
-    import torch.nn.functional as F
 
     from micro_seg.nets import build_network, prefers_channels_last
     from micro_seg.preprocess import to_network_input
