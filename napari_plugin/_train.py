@@ -247,8 +247,9 @@ class TrainWidget(Container):
         self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn,
                                  status_label=self._status, run_button=self._train_btn)
         self.extend([self._source, self._image, self._annotations, self._folder, self._base, self._name,
-                     self._material, self._epochs, self._minutes, self._patch, self._scale, self._keep_base, self._augment,
-                     self._keep_orientation, self._train_btn, self._cancel_btn, self._progress, self._status])
+                     self._material, self._epochs, self._minutes, self._patch, self._scale, self._keep_base,
+                     self._augment, self._keep_orientation, self._train_btn, self._cancel_btn, self._progress,
+                     self._status])
         self.native.layout().addWidget(self._plot.canvas)
         self._source.changed.connect(self._update_visibility)
         self._base.changed.connect(self._update_visibility)
