@@ -55,11 +55,34 @@ HELD_OUT_TBM = {24, 25}
 TRAIN_TBM = set(range(10, 24))
 
 
-def synthetic_set(n: int, *, seed: int = 1000, size: int = 384):
-    """``n`` synthetic grain micrographs with 3-px boundary truth (labels 1 grain, 2 boundary)."""
+def randomised_degradations(rng: np.random.Generator) -> dict:
+    """Stage 2's extra degradations, each drawn on its own (domain randomisation).
+
+    The difficulty presets raise every degradation together, so an easy section with many pits, or a
+    clean one with faded boundaries, was rare in stage 1's data. Here fading, twins and pits + scratches
+    are each switched on with probability 0.35 at a random strength, whatever the preset.
+    """
+    o: dict = {}
+    if rng.random() < 0.35:
+        o["fade_fraction"] = float(rng.uniform(0.2, 0.6))
+    if rng.random() < 0.35:
+        o["twin_probability"] = float(rng.uniform(0.3, 0.9))
+    if rng.random() < 0.35:
+        o["pit_density"] = float(10 ** rng.uniform(-4.0, -2.9))
+        o["scratch_count"] = int(rng.integers(2, 15))
+    return o
+
+
+def synthetic_set(n: int, *, seed: int = 1000, size: int = 384, randomise: bool = False):
+    """``n`` synthetic grain micrographs with 3-px boundary truth (labels 1 grain, 2 boundary).
+
+    ``randomise``: add :func:`randomised_degradations` to each preset (stage 2); the images of the
+    stage-1 set (``randomise=False``) are unchanged by this option's existence.
+    """
     from micro_seg.synth import grain_micrograph
 
     rng = np.random.default_rng(seed)
+    extra_rng = np.random.default_rng([seed, 2])
     styles = ["optical", "optical", "sem", "tint"]
     out = []
     for i in range(n):
@@ -68,8 +91,9 @@ def synthetic_set(n: int, *, seed: int = 1000, size: int = 384):
         n_grains = float(rng.uniform(25, 150))
         kind = str(rng.choice(["poisson", "hardcore", "hardcore", "lattice", "bimodal"]))
         aspect = float(rng.choice([1.0, 1.0, 1.0, rng.uniform(1.2, 2.5)]))
+        extra = randomised_degradations(extra_rng) if randomise else {}
         s = grain_micrograph((size, size), n_grains=n_grains, kind=kind, style=style, difficulty=difficulty,
-                             aspect_ratio=aspect, angle_deg=float(rng.uniform(0, 180)), seed=seed + i)
+                             aspect_ratio=aspect, angle_deg=float(rng.uniform(0, 180)), seed=seed + i, **extra)
         bnd = ndi.binary_dilation(s.boundaries, iterations=1)
         out.append((s.image, np.where(bnd, 2, 1).astype(np.uint8), f"synth{i:03d}_{style}_{difficulty:.2f}"))
     return out
@@ -260,6 +284,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "models" / "grain-boundaries"))
     ap.add_argument("--ckpt", default=str(ROOT / "benchmarks" / "_work" / "grain-boundaries-ckpt"))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--base", default=None, help="continue from this model folder (stage 2)")
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (stage 2: 1e-3)")
+    ap.add_argument("--synthetic-seed", type=int, default=1000, help="first seed of the synthetic set")
+    ap.add_argument("--randomise", action="store_true",
+                    help="stage 2: fading, twins and pits + scratches drawn independently of the difficulty preset")
     ap.add_argument("--readme-only", action="store_true", help="only rewrite README.md from card + metrics")
     ap.add_argument("--postprocess-only", action="store_true",
                     help="only choose the post-processing settings of the model in --out (on training images)")
@@ -273,7 +302,7 @@ def main(argv=None) -> int:
         return 0
 
     t0 = time.time()
-    synth = synthetic_set(args.n_synthetic)
+    synth = synthetic_set(args.n_synthetic, seed=args.synthetic_seed, randomise=args.randomise)
     tbm_train = load_tbm_crops(images=TRAIN_TBM)
     tbm_held = load_tbm_crops(images=HELD_OUT_TBM)
     print(f"{len(synth)} synthetic ({time.time() - t0:.0f} s), {len(tbm_train)} TBM train crops, "
@@ -293,9 +322,9 @@ def main(argv=None) -> int:
                   f"{ev['seconds']:.0f}s", flush=True)
 
     net, card, history = train_segmenter(
-        [i for i, _, _ in train], [l for _, l, _ in train], classes=list(TBM_CLASSES), arch=ARCH,
-        arch_kwargs=ARCH_KWARGS, task="grains", in_channels=3, epochs=args.epochs, patch_size=256, batch_size=8,
-        patches_per_epoch=160, lr=3e-3, val_images=[i for i, _, _ in tbm_held], val_labels=[l for _, l, _ in tbm_held], calibrate=False,
+        [i for i, _, _ in train], [l for _, l, _ in train], classes=list(TBM_CLASSES),
+        **({"base": args.base} if args.base else {"arch": ARCH, "arch_kwargs": ARCH_KWARGS, "in_channels": 3}),
+        task="grains", epochs=args.epochs, patch_size=256, batch_size=8, patches_per_epoch=160, lr=args.lr, val_images=[i for i, _, _ in tbm_held], val_labels=[l for _, l, _ in tbm_held], calibrate=False,
         class_weights="auto", dice_weight=0.5, rare_class_fraction=0.0, image_weights=weights, seed=args.seed,
         patience=None, keep="last", time_limit_s=args.minutes * 60, checkpoint_dir=args.ckpt, resume=args.resume,
         num_threads=args.threads, name="grain-boundaries", progress=progress,
