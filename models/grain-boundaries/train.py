@@ -199,6 +199,16 @@ def write_readme(folder: Path) -> Path:
                    f"{best['ratio_synthetic']:.3f} (synthetic)"
                    + (f"; the generic defaults (0.5, 2.0) gave {default['ratio_tbm']:.3f} and "
                       f"{default['ratio_synthetic']:.3f}." if default else ".") + "\n")
+    stages = card.extra.get("stages") or [{
+        "lr": tr.get("lr"), "minutes": m["training_minutes"], "epochs": m["epochs_run"],
+        "data": card.training_data.get("description", ""), "command": "python models/grain-boundaries/train.py"}]
+    stages_text = "\n".join(
+        f"* Stage {i + 1}{' (these weights)' if i == len(stages) - 1 else ''}: "
+        f"{'from scratch' if i == 0 else 'continued from stage ' + str(i)}, peak lr {st['lr']}, "
+        f"{st['epochs']} epochs of {tr.get('steps_per_epoch')} steps, {st['minutes']} min wall time (including "
+        f"generating the synthetic set); {st['data']}." for i, st in enumerate(stages))
+    retrain_text = "\n".join(f"    {st['command']}" for st in stages) + (
+        "    # stage 1 -> stage1/, stage 2 -> this folder" if len(stages) > 1 else "    # reproduces this folder")
     text = f"""# grain-boundaries
 
 Grain-boundary segmentation of etched micrographs (bright-field optical with dark grooves, colour /
@@ -247,16 +257,16 @@ pixel classifier: `benchmarks/RESULTS.md` (`python benchmarks/bench_segmentation
 
 ## Training
 
-`train_segmenter`: 256² patches, batch 8, 45% of patches from TBM crops, AdamW lr 3e-3 with warm-up and
+`train_segmenter`: 256² patches, batch 8, 45% of patches from TBM crops, AdamW with warm-up and
 cosine decay over a wall-clock budget, cross-entropy with automatic class weights
 {tr.get('class_weights')} + 0.5 soft Dice, augmentations (dihedral, scale 0.8-1.25, contrast /
-brightness / gamma, noise, blur), seed {tr.get('seed')}. {m['epochs_run']} epochs of
-{tr.get('steps_per_epoch')} steps, {m['training_minutes']} min wall time (including generating the
-synthetic set) on a 2-core CPU shared with other jobs.
+brightness / gamma, noise, blur), seed {tr.get('seed')}, on a 2-core CPU shared with other jobs.
+
+{stages_text}
 
 ## Retrain / fine-tune
 
-    python models/grain-boundaries/train.py                     # reproduces this folder
+{retrain_text}
     micro-seg train IMAGES LABELS --base grain-boundaries --pseudo-labels 0.9 --out my-grains   # fine-tune on your material
 
 Labels for fine-tuning: 0 = unlabelled, 1 = grain, 2 = boundary; scribbles are enough. `--pseudo-labels 0.9`
@@ -272,6 +282,33 @@ are outside what it was trained on: fine-tune from a few scribbled images.
     path = Path(folder) / "README.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def record_stages(card, args, minutes: float, epochs: int) -> None:
+    """Card ``extra.stages``: how each training stage up to this one was run (the base card's stages, or its
+    single from-scratch stage, then this one), so the README can say how to reproduce the weights."""
+    stage = {"lr": args.lr, "minutes": round(minutes, 1), "epochs": epochs,
+             "data": card.training_data["description"]
+             + (" (fading, twins and pits + scratches drawn independently of the difficulty preset)"
+                if args.randomise else ""),
+             "command": "python models/grain-boundaries/train.py" + (
+                 f" --base stage1 --lr {args.lr:g} --minutes {args.minutes:g} --n-synthetic {args.n_synthetic}"
+                 + (" --randomise" if args.randomise else "") if args.base else " --out stage1")}
+    if args.base:
+        from micro_seg.registry import load_card
+
+        base = load_card(args.base)
+        btr = base.extra.get("training", {})
+        metrics_path = Path(args.base) / "metrics.json"
+        base_minutes = json.loads(metrics_path.read_text()).get("training_minutes") if metrics_path.exists() else None
+        earlier = base.extra.get("stages") or [{
+            "lr": btr.get("lr"), "minutes": base_minutes or round(btr.get("seconds", 0) / 60, 1),
+            "epochs": btr.get("epochs_run"), "data": base.training_data.get("description", ""),
+            "command": "python models/grain-boundaries/train.py --out stage1"}]
+        card.extra["stages"] = [*earlier, stage]
+        card.extra["retrain"] = "; ".join(st["command"] for st in card.extra["stages"])
+    else:
+        card.extra["retrain"] = "python models/grain-boundaries/train.py"
 
 
 def main(argv=None) -> int:
@@ -353,7 +390,7 @@ def main(argv=None) -> int:
         "licence": "synthetic (BSD-3-Clause, this project) + TBM MIT (Scientific Computing Lab, 2024)",
         "source": "github.com/Scientific-Computing-Lab/MLOgraphyPlusPlus @ f24b8ea40e13362ff9bfafd4fb8632ddd2ca7c0f",
     }
-    card.extra["retrain"] = "python models/grain-boundaries/train.py"
+    record_stages(card, args, minutes, len(history))
     card.extra["boundary_width_px"] = 3
     out = save_model(args.out, net, card)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
