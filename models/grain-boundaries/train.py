@@ -284,6 +284,82 @@ are outside what it was trained on: fine-tune from a few scribbled images.
     return path
 
 
+def average_models(folders, out, *, n_synthetic: int = 480, bn_patches: int = 256, seed: int = 0) -> Path:
+    """Uniform weight average ("model soup") of models fine-tuned from one base, saved to ``out``.
+
+    BatchNorm statistics are not averaged but re-estimated: the averaged network is run in train mode (no
+    gradient) over ``bn_patches`` random 256² patches of the training images (synthetic sections with and
+    without randomised degradations, as the members saw them, and the TBM training crops), with a cumulative
+    average. Then held-out metrics, the post-processing choice (training images only) and the README, as after
+    training.
+    """
+    import copy
+
+    import torch
+
+    from micro_seg.preprocess import to_network_input
+    from micro_seg.registry import load_model
+
+    members = [load_model(f) for f in folders]
+    card = copy.deepcopy(members[0].card)
+    net = copy.deepcopy(members[0].network)
+    states = [m.network.state_dict() for m in members]
+    avg = {k: (sum(st[k].double() for st in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+           for k, v in states[0].items()}
+    net.load_state_dict(avg)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the patches
+    half = n_synthetic // 2
+    synth = synthetic_set(half, randomise=True) + synthetic_set(n_synthetic - half, seed=1000 + half)
+    tbm = load_tbm_crops(images=TRAIN_TBM)
+    rng = np.random.default_rng(seed)
+    net.train()
+    with torch.no_grad():
+        for _ in range(bn_patches):
+            pool = tbm if rng.random() < 0.45 else synth  # training's mix: ~45% of patches from TBM crops
+            img, _, _ = pool[int(rng.integers(len(pool)))]
+            x = to_network_input(img, in_channels=card.in_channels, normalisation=card.normalisation)
+            r = int(rng.integers(0, x.shape[1] - 255)) if x.shape[1] > 256 else 0
+            c = int(rng.integers(0, x.shape[2] - 255)) if x.shape[2] > 256 else 0
+            net(torch.from_numpy(np.ascontiguousarray(x[:, r:r + 256, c:c + 256]))[None].float())
+    net.eval()
+    held = evaluate(net, card, load_tbm_crops(images=HELD_OUT_TBM))
+    synth_check = evaluate(net, card, synthetic_set(8, seed=90_000))
+    card.metrics = {"heldout_tbm_24_25": {k: held[k] for k in ("iou", "mean_iou", "boundary_f1_2px",
+                                                               "boundary_precision_2px", "boundary_recall_2px")}}
+    stages = [dict(st) for st in (members[0].card.extra.get("stages") or [])]
+    if stages:
+        last = stages.pop()
+        stages.append({**last, "command": "; ".join(f"{m.card.extra['stages'][-1]['command']} --out stage2-{i}"
+                                                   for i, m in enumerate(members)),
+                       "minutes": max(m.card.extra["stages"][-1]["minutes"] for m in members),
+                       "data": " / ".join(m.card.extra["stages"][-1]["data"] for m in members)
+                       + f" ({len(members)} runs side by side, one thread each)"})
+    stages.append({"lr": None, "minutes": None, "epochs": None,
+                   "data": f"uniform average of the {len(members)} stage-{len(stages)} weights; BatchNorm statistics "
+                           f"re-estimated on {bn_patches} training patches",
+                   "command": "python models/grain-boundaries/train.py --average "
+                              + " ".join(f"stage2-{i}" for i in range(len(members)))})
+    card.extra["stages"] = stages
+    card.extra["retrain"] = "; ".join(st["command"] for st in stages)
+    card.extra["averaged_from"] = [str(f) for f in folders]
+    out = save_model(out, net, card)
+    m0 = json.loads((Path(folders[0]) / "metrics.json").read_text())
+    metrics = {"heldout_tbm": {"data": "TBM/MLOgraphy++ crops of micrographs 24 and 25 (never trained on, no model "
+                                       "selection)", **held},
+               "synthetic_check": {"data": "8 fresh synthetic micrographs (seeds 90000-90007, all styles/difficulties)",
+                                   **synth_check},
+               "training_minutes": m0.get("training_minutes"), "epochs_run": m0.get("epochs_run"),
+               "threads": m0.get("threads"), "averaged_from": card.extra["averaged_from"]}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps({k: metrics[k] for k in ("heldout_tbm", "synthetic_check")}, indent=2, default=float))
+    calibrate_postprocess(out)
+    write_readme(out)
+    return out
+
+
 def record_stages(card, args, minutes: float, epochs: int) -> None:
     """Card ``extra.stages``: how each training stage up to this one was run (the base card's stages, or its
     single from-scratch stage, then this one), so the README can say how to reproduce the weights."""
@@ -326,12 +402,18 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic-seed", type=int, default=1000, help="first seed of the synthetic set")
     ap.add_argument("--randomise", action="store_true",
                     help="stage 2: fading, twins and pits + scratches drawn independently of the difficulty preset")
+    ap.add_argument("--average", nargs="+", metavar="FOLDER",
+                    help="average the weights of these models (fine-tuned from one base) into --out, re-estimate "
+                         "BatchNorm statistics, evaluate and choose post-processing (no training)")
     ap.add_argument("--readme-only", action="store_true", help="only rewrite README.md from card + metrics")
     ap.add_argument("--postprocess-only", action="store_true",
                     help="only choose the post-processing settings of the model in --out (on training images)")
     args = ap.parse_args(argv)
     if args.readme_only:
         print(write_readme(Path(args.out)))
+        return 0
+    if args.average:
+        print(average_models([Path(f) for f in args.average], Path(args.out), n_synthetic=args.n_synthetic))
         return 0
     if args.postprocess_only:
         calibrate_postprocess(Path(args.out))
