@@ -25,6 +25,10 @@ Same held-out splits as the training scripts (split by micrograph):
   grain model and smp Unet(resnet18).
 
 ``--write`` replaces this script's section of ``benchmarks/RESULTS.md``.
+* **validation** (alone; printed, never written) -- ``--models A,B,...``: the synthetic |dG| table on
+  validation seeds 8001-8016 (the table's are 7001-7016) for grain model folders and the classical
+  pipeline, each model with its card's post-processing: what a new grain model is gated on before the
+  table above is re-run.
 * **budget** (not in the default sections: it trains for ``--budget-minutes``)
   -- the same-budget comparison on NASA Super1: our compact architecture
   (msnet-l, as shipped) and smp Unet(resnet18) (``encoder_weights=None``)
@@ -272,8 +276,6 @@ def _rf_boundary_probability(clf, img: np.ndarray) -> np.ndarray:
 
 def bench_grains(results: dict) -> None:
     from micro_seg.datasets import load_nist_steel, load_tbm_crops
-    from micro_seg.measure import measure_grains
-    from micro_seg.synth import grain_micrograph
 
     held = load_tbm_crops(images={24, 25})
     model = None
@@ -331,26 +333,67 @@ def bench_grains(results: dict) -> None:
     results["nist"] = nist
 
     # synthetic optical micrographs with exact truth
-    conditions = {
-        "clean": dict(difficulty="clean"),
-        "faded boundaries": dict(difficulty="easy", fade_fraction=0.45),
-        "twins": dict(difficulty="easy", twin_probability=0.8),
-        "pits + scratches": dict(difficulty="easy", pit_density=6e-4, scratch_count=8),
-        "hard (all)": dict(difficulty="hard"),
-    }
-    synth = {}
-    for cond, kw in conditions.items():
-        row = {}
-        for seed in SYNTHETIC_SEEDS:
+    optical = {k: v for k, v in methods.items() if not k.startswith("random forest")}
+    signed = synthetic_dG(optical, options, SYNTHETIC_SEEDS)
+    results["synthetic_dG"] = {c: {k: float(np.mean(np.abs(v))) for k, v in row.items()} for c, row in signed.items()}
+    results["synthetic_dG_signed"] = {c: {k: float(np.mean(v)) for k, v in row.items()} for c, row in signed.items()}
+
+
+#: The synthetic conditions of the |dG| table (optical style, 512^2, ~120 grains, 0.5 um/px).
+SYNTHETIC_CONDITIONS = {
+    "clean": dict(difficulty="clean"),
+    "faded boundaries": dict(difficulty="easy", fade_fraction=0.45),
+    "twins": dict(difficulty="easy", twin_probability=0.8),
+    "pits + scratches": dict(difficulty="easy", pit_density=6e-4, scratch_count=8),
+    "hard (all)": dict(difficulty="hard"),
+}
+
+
+def synthetic_dG(methods: dict, options: dict, seeds) -> dict[str, dict[str, list[float]]]:
+    """G_pred - G_true (intercept G) per condition, method and seed; ``methods``: name -> (image, kind) ->
+    boundary probability; ``options``: post-processing settings by method name (defaults where absent)."""
+    from micro_seg.measure import measure_grains
+    from micro_seg.synth import grain_micrograph
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for cond, kw in SYNTHETIC_CONDITIONS.items():
+        row: dict[str, list[float]] = {}
+        for seed in seeds:
             s = grain_micrograph((512, 512), n_grains=120, style="optical", seed=seed, pixel_size_um=0.5, **kw)
             g_true = measure_grains(s.labels, pixel_size_um=0.5, fields=None, circles=False).summary["G_intercept"]
             for name, fn in methods.items():
-                if name.startswith("random forest"):
-                    continue
                 g = _grains_from_probability(fn(s.image, "optical"), 0.5, options.get(name))["G_intercept"]
-                row.setdefault(name, []).append(abs(g - g_true) if g is not None else float("nan"))
-        synth[cond] = {k: float(np.mean(v)) for k, v in row.items()}
-    results["synthetic_dG"] = synth
+                row.setdefault(name, []).append(g - g_true if g is not None else float("nan"))
+        out[cond] = row
+    return out
+
+
+#: Validation sections for choosing between grain models (``--sections validation``): never the table's seeds.
+VALIDATION_SEEDS = range(8001, 8017)
+
+
+def bench_validation(model_dirs: list[str]) -> str:
+    """Mean |dG| (mean signed dG) of each model folder and the classical pipeline on the validation seeds, as a
+    markdown table (printed, not written to RESULTS.md): the figures a new grain model is gated on."""
+    from micro_seg.registry import load_model
+
+    methods, options = {}, {}
+    for d in model_dirs:
+        m = load_model(d)
+        methods[d] = lambda img, kind, m=m: _model_boundary_probability(m, img)
+        options[d] = dict(m.card.postprocess)
+    methods["classical"] = lambda img, kind: classical_boundaries(img, mode="dark").astype(np.float32)
+    got = synthetic_dG(methods, options, VALIDATION_SEEDS)
+    names = list(methods)
+    lines = [f"Validation sections (seeds {VALIDATION_SEEDS.start}-{VALIDATION_SEEDS.stop - 1} per condition): "
+             "mean |G_pred - G_true| (mean signed error)", "",
+             "| condition | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for cond, row in got.items():
+        lines.append(f"| {cond} | " + " | ".join(
+            f"{np.mean(np.abs(row[n])):.3f} ({np.mean(row[n]):+.3f})" for n in names) + " |")
+    lines.append("| mean of the conditions | " + " | ".join(
+        f"{np.mean([np.mean(np.abs(got[c][n])) for c in got]):.3f}" for n in names) + " |")
+    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------- speed
@@ -463,12 +506,17 @@ def main(argv=None) -> int:
     ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     ap.add_argument("--json-out", default=str(ROOT / "benchmarks" / "_work" / "bench_segmentation.json"))
     ap.add_argument("--notes", default="")
+    ap.add_argument("--models", default=str(ROOT / "models" / "grain-boundaries"),
+                    help="--sections validation: comma-separated grain model folders to compare")
     ap.add_argument("--budget-minutes", type=float, default=15.0, help="training minutes per architecture (budget section)")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     sections = set(args.sections.split(","))
+    if "validation" in sections:  # choosing a grain model: printed only, never written to RESULTS.md
+        print(bench_validation(args.models.split(",")))
+        return 0
     results: dict = {}
     if Path(args.json_out).exists():
         results = json.loads(Path(args.json_out).read_text())  # keep sections not re-run
