@@ -445,6 +445,11 @@ def to_markdown(results: dict, notes: str = "", earlier: dict[str, str] | None =
             out.append(f"| member {i} alone (seed {i}) | " + " | ".join(_f(v) for v in m["iou"].values())
                        + f" | {_f(m['mean_iou'])} |")
         out.append("")
+        if key == "metaldam" and t.get("weighted_iou") is not None:
+            out += [f"The same `segment` predictions on the published figures' footing: pixel-weighted IoU "
+                    f"{_f(t['weighted_iou'])} (Alvares 2026 quotes an overall IoU of 0.75); the sum of the 5 class IoUs "
+                    f"divided by 4, as Biswas et al.'s published code computes its mean (`utils/evaluation/mean_iou.py`), "
+                    f"{_f(sum(t['iou'].values()) / 4)} (their 0.677). The target uses the 5-class mean.", ""]
         if r.get("test_by_defect_type"):
             out += ["Defect IoU by defect type (test tiles): " + ", ".join(
                 _by_type(k, v) for k, v in r["test_by_defect_type"].items()) + ".", ""]
