@@ -439,10 +439,45 @@ def _nasa_cells(m: dict) -> str:
             f"**{_f(m['mean_iou'])}** | {_f(m['weighted_iou'])}")
 
 
-def to_markdown(results: dict, meta: dict) -> str:
+#: Heading of each results key's table in this script's RESULTS.md section.
+HEADINGS = {"nasa": "### Ni superalloy", "budget": "### Same budget", "tbm": "### Grain boundaries, TBM",
+            "nist": "### NIST GSAT", "synthetic_dG": "### Synthetic optical", "speed": "### Speed"}
+KEPT = "_Not re-run when this section was last written: kept as an earlier run wrote it._"
+
+
+def earlier_tables(section: str) -> dict[str, str]:
+    r"""The tables of an earlier RESULTS.md section, by results key: each from its ``### `` heading to the next
+    ``### `` heading or the notes paragraph.  ``--write`` keeps the tables of the sections it did not run and
+    has no JSON for (a fresh clone has no ``benchmarks/_work``), rather than drop them.
+
+    >>> t = earlier_tables("## x\n\n### NIST GSAT steel\n\n| a |\n\n### Speed, 1024\n\n| b |\n\nNotes (status): y")
+    >>> sorted(t), t["speed"].splitlines()[:3]
+    (['nist', 'speed'], ['### Speed, 1024', '', '_Not re-run when this section was last written: kept as an earlier run wrote it._'])
+    """
+    lines = section.splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("### ")]
+    out = {}
+    for n, a in enumerate(starts):
+        b = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        block = lines[a:b]
+        cut = [i for i, ln in enumerate(block) if ln.startswith("Notes")]
+        block = block[:cut[0]] if cut else block
+        key = next((k for k, h in HEADINGS.items() if block[0].startswith(h)), None)
+        if key is None:
+            continue
+        if not any(ln.startswith("_Not re-run") for ln in block):
+            block[1:1] = ["", KEPT]
+        out[key] = "\n".join(block).rstrip() + "\n"
+    return out
+
+
+def to_markdown(results: dict, meta: dict, earlier: dict[str, str] | None = None) -> str:
+    """This script's RESULTS.md section; ``earlier``: tables (:func:`earlier_tables`) to keep for the results
+    keys that ``results`` lacks."""
     out = [BEGIN, "## Segmentation accuracy: shipped models vs peers (`benchmarks/bench_segmentation.py`)", "",
            f"Run {meta['date']} on {meta['threads']} CPU threads (shared machine); held-out data split by micrograph.",
            ""]
+    kept = {k: v for k, v in (earlier or {}).items() if k not in results}
     if "nasa" in results:
         out += ["### Ni superalloy, NASA Super1 val (4 held-out images, specimen spot 1)", "",
                 "| method | IoU matrix | IoU secondary γ′ | IoU tertiary γ′ | mean IoU | pixel-weighted IoU | s (4 images) |",
@@ -450,6 +485,8 @@ def to_markdown(results: dict, meta: dict) -> str:
         for name, m in results["nasa"].items():
             out.append(f"| {name} | {_nasa_cells(m)} | {_f(m['seconds'], 1)} |")
         out += ["", "Targets: mean IoU >= 0.90, pixel-weighted IoU >= 0.96.", ""]
+    elif "nasa" in kept:
+        out.append(kept["nasa"])
     if "budget" in results:
         b = results["budget"]
         out += [f"### Same budget: trained from scratch for {_f(b['minutes'], 0)} min, one recipe, NASA Super1 val", "",
@@ -459,6 +496,8 @@ def to_markdown(results: dict, meta: dict) -> str:
         for name, m in b["rows"].items():
             out.append(f"| {name} | {m['epochs']} | {_nasa_cells(m)} |")
         out.append("")
+    elif "budget" in kept:
+        out.append(kept["budget"])
     if "tbm" in results:
         out += ["### Grain boundaries, TBM/MLOgraphy++ crops of micrographs 24-25 (held out)", "",
                 "| method | boundary F1 (2 px) | precision | recall | mean intercept / truth |",
@@ -467,6 +506,8 @@ def to_markdown(results: dict, meta: dict) -> str:
             out.append(f"| {name} | **{_f(m['boundary_f1_2px'])}** | {_f(m['precision'])} | {_f(m['recall'])} | "
                        f"{_f(m['intercept_ratio'])} |")
         out += ["", "Target: mean lineal intercept within 5% of the ground truth's (ratio 0.95-1.05).", ""]
+    elif "tbm" in kept:
+        out.append(kept["tbm"])
     if "nist" in results:
         n = results["nist"]
         out += ["### NIST GSAT etched steel (hand-traced boundaries; never trained on)", "",
@@ -477,6 +518,8 @@ def to_markdown(results: dict, meta: dict) -> str:
                 out.append(f"| {name} | {_f(m['boundary_f1_2px'])} | {_f(m['mean_intercept_um'], 2)} | "
                            f"{_f(m['intercept_ratio'])} | {_f(m['G_intercept'], 2)} |")
         out.append("")
+    elif "nist" in kept:
+        out.append(kept["nist"])
     if "synthetic_dG" in results:
         names = list(next(iter(results["synthetic_dG"].values())).keys())
         out += [f"### Synthetic optical micrographs: |G_pred - G_true| (mean of {len(SYNTHETIC_SEEDS)} images, 512², ~120 grains)", "",
@@ -484,6 +527,8 @@ def to_markdown(results: dict, meta: dict) -> str:
         for cond, row in results["synthetic_dG"].items():
             out.append(f"| {cond} | " + " | ".join(_f(row[n], 2) for n in names) + " |")
         out += ["", "Target: <= 0.1 on clean images; robust where the classical pipeline collapses.", ""]
+    elif "synthetic_dG" in kept:
+        out.append(kept["synthetic_dG"])
     if "speed" in results:
         out += ["### Speed, 1024² forward pass (3 runs, median; side by side in one process)", "",
                 "| network | GFLOP / MP | params (M) | median s | speed-up vs Unet(resnet18) |", "|---|---|---|---|---|"]
@@ -491,6 +536,8 @@ def to_markdown(results: dict, meta: dict) -> str:
             out.append(f"| {name} | {_f(m['gflop_per_mp'], 1)} | {_f(m['params_M'], 2)} | {_f(m['median_s_1024'], 2)} | "
                        f"{_f(m['speedup_vs_unet_r18'], 1)}x |")
         out.append("")
+    elif "speed" in kept:
+        out.append(kept["speed"])
     out += [meta.get("notes", ""), END]
     return "\n".join(out)
 
@@ -531,7 +578,12 @@ def main(argv=None) -> int:
     Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json_out).write_text(json.dumps(results, indent=2, default=float))
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": args.threads, "notes": args.notes}
-    md = to_markdown(results, meta)
+    earlier = {}
+    if args.write and RESULTS.exists():
+        text = RESULTS.read_text(encoding="utf-8")
+        if BEGIN in text and END in text:
+            earlier = earlier_tables(text[text.index(BEGIN):text.index(END)])
+    md = to_markdown(results, meta, earlier)
     print(md)
     if args.write:
         write_results(md)
