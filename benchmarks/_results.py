@@ -59,3 +59,45 @@ def write_section(name: str, text: str, *, legacy_heading: str | None = None, pa
     else:
         new = old.rstrip("\n") + "\n\n" + body + "\n"
     path.write_text(new, encoding="utf-8")
+
+
+KEPT = "_Not re-run when this section was last written: kept as an earlier run wrote it._"
+
+
+def earlier_tables(section: str, headings: dict[str, str], *, stop: tuple[str, ...] = (),
+                   last: str | None = None) -> dict[str, str]:
+    r"""The tables of an earlier version of a section, by key, each marked as kept (:data:`KEPT`).
+
+    A script's ``--write`` keeps the tables of the parts it did not run and has no JSON for (a fresh clone has
+    no ``benchmarks/_work``), rather than drop them.  ``headings``: key -> the start of its ``### `` heading
+    line; a table runs to the next ``### `` heading, to a line starting with one of ``stop`` (left out), or
+    through a line starting with ``last`` (kept).
+
+    Examples
+    --------
+    >>> sec = "## x\n\n### NIST steel\n\n| a |\n\n### Speed\n\n| b |\nTarget: t\n\nNotes: y"
+    >>> t = earlier_tables(sec, {"nist": "### NIST", "speed": "### Speed", "gone": "### Gone"}, stop=("Notes",))
+    >>> sorted(t), t["speed"].splitlines()
+    (['nist', 'speed'], ['### Speed', '', '_Not re-run when this section was last written: kept as an earlier run wrote it._', '', '| b |', 'Target: t'])
+    >>> earlier_tables(sec, {"speed": "### Speed"}, last="Target:")["speed"].splitlines()[-1]
+    'Target: t'
+    """
+    lines = section.splitlines()
+    out = {}
+    for key, heading in headings.items():
+        a = next((i for i, ln in enumerate(lines) if ln.startswith(heading)), None)
+        if a is None:
+            continue
+        b = a + 1
+        while b < len(lines) and not lines[b].startswith(("### ", *stop)):
+            b += 1
+            if last and lines[b - 1].startswith(last):
+                break
+        block = lines[a:b]
+        marks = [i for i, ln in enumerate(block) if ln.startswith("_Not re-run")]  # (any wording of the mark)
+        if marks:
+            block[marks[0]] = KEPT
+        else:
+            block[1:1] = ["", KEPT]
+        out[key] = "\n".join(block).rstrip() + "\n"
+    return out

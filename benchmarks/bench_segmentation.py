@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from micro_seg.training import boundary_f1, confusion_matrix, segmentation_metrics  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-from _results import markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
+from _results import earlier_tables as _earlier_tables, markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
 
 BEGIN, END = markers("bench_segmentation")
 
@@ -442,33 +442,12 @@ def _nasa_cells(m: dict) -> str:
 #: Heading of each results key's table in this script's RESULTS.md section.
 HEADINGS = {"nasa": "### Ni superalloy", "budget": "### Same budget", "tbm": "### Grain boundaries, TBM",
             "nist": "### NIST GSAT", "synthetic_dG": "### Synthetic optical", "speed": "### Speed"}
-KEPT = "_Not re-run when this section was last written: kept as an earlier run wrote it._"
 
 
 def earlier_tables(section: str) -> dict[str, str]:
-    r"""The tables of an earlier RESULTS.md section, by results key: each from its ``### `` heading to the next
-    ``### `` heading or the notes paragraph.  ``--write`` keeps the tables of the sections it did not run and
-    has no JSON for (a fresh clone has no ``benchmarks/_work``), rather than drop them.
-
-    >>> t = earlier_tables("## x\n\n### NIST GSAT steel\n\n| a |\n\n### Speed, 1024\n\n| b |\n\nNotes (status): y")
-    >>> sorted(t), t["speed"].splitlines()[:3]
-    (['nist', 'speed'], ['### Speed, 1024', '', '_Not re-run when this section was last written: kept as an earlier run wrote it._'])
-    """
-    lines = section.splitlines()
-    starts = [i for i, ln in enumerate(lines) if ln.startswith("### ")]
-    out = {}
-    for n, a in enumerate(starts):
-        b = starts[n + 1] if n + 1 < len(starts) else len(lines)
-        block = lines[a:b]
-        cut = [i for i, ln in enumerate(block) if ln.startswith("Notes")]
-        block = block[:cut[0]] if cut else block
-        key = next((k for k, h in HEADINGS.items() if block[0].startswith(h)), None)
-        if key is None:
-            continue
-        if not any(ln.startswith("_Not re-run") for ln in block):
-            block[1:1] = ["", KEPT]
-        out[key] = "\n".join(block).rstrip() + "\n"
-    return out
+    """The tables of an earlier RESULTS.md section, by results key: each from its ``### `` heading to the next
+    one or to the notes paragraph (:func:`_results.earlier_tables`)."""
+    return _earlier_tables(section, HEADINGS, stop=("Notes",))
 
 
 def to_markdown(results: dict, meta: dict, earlier: dict[str, str] | None = None) -> str:

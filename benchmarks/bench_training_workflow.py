@@ -60,7 +60,7 @@ from micro_seg.training import (  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "_work" / "workflow"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-from _results import markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
+from _results import earlier_tables as _earlier_tables, markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
 
 BEGIN, END = markers("bench_training_workflow")
 
@@ -373,32 +373,10 @@ def _by_type(kind: str, v: dict) -> str:
 TITLES = {"finetune": "Fine-tuning `grain-boundaries` from scribbles (NIST etched steel, a material it never saw)",
           "metaldam": "MetalDAM, `micro-seg train`, test micrographs 27-33",
           "magnetic": "Magnetic tiles, `micro-seg train`, 20% of pairs held out"}
-KEPT = "_Not re-run when this section was last written: kept as an earlier run wrote it._"
-
-
 def earlier_tables(section: str) -> dict[str, str]:
     """The tables of an earlier RESULTS.md section, by key: a subsection from its ``### title`` to the next
-    heading, or to its ``Target:`` line (the notes follow the last one).  ``--write`` keeps the tables of the
-    sections it did not run and has no results for (a fresh clone has no ``results.json``), rather than drop them."""
-    lines = section.splitlines()
-    out = {}
-    for key, title in TITLES.items():
-        if f"### {title}" not in lines:
-            continue
-        a = lines.index(f"### {title}")
-        b = a + 1
-        while b < len(lines) and not lines[b].startswith(("### ", "Target:")):
-            b += 1
-        if b < len(lines) and lines[b].startswith("Target:"):
-            b += 1
-        block = lines[a:b]
-        marks = [i for i, ln in enumerate(block) if ln.startswith("_Not re-run")]  # (any wording of the mark)
-        if marks:
-            block[marks[0]] = KEPT
-        else:
-            block[1:1] = ["", KEPT]
-        out[key] = "\n".join(block).rstrip() + "\n"
-    return out
+    heading, or through its ``Target:`` line (the notes follow the last one)."""
+    return _earlier_tables(section, {k: f"### {t}" for k, t in TITLES.items()}, last="Target:")
 
 
 def to_markdown(results: dict, notes: str = "", earlier: dict[str, str] | None = None) -> str:
