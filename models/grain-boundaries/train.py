@@ -284,6 +284,29 @@ are outside what it was trained on: fine-tune from a few scribbled images.
     return path
 
 
+def finish_model(out, net, card, tbm_held, extra: dict) -> Path:
+    """Score ``net`` on the held-out TBM crops and 8 fresh synthetic sections (into ``card.metrics`` and
+    ``metrics.json``, with ``extra``), save it to ``out``, choose its post-processing on training images and
+    write its README: the same ending for a trained and an averaged model."""
+    held = evaluate(net, card, tbm_held)
+    synth_check = evaluate(net, card, synthetic_set(8, seed=90_000))
+    metrics = {
+        "heldout_tbm": {"data": "TBM/MLOgraphy++ crops of micrographs 24 and 25 (never trained on, no model selection)",
+                        **held},
+        "synthetic_check": {"data": "8 fresh synthetic micrographs (seeds 90000-90007, all styles/difficulties)",
+                            **synth_check},
+        **extra,
+    }
+    card.metrics = {"heldout_tbm_24_25": {k: held[k] for k in ("iou", "mean_iou", "boundary_f1_2px",
+                                                                   "boundary_precision_2px", "boundary_recall_2px")}}
+    out = save_model(out, net, card)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    calibrate_postprocess(out)
+    write_readme(out)
+    return out
+
+
 def average_models(folders, out, *, n_synthetic: int = 480, bn_patches: int = 256, seed: int = 0) -> Path:
     """Uniform weight average ("model soup") of models fine-tuned from one base, saved to ``out``.
 
@@ -325,10 +348,6 @@ def average_models(folders, out, *, n_synthetic: int = 480, bn_patches: int = 25
             c = int(rng.integers(0, x.shape[2] - 255)) if x.shape[2] > 256 else 0
             net(torch.from_numpy(np.ascontiguousarray(x[:, r:r + 256, c:c + 256]))[None].float())
     net.eval()
-    held = evaluate(net, card, load_tbm_crops(images=HELD_OUT_TBM))
-    synth_check = evaluate(net, card, synthetic_set(8, seed=90_000))
-    card.metrics = {"heldout_tbm_24_25": {k: held[k] for k in ("iou", "mean_iou", "boundary_f1_2px",
-                                                               "boundary_precision_2px", "boundary_recall_2px")}}
     stages = [dict(st) for st in (members[0].card.extra.get("stages") or [])]
     if stages:
         last = stages.pop()
@@ -345,19 +364,10 @@ def average_models(folders, out, *, n_synthetic: int = 480, bn_patches: int = 25
     card.extra["stages"] = stages
     card.extra["retrain"] = "; ".join(st["command"] for st in stages)
     card.extra["averaged_from"] = [str(f) for f in folders]
-    out = save_model(out, net, card)
     m0 = json.loads((Path(folders[0]) / "metrics.json").read_text())
-    metrics = {"heldout_tbm": {"data": "TBM/MLOgraphy++ crops of micrographs 24 and 25 (never trained on, no model "
-                                       "selection)", **held},
-               "synthetic_check": {"data": "8 fresh synthetic micrographs (seeds 90000-90007, all styles/difficulties)",
-                                   **synth_check},
-               "training_minutes": m0.get("training_minutes"), "epochs_run": m0.get("epochs_run"),
-               "threads": m0.get("threads"), "averaged_from": card.extra["averaged_from"]}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps({k: metrics[k] for k in ("heldout_tbm", "synthetic_check")}, indent=2, default=float))
-    calibrate_postprocess(out)
-    write_readme(out)
-    return out
+    return finish_model(out, net, card, load_tbm_crops(images=HELD_OUT_TBM), {
+        "training_minutes": m0.get("training_minutes"), "epochs_run": m0.get("epochs_run"),
+        "threads": m0.get("threads"), "averaged_from": card.extra["averaged_from"]})
 
 
 def record_stages(card, args, minutes: float, epochs: int) -> None:
@@ -449,36 +459,20 @@ def main(argv=None) -> int:
         num_threads=args.threads, name="grain-boundaries", progress=progress,
     )
     minutes = (time.time() - t0) / 60
-    held = evaluate(net, card, tbm_held)
-    synth_check = evaluate(net, card, synthetic_set(8, seed=90_000))
-    metrics = {
-        "heldout_tbm": {"data": "TBM/MLOgraphy++ crops of micrographs 24 and 25 (never trained on, no model selection)",
-                        **held},
-        "synthetic_check": {"data": "8 fresh synthetic micrographs (seeds 90000-90007, all styles/difficulties)",
-                            **synth_check},
-        "training_minutes": round(minutes, 1),
-        "epochs_run": len(history),
-        "threads": args.threads,
-    }
     card.description = ("Grain boundaries in etched optical (bright-field and colour tint) and SEM micrographs; "
                         "boundary probability -> closed grains by post-processing.")
     card.material = "polycrystalline metals (etched sections)"
-    card.metrics = {"heldout_tbm_24_25": {k: held[k] for k in ("iou", "mean_iou", "boundary_f1_2px",
-                                                                   "boundary_precision_2px", "boundary_recall_2px")}}
     card.training_data = {
         **card.training_data,
-        "description": f"{len(synth)} synthetic grain micrographs (micro_seg.synth.grain_micrograph, seeds 1000+) + "
-                       f"{len(tbm_train)} TBM/MLOgraphy++ 256^2 crops of micrographs 10-23",
+        "description": f"{len(synth)} synthetic grain micrographs (micro_seg.synth.grain_micrograph, seeds "
+                       f"{args.synthetic_seed}+) + {len(tbm_train)} TBM/MLOgraphy++ 256^2 crops of micrographs 10-23",
         "licence": "synthetic (BSD-3-Clause, this project) + TBM MIT (Scientific Computing Lab, 2024)",
         "source": "github.com/Scientific-Computing-Lab/MLOgraphyPlusPlus @ f24b8ea40e13362ff9bfafd4fb8632ddd2ca7c0f",
     }
     record_stages(card, args, minutes, len(history))
     card.extra["boundary_width_px"] = 3
-    out = save_model(args.out, net, card)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2))
-    calibrate_postprocess(out)
-    write_readme(out)
+    out = finish_model(args.out, net, card, tbm_held, {"training_minutes": round(minutes, 1),
+                                                       "epochs_run": len(history), "threads": args.threads})
     print(f"saved {out} after {minutes:.1f} min")
     return 0
 
