@@ -246,6 +246,11 @@ def classical_boundaries(img: np.ndarray, *, mode: str) -> np.ndarray:
     return ndi.binary_dilation(skeletonize(keep[pieces]), iterations=1)
 
 
+def classical_probability(img: np.ndarray, kind: str) -> np.ndarray:
+    """The classical pipeline as a (binary) boundary probability: colour gradient on TBM crops, dark grooves else."""
+    return classical_boundaries(img, mode="gradient" if kind == "tbm" else "dark").astype(np.float32)
+
+
 def _grains_from_mask(mask: np.ndarray, pixel_size_um: float | None):
     """Ground-truth path: the measure helper's boundary mask -> grains -> E112 measurement."""
     from micro_seg.measure.grains import measure_grains_from_boundaries
@@ -293,8 +298,7 @@ def bench_grains(results: dict) -> None:
     if model is not None:
         methods["grain-boundaries (ours, msnet)"] = lambda img, kind: _model_boundary_probability(model, img)
         options["grain-boundaries (ours, msnet)"] = dict(model.card.postprocess)
-    methods["classical (threshold/gradient -> skeleton)"] = lambda img, kind: classical_boundaries(
-        img, mode="gradient" if kind == "tbm" else "dark").astype(np.float32)
+    methods["classical (threshold/gradient -> skeleton)"] = classical_probability
     methods["random forest, multiscale features"] = lambda img, kind: _rf_boundary_probability(clf, img)
 
     # TBM held-out crops
@@ -382,7 +386,7 @@ def bench_validation(model_dirs: list[str]) -> str:
         m = load_model(d)
         methods[d] = lambda img, kind, m=m: _model_boundary_probability(m, img)
         options[d] = dict(m.card.postprocess)
-    methods["classical"] = lambda img, kind: classical_boundaries(img, mode="dark").astype(np.float32)
+    methods["classical"] = classical_probability
     got = synthetic_dG(methods, options, VALIDATION_SEEDS)
     names = list(methods)
     lines = [f"Validation sections (seeds {VALIDATION_SEEDS.start}-{VALIDATION_SEEDS.stop - 1} per condition): "
