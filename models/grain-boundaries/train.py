@@ -55,34 +55,42 @@ HELD_OUT_TBM = {24, 25}
 TRAIN_TBM = set(range(10, 24))
 
 
-def randomised_degradations(rng: np.random.Generator) -> dict:
+def randomised_degradations(rng: np.random.Generator, *, fade_probability: float = 0.35,
+                             blur_rng: np.random.Generator | None = None) -> dict:
     """Stage 2's extra degradations, each drawn on its own (domain randomisation).
 
     The difficulty presets raise every degradation together, so an easy section with many pits, or a
-    clean one with faded boundaries, was rare in stage 1's data. Here fading, twins and pits + scratches
-    are each switched on with probability 0.35 at a random strength, whatever the preset.
+    clean one with faded boundaries, was rare in stage 1's data. Here fading (with ``fade_probability``),
+    twins and pits + scratches (each with probability 0.35) are switched on at a random strength, whatever
+    the preset. ``blur_rng``: also a Gaussian blur of sigma 0.8-2.2 px with probability 0.5, drawn from this
+    separate generator so that the other draws are those of a run without blur.
     """
     o: dict = {}
-    if rng.random() < 0.35:
+    if rng.random() < fade_probability:
         o["fade_fraction"] = float(rng.uniform(0.2, 0.6))
     if rng.random() < 0.35:
         o["twin_probability"] = float(rng.uniform(0.3, 0.9))
     if rng.random() < 0.35:
         o["pit_density"] = float(10 ** rng.uniform(-4.0, -2.9))
         o["scratch_count"] = int(rng.integers(2, 15))
+    if blur_rng is not None and blur_rng.random() < 0.5:
+        o["blur_sigma_px"] = float(blur_rng.uniform(0.8, 2.2))
     return o
 
 
-def synthetic_set(n: int, *, seed: int = 1000, size: int = 384, randomise: bool = False):
+def synthetic_set(n: int, *, seed: int = 1000, size: int = 384, randomise: bool = False, blur: bool = False,
+                  fade_probability: float = 0.35):
     """``n`` synthetic grain micrographs with 3-px boundary truth (labels 1 grain, 2 boundary).
 
     ``randomise``: add :func:`randomised_degradations` to each preset (stage 2); the images of the
-    stage-1 set (``randomise=False``) are unchanged by this option's existence.
+    stage-1 set (``randomise=False``) are unchanged by this option's existence. ``blur`` and
+    ``fade_probability``: see :func:`randomised_degradations`.
     """
     from micro_seg.synth import grain_micrograph
 
     rng = np.random.default_rng(seed)
     extra_rng = np.random.default_rng([seed, 2])
+    blur_rng = np.random.default_rng([seed, 3]) if blur else None
     styles = ["optical", "optical", "sem", "tint"]
     out = []
     for i in range(n):
@@ -91,7 +99,8 @@ def synthetic_set(n: int, *, seed: int = 1000, size: int = 384, randomise: bool 
         n_grains = float(rng.uniform(25, 150))
         kind = str(rng.choice(["poisson", "hardcore", "hardcore", "lattice", "bimodal"]))
         aspect = float(rng.choice([1.0, 1.0, 1.0, rng.uniform(1.2, 2.5)]))
-        extra = randomised_degradations(extra_rng) if randomise else {}
+        extra = (randomised_degradations(extra_rng, fade_probability=fade_probability, blur_rng=blur_rng)
+                 if randomise else {})
         s = grain_micrograph((size, size), n_grains=n_grains, kind=kind, style=style, difficulty=difficulty,
                              aspect_ratio=aspect, angle_deg=float(rng.uniform(0, 180)), seed=seed + i, **extra)
         bnd = ndi.binary_dilation(s.boundaries, iterations=1)
@@ -375,11 +384,15 @@ def record_stages(card, args, minutes: float, epochs: int) -> None:
     single from-scratch stage, then this one), so the README can say how to reproduce the weights."""
     stage = {"lr": args.lr, "minutes": round(minutes, 1), "epochs": epochs,
              "data": card.training_data["description"]
-             + (" (fading, twins and pits + scratches drawn independently of the difficulty preset)"
+             + (f" (fading (p {args.fade_probability:g}), twins and pits + scratches"
+                + (" and blur" if args.randomise_blur else "") + " drawn independently of the difficulty preset)"
                 if args.randomise else ""),
              "command": "python models/grain-boundaries/train.py" + (
                  f" --base stage1 --lr {args.lr:g} --minutes {args.minutes:g} --n-synthetic {args.n_synthetic}"
-                 + (" --randomise" if args.randomise else "") if args.base else " --out stage1")}
+                 + (" --randomise" if args.randomise else "")
+                 + (" --randomise-blur" if args.randomise_blur else "")
+                 + (f" --fade-probability {args.fade_probability:g}" if args.fade_probability != 0.35 else "")
+                 if args.base else " --out stage1")}
     if args.base:
         from micro_seg.registry import load_card
 
@@ -412,6 +425,10 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic-seed", type=int, default=1000, help="first seed of the synthetic set")
     ap.add_argument("--randomise", action="store_true",
                     help="stage 2: fading, twins and pits + scratches drawn independently of the difficulty preset")
+    ap.add_argument("--randomise-blur", action="store_true",
+                    help="with --randomise: also a blur of sigma 0.8-2.2 px on half the sections")
+    ap.add_argument("--fade-probability", type=float, default=0.35,
+                    help="with --randomise: probability of faded boundaries on a section (default 0.35)")
     ap.add_argument("--average", nargs="+", metavar="FOLDER",
                     help="average the weights of these models (fine-tuned from one base) into --out, re-estimate "
                          "BatchNorm statistics, evaluate and choose post-processing (no training)")
@@ -431,7 +448,10 @@ def main(argv=None) -> int:
         return 0
 
     t0 = time.time()
-    synth = synthetic_set(args.n_synthetic, seed=args.synthetic_seed, randomise=args.randomise)
+    if (args.randomise_blur or args.fade_probability != 0.35) and not args.randomise:
+        ap.error("--randomise-blur and --fade-probability need --randomise")
+    synth = synthetic_set(args.n_synthetic, seed=args.synthetic_seed, randomise=args.randomise,
+                          blur=args.randomise_blur, fade_probability=args.fade_probability)
     tbm_train = load_tbm_crops(images=TRAIN_TBM)
     tbm_held = load_tbm_crops(images=HELD_OUT_TBM)
     print(f"{len(synth)} synthetic ({time.time() - t0:.0f} s), {len(tbm_train)} TBM train crops, "
