@@ -317,7 +317,8 @@ def finish_model(out, net, card, tbm_held, extra: dict) -> Path:
 
 
 def average_models(folders, out, *, n_synthetic: int = 480, bn_patches: int = 256, seed: int = 0) -> Path:
-    """Uniform weight average ("model soup") of models fine-tuned from one base, saved to ``out``.
+    """Uniform weight average of models fine-tuned from one base ("model soup"), or of a base and its
+    fine-tuned weights (an interpolation between them), saved to ``out``.
 
     BatchNorm statistics are not averaged but re-estimated: the averaged network is run in train mode (no
     gradient) over ``bn_patches`` random 256² patches of the training images (synthetic sections with and
@@ -357,19 +358,26 @@ def average_models(folders, out, *, n_synthetic: int = 480, bn_patches: int = 25
             c = int(rng.integers(0, x.shape[2] - 255)) if x.shape[2] > 256 else 0
             net(torch.from_numpy(np.ascontiguousarray(x[:, r:r + 256, c:c + 256]))[None].float())
     net.eval()
-    stages = [dict(st) for st in (members[0].card.extra.get("stages") or [])]
-    if stages:
-        last = stages.pop()
-        stages.append({**last, "command": "; ".join(f"{m.card.extra['stages'][-1]['command']} --out stage2-{i}"
-                                                   for i, m in enumerate(members)),
-                       "minutes": max(m.card.extra["stages"][-1]["minutes"] for m in members),
-                       "data": " / ".join(m.card.extra["stages"][-1]["data"] for m in members)
-                       + f" ({len(members)} runs side by side, one thread each)"})
+    # each member's history: its card's stages, or one from-scratch stage (a stage-1 model, e.g. the base itself)
+    history = [m.card.extra.get("stages") or [{"command": "python models/grain-boundaries/train.py --out stage1"}]
+               for m in members]
+    depth = [len(h) for h in history]
+    last = [i for i, d in enumerate(depth) if d == max(depth)]  # the deepest members: siblings of one stage
+    stages = [dict(st) for st in history[last[0]]]
+    if len(last) > 1:
+        top = stages.pop()
+        stages.append({**top, "command": "; ".join(f"{history[i][-1]['command']} --out stage{max(depth)}-{k}"
+                                                   for k, i in enumerate(last)),
+                       "minutes": max(history[i][-1]["minutes"] for i in last),
+                       "data": " / ".join(history[i][-1]["data"] for i in last)
+                       + f" ({len(last)} runs side by side, one thread each)"})
+    names = [f"stage{d}-{last.index(i)}" if i in last and len(last) > 1 else f"stage{d}"
+             for i, d in enumerate(depth)]
     stages.append({"lr": None, "minutes": None, "epochs": None,
-                   "data": f"uniform average of the {len(members)} stage-{len(stages)} weights; BatchNorm statistics "
-                           f"re-estimated on {bn_patches} training patches",
-                   "command": "python models/grain-boundaries/train.py --average "
-                              + " ".join(f"stage2-{i}" for i in range(len(members)))})
+                   "data": (f"uniform average of the {len(members)} stage-{depth[0]} weights" if len(set(depth)) == 1
+                            else "uniform average of the " + " and ".join(f"stage-{d}" for d in depth) + " weights")
+                           + f"; BatchNorm statistics re-estimated on {bn_patches} training patches",
+                   "command": "python models/grain-boundaries/train.py --average " + " ".join(names)})
     card.extra["stages"] = stages
     card.extra["retrain"] = "; ".join(st["command"] for st in stages)
     card.extra["averaged_from"] = [str(f) for f in folders]
