@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from micro_seg.commands.measure import _fields_arg
 from micro_seg.commands.segment import add_model_options, segment_file
 
 __all__ = ["register", "run"]
@@ -34,26 +35,22 @@ def register(subparsers: Any) -> None:
         "and defects for semantic models.",
     )
     add_model_options(parser)
-    parser.add_argument("--fields", default="auto", metavar="auto|none|N",
-                        help="field grid for the confidence intervals (default auto)")
+    parser.add_argument("--fields", type=_fields_arg, default="auto", metavar="auto|none|N|RxC",
+                        help="field grid for the confidence intervals (default auto; none, 0 or 1 = one field, "
+                             "no field statistics; N or RxC need N, R, C >= 1)")
     parser.set_defaults(func=run)
 
 
-def _fields(text: str) -> Any:
-    t = str(text).strip().lower()
-    if t == "auto":
-        return "auto"
-    if t in ("none", "0", "1"):
-        return None
-    from micro_seg.errors import MicroSegError
-
+def _fields(value: Any) -> Any:
+    """``--fields`` as parsed (``auto``, ``None``, N or (rows, cols)); a string is parsed as on the command line."""
+    if not isinstance(value, str) or value == "auto":
+        return value
     try:
-        if "x" in t:
-            r, c = (int(v) for v in t.split("x"))
-            return (r, c)
-        return int(t)
-    except ValueError:
-        raise MicroSegError(f"--fields {text!r}: use auto, none, N or ROWSxCOLS") from None
+        return _fields_arg(value)
+    except argparse.ArgumentTypeError as exc:
+        from micro_seg.errors import MicroSegError
+
+        raise MicroSegError(f"--fields: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

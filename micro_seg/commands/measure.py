@@ -44,6 +44,14 @@ __all__ = ["register", "run_grains", "run_phases", "run_defects"]
 
 
 def _fields_arg(text: str) -> str | int | tuple[int, int] | None:
+    """Parse ``--fields``: ``auto``; ``none``, ``0`` or ``1`` (one field: no field statistics); N; ROWSxCOLS.
+
+    >>> _fields_arg("4x3"), _fields_arg("0"), _fields_arg("auto")
+    ((4, 3), None, 'auto')
+    >>> _fields_arg("2x0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: invalid fields '2x0': use auto, none, N or ROWSxCOLS (e.g. 4x4) with N, ROWS, COLS >= 1
+    """
     t = text.strip().lower()
     if t == "auto":
         return "auto"
@@ -60,7 +68,7 @@ def _fields_arg(text: str) -> str | int | tuple[int, int] | None:
     except ValueError:
         ok = False
     if not ok:
-        msg = f"invalid fields {text!r}: use auto, none, N or ROWSxCOLS (e.g. 4x4)"
+        msg = f"invalid fields {text!r}: use auto, none, N or ROWSxCOLS (e.g. 4x4) with N, ROWS, COLS >= 1"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -96,7 +104,7 @@ def register(subparsers: Any) -> None:
                    help="with --boundary: regions smaller than PX pixels are not grains (default 8)")
     g.add_argument("--fields", type=_fields_arg, default="auto", metavar="auto|none|N|RxC",
                    help="split the image into fields for the confidence intervals (default auto: ~50 grains "
-                        "per field); fields must be >= 16 px a side and hold >= 1 grain each")
+                        "per field; none, 0 or 1 = one field); fields must be >= 16 px a side and hold >= 1 grain each")
     g.add_argument("--no-circles", action="store_true", dest="no_circles", help="skip the Abrams three-circle count")
     g.set_defaults(func=run_grains)
 
