@@ -178,6 +178,38 @@ def _split_ext(name: str, exts: tuple[str, ...]) -> tuple[str, str | None]:
     return Path(name).stem, None
 
 
+def _unique_stems(candidates: list[tuple[str, str, bool]]) -> dict[str, str]:
+    """Output stems for the files of one folder, no two alike (even ignoring case).
+
+    ``candidates`` holds ``(name, stem, suffixed)``: ``suffixed`` when the stem
+    already carries the extension (``x.png`` -> ``x_png``).  A file's plain stem
+    wins over a suffixed one (``x_png.tif`` keeps ``x_png``); any other clash
+    (``x.png`` as well, or ``x.TIF`` next to ``x.tif``) gets ``_2``, ``_3``...
+    in name order, never a stem another file of the folder has, so no two inputs
+    write the same labels / overlay / objects files.
+
+    >>> _unique_stems([("x.png", "x_png", True), ("x_png.tif", "x_png", False), ("x.tif", "x_tif", True)])
+    {'x_png.tif': 'x_png', 'x.tif': 'x_tif', 'x.png': 'x_png_2'}
+    """
+    taken: set[str] = set()
+    out: dict[str, str] = {}
+    clashes: list[tuple[str, str]] = []
+    for name, stem, _ in sorted(candidates, key=lambda c: (c[2], c[0])):  # plain stems first
+        if stem.casefold() in taken:
+            clashes.append((name, stem))
+        else:
+            taken.add(stem.casefold())
+            out[name] = stem
+    reserved = taken | {stem.casefold() for _, stem, _ in candidates}
+    for name, stem in clashes:
+        i = 2
+        while f"{stem}_{i}".casefold() in reserved:
+            i += 1
+        reserved.add(f"{stem}_{i}".casefold())
+        out[name] = f"{stem}_{i}"
+    return out
+
+
 IGNORE_FILE = ".micro-seg-ignore"
 
 
@@ -234,7 +266,8 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
     :func:`micro_seg.io.read_micrograph`, content in a supported format (a TIFF
     named ``.dat``).  :func:`run_batch` skips and counts the others (``README.txt``,
     ``notes.csv``...).  Images that differ only by extension get distinct output
-    stems (``a_tif``, ``a_png``).
+    stems (``a_tif``, ``a_png``); no two files ever share an output stem
+    (:func:`_unique_stems`).
 
     Examples
     --------
@@ -278,6 +311,7 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
         for n, (stem, ext) in split.items():
             if ext is not None:
                 image_stems.setdefault(stem, []).append(n)
+        here_files = []
         for n in names:
             p = here / n
             try:
@@ -289,13 +323,15 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
             stem, ext = split[n]
             if ext is None and stem in image_stems:
                 continue  # metadata side-car of an image
-            rel = p.relative_to(root).as_posix()
-            rel_dir = Path(rel).parent
             if ext is not None and len(image_stems[stem]) > 1:
-                out_stem = (rel_dir / f"{stem}_{ext.lstrip('.').replace('.', '_')}").as_posix()
+                here_files.append((n, p, st, f"{stem}_{ext.lstrip('.').replace('.', '_')}", True))
             else:
-                out_stem = (rel_dir / stem).as_posix()
-            supported = ext is not None or _image_content(p)
+                here_files.append((n, p, st, stem, False))
+        out_names = _unique_stems([(n, cand, suffixed) for n, _, _, cand, suffixed in here_files])
+        for n, p, st, _, _ in here_files:
+            rel = p.relative_to(root).as_posix()
+            out_stem = (Path(rel).parent / out_names[n]).as_posix()
+            supported = split[n][1] is not None or _image_content(p)
             found.append(InputFile(str(p), rel, out_stem, supported, st.st_size, st.st_mtime_ns))
     found.sort(key=lambda f: f.relpath)
     return found

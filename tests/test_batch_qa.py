@@ -1,0 +1,66 @@
+"""QA regressions in batch, qc and link: each test checks a known answer."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from micro_seg.batch import discover_images, run_batch
+from micro_seg.cli import main
+
+from test_batch_helpers import disk_image, make_folder, threshold_process, write_tiff
+
+
+def read_rows(path: Path) -> dict[str, dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {r["path"]: r for r in csv.DictReader(fh)}
+
+
+# ------------------------------------------------------------------ 1. output names are injective
+def test_output_stems_never_collide(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "in"
+    write_tiff(root / "s" / "x.tif", disk_image(1, seed=0))
+    write_tiff(root / "s" / "x.tiff", disk_image(2, seed=1))
+    write_tiff(root / "s" / "x_png.tif", disk_image(3, seed=2))
+    Image.fromarray(disk_image(4, seed=3)).save(root / "s" / "x.png")
+    write_tiff(root / "s" / "y.TIF", disk_image(1, seed=4))
+    write_tiff(root / "s" / "y.tif", disk_image(1, seed=5))
+    stems = {f.relpath: f.stem for f in discover_images(root)}
+    assert len(set(s.casefold() for s in stems.values())) == len(stems) == 6, stems
+    assert stems["s/x_png.tif"] == "s/x_png"  # a plain stem is kept
+    assert stems["s/x.tif"] == "s/x_tif" and stems["s/x.tiff"] == "s/x_tiff"
+
+
+def test_batch_writes_one_set_of_outputs_per_image_for_clashing_names(tmp_path):
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    from test_batch_engine import constant_model
+
+    model = constant_model(tmp_path / "models" / "one-grain", task="grains", classes=["grain", "boundary"],
+                           winner=0, name="one-grain")
+    root = tmp_path / "in"
+    shapes = {"s/x.png": (64, 72), "s/x.tif": (64, 80), "s/x.tiff": (64, 88), "s/x_png.tif": (64, 96)}
+    for rel, shape in shapes.items():
+        img = disk_image(1, seed=len(rel), shape=shape)
+        if rel.endswith(".png"):
+            (root / "s").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / rel)
+        else:
+            write_tiff(root / rel, img)
+    s = run_batch(root, tmp_path / "out", model=str(model), workers=0)
+    assert (s.n_ok, s.n_failed) == (4, 0), s.failures
+    rows = read_rows(tmp_path / "out" / "images.csv")
+    for col in ("labels", "overlay", "objects"):
+        assert len({rows[rel][col] for rel in shapes}) == 4, col
+    import tifffile
+
+    for rel, shape in shapes.items():  # each labels file is that image's
+        assert tifffile.imread(tmp_path / "out" / rows[rel]["labels"]).shape == shape
