@@ -58,6 +58,7 @@ from micro_seg.errors import CancelledError, ModelError, TrainingDataError
 
 __all__ = [
     "TrainResult",
+    "TrainingDivergedError",
     "train_segmenter",
     "iter_train_segmenter",
     "confusion_matrix",
@@ -72,6 +73,10 @@ __all__ = [
     "offset_metrics",
     "DEFAULT_PSEUDO_LABEL_THRESHOLD",
 ]
+
+
+class TrainingDivergedError(TrainingDataError):
+    """The loss (or the weights) became NaN or infinite during training: no model is made."""
 
 
 @dataclass
@@ -707,6 +712,10 @@ def iter_train_segmenter(
         raise TrainingDataError("no training images given")
     if epochs < 1 or patch_size < 8 or batch_size < 1:
         raise TrainingDataError(f"epochs ({epochs}), patch_size ({patch_size}) and batch_size ({batch_size}) must be positive (patch >= 8)")
+    if not (math.isfinite(float(lr)) and lr > 0):
+        raise TrainingDataError(f"lr must be a positive number, got {lr}")
+    if not (math.isfinite(float(dice_weight)) and dice_weight >= 0):
+        raise TrainingDataError(f"dice_weight must be a number >= 0, got {dice_weight}")
     if pseudo_label_threshold is not None:
         if base is None:
             raise TrainingDataError("pseudo-labels come from a base model: give base= (fine-tuning) to use them")
@@ -802,8 +811,11 @@ def iter_train_segmenter(
         weights = np.ones(n_classes, np.float32)
     else:
         weights = np.asarray(class_weights, np.float32)
-        if weights.shape != (n_classes,) or (weights < 0).any():
+        if weights.shape != (n_classes,) or not np.all(np.isfinite(weights)) or (weights < 0).any():
             raise TrainingDataError(f"class_weights needs {n_classes} non-negative values, got {list(class_weights)}")
+        if not (weights > 0).any():
+            raise TrainingDataError(f"class_weights are all 0 ({list(class_weights)}): the loss would be 0 / 0 (NaN); "
+                                    "give at least one class a positive weight")
     weight_t = torch.from_numpy(weights)
 
     aug_cfg = augment if isinstance(augment, AugmentConfig) else AugmentConfig(enabled=bool(augment))
@@ -907,6 +919,11 @@ def iter_train_segmenter(
             for g in opt.param_groups:
                 g["lr"] = lr_at(gstep)
             loss = segmentation_loss(network(xb), yb, class_weights=weight_t, dice_weight=dice_weight)
+            if not math.isfinite(float(loss.detach())):
+                value = "NaN" if math.isnan(float(loss.detach())) else "infinite"
+                raise TrainingDivergedError(
+                    f"training diverged: loss is {value} at epoch {epoch + 1}, step {step + 1}; no model was saved "
+                    f"(try a lower learning rate, now {lr:g}, or other class weights)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -916,6 +933,10 @@ def iter_train_segmenter(
                    "seconds": time.perf_counter() - t_start}
             if time_limit_s and time.perf_counter() - t_start >= time_limit_s:
                 break  # out of time mid-epoch: validate, checkpoint and stop below
+        if not all(bool(torch.isfinite(v).all()) for v in network.state_dict().values() if v.is_floating_point()):
+            raise TrainingDivergedError(
+                f"training diverged: the weights are no longer finite (NaN or inf) at epoch {epoch + 1}; no model was "
+                f"saved (try a lower learning rate, now {lr:g})")
         rec: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": lr_at((epoch + 1) * steps_per_epoch - 1)}
         if vxs:
             network.eval()

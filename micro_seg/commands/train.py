@@ -24,6 +24,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -163,6 +164,9 @@ def _parse_class_weights(text: str, n_classes: int) -> str | list[float] | None:
         raise TrainingDataError(f"--class-weights must be 'auto', 'none' or {n_classes} numbers, got {text!r}") from None
     if len(weights) != n_classes or min(weights) < 0 or not all(np.isfinite(weights)):
         raise TrainingDataError(f"--class-weights needs {n_classes} non-negative numbers (one per class), got {text!r}")
+    if max(weights) == 0:
+        raise TrainingDataError(f"--class-weights are all 0 ({text!r}): the loss would be 0 / 0 (NaN); give at least "
+                                "one class a positive weight")
     return weights
 
 
@@ -240,6 +244,8 @@ def check_numeric_options(args: argparse.Namespace) -> None:
     for flag, value in (("--lr", args.lr), ("--minutes", args.minutes)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise TrainingDataError(f"{flag} must be a positive number, got {value}")
+    if not (math.isfinite(args.dice_weight) and args.dice_weight >= 0):
+        raise TrainingDataError(f"--dice-weight must be a number >= 0, got {args.dice_weight}")
     check_output_folder(args.out, "--out")
     check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
 
@@ -262,7 +268,12 @@ def _check_patch_size(args: argparse.Namespace, images: list) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from micro_seg.augment import augment_preset
-    from micro_seg.training import check_input_scale, check_pseudo_label_threshold, train_segmenter
+    from micro_seg.training import (
+        TrainingDivergedError,
+        check_input_scale,
+        check_pseudo_label_threshold,
+        train_segmenter,
+    )
 
     check_numeric_options(args)
     pairs, images, labels = load_pairs(args.images_dir, args.labels_dir, args.label_encoding)
@@ -294,8 +305,6 @@ def run(args: argparse.Namespace) -> dict:
         if not args.base:
             raise TrainingDataError("--pseudo-labels needs --base: the pseudo-labels are the base model's predictions")
         check_pseudo_label_threshold(args.pseudo_labels, "--pseudo-labels")
-    if args.dice_weight < 0:
-        raise TrainingDataError(f"--dice-weight must be >= 0, got {args.dice_weight}")
     task = args.task or (base_card.task if base_card is not None else "semantic")
     out = Path(args.out)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoint"
@@ -329,7 +338,13 @@ def run(args: argparse.Namespace) -> dict:
         kwargs["base"] = base
     else:
         kwargs["arch"] = args.arch
-    net, card, history = train_segmenter(images, labels, **kwargs)
+    out_existed = out.exists()
+    try:
+        net, card, history = train_segmenter(images, labels, **kwargs)
+    except TrainingDivergedError:
+        if not out_existed:  # only this run's checkpoint of a diverged run is in it: leave no model folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     val = card.metrics.get("validation", {})
     return {
         "model": str(out),

@@ -1,0 +1,121 @@
+"""``micro-seg train`` QA findings: each bad input exits 2 with one line naming the file or flag, and no run
+leaves a NaN model or a misleading number behind."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from micro_seg.cli import main
+from micro_seg.errors import TrainingDataError
+from micro_seg.training import TrainingDivergedError, train_segmenter
+
+TINY = {"widths": (6, 12), "blocks": (1, 1)}
+FAST = ["--epochs", "1", "--patch-size", "32", "--batch-size", "2", "--arch", "msnet-s", "--patches-per-epoch", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _write_pair(img_dir, lab_dir, stem, *, size=(64, 64), seed=0, values=(1, 2), ext=".png"):
+    rng = np.random.default_rng(seed)
+    img = rng.normal(60, 10, size)
+    img[:, size[1] // 2 :] += 120
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(img_dir / f"{stem}{ext}")
+    lab = np.zeros(size, np.uint8)
+    lab[:, :6] = values[0]
+    lab[:, -6:] = values[1]
+    Image.fromarray(lab).save(lab_dir / f"{stem}.png")
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
+    img_dir.mkdir()
+    lab_dir.mkdir()
+    return img_dir, lab_dir
+
+
+def _one_line_exit_2(code, err):
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "internal error" not in err, err
+
+
+# ------------------------------------------------------------ 1. NaN loss never makes a model
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--class-weights", "0,0", "--class-weights are all 0"),
+    ("--dice-weight", "nan", "--dice-weight must be a number >= 0, got nan"),
+    ("--dice-weight", "inf", "--dice-weight must be a number >= 0, got inf"),
+    ("--dice-weight", "-1", "--dice-weight must be a number >= 0"),
+    ("--lr", "inf", "--lr must be a positive number"),
+])
+def test_non_finite_or_all_zero_loss_settings_are_refused_up_front(dirs, tmp_path, capsys, option, value, words):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out = tmp_path / "m"
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright", *FAST,
+                 option, value])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert words in err
+    assert not out.exists()
+
+
+def test_engine_refuses_all_zero_class_weights_and_non_finite_dice_or_lr():
+    img = np.zeros((64, 64), np.uint8)
+    lab = np.zeros((64, 64), np.int64)
+    lab[:, :8] = 1
+    lab[:, -8:] = 2
+    common = dict(classes=["a", "b"], arch_kwargs=TINY, epochs=1, patch_size=32, batch_size=2, patches_per_epoch=2,
+                  val_fraction=0, augment=False)
+    for kw, match in (({"class_weights": [0, 0]}, "class_weights are all 0"),
+                      ({"class_weights": [float("nan"), 1]}, "non-negative"),
+                      ({"dice_weight": float("nan")}, "dice_weight must be"),
+                      ({"lr": float("nan")}, "lr must be")):
+        with pytest.raises(TrainingDataError, match=match):
+            train_segmenter([img], [lab], **common, **kw)
+
+
+def test_nan_loss_during_training_stops_with_exit_2_and_writes_no_model(dirs, tmp_path, capsys):
+    """Only class 1 is labelled and its weight is 0: the weighted cross-entropy is 0 / 0 = NaN at the first step."""
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a", values=(1, 1))
+    out = tmp_path / "m"
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright", *FAST,
+                 "--epochs", "2", "--class-weights", "0,1", "--val-fraction", "0"])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert "training diverged: loss is NaN at epoch 1" in err
+    assert not out.exists()
+
+
+def test_nan_weights_after_an_epoch_raise_diverged(monkeypatch):
+    """A finite loss whose last update made the weights NaN is caught at the end of the epoch, before a
+    checkpoint or a model is made."""
+    img = np.zeros((64, 64), np.uint8)
+    lab = np.zeros((64, 64), np.int64)
+    lab[:, :8] = 1
+    lab[:, -8:] = 2
+    real_step = torch.optim.AdamW.step
+
+    def poisoned_step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoned_step)
+    with pytest.raises(TrainingDivergedError, match="training diverged: the weights are no longer finite .* epoch 1"):
+        train_segmenter([img], [lab], classes=["a", "b"], arch_kwargs=TINY, epochs=2, patch_size=32, batch_size=2,
+                        patches_per_epoch=2, val_fraction=0, augment=False)
