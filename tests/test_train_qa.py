@@ -119,3 +119,30 @@ def test_nan_weights_after_an_epoch_raise_diverged(monkeypatch):
     with pytest.raises(TrainingDivergedError, match="training diverged: the weights are no longer finite .* epoch 1"):
         train_segmenter([img], [lab], classes=["a", "b"], arch_kwargs=TINY, epochs=2, patch_size=32, batch_size=2,
                         patches_per_epoch=2, val_fraction=0, augment=False)
+
+
+# ------------------------------------------------------------ 2. --out / --checkpoint-dir checked before training
+
+
+@pytest.mark.parametrize("flag", ["--out", "--checkpoint-dir"])
+def test_output_folder_that_cannot_be_created_exits_2_before_training(dirs, tmp_path, capsys, flag):
+    """/proc exists and is a folder, but nothing can be created in it: refused before any epoch is run."""
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out = tmp_path / "m"
+    args = ["--out", "/proc/x"] if flag == "--out" else ["--out", str(out), "--checkpoint-dir", "/proc/x/ckpt"]
+    code = main(["train", str(img_dir), str(lab_dir), *args, "--classes", "dark,bright", *FAST])
+    captured = capsys.readouterr()
+    _one_line_exit_2(code, captured.err)
+    assert f"{flag} cannot be created or written there" in captured.err
+    assert ("/proc/x" if flag == "--out" else "/proc/x/ckpt") in captured.err
+    assert "epoch" not in captured.err and not out.exists()
+
+
+def test_output_check_leaves_no_folder_behind(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs  # empty images folder: the run stops after the output check
+    out = tmp_path / "new" / "deeper" / "m"
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--checkpoint-dir",
+                 str(tmp_path / "ck" / "pt")]) == 2
+    assert "no images found" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists() and not (tmp_path / "ck").exists()

@@ -248,6 +248,33 @@ def check_numeric_options(args: argparse.Namespace) -> None:
         raise TrainingDataError(f"--dice-weight must be a number >= 0, got {args.dice_weight}")
     check_output_folder(args.out, "--out")
     check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
+    _check_writable(args.out, "--out")
+    _check_writable(args.checkpoint_dir or Path(args.out) / "checkpoint",
+                    "--checkpoint-dir" if args.checkpoint_dir else "--out")
+
+
+def _check_writable(path: str | Path, flag: str) -> None:
+    """Create ``path`` and write a file in it, then undo that: a folder that cannot be made (``/proc/x``, a
+    read-only disk) is refused before training instead of failing after the first epoch."""
+    import os
+    import tempfile
+
+    from micro_seg.errors import OutputPathError
+
+    path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OutputPathError(f"{path}: {flag} cannot be created or written there ({exc.strerror or exc})") from None
+    finally:
+        for p in created:  # deepest first: leave the disk as it was
+            try:
+                os.rmdir(p)
+            except OSError:
+                pass
 
 
 #: A patch more than this many times the largest training image's side is refused (over 98% padding);
