@@ -579,6 +579,7 @@ def evaluate(
     measurements: Mapping[str, Any] | None = None,
     classification: Mapping[str, Any] | None = None,
     quality: Mapping[str, float] | None = None,
+    no_pixels: str = "no image pixels were given",
 ) -> QCResult:
     """Judge one image against a spec: pass / review / fail with reasons.
 
@@ -589,7 +590,9 @@ def evaluate(
         :class:`~micro_seg.io.Micrograph` also supplies ``pixel_size_um`` and
         (from ``meta["magnification"]``) the magnification, and its
         ``analysis_data`` (without the SEM data bar) is what is measured.
-        None skips the pixel checks (e.g. judging a batch's results table).
+        None: the pixel checks cannot run and each gives *review* (value
+        null) with ``no_pixels`` as the reason (e.g. a batch's results table
+        whose image was not found), unless ``quality`` holds its value.
     spec : QCSpec
         From :func:`load_spec` or :func:`parse_spec`.
     pixel_size_um, magnification : float, optional
@@ -604,6 +607,9 @@ def evaluate(
         Segmentation models may also report ``{"ood": ..., "ood_score": ...}``.
     quality : mapping, optional
         Precomputed :func:`micro_seg.quality.assess_image` values.
+    no_pixels : str
+        Why there are no pixels, for the reasons of the pixel checks that
+        could not run.
 
     Returns
     -------
@@ -635,8 +641,11 @@ def evaluate(
     for key in pixel_rules:
         if key in q:
             reason = _range_reason(f"image.{key}", q[key], spec.image[key])
-        elif pixels is None:
-            reason = None  # no pixels (results table): pixel checks cannot run, not a finding
+        elif pixels is None:  # a check that cannot run is a finding (review), never left out
+            rule = spec.image[key]
+            reason = Reason(f"image.{key}", None, rule.min if rule.min is not None else rule.max, "review",
+                            f"image.{key} could not be evaluated: {no_pixels}",
+                            "min" if rule.min is not None else "max")
         else:
             reason = _range_reason(f"image.{key}", None, spec.image[key])
         if reason:

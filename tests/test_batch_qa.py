@@ -64,3 +64,26 @@ def test_batch_writes_one_set_of_outputs_per_image_for_clashing_names(tmp_path):
 
     for rel, shape in shapes.items():  # each labels file is that image's
         assert tifffile.imread(tmp_path / "out" / rows[rel]["labels"]).shape == shape
+
+
+# ------------------------------------------------------------------ 2. qc of a batch: image checks never vanish
+def test_qc_of_batch_output_reviews_image_checks_it_cannot_run(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 2, "b.tif": 3})
+    out = tmp_path / "out"
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("image:\n  blur: {max: 0.01}\n  calibration: fail\n")
+    monkeypatch.chdir(tmp_path)
+    code = main(["qc", str(out), "--spec", str(spec), "--images-dir", str(tmp_path / "nowhere"), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["counts"] == {"pass": 0, "review": 2, "fail": 0}
+    for r in res["results"]:
+        (reason,) = r["reasons"]
+        assert reason["check"] == "image.blur" and reason["value"] is None and reason["severity"] == "review"
+        assert "image not found" in reason["message"] and "nowhere" in reason["message"]
+    # with the right folder the check runs on the pixels
+    code = main(["qc", str(out), "--spec", str(spec), "--images-dir", str(root), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert all("blur" in r["quality"] for r in res["results"])
+    assert not any(x["value"] is None for r in res["results"] for x in r["reasons"])

@@ -105,8 +105,8 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
     """Judge every row of a batch ``images.csv`` (failed rows get verdict ``fail``).
 
     Image-quality checks run when the row's image is found (``image_root`` /
-    ``path``, or ``path`` as written); otherwise only the measurement,
-    calibration and pixel-size rules apply.
+    ``path``, or ``path`` as written); otherwise each gives *review* with the
+    reason (image not found / not readable), never a silent pass.
     """
     from micro_seg.errors import MicroSegError
     from micro_seg.io import read_micrograph
@@ -128,14 +128,15 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
         image = None
         candidates = [Path(image_root) / rel] if image_root else []
         candidates.append(Path(rel))
+        why = "image not found (looked for " + " and ".join(str(c) for c in candidates) + "; give --images-dir)"
         for cand in candidates:
             if cand.is_file():
                 try:
                     image = read_micrograph(cand, pixel_size_um=px)
-                except MicroSegError:
-                    image = None
+                except MicroSegError as exc:
+                    image, why = None, f"image not readable: {exc}"
                 break
-        result = evaluate(image, spec, measurements=row, pixel_size_um=px)
+        result = evaluate(image, spec, measurements=row, pixel_size_um=px, no_pixels=why)
         out.append({"path": rel, **result.as_dict(), "pixel_size_um": px})
     return out
 
