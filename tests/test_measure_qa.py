@@ -59,3 +59,54 @@ def test_fields_0_is_one_field_like_none(tmp_path, capsys):
         assert code == 0, err
         results.append(res)
     assert results[0] == results[1] == results[2]
+
+
+# ---- 2. label values in several separate regions (wrapped 8-bit labels, JPEG, raw micrograph)
+
+def _offset_grid() -> np.ndarray:
+    """33 x 33 square grains of 16 px shifted by 8 px in a 512 x 512 image: Jeffries count 31**2 + 4*31/2 + 1."""
+    r = (np.arange(512) + 8) // 16
+    return r[:, None] * 33 + r[None, :] + 1
+
+
+def _g_planimetric(count: float, area_mm2: float) -> float:
+    return 3.321928 * np.log10(count / area_mm2) - 2.954  # ASTM E112 (DOMAIN.md)
+
+
+def test_wrapped_8bit_labels_warn_true_labels_do_not(tmp_path, capsys):
+    lab = _offset_grid()
+    true_path, wrapped_path = tmp_path / "true.tif", tmp_path / "wrapped.tif"
+    tifffile.imwrite(true_path, lab.astype(np.uint16))
+    tifffile.imwrite(wrapped_path, ((lab % 255) + 1).astype(np.uint8))
+    code, res, err = _run(capsys, ["measure", "grains", str(true_path), "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    assert res["n_grains"] == 33 * 33 and res["jeffries_count"] == 31**2 + 62 + 1
+    assert res["G_planimetric"] == pytest.approx(_g_planimetric(1024, 0.512**2), abs=1e-3)  # 8.977
+    assert not any("wrapped" in w for w in res["warnings"])
+    code, res, err = _run(capsys, ["measure", "grains", str(wrapped_path), "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    hits = [w for w in res["warnings"] if "labels look wrapped or are not instance labels" in w]
+    assert len(hits) == 1 and str(wrapped_path) in hits[0] and "separate regions" in hits[0]
+
+
+def test_jpeg_labels_and_micrograph_warn_voronoi_does_not():
+    from micro_seg.measure import measure_grains
+    from micro_seg.synth import voronoi_labels
+
+    def split_warned(labels):
+        return any("labels look wrapped" in w for w in measure_grains(labels, pixel_size_um=1.0).warnings)
+
+    labels = voronoi_labels((256, 256), n_grains=150, seed=1)
+    assert not split_warned(labels)
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(labels.astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    assert split_warned(np.asarray(Image.open(io.BytesIO(buf.getvalue()))))
+    noise = np.random.default_rng(0).normal(128, 30, (256, 256)).clip(0, 255).astype(np.uint8)
+    assert split_warned(noise)
+    one = _grid_labels(8, 32)  # one value in two places (1 of 64 values split): no warning
+    one[one == 28] = 1
+    assert not split_warned(one)

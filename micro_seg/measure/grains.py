@@ -57,11 +57,16 @@ from micro_seg.measure.labels import (
     prepare_labels,
     restore_zeros,
     single_label_regions,
+    split_label_values,
     zero_bits,
 )
 from micro_seg.measure.stats import auto_field_grid, check_field_size, field_grid, field_index_maps, field_statistics
 
 __all__ = ["GrainMeasurement", "measure_grains", "measure_grains_from_boundaries", "combine_grain_fields"]
+
+#: Share of the label values in several separate regions from which the labels are reported as wrapped
+#: or not instance labels (a few grains cut in two by the image edge stay below it).
+SPLIT_LABELS_WARN_SHARE = 0.05
 
 #: Below this mean intercept (pixels) grain measurements carry a pixelisation warning
 #: (Coutinho, Rooney & Payton, Metall. Mater. Trans. A 48 (2017): the bias grows quickly
@@ -282,6 +287,18 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
 
     areas = counts_px[1:].astype(np.float64)
     field_area = float(rows * cols)
+    if n > 1:  # each value counts as one grain: a value in many places (wrapped labels, a micrograph) is not one
+        n_checked, n_split, n_regions, n_spread = split_label_values(lab, areas)
+        share = n_split / n_checked * n_spread / n if n_checked else 0.0
+        if n_split >= 2 and share >= SPLIT_LABELS_WARN_SHARE:
+            which = (f"{n_split} of the {n} label values" if n_checked == n_spread
+                     else f"{n_split} of {n_checked} label values checked (of {n})")
+            warnings.append(
+                f"{what}: labels look wrapped or are not instance labels: {which} form {n_regions} separate "
+                "regions; each value counts as one grain, so n_grains and G are "
+                "wrong. Save grain labels as 16- or 32-bit integers without compression loss (8 bits wrap above 255 "
+                "grains, JPEG alters values), or measure a boundary mask (micro-seg measure grains --boundary)"
+            )
 
     # ---- planimetric (whole image)
     count, n_inside, n_edge, n_corner, edge_labels = _jeffries(lab, present=areas > 0)

@@ -36,7 +36,7 @@ from scipy import ndimage as ndi
 from micro_seg.errors import InvalidImageError
 
 __all__ = ["prepare_labels", "labels_from_boundaries", "fill_boundaries", "max_close_gaps_px", "single_label_regions",
-           "zero_bits", "restore_zeros"]
+           "split_label_values", "zero_bits", "restore_zeros"]
 
 #: Largest gap-closing radius (pixels) of :func:`labels_from_boundaries`: it closes gaps up to 64 px
 #: wide, far more than the breaks a tracing or a segmentation leaves, and it also erases every grain
@@ -318,6 +318,57 @@ def single_label_regions(labels: np.ndarray) -> int:
     _, n_pieces = ndi.label(nonzero, structure=np.ones((3, 3), bool))
     _, n_holes = ndi.label(~nonzero)
     return int(max(n_pieces, n_holes))
+
+
+#: A label value whose bounding box is more than this many times its pixel count is checked for
+#: disconnected pieces by :func:`split_label_values` (a compact grain fills a good part of its box).
+SPREAD_BOX_RATIO = 4.0
+
+
+def split_label_values(labels: np.ndarray, areas: np.ndarray, *, budget_px: int | None = None) -> tuple[int, int, int, int]:
+    """Label values of ``labels`` (``1..N``) that form several separate 8-connected regions.
+
+    Only values spread over a bounding box more than :data:`SPREAD_BOX_RATIO`
+    times their pixel count (``areas[i]`` = pixels of value ``i + 1``) can be
+    split and are labelled, each in its own box; once ``budget_px`` box pixels
+    (default four times the image, at least 2**25) are spent, the rest of them are sampled
+    evenly.  Wrapped labels (8-bit label images of more than 255 grains), a
+    class map or a raw micrograph read as labels have many values in many
+    regions; instance labels have none, but for a few grains cut by the image
+    edge.
+
+    Returns ``(n_checked, n_split, n_regions, n_spread)``: values labelled,
+    those of them in several regions, the regions of those, and all the
+    spread values (checked or not).
+
+    Examples
+    --------
+    >>> lab = np.full((6, 6), 2, np.int32); lab[0, 0] = lab[5, 5] = 1   # value 1 in two corners
+    >>> split_label_values(lab, np.bincount(lab.ravel())[1:])
+    (1, 1, 2, 1)
+    """
+    labels = np.asarray(labels)
+    areas = np.asarray(areas, dtype=np.float64)
+    boxes = ndi.find_objects(labels, max_label=areas.size)
+    box_px = np.array([0 if b is None else (b[0].stop - b[0].start) * (b[1].stop - b[1].start) for b in boxes],
+                      dtype=np.float64)
+    spread = np.flatnonzero((areas > 0) & (box_px > SPREAD_BOX_RATIO * np.maximum(areas, 1)))
+    if not spread.size:
+        return 0, 0, 0, 0
+    budget = max(4 * labels.size, 1 << 25) if budget_px is None else int(budget_px)
+    if box_px[spread].sum() > budget:  # an even sample that fits the budget
+        k = max(1, int(spread.size * budget / box_px[spread].sum()))
+        spread_checked = spread[np.linspace(0, spread.size - 1, k).astype(int)]
+    else:
+        spread_checked = spread
+    n_split = n_regions = 0
+    eight = np.ones((3, 3), bool)
+    for i in spread_checked:
+        _, pieces = ndi.label(labels[boxes[i]] == i + 1, structure=eight)
+        if pieces > 1:
+            n_split += 1
+            n_regions += pieces
+    return int(spread_checked.size), n_split, n_regions, int(spread.size)
 
 
 def labels_from_boundaries(
