@@ -146,3 +146,39 @@ def test_output_check_leaves_no_folder_behind(dirs, tmp_path, capsys):
                  str(tmp_path / "ck" / "pt")]) == 2
     assert "no images found" in capsys.readouterr().err
     assert not (tmp_path / "new").exists() and not (tmp_path / "ck").exists()
+
+
+# ------------------------------------------------------------ 3. labels that are micrographs
+
+
+def test_images_folder_given_as_labels_folder_exits_2(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out = tmp_path / "m"
+    for labels in (img_dir, img_dir / ".." / "images"):
+        code = main(["train", str(img_dir), str(labels), "--out", str(out), *FAST])
+        err = capsys.readouterr().err
+        _one_line_exit_2(code, err)
+        assert str(labels) in err and "the labels folder is the images folder" in err
+    assert not out.exists()
+
+
+def test_more_than_64_inferred_classes_exits_2_naming_the_label_file(dirs, tmp_path, capsys):
+    """A label 'image' that is a micrograph (values up to 200) would make 200 classes: refused, naming the file."""
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    _write_pair(img_dir, lab_dir, "b", seed=1)
+    Image.fromarray(np.arange(64 * 64).reshape(64, 64).astype(np.uint8) % 201).save(lab_dir / "b.png")
+    out = tmp_path / "m"
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert str(lab_dir / "b.png") in err and "label value 200 would make 200 classes (at most 64" in err
+    assert "look like a micrograph" in err
+    assert not out.exists()
+    # 64 classes are still inferred
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 65).astype(np.uint8)).save(lab_dir / "b.png")
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--json", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert len(json.loads(captured.out)["classes"]) == 64

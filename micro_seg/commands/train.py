@@ -178,6 +178,9 @@ def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
             raise InputFileNotFoundError(f"{d}: {what} folder does not exist")
         if not d.is_dir():
             raise TrainingDataError(f"{d}: {what} path is not a folder")
+    if images_dir.resolve() == labels_dir.resolve():
+        raise TrainingDataError(f"{labels_dir}: the labels folder is the images folder; give the folder of label "
+                                "images (0 = unlabelled, c = class c) with the same file stems")
     imgs = sorted(p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT)
     labs = sorted(p for p in labels_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT)
     if not imgs:
@@ -317,6 +320,16 @@ def run(args: argparse.Namespace) -> dict:
     elif base_card is not None:
         classes = list(base_card.classes)
     else:
+        # classes inferred from the largest label value: at most the limit `measure phases` puts on a class map;
+        # more means the labels are almost surely a micrograph (a grey image has ~200 distinct values)
+        from micro_seg.measure.phases import MAX_CLASSES as MAX_INFERRED_CLASSES
+
+        if max_label > MAX_INFERRED_CLASSES:
+            where = next(lab for (_, lab), l in zip(pairs, labels) if int(l.max()) == max_label)
+            raise TrainingDataError(
+                f"{where}: label value {max_label} would make {max_label} classes (at most {MAX_INFERRED_CLASSES} "
+                "are inferred): the labels look like a micrograph, not a label image (0 = unlabelled, c = class c); "
+                "check LABELS_DIR, or name the classes with --classes")
         classes = [f"class{i}" for i in range(1, max(2, max_label) + 1)]
     if max_label > len(classes):
         raise TrainingDataError(
