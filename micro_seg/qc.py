@@ -397,6 +397,45 @@ def _check_fraction(rule: RangeRule, where: str, source: str) -> None:
             raise SpecError(f"{source}: {where}: phase fractions are between 0 and 1, got {v}")
 
 
+class _DuplicateKeyError(ValueError):
+    """A YAML mapping names the same key twice (the second would silently replace the first)."""
+
+
+def _unique_key_loader() -> type:
+    r"""A ``yaml.SafeLoader`` that refuses duplicate keys in a mapping.
+
+    Examples
+    --------
+    >>> import yaml
+    >>> try:
+    ...     yaml.load("a:\n  x: 1\na:\n  y: 2\n", Loader=_unique_key_loader())
+    ... except ValueError as exc:
+    ...     print(exc)
+    a: duplicate key (line 3; first at line 1): merge the two blocks
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN202 - yaml's signature
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.get(key)
+                    except TypeError:  # unhashable key: let yaml report it
+                        continue
+                    if first is not None:
+                        raise _DuplicateKeyError(f"{key}: duplicate key (line {key_node.start_mark.line + 1}; "
+                                                 f"first at line {first}): merge the two blocks")
+                    seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_spec(path: str | os.PathLike) -> QCSpec:
     """Read and validate a QC spec file (``.yaml``, ``.yml`` or ``.toml``).
 
@@ -425,7 +464,9 @@ def load_spec(path: str | os.PathLike) -> QCSpec:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+        except _DuplicateKeyError as exc:
+            raise SpecError(f"{path}: {exc}") from exc
         except yaml.YAMLError as exc:
             raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     spec = parse_spec(data, source=str(path))

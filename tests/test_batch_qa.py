@@ -87,3 +87,19 @@ def test_qc_of_batch_output_reviews_image_checks_it_cannot_run(tmp_path, capsys,
     res = json.loads(capsys.readouterr().out)
     assert all("blur" in r["quality"] for r in res["results"])
     assert not any(x["value"] is None for r in res["results"] for x in r["reasons"])
+
+
+# ------------------------------------------------------------------ 3. duplicate keys in a YAML spec
+def test_spec_with_duplicate_keys_is_refused(tmp_path, capsys):
+    spec = tmp_path / "dup.yaml"
+    spec.write_text("measurements:\n  grains:\n    G_intercept: [7, 9]\n  defects:\n    count: {max: 5}\n"
+                    "  grains:\n    n_grains: {min: 10}\n")
+    img = write_tiff(tmp_path / "a.tif", disk_image(2, seed=0))
+    code = main(["qc", str(img), "--spec", str(spec), "--json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert str(spec) in err and "grains: duplicate key (line 6; first at line 2)" in err
+    from micro_seg.qc import load_spec
+
+    spec.write_text("measurements:\n  grains:\n    G_intercept: [7, 9]\n    n_grains: {min: 10}\n")
+    assert set(load_spec(spec).measurements["grains"]) == {"G_intercept", "n_grains"}
