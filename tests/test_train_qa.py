@@ -182,3 +182,17 @@ def test_more_than_64_inferred_classes_exits_2_naming_the_label_file(dirs, tmp_p
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert len(json.loads(captured.out)["classes"]) == 64
+
+
+# ------------------------------------------------------------ 4. a label value beyond the classes names the file
+
+
+def test_label_value_beyond_the_classes_names_the_label_file(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    _write_pair(img_dir, lab_dir, "b", seed=1, values=(1, 8))
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), "--classes", "dark,bright",
+                 *FAST])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert f"{lab_dir / 'b.png'}: label value 8 found but only 2 classes (dark, bright)" in err

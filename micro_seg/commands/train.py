@@ -332,8 +332,9 @@ def run(args: argparse.Namespace) -> dict:
                 "check LABELS_DIR, or name the classes with --classes")
         classes = [f"class{i}" for i in range(1, max(2, max_label) + 1)]
     if max_label > len(classes):
+        where, value = next((lab, int(l.max())) for (_, lab), l in zip(pairs, labels) if int(l.max()) > len(classes))
         raise TrainingDataError(
-            f"{args.labels_dir}: label value {max_label} found but only {len(classes)} classes "
+            f"{where}: label value {value} found but only {len(classes)} classes "
             f"({', '.join(classes)}); 0 = unlabelled, class c = value c"
         )
     class_weights = _parse_class_weights(args.class_weights, len(classes))
