@@ -196,3 +196,18 @@ def test_label_value_beyond_the_classes_names_the_label_file(dirs, tmp_path, cap
     err = capsys.readouterr().err
     _one_line_exit_2(code, err)
     assert f"{lab_dir / 'b.png'}: label value 8 found but only 2 classes (dark, bright)" in err
+
+
+# ------------------------------------------------------------ 5. two images with one stem
+
+
+def test_two_images_with_one_stem_exit_2_naming_both(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "im0", ext=".tif")
+    _write_pair(img_dir, lab_dir, "im0", ext=".png")
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert "two images with the stem 'im0'" in err
+    assert str(img_dir / "im0.png") in err and str(img_dir / "im0.tif") in err
+    assert "no labels for images" not in err

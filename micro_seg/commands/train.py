@@ -187,6 +187,12 @@ def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
         raise TrainingDataError(f"{images_dir}: no images found (extensions {', '.join(sorted(_IMAGE_EXT))})")
     if not labs:
         raise TrainingDataError(f"{labels_dir}: no label images found")
+    img_by_stem: dict[str, Path] = {}
+    for img in imgs:
+        if img.stem in img_by_stem:
+            raise TrainingDataError(f"{img}: two images with the stem {img.stem!r} ({img_by_stem[img.stem]} and "
+                                    f"{img}): labels pair with images by stem; keep one of them")
+        img_by_stem[img.stem] = img
     by_stem: dict[str, Path] = {}
     for lab in labs:
         stem = lab.stem
