@@ -391,10 +391,36 @@ def _check_measurement_key(group: str, key: str, where: str, source: str) -> Non
     raise SpecError(f"{source}: {where}: unknown measurement{hint}; allowed: {allowed}")
 
 
+#: Fraction-valued measurement keys (and batch-column prefixes): limits on them must lie in [0, 1].
+_FRACTION_KEYS = {"defects": ("area_fraction", "area_fraction_ci95")}
+_FRACTION_PREFIXES = {"phases": ("phase_fraction_",)}
+
+
+def _is_fraction_key(group: str, key: str) -> bool:
+    """True for a key whose values are fractions (0..1), e.g. ``defects.area_fraction``.
+
+    >>> _is_fraction_key("defects", "area_fraction"), _is_fraction_key("phases", "phase_fraction_ra_percent_a")
+    (True, False)
+    """
+    if key in _FRACTION_KEYS.get(group, ()):
+        return True
+    return (any(key.startswith(p) for p in _FRACTION_PREFIXES.get(group, ()))
+            and not key.startswith("phase_fraction_ra_percent_"))
+
+
 def _check_fraction(rule: RangeRule, where: str, source: str) -> None:
+    """Refuse a limit outside [0, 1] on a fraction (``5`` meant as 5 %).
+
+    >>> try:
+    ...     _check_fraction(RangeRule(max=5.0), "measurements.defects.area_fraction", "s.yaml")
+    ... except ValueError as exc:
+    ...     print(exc)
+    s.yaml: measurements.defects.area_fraction: a fraction between 0 and 1, got 5.0 (for 5% write 0.05)
+    """
     for v in (rule.min, rule.max):
         if v is not None and not 0.0 <= v <= 1.0:
-            raise SpecError(f"{source}: {where}: phase fractions are between 0 and 1, got {v}")
+            hint = f" (for {v:g}% write {v / 100:g})" if 0.0 < v <= 100.0 else ""
+            raise SpecError(f"{source}: {where}: a fraction between 0 and 1, got {v}{hint}")
 
 
 class _DuplicateKeyError(ValueError):
@@ -436,6 +462,19 @@ def _unique_key_loader() -> type:
     return UniqueKeyLoader
 
 
+def _check_fraction_limits(spec: QCSpec, source: str) -> None:
+    """Refuse limits outside [0, 1] on the fraction-valued keys of a spec file (``area_fraction: {max: 5}``
+    meant as 5 %: every image would pass).  (Checked on spec files; :func:`parse_spec` itself takes any
+    number, so code can probe keys with wide limits.)"""
+    for key, rule in spec.image.items():
+        if key.endswith("_fraction"):
+            _check_fraction(rule, f"image.{key}", source)
+    for group, rules in spec.measurements.items():
+        for key, rule in rules.items():
+            if _is_fraction_key(group, key):
+                _check_fraction(rule, f"measurements.{group}.{key}", source)
+
+
 def load_spec(path: str | os.PathLike) -> QCSpec:
     """Read and validate a QC spec file (``.yaml``, ``.yml`` or ``.toml``).
 
@@ -470,6 +509,7 @@ def load_spec(path: str | os.PathLike) -> QCSpec:
         except yaml.YAMLError as exc:
             raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     spec = parse_spec(data, source=str(path))
+    _check_fraction_limits(spec, str(path))
     if not spec.has_checks:
         raise SpecError(f"{path}: the spec has no checks (add image, measurements or classifier rules), "
                         "so every image would pass")

@@ -103,3 +103,31 @@ def test_spec_with_duplicate_keys_is_refused(tmp_path, capsys):
 
     spec.write_text("measurements:\n  grains:\n    G_intercept: [7, 9]\n    n_grains: {min: 10}\n")
     assert set(load_spec(spec).measurements["grains"]) == {"G_intercept", "n_grains"}
+
+
+# ------------------------------------------------------------------ 4. fraction limits in percent are refused
+@pytest.mark.parametrize("body, where", [
+    ("measurements:\n  defects:\n    area_fraction: {max: 5}\n", "measurements.defects.area_fraction"),
+    ("measurements:\n  phases:\n    phase_fraction_ferrite: [60, 90]\n", "measurements.phases.phase_fraction_ferrite"),
+    ("image:\n  clipped_high_fraction: 2\n", "image.clipped_high_fraction"),
+])
+def test_fraction_limits_outside_0_1_are_refused(tmp_path, capsys, body, where):
+    spec = tmp_path / "pct.yaml"
+    spec.write_text(body)
+    img = write_tiff(tmp_path / "a.tif", disk_image(2, seed=0))
+    code = main(["qc", str(img), "--spec", str(spec), "--json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert str(spec) in err and where in err and "between 0 and 1" in err
+
+
+def test_fraction_limits_in_0_1_are_accepted(tmp_path):
+    from micro_seg.qc import load_spec
+
+    spec = tmp_path / "ok.yaml"
+    spec.write_text("measurements:\n  defects:\n    area_fraction: {max: 0.05}\n    count: {max: 50}\n")
+    s = load_spec(spec)
+    assert s.measurements["defects"]["area_fraction"].max == 0.05 and s.measurements["defects"]["count"].max == 50
+    spec.write_text("measurements:\n  defects:\n    area_fraction: {max: 5}\n")
+    with pytest.raises(ValueError, match=r"for 5% write 0\.05"):
+        load_spec(spec)
