@@ -110,3 +110,38 @@ def test_jpeg_labels_and_micrograph_warn_voronoi_does_not():
     one = _grid_labels(8, 32)  # one value in two places (1 of 64 values split): no warning
     one[one == 28] = 1
     assert not split_warned(one)
+
+
+# ---- 3. large 0 regions are not boundaries
+
+def test_large_zero_region_warns_boundaries_do_not(tmp_path, capsys):
+    full = _grid_labels(16, 32)  # 1-px 0 lines on rows / cols 0, 32, ...: 14 x 14 inside, 56 on edges, 4 corners
+    for boundary in (1, 3, 6):
+        path = tmp_path / f"grid{boundary}.tif"
+        tifffile.imwrite(path, _grid_labels(16, 32, boundary).astype(np.uint16))
+        code, res, err = _run(capsys, ["measure", "grains", str(path), "--pixel-size", "1", "--json"])
+        assert code == 0, err
+        assert not any("wider than a boundary" in w for w in res["warnings"])
+        assert res["G_planimetric"] == pytest.approx(_g_planimetric(14**2 + 56 / 2 + 1, 0.512**2), abs=1e-3)  # 6.79
+        assert res["G_area"] == pytest.approx(-3.3223 * np.log10(0.032**2) - 2.955, abs=1e-3)  # 32-px grains: 6.98
+    half = full.copy()
+    half[:, 256:] = 0
+    path = tmp_path / "half.tif"
+    tifffile.imwrite(path, half.astype(np.uint16))
+    code, res, err = _run(capsys, ["measure", "grains", str(path), "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    hits = [w for w in res["warnings"] if "wider than a boundary" in w]
+    assert len(hits) == 1 and str(path) in hits[0] and "filled as grain" in hits[0]
+    share = float(hits[0].split(": ")[1].split(" %")[0])
+    assert share == pytest.approx(100 * (256 - 3 - 3) * (512 - 6) / 512**2, abs=0.1)  # after the 3-px erosion
+
+
+def test_wide_zero_fraction_in_blocks_equals_whole_image(monkeypatch):
+    from micro_seg.measure import labels as labels_module
+
+    lab = _grid_labels(8, 32)
+    lab[100:180, 37:200] = 0
+    whole = labels_module.wide_zero_fraction(lab)
+    monkeypatch.setattr(labels_module, "BLOCK_PIXELS", 256 * 5)  # 5-row blocks
+    assert labels_module.wide_zero_fraction(lab) == pytest.approx(whole)
+    assert whole == pytest.approx((80 - 6) * (163 - 6) / 256**2)

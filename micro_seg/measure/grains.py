@@ -53,11 +53,13 @@ from micro_seg.measure import astm
 from micro_seg.measure._units import NO_SCALE_WARNING, check_pixel_size
 from micro_seg.measure.intercept import ANGLES, abrams_pattern, line_intercepts
 from micro_seg.measure.labels import (
+    WIDE_ZERO_RADIUS_PX,
     labels_from_boundaries,
     prepare_labels,
     restore_zeros,
     single_label_regions,
     split_label_values,
+    wide_zero_fraction,
     zero_bits,
 )
 from micro_seg.measure.stats import auto_field_grid, check_field_size, field_grid, field_index_maps, field_statistics
@@ -67,6 +69,10 @@ __all__ = ["GrainMeasurement", "measure_grains", "measure_grains_from_boundaries
 #: Share of the label values in several separate regions from which the labels are reported as wrapped
 #: or not instance labels (a few grains cut in two by the image edge stay below it).
 SPLIT_LABELS_WARN_SHARE = 0.05
+
+#: Share of the image in 0 regions much wider than a boundary from which the result warns that an
+#: unlabelled area was filled as grain.
+WIDE_ZERO_WARN_SHARE = 0.01
 
 #: Below this mean intercept (pixels) grain measurements carry a pixelisation warning
 #: (Coutinho, Rooney & Payton, Metall. Mater. Trans. A 48 (2017): the bias grows quickly
@@ -265,10 +271,22 @@ def measure_grains(
 def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> GrainMeasurement:
     """:func:`measure_grains` after the pixel-size check; ``zeros``: the input's 0 pixels (:func:`zero_bits`)
     when it may be filled in place, else None."""
+    source = np.asarray(labels)  # 0 regions wider than a boundary, before the boundaries are filled
+    if source.ndim == 3 and source.shape[-1] == 1:
+        source = source[..., 0]
+    wide_zero = wide_zero_fraction(source) if source.ndim == 2 and source.size else 0.0
+    del source
     lab, original, counts_px = prepare_labels(labels, what=what, return_counts=True, overwrite_input=zeros is not None)
     rows, cols = lab.shape
     n = int(original.size - 1)
     warnings: list[str] = []
+    if wide_zero > WIDE_ZERO_WARN_SHARE:
+        warnings.append(
+            f"{what}: {100 * wide_zero:.1f} % of the image is 0 in regions far wider than a boundary (more than "
+            f"{2 * WIDE_ZERO_RADIUS_PX + 1} px across); 0 means grain boundary, so these regions were filled as grain "
+            "by their neighbours and the grain areas and G are biased: crop the image to the labelled area "
+            "(there is no background / mask value for grains)"
+        )
     if px is None:
         warnings.append(NO_SCALE_WARNING)
     if n == 1:  # a binary image read as labels (a boundary or grain mask) is "one grain": say so

@@ -36,7 +36,7 @@ from scipy import ndimage as ndi
 from micro_seg.errors import InvalidImageError
 
 __all__ = ["prepare_labels", "labels_from_boundaries", "fill_boundaries", "max_close_gaps_px", "single_label_regions",
-           "split_label_values", "zero_bits", "restore_zeros"]
+           "split_label_values", "wide_zero_fraction", "zero_bits", "restore_zeros"]
 
 #: Largest gap-closing radius (pixels) of :func:`labels_from_boundaries`: it closes gaps up to 64 px
 #: wide, far more than the breaks a tracing or a segmentation leaves, and it also erases every grain
@@ -369,6 +369,43 @@ def split_label_values(labels: np.ndarray, areas: np.ndarray, *, budget_px: int 
             n_split += 1
             n_regions += pieces
     return int(spread_checked.size), n_split, n_regions, int(spread.size)
+
+
+#: Radius (pixels) of the square erosion of :func:`wide_zero_fraction`: 0 bands up to ``2 * r + 1`` px
+#: wide (traced or predicted boundaries) vanish; what remains is 0 area wider than any boundary.
+WIDE_ZERO_RADIUS_PX = 3
+
+
+def wide_zero_fraction(labels: np.ndarray, radius: int = WIDE_ZERO_RADIUS_PX) -> float:
+    """Share of the image in 0 regions wider than a boundary: 0 pixels left by an erosion of ``radius`` px.
+
+    Erodes ``labels == 0`` with a ``(2 r + 1)``-px square (the image edge
+    erodes too), row block by row block.  Boundaries of a label image give 0;
+    an unlabelled area (a hole, background, a cropped-off part set to 0) gives
+    its share of the image.
+
+    Examples
+    --------
+    >>> lab = np.ones((40, 40), np.int32); lab[:, 10] = 0; lab[:, 20:22] = 0   # boundaries: 1 and 2 px wide
+    >>> wide_zero_fraction(lab)
+    0.0
+    >>> lab[:, 30:] = 0   # a 10-px band at the edge: 4 x 34 px survive the 3-px erosion (the edge erodes too)
+    >>> wide_zero_fraction(lab)
+    0.085
+    """
+    labels = np.asarray(labels)
+    r = int(radius)
+    rows = labels.shape[0]
+    structure = np.ones((2 * r + 1, 2 * r + 1), bool)
+    left = 0
+    for block in row_blocks(labels):
+        lo, hi = max(0, block.start - r), min(rows, block.stop + r)
+        zero = labels[lo:hi] == 0
+        if not zero.any():
+            continue
+        eroded = ndi.binary_erosion(zero, structure=structure)
+        left += int(eroded[block.start - lo : block.stop - lo].sum())
+    return left / float(labels.size) if labels.size else 0.0
 
 
 def labels_from_boundaries(
