@@ -211,3 +211,16 @@ def test_two_images_with_one_stem_exit_2_naming_both(dirs, tmp_path, capsys):
     assert "two images with the stem 'im0'" in err
     assert str(img_dir / "im0.png") in err and str(img_dir / "im0.tif") in err
     assert "no labels for images" not in err
+
+
+# ------------------------------------------------------------ 6. negative --input-scale
+
+
+@pytest.mark.parametrize("scale", ["-1", "-0.5", "0", "nan", "5"])
+def test_input_scale_out_of_range_gets_the_range_message(dirs, tmp_path, capsys, scale):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--input-scale", scale])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert "--input-scale must be between 0.05 and 4" in err and "--patch-size" not in err

@@ -255,6 +255,10 @@ def check_numeric_options(args: argparse.Namespace) -> None:
             raise TrainingDataError(f"{flag} must be a positive number, got {value}")
     if not (math.isfinite(args.dice_weight) and args.dice_weight >= 0):
         raise TrainingDataError(f"--dice-weight must be a number >= 0, got {args.dice_weight}")
+    if args.input_scale is not None:
+        from micro_seg.training import check_input_scale
+
+        check_input_scale(args.input_scale, "--input-scale")
     check_output_folder(args.out, "--out")
     check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
     _check_writable(args.out, "--out")
@@ -306,7 +310,6 @@ def run(args: argparse.Namespace) -> dict:
     from micro_seg.augment import augment_preset
     from micro_seg.training import (
         TrainingDivergedError,
-        check_input_scale,
         check_pseudo_label_threshold,
         train_segmenter,
     )
@@ -346,8 +349,6 @@ def run(args: argparse.Namespace) -> dict:
     class_weights = _parse_class_weights(args.class_weights, len(classes))
     if not 0 <= args.rare_class_fraction <= 1:
         raise TrainingDataError(f"--rare-class-fraction must be in [0, 1], got {args.rare_class_fraction}")
-    if args.input_scale is not None:
-        check_input_scale(args.input_scale, "--input-scale")
     if args.pseudo_labels is not None:
         if not args.base:
             raise TrainingDataError("--pseudo-labels needs --base: the pseudo-labels are the base model's predictions")
