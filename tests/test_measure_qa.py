@@ -145,3 +145,55 @@ def test_wide_zero_fraction_in_blocks_equals_whole_image(monkeypatch):
     monkeypatch.setattr(labels_module, "BLOCK_PIXELS", 256 * 5)  # 5-row blocks
     assert labels_module.wide_zero_fraction(lab) == pytest.approx(whole)
     assert whole == pytest.approx((80 - 6) * (163 - 6) / 256**2)
+
+
+# ---- 4. multi-page label TIFF
+
+def test_measure_multi_page_warns_and_reads_page(tmp_path, capsys):
+    path = tmp_path / "stack2.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(_grid_labels(16, 32).astype(np.uint16))  # page 0: 256 grains
+        tif.write(_offset_grid().astype(np.uint16))  # page 1: 33 x 33 grains
+    for kind in ("grains", "defects"):
+        code, res, err = _run(capsys, ["measure", kind, str(path), "--json"])
+        assert code == 0, err
+        hits = [w for w in res["warnings"] if "2 pages" in w and "only page 0" in w]
+        assert len(hits) == 1 and str(path) in hits[0], res["warnings"]
+    code, res, err = _run(capsys, ["measure", "grains", str(path), "--pixel-size", "1", "--json"])
+    assert res["n_grains"] == 256
+    code, res, err = _run(capsys, ["measure", "grains", str(path), "--page", "1", "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    assert res["n_grains"] == 33 * 33 and not any("pages" in w for w in res["warnings"])
+    assert res["G_planimetric"] == pytest.approx(_g_planimetric(1024, 0.512**2), abs=1e-3)
+    code, _, err = _run(capsys, ["measure", "grains", str(path), "--page", "2", "--json"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(path) in err and "page 2" in err
+
+
+def test_measure_phases_page(tmp_path, capsys):
+    classes = np.zeros((64, 64), np.uint8)
+    classes[:, 48:] = 1  # page 1: a quarter of class 1
+    path = tmp_path / "classes.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.zeros_like(classes))
+        tif.write(classes)
+    code, res, err = _run(capsys, ["measure", "phases", str(path), "--json"])
+    assert code == 0, err
+    assert any("only page 0" in w for w in res["warnings"])
+    code, res, err = _run(capsys, ["measure", "phases", str(path), "--page", "1", "--json"])
+    assert code == 0, err
+    assert res["phase_fractions"]["1"] == pytest.approx(0.25) and not any("page" in w for w in res["warnings"])
+
+
+def test_measure_boundary_mask_page(tmp_path, capsys):
+    mask = np.zeros((241, 241), np.uint8)
+    mask[:, ::40] = 255
+    mask[::40, :] = 255
+    path = tmp_path / "masks.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.zeros_like(mask))
+        tif.write(mask)
+    code, _, err = _run(capsys, ["measure", "grains", str(path), "--boundary", "--json"])
+    assert code == 2 and "no boundary pixels" in err  # page 0 is empty
+    code, res, err = _run(capsys, ["measure", "grains", str(path), "--boundary", "--page", "1", "--json"])
+    assert code == 0, err
+    assert res["n_grains"] == 36

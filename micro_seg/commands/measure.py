@@ -12,6 +12,8 @@
 The pixel size comes from the file's calibration unless ``--pixel-size`` is
 given; without either, lengths and areas are in pixels and G is null.
 ``--table FILE.csv`` writes the per-object table (units in the column names).
+``--page N`` reads page N of a multi-page file; without it the first page is
+measured and the result warns of the pages not read (as ``micro-seg info``).
 
 Bad input exits 2 before any measuring: a zero, negative or non-finite
 ``--pixel-size``; negative ``--close-gaps`` / ``--min-grain`` / ``--min-size``;
@@ -77,6 +79,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="image file (TIFF, PNG, ...)")
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
                         help="micrometres per pixel; overrides the calibration in the file")
+    parser.add_argument("--page", type=int, metavar="N",
+                        help="page of a multi-page file (default: the first, with a warning naming the pages not read)")
     parser.add_argument("--table", metavar="CSV", help="write the per-object table to this CSV file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -134,16 +138,33 @@ def _missing_kind(args: argparse.Namespace) -> dict:
     raise MicroSegError(msg)
 
 
-def _read_labels(path: str) -> tuple[np.ndarray, float | None]:
-    from micro_seg.io import read_labels
+def _read_labels(path: str, page: int | None = None) -> tuple[np.ndarray, float | None, list[str]]:
+    """Labels, the file's pixel size and the reader's warnings (e.g. pages not read) of page ``page``.
 
-    return read_labels(path)
+    As :func:`micro_seg.io.read_labels`, for any page of a multi-page file.
+    """
+    from micro_seg.io import _label_dtype, _micro_seg_description, read_micrograph
+    from micro_seg.io_calibration import validate_pixel_size
+
+    m = read_micrograph(path, detect_databar=False, page=page)
+    data = m.data
+    if data.ndim == 3:
+        if not m.meta.get("is_grey_rgb"):
+            raise InvalidImageError(f"{m.path}: label image must be single-channel, got {data.shape[2]} different channels")
+        data = data[..., 0]
+    data = _label_dtype(data, m.path or Path(str(path)))
+    px = m.pixel_size_um
+    if m.meta.get("format") == "tiff":
+        exact = _micro_seg_description(m.path)
+        if exact is not None and exact.get("pixel_size_um") is not None:
+            px = validate_pixel_size(exact["pixel_size_um"], source="micro-seg description", path=m.path)
+    return data, px, [f"{m.path}: {w}" for w in m.reader_warnings]
 
 
-def _read_mask(path: str, value: float | None) -> tuple[np.ndarray, float | None]:
+def _read_mask(path: str, value: float | None, page: int | None = None) -> tuple[np.ndarray, float | None, list[str]]:
     from micro_seg.io import read_micrograph
 
-    m = read_micrograph(path, detect_databar=False)
+    m = read_micrograph(path, detect_databar=False, page=page)
     data = m.data
     if data.ndim == 3:
         if m.meta.get("is_grey_rgb"):
@@ -156,7 +177,7 @@ def _read_mask(path: str, value: float | None) -> tuple[np.ndarray, float | None
         which = f"no pixel equals --boundary-value {value:g}" if value is not None else "every pixel is 0"
         msg = f"{m.path}: no boundary pixels ({which}); a boundary mask marks the grain boundaries"
         raise InvalidImageError(msg)
-    return mask, m.pixel_size_um
+    return mask, m.pixel_size_um, [f"{m.path}: {w}" for w in m.reader_warnings]
 
 
 def _check_pixel_size_option(args: argparse.Namespace) -> None:
@@ -176,8 +197,10 @@ def _check_not_negative(args: argparse.Namespace, **options: str) -> None:
             raise MicroSegError(msg)
 
 
-def _finish(args: argparse.Namespace, result: Any, px_file: float | None) -> dict:
+def _finish(args: argparse.Namespace, result: Any, px_file: float | None, reader_warnings: list[str]) -> dict:
     summary = {"path": str(args.path), **result.summary}
+    if reader_warnings:  # what the reader noticed (pages not read, ...) first, then the measurement's own
+        summary["warnings"] = list(dict.fromkeys(reader_warnings + list(summary.get("warnings") or [])))
     if args.pixel_size is None and px_file is not None:
         summary["calibration"] = "file"
     elif args.pixel_size is not None:
@@ -222,7 +245,7 @@ def run_grains(args: argparse.Namespace) -> dict:
             msg = (f"{args.path}: --close-gaps {args.close_gaps}: at most {MAX_CLOSE_GAPS_PX} px (closes gaps up to "
                    f"{2 * MAX_CLOSE_GAPS_PX} px wide; a larger radius erases grains narrower than twice the radius)")
             raise MicroSegError(msg)
-        mask, px_file = _read_mask(args.path, args.boundary_value)
+        mask, px_file, notes = _read_mask(args.path, args.boundary_value, args.page)
         limit = max_close_gaps_px(mask.shape)
         if args.close_gaps > limit:
             msg = (f"{args.path}: --close-gaps {args.close_gaps}: at most {limit} px for this "
@@ -233,10 +256,10 @@ def run_grains(args: argparse.Namespace) -> dict:
             min_grain_px=args.min_grain, fields=args.fields, circles=circles, what=str(args.path),
         )
     else:
-        labels, px_file = _read_labels(args.path)
+        labels, px_file, notes = _read_labels(args.path, args.page)
         res = measure_grains(labels, pixel_size_um=_pixel_size(args, px_file), fields=args.fields,
                              circles=circles, what=str(args.path), overwrite_input=True)  # read for this alone
-    return _finish(args, res, px_file)
+    return _finish(args, res, px_file, notes)
 
 
 def run_phases(args: argparse.Namespace) -> dict:
@@ -251,7 +274,7 @@ def run_phases(args: argparse.Namespace) -> dict:
     if names is not None and any(not n for n in names):
         msg = f"--names {args.names!r}: empty class name"
         raise MicroSegError(msg)
-    labels, px_file = _read_labels(args.path)
+    labels, px_file, notes = _read_labels(args.path, args.page)
     fields = args.fields if args.fields != "auto" else (5, 5)
     try:
         res = measure_phases(labels, pixel_size_um=_pixel_size(args, px_file), names=names, fields=fields,
@@ -266,7 +289,7 @@ def run_phases(args: argparse.Namespace) -> dict:
         res.warnings.append(f"{args.path}: {len(names)} names given but the largest class value is {top}: "
                             f"{', '.join(extra)} (values {top + 1}..{len(names) - 1}) match no pixel and are "
                             "reported as 0")
-    return _finish(args, res, px_file)
+    return _finish(args, res, px_file, notes)
 
 
 def run_defects(args: argparse.Namespace) -> dict:
@@ -275,7 +298,7 @@ def run_defects(args: argparse.Namespace) -> dict:
 
     _check_pixel_size_option(args)
     _check_not_negative(args, min_size="--min-size")
-    labels, px_file = _read_labels(args.path)
+    labels, px_file, notes = _read_labels(args.path, args.page)
     res = measure_defects(labels, pixel_size_um=_pixel_size(args, px_file), connectivity=args.connectivity,
                           min_size_px=args.min_size, fields=args.fields, what=str(args.path))
-    return _finish(args, res, px_file)
+    return _finish(args, res, px_file, notes)
