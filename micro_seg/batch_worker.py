@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from micro_seg.errors import OutputPathError
+
 __all__ = [
     "BatchConfig",
     "check_segment_options",
@@ -393,14 +395,23 @@ def _worker_name() -> str:
 # ----------------------------------------------------------------------------------------
 # the per-image function
 # ----------------------------------------------------------------------------------------
+class OutputWriteError(OutputPathError):
+    """An image's outputs could not be written to OUT_DIR (permissions, disk full...).
+
+    Not a fault of the input: the failure is retryable, so a re-run after
+    fixing OUT_DIR redoes the image.
+    """
+
+
 def safe_process(path: str, config: BatchConfig, process: Callable | None = None,
                  outputs_stem: str | None = None) -> ImageResult:
     """Run ``process(path, config)`` (default :func:`process_image`), never raising.
 
     Any exception becomes an :class:`ImageResult` with ``status="failed"`` and the
     error text (``"<ErrorClass>: <message>"``).  Errors of micro-seg's own classes
-    (bad or unsupported input) are final; anything else (a bug, out of memory) is
-    marked ``retryable`` so a re-run tries the image again.
+    (bad or unsupported input) are final; anything else (a bug, out of memory,
+    an output that could not be written: :class:`OutputWriteError`) is marked
+    ``retryable`` so a re-run tries the image again.
     """
     from micro_seg.errors import MicroSegError
 
@@ -421,7 +432,8 @@ def safe_process(path: str, config: BatchConfig, process: Callable | None = None
     except Exception as exc:  # noqa: BLE001 - failures are isolated per image by design
         msg = str(exc) or repr(exc)
         result = ImageResult(relpath, "failed", error=f"{type(exc).__name__}: {msg}",
-                             error_type=type(exc).__name__, retryable=not isinstance(exc, MicroSegError))
+                             error_type=type(exc).__name__,
+                             retryable=isinstance(exc, OutputWriteError) or not isinstance(exc, MicroSegError))
     if result.status == "failed" and (result.sha256 is None or result.size_bytes is None):
         try:  # record what the failed input was, so a fixed file is noticed and redone
             st = os.stat(path)
@@ -548,24 +560,28 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     labels = seg.labels
     grains = card.task == "grains"
     outputs: dict[str, str] = {}
-    if config.write_labels:
-        rel = f"labels/{stem}_labels.tif"
-        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        write_labels(out_dir / rel, labels, pixel_size_um=px,  # atomic (tmp + rename)
-                     classes=None if grains else list(card.classes))
-        outputs["labels"] = rel
-    if config.write_overlay:
-        rel = f"overlays/{stem}_overlay.png"
-        with atomic_path(out_dir / rel) as tmp:
-            render_overlay(preview, labels, kind="instances" if grains else "classes").save(
-                tmp, format="PNG", compress_level=1)
-        outputs["overlay"] = rel
     objects = {kind: _table_columns(t) for kind, t in tables.items()}
-    if config.write_objects and objects:
-        rel = f"objects/{stem}_objects.csv"
-        with atomic_path(out_dir / rel) as tmp:
-            _write_objects_csv(tmp, objects)
-        outputs["objects"] = rel
+    try:
+        if config.write_labels:
+            rel = f"labels/{stem}_labels.tif"
+            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_labels(out_dir / rel, labels, pixel_size_um=px,  # atomic (tmp + rename)
+                         classes=None if grains else list(card.classes))
+            outputs["labels"] = rel
+        if config.write_overlay:
+            rel = f"overlays/{stem}_overlay.png"
+            with atomic_path(out_dir / rel) as tmp:
+                render_overlay(preview, labels, kind="instances" if grains else "classes").save(
+                    tmp, format="PNG", compress_level=1)
+            outputs["overlay"] = rel
+        if config.write_objects and objects:
+            rel = f"objects/{stem}_objects.csv"
+            with atomic_path(out_dir / rel) as tmp:
+                _write_objects_csv(tmp, objects)
+            outputs["objects"] = rel
+    except OSError as exc:  # OUT_DIR not writable (permissions, disk full, a file where a folder goes)
+        raise OutputWriteError(f"{out_dir / rel}: cannot write this output of {relpath}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
 
     return ImageResult(
         relpath=relpath, status="ok", sha256=sha, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,

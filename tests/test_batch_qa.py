@@ -131,3 +131,41 @@ def test_fraction_limits_in_0_1_are_accepted(tmp_path):
     spec.write_text("measurements:\n  defects:\n    area_fraction: {max: 5}\n")
     with pytest.raises(ValueError, match=r"for 5% write 0\.05"):
         load_spec(spec)
+
+
+# ------------------------------------------------------------------ 5. an unwritable OUT_DIR is a retryable failure
+@pytest.fixture()
+def grain_model(tmp_path: Path) -> Path:
+    pytest.importorskip("torch")
+    from test_batch_engine import constant_model
+
+    return constant_model(tmp_path / "models" / "one-grain", task="grains", classes=["grain", "boundary"],
+                          winner=0, name="one-grain")
+
+
+def test_output_write_failure_is_retryable_and_redone(tmp_path, grain_model, monkeypatch):
+    import sqlite3
+
+    import tifffile
+
+    root, out = tmp_path / "in", tmp_path / "out"
+    make_folder(root, counts={"a.tif": 2, "b.tif": 3})
+    real_imwrite = tifffile.imwrite
+
+    def denied(path, *args, **kwargs):  # OUT/labels read-only (chmod 555; the tests may run as root)
+        if Path(path).parent == out / "labels":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_imwrite(path, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", denied)
+    s = run_batch(root, out, model=str(grain_model), workers=0)
+    assert (s.n_ok, s.n_failed) == (0, 2)
+    con = sqlite3.connect(out / "results.sqlite")
+    rows = con.execute("SELECT relpath, error_type, retryable, error FROM images ORDER BY relpath").fetchall()
+    con.close()
+    assert [(r[0], r[1], r[2]) for r in rows] == [("a.tif", "OutputWriteError", 1), ("b.tif", "OutputWriteError", 1)]
+    assert all("Permission denied" in r[3] and "cannot write" in r[3] for r in rows)
+    monkeypatch.setattr(tifffile, "imwrite", real_imwrite)  # permissions fixed: the re-run redoes both
+    s = run_batch(root, out, model=str(grain_model), workers=0)
+    assert (s.n_ok, s.n_failed, s.n_processed) == (2, 0, 2)
+    assert (out / "labels" / "a_labels.tif").is_file() and (out / "labels" / "b_labels.tif").is_file()
