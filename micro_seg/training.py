@@ -70,6 +70,7 @@ __all__ = [
     "pairs_sha256",
     "split_by_image",
     "calibrate_logit_offsets",
+    "check_grain_classes",
     "offset_metrics",
     "DEFAULT_PSEUDO_LABEL_THRESHOLD",
 ]
@@ -357,6 +358,26 @@ def check_input_scale(scale: float, what: str = "input_scale") -> None:
     lo, hi = INPUT_SCALE_RANGE
     if not lo <= scale <= hi:
         raise TrainingDataError(f"{what} must be between {lo:g} and {hi:g}, got {scale}")
+
+
+def check_grain_classes(classes: Sequence[str], what: str = "classes") -> None:
+    """Raise :class:`TrainingDataError` unless one of ``classes`` is a boundary class, as a grain model needs
+    (:func:`micro_seg.postprocess.boundary_class_index` finds it by name when the model segments grains).
+
+    >>> check_grain_classes(["grain", "boundary"])
+    >>> check_grain_classes(["a", "b"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    micro_seg.errors.TrainingDataError: a grain model needs a boundary class named one of boundary, ...
+    """
+    from micro_seg.postprocess import BOUNDARY_CLASS_NAMES, boundary_class_index
+
+    try:
+        boundary_class_index(classes)
+    except ModelError:
+        raise TrainingDataError(
+            f"a grain model needs a boundary class named one of {', '.join(BOUNDARY_CLASS_NAMES)} (its grains are "
+            f"the regions the boundaries enclose); {what} are {', '.join(classes)}") from None
 
 
 #: The pseudo-label confidence offered by default (napari Train widget, benchmarks): unlabelled pixels
@@ -769,6 +790,8 @@ def iter_train_segmenter(
             _replace_head(network, n_classes, arch)
     if task is None:  # a fine-tuned model does the base model's task unless told otherwise
         task = base_card.task if base_card is not None else "semantic"
+    if task == "grains":
+        check_grain_classes(classes)
     if in_channels is None:
         in_channels = 3 if any(np.asarray(i).ndim == 3 and np.asarray(i).shape[2] >= 3 for i in images) else 1
     if normalisation is None:

@@ -224,3 +224,34 @@ def test_input_scale_out_of_range_gets_the_range_message(dirs, tmp_path, capsys,
     err = capsys.readouterr().err
     _one_line_exit_2(code, err)
     assert "--input-scale must be between 0.05 and 4" in err and "--patch-size" not in err
+
+
+# ------------------------------------------------------------ 7. a grain model needs a boundary class
+
+
+def test_grain_task_without_a_boundary_class_is_refused_before_training(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out = tmp_path / "m"
+    for extra in (["--classes", "grain,edge"], []):  # named, or inferred (class1, class2)
+        code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--task", "grains", *extra])
+        err = capsys.readouterr().err
+        _one_line_exit_2(code, err)
+        assert "a grain model needs a boundary class named one of boundary, boundaries" in err
+        assert ("--classes are grain, edge" if extra else "the classes are class1, class2") in err
+        assert "epoch" not in err and not out.exists()
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--task", "grains",
+                 "--classes", "grain,Boundary", "--json", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["task"] == "grains"
+
+
+def test_engine_refuses_a_grain_model_without_a_boundary_class():
+    img = np.zeros((64, 64), np.uint8)
+    lab = np.zeros((64, 64), np.int64)
+    lab[:, :8] = 1
+    lab[:, -8:] = 2
+    with pytest.raises(TrainingDataError, match="a grain model needs a boundary class .*classes are grain, edge"):
+        train_segmenter([img], [lab], classes=["grain", "edge"], task="grains", arch_kwargs=TINY, epochs=1,
+                        patch_size=32, batch_size=2, patches_per_epoch=2, val_fraction=0, augment=False)

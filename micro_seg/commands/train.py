@@ -310,6 +310,7 @@ def run(args: argparse.Namespace) -> dict:
     from micro_seg.augment import augment_preset
     from micro_seg.training import (
         TrainingDivergedError,
+        check_grain_classes,
         check_pseudo_label_threshold,
         train_segmenter,
     )
@@ -354,6 +355,8 @@ def run(args: argparse.Namespace) -> dict:
             raise TrainingDataError("--pseudo-labels needs --base: the pseudo-labels are the base model's predictions")
         check_pseudo_label_threshold(args.pseudo_labels, "--pseudo-labels")
     task = args.task or (base_card.task if base_card is not None else "semantic")
+    if task == "grains":
+        check_grain_classes(classes, "--classes" if args.classes else "the classes")
     out = Path(args.out)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoint"
 
