@@ -197,3 +197,29 @@ def test_measure_boundary_mask_page(tmp_path, capsys):
     code, res, err = _run(capsys, ["measure", "grains", str(path), "--boundary", "--page", "1", "--json"])
     assert code == 0, err
     assert res["n_grains"] == 36
+
+
+# ---- 5. a broken calibration tag does not block a file measured with --pixel-size
+
+@pytest.mark.parametrize("width", ["0", "abc"])
+def test_broken_fei_tag_with_pixel_size(tmp_path, capsys, width):
+    lab = np.repeat(np.repeat(np.arange(1, 65).reshape(8, 8), 32, 0), 32, 1).astype(np.uint16)
+    mask = np.zeros((241, 241), np.uint8)
+    mask[:, ::40] = 255
+    mask[::40, :] = 255
+    tag = f"[Scan]\r\nPixelWidth={width}\r\nPixelHeight={width}\r\n"
+    path, mask_path = tmp_path / "fei.tif", tmp_path / "fei_mask.tif"
+    tifffile.imwrite(path, lab, extratags=[(34682, "s", 0, tag, True)])
+    tifffile.imwrite(mask_path, mask, extratags=[(34682, "s", 0, tag, True)])
+    code, _, err = _run(capsys, ["measure", "grains", str(path), "--json"])  # no override: the bad tag is an error
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(path) in err
+    runs = [["measure", "grains", str(path)], ["measure", "grains", str(mask_path), "--boundary"],
+            ["measure", "defects", str(path)]]
+    for argv in runs:
+        code, res, err = _run(capsys, argv + ["--pixel-size", "0.5", "--json"])
+        assert code == 0, err
+        assert res["calibration"] == "user" and res["pixel_size_um"] == 0.5
+        assert len(res["calibration_notes"]) == 1 and argv[2] in res["calibration_notes"][0]
+    code, res, err = _run(capsys, ["measure", "grains", str(path), "--pixel-size", "0.5", "--json"])
+    # 6 x 6 inside, 24 on edges, 4 corners in a 0.128 mm square field
+    assert res["G_planimetric"] == pytest.approx(_g_planimetric(36 + 12 + 1, 0.128**2), abs=1e-3)  # 8.59

@@ -10,7 +10,9 @@
   particles.  Count, area fraction, density, ECD, Feret, shape, spacing.
 
 The pixel size comes from the file's calibration unless ``--pixel-size`` is
-given; without either, lengths and areas are in pixels and G is null.
+given; without either, lengths and areas are in pixels and G is null.  With
+``--pixel-size`` the file's calibration is not needed: a broken calibration
+tag is reported in ``calibration_notes`` instead of refusing the file.
 ``--table FILE.csv`` writes the per-object table (units in the column names).
 ``--page N`` reads page N of a multi-page file; without it the first page is
 measured and the result warns of the pages not read (as ``micro-seg info``).
@@ -138,33 +140,47 @@ def _missing_kind(args: argparse.Namespace) -> dict:
     raise MicroSegError(msg)
 
 
-def _read_labels(path: str, page: int | None = None) -> tuple[np.ndarray, float | None, list[str]]:
-    """Labels, the file's pixel size and the reader's warnings (e.g. pages not read) of page ``page``.
+def _reader_notes(m: Any, pixel_size: float | None) -> dict[str, list[str]]:
+    """The reader's warnings (pages not read, ...) and, with ``--pixel-size``, the file's calibration notes."""
+    notes = {"warnings": [f"{m.path}: {w}" for w in m.reader_warnings]}
+    if pixel_size is not None and m.meta.get("calibration_notes"):  # not used, so not an error (e.g. a broken tag)
+        notes["calibration_notes"] = [str(n) for n in m.meta["calibration_notes"]]
+    return notes
 
-    As :func:`micro_seg.io.read_labels`, for any page of a multi-page file.
+
+def _read_labels(path: str, page: int | None = None,
+                 pixel_size: float | None = None) -> tuple[np.ndarray, float | None, dict[str, list[str]]]:
+    """Labels, the file's pixel size and :func:`_reader_notes` of page ``page``.
+
+    As :func:`micro_seg.io.read_labels`, for any page of a multi-page file; with
+    ``pixel_size`` (``--pixel-size``) the file's calibration is not needed: a
+    broken calibration tag becomes a note, not an error.
     """
     from micro_seg.io import _label_dtype, _micro_seg_description, read_micrograph
     from micro_seg.io_calibration import validate_pixel_size
 
-    m = read_micrograph(path, detect_databar=False, page=page)
+    m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size)
     data = m.data
     if data.ndim == 3:
         if not m.meta.get("is_grey_rgb"):
             raise InvalidImageError(f"{m.path}: label image must be single-channel, got {data.shape[2]} different channels")
         data = data[..., 0]
     data = _label_dtype(data, m.path or Path(str(path)))
+    if pixel_size is not None:
+        return data, m.meta.get("metadata_pixel_size_um"), _reader_notes(m, pixel_size)
     px = m.pixel_size_um
     if m.meta.get("format") == "tiff":
         exact = _micro_seg_description(m.path)
         if exact is not None and exact.get("pixel_size_um") is not None:
             px = validate_pixel_size(exact["pixel_size_um"], source="micro-seg description", path=m.path)
-    return data, px, [f"{m.path}: {w}" for w in m.reader_warnings]
+    return data, px, _reader_notes(m, pixel_size)
 
 
-def _read_mask(path: str, value: float | None, page: int | None = None) -> tuple[np.ndarray, float | None, list[str]]:
+def _read_mask(path: str, value: float | None, page: int | None = None,
+               pixel_size: float | None = None) -> tuple[np.ndarray, float | None, dict[str, list[str]]]:
     from micro_seg.io import read_micrograph
 
-    m = read_micrograph(path, detect_databar=False, page=page)
+    m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size)
     data = m.data
     if data.ndim == 3:
         if m.meta.get("is_grey_rgb"):
@@ -177,7 +193,8 @@ def _read_mask(path: str, value: float | None, page: int | None = None) -> tuple
         which = f"no pixel equals --boundary-value {value:g}" if value is not None else "every pixel is 0"
         msg = f"{m.path}: no boundary pixels ({which}); a boundary mask marks the grain boundaries"
         raise InvalidImageError(msg)
-    return mask, m.pixel_size_um, [f"{m.path}: {w}" for w in m.reader_warnings]
+    px_file = m.meta.get("metadata_pixel_size_um") if pixel_size is not None else m.pixel_size_um
+    return mask, px_file, _reader_notes(m, pixel_size)
 
 
 def _check_pixel_size_option(args: argparse.Namespace) -> None:
@@ -197,10 +214,12 @@ def _check_not_negative(args: argparse.Namespace, **options: str) -> None:
             raise MicroSegError(msg)
 
 
-def _finish(args: argparse.Namespace, result: Any, px_file: float | None, reader_warnings: list[str]) -> dict:
+def _finish(args: argparse.Namespace, result: Any, px_file: float | None, notes: dict[str, list[str]]) -> dict:
     summary = {"path": str(args.path), **result.summary}
-    if reader_warnings:  # what the reader noticed (pages not read, ...) first, then the measurement's own
-        summary["warnings"] = list(dict.fromkeys(reader_warnings + list(summary.get("warnings") or [])))
+    if notes.get("warnings"):  # what the reader noticed (pages not read, ...) first, then the measurement's own
+        summary["warnings"] = list(dict.fromkeys(notes["warnings"] + list(summary.get("warnings") or [])))
+    if notes.get("calibration_notes"):
+        summary["calibration_notes"] = notes["calibration_notes"]
     if args.pixel_size is None and px_file is not None:
         summary["calibration"] = "file"
     elif args.pixel_size is not None:
@@ -245,7 +264,7 @@ def run_grains(args: argparse.Namespace) -> dict:
             msg = (f"{args.path}: --close-gaps {args.close_gaps}: at most {MAX_CLOSE_GAPS_PX} px (closes gaps up to "
                    f"{2 * MAX_CLOSE_GAPS_PX} px wide; a larger radius erases grains narrower than twice the radius)")
             raise MicroSegError(msg)
-        mask, px_file, notes = _read_mask(args.path, args.boundary_value, args.page)
+        mask, px_file, notes = _read_mask(args.path, args.boundary_value, args.page, args.pixel_size)
         limit = max_close_gaps_px(mask.shape)
         if args.close_gaps > limit:
             msg = (f"{args.path}: --close-gaps {args.close_gaps}: at most {limit} px for this "
@@ -256,7 +275,7 @@ def run_grains(args: argparse.Namespace) -> dict:
             min_grain_px=args.min_grain, fields=args.fields, circles=circles, what=str(args.path),
         )
     else:
-        labels, px_file, notes = _read_labels(args.path, args.page)
+        labels, px_file, notes = _read_labels(args.path, args.page, args.pixel_size)
         res = measure_grains(labels, pixel_size_um=_pixel_size(args, px_file), fields=args.fields,
                              circles=circles, what=str(args.path), overwrite_input=True)  # read for this alone
     return _finish(args, res, px_file, notes)
@@ -274,7 +293,7 @@ def run_phases(args: argparse.Namespace) -> dict:
     if names is not None and any(not n for n in names):
         msg = f"--names {args.names!r}: empty class name"
         raise MicroSegError(msg)
-    labels, px_file, notes = _read_labels(args.path, args.page)
+    labels, px_file, notes = _read_labels(args.path, args.page, args.pixel_size)
     fields = args.fields if args.fields != "auto" else (5, 5)
     try:
         res = measure_phases(labels, pixel_size_um=_pixel_size(args, px_file), names=names, fields=fields,
@@ -298,7 +317,7 @@ def run_defects(args: argparse.Namespace) -> dict:
 
     _check_pixel_size_option(args)
     _check_not_negative(args, min_size="--min-size")
-    labels, px_file, notes = _read_labels(args.path, args.page)
+    labels, px_file, notes = _read_labels(args.path, args.page, args.pixel_size)
     res = measure_defects(labels, pixel_size_um=_pixel_size(args, px_file), connectivity=args.connectivity,
                           min_size_px=args.min_size, fields=args.fields, what=str(args.path))
     return _finish(args, res, px_file, notes)
