@@ -255,3 +255,30 @@ def test_engine_refuses_a_grain_model_without_a_boundary_class():
     with pytest.raises(TrainingDataError, match="a grain model needs a boundary class .*classes are grain, edge"):
         train_segmenter([img], [lab], classes=["grain", "edge"], task="grains", arch_kwargs=TINY, epochs=1,
                         patch_size=32, batch_size=2, patches_per_epoch=2, val_fraction=0, augment=False)
+
+
+# ------------------------------------------------------------ 8. a class nobody labelled
+
+
+def test_class_without_labelled_pixels_is_warned_on_stderr_and_in_json(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    for i, stem in enumerate(["a", "b"]):
+        _write_pair(img_dir, lab_dir, stem, seed=i, values=(1, 3))  # value 2 ("pore") never drawn
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST,
+                 "--classes", "dark,pore,bright", "--val-fraction", "0.5", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    (warning,) = result["warnings"]
+    assert warning.startswith(f"{lab_dir}: class 'pore' (label value 2) has no labelled pixel in any label image")
+    assert f"warning: {warning}" in captured.err
+    assert "the mean IoU leaves it out" in warning
+    assert set(result["validation"]["iou"]) == {"dark", "pore", "bright"}
+    # every class labelled: no warning
+    for i, stem in enumerate(["a", "b"]):
+        _write_pair(img_dir, lab_dir, stem, seed=i, values=(1, 2))
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m2"), *FAST,
+                 "--classes", "dark,bright", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["warnings"] == [] and "warning" not in captured.err

@@ -347,6 +347,14 @@ def run(args: argparse.Namespace) -> dict:
             f"{where}: label value {value} found but only {len(classes)} classes "
             f"({', '.join(classes)}); 0 = unlabelled, class c = value c"
         )
+    counts = np.zeros(len(classes) + 1, np.int64)
+    for lab in labels:
+        counts += np.bincount(lab.ravel(), minlength=len(classes) + 1)[: len(classes) + 1]
+    warnings = [f"{args.labels_dir}: class {name!r} (label value {c}) has no labelled pixel in any label image: the "
+                "model cannot learn it and validation cannot measure it (the mean IoU leaves it out)"
+                for c, name in enumerate(classes, start=1) if counts[c] == 0]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     class_weights = _parse_class_weights(args.class_weights, len(classes))
     if not 0 <= args.rare_class_fraction <= 1:
         raise TrainingDataError(f"--rare-class-fraction must be in [0, 1], got {args.rare_class_fraction}")
@@ -412,4 +420,5 @@ def run(args: argparse.Namespace) -> dict:
         "logit_offsets": card.extra.get("training", {}).get("logit_offsets"),
         "seconds": card.extra.get("training", {}).get("seconds"),
         "sha256": card.weights_sha256,
+        "warnings": warnings,
     }
