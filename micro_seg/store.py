@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,6 +166,30 @@ def _clean_number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _read_only(exc: sqlite3.Error) -> bool:
+    return "readonly" in str(exc) or "read-only" in str(exc)
+
+
+def _empty_wal(wal: Path) -> bool:
+    try:
+        return wal.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _store_error(path: Path, exc: sqlite3.Error) -> Exception:
+    """A results store that cannot be opened or written, as a one-line user error naming the file."""
+    from micro_seg.errors import OutputPathError
+
+    text = str(exc)
+    if _read_only(exc):
+        return OutputPathError(f"cannot write results store {path}: read-only (check the permissions of the "
+                               f"file, its -wal/-shm files and its folder)")
+    return OutputPathError(f"cannot open results store {path}: {text}")
+
+
 class ResultsStore:
     """Read and write the batch results database.
 
@@ -189,6 +214,45 @@ class ResultsStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = None
+        wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        existed = {wal: wal.exists(), shm: shm.exists()}
+        try:
+            try:
+                self._open()
+            except sqlite3.Error as exc:
+                if not (_read_only(exc) and self._drop_stale_shm(wal, shm)):
+                    raise
+                self._open()  # a read-only -shm left by a failed run, the database itself writable: once more
+        except sqlite3.Error as exc:
+            if self._con is not None:
+                self._con.close()
+            for p in (wal, shm):  # the empty -wal/-shm this failed open created must not block the next run
+                if not existed[p] and _empty_wal(wal):
+                    try:
+                        p.unlink()
+                    except OSError:
+                        pass
+            raise _store_error(self.path, exc) from None
+
+    def _drop_stale_shm(self, wal: Path, shm: Path) -> bool:
+        """Remove a -shm file this process cannot write, left next to a writable database with an
+        empty write-ahead log (it only indexes the log, and sqlite rebuilds it); True if removed."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        if not (shm.exists() and not os.access(shm, os.W_OK) and os.access(self.path, os.W_OK)
+                and _empty_wal(wal)):
+            return False
+        try:
+            shm.unlink()
+            if wal.exists():
+                wal.unlink()
+        except OSError:
+            return False
+        return True
+
+    def _open(self) -> None:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves (explicit transactions).
         self._con = sqlite3.connect(str(self.path), isolation_level=None, timeout=60.0)
         self._con.row_factory = sqlite3.Row
@@ -204,6 +268,8 @@ class ResultsStore:
             self._con.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            # a write even when the tables exist: a read-only store fails here, before any image is processed
+            self._con.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
 
     # -- plumbing ---------------------------------------------------------------------
     def __enter__(self) -> "ResultsStore":

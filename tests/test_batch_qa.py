@@ -169,3 +169,61 @@ def test_output_write_failure_is_retryable_and_redone(tmp_path, grain_model, mon
     s = run_batch(root, out, model=str(grain_model), workers=0)
     assert (s.n_ok, s.n_failed, s.n_processed) == (2, 0, 2)
     assert (out / "labels" / "a_labels.tif").is_file() and (out / "labels" / "b_labels.tif").is_file()
+
+
+# ------------------------------------------------------------------ 6. a read-only results store
+def test_read_only_results_store_is_exit_2_naming_the_file(tmp_path, capsys, monkeypatch, grain_model):
+    import sqlite3
+
+    import micro_seg.store as store_mod
+
+    root, out = tmp_path / "in", tmp_path / "out"
+    make_folder(root, counts={"a.tif": 2})
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    real_connect = sqlite3.connect
+
+    def read_only(database, *args, **kwargs):  # what a chmod 444 database gives a non-root user
+        return real_connect(f"file:{database}?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", read_only)
+    with pytest.raises(ValueError, match=r"cannot write results store .*results\.sqlite: read-only"):
+        run_batch(root, out, model=None, process=threshold_process, workers=0)
+    write_tiff(root / "b.tif", disk_image(1, seed=3))
+    code = main(["batch", str(root), str(out), "--model", str(grain_model), "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and str(out / "results.sqlite") in err and "read-only" in err
+
+
+_SETPRIV = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
+                    reason="needs root + setpriv to drop the permission override (a real chmod 444 test)")
+def test_chmod_444_store_then_fixed_permissions_runs_again(tmp_path):
+    import subprocess
+    import sys
+
+    root, out = tmp_path / "in", tmp_path / "out"
+    make_folder(root, counts={"a.tif": 2, "b.tif": 1})
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\nsys.path[:0] = [%r, %r]\n" % (str(Path(__file__).parent), str(Path(__file__).parents[1]))
+        + "from test_batch_helpers import threshold_process\nfrom micro_seg.batch import run_batch\n"
+        + f"s = run_batch({str(root)!r}, {str(out)!r}, model=None, process=threshold_process, workers=0)\n"
+        + "print('ok', s.n_ok, s.n_skipped)\n")
+    db = out / "results.sqlite"
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([*_SETPRIV, sys.executable, str(script)], capture_output=True, text=True)
+
+    db.chmod(0o444)
+    r = run()
+    assert r.returncode != 0 and f"cannot write results store {db}: read-only" in r.stderr
+    # a read-only -shm left by an earlier failed run (sqlite gives it the database's mode)
+    shm = Path(f"{db}-shm")
+    shm.write_bytes(b"\0" * 32768)
+    shm.chmod(0o444)
+    db.chmod(0o644)  # the user fixes the database's permissions: the next run works
+    r = run()
+    assert r.returncode == 0 and r.stdout.split() == ["ok", "2", "2"], r.stderr
