@@ -284,3 +284,24 @@ def test_class_without_labelled_pixels_is_warned_on_stderr_and_in_json(dirs, tmp
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert json.loads(captured.out)["warnings"] == [] and "warning" not in captured.err
+
+
+# ------------------------------------------------------------ 9. --resume without a checkpoint
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out, ckpt = tmp_path / "m", tmp_path / "ckpt"
+    common = ["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--classes", "dark,bright",
+              "--checkpoint-dir", str(ckpt), "--json", "--quiet"]
+    assert main(common + ["--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: --resume: no checkpoint found in {ckpt}; training starts from the beginning" in err
+    assert (ckpt / "last.json").exists()
+    # with the checkpoint there, resuming says nothing of the kind
+    assert main(common + ["--resume", "--epochs", "2"]) == 0
+    assert "no checkpoint found" not in capsys.readouterr().err
+    # without --resume, no note either
+    assert main(common + ["--checkpoint-dir", str(tmp_path / "other")]) == 0
+    assert "no checkpoint found" not in capsys.readouterr().err

@@ -367,6 +367,9 @@ def run(args: argparse.Namespace) -> dict:
         check_grain_classes(classes, "--classes" if args.classes else "the classes")
     out = Path(args.out)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoint"
+    if args.resume and not (ckpt / "last.json").exists():
+        print(f"note: --resume: no checkpoint found in {ckpt}; training starts from the beginning",
+              file=sys.stderr, flush=True)
 
     def progress(ev: dict) -> None:
         if args.quiet or args.json and ev["stage"] == "step":
