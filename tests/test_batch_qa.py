@@ -227,3 +227,45 @@ def test_chmod_444_store_then_fixed_permissions_runs_again(tmp_path):
     db.chmod(0o644)  # the user fixes the database's permissions: the next run works
     r = run()
     assert r.returncode == 0 and r.stdout.split() == ["ok", "2", "2"], r.stderr
+
+
+# ------------------------------------------------------------------ 7/8. link: d must be a length in um; k in MPa·m^0.5
+def _link_inputs(tmp_path, *, strength_col="yield_strength_MPa", scale=1.0):
+    """images.csv of 3 samples x 2 fields with known d, and a property table sigma = 100 + 300 / sqrt(d_mm)... in MPa."""
+    import math
+
+    d_um = {"A": 5.0, "B": 10.0, "C": 40.0}
+    rows = []
+    for s, d in d_um.items():
+        for i in range(2):
+            rows.append({"path": f"{s}/f{i}.tif", "status": "ok", "mean_intercept_um": d, "G_intercept": 8.0,
+                         "n_grains": 100 + i, "mean_area_um2": d * d, "mean_intercept_px": 2 * d,
+                         "pixel_size_um": 0.5})
+    out = tmp_path / "batch"
+    out.mkdir()
+    with open(out / "images.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    # sigma = 100 MPa + 0.5 MPa·m^0.5 / sqrt(d in m)
+    props = tmp_path / "props.csv"
+    lines = ["sample_id," + strength_col] + [
+        f"{s},{(100.0 + 0.5 / math.sqrt(d * 1e-6)) * scale!r}" for s, d in d_um.items()]
+    props.write_text("\n".join(lines) + "\n")
+    return out, props
+
+
+@pytest.mark.parametrize("col", ["G_intercept", "n_grains", "mean_area_um2", "mean_intercept_px", "pixel_size_um"])
+def test_link_refuses_d_that_is_not_a_length_in_um(tmp_path, capsys, col):
+    out, props = _link_inputs(tmp_path)
+    code = main(["link", str(out), str(props), "--on", "sample_id", "--d", col, "--json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"--d {col}: not a grain size in micrometres" in err and "suitable columns: mean_intercept_um" in err
+
+
+def test_link_accepts_the_mean_intercept(tmp_path, capsys):
+    out, props = _link_inputs(tmp_path)
+    code = main(["link", str(out), str(props), "--on", "sample_id", "--d", "mean_intercept_um", "--json"])
+    fit = json.loads(capsys.readouterr().out)["fit"]
+    assert code == 0 and fit["k"] == pytest.approx(0.5, rel=1e-6) and fit["units"]["k"] == "MPa·m^0.5"

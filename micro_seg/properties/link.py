@@ -135,6 +135,34 @@ def choose_property(props: pd.DataFrame, relation: str, name: str | None, *, exc
     return choose_property(props, relation, candidates[0], exclude=exclude, source=source)
 
 
+#: Columns ending ``_um`` that are not a grain size (a calibration, a test-line length, an uncertainty).
+_NOT_GRAIN_SIZE = ("pixel_size_um", "test_line_length_um")
+
+
+def _is_grain_size_column(column: str) -> bool:
+    """A length in micrometres that can serve as d (``mean_intercept_um``, ``mean_intercept_circles_um``).
+
+    >>> [c for c in ("mean_intercept_um", "G_intercept", "mean_area_um2", "mean_intercept_px", "pixel_size_um")
+    ...  if _is_grain_size_column(c)]
+    ['mean_intercept_um']
+    """
+    return (column.endswith("_um") and column not in _NOT_GRAIN_SIZE and "ci95" not in column
+            and not column.endswith("_se_um"))
+
+
+def check_d_column(d: str, res: pd.DataFrame, *, specimens: bool, source: str) -> None:
+    """Refuse a d that is not a grain-size length in micrometres (a G number, a count, an area, pixels):
+    Hall-Petch's k would come out in the wrong units.  The message lists the suitable columns."""
+    if _is_grain_size_column(d) or (f"{d}_mean" if specimens else d) not in res.columns:
+        return  # a missing column is reported where it is read
+    names = [str(c)[: -len("_mean")] if specimens else str(c) for c in res.columns
+             if not specimens or str(c).endswith("_mean")]
+    suitable = sorted(c for c in names if _is_grain_size_column(c))
+    raise PropertyTableError(
+        f"{source}: --d {d}: not a grain size in micrometres (d must be a length column ending _um, "
+        f"not _um2 or _px); suitable columns: {', '.join(suitable) or 'none (was the batch calibrated?)'}")
+
+
 def link(
     results: str | Path,
     properties: str | Path,
@@ -188,6 +216,8 @@ def link(
         raise PropertyTableError(f"{psource}: duplicated sample id(s) in column {on!r}: {', '.join(dup)}")
     props = props.assign(**{on: ids})
 
+    if relation != "linear":
+        check_d_column(d, res, specimens=is_specimen_table(res), source=res_source)
     failed = []
     warnings = []
     if is_specimen_table(res):
