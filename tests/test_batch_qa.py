@@ -269,3 +269,21 @@ def test_link_accepts_the_mean_intercept(tmp_path, capsys):
     code = main(["link", str(out), str(props), "--on", "sample_id", "--d", "mean_intercept_um", "--json"])
     fit = json.loads(capsys.readouterr().out)["fit"]
     assert code == 0 and fit["k"] == pytest.approx(0.5, rel=1e-6) and fit["units"]["k"] == "MPa·m^0.5"
+
+
+@pytest.mark.parametrize("unit, per_mpa", [("Pa", 1e6), ("kPa", 1e3), ("GPa", 1e-3), ("psi", 1 / 6.894757e-3),
+                                           ("ksi", 1 / 6.894757), ("MPa", 1.0)])
+def test_link_hall_petch_k_is_in_mpa_whatever_the_stress_unit(tmp_path, capsys, unit, per_mpa):
+    out, props = _link_inputs(tmp_path, strength_col=f"yield_strength_{unit}", scale=per_mpa)
+    code = main(["link", str(out), str(props), "--on", "sample_id", "--json"])
+    cap = capsys.readouterr()
+    fit = json.loads(cap.out)["fit"]
+    assert code == 0 and fit["units"]["k"] == "MPa·m^0.5" and cap.err == ""
+    assert fit["k"] == pytest.approx(0.5, rel=1e-6) and fit["sigma0"] == pytest.approx(100.0, rel=1e-6)
+
+
+def test_link_warns_on_implausible_mpa(tmp_path, capsys):
+    out, props = _link_inputs(tmp_path, strength_col="yield_strength_MPa", scale=1e6)  # Pa written as MPa
+    code = main(["link", str(out), str(props), "--on", "sample_id", "--json"])
+    err = capsys.readouterr().err
+    assert code == 0 and "implausible" in err and "yield_strength_MPa" in err

@@ -135,6 +135,34 @@ def choose_property(props: pd.DataFrame, relation: str, name: str | None, *, exc
     return choose_property(props, relation, candidates[0], exclude=exclude, source=source)
 
 
+#: Stress units converted to MPa for Hall-Petch (so k is in MPa·m^0.5): MPa per unit.
+TO_MPA = {"MPa": 1.0, "N/mm2": 1.0, "N/mm^2": 1.0, "Pa": 1e-6, "kPa": 1e-3, "GPa": 1e3,
+          "psi": 6.894757e-3, "ksi": 6.894757}
+#: Strengths above this (MPa) are implausible for a metal: a unit is probably wrong.
+IMPLAUSIBLE_MPA = 1e5
+
+
+def _strength_in_mpa(joined: pd.DataFrame, column: str, unit: str, y: np.ndarray
+                     ) -> tuple[pd.DataFrame, str, str, np.ndarray]:
+    """Strength values in MPa: a ``_Pa``/``_kPa``/``_GPa``/``_psi``/``_ksi`` (or ``N/mm2``) column is
+    converted into a new ``<name>_MPa`` column of ``joined`` (1 ksi = 6.894757 MPa); MPa and units that
+    are not stresses are returned unchanged.
+
+    >>> t = pd.DataFrame({"yield_strength_ksi": [50.0]})
+    >>> _, col, unit, y = _strength_in_mpa(t, "yield_strength_ksi", "ksi", np.array([50.0]))
+    >>> col, unit, round(float(y[0]), 3)
+    ('yield_strength_MPa', 'MPa', 344.738)
+    """
+    factor = TO_MPA.get(unit)
+    if factor is None or unit == "MPa":
+        return joined, column, unit, y
+    new = f"{parse_unit(column)[0]}_MPa"
+    if new in joined.columns:
+        new = f"{column}_in_MPa"
+    y = y * factor
+    return joined.assign(**{new: y}), new, "MPa", y
+
+
 #: Columns ending ``_um`` that are not a grain size (a calibration, a test-line length, an uncertainty).
 _NOT_GRAIN_SIZE = ("pixel_size_um", "test_line_length_um")
 
@@ -272,6 +300,12 @@ def link(
     prop_col, unit = choose_property(props, relation if relation != "linear" else "hall-petch", property,
                                      exclude={on}, source=psource)
     y = numeric_column(joined, prop_col, source=psource, id_column=on)
+    if relation == "hall-petch":  # k in MPa·m^0.5 whatever the table's stress unit
+        joined, prop_col, unit, y = _strength_in_mpa(joined, prop_col, unit, y)
+        finite = y[np.isfinite(y)]
+        if finite.size and np.max(np.abs(finite)) > IMPLAUSIBLE_MPA:
+            warnings.append(f"{psource}: column {prop_col!r} has strengths up to {np.max(np.abs(finite)):.4g} MPa, "
+                            f"implausible for a metal (> {IMPLAUSIBLE_MPA:g} MPa): check the column's unit")
     for dropped, what in ((np.isnan(y), "no"), (np.isinf(y), "an infinite")):
         if dropped.any():
             warnings.append(f"{int(dropped.sum())} matched sample(s) have {what} {prop_col} value and are not fitted: "
