@@ -223,3 +223,59 @@ def test_broken_fei_tag_with_pixel_size(tmp_path, capsys, width):
     code, res, err = _run(capsys, ["measure", "grains", str(path), "--pixel-size", "0.5", "--json"])
     # 6 x 6 inside, 24 on edges, 4 corners in a 0.128 mm square field
     assert res["G_planimetric"] == pytest.approx(_g_planimetric(36 + 12 + 1, 0.128**2), abs=1e-3)  # 8.59
+
+
+# ---- 6. analyze of an image without contrast
+
+@pytest.fixture
+def test_models(tmp_path, monkeypatch):
+    import torch
+
+    from micro_seg import inference
+    from micro_seg.registry import ModelCard, save_model
+
+    from data_builders import threshold_net
+
+    monkeypatch.setattr(inference, "_threads_configured", True)
+    torch.set_num_threads(1)
+    root = tmp_path / "models"
+    card = ModelCard(name="qa-phases", task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]}, in_channels=1,
+                     classes=["matrix", "bright"], tile_size=64, normalisation={"mode": "minmax"})
+    save_model(root / "qa-phases", threshold_net(2, 1), card)
+    card = ModelCard(name="qa-grains", task="grains", arch="msnet", arch_kwargs={"widths": [4, 8]}, in_channels=1,
+                     classes=["grain", "boundary"], tile_size=64, normalisation={"mode": "minmax"})
+    save_model(root / "qa-grains", threshold_net(2, 1), card)
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(root))
+    return root
+
+
+@pytest.mark.parametrize("model", ["qa-phases", "qa-grains"])
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_analyze_warns_constant_image(tmp_path, capsys, test_models, model, value):
+    from PIL import Image
+
+    path = tmp_path / "blank.png"
+    Image.fromarray(np.full((96, 128), value, np.uint8)).save(path)
+    code, res, err = _run(capsys, ["analyze", str(path), "--model", model, "--json"])
+    assert code == 0, err  # measured with a warning (a blank page of a stack must not stop a batch)
+    hits = [w for w in res["warnings"] if "the image is constant" in w]
+    assert len(hits) == 1 and str(path) in hits[0] and f"every pixel {value}" in hits[0] and "meaningless" in hits[0]
+
+
+def test_analyze_warns_almost_no_contrast_not_on_real_contrast(tmp_path, capsys, test_models):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    flat, half = tmp_path / "flat.png", tmp_path / "half.png"
+    Image.fromarray((128 + rng.integers(0, 2, (96, 128))).astype(np.uint8)).save(flat)
+    img = np.full((96, 128), 40, np.uint8)
+    img[:, 96:] = 220  # a quarter bright: the threshold model gives phase fraction 0.25
+    Image.fromarray(img).save(half)
+    code, res, err = _run(capsys, ["analyze", str(flat), "--model", "qa-phases", "--json"])
+    assert code == 0, err
+    hits = [w for w in res["warnings"] if "almost no contrast" in w]
+    assert len(hits) == 1 and str(flat) in hits[0] and "2 levels" in hits[0]
+    code, res, err = _run(capsys, ["analyze", str(half), "--model", "qa-phases", "--json"])
+    assert code == 0, err
+    assert not any("contrast" in w for w in res["warnings"])
+    assert res["phases"]["phase_fractions"]["bright"] == pytest.approx(0.25, abs=0.01)

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
     t0 = time.perf_counter()
-    micrograph, seg = segment_file(args, keep_prediction=False)  # measured, not written: free the prediction
+    # measured, not written: free the prediction; an image without contrast is a warning
+    micrograph, seg = segment_file(args, keep_prediction=False, check_contrast=True)
     px = micrograph.pixel_size_um
     result: dict[str, Any] = {
         "path": str(args.image),
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     nested, _, _ = measure_segmentation(seg, pixel_size_um=px, fields=_fields(args.fields), what=str(args.image))
     measurement_warnings = nested.pop("_warnings", [])
     result.update(nested)
-    result["warnings"] = list(dict.fromkeys(micrograph.reader_warnings + list(seg.warnings) + measurement_warnings
+    result["warnings"] = list(dict.fromkeys(micrograph.meta.get("contrast_warnings", []) + micrograph.reader_warnings
+                                            + list(seg.warnings) + measurement_warnings
                                             + ([] if px else ["no pixel size: lengths in pixels, G is null"])))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result

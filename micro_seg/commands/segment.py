@@ -116,18 +116,62 @@ def _postprocess_options(args: argparse.Namespace, model: Any) -> dict[str, Any]
     return given
 
 
-def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, keep_prediction: bool = True):
+#: An integer image whose analysed area spans at most this many grey levels (but more than one) has
+#: almost no contrast: its segmentation is noise stretched by the normalisation (warning).
+LOW_CONTRAST_LEVELS = 2
+
+
+def contrast_check(micrograph: Any, what: str) -> list[str]:
+    """Warnings for an image without contrast (every analysed pixel equal) or with almost none.
+
+    A constant image normalised and segmented gives a meaningless map (phase
+    fractions, one "grain") that looks like a result.  It is measured with
+    this warning rather than refused, so that a blank page of a stack still
+    goes through a batch.  The data bar is left out.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from micro_seg.io import Micrograph
+    >>> contrast_check(Micrograph(np.arange(12, dtype=np.uint8).reshape(3, 4), None, None), "a.png")
+    []
+    >>> contrast_check(Micrograph(np.full((3, 4), 7, np.uint8), None, None), "a.png")[0][:60]
+    'a.png: the image is constant (every pixel 7): it has no cont'
+    """
+    import numpy as np
+
+    data = micrograph.analysis_data
+    if data.size == 0:
+        return []
+    lo = np.min(data, axis=(0, 1))
+    hi = np.max(data, axis=(0, 1))
+    if np.all(lo == hi):
+        return [f"{what}: the image is constant (every pixel {np.asarray(lo).tolist()}): it has no contrast, so "
+                "the segmentation and every number measured from it are meaningless"]
+    span = float(np.max(np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)))
+    if data.dtype.kind in "uib" and span <= LOW_CONTRAST_LEVELS:
+        return [f"{what}: almost no contrast (grey values span only {span + 1:.0f} levels): the segmentation "
+                "and every number measured from it are probably meaningless"]
+    return []
+
+
+def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, keep_prediction: bool = True,
+                 check_contrast: bool = False):
     """Read ``args.image``, load ``args.model`` and segment: ``(micrograph, Segmentation)``.
 
     The micrograph comes back with its calibration and metadata but without its pixels (released after
     inference, so a huge image is post-processed without them).  ``keep_prediction=False``: the
     Segmentation keeps only what measuring needs (see :func:`~micro_seg.postprocess.segment_image`).
+    ``check_contrast``: record a warning for an image without contrast (constant) or with almost none in
+    ``micrograph.meta["contrast_warnings"]`` (:func:`contrast_check`).
     """
     from micro_seg.io import read_micrograph
     from micro_seg.postprocess import segment_image
     from micro_seg.registry import load_model
 
     micrograph = read_micrograph(args.image, pixel_size_um=args.pixel_size, page=args.page)
+    if check_contrast:
+        micrograph.meta["contrast_warnings"] = contrast_check(micrograph, str(args.image))
     model = load_model(args.model)
     predict_options = given_predict_options(args)
     if getattr(args, "uncertainty", False) is False:
