@@ -117,7 +117,9 @@ class BatchSummary:
     ``n_failed`` their status after this run (including images finished by an
     earlier run, ``n_skipped``); ``n_processed`` the images worked on now.
     ``ignored`` lists the files and folders left out by ``exclude`` patterns,
-    ``unsupported`` the files skipped because they are not supported images.
+    ``unsupported`` the files skipped because they are not supported images,
+    ``warnings`` one line per thing the user should know (images in no
+    specimen, skipped symbolic links).
     """
 
     out_dir: Path
@@ -139,6 +141,7 @@ class BatchSummary:
     cancelled: bool = False
     ignored: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -689,6 +692,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     options = check_segment_options(segment_options, task=model_task)
 
     ignored: list[str] = []
+    warnings: list[str] = []
     found = discover_images(in_path, exclude=[out_path], ignore=ignore_patterns, ignored=ignored)
     files = [f for f in found if f.supported]
     unsupported = [f.relpath for f in found if not f.supported]
@@ -727,6 +731,10 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                                  scheduler=_scheduler_text(scheduler))
         _sweep_temporaries(out_path)
         specimens = {f.relpath: specimen_of(f.relpath, group_by=group_by) for f in files}
+        unmatched = [rel for rel, spec in specimens.items() if spec is None]
+        if unmatched and group_by != "folder":
+            warnings.append(f"--group-by {group_by}: {len(unmatched)} of {len(files)} image(s) match no specimen and "
+                            f"are left out of specimens.csv ({_first_names(unmatched)})")
         known = store.known_images()
         todo: list[InputFile] = []
         skipped: list[str] = []
@@ -789,6 +797,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
             failures=[{"path": r["path"], "error": r["error"]} for r in rows if r["status"] == "failed"],
             database=out_path / DB_NAME, model=model_name, model_sha256=model_sha,
             cancelled=status == "cancelled", ignored=ignored, unsupported=unsupported, **exports,
+            warnings=warnings,
         )
     if summary.cancelled:
         raise CancelledError(f"{in_path}: batch cancelled after {done} of {total} images; re-run to resume")
@@ -813,6 +822,16 @@ def _make_out_dir(out_path: Path) -> None:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchOptionError(f"{out_path}: cannot create OUT_DIR: {exc.strerror or exc}") from exc
+
+
+def _first_names(names: list[str], limit: int = 3) -> str:
+    """``first: a, b, c`` (and how many more) for a warning line.
+
+    >>> _first_names(["a.tif", "b.tif", "c.tif", "d.tif"])
+    'first: a.tif, b.tif, c.tif, and 1 more'
+    """
+    more = f", and {len(names) - limit} more" if len(names) > limit else ""
+    return f"first: {', '.join(names[:limit])}{more}"
 
 
 def _no_images_message(in_path: Path, unsupported: list[str], ignored: list[str]) -> str:

@@ -287,3 +287,24 @@ def test_link_warns_on_implausible_mpa(tmp_path, capsys):
     code = main(["link", str(out), str(props), "--on", "sample_id", "--json"])
     err = capsys.readouterr().err
     assert code == 0 and "implausible" in err and "yield_strength_MPa" in err
+
+
+# ------------------------------------------------------------------ 9. --group-by regex: unmatched images are reported
+def test_group_by_regex_warns_about_unmatched_images(tmp_path, capsys, grain_model):
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1_f1.tif": 1, "S1_f2.tif": 2, "odd_a.tif": 1, "odd_b.tif": 1, "odd_c.tif": 1,
+                              "odd_d.tif": 1})
+    s = run_batch(root, tmp_path / "out0", model=None, process=threshold_process, workers=0,
+                  group_by=r"regex:^(S\d+)_")
+    assert s.warnings == [r"--group-by regex:^(S\d+)_: 4 of 6 image(s) match no specimen and are left out of "
+                          "specimens.csv (first: odd_a.tif, odd_b.tif, odd_c.tif, and 1 more)"]
+    with open(tmp_path / "out0" / "specimens.csv", newline="", encoding="utf-8") as fh:
+        assert [r["specimen"] for r in csv.DictReader(fh)] == ["S1"]
+    code = main(["batch", str(root), str(tmp_path / "out"), "--model", str(grain_model), "--workers", "1",
+                 "--group-by", r"regex:^(S\d+)_", "--quiet", "--json"])
+    cap = capsys.readouterr()
+    assert code == 0 and "4 of 6 image(s) match no specimen" in cap.err
+    assert json.loads(cap.out)["warnings"] == s.warnings
+    s = run_batch(root, tmp_path / "out2", model=None, process=threshold_process, workers=0,
+                  group_by=r"regex:^(\w+)_")
+    assert s.warnings == []

@@ -158,7 +158,10 @@ def run(args: argparse.Namespace) -> dict:
         "failures": summary.failures,
         "ignored": summary.ignored,
         "n_unsupported": len(summary.unsupported),
+        "warnings": summary.warnings,
     }
+    for w in summary.warnings:
+        print(f"micro-seg batch: warning: {w}", file=sys.stderr)
     if summary.unsupported and not args.quiet:
         print(f"micro-seg batch: skipped {len(summary.unsupported)} file(s) that are not supported images "
               f"({', '.join(unsupported_extensions(summary.unsupported))})", file=sys.stderr)
