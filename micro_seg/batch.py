@@ -250,7 +250,8 @@ def _ignored(relpath: str, patterns: Iterable[str], *, is_dir: bool = False) -> 
 
 
 def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.PathLike] = (),
-                    ignore: Iterable[str] = (), ignored: list[str] | None = None) -> list[InputFile]:
+                    ignore: Iterable[str] = (), ignored: list[str] | None = None,
+                    links: dict[str, list[str]] | None = None) -> list[InputFile]:
     """Every file under ``in_dir`` (recursive, sorted), marked supported or not.
 
     Hidden files and folders (name starting with ``.``), ``Thumbs.db`` /
@@ -262,7 +263,10 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
     way Hitachi / Zeiss / JEOL SEMs write metadata side-cars) is a side-car, not
     an input.  Files matching an ``ignore`` glob pattern (gitignore-like:
     ``*.md`` any file name, ``truth/`` any folder, ``sub/*.tif`` a relative
-    path) are left out and their relative paths appended to ``ignored``.  Every
+    path) are left out and their relative paths appended to ``ignored``.
+    Symbolic links to folders are not followed (no loops, no image found
+    twice) and dangling links point nowhere: their relative paths go to
+    ``links["folders"]`` and ``links["dangling"]`` so they can be reported.  Every
     other file is returned, with ``supported=True`` when the reader can decode
     it: a supported image extension (:data:`micro_seg.io.SUPPORTED_EXTENSIONS`;
     a corrupt file with such a name is still an input, and fails) or, like
@@ -294,6 +298,10 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
         for d in sorted(dirnames):
             if d.startswith(".") or (here / d).resolve() in excluded or (here / d / DB_NAME).is_file():
                 continue
+            if (here / d).is_symlink():  # os.walk does not descend into it: say so
+                if links is not None and not (patterns and _ignored(rel_here + d, patterns, is_dir=True)):
+                    links.setdefault("folders", []).append(rel_here + d + "/")
+                continue
             if patterns and _ignored(rel_here + d, patterns, is_dir=True):
                 if ignored is not None:
                     ignored.append(rel_here + d + "/")
@@ -320,6 +328,8 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
             try:
                 st = p.stat()
             except OSError:
+                if links is not None and p.is_symlink():
+                    links.setdefault("dangling", []).append(rel_here + n)
                 continue
             if not p.is_file():
                 continue
@@ -693,11 +703,20 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
 
     ignored: list[str] = []
     warnings: list[str] = []
-    found = discover_images(in_path, exclude=[out_path], ignore=ignore_patterns, ignored=ignored)
+    links: dict[str, list[str]] = {}
+    found = discover_images(in_path, exclude=[out_path], ignore=ignore_patterns, ignored=ignored, links=links)
+    links = {kind: sorted(paths) for kind, paths in links.items()}
+    if links.get("folders"):
+        warnings.append(f"{len(links['folders'])} symbolic link(s) to folders not followed (their images are not "
+                        f"processed; give the real folder) ({_first_names(links['folders'])})")
+    if links.get("dangling"):
+        warnings.append(f"{len(links['dangling'])} dangling symbolic link(s) skipped (they point to nothing) "
+                        f"({_first_names(links['dangling'])})")
     files = [f for f in found if f.supported]
     unsupported = [f.relpath for f in found if not f.supported]
     if not files:
-        raise BatchOptionError(_no_images_message(in_path, unsupported, ignored))
+        raise BatchOptionError(_no_images_message(in_path, unsupported, ignored,
+                                                  links.get("folders", []) + links.get("dangling", [])))
     if model_ref is not None:
         # weights checked once here: a corrupt or tampered model is bad input, not N failures; the
         # process-wide cache hands this very model to inline processing (--workers 0) instead of a second load
@@ -834,7 +853,7 @@ def _first_names(names: list[str], limit: int = 3) -> str:
     return f"first: {', '.join(names[:limit])}{more}"
 
 
-def _no_images_message(in_path: Path, unsupported: list[str], ignored: list[str]) -> str:
+def _no_images_message(in_path: Path, unsupported: list[str], ignored: list[str], links: list[str] = ()) -> str:
     """``IN_DIR: no supported images found (supported: ...)``, saying what was found instead."""
     from micro_seg.io import SUPPORTED_EXTENSIONS
 
@@ -844,6 +863,8 @@ def _no_images_message(in_path: Path, unsupported: list[str], ignored: list[str]
         others.append(f"{len(unsupported)} other file(s) skipped ({', '.join(unsupported_extensions(unsupported))})")
     if ignored:
         others.append(f"{len(ignored)} left out by --exclude / {IGNORE_FILE}")
+    if links:
+        others.append(f"{len(links)} symbolic link(s) not followed or dangling ({_first_names(list(links))})")
     return msg + ("; " + ", ".join(others) if others else "")
 
 

@@ -308,3 +308,29 @@ def test_group_by_regex_warns_about_unmatched_images(tmp_path, capsys, grain_mod
     s = run_batch(root, tmp_path / "out2", model=None, process=threshold_process, workers=0,
                   group_by=r"regex:^(\w+)_")
     assert s.warnings == []
+
+
+# ------------------------------------------------------------------ 10. symbolic links are reported, not silently skipped
+def test_symlinked_folders_and_dangling_links_are_reported(tmp_path, capsys, grain_model):
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1/a.tif": 1, "S1/b.tif": 2})
+    make_folder(tmp_path / "elsewhere", counts={"c.tif": 1})
+    (root / "S2").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "S1" / "loop").symlink_to(root, target_is_directory=True)  # a loop: not followed
+    (root / "S1" / "gone.tif").symlink_to(tmp_path / "missing.tif")
+    s = run_batch(root, tmp_path / "out0", model=None, process=threshold_process, workers=0)
+    assert (s.n_images, s.n_ok) == (2, 2)
+    assert s.warnings == [
+        "2 symbolic link(s) to folders not followed (their images are not processed; give the real folder) "
+        "(first: S1/loop/, S2/)",
+        "1 dangling symbolic link(s) skipped (they point to nothing) (first: S1/gone.tif)"]
+    code = main(["batch", str(root), str(tmp_path / "out"), "--model", str(grain_model), "--workers", "1",
+                 "--quiet", "--json"])
+    cap = capsys.readouterr()
+    assert code == 0 and json.loads(cap.out)["warnings"] == s.warnings and "S2/" in cap.err and "gone.tif" in cap.err
+    only_links = tmp_path / "links"
+    only_links.mkdir()
+    (only_links / "S2").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    code = main(["batch", str(only_links), str(tmp_path / "out3"), "--model", str(grain_model), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "1 symbolic link(s) not followed or dangling (first: S2/)" in err
