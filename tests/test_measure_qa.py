@@ -279,3 +279,55 @@ def test_analyze_warns_almost_no_contrast_not_on_real_contrast(tmp_path, capsys,
     assert code == 0, err
     assert not any("contrast" in w for w in res["warnings"])
     assert res["phases"]["phase_fractions"]["bright"] == pytest.approx(0.25, abs=0.01)
+
+
+# ---- 7. G far outside the E112 scale, mean intercept longer than the image
+
+def test_g_outside_e112_scale_warns(tmp_path, capsys):
+    lab = np.repeat(np.repeat(np.arange(1, 65).reshape(8, 8), 32, 0), 32, 1).astype(np.uint16)  # 8 x 8 grains
+    path = tmp_path / "grid.tif"
+    tifffile.imwrite(path, lab)
+    for px, warned in ((0.5, False), (9999, True), (0.001, True), (10.0, False)):
+        code, res, err = _run(capsys, ["measure", "grains", str(path), "--pixel-size", str(px), "--json"])
+        assert code == 0, err
+        side_mm = 256 * px / 1000
+        assert res["G_planimetric"] == pytest.approx(_g_planimetric(36 + 12 + 1, side_mm**2), abs=1e-3)
+        hits = [w for w in res["warnings"] if "far outside the ASTM E112 scale" in w]
+        assert len(hits) == int(warned), (px, res["warnings"])
+        if warned:
+            assert f"G_planimetric {res['G_planimetric']:.1f}" in hits[0] and str(path) in hits[0]
+    # px 9999: G_planimetric = 8.59 - 2 log2(9999 / 0.5) = -19.98
+    code, res, _ = _run(capsys, ["measure", "grains", str(path), "--pixel-size", "9999", "--json"])
+    assert res["G_planimetric"] == pytest.approx(8.5923 - 2 * np.log2(9999 / 0.5), abs=1e-3)
+
+
+def test_mean_intercept_longer_than_image_warns():
+    from micro_seg.measure import measure_grains
+
+    two = np.ones((200, 300), np.int32)
+    two[:, 290:] = 2  # rows cross one boundary in 300 px, columns none
+    res = measure_grains(two, pixel_size_um=1.0)
+    assert res.summary["mean_intercept_px"] > 200
+    assert sum("longer than the image's shorter side (200 px)" in w for w in res.warnings) == 1
+    one = measure_grains(np.ones((200, 300), np.int32), pixel_size_um=1.0)
+    assert sum("no test line crosses a grain boundary" in w for w in one.warnings) == 1
+    grid = measure_grains(_grid_labels(8, 32), pixel_size_um=1.0)  # l about 32 px
+    assert not any("shorter side" in w or "no test line" in w for w in grid.warnings)
+
+
+def test_analyze_pixel_size_9999_warns(tmp_path, capsys, test_models):
+    from PIL import Image
+
+    img = np.full((128, 128), 40, np.uint8)
+    for k in range(0, 128, 32):
+        img[k : k + 3, :] = 220
+        img[:, k : k + 3] = 220
+    path = tmp_path / "grains.png"
+    Image.fromarray(img).save(path)
+    code, res, err = _run(capsys, ["analyze", str(path), "--model", "qa-grains", "--pixel-size", "9999", "--json"])
+    assert code == 0, err
+    assert res["grains"]["G_planimetric"] < -15
+    assert sum("far outside the ASTM E112 scale" in w for w in res["warnings"]) == 1
+    code, res, err = _run(capsys, ["analyze", str(path), "--model", "qa-grains", "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    assert not any("E112 scale" in w for w in res["warnings"])

@@ -74,6 +74,10 @@ SPLIT_LABELS_WARN_SHARE = 0.05
 #: unlabelled area was filled as grain.
 WIDE_ZERO_WARN_SHARE = 0.01
 
+#: The E112 tables run from G 00 (-1) to 14; a G more than 2 beyond them (below -3, above 16: grains of
+#: about a millimetre or of under a micrometre) is reported with a warning: most often a wrong pixel size.
+G_PLAUSIBLE_RANGE = (-3.0, 16.0)
+
 #: Below this mean intercept (pixels) grain measurements carry a pixelisation warning
 #: (Coutinho, Rooney & Payton, Metall. Mater. Trans. A 48 (2017): the bias grows quickly
 #: once grains are only a few pixels across).
@@ -475,6 +479,15 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
             "measurement at this resolution (Coutinho et al. 2017): image at a higher magnification"
         )
 
+    if l_px > min(rows, cols):
+        across = (f"the mean intercept (about {l_px:.0f} px) is longer than the image's shorter side "
+                  f"({min(rows, cols)} px)" if math.isfinite(l_px)
+                  else "no test line crosses a grain boundary (the mean intercept is infinite)")
+        warnings.append(
+            f"{what}: {across}: too few grain boundaries for an intercept measurement (E112 wants many grains per field); image a "
+            "larger area or at a lower magnification"
+        )
+
     # ---- assemble
     def g_or_none(func, value):
         try:
@@ -494,6 +507,16 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
     if px_mm is not None:
         G_int_ci = _g_ci_half_width(astm.g_from_intercept, l_px * px_mm, st_l["ci95"] * px_mm)
         G_pl_ci = _g_ci_half_width(astm.g_from_grains_per_mm2, na_mm2, st_na["ci95"] / px_mm**2)
+
+    g_values = {"G_planimetric": G_pl, "G_intercept": G_int, "G_area": G_area}
+    lo_g, hi_g = G_PLAUSIBLE_RANGE
+    odd = {k: v for k, v in g_values.items() if v is not None and not lo_g <= v <= hi_g}
+    if odd:
+        listed = ", ".join(f"{k} {v:.1f}" for k, v in odd.items())
+        warnings.append(
+            f"{what}: {listed} far outside the ASTM E112 scale (G 00 to 14; plausible {lo_g:g} to {hi_g:g}): check "
+            f"the pixel size ({px:g} um/pixel)"
+        )
 
     def um(v, power=1):
         return v * px**power if px is not None and v is not None and math.isfinite(v) else None
