@@ -80,6 +80,7 @@ __all__ = [
     "read_micrograph",
     "write_labels",
     "read_labels",
+    "read_label_page",
     "max_pixels_limit",
     "check_output_folder",
 ]
@@ -770,19 +771,32 @@ def read_labels(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]
     >>> labels.dtype.name, labels.shape, px
     ('uint8', (2, 3), 0.1)
     """
-    m = read_micrograph(path, detect_databar=False)
+    data, px, _ = read_label_page(path)
+    return data, px
+
+
+def read_label_page(path: str | os.PathLike[str], page: int | None = None,
+                    pixel_size_um: float | None = None) -> tuple[np.ndarray, float | None, Micrograph]:
+    """:func:`read_labels` for any ``page`` of a multi-page file, also returning the :class:`Micrograph` read.
+
+    With ``pixel_size_um`` (a user's value) the file's calibration is not needed: a broken calibration tag
+    is a reader note, not an error, and the pixel size returned is the file's own where it has a valid one.
+    """
+    m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size_um)
     data = m.data
     if data.ndim == 3:
         if not m.meta.get("is_grey_rgb"):
             raise InvalidImageError(f"{m.path}: label image must be single-channel, got {data.shape[2]} different channels")
         data = data[..., 0]
     data = _label_dtype(data, m.path or Path(str(path)))
+    if pixel_size_um is not None:
+        return data, m.meta.get("metadata_pixel_size_um"), m
     px = m.pixel_size_um
     if m.meta.get("format") == "tiff":
         exact = _micro_seg_description(m.path)
         if exact is not None and exact.get("pixel_size_um") is not None:
             px = validate_pixel_size(exact["pixel_size_um"], source="micro-seg description", path=m.path)
-    return data, px
+    return data, px, m
 
 
 def _micro_seg_description(path: Path | None) -> dict[str, Any] | None:

@@ -29,6 +29,26 @@ def repo_root() -> Path:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (training tests: 2 shared cores), restored after."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """Empty ``images/`` and ``labels/`` folders for training pairs."""
+    img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
+    img_dir.mkdir()
+    lab_dir.mkdir()
+    return img_dir, lab_dir
+
+
+@pytest.fixture
 def notes():
     """napari notifications shown during the test, as ``(severity, message)`` (severity lower-case)."""
     from napari.utils.notifications import notification_manager

@@ -6,18 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from micro_seg.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_pair(img_dir, lab_dir, stem, *, size=(64, 64), lab_size=None, seed=0, lab_name=None):
@@ -29,14 +23,6 @@ def _write_pair(img_dir, lab_dir, stem, *, size=(64, 64), lab_size=None, seed=0,
     lab[:, :6] = 1
     lab[:, -6:] = 2
     Image.fromarray(lab).save(lab_dir / (lab_name or f"{stem}.png"))
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
-    img_dir.mkdir()
-    lab_dir.mkdir()
-    return img_dir, lab_dir
 
 
 def test_missing_images_dir_exits_2(tmp_path, capsys):

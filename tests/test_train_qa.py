@@ -17,13 +17,7 @@ from micro_seg.training import TrainingDivergedError, train_segmenter
 TINY = {"widths": (6, 12), "blocks": (1, 1)}
 FAST = ["--epochs", "1", "--patch-size", "32", "--batch-size", "2", "--arch", "msnet-s", "--patches-per-epoch", "2"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_pair(img_dir, lab_dir, stem, *, size=(64, 64), seed=0, values=(1, 2), ext=".png"):
@@ -35,14 +29,6 @@ def _write_pair(img_dir, lab_dir, stem, *, size=(64, 64), seed=0, values=(1, 2),
     lab[:, :6] = values[0]
     lab[:, -6:] = values[1]
     Image.fromarray(lab).save(lab_dir / f"{stem}.png")
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
-    img_dir.mkdir()
-    lab_dir.mkdir()
-    return img_dir, lab_dir
 
 
 def _one_line_exit_2(code, err):

@@ -27,12 +27,7 @@ from micro_seg.training import (
 TINY = {"widths": (6, 12), "blocks": (1, 1)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _stripes(seed: int = 0, size: int = 64):

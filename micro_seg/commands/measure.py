@@ -150,29 +150,11 @@ def _reader_notes(m: Any, pixel_size: float | None) -> dict[str, list[str]]:
 
 def _read_labels(path: str, page: int | None = None,
                  pixel_size: float | None = None) -> tuple[np.ndarray, float | None, dict[str, list[str]]]:
-    """Labels, the file's pixel size and :func:`_reader_notes` of page ``page``.
+    """Labels, the file's pixel size and :func:`_reader_notes` of page ``page``
+    (:func:`micro_seg.io.read_label_page`)."""
+    from micro_seg.io import read_label_page
 
-    As :func:`micro_seg.io.read_labels`, for any page of a multi-page file; with
-    ``pixel_size`` (``--pixel-size``) the file's calibration is not needed: a
-    broken calibration tag becomes a note, not an error.
-    """
-    from micro_seg.io import _label_dtype, _micro_seg_description, read_micrograph
-    from micro_seg.io_calibration import validate_pixel_size
-
-    m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size)
-    data = m.data
-    if data.ndim == 3:
-        if not m.meta.get("is_grey_rgb"):
-            raise InvalidImageError(f"{m.path}: label image must be single-channel, got {data.shape[2]} different channels")
-        data = data[..., 0]
-    data = _label_dtype(data, m.path or Path(str(path)))
-    if pixel_size is not None:
-        return data, m.meta.get("metadata_pixel_size_um"), _reader_notes(m, pixel_size)
-    px = m.pixel_size_um
-    if m.meta.get("format") == "tiff":
-        exact = _micro_seg_description(m.path)
-        if exact is not None and exact.get("pixel_size_um") is not None:
-            px = validate_pixel_size(exact["pixel_size_um"], source="micro-seg description", path=m.path)
+    data, px, m = read_label_page(path, page, pixel_size)
     return data, px, _reader_notes(m, pixel_size)
 
 
