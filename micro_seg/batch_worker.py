@@ -209,6 +209,16 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _process_umask() -> int:
+    """The process's file-creation mask (read once, at import, while nothing else runs)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
+
+
 @contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; on success ``os.replace`` it into place.
@@ -216,6 +226,9 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     A reader never sees a half-written ``final``: either the old file or the
     complete new one.  On an exception the temporary file is removed.  The
     temporary name keeps the final suffix (writers that look at it still work).
+    The file gets the permissions of a plain ``open`` under the user's umask
+    (e.g. 0644), not the temporary file's private 0600, so colleagues on shared
+    storage can read the results.
 
     Examples
     --------
@@ -225,6 +238,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     ...     _ = tmp.write_text("done")
     >>> target.read_text()
     'done'
+    >>> oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_UMASK)
+    True
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -235,6 +250,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:  # data on disk before the rename makes it visible
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, final)
     except BaseException:
         try:

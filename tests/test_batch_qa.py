@@ -333,3 +333,19 @@ def test_symlinked_folders_and_dangling_links_are_reported(tmp_path, capsys, gra
     code = main(["batch", str(only_links), str(tmp_path / "out3"), "--model", str(grain_model), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "1 symbolic link(s) not followed or dangling (first: S2/)" in err
+
+
+# ------------------------------------------------------------------ batch outputs are readable by colleagues
+def test_batch_outputs_get_the_users_umask_not_private_modes(tmp_path):
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 2, "b.tif": 3})
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        run_batch(root, out, model=None, process=threshold_process, workers=0)
+    finally:
+        os.umask(old)
+    files = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(("results.sqlite", ".lock"))]
+    assert any(p.name == "images.csv" for p in files) and any(p.name == "report.html" for p in files)
+    private = [p.relative_to(out).as_posix() for p in files if p.stat().st_mode & 0o044 != 0o044]
+    assert private == []
