@@ -315,6 +315,13 @@ def _tiff_page_index(tif: Any, path: Path, page: int | None, n_pages: int) -> tu
     extra = [(ax, int(n)) for ax, n in zip(series.axes, series.shape) if ax not in "YXS" and int(n) > 1]
     named = [(ax, n) for ax, n in extra if ax not in "IQ"]
     if not named:
+        shape = tuple(int(n) for n in series.shape)
+        if len(shape) == 3 and series.axes[1:] == "YX" and shape[0] >= 16 and shape[1] >= 16 and shape[2] <= 8:
+            # tifffile writes an (rows, cols, channels) array that is not RGB as rows pages of cols x channels
+            raise InvalidImageError(
+                f"{path}: {shape[0]} pages of {shape[1]} x {shape[2]} pixels: this looks like one {shape[0]} x "
+                f"{shape[1]} image with {shape[2]} channels saved page by page; micro-seg reads grey or RGB images: "
+                "save one channel per file (or choose a page with --page N if the pages really are images)")
         return 0, False  # plain multi-page file: first page, n_pages recorded
     if named == [("C", 3)] and len(extra) == 1 and series.axes.index("C") < series.axes.index("Y"):
         return 0, True

@@ -331,3 +331,18 @@ def test_analyze_pixel_size_9999_warns(tmp_path, capsys, test_models):
     code, res, err = _run(capsys, ["analyze", str(path), "--model", "qa-grains", "--pixel-size", "1", "--json"])
     assert code == 0, err
     assert not any("E112 scale" in w for w in res["warnings"])
+
+
+# ------------------------------------------------------------------ (rows, cols, channels) arrays saved page by page
+@pytest.mark.parametrize("channels", [2, 5])
+def test_channels_saved_as_pages_are_refused_naming_the_file(tmp_path, capsys, channels):
+    path = tmp_path / f"{channels}ch.tif"
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(path, (rng.random((128, 128, channels)) * 255).astype(np.uint8))  # 128 pages of 128 x channels
+    code = main(["info", str(path), "--json"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(path) in err
+    assert f"128 pages of 128 x {channels} pixels" in err and f"{channels} channels" in err
+    # an explicit page is still read as asked
+    assert main(["info", str(path), "--page", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["shape"] == [128, channels]
