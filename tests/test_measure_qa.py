@@ -346,3 +346,18 @@ def test_channels_saved_as_pages_are_refused_naming_the_file(tmp_path, capsys, c
     # an explicit page is still read as asked
     assert main(["info", str(path), "--page", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["shape"] == [128, channels]
+
+
+# ------------------------------------------------------------------ an inverted defect mask
+def test_inverted_defect_mask_is_warned_about_and_a_true_one_is_not():
+    from micro_seg.measure import measure_defects
+
+    yy, xx = np.mgrid[:200, :200]
+    pores = np.zeros((200, 200), np.uint8)
+    for cy, cx in [(40, 40), (40, 150), (150, 60), (140, 150)]:
+        pores[(yy - cy) ** 2 + (xx - cx) ** 2 <= 15 ** 2] = 1  # 4 disks, 7 % of the image
+    ok = measure_defects(pores, pixel_size_um=1.0)
+    assert ok.summary["count"] == 4 and not any("inverted" in w for w in ok.warnings)
+    inv = measure_defects(1 - pores, pixel_size_um=1.0)
+    assert inv.summary["area_fraction"] > 0.9
+    assert any("inverted" in w for w in inv.warnings)

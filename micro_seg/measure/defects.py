@@ -31,7 +31,8 @@ given explicitly must leave fields of at least 16 px a side
 Inputs that are probably not a mask are measured as given, with a warning:
 an instance label whose pixels fall into several disconnected pieces (a class
 map read as instances: each class counts as one object), and objects covering
-:data:`FULL_COVER_WARN` (99 %) or more of the image (a raw micrograph).
+:data:`FULL_COVER_WARN` (99 %) or more of the image (a raw micrograph), or more than half
+of it (:data:`INVERTED_WARN`: an inverted mask?).
 
 Examples
 --------
@@ -64,6 +65,8 @@ __all__ = ["DefectMeasurement", "measure_defects", "convex_hull_measures"]
 #: Area fraction from which a "mask" is suspected of being a raw micrograph or a class map (warning only):
 #: pores, particles or inclusions covering 99 % of a section leave no matrix to speak of.
 FULL_COVER_WARN = 0.99
+#: objects covering more than half of a section outnumber the matrix: more often an inverted mask than a material.
+INVERTED_WARN = 0.5
 
 
 @dataclass
@@ -439,6 +442,11 @@ def measure_defects(
         warnings.append(
             f"{what}: the objects cover {100 * area_fraction:.1f}% of the image, (nearly) the whole image: is this "
             "a raw micrograph or a class map rather than a mask of pores / particles (0 = matrix)?"
+        )
+    elif area_fraction > INVERTED_WARN:
+        warnings.append(
+            f"{what}: the objects cover {100 * area_fraction:.1f}% of the image, more than the matrix: is the mask "
+            "inverted? Pores / particles are non-zero and the matrix 0 (a mask with matrix = 1 measures the matrix)"
         )
     if n and np.median(a) < 20:
         warnings.append(
