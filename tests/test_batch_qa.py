@@ -349,3 +349,19 @@ def test_batch_outputs_get_the_users_umask_not_private_modes(tmp_path):
     assert any(p.name == "images.csv" for p in files) and any(p.name == "report.html" for p in files)
     private = [p.relative_to(out).as_posix() for p in files if p.stat().st_mode & 0o044 != 0o044]
     assert private == []
+
+
+# ------------------------------------------------------------------ link: property tables as spreadsheets save them
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])
+def test_link_reads_semicolon_decimal_comma_and_windows_1252_csv(tmp_path, capsys, encoding):
+    out, props = _link_inputs(tmp_path)
+    rows = props.read_text().splitlines()
+    # the same table as a German Excel saves it: ';' delimiter, decimal comma, a non-ASCII name, Windows-1252
+    german = ["sample_id;yield_strength_MPa;Prüfer"] + [
+        f"{r.split(',')[0]};{r.split(',')[1].replace('.', ',')};Müller" for r in rows[1:]]
+    props.write_bytes(("\n".join(german) + "\n").encode(encoding))
+    code = main(["link", str(out), str(props), "--on", "sample_id", "--json"])
+    cap = capsys.readouterr()
+    fit = json.loads(cap.out)["fit"]
+    assert code == 0, cap.err
+    assert fit["k"] == pytest.approx(0.5, rel=1e-6) and fit["sigma0"] == pytest.approx(100.0, rel=1e-6)

@@ -49,8 +49,38 @@ def parse_unit(column: str) -> tuple[str, str | None]:
     return col, None
 
 
+def _read_text_table(path: Path, sep: str | None = None) -> pd.DataFrame:
+    r"""A CSV / TSV as spreadsheets save it: UTF-8 (with or without BOM), else Windows-1252 (Excel's "CSV" on
+    Windows); the delimiter (comma, semicolon or tab) from the header line unless ``sep`` is given, and with
+    semicolons the decimal comma of the locales that use them (``3,5`` is 3.5).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> fn = os.path.join(tempfile.mkdtemp(), "t.csv")
+    >>> _ = open(fn, "wb").write("Probe;Rp0,2_MPa\nSt\xe4hl 1;312,5\n".encode("cp1252"))
+    >>> _read_text_table(Path(fn)).to_dict("records")
+    [{'Probe': 'Stähl 1', 'Rp0,2_MPa': 312.5}]
+    """
+    import io
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+    if sep is None:
+        header = next((line for line in text.splitlines() if line.strip()), "")
+        counts = {d: header.count(d) for d in (",", ";", "\t")}
+        # a tie goes to the semicolon: commas turn up inside names where semicolons delimit ("Rp0,2_MPa")
+        sep = max(counts, key=lambda d: (counts[d], d == ";", d == ","))
+    return pd.read_csv(io.StringIO(text), sep=sep, decimal="," if sep == ";" else ".")
+
+
 def read_property_table(path: str | Path) -> pd.DataFrame:
-    """Read a property table (.csv, .tsv, .xlsx, .parquet); refuse empty or unreadable ones."""
+    """Read a property table (.csv, .tsv, .xlsx, .parquet); refuse empty or unreadable ones.
+
+    CSV files may use commas, semicolons (with decimal commas) or tabs, in UTF-8 or Windows-1252."""
     path = Path(path)
     if not path.exists():
         raise InputFileNotFoundError(f"{path}: property table not found")
@@ -59,9 +89,9 @@ def read_property_table(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".txt"):
-            df = pd.read_csv(path)
+            df = _read_text_table(path)
         elif suffix == ".tsv":
-            df = pd.read_csv(path, sep="\t")
+            df = _read_text_table(path, sep="\t")
         elif suffix in (".xlsx", ".xlsm"):
             df = pd.read_excel(path)
         elif suffix in (".parquet", ".pq"):
