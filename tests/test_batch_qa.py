@@ -365,3 +365,19 @@ def test_link_reads_semicolon_decimal_comma_and_windows_1252_csv(tmp_path, capsy
     fit = json.loads(cap.out)["fit"]
     assert code == 0, cap.err
     assert fit["k"] == pytest.approx(0.5, rel=1e-6) and fit["sigma0"] == pytest.approx(100.0, rel=1e-6)
+
+
+# ------------------------------------------------------------------ qc of specimens.csv names the specimens
+def test_qc_of_specimens_table_names_each_specimen(tmp_path, capsys):
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1_a.tif": 2, "S1_b.tif": 3, "S2_a.tif": 4, "S2_b.tif": 4})
+    out = tmp_path / "out"
+    run_batch(root, out, model=None, process=threshold_process, workers=0, group_by=r"regex:^(S\d+)_")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("image:\n  blur: {max: 0.5}\n")
+    code = main(["qc", str(out / "specimens.csv"), "--spec", str(spec), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and [r["specimen"] for r in res["results"]] == ["S1", "S2"]
+    for r in res["results"]:
+        (reason,) = r["reasons"]
+        assert r["verdict"] == "review" and "specimen row has no image" in reason["message"]

@@ -102,7 +102,8 @@ def _table_path(inp: Path) -> Path | None:
 
 
 def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = None) -> list[dict[str, Any]]:
-    """Judge every row of a batch ``images.csv`` (failed rows get verdict ``fail``).
+    """Judge every row of a batch ``images.csv`` (failed rows get verdict ``fail``), or of its
+    ``specimens.csv`` (each result then names its ``specimen``).
 
     Image-quality checks run when the row's image is found (``image_root`` /
     ``path``, or ``path`` as written); otherwise each gives *review* with the
@@ -118,8 +119,10 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
     out = []
     for row in rows:
         rel = row.get("path", "")
+        # a specimens.csv row is one specimen (its fields' statistics): named by "specimen", it has no image
+        who = {"specimen": row["specimen"]} if "path" not in row and "specimen" in row else {}
         if row.get("status", "ok") != "ok":
-            out.append({"path": rel, "verdict": "fail", "reasons": [{
+            out.append({"path": rel, **who, "verdict": "fail", "reasons": [{
                 "check": "batch.status", "value": row.get("status"), "limit": "ok", "bound": "",
                 "severity": "fail", "message": f"the batch could not process this image: {row.get('error', '')}"}]})
             continue
@@ -129,6 +132,8 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
         candidates = [Path(image_root) / rel] if image_root else []
         candidates.append(Path(rel))
         why = "image not found (looked for " + " and ".join(str(c) for c in candidates) + "; give --images-dir)"
+        if who:
+            candidates, why = [], "a specimen row has no image (image checks run on a batch's images.csv)"
         for cand in candidates:
             if cand.is_file():
                 try:
@@ -137,7 +142,7 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
                     image, why = None, f"image not readable: {exc}"
                 break
         result = evaluate(image, spec, measurements=row, pixel_size_um=px, no_pixels=why)
-        out.append({"path": rel, **result.as_dict(), "pixel_size_um": px})
+        out.append({"path": rel, **who, **result.as_dict(), "pixel_size_um": px})
     return out
 
 
