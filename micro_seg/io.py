@@ -415,8 +415,11 @@ def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, 
         except CalibrationError as exc:
             if user_px is None:
                 raise
-            px, source, info = None, None, {"notes": [_one_line(exc)]}
-        meta["calibration_notes"] = info["notes"]
+            px, source, info = None, None, {"notes": [_one_line(exc)], "conflicts": []}
+        meta["calibration_notes"] = info["notes"] + info["conflicts"]
+        for conflict in info["conflicts"]:
+            if user_px is None:  # the user's pixel size settles it (and is compared below)
+                warnings.warn(conflict, stacklevel=2)
         magnification = sem_magnification(tif)
         if magnification is not None:
             meta["magnification"] = magnification
@@ -621,6 +624,12 @@ def read_micrograph(
     if ext_fmt and ext_fmt != fmt:
         diagnostics.append(f"file name says {_FORMAT_NAMES[ext_fmt]} but the content is {_FORMAT_NAMES[fmt]}")
     data = _finish(data, path, alpha_last, meta)
+    file_px = meta.get("metadata_pixel_size_um")
+    if user_px is not None and file_px is not None and abs(user_px / file_px - 1) > 0.01:
+        diagnostics.append(
+            f"the pixel size given ({user_px:.6g} um/pixel) overrides the file's own ({file_px:.6g} um/pixel, from "
+            f"{meta.get('metadata_calibration_source')}), {max(user_px, file_px) / min(user_px, file_px):.3g} x "
+            "different: check which is right")
     if diagnostics:
         meta["warnings"] = list(dict.fromkeys(diagnostics))[:20]
     if user_px is not None:

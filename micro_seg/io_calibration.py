@@ -354,7 +354,8 @@ def tiff_calibration(tif: Any, page: Any, *, path: Any = None) -> tuple[float | 
     -------
     pixel_size_um, source, info
         ``(None, None, info)`` when the file carries no usable calibration.
-        ``info`` has ``"notes"`` (ignored or unusable entries, one string each).
+        ``info`` has ``"notes"`` (ignored or unusable entries, one string each) and ``"conflicts"``
+        (less trusted sources of the file that give another pixel size, one string each).
 
     Raises
     ------
@@ -379,11 +380,28 @@ def tiff_calibration(tif: Any, page: Any, *, path: Any = None) -> tuple[float | 
         ("imagej", lambda: _from_imagej(tif, first, path, notes)),
         ("tiff-resolution", lambda: _from_resolution_tags(page, path, notes)),
     )
-    for source, reader in readers:
+    for i, (source, reader) in enumerate(readers):
         value = reader()
         if value is not None:
-            return value, source, {"notes": notes}
-    return None, None, {"notes": notes}
+            n_notes = len(notes)
+            conflicts = _conflicts(value, source, readers[i + 1:])
+            del notes[n_notes:]  # what the unused sources noted is not news
+            return value, source, {"notes": notes, "conflicts": conflicts}
+    return None, None, {"notes": notes, "conflicts": []}
+
+
+def _conflicts(value: float, source: str, others: Any) -> list[str]:
+    """Less trusted calibration sources of the file that disagree with the one used by more than 1 %."""
+    out = []
+    for other, reader in others:
+        try:
+            v = reader()
+        except CalibrationError:
+            continue
+        if v is not None and abs(v / value - 1) > 0.01:
+            out.append(f"the file's calibrations disagree: {source} gives {value:.6g} um/pixel, {other} "
+                       f"{v:.6g} um/pixel ({max(v, value) / min(v, value):.3g} x); {source} is used")
+    return out
 
 
 def sem_magnification(tif: Any) -> float | None:

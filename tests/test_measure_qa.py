@@ -361,3 +361,27 @@ def test_inverted_defect_mask_is_warned_about_and_a_true_one_is_not():
     inv = measure_defects(1 - pores, pixel_size_um=1.0)
     assert inv.summary["area_fraction"] > 0.9
     assert any("inverted" in w for w in inv.warnings)
+
+
+# ------------------------------------------------------------------ calibration disagreements are said
+def test_pixel_size_option_far_from_the_files_calibration_is_warned(tmp_path, capsys):
+    lab = np.repeat(np.repeat(np.arange(1, 17, dtype=np.uint16).reshape(4, 4), 32, 0), 32, 1)
+    path = tmp_path / "lab.tif"
+    tifffile.imwrite(path, lab, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")  # 0.5 um/px
+    assert main(["measure", "grains", str(path), "--pixel-size", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["pixel_size_um"] == 1.0
+    assert any("overrides the file's own (0.5 um/pixel" in w and "2 x different" in w for w in res["warnings"])
+    assert main(["measure", "grains", str(path), "--pixel-size", "0.5", "--json"]) == 0  # agreeing: no warning
+    assert not any("overrides" in w for w in json.loads(capsys.readouterr().out)["warnings"])
+
+
+def test_disagreeing_calibrations_in_one_file_are_warned_naming_the_one_used(tmp_path, capsys):
+    path = tmp_path / "ome.tif"
+    tifffile.imwrite(path, np.zeros((64, 64), np.uint8), ome=True, resolution=(1e4 / 2, 1e4 / 2),
+                     resolutionunit="CENTIMETER", metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5,
+                                                            "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"})
+    assert main(["info", str(path), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["pixel_size_um"] == 0.5 and res["calibration_source"] == "ome"
+    assert any("ome gives 0.5 um/pixel, tiff-resolution 2 um/pixel (4 x); ome is used" in w for w in res["warnings"])
