@@ -270,6 +270,8 @@ def _check_file(path: Path) -> str:
         raise InputFileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise InputFileNotFoundError(f"{path}: is a folder, not an image file")
+    if not path.is_file():  # a named pipe would block the reader for ever; a device is no image either
+        raise InputFileNotFoundError(f"{path}: is not a regular file (a pipe, socket or device), not an image file")
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:

@@ -385,3 +385,14 @@ def test_disagreeing_calibrations_in_one_file_are_warned_naming_the_one_used(tmp
     res = json.loads(capsys.readouterr().out)
     assert res["pixel_size_um"] == 0.5 and res["calibration_source"] == "ome"
     assert any("ome gives 0.5 um/pixel, tiff-resolution 2 um/pixel (4 x); ome is used" in w for w in res["warnings"])
+
+
+# ------------------------------------------------------------------ a named pipe is refused, not read for ever
+def test_named_pipe_is_refused_not_blocked_on(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "in.tif"
+    os.mkfifo(fifo)
+    assert main(["info", str(fifo), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert str(fifo) in err and "not a regular file" in err
