@@ -89,7 +89,7 @@ def check_postprocess_values(values: dict[str, Any], *, owner: str = "", names: 
     >>> check_postprocess_values({"threshold": 1.5}, names={"threshold": "--boundary-threshold"})
     Traceback (most recent call last):
     ...
-    micro_seg.errors.ModelError: --boundary-threshold must be between 0 and 1 (a boundary probability), got 1.5
+    micro_seg.errors.ModelError: --boundary-threshold must be strictly between 0 and 1 (a boundary probability), got 1.5
     """
     names = names or {}
     prefix = f"{owner}: " if owner else ""
@@ -98,7 +98,7 @@ def check_postprocess_values(values: dict[str, Any], *, owner: str = "", names: 
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise ModelError(f"{prefix}{what} must be a number >= 0, got {v!r}")
         if k == "threshold" and not 0 < v < 1:
-            raise ModelError(f"{prefix}{what} must be between 0 and 1 (a boundary probability), got {v!r}")
+            raise ModelError(f"{prefix}{what} must be strictly between 0 and 1 (a boundary probability), got {v!r}")
 
 
 @dataclass
@@ -417,6 +417,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     unknown model 'no-such-model'
     """
     text = os.fspath(name_or_path)
+    if not text.strip():
+        raise ModelError("empty model name: give a model name (micro-seg models list) or a model folder")
     path = Path(text).expanduser()
     if path.is_file() and path.name == CARD_FILE:
         return path.parent
@@ -424,6 +426,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
         if not (path / CARD_FILE).is_file():
             raise ModelError(f"{path}: folder has no model card ({CARD_FILE}); not a model folder")
         return path
+    if path.is_file():
+        raise ModelError(f"{path}: is a file; --model takes a model name or a model folder (with {CARD_FILE})")
     if os.sep in text or (os.altsep and os.altsep in text):
         raise ModelError(f"{path}: model folder does not exist")
     for folder in _model_folders(model_search_dirs()):

@@ -396,3 +396,16 @@ def test_named_pipe_is_refused_not_blocked_on(tmp_path, capsys):
     assert main(["info", str(fifo), "--json"]) == 2
     err = capsys.readouterr().err
     assert str(fifo) in err and "not a regular file" in err
+
+
+# ------------------------------------------------------------------ --model messages say what is wrong
+@pytest.mark.parametrize("model, says", [("FILE", "is a file; --model takes a model name or a model folder"),
+                                         ("", "empty model name")])
+def test_model_option_that_is_a_file_or_empty_says_so(tmp_path, capsys, model, says):
+    img = tmp_path / "img.tif"
+    tifffile.imwrite(img, (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8))
+    if model == "FILE":
+        model = str(img)
+    assert main(["segment", str(img), "--model", model, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and says in err
