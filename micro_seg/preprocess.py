@@ -51,6 +51,8 @@ DEFAULT_NORMALISATION: dict[str, Any] = {"mode": "percentile", "low": 0.5, "high
 
 _LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 _MODES = ("percentile", "fixed", "minmax", "none")
+#: Normalisation modes a model card may name.
+NORMALISATION_MODES = _MODES
 
 
 def to_channels(image: np.ndarray, *, in_channels: int) -> np.ndarray:

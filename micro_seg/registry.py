@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,8 +189,19 @@ class ModelCard:
         if not self.classes:
             raise ModelError(f"model {self.name!r}: card lists no classes")
         self.classes = [str(c) for c in self.classes]
-        self.in_channels = int(self.in_channels)
-        self.tile_size = int(self.tile_size)
+        for key in ("in_channels", "tile_size"):
+            value = getattr(self, key)
+            whole = isinstance(value, numbers.Integral) or (isinstance(value, str) and value.strip().isdigit())
+            if isinstance(value, bool) or not whole or int(value) < 1:
+                raise ModelError(f"model {self.name!r}: {key} must be a positive whole number, got {value!r}")
+            setattr(self, key, int(value))
+        norm = {} if self.normalisation is None else self.normalisation
+        mode = norm.get("mode", "percentile") if isinstance(norm, dict) else None
+        from micro_seg.preprocess import NORMALISATION_MODES
+
+        if mode not in NORMALISATION_MODES:
+            raise ModelError(f"model {self.name!r}: normalisation {self.normalisation!r} unknown; modes: "
+                             f"{', '.join(NORMALISATION_MODES)}")
         try:
             self.input_scale = float(self.input_scale)
         except (TypeError, ValueError):
@@ -561,7 +573,12 @@ def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
     if card.task == "classification":
         raise ModelError(f"{folder}: model {card.name!r} is an image classifier, not a segmentation model; "
                          "use it with `micro-seg classify` or in a QC spec")
-    net = load_verified_network(folder, card, build_network)
+    try:
+        net = load_verified_network(folder, card, build_network)
+    except ModelError as exc:
+        if str(folder) in str(exc):
+            raise
+        raise type(exc)(f"{folder / CARD_FILE}: {exc}") from exc  # e.g. an unknown architecture: name the card
     return LoadedModel(card=card, network=net, folder=folder)
 
 

@@ -256,7 +256,7 @@ def test_batch_refuses_bad_segment_options_before_any_image(folder, grain_model,
 
     semantic = constant_model(tmp_path / "models" / "all-pore", task="semantic", classes=["matrix", "pore"], winner=1)
     cases = [([str(semantic), "--split-ratio", "3"], "grain models only"),
-             ([str(grain_model), "--boundary-threshold", "1.5"], "--boundary-threshold must be between 0 and 1")]
+             ([str(grain_model), "--boundary-threshold", "1.5"], "--boundary-threshold must be strictly between 0 and 1")]
 
     def no_onnx():
         raise MicroSegError("backend 'onnx' needs onnxruntime and onnx (onnxruntime is not installed)")

@@ -409,3 +409,27 @@ def test_model_option_that_is_a_file_or_empty_says_so(tmp_path, capsys, model, s
     assert main(["segment", str(img), "--model", model, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and says in err
+
+
+# ------------------------------------------------------------------ a broken card's error names the card
+@pytest.mark.parametrize("key, bad, says", [("arch", "resnet9000", "unknown architecture 'resnet9000'"),
+                                            ("tile_size", "abc", "tile_size must be a positive whole number"),
+                                            ("normalisation", "{mode: bogus}", "normalisation {'mode': 'bogus'} unknown")])
+def test_broken_card_errors_name_the_card(tmp_path, capsys, repo_root, key, bad, says):
+    import re
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(repo_root / "models" / "pores-defects", folder)
+    card = folder / "card.yaml"
+    text = card.read_text()
+    if key == "normalisation":
+        text = re.sub(r"(?m)^normalisation:\n(  .*\n)+", f"normalisation: {bad}\n", text)
+    else:
+        text = re.sub(rf"(?m)^{key}: .*$", f"{key}: {bad}", text)
+    card.write_text(text)
+    img = tmp_path / "img.tif"
+    tifffile.imwrite(img, (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8))
+    assert main(["segment", str(img), "--model", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(card) in err and says in err
