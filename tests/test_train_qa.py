@@ -291,3 +291,19 @@ def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(dirs, tmp
     # without --resume, no note either
     assert main(common + ["--checkpoint-dir", str(tmp_path / "other")]) == 0
     assert "no checkpoint found" not in capsys.readouterr().err
+
+
+def test_out_that_is_the_images_or_labels_folder_is_refused_and_replacing_a_model_is_said(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    for folder in (img_dir, lab_dir):
+        code = main(["train", str(img_dir), str(lab_dir), "--out", str(folder), *FAST, "--classes", "dark,bright"])
+        err = capsys.readouterr().err
+        _one_line_exit_2(code, err)
+        assert "--out is the" in err and not (folder / "card.yaml").exists()
+    out = tmp_path / "m"
+    common = ["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--classes", "dark,bright", "--quiet"]
+    assert main(common) == 0
+    assert "already holds a model" not in capsys.readouterr().err
+    assert main(common) == 0
+    assert f"note: {out} already holds a model; training replaces it when it ends" in capsys.readouterr().err

@@ -366,7 +366,12 @@ def run(args: argparse.Namespace) -> dict:
     if task == "grains":
         check_grain_classes(classes, "--classes" if args.classes else "the classes")
     out = Path(args.out)
+    for folder, what in ((args.images_dir, "images"), (args.labels_dir, "labels")):
+        if out.resolve() == Path(folder).resolve():
+            raise TrainingDataError(f"{out}: --out is the {what} folder; give the model its own folder")
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoint"
+    if (out / "card.yaml").is_file() and not args.resume:
+        print(f"note: {out} already holds a model; training replaces it when it ends", file=sys.stderr, flush=True)
     if args.resume and not (ckpt / "last.json").exists():
         print(f"note: --resume: no checkpoint found in {ckpt}; training starts from the beginning",
               file=sys.stderr, flush=True)
