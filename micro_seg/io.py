@@ -80,6 +80,7 @@ __all__ = [
     "read_micrograph",
     "write_labels",
     "read_labels",
+    "labels_source",
     "read_label_page",
     "max_pixels_limit",
     "check_output_folder",
@@ -712,6 +713,7 @@ def write_labels(
     *,
     pixel_size_um: float | None = None,
     classes: Sequence[str] | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write a 2-D label image as a deflate-compressed TIFF that keeps the calibration.
 
@@ -732,6 +734,9 @@ def write_labels(
         Micrometres per pixel.
     classes : sequence of str, optional
         Class names, ``classes[i]`` for pixel value ``i``.
+    source : path-like, optional
+        The micrograph the labels were made from, recorded in the description
+        (:func:`labels_source` reads it back).
 
     Returns
     -------
@@ -758,6 +763,8 @@ def write_labels(
     info: dict[str, Any] = {"pixel_size_um": px}
     if classes is not None:
         info["classes"] = [str(c) for c in classes]
+    if source is not None:
+        info["source"] = str(Path(source).resolve())
     kwargs: dict[str, Any] = {"compression": "zlib", "metadata": {"micro_seg": info}}
     if px is not None:
         kwargs.update(resolution=(1e4 / px, 1e4 / px), resolutionunit="CENTIMETER")
@@ -771,6 +778,22 @@ def write_labels(
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def labels_source(path: str | os.PathLike[str]) -> str | None:
+    """The micrograph a :func:`write_labels` file was made from (absolute path), if it recorded one.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> fn = write_labels(os.path.join(d, "a_labels.tif"), np.ones((2, 2)), source=os.path.join(d, "a.png"))
+    >>> os.path.basename(labels_source(fn)), labels_source(write_labels(os.path.join(d, "b.tif"), np.ones((2, 2))))
+    ('a.png', None)
+    """
+    info = _micro_seg_description(Path(path))
+    value = info.get("source") if info else None
+    return str(value) if value is not None else None
 
 
 def read_labels(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:

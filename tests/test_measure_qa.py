@@ -433,3 +433,24 @@ def test_broken_card_errors_name_the_card(tmp_path, capsys, repo_root, key, bad,
     assert main(["segment", str(img), "--model", str(folder), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(card) in err and says in err
+
+
+# ------------------------------------------------------------------ segment: another image's labels are not replaced silently
+def test_segment_says_when_it_replaces_the_labels_of_another_image(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    tif, png = tmp_path / "a.tif", tmp_path / "a.png"
+    tifffile.imwrite(tif, (rng.random((64, 64)) * 255).astype(np.uint8))
+    Image.fromarray((rng.random((64, 80)) * 255).astype(np.uint8)).save(png)
+    out = tmp_path / "out"
+
+    def segment(path):
+        assert main(["segment", str(path), "--model", "pores-defects", "--out", str(out), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert not any("replaced the labels" in w for w in segment(tif)["warnings"])
+    res = segment(png)
+    assert any(f"replaced the labels of another image, {tif.resolve()}" in w for w in res["warnings"])
+    assert tifffile.imread(res["labels"]).shape == (64, 80)
+    assert not any("replaced the labels" in w for w in segment(png)["warnings"])  # the same image again: no news

@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
     from micro_seg.errors import MicroSegError
-    from micro_seg.io import write_labels
+    from micro_seg.io import labels_source, write_labels
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -230,7 +230,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     card, px = seg.card, micrograph.pixel_size_um
     stem = Path(args.image).stem
     labels_path = out / f"{stem}_labels.tif"
-    write_labels(labels_path, seg.labels, pixel_size_um=px, classes=None if card.task == "grains" else card.classes)
+    earlier = labels_source(labels_path) if labels_path.is_file() else None
+    overwrote = ([f"{labels_path}: replaced the labels of another image, {earlier} (same name stem); segment "
+                  "images that share a stem into different --out folders"]
+                 if earlier is not None and earlier != str(Path(args.image).resolve()) else [])
+    write_labels(labels_path, seg.labels, pixel_size_um=px, classes=None if card.task == "grains" else card.classes,
+                 source=args.image)
     result: dict[str, Any] = {
         "labels": str(labels_path),
         "classes": list(card.classes),
@@ -256,7 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         path = out / f"{stem}_{name}_instances.tif"
         write_labels(path, inst, pixel_size_um=px)
         result.setdefault("defect_instances", {})[name] = str(path)
-    result["warnings"] = (micrograph.reader_warnings + list(seg.warnings)
+    result["warnings"] = (micrograph.reader_warnings + list(seg.warnings) + overwrote
                           + ([] if px else ["no pixel size: measurements will be in pixels"]))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
