@@ -749,7 +749,12 @@ def evaluate(
             if reason:
                 reasons.append(reason)
 
-    if spec.out_of_distribution != "ignore" and classification and classification.get("ood") is not None:
+    if spec.out_of_distribution != "ignore" and (not classification or classification.get("ood") is None):
+        # a check that cannot run is never a silent pass
+        reasons.append(Reason("image.out_of_distribution", None, None, "review",
+                              "no out-of-distribution score for this image (the spec needs a classifier model with "
+                              "OOD statistics: --model)", "max"))
+    elif spec.out_of_distribution != "ignore":
         if bool(classification.get("ood")):
             score = _to_float(classification.get("ood_score"))
             limit = _to_float(classification.get("ood_threshold"))

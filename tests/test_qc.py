@@ -117,17 +117,22 @@ def test_classifier_rules():
     spec = parse_spec({"classifier": {"forbidden_classes": ["crack"], "review_classes": ["stain"],
                                       "min_confidence": 0.8}, "image": {"out_of_distribution": "fail"}})
     probs = {"good": 0.1, "crack": 0.85, "stain": 0.05}
-    r = evaluate(None, spec, classification={"class": "crack", "probabilities": probs})
+    r = evaluate(None, spec, classification={"class": "crack", "probabilities": probs, "ood": False})
     assert r.verdict == "fail" and checks(r) == ["classifier.forbidden_class"] and r.reasons[0].value == "crack"
-    r = evaluate(None, spec, classification={"class": "good", "probabilities": {"good": 0.6, "crack": 0.3, "stain": 0.1}})
+    r = evaluate(None, spec, classification={"class": "good", "probabilities": {"good": 0.6, "crack": 0.3, "stain": 0.1},
+                                             "ood": False})
     assert r.verdict == "review" and checks(r) == ["classifier.confidence"] and r.reasons[0].limit == 0.8
-    r = evaluate(None, spec, classification={"class": "stain", "probabilities": {"good": 0.05, "crack": 0.05, "stain": 0.9}})
+    r = evaluate(None, spec, classification={"class": "stain", "probabilities": {"good": 0.05, "crack": 0.05, "stain": 0.9},
+                                             "ood": False})
     assert r.verdict == "review" and checks(r) == ["classifier.review_class"]
     r = evaluate(None, spec, classification={"class": "good", "probabilities": {"good": 0.95, "crack": 0.03, "stain": 0.02},
                                              "ood": True, "ood_score": 40.0, "ood_threshold": 12.0})
     assert r.verdict == "fail" and checks(r) == ["image.out_of_distribution"] and r.reasons[0].limit == 12.0
+    # a classifier without an OOD score cannot run the spec's OOD check: review, never a silent pass
+    r = evaluate(None, spec, classification={"class": "good", "probabilities": {"good": 0.95, "crack": 0.03, "stain": 0.02}})
+    assert r.verdict == "review" and checks(r) == ["image.out_of_distribution"] and r.reasons[0].value is None
     r = evaluate(None, spec)
-    assert r.verdict == "review" and checks(r) == ["classifier.class"]
+    assert r.verdict == "review" and checks(r) == ["classifier.class", "image.out_of_distribution"]
     with pytest.raises(SpecError, match="classifier.forbidden_classes"):
         evaluate(None, spec, classification={"class": "a", "probabilities": {"a": 1.0}})
 
