@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 import uuid
 import warnings
@@ -672,8 +673,9 @@ def check_output_folder(path: str | os.PathLike[str] | None, name: str) -> None:
     ``None`` (an optional folder not given) passes.
 
     The folder may exist or not; the deepest part of its path that exists must
-    be a folder the user can write to.  Commands call this first so that a run
-    never fails at its end for want of a place to write.
+    be a folder the user can write to, and the folder must really be creatable
+    with a file in it (tried, then undone).  Commands call this first so that a
+    run never fails at its end for want of a place to write.
 
     Raises
     ------
@@ -704,7 +706,21 @@ def check_output_folder(path: str | os.PathLike[str] | None, name: str) -> None:
             raise OutputPathError(f"{path}: {name} cannot be created: {p} is a file, not a folder")
         if not os.access(p, os.W_OK | os.X_OK):
             raise OutputPathError(f"{path}: {name} cannot be written: permission denied on {p}")
-        return
+        break
+    # permissions can pass where nothing can be made (/proc, a read-only mount, root's view): try it, then undo it
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise OutputPathError(f"{path}: {name} cannot be created or written there ({exc.strerror or exc})") from None
+    finally:
+        for p in created:  # deepest first: leave the disk as it was
+            try:
+                os.rmdir(p)
+            except OSError:
+                pass
 
 
 def write_labels(

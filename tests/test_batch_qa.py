@@ -381,3 +381,13 @@ def test_qc_of_specimens_table_names_each_specimen(tmp_path, capsys):
     for r in res["results"]:
         (reason,) = r["reasons"]
         assert r["verdict"] == "review" and "specimen row has no image" in reason["message"]
+
+
+# ------------------------------------------------------------------ an OUT_DIR where nothing can be made is refused first
+def test_batch_refuses_an_out_dir_where_nothing_can_be_created(tmp_path):
+    from micro_seg.errors import OutputPathError
+
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 2})
+    with pytest.raises(OutputPathError, match=r"/proc/x/out: OUT_DIR cannot be created or written there"):
+        run_batch(root, "/proc/x/out", model=None, process=threshold_process, workers=0)

@@ -259,35 +259,12 @@ def check_numeric_options(args: argparse.Namespace) -> None:
         from micro_seg.training import check_input_scale
 
         check_input_scale(args.input_scale, "--input-scale")
+    for folder, what in ((args.images_dir, "images"), (args.labels_dir, "labels")):
+        if Path(args.out).resolve() == Path(folder).resolve():
+            raise TrainingDataError(f"{args.out}: --out is the {what} folder; give the model its own folder")
     check_output_folder(args.out, "--out")
-    check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
-    _check_writable(args.out, "--out")
-    _check_writable(args.checkpoint_dir or Path(args.out) / "checkpoint",
-                    "--checkpoint-dir" if args.checkpoint_dir else "--out")
-
-
-def _check_writable(path: str | Path, flag: str) -> None:
-    """Create ``path`` and write a file in it, then undo that: a folder that cannot be made (``/proc/x``, a
-    read-only disk) is refused before training instead of failing after the first epoch."""
-    import os
-    import tempfile
-
-    from micro_seg.errors import OutputPathError
-
-    path = Path(path)
-    created = [p for p in (path, *path.parents) if not p.exists()]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise OutputPathError(f"{path}: {flag} cannot be created or written there ({exc.strerror or exc})") from None
-    finally:
-        for p in created:  # deepest first: leave the disk as it was
-            try:
-                os.rmdir(p)
-            except OSError:
-                pass
+    check_output_folder(args.checkpoint_dir or Path(args.out) / "checkpoint",
+                        "--checkpoint-dir" if args.checkpoint_dir else "--out")
 
 
 #: A patch more than this many times the largest training image's side is refused (over 98% padding);
@@ -366,9 +343,6 @@ def run(args: argparse.Namespace) -> dict:
     if task == "grains":
         check_grain_classes(classes, "--classes" if args.classes else "the classes")
     out = Path(args.out)
-    for folder, what in ((args.images_dir, "images"), (args.labels_dir, "labels")):
-        if out.resolve() == Path(folder).resolve():
-            raise TrainingDataError(f"{out}: --out is the {what} folder; give the model its own folder")
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoint"
     if (out / "card.yaml").is_file() and not args.resume:
         print(f"note: {out} already holds a model; training replaces it when it ends", file=sys.stderr, flush=True)
