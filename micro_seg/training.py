@@ -786,8 +786,8 @@ def iter_train_segmenter(
         arch_kwargs = dict(base_card.arch_kwargs or {})
         in_channels = base_card.in_channels
         normalisation = base_card.normalisation
-        if len(base_card.classes) != n_classes:
-            _replace_head(network, n_classes, arch)
+        if list(base_card.classes) != list(classes):
+            _replace_head(network, n_classes, arch, keep=head_rows_to_keep(base_card.classes, classes))
     if task is None:  # a fine-tuned model does the base model's task unless told otherwise
         task = base_card.task if base_card is not None else "semantic"
     if task == "grains":
@@ -1028,19 +1028,57 @@ def iter_train_segmenter(
     return TrainResult(network, card, history)
 
 
-def _replace_head(network, n_classes: int, arch: str) -> None:
+def head_rows_to_keep(base_classes: Sequence[str], classes: Sequence[str]) -> list[int | None]:
+    """For each of ``classes``, the base model's output row it continues when fine-tuning, or None (new class).
+
+    Classes are matched by name; when no name matches but the counts agree (the user renamed the classes), rows
+    are kept by position, as a fine-tune of the same classes under other names.
+
+    >>> head_rows_to_keep(["grain", "boundary"], ["grain", "boundary", "twin"])
+    [0, 1, None]
+    >>> head_rows_to_keep(["grain", "boundary"], ["a", "b"])
+    [0, 1]
+    >>> head_rows_to_keep(["grain", "boundary"], ["a", "b", "c"])
+    [None, None, None]
+    """
+    base = list(base_classes)
+    keep = [base.index(c) if c in base else None for c in classes]
+    if all(k is None for k in keep) and len(base) == len(classes):
+        keep = list(range(len(classes)))
+    return keep
+
+
+def _replace_head(network, n_classes: int, arch: str, keep: Sequence[int | None] | None = None) -> None:
+    """Give ``network`` a logits layer for ``n_classes`` classes (fine-tuning to other classes).
+
+    ``keep[i]``: the base's output row that new class ``i`` continues (same class name), or None for a new class
+    (fresh initialisation). Rows are kept whenever the class names match, so adding or reordering classes does
+    not throw away what the base learnt about the classes it already knew.
+    """
     import torch
 
     head = getattr(network, "head", None)
-    if isinstance(head, torch.nn.Conv2d):
-        network.head = torch.nn.Conv2d(head.in_channels, n_classes, 1)
-        return
     seg = getattr(network, "segmentation_head", None)
-    if seg is not None and isinstance(seg[0], torch.nn.Conv2d):
+    if isinstance(head, torch.nn.Conv2d):
+        old = head
+    elif seg is not None and isinstance(seg[0], torch.nn.Conv2d):
         old = seg[0]
-        seg[0] = torch.nn.Conv2d(old.in_channels, n_classes, old.kernel_size, padding=old.padding)
-        return
-    raise ModelError(f"{arch}: cannot change the number of classes of this architecture when fine-tuning")
+    else:
+        raise ModelError(f"{arch}: cannot change the number of classes of this architecture when fine-tuning")
+    if keep is not None and len(keep) == old.out_channels and list(keep) == list(range(n_classes)):
+        return  # same classes in the same order: nothing to replace
+    new = torch.nn.Conv2d(old.in_channels, n_classes, old.kernel_size, padding=old.padding,
+                          bias=old.bias is not None)
+    with torch.no_grad():
+        for i, j in enumerate(keep or []):
+            if j is not None and j < old.out_channels:
+                new.weight[i] = old.weight[j]
+                if old.bias is not None:
+                    new.bias[i] = old.bias[j]
+    if isinstance(head, torch.nn.Conv2d):
+        network.head = new
+    else:
+        seg[0] = new
 
 
 def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisation, config, best, best_epoch,

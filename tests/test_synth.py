@@ -182,6 +182,18 @@ def test_twins_do_not_change_labels_and_stay_inside_one_grain():
         assert set(np.unique(twinned.labels[twin_ids == k]).tolist()) == {p}
 
 
+def test_artefact_mask_marks_the_pits_and_scratches_drawn_and_leaves_the_image_alone():
+    kw = dict(n_grains=30, difficulty="clean", seed=4)
+    plain = grain_micrograph((128, 128), **kw)
+    scratched = grain_micrograph((128, 128), scratch_count=4, pit_density=1e-3, **kw)
+    assert not plain.artefact_mask.any()
+    assert 0.005 < scratched.artefact_mask.mean() < 0.3
+    np.testing.assert_array_equal(plain.labels, scratched.labels)
+    # the marked pixels are the ones the artefacts darkened
+    diff = plain.image.astype(float) - scratched.image.astype(float)
+    assert diff[scratched.artefact_mask].mean() > 10 * max(1.0, abs(diff[~scratched.artefact_mask].mean()))
+
+
 def test_twin_boundaries_are_drawn_in_the_optical_image():
     lab = np.ones((60, 60), np.int32)
     twin_ids = np.zeros_like(lab)

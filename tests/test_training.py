@@ -289,6 +289,28 @@ def test_finetune_from_base_model_keeps_architecture(tmp_path):
     assert card3.classes == ["a", "b", "c"] and net3(torch.rand(1, 1, 32, 32)).shape[1] == 3
 
 
+def test_finetune_adding_a_class_keeps_the_head_rows_of_the_classes_the_base_knew(tmp_path):
+    """Classes matched by name keep the base's logits-layer rows (grain/boundary stay what they were when a
+    twin class is added, whatever the order); a new class starts fresh; renamed classes keep rows by position."""
+    from micro_seg.registry import load_model
+    from micro_seg.training import _replace_head, head_rows_to_keep
+
+    img, truth, scribble = _stripes()
+    _fit([img], [scribble], out=tmp_path / "base", name="base")
+    base = load_model(tmp_path / "base")
+    assert base.card.classes == ["dark", "bright"]
+    net = base.network
+    w, b = net.head.weight.detach().clone(), net.head.bias.detach().clone()
+    keep = head_rows_to_keep(base.card.classes, ["bright", "new", "dark"])
+    assert keep == [1, None, 0]
+    _replace_head(net, 3, "msnet", keep=keep)
+    assert net.head.out_channels == 3
+    assert torch.equal(net.head.weight[0], w[1]) and torch.equal(net.head.weight[2], w[0])
+    assert torch.equal(net.head.bias[0], b[1]) and torch.equal(net.head.bias[2], b[0])
+    assert not torch.equal(net.head.weight[1], w[0]) and not torch.equal(net.head.weight[1], w[1])
+    assert head_rows_to_keep(["grain", "boundary"], ["x", "y"]) == [0, 1]
+
+
 def test_finetuning_never_changes_the_callers_base_model(tmp_path):
     """A loaded model given as ``base`` is copied: after a fine-tune with a new head, and after a cancelled one
     (msnet trains channels-last), the caller's network has its weights, its head and the usual layout."""

@@ -200,6 +200,10 @@ class SynthGrains:
     meta : dict
         All generation parameters, plus ``grains_per_mm2`` (the structure's true
         density, from the seed density) and ``mean_area_um2`` of the structure.
+    artefact_mask : ndarray of bool
+        Pixels of visible etch pits and polishing scratches (the layer darkens or
+        brightens them by more than 10%): preparation artefacts, *not* grain
+        boundaries.
     """
 
     image: np.ndarray
@@ -210,6 +214,7 @@ class SynthGrains:
     twin_mask: np.ndarray
     twin_boundaries: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    artefact_mask: np.ndarray | None = None
 
 
 def grain_micrograph(
@@ -300,6 +305,7 @@ def grain_micrograph(
     pits = pit_layer(shape, density=deg.pit_density, seed=rng)
     scratches = scratch_layer(shape, count=deg.scratch_count, seed=rng,
                               width_px=1.0 if style != "sem" else 1.5)
+    artefacts = (pits > 0.1) | (scratches > 0.1)
     if scene.ndim == 3:
         pits, scratches = pits[..., None], scratches[..., None]
     scene = scene * (1 - pits)
@@ -343,4 +349,5 @@ def grain_micrograph(
         twin_mask=twin_ids > 0,
         twin_boundaries=twin_boundaries(labels, twin_ids),
         meta=meta,
+        artefact_mask=artefacts,
     )

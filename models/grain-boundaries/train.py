@@ -78,9 +78,16 @@ def randomised_degradations(rng: np.random.Generator, *, fade_probability: float
     return o
 
 
+#: ``--aux-classes``: twin lines and preparation artefacts get classes of their own in training.
+AUX_CLASSES = ("grain", "boundary", "twin", "artefact")
+
+
 def synthetic_set(n: int, *, seed: int = 1000, size: int = 384, randomise: bool = False, blur: bool = False,
-                  fade_probability: float = 0.35):
+                  fade_probability: float = 0.35, aux: bool = False):
     """``n`` synthetic grain micrographs with 3-px boundary truth (labels 1 grain, 2 boundary).
+
+    ``aux``: also 3 = twin boundary line (3 px) and 4 = visible etch pit or polishing scratch, where they are not
+    on a grain boundary (:data:`AUX_CLASSES`); the images are the same either way.
 
     ``randomise``: add :func:`randomised_degradations` to each preset (stage 2); the images of the
     stage-1 set (``randomise=False``) are unchanged by this option's existence. ``blur`` and
@@ -104,7 +111,12 @@ def synthetic_set(n: int, *, seed: int = 1000, size: int = 384, randomise: bool 
         s = grain_micrograph((size, size), n_grains=n_grains, kind=kind, style=style, difficulty=difficulty,
                              aspect_ratio=aspect, angle_deg=float(rng.uniform(0, 180)), seed=seed + i, **extra)
         bnd = ndi.binary_dilation(s.boundaries, iterations=1)
-        out.append((s.image, np.where(bnd, 2, 1).astype(np.uint8), f"synth{i:03d}_{style}_{difficulty:.2f}"))
+        lab = np.ones(bnd.shape, np.uint8)
+        if aux:
+            lab[s.artefact_mask] = 4
+            lab[ndi.binary_dilation(s.twin_boundaries, iterations=1)] = 3
+        lab[bnd] = 2
+        out.append((s.image, lab, f"synth{i:03d}_{style}_{difficulty:.2f}"))
     return out
 
 
@@ -115,7 +127,7 @@ def evaluate(net, card, pairs) -> dict:
     f1 = {"matched_pred": 0, "n_pred": 0, "matched_true": 0, "n_true": 0}
     for img, lab, _ in pairs:
         x = to_network_input(img, in_channels=card.in_channels, normalisation=card.normalisation)
-        pred = predict_logits(net, x).argmax(0)
+        pred = (predict_logits(net, x).argmax(0) == 1).astype(np.int64)  # boundary vs the rest (any aux classes)
         cm += confusion_matrix(pred, lab, 2)
         b = boundary_f1(pred == 1, lab == 2, tolerance_px=2.0)
         for k in f1:
@@ -394,12 +406,14 @@ def record_stages(card, args, minutes: float, epochs: int) -> None:
              "data": card.training_data["description"]
              + (f" (fading (p {args.fade_probability:g}), twins and pits + scratches"
                 + (" and blur" if args.randomise_blur else "") + " drawn independently of the difficulty preset)"
-                if args.randomise else ""),
+                if args.randomise else "")
+             + ("; twin lines and pits / scratches labelled as classes of their own" if args.aux_classes else ""),
              "command": "python models/grain-boundaries/train.py" + (
                  f" --base stage1 --lr {args.lr:g} --minutes {args.minutes:g} --n-synthetic {args.n_synthetic}"
                  + (" --randomise" if args.randomise else "")
                  + (" --randomise-blur" if args.randomise_blur else "")
                  + (f" --fade-probability {args.fade_probability:g}" if args.fade_probability != 0.35 else "")
+                 + (" --aux-classes" if args.aux_classes else "")
                  if args.base else " --out stage1")}
     if args.base:
         from micro_seg.registry import load_card
@@ -437,6 +451,9 @@ def main(argv=None) -> int:
                     help="with --randomise: also a blur of sigma 0.8-2.2 px on half the sections")
     ap.add_argument("--fade-probability", type=float, default=0.35,
                     help="with --randomise: probability of faded boundaries on a section (default 0.35)")
+    ap.add_argument("--aux-classes", action="store_true",
+                    help="train twin lines and pits / scratches of the synthetic sections as classes of their own "
+                         "(classes grain, boundary, twin, artefact) instead of as grain")
     ap.add_argument("--average", nargs="+", metavar="FOLDER",
                     help="average the weights of these models (fine-tuned from one base) into --out, re-estimate "
                          "BatchNorm statistics, evaluate and choose post-processing (no training)")
@@ -459,7 +476,7 @@ def main(argv=None) -> int:
     if (args.randomise_blur or args.fade_probability != 0.35) and not args.randomise:
         ap.error("--randomise-blur and --fade-probability need --randomise")
     synth = synthetic_set(args.n_synthetic, seed=args.synthetic_seed, randomise=args.randomise,
-                          blur=args.randomise_blur, fade_probability=args.fade_probability)
+                          blur=args.randomise_blur, fade_probability=args.fade_probability, aux=args.aux_classes)
     tbm_train = load_tbm_crops(images=TRAIN_TBM)
     tbm_held = load_tbm_crops(images=HELD_OUT_TBM)
     print(f"{len(synth)} synthetic ({time.time() - t0:.0f} s), {len(tbm_train)} TBM train crops, "
@@ -479,7 +496,7 @@ def main(argv=None) -> int:
                   f"{ev['seconds']:.0f}s", flush=True)
 
     net, card, history = train_segmenter(
-        [i for i, _, _ in train], [l for _, l, _ in train], classes=list(TBM_CLASSES),
+        [i for i, _, _ in train], [l for _, l, _ in train], classes=list(AUX_CLASSES if args.aux_classes else TBM_CLASSES),
         **({"base": args.base} if args.base else {"arch": ARCH, "arch_kwargs": ARCH_KWARGS, "in_channels": 3}),
         task="grains", epochs=args.epochs, patch_size=256, batch_size=8, patches_per_epoch=160, lr=args.lr, val_images=[i for i, _, _ in tbm_held], val_labels=[l for _, l, _ in tbm_held], calibrate=False,
         class_weights="auto", dice_weight=0.5, rare_class_fraction=0.0, image_weights=weights, seed=args.seed,
