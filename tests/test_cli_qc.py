@@ -91,7 +91,8 @@ def test_qc_on_batch_results_table(tmp_path, capsys):
         "d.tif,failed,CorruptFileError: d.tif: truncated,,,\n"
     )
     code, out, err = run_json(capsys, ["qc", str(out_dir), "--spec", str(spec), "--json"])
-    assert code == 0, err
+    assert code == 3, err  # like an unreadable image given in a list: some images failed
+    assert "truncated" in next(r for r in out["results"] if r["path"] == "d.tif")["error"]
     verdicts = {r["path"]: (r["verdict"], [x["check"] for x in r["reasons"]]) for r in out["results"]}
     assert verdicts == {
         "a.tif": ("pass", []),

@@ -124,7 +124,8 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
         if row.get("status", "ok") != "ok":
             out.append({"path": rel, **who, "verdict": "fail", "reasons": [{
                 "check": "batch.status", "value": row.get("status"), "limit": "ok", "bound": "",
-                "severity": "fail", "message": f"the batch could not process this image: {row.get('error', '')}"}]})
+                "severity": "fail", "message": f"the batch could not process this image: {row.get('error', '')}"}],
+                "error": row.get("error") or f"batch status {row.get('status')!r}"})
             continue
         px = row.get("pixel_size_um")
         px = float(px) if px not in (None, "") else None
@@ -147,7 +148,8 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Judge every input; exit code 3 when some inputs were unreadable."""
+    """Judge every input; exit code 3 when some inputs were unreadable or are failed rows of a batch (as for the
+    list form: the CLI contract's exit 3 for "some images failed")."""
     from micro_seg.classifier import load_classifier
     from micro_seg.errors import InputFileNotFoundError, UnsupportedFormatError
     from micro_seg.qc import load_spec
