@@ -62,6 +62,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from micro_seg._yaml import DuplicateKeyError, safe_load_unique
 from micro_seg.errors import InputFileNotFoundError, SpecError
 
 __all__ = [
@@ -423,45 +424,6 @@ def _check_fraction(rule: RangeRule, where: str, source: str) -> None:
             raise SpecError(f"{source}: {where}: a fraction between 0 and 1, got {v}{hint}")
 
 
-class _DuplicateKeyError(ValueError):
-    """A YAML mapping names the same key twice (the second would silently replace the first)."""
-
-
-def _unique_key_loader() -> type:
-    r"""A ``yaml.SafeLoader`` that refuses duplicate keys in a mapping.
-
-    Examples
-    --------
-    >>> import yaml
-    >>> try:
-    ...     yaml.load("a:\n  x: 1\na:\n  y: 2\n", Loader=_unique_key_loader())
-    ... except ValueError as exc:
-    ...     print(exc)
-    a: duplicate key (line 3; first at line 1): merge the two blocks
-    """
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN202 - yaml's signature
-            if isinstance(node, yaml.MappingNode):
-                seen: dict[Any, int] = {}
-                for key_node, _ in node.value:
-                    if key_node.tag == "tag:yaml.org,2002:merge":
-                        continue
-                    key = self.construct_object(key_node, deep=True)
-                    try:
-                        first = seen.get(key)
-                    except TypeError:  # unhashable key: let yaml report it
-                        continue
-                    if first is not None:
-                        raise _DuplicateKeyError(f"{key}: duplicate key (line {key_node.start_mark.line + 1}; "
-                                                 f"first at line {first}): merge the two blocks")
-                    seen[key] = key_node.start_mark.line + 1
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
-
-
 def _check_fraction_limits(spec: QCSpec, source: str) -> None:
     """Refuse limits outside [0, 1] on the fraction-valued keys of a spec file (``area_fraction: {max: 5}``
     meant as 5 %: every image would pass).  (Checked on spec files; :func:`parse_spec` itself takes any
@@ -503,8 +465,8 @@ def load_spec(path: str | os.PathLike) -> QCSpec:
         import yaml
 
         try:
-            data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
-        except _DuplicateKeyError as exc:
+            data = safe_load_unique(text)
+        except DuplicateKeyError as exc:
             raise SpecError(f"{path}: {exc}") from exc
         except yaml.YAMLError as exc:
             raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc

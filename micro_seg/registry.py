@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import yaml
 
+from micro_seg._yaml import DuplicateKeyError, safe_load_unique
 from micro_seg.errors import ModelError, WeightsIntegrityError
 
 if TYPE_CHECKING:  # annotations only: numpy is imported where it is used
@@ -372,7 +373,9 @@ def load_card(folder: str | os.PathLike) -> ModelCard:
     if not path.is_file():
         raise ModelError(f"{path}: no model card ({CARD_FILE}) found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load_unique(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise ModelError(f"{path}: model card: {exc}") from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: model card is not valid YAML: {_one_line_yaml_error(exc)}") from exc
     return ModelCard.from_dict(data, source=str(path))

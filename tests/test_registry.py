@@ -132,6 +132,18 @@ def test_invalid_yaml_card_is_one_line_with_the_position(saved):
     assert "\n" not in msg and "not valid YAML" in msg and "(line 2, column" in msg
 
 
+def test_card_with_a_duplicate_key_is_refused_naming_the_key_and_lines(saved):
+    """A second ``postprocess:`` block (a hand edit) used to replace the first silently."""
+    folder, _ = saved
+    text = (folder / CARD_FILE).read_text()
+    assert load_model(folder).card.name == "tiny"
+    (folder / CARD_FILE).write_text(text + "postprocess: {threshold: 0.3}\npostprocess: {threshold: 0.7}\n")
+    with pytest.raises(ModelError) as info:
+        load_model(folder)
+    msg = str(info.value)
+    assert "\n" not in msg and str(folder / CARD_FILE) in msg and "postprocess: duplicate key" in msg
+
+
 def test_unknown_name_lists_available(saved, monkeypatch):
     folder, _ = saved
     monkeypatch.setenv("MICRO_SEG_MODELS", str(folder.parent))
