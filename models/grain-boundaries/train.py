@@ -491,9 +491,11 @@ def main(argv=None) -> int:
     def progress(ev: dict) -> None:
         if ev["stage"] == "epoch":
             v = ev.get("val") or {}
-            iou = {k: round(x, 4) for k, x in (v.get("iou") or {}).items()}
-            print(f"epoch {ev['epoch']:4d} loss {ev['loss']:.4f} mIoU {v.get('mean_iou', float('nan')):.4f} {iou} "
-                  f"{ev['seconds']:.0f}s", flush=True)
+            # classes absent from the held-out TBM truth (--aux-classes) have no IoU (None)
+            iou = {k: (None if x is None else round(x, 4)) for k, x in (v.get("iou") or {}).items()}
+            miou = v.get("mean_iou")
+            print(f"epoch {ev['epoch']:4d} loss {ev['loss']:.4f} mIoU {float('nan') if miou is None else miou:.4f} "
+                  f"{iou} {ev['seconds']:.0f}s", flush=True)
 
     net, card, history = train_segmenter(
         [i for i, _, _ in train], [l for _, l, _ in train], classes=list(AUX_CLASSES if args.aux_classes else TBM_CLASSES),
