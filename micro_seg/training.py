@@ -851,6 +851,11 @@ def iter_train_segmenter(
         labelled = labelled * iw
     img_p = labelled / labelled.sum()
     class_present = per_image.sum(axis=0)
+    if not (weights[class_present > 0] > 0).any():
+        labelled_classes = [c for c, n in zip(classes, class_present) if n > 0]
+        raise TrainingDataError(
+            f"class weights {[float(w) for w in weights]} give weight 0 to every class that has labelled pixels "
+            f"({', '.join(labelled_classes)}): the loss would be 0 / 0; give one of them a positive weight")
     rare_p = np.where(class_present > 0, 1.0 / np.maximum(class_present, 1), 0)
     rare_p = np.sqrt(rare_p)
     rare_p = rare_p / rare_p.sum() if rare_p.sum() else rare_p

@@ -73,8 +73,9 @@ def test_engine_refuses_all_zero_class_weights_and_non_finite_dice_or_lr():
             train_segmenter([img], [lab], **common, **kw)
 
 
-def test_nan_loss_during_training_stops_with_exit_2_and_writes_no_model(dirs, tmp_path, capsys):
-    """Only class 1 is labelled and its weight is 0: the weighted cross-entropy is 0 / 0 = NaN at the first step."""
+def test_zero_weight_on_every_labelled_class_is_refused_before_training(dirs, tmp_path, capsys):
+    """Only class 1 is labelled and its weight is 0: the weighted cross-entropy would be 0 / 0 = NaN at the first
+    step. Refused up front, naming the labelled class, instead of stopping as 'diverged'."""
     img_dir, lab_dir = dirs
     _write_pair(img_dir, lab_dir, "a", values=(1, 1))
     out = tmp_path / "m"
@@ -83,6 +84,22 @@ def test_nan_loss_during_training_stops_with_exit_2_and_writes_no_model(dirs, tm
     err = capsys.readouterr().err
     warning, error = err.strip().splitlines()  # 'bright' is never labelled: warned, then the one error line
     assert warning.startswith("warning:") and "class 'bright'" in warning
+    _one_line_exit_2(code, error)
+    assert "weight 0 to every class that has labelled pixels (dark)" in error
+    assert not out.exists()
+
+
+def test_nan_loss_during_training_stops_with_exit_2_and_writes_no_model(dirs, tmp_path, capsys, monkeypatch):
+    import micro_seg.training as training
+
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    real_loss = training.segmentation_loss
+    monkeypatch.setattr(training, "segmentation_loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
+    out = tmp_path / "m"
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright", *FAST,
+                 "--epochs", "2", "--val-fraction", "0", "--quiet"])
+    error = capsys.readouterr().err.strip()
     _one_line_exit_2(code, error)
     assert error.startswith("micro-seg: error: training diverged: loss is NaN at epoch 1")
     assert not out.exists()
