@@ -212,7 +212,7 @@ def _write_section(path: Path, text: str) -> None:
     if HEADING in old:
         start = old.index(HEADING)
         nxt = old.find("\n## ", start + len(HEADING))
-        new = old[:start] + text + (old[nxt + 1:] if nxt != -1 else "")
+        new = old[:start] + text + ("\n" + old[nxt + 1:] if nxt != -1 else "")  # keep the blank line before the next
     else:
         new = old.rstrip("\n") + "\n\n" + text
     path.write_text(new, encoding="utf-8")
