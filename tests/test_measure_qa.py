@@ -454,3 +454,19 @@ def test_segment_says_when_it_replaces_the_labels_of_another_image(tmp_path, cap
     assert any(f"replaced the labels of another image, {tif.resolve()}" in w for w in res["warnings"])
     assert tifffile.imread(res["labels"]).shape == (64, 80)
     assert not any("replaced the labels" in w for w in segment(png)["warnings"])  # the same image again: no news
+
+
+@pytest.mark.parametrize("with_matrix", [False, True])
+def test_defect_labels_with_huge_values_keep_every_object_area(with_matrix):
+    """Label values far above the pixel count take another relabelling path; without any 0 pixel it used to map
+    the smallest label to matrix (area 0 for one object, area fraction 15/16)."""
+    from micro_seg.measure import measure_defects
+
+    lab = np.repeat(np.repeat(np.arange(1, 17).reshape(4, 4), 16, 0), 16, 1) + 100_000
+    if with_matrix:
+        lab[:16, :16] = 0
+    r = measure_defects(lab, pixel_size_um=0.5)
+    n = 15 if with_matrix else 16
+    assert r.summary["count"] == n
+    assert r.summary["area_fraction"] == pytest.approx(n / 16)
+    assert sorted(r.table["area_px"].tolist()) == [256] * n

@@ -179,8 +179,10 @@ def _objects(mask: np.ndarray, what: str, connectivity: int) -> tuple[np.ndarray
     if lut is not None:
         lut[values] = np.arange(1, values.size + 1, dtype=np.int32)
         return lut[mask], int(values.size), True
-    _, inverse = np.unique(mask, return_inverse=True)
-    return inverse.reshape(mask.shape).astype(np.int32), int(values.size), True
+    # huge label values: rank each pixel's value among the non-zero values (0 stays matrix even when absent)
+    ranks = np.searchsorted(values, mask).astype(np.int32) + 1
+    ranks[~nonzero] = 0
+    return ranks, int(values.size), True
 
 
 def _split_labels(labels: np.ndarray, n: int, connectivity: int) -> tuple[int, int, int]:
