@@ -86,6 +86,37 @@ def layer_pixel_size_um(layer) -> float | None:
     return None
 
 
+#: Decimals of the pixel-size boxes: 1e-8 um steps keep a TEM calibration (4e-05 um/px) and an SEM one (0.00123)
+#: exact; magicgui's default (from the step) rounded them to 0.0000 / 0.0012.
+PIXEL_SIZE_DECIMALS = 8
+
+
+def pixel_size_box(tooltip: str, *, label: str = "Pixel size (µm/px)", uncalibrated_text: str | None = None):
+    """The pixel-size spin box of the widgets (0 = unknown), precise to :data:`PIXEL_SIZE_DECIMALS` decimals."""
+    from magicgui.widgets import FloatSpinBox
+
+    box = FloatSpinBox(label=label, value=0.0, min=0.0, max=1e4, step=0.0001, tooltip=tooltip)
+    try:
+        box.native.setDecimals(PIXEL_SIZE_DECIMALS)
+        if uncalibrated_text:  # show "not calibrated" instead of 0.00000000
+            box.native.setSpecialValueText(uncalibrated_text)
+    except AttributeError:  # another Qt binding without these
+        pass
+    return box
+
+
+def box_pixel_size(value: float, layer) -> float | None:
+    """The pixel size a pixel-size box means for ``layer``: the layer's own calibration when the box shows it
+    (within the box's rounding), so the exact value is measured; else the typed value; ``None`` for 0."""
+    value = float(value)
+    if value <= 0:
+        return None
+    own = layer_pixel_size_um(layer)
+    if own and abs(own - value) <= 0.5 * 10.0 ** -PIXEL_SIZE_DECIMALS:
+        return own
+    return value
+
+
 def set_layer_calibration(layer, pixel_size_um: float | None) -> None:
     """Set ``scale``/``units`` and the micro-seg metadata of ``layer`` to ``pixel_size_um``."""
     meta = dict(layer.metadata or {})

@@ -20,7 +20,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSpinBox,
     Label,
     LineEdit,
     ProgressBar,
@@ -29,10 +28,12 @@ from magicgui.widgets import (
 
 from napari_plugin._common import (
     JobRunner,
+    box_pixel_size,
     layer_pixel_size_um,
     notify_error,
     notify_info,
     notify_warning,
+    pixel_size_box,
     set_layer_calibration,
     viewer_camera,
 )
@@ -173,12 +174,8 @@ class MeasureWidget(Container):
                                tooltip="Phase names in label order (0, 1, 2, ...), comma-separated; from the model if empty.")
         self._defect = ComboBox(label="Defect class", choices=self._defect_choices,
                                 tooltip="Which class is the defect / particle phase (all non-zero for a mask).")
-        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.0001,
-                                   tooltip="0 = unknown: results are then in pixels.")
-        try:  # show "not calibrated" instead of 0.0000
-            self._pixel.native.setSpecialValueText("not calibrated (pixels)")
-        except AttributeError:
-            pass
+        self._pixel = pixel_size_box("0 = unknown: results are then in pixels.",
+                                     uncalibrated_text="not calibrated (pixels)")
         self._run_btn = PushButton(text="Measure")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
         self._status = Label(label="Status", value="Pick a Labels layer (Segment result), then Measure")
@@ -272,7 +269,7 @@ class MeasureWidget(Container):
         rows = int(ms_meta(layer).get("databar_rows") or 0)
         if rows and rows < data.shape[0]:
             data = data[: data.shape[0] - rows]
-        px = float(self._pixel.value) or None
+        px = box_pixel_size(self._pixel.value, layer)
         if px is None:
             notify_warning(f"'{layer.name}' has no pixel size: results are in pixels. "
                            "Type the pixel size in 'Pixel size (µm/px)' for micrometres and ASTM G.")

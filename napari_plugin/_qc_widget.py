@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
 
-from napari_plugin._common import JobRunner, analysis_array, layer_pixel_size_um, notify_error, notify_warning
+from napari_plugin._common import (
+    JobRunner,
+    analysis_array,
+    box_pixel_size,
+    layer_pixel_size_um,
+    notify_error,
+    notify_warning,
+    pixel_size_box,
+)
 from napari_plugin._layers import connect_layer_events, layer_chooser
 
 __all__ = ["QCWidget", "QCParams", "qc_job"]
@@ -139,8 +147,7 @@ class QCWidget(Container):
         self._names = LineEdit(label="Class names", value="", tooltip="Phase names in label order, comma-separated")
         self._spec = FileEdit(label="QC spec", mode="r", filter="*.yaml *.yml *.toml")
         self._model = LineEdit(label="Classifier", value="", tooltip="Classification model name or folder (optional)")
-        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.01,
-                                   tooltip="0 = from the layer's calibration (or uncalibrated)")
+        self._pixel = pixel_size_box("0 = from the layer's calibration (or uncalibrated)")
         self._run_btn = PushButton(text="Evaluate")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
         self._status = Label(label="Status", value="Pick an image and a QC spec, then Evaluate")
@@ -165,7 +172,7 @@ class QCWidget(Container):
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
             raise ValueError(f"'{image_layer.name}' has shape {image.shape}: QC needs a 2-D grey or RGB image "
                              "(split stacks into single images first)")
-        px = float(self._pixel.value) or layer_pixel_size_um(image_layer)
+        px = box_pixel_size(self._pixel.value, image_layer) or layer_pixel_size_um(image_layer)
         labels_layer = self._labels.value
         labels = None
         if labels_layer is not None:

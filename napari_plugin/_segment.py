@@ -31,12 +31,14 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from napari_plugin._common import (
     JobRunner,
     analysis_array,
+    box_pixel_size,
     describe_error,
     layer_pixel_size_um,
     notify_error,
     notify_info,
     notify_warning,
     pad_to_full,
+    pixel_size_box,
     progress_fraction,
     units_kwargs,
     set_layer_calibration,
@@ -151,8 +153,8 @@ class SegmentWidget(Container):
                                tooltip="Shipped models and the ones you trained (Train widget).")
         self._model_folder = FileEdit(label="Or model folder", mode="d", value="",
                                       tooltip="A model folder (card.yaml + model.safetensors) not in the list.")
-        self._pixel = FloatSpinBox(label="Pixel size (µm/px)", value=0.0, min=0.0, max=1e4, step=0.0001,
-                                   tooltip="From the file's calibration; 0 = unknown. Change it to recalibrate the image.")
+        self._pixel = pixel_size_box("From the file's calibration; 0 = unknown. Change it to recalibrate the image.",
+                                     uncalibrated_text="not calibrated (pixels)")
         self._model_info = Label(label="About model", value="")
         self._threshold = FloatSpinBox(label="Boundary threshold", value=0.5, min=0.01, max=0.99, step=0.05,
                                        tooltip="Boundary probability above which a pixel is boundary: lower it if "
@@ -167,10 +169,6 @@ class SegmentWidget(Container):
         self._tta = CheckBox(label="Test-time augmentation", value=False,
                              tooltip="Average the prediction over 4 flips of the image: steadier boundaries and "
                              "classes, a truer uncertainty map; 4x slower.")
-        try:  # show "not calibrated" instead of 0.0000
-            self._pixel.native.setSpecialValueText("not calibrated (pixels)")
-        except AttributeError:
-            pass
         self._run_btn = PushButton(text="Segment")
         self._cancel_btn = PushButton(text="Cancel")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
@@ -282,7 +280,7 @@ class SegmentWidget(Container):
 
     def _pixel_changed(self, value: float) -> None:
         layer = self._image.value
-        if layer is not None and value > 0 and value != layer_pixel_size_um(layer):
+        if layer is not None and value > 0 and box_pixel_size(value, layer) != layer_pixel_size_um(layer):
             set_layer_calibration(layer, float(value))
             for other in self._viewer.layers:
                 if ms_meta(other).get("image") == layer.name:

@@ -587,3 +587,25 @@ def test_measure_warnings_name_the_layer(make_napari_viewer, qtbot, notes):
     wait_idle(qtbot, w)
     assert w.summary["n_grains"] == 1
     assert any(m.startswith("'binmask': only one label value (1)") for m in _messages(notes, "warning")), notes
+
+
+@pytest.mark.parametrize("px", [0.00123, 4e-05])
+def test_measure_uses_the_layers_exact_pixel_size_and_boxes_keep_typed_ones(make_napari_viewer, qtbot, px):
+    """The pixel-size boxes rounded to the step's decimals: a calibrated 0.00123 um/px layer was measured at 0.0012
+    (areas 5% low) and a TEM 4e-05 at 0 (in pixels, 'no pixel size'); QC's box turned a typed 0.125 into 0.13."""
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+    from napari_plugin._qc_widget import QCWidget
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(voronoi_labels((120, 160), n_grains=40, seed=3),
+                              metadata={"micro_seg": {"kind": "grains", "pixel_size_um": px}})
+    w = MeasureWidget(viewer)
+    w._labels.value = layer
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary["pixel_size_um"] == px
+    q = QCWidget(viewer)
+    for typed in (0.125, 0.004, 0.00123):
+        q._pixel.value = typed
+        assert q._pixel.value == pytest.approx(typed, rel=1e-9)
