@@ -60,7 +60,8 @@ def read_paths(path: str | list[str]) -> list[LayerData]:
 
     A file micro-seg cannot read gives an error notification that names the
     file, the problem and what to do (never a traceback); an uncalibrated one a
-    warning saying how to set the pixel size.  When nothing could be read the
+    warning saying how to set the pixel size; the reader's own warnings (only page 0 of a multi-page file read,
+    content not what the extension says, ...) are shown, naming the file.  When nothing could be read the
     reader returns napari's "empty file" sentinel ``[(None,)]``.
     """
     from micro_seg.errors import MicroSegError
@@ -76,6 +77,9 @@ def read_paths(path: str | list[str]) -> list[LayerData]:
             notify_error(f"Cannot open {Path(p).name}: {exc}. "
                          "Check the file is a complete TIFF/PNG/JPEG/BMP micrograph (re-export it if needed).")
             continue
+        for warning in micrograph.meta.get("warnings") or []:  # e.g. only page 0 of a stack is read
+            text = str(warning).replace(" (choose another with --page)", " (the command line's --page reads others)")
+            notify_warning(text if Path(p).name in text else f"{Path(p).name}: {text}")
         if not micrograph.pixel_size_um:
             notify_warning(f"{Path(p).name} has no pixel-size calibration: measurements will be in pixels. "
                            "Type the pixel size in the Segment or Measure widget ('Pixel size (µm/px)').")

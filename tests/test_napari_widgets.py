@@ -609,3 +609,16 @@ def test_measure_uses_the_layers_exact_pixel_size_and_boxes_keep_typed_ones(make
     for typed in (0.125, 0.004, 0.00123):
         q._pixel.value = typed
         assert q._pixel.value == pytest.approx(typed, rel=1e-9)
+
+
+def test_reader_shows_the_engines_warnings_naming_the_file(tmp_path, notes):
+    """A 5-page TIFF opened as page 0 used to say only 'no pixel-size calibration'."""
+    import tifffile
+
+    from napari_plugin._reader import read_paths
+
+    tifffile.imwrite(tmp_path / "stack.tif", np.random.default_rng(0).integers(0, 255, (5, 32, 32), np.uint8))
+    layers = read_paths(str(tmp_path / "stack.tif"))
+    assert layers[0][0].shape == (32, 32)
+    warned = _messages(notes, "warning")
+    assert any("stack.tif" in m and "5 pages" in m and "only page 0" in m and "--page)" not in m for m in warned)
