@@ -222,6 +222,39 @@ def avoid_triton_crash() -> None:
     sys.modules["triton"] = None  # type: ignore[assignment]
 
 
+#: Held by whichever thread first imports torch and the engine (the warm-up, or a job that starts before it): two
+#: threads importing them at once can wait on each other's module locks, and Python then hands one of them the
+#: half-initialised module ("partially initialized module 'torch' has no attribute 'Tensor'").
+_HEAVY_IMPORTS = threading.Lock()
+
+
+def import_engine() -> None:
+    """Import torch and the engine modules the jobs use, one thread at a time (see :data:`_HEAVY_IMPORTS`)."""
+    with _HEAVY_IMPORTS:
+        preload_torch_libraries()
+        import torch  # noqa: F401
+
+        from micro_seg import inference, measure, postprocess, registry  # noqa: F401
+
+
+def _after_engine_imports(func: Callable) -> Callable:
+    """``func`` (a plain or generator function) that first imports the engine under :data:`_HEAVY_IMPORTS`."""
+    if inspect.isgeneratorfunction(func):
+        @functools.wraps(func)
+        def generator(*args: Any, **kwargs: Any):
+            import_engine()
+            return (yield from func(*args, **kwargs))
+
+        return generator
+
+    @functools.wraps(func)
+    def plain(*args: Any, **kwargs: Any):
+        import_engine()
+        return func(*args, **kwargs)
+
+    return plain
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for the user: engine errors as they are, anything else flagged as a bug."""
     from micro_seg.errors import MicroSegError
@@ -329,7 +362,7 @@ class JobRunner:
             notify_warning("A job is already running: wait for it or press Cancel.")
             return None
         self._cancel = threading.Event()
-        job = _reraise_runtime_errors(func) if inspect.isgeneratorfunction(func) else func
+        job = _after_engine_imports(_reraise_runtime_errors(func) if inspect.isgeneratorfunction(func) else func)
         worker = create_worker(job, params, self._cancel, _ignore_errors=True, _start_thread=False)
         self.worker = worker
 
@@ -457,15 +490,16 @@ def warm_up_job() -> dict:
         steps[name] = now - t
         t = now
 
-    preload_torch_libraries()
-    import torch  # noqa: F401
+    with _HEAVY_IMPORTS:  # a job imports these under the same lock: never two threads at once
+        preload_torch_libraries()
+        import torch  # noqa: F401
 
-    lap("torch")
-    from micro_seg import inference, postprocess, registry  # noqa: F401
+        lap("torch")
+        from micro_seg import inference, measure, postprocess, registry  # noqa: F401
 
-    lap("engine")
-    import pandas  # noqa: F401
-    import skimage.color  # noqa: F401
+        lap("engine")
+        import pandas  # noqa: F401
+        import skimage.color  # noqa: F401
 
     lap("napari lazy imports")
 
