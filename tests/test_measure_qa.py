@@ -470,3 +470,18 @@ def test_defect_labels_with_huge_values_keep_every_object_area(with_matrix):
     assert r.summary["count"] == n
     assert r.summary["area_fraction"] == pytest.approx(n / 16)
     assert sorted(r.table["area_px"].tolist()) == [256] * n
+
+
+@pytest.mark.parametrize("lab", [
+    np.where(np.arange(64 * 64).reshape(64, 64) < 64, np.iinfo(np.uint64).max, 1).astype(np.uint64),
+    np.where(np.arange(64 * 64).reshape(64, 64) < 64, 70_000, 1).astype(np.uint64),
+    np.where(np.arange(64 * 64).reshape(64, 64) < 64, 1e30, 1.0),
+])
+def test_phase_map_with_huge_values_names_the_value_not_an_internal_error(lab):
+    """uint64 values above 2**63 (and huge floats) wrapped negative in the int64 cast: 'list' argument must have
+    no negative elements' instead of the message int64 labels get."""
+    from micro_seg.errors import InvalidImageError
+    from micro_seg.measure import measure_phases
+
+    with pytest.raises(InvalidImageError, match=r"'x': class value \d+ is too large for a class label image"):
+        measure_phases(lab, what="'x'")

@@ -82,6 +82,12 @@ def e562_points_per_field(fraction: float) -> int:
     return 100
 
 
+def _too_large(top, what: str) -> InvalidImageError:
+    return InvalidImageError(
+        f"{what}: class value {top:.0f} is too large for a class label image (at most {MAX_CLASS_VALUE}; "
+        "a class map uses the values 0, 1, 2, ... of its classes): is this an instance label image?")
+
+
 def _class_image(classes: np.ndarray, what: str) -> np.ndarray:
     classes = np.asarray(classes)
     if classes.ndim == 3 and classes.shape[-1] == 1:
@@ -96,6 +102,8 @@ def _class_image(classes: np.ndarray, what: str) -> np.ndarray:
         return classes.astype(np.int64)
     if not np.issubdtype(classes.dtype, np.integer):
         if np.issubdtype(classes.dtype, np.floating) and np.all(np.isfinite(classes)) and np.all(classes == np.round(classes)):
+            if classes.max() > MAX_CLASS_VALUE:  # checked before the cast, which would wrap huge values
+                raise _too_large(float(classes.max()), what)
             return classes.astype(np.int64)
         msg = f"{what}: dtype {classes.dtype} is not an integer class label image"
         raise InvalidImageError(msg)
@@ -103,7 +111,9 @@ def _class_image(classes: np.ndarray, what: str) -> np.ndarray:
         msg = f"{what}: negative class value {int(classes.min())}"
         raise InvalidImageError(msg)
     # integer images are kept as they are (a uint8 class map copied to int64 would cost 8 bytes per pixel);
-    # np.bincount cannot take uint64
+    # np.bincount cannot take uint64 (checked before the cast, which would make values above 2**63 negative)
+    if classes.dtype == np.uint64 and int(classes.max()) > MAX_CLASS_VALUE:
+        raise _too_large(int(classes.max()), what)
     return classes.astype(np.int64) if classes.dtype == np.uint64 else classes
 
 
@@ -165,9 +175,7 @@ def measure_phases(
         warnings.append(NO_SCALE_PHASES)
     top = int(cls.max())
     if top > MAX_CLASS_VALUE:
-        msg = (f"{what}: class value {top} is too large for a class label image (at most {MAX_CLASS_VALUE}; "
-               "a class map uses the values 0, 1, 2, ... of its classes): is this an instance label image?")
-        raise InvalidImageError(msg)
+        raise _too_large(top, what)
     valid = np.ones(cls.shape, bool) if ignore_index is None else cls != int(ignore_index)
     # whole-image class counts block by block (a masked copy + np.bincount's int64 cast would cost 9 bytes per pixel)
     counts = label_counts(cls, top + 1)
