@@ -354,8 +354,13 @@ class JobRunner:
         on_done: Callable[[Any], None],
         on_yield: Callable[[Any], None] | None = None,
         description: str = "",
+        subject: str | None = None,
     ):
-        """Start ``func(params, cancel_event)`` in a worker thread; returns the worker."""
+        """Start ``func(params, cancel_event)`` in a worker thread; returns the worker.
+
+        ``subject`` (e.g. ``"'layer name'"``): what the job works on; an error message that does not name it is
+        prefixed with it, so every notification says which layer it is about.
+        """
         from napari.qt.threading import create_worker
 
         if self.worker is not None:
@@ -395,7 +400,8 @@ class JobRunner:
                 notify_info(f"{description or 'Job'} cancelled.")
                 return
             self.status("Failed")
-            notify_error(describe_error(exc))
+            message = describe_error(exc)
+            notify_error(f"{subject}: {message}" if subject and subject not in message else message)
 
         def _aborted() -> None:
             self.status("Cancelled")

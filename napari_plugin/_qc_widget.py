@@ -201,7 +201,7 @@ class QCWidget(Container):
                                f"units ({', '.join(physical)}): type the pixel size in 'Pixel size (µm/px)', or they "
                                "are judged in pixels or not at all.")
         self._scale = (params.pixel_size_um, params.pixel_size_um) if params.pixel_size_um else (1.0, 1.0)
-        self._runner.start(qc_job, params, on_done=self._show, description="QC")
+        self._runner.start(qc_job, params, on_done=self._show, description="QC", subject=f"'{self._image.value.name}'")
 
     def _show(self, out: dict[str, Any]) -> None:
         """GUI thread: verdict, reasons, offending-defect outlines, Grad-CAM layer."""

@@ -334,7 +334,7 @@ class SegmentWidget(Container):
                                options=self.postprocess_options(), tta=bool(self._tta.value))
         # the result belongs to this layer, whatever is picked under Image by the time it is ready
         return self._runner.start(segment_job, params, on_done=lambda result: self._show_result(result, layer),
-                                  description="Segmenting")
+                                  description="Segmenting", subject=f"'{layer.name}'")
 
     @property
     def busy(self) -> bool:

@@ -622,3 +622,20 @@ def test_reader_shows_the_engines_warnings_naming_the_file(tmp_path, notes):
     assert layers[0][0].shape == (32, 32)
     warned = _messages(notes, "warning")
     assert any("stack.tif" in m and "5 pages" in m and "only page 0" in m and "--page)" not in m for m in warned)
+
+
+def test_job_errors_name_the_layer(make_napari_viewer, qtbot, tmp_path, notes, monkeypatch):
+    """An engine error that does not name the layer ('image has no finite pixel values') is prefixed with it."""
+    from _napari_helpers import tiny_model
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.full((96, 96), np.nan, np.float32), name="allnan")
+    w = SegmentWidget(viewer)
+    w._model_folder.value = str(tiny_model(tmp_path / "models" / "t"))
+    w._image.value = layer
+    w.run()
+    wait_idle(qtbot, w)
+    errors = _messages(notes, "error")
+    assert errors and all(m.startswith("'allnan': ") and "no finite pixel values" in m for m in errors)
