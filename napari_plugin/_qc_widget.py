@@ -177,11 +177,16 @@ class QCWidget(Container):
         labels = None
         if labels_layer is not None:
             shape = analysis_array(image_layer).shape[:2]
-            labels = np.asarray(labels_layer.data)[: shape[0]]  # a segmentation also covers the SEM data bar
-            if labels.shape[:2] != shape:
+            labels = np.asarray(labels_layer.data)
+            if labels.shape[:2] == tuple(np.shape(image_layer.data)[:2]):
+                labels = labels[: shape[0]]  # a segmentation of the whole image also covers the SEM data bar
+            if labels.shape[:2] != shape:  # any other size: labels of another image, never cropped to fit
                 raise ValueError(f"'{labels_layer.name}' ({np.shape(labels_layer.data)[0]} x "
                                  f"{np.shape(labels_layer.data)[1]} px) does not cover '{image_layer.name}' "
                                  f"({shape[0]} x {shape[1]} px analysed): pick the labels made from this image")
+        if labels is not None and labels.size and np.issubdtype(labels.dtype, np.signedinteger) and labels.min() < 0:
+            raise ValueError(f"'{labels_layer.name}': negative value {int(labels.min())} in a label image "
+                             "(labels are 0 for matrix / background and positive for objects or classes)")
         names = tuple(n.strip() for n in self._names.value.split(",") if n.strip())
         return QCParams(image=image, spec_path=spec, pixel_size_um=px,
                         labels=labels, measure_kind=self._kind.value, class_names=names,

@@ -75,6 +75,20 @@ def test_qc_widget_refuses_labels_that_do_not_cover_the_image(make_napari_viewer
     w.run()
     assert not w._runner.running and getattr(w, "last", None) is None
     assert any("'other pores' (32 x 100 px) does not cover 'field' (64 x 64 px" in m for _, m in notes), notes
+    # taller labels of the same width (another image) used to be cropped to fit and judged: PASS in silence
+    taller = np.zeros((200, 64), np.int32)
+    taller[100:190] = 1
+    w._labels.value = viewer.add_labels(taller, name="taller")
+    w.run()
+    assert not w._runner.running and getattr(w, "last", None) is None
+    assert any("'taller' (200 x 64 px) does not cover 'field' (64 x 64 px" in m for _, m in notes), notes
+    # negative label values: refused naming the layer (they were counted as matrix)
+    negative = np.zeros((64, 64), np.int32)
+    negative[:40, :4] = -3
+    w._labels.value = viewer.add_labels(negative, name="neg")
+    w.run()
+    assert not w._runner.running and getattr(w, "last", None) is None
+    assert any("'neg': negative value -3" in m for _, m in notes), notes
     w._image.value = viewer.add_image(np.zeros((2, 3, 32, 32), np.uint8), name="stack4d")
     w._labels.value = None
     w.run()
