@@ -268,6 +268,12 @@ class AnnotateWidget(Container):
         if not classes:
             notify_warning(f"'{pred.name}' does not say its class names; re-run Segment.")
             return
+        image = self._image.value
+        if image is not None and tuple(data.shape[:2]) != tuple(np.shape(image.data)[:2]):
+            notify_error(f"'{pred.name}' ({data.shape[0]} x {data.shape[1]} px) is not a prediction of "
+                         f"'{image.name}' ({np.shape(image.data)[0]} x {np.shape(image.data)[1]} px): segment this "
+                         "image first, or pick its prediction")
+            return
         self._classes.value = ", ".join(classes)
         layer = self._annotations.value
         if layer is None or list(ms_meta(layer).get("classes") or []) != classes or layer.data.shape != data.shape:
@@ -381,6 +387,11 @@ class AnnotateWidget(Container):
         if not ann.any():
             notify_warning(f"'{layer.name}' is empty: paint a few strokes of every class "
                            "(or click superpixels) before saving.")
+            return None
+        if tuple(ann.shape[:2]) != tuple(np.shape(image.data)[:2]):
+            notify_error(f"'{layer.name}' ({ann.shape[0]} x {ann.shape[1]} px) does not match '{image.name}' "
+                         f"({np.shape(image.data)[0]} x {np.shape(image.data)[1]} px): annotations must cover their "
+                         "image pixel for pixel; pick the annotation layer made for this image")
             return None
         classes = list(ms_meta(layer).get("classes") or [])
         present = sorted(int(v) for v in np.unique(ann) if v)

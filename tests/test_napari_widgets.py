@@ -639,3 +639,27 @@ def test_job_errors_name_the_layer(make_napari_viewer, qtbot, tmp_path, notes, m
     wait_idle(qtbot, w)
     errors = _messages(notes, "error")
     assert errors and all(m.startswith("'allnan': ") and "no finite pixel values" in m for m in errors)
+
+
+def test_annotate_refuses_a_prediction_or_annotations_of_another_size(make_napari_viewer, tmp_path, notes):
+    """A 32 x 80 prediction started a 32 x 80 annotation layer for a 64 x 64 image, and Save wrote the mismatched
+    pair (Train refused it later without naming the file)."""
+    from napari_plugin._annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8), name="img")
+    p = np.zeros((32, 80), np.uint8)
+    p[:, 40:] = 1
+    pred = viewer.add_labels(p, name="pred", metadata={"micro_seg": {"kind": "classes", "classes": ["a", "b"]}})
+    w = AnnotateWidget(viewer)
+    w._image.value, w._prediction.value = img, pred
+    w.start_from_prediction()
+    assert any("'pred' (32 x 80 px) is not a prediction of 'img' (64 x 64 px)" in m for m in _messages(notes, "error"))
+    ann = viewer.add_labels(np.where(p > 0, 2, 1).astype(np.uint8), name="ann",
+                            metadata={"micro_seg": {"kind": "annotations", "classes": ["a", "b"]}})
+    w.reset_choices()
+    w._annotations.value = ann
+    w._folder.value = str(tmp_path / "train")
+    assert w.save_pair() is None
+    assert any("'ann' (32 x 80 px) does not match 'img' (64 x 64 px)" in m for m in _messages(notes, "error"))
+    assert not (tmp_path / "train" / "labels").exists()
