@@ -786,8 +786,9 @@ def iter_train_segmenter(
         arch_kwargs = dict(base_card.arch_kwargs or {})
         in_channels = base_card.in_channels
         normalisation = base_card.normalisation
-        if list(base_card.classes) != list(classes):
-            _replace_head(network, n_classes, arch, keep=head_rows_to_keep(base_card.classes, classes))
+        rows = head_rows_to_keep(base_card.classes, classes)
+        if rows != list(range(len(base_card.classes))):  # not the base's own rows in order (renamed ones are)
+            _replace_head(network, n_classes, arch, keep=rows)
     if task is None:  # a fine-tuned model does the base model's task unless told otherwise
         task = base_card.task if base_card is not None else "semantic"
     if task == "grains":
@@ -1070,13 +1071,11 @@ def _replace_head(network, n_classes: int, arch: str, keep: Sequence[int | None]
         old = seg[0]
     else:
         raise ModelError(f"{arch}: cannot change the number of classes of this architecture when fine-tuning")
-    if keep is not None and len(keep) == old.out_channels and list(keep) == list(range(n_classes)):
-        return  # same classes in the same order: nothing to replace
     new = torch.nn.Conv2d(old.in_channels, n_classes, old.kernel_size, padding=old.padding,
                           bias=old.bias is not None)
     with torch.no_grad():
         for i, j in enumerate(keep or []):
-            if j is not None and j < old.out_channels:
+            if j is not None:
                 new.weight[i] = old.weight[j]
                 if old.bias is not None:
                     new.bias[i] = old.bias[j]

@@ -351,6 +351,9 @@ def test_ensemble_of_trained_models_fine_tunes_as_one_network(tmp_path):
     assert any(k.startswith("members.0.") for k in changed) and any(k.startswith("members.1.") for k in changed)
     with pytest.raises(ModelError, match="cannot change the number of classes"):
         _fit([img], [np.where(truth == 2, 3, truth)], base=load_model(tmp_path / "ens"), classes=["a", "b", "c"])
+    # the same classes under other names keep the ensemble's head (nothing to replace)
+    _, renamed, _ = _fit([img], [truth], base=load_model(tmp_path / "ens"), classes=["matrix", "particle"], epochs=1)
+    assert renamed.classes == ["matrix", "particle"] and renamed.arch == "ensemble"
     # the ensemble's decision offsets are its output bias: fine-tuning re-chooses them on its validation images
     # as it does a single network's last bias
     assert _output_bias(ens.network) is ens.network.offsets
