@@ -228,13 +228,19 @@ def avoid_triton_crash() -> None:
 _HEAVY_IMPORTS = threading.Lock()
 
 
-def import_engine() -> None:
-    """Import torch and the engine modules the jobs use, one thread at a time (see :data:`_HEAVY_IMPORTS`)."""
+def import_engine(lap: Callable[[str], None] | None = None) -> None:
+    """Import torch and the engine modules the jobs use, one thread at a time (see :data:`_HEAVY_IMPORTS`);
+    ``lap(step)`` is called after torch and after the engine (the warm-up times them)."""
     with _HEAVY_IMPORTS:
         preload_torch_libraries()
         import torch  # noqa: F401
 
+        if lap is not None:
+            lap("torch")
         from micro_seg import inference, measure, postprocess, registry  # noqa: F401
+
+        if lap is not None:
+            lap("engine")
 
 
 def _after_engine_imports(func: Callable) -> Callable:
@@ -496,14 +502,8 @@ def warm_up_job() -> dict:
         steps[name] = now - t
         t = now
 
-    with _HEAVY_IMPORTS:  # a job imports these under the same lock: never two threads at once
-        preload_torch_libraries()
-        import torch  # noqa: F401
-
-        lap("torch")
-        from micro_seg import inference, measure, postprocess, registry  # noqa: F401
-
-        lap("engine")
+    import_engine(lap)  # under the lock the jobs take too: never two threads importing torch at once
+    with _HEAVY_IMPORTS:
         import pandas  # noqa: F401
         import skimage.color  # noqa: F401
 
