@@ -82,9 +82,9 @@ def e562_points_per_field(fraction: float) -> int:
     return 100
 
 
-def _too_large(top, what: str) -> InvalidImageError:
+def _too_large(top: int, what: str) -> InvalidImageError:
     return InvalidImageError(
-        f"{what}: class value {top:.0f} is too large for a class label image (at most {MAX_CLASS_VALUE}; "
+        f"{what}: class value {top} is too large for a class label image (at most {MAX_CLASS_VALUE}; "
         "a class map uses the values 0, 1, 2, ... of its classes): is this an instance label image?")
 
 
@@ -103,7 +103,7 @@ def _class_image(classes: np.ndarray, what: str) -> np.ndarray:
     if not np.issubdtype(classes.dtype, np.integer):
         if np.issubdtype(classes.dtype, np.floating) and np.all(np.isfinite(classes)) and np.all(classes == np.round(classes)):
             if classes.max() > MAX_CLASS_VALUE:  # checked before the cast, which would wrap huge values
-                raise _too_large(float(classes.max()), what)
+                raise _too_large(int(classes.max()), what)
             return classes.astype(np.int64)
         msg = f"{what}: dtype {classes.dtype} is not an integer class label image"
         raise InvalidImageError(msg)
