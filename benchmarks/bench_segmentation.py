@@ -373,10 +373,12 @@ def synthetic_dG(methods: dict, options: dict, seeds) -> dict[str, dict[str, lis
 
 
 #: Validation sections for choosing between grain models (``--sections validation``): never the table's seeds.
+#: Seeds 8001-8016 were used for the gates of sessions 16-18 (candidates A-H); later gates draw a fresh block
+#: with ``--validation-first-seed`` (session 19: 9001).
 VALIDATION_SEEDS = range(8001, 8017)
 
 
-def bench_validation(model_dirs: list[str]) -> str:
+def bench_validation(model_dirs: list[str], seeds: range = VALIDATION_SEEDS) -> str:
     """Mean |dG| (mean signed dG) of each model folder and the classical pipeline on the validation seeds, as a
     markdown table (printed, not written to RESULTS.md): the figures a new grain model is gated on."""
     from micro_seg.registry import load_model
@@ -387,9 +389,9 @@ def bench_validation(model_dirs: list[str]) -> str:
         methods[d] = lambda img, kind, m=m: _model_boundary_probability(m, img)
         options[d] = dict(m.card.postprocess)
     methods["classical"] = classical_probability
-    got = synthetic_dG(methods, options, VALIDATION_SEEDS)
+    got = synthetic_dG(methods, options, seeds)
     names = list(methods)
-    lines = [f"Validation sections (seeds {VALIDATION_SEEDS.start}-{VALIDATION_SEEDS.stop - 1} per condition): "
+    lines = [f"Validation sections (seeds {seeds.start}-{seeds.stop - 1} per condition): "
              "mean |G_pred - G_true| (mean signed error)", "",
              "| condition | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for cond, row in got.items():
@@ -538,6 +540,8 @@ def main(argv=None) -> int:
     ap.add_argument("--notes", default="")
     ap.add_argument("--models", default=str(ROOT / "models" / "grain-boundaries"),
                     help="--sections validation: comma-separated grain model folders to compare")
+    ap.add_argument("--validation-first-seed", type=int, default=VALIDATION_SEEDS.start,
+                    help="--sections validation: first of the 16 seeds per condition (7001-7016 are the table's)")
     ap.add_argument("--budget-minutes", type=float, default=15.0, help="training minutes per architecture (budget section)")
     args = ap.parse_args(argv)
     import torch
@@ -545,7 +549,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     sections = set(args.sections.split(","))
     if "validation" in sections:  # choosing a grain model: printed only, never written to RESULTS.md
-        print(bench_validation(args.models.split(",")))
+        first = args.validation_first_seed
+        if first <= 7016 and first + 15 >= 7001:
+            ap.error("--validation-first-seed: seeds 7001-7016 are the benchmark table's, not for choosing a model")
+        print(bench_validation(args.models.split(","), range(first, first + 16)))
         return 0
     results: dict = {}
     if Path(args.json_out).exists():

@@ -83,7 +83,7 @@ AUX_CLASSES = ("grain", "boundary", "twin", "artefact")
 
 
 def synthetic_set(n: int, *, seed: int = 1000, size: int = 384, randomise: bool = False, blur: bool = False,
-                  fade_probability: float = 0.35, aux: bool = False):
+                  fade_probability: float = 0.35, aux: bool = False, randomise_share: float = 1.0):
     """``n`` synthetic grain micrographs with 3-px boundary truth (labels 1 grain, 2 boundary).
 
     ``aux``: also 3 = twin boundary line (3 px) and 4 = visible etch pit or polishing scratch, where they are not
@@ -91,13 +91,16 @@ def synthetic_set(n: int, *, seed: int = 1000, size: int = 384, randomise: bool 
 
     ``randomise``: add :func:`randomised_degradations` to each preset (stage 2); the images of the
     stage-1 set (``randomise=False``) are unchanged by this option's existence. ``blur`` and
-    ``fade_probability``: see :func:`randomised_degradations`.
+    ``fade_probability``: see :func:`randomised_degradations`. ``randomise_share``: the fraction of sections
+    that get them (drawn per section from a generator of its own, so 1.0 gives the same set as before); the
+    others are stage 1's sections.
     """
     from micro_seg.synth import grain_micrograph
 
     rng = np.random.default_rng(seed)
     extra_rng = np.random.default_rng([seed, 2])
     blur_rng = np.random.default_rng([seed, 3]) if blur else None
+    share_rng = np.random.default_rng([seed, 4])
     styles = ["optical", "optical", "sem", "tint"]
     out = []
     for i in range(n):
@@ -107,7 +110,7 @@ def synthetic_set(n: int, *, seed: int = 1000, size: int = 384, randomise: bool 
         kind = str(rng.choice(["poisson", "hardcore", "hardcore", "lattice", "bimodal"]))
         aspect = float(rng.choice([1.0, 1.0, 1.0, rng.uniform(1.2, 2.5)]))
         extra = (randomised_degradations(extra_rng, fade_probability=fade_probability, blur_rng=blur_rng)
-                 if randomise else {})
+                 if randomise and share_rng.random() < randomise_share else {})
         s = grain_micrograph((size, size), n_grains=n_grains, kind=kind, style=style, difficulty=difficulty,
                              aspect_ratio=aspect, angle_deg=float(rng.uniform(0, 180)), seed=seed + i, **extra)
         bnd = ndi.binary_dilation(s.boundaries, iterations=1)
@@ -305,10 +308,11 @@ are outside what it was trained on: fine-tune from a few scribbled images.
     return path
 
 
-def finish_model(out, net, card, tbm_held, extra: dict) -> Path:
+def finish_model(out, net, card, tbm_held, extra: dict, *, postprocess: dict | None = None) -> Path:
     """Score ``net`` on the held-out TBM crops and 8 fresh synthetic sections (into ``card.metrics`` and
     ``metrics.json``, with ``extra``), save it to ``out``, choose its post-processing on training images and
-    write its README: the same ending for a trained and an averaged model."""
+    write its README: the same ending for a trained and an averaged model. ``postprocess``: settings to keep
+    (the base's) instead of choosing them."""
     held = evaluate(net, card, tbm_held)
     synth_check = evaluate(net, card, synthetic_set(8, seed=90_000))
     metrics = {
@@ -320,10 +324,15 @@ def finish_model(out, net, card, tbm_held, extra: dict) -> Path:
     }
     card.metrics = {"heldout_tbm_24_25": {k: held[k] for k in ("iou", "mean_iou", "boundary_f1_2px",
                                                                    "boundary_precision_2px", "boundary_recall_2px")}}
+    if postprocess is not None:
+        card.postprocess = dict(postprocess)
+        card.extra["postprocess_choice"] = {"data": "kept from the base model (--keep-base-postprocess)"}
+        metrics["postprocess"] = {"chosen": dict(postprocess), "data": "kept from the base model"}
     out = save_model(out, net, card)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
-    calibrate_postprocess(out)
+    if postprocess is None:
+        calibrate_postprocess(out)
     write_readme(out)
     return out
 
@@ -405,7 +414,8 @@ def record_stages(card, args, minutes: float, epochs: int) -> None:
     stage = {"lr": args.lr, "minutes": round(minutes, 1), "epochs": epochs,
              "data": card.training_data["description"]
              + (f" (fading (p {args.fade_probability:g}), twins and pits + scratches"
-                + (" and blur" if args.randomise_blur else "") + " drawn independently of the difficulty preset)"
+                + (" and blur" if args.randomise_blur else "") + " drawn independently of the difficulty preset"
+                + (f" on {args.randomise_share:.0%} of the sections" if args.randomise_share != 1.0 else "") + ")"
                 if args.randomise else "")
              + ("; twin lines and pits / scratches labelled as classes of their own" if args.aux_classes else ""),
              "command": "python models/grain-boundaries/train.py" + (
@@ -413,6 +423,8 @@ def record_stages(card, args, minutes: float, epochs: int) -> None:
                  + (" --randomise" if args.randomise else "")
                  + (" --randomise-blur" if args.randomise_blur else "")
                  + (f" --fade-probability {args.fade_probability:g}" if args.fade_probability != 0.35 else "")
+                 + (f" --randomise-share {args.randomise_share:g}" if args.randomise_share != 1.0 else "")
+                 + (" --keep-base-postprocess" if args.keep_base_postprocess else "")
                  + (" --aux-classes" if args.aux_classes else "")
                  if args.base else " --out stage1")}
     if args.base:
@@ -451,6 +463,11 @@ def main(argv=None) -> int:
                     help="with --randomise: also a blur of sigma 0.8-2.2 px on half the sections")
     ap.add_argument("--fade-probability", type=float, default=0.35,
                     help="with --randomise: probability of faded boundaries on a section (default 0.35)")
+    ap.add_argument("--randomise-share", type=float, default=1.0,
+                    help="with --randomise: fraction of the sections that get the randomised degradations (the "
+                         "others are stage 1's); default 1.0")
+    ap.add_argument("--keep-base-postprocess", action="store_true",
+                    help="with --base: keep the base card's post-processing settings instead of choosing them anew")
     ap.add_argument("--aux-classes", action="store_true",
                     help="train twin lines and pits / scratches of the synthetic sections as classes of their own "
                          "(classes grain, boundary, twin, artefact) instead of as grain")
@@ -473,10 +490,15 @@ def main(argv=None) -> int:
         return 0
 
     t0 = time.time()
-    if (args.randomise_blur or args.fade_probability != 0.35) and not args.randomise:
-        ap.error("--randomise-blur and --fade-probability need --randomise")
+    if (args.randomise_blur or args.fade_probability != 0.35 or args.randomise_share != 1.0) and not args.randomise:
+        ap.error("--randomise-blur, --fade-probability and --randomise-share need --randomise")
+    if not 0.0 < args.randomise_share <= 1.0:
+        ap.error(f"--randomise-share must be in (0, 1], got {args.randomise_share}")
+    if args.keep_base_postprocess and not args.base:
+        ap.error("--keep-base-postprocess needs --base")
     synth = synthetic_set(args.n_synthetic, seed=args.synthetic_seed, randomise=args.randomise,
-                          blur=args.randomise_blur, fade_probability=args.fade_probability, aux=args.aux_classes)
+                          blur=args.randomise_blur, fade_probability=args.fade_probability, aux=args.aux_classes,
+                          randomise_share=args.randomise_share)
     tbm_train = load_tbm_crops(images=TRAIN_TBM)
     tbm_held = load_tbm_crops(images=HELD_OUT_TBM)
     print(f"{len(synth)} synthetic ({time.time() - t0:.0f} s), {len(tbm_train)} TBM train crops, "
@@ -518,8 +540,14 @@ def main(argv=None) -> int:
     }
     record_stages(card, args, minutes, len(history))
     card.extra["boundary_width_px"] = 3
+    base_pp = None
+    if args.keep_base_postprocess:
+        from micro_seg.registry import load_card
+
+        base_pp = dict(load_card(args.base).postprocess)
     out = finish_model(args.out, net, card, tbm_held, {"training_minutes": round(minutes, 1),
-                                                       "epochs_run": len(history), "threads": args.threads})
+                                                       "epochs_run": len(history), "threads": args.threads},
+                       postprocess=base_pp)
     print(f"saved {out} after {minutes:.1f} min")
     return 0
 
