@@ -437,6 +437,37 @@ def _check_fraction_limits(spec: QCSpec, source: str) -> None:
                 _check_fraction(rule, f"measurements.{group}.{key}", source)
 
 
+def _is_signed_key(key: str) -> bool:
+    """True for the keys whose values may be negative: ASTM grain size numbers (G 00 is about -1).
+
+    >>> _is_signed_key("G_intercept"), _is_signed_key("G_intercept_ci95"), _is_signed_key("max_feret_um")
+    (True, False, False)
+    """
+    return key == "ala_G" or (key.startswith("G_") and not key.endswith("_ci95"))
+
+
+def _check_negative_limits(spec: QCSpec, source: str) -> None:
+    """Refuse a negative limit on a quantity that is never negative (``max_feret_um: -5`` fails every image that
+    has a defect; ``min: -5`` checks nothing): a sign slip, not a spec. (Checked on spec files, as fractions are.)
+
+    >>> spec = parse_spec({"measurements": {"defects": {"max_feret_um": -5}}})
+    >>> try:
+    ...     _check_negative_limits(spec, "s.yaml")
+    ... except ValueError as exc:
+    ...     print(exc)
+    s.yaml: measurements.defects.max_feret_um: max -5 is negative, but max_feret_um is never negative
+    """
+    groups = [("image", spec.image)] + [(f"measurements.{g}", rules) for g, rules in spec.measurements.items()]
+    for prefix, rules in groups:
+        for key, rule in rules.items():
+            if _is_signed_key(key):
+                continue
+            for bound in ("min", "max"):
+                v = getattr(rule, bound)
+                if v is not None and v < 0:
+                    raise SpecError(f"{source}: {prefix}.{key}: {bound} {v:g} is negative, but {key} is never negative")
+
+
 def load_spec(path: str | os.PathLike) -> QCSpec:
     """Read and validate a QC spec file (``.yaml``, ``.yml`` or ``.toml``).
 
@@ -472,6 +503,7 @@ def load_spec(path: str | os.PathLike) -> QCSpec:
             raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     spec = parse_spec(data, source=str(path))
     _check_fraction_limits(spec, str(path))
+    _check_negative_limits(spec, str(path))
     if not spec.has_checks:
         raise SpecError(f"{path}: the spec has no checks (add image, measurements or classifier rules), "
                         "so every image would pass")

@@ -132,6 +132,30 @@ def test_fraction_limits_in_0_1_are_accepted(tmp_path):
         load_spec(spec)
 
 
+@pytest.mark.parametrize("body, where", [
+    ("measurements:\n  defects:\n    max_feret_um: -5\n", "measurements.defects.max_feret_um: max -5"),
+    ("measurements:\n  grains:\n    n_grains: {min: -3}\n", "measurements.grains.n_grains: min -3"),
+    ("image:\n  pixel_size_um: [-0.5, 2]\n", "image.pixel_size_um: min -0.5"),
+])
+def test_negative_limits_on_never_negative_quantities_are_refused(tmp_path, capsys, body, where):
+    spec = tmp_path / "neg.yaml"
+    spec.write_text(body)
+    img = write_tiff(tmp_path / "a.tif", disk_image(2, seed=0))
+    code = main(["qc", str(img), "--spec", str(spec), "--json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert str(spec) in err and where in err and "never negative" in err
+
+
+def test_negative_limits_on_grain_size_numbers_are_accepted(tmp_path):
+    from micro_seg.qc import load_spec
+
+    spec = tmp_path / "coarse.yaml"  # ASTM G 00 is about -1: a very coarse casting may have G < 0
+    spec.write_text("measurements:\n  grains:\n    G_intercept: [-1, 2]\n    ala_G: {min: -2}\n")
+    s = load_spec(spec)
+    assert s.measurements["grains"]["G_intercept"].min == -1 and s.measurements["grains"]["ala_G"].min == -2
+
+
 # ------------------------------------------------------------------ 5. an unwritable OUT_DIR is a retryable failure
 @pytest.fixture()
 def grain_model(tmp_path: Path) -> Path:
