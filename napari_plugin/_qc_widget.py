@@ -67,8 +67,11 @@ def _measure(params: QCParams) -> tuple[dict[str, Any], np.ndarray | None]:
     if params.measure_kind == MEASURE_KINDS[1]:
         kwargs = {"names": list(params.class_names)} if params.class_names else {}
         return {"phases": summary(measure.measure_phases(labels, pixel_size_um=params.pixel_size_um, **kwargs))}, None
-    mask = labels > 0
-    return {"defects": summary(measure.measure_defects(mask, pixel_size_um=params.pixel_size_um))}, labels
+    # the objects judged one by one (offending defects, outlines) are the measurement's own: the connected
+    # pieces of the non-zero pixels, whatever the label values (a class map with a value per defect kind, or
+    # instances that touch, would otherwise be judged as other objects than the ones measured)
+    res = measure.measure_defects(labels > 0, pixel_size_um=params.pixel_size_um)
+    return {"defects": summary(res)}, res.labels
 
 
 def qc_job(params: QCParams, cancel) -> dict[str, Any]:

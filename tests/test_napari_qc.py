@@ -109,3 +109,41 @@ def test_qc_widget_warns_when_physical_limits_meet_an_uncalibrated_image(make_na
     wait_idle(qtbot, w)
     assert any("'plain' has no pixel size" in m and "defects.max_feret_um" in m and "area_fraction" not in m
                for _, m in notes), notes
+
+
+def _run_qc_job(params):
+    import threading
+
+    from napari_plugin._qc_widget import qc_job
+
+    gen = qc_job(params, threading.Event())
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+@pytest.mark.parametrize("layout, verdict, n_offending", [
+    ("class map", "pass", 0),        # value 2 = two short cracks far apart: each is under the limit
+    ("touching instances", "fail", 1),  # 1 and 2 touch: measured as one 16 px object, over the limit
+])
+def test_qc_defects_verdict_and_offending_objects_agree(tmp_path, layout, verdict, n_offending):
+    """The objects blamed one by one are the objects measured (connected pieces of the non-zero pixels), so the
+    verdict and the offending-defect outlines never contradict each other, whatever the label values mean."""
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCParams
+
+    labels = np.zeros((128, 128), np.int32)
+    if layout == "class map":
+        labels[5:9, 5:9] = 1
+        labels[20, 10:18] = 2
+        labels[100, 100:108] = 2
+    else:
+        labels[30:34, 30:38] = 1
+        labels[30:34, 38:46] = 2
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  defects:\n    max_feret_um: 10\n")
+    out = _run_qc_job(QCParams(image=np.full(labels.shape, 0.5, np.float32), spec_path=str(spec), pixel_size_um=1.0,
+                               labels=labels, measure_kind=MEASURE_KINDS[2]))
+    assert out["result"].verdict == verdict
+    assert len(out["offending"]) == n_offending == len(out["outlines"])
