@@ -658,6 +658,8 @@ def _label_dtype(labels: np.ndarray, path: Path) -> np.ndarray:
     if labels.dtype.kind not in "ui":
         raise InvalidImageError(f"{path}: label image must be integer, got {labels.dtype}")
     lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    if lo < 0:  # no measurement takes them: 0 is unlabelled / matrix, classes and objects are 1, 2, ...
+        raise InvalidImageError(f"{path}: label values must be >= 0 (0 = unlabelled), got {lo}")
     for dtype in (np.uint8, np.uint16, np.uint32, np.int32, np.int64):
         info = np.iinfo(dtype)
         if info.min <= lo and hi <= info.max:
@@ -745,7 +747,7 @@ def write_labels(
     path : str or path-like
         Output ``.tif`` file (its folder must exist).
     labels : ndarray
-        2-D integer (or bool, or whole-number float) label image.
+        2-D integer (or bool, or whole-number float) label image, values >= 0 (0 = unlabelled).
     pixel_size_um : float, optional
         Micrometres per pixel.
     classes : sequence of str, optional

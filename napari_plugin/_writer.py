@@ -25,12 +25,23 @@ def _pixel_size(meta: dict) -> float | None:
 
 
 def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
-    """Write one Labels layer to ``path`` (.tif); returns the paths written."""
+    """Write one Labels layer to ``path`` (.tif); returns the paths written.
+
+    A file that cannot be written (no such folder, no permission, a full disk) or labels that are not a label
+    image (negative values) give an error notification naming the layer and the file, and nothing is written.
+    """
     import numpy as np
 
+    from micro_seg.errors import MicroSegError
     from micro_seg.io import write_labels
+    from napari_plugin._common import notify_error
 
     ms = (meta.get("metadata") or {}).get("micro_seg") or {}
     classes = ms.get("classes") if ms.get("kind") == "classes" else None
-    out = write_labels(path, np.asarray(data), pixel_size_um=_pixel_size(meta), classes=classes)
+    try:
+        out = write_labels(path, np.asarray(data), pixel_size_um=_pixel_size(meta), classes=classes)
+    except (MicroSegError, OSError) as exc:
+        name = meta.get("name") or "labels"
+        notify_error(f"Cannot save layer {name!r} to {path}: {exc}")
+        return []
     return [str(out)]

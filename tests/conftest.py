@@ -15,6 +15,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("MICRO_SEG_SHARED", REPO_ROOT.parent / "shared")) / "datasets"
 
 
+def pytest_configure(config) -> None:
+    """Load torch's compiler stack (and Triton, with the CUDA build) before any test opens an OpenGL context.
+
+    torch loads Triton when the first optimizer is made; loading it after a napari viewer has made a GL context
+    on Mesa (as under xvfb) is a segmentation fault. napari jobs guard against it
+    (``napari_plugin._common.keep_triton_out``, tested in a fresh process); this keeps in-process training tests
+    safe whatever GUI test ran before them, as in the CLI, which never has a GL context.
+    """
+    try:
+        import torch._dynamo  # noqa: F401
+    except ImportError:
+        pass
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """Path to ``../shared/datasets``; skips the test when it is absent."""

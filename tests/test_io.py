@@ -221,7 +221,7 @@ def test_micrograph_dataclass():
 
 
 @pytest.mark.parametrize("values, dtype", [((0, 5), np.uint8), ((0, 300), np.uint16), ((0, 70000), np.uint32),
-                                           ((-1, 5), np.int32)])
+                                           ((0, 2**33), np.int64)])
 def test_write_read_labels_round_trip(tmp_path, values, dtype):
     labels = RNG.integers(values[0], values[1], size=(30, 40), endpoint=True).astype(np.int64)
     out = write_labels(tmp_path / "l.tif", labels, pixel_size_um=0.123456789, classes=["a", "b"])
@@ -254,7 +254,17 @@ def test_write_labels_rejects_bad_input(tmp_path):
         write_labels(tmp_path / "x.tif", np.full((3, 3), 0.5))
     with pytest.raises(InputFileNotFoundError, match="does not exist"):
         write_labels(tmp_path / "nowhere" / "x.tif", np.zeros((3, 3), np.uint8))
+    with pytest.raises(InvalidImageError, match=r"x\.tif: label values must be >= 0 \(0 = unlabelled\), got -2"):
+        write_labels(tmp_path / "x.tif", np.array([[0, 1], [-2, 3]], np.int16))  # no measurement would take it
     assert not any(tmp_path.iterdir())
+
+
+def test_read_labels_refuses_negative_values_naming_the_file(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "signed.tif", np.array([[0, 1], [-1, 2]], np.int16))
+    with pytest.raises(InvalidImageError, match=r"signed\.tif: label values must be >= 0"):
+        read_labels(tmp_path / "signed.tif")
 
 
 def test_read_labels_from_png_and_grey_rgb(tmp_path):

@@ -151,6 +151,22 @@ def test_reader_writer_roundtrip_and_bad_files(tmp_path, make_napari_viewer):
     assert px == pytest.approx(0.125) and labels.sum() == (data > 1000).sum()
 
 
+def test_writer_failures_are_notifications_and_write_nothing(tmp_path, notes):
+    """An unwritable place or negative labels: a notification naming the layer and the file, no file, no
+    traceback (napari's save menu would show one)."""
+    from napari_plugin._writer import write_labels_layer
+
+    meta = {"name": "grains", "metadata": {}}
+    assert write_labels_layer("/proc/x.tif", np.ones((4, 4), np.uint8), meta) == []
+    assert any("'grains'" in m and "/proc/x.tif" in m for m in _messages(notes, "error"))
+    out = tmp_path / "neg.tif"
+    labels = np.zeros((4, 4), np.int32)
+    labels[0, 0] = -1
+    assert write_labels_layer(str(out), labels, meta) == []
+    assert not out.exists() and not list(tmp_path.iterdir())
+    assert any(str(out) in m and "must be >= 0" in m for m in _messages(notes, "error"))
+
+
 def test_bad_input_notifications(make_napari_viewer, qtbot, tmp_path, notes):
     """Unreadable file, no calibration, wrong layer type, empty labels -> notifications saying what to do."""
     from napari_plugin._measure import MeasureWidget
@@ -663,3 +679,25 @@ def test_annotate_refuses_a_prediction_or_annotations_of_another_size(make_napar
     assert w.save_pair() is None
     assert any("'ann' (32 x 80 px) does not match 'img' (64 x 64 px)" in m for m in _messages(notes, "error"))
     assert not (tmp_path / "train" / "labels").exists()
+
+
+def test_training_after_the_viewer_opened_does_not_crash_napari(tmp_path):
+    """torch imports Triton when the first optimizer is made; on Mesa's software OpenGL (as here, under xvfb)
+    loading it after napari's GL context killed the process (segmentation fault). A fresh process is needed:
+    in this one an earlier test may have loaded Triton before any GL context."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train_after_viewer.py"
+    script.write_text(
+        "import numpy as np, napari\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "viewer.add_image(np.zeros((8, 8)))\n"
+        "from napari_plugin._common import import_engine\n"
+        "import_engine()\n"
+        "import torch\n"
+        "torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())\n"
+        "viewer.close()\n"
+        "print('trained fine')\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "trained fine" in run.stdout, (run.returncode, run.stderr[-2000:])
