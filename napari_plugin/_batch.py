@@ -69,6 +69,20 @@ def batch_job(params: BatchParams, cancel):
     return box["summary"]
 
 
+def _changed_since_batch(image_path: Path, rec: Any, image_shape: tuple, labels_shape: tuple) -> str:
+    """How the micrograph differs from the one the batch segmented ("" when it is the same): another size than
+    its labels, or other bytes than the sha256 the batch recorded."""
+    from micro_seg.batch_worker import sha256_file
+
+    if tuple(image_shape) != tuple(labels_shape):
+        return (f"the image is {image_shape[0]} x {image_shape[1]} px but its labels are "
+                f"{labels_shape[0]} x {labels_shape[1]}: it has changed")
+    recorded = rec.get("sha256")
+    if isinstance(recorded, str) and recorded and sha256_file(image_path) != recorded:
+        return "the file's content (sha256) has changed"
+    return ""
+
+
 class BatchWidget(Container):
     """Dock widget for batch runs and browsing their results."""
 
@@ -200,7 +214,12 @@ class BatchWidget(Container):
                 labels, px = read_labels(self._resolve(labels_rel, self._results_dir))
             except (MicroSegError, OSError) as exc:
                 notify_warning(f"{labels_rel}: cannot read the labels ({exc}).")
-            else:
+                labels = None
+            changed = labels is not None and _changed_since_batch(image_path, rec, data.shape[:2], labels.shape)
+            if changed:
+                notify_warning(f"{image_path}: {changed} since the batch ran, so its labels ({labels_rel}) are not "
+                               "shown; run the batch again to segment the image as it is now.")
+            elif labels is not None:
                 meas = {k: (None if v != v else v) for k, v in rec.items()}  # NaN -> None
                 model_kind = "grains" if "n_grains" in rec and rec.get("n_grains") == rec.get("n_grains") else "classes"
                 meta = {"micro_seg": {"kind": model_kind, "image": kwargs["name"], "pixel_size_um": px or mg.pixel_size_um,

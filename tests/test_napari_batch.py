@@ -18,7 +18,7 @@ def user_models(tmp_path, monkeypatch):
     return tmp_path / "models"
 
 
-def test_batch_widget_runs_and_browses(make_napari_viewer, qtbot, tmp_path, user_models, monkeypatch):
+def test_batch_widget_runs_and_browses(make_napari_viewer, qtbot, tmp_path, user_models, monkeypatch, notes):
     import tifffile
 
     from napari_plugin._batch import BatchWidget
@@ -46,6 +46,17 @@ def test_batch_widget_runs_and_browses(make_napari_viewer, qtbot, tmp_path, user
     image_layer, labels_layer = added
     assert tuple(image_layer.scale) == pytest.approx((0.5, 0.5))
     assert labels_layer.data.shape == image_layer.data.shape
+    # the micrograph replaced since the batch ran: its labels are not laid over it, and the user is told why
+    name = w.images.iloc[ok_row]["path"]
+    img, _ = two_phase_image((64, 80), seed=99)
+    tifffile.imwrite(src / name, img)
+    added = w.open_row(ok_row)
+    assert added is not None and len(added) == 1
+    assert any("64 x 80" in m and "64 x 64" in m and "not shown" in m for s, m in notes if s == "warning")
+    img, _ = two_phase_image((64, 64), seed=99)  # same size, other pixels: the recorded sha256 tells
+    tifffile.imwrite(src / name, img)
+    assert len(w.open_row(ok_row)) == 1
+    assert any("sha256" in m and "not shown" in m for s, m in notes if s == "warning")
     opened = []
     monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url))
     assert w.open_report() is not None and opened and opened[0].endswith("report.html")
