@@ -391,7 +391,8 @@ class JobRunner:
         from napari.qt.threading import create_worker
 
         if self.worker is not None:
-            notify_warning("A job is already running: wait for it or press Cancel.")
+            notify_warning("A job is already running: " + ("wait for it or press Cancel." if self.cancel_button is not None
+                                                           else "wait for it to finish."))
             return None
         self._cancel = threading.Event()
         job = _after_engine_imports(_reraise_runtime_errors(func) if inspect.isgeneratorfunction(func) else func)

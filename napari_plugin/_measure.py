@@ -138,10 +138,12 @@ def summary_frame(summary: dict):
     return pd.DataFrame({"quantity": names, "value": [v for _, v in rows], "key": [k for k, _ in rows]})
 
 
-def measure_job(params: MeasureParams, cancel) -> tuple[dict, Any]:
-    """Worker function: run the engine's measurement; returns ``(summary, table)``."""
+def measure_job(params: MeasureParams, cancel):
+    """Worker generator: run the engine's measurement (one step, not cancellable once started: a 4096² grain map
+    takes about a second); returns ``(summary, table)``."""
     from micro_seg import measure
 
+    yield {"fraction": 0.1, "message": f"{params.kind.split(' (')[0].lower()}..."}
     labels = params.labels
     if params.kind == GRAINS:
         result = measure.measure_grains(labels, pixel_size_um=params.pixel_size_um, what=params.what)

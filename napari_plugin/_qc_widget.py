@@ -95,7 +95,12 @@ def qc_job(params: QCParams, cancel) -> dict[str, Any]:
         yield {"fraction": 0.5, "message": "classifying"}
         model = load_classifier(clf_name)
         classification = classify(params.image, model)
+        if cancel.is_set():
+            raise CancelledError("QC cancelled")
+        yield {"fraction": 0.65, "message": "explaining (Grad-CAM)"}
         cam = grad_cam(params.image, model)
+        if cancel.is_set():
+            raise CancelledError("QC cancelled")
     yield {"fraction": 0.8, "message": "judging"}
     result = evaluate(params.image, spec, pixel_size_um=params.pixel_size_um, measurements=measurements,
                       classification=classification)
@@ -152,13 +157,15 @@ class QCWidget(Container):
         self._model = LineEdit(label="Classifier", value="", tooltip="Classification model name or folder (optional)")
         self._pixel = pixel_size_box("0 = from the layer's calibration (or uncalibrated)")
         self._run_btn = PushButton(text="Evaluate")
+        self._cancel_btn = PushButton(text="Cancel")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
         self._status = Label(label="Status", value="Pick an image and a QC spec, then Evaluate")
         self._verdict = Label(label="Verdict", value="-")
         self._reasons = Label(label="Reasons", value="")
-        self._runner = JobRunner(progress_bar=self._progress, status_label=self._status, run_button=self._run_btn)
+        self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn, status_label=self._status,
+                                 run_button=self._run_btn)
         self.extend([self._image, self._labels, self._kind, self._names, self._spec, self._model, self._pixel,
-                     self._run_btn, self._progress, self._status, self._verdict, self._reasons])
+                     self._run_btn, self._cancel_btn, self._progress, self._status, self._verdict, self._reasons])
         self._run_btn.changed.connect(self.run)
         connect_layer_events(napari_viewer, self)
         self.last: dict[str, Any] | None = None

@@ -147,3 +147,41 @@ def test_qc_defects_verdict_and_offending_objects_agree(tmp_path, layout, verdic
                                labels=labels, measure_kind=MEASURE_KINDS[2]))
     assert out["result"].verdict == verdict
     assert len(out["offending"]) == n_offending == len(out["outlines"])
+
+
+def test_qc_widget_cancel_stops_a_slow_classifier_and_shows_no_verdict(make_napari_viewer, qtbot, tmp_path, notes,
+                                                                       monkeypatch):
+    """QC has a Cancel button (its "already running" message says to press it); pressed while the classifier
+    runs, the job stops before Grad-CAM and no verdict is shown."""
+    import threading
+
+    import micro_seg.classifier as clf
+    from napari_plugin._qc_widget import QCWidget
+
+    started, release = threading.Event(), threading.Event()
+    real_classify, cams = clf.classify, []
+
+    def slow_classify(image, model):
+        started.set()
+        release.wait(30)
+        return real_classify(image, model)
+
+    monkeypatch.setattr(clf, "classify", slow_classify)
+    monkeypatch.setattr(clf, "grad_cam", lambda *a, **k: cams.append(1))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("classifier:\n  forbidden_classes: [bad]\n")
+    viewer = make_napari_viewer()
+    w = QCWidget(viewer)
+    w._image.value = viewer.add_image(grain_micrograph(0, shape=(64, 64), n_grains=10), name="field")
+    w._spec.value = spec
+    w._model.value = str(_tiny_classifier(tmp_path / "clf"))
+    assert not w._cancel_btn.enabled
+    w.run()
+    qtbot.waitUntil(started.is_set, timeout=60_000)
+    assert w._cancel_btn.enabled
+    w.run()  # a second Evaluate while the first runs
+    assert any("already running" in m and "press Cancel" in m for s, m in notes if s == "warning")
+    w._cancel_btn.changed.emit(True)
+    release.set()
+    wait_idle(qtbot, w)
+    assert w._status.value == "Cancelled" and w.last is None and w._verdict.value == "-" and cams == []

@@ -457,6 +457,25 @@ def test_job_runner_reports_a_runtime_error_and_frees_the_widget(qtbot, notes):
     assert run_btn.enabled and not cancel_btn.enabled
 
 
+def test_job_runner_without_cancel_button_does_not_tell_the_user_to_press_one(qtbot, notes):
+    """Measure and Annotate have no Cancel button: a second Run while a job runs says to wait for it."""
+    import threading
+
+    from magicgui.widgets import Label
+
+    from napari_plugin._common import JobRunner
+
+    runner = JobRunner(status_label=Label(value=""))
+    release, done = threading.Event(), []
+    runner.start(lambda params, cancel: release.wait(20), None, on_done=done.append, description="Measuring")
+    assert runner.start(lambda params, cancel: None, None, on_done=done.append) is None
+    release.set()
+    qtbot.waitUntil(lambda: not runner.running, timeout=20_000)
+    warnings = _messages(notes, "warning")
+    assert any("wait for it to finish" in m for m in warnings) and not any("Cancel" in m for m in warnings)
+    assert done == [True]
+
+
 def test_job_runner_cancel_frees_the_widget_when_the_job_stops_itself(qtbot, notes):
     """Cancel while the job is between reports: the job raises CancelledError itself before yielding again.
 
