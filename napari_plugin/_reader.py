@@ -77,8 +77,7 @@ def read_paths(path: str | list[str]) -> list[LayerData]:
             notify_error(f"Cannot open {Path(p).name}: {exc}. "
                          "Check the file is a complete TIFF/PNG/JPEG/BMP micrograph (re-export it if needed).")
             continue
-        for warning in micrograph.reader_warnings:  # e.g. only page 0 of a stack is read
-            text = warning.replace(" (choose another with --page)", " (the command line's --page reads others)")
+        for text in micrograph.reader_warnings:  # e.g. only page 0 of a stack is read
             notify_warning(text if Path(p).name in text else f"{Path(p).name}: {text}")
         if not micrograph.pixel_size_um:
             notify_warning(f"{Path(p).name} has no pixel-size calibration: measurements will be in pixels. "

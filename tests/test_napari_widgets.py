@@ -656,7 +656,7 @@ def test_reader_shows_the_engines_warnings_naming_the_file(tmp_path, notes):
     layers = read_paths(str(tmp_path / "stack.tif"))
     assert layers[0][0].shape == (32, 32)
     warned = _messages(notes, "warning")
-    assert any("stack.tif" in m and "5 pages" in m and "only page 0" in m and "--page)" not in m for m in warned)
+    assert any("stack.tif" in m and "5 pages" in m and "only page 0" in m and "page=N" in m for m in warned)
 
 
 def test_job_errors_name_the_layer(make_napari_viewer, qtbot, tmp_path, notes, monkeypatch):
