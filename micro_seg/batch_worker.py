@@ -21,7 +21,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import socket
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from micro_seg.errors import OutputPathError
+from micro_seg.registry import sha256_file  # noqa: F401  (re-exported: batch and the napari widget use it from here)
 
 __all__ = [
     "BatchConfig",
@@ -188,27 +188,6 @@ class ImageResult:
 # ----------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (streamed; constant memory).
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> fd, p = tempfile.mkstemp(); os.write(fd, b"abc"); os.close(fd)
-    3
-    >>> sha256_file(p)[:16]
-    'ba7816bf8f01cfea'
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
 def _process_umask() -> int:
     """The process's file-creation mask (read once, at import, while nothing else runs)."""
     mask = os.umask(0o022)
