@@ -212,7 +212,12 @@ def write_readme(folder: Path) -> Path:
     tr = card.extra.get("training", {})
     pp = m.get("postprocess")
     pp_text = ""
-    if pp:
+    if pp and "grid" not in pp:  # --keep-base-postprocess: the base's settings, not re-chosen for these weights
+        pp_text = (f"Post-processing (card `postprocess`, used by `segment` / `analyze` / `batch` / napari unless "
+                   f"overridden): boundary threshold **{pp['chosen']['threshold']}**, neck split ratio "
+                   f"**{pp['chosen']['split_ratio']}**, {pp['data']} (`--keep-base-postprocess`: chosen on training "
+                   "images for the base's weights, not re-chosen for these).\n")
+    elif pp:
         best = next(r for r in pp["grid"] if r["threshold"] == pp["chosen"]["threshold"]
                     and r["split_ratio"] == pp["chosen"]["split_ratio"])
         default = next((r for r in pp["grid"] if r["threshold"] == 0.5 and r["split_ratio"] == 2.0), None)
@@ -490,6 +495,11 @@ def main(argv=None) -> int:
         return 0
 
     t0 = time.time()
+    base_pp = None
+    if args.keep_base_postprocess and args.base:  # read now: the base folder may change while this trains
+        from micro_seg.registry import load_card
+
+        base_pp = dict(load_card(args.base).postprocess)
     if (args.randomise_blur or args.fade_probability != 0.35 or args.randomise_share != 1.0) and not args.randomise:
         ap.error("--randomise-blur, --fade-probability and --randomise-share need --randomise")
     if not 0.0 < args.randomise_share <= 1.0:
@@ -540,11 +550,6 @@ def main(argv=None) -> int:
     }
     record_stages(card, args, minutes, len(history))
     card.extra["boundary_width_px"] = 3
-    base_pp = None
-    if args.keep_base_postprocess:
-        from micro_seg.registry import load_card
-
-        base_pp = dict(load_card(args.base).postprocess)
     out = finish_model(args.out, net, card, tbm_held, {"training_minutes": round(minutes, 1),
                                                        "epochs_run": len(history), "threads": args.threads},
                        postprocess=base_pp)
