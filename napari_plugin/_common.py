@@ -235,33 +235,13 @@ def import_engine(lap: Callable[[str], None] | None = None) -> None:
         preload_torch_libraries()
         import torch  # noqa: F401
 
-        keep_triton_out()
+        avoid_triton_crash()  # every job, not only training: any optimizer made later would load triton
         if lap is not None:
             lap("torch")
         from micro_seg import inference, measure, postprocess, registry  # noqa: F401
 
         if lap is not None:
             lap("engine")
-
-
-def keep_triton_out() -> bool:
-    """On a machine without a CUDA GPU, make ``import triton`` fail in this (napari) process; True when done.
-
-    The CUDA build of torch pulls in Triton, a GPU kernel compiler, and torch imports it the first time an
-    optimizer is made (training: the Train widget, a fine-tune). Loading Triton's native library after napari's
-    OpenGL context exists on Mesa's software renderer (llvmpipe: virtual machines, remote desktops, CI) kills
-    the process with a segmentation fault, and the user's unsaved layers with it. Without a GPU Triton has
-    nothing to compile for, so torch is told it is absent (``sys.modules["triton"] = None``, which torch's own
-    check reads as "not installed"). Nothing changes where Triton is already loaded or a GPU is present.
-    """
-    import sys
-
-    import torch
-
-    if "triton" in sys.modules or torch.cuda.is_available():
-        return False
-    sys.modules["triton"] = None
-    return True
 
 
 def _after_engine_imports(func: Callable) -> Callable:

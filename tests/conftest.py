@@ -20,7 +20,7 @@ def pytest_configure(config) -> None:
 
     torch loads Triton when the first optimizer is made; loading it after a napari viewer has made a GL context
     on Mesa (as under xvfb) is a segmentation fault. napari jobs guard against it
-    (``napari_plugin._common.keep_triton_out``, tested in a fresh process); this keeps in-process training tests
+    (``napari_plugin._common.avoid_triton_crash``, tested in a fresh process); this keeps in-process training tests
     safe whatever GUI test ran before them, as in the CLI, which never has a GL context.
     """
     try:
