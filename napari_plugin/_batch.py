@@ -69,18 +69,22 @@ def batch_job(params: BatchParams, cancel):
     return box["summary"]
 
 
-def _changed_since_batch(image_path: Path, rec: Any, image_shape: tuple, labels_shape: tuple) -> str:
-    """How the micrograph differs from the one the batch segmented ("" when it is the same): another size than
-    its labels, or other bytes than the sha256 the batch recorded."""
+def _changed_since_batch(image_path: Path, rec: Any, mg: Any, labels_shape: tuple) -> str:
+    """How the micrograph differs from the one the batch segmented ("" when it is the same).
+
+    The sha256 the batch recorded decides when there is one; without it, the labels must have the size of the
+    image or of its analysed part (above a data bar, which the batch does not segment).
+    """
     from micro_seg.batch_worker import sha256_file
 
-    if tuple(image_shape) != tuple(labels_shape):
-        return (f"the image is {image_shape[0]} x {image_shape[1]} px but its labels are "
-                f"{labels_shape[0]} x {labels_shape[1]}: it has changed")
     recorded = rec.get("sha256")
-    if isinstance(recorded, str) and recorded and sha256_file(image_path) != recorded:
-        return "the file's content (sha256) has changed"
-    return ""
+    if isinstance(recorded, str) and recorded:
+        return "" if sha256_file(image_path) == recorded else "the file's content (sha256) has changed"
+    rows, cols = mg.data.shape[:2]
+    if tuple(labels_shape) in {(rows, cols), (rows - int(mg.databar_rows or 0), cols)}:
+        return ""
+    return (f"the image is {rows} x {cols} px but its labels are {labels_shape[0]} x {labels_shape[1]}: "
+            "it has changed")
 
 
 class BatchWidget(Container):
@@ -215,7 +219,7 @@ class BatchWidget(Container):
             except (MicroSegError, OSError) as exc:
                 notify_warning(f"{labels_rel}: cannot read the labels ({exc}).")
                 labels = None
-            changed = labels is not None and _changed_since_batch(image_path, rec, data.shape[:2], labels.shape)
+            changed = labels is not None and _changed_since_batch(image_path, rec, mg, labels.shape)
             if changed:
                 notify_warning(f"{image_path}: {changed} since the batch ran, so its labels ({labels_rel}) are not "
                                "shown; run the batch again to segment the image as it is now.")
