@@ -807,19 +807,23 @@ def _classifier_reasons(spec: QCSpec, classification: Mapping[str, Any] | None) 
 
 # --------------------------------------------------------------------------- offending objects
 
-#: Per-object size rules: spec key -> (regionprops property, exponent of the pixel size).
-_OBJECT_SIZE_KEYS = {"max_feret_um": ("feret_diameter_max", 1), "max_ecd_um": ("equivalent_diameter_area", 1),
-                     "max_area_um2": ("area", 2)}
+#: Per-object size rules: spec key -> (column of :func:`~micro_seg.measure.measure_defects`' table without its
+#: unit suffix, exponent of the pixel size).
+_OBJECT_SIZE_KEYS = {"max_feret_um": ("feret_max", 1), "max_ecd_um": ("ecd", 1), "max_area_um2": ("area", 2)}
 
 
 def offending_defects(defects: np.ndarray, spec: QCSpec, *, pixel_size_um: float | None = None) -> dict[int, str]:
     """Defect objects that break the spec's per-object size limits.
 
+    The objects and their sizes are those of :func:`~micro_seg.measure.measure_defects` (its Feret diameters,
+    not another library's), so an object is blamed exactly when the measurement's maximum breaks the limit.
+
     Parameters
     ----------
     defects : ndarray of int or bool
-        Instance labels (0 = background) or a binary mask (objects are its
-        8-connected components).
+        Instance labels (0 = background; two or more distinct values) or a
+        binary mask (objects are its 8-connected components), as
+        :func:`~micro_seg.measure.measure_defects` takes them.
     spec : QCSpec
         Uses ``measurements.defects.max_feret_um`` / ``max_ecd_um`` /
         ``max_area_um2`` (per-object limits).  Field-level limits
@@ -832,8 +836,9 @@ def offending_defects(defects: np.ndarray, spec: QCSpec, *, pixel_size_um: float
     Returns
     -------
     dict
-        ``{label: reason text}`` of the offending objects (labels of the
-        instance image, or of the connected components of a mask).
+        ``{label: reason text}`` of the offending objects: values of the
+        instance image, or labels of the mask's connected components (as in
+        ``measure_defects(defects).labels``).
 
     Examples
     --------
@@ -843,22 +848,26 @@ def offending_defects(defects: np.ndarray, spec: QCSpec, *, pixel_size_um: float
     >>> sorted(offending_defects(m, spec, pixel_size_um=1.0))
     [2]
     """
-    from skimage.measure import label as cc_label
-    from skimage.measure import regionprops
+    from micro_seg.measure import measure_defects
 
+    rules = {key: rules.max for key, rules in spec.measurements.get("defects", {}).items()
+             if key in _OBJECT_SIZE_KEYS and rules.max is not None}
+    if not rules:
+        return {}
     arr = np.asarray(defects)
-    labels = cc_label(arr > 0, connectivity=2) if arr.dtype == bool or arr.max() <= 1 else arr.astype(np.int64)
-    rules = spec.measurements.get("defects", {})
+    res = measure_defects(arr, pixel_size_um=pixel_size_um, fields=None, what="defects", check_pieces=False)
+    table = res.table
+    if len(table) and arr.dtype != bool and len(np.unique(arr[arr != 0])) > 1:
+        keys = np.unique(arr[arr != 0])[table["label"].to_numpy() - 1]  # instances are measured as 1..N in order
+    else:
+        keys = table["label"].to_numpy()
     scale = float(pixel_size_um) if pixel_size_um else 1.0
     unit = "um" if pixel_size_um else "px"
     out: dict[int, str] = {}
-    props = regionprops(labels)
-    for key, (prop, power) in _OBJECT_SIZE_KEYS.items():
-        rule = rules.get(key)
-        if rule is None or rule.max is None:
-            continue
-        for region in props:
-            value = float(getattr(region, prop)) * scale**power
-            if value > rule.max:
-                out.setdefault(int(region.label), f"{key.removeprefix('max_')} {value:.3g} {unit} > {rule.max:g}")
+    for key, limit in rules.items():
+        column, power = _OBJECT_SIZE_KEYS[key]
+        values = table[f"{column}_px"].to_numpy(dtype=float) * scale**power if len(table) else np.zeros(0)
+        for label, value in zip(keys, values):
+            if value > limit:
+                out.setdefault(int(label), f"{key.removeprefix('max_')} {value:.3g} {unit} > {limit:g}")
     return out

@@ -106,6 +106,8 @@ def qc_job(params: QCParams, cancel) -> dict[str, Any]:
                       classification=classification)
     offending = offending_defects(defects, spec, pixel_size_um=params.pixel_size_um) if defects is not None else {}
     outlines = _outlines(defects, offending) if offending else []
+    if cancel.is_set():  # pressed while judging: no verdict is shown
+        raise CancelledError("QC cancelled")
     return {"result": result, "classification": classification, "grad_cam": cam, "offending": offending,
             "outlines": outlines, "spec_name": spec.name}
 

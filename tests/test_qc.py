@@ -197,3 +197,19 @@ def test_offending_defects_by_size_known_answer():
     assert sorted(offending_defects(labels, spec, pixel_size_um=0.5)) == [2, 3]
     assert sorted(offending_defects(labels > 0, spec, pixel_size_um=0.1)) == []
     assert offending_defects(labels, parse_spec({}), pixel_size_um=1.0) == {}
+
+
+def test_offending_defects_use_the_measurements_own_feret_diameters():
+    """A limit between scikit-image's Feret diameter of a 3 x 20 px bar (20.10) and the measurement's (the convex
+    hull of the pixel squares, 20.22): the bar breaks it in the measurement, so it must be the object blamed."""
+    from micro_seg.measure import measure_defects
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:8, 10:30] = 7
+    labels[20:22, 5:7] = 9
+    feret = measure_defects(labels, pixel_size_um=1.0, fields=None).summary["max_feret_um"]
+    assert 20.15 < feret < 20.3
+    spec = parse_spec({"measurements": {"defects": {"max_feret_um": 20.15}}})
+    got = offending_defects(labels, spec, pixel_size_um=1.0)
+    assert list(got) == [7] and got[7].startswith("feret_um 20.2 um > 20.1")  # keys are the instance values
+    assert list(offending_defects(labels > 0, spec, pixel_size_um=1.0)) == [1]  # a mask: connected components
