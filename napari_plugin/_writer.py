@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["write_labels_layer"]
+__all__ = ["LabelsSaveError", "write_labels_layer"]
 
 
 def _pixel_size(meta: dict) -> float | None:
@@ -24,17 +24,22 @@ def _pixel_size(meta: dict) -> float | None:
     return None
 
 
+class LabelsSaveError(OSError):
+    """A Labels layer could not be saved; the message names the layer, the file and the reason."""
+
+
 def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
     """Write one Labels layer to ``path`` (.tif); returns the paths written.
 
     A file that cannot be written (no such folder, no permission, a full disk) or labels that are not a label
-    image (negative values) give an error notification naming the layer and the file, and nothing is written.
+    image (negative values) raise :class:`LabelsSaveError` naming the layer, the file and the reason, and nothing
+    is written. napari's save dialog shows that message as its one error notification (a writer that returned no
+    path would get napari's own "save failed ... did not return any written paths" on top of ours).
     """
     import numpy as np
 
     from micro_seg.errors import MicroSegError
     from micro_seg.io import write_labels
-    from napari_plugin._common import notify_error
 
     ms = (meta.get("metadata") or {}).get("micro_seg") or {}
     classes = ms.get("classes") if ms.get("kind") == "classes" else None
@@ -42,6 +47,6 @@ def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
         out = write_labels(path, np.asarray(data), pixel_size_um=_pixel_size(meta), classes=classes)
     except (MicroSegError, OSError) as exc:
         name = meta.get("name") or "labels"
-        notify_error(f"Cannot save layer {name!r} to {path}: {exc}")
-        return []
+        where = "" if str(path) in str(exc) else f" to {path}"  # the engine's messages name the file already
+        raise LabelsSaveError(f"Cannot save layer {name!r}{where}: {exc}") from None
     return [str(out)]

@@ -151,20 +151,20 @@ def test_reader_writer_roundtrip_and_bad_files(tmp_path, make_napari_viewer):
     assert px == pytest.approx(0.125) and labels.sum() == (data > 1000).sum()
 
 
-def test_writer_failures_are_notifications_and_write_nothing(tmp_path, notes):
-    """An unwritable place or negative labels: a notification naming the layer and the file, no file, no
-    traceback (napari's save menu would show one)."""
-    from napari_plugin._writer import write_labels_layer
+def test_writer_failures_are_one_clear_error_and_write_nothing(tmp_path):
+    """An unwritable place or negative labels: one error naming the layer, the file and the reason (napari's save
+    dialog shows it as its notification), and no file."""
+    from napari_plugin._writer import LabelsSaveError, write_labels_layer
 
     meta = {"name": "grains", "metadata": {}}
-    assert write_labels_layer("/proc/x.tif", np.ones((4, 4), np.uint8), meta) == []
-    assert any("'grains'" in m and "/proc/x.tif" in m for m in _messages(notes, "error"))
+    with pytest.raises(LabelsSaveError, match=r"Cannot save layer 'grains': /proc/x\.tif: cannot write"):
+        write_labels_layer("/proc/x.tif", np.ones((4, 4), np.uint8), meta)
     out = tmp_path / "neg.tif"
     labels = np.zeros((4, 4), np.int32)
     labels[0, 0] = -1
-    assert write_labels_layer(str(out), labels, meta) == []
-    assert not out.exists() and not list(tmp_path.iterdir())
-    assert any(str(out) in m and "must be >= 0" in m for m in _messages(notes, "error"))
+    with pytest.raises(LabelsSaveError, match=r"'grains': .*neg\.tif: label values must be >= 0"):
+        write_labels_layer(str(out), labels, meta)
+    assert not list(tmp_path.iterdir())
 
 
 def test_bad_input_notifications(make_napari_viewer, qtbot, tmp_path, notes):
