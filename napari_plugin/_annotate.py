@@ -117,9 +117,10 @@ def save_training_pair(
     if pixel_size_um:
         kwargs = {"resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um), "resolutionunit": "CENTIMETER"}
     rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+    # labels first: write_labels picks the dtype and refuses what is not a label image (negative values), before
+    # the image is written, so a refused pair leaves no image without its labels
+    write_labels(lab_path, annotations, pixel_size_um=pixel_size_um)
     tifffile.imwrite(img_path, image, photometric="rgb" if rgb else "minisblack", **kwargs)
-    write_labels(lab_path, annotations.astype(np.uint16 if annotations.max() > 255 else np.uint8),
-                 pixel_size_um=pixel_size_um)
     schema = {"classes": list(classes), "colors": list(colors or PALETTE[: len(classes)]),
               "label_convention": "0 = unlabelled, i = classes[i-1]"}
     (folder / SCHEMA_FILE).write_text(json.dumps(schema, indent=2), encoding="utf-8")

@@ -720,3 +720,16 @@ def test_training_after_the_viewer_opened_does_not_crash_napari(tmp_path):
         "print('trained fine')\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "trained fine" in run.stdout, (run.returncode, run.stderr[-2000:])
+
+
+def test_training_pair_with_negative_annotations_is_refused_and_leaves_no_image(tmp_path):
+    """Annotations used to be cast to uint8, so -1 became class 255; now the pair is refused naming the labels
+    file, before the image is written."""
+    from micro_seg.errors import InvalidImageError
+    from napari_plugin._annotate import save_training_pair
+
+    ann = np.zeros((16, 16), np.int32)
+    ann[0, 0], ann[5, 5] = -1, 1
+    with pytest.raises(InvalidImageError, match=r"labels/a\.tif: label values must be >= 0"):
+        save_training_pair(tmp_path, "a", np.zeros((16, 16), np.uint8), ann, classes=["matrix", "pore"])
+    assert not list((tmp_path / "images").iterdir()) and not list((tmp_path / "labels").iterdir())
