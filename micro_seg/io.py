@@ -623,7 +623,7 @@ def read_micrograph(
     n_pages = int(meta.get("n_pages", 1))
     if page is None and n_pages > max(1, int(meta.get("pages_merged", 1))):
         axes = f" (axes {meta['axes']})" if meta.get("axes") else ""
-        diagnostics.append(f"the file holds {n_pages} pages{axes}; only page 0 is read (others: page=N, or --page N on the command line)")
+        diagnostics.append(f"the file holds {n_pages} pages{axes}; only page 0 is read (the command line's --page N, or page=N in Python, reads others)")
     ext_fmt = _EXT_FORMAT.get(path.suffix.lower())
     if ext_fmt and ext_fmt != fmt:
         diagnostics.append(f"file name says {_FORMAT_NAMES[ext_fmt]} but the content is {_FORMAT_NAMES[fmt]}")
