@@ -313,11 +313,12 @@ are outside what it was trained on: fine-tune from a few scribbled images.
     return path
 
 
-def finish_model(out, net, card, tbm_held, extra: dict, *, postprocess: dict | None = None) -> Path:
+def finish_model(out, net, card, tbm_held, extra: dict, *, postprocess: dict | None = None,
+                 base_choice: dict | None = None) -> Path:
     """Score ``net`` on the held-out TBM crops and 8 fresh synthetic sections (into ``card.metrics`` and
     ``metrics.json``, with ``extra``), save it to ``out``, choose its post-processing on training images and
     write its README: the same ending for a trained and an averaged model. ``postprocess``: settings to keep
-    (the base's) instead of choosing them."""
+    (the base's) instead of choosing them; ``base_choice``: the base card's record of how they were chosen."""
     held = evaluate(net, card, tbm_held)
     synth_check = evaluate(net, card, synthetic_set(8, seed=90_000))
     metrics = {
@@ -331,7 +332,8 @@ def finish_model(out, net, card, tbm_held, extra: dict, *, postprocess: dict | N
                                                                    "boundary_precision_2px", "boundary_recall_2px")}}
     if postprocess is not None:
         card.postprocess = dict(postprocess)
-        card.extra["postprocess_choice"] = {"data": "kept from the base model (--keep-base-postprocess)"}
+        card.extra["postprocess_choice"] = {"data": "kept from the base model (--keep-base-postprocess)",
+                                            **({"base": base_choice} if base_choice else {})}
         metrics["postprocess"] = {"chosen": dict(postprocess), "data": "kept from the base model"}
     out = save_model(out, net, card)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -495,11 +497,12 @@ def main(argv=None) -> int:
         return 0
 
     t0 = time.time()
-    base_pp = None
+    base_pp = base_choice = None
     if args.keep_base_postprocess and args.base:  # read now: the base folder may change while this trains
         from micro_seg.registry import load_card
 
-        base_pp = dict(load_card(args.base).postprocess)
+        base_card = load_card(args.base)
+        base_pp, base_choice = dict(base_card.postprocess), base_card.extra.get("postprocess_choice")
     if (args.randomise_blur or args.fade_probability != 0.35 or args.randomise_share != 1.0) and not args.randomise:
         ap.error("--randomise-blur, --fade-probability and --randomise-share need --randomise")
     if not 0.0 < args.randomise_share <= 1.0:
@@ -552,7 +555,7 @@ def main(argv=None) -> int:
     card.extra["boundary_width_px"] = 3
     out = finish_model(args.out, net, card, tbm_held, {"training_minutes": round(minutes, 1),
                                                        "epochs_run": len(history), "threads": args.threads},
-                       postprocess=base_pp)
+                       postprocess=base_pp, base_choice=base_choice)
     print(f"saved {out} after {minutes:.1f} min")
     return 0
 
