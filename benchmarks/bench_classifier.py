@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 WORK = ROOT / "benchmarks" / "_work" / "classifier"
-from _results import markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
+from _results import earlier_tables, markers, write_section  # noqa: E402  (benchmarks/ is the script folder)
 
 BEGIN, END = markers("bench_classifier")
 SHARED = Path(os.environ.get("MICRO_SEG_SHARED", ROOT.parent / "shared")) / "datasets"
@@ -351,13 +351,36 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
-def render(res: dict) -> str:
+#: ``### `` heading of each section's table, to keep the tables of sections not run (:func:`earlier_parts`).
+HEADINGS = {"neu": "### NEU surface defects", "tiles": "### Magnetic tiles", "ood": "### Out-of-distribution score",
+            "segood": "### OOD score for segmentation models"}
+
+
+def earlier_parts(results_text: str) -> dict[str, str]:
+    """The tables (by section key) and the ``Note:`` paragraphs (key ``"notes"``) of this script's section in
+    ``results_text``, so that ``--sections X --write`` keeps what it did not run (a fresh clone has no JSON)."""
+    if BEGIN not in results_text or END not in results_text:
+        return {}
+    section = results_text[results_text.index(BEGIN):results_text.index(END)]
+    out = earlier_tables(section, HEADINGS, stop=("Note:",))
+    notes = [ln for ln in section.splitlines() if ln.startswith("Note: ")]
+    if notes:
+        out["notes"] = "\n\n".join(notes) + "\n"
+    return out
+
+
+def render(res: dict, earlier: dict[str, str] | None = None) -> str:
+    """This script's RESULTS.md section; ``earlier`` (:func:`earlier_parts`): tables and notes kept for the
+    sections ``res`` lacks."""
+    earlier = {k: v for k, v in (earlier or {}).items() if k not in res}
     lines = [BEGIN, "## Image classification, QC flagging and OOD (bench_classifier.py)", ""]
     lines.append(f"Run {res['date']} on {res['machine']}; `python benchmarks/bench_classifier.py --write`. "
                  "Models trained here are not shipped (NEU and magnetic tiles carry no licence).")
     lines.append("")
     for note in res.get("notes", []):
         lines += [f"Note: {note}", ""]
+    if "notes" in earlier:
+        lines.append(earlier["notes"])
     if "neu" in res:
         n = res["neu"]
         lines += [
@@ -374,6 +397,8 @@ def render(res: dict) -> str:
             "", "Per-class recall: " + ", ".join(f"{k} {_pct(v['recall'])}" for k, v in n["per_class"].items()),
             "", f"Confusion matrix (rows = truth, order {', '.join(n['classes'])}): `{n['confusion_matrix']}`", "",
         ]
+    if "neu" not in res and "neu" in earlier:
+        lines.append(earlier["neu"])
     if "tiles" in res:
         t = res["tiles"]
         d = t.get("decision") or {}
@@ -394,6 +419,8 @@ def render(res: dict) -> str:
             f"{d.get('threshold', float('nan')):.3f} on p(defective) chosen on the validation split; "
             f"test confusion `{t['confusion_matrix']}`, order {', '.join(t['classes'])}).", "",
         ]
+    if "tiles" not in res and "tiles" in earlier:
+        lines.append(earlier["tiles"])
     if "ood" in res:
         o = res["ood"]
         lines += [
@@ -408,6 +435,8 @@ def render(res: dict) -> str:
                          f"{s['auroc_msp']:.3f} | {s['auroc_energy']:.3f} |")
         a = o["all"]
         lines += [f"| all of the above | | | **{a['auroc_mahalanobis']:.3f}** | {a['auroc_msp']:.3f} | {a['auroc_energy']:.3f} |", ""]
+    if "ood" not in res and "ood" in earlier:
+        lines.append(earlier["ood"])
     if "segood" in res:
         lines += ["### OOD score for segmentation models (Gaussian on pooled deepest-encoder features)", ""]
         for name, s in res["segood"].items():
@@ -422,6 +451,8 @@ def render(res: dict) -> str:
             for other, v in s["sets"].items():
                 lines.append(f"| {other} | {v['n']} | **{v['auroc']:.3f}** | {_pct(v['flagged'])} |")
             lines += [f"| all | | **{s['auroc_all']:.3f}** | |", ""]
+    if "segood" not in res and "segood" in earlier:
+        lines.append(earlier["segood"])
     lines.append(END)
     return "\n".join(lines)
 
@@ -476,7 +507,7 @@ def main(argv=None) -> int:
             res[s]["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         print(f"section {s} done in {time.perf_counter() - t0:.0f} s", flush=True)
         store.write_text(json.dumps(res, indent=1, default=float))
-    text = render(res)
+    text = render(res, earlier_parts(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else None)
     print(text)
     if args.write:
         write_results(text)
