@@ -544,6 +544,12 @@ def load_verified_network(folder: Path, card: ModelCard, build: Any) -> Any:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsIntegrityError(f"{weights}: cannot read safetensors weights: {exc}") from exc
+    # weights with NaN / inf (a diverged run saved elsewhere, a bad export) would give all-background maps and
+    # "0 % porosity" without a word; the sha256 only says the file is the one the card names
+    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:
+        raise WeightsIntegrityError(f"{weights}: weights contain NaN or infinite values ({len(bad)} tensor(s), "
+                                    f"e.g. {bad[0]!r}): the model cannot be used; retrain or re-export it")
     net = build(card.arch, in_channels=card.in_channels, num_classes=card.num_classes, **card.arch_kwargs)
     try:
         net.load_state_dict(state, strict=True)

@@ -320,3 +320,36 @@ def test_measure_grains_mask_options_without_boundary_exit_2(tmp_path, capsys, o
     fn, _ = _grid_mask(tmp_path)
     code, _, err = _run(capsys, ["measure", "grains", str(fn), "--json", *option])
     _one_error_line(code, err, option[0], "applies to boundary masks only", "--boundary")
+
+
+@pytest.mark.parametrize("kind", ["grains", "phases", "defects"])
+def test_table_never_overwrites_the_input_image_or_another_non_table_file(tmp_path, capsys, kind):
+    """``--table`` pointed at the input image (or at another micrograph) used to replace it with a CSV."""
+    labels = np.zeros((64, 64), np.uint8)
+    labels[:, 32:] = 1
+    labels[10:20, 5:15] = 2
+    img = tmp_path / "lab.tif"
+    tifffile.imwrite(img, labels)
+    other = tmp_path / "other.tif"
+    tifffile.imwrite(other, labels)
+    before = img.read_bytes(), other.read_bytes()
+    for table, why in ((img, "is the input image"), (other, "would overwrite an existing .tif file")):
+        code = main(["measure", kind, str(img), "--table", str(table)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and str(table) in err and why in err, err
+    assert (img.read_bytes(), other.read_bytes()) == before
+    csv = tmp_path / "t.csv"
+    csv.write_text("old")
+    code, res, _ = _run(capsys, ["measure", kind, str(img), "--json", "--table", str(csv)])
+    assert code == 0 and res["table"] == str(csv) and csv.read_text() != "old"  # an old table is replaced
+
+
+def test_phases_ignore_given_twice_is_refused(tmp_path, capsys):
+    """Only one class value can be ignored; the second --ignore used to replace the first in silence."""
+    img = tmp_path / "ph.tif"
+    tifffile.imwrite(img, np.repeat(np.array([[0] * 40 + [1] * 30 + [2] * 30], np.uint8), 100, axis=0))
+    code = main(["measure", "phases", str(img), "--ignore", "0", "--ignore", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--ignore given twice (0 and 2)" in err
+    code, res, _ = _run(capsys, ["measure", "phases", str(img), "--ignore", "2", "--fields", "none", "--json"])
+    assert code == 0 and res["phase_fractions"] == pytest.approx({"0": 40 / 70, "1": 30 / 70})

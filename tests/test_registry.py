@@ -67,6 +67,25 @@ def test_tampered_weights_refused(saved):
         load_model(folder)
 
 
+def test_weights_with_nan_are_refused_even_with_a_matching_sha256(saved):
+    """A model made elsewhere with non-finite weights (its card's sha256 updated to match) gave all-background
+    maps and '0 % porosity' with exit 0; it is refused on load, naming the file."""
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = saved
+    path = folder / WEIGHTS_FILE
+    state = load_file(str(path))
+    name = next(k for k, t in state.items() if t.is_floating_point() and t.ndim == 4)
+    state[name][0, 0, 0, 0] = float("nan")
+    save_file(state, str(path))
+    card = folder / CARD_FILE
+    card.write_text(re.sub(r"weights_sha256: \w+", f"weights_sha256: {sha256_file(path)}", card.read_text()))
+    with pytest.raises(WeightsIntegrityError, match=rf"model\.safetensors: weights contain NaN .*'{re.escape(name)}'"):
+        load_model(folder)
+
+
 def test_truncated_weights_refused(saved):
     folder, _ = saved
     path = folder / WEIGHTS_FILE

@@ -77,6 +77,38 @@ def _fields_arg(text: str) -> str | int | tuple[int, int] | None:
     return value
 
 
+class _Once(argparse.Action):
+    """An option that may be given once: a second value is an error, not a silent replacement of the first."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)} and {values}): "
+                         "only one value is taken")
+        setattr(namespace, self.dest, values)
+
+
+#: File types ``--table`` may replace: an existing file of another type (the input image, another micrograph)
+#: is never overwritten by the table.
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+def _check_table_path(args: argparse.Namespace) -> None:
+    """Refuse, before measuring, a ``--table`` that is the input file or would overwrite a non-table file."""
+    if not getattr(args, "table", None):
+        return
+    out = Path(args.table)
+    try:
+        same = out.exists() and Path(args.path).exists() and out.resolve() == Path(args.path).resolve()
+    except OSError:
+        same = False
+    if same:
+        raise MicroSegError(f"{out}: --table is the input image; give the table a file of its own (e.g. "
+                            f"{Path(args.path).with_suffix('.csv').name})")
+    if out.is_file() and out.suffix.lower() not in TABLE_SUFFIXES:
+        raise MicroSegError(f"{out}: --table would overwrite an existing {out.suffix or 'extension-less'} file; "
+                            f"the table is written only to a new file or over a {'/'.join(TABLE_SUFFIXES)} file")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="image file (TIFF, PNG, ...)")
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
@@ -121,7 +153,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--fields", type=_fields_arg, default="5x5", metavar="none|N|RxC",
                    help="field grid for the statistics (default 5x5)")
     p.add_argument("--points", type=int, metavar="N", help="E562 grid points per field (default from the E562 guide)")
-    p.add_argument("--ignore", type=int, metavar="V", help="class value excluded from the analysed area")
+    p.add_argument("--ignore", type=int, metavar="V", action=_Once,
+                   help="class value excluded from the analysed area (one value)")
     p.set_defaults(func=run_phases)
 
     d = sub.add_parser("defects", help="count / size / shape / spacing of pores, particles or defects")
@@ -231,6 +264,7 @@ def run_grains(args: argparse.Namespace) -> dict:
 
     circles = not args.no_circles
     _check_pixel_size_option(args)
+    _check_table_path(args)
     mask_only = {"--boundary-value": args.boundary_value, "--close-gaps": args.close_gaps, "--min-grain": args.min_grain}
     given = [flag for flag, value in mask_only.items() if value is not None]
     if given and not args.boundary:
@@ -268,6 +302,7 @@ def run_phases(args: argparse.Namespace) -> dict:
     from micro_seg.measure import measure_phases
 
     _check_pixel_size_option(args)
+    _check_table_path(args)
     if args.names is not None and not args.names.strip():
         msg = f"--names {args.names!r}: no class names given (use --names a,b,c in label order, or leave it out)"
         raise MicroSegError(msg)
@@ -298,6 +333,7 @@ def run_defects(args: argparse.Namespace) -> dict:
     from micro_seg.measure import measure_defects
 
     _check_pixel_size_option(args)
+    _check_table_path(args)
     _check_not_negative(args, min_size="--min-size")
     labels, px_file, notes = _read_labels(args.path, args.page, args.pixel_size)
     res = measure_defects(labels, pixel_size_um=_pixel_size(args, px_file), connectivity=args.connectivity,
