@@ -324,3 +324,33 @@ def test_out_that_is_the_images_or_labels_folder_is_refused_and_replacing_a_mode
     assert "already holds a model" not in capsys.readouterr().err
     assert main(common) == 0
     assert f"note: {out} already holds a model; training replaces it when it ends" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["bool tif", "0/1 png", "0/255 png"])
+def test_mask_encoding_reads_0_1_masks_as_well_as_0_255(tmp_path, fmt):
+    """With --label-encoding mask, a bool or 0/1 mask was all background (> 127 only): a model that learnt
+    nothing, validated at mean IoU 1.0."""
+    import tifffile
+
+    from micro_seg.commands.train import _read_label
+
+    mask = np.zeros((16, 16), bool)
+    mask[4:9, 3:12] = True
+    if fmt == "bool tif":
+        path = tmp_path / "m.tif"
+        tifffile.imwrite(path, mask)
+    else:
+        path = tmp_path / "m.png"
+        Image.fromarray(mask.astype(np.uint8) * (1 if fmt == "0/1 png" else 255)).save(path)
+    np.testing.assert_array_equal(_read_label(path, "mask"), np.where(mask, 2, 1))
+
+
+def test_dense_labels_out_of_range_name_the_value_in_the_file(dirs, capsys):
+    """A dense map holding 0, 1, 2 with two classes: the message named value 3 (the value after the +1 shift)."""
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a", values=(1, 2))
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(img_dir.parent / "m"), "--classes", "a,b",
+                 "--label-encoding", "dense", *FAST, "--quiet"])
+    err = capsys.readouterr().err.strip()
+    _one_line_exit_2(code, err)
+    assert "a.png: label value 2 found but only 2 classes" in err and "value v = class v + 1" in err

@@ -12,7 +12,8 @@ Label encodings (``--label-encoding``)
     every pixel labelled, value ``v`` = class ``v + 1`` (0-based index maps,
     such as the class-label images ``micro-seg segment`` writes).
 ``mask``
-    binary masks: > 127 = the second class, the rest = the first.
+    binary masks: > 127 = the second class, the rest = the first (a mask
+    whose values are only 0 and 1, or a bool image: 1 = the second class).
 
 Examples
 --------
@@ -145,7 +146,9 @@ def _read_label(path: Path, encoding: str) -> np.ndarray:
     if encoding == "dense":
         lab = lab.astype(np.int64) + 1
     elif encoding == "mask":
-        lab = np.where(lab > 127, 2, 1)
+        # 0/255 masks (8-bit images): > 127 is the second class; 0/1 masks (bool TIFFs, 0/1 PNGs, the commonest
+        # export of annotation tools) would all be background by that rule, so there any non-zero pixel is
+        lab = np.where(lab > (0 if lab.size and int(lab.max()) <= 1 else 127), 2, 1)
     if lab.size and int(lab.min()) < 0:
         raise TrainingDataError(f"{path}: label values must be >= 0, found {int(lab.min())}")
     return lab.astype(np.int64)
@@ -320,6 +323,10 @@ def run(args: argparse.Namespace) -> dict:
         classes = [f"class{i}" for i in range(1, max(2, max_label) + 1)]
     if max_label > len(classes):
         where, value = next((lab, int(l.max())) for (_, lab), l in zip(pairs, labels) if int(l.max()) > len(classes))
+        if args.label_encoding == "dense":  # the file holds value - 1 (0-based)
+            raise TrainingDataError(
+                f"{where}: label value {value - 1} found but only {len(classes)} classes ({', '.join(classes)}); "
+                "with --label-encoding dense, value v = class v + 1 (0 = the first class)")
         raise TrainingDataError(
             f"{where}: label value {value} found but only {len(classes)} classes "
             f"({', '.join(classes)}); 0 = unlabelled, class c = value c"
