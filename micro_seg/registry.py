@@ -187,9 +187,15 @@ class ModelCard:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ModelError(f"model {self.name!r}: task {self.task!r} unknown; available: {', '.join(TASKS)}")
+        for key in ("classes", "defect_classes"):  # a string would be split into its letters
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise ModelError(f"model {self.name!r}: {key} must be a list of class names (one '- name' line "
+                                 f"each, or [a, b]), got {type(value).__name__} {value!r}")
         if not self.classes:
             raise ModelError(f"model {self.name!r}: card lists no classes")
         self.classes = [str(c) for c in self.classes]
+        self.defect_classes = [str(c) for c in (self.defect_classes or [])]
         for key in ("in_channels", "tile_size"):
             value = getattr(self, key)
             whole = isinstance(value, numbers.Integral) or (isinstance(value, str) and value.strip().isdigit())
@@ -203,6 +209,15 @@ class ModelCard:
         if mode not in NORMALISATION_MODES:
             raise ModelError(f"model {self.name!r}: normalisation {self.normalisation!r} unknown; modes: "
                              f"{', '.join(NORMALISATION_MODES)}")
+        if mode == "percentile":  # checked here so that the message names the card, not only at the first image
+            try:
+                low, high = float(norm.get("low", 0.5)), float(norm.get("high", 99.5))
+            except (TypeError, ValueError):
+                raise ModelError(f"model {self.name!r}: normalisation low / high must be numbers, got "
+                                 f"{norm.get('low')!r} / {norm.get('high')!r}") from None
+            if not 0.0 <= low < high <= 100.0:
+                raise ModelError(f"model {self.name!r}: percentile normalisation needs 0 <= low < high <= 100, "
+                                 f"got low={low:g}, high={high:g}")
         try:
             self.input_scale = float(self.input_scale)
         except (TypeError, ValueError):

@@ -206,6 +206,28 @@ def test_bad_cards_refused(tmp_path):
         resolve_model(str(tmp_path / "nope" / "x"))
 
 
+@pytest.mark.parametrize("line, says", [
+    ("classes: background, pore", "classes must be a list of class names"),        # split into letters before
+    ("classes: bp", "classes must be a list of class names"),
+    ("defect_classes: 5", "defect_classes must be a list of class names"),        # "'int' object is not iterable"
+    ("normalisation: {low: 99.9, high: 0.1}", "percentile normalisation needs 0 <= low < high <= 100"),
+    ("normalisation: {low: a, high: 99}", "normalisation low / high must be numbers"),
+])
+def test_card_value_types_are_checked_on_load_naming_the_card(saved, line, says):
+    """Card mistakes a user makes by hand are refused when the card is read, with the card's path, instead of a
+    model with 34 one-letter classes or an error at the first image that does not name the card."""
+    folder, _ = saved
+    card = folder / CARD_FILE
+    key = line.split(":")[0]
+    text = "\n".join(ln for ln in card.read_text().splitlines() if not ln.startswith(key + ":")
+                     and not (key == "classes" and ln.startswith("- ")) and not (key == "normalisation"
+                                                                                and ln.startswith("  ")))
+    card.write_text(text + "\n" + line + "\n")
+    with pytest.raises(ModelError) as info:
+        load_card(folder)
+    assert str(card) in str(info.value) and says in str(info.value), str(info.value)
+
+
 def test_unknown_card_keys_kept_in_extra():
     card = ModelCard.from_dict({**_card().to_dict(), "how_to_retrain": "python models/x/train.py"})
     assert card.extra["how_to_retrain"] == "python models/x/train.py"
