@@ -96,3 +96,15 @@ def test_combine_phase_fields_over_images():
     assert out["phase_fractions"]["second"] == pytest.approx(np.mean(fracs))
     # t(0.975, 3) = 3.182
     assert out["ci95"]["second"] == pytest.approx(3.182 * np.std(fracs, ddof=1) / 2, rel=1e-3)
+
+
+def test_a_field_grid_too_fine_for_the_image_is_shrunk_with_a_warning():
+    """The CI depends on the field grid: a 100 x 100 grid on a 100 x 100 px image became 12 x 12 in silence."""
+    from micro_seg.measure import measure_phases
+
+    c = np.zeros((100, 100), np.uint8)
+    c[:, 30:] = 1
+    res = measure_phases(c, fields=(100, 100), what="ph.tif")
+    assert res.summary["n_fields"] == 144
+    assert any("ph.tif: a 100 x 100 field grid" in w and "12 x 12 fields were used" in w for w in res.warnings)
+    assert not any("field grid" in w for w in measure_phases(c, fields=(5, 5)).warnings)

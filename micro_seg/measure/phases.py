@@ -214,11 +214,15 @@ def measure_phases(
     fractions = {k: float(counts[i] / n_valid) for k, i in zip(keys, class_ids)}
 
     # ---- fields
+    shrink_note = ""
     if fields is not None:
         if isinstance(fields, (int, np.integer)):  # a count asked for: refused if its fields would be tiny
             grid = check_field_size((rows, cols), int(fields), what=what)
         else:  # a grid (the default 5 x 5) shrinks to fields of >= 8 px on a small image
             grid = (min(int(fields[0]), max(1, rows // 8)), min(int(fields[1]), max(1, cols // 8)))
+            if grid != (int(fields[0]), int(fields[1])):  # the CI depends on the grid: say which one was used
+                shrink_note = (f"{what}: a {int(fields[0])} x {int(fields[1])} field grid would make fields under 8 px "
+                               f"on this {rows} x {cols} px image; {grid[0]} x {grid[1]} fields were used")
         slices = field_grid((rows, cols), fields=grid)
     else:
         slices = [(slice(0, rows), slice(0, cols))]
@@ -259,6 +263,8 @@ def measure_phases(
         field_rows.append(row)
     fstats = [field_statistics(field_frac[:, j]) for j in range(len(class_ids))]
     pstats = [field_statistics(point_frac[:, j]) for j in range(len(class_ids))]
+    if shrink_note:
+        warnings.append(shrink_note)
     if len(slices) < 5:
         warnings.append(f"{what}: only {len(slices)} fields; confidence intervals need several fields (E562: >= 5)")
 
