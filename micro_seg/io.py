@@ -814,6 +814,27 @@ def labels_source(path: str | os.PathLike[str]) -> str | None:
     return str(value) if value is not None else None
 
 
+def _palette_indices(path: Path, page: int, shape: tuple) -> np.ndarray:
+    """The palette indices of page ``page`` of an indexed TIFF / PNG / GIF (shape checked against ``shape``)."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                data = tif.pages[page].asarray()
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.seek(page)
+                data = np.asarray(im)
+    except Exception as exc:  # it was read once already: anything here is a corrupt file
+        raise CorruptFileError(f"{path}: cannot read the palette indices ({_one_line(exc)})") from None
+    if data.shape[:2] != tuple(shape) or data.ndim != 2:
+        raise InvalidImageError(f"{path}: palette image of shape {data.shape}, expected {tuple(shape)}")
+    return data
+
+
 def read_labels(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]:
     """Read a label image and its pixel size (micrometres, or ``None``).
 
@@ -843,6 +864,10 @@ def read_label_page(path: str | os.PathLike[str], page: int | None = None,
     """
     m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size_um)
     data = m.data
+    if m.meta.get("palette_applied") or m.meta.get("mode") == "P":
+        # an indexed (palette) image, the usual label export of annotation tools: its labels are the indices,
+        # not the display colours the micrograph reader turns them into
+        data = _palette_indices(m.path or Path(str(path)), m.meta.get("page") or 0, data.shape[:2])
     if data.ndim == 3:
         if not m.meta.get("is_grey_rgb"):
             raise InvalidImageError(f"{m.path}: label image must be single-channel, got {data.shape[2]} different channels")

@@ -259,6 +259,25 @@ def test_write_labels_rejects_bad_input(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_read_labels_of_palette_images_gives_the_indices(tmp_path):
+    """Indexed PNG / TIFF (the usual label export of annotation tools) were expanded to their display colours
+    and refused as 'not single-channel'; their labels are the indices."""
+    from PIL import Image
+
+    labels = np.zeros((32, 48), np.uint8)
+    labels[:, :10], labels[5:20, 30:] = 1, 2
+    im = Image.fromarray(labels, "P")
+    im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    im.save(tmp_path / "p.png")
+    cmap = np.zeros((3, 256), np.uint16)
+    cmap[0, 1] = cmap[1, 2] = 65535
+    tifffile.imwrite(tmp_path / "p.tif", labels, photometric="palette", colormap=cmap)
+    for name in ("p.png", "p.tif"):
+        back, _ = read_labels(tmp_path / name)
+        np.testing.assert_array_equal(back, labels)
+    assert read_micrograph(tmp_path / "p.png", detect_databar=False).data.shape == (32, 48, 3)  # images: colours
+
+
 def test_read_labels_refuses_negative_values_naming_the_file(tmp_path):
     import tifffile
 
