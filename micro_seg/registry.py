@@ -396,7 +396,8 @@ def load_card(folder: str | os.PathLike) -> ModelCard:
     return ModelCard.from_dict(data, source=str(path))
 
 
-def list_models(*extra_paths: str | os.PathLike, skipped: list | None = None) -> list[ModelCard]:
+def list_models(*extra_paths: str | os.PathLike, skipped: list | None = None,
+                verify_weights: bool = False) -> list[ModelCard]:
     """Cards of every model found (user and shipped), plus ``extra_paths``.
 
     Each path in ``extra_paths`` may be a model folder or a folder of model
@@ -404,6 +405,9 @@ def list_models(*extra_paths: str | os.PathLike, skipped: list | None = None) ->
     highest-priority one).  Malformed cards are skipped; pass a list as
     ``skipped`` to receive ``(folder, reason)`` for each folder left out
     (malformed, or hidden by a model of the same name listed before it).
+    ``verify_weights``: also skip models whose weights file is missing or
+    does not match the card's sha256 (``micro-seg models list``), so that a
+    broken copy does not hide a working model of the same name.
 
     Examples
     --------
@@ -415,6 +419,8 @@ def list_models(*extra_paths: str | os.PathLike, skipped: list | None = None) ->
     for folder in _model_folders(dirs):
         try:
             card = load_card(folder)
+            if verify_weights and card.name not in seen:
+                check_weights_file(folder, card)
         except ModelError as exc:
             if skipped is not None:
                 skipped.append((str(folder), str(exc)))

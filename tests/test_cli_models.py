@@ -74,6 +74,25 @@ def test_models_list_says_which_folders_it_left_out(model_dir, tmp_path, capsys)
     assert len(err.strip().splitlines()) == 2 and all(l.startswith("warning: ") for l in err.strip().splitlines())
 
 
+def test_models_list_skips_a_copy_whose_weights_fail_so_the_working_model_is_listed(model_dir, tmp_path, capsys):
+    """A tampered copy given with --path hid the working model of the same name, and was listed with the card's
+    sha256, not its file's."""
+    import shutil
+
+    extra = tmp_path / "more"
+    shutil.copytree(model_dir / "test-pores", extra / "pores-copy")
+    weights = extra / "pores-copy" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    code, out, err = _run(["models", "list", "--json", "--path", str(extra)], capsys)
+    assert code == 0
+    listed = {m["name"]: m for m in json.loads(out)["models"]}
+    assert Path(listed["test-pores"]["folder"]) == model_dir / "test-pores"
+    reasons = {Path(s["folder"]).name: s["reason"] for s in json.loads(out)["skipped"]}
+    assert "does not match the card's" in reasons["pores-copy"] and "pores-copy" in err
+
+
 def test_unknown_model_exit_2_lists_names(model_dir, tmp_path, capsys):
     img = tmp_path / "a.tif"
     tifffile.imwrite(img, np.zeros((32, 32), np.uint8))

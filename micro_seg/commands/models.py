@@ -97,7 +97,7 @@ def run_list(args: argparse.Namespace) -> dict[str, Any]:
         if not Path(p).is_dir():
             raise ModelError(f"{p}: --path is not a folder")
     skipped: list[tuple[str, str]] = []
-    models = [card_summary(c) for c in list_models(*args.path, skipped=skipped)]
+    models = [card_summary(c) for c in list_models(*args.path, skipped=skipped, verify_weights=True)]
     for folder, reason in skipped:
         print(f"warning: {folder}: not listed: {reason}", file=sys.stderr)
     if getattr(args, "json", False):
