@@ -338,6 +338,9 @@ def test_table_never_overwrites_the_input_image_or_another_non_table_file(tmp_pa
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and str(table) in err and why in err, err
     assert (img.read_bytes(), other.read_bytes()) == before
+    code = main(["measure", kind, str(img), "--table", str(other / "t.csv")])  # a file where a folder should be
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"{other} is a file, not a folder" in err, err
     csv = tmp_path / "t.csv"
     csv.write_text("old")
     code, res, _ = _run(capsys, ["measure", kind, str(img), "--json", "--table", str(csv)])

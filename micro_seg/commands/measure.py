@@ -104,6 +104,9 @@ def _check_table_path(args: argparse.Namespace) -> None:
     if same:
         raise MicroSegError(f"{out}: --table is the input image; give the table a file of its own (e.g. "
                             f"{Path(args.path).with_suffix('.csv').name})")
+    blocking = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
+    if blocking is not None:
+        raise MicroSegError(f"{out}: cannot write the table: {blocking} is a file, not a folder")
     if out.is_file() and out.suffix.lower() not in TABLE_SUFFIXES:
         raise MicroSegError(f"{out}: --table would overwrite an existing {out.suffix or 'extension-less'} file; "
                             f"the table is written only to a new file or over a {'/'.join(TABLE_SUFFIXES)} file")
