@@ -209,3 +209,13 @@ def test_results_that_are_not_a_table_say_what_to_give(tmp_path):
     props.write_text("sample_id,yield_strength_MPa\nA,300\n")
     with pytest.raises(PropertyTableError, match="notes.txt: not batch results: give a batch output folder"):
         link(notes, props, on="sample_id")
+
+
+def test_too_few_samples_after_blank_cells_says_which_cells(tmp_path, capsys):
+    """Blank property cells leaving too few samples: the error named neither the table nor the blank samples."""
+    res = _batch_output(tmp_path, {"A": 6.0, "B": 12.0, "C": 25.0})
+    props = tmp_path / "props.csv"
+    props.write_text("sample_id,yield_strength_MPa\nA,\nB,300\nC,250\n")
+    code, _, err = run_cli(capsys, ["link", str(res), str(props), "--on", "sample_id"])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "too few" in err and f"{props}: 1 matched sample(s) have no yield_strength_MPa value" in err and ": A" in err

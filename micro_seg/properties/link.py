@@ -11,6 +11,8 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,6 +169,17 @@ def _strength_in_mpa(joined: pd.DataFrame, column: str, unit: str, y: np.ndarray
 _NOT_GRAIN_SIZE = ("pixel_size_um", "test_line_length_um")
 
 
+@contextlib.contextmanager
+def _why_samples_are_missing(notes: list[str], source: str):
+    """A fit refused for too few samples also says which matched samples were left out (blank property cells)."""
+    try:
+        yield
+    except PropertyTableError as exc:
+        if not notes:
+            raise
+        raise PropertyTableError(f"{exc}; {source}: " + "; ".join(notes)) from None
+
+
 def _is_grain_size_column(column: str) -> bool:
     """A length in micrometres that can serve as d (``mean_intercept_um``, ``mean_intercept_circles_um``).
 
@@ -306,10 +319,12 @@ def link(
         if finite.size and np.max(np.abs(finite)) > IMPLAUSIBLE_MPA:
             warnings.append(f"{psource}: column {prop_col!r} has strengths up to {np.max(np.abs(finite)):.4g} MPa, "
                             f"implausible for a metal (> {IMPLAUSIBLE_MPA:g} MPa): check the column's unit")
+    dropped_notes = []
     for dropped, what in ((np.isnan(y), "no"), (np.isinf(y), "an infinite")):
         if dropped.any():
-            warnings.append(f"{int(dropped.sum())} matched sample(s) have {what} {prop_col} value and are not fitted: "
-                            f"{_ids(joined.loc[dropped, 'sample'])}")
+            dropped_notes.append(f"{int(dropped.sum())} matched sample(s) have {what} {prop_col} value and are not "
+                                 f"fitted: {_ids(joined.loc[dropped, 'sample'])}")
+    warnings.extend(dropped_notes)
     keep = np.isfinite(y)
     if relation != "linear":
         impossible = keep & (y <= 0)
@@ -323,7 +338,8 @@ def link(
     if relation == "linear":
         names = predictors or [d]
         x = np.column_stack([numeric_column(fitted, c, source="joined table") for c in names])
-        fit = fit_linear(x, y[keep], names=names)
+        with _why_samples_are_missing(dropped_notes, psource):
+            fit = fit_linear(x, y[keep], names=names)
         ci = fit.ci95()
         summary["fit"] = {
             "relation": "linear", "property": prop_col, "coefficients": dict(zip(fit.names, fit.coef.tolist())),
@@ -337,8 +353,9 @@ def link(
             warnings.append(spread)
         se_col = f"{d}_se"
         d_se = fitted[se_col].to_numpy() if se_col in fitted and np.all(np.isfinite(fitted[se_col])) else None
-        fit = fit_hall_petch(fitted[d].to_numpy(), y[keep], relation=relation, d=d,
-                             property_name=parse_unit(prop_col)[0], property_unit=unit, d_se_um=d_se)
+        with _why_samples_are_missing(dropped_notes, psource):
+            fit = fit_hall_petch(fitted[d].to_numpy(), y[keep], relation=relation, d=d,
+                                 property_name=parse_unit(prop_col)[0], property_unit=unit, d_se_um=d_se)
         summary["fit"] = fit.as_dict()
         pred = fit.predict(fitted[d].to_numpy(), d_se_um=d_se)
     joined = joined.copy()
