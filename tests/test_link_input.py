@@ -136,10 +136,11 @@ def test_missing_and_infinite_properties_warn_one_line_per_cause(tmp_path, capsy
     assert code == 0, err
     result = json.loads(out)
     assert result["fit"]["n"] == 3
-    assert result["warnings"] == [
+    assert result["warnings"][:2] == [
         "1 matched sample(s) have no yield_strength_MPa value and are not fitted: D",
         "1 matched sample(s) have an infinite yield_strength_MPa value and are not fitted: B",
     ]
+    assert len(result["warnings"]) == 3 and "95% CI includes 0" in result["warnings"][2]  # 3 points, noisy
     assert err.strip().splitlines() == [f"warning: {w}" for w in result["warnings"]]
 
 
@@ -219,3 +220,17 @@ def test_too_few_samples_after_blank_cells_says_which_cells(tmp_path, capsys):
     code, _, err = run_cli(capsys, ["link", str(res), str(props), "--on", "sample_id"])
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "too few" in err and f"{props}: 1 matched sample(s) have no yield_strength_MPa value" in err and ": A" in err
+
+
+@pytest.mark.parametrize("values, says", [
+    ([300, 310, 320, 330, 340], "is not positive"),         # stronger with coarser grains: a pairing mistake
+    ([330, 290, 335, 300, 320], "95% CI includes 0"),       # no grain-size effect to speak of
+])
+def test_a_hall_petch_k_that_is_not_positive_or_not_significant_is_warned(tmp_path, values, says):
+    r = link(_batch_output(tmp_path), _props(tmp_path, values=values), on="sample_id")
+    assert any(w.startswith("k = ") and says in w for w in r.warnings), r.warnings
+
+
+def test_a_clear_hall_petch_fit_has_no_k_warning(tmp_path):
+    r = link(_batch_output(tmp_path), _props(tmp_path), on="sample_id")
+    assert r.fit.k > 0 and not any(w.startswith("k = ") for w in r.warnings), r.warnings

@@ -358,6 +358,15 @@ def link(
                                  property_name=parse_unit(prop_col)[0], property_unit=unit, d_se_um=d_se)
         summary["fit"] = fit.as_dict()
         pred = fit.predict(fitted[d].to_numpy(), d_se_um=d_se)
+        k_unit = summary["fit"]["units"]["k"]
+        if fit.k <= 0:  # finer grains are stronger / harder: a k <= 0 is a pairing mistake or noise, not a material
+            warnings.append(f"k = {fit.k:.3g} ± {fit.k_ci95:.3g} {k_unit} is not positive: over these samples the "
+                            f"{prop_col} does not rise as grains get finer (a Hall-Petch k is positive); check that "
+                            "the values are paired with the right samples")
+        elif fit.k - fit.k_ci95 <= 0:
+            warnings.append(f"k = {fit.k:.3g} ± {fit.k_ci95:.3g} {k_unit}: its 95% CI includes 0, so these samples do "
+                            "not show a grain-size effect with confidence (more samples or a wider spread of grain "
+                            "sizes would)")
     joined = joined.copy()
     joined["predicted"] = np.nan
     joined["predicted_ci95"] = np.nan
