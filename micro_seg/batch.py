@@ -799,6 +799,9 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                 record(f, r)
             if cancelled():
                 status = "cancelled"
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into this)
+            status = "interrupted"
+            raise
         except BaseException:
             status = "error"
             raise
@@ -808,6 +811,14 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
             counts = {"n_discovered": len(files), "n_processed": done, "n_skipped": len(skipped),
                       "n_ok": len(rows) - n_failed, "n_failed": n_failed}
             store.finish_run(run_id, status=status, counts=counts)
+            if status in ("interrupted", "error"):
+                # images redone before the stop have new label files: the tables must say what they now hold
+                # (an earlier run's images.csv would point at labels of another model), so they are rewritten
+                # from the store, which has every finished image; best effort, the original error goes on
+                try:
+                    write_exports(store, out_path, run_id, rows=rows, write_report=report, ignored=ignored)
+                except Exception:  # noqa: BLE001 (never hide why the run stopped)
+                    pass
 
         exports = write_exports(store, out_path, run_id, rows=rows, write_report=report, ignored=ignored)
         summary = BatchSummary(

@@ -104,6 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_as_interrupt():
+    """While a command runs, SIGTERM (a scheduler's or ``kill``'s stop) ends it as Ctrl-C does: the batch records
+    what finished, marks the run interrupted and rewrites its tables, and the exit is 130 with one line, instead
+    of dying at once with the run left 'running'. Returns the function that puts the old handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, _interrupt)
+    except (ValueError, OSError):  # not settable here
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting (testable)."""
     parser = build_parser()
@@ -114,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):  # bad usage: one line on stderr, as for every other usage error
         print("micro-seg: error: no command given (micro-seg --help lists them)", file=sys.stderr)
         return EXIT_BAD_INPUT
+    restore = _sigterm_as_interrupt()
     try:
         result = args.func(args)
     except MicroSegError as exc:
@@ -130,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"micro-seg: internal error: {type(exc).__name__}: {exc} (re-run with --debug)", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        restore()
     if isinstance(result, int):
         return result
     code = EXIT_OK

@@ -326,7 +326,7 @@ class ResultsStore:
             return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, *, status: str, counts: Mapping[str, int]) -> None:
-        """Set a run's final status (``finished`` / ``cancelled`` / ``error``) and counts."""
+        """Set a run's final status (``finished`` / ``cancelled`` / ``interrupted`` / ``error``) and counts."""
         keys = ("n_discovered", "n_processed", "n_skipped", "n_ok", "n_failed")
         with self.transaction() as con:
             con.execute(

@@ -276,3 +276,71 @@ def test_batch_refuses_bad_segment_options_before_any_image(folder, grain_model,
     with pytest.raises(ModelError, match="overlap 256 must be smaller than the tile size 256"):
         check_segment_options({"tile_size": 256, "overlap": 256}, task="grains")
     assert check_segment_options({"tta": False, "tile_size": 256}, task="grains") == (("tile_size", 256), ("tta", False))
+
+
+def test_an_interrupted_rerun_rewrites_the_tables_from_the_store(folder, tmp_path):
+    """Ctrl-C (or SIGTERM) during a re-run with another model: the images redone before the stop have new label
+    files, and images.csv used to stay the earlier run's, pointing at labels of the other model. The tables are
+    now rewritten from the store, and the run is recorded as interrupted."""
+    from micro_seg.batch_worker import process_image
+
+    out = tmp_path / "out"
+    grains = constant_model(tmp_path / "m-grains", task="grains", classes=["grain", "boundary"], winner=0,
+                            name="const-grains")
+    run_batch(folder, out, model=str(grains), workers=0)
+    assert {r["model"] for r in read_csv(out / "images.csv").values() if r["status"] == "ok"} == {"const-grains"}
+    pores = constant_model(tmp_path / "m-pores", task="semantic", classes=["matrix", "pore"], winner=1,
+                           name="const-pores", defect_classes=["pore"])
+    calls = []
+
+    def stopped_after_one(path, config):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return process_image(path, config)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(folder, out, model=str(pores), workers=0, process=stopped_after_one)
+    rows = read_csv(out / "images.csv")
+    redone = Path(calls[0]).relative_to(folder).as_posix()
+    # the table is this run's: the image it finished, with the new model; none of the earlier run's rows, whose
+    # images this run had not reached yet (a re-run redoes them), stays behind to describe other labels
+    assert {p: r["model"] for p, r in rows.items()} == {redone: "const-pores"}
+    with sqlite3.connect(out / "results.sqlite") as con:
+        assert con.execute("SELECT status FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()[0] == "interrupted"
+
+
+def test_sigterm_stops_a_cli_batch_like_ctrl_c(tmp_path):
+    """SIGTERM (kill, a cluster scheduler) killed the batch at once: exit -15, the run left 'running' for ever and
+    no images.csv. It now ends as Ctrl-C does: exit 130, one line, run 'interrupted', tables written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "in"
+    for i in range(60):
+        write_tiff(root / f"f{i:02d}.tif", disk_image(3, seed=i), pixel_size_um=0.5)
+    model = constant_model(tmp_path / "m", task="grains", classes=["grain", "boundary"], winner=0)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "micro_seg", "batch", str(root), str(out), "--model", str(model),
+                             "--workers", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # wait for the first finished image
+        if (out / "results.sqlite").exists():
+            try:
+                with sqlite3.connect(out / "results.sqlite", timeout=1) as con:
+                    if con.execute("SELECT COUNT(*) FROM images").fetchone()[0] >= 1:
+                        break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the batch finished before it could be stopped"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "micro-seg: interrupted", err
+    with sqlite3.connect(out / "results.sqlite") as con:
+        status, done = con.execute("SELECT status, n_processed FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    assert status == "interrupted" and 1 <= done < 60
+    assert len(read_csv(out / "images.csv")) == done
