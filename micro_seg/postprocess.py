@@ -598,7 +598,7 @@ def segment_image(
     """
     import time
 
-    from micro_seg.inference import _as_model, predict
+    from micro_seg.inference import _as_model, count_nonfinite, predict
 
     loaded = _as_model(model)
     card = loaded.card
@@ -609,6 +609,12 @@ def segment_image(
     if min(shape[:2]) < SMALL_IMAGE_SIDE:
         warnings.append(f"the image is only {shape[0]} x {shape[1]} pixels: far smaller than the patches the model "
                         f"{card.name!r} learnt from, so its result is unreliable (segment a larger field)")
+    # read_micrograph refuses files with NaN / inf pixels; an array can still hold some (a notebook, napari)
+    n_bad = count_nonfinite(image.analysis_data if hasattr(image, "analysis_data") else image)
+    if n_bad:
+        warnings.append(f"{n_bad} pixel value(s) are NaN or infinite: the classes found there mean nothing, and "
+                        "boundaries may be drawn around them, so objects and grains there are split or lost "
+                        "(replace those pixels before measuring)")
     rng = pixel_size_outside_range(pixel_size_um, card)
     if rng is not None:
         warnings.append(

@@ -122,12 +122,10 @@ def segment_job(params: SegmentParams, cancel):
 
 
 def _count_nonfinite(image: np.ndarray) -> int:
-    """NaN / inf values of a float image, counted row block by row block (no image-sized mask); 0 otherwise."""
-    if image.dtype.kind != "f":
-        return 0
-    from micro_seg.measure.labels import row_blocks
+    """NaN / inf values of a float image (the engine's count), 0 otherwise."""
+    from micro_seg.inference import count_nonfinite
 
-    return sum(int(np.count_nonzero(~np.isfinite(image[rows]))) for rows in row_blocks(image))
+    return count_nonfinite(image)
 
 
 def pixel_size_warning(pixel_size_um: float | None, card) -> str | None:

@@ -335,3 +335,19 @@ def test_input_scale_on_card_is_validated_and_saved(tmp_path):
         dataclasses.replace(m.card, input_scale="half")
     save_model(tmp_path / "m", m.network, dataclasses.replace(m.card, input_scale=0.5))
     assert load_model(tmp_path / "m").card.input_scale == 0.5
+
+
+def test_masked_arrays_are_refused_and_nan_pixels_are_warned_about_by_segment_image():
+    """A masked array's mask was dropped; NaN pixels in an array (read_micrograph refuses such files) changed the
+    segmentation around them with no word (47 grains instead of 22 on a NIST crop with 2440 NaN pixels)."""
+    from micro_seg.errors import InvalidImageError
+    from micro_seg.postprocess import segment_image
+
+    model = _model()
+    with pytest.raises(InvalidImageError, match="masked array"):
+        inference.predict(np.ma.masked_array(np.zeros((64, 64), np.float32)), model)
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    img[3, 5], img[10, 10] = np.nan, np.inf
+    seg = segment_image(img, model)
+    assert any(w.startswith("2 pixel value(s) are NaN or infinite") for w in seg.warnings), seg.warnings
+    assert not any("NaN" in w for w in segment_image(np.nan_to_num(img, posinf=1.0), model).warnings)

@@ -36,3 +36,23 @@ def check_pixel_size(pixel_size_um: float | None) -> float | None:
         msg = f"pixel_size_um={pixel_size_um!r}: implausible pixel size (expected 1e-6 .. 1e5 um)"
         raise CalibrationError(msg)
     return value
+
+
+def refuse_masked(labels, what: str) -> None:
+    """A masked array's mask would be dropped by ``np.asarray`` and the masked pixels measured as any other.
+
+    >>> import numpy as np
+    >>> try:
+    ...     refuse_masked(np.ma.masked_array([[1, 2]], mask=[[0, 1]]), "labels")
+    ... except ValueError as exc:
+    ...     print(str(exc)[:40])
+    labels: a masked array: its mask would b
+    """
+    import numpy as np
+
+    from micro_seg.errors import InvalidImageError
+
+    if isinstance(labels, np.ma.MaskedArray):
+        raise InvalidImageError(f"{what}: a masked array: its mask would be ignored; give the excluded pixels a "
+                                "value of their own (e.g. labels.filled(0), or a class passed as ignore_index for "
+                                "phases) or crop them out")
