@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from micro_seg.errors import OutputPathError
-from micro_seg.registry import sha256_file  # noqa: F401  (re-exported: batch and the napari widget use it from here)
+from micro_seg.registry import sha256_file  # also re-exported (batch.py imports it from here)
 
 __all__ = [
     "BatchConfig",

@@ -230,9 +230,9 @@ def _as_model(model: Any):
 def _as_image(image: Any) -> np.ndarray:
     if hasattr(image, "analysis_data"):
         image = image.analysis_data
-    if isinstance(image, np.ma.MaskedArray):  # np.asarray would drop the mask and segment the masked pixels too
-        raise InvalidImageError("image is a masked array: the mask would be ignored; fill the masked pixels "
-                                "(image.filled(value)) or crop them out first")
+    from micro_seg.measure._units import refuse_masked
+
+    refuse_masked(image, "image")  # np.asarray would drop the mask and segment the masked pixels too
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise InvalidImageError(f"image of shape {image.shape} is not grey (rows, cols) or colour (rows, cols, channels)")
@@ -242,17 +242,18 @@ def _as_image(image: Any) -> np.ndarray:
 
 
 def count_nonfinite(image: np.ndarray) -> int:
-    """NaN / inf values of a float image (0 for integer images), counted a block of rows at a time (about 4 M
-    values: no image-sized mask).
+    """NaN / inf values of a float image (0 for integer images), counted a block of rows at a time
+    (:func:`~micro_seg.measure.labels.row_blocks`: no image-sized mask).
 
     >>> count_nonfinite(np.array([[1.0, np.nan], [np.inf, 2.0]])), count_nonfinite(np.zeros((2, 2), np.uint8))
     (2, 0)
     """
+    from micro_seg.measure.labels import row_blocks
+
     image = np.asarray(image)
     if image.dtype.kind not in "fc" or image.ndim == 0:
         return 0
-    step = max(1, (1 << 22) // max(1, image[0].size))
-    return sum(int(np.count_nonzero(~np.isfinite(image[r:r + step]))) for r in range(0, image.shape[0], step))
+    return sum(int(np.count_nonzero(~np.isfinite(image[rows]))) for rows in row_blocks(image))
 
 
 def _tta_forward(net, x, tta: bool):

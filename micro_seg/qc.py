@@ -424,17 +424,23 @@ def _check_fraction(rule: RangeRule, where: str, source: str) -> None:
             raise SpecError(f"{source}: {where}: a fraction between 0 and 1, got {v}{hint}")
 
 
+def _range_rules(spec: QCSpec):
+    """``(where, group, key, rule)`` of every range rule of ``spec``: image checks (group ``"image"``), then the
+    measurement rules of each group (phase-fraction rules are checked as they are parsed)."""
+    for key, rule in spec.image.items():
+        yield f"image.{key}", "image", key, rule
+    for group, rules in spec.measurements.items():
+        for key, rule in rules.items():
+            yield f"measurements.{group}.{key}", group, key, rule
+
+
 def _check_fraction_limits(spec: QCSpec, source: str) -> None:
     """Refuse limits outside [0, 1] on the fraction-valued keys of a spec file (``area_fraction: {max: 5}``
     meant as 5 %: every image would pass).  (Checked on spec files; :func:`parse_spec` itself takes any
     number, so code can probe keys with wide limits.)"""
-    for key, rule in spec.image.items():
-        if key.endswith("_fraction"):
-            _check_fraction(rule, f"image.{key}", source)
-    for group, rules in spec.measurements.items():
-        for key, rule in rules.items():
-            if _is_fraction_key(group, key):
-                _check_fraction(rule, f"measurements.{group}.{key}", source)
+    for where, group, key, rule in _range_rules(spec):
+        if key.endswith("_fraction") if group == "image" else _is_fraction_key(group, key):
+            _check_fraction(rule, where, source)
 
 
 def _is_signed_key(key: str) -> bool:
@@ -457,15 +463,13 @@ def _check_negative_limits(spec: QCSpec, source: str) -> None:
     ...     print(exc)
     s.yaml: measurements.defects.max_feret_um: max -5 is negative, but max_feret_um is never negative
     """
-    groups = [("image", spec.image)] + [(f"measurements.{g}", rules) for g, rules in spec.measurements.items()]
-    for prefix, rules in groups:
-        for key, rule in rules.items():
-            if _is_signed_key(key):
-                continue
-            for bound in ("min", "max"):
-                v = getattr(rule, bound)
-                if v is not None and v < 0:
-                    raise SpecError(f"{source}: {prefix}.{key}: {bound} {v:g} is negative, but {key} is never negative")
+    for where, _, key, rule in _range_rules(spec):
+        if _is_signed_key(key):
+            continue
+        for bound in ("min", "max"):
+            v = getattr(rule, bound)
+            if v is not None and v < 0:
+                raise SpecError(f"{source}: {where}: {bound} {v:g} is negative, but {key} is never negative")
 
 
 def load_spec(path: str | os.PathLike) -> QCSpec:
@@ -857,10 +861,10 @@ def offending_defects(defects: np.ndarray, spec: QCSpec, *, pixel_size_um: float
     arr = np.asarray(defects)
     res = measure_defects(arr, pixel_size_um=pixel_size_um, fields=None, what="defects", check_pieces=False)
     table = res.table
-    if len(table) and arr.dtype != bool and len(np.unique(arr[arr != 0])) > 1:
-        keys = np.unique(arr[arr != 0])[table["label"].to_numpy() - 1]  # instances are measured as 1..N in order
-    else:
-        keys = table["label"].to_numpy()
+    keys = table["label"].to_numpy()
+    values = np.unique(arr[arr != 0]) if len(table) and arr.dtype != bool else ()
+    if len(values) > 1:  # instance labels, measured as 1..N in the order of their values
+        keys = values[keys - 1]
     scale = float(pixel_size_um) if pixel_size_um else 1.0
     unit = "um" if pixel_size_um else "px"
     out: dict[int, str] = {}

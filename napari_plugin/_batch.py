@@ -75,7 +75,7 @@ def _changed_since_batch(image_path: Path, rec: Any, mg: Any, labels_shape: tupl
     The sha256 the batch recorded decides when there is one; without it, the labels must have the size of the
     image or of its analysed part (above a data bar, which the batch does not segment).
     """
-    from micro_seg.batch_worker import sha256_file
+    from micro_seg.registry import sha256_file
 
     recorded = rec.get("sha256")
     if isinstance(recorded, str) and recorded:

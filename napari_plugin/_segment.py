@@ -117,15 +117,9 @@ def segment_job(params: SegmentParams, cancel):
         class_labels=pad_to_full(np.asarray(result.class_labels).astype(np.uint8, copy=False), rows),
         uncertainty=unc, classes=tuple(card.classes), task=card.task, model_name=card.name,
         seconds=time.perf_counter() - t0, n_objects=n_objects,
-        uncertainty_max=float(unc.max()) if unc is not None else 1.0, n_nonfinite=_count_nonfinite(params.image),
+        uncertainty_max=float(unc.max()) if unc is not None else 1.0,
+        n_nonfinite=inference.count_nonfinite(params.image),
     )
-
-
-def _count_nonfinite(image: np.ndarray) -> int:
-    """NaN / inf values of a float image (the engine's count), 0 otherwise."""
-    from micro_seg.inference import count_nonfinite
-
-    return count_nonfinite(image)
 
 
 def pixel_size_warning(pixel_size_um: float | None, card) -> str | None:

@@ -39,7 +39,8 @@ def check_pixel_size(pixel_size_um: float | None) -> float | None:
 
 
 def refuse_masked(labels, what: str) -> None:
-    """A masked array's mask would be dropped by ``np.asarray`` and the masked pixels measured as any other.
+    """A masked array's mask would be dropped by ``np.asarray`` and the masked pixels measured (or segmented) as
+    any other: refused, for label images and micrographs alike.
 
     >>> import numpy as np
     >>> try:
@@ -53,6 +54,6 @@ def refuse_masked(labels, what: str) -> None:
     from micro_seg.errors import InvalidImageError
 
     if isinstance(labels, np.ma.MaskedArray):
-        raise InvalidImageError(f"{what}: a masked array: its mask would be ignored; give the excluded pixels a "
-                                "value of their own (e.g. labels.filled(0), or a class passed as ignore_index for "
-                                "phases) or crop them out")
+        raise InvalidImageError(f"{what}: a masked array: its mask would be ignored; give the masked pixels a "
+                                "value of their own (x.filled(value); for phases a class passed as ignore_index) "
+                                "or crop them out")
