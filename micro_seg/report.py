@@ -273,12 +273,17 @@ def _specimen_section(specimen_rows: list[dict]) -> str:
                 cell += f" <span class='note'>[{lo:.1f}, {hi:.1f}]</span>"
             row.append(cell)
         for k, _ in quantities:
-            row.append(fmt_ci(r.get(f"{k}_mean"), r.get(f"{k}_ci95"), r.get(f"{k}_ra_percent")))
+            cell = fmt_ci(r.get(f"{k}_mean"), r.get(f"{k}_ci95"), r.get(f"{k}_ra_percent"))
+            n_k = r.get(f"{k}_n")
+            if cell and _finite_number(n_k) and int(float(n_k)) < int(r["n_fields"]):
+                cell += f" <span class='note'>({int(float(n_k))} of {int(r['n_fields'])} fields)</span>"
+            row.append(cell)
         rows.append(row)
     note = ("<p class='note'>Mean over fields ± 95 % confidence half-width t(0.975, n−1)·s/√n and relative "
             "accuracy %RA = 100·CI/mean (ASTM E112 §15, E562, E1382). The specimen's G is computed from the mean "
             "N<sub>A</sub> or the mean intercept, never as the mean of field G values; its interval comes from "
-            "the CI of that mean. A CI needs at least two fields.</p>")
+            "the CI of that mean. A CI needs at least two fields. \"k of n fields\" marks a statistic over only the "
+            "fields that have a value (a field without any intercept has no mean intercept).</p>")
     return "<div class='scroll'>" + _table(headers, rows, num_cols=range(1, len(headers))) + "</div>" + note
 
 

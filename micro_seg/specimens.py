@@ -126,7 +126,9 @@ def specimen_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     -------
     list of dict
         Sorted by specimen; keys ``specimen``, ``n_fields``, ``n_failed``,
-        ``n_uncalibrated``, then for each field quantity ``q``: ``q_mean``,
+        ``n_uncalibrated``, then for each field quantity ``q``: ``q_n`` (the
+        fields with a finite value of ``q``, which the statistics are over: a
+        field without any intercept has no mean intercept), ``q_mean``,
         ``q_sd``, ``q_ci95``, ``q_ra_percent``, and the derived
         ``G_planimetric`` (from mean ``grains_per_mm2``), ``G_intercept`` with
         ``G_intercept_ci95_low/high`` (from mean ``mean_intercept_um`` and its CI).
@@ -163,6 +165,7 @@ def specimen_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for k in keys:
             st = field_statistics([v for v in (_finite(r.get(k)) for r in fields) if v is not None])
             stats[k] = st
+            rec[f"{k}_n"] = st["n"]  # fields with a finite value: may be fewer than n_fields
             rec[f"{k}_mean"] = st["mean"]
             rec[f"{k}_sd"] = st["sd"]
             rec[f"{k}_ci95"] = st["ci95"]

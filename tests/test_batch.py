@@ -24,7 +24,7 @@ import pytest
 
 from micro_seg.batch import discover_images, run_batch
 from micro_seg.errors import CancelledError, InputFileNotFoundError
-from micro_seg.specimens import GroupByError, specimen_of
+from micro_seg.specimens import GroupByError, specimen_of, specimen_table
 
 from test_batch_helpers import (crashing_process, disk_image, make_folder, slow_threshold_process,
                                 threshold_process, write_tiff)
@@ -389,3 +389,23 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
     make_folder(root, counts={"a.tif": 1})
     with pytest.raises(MicroSegError, match="cannot connect"):
         run_batch(root, tmp_path / "out", model=None, process=threshold_process, scheduler="tcp://127.0.0.1:9")
+
+
+def test_specimen_statistic_counts_only_the_fields_that_have_a_value():
+    # three fields; the third has no intercept (no boundary crossed the test lines): the mean intercept is over 2
+    rows = [{"path": f"S/f{i}.tif", "specimen": "S", "status": "ok", "pixel_size_um": 1.0,
+             "mean_intercept_um": v, "grains_per_mm2": 1000.0} for i, v in enumerate((10.0, 14.0, float("nan")))]
+    (rec,) = specimen_table(rows)
+    assert rec["n_fields"] == 3 and rec["grains_per_mm2_n"] == 3 and rec["mean_intercept_um_n"] == 2
+    assert rec["mean_intercept_um_mean"] == pytest.approx(12.0)
+    assert rec["mean_intercept_um_ci95"] == pytest.approx(12.706205 * math.sqrt(8) / math.sqrt(2), rel=1e-6)
+
+
+def test_report_marks_a_statistic_over_fewer_fields():
+    from micro_seg.report import _specimen_section
+    rows = [{"path": f"S/f{i}.tif", "specimen": "S", "status": "ok", "pixel_size_um": 1.0,
+             "mean_intercept_um": v} for i, v in enumerate((10.0, 14.0, float("nan")))]
+    html = _specimen_section(specimen_table(rows))
+    assert "(2 of 3 fields)" in html
+    full = _specimen_section(specimen_table(rows[:2]))
+    assert "of 2 fields" not in full

@@ -234,3 +234,20 @@ def test_a_hall_petch_k_that_is_not_positive_or_not_significant_is_warned(tmp_pa
 def test_a_clear_hall_petch_fit_has_no_k_warning(tmp_path):
     r = link(_batch_output(tmp_path), _props(tmp_path), on="sample_id")
     assert r.fit.k > 0 and not any(w.startswith("k = ") for w in r.warnings), r.warnings
+
+
+def test_specimens_csv_statistic_over_fewer_fields_uses_its_own_count_and_warns(tmp_path):
+    res = _batch_output(tmp_path, noise=0.1)
+    images = pd.read_csv(res / "images.csv")
+    images.loc[images["path"] == "A/field0.tif", "mean_intercept_um"] = np.nan  # no intercept in that field
+    rows = images.to_dict("records")
+    export_specimens_csv(rows, res / "specimens.csv")
+    out = link(res / "specimens.csv", _props(tmp_path), on="sample_id")
+    a = out.samples.set_index("sample").loc["A"]
+    vals = images.loc[images["specimen"] == "A", "mean_intercept_um"].dropna().to_numpy()
+    assert a["n_fields"] == 3
+    assert a["mean_intercept_um_se"] == pytest.approx(np.std(vals, ddof=1) / np.sqrt(3), rel=1e-9)
+    assert any("only some fields of specimen(s) A " in w for w in out.warnings), out.warnings
+    (tmp_path / "all").mkdir()
+    full = link(_batch_output(tmp_path / "all", noise=0.1) / "specimens.csv", _props(tmp_path), on="sample_id")
+    assert not any("only some fields" in w for w in full.warnings)

@@ -68,9 +68,12 @@ def aggregate_samples(df: pd.DataFrame, keys: pd.Series, column: str, *, source:
 def specimen_samples(df: pd.DataFrame, column: str, *, source: str = "specimens.csv") -> pd.DataFrame:
     """Per-sample statistics of ``column`` from a batch's ``specimens.csv``, as :func:`aggregate_samples` gives them.
 
-    ``specimens.csv`` holds, per specimen, ``n_fields`` and ``<column>_mean``,
-    ``_sd``, ``_ci95`` and ``_ra_percent`` over the fields; the standard error
-    is ``sd / sqrt(n_fields)``.  Specimens without a successful field are left
+    ``specimens.csv`` holds, per specimen, ``n_fields`` and ``<column>_n``,
+    ``_mean``, ``_sd``, ``_ci95`` and ``_ra_percent`` over the fields; ``_n``
+    counts the fields that have a value (a field without any intercept has no
+    mean intercept), so the standard error is ``sd / sqrt(<column>_n)`` and the
+    output's ``n_fields`` is that count (tables written before ``_n`` existed:
+    ``n_fields``).  Specimens without a successful field are left
     out.  A quantity in micrometres or millimetres is refused for a specimen
     with uncalibrated fields (its statistics would not cover all ``n_fields``).
 
@@ -105,10 +108,23 @@ def specimen_samples(df: pd.DataFrame, column: str, *, source: str = "specimens.
             "(uncalibrated images give no grain size in micrometres: re-run with --pixel-size)"
         )
     sd = stat("sd")
+    n_col = f"{column}_n"
+    if n_col in df.columns:  # the fields the statistics are over
+        n = numeric_column(df, n_col, source=source, id_column="specimen")
     return pd.DataFrame({
         "sample": specimens.to_numpy(), "n_fields": n.astype(int), column: mean, f"{column}_sd": sd,
         f"{column}_ci95": stat("ci95"), f"{column}_se": sd / np.sqrt(n), f"{column}_pct_ra": stat("ra_percent"),
     })
+
+
+def _partial_specimens(df: pd.DataFrame, column: str, *, source: str) -> list[str]:
+    """Specimens whose ``column`` statistics are over fewer fields than they have (``<column>_n < n_fields``)."""
+    n_col = f"{column}_n"
+    if n_col not in df.columns:
+        return []
+    n = numeric_column(df, "n_fields", source=source, id_column="specimen")
+    k = numeric_column(df, n_col, source=source, id_column="specimen")
+    return sorted(df.loc[(n > 0) & (k < n), "specimen"].astype(str))
 
 
 def _ids(ids, limit: int = 10) -> str:
@@ -274,6 +290,10 @@ def link(
         agg = specimen_samples(res, d, source=res_source)
         if agg.empty:
             raise PropertyTableError(f"{res_source}: no specimen has a successfully processed image to link")
+        partial = _partial_specimens(res, d, source=res_source)
+        if partial:
+            warnings.append(f"{d} comes from only some fields of specimen(s) {_ids(partial)} (fields without a "
+                            "value, e.g. without any intercept, are left out; its CI is over the fields that have one)")
         for extra in columns[1:]:
             agg = agg.merge(specimen_samples(res, extra, source=res_source)[["sample", extra]], on="sample")
     else:
