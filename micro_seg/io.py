@@ -648,13 +648,15 @@ def read_micrograph(
 # ----------------------------------------------------------------------------- labels
 
 
-def _label_dtype(labels: np.ndarray, path: Path) -> np.ndarray:
+def _label_dtype(labels: np.ndarray, path: Path, stored_as: np.dtype | None = None) -> np.ndarray:
+    """Labels as the smallest integer type that holds them; ``stored_as`` is the file's float type if it was
+    widened on reading (float16 is read as float32)."""
     if labels.dtype.kind == "b":
         return labels.astype(np.uint8)
     if labels.dtype.kind == "f":
-        if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
-            raise InvalidImageError(f"{path}: label image must hold whole numbers, got non-integer {labels.dtype} values")
-        labels = labels.astype(np.int64)
+        from micro_seg.measure.labels import whole_float_labels
+
+        labels = whole_float_labels(labels, str(path), stored_as)
     if labels.dtype.kind not in "ui":
         raise InvalidImageError(f"{path}: label image must be integer, got {labels.dtype}")
     lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
@@ -872,7 +874,8 @@ def read_label_page(path: str | os.PathLike[str], page: int | None = None,
         if not m.meta.get("is_grey_rgb"):
             raise InvalidImageError(f"{m.path}: label image must be single-channel, got {data.shape[2]} different channels")
         data = data[..., 0]
-    data = _label_dtype(data, m.path or Path(str(path)))
+    stored_as = np.float16 if m.meta.get("converted_from") == "float16" else None
+    data = _label_dtype(data, m.path or Path(str(path)), stored_as)
     if pixel_size_um is not None:
         return data, m.meta.get("metadata_pixel_size_um"), m
     px = m.pixel_size_um

@@ -297,3 +297,32 @@ def test_read_labels_from_png_and_grey_rgb(tmp_path):
     db.save_pil(tmp_path / "colour.png", RNG.integers(0, 255, (12, 14, 3), dtype=np.uint8))
     with pytest.raises(InvalidImageError, match="single-channel"):
         read_labels(tmp_path / "colour.png")
+
+
+@pytest.mark.parametrize("dtype, top", [(np.float16, 4096), (np.float32, 2**24 + 2)])
+def test_float_labels_beyond_the_types_exact_whole_numbers_are_refused(tmp_path, dtype, top):
+    # float16 has no 2049 and float32 no 2**24 + 1: labels there may already be merged, a silent wrong count
+    import tifffile
+
+    arr = np.zeros((4, 4), dtype)
+    arr[0, 0], arr[1, 1] = 1, top
+    path = tmp_path / "lab.tif"
+    tifffile.imwrite(path, arr)
+    with pytest.raises(InvalidImageError, match=rf"lab\.tif: label values up to {top} in a {np.dtype(dtype).name} image"):
+        read_labels(path)
+    with pytest.raises(InvalidImageError, match="save labels as integers"):
+        write_labels(tmp_path / "out.tif", arr)
+    arr[1, 1] = 2 ** (np.finfo(dtype).nmant + 1)  # the largest value below which every whole number exists
+    tifffile.imwrite(path, arr)
+    assert read_labels(path)[0].max() == arr[1, 1]
+
+
+def test_float_label_arrays_beyond_exact_whole_numbers_are_refused_by_the_measurements():
+    from micro_seg.measure import measure_defects, measure_grains
+
+    arr = np.zeros((8, 8), np.float32)
+    arr[:4] = 2**25  # 2**25 and 2**25 + 1 are the same float32: two grains may be one
+    arr[4:] = 1
+    for fn in (measure_grains, measure_defects):
+        with pytest.raises(InvalidImageError, match="float32 holds whole numbers exactly only up to 16777216"):
+            fn(arr)

@@ -199,6 +199,35 @@ def _fill_in_strips(labels: np.ndarray, strip_rows: int, halo: int, *, in_place:
     return out
 
 
+def whole_float_labels(labels: np.ndarray, what: str, stored_as: np.dtype | None = None) -> np.ndarray:
+    """A floating-point label image as int64, refused unless every value is a whole number the float type
+    holds exactly (``stored_as``: the file's type if it was widened on reading, e.g. float16 read as float32).
+
+    Above ``2 ** (mantissa bits + 1)`` (2048 for float16, 16777216 for float32) not every whole number exists in
+    the type, so neighbouring labels may already have been merged: a silent wrong count, hence refused.
+
+    Examples
+    --------
+    >>> whole_float_labels(np.array([[0.0, 2048.0]], dtype=np.float16), "a").tolist()
+    [[0, 2048]]
+    >>> try:
+    ...     whole_float_labels(np.array([[0.0, 4096.0]], dtype=np.float16), "a")
+    ... except InvalidImageError as exc:
+    ...     print(str(exc).split(";")[0])
+    a: label values up to 4096 in a float16 image: float16 holds whole numbers exactly only up to 2048, so neighbouring labels may have been merged
+    """
+    if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+        raise InvalidImageError(f"{what}: floating-point image with values that are not whole numbers is not a label image")
+    fdtype = np.dtype(stored_as or labels.dtype)
+    exact = 2 ** (np.finfo(fdtype).nmant + 1)
+    top = float(np.abs(labels).max()) if labels.size else 0.0
+    if top > exact:
+        raise InvalidImageError(
+            f"{what}: label values up to {top:.0f} in a {fdtype.name} image: {fdtype.name} holds whole numbers "
+            f"exactly only up to {exact}, so neighbouring labels may have been merged; save labels as integers")
+    return labels.astype(np.int64)
+
+
 def prepare_labels(
     labels: np.ndarray, *, what: str = "labels", return_counts: bool = False, overwrite_input: bool = False
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,10 +269,7 @@ def prepare_labels(
         if not np.issubdtype(labels.dtype, np.floating):
             msg = f"{what}: dtype {labels.dtype} is not an integer label image"
             raise InvalidImageError(msg)
-        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-            msg = f"{what}: floating-point image with non-integer values is not a label image"
-            raise InvalidImageError(msg)
-        labels = labels.astype(np.int64)
+        labels = whole_float_labels(labels, what)
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0:
         msg = f"{what}: negative label {lo}; grain labels must be >= 0"
