@@ -86,6 +86,14 @@ def test_qc_of_batch_output_reviews_image_checks_it_cannot_run(tmp_path, capsys,
     res = json.loads(capsys.readouterr().out)
     assert all("blur" in r["quality"] for r in res["results"])
     assert not any(x["value"] is None for r in res["results"] for x in r["reasons"])
+    # an image replaced since the batch: its new pixels are not judged with the old image's measurements
+    write_tiff(root / "b.tif", disk_image(5, seed=9))
+    code = main(["qc", str(out), "--spec", str(spec), "--images-dir", str(root), "--json"])
+    res = {r["path"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert "blur" in res["a.tif"]["quality"] and res["b.tif"]["verdict"] == "review"
+    (reason,) = res["b.tif"]["reasons"]
+    assert reason["value"] is None and "image changed since the batch" in reason["message"]
+    assert str(root / "b.tif") in reason["message"]
 
 
 # ------------------------------------------------------------------ 3. duplicate keys in a YAML spec

@@ -106,12 +106,15 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
     ``specimens.csv`` (each result then names its ``specimen``).
 
     Image-quality checks run when the row's image is found (``image_root`` /
-    ``path``, or ``path`` as written); otherwise each gives *review* with the
-    reason (image not found / not readable), never a silent pass.
+    ``path``, or ``path`` as written) and is the image the batch measured (its
+    sha256, where the table records one); otherwise each gives *review* with
+    the reason (image not found / changed since the batch / not readable),
+    never a silent pass.
     """
     from micro_seg.errors import MicroSegError
     from micro_seg.io import read_micrograph
     from micro_seg.qc import evaluate
+    from micro_seg.registry import sha256_file
 
     table = Path(table)
     with open(table, newline="", encoding="utf-8") as fh:
@@ -135,8 +138,14 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
         why = "image not found (looked for " + " and ".join(str(c) for c in candidates) + "; give --images-dir)"
         if who:
             candidates, why = [], "a specimen row has no image (image checks run on a batch's images.csv)"
+        recorded = (row.get("sha256") or "").strip().lower()
         for cand in candidates:
             if cand.is_file():
+                if recorded and sha256_file(cand) != recorded:
+                    # the table's measurements are of the image as it was: its pixels now would be judged with them
+                    why = (f"image changed since the batch ({cand}: sha256 differs from the batch's); re-run the "
+                           "batch to judge it")
+                    break
                 try:
                     image = read_micrograph(cand, pixel_size_um=px)
                 except MicroSegError as exc:
