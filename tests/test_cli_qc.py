@@ -147,3 +147,31 @@ def test_classify_grad_cam_folder_that_is_a_file_exit_2(tmp_path, images, capsys
     code, _, err = run_json(capsys, ["classify", str(images["good"]), "--model", "no-such-model", "--json",
                                      "--grad-cam", str(a_file)])
     assert code == 2 and "--grad-cam is an existing file" in err and a_file.read_text() == "x"
+
+
+@pytest.mark.parametrize("model, spec_rules, says", [
+    (None, "measurements:\n  defects:\n    count: {max: 5}\n", "no --model was given"),
+    ("grain-boundaries", "measurements:\n  defects:\n    count: {max: 5}\n",
+     "model 'grain-boundaries' (grains) measures only grains; give a model that measures defects"),
+    ("grain-boundaries", "measurements:\n  phases:\n    phase_fractions:\n      matrix: [0.1, 0.9]\n",
+     "measures only grains"),
+    ("ni-superalloy", "measurements:\n  grains:\n    G_intercept: [5, 9]\n", "measures only phases"),
+])
+def test_spec_rules_the_model_cannot_measure_are_a_usage_error(tmp_path, capsys, images, model, spec_rules, says):
+    # every image would otherwise be "review" for a measurement that was never made
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_rules)
+    argv = ["qc", str(images["good"]), "--spec", str(spec), "--json"] + (["--model", model] if model else [])
+    code, out, err = run_json(capsys, argv)
+    assert code == 2 and out is None and len(err.strip().splitlines()) == 1, err
+    assert str(spec) in err and says in err
+
+
+def test_spec_rules_a_model_can_measure_are_accepted(tmp_path, capsys, images):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  defects:\n    count: {max: 100000}\n")
+    code, out, err = run_json(capsys, ["qc", str(images["good"]), "--spec", str(spec), "--model", "pores-defects",
+                                       "--json"])
+    assert code == 0, err
+    (row,) = out["results"]
+    assert row["measurements"]["defects"]["count"] >= 0 and row["verdict"] == "pass"

@@ -93,6 +93,31 @@ def qc_image(path: str | Path, spec: Any, *, segmenter: Any = None, classifier: 
     return row
 
 
+def _check_measurable(spec: Any, segmenter: Any, classifier: Any, model_arg: str | None) -> None:
+    """Refuse, before any image is read, a spec whose measurement rules the given model cannot measure on
+    images: every image would otherwise come out "review" for a measurement that never existed."""
+    from micro_seg.errors import SpecError
+
+    needed = [g for g, rules in spec.measurements.items() if rules]
+    if spec.phase_fractions and "phases" not in needed:
+        needed.append("phases")
+    if not needed:
+        return
+    groups = " and ".join(f"measurements.{g}" for g in needed)
+    if segmenter is None:
+        why = (f"--model {model_arg} is a classification model" if classifier is not None
+               else "no --model was given to segment the images with")
+        raise SpecError(f"{spec.source}: the spec has rules for {groups}, but {why}; give a segmentation model "
+                        "(micro-seg models list), or judge a batch's images.csv")
+    card = segmenter.card
+    gives = ["grains"] if card.task == "grains" else ["phases"] + (["defects"] if card.defect_classes else [])
+    missing = [g for g in needed if g not in gives]
+    if missing:
+        raise SpecError(f"{spec.source}: the spec has rules for {' and '.join(f'measurements.{g}' for g in missing)}, "
+                        f"but model {card.name!r} ({card.task}) measures only {', '.join(gives)}; give a model that "
+                        f"measures {', '.join(missing)}")
+
+
 def _table_path(inp: Path) -> Path | None:
     if inp.is_dir() and (inp / "images.csv").is_file():
         return inp / "images.csv"
@@ -181,6 +206,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             from micro_seg.registry import load_model
 
             segmenter = load_model(args.model)
+    if any(_table_path(Path(inp)) is None for inp in args.inputs):
+        _check_measurable(spec, segmenter, classifier, args.model)
     clf_name = args.classifier or (spec.classifier_model if classifier is None else None)
     if clf_name:
         classifier = load_classifier(clf_name)
