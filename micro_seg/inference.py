@@ -230,10 +230,9 @@ def _as_model(model: Any):
 def _as_image(image: Any) -> np.ndarray:
     if hasattr(image, "analysis_data"):
         image = image.analysis_data
-    from micro_seg.measure._units import refuse_masked
+    from micro_seg.measure._units import as_input_array
 
-    refuse_masked(image, "image")  # np.asarray would drop the mask and segment the masked pixels too
-    image = np.asarray(image)
+    image = as_input_array(image, "image")  # a masked array's mask would be dropped: the masked pixels segmented
     if image.ndim not in (2, 3):
         raise InvalidImageError(f"image of shape {image.shape} is not grey (rows, cols) or colour (rows, cols, channels)")
     if image.shape[0] < 1 or image.shape[1] < 1:

@@ -44,6 +44,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+import numpy as np
+
 from micro_seg.errors import CalibrationError
 
 __all__ = [
@@ -147,6 +149,8 @@ def validate_pixel_size(value: Any, *, source: str, path: Any = None) -> float:
     micro_seg.errors.CalibrationError: x.tif: pixel size -1 um/pixel (from user) must be positive
     """
     where = f"{path}: " if path is not None else ""
+    if isinstance(value, (bool, np.bool_)):  # float(True) is 1.0: a flag mistaken for a size
+        raise CalibrationError(f"{where}pixel size {value!r} (from {source}) is not a number")
     try:
         size = float(value)
     except (TypeError, ValueError):

@@ -227,3 +227,11 @@ def test_real_zeiss_sem_file(shared_datasets):
         width = tif.sem_metadata["ap_width"]
     assert width[2] == "µm" and m.shape[1] * m.pixel_size_um == pytest.approx(width[1], rel=1e-3)
     assert m.meta["magnification"] == 1000
+
+
+def test_a_flag_is_not_a_pixel_size():
+    from micro_seg.io_calibration import validate_pixel_size
+
+    with pytest.raises(CalibrationError, match=r"x.tif: pixel size True \(from user\) is not a number"):
+        validate_pixel_size(True, source="user", path="x.tif")  # float(True) is 1.0
+    assert validate_pixel_size(1, source="user") == 1.0

@@ -500,3 +500,23 @@ def test_masked_arrays_are_refused_not_measured_without_their_mask(kind):
     fn = {"grains": measure_grains, "phases": measure_phases, "defects": measure_defects}[kind]
     with pytest.raises(InvalidImageError, match="masked array: its mask would be ignored"):
         fn(m, what="field.tif")
+
+
+@pytest.mark.parametrize("kind", ["grains", "phases", "defects"])
+def test_ragged_lists_and_flags_as_pixel_size_get_errors_that_name_the_input(kind):
+    """numpy's 'inhomogeneous shape' ValueError named neither the input nor the problem; pixel_size_um=True was
+    read as 1 um."""
+    from micro_seg.errors import CalibrationError, InvalidImageError
+    from micro_seg.measure import measure_defects, measure_grains, measure_phases
+
+    fn = {"grains": measure_grains, "phases": measure_phases, "defects": measure_defects}[kind]
+    with pytest.raises(InvalidImageError, match="field.tif: not an image: rows of unequal length"):
+        fn([[1, 2, 1], [1, 2]], what="field.tif")
+    with pytest.raises(InvalidImageError, match="field.tif: not an image"):
+        fn(np.array([["a", "b"], ["c", "d"]]), what="field.tif")
+    c = np.zeros((64, 64), np.int32)
+    c[:, :32] = 1
+    c[:, 40:] = 2
+    with pytest.raises(CalibrationError, match="pixel_size_um=True: not a number of micrometres"):
+        fn(c, pixel_size_um=True)
+    assert fn(c.tolist(), pixel_size_um=1.0) is not None  # a rectangular list is an image

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from micro_seg.errors import CalibrationError
 
-__all__ = ["check_pixel_size", "NO_SCALE_WARNING"]
+__all__ = ["check_pixel_size", "as_input_array", "NO_SCALE_WARNING"]
 
 NO_SCALE_WARNING = (
     "no pixel size: lengths and areas are reported in pixels (the *_px keys); "
@@ -24,6 +26,9 @@ def check_pixel_size(pixel_size_um: float | None) -> float | None:
     """
     if pixel_size_um is None:
         return None
+    if isinstance(pixel_size_um, (bool, np.bool_)):  # float(True) is 1.0: a flag mistaken for a size
+        msg = f"pixel_size_um={pixel_size_um!r}: not a number of micrometres"
+        raise CalibrationError(msg)
     try:
         value = float(pixel_size_um)
     except (TypeError, ValueError):
@@ -38,22 +43,32 @@ def check_pixel_size(pixel_size_um: float | None) -> float | None:
     return value
 
 
-def refuse_masked(labels, what: str) -> None:
-    """A masked array's mask would be dropped by ``np.asarray`` and the masked pixels measured (or segmented) as
-    any other: refused, for label images and micrographs alike.
+def as_input_array(data, what: str) -> np.ndarray:
+    """``np.asarray(data)``, refusing what it would turn into a wrong or unhelpful array: a masked array (its
+    mask would be dropped and the masked pixels measured, or segmented, as any other), and nested lists of
+    unequal lengths or other objects (numpy's own error names neither the input nor the problem).
 
-    >>> import numpy as np
     >>> try:
-    ...     refuse_masked(np.ma.masked_array([[1, 2]], mask=[[0, 1]]), "labels")
+    ...     as_input_array(np.ma.masked_array([[1, 2]], mask=[[0, 1]]), "labels")
     ... except ValueError as exc:
     ...     print(str(exc)[:40])
     labels: a masked array: its mask would b
+    >>> try:
+    ...     as_input_array([[1, 2], [1]], "labels")
+    ... except ValueError as exc:
+    ...     print(exc)
+    labels: not an image: rows of unequal length or values that are not numbers
     """
-    import numpy as np
-
     from micro_seg.errors import InvalidImageError
 
-    if isinstance(labels, np.ma.MaskedArray):
+    if isinstance(data, np.ma.MaskedArray):
         raise InvalidImageError(f"{what}: a masked array: its mask would be ignored; give the masked pixels a "
                                 "value of their own (x.filled(value); for phases a class passed as ignore_index) "
                                 "or crop them out")
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError):
+        arr = None
+    if arr is None or arr.dtype.kind in "OUSV":
+        raise InvalidImageError(f"{what}: not an image: rows of unequal length or values that are not numbers")
+    return arr

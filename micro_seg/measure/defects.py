@@ -56,7 +56,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from micro_seg.errors import InvalidImageError
-from micro_seg.measure._units import NO_SCALE_WARNING, check_pixel_size, refuse_masked
+from micro_seg.measure._units import NO_SCALE_WARNING, as_input_array, check_pixel_size
 from micro_seg.measure.labels import whole_float_labels
 from micro_seg.measure.intercept import line_intercepts
 from micro_seg.measure.stats import check_field_size, field_grid, field_statistics
@@ -269,7 +269,7 @@ def measure_defects(
     >>> measure_defects(m, fields=None).summary["mean_ecd_um"] is None
     True
     """
-    refuse_masked(mask, what)
+    mask = as_input_array(mask, what)
     px = check_pixel_size(pixel_size_um)
     if connectivity not in (1, 2):
         msg = f"connectivity={connectivity!r}: expected 1 (4-connected) or 2 (8-connected)"

@@ -50,7 +50,7 @@ import pandas as pd
 
 from micro_seg.errors import InvalidImageError
 from micro_seg.measure import astm
-from micro_seg.measure._units import NO_SCALE_WARNING, check_pixel_size, refuse_masked
+from micro_seg.measure._units import NO_SCALE_WARNING, as_input_array, check_pixel_size
 from micro_seg.measure.intercept import ANGLES, abrams_pattern, line_intercepts
 from micro_seg.measure.labels import (
     WIDE_ZERO_RADIUS_PX,
@@ -258,7 +258,7 @@ def measure_grains(
     >>> round(res.summary["G_planimetric"], 2)   # 9 grains in 0.04 mm^2
     4.86
     """
-    refuse_masked(labels, what)
+    labels = as_input_array(labels, what)
     px = check_pixel_size(pixel_size_um)
     zeros = None
     if overwrite_input and isinstance(labels, np.ndarray) and labels.ndim == 2 and labels.flags.writeable:

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from micro_seg.errors import InvalidImageError
-from micro_seg.measure._units import check_pixel_size, refuse_masked
+from micro_seg.measure._units import as_input_array, check_pixel_size
 from micro_seg.measure.labels import label_counts, whole_float_labels
 from micro_seg.measure.stats import check_field_size, field_grid, field_statistics
 
@@ -167,7 +167,7 @@ def measure_phases(
     >>> measure_phases(c, fields=(2, 2)).summary["phase_fractions"]
     {'0': 0.5, '2': 0.5}
     """
-    refuse_masked(classes, what)
+    classes = as_input_array(classes, what)
     px = check_pixel_size(pixel_size_um)
     cls = _class_image(classes, what)
     rows, cols = cls.shape
