@@ -409,7 +409,7 @@ def _is_fraction_key(group: str, key: str) -> bool:
             and not key.startswith("phase_fraction_ra_percent_"))
 
 
-def _check_fraction(rule: RangeRule, where: str, source: str) -> None:
+def _check_fraction(rule: RangeRule, where: str, source: str, what: str = "a fraction") -> None:
     """Refuse a limit outside [0, 1] on a fraction (``5`` meant as 5 %).
 
     >>> try:
@@ -420,8 +420,8 @@ def _check_fraction(rule: RangeRule, where: str, source: str) -> None:
     """
     for v in (rule.min, rule.max):
         if v is not None and not 0.0 <= v <= 1.0:
-            hint = f" (for {v:g}% write {v / 100:g})" if 0.0 < v <= 100.0 else ""
-            raise SpecError(f"{source}: {where}: a fraction between 0 and 1, got {v}{hint}")
+            hint = f" (for {v:g}% write {v / 100:g})" if 0.0 < v <= 100.0 and what == "a fraction" else ""
+            raise SpecError(f"{source}: {where}: {what} between 0 and 1, got {v}{hint}")
 
 
 def _range_rules(spec: QCSpec):
@@ -436,10 +436,12 @@ def _range_rules(spec: QCSpec):
 
 def _check_fraction_limits(spec: QCSpec, source: str) -> None:
     """Refuse limits outside [0, 1] on the fraction-valued keys of a spec file (``area_fraction: {max: 5}``
-    meant as 5 %: every image would pass).  (Checked on spec files; :func:`parse_spec` itself takes any
+    meant as 5 %: every image would pass) and on the blur effect (``blur: 2`` could never fail).  (Checked on spec files; :func:`parse_spec` itself takes any
     number, so code can probe keys with wide limits.)"""
     for where, group, key, rule in _range_rules(spec):
-        if key.endswith("_fraction") if group == "image" else _is_fraction_key(group, key):
+        if group == "image" and key == "blur":  # a limit of 2 could never fail
+            _check_fraction(rule, where, source, "the blur effect, 0 (sharp) to 1 (fully blurred), lies")
+        elif key.endswith("_fraction") or key == "dynamic_range" if group == "image" else _is_fraction_key(group, key):
             _check_fraction(rule, where, source)
 
 

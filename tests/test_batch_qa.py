@@ -119,6 +119,10 @@ def test_spec_with_duplicate_keys_is_refused(tmp_path, capsys):
     ("measurements:\n  phases:\n    phase_fraction_ferrite: [60, 90]\n", "measurements.phases.phase_fraction_ferrite",
      "between 0 and 1"),
     ("image:\n  clipped_high_fraction: 2\n", "image.clipped_high_fraction", "between 0 and 1"),
+    # limits outside what the image check can give: blur 2 could never fail, dynamic range 1.5 never pass
+    ("image:\n  blur: 2\n", "image.blur: the blur effect, 0 (sharp) to 1 (fully blurred), lies between 0 and 1, got 2",
+     ""),
+    ("image:\n  dynamic_range: 1.5\n", "image.dynamic_range: a fraction between 0 and 1, got 1.5", ""),
     # negative limits on quantities that are never negative
     ("measurements:\n  defects:\n    max_feret_um: -5\n", "measurements.defects.max_feret_um: max -5", "never negative"),
     ("measurements:\n  grains:\n    n_grains: {min: -3}\n", "measurements.grains.n_grains: min -3", "never negative"),
