@@ -7,7 +7,8 @@ scribbles (0 = unlabelled, value ``i`` = the i-th class).  Assists:
 * **Start from prediction** copies a Segment result (class labels) into the
   annotation layer so you only correct its mistakes;
 * **Click fills superpixel**: each click fills the whole superpixel under the
-  cursor (computed once per image in a worker);
+  cursor (computed once per image in a worker, tile by tile: progress, and
+  **Cancel** stops it on a huge image);
 * **Next uncertain region** zooms to the window the model is least sure about
   that you have not annotated yet (active learning);
 * **Save pair** writes ``images/<name>.tif``, ``labels/<name>.tif`` (with the
@@ -153,19 +154,41 @@ class SuperpixelParams:
     size_px: int
 
 
-def _superpixel_job(params: SuperpixelParams, cancel) -> np.ndarray:
-    """SLIC superpixels of about ``size_px`` x ``size_px`` pixels (runs in a worker)."""
+#: Side of the tiles superpixels are computed in: progress and Cancel between tiles, and bounded memory on a
+#: huge image (SLIC on a whole 16k x 16k image would take minutes and several GB); superpixels end at tile edges.
+SUPERPIXEL_TILE = 2048
+
+
+def _superpixel_job(params: SuperpixelParams, cancel):
+    """SLIC superpixels of about ``size_px`` x ``size_px`` pixels, tile by tile (a generator run in a worker:
+    yields ``(tiles done, tiles)``, stops with CancelledError when ``cancel`` is set, returns the labels)."""
     from skimage.segmentation import slic
 
-    img = np.asarray(params.image, dtype=np.float32)
-    rgb = img.ndim == 3
-    if rgb:
-        img = img[..., :3]
-    lo, hi = np.percentile(img, (0.5, 99.5))
-    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
-    n = max(4, int(img.shape[0] * img.shape[1] / max(params.size_px, 2) ** 2))
-    return slic(img, n_segments=n, compactness=0.3 if not rgb else 10, channel_axis=-1 if rgb else None,
-                start_label=1, enforce_connectivity=True)
+    from micro_seg.errors import CancelledError
+
+    data = params.image
+    rgb = data.ndim == 3
+    rows, cols = data.shape[:2]
+    step = max(1, (rows * cols) // 4_000_000)  # grey levels for the contrast stretch from about 4 MP
+    sample = np.asarray(data[::step, ::] if step > 1 else data, dtype=np.float32)
+    lo, hi = np.percentile(sample[..., :3] if rgb else sample, (0.5, 99.5))
+    out = np.zeros((rows, cols), np.int32)
+    tiles = [(r, c) for r in range(0, rows, SUPERPIXEL_TILE) for c in range(0, cols, SUPERPIXEL_TILE)]
+    offset = 0
+    for i, (r, c) in enumerate(tiles):
+        if cancel.is_set():
+            raise CancelledError("superpixels cancelled")
+        img = np.asarray(data[r:r + SUPERPIXEL_TILE, c:c + SUPERPIXEL_TILE], dtype=np.float32)
+        if rgb:
+            img = img[..., :3]
+        img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+        n = max(4, int(img.shape[0] * img.shape[1] / max(params.size_px, 2) ** 2))
+        lab = slic(img, n_segments=n, compactness=0.3 if not rgb else 10, channel_axis=-1 if rgb else None,
+                   start_label=1, enforce_connectivity=True)
+        out[r:r + lab.shape[0], c:c + lab.shape[1]] = lab + offset
+        offset += int(lab.max())
+        yield {"done": i + 1, "total": len(tiles), "message": f"tile {i + 1}/{len(tiles)}"}
+    return out
 
 
 class AnnotateWidget(Container):
@@ -193,13 +216,14 @@ class AnnotateWidget(Container):
         self._folder = FileEdit(label="Training folder", mode="d", value=str(Path.home() / "micro-seg-training"))
         self._save_btn = PushButton(text="Save image + annotations")
         self._progress = ProgressBar(label="Progress", value=0, min=0, max=100)
+        self._cancel_btn = PushButton(text="Cancel")
         self._status = Label(label="Status", value="Pick an image, then New annotation layer")
-        self._runner = JobRunner(progress_bar=self._progress, status_label=self._status)
+        self._runner = JobRunner(progress_bar=self._progress, cancel_button=self._cancel_btn, status_label=self._status)
 
         self.extend([
             self._image, self._classes, self._new_btn, self._annotations, self._prediction,
             self._from_pred_btn, self._sp_size, self._sp_mode, self._uncertainty, self._window,
-            self._next_btn, self._folder, self._save_btn, self._progress, self._status,
+            self._next_btn, self._folder, self._save_btn, self._progress, self._cancel_btn, self._status,
         ])
         self._new_btn.changed.connect(self.new_annotation_layer)
         self._from_pred_btn.changed.connect(self.start_from_prediction)

@@ -592,6 +592,55 @@ def test_train_widget_refuses_a_model_name_it_could_not_save_under(make_napari_v
     assert any("is an existing file" in m and "choose another model name" in m for m in _messages(notes, "warning"))
 
 
+def test_superpixels_are_computed_tile_by_tile_with_progress_and_cancel(monkeypatch):
+    """SLIC ran as one call: no progress and no Cancel on a huge image (minutes, several GB)."""
+    import threading
+
+    from micro_seg.errors import CancelledError
+    from napari_plugin import _annotate
+    from napari_plugin._annotate import SuperpixelParams, _superpixel_job
+
+    monkeypatch.setattr(_annotate, "SUPERPIXEL_TILE", 64)
+    image, _ = two_phase_image((150, 130), seed=3)
+    gen = _superpixel_job(SuperpixelParams(image, 12), threading.Event())
+    reports = []
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as stop:
+            labels = stop.value
+            break
+    assert [r["done"] for r in reports] == list(range(1, 10)) and {r["total"] for r in reports} == {9}  # 3 x 3 tiles
+    assert labels.shape == image.shape and labels.min() >= 1
+    # every superpixel lies in one tile, and labels are unique across tiles
+    tile_of = (np.arange(150)[:, None] // 64) * 3 + np.arange(130)[None, :] // 64
+    for v in np.unique(labels):
+        assert len(np.unique(tile_of[labels == v])) == 1
+    cancel = threading.Event()
+    gen = _superpixel_job(SuperpixelParams(image, 12), cancel)
+    next(gen)
+    cancel.set()
+    with pytest.raises(CancelledError):
+        next(gen)
+
+
+def test_annotate_superpixels_can_be_cancelled(make_napari_viewer, qtbot, monkeypatch, notes):
+    from napari_plugin import _annotate
+    from napari_plugin._annotate import AnnotateWidget
+
+    monkeypatch.setattr(_annotate, "SUPERPIXEL_TILE", 16)  # 1024 tiles: the job is still running when Cancel comes
+    image, _ = two_phase_image((512, 512), seed=4)
+    viewer = make_napari_viewer()
+    w = AnnotateWidget(viewer)
+    w._image.value = viewer.add_image(image, name="img")
+    assert not w._cancel_btn.enabled
+    assert w.compute_superpixels() is not None and w._cancel_btn.enabled
+    w._cancel_btn.clicked.emit()
+    wait_idle(qtbot, w)
+    assert w._superpixels is None and w._status.value == "Cancelled" and not w._cancel_btn.enabled
+    assert any("cancelled" in m for m in _messages(notes, "info"))
+
+
 def test_annotate_superpixels_refuse_stacks_and_nan_images(make_napari_viewer, notes):
     """A 4-D stack gave '4 superpixels' in silence; NaN pixels ended in an 'internal error' naming no layer."""
     from napari_plugin._annotate import AnnotateWidget
