@@ -35,6 +35,12 @@ Layout of ``out_dir``::
     labels/<relpath stem>_labels.tif     overlays/<relpath stem>_overlay.png
     objects/<relpath stem>_objects.csv
 
+``images.csv`` has one row per image: ``path``, ``status``, ``error``, the
+measurements, ``qc_verdict`` / ``qc_reasons``, and ``warnings``: what the
+reader, the model and the measurements warned about for that image (no pixel
+size, too few grains for E112 / E1382, a constant image...), so a number that
+comes with a caveat never looks like any other.
+
 Examples
 --------
 >>> from micro_seg.batch import run_batch
@@ -85,7 +91,7 @@ LOCK_NAME = ".micro-seg-batch.lock"
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 DASK_CONNECT_TIMEOUT = "20s"
 IMAGE_COLUMNS_HEAD = ("path", "status", "error", "specimen", "pixel_size_um", "calibration_source", "units")
-IMAGE_COLUMNS_TAIL = ("qc_verdict", "qc_reasons", "rows", "cols", "databar_rows", "sha256", "model",
+IMAGE_COLUMNS_TAIL = ("qc_verdict", "qc_reasons", "warnings", "rows", "cols", "databar_rows", "sha256", "model",
                       "model_sha256", "labels", "overlay", "objects")
 
 
@@ -968,10 +974,13 @@ def _export_rows(store: ResultsStore, run_id: int) -> list[dict[str, Any]]:
     meas = store.measurements(seen_in_run=run_id)
     keys = store.measurement_keys(seen_in_run=run_id)
     qc_reasons: dict[str, list[str]] = {}
+    notes: dict[str, list[str]] = {}  # what the reader, the model and the measurements warned about
     for fl in store.flags(seen_in_run=run_id):
         if fl["source"] == "qc":
             qc_reasons.setdefault(fl["relpath"], []).append(
                 f"{fl['check_name']}={fl['value']} (limit {fl['limit_value']})")
+        elif fl["message"]:
+            notes.setdefault(fl["relpath"], []).append(str(fl["message"]))
     rows = []
     for im in images:
         row: dict[str, Any] = {
@@ -989,6 +998,8 @@ def _export_rows(store: ResultsStore, run_id: int) -> list[dict[str, Any]]:
         row.update({
             "qc_verdict": im["qc_verdict"] or ("not-run" if im["status"] == "ok" else ""),
             "qc_reasons": "; ".join(qc_reasons.get(im["relpath"], [])),
+            # a number with a warning (a constant image, too few grains for E112) must not look like any other
+            "warnings": " | ".join(dict.fromkeys(notes.get(im["relpath"], []))),
             "rows": im["rows"], "cols": im["cols"], "databar_rows": im["databar_rows"],
             "sha256": im["sha256"] or "", "model": im["model_name"] or "", "model_sha256": im["model_sha256"] or "",
             "labels": im["labels_path"] or "", "overlay": im["overlay_path"] or "",

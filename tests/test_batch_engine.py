@@ -90,6 +90,9 @@ def test_cli_batch_end_to_end_with_a_grain_model(folder, grain_model, tmp_path, 
     assert con.execute("SELECT model_sha256, model_task FROM runs").fetchone() == (card["weights_sha256"], "grains")
     flags = con.execute("SELECT i.relpath, f.check_name FROM flags f JOIN images i USING(image_id)").fetchall()
     assert ("plate2/f1.tif", "missing_calibration") in flags
+    # what the engine warned about is in the table beside the numbers it qualifies, not only in the database
+    assert "E1382 asks for >= 50 per field" in rows["plate1/f1.tif"]["warnings"]
+    assert "no pixel size in the file and none given" in rows["plate2/f1.tif"]["warnings"]
     # one grain covering a 96 x 128 field at 0.5 um/px: N_A = 1 / (48 um * 64 um)
     na = float(rows["plate1/f1.tif"]["grains_per_mm2"])
     assert na == pytest.approx(1.0 / (48e-3 * 64e-3), rel=0.02)
