@@ -179,6 +179,9 @@ def _missing_kind(args: argparse.Namespace) -> dict:
 def _reader_notes(m: Any, pixel_size: float | None) -> dict[str, list[str]]:
     """The reader's warnings (pages not read, ...) and, with ``--pixel-size``, the file's calibration notes."""
     notes = {"warnings": [f"{m.path}: {w}" for w in m.reader_warnings]}
+    if m.meta.get("format") == "jpeg" or "JPEG" in str(m.meta.get("compression", "")).upper():
+        notes["warnings"].append(f"{m.path}: JPEG compression is lossy: it alters label values and blurs mask edges "
+                                 "(a binary mask gets grey levels); save label images and masks as PNG or TIFF")
     if pixel_size is not None and m.meta.get("calibration_notes"):  # not used, so not an error (e.g. a broken tag)
         notes["calibration_notes"] = [str(n) for n in m.meta["calibration_notes"]]
     return notes
@@ -197,6 +200,7 @@ def _read_labels(path: str, page: int | None = None,
 def _read_mask(path: str, value: float | None, page: int | None = None,
                pixel_size: float | None = None) -> tuple[np.ndarray, float | None, dict[str, list[str]]]:
     from micro_seg.io import read_micrograph
+    from micro_seg.measure.labels import binary_boundary_mask
 
     m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size)
     data = m.data
@@ -206,13 +210,19 @@ def _read_mask(path: str, value: float | None, page: int | None = None,
         else:
             msg = f"{m.path}: a boundary mask must be single-channel, got {data.shape[2]} different channels"
             raise InvalidImageError(msg)
-    mask = data == value if value is not None else data != 0
+    notes = _reader_notes(m, pixel_size)
+    if value is not None:
+        mask = data == value
+    else:
+        mask, note = binary_boundary_mask(data, str(m.path))
+        if note:
+            notes["warnings"].append(note)
     if not mask.any():
         which = f"no pixel equals --boundary-value {value:g}" if value is not None else "every pixel is 0"
         msg = f"{m.path}: no boundary pixels ({which}); a boundary mask marks the grain boundaries"
         raise InvalidImageError(msg)
     px_file = m.meta.get("metadata_pixel_size_um") if pixel_size is not None else m.pixel_size_um
-    return mask, px_file, _reader_notes(m, pixel_size)
+    return mask, px_file, notes
 
 
 def _check_pixel_size_option(args: argparse.Namespace) -> None:
@@ -322,7 +332,8 @@ def run_phases(args: argparse.Namespace) -> dict:
         raise
     except ValueError as exc:
         raise MicroSegError(f"{args.path}: {exc}") from exc
-    top = int(labels.max())
+    present = np.flatnonzero(res.table["area_px"].to_numpy() > 0)
+    top = int(res.table["class_id"].to_numpy()[present].max()) if present.size else 0  # the ignored value aside
     extra = [n for i, n in enumerate(names or ()) if i > top and i != args.ignore]
     if extra:  # typed by the user (a model's card names classes that may be absent: no warning there)
         res.warnings.append(f"{args.path}: {len(names)} names given but the largest class value is {top}: "

@@ -15,7 +15,10 @@ Feret max sqrt(2), Feret min 1 and solidity 1):
   convex hull of the object's pixel squares (rotating calipers);
 * ``aspect_ratio = feret_max / feret_min``; ``circularity = 4 pi A / P^2``
   (1 for a disk, clipped to 1); ``solidity = A / convex area`` (pixel
-  centres inside the convex hull, as scikit-image's ``area_convex``);
+  centres inside the convex hull of the pixel centres: 1 for any digital
+  convex shape; scikit-image's ``area_convex`` rasterises the hull of the
+  pixel squares and is larger: its solidity of a digital disk is 0.78 at
+  radius 3 px, 0.97 at 25 px);
 * ``nn_distance``: distance from the centroid to the nearest other object's
   centroid;
 * ``touches_edge``: the object is cut by the image edge.
@@ -111,9 +114,9 @@ def convex_hull_measures(rows: np.ndarray, cols: np.ndarray) -> tuple[float, flo
 
     The Feret (caliper) diameters are those of the convex hull of the pixels
     taken as unit squares; the convex area is the number of pixel centres inside
-    the convex hull of the pixel centres (Pick's theorem), as in scikit-image's
-    ``area_convex``, so that solidity = area / convex area is 1 for any digital
-    convex shape.
+    the convex hull of the pixel centres (Pick's theorem), so that solidity =
+    area / convex area is 1 for any digital convex shape (scikit-image's
+    ``area_convex`` is larger: it rasterises the hull of the pixel squares).
 
     Examples
     --------

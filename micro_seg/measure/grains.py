@@ -70,6 +70,15 @@ __all__ = ["GrainMeasurement", "measure_grains", "measure_grains_from_boundaries
 #: or not instance labels (a few grains cut in two by the image edge stay below it).
 SPLIT_LABELS_WARN_SHARE = 0.05
 
+#: A boundary network drawn with a value of its own (65535, 255, -1 saved unsigned) instead of 0 is one "grain"
+#: between all the others: every crossing becomes grain -> network -> grain, the intercept halves and G_intercept
+#: comes out about 2 too high.  It is recognised as a label that neighbours at least this share of the other
+#: grains (of at least NETWORK_MIN_GRAINS) and whose pixels lie mostly on its own edge (a thin network, not an
+#: abnormally large grain with many small neighbours), and refused.
+NETWORK_NEIGHBOUR_SHARE = 0.5
+NETWORK_MIN_GRAINS = 20
+NETWORK_EDGE_SHARE = 0.5
+
 #: Share of the image in 0 regions much wider than a boundary from which the result warns that an
 #: unlabelled area was filled as grain.
 WIDE_ZERO_WARN_SHARE = 0.01
@@ -273,6 +282,31 @@ def measure_grains(
     return result
 
 
+def _refuse_boundary_network(lab: np.ndarray, original: np.ndarray, n_neighbors: np.ndarray, what: str) -> None:
+    """Refuse labels whose boundaries were drawn with a value of their own (see :data:`NETWORK_NEIGHBOUR_SHARE`)."""
+    n = n_neighbors.size
+    if n < NETWORK_MIN_GRAINS:
+        return
+    top = int(np.argmax(n_neighbors))
+    if n_neighbors[top] < NETWORK_NEIGHBOUR_SHARE * (n - 1):
+        return
+    from scipy import ndimage as ndi
+
+    region = lab == top + 1
+    area = int(np.count_nonzero(region))
+    edge_share = 1.0 - np.count_nonzero(ndi.binary_erosion(region)) / max(area, 1)
+    del region
+    if edge_share < NETWORK_EDGE_SHARE:
+        return
+    value = int(original[top + 1])
+    raise InvalidImageError(
+        f"{what}: label {value} neighbours {int(n_neighbors[top])} of the other {n - 1} grains and is a thin network "
+        f"({100 * edge_share:.0f} % of its {area} pixels on its edge): these look like the grain boundaries drawn "
+        f"with value {value}, not a grain; measured as one, every boundary would count twice (G about 2 too high). "
+        f"Set those pixels to 0 (0 = boundary) or measure a boundary mask (micro-seg measure grains --boundary "
+        f"--boundary-value {value})")
+
+
 def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> GrainMeasurement:
     """:func:`measure_grains` after the pixel-size check; ``zeros``: the input's 0 pixels (:func:`zero_bits`)
     when it may be filled in place, else None."""
@@ -310,10 +344,12 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
 
     areas = counts_px[1:].astype(np.float64)
     field_area = float(rows * cols)
+    not_instances = False
     if n > 1:  # each value counts as one grain: a value in many places (wrapped labels, a micrograph) is not one
         n_checked, n_split, n_regions, n_spread = split_label_values(lab, areas)
         share = n_split / n_checked * n_spread / n if n_checked else 0.0
-        if n_split >= 2 and share >= SPLIT_LABELS_WARN_SHARE:
+        not_instances = n_split >= 2 and share >= SPLIT_LABELS_WARN_SHARE
+        if not_instances:
             which = (f"{n_split} of the {n} label values" if n_checked == n_spread
                      else f"{n_split} of {n_checked} label values checked (of {n})")
             warnings.append(
@@ -393,6 +429,8 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
     else:
         adj = np.zeros((0, 2), np.int64)
     n_neighbors = (np.bincount(adj[:, 0], minlength=n + 1) + np.bincount(adj[:, 1], minlength=n + 1))[1:]
+    if not not_instances:  # labels already reported as wrapped / no instance labels: their own message says why
+        _refuse_boundary_network(lab, original, n_neighbors, what)
 
     # ---- Crofton perimeter per grain (image edges are not boundary)
     per = {c.angle: c.crossings_per_label[1:].astype(np.float64) for c in counts}
@@ -696,9 +734,16 @@ def combine_grain_fields(results: list[GrainMeasurement] | list[dict]) -> dict:
         out["G_intercept_ci95"] = _g_ci_half_width(astm.g_from_intercept, l_mm, st_l["ci95"] / 1000.0)
         out["G_planimetric"] = astm.g_from_grains_per_mm2(st_na["mean"]) if st_na["mean"] > 0 else None
         out["G_planimetric_ci95"] = _g_ci_half_width(astm.g_from_grains_per_mm2, st_na["mean"], st_na["ci95"])
+        pairs = (("mean_intercept_um", st_l), ("grains_per_mm2", st_na))
     else:
         out["mean_intercept_px"] = field_statistics([s["mean_intercept_px"] for s in sums])
         out["grains_per_px2"] = field_statistics([s["grains_per_px2"] for s in sums])
         out["G_intercept"] = out["G_planimetric"] = None
         out["warnings"] = [NO_SCALE_WARNING]
+        pairs = (("mean_intercept_px", out["mean_intercept_px"]), ("grains_per_px2", out["grains_per_px2"]))
+    for key, st in pairs:  # a field without any intercept has no mean intercept: its statistics are over fewer
+        if st["n"] < len(sums):
+            out.setdefault("warnings", []).append(
+                f"{key} is over {st['n']} of the {len(sums)} fields (the others have no value, e.g. no boundary "
+                "crossed by the test lines): its G and CI are not over the same fields as the other statistics")
     return out

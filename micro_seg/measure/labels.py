@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 
 from micro_seg.errors import InvalidImageError
 
-__all__ = ["prepare_labels", "labels_from_boundaries", "fill_boundaries", "max_close_gaps_px", "single_label_regions",
+__all__ = ["prepare_labels", "labels_from_boundaries", "binary_boundary_mask", "fill_boundaries", "max_close_gaps_px", "single_label_regions",
            "split_label_values", "wide_zero_fraction", "zero_bits", "restore_zeros"]
 
 #: Largest gap-closing radius (pixels) of :func:`labels_from_boundaries`: it closes gaps up to 64 px
@@ -434,6 +434,33 @@ def wide_zero_fraction(labels: np.ndarray, radius: int = WIDE_ZERO_RADIUS_PX) ->
     return left / float(labels.size) if labels.size else 0.0
 
 
+def binary_boundary_mask(data: np.ndarray, what: str) -> tuple[np.ndarray, str | None]:
+    """A boundary mask file's pixels as a boolean mask (non-zero = boundary), and a warning or None.
+
+    A mask with more than two grey levels (JPEG ringing, anti-aliased lines) is not binary: ``!= 0`` would take
+    every faint grey pixel next to a line as boundary too (a third of the image for a JPEG at quality 90, grains
+    erased or merged, G too coarse).  It is thresholded half-way between its darkest and brightest values
+    instead, with a warning.
+
+    Examples
+    --------
+    >>> m, note = binary_boundary_mask(np.array([[0, 3, 250, 255]], np.uint8), "b.jpg")
+    >>> m.tolist(), note.split(";")[0]
+    ([[False, False, True, True]], 'b.jpg: the boundary mask is not binary (50.0 % of its pixels are neither 0 nor 255)')
+    >>> binary_boundary_mask(np.array([[0, 255]], np.uint8), "b.png")[1] is None
+    True
+    """
+    lo, hi = (data.min(), data.max()) if data.size else (0, 0)
+    other = int(np.count_nonzero((data != lo) & (data != hi)))
+    if not other:
+        return data != 0, None
+    mid = (float(lo) + float(hi)) / 2.0
+    note = (f"{what}: the boundary mask is not binary ({100 * other / data.size:.1f} % of its pixels are neither "
+            f"{lo:g} nor {hi:g}); pixels above {mid:g} are taken as boundary (JPEG or anti-aliasing? save masks as "
+            "PNG or TIFF with two values, or pick the boundary value with --boundary-value)")
+    return data > mid, note
+
+
 def labels_from_boundaries(
     mask: np.ndarray,
     *,
@@ -495,6 +522,10 @@ def labels_from_boundaries(
         small[0] = True
         if small[1:].all():
             msg = f"{what}: every region is smaller than min_grain_px={min_grain_px}"
+            share = float(np.count_nonzero(mask)) / mask.size
+            if share > 0.5:  # black lines on white read with non-zero = boundary
+                msg += (f"; {100 * share:.0f} % of the image is boundary: is the mask inverted (dark lines on a "
+                        "light background)? give the lines' value (micro-seg measure grains --boundary-value 0)")
             raise InvalidImageError(msg)
         grains[small[grains]] = 0
     labels, _ = prepare_labels(grains, what=what)

@@ -199,8 +199,9 @@ def measure_phases(
         if len(set(names)) != len(names):
             msg = f"names={names!r}: duplicate class names"
             raise ValueError(msg)
-        if top >= len(names):
-            msg = (f"{what}: class value {top} found but only {len(names)} names given "
+        top_named = int(np.flatnonzero(counts).max())  # the ignored value needs no name (255 = unlabelled)
+        if top_named >= len(names):
+            msg = (f"{what}: class value {top_named} found but only {len(names)} names given "
                    f"({', '.join(names)}); names are in label order 0, 1, 2, ...")
             raise InvalidImageError(msg)
         class_ids = [i for i in range(len(names)) if i != ignore_index]
@@ -233,6 +234,8 @@ def measure_phases(
         msg = f"points_per_field={points_per_field!r}: must be >= 1"
         raise ValueError(msg)
     k = max(1, int(round(math.sqrt(ppf))))
+    # no more grid lines than a field has pixel rows / columns: repeated rows would count some pixels twice
+    k = min(k, min(min(rs.stop - rs.start, cs.stop - cs.start) for rs, cs in slices))
     field_area = np.zeros(len(slices))
     field_frac = np.full((len(slices), len(class_ids)), np.nan)
     point_frac = np.full((len(slices), len(class_ids)), np.nan)
@@ -266,8 +269,10 @@ def measure_phases(
     pstats = [field_statistics(point_frac[:, j]) for j in range(len(class_ids))]
     if shrink_note:
         warnings.append(shrink_note)
-    if len(slices) < 5:
-        warnings.append(f"{what}: only {len(slices)} fields; confidence intervals need several fields (E562: >= 5)")
+    n_fields = int(np.count_nonzero(field_area))  # fields with analysed pixels: a wholly ignored field is none
+    if n_fields < 5:
+        warnings.append(f"{what}: only {n_fields} fields with analysed pixels; confidence intervals need several "
+                        "fields (E562: >= 5)")
 
     def nz(v):
         return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
@@ -281,7 +286,7 @@ def measure_phases(
         "area_um2": {k_: (float(counts[i]) * px * px if px is not None else None) for k_, i in zip(keys, class_ids)},
         "analysed_area_px": n_valid,
         "analysed_area_um2": n_valid * px * px if px is not None else None,
-        "n_fields": len(slices),
+        "n_fields": n_fields,
         "point_count": {
             "method": "ASTM E562 systematic point count (emulated)",
             "points_per_field": k * k,
