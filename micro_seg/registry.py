@@ -466,15 +466,28 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
         raise ModelError(f"{path}: is a file; --model takes a model name or a model folder (with {CARD_FILE})")
     if os.sep in text or (os.altsep and os.altsep in text):
         raise ModelError(f"{path}: model folder does not exist")
-    for folder in _model_folders(model_search_dirs()):
-        if folder.name == text:
-            return folder
-    for folder in _model_folders(model_search_dirs()):
+    # by card name in priority order, as `micro-seg models list` shows them: the first copy whose weights pass
+    # their sha256 check (a broken copy does not hide a working one); a folder name only if no card has the name
+    folders = _model_folders(model_search_dirs())
+    named = []
+    for folder in folders:
         try:
-            if load_card(folder).name == text:
-                return folder
+            card = load_card(folder)
         except ModelError:
             continue
+        if card.name == text:
+            named.append((folder, card))
+    for folder, card in named:
+        try:
+            check_weights_file(folder, card)
+        except ModelError:
+            continue
+        return folder
+    if named:  # every copy is broken: loading it says why
+        return named[0][0]
+    for folder in folders:
+        if folder.name == text:
+            return folder
     names = sorted({c.name for c in list_models()})
     listing = ", ".join(names) if names else "none installed"
     raise ModelError(f"unknown model {text!r}; available: {listing} (or give a model folder path)")

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,34 @@ def test_models_show_checks_the_weights(model_dir, capsys):
     weights.write_bytes(bytes(data))
     code, out, err = _run(["models", "show", "test-pores", "--json"], capsys)
     assert code == 0 and json.loads(out)["weights_check"].startswith("FAILED") and "does not match" in err
+
+
+def test_a_model_name_resolves_to_the_folder_models_list_shows(model_dir, tmp_path, monkeypatch, capsys):
+    """--model NAME matched folder names before card names: a higher-priority copy named 'my-pores-v2' with card
+    name 'test-pores' was listed, yet a lower-priority folder called 'test-pores' was run."""
+    import shutil
+
+    import yaml
+
+    from micro_seg.registry import resolve_model
+
+    first = tmp_path / "first"
+    shutil.copytree(model_dir / "test-grains", first / "my-pores-v2")
+    card = yaml.safe_load((first / "my-pores-v2" / "card.yaml").read_text())
+    card["name"] = "test-pores"
+    (first / "my-pores-v2" / "card.yaml").write_text(yaml.safe_dump(card))
+    monkeypatch.setenv("MICRO_SEG_MODELS", os.pathsep.join([str(first), str(model_dir)]))
+    code, out, _ = _run(["models", "list", "--json"], capsys)
+    listed = {m["name"]: m for m in json.loads(out)["models"]}
+    assert Path(listed["test-pores"]["folder"]) == first / "my-pores-v2"
+    assert resolve_model("test-pores") == first / "my-pores-v2"
+    # a broken copy first: both skip it for the working one
+    weights = first / "my-pores-v2" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    code, out, _ = _run(["models", "list", "--json"], capsys)
+    listed = {m["name"]: m for m in json.loads(out)["models"]}
+    assert Path(listed["test-pores"]["folder"]) == model_dir / "test-pores" == resolve_model("test-pores")
+    # a folder name still works when no card carries that name
+    assert resolve_model("my-pores-v2") == first / "my-pores-v2"
