@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -435,8 +436,10 @@ def test_broken_card_errors_name_the_card(tmp_path, capsys, repo_root, key, bad,
     assert len(err.strip().splitlines()) == 1 and str(card) in err and says in err
 
 
-# ------------------------------------------------------------------ segment: another image's labels are not replaced silently
-def test_segment_says_when_it_replaces_the_labels_of_another_image(tmp_path, capsys):
+# ------------------------------------------------------------------ segment: labels it did not write are never replaced
+def test_segment_never_replaces_labels_it_did_not_write_for_this_image(tmp_path, capsys):
+    """Another image's labels (same stem) were replaced with only a warning afterwards; hand-traced ground truth
+    named <stem>_labels.tif (as train pairs labels) was replaced in silence."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -445,15 +448,39 @@ def test_segment_says_when_it_replaces_the_labels_of_another_image(tmp_path, cap
     Image.fromarray((rng.random((64, 80)) * 255).astype(np.uint8)).save(png)
     out = tmp_path / "out"
 
-    def segment(path):
-        assert main(["segment", str(path), "--model", "pores-defects", "--out", str(out), "--json"]) == 0
-        return json.loads(capsys.readouterr().out)
+    def segment(path, *extra):
+        code = main(["segment", str(path), "--model", "pores-defects", "--out", str(out), "--json", *extra])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
 
-    assert not any("replaced the labels" in w for w in segment(tif)["warnings"])
-    res = segment(png)
-    assert any(f"replaced the labels of another image, {tif.resolve()}" in w for w in res["warnings"])
-    assert tifffile.imread(res["labels"]).shape == (64, 80)
-    assert not any("replaced the labels" in w for w in segment(png)["warnings"])  # the same image again: no news
+    assert segment(tif)[0] == 0
+    before = (out / "a_labels.tif").read_bytes()
+    code, _, err = segment(png)
+    assert code == 2 and f"holds the labels of another image, {tif.resolve()}" in err
+    assert (out / "a_labels.tif").read_bytes() == before
+    assert segment(tif)[0] == 0  # the same image again: replaced
+    truth = tmp_path / "gt"
+    truth.mkdir()
+    tifffile.imwrite(truth / "a_labels.tif", np.ones((64, 64), np.uint8))  # ground truth, not written by segment
+    code = main(["segment", str(tif), "--model", "pores-defects", "--out", str(truth)])
+    err = capsys.readouterr().err
+    assert code == 2 and "was not written by micro-seg segment" in err
+    assert (tifffile.imread(truth / "a_labels.tif") == 1).all()
+
+
+def test_segment_pages_of_one_file_do_not_overwrite_each_other(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    stack = tmp_path / "z.tif"
+    a = (rng.random((64, 64)) * 255).astype(np.uint8)
+    tifffile.imwrite(stack, np.stack([a, 255 - a]), photometric="minisblack")
+    out = tmp_path / "out"
+    paths = []
+    for page in (0, 1):
+        assert main(["segment", str(stack), "--page", str(page), "--model", "pores-defects", "--out", str(out),
+                     "--json"]) == 0
+        paths.append(json.loads(capsys.readouterr().out)["labels"])
+    assert [Path(p).name for p in paths] == ["z_labels.tif", "z_p1_labels.tif"]
+    assert all(Path(p).is_file() for p in paths)
 
 
 @pytest.mark.parametrize("with_matrix", [False, True])

@@ -1,10 +1,13 @@
 """``micro-seg segment IMAGE --model NAME --out DIR``: segment one micrograph.
 
-Writes ``DIR/<stem>_labels.tif`` with the image's calibration -- grain
+Writes ``DIR/<stem>_labels.tif`` (``<stem>_p<N>_labels.tif`` for ``--page N``,
+N >= 1) with the image's calibration -- grain
 instance labels (each grain its own integer, 0 = boundary) for grain models,
 class labels (value i = ``classes[i]``) for semantic models -- and, with
 ``--probabilities``, ``DIR/<stem>_probabilities.tif`` (float32, one page per
-class, in card order).  The SEM data bar, if any, is excluded.
+class, in card order).  The SEM data bar, if any, is excluded.  A labels file
+that segment did not write for this image (ground truth, another image's labels
+with the same stem) is never replaced: the run is refused before any work.
 
 Examples
 --------
@@ -213,6 +216,22 @@ def write_probabilities(path: Path, probabilities, *, classes: list[str], pixel_
     return path
 
 
+def _refuse_foreign_labels(labels_path: Path, image: str, labels_source) -> None:
+    """Refuse to replace a ``<stem>_labels.tif`` that segment did not write for this image: hand-traced ground
+    truth named the way ``train`` pairs labels, or another image's labels (same name stem)."""
+    from micro_seg.errors import OutputPathError
+
+    if not labels_path.exists() and not labels_path.is_symlink():
+        return
+    earlier = labels_source(labels_path) if labels_path.is_file() else None
+    if earlier is None:
+        raise OutputPathError(f"{labels_path}: already exists and was not written by micro-seg segment (ground truth, "
+                              "or another tool's labels?); it is not replaced: give another --out or move it")
+    if earlier != str(Path(image).resolve()):
+        raise OutputPathError(f"{labels_path}: holds the labels of another image, {earlier} (same name stem); it is "
+                              "not replaced: segment images that share a stem into different --out folders")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Segment ``args.image``; JSON ``{"labels", "classes", "seconds", ...}``."""
     import time
@@ -226,14 +245,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MicroSegError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
+    stem = Path(args.image).stem + (f"_p{args.page}" if args.page else "")  # pages of one file never collide
+    labels_path = out / f"{stem}_labels.tif"
+    _refuse_foreign_labels(labels_path, args.image, labels_source)  # before the work: never lost
     micrograph, seg = segment_file(args, keep_probabilities=args.probabilities)
     card, px = seg.card, micrograph.pixel_size_um
-    stem = Path(args.image).stem
-    labels_path = out / f"{stem}_labels.tif"
-    earlier = labels_source(labels_path) if labels_path.is_file() else None
-    overwrote = ([f"{labels_path}: replaced the labels of another image, {earlier} (same name stem); segment "
-                  "images that share a stem into different --out folders"]
-                 if earlier is not None and earlier != str(Path(args.image).resolve()) else [])
     write_labels(labels_path, seg.labels, pixel_size_um=px, classes=None if card.task == "grains" else card.classes,
                  source=args.image)
     result: dict[str, Any] = {
@@ -261,7 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         path = out / f"{stem}_{name}_instances.tif"
         write_labels(path, inst, pixel_size_um=px)
         result.setdefault("defect_instances", {})[name] = str(path)
-    result["warnings"] = (micrograph.reader_warnings + list(seg.warnings) + overwrote
+    result["warnings"] = (micrograph.reader_warnings + list(seg.warnings)
                           + ([] if px else ["no pixel size: measurements will be in pixels"]))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
