@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -233,6 +234,8 @@ def _train_members(images, labels, out: Path, minutes, threads, extra, members: 
         res.setdefault("wall_seconds", res.get("seconds"))
         results.append(res)
     # the members held out the same images (--split-seed 0): the ensemble's decision is chosen on them
+    if (out / "card.yaml").is_file():  # this script's own earlier ensemble: `models ensemble` never replaces a model
+        shutil.rmtree(out)
     ens_argv = ["models", "ensemble", *map(str, folders), "--out", str(out), "--calibrate", str(images), str(labels),
                 "--label-encoding", "dense", "--json"]
     calibration = _run_cli(ens_argv).get("calibration")

@@ -712,6 +712,19 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
     for m in loaded:
         if m.folder is not None and folder.resolve() == Path(m.folder).resolve():
             raise ModelError(f"{folder}: --out is the folder of member {m.card.name!r}; write the ensemble elsewhere")
+    if folder.exists() and not folder.is_dir():
+        raise ModelError(f"{folder}: --out is an existing file, not a folder; give a new folder for the ensemble")
+    if (folder / CARD_FILE).exists() or any(folder.glob("*.safetensors")):
+        raise ModelError(f"{folder}: --out already holds a model ({CARD_FILE} or weights); it is not replaced: give a "
+                         "new folder for the ensemble, or remove that model first")
+    seen: dict[Path, str] = {}
+    for m in loaded:  # the same network twice is no ensemble: it only weights that member double
+        if m.folder is None:
+            continue
+        key = Path(m.folder).resolve()
+        if key in seen:
+            raise ModelError(f"{m.folder}: given twice (also as {seen[key]!r}); an ensemble joins different models")
+        seen[key] = m.card.name
     first = loaded[0]
     for m in loaded[1:]:
         for key in _ENSEMBLE_SHARED:

@@ -244,7 +244,12 @@ def test_models_ensemble_cli(model_dir, tmp_path, capsys):
                      normalisation={"mode": "minmax"})
     save_model(model_dir / "all-matrix", silent, card)
     out_model = tmp_path / "ens"
-    code, out, err = _run(["models", "ensemble", "test-pores", "test-pores", "all-matrix", "--out", str(out_model),
+    import shutil
+
+    copy = shutil.copytree(model_dir / "test-pores", tmp_path / "pores-copy")  # the same folder twice is refused
+    code, out, err = _run(["models", "ensemble", "test-pores", "test-pores", "--out", str(tmp_path / "twice")], capsys)
+    assert code == 2 and "given twice" in err and not (tmp_path / "twice").exists()
+    code, out, err = _run(["models", "ensemble", "test-pores", str(copy), "all-matrix", "--out", str(out_model),
                            "--json"], capsys)
     assert code == 0, err
     res = json.loads(out)
@@ -263,6 +268,13 @@ def test_models_ensemble_cli(model_dir, tmp_path, capsys):
     np.testing.assert_array_equal(labels, (img == 230).astype(labels.dtype))
     code, out, err = _run(["models", "ensemble", "test-pores", "test-grains", "--out", str(tmp_path / "bad")], capsys)
     assert code == 2 and out == "" and "task differs" in err and len(err.strip().splitlines()) == 1
+    # an existing model or a file as --out is never replaced (it was, in silence / with an internal error)
+    before = (model_dir / "all-matrix" / "model.safetensors").read_bytes()
+    for target, says in ((model_dir / "all-matrix", "already holds a model"),
+                         (tmp_path / "p.tif", "is an existing file")):
+        code, out, err = _run(["models", "ensemble", "test-pores", str(copy), "--out", str(target)], capsys)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert (model_dir / "all-matrix" / "model.safetensors").read_bytes() == before
 
 
 def test_segment_and_analyze_say_when_pages_were_not_read(model_dir, tmp_path, capsys):
