@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
+import math
 import numbers
 import os
 from dataclasses import dataclass, field
@@ -97,10 +98,32 @@ def check_postprocess_values(values: dict[str, Any], *, owner: str = "", names: 
     prefix = f"{owner}: " if owner else ""
     for k, v in values.items():
         what = names.get(k, f"post-processing option {k}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-            raise ModelError(f"{prefix}{what} must be a number >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
+            raise ModelError(f"{prefix}{what} must be a finite number >= 0, got {v!r}")
         if k == "threshold" and not 0 < v < 1:
             raise ModelError(f"{prefix}{what} must be strictly between 0 and 1 (a boundary probability), got {v!r}")
+
+
+def class_names_problem(names: Sequence[str]) -> str | None:
+    """Why ``names`` cannot be a model's class names, or None: a name given twice (a class map's values would be
+    ambiguous, an instance file written for the wrong class) or one unusable in the output file names
+    (``<stem>_<class>_instances.tif``).
+
+    >>> class_names_problem(["matrix", "pore"]) is None
+    True
+    >>> class_names_problem(["pore", "pore"])
+    "['pore'] given more than once"
+    >>> class_names_problem(["pore/void"])
+    "['pore/void'] are not usable names: no empty names, '.', '..', slashes, colons or NUL"
+    """
+    names = [str(c) for c in names]
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        return f"{dup} given more than once"
+    unsafe = [c for c in names if not c.strip() or c.strip() in (".", "..") or any(ch in c for ch in "/\\\0:")]
+    if unsafe:
+        return f"{unsafe} are not usable names: no empty names, '.', '..', slashes, colons or NUL"
+    return None
 
 
 @dataclass
@@ -196,6 +219,14 @@ class ModelCard:
             raise ModelError(f"model {self.name!r}: card lists no classes")
         self.classes = [str(c) for c in self.classes]
         self.defect_classes = [str(c) for c in (self.defect_classes or [])]
+        for key in ("classes", "defect_classes"):
+            problem = class_names_problem(getattr(self, key))
+            if problem:
+                raise ModelError(f"model {self.name!r}: {key}: {problem}")
+        if not isinstance(self.weights_file, str) or Path(self.weights_file).name != self.weights_file \
+                or self.weights_file in ("", ".", ".."):
+            raise ModelError(f"model {self.name!r}: weights_file must be a file name inside the model folder, got "
+                             f"{self.weights_file!r}")
         for key in ("in_channels", "tile_size"):
             value = getattr(self, key)
             whole = isinstance(value, numbers.Integral) or (isinstance(value, str) and value.strip().isdigit())
@@ -226,7 +257,14 @@ class ModelCard:
         if not lo <= self.input_scale <= hi:
             raise ModelError(f"model {self.name!r}: input_scale {self.input_scale} is outside {lo:g}-{hi:g}")
         if self.pixel_size_um_range is not None:
-            lo, hi = (float(v) for v in self.pixel_size_um_range)
+            try:
+                lo, hi = (float(v) for v in self.pixel_size_um_range)
+            except (TypeError, ValueError):
+                raise ModelError(f"model {self.name!r}: pixel_size_um_range must be two numbers [low, high] in "
+                                 f"micrometres, got {self.pixel_size_um_range!r}") from None
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+                raise ModelError(f"model {self.name!r}: pixel_size_um_range must be [low, high] with "
+                                 f"0 < low <= high (micrometres), got {self.pixel_size_um_range!r}")
             self.pixel_size_um_range = (lo, hi)
         self.postprocess = dict(self.postprocess or {})
         allowed = POSTPROCESS_OPTIONS.get(self.task, set())
@@ -557,6 +595,33 @@ def check_weights_file(folder: Path, card: ModelCard) -> Path:
     return weights
 
 
+def _check_shapes_before_building(weights: Path, card: ModelCard, state: dict, build: Any, kwargs: dict) -> None:
+    """Compare the card's architecture with the weights on torch's meta device (no memory) before building it
+    for real: a card whose widths do not fit its weights (a hand edit, a hostile card asking for a network of
+    terabytes) is refused with the first differing tensor instead of allocating it."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build(card.arch, **kwargs).state_dict().items()}
+    except ModelError:
+        raise
+    except Exception:  # an architecture that cannot be built on the meta device: the real build checks it
+        return
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    differ = [k for k in shapes if k in got and shapes[k] != got[k]]
+    n_card, n_weights = sum(math.prod(v) for v in shapes.values()), sum(math.prod(v) for v in got.values())
+    if differ:  # missing / extra tensors alone are left to the real load (old ensembles lack their offsets)
+        k = differ[0]
+        detail = f"size mismatch for {k}: {list(got[k])} in the weights, {list(shapes[k])} for the card"
+    elif n_card > 4 * n_weights + 1_000_000:
+        detail = f"the card's network has {n_card} parameters, its weights {n_weights}"
+    else:
+        return
+    raise ModelError(f"{weights}: weights do not fit architecture {card.arch!r} with the card's "
+                     f"{card.num_classes} classes, {card.in_channels} input channel(s) and arch_kwargs: {detail}")
+
+
 def load_verified_network(folder: Path, card: ModelCard, build: Any) -> Any:
     """Build ``build(card.arch, ...)`` and fill it with the folder's weights after the sha256 check.
 
@@ -584,7 +649,9 @@ def load_verified_network(folder: Path, card: ModelCard, build: Any) -> Any:
     if bad:
         raise WeightsIntegrityError(f"{weights}: weights contain NaN or infinite values ({len(bad)} tensor(s), "
                                     f"e.g. {bad[0]!r}): the model cannot be used; retrain or re-export it")
-    net = build(card.arch, in_channels=card.in_channels, num_classes=card.num_classes, **card.arch_kwargs)
+    kwargs = dict(in_channels=card.in_channels, num_classes=card.num_classes, **card.arch_kwargs)
+    _check_shapes_before_building(weights, card, state, build, kwargs)
+    net = build(card.arch, **kwargs)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -727,8 +727,11 @@ def iter_train_segmenter(
     n_classes = len(classes)
     if n_classes < 2:
         raise TrainingDataError(f"need at least 2 classes, got {classes}")
-    if len(set(classes)) != n_classes:
-        raise TrainingDataError(f"class names must be unique, got {classes}")
+    from micro_seg.registry import class_names_problem
+
+    problem = class_names_problem(classes)
+    if problem:  # checked before training, not when the card is written at its end
+        raise TrainingDataError(f"class names {classes}: {problem}")
     if not images:
         raise TrainingDataError("no training images given")
     if epochs < 1 or patch_size < 8 or batch_size < 1:

@@ -222,7 +222,7 @@ def test_segment_post_processing_options(model_dir, tmp_path, capsys):
     code, out, err = _run(base + ["--boundary-threshold", "1.5"], capsys)
     assert code == 2 and "--boundary-threshold" in err and "Traceback" not in err
     code, out, err = _run(base + ["--split-ratio", "-1"], capsys)
-    assert code == 2 and "--split-ratio must be a number >= 0" in err and "Traceback" not in err
+    assert code == 2 and "--split-ratio must be a finite number >= 0" in err and "Traceback" not in err
     # a phase model has no grain post-processing: the option is refused, not silently ignored
     for command in ("segment", "analyze"):
         argv = [command, str(path), "--model", "test-pores", "--split-ratio", "3", "--min-grain", "9", "--json"]

@@ -419,3 +419,42 @@ def test_ensemble_without_offsets_in_its_weights_loads_with_zero_offsets(tmp_pat
     card["weights_sha256"] = sha256_file(folder / WEIGHTS_FILE)
     (folder / CARD_FILE).write_text(yaml.safe_dump(card))
     assert load_model(folder).network.offsets.tolist() == [0.0, 0.0]
+
+
+def _edit_card(folder, **changes):
+    card = yaml.safe_load((folder / CARD_FILE).read_text())
+    card.update(changes)
+    (folder / CARD_FILE).write_text(yaml.safe_dump(card))
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"classes": ["pore", "pore"]}, "classes: ['pore'] given more than once"),
+    ({"classes": ["grain", "pore/void"]}, "['pore/void'] are not usable names"),
+    ({"classes": ["grain", "../../escaped"]}, "are not usable names"),
+    ({"weights_file": "../model.safetensors"}, "weights_file must be a file name inside the model folder"),
+    ({"weights_file": "/abs/model.safetensors"}, "weights_file must be a file name inside the model folder"),
+    ({"pixel_size_um_range": [5, 1]}, "pixel_size_um_range must be [low, high] with 0 < low <= high"),
+    ({"pixel_size_um_range": [-1, float("nan")]}, "pixel_size_um_range must be"),
+    ({"postprocess": {"min_grain_px": float("inf")}}, "must be a finite number >= 0, got inf"),
+])
+def test_cards_with_unusable_values_are_refused_naming_the_card(saved, changes, says):
+    """Duplicate class names wrote a class's instances from the wrong class; a '/' or '../' in a class name became
+    part of an output path; weights outside the folder, a reversed pixel-size range and an infinite post-processing
+    value were accepted (the last gave an internal OverflowError)."""
+    folder, _ = saved
+    _edit_card(folder, **changes)
+    with pytest.raises(ModelError, match=r"card\.yaml: ") as err:
+        load_model(folder)
+    assert says in str(err.value)
+
+
+def test_a_card_asking_for_a_network_far_larger_than_its_weights_is_refused_before_building_it(saved):
+    """widths [.., 200000] tried to allocate 1.4 TB ('internal error') before the weights' shapes were compared."""
+    import resource
+
+    folder, _ = saved
+    _edit_card(folder, arch_kwargs={"widths": [4, 8, 200000]})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelError, match=r"size mismatch for .*in the weights"):
+        load_model(folder)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB: nothing huge was allocated

@@ -354,3 +354,16 @@ def test_dense_labels_out_of_range_name_the_value_in_the_file(dirs, capsys):
     err = capsys.readouterr().err.strip()
     _one_line_exit_2(code, err)
     assert "a.png: label value 2 found but only 2 classes" in err and "value v = class v + 1" in err
+
+
+@pytest.mark.parametrize("classes, words", [("pore,pore", "['pore'] given more than once"),
+                                            ("bg,pore/void", "['pore/void'] are not usable names")])
+def test_class_names_that_cannot_name_output_files_are_refused_before_training(dirs, tmp_path, capsys, classes,
+                                                                               words):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out = tmp_path / "m"
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", classes, *FAST])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert words in err and not out.exists()
