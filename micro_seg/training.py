@@ -883,6 +883,11 @@ def iter_train_segmenter(
         "rare_class_fraction": rare_class_fraction, "calibrate": bool(calibrate), "augment": aug_cfg.as_dict(),
         "input_scale": input_scale, "pseudo_label_threshold": pseudo_label_threshold,
         "base": None if base is None else str(getattr(base_card, "name", base)),
+        # the data and the images held out: a resumed run on other pairs, or with another validation split,
+        # would validate on images it already trained on
+        "data_sha256": ([pairs_sha256(images, labels), pairs_sha256(val_images, val_labels)]
+                        if ckpt is not None else None),
+        "val_indices": None if val_idx is None else [int(i) for i in val_idx],
     }
     if ckpt is not None and resume and (ckpt / "last.json").exists():
         from safetensors.torch import load_file
@@ -893,8 +898,16 @@ def iter_train_segmenter(
         # checkpoints from before input_scale / pseudo-labels existed were made without them
         old_config = {"input_scale": 1.0, "pseudo_label_threshold": None, **meta.get("config", {})}
         old_config.setdefault("split_seed", old_config.get("seed"))  # before split_seed, the seed split the images
-        if {k: v for k, v in old_config.items() if k not in _RESUMABLE_CHANGES} != same:
-            raise TrainingDataError(f"{ckpt}: checkpoint was made with different settings; cannot resume (use a new checkpoint_dir)")
+        for key in ("data_sha256", "val_indices"):  # checkpoints from before these were recorded
+            if key not in old_config:
+                same.pop(key, None)
+        old_same = {k: v for k, v in old_config.items() if k not in _RESUMABLE_CHANGES}
+        if old_same != same:
+            differ = sorted(k for k in set(old_same) | set(same) if old_same.get(k) != same.get(k))
+            names = {"data_sha256": "the training images / labels", "val_indices": "the validation images"}
+            raise TrainingDataError(f"{ckpt}: checkpoint was made with different settings "
+                                    f"({', '.join(names.get(k, k) for k in differ)}); cannot resume "
+                                    "(use a new checkpoint_dir)")
         _load_state(network, opt, load_file(str(ckpt / "last.safetensors")))
         history = meta["history"]
         start_epoch = int(meta["epoch"]) + 1

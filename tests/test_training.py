@@ -215,6 +215,22 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert [h["epoch"] for h in more.history] == [0, 1]
 
 
+def test_resume_on_other_data_or_another_validation_split_is_refused(tmp_path):
+    """A resumed run with another --val-fraction held out images it had trained on (and its card said so
+    nowhere); other pairs under the same names were taken too."""
+    img, _, scribble = _stripes()
+    imgs, labs = [img, img[::-1], img[:, ::-1], img.T.copy()], [scribble, scribble[::-1], scribble[:, ::-1],
+                                                               scribble.T.copy()]
+    _fit(imgs, labs, epochs=1, val_fraction=0.25, checkpoint_dir=tmp_path)
+    with pytest.raises(TrainingDataError, match=r"different settings \(.*the validation images\)"):
+        _fit(imgs, labs, epochs=2, val_fraction=0.5, checkpoint_dir=tmp_path, resume=True)
+    other = [255 - imgs[0], *imgs[1:]]
+    with pytest.raises(TrainingDataError, match=r"the training images / labels"):
+        _fit(other, labs, epochs=2, val_fraction=0.25, checkpoint_dir=tmp_path, resume=True)
+    assert [h["epoch"] for h in _fit(imgs, labs, epochs=2, val_fraction=0.25, checkpoint_dir=tmp_path,
+                                     resume=True).history] == [0, 1]
+
+
 def test_cancel_event_stops_training():
     img, _, scribble = _stripes()
     ev = threading.Event()
