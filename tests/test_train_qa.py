@@ -367,3 +367,66 @@ def test_class_names_that_cannot_name_output_files_are_refused_before_training(d
     err = capsys.readouterr().err
     _one_line_exit_2(code, err)
     assert words in err and not out.exists()
+
+
+def _write_calibrated_pair(img_dir, lab_dir, stem, px, *, pages=1):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal(60, 10, (64, 64)), 0, 255).astype(np.uint8)
+    img[:, 32:] += 120
+    data = np.stack([img] * pages) if pages > 1 else img
+    kwargs = {} if px is None else {"resolution": (1e4 / px, 1e4 / px), "resolutionunit": "CENTIMETER"}
+    tifffile.imwrite(img_dir / f"{stem}.tif", data, photometric="minisblack", **kwargs)
+    lab = np.zeros((64, 64), np.uint8)
+    lab[:, :6], lab[:, -6:] = 1, 2
+    Image.fromarray(lab).save(lab_dir / f"{stem}.png")
+
+
+def test_the_card_records_the_pixel_sizes_trained_on_not_the_base_models(dirs, tmp_path, capsys, monkeypatch):
+    """A fine-tune kept its base's range (0.4-0.6 um) after training at 0.05 um: segmenting its own training images
+    warned they were outside the range, and 0.5 um images did not."""
+    import yaml
+
+    from data_builders import threshold_net
+    from micro_seg.registry import ModelCard, save_model
+
+    base = save_model(tmp_path / "base", threshold_net(3, 1),
+                      ModelCard(name="base", task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]},
+                                in_channels=1, classes=["bg", "dark", "bright"], tile_size=64,
+                                normalisation={"mode": "minmax"}, pixel_size_um_range=(0.4, 0.6)))
+    img_dir, lab_dir = dirs
+    _write_calibrated_pair(img_dir, lab_dir, "a", 0.05)
+    _write_calibrated_pair(img_dir, lab_dir, "b", 0.08)
+    fast = [a for a in FAST if a not in ("--arch", "msnet-s")]
+    out = tmp_path / "ft"
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), "--base", str(base), "--classes",
+                 "dark,bright", *fast, "--val-fraction", "0"])
+    assert code == 0, capsys.readouterr().err
+    assert yaml.safe_load((out / "card.yaml").read_text())["pixel_size_um_range"] == [0.05, 0.08]
+    _write_calibrated_pair(img_dir, lab_dir, "c", None)  # one uncalibrated image: the range is unknown
+    out2 = tmp_path / "ft2"
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(out2), "--base", str(base), "--classes",
+                 "dark,bright", *fast, "--val-fraction", "0"]) == 0
+    assert yaml.safe_load((out2 / "card.yaml").read_text())["pixel_size_um_range"] is None
+
+
+def test_multi_page_training_files(dirs, tmp_path, capsys):
+    """A 3-page label TIFF was read as colour ('labels are 3 x 96 ...'); a 2-page image trained on page 0 without
+    a word."""
+    import tifffile
+
+    img_dir, lab_dir = dirs
+    _write_calibrated_pair(img_dir, lab_dir, "a", 0.5, pages=2)
+    capsys.readouterr()
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), "--classes", "dark,bright",
+                 *FAST, "--val-fraction", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "a.tif" in err and "page" in err
+    (lab_dir / "a.png").unlink()
+    tifffile.imwrite(lab_dir / "a.tif", np.ones((3, 64, 64), np.uint8), photometric="minisblack")
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m2"), "--classes", "dark,bright",
+                 *FAST])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert "label file has 3 pages" in err

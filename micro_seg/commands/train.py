@@ -106,14 +106,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        from micro_seg.io import read_micrograph
-    except ImportError:  # pragma: no cover - io helper not installed
-        read_micrograph = None
-    if read_micrograph is not None:
-        return np.asarray(read_micrograph(path).data)
-    return _read_plain(path)
+def _read_image(path: Path, info: dict | None = None) -> np.ndarray:
+    """The micrograph's pixels; ``info`` (if given) collects its pixel size (``"pixel_sizes"``) and what the
+    reader warned about (``"warnings"``: a multi-page file of which only page 0 is read, ...)."""
+    from micro_seg.io import read_micrograph
+
+    m = read_micrograph(path)
+    if info is not None:
+        info.setdefault("pixel_sizes", []).append(m.pixel_size_um)
+        info.setdefault("warnings", []).extend(f"{path}: {w}" for w in m.reader_warnings)
+    return np.asarray(m.data)
 
 
 def _read_plain(path: Path) -> np.ndarray:
@@ -122,9 +124,15 @@ def _read_plain(path: Path) -> np.ndarray:
 
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            return np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                if len(tif.pages) > 1:  # a stack read whole looked like a colour image with the wrong size
+                    raise TrainingDataError(f"{path}: label file has {len(tif.pages)} pages; give one 2-D label "
+                                            "image per training image (split the stack)")
+                return np.asarray(tif.pages[0].asarray())
         with Image.open(path) as im:
             return np.asarray(im)
+    except TrainingDataError:
+        raise
     except Exception as exc:  # unreadable file: user error, not a bug
         raise TrainingDataError(f"{path}: cannot read image: {exc}") from exc
 
@@ -138,9 +146,12 @@ def _read_label(path: Path, encoding: str) -> np.ndarray:
     if lab.ndim != 2:
         raise TrainingDataError(f"{path}: label image must be 2-D, got shape {lab.shape}")
     if lab.dtype.kind == "f":
-        if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
-            raise TrainingDataError(f"{path}: label image has non-integer values")
-        lab = lab.astype(np.int64)
+        from micro_seg.measure.labels import whole_float_labels
+
+        try:
+            lab = whole_float_labels(lab, str(path))
+        except ValueError as exc:
+            raise TrainingDataError(str(exc)) from None
     if lab.dtype.kind == "b":
         lab = lab.astype(np.int64)
     if encoding == "dense":
@@ -224,14 +235,15 @@ def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
     return pairs
 
 
-def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str
+def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str, info: dict | None = None
                ) -> tuple[list[tuple[Path, Path]], list[np.ndarray], list[np.ndarray]]:
     """``(pairs, images, labels)`` of two folders matched by stem (:func:`find_pairs`, sorted by file name), the
-    labels in the training convention (0 = unlabelled, c = class c) read with ``encoding``."""
+    labels in the training convention (0 = unlabelled, c = class c) read with ``encoding``.  ``info`` (a dict, if
+    given) receives the images' ``pixel_sizes`` (None when uncalibrated) and the reader's ``warnings``."""
     pairs = find_pairs(images_dir, labels_dir)
     images, labels = [], []
     for img_path, lab_path in pairs:
-        img = _read_image(img_path)
+        img = _read_image(img_path, info)
         lab = _read_label(lab_path, encoding)
         if img.shape[:2] != lab.shape:
             raise TrainingDataError(
@@ -296,7 +308,10 @@ def run(args: argparse.Namespace) -> dict:
     )
 
     check_numeric_options(args)
-    pairs, images, labels = load_pairs(args.images_dir, args.labels_dir, args.label_encoding)
+    read_info: dict = {}
+    pairs, images, labels = load_pairs(args.images_dir, args.labels_dir, args.label_encoding, read_info)
+    for warning in read_info.get("warnings", ()):  # e.g. only page 0 of a stack is trained on
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     _check_patch_size(args, images)
     max_label = max(int(l.max()) for l in labels)
     base_card = None
@@ -380,8 +395,13 @@ def run(args: argparse.Namespace) -> dict:
         pseudo_label_threshold=args.pseudo_labels, checkpoint_dir=ckpt, resume=args.resume, num_threads=args.threads, progress=progress,
         name=args.name or out.name, out=out,
     )
+    # the card says at which pixel sizes the model was trained (segmenting far outside warns): those of the
+    # training images, not a base model's; unknown when some images are uncalibrated
+    sizes = read_info.get("pixel_sizes") or [None]
+    kwargs["card_extra"] = {"pixel_size_um_range": (None if any(p is None for p in sizes)
+                                                    else (float(min(sizes)), float(max(sizes))))}
     if args.material and args.material.strip():
-        kwargs["card_extra"] = {"material": args.material.strip()}
+        kwargs["card_extra"]["material"] = args.material.strip()
     if args.base:
         kwargs["base"] = base
     else:
