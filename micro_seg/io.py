@@ -435,6 +435,11 @@ def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, 
 # ----------------------------------------------------------------------------- Pillow
 
 
+_EXIF_ORIENTATION = {2: "mirrored", 3: "rotated 180 degrees", 4: "flipped upside down",
+                     5: "mirrored and rotated", 6: "rotated 90 degrees clockwise", 7: "mirrored and rotated",
+                     8: "rotated 90 degrees counter-clockwise"}
+
+
 def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[str, Any]) -> tuple[np.ndarray, bool]:
     from PIL import Image, UnidentifiedImageError
 
@@ -466,6 +471,12 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
         meta.update(format=fmt, n_pages=n_pages, page=page or 0, mode=im.mode)
         if "dpi" in im.info:
             meta["dpi"] = tuple(float(v) for v in im.info["dpi"])
+        try:
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+        except Exception:  # a broken EXIF block: the pixels are still readable
+            orientation = 1
+        if orientation != 1:  # viewers rotate / mirror the picture; the stored pixels (and so the labels) are not
+            meta["exif_orientation"] = orientation
         if rows == 0 or cols == 0:
             raise InvalidImageError(f"{path}: image is empty ({rows} x {cols} pixels)")
         if rows * cols > limit:
@@ -620,6 +631,11 @@ def read_micrograph(
         else:
             data, alpha_last = _read_pillow(path, fmt, page, limit, meta)
             meta["calibration_notes"] = [f"{_FORMAT_NAMES[fmt]} files carry no trusted calibration"]
+    if meta.get("exif_orientation"):
+        o = meta["exif_orientation"]
+        diagnostics.append(f"the file's EXIF orientation is {o} (viewers show it "
+                           f"{_EXIF_ORIENTATION.get(o, 'transformed')}); micro-seg reads the pixels as stored, so "
+                           "labels and overlays follow the stored orientation, not what a photo viewer shows")
     n_pages = int(meta.get("n_pages", 1))
     if page is None and n_pages > max(1, int(meta.get("pages_merged", 1))):
         axes = f" (axes {meta['axes']})" if meta.get("axes") else ""

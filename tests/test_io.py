@@ -326,3 +326,18 @@ def test_float_label_arrays_beyond_exact_whole_numbers_are_refused_by_the_measur
     for fn in (measure_grains, measure_defects):
         with pytest.raises(InvalidImageError, match="float32 holds whole numbers exactly only up to 16777216"):
             fn(arr)
+
+
+def test_exif_orientation_is_reported_not_silently_ignored(tmp_path):
+    """A phone JPEG with Orientation 6 is shown rotated by viewers; the labels follow the stored pixels."""
+    from PIL import Image
+
+    im = Image.fromarray(np.zeros((200, 128), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "o.jpg", exif=exif)
+    m = read_micrograph(tmp_path / "o.jpg")
+    assert m.shape[:2] == (200, 128)
+    assert any("EXIF orientation is 6" in w and "rotated 90 degrees clockwise" in w for w in m.reader_warnings)
+    im.save(tmp_path / "plain.jpg")
+    assert not any("EXIF" in w for w in read_micrograph(tmp_path / "plain.jpg").reader_warnings)
