@@ -471,10 +471,15 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
         meta.update(format=fmt, n_pages=n_pages, page=page or 0, mode=im.mode)
         if "dpi" in im.info:
             meta["dpi"] = tuple(float(v) for v in im.info["dpi"])
-        try:
-            orientation = int(im.getexif().get(0x0112, 1) or 1)
-        except Exception:  # a broken EXIF block: the pixels are still readable
-            orientation = 1
+        orientation = 1
+        raw_exif = im.info.get("exif")  # from the header: im.getexif() would decode a PNG's pixel data here
+        if raw_exif:
+            try:
+                exif = Image.Exif()
+                exif.load(raw_exif)
+                orientation = int(exif.get(0x0112, 1) or 1)
+            except Exception:  # a broken EXIF block: the pixels are still readable
+                orientation = 1
         if orientation != 1:  # viewers rotate / mirror the picture; the stored pixels (and so the labels) are not
             meta["exif_orientation"] = orientation
         if rows == 0 or cols == 0:
