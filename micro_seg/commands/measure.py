@@ -139,8 +139,9 @@ def register(subparsers: Any) -> None:
     g.add_argument("--boundary-value", type=float, metavar="V", dest="boundary_value",
                    help="with --boundary: pixels equal to V are boundary (e.g. 0 for dark traced lines)")
     g.add_argument("--close-gaps", type=int, default=None, metavar="PX", dest="close_gaps",
-                   help="with --boundary: close gaps up to 2*PX pixels wide (default 1; 0 = off; at most 32 "
-                        "and a quarter of the image's shorter side)")
+                   help="with --boundary: close gaps up to 2*PX pixels wide (default 1; 0 = off, best for "
+                        "closed boundaries and very fine grains, which closing shrinks; at most 32 and a quarter "
+                        "of the image's shorter side)")
     g.add_argument("--min-grain", type=int, default=None, metavar="PX", dest="min_grain",
                    help="with --boundary: regions smaller than PX pixels are not grains (default 8)")
     g.add_argument("--fields", type=_fields_arg, default="auto", metavar="auto|none|N|RxC",
