@@ -208,7 +208,8 @@ def normalisation_stats(
     else:
         lo, hi = _percentiles(sample.ravel() if finite is None else sample[finite], low_q, high_q)
         lows, highs = [lo] * in_channels, [hi] * in_channels
-    scales = [h - l if h - l > 1e-12 * max(1.0, abs(h)) else 1.0 for l, h in zip(lows, highs)]
+    # constant (to rounding) relative to the values' own magnitude: an image in amperes (1e-20 .. 1e-19) has contrast
+    scales = [h - l if h - l > max(1e-9 * max(abs(l), abs(h)), 1e-300) else 1.0 for l, h in zip(lows, highs)]
     return {"offset": lows, "scale": scales}
 
 

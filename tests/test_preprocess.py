@@ -13,7 +13,8 @@ def _ramp(dtype, scale):
     return (base * scale).astype(dtype), base
 
 
-@pytest.mark.parametrize("dtype,scale", [(np.uint8, 255), (np.uint16, 65535), (np.uint16, 4095), (np.float32, 1.0), (np.float64, 7.5), (np.int32, 1000)])
+@pytest.mark.parametrize("dtype,scale", [(np.uint8, 255), (np.uint16, 65535), (np.uint16, 4095), (np.float32, 1.0), (np.float64, 7.5), (np.int32, 1000),
+                                         (np.float64, 1e-20)])  # a detector signal in amperes: not "constant"
 def test_percentile_is_bit_depth_invariant(dtype, scale):
     img, base = _ramp(dtype, scale)
     ref = to_network_input(base, in_channels=1, normalisation=PCT)
