@@ -129,6 +129,18 @@ _CLASSIFIER_KEYS = {"forbidden_classes", "review_classes", "allowed_classes", "m
 # --------------------------------------------------------------------------- spec
 
 
+def measured_groups(spec: "QCSpec") -> list[str]:
+    """The measurement groups (``grains``, ``phases``, ``defects``) whose rules ``spec`` has, in spec order.
+
+    >>> measured_groups(parse_spec({"measurements": {"defects": {"count": {"max": 3}}}}))
+    ['defects']
+    """
+    needed = [g for g, rules in spec.measurements.items() if rules]
+    if spec.phase_fractions and "phases" not in needed:
+        needed.append("phases")
+    return needed
+
+
 @dataclass(frozen=True)
 class RangeRule:
     """Acceptance range of one quantity.

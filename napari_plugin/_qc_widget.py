@@ -76,11 +76,16 @@ def _measure(params: QCParams) -> tuple[dict[str, Any], np.ndarray | None]:
 
 def qc_job(params: QCParams, cancel) -> dict[str, Any]:
     """Worker function (generator): evaluate one image; returns the result dict."""
-    from micro_seg.errors import CancelledError
-    from micro_seg.qc import evaluate, load_spec, offending_defects
+    from micro_seg.errors import CancelledError, SpecError
+    from micro_seg.qc import evaluate, load_spec, measured_groups, offending_defects
 
     yield {"fraction": 0.05, "message": "reading spec"}
     spec = load_spec(params.spec_path)
+    kind = {MEASURE_KINDS[0]: "grains", MEASURE_KINDS[1]: "phases", MEASURE_KINDS[2]: "defects"}[params.measure_kind]
+    other = [g for g in measured_groups(spec) if params.labels is not None and g != kind]
+    if other:  # the verdict would be "review" for a measurement this run never makes
+        raise SpecError(f"{params.spec_path}: the spec has rules for {' and '.join(f'measurements.{g}' for g in other)}, "
+                        f"but the labels are measured as {kind}: pick what they are under 'Labels are' (one kind per run)")
     measurements, defects = (None, None)
     if params.labels is not None:
         yield {"fraction": 0.2, "message": "measuring"}

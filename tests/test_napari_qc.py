@@ -185,3 +185,26 @@ def test_qc_widget_cancel_stops_a_slow_classifier_and_shows_no_verdict(make_napa
     release.set()
     wait_idle(qtbot, w)
     assert w._status.value == "Cancelled" and w.last is None and w._verdict.value == "-" and cams == []
+
+
+def test_qc_widget_says_when_the_spec_judges_another_kind_of_measurement(make_napari_viewer, qtbot, tmp_path, notes):
+    """A defects spec with the labels measured as grains gave 'review' for a measurement never made."""
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  defects:\n    area_fraction: 0.5\n")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(grain_micrograph(0, shape=(64, 64), n_grains=10), name="field")
+    pores = np.zeros((64, 64), np.int32)
+    pores[10:14, 10:14] = 1
+    w = QCWidget(viewer)
+    w._image.value, w._labels.value, w._spec.value = layer, viewer.add_labels(pores, name="pores"), spec
+    w._kind.value = MEASURE_KINDS[0]
+    w.run()
+    wait_idle(qtbot, w)
+    assert getattr(w, "last", None) is None
+    assert any("rules for measurements.defects, but the labels are measured as grains" in m for _, m in notes), notes
+    w._kind.value = MEASURE_KINDS[2]
+    w.run()
+    wait_idle(qtbot, w)
+    assert w._verdict.value.lower().startswith("pass"), w._verdict.value

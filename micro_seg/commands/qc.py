@@ -97,10 +97,9 @@ def _check_measurable(spec: Any, segmenter: Any, classifier: Any, model_arg: str
     """Refuse, before any image is read, a spec whose measurement rules the given model cannot measure on
     images: every image would otherwise come out "review" for a measurement that never existed."""
     from micro_seg.errors import SpecError
+    from micro_seg.qc import measured_groups
 
-    needed = [g for g, rules in spec.measurements.items() if rules]
-    if spec.phase_fractions and "phases" not in needed:
-        needed.append("phases")
+    needed = measured_groups(spec)
     if not needed:
         return
     groups = " and ".join(f"measurements.{g}" for g in needed)
