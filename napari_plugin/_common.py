@@ -78,12 +78,50 @@ def layer_pixel_size_um(layer) -> float | None:
     px = ms.get("pixel_size_um")
     if px:
         return float(px)
-    scale = tuple(float(s) for s in layer.scale[-2:])
-    units = [str(u) for u in getattr(layer, "units", ())][-2:]
-    is_um = bool(units) and all(u in ("micrometer", "um", "µm") for u in units)
-    if is_um and scale[0] == scale[1] and scale[0] != 1.0 and scale[0] > 0:
-        return scale[0]
-    return None
+    return scale_pixel_size_um(layer.scale, getattr(layer, "units", ()))
+
+
+#: Length units napari layers may carry (pint names and abbreviations), in micrometres.
+_UNIT_UM = {"micrometer": 1.0, "micron": 1.0, "um": 1.0, "µm": 1.0, "μm": 1.0, "nanometer": 1e-3, "nm": 1e-3,
+            "millimeter": 1e3, "mm": 1e3, "angstrom": 1e-4, "centimeter": 1e4, "cm": 1e4, "meter": 1e6, "m": 1e6}
+
+
+def scale_pixel_size_um(scale, units) -> float | None:
+    """Pixel size (um) of a layer's last two ``scale`` entries in its ``units``: a square pixel in a length unit
+    (micrometre, nanometre, millimetre...), also exactly 1 um; ``None`` for a unit-less scale (napari's
+    default 'pixel' units) or non-square pixels.
+
+    >>> scale_pixel_size_um((1.0, 1.0), ("micrometer", "micrometer")), scale_pixel_size_um((500, 500), ("nm", "nm"))
+    (1.0, 0.5)
+    >>> scale_pixel_size_um((0.5, 0.5), ("pixel", "pixel")), scale_pixel_size_um((0.5, 0.25), ("um", "um"))
+    (None, None)
+    """
+    try:
+        sy, sx = (float(v) for v in tuple(scale)[-2:])
+        uy, ux = (str(u) for u in tuple(units)[-2:])
+    except (TypeError, ValueError):
+        return None
+    fy, fx = _UNIT_UM.get(uy), _UNIT_UM.get(ux)
+    if fy is None or fx is None:
+        return None
+    py, px = sy * fy, sx * fx
+    if not (px > 0 and math.isfinite(px)) or abs(py - px) > 1e-9 * px:
+        return None
+    return px
+
+
+def calibration_lost(scale, units) -> str | None:
+    """Why a layer's non-trivial ``scale`` gives no pixel size (non-square pixels, no length unit), or None."""
+    try:
+        sy, sx = (float(v) for v in tuple(scale)[-2:])
+    except (TypeError, ValueError):
+        return None
+    if (sy, sx) == (1.0, 1.0) or scale_pixel_size_um(scale, units) is not None:
+        return None
+    if sy != sx and scale_pixel_size_um((sx, sx), units) is not None:
+        return f"its pixels are not square (scale {sy:g} x {sx:g}); micro-seg needs square pixels"
+    return (f"its scale {sx:g} has no length unit (units {', '.join(str(u) for u in tuple(units)[-2:]) or 'none'}); "
+            "set the layer's units to micrometre, or give the pixel size in the widget")
 
 
 #: Decimals of the pixel-size boxes: 1e-8 um steps keep a TEM calibration (4e-05 um/px) and an SEM one (0.00123)

@@ -29,6 +29,7 @@ from magicgui.widgets import (
 from napari_plugin._common import (
     JobRunner,
     box_pixel_size,
+    calibration_lost,
     layer_pixel_size_um,
     notify_error,
     notify_info,
@@ -273,8 +274,9 @@ class MeasureWidget(Container):
             data = data[: data.shape[0] - rows]
         px = box_pixel_size(self._pixel.value, layer)
         if px is None:
-            notify_warning(f"'{layer.name}' has no pixel size: results are in pixels. "
-                           "Type the pixel size in 'Pixel size (µm/px)' for micrometres and ASTM G.")
+            why = calibration_lost(layer.scale, getattr(layer, "units", ()))
+            notify_warning(f"'{layer.name}' has no pixel size{' (' + why + ')' if why else ''}: results are in "
+                           "pixels. Type the pixel size in 'Pixel size (µm/px)' for micrometres and ASTM G.")
         names = tuple(parse_class_names(self._names.value))
         defect = self._defect.value
         return MeasureParams(labels=data, kind=self._kind.value, pixel_size_um=px, names=names,

@@ -13,15 +13,14 @@ __all__ = ["LabelsSaveError", "write_labels_layer"]
 
 
 def _pixel_size(meta: dict) -> float | None:
+    from napari_plugin._common import scale_pixel_size_um
+
     ms = (meta.get("metadata") or {}).get("micro_seg") or {}
     if ms.get("pixel_size_um"):
         return float(ms["pixel_size_um"])
-    scale = meta.get("scale")
-    units = [str(u) for u in (meta.get("units") or ())]
-    if scale is not None and len(scale) >= 2 and units and all(u in ("micrometer", "um", "µm") for u in units[-2:]):
-        if float(scale[-1]) == float(scale[-2]) and float(scale[-1]) != 1.0:
-            return float(scale[-1])
-    return None
+    if meta.get("scale") is None:
+        return None
+    return scale_pixel_size_um(meta["scale"], meta.get("units") or ())
 
 
 class LabelsSaveError(OSError):
@@ -40,13 +39,19 @@ def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
 
     from micro_seg.errors import MicroSegError
     from micro_seg.io import write_labels
+    from napari_plugin._common import calibration_lost, notify_warning
 
     ms = (meta.get("metadata") or {}).get("micro_seg") or {}
     classes = ms.get("classes") if ms.get("kind") == "classes" else None
+    px = _pixel_size(meta)
+    lost = calibration_lost(meta["scale"], meta.get("units") or ()) if px is None and meta.get("scale") is not None \
+        else None
     try:
-        out = write_labels(path, np.asarray(data), pixel_size_um=_pixel_size(meta), classes=classes)
+        out = write_labels(path, np.asarray(data), pixel_size_um=px, classes=classes)
     except (MicroSegError, OSError) as exc:
         name = meta.get("name") or "labels"
         where = "" if str(path) in str(exc) else f" to {path}"  # the engine's messages name the file already
         raise LabelsSaveError(f"Cannot save layer {name!r}{where}: {exc}") from None
+    if lost:  # saved, but without a calibration the layer seemed to have
+        notify_warning(f"Saved layer {meta.get('name') or 'labels'!r} to {out} without a pixel size: {lost}.")
     return [str(out)]

@@ -782,3 +782,23 @@ def test_training_pair_with_negative_annotations_is_refused_and_leaves_no_image(
     with pytest.raises(InvalidImageError, match=r"labels/a\.tif: label values must be >= 0"):
         save_training_pair(tmp_path, "a", np.zeros((16, 16), np.uint8), ann, classes=["matrix", "pore"])
     assert not list((tmp_path / "images").iterdir()) and not list((tmp_path / "labels").iterdir())
+
+
+@pytest.mark.parametrize("scale, units, px, lost", [
+    ((1.0, 1.0), ("micrometer", "micrometer"), 1.0, None),  # exactly 1 um/px was taken as uncalibrated
+    ((500.0, 500.0), ("nanometer", "nanometer"), 0.5, None),  # another length unit was dropped
+    ((0.5, 0.5), ("pixel", "pixel"), None, "has no length unit"),
+    ((0.5, 0.25), ("micrometer", "micrometer"), None, "not square"),
+])
+def test_layer_calibration_in_any_length_unit_is_kept_and_a_lost_one_is_said(tmp_path, notes, scale, units, px, lost):
+    from micro_seg.io import read_labels
+    from napari_plugin._common import scale_pixel_size_um
+    from napari_plugin._writer import write_labels_layer
+
+    assert scale_pixel_size_um(scale, units) == (pytest.approx(px) if px else None)
+    meta = {"name": "lab", "metadata": {}, "scale": scale, "units": units}
+    out = write_labels_layer(str(tmp_path / "l.tif"), np.eye(8, dtype=np.uint8), meta)
+    got = read_labels(out[0])[1]
+    assert got == (pytest.approx(px) if px else None)
+    warned = [m for s, m in notes if s.lower() == "warning" and "without a pixel size" in m]
+    assert bool(warned) == bool(lost) and (not lost or lost in warned[0])
