@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
 
 from napari_plugin._common import JobRunner, notify_error, notify_info, notify_warning
@@ -224,6 +225,10 @@ class BatchWidget(Container):
                 notify_warning(f"{image_path}: {changed} since the batch ran, so its labels ({labels_rel}) are not "
                                "shown; run the batch again to segment the image as it is now.")
             elif labels is not None:
+                if mg.databar_rows and labels.shape[0] == mg.shape[0] - mg.databar_rows:
+                    # the batch's labels cover the part above the data bar: padded to the image's height, as the
+                    # Segment widget's are, so that Measure (which drops databar_rows) removes the bar only once
+                    labels = np.concatenate([labels, np.zeros((mg.databar_rows, *labels.shape[1:]), labels.dtype)])
                 meas = {k: (None if v != v else v) for k, v in rec.items()}  # NaN -> None
                 model_kind = "grains" if "n_grains" in rec and rec.get("n_grains") == rec.get("n_grains") else "classes"
                 meta = {"micro_seg": {"kind": model_kind, "image": kwargs["name"], "pixel_size_um": px or mg.pixel_size_um,

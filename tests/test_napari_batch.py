@@ -115,3 +115,38 @@ def test_batch_widget_refuses_a_results_table_it_cannot_browse(make_napari_viewe
     w = BatchWidget(make_napari_viewer())
     assert w.load_results(tmp_path) is None and w.images is None and w.open_row(0) is None
     assert any("no path or status column" in m for _, m in notes), notes
+
+
+def test_batch_row_of_an_sem_image_with_a_data_bar_measures_like_the_batch(make_napari_viewer, qtbot, tmp_path,
+                                                                          user_models):
+    """The opened labels covered the part above the bar but said databar_rows=44: Measure cut 44 more rows
+    (46 grains instead of the batch's 56)."""
+    import tifffile
+
+    from data_builders import add_databar, grain_image, threshold_net
+    from micro_seg.registry import ModelCard, save_model
+    from napari_plugin._batch import BatchWidget
+    from napari_plugin._measure import MeasureWidget
+
+    model = save_model(user_models / "grains", threshold_net(2, 1),
+                       ModelCard(name="thr-grains", task="grains", arch="msnet", arch_kwargs={"widths": [4, 8]},
+                                 in_channels=1, classes=["grain", "boundary"], tile_size=64,
+                                 normalisation={"mode": "minmax"}))
+    src = tmp_path / "in"
+    src.mkdir()
+    img = add_databar(255 - grain_image((300, 256), n_grains=60, seed=7, noise=2), 44, background=0)
+    tifffile.imwrite(src / "sem.tif", img, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    viewer = make_napari_viewer()
+    w = BatchWidget(viewer)
+    w._in.value, w._out.value, w._model.value, w._workers.value = str(src), str(tmp_path / "out"), str(model), 0
+    w.run()
+    wait_idle(qtbot, w, timeout=180_000)
+    rec = w.images.iloc[0]
+    image, labels = w.open_row(0)
+    assert labels.data.shape == image.data.shape  # padded below the bar, as the Segment widget's labels are
+    m = MeasureWidget(viewer)
+    m._labels.value = labels
+    m.run()
+    wait_idle(qtbot, m)
+    assert m.summary["n_grains"] == int(rec["n_grains"]) > 10
+    assert m.summary["G_planimetric"] == pytest.approx(float(rec["G_planimetric"]), abs=1e-6)
