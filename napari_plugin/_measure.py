@@ -141,7 +141,7 @@ def summary_frame(summary: dict):
 
 def measure_job(params: MeasureParams, cancel):
     """Worker generator: run the engine's measurement (one step, not cancellable once started: a 4096² grain map
-    takes about a second); returns ``(summary, table)``."""
+    takes about a second); returns ``(summary, table, ids_are_values)`` (see :func:`table_ids_are_layer_values`)."""
     from micro_seg import measure
 
     yield {"fraction": 0.1, "message": f"{params.kind.split(' (')[0].lower()}..."}
@@ -154,7 +154,11 @@ def measure_job(params: MeasureParams, cancel):
     else:
         mask = labels if not params.defect_values else np.isin(labels, params.defect_values)
         result = measure.measure_defects(mask, pixel_size_um=params.pixel_size_um, what=params.what)
-    return split_result(result)
+    summary, table = split_result(result)
+    col = _label_column(table)
+    # here, off the GUI thread: counting a huge layer's values takes a while
+    ids_are_values = col is not None and table_ids_are_layer_values(table, col, labels)
+    return summary, table, ids_are_values
 
 
 def _label_column(table) -> str | None:
@@ -162,6 +166,25 @@ def _label_column(table) -> str | None:
         if table is not None and col in table.columns:
             return col
     return None
+
+
+def table_ids_are_layer_values(table, col: str, labels: np.ndarray) -> bool:
+    """True when row ``i`` of ``table`` is the pixels of value ``table[col][i]`` in ``labels`` (same areas when the
+    table has ``area_px``): then napari may show the table by pixel value (features, the selected label)."""
+    ids = np.asarray(table[col], dtype=np.int64)
+    if ids.size == 0:
+        return True
+    from micro_seg.measure.labels import label_counts
+
+    labels = np.asarray(labels)
+    top = int(labels.max()) if labels.size else 0
+    if labels.dtype.kind not in "ui" or top > 4 * labels.size + 1024 or ids.min() < 1 or ids.max() > top:
+        return False  # floats, huge values or ids beyond the layer's values: not shown by value
+    counts = label_counts(labels, top + 1)
+    counts[0] = 0
+    if np.count_nonzero(counts) != ids.size or not np.all(counts[ids] > 0):
+        return False
+    return "area_px" not in table.columns or bool(np.array_equal(counts[ids], np.asarray(table["area_px"]).astype(np.int64)))
 
 
 class MeasureWidget(Container):
@@ -295,7 +318,7 @@ class MeasureWidget(Container):
     def _show(self, layer, params: MeasureParams, result: tuple[dict, Any]) -> None:
         import pandas as pd
 
-        summary, table = result
+        summary, table, self._ids_are_values = result
         self.summary, self.table, self._measured_layer = summary, table, layer
         self.summary_view.set_frame(summary_frame(summary)[["quantity", "value"]])
         if table is not None:
@@ -307,7 +330,9 @@ class MeasureWidget(Container):
             self.table = table
             self.table_view.set_frame(table)
             col = _label_column(table)
-            if col is not None and params.kind != PHASES and layer is not None:
+            if col is not None and params.kind != PHASES and layer is not None and self._ids_are_values:
+                # only when the table's ids are the layer's values: napari shows features by pixel value (the
+                # defects of a class map or mask are numbered by connected piece, not by value)
                 features = table.copy()
                 if "index" not in features.columns:
                     features.insert(0, "index", features[col].astype(int))
@@ -373,8 +398,9 @@ class MeasureWidget(Container):
         if layer is None or table is None or col is None or not (0 <= row < len(table)):
             return None
         label = int(table.iloc[row][col])
-        layer.selected_label = label
-        layer.show_selected_label = True
+        if getattr(self, "_ids_are_values", True):  # else the id is no value of the layer: showing it alone hides all
+            layer.selected_label = label
+            layer.show_selected_label = True
         rows_cols = None
         for rc in (("centroid_row_px", "centroid_col_px"), ("centroid_row", "centroid_col"), ("centroid-0", "centroid-1"), ("row", "col")):
             if all(c in table.columns for c in rc):

@@ -802,3 +802,30 @@ def test_layer_calibration_in_any_length_unit_is_kept_and_a_lost_one_is_said(tmp
     assert got == (pytest.approx(px) if px else None)
     warned = [m for s, m in notes if s.lower() == "warning" and "without a pixel size" in m]
     assert bool(warned) == bool(lost) and (not lost or lost in warned[0])
+
+
+def test_defects_of_a_mask_are_not_shown_by_pixel_value(make_napari_viewer, qtbot):
+    """The defects table is numbered by connected piece; set as features of a 0/1 mask, hovering the 400-px particle
+    showed the 25-px one's numbers, and selecting row 2 hid the whole layer (no pixel has value 2)."""
+    from napari_plugin._measure import DEFECTS, MeasureWidget
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[2:7, 2:7] = 1
+    mask[30:50, 30:50] = 1
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(mask, name="mask")
+    w = MeasureWidget(viewer)
+    w._labels.value, w._kind.value = layer, DEFECTS
+    w.run()
+    wait_idle(qtbot, w)
+    assert sorted(w.table["area_px"]) == [25, 400]
+    assert "area_px" not in layer.features.columns
+    w.select_row(1)
+    assert not layer.show_selected_label
+    inst = np.zeros((64, 64), np.int32)  # instance labels numbered 1, 2 in order: the table is the layer's values
+    inst[2:7, 2:7], inst[30:50, 30:50] = 1, 2
+    layer2 = viewer.add_labels(inst, name="inst")
+    w._labels.value = layer2
+    w.run()
+    wait_idle(qtbot, w)
+    assert list(layer2.features["area_px"]) == [25, 400]
