@@ -343,13 +343,3 @@ def test_a_model_name_resolves_to_the_folder_models_list_shows(model_dir, tmp_pa
     assert Path(listed["test-pores"]["folder"]) == model_dir / "test-pores" == resolve_model("test-pores")
     # a folder name still works when no card carries that name
     assert resolve_model("my-pores-v2") == first / "my-pores-v2"
-
-
-def test_a_tiny_overlap_is_warned_about(model_dir, tmp_path, capsys):
-    """--overlap 0 was accepted in silence; tiles then meet without blending (visible seams)."""
-    tifffile.imwrite(tmp_path / "a.tif", (np.random.default_rng(0).random((160, 160)) * 255).astype(np.uint8))
-    for overlap, warned in (("0", True), ("32", False)):
-        code, out, err = _run(["segment", str(tmp_path / "a.tif"), "--model", "test-pores", "--tile-size", "64",
-                               "--overlap", overlap, "--out", str(tmp_path / f"o{overlap}"), "--json"], capsys)
-        assert code == 0, err
-        assert any("seams can show" in w for w in json.loads(out)["warnings"]) == warned

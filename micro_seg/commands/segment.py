@@ -158,11 +158,6 @@ def contrast_check(micrograph: Any, what: str) -> list[str]:
     return []
 
 
-#: Overlap (px) below which tiles are not blended smoothly enough to hide seams (a QA run with --overlap 0 saw
-#: probabilities differ by up to 0.8 from an untiled run along tile edges).
-SEAMLESS_OVERLAP_PX = 16
-
-
 def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, keep_prediction: bool = True,
                  check_contrast: bool = False):
     """Read ``args.image``, load ``args.model`` and segment: ``(micrograph, Segmentation)``.
@@ -194,11 +189,6 @@ def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, 
         keep_prediction=keep_prediction,
         **predict_options,
     )
-    overlap = getattr(args, "overlap", None)
-    if overlap is not None and overlap < SEAMLESS_OVERLAP_PX:
-        seg.warnings.append(f"--overlap {overlap}: tiles are blended over less than {SEAMLESS_OVERLAP_PX} px, so "
-                            "seams can show where the image spans several tiles (the default is a sixteenth of the "
-                            "tile, at least 32 px)")
     return micrograph, seg
 
 
