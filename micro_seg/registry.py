@@ -104,25 +104,26 @@ def check_postprocess_values(values: dict[str, Any], *, owner: str = "", names: 
             raise ModelError(f"{prefix}{what} must be strictly between 0 and 1 (a boundary probability), got {v!r}")
 
 
-def class_names_problem(names: Sequence[str]) -> str | None:
+def class_names_problem(names: Sequence[str], *, in_file_names: bool = False) -> str | None:
     """Why ``names`` cannot be a model's class names, or None: a name given twice (a class map's values would be
-    ambiguous, an instance file written for the wrong class) or one unusable in the output file names
-    (``<stem>_<class>_instances.tif``).
+    ambiguous, an instance file written for the wrong class); with ``in_file_names`` (defect classes, whose
+    instances go to ``<stem>_<class>_instances.tif``) also a name unusable in a file name.
 
-    >>> class_names_problem(["matrix", "pore"]) is None
+    >>> class_names_problem(["matrix", "alpha/beta"]) is None
     True
     >>> class_names_problem(["pore", "pore"])
     "['pore'] given more than once"
-    >>> class_names_problem(["pore/void"])
-    "['pore/void'] are not usable names: no empty names, '.', '..', slashes, colons or NUL"
+    >>> class_names_problem(["pore/void"], in_file_names=True)
+    "['pore/void'] are not usable in file names: no empty names, '.', '..', slashes, colons or NUL"
     """
     names = [str(c) for c in names]
     dup = sorted({c for c in names if names.count(c) > 1})
     if dup:
         return f"{dup} given more than once"
-    unsafe = [c for c in names if not c.strip() or c.strip() in (".", "..") or any(ch in c for ch in "/\\\0:")]
-    if unsafe:
-        return f"{unsafe} are not usable names: no empty names, '.', '..', slashes, colons or NUL"
+    if in_file_names:
+        unsafe = [c for c in names if not c.strip() or c.strip() in (".", "..") or any(ch in c for ch in "/\\\0:")]
+        if unsafe:
+            return f"{unsafe} are not usable in file names: no empty names, '.', '..', slashes, colons or NUL"
     return None
 
 
@@ -220,11 +221,13 @@ class ModelCard:
         self.classes = [str(c) for c in self.classes]
         self.defect_classes = [str(c) for c in (self.defect_classes or [])]
         for key in ("classes", "defect_classes"):
-            problem = class_names_problem(getattr(self, key))
+            problem = class_names_problem(getattr(self, key), in_file_names=key == "defect_classes")
             if problem:
                 raise ModelError(f"model {self.name!r}: {key}: {problem}")
+        if self.weights_file in (None, ""):  # not given: the default name, as save_model and loading read it
+            self.weights_file = WEIGHTS_FILE
         if not isinstance(self.weights_file, str) or Path(self.weights_file).name != self.weights_file \
-                or self.weights_file in ("", ".", ".."):
+                or self.weights_file in (".", ".."):
             raise ModelError(f"model {self.name!r}: weights_file must be a file name inside the model folder, got "
                              f"{self.weights_file!r}")
         for key in ("in_channels", "tile_size"):

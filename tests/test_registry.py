@@ -429,8 +429,10 @@ def _edit_card(folder, **changes):
 
 @pytest.mark.parametrize("changes, says", [
     ({"classes": ["pore", "pore"]}, "classes: ['pore'] given more than once"),
-    ({"classes": ["grain", "pore/void"]}, "['pore/void'] are not usable names"),
-    ({"classes": ["grain", "../../escaped"]}, "are not usable names"),
+    ({"task": "semantic", "classes": ["grain", "pore/void"], "defect_classes": ["pore/void"]},
+     "['pore/void'] are not usable in file names"),
+    ({"task": "semantic", "classes": ["grain", "../../escaped"], "defect_classes": ["../../escaped"]},
+     "are not usable in file names"),
     ({"weights_file": "../model.safetensors"}, "weights_file must be a file name inside the model folder"),
     ({"weights_file": "/abs/model.safetensors"}, "weights_file must be a file name inside the model folder"),
     ({"pixel_size_um_range": [5, 1]}, "pixel_size_um_range must be [low, high] with 0 < low <= high"),
@@ -446,6 +448,14 @@ def test_cards_with_unusable_values_are_refused_naming_the_card(saved, changes, 
     with pytest.raises(ModelError, match=r"card\.yaml: ") as err:
         load_model(folder)
     assert says in str(err.value)
+
+
+def test_class_names_with_slashes_and_an_empty_weights_file_entry_still_load(saved):
+    """Only defect classes name files: 'alpha/beta' as a phase name is fine, and weights_file: null means the
+    default name, as it always did."""
+    folder, _ = saved
+    _edit_card(folder, task="semantic", classes=["grain", "alpha/beta"], weights_file=None)
+    assert load_model(folder).card.classes == ["grain", "alpha/beta"]
 
 
 def test_a_card_asking_for_a_network_far_larger_than_its_weights_is_refused_before_building_it(saved):

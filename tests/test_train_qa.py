@@ -356,9 +356,8 @@ def test_dense_labels_out_of_range_name_the_value_in_the_file(dirs, capsys):
     assert "a.png: label value 2 found but only 2 classes" in err and "value v = class v + 1" in err
 
 
-@pytest.mark.parametrize("classes, words", [("pore,pore", "['pore'] given more than once"),
-                                            ("bg,pore/void", "['pore/void'] are not usable names")])
-def test_class_names_that_cannot_name_output_files_are_refused_before_training(dirs, tmp_path, capsys, classes,
+@pytest.mark.parametrize("classes, words", [("pore,pore", "['pore'] given more than once")])
+def test_class_names_given_twice_are_refused_before_training(dirs, tmp_path, capsys, classes,
                                                                                words):
     img_dir, lab_dir = dirs
     _write_pair(img_dir, lab_dir, "a")
