@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -464,8 +465,19 @@ def test_segment_never_replaces_labels_it_did_not_write_for_this_image(tmp_path,
     tifffile.imwrite(truth / "a_labels.tif", np.ones((64, 64), np.uint8))  # ground truth, not written by segment
     code = main(["segment", str(tif), "--model", "pores-defects", "--out", str(truth)])
     err = capsys.readouterr().err
-    assert code == 2 and "was not written by micro-seg segment" in err
+    assert code == 2 and "records no source image" in err
     assert (tifffile.imread(truth / "a_labels.tif") == 1).all()
+    # a project folder moved: the recorded image no longer exists, the same image is segmented again: replaced
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(png, moved / "a.png")
+    shutil.copy(tif, moved / "a.tif")
+    assert main(["segment", str(moved / "a.png"), "--model", "pores-defects", "--out", str(moved / "o")]) == 0
+    capsys.readouterr()
+    (moved / "a.png").rename(moved / "b.png")  # its recorded source is gone
+    code = main(["segment", str(moved / "a.tif"), "--model", "pores-defects", "--out", str(moved / "o"), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0 and any("which no longer exists" in w for w in json.loads(out)["warnings"])
 
 
 def test_segment_pages_of_one_file_do_not_overwrite_each_other(tmp_path, capsys):

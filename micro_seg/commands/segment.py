@@ -35,7 +35,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
                         help="micrometres per pixel; overrides the calibration in the file")
     add_segment_options(parser)
-    parser.add_argument("--page", type=int, metavar="N", help="page of a multi-page file")
+    parser.add_argument("--page", type=int, metavar="N",
+                        help="page of a multi-page file (segment names its outputs <stem>_p<N>_... for N >= 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -216,20 +217,26 @@ def write_probabilities(path: Path, probabilities, *, classes: list[str], pixel_
     return path
 
 
-def _refuse_foreign_labels(labels_path: Path, image: str, labels_source) -> None:
-    """Refuse to replace a ``<stem>_labels.tif`` that segment did not write for this image: hand-traced ground
-    truth named the way ``train`` pairs labels, or another image's labels (same name stem)."""
+def _refuse_foreign_labels(labels_path: Path, image: str, labels_source) -> list[str]:
+    """Refuse to replace a ``<stem>_labels.tif`` that segment did not write for this image: labels that record no
+    source image (hand-traced ground truth named the way ``train`` pairs labels, annotations, another tool's) or
+    another existing image's labels (same name stem).  Labels whose recorded image no longer exists (a moved
+    project) are replaced, with the warning returned."""
     from micro_seg.errors import OutputPathError
 
     if not labels_path.exists() and not labels_path.is_symlink():
-        return
+        return []
     earlier = labels_source(labels_path) if labels_path.is_file() else None
     if earlier is None:
-        raise OutputPathError(f"{labels_path}: already exists and was not written by micro-seg segment (ground truth, "
-                              "or another tool's labels?); it is not replaced: give another --out or move it")
-    if earlier != str(Path(image).resolve()):
+        raise OutputPathError(f"{labels_path}: already exists and records no source image (ground truth, annotations, "
+                              "another tool's labels?); it is not replaced: give another --out or move it")
+    if earlier == str(Path(image).resolve()):
+        return []
+    if Path(earlier).exists():
         raise OutputPathError(f"{labels_path}: holds the labels of another image, {earlier} (same name stem); it is "
                               "not replaced: segment images that share a stem into different --out folders")
+    return [f"{labels_path}: replaced labels recorded as made from {earlier}, which no longer exists (a moved or "
+            "renamed folder?)"]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -247,7 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise MicroSegError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
     stem = Path(args.image).stem + (f"_p{args.page}" if args.page else "")  # pages of one file never collide
     labels_path = out / f"{stem}_labels.tif"
-    _refuse_foreign_labels(labels_path, args.image, labels_source)  # before the work: never lost
+    replaced = _refuse_foreign_labels(labels_path, args.image, labels_source)  # before the work: never lost
     micrograph, seg = segment_file(args, keep_probabilities=args.probabilities)
     card, px = seg.card, micrograph.pixel_size_um
     write_labels(labels_path, seg.labels, pixel_size_um=px, classes=None if card.task == "grains" else card.classes,
@@ -277,7 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         path = out / f"{stem}_{name}_instances.tif"
         write_labels(path, inst, pixel_size_um=px)
         result.setdefault("defect_instances", {})[name] = str(path)
-    result["warnings"] = (micrograph.reader_warnings + list(seg.warnings)
+    result["warnings"] = (micrograph.reader_warnings + list(seg.warnings) + replaced
                           + ([] if px else ["no pixel size: measurements will be in pixels"]))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
