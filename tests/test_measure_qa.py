@@ -674,3 +674,15 @@ def test_combined_grain_fields_warn_when_a_statistic_is_over_fewer_fields():
     out = combine_grain_fields(rs)
     assert out["n_fields"] == 4 and out["mean_intercept_um"]["n"] == 3 and out["grains_per_mm2"]["n"] == 4
     assert any("mean_intercept_um is over 3 of the 4 fields" in w for w in out["warnings"])
+
+
+def test_a_boundary_mask_with_a_few_kinds_of_boundary_keeps_them_all(tmp_path, capsys):
+    """1 = grain boundary, 2 = twin boundary: the half-way threshold kept only the 2s (1000 of 1900 px)."""
+    m = np.zeros((100, 100), np.uint8)
+    m[::10, :] = 1
+    m[:, ::10] = 2
+    tifffile.imwrite(tmp_path / "kinds.tif", m)
+    code, res, err = _run(capsys, ["measure", "grains", str(tmp_path / "kinds.tif"), "--boundary", "--close-gaps", "0",
+                                   "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    assert res["n_grains"] == 100 and not any("not binary" in w for w in res["warnings"])

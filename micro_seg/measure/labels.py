@@ -434,25 +434,40 @@ def wide_zero_fraction(labels: np.ndarray, radius: int = WIDE_ZERO_RADIUS_PX) ->
     return left / float(labels.size) if labels.size else 0.0
 
 
+#: A boundary mask with at most this many distinct values is a mask with a few kinds of boundary (``!= 0``); with
+#: more it is a lossy (JPEG) or anti-aliased picture of one, thresholded half-way.
+FEW_MASK_LEVELS = 8
+
+
+def _n_levels(data: np.ndarray) -> int:
+    """Distinct values of ``data`` (from a strided sample of about 4 MP when it is larger)."""
+    step = max(1, int(np.sqrt(data.size / 4e6)))
+    sample = data[::step, ::step] if data.ndim == 2 else data
+    if sample.dtype.kind in "ub" and sample.dtype.itemsize <= 2:
+        return int(np.count_nonzero(np.bincount(sample.ravel().astype(np.int64, copy=False))))
+    return int(np.unique(sample).size)
+
+
 def binary_boundary_mask(data: np.ndarray, what: str) -> tuple[np.ndarray, str | None]:
     """A boundary mask file's pixels as a boolean mask (non-zero = boundary), and a warning or None.
 
-    A mask with more than two grey levels (JPEG ringing, anti-aliased lines) is not binary: ``!= 0`` would take
-    every faint grey pixel next to a line as boundary too (a third of the image for a JPEG at quality 90, grains
-    erased or merged, G too coarse).  It is thresholded half-way between its darkest and brightest values
-    instead, with a warning.
+    A mask with many grey levels (more than :data:`FEW_MASK_LEVELS`: JPEG ringing, anti-aliased lines) is not
+    binary: ``!= 0`` would take every faint grey pixel next to a line as boundary too (a third of the image for a
+    JPEG at quality 90, grains erased or merged, G too coarse).  It is thresholded half-way between its darkest
+    and brightest values instead, with a warning.  A few values (1 = grain boundary, 2 = twin boundary) are all
+    boundary.
 
     Examples
     --------
-    >>> m, note = binary_boundary_mask(np.array([[0, 3, 250, 255]], np.uint8), "b.jpg")
-    >>> m.tolist(), note.split(";")[0]
-    ([[False, False, True, True]], 'b.jpg: the boundary mask is not binary (50.0 % of its pixels are neither 0 nor 255)')
-    >>> binary_boundary_mask(np.array([[0, 255]], np.uint8), "b.png")[1] is None
-    True
+    >>> m, note = binary_boundary_mask(np.array([[0, 3, 6, 9, 12, 240, 245, 250, 252, 255]], np.uint8), "b.jpg")
+    >>> m.astype(int).tolist(), note.split(";")[0]
+    ([[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]], 'b.jpg: the boundary mask is not binary (80.0 % of its pixels are neither 0 nor 255)')
+    >>> binary_boundary_mask(np.array([[0, 1, 2]], np.uint8), "twins.png")
+    (array([[False,  True,  True]]), None)
     """
     lo, hi = (data.min(), data.max()) if data.size else (0, 0)
     other = int(np.count_nonzero((data != lo) & (data != hi)))
-    if not other:
+    if not other or _n_levels(data) <= FEW_MASK_LEVELS:  # a few values: e.g. 1 = grain, 2 = twin boundary
         return data != 0, None
     mid = (float(lo) + float(hi)) / 2.0
     note = (f"{what}: the boundary mask is not binary ({100 * other / data.size:.1f} % of its pixels are neither "
