@@ -746,6 +746,14 @@ def iter_train_segmenter(
         check_pseudo_label_threshold(pseudo_label_threshold)
     images, labels = list(images), list(labels)
     _check_pairs(images, labels, n_classes, "training")
+    # the data as given (before the split, rescaling and pseudo-labels, which depend on float rounding): a resumed
+    # run must continue on the same pairs
+    given_sha256 = None
+    if checkpoint_dir:
+        given_sha256 = [pairs_sha256(images, labels)]
+        if val_images is not None and val_labels is not None:
+            val_images, val_labels = list(val_images), list(val_labels)
+            given_sha256.append(pairs_sha256(val_images, val_labels))
     split_seed = seed if split_seed is None else int(split_seed)
     if (val_images is None) != (val_labels is None):
         raise TrainingDataError("give both val_images and val_labels, or neither")
@@ -885,8 +893,7 @@ def iter_train_segmenter(
         "base": None if base is None else str(getattr(base_card, "name", base)),
         # the data and the images held out: a resumed run on other pairs, or with another validation split,
         # would validate on images it already trained on
-        "data_sha256": ([pairs_sha256(images, labels), pairs_sha256(val_images, val_labels)]
-                        if ckpt is not None else None),
+        "data_sha256": given_sha256,
         "val_indices": None if val_idx is None else [int(i) for i in val_idx],
     }
     if ckpt is not None and resume and (ckpt / "last.json").exists():
