@@ -541,6 +541,20 @@ def _is_cancelled(cancel) -> bool:
     return bool(cancel())
 
 
+def trained_pixel_size_range(pixel_sizes: Sequence[float | None]) -> tuple[float, float] | None:
+    """The pixel-size range a model trained on images of these pixel sizes (um) records on its card; ``None``
+    (unknown) when any image is uncalibrated or none is given.  A fine-tune records its own images' range, not its
+    base model's.
+
+    >>> trained_pixel_size_range([0.05, 0.08]), trained_pixel_size_range([0.5, None]), trained_pixel_size_range([])
+    ((0.05, 0.08), None, None)
+    """
+    sizes = list(pixel_sizes)
+    if not sizes or any(p is None for p in sizes):
+        return None
+    return float(min(sizes)), float(max(sizes))
+
+
 def pairs_sha256(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> str:
     """sha256 of image/label pairs (shapes, dtypes and bytes, in order): the cards' training-data hashes."""
     h = hashlib.sha256()

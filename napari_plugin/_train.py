@@ -32,7 +32,8 @@ from magicgui.widgets import (
 from psygnal import Signal
 
 from micro_seg.augment import AUGMENT_PRESETS
-from napari_plugin._common import JobRunner, analysis_array, avoid_triton_crash, notify_info, notify_warning
+from napari_plugin._common import (JobRunner, analysis_array, avoid_triton_crash, layer_pixel_size_um, notify_info,
+                                   notify_warning)
 from napari_plugin._layers import connect_layer_events, layer_chooser, ms_meta
 
 __all__ = ["TrainWidget", "TrainParams", "train_job", "model_events", "model_choices"]
@@ -88,9 +89,10 @@ class TrainParams:
     augment: str = "full"  # micro_seg.augment.AUGMENT_PRESETS
     keep_orientation: bool = False  # no 90-degree rotations
     material: str = ""  # recorded on the card (a fine-tune does not inherit the base model's material)
+    pixel_sizes: tuple = ()  # of the images (None = uncalibrated): the card's pixel_size_um_range
 
 
-def _read_folder(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def _read_folder(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[str], list[float | None]]:
     from micro_seg.errors import TrainingDataError
     from micro_seg.io import read_labels, read_micrograph
     from napari_plugin._annotate import read_class_schema
@@ -98,30 +100,33 @@ def _read_folder(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray], list
     schema = read_class_schema(folder)
     if schema is None:
         raise TrainingDataError(f"{folder}: no classes.json; save annotations there with the Annotate widget first")
-    images, labels = [], []
+    images, labels, sizes = [], [], []
     for lab_path in sorted((folder / "labels").glob("*.tif")):
         img_path = folder / "images" / lab_path.name
         if not img_path.is_file():
             raise TrainingDataError(f"{lab_path}: no matching image {img_path}")
-        images.append(read_micrograph(img_path).data)
+        mg = read_micrograph(img_path)
+        images.append(mg.data)
+        sizes.append(mg.pixel_size_um)
         labels.append(read_labels(lab_path)[0])
     if not images:
         raise TrainingDataError(f"{folder}: no annotated images in {folder / 'labels'}")
-    return images, labels, list(schema["classes"])
+    return images, labels, list(schema["classes"]), sizes
 
 
 def train_job(params: TrainParams, cancel):
     """Worker generator: yields training progress dicts, returns ``(folder, card, history)``."""
     from micro_seg.augment import augment_preset
     from micro_seg.registry import save_model
-    from micro_seg.training import iter_train_segmenter
+    from micro_seg.training import iter_train_segmenter, trained_pixel_size_range
 
     avoid_triton_crash()  # torch's first optimizer may import triton, which crashes next to napari's OpenGL
     yield {"stage": "prepare", "message": "preparing training data"}
 
     images, labels, classes = list(params.images), list(params.labels), list(params.classes)
+    sizes = list(params.pixel_sizes)
     if params.folder:
-        images, labels, classes = _read_folder(Path(params.folder))
+        images, labels, classes, sizes = _read_folder(Path(params.folder))
     from micro_seg.postprocess import BOUNDARY_CLASS_NAMES
 
     kwargs: dict[str, Any] = {}
@@ -135,8 +140,10 @@ def train_job(params: TrainParams, cancel):
         kwargs["input_scale"] = float(params.input_scale)
     if params.base and params.pseudo_label_threshold is not None:
         kwargs["pseudo_label_threshold"] = float(params.pseudo_label_threshold)
+    # the card records the pixel sizes trained on (a fine-tune's own images', not its base model's range)
+    kwargs["card_extra"] = {"pixel_size_um_range": trained_pixel_size_range(sizes)}
     if params.material.strip():
-        kwargs["card_extra"] = {"material": params.material.strip()}
+        kwargs["card_extra"]["material"] = params.material.strip()
     result = yield from iter_train_segmenter(
         images, labels, classes=classes, epochs=params.epochs, patch_size=params.patch_size,
         batch_size=params.batch_size, time_limit_s=params.time_limit_s, val_fraction=params.val_fraction,
@@ -324,7 +331,8 @@ class TrainWidget(Container):
             return None
         data = analysis_array(image)
         labels = labels[: data.shape[0]]
-        return TrainParams(classes=classes, images=(data,), labels=(labels,), **common)
+        return TrainParams(classes=classes, images=(data,), labels=(labels,),
+                           pixel_sizes=(layer_pixel_size_um(image),), **common)
 
     def train(self, *_: Any, arch_kwargs: dict | None = None):
         """Start training in a worker; returns the worker (or None when the input is bad)."""

@@ -226,3 +226,24 @@ def test_train_job_fine_tune_with_pseudo_labels(tmp_path):
                          base=str(base), pseudo_label_threshold=0.5)
     _, card, _ = _run_train_job(params)
     assert card.extra["training"]["pseudo_label_threshold"] == 0.5 and card.extra["base_model"] == "tiny"
+
+
+def test_train_job_fine_tune_records_its_own_images_pixel_sizes(tmp_path):
+    """A fine-tune from the widget kept its base model's pixel-size range (as the CLI did before)."""
+    import yaml
+
+    from micro_seg.registry import CARD_FILE
+    from napari_plugin._train import TrainParams
+
+    base = tiny_model(tmp_path / "base")
+    card = yaml.safe_load((base / CARD_FILE).read_text())
+    card["pixel_size_um_range"] = [0.4, 0.6]
+    (base / CARD_FILE).write_text(yaml.safe_dump(card))
+    image, truth = two_phase_image((64, 64), seed=4)
+    common = dict(classes=("matrix", "particle"), out_dir=str(tmp_path), images=(image,),
+                  labels=(np.where(truth, 2, 1).astype(np.uint8),), epochs=1, patch_size=32, batch_size=2,
+                  time_limit_s=None, base=str(base))
+    _, card, _ = _run_train_job(TrainParams(name="at005", pixel_sizes=(0.05,), **common))
+    assert card.pixel_size_um_range == (0.05, 0.05)
+    _, card, _ = _run_train_job(TrainParams(name="uncal", pixel_sizes=(None,), **common))
+    assert card.pixel_size_um_range is None

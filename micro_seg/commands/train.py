@@ -305,6 +305,7 @@ def run(args: argparse.Namespace) -> dict:
         check_grain_classes,
         check_pseudo_label_threshold,
         train_segmenter,
+        trained_pixel_size_range,
     )
 
     check_numeric_options(args)
@@ -397,9 +398,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     # the card says at which pixel sizes the model was trained (segmenting far outside warns): those of the
     # training images, not a base model's; unknown when some images are uncalibrated
-    sizes = read_info.get("pixel_sizes") or [None]
-    kwargs["card_extra"] = {"pixel_size_um_range": (None if any(p is None for p in sizes)
-                                                    else (float(min(sizes)), float(max(sizes))))}
+    kwargs["card_extra"] = {"pixel_size_um_range": trained_pixel_size_range(read_info.get("pixel_sizes") or ())}
     if args.material and args.material.strip():
         kwargs["card_extra"]["material"] = args.material.strip()
     if args.base:
