@@ -976,9 +976,10 @@ def _export_rows(store: ResultsStore, run_id: int) -> list[dict[str, Any]]:
     qc_reasons: dict[str, list[str]] = {}
     notes: dict[str, list[str]] = {}  # what the reader, the model and the measurements warned about
     for fl in store.flags(seen_in_run=run_id):
-        if fl["source"] == "qc":
+        if fl["source"] == "qc":  # a check that could not run has no value: its message says why
             qc_reasons.setdefault(fl["relpath"], []).append(
-                f"{fl['check_name']}={fl['value']} (limit {fl['limit_value']})")
+                f"{fl['check_name']}={fl['value']} (limit {fl['limit_value']})" if fl["value"] is not None
+                else f"{fl['check_name']}: {fl['message']}")
         elif fl["message"]:
             notes.setdefault(fl["relpath"], []).append(str(fl["message"]))
     rows = []
