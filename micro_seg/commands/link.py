@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "link",
         help="join batch results to a property table and fit Hall-Petch / hardness / linear relations",
-        description="Aggregate batch results per sample (mean, 95%% CI), join them to a property table "
+        description="Aggregate batch results per sample (mean, 95% CI), join them to a property table "
         "(CSV/XLSX/Parquet) on a sample-id column and fit a structure -> property relation.",
     )
     p.add_argument("results", help="batch output folder, or its images.csv or specimens.csv")

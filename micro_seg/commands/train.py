@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("labels_dir", help="folder of label images with the same stems")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--base", default=None, help="model name or folder to fine-tune from")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=40, help="passes over the training patches (default 40; --minutes may stop earlier)")
     p.add_argument("--arch", default="msnet", help="network architecture (msnet, msnet-s, msnet-l, smp-unet-resnet18, smp:<Arch>:<encoder>)")
     p.add_argument("--classes", default=None, help="comma-separated class names, label value 1 first")
     p.add_argument("--task", default=None, choices=["semantic", "grains"], help="model task (default semantic, or the base model's)")
@@ -59,10 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--material", default=None,
                    help="what the micrographs show, recorded on the card (a fine-tune does not inherit the base "
                         "model's material)")
-    p.add_argument("--label-encoding", default="sparse", choices=["sparse", "dense", "mask"])
-    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--label-encoding", default="sparse", choices=["sparse", "dense", "mask"],
+                   help="how label files code classes: sparse (default; 0 = unlabelled, c = class c, for scribbles), dense (0 = the first class, every pixel labelled, e.g. a class map from micro-seg segment or a data set), mask (a binary 0/255 or 0/1 mask: background / foreground)")
+    p.add_argument("--patch-size", type=int, default=256, help="side of the square training patches in pixels (default 256)")
     p.add_argument("--patches-per-epoch", type=int, default=None, help="patches per epoch (default: about twice the training pixels)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="patches per training step (default 8)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 3e-3, 1e-3 when fine-tuning)")
     p.add_argument("--class-weights", default="auto",
                    help="loss weight per class: 'auto' (inverse square root of class frequency, capped), 'none', "
@@ -93,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="no 90-degree rotations (flips that keep directions only): for images with a fixed direction "
                    "such as grinding marks, rolling direction or scan lines")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock time limit")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed and data give the same model (default 0)")
     p.add_argument("--split-seed", type=int, default=None,
                    help="seed of the validation split (default: --seed). Runs that differ only in --seed but share "
                    "--split-seed hold out the same images: `micro-seg models ensemble --calibrate` can then choose the "
