@@ -821,6 +821,21 @@ def write_labels(
     return path
 
 
+def labels_classes(path: str | os.PathLike[str]) -> list[str] | None:
+    """The class names a :func:`write_labels` file records (``classes[i]`` for pixel value ``i``), if any.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> fn = write_labels(os.path.join(tempfile.mkdtemp(), "c.tif"), np.eye(2, dtype=int), classes=["ferrite", "pearlite"])
+    >>> labels_classes(fn)
+    ['ferrite', 'pearlite']
+    """
+    info = _micro_seg_description(Path(path)) if Path(path).suffix.lower() in (".tif", ".tiff") else None
+    value = info.get("classes") if info else None
+    return [str(c) for c in value] if isinstance(value, list) and value else None
+
+
 def labels_source(path: str | os.PathLike[str]) -> str | None:
     """The micrograph a :func:`write_labels` file was made from (absolute path), if it recorded one.
 

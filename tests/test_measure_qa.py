@@ -686,3 +686,16 @@ def test_a_boundary_mask_with_a_few_kinds_of_boundary_keeps_them_all(tmp_path, c
                                    "--pixel-size", "1", "--json"])
     assert code == 0, err
     assert res["n_grains"] == 100 and not any("not binary" in w for w in res["warnings"])
+
+
+def test_measure_phases_uses_the_class_names_the_label_file_records(tmp_path, capsys):
+    """The ground truth of the two-phase sample records ['ferrite', 'pearlite'], yet phases came out as '0' / '1'."""
+    from micro_seg.io import write_labels
+
+    lab = np.zeros((40, 50), np.uint8)
+    lab[:, 30:] = 1
+    path = write_labels(tmp_path / "c.tif", lab, classes=["ferrite", "pearlite"])
+    code, res, err = _run(capsys, ["measure", "phases", str(path), "--json"])
+    assert code == 0 and res["phase_fractions"] == pytest.approx({"ferrite": 0.6, "pearlite": 0.4})
+    code, res, err = _run(capsys, ["measure", "phases", str(path), "--names", "a,b", "--json"])
+    assert code == 0 and set(res["phase_fractions"]) == {"a", "b"}  # what the user types wins

@@ -325,6 +325,12 @@ def run_phases(args: argparse.Namespace) -> dict:
         msg = f"--names {args.names!r}: empty class name"
         raise MicroSegError(msg)
     labels, px_file, notes = _read_labels(args.path, args.page, args.pixel_size)
+    if names is None:  # the class names a micro-seg label file records (segment, the napari writer)
+        from micro_seg.io import labels_classes
+
+        stored = labels_classes(args.path)
+        if stored and labels.size and int(labels.max()) < len(stored) and len(set(stored)) == len(stored):
+            names = stored
     fields = args.fields if args.fields != "auto" else (5, 5)
     try:
         res = measure_phases(labels, pixel_size_um=_pixel_size(args, px_file), names=names, fields=fields,
@@ -335,7 +341,7 @@ def run_phases(args: argparse.Namespace) -> dict:
         raise MicroSegError(f"{args.path}: {exc}") from exc
     present = np.flatnonzero(res.table["area_px"].to_numpy() > 0)
     top = int(res.table["class_id"].to_numpy()[present].max()) if present.size else 0  # the ignored value aside
-    extra = [n for i, n in enumerate(names or ()) if i > top and i != args.ignore]
+    extra = [n for i, n in enumerate((names if args.names else None) or ()) if i > top and i != args.ignore]
     if extra:  # typed by the user (a model's card names classes that may be absent: no warning there)
         res.warnings.append(f"{args.path}: {len(names)} names given but the largest class value is {top}: "
                             f"{', '.join(extra)} (values {top + 1}..{len(names) - 1}) match no pixel and are "
