@@ -54,7 +54,13 @@ def open_viewer(path: str | None = None, *, pixel_size_um: float | None = None, 
         if not Path(path).exists():
             raise InputFileNotFoundError(f"{path}: file not found")
         micrograph = read_micrograph(path, pixel_size_um=pixel_size_um)  # bad files: exit 2 before a window opens
-    viewer = napari.Viewer(title="micro-seg", show=show)
+    try:
+        viewer = napari.Viewer(title="micro-seg", show=show)
+    except Exception as exc:  # no display, or no OpenGL (Qt's offscreen platform): a user's setup, not a bug
+        raise MicroSegError(
+            f"cannot open the napari window ({type(exc).__name__}: {exc}): the GUI needs a desktop session with a "
+            "display and OpenGL; on a server without one, run it under a virtual display (xvfb-run -a micro-seg gui)"
+        ) from None
     if micrograph is not None:
         data, kwargs, _ = micrograph_layer_data(micrograph)
         viewer.add_image(data, **kwargs)
@@ -71,8 +77,39 @@ def open_viewer(path: str | None = None, *, pixel_size_um: float | None = None, 
     return viewer, widgets
 
 
+def display_problem(environ: dict | None = None, platform: str | None = None) -> str | None:
+    """Why napari cannot open a window here (Linux: no display, or a Qt platform without OpenGL), or None.
+
+    Qt itself would abort the process or hang without a context, not fail with a message.
+
+    >>> display_problem({}, "linux")
+    'no display (DISPLAY and WAYLAND_DISPLAY are not set)'
+    >>> display_problem({"QT_QPA_PLATFORM": "offscreen", "DISPLAY": ":0"}, "linux")
+    'QT_QPA_PLATFORM=offscreen has no OpenGL, which napari needs'
+    >>> display_problem({"DISPLAY": ":99"}, "linux") is None
+    True
+    """
+    import os
+    import sys
+
+    environ = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    if not platform.startswith("linux"):
+        return None
+    plat = environ.get("QT_QPA_PLATFORM", "")
+    if plat.startswith(("offscreen", "minimal")):
+        return f"QT_QPA_PLATFORM={plat} has no OpenGL, which napari needs"
+    if not plat and not environ.get("DISPLAY") and not environ.get("WAYLAND_DISPLAY"):
+        return "no display (DISPLAY and WAYLAND_DISPLAY are not set)"
+    return None
+
+
 def run(args: argparse.Namespace) -> dict:
     """Open the GUI and block until the window is closed."""
+    problem = display_problem()
+    if problem:
+        raise MicroSegError(f"cannot open the GUI: {problem}; it needs a desktop session with a display and OpenGL "
+                            "(on a server: xvfb-run -a micro-seg gui)")
     viewer, widgets = open_viewer(args.path, pixel_size_um=args.pixel_size)
     import napari
 
