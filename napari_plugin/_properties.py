@@ -118,9 +118,11 @@ class PropertiesWidget(Container):
             p0 = "sigma0" if fit["relation"] == "hall-petch" else "H0"
             self._status.value = (f"{p0} = {fit[p0]:.1f} ± {fit[p0 + '_ci95']:.1f} {fit['units'][p0]},  "
                                   f"k = {fit['k']:.3f} ± {fit['k_ci95']:.3f} {fit['units']['k']}  (n = {fit['n']})")
-        if s["unmatched"]:
+        for warning in result.warnings:  # what `micro-seg link` prints: a k that is not positive, unmatched ids...
+            notify_warning(warning)
+        if s["unmatched"] and not any("matched on one side only" in w for w in result.warnings):
             notify_warning(f"Not matched (listed, not dropped): {', '.join(s['unmatched'])}")
-        else:
+        if not s["unmatched"]:
             notify_info(f"{s['n_matched']} samples matched")
         self.table_view.set_frame(result.samples)
         from micro_seg.properties.plots import processing_columns

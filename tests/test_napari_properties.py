@@ -72,3 +72,19 @@ def test_properties_widget_reference_range(make_napari_viewer):
     x = (25e-6) ** -0.5
     assert r["yield_strength_MPa_low"] == pytest.approx(20 + 0.10 * x)
     assert "MPa" in w._ref_result.value
+
+
+def test_properties_widget_shows_the_fits_warnings(make_napari_viewer, tmp_path, notes):
+    """Strength falling with finer grains (a pairing mistake): the CLI warned that k is not positive, the widget
+    showed only the fit line."""
+    from napari_plugin._properties import PropertiesWidget
+
+    res, props = _inputs(tmp_path)
+    table = pd.read_csv(props)
+    table["yield_strength_MPa"] = table["yield_strength_MPa"].to_numpy()[::-1]  # paired the wrong way round
+    table.to_csv(props, index=False)
+    w = PropertiesWidget(make_napari_viewer())
+    w._results.value, w._table.value = res, props
+    result = w.fit()
+    assert result.summary["fit"]["k"] < 0
+    assert any(s == "warning" and "is not positive" in m for s, m in notes), notes
