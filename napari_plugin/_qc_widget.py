@@ -28,7 +28,7 @@ from napari_plugin._common import (
     notify_warning,
     pixel_size_box,
 )
-from napari_plugin._layers import connect_layer_events, layer_chooser
+from napari_plugin._layers import connect_layer_events, layer_chooser, ms_meta
 
 __all__ = ["QCWidget", "QCParams", "qc_job"]
 
@@ -174,8 +174,21 @@ class QCWidget(Container):
         self.extend([self._image, self._labels, self._kind, self._names, self._spec, self._model, self._pixel,
                      self._run_btn, self._cancel_btn, self._progress, self._status, self._verdict, self._reasons])
         self._run_btn.changed.connect(self.run)
+        self._labels.changed.connect(self._labels_changed)
         connect_layer_events(napari_viewer, self)
         self.last: dict[str, Any] | None = None
+
+    def _labels_changed(self, layer) -> None:
+        """Take what a Segment result says of itself: grain instances, or classes with their names (a spec's
+        phase_fractions.pore needs the name 'pore', not '1')."""
+        ms = ms_meta(layer) if layer is not None else {}
+        if ms.get("kind") == "grains":
+            self._kind.value = MEASURE_KINDS[0]
+        elif ms.get("kind") == "classes":
+            if self._kind.value == MEASURE_KINDS[0]:
+                self._kind.value = MEASURE_KINDS[1]
+            if ms.get("classes"):
+                self._names.value = ", ".join(str(c) for c in ms["classes"])
 
     def params(self) -> QCParams:
         """Read the widgets into a frozen parameter object (GUI thread only)."""

@@ -208,3 +208,25 @@ def test_qc_widget_says_when_the_spec_judges_another_kind_of_measurement(make_na
     w.run()
     wait_idle(qtbot, w)
     assert w._verdict.value.lower().startswith("pass"), w._verdict.value
+
+
+def test_qc_widget_takes_kind_and_class_names_from_a_segment_result(make_napari_viewer, qtbot, tmp_path, notes):
+    """A classes layer from Segment (classes matrix, pore, crack) judged against phase_fractions.pore gave
+    'review: not measured': the fraction was measured under the name '1'."""
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  phases:\n    phase_fractions:\n      pore: [0.05, 0.5]\n")
+    viewer = make_napari_viewer()
+    image = viewer.add_image(grain_micrograph(0, shape=(64, 64), n_grains=10), name="field")
+    classes = np.zeros((64, 64), np.int32)
+    classes[:, :16] = 1
+    w = QCWidget(viewer)
+    w._kind.value = MEASURE_KINDS[0]
+    w._image.value, w._spec.value = image, spec
+    w._labels.value = viewer.add_labels(classes, name="field classes",
+                                        metadata={"micro_seg": {"kind": "classes", "classes": ["matrix", "pore", "crack"]}})
+    assert w._kind.value == MEASURE_KINDS[1] and w._names.value == "matrix, pore, crack"
+    w.run()
+    wait_idle(qtbot, w)
+    assert w._verdict.value.lower().startswith("pass"), (w._verdict.value, w._reasons.value)
