@@ -110,10 +110,22 @@ def save_training_pair(
             f"{folder}: this training folder uses classes {old['classes']}, not {classes}; "
             "choose another folder or use the same class names"
         )
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    top = int(np.max(annotations)) if np.size(annotations) else 0
+    if classes and top > len(classes):  # training would refuse the folder later
+        raise TrainingDataError(f"{name}: annotation value {top} but only {len(classes)} classes "
+                                f"({', '.join(classes)}); paint with labels 1..{len(classes)}")
     img_path = folder / "images" / f"{name}.tif"
     lab_path = folder / "labels" / f"{name}.tif"
+    if img_path.is_file():  # the same image again updates its annotations; another image never replaces a pair
+        try:
+            same = np.array_equal(tifffile.imread(img_path), np.asarray(image))
+        except Exception:  # unreadable: not this image
+            same = False
+        if not same:
+            raise TrainingDataError(f"{img_path}: the training folder already holds another image named {name!r}; "
+                                    "it is not replaced: rename the image layer or choose another training folder")
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {}
     if pixel_size_um:
         kwargs = {"resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um), "resolutionunit": "CENTIMETER"}

@@ -829,3 +829,24 @@ def test_defects_of_a_mask_are_not_shown_by_pixel_value(make_napari_viewer, qtbo
     w.run()
     wait_idle(qtbot, w)
     assert list(layer2.features["area_px"]) == [25, 400]
+
+
+def test_saving_a_training_pair_never_replaces_another_images_pair(tmp_path):
+    """A second image with the same layer name replaced the first pair ('Saved field.tif' was the only notice)."""
+    import tifffile
+
+    from micro_seg.errors import TrainingDataError
+    from napari_plugin._annotate import save_training_pair
+
+    ann = np.zeros((16, 16), np.uint8)
+    ann[:4], ann[-4:] = 1, 2
+    first = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    img_path, _ = save_training_pair(tmp_path, "field", first, ann, classes=["matrix", "pore"])
+    ann[8, 8] = 2
+    save_training_pair(tmp_path, "field", first, ann, classes=["matrix", "pore"])  # the same image: updated
+    with pytest.raises(TrainingDataError, match="already holds another image named 'field'"):
+        save_training_pair(tmp_path, "field", first[::-1].copy(), ann, classes=["matrix", "pore"])
+    assert np.array_equal(tifffile.imread(img_path), first)
+    ann[0, 0] = 7
+    with pytest.raises(TrainingDataError, match="annotation value 7 but only 2 classes"):
+        save_training_pair(tmp_path, "other", first, ann, classes=["matrix", "pore"])
