@@ -27,6 +27,7 @@ from magicgui.widgets import (
 )
 
 from napari_plugin._common import (
+    PIXEL_SIZE_DECIMALS,
     JobRunner,
     box_pixel_size,
     calibration_lost,
@@ -256,6 +257,7 @@ class MeasureWidget(Container):
         ms = ms_meta(layer)
         with self._pixel.changed.blocked():
             self._pixel.value = float(layer_pixel_size_um(layer) or 0.0)
+        self._auto_pixel = float(self._pixel.value)  # shown from the layer, not typed
         if ms.get("kind") == "grains":
             self._kind.value = GRAINS
         elif ms.get("kind") == "classes":
@@ -295,7 +297,15 @@ class MeasureWidget(Container):
         rows = int(ms_meta(layer).get("databar_rows") or 0)
         if rows and rows < data.shape[0]:
             data = data[: data.shape[0] - rows]
-        px = box_pixel_size(self._pixel.value, layer)
+        if abs(float(self._pixel.value) - getattr(self, "_auto_pixel", -1.0)) <= 0.5 * 10.0 ** -PIXEL_SIZE_DECIMALS:
+            # the box still shows what the layer said when it was picked: the layer's calibration now decides (the
+            # Segment widget may have recalibrated it since)
+            px = layer_pixel_size_um(layer)
+            with self._pixel.changed.blocked():
+                self._pixel.value = float(px or 0.0)
+            self._auto_pixel = float(self._pixel.value)
+        else:
+            px = box_pixel_size(self._pixel.value, layer)
         if px is None:
             why = calibration_lost(layer.scale, getattr(layer, "units", ()))
             notify_warning(f"'{layer.name}' has no pixel size{' (' + why + ')' if why else ''}: results are in "

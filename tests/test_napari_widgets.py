@@ -850,3 +850,28 @@ def test_saving_a_training_pair_never_replaces_another_images_pair(tmp_path):
     ann[0, 0] = 7
     with pytest.raises(TrainingDataError, match="annotation value 7 but only 2 classes"):
         save_training_pair(tmp_path, "other", first, ann, classes=["matrix", "pore"])
+
+
+def test_measure_follows_a_recalibration_made_in_the_segment_widget(make_napari_viewer, qtbot):
+    """Segment recalibrated the image and its grains to 0.25 um/px; Measure still used the 0.5 its box showed."""
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+    from napari_plugin._segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.zeros((200, 240), np.uint8), name="img", scale=(0.5, 0.5), units=("um", "um"),
+                           metadata={"micro_seg": {"pixel_size_um": 0.5}})
+    lab = viewer.add_labels(voronoi_labels((200, 240), n_grains=60, seed=1), name="img grains", scale=(0.5, 0.5),
+                            units=("um", "um"),
+                            metadata={"micro_seg": {"kind": "grains", "image": "img", "pixel_size_um": 0.5}})
+    seg, meas = SegmentWidget(viewer), MeasureWidget(viewer)
+    meas._labels.value = lab
+    seg._image.value = img
+    seg._pixel.value = 0.25
+    meas.run()
+    wait_idle(qtbot, meas)
+    assert meas.summary["pixel_size_um"] == pytest.approx(0.25) and meas._pixel.value == pytest.approx(0.25)
+    meas._pixel.value = 0.3  # typed by the user: that wins
+    meas.run()
+    wait_idle(qtbot, meas)
+    assert meas.summary["pixel_size_um"] == pytest.approx(0.3)
