@@ -48,6 +48,7 @@ class QCParams:
     measure_kind: str = MEASURE_KINDS[2]
     class_names: tuple[str, ...] = ()
     classifier: str | None = None
+    magnification: float | None = None  # the file's, as the reader recorded it
 
 
 def _measure(params: QCParams) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -108,7 +109,7 @@ def qc_job(params: QCParams, cancel) -> dict[str, Any]:
             raise CancelledError("QC cancelled")
     yield {"fraction": 0.8, "message": "judging"}
     result = evaluate(params.image, spec, pixel_size_um=params.pixel_size_um, measurements=measurements,
-                      classification=classification)
+                      classification=classification, magnification=params.magnification)
     offending = offending_defects(defects, spec, pixel_size_um=params.pixel_size_um) if defects is not None else {}
     outlines = _outlines(defects, offending) if offending else []
     if cancel.is_set():  # pressed while judging: no verdict is shown
@@ -220,7 +221,8 @@ class QCWidget(Container):
         names = tuple(n.strip() for n in self._names.value.split(",") if n.strip())
         return QCParams(image=image, spec_path=spec, pixel_size_um=px,
                         labels=labels, measure_kind=self._kind.value, class_names=names,
-                        classifier=self._model.value.strip() or None)
+                        classifier=self._model.value.strip() or None,
+                        magnification=ms_meta(image_layer).get("magnification"))
 
     def run(self, *_: Any) -> None:
         """Start the evaluation in a worker."""

@@ -42,6 +42,7 @@ def micrograph_layer_data(micrograph) -> LayerData:
             "pixel_size_um": micrograph.pixel_size_um,
             "calibration_source": micrograph.calibration_source,
             "databar_rows": micrograph.databar_rows,
+            "magnification": (micrograph.meta or {}).get("magnification"),  # QC specs may check it
         }
     }
     kwargs: dict[str, Any] = {

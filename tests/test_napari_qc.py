@@ -230,3 +230,27 @@ def test_qc_widget_takes_kind_and_class_names_from_a_segment_result(make_napari_
     w.run()
     wait_idle(qtbot, w)
     assert w._verdict.value.lower().startswith("pass"), (w._verdict.value, w._reasons.value)
+
+
+def test_qc_widget_sees_the_files_magnification(make_napari_viewer, qtbot, tmp_path, notes):
+    """A Zeiss SEM TIFF recording 25 000x: the CLI passed a magnification window, the widget said 'the file records
+    no magnification' (the reader did not keep it)."""
+    from data_builders import grain_image, zeiss_tiff
+    from micro_seg.io import read_micrograph
+    from napari_plugin._qc_widget import QCWidget
+    from napari_plugin._reader import get_reader
+
+    path = tmp_path / "zeiss.tif"
+    zeiss_tiff(path, grain_image((256, 256)), value=4.0, unit="nm")
+    mag = read_micrograph(path).meta.get("magnification")
+    assert mag
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"image:\n  magnification: [{mag / 2}, {mag * 2}]\n")
+    viewer = make_napari_viewer()
+    data, kwargs, _ = get_reader(str(path))(str(path))[0]
+    layer = viewer.add_image(data, **kwargs)
+    w = QCWidget(viewer)
+    w._image.value, w._spec.value = layer, spec
+    w.run()
+    wait_idle(qtbot, w)
+    assert w._verdict.value.lower().startswith("pass"), (w._verdict.value, w._reasons.value)
