@@ -252,6 +252,8 @@ class MeasureWidget(Container):
         return out
 
     def _labels_changed(self, layer) -> None:
+        if getattr(self, "_measured_layer", None) is not None and layer is not self._measured_layer:
+            self._clear_results()  # another layer's numbers must not stay on screen (or be exported) for this one
         if layer is None:
             return
         ms = ms_meta(layer)
@@ -265,6 +267,16 @@ class MeasureWidget(Container):
             self._names.value = ", ".join(ms.get("classes") or [])
         self._defect.reset_choices()
         self._kind_changed(self._kind.value)
+
+    def _clear_results(self) -> None:
+        import pandas as pd
+
+        self.summary = self.table = self._measured_layer = None
+        self.summary_view.set_frame(pd.DataFrame())
+        self.table_view.set_frame(pd.DataFrame())
+        self._hist_col.choices = []
+        self._draw_histogram()
+        self._status.value = "Press Measure for this layer"
 
     def _kind_changed(self, kind: str) -> None:
         self._names.visible = kind == PHASES

@@ -875,3 +875,23 @@ def test_measure_follows_a_recalibration_made_in_the_segment_widget(make_napari_
     meas.run()
     wait_idle(qtbot, meas)
     assert meas.summary["pixel_size_um"] == pytest.approx(0.3)
+
+
+def test_switching_the_measured_layer_clears_the_previous_results(make_napari_viewer, qtbot, tmp_path, notes):
+    """After measuring A and picking B, A's numbers stayed on screen and Export CSV wrote them for B."""
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+
+    viewer = make_napari_viewer()
+    a = viewer.add_labels(voronoi_labels((96, 96), n_grains=20, seed=1), name="A")
+    b = viewer.add_labels(voronoi_labels((96, 96), n_grains=40, seed=2), name="B")
+    w = MeasureWidget(viewer)
+    w._labels.value = a
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary is not None and w.table_view.model().rowCount() > 0
+    w._labels.value = b
+    assert w.summary is None and w.table is None and w.table_view.model().rowCount() == 0
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary["n_grains"] != 0 and w._measured_layer is b
