@@ -19,7 +19,9 @@ Examples
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import math
 import os
@@ -73,10 +75,28 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def _print_human(result: dict, indent: str = "") -> None:
+    """YAML-like lines: nested mappings indented, a list of mappings (qc's results, reasons) one '-' item each.
+
+    >>> _print_human({"counts": {"pass": 1}, "results": [{"path": "a.tif", "reasons": [{"check": "blur"}]}]})
+    counts:
+      pass: 1
+    results:
+      - path: a.tif
+        reasons:
+          - check: blur
+    """
     for key, value in result.items():
         if isinstance(value, dict):
             print(f"{indent}{key}:")
             _print_human(value, indent + "  ")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            print(f"{indent}{key}:")
+            for item in value:
+                lines = io.StringIO()
+                with contextlib.redirect_stdout(lines):
+                    _print_human(item, indent + "    ")
+                text = lines.getvalue()
+                print(f"{indent}  - " + text[len(indent) + 4:], end="")
         elif isinstance(value, float):
             print(f"{indent}{key}: {value:.6g}")
         else:
