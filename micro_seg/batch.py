@@ -979,7 +979,8 @@ def _export_rows(store: ResultsStore, run_id: int) -> list[dict[str, Any]]:
         if fl["source"] == "qc":  # a check that could not run has no value: its message says why
             qc_reasons.setdefault(fl["relpath"], []).append(
                 f"{fl['check_name']}={fl['value']} (limit {fl['limit_value']})" if fl["value"] is not None
-                else f"{fl['check_name']}: {fl['message']}")
+                else (fl["message"] if str(fl["message"]).startswith(str(fl["check_name"]))
+                      else f"{fl['check_name']}: {fl['message']}"))
         elif fl["message"]:
             notes.setdefault(fl["relpath"], []).append(str(fl["message"]))
     rows = []

@@ -96,7 +96,7 @@ def _print_human(result: dict, indent: str = "") -> None:
                 with contextlib.redirect_stdout(lines):
                     _print_human(item, indent + "    ")
                 text = lines.getvalue()
-                print(f"{indent}  - " + text[len(indent) + 4:], end="")
+                print(f"{indent}  - " + text[len(indent) + 4:] if text else f"{indent}  - {{}}", end="" if text else "\n")
         elif isinstance(value, float):
             print(f"{indent}{key}: {value:.6g}")
         else:

@@ -118,7 +118,8 @@ def save_training_pair(
     lab_path = folder / "labels" / f"{name}.tif"
     if img_path.is_file():  # the same image again updates its annotations; another image never replaces a pair
         try:
-            same = np.array_equal(tifffile.imread(img_path), np.asarray(image))
+            arr = np.asarray(image)
+            same = np.array_equal(tifffile.imread(img_path), arr, equal_nan=arr.dtype.kind in "fc")
         except Exception:  # unreadable: not this image
             same = False
         if not same:

@@ -276,7 +276,7 @@ class MeasureWidget(Container):
         self.table_view.set_frame(pd.DataFrame())
         self._hist_col.choices = []
         self._draw_histogram()
-        self._status.value = "Press Measure for this layer"
+        self._status.value = "Press Measure for this layer" if self._labels.value is not None else "Pick a Labels layer"
 
     def _kind_changed(self, kind: str) -> None:
         self._names.visible = kind == PHASES
@@ -340,6 +340,10 @@ class MeasureWidget(Container):
     def _show(self, layer, params: MeasureParams, result: tuple[dict, Any]) -> None:
         import pandas as pd
 
+        if layer is not self._labels.value:  # another layer was picked while this one was measured: not its numbers
+            notify_info(f"Measured '{getattr(layer, 'name', 'labels')}', but another layer is picked now: press "
+                        "Measure again for it.")
+            return
         summary, table, self._ids_are_values = result
         self.summary, self.table, self._measured_layer = summary, table, layer
         self.summary_view.set_frame(summary_frame(summary)[["quantity", "value"]])

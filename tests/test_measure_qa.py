@@ -699,3 +699,19 @@ def test_measure_phases_uses_the_class_names_the_label_file_records(tmp_path, ca
     assert code == 0 and res["phase_fractions"] == pytest.approx({"ferrite": 0.6, "pearlite": 0.4})
     code, res, err = _run(capsys, ["measure", "phases", str(path), "--names", "a,b", "--json"])
     assert code == 0 and set(res["phase_fractions"]) == {"a", "b"}  # what the user types wins
+
+
+def test_recorded_class_names_allow_for_the_ignored_value_and_say_when_unusable(tmp_path, capsys):
+    from micro_seg.io import write_labels
+
+    lab = np.zeros((40, 50), np.uint8)
+    lab[:, 30:] = 1
+    lab[:5] = 255  # unlabelled
+    path = write_labels(tmp_path / "c.tif", lab, classes=["ferrite", "pearlite"])
+    code, res, err = _run(capsys, ["measure", "phases", str(path), "--ignore", "255", "--json"])
+    assert code == 0 and set(res["phase_fractions"]) == {"ferrite", "pearlite"}
+    lab[:5] = 2  # a value beyond the recorded names: numbered, and said
+    path = write_labels(tmp_path / "d.tif", lab, classes=["ferrite", "pearlite"])
+    code, res, err = _run(capsys, ["measure", "phases", str(path), "--json"])
+    assert code == 0 and set(res["phase_fractions"]) == {"0", "1", "2"}
+    assert any("records class names ['ferrite', 'pearlite'] but has class value 2" in w for w in res["warnings"])

@@ -895,3 +895,30 @@ def test_switching_the_measured_layer_clears_the_previous_results(make_napari_vi
     w.run()
     wait_idle(qtbot, w)
     assert w.summary["n_grains"] != 0 and w._measured_layer is b
+
+
+def test_saving_a_float_image_with_nan_again_updates_its_pair(tmp_path):
+    from napari_plugin._annotate import save_training_pair
+
+    img = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    img[3, 3] = np.nan
+    ann = np.zeros((16, 16), np.uint8)
+    ann[:4], ann[-4:] = 1, 2
+    save_training_pair(tmp_path, "f", img, ann, classes=["a", "b"])
+    save_training_pair(tmp_path, "f", img, ann, classes=["a", "b"])  # NaN != NaN must not make it "another image"
+
+
+def test_a_measurement_finishing_after_another_layer_was_picked_is_not_shown(make_napari_viewer, qtbot, notes):
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+
+    viewer = make_napari_viewer()
+    a = viewer.add_labels(voronoi_labels((96, 96), n_grains=20, seed=1), name="A")
+    b = viewer.add_labels(voronoi_labels((96, 96), n_grains=40, seed=2), name="B")
+    w = MeasureWidget(viewer)
+    w._labels.value = a
+    w.run()
+    w._labels.value = b  # before the worker's result reaches the GUI thread
+    wait_idle(qtbot, w)
+    assert w.summary is None and w._measured_layer is None
+    assert any("another layer is picked now" in m for _, m in notes)

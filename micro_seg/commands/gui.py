@@ -86,8 +86,8 @@ def display_problem(environ: dict | None = None, platform: str | None = None) ->
     'no display (DISPLAY and WAYLAND_DISPLAY are not set)'
     >>> display_problem({"QT_QPA_PLATFORM": "offscreen", "DISPLAY": ":0"}, "linux")
     'QT_QPA_PLATFORM=offscreen has no OpenGL, which napari needs'
-    >>> display_problem({"DISPLAY": ":99"}, "linux") is None
-    True
+    >>> display_problem({"DISPLAY": ":99"}, "linux") is None, display_problem({"QT_QPA_PLATFORM": "xcb"}, "linux")
+    (True, 'no display for QT_QPA_PLATFORM=xcb (DISPLAY / WAYLAND_DISPLAY not set)')
     """
     import os
     import sys
@@ -96,16 +96,23 @@ def display_problem(environ: dict | None = None, platform: str | None = None) ->
     platform = sys.platform if platform is None else platform
     if not platform.startswith("linux"):
         return None
-    plat = environ.get("QT_QPA_PLATFORM", "")
-    if plat.startswith(("offscreen", "minimal")):
-        return f"QT_QPA_PLATFORM={plat} has no OpenGL, which napari needs"
-    if not plat and not environ.get("DISPLAY") and not environ.get("WAYLAND_DISPLAY"):
-        return "no display (DISPLAY and WAYLAND_DISPLAY are not set)"
-    return None
+    plats = [p.split(":")[0].strip() for p in environ.get("QT_QPA_PLATFORM", "").split(";") if p.strip()]
+    x11, wayland = bool(environ.get("DISPLAY")), bool(environ.get("WAYLAND_DISPLAY"))
+    if not plats:  # Qt picks xcb or wayland itself
+        return None if (x11 or wayland) else "no display (DISPLAY and WAYLAND_DISPLAY are not set)"
+    for plat in plats:  # Qt tries them in order: one that can work is enough
+        if plat == "xcb" and x11 or plat.startswith("wayland") and wayland or plat not in ("xcb", "offscreen", "minimal") \
+                and not plat.startswith("wayland"):
+            return None
+    if all(p in ("offscreen", "minimal") for p in plats):
+        return f"QT_QPA_PLATFORM={environ['QT_QPA_PLATFORM']} has no OpenGL, which napari needs"
+    return f"no display for QT_QPA_PLATFORM={environ['QT_QPA_PLATFORM']} (DISPLAY / WAYLAND_DISPLAY not set)"
 
 
 def run(args: argparse.Namespace) -> dict:
     """Open the GUI and block until the window is closed."""
+    if args.path is not None and not Path(args.path).exists():  # a bad file is the first thing to say
+        raise InputFileNotFoundError(f"{args.path}: file not found")
     problem = display_problem()
     if problem:
         raise MicroSegError(f"cannot open the GUI: {problem}; it needs a desktop session with a display and OpenGL "

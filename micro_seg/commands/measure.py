@@ -152,8 +152,9 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("phases", help="area fraction per class with 95%% CI and an E562 point count")
     _common(p)
-    p.add_argument("--names", metavar="a,b,c", help="class names in label order (value 0, 1, 2, ...); "
-                   "a class map with more than 64 distinct values is refused (20: warning)")
+    p.add_argument("--names", metavar="a,b,c", help="class names in label order (value 0, 1, 2, ...; default: the "
+                   "names a micro-seg label file records); a class map with more than 64 distinct values is refused "
+                   "(20: warning)")
     p.add_argument("--fields", type=_fields_arg, default="5x5", metavar="none|N|RxC",
                    help="field grid for the statistics (default 5x5)")
     p.add_argument("--points", type=int, metavar="N", help="E562 grid points per field (default from the E562 guide)")
@@ -329,8 +330,14 @@ def run_phases(args: argparse.Namespace) -> dict:
         from micro_seg.io import labels_classes
 
         stored = labels_classes(args.path)
-        if stored and labels.size and int(labels.max()) < len(stored) and len(set(stored)) == len(stored):
-            names = stored
+        if stored and labels.size:
+            values = labels if args.ignore is None else labels[labels != args.ignore]
+            top = int(values.max()) if values.size else 0
+            if top < len(stored) and len(set(stored)) == len(stored):
+                names = stored
+            else:
+                notes["warnings"].append(f"{args.path}: the file records class names {stored} but has class value "
+                                         f"{top}; the phases are numbered instead (name them with --names)")
     fields = args.fields if args.fields != "auto" else (5, 5)
     try:
         res = measure_phases(labels, pixel_size_um=_pixel_size(args, px_file), names=names, fields=fields,
