@@ -20,6 +20,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
 
 from napari_plugin._common import (
+    UM,
     JobRunner,
     analysis_array,
     box_pixel_size,
@@ -238,6 +239,8 @@ class QCWidget(Container):
                                f"units ({', '.join(physical)}): type the pixel size in 'Pixel size (µm/px)', or they "
                                "are judged in pixels or not at all.")
         self._scale = (params.pixel_size_um, params.pixel_size_um) if params.pixel_size_um else (1.0, 1.0)
+        # with the image's units too: a scaled layer without them sets off napari's "inconsistent units" warning
+        self._units = {"units": (UM, UM)} if params.pixel_size_um else {}
         self._runner.start(qc_job, params, on_done=self._show, description="QC", subject=f"'{self._image.value.name}'")
 
     def _show(self, out: dict[str, Any]) -> None:
@@ -255,7 +258,7 @@ class QCWidget(Container):
             self._viewer.layers.remove(name)
         if out["outlines"]:
             self._viewer.add_shapes(out["outlines"], shape_type="polygon", edge_color="red", face_color="transparent",
-                                    edge_width=2, name=name, scale=self._scale)
+                                    edge_width=2, name=name, scale=self._scale, **self._units)
         cam = out.get("grad_cam")
         if cam is not None:
             label = out["classification"]["class"]
@@ -263,4 +266,5 @@ class QCWidget(Container):
             if cam_name in self._viewer.layers:
                 self._viewer.layers.remove(cam_name)
             self._viewer.add_image(cam, name=cam_name, colormap="inferno", opacity=0.5, blending="additive",
-                                   scale=self._scale, metadata={"micro_seg": {"grad_cam_class": label}})
+                                   scale=self._scale, metadata={"micro_seg": {"grad_cam_class": label}},
+                                   **self._units)

@@ -58,6 +58,8 @@ def test_qc_widget_flags_big_pore_and_shows_grad_cam(make_napari_viewer, qtbot, 
     assert poly[:, 0].min() >= 59 and poly[:, 0].max() <= 100 and poly[:, 1].min() >= 39 and poly[:, 1].max() <= 46
     cam = viewer.layers["Grad-CAM"]
     assert cam.data.shape == img.shape and tuple(cam.scale) == (0.5, 0.5)
+    for added in (shapes, cam):  # scaled in micrometres like the image (napari warned of inconsistent units)
+        assert all(str(u) in ("micrometer", "um") for u in added.units), added.units
 
 
 def test_qc_widget_refuses_labels_that_do_not_cover_the_image(make_napari_viewer, qtbot, tmp_path, notes):
