@@ -206,6 +206,11 @@ class BatchWidget(Container):
         if str(rec.get("status")) != "ok":
             notify_warning(f"{rec['path']} failed in the batch: {rec.get('error')}")
             return None
+        opened = self._opened_layers(image_path, rec)
+        if opened:  # opened before, and the file is still the batch's: shown again, not added twice
+            self._viewer.layers.selection.active = opened[0]
+            self._status.value = f"{rec['path']} is open already"
+            return opened
         try:
             mg = read_micrograph(image_path)
         except (MicroSegError, OSError) as exc:
@@ -238,6 +243,26 @@ class BatchWidget(Container):
                                                      scale=kwargs.get("scale", (1, 1)), metadata=meta, **extra))
         self._status.value = f"Opened {rec['path']}"
         return added
+
+    def _opened_layers(self, image_path: Path, rec: Any) -> list:
+        """The layers an earlier :meth:`open_row` added for ``image_path`` (image first), or [] -- also when the
+        batch recorded no sha256 or the file has changed since (then it is opened again, as it is now)."""
+        from micro_seg.registry import sha256_file
+
+        recorded = rec.get("sha256")
+        def same(meta_path) -> bool:
+            try:
+                return meta_path is not None and Path(str(meta_path)).resolve() == Path(image_path).resolve()
+            except OSError:
+                return False
+
+        images = [l for l in self._viewer.layers if same(((l.metadata or {}).get("micro_seg") or {}).get("path"))]
+        if not images or not (isinstance(recorded, str) and recorded) or sha256_file(image_path) != recorded:
+            return []
+        names = {l.name for l in images}
+        labels = [l for l in self._viewer.layers if "batch_measurements" in ((l.metadata or {}).get("micro_seg") or {})
+                  and ((l.metadata or {}).get("micro_seg") or {}).get("image") in names]
+        return [images[0], *labels[:1]]
 
     def open_report(self, *_: Any):
         import webbrowser

@@ -150,3 +150,6 @@ def test_batch_row_of_an_sem_image_with_a_data_bar_measures_like_the_batch(make_
     wait_idle(qtbot, m)
     assert m.summary["n_grains"] == int(rec["n_grains"]) > 10
     assert m.summary["G_planimetric"] == pytest.approx(float(rec["G_planimetric"]), abs=1e-6)
+    n_layers = len(viewer.layers)
+    again = w.open_row(0)  # opened twice: the same layers, none added ("sem [1]", "sem labels [1]")
+    assert [l.name for l in again] == [image.name, labels.name] and len(viewer.layers) == n_layers
