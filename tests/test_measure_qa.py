@@ -715,3 +715,14 @@ def test_recorded_class_names_allow_for_the_ignored_value_and_say_when_unusable(
     code, res, err = _run(capsys, ["measure", "phases", str(path), "--json"])
     assert code == 0 and set(res["phase_fractions"]) == {"0", "1", "2"}
     assert any("records class names ['ferrite', 'pearlite'] but has class value 2" in w for w in res["warnings"])
+
+
+def test_grain_table_keeps_huge_uint64_label_values_exact():
+    """Labels near 2**60 came back as float64 (1.153e+18): the table's ids matched no label of the image."""
+    from micro_seg.measure import measure_grains
+    from micro_seg.synth import voronoi_labels
+
+    lab = voronoi_labels((64, 64), n_grains=10, seed=1).astype(np.uint64) + np.uint64(2**60)
+    table = measure_grains(lab, pixel_size_um=1.0).grains
+    assert table["label"].dtype == np.uint64
+    assert set(table["label"].tolist()) == set(np.unique(lab).tolist())

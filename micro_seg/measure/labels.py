@@ -295,8 +295,8 @@ def prepare_labels(
             counts = np.concatenate([[hist[0]], hist[original[1:]]])
     else:
         original, inverse = np.unique(labels, return_inverse=True)
-        if original[0] != 0:
-            original = np.concatenate([[0], original])
+        if original[0] != 0:  # a 0 of the values' own type: [0] (int64) with uint64 would make float64 values
+            original = np.concatenate([np.zeros(1, original.dtype), original])
             inverse = inverse + 1
         out = inverse.reshape(labels.shape).astype(np.int32)
     if counts is None or counts[0] > 0:
