@@ -260,8 +260,9 @@ def prepare_image(
 def _image_files(folder: Path) -> list[Path]:
     from micro_seg.io import SUPPORTED_EXTENSIONS
 
+    # hidden files and everything under hidden folders (.thumbs, .ipynb_checkpoints) are not training images
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
-                  and not p.name.startswith("."))
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def load_class_folders(
@@ -444,17 +445,22 @@ def auroc(scores_negative: Sequence[float], scores_positive: Sequence[float]) ->
 
 
 def apply_decision(probs: np.ndarray, positive: int, threshold: float) -> np.ndarray:
-    """Predicted class indices: ``positive`` when its probability >= ``threshold``, else the best other class.
+    """Predicted class indices: ``positive`` when its probability >= ``threshold`` or it is the most probable
+    class anyway (a recall rule for a class that must not be missed is never stricter than plain argmax), else
+    the best other class.
 
     Examples
     --------
     >>> apply_decision(np.array([[0.3, 0.7], [0.6, 0.4]]), 0, 0.25).tolist()
     [0, 0]
+    >>> apply_decision(np.array([[0.4966, 0.5034]]), 1, 0.50336).tolist()  # a threshold above 0.5: argmax still
+    [1]
     """
     probs = np.asarray(probs, dtype=np.float64)
     others = probs.copy()
     others[:, positive] = -1.0
-    return np.where(probs[:, positive] >= threshold, positive, others.argmax(1))
+    flagged = (probs[:, positive] >= threshold) | (probs.argmax(1) == positive)
+    return np.where(flagged, positive, others.argmax(1))
 
 
 def choose_recall_threshold(probs: np.ndarray, truth: np.ndarray, positive: int, *,
@@ -475,7 +481,8 @@ def choose_recall_threshold(probs: np.ndarray, truth: np.ndarray, positive: int,
     truth = np.asarray(truth)
     pos = probs[truth == positive, positive]
     if pos.size == 0:
-        raise TrainingDataError(f"no validation images of the positive class {positive} to choose a threshold")
+        raise TrainingDataError(f"no validation images of the positive class (index {positive}) to choose a "
+                                "threshold: give that class more images or a larger --val-fraction")
     candidates = np.sort(np.unique(pos))[::-1]
     threshold = float(candidates[-1])
     for t in candidates:

@@ -105,7 +105,7 @@ def qc_job(params: QCParams, cancel) -> dict[str, Any]:
         if cancel.is_set():
             raise CancelledError("QC cancelled")
         yield {"fraction": 0.65, "message": "explaining (Grad-CAM)"}
-        cam = grad_cam(params.image, model)
+        cam = grad_cam(params.image, model, target_class=classification.get("class"))  # the class shown
         if cancel.is_set():
             raise CancelledError("QC cancelled")
     yield {"fraction": 0.8, "message": "judging"}

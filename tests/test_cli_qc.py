@@ -175,3 +175,38 @@ def test_spec_rules_a_model_can_measure_are_accepted(tmp_path, capsys, images):
     assert code == 0, err
     (row,) = out["results"]
     assert row["measurements"]["defects"]["count"] >= 0 and row["verdict"] == "pass"
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--batch-size", "1", "--batch-size 1: must be at least 2"),  # trained nothing, reported success
+    ("--lr", "-1", "--lr -1.0: must be a positive number"),  # an internal error, exit 1
+    ("--lr", "nan", "--lr nan: must be a positive number"),
+    ("--threads", "-2", "--threads -2: must be at least 1"),
+    ("--max-minutes", "-1", "--max-minutes -1.0: must be a positive number"),
+    ("--classes", "disks,disks", "['disks'] given more than once"),  # refused only after training
+])
+def test_train_classifier_refuses_unusable_options_before_reading_images(tmp_path, capsys, option, value, says):
+    data = tmp_path / "data"
+    (data / "disks").mkdir(parents=True)
+    code, out, err = run_json(capsys, ["train-classifier", str(data), "--out", str(tmp_path / "m"), option, value,
+                                       "--json"])
+    assert code == 2 and out is None and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_classifier_training_skips_hidden_folders_and_grad_cam_names_never_collide(tmp_path, capsys):
+    from micro_seg.classifier import load_class_folders
+
+    data = tmp_path / "data"
+    for kind in ("grains", "disks"):
+        (data / kind / ".thumbs").mkdir(parents=True)
+        Image.fromarray(synthetic(kind, 1)).save(data / kind / "a.png")
+        Image.fromarray(synthetic(kind, 2)).save(data / kind / ".thumbs" / "b.png")  # not a training image
+    paths, labels, classes = load_class_folders(data)
+    assert len(paths) == 2 and not any(".thumbs" in str(p) for p in paths)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    Image.fromarray(synthetic("disks", 3)).save(tmp_path / "x" / "s.png")
+    Image.fromarray(synthetic("grains", 3)).save(tmp_path / "y" / "s.png")
+    code, out, err = run_json(capsys, ["classify", str(tmp_path / "x" / "s.png"), str(tmp_path / "y" / "s.png"),
+                                       "--model", "no-such-model", "--grad-cam", str(tmp_path / "cams")])
+    assert code == 2 and "same name stem 's'" in err

@@ -41,13 +41,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Classify each image; one image -> flat dict, several -> ``{"results": [...]}``."""
     from micro_seg.classifier import classify_batch, grad_cam, load_classifier
     from micro_seg.io import check_output_folder
-    from micro_seg.errors import InputFileNotFoundError
+    from micro_seg.errors import InputFileNotFoundError, OutputPathError
     from micro_seg.io import read_micrograph
 
     for path in args.images:
         if not Path(path).is_file():
             raise InputFileNotFoundError(f"{path}: image file not found")
     check_output_folder(args.grad_cam, "--grad-cam")
+    if args.grad_cam:  # one heat map per image: two inputs must not share <stem>_gradcam.tif
+        seen: dict[str, str] = {}
+        for path in args.images:
+            stem = Path(path).stem
+            if stem in seen and Path(seen[stem]).resolve() != Path(path).resolve():
+                raise OutputPathError(f"{path}: its Grad-CAM map would replace that of {seen[stem]} (same name stem "
+                                      f"{stem!r}); classify them with different --grad-cam folders")
+            seen[stem] = str(path)
     model = load_classifier(args.model)
     micrographs = [read_micrograph(p) for p in args.images]
     results = classify_batch(micrographs, model)
@@ -59,8 +67,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = Path(args.grad_cam)
             out.mkdir(parents=True, exist_ok=True)
             cam_path = out / f"{Path(path).stem}_gradcam.tif"
-            tifffile.imwrite(cam_path, grad_cam(m, model))
+            # the class reported (after flip averaging and the card's decision rule), not the raw argmax
+            tifffile.imwrite(cam_path, grad_cam(m, model, target_class=r["class"]))
             r["grad_cam"] = str(cam_path)
+            r["grad_cam_class"] = r["class"]
     if len(results) == 1:
         return {"path": results[0].pop("path"), **results[0]}
     return {"results": results}

@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 from typing import Any
 
@@ -78,12 +79,41 @@ def _progress(update: dict) -> None:
         print(f"time limit reached after epoch {update['epoch']}", file=sys.stderr, flush=True)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse, before any image is read, options that would fail at the end or train nothing, naming the option."""
+    import math
+
+    from micro_seg.errors import TrainingDataError
+    from micro_seg.registry import class_names_problem
+
+    if args.batch_size < 2:  # batch norm skips batches of one image: nothing would be learned
+        raise TrainingDataError(f"--batch-size {args.batch_size}: must be at least 2 (batch normalisation needs two "
+                                "images per step)")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise TrainingDataError(f"--lr {args.lr}: must be a positive number")
+    if args.threads is not None and args.threads < 1:
+        raise TrainingDataError(f"--threads {args.threads}: must be at least 1")
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
+        raise TrainingDataError(f"--max-minutes {args.max_minutes}: must be a positive number of minutes")
+    if args.classes:
+        names = [c.strip() for c in args.classes.split(",") if c.strip()]
+        problem = class_names_problem(names)
+        if problem:
+            raise TrainingDataError(f"--classes {args.classes}: {problem}")
+        nested = [c for c in names if "/" in c or "\\" in c or c in (".", "..")]
+        if nested:
+            raise TrainingDataError(f"--classes: {nested} are not sub-folder names of {args.data_dir}")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train and save; return the validation summary."""
     from micro_seg.classifier import ClassifierConfig, train_classifier
     from micro_seg.io import check_output_folder
 
     check_output_folder(args.out, "--out")
+    _check_options(args)
+    if (Path(args.out) / "card.yaml").is_file():  # as `micro-seg train` says it
+        print(f"note: {args.out} already holds a model; training replaces it when it ends", file=sys.stderr, flush=True)
     config = ClassifierConfig(
         arch=args.arch, input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed, max_minutes=args.max_minutes, balanced=args.balanced,
