@@ -210,3 +210,25 @@ def test_classifier_training_skips_hidden_folders_and_grad_cam_names_never_colli
     code, out, err = run_json(capsys, ["classify", str(tmp_path / "x" / "s.png"), str(tmp_path / "y" / "s.png"),
                                        "--model", "no-such-model", "--grad-cam", str(tmp_path / "cams")])
     assert code == 2 and "same name stem 's'" in err
+
+
+def test_qc_of_a_batch_table_runs_the_classifier_on_the_images_it_finds(tmp_path, capsys):
+    """`qc BATCH_OUT --images-dir DIR --model CLASSIFIER` said 'no classifier result was given (use --model)'."""
+    from micro_seg.classifier import build_classifier
+    from micro_seg.registry import ModelCard, save_model
+
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny-clf", task="classification", arch="mscls-s", in_channels=1, classes=["good", "bad"],
+                     tile_size=32, extra={"input_size": 32, "ood": {"threshold": 1e9}})
+    clf = save_model(tmp_path / "clf", build_classifier("mscls-s", in_channels=1, num_classes=2), card)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(synthetic("disks", 5)).save(tmp_path / "in" / "a.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "images.csv").write_text("path,status,error\na.png,ok,\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("classifier:\n  forbidden_classes: [good, bad]\n")  # whatever it says: fail
+    code, out, err = run_json(capsys, ["qc", str(tmp_path / "out"), "--spec", str(spec), "--model", str(clf),
+                                       "--images-dir", str(tmp_path / "in"), "--json"])
+    assert code == 0, err
+    (r,) = out["results"]
+    assert r["verdict"] == "fail" and r["classification"]["class"] in ("good", "bad")

@@ -125,7 +125,8 @@ def _table_path(inp: Path) -> Path | None:
     return None
 
 
-def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = None) -> list[dict[str, Any]]:
+def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = None,
+             classifier: Any = None) -> list[dict[str, Any]]:
     """Judge every row of a batch ``images.csv`` (failed rows get verdict ``fail``), or of its
     ``specimens.csv`` (each result then names its ``specimen``).
 
@@ -175,8 +176,14 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
                 except MicroSegError as exc:
                     image, why = None, f"image not readable: {exc}"
                 break
-        result = evaluate(image, spec, measurements=row, pixel_size_um=px, no_pixels=why)
-        out.append({"path": rel, **who, **result.as_dict(), "pixel_size_um": px})
+        classification = None
+        if classifier is not None and image is not None:  # the image is here: its classifier rules can run too
+            from micro_seg.classifier import classify
+
+            classification = classify(image, classifier)
+        result = evaluate(image, spec, measurements=row, pixel_size_um=px, no_pixels=why, classification=classification)
+        out.append({"path": rel, **who, **result.as_dict(), "pixel_size_um": px,
+                    **({"classification": classification} if classification is not None else {})})
     return out
 
 
@@ -215,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for inp in args.inputs:
         table = _table_path(Path(inp))
         if table is not None:
-            results += qc_table(table, spec, image_root=args.images_dir)
+            results += qc_table(table, spec, image_root=args.images_dir, classifier=classifier)
         else:
             results.append(qc_image(inp, spec, segmenter=segmenter, classifier=classifier, pixel_size_um=args.pixel_size))
     counts = {v: sum(r["verdict"] == v for r in results) for v in ("pass", "review", "fail")}
