@@ -877,8 +877,8 @@ def test_measure_follows_a_recalibration_made_in_the_segment_widget(make_napari_
     assert meas.summary["pixel_size_um"] == pytest.approx(0.3)
 
 
-def test_switching_the_measured_layer_clears_the_previous_results(make_napari_viewer, qtbot, tmp_path, notes):
-    """After measuring A and picking B, A's numbers stayed on screen and Export CSV wrote them for B."""
+def _measure_a_with_b_waiting(make_napari_viewer):
+    """A Measure widget measuring grain layer A (started, not waited for), and another grain layer B."""
     from micro_seg.synth import voronoi_labels
     from napari_plugin._measure import MeasureWidget
 
@@ -888,6 +888,12 @@ def test_switching_the_measured_layer_clears_the_previous_results(make_napari_vi
     w = MeasureWidget(viewer)
     w._labels.value = a
     w.run()
+    return w, b
+
+
+def test_switching_the_measured_layer_clears_the_previous_results(make_napari_viewer, qtbot, tmp_path, notes):
+    """After measuring A and picking B, A's numbers stayed on screen and Export CSV wrote them for B."""
+    w, b = _measure_a_with_b_waiting(make_napari_viewer)
     wait_idle(qtbot, w)
     assert w.summary is not None and w.table_view.model().rowCount() > 0
     w._labels.value = b
@@ -909,15 +915,7 @@ def test_saving_a_float_image_with_nan_again_updates_its_pair(tmp_path):
 
 
 def test_a_measurement_finishing_after_another_layer_was_picked_is_not_shown(make_napari_viewer, qtbot, notes):
-    from micro_seg.synth import voronoi_labels
-    from napari_plugin._measure import MeasureWidget
-
-    viewer = make_napari_viewer()
-    a = viewer.add_labels(voronoi_labels((96, 96), n_grains=20, seed=1), name="A")
-    b = viewer.add_labels(voronoi_labels((96, 96), n_grains=40, seed=2), name="B")
-    w = MeasureWidget(viewer)
-    w._labels.value = a
-    w.run()
+    w, b = _measure_a_with_b_waiting(make_napari_viewer)
     w._labels.value = b  # before the worker's result reaches the GUI thread
     wait_idle(qtbot, w)
     assert w.summary is None and w._measured_layer is None
