@@ -857,7 +857,8 @@ def iter_train_classifier(
     metrics = classification_metrics(val_pred, y_val, names)
     eps = 1e-12
     metrics.update({
-        "validation_data": f"{len(val_idx)} images held out per class ({config.val_fraction:.0%}, seed {config.seed}) of {Path(data_dir).name}",
+        "validation_data": (f"{len(val_idx)} images held out ({config.val_fraction:.0%} of each class, seed "
+                            f"{config.seed}) of {Path(data_dir).name}"),
         "ece_before_calibration": expected_calibration_error(p_before, y_val),
         "ece_after_calibration": expected_calibration_error(p_after, y_val),
         "nll_before_calibration": float(-np.log(p_before[np.arange(len(y_val)), y_val] + eps).mean()),

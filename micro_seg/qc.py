@@ -54,6 +54,8 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -520,6 +522,10 @@ def load_spec(path: str | os.PathLike) -> QCSpec:
         except yaml.YAMLError as exc:
             raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     spec = parse_spec(data, source=str(path))
+    model = spec.classifier_model
+    if model and not Path(model).expanduser().is_absolute() and (path.parent / model / "card.yaml").is_file():
+        # a model folder named relative to the spec is found from any working directory
+        spec = dataclasses.replace(spec, classifier_model=str(path.parent / model))
     _check_fraction_limits(spec, str(path))
     _check_negative_limits(spec, str(path))
     if not spec.has_checks:

@@ -232,3 +232,30 @@ def test_qc_of_a_batch_table_runs_the_classifier_on_the_images_it_finds(tmp_path
     assert code == 0, err
     (r,) = out["results"]
     assert r["verdict"] == "fail" and r["classification"]["class"] in ("good", "bad")
+
+
+def test_a_specs_classifier_folder_is_found_relative_to_the_spec_and_two_classifiers_are_said(tmp_path, capsys,
+                                                                                              monkeypatch):
+    """classifier: {model: clf} worked only from the spec's folder ('unknown model' elsewhere); --model A
+    --classifier B used B without a word."""
+    from micro_seg.classifier import build_classifier
+    from micro_seg.qc import load_spec
+    from micro_seg.registry import ModelCard, save_model
+
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny-clf", task="classification", arch="mscls-s", in_channels=1, classes=["good", "bad"],
+                     tile_size=32, extra={"input_size": 32, "ood": {"threshold": 1e9}})
+    save_model(tmp_path / "specs" / "clf", build_classifier("mscls-s", in_channels=1, num_classes=2), card)
+    spec = tmp_path / "specs" / "spec.yaml"
+    spec.write_text("classifier:\n  model: clf\n  forbidden_classes: [good, bad]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_spec(spec).classifier_model == str(tmp_path / "specs" / "clf")
+    Image.fromarray(synthetic("disks", 5)).save(elsewhere / "a.png")
+    code, out, err = run_json(capsys, ["qc", "a.png", "--spec", str(spec), "--json"])
+    assert code == 0 and out["results"][0]["verdict"] == "fail", err
+    clf = str(tmp_path / "specs" / "clf")
+    code, out, err = run_json(capsys, ["qc", "a.png", "--spec", str(spec), "--model", clf, "--classifier", clf,
+                                       "--json"])
+    assert code == 0 and "--classifier" in err and "is the one used" in err

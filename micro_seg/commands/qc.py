@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             segmenter = load_model(args.model)
     if any(_table_path(Path(inp)) is None for inp in args.inputs):
         _check_measurable(spec, segmenter, classifier, args.model)
+    if classifier is not None and args.classifier:  # two classifiers given: say which one judges
+        print(f"warning: --model {args.model} is a classifier too; --classifier {args.classifier} is the one used",
+              file=sys.stderr)
     clf_name = args.classifier or (spec.classifier_model if classifier is None else None)
     if clf_name:
         classifier = load_classifier(clf_name)
