@@ -333,6 +333,30 @@ def stratified_split(labels: np.ndarray, val_fraction: float, *, seed: int) -> t
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64)
 
 
+def _split_warnings(paths: Sequence[Path], labels: np.ndarray, names: Sequence[str], train_idx: np.ndarray,
+                    val_idx: np.ndarray) -> list[str]:
+    """What makes the validation figures (accuracy, temperature, OOD threshold) less than they seem: a class with
+    no validation image drops out of them, and a byte-identical copy of a training image in validation is no
+    held-out image."""
+    out = []
+    absent = [names[c] for c in range(len(names)) if not np.any(labels[val_idx] == c)]
+    if absent:
+        out.append(f"class(es) {', '.join(absent)} have no validation image (too few images): they are missing from "
+                   "the validation metrics")
+    import hashlib
+
+    def digest(p: Path) -> str:
+        return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+    train_hashes = {digest(paths[i]): paths[i] for i in train_idx}
+    copies = [(paths[i], train_hashes[h]) for i in val_idx if (h := digest(paths[i])) in train_hashes]
+    if copies:
+        v, t = copies[0]
+        out.append(f"{len(copies)} validation image(s) are byte-identical copies of training images (e.g. {v} = {t}): "
+                   "the validation accuracy, calibration and OOD threshold are optimistic; remove the copies")
+    return out
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -771,7 +795,9 @@ def iter_train_classifier(
     if len(val_idx) == 0:
         raise TrainingDataError(f"{data_dir}: no validation images (val_fraction={config.val_fraction}); "
                                 "calibration and the OOD threshold need a validation split")
-    yield {"stage": "split", "train": len(train_idx), "val": len(val_idx), "seconds": time.perf_counter() - t0}
+    split_warnings = _split_warnings(paths, labels, names, train_idx, val_idx)
+    yield {"stage": "split", "train": len(train_idx), "val": len(val_idx), "seconds": time.perf_counter() - t0,
+           "warnings": split_warnings}
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -857,6 +883,7 @@ def iter_train_classifier(
     metrics = classification_metrics(val_pred, y_val, names)
     eps = 1e-12
     metrics.update({
+        "warnings": split_warnings,
         "validation_data": (f"{len(val_idx)} images held out ({config.val_fraction:.0%} of each class, seed "
                             f"{config.seed}) of {Path(data_dir).name}"),
         "ece_before_calibration": expected_calibration_error(p_before, y_val),

@@ -259,3 +259,30 @@ def test_a_specs_classifier_folder_is_found_relative_to_the_spec_and_two_classif
     code, out, err = run_json(capsys, ["qc", "a.png", "--spec", str(spec), "--model", clf, "--classifier", clf,
                                        "--json"])
     assert code == 0 and "--classifier" in err and "is the one used" in err
+
+
+def test_train_classifier_warns_about_copies_across_the_split_and_classes_without_validation(tmp_path, capsys):
+    """Byte-identical copies in training and validation made the validation figures (and the OOD threshold)
+    optimistic in silence; a class with one image dropped out of the metrics in silence."""
+    data = tmp_path / "data"
+    for kind, n in (("grains", 6), ("disks", 1)):
+        (data / kind / "backup").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(synthetic(kind, i)).save(data / kind / f"{i}.png")
+            Image.fromarray(synthetic(kind, i)).save(data / kind / "backup" / f"{i}.png")  # the same bytes
+    code, out, err = run_json(capsys, ["train-classifier", str(data), "--out", str(tmp_path / "m"), "--input-size", "32",
+                                       "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.5", "--threads", "1",
+                                       "--quiet", "--json"])
+    assert code == 0, err
+    assert any("byte-identical copies of training images" in w for w in out["warnings"]), out["warnings"]
+    one = tmp_path / "one"
+    for kind, n in (("grains", 6), ("disks", 1)):  # one disk image: it trains, none is left to validate it
+        (one / kind).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(synthetic(kind, 10 + i)).save(one / kind / f"{i}.png")
+    code, out, err = run_json(capsys, ["train-classifier", str(one), "--out", str(tmp_path / "m2"), "--input-size",
+                                       "32", "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.5",
+                                       "--threads", "1", "--quiet", "--json"])
+    assert code == 0, err
+    assert any("class(es) disks have no validation image" in w for w in out["warnings"]), out["warnings"]
+    assert not any("byte-identical" in w for w in out["warnings"])

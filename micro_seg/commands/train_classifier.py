@@ -75,6 +75,8 @@ def _progress(update: dict) -> None:
               f"val accuracy {update['val_accuracy']:.4f}, {update['seconds']:.0f} s", file=sys.stderr, flush=True)
     elif stage == "split":
         print(f"{update['train']} training / {update['val']} validation images", file=sys.stderr, flush=True)
+        for warning in update.get("warnings") or ():
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     elif stage == "time_limit":
         print(f"time limit reached after epoch {update['epoch']}", file=sys.stderr, flush=True)
 
@@ -140,4 +142,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "epochs_run": m["epochs_run"],
         "seconds": m["train_seconds"],
         "sha256": result.card.weights_sha256,
+        "warnings": list(m.get("warnings") or []),
     }
