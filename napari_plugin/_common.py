@@ -81,11 +81,6 @@ def layer_pixel_size_um(layer) -> float | None:
     return scale_pixel_size_um(layer.scale, getattr(layer, "units", ()))
 
 
-#: Length units napari layers may carry (pint names and abbreviations), in micrometres.
-_UNIT_UM = {"micrometer": 1.0, "micron": 1.0, "um": 1.0, "µm": 1.0, "μm": 1.0, "nanometer": 1e-3, "nm": 1e-3,
-            "millimeter": 1e3, "mm": 1e3, "angstrom": 1e-4, "centimeter": 1e4, "cm": 1e4, "meter": 1e6, "m": 1e6}
-
-
 def scale_pixel_size_um(scale, units) -> float | None:
     """Pixel size (um) of a layer's last two ``scale`` entries in its ``units``: a square pixel in a length unit
     (micrometre, nanometre, millimetre...), also exactly 1 um; ``None`` for a unit-less scale (napari's
@@ -96,16 +91,15 @@ def scale_pixel_size_um(scale, units) -> float | None:
     >>> scale_pixel_size_um((0.5, 0.5), ("pixel", "pixel")), scale_pixel_size_um((0.5, 0.25), ("um", "um"))
     (None, None)
     """
+    from micro_seg.io_calibration import to_micrometres  # the engine's table of length units
+
     try:
         sy, sx = (float(v) for v in tuple(scale)[-2:])
         uy, ux = (str(u) for u in tuple(units)[-2:])
     except (TypeError, ValueError):
         return None
-    fy, fx = _UNIT_UM.get(uy), _UNIT_UM.get(ux)
-    if fy is None or fx is None:
-        return None
-    py, px = sy * fy, sx * fx
-    if not (px > 0 and math.isfinite(px)) or abs(py - px) > 1e-9 * px:
+    py, px = to_micrometres(sy, uy), to_micrometres(sx, ux)
+    if py is None or px is None or not (px > 0 and math.isfinite(px)) or abs(py - px) > 1e-9 * px:
         return None
     return px
 
