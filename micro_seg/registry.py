@@ -508,7 +508,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     if os.sep in text or (os.altsep and os.altsep in text):
         raise ModelError(f"{path}: model folder does not exist")
     # by card name in priority order, as `micro-seg models list` shows them: the first copy whose weights pass
-    # their sha256 check (a broken copy does not hide a working one); a folder name only if no card has the name
+    # their sha256 check (a broken copy does not hide a working one; with one copy, loading checks it anyway, so
+    # it is not hashed twice); a folder name only if no card has the name
     folders = _model_folders(model_search_dirs())
     named = []
     for folder in folders:
@@ -518,13 +519,13 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
             continue
         if card.name == text:
             named.append((folder, card))
-    for folder, card in named:
+    for folder, card in (named if len(named) > 1 else ()):
         try:
             check_weights_file(folder, card)
         except ModelError:
             continue
         return folder
-    if named:  # every copy is broken: loading it says why
+    if named:  # one copy, or every copy is broken: loading it says why
         return named[0][0]
     for folder in folders:
         if folder.name == text:
