@@ -60,7 +60,7 @@ from scipy import ndimage as ndi
 
 from micro_seg.errors import InvalidImageError
 from micro_seg.measure._units import NO_SCALE_WARNING, as_input_array, check_pixel_size
-from micro_seg.measure.labels import whole_float_labels
+from micro_seg.measure.labels import exact_float_labels
 from micro_seg.measure.intercept import line_intercepts
 from micro_seg.measure.stats import check_field_size, field_grid, field_statistics
 
@@ -162,7 +162,7 @@ def _objects(mask: np.ndarray, what: str, connectivity: int) -> tuple[np.ndarray
         if not (np.issubdtype(mask.dtype, np.floating) and np.all(np.isfinite(mask)) and np.all(mask == np.round(mask))):
             msg = f"{what}: dtype {mask.dtype} is neither a binary mask nor integer labels"
             raise InvalidImageError(msg)
-        mask = whole_float_labels(mask, what)  # refuses values the float type cannot hold apart
+        mask = exact_float_labels(mask, what)  # refuses values the float type cannot hold apart
     if mask.dtype != bool and mask.min() < 0:
         msg = f"{what}: negative value {int(mask.min())} in a mask / label image"
         raise InvalidImageError(msg)

@@ -218,6 +218,12 @@ def whole_float_labels(labels: np.ndarray, what: str, stored_as: np.dtype | None
     """
     if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
         raise InvalidImageError(f"{what}: floating-point image with values that are not whole numbers is not a label image")
+    return exact_float_labels(labels, what, stored_as)
+
+
+def exact_float_labels(labels: np.ndarray, what: str, stored_as: np.dtype | None = None) -> np.ndarray:
+    """:func:`whole_float_labels` for values already known to be finite whole numbers: the exactness check and
+    the cast only."""
     fdtype = np.dtype(stored_as or labels.dtype)
     exact = 2 ** (np.finfo(fdtype).nmant + 1)
     top = float(np.abs(labels).max()) if labels.size else 0.0

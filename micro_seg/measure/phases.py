@@ -35,7 +35,7 @@ import pandas as pd
 
 from micro_seg.errors import InvalidImageError
 from micro_seg.measure._units import as_input_array, check_pixel_size
-from micro_seg.measure.labels import label_counts, whole_float_labels
+from micro_seg.measure.labels import exact_float_labels, label_counts
 from micro_seg.measure.stats import check_field_size, field_grid, field_statistics
 
 __all__ = ["PhaseMeasurement", "measure_phases", "e562_points_per_field", "combine_phase_fields"]
@@ -104,7 +104,7 @@ def _class_image(classes: np.ndarray, what: str) -> np.ndarray:
         if np.issubdtype(classes.dtype, np.floating) and np.all(np.isfinite(classes)) and np.all(classes == np.round(classes)):
             if classes.max() > MAX_CLASS_VALUE:  # checked before the cast, which would wrap huge values
                 raise _too_large(int(classes.max()), what)
-            return whole_float_labels(classes, what)  # refuses values the float type cannot hold apart
+            return exact_float_labels(classes, what)  # refuses values the float type cannot hold apart
         msg = f"{what}: dtype {classes.dtype} is not an integer class label image"
         raise InvalidImageError(msg)
     if classes.min() < 0:
