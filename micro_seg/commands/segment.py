@@ -217,12 +217,13 @@ def write_probabilities(path: Path, probabilities, *, classes: list[str], pixel_
     return path
 
 
-def _refuse_foreign_labels(labels_path: Path, image: str, labels_source) -> list[str]:
+def _refuse_foreign_labels(labels_path: Path, image: str) -> list[str]:
     """Refuse to replace a ``<stem>_labels.tif`` that segment did not write for this image: labels that record no
     source image (hand-traced ground truth named the way ``train`` pairs labels, annotations, another tool's) or
     another existing image's labels (same name stem).  Labels whose recorded image no longer exists (a moved
     project) are replaced, with the warning returned."""
     from micro_seg.errors import OutputPathError
+    from micro_seg.io import labels_source
 
     if not labels_path.exists() and not labels_path.is_symlink():
         return []
@@ -244,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
     from micro_seg.errors import MicroSegError
-    from micro_seg.io import labels_source, write_labels
+    from micro_seg.io import write_labels
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -254,7 +255,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise MicroSegError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
     stem = Path(args.image).stem + (f"_p{args.page}" if args.page else "")  # pages of one file never collide
     labels_path = out / f"{stem}_labels.tif"
-    replaced = _refuse_foreign_labels(labels_path, args.image, labels_source)  # before the work: never lost
+    replaced = _refuse_foreign_labels(labels_path, args.image)  # before the work: never lost
     micrograph, seg = segment_file(args, keep_probabilities=args.probabilities)
     card, px = seg.card, micrograph.pixel_size_um
     write_labels(labels_path, seg.labels, pixel_size_um=px, classes=None if card.task == "grains" else card.classes,
