@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
 
-from napari_plugin._common import JobRunner, notify_error, notify_info, notify_warning
+from napari_plugin._common import JobRunner, notify_error, notify_info, notify_warning, pad_to_full
+from napari_plugin._layers import ms_meta
 from napari_plugin._table import DataFrameView
 from napari_plugin._train import model_choices, model_events
 
@@ -233,7 +233,7 @@ class BatchWidget(Container):
                 if mg.databar_rows and labels.shape[0] == mg.shape[0] - mg.databar_rows:
                     # the batch's labels cover the part above the data bar: padded to the image's height, as the
                     # Segment widget's are, so that Measure (which drops databar_rows) removes the bar only once
-                    labels = np.concatenate([labels, np.zeros((mg.databar_rows, *labels.shape[1:]), labels.dtype)])
+                    labels = pad_to_full(labels, mg.shape[0])
                 meas = {k: (None if v != v else v) for k, v in rec.items()}  # NaN -> None
                 model_kind = "grains" if "n_grains" in rec and rec.get("n_grains") == rec.get("n_grains") else "classes"
                 meta = {"micro_seg": {"kind": model_kind, "image": kwargs["name"], "pixel_size_um": px or mg.pixel_size_um,
@@ -256,12 +256,12 @@ class BatchWidget(Container):
             except OSError:
                 return False
 
-        images = [l for l in self._viewer.layers if same(((l.metadata or {}).get("micro_seg") or {}).get("path"))]
+        images = [l for l in self._viewer.layers if same(ms_meta(l).get("path"))]
         if not images or not (isinstance(recorded, str) and recorded) or sha256_file(image_path) != recorded:
             return []
         names = {l.name for l in images}
-        labels = [l for l in self._viewer.layers if "batch_measurements" in ((l.metadata or {}).get("micro_seg") or {})
-                  and ((l.metadata or {}).get("micro_seg") or {}).get("image") in names]
+        labels = [l for l in self._viewer.layers
+                  if "batch_measurements" in ms_meta(l) and ms_meta(l).get("image") in names]
         return [images[0], *labels[:1]]
 
     def open_report(self, *_: Any):
