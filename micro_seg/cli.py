@@ -19,9 +19,7 @@ Examples
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import io
 import json
 import math
 import os
@@ -74,33 +72,38 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def _print_human(result: dict, indent: str = "") -> None:
+def _print_human(result: dict) -> None:
     """YAML-like lines: nested mappings indented, a list of mappings (qc's results, reasons) one '-' item each.
 
-    >>> _print_human({"counts": {"pass": 1}, "results": [{"path": "a.tif", "reasons": [{"check": "blur"}]}]})
+    >>> _print_human({"counts": {"pass": 1}, "results": [{"path": "a.tif", "reasons": [{"check": "blur"}]}, {}]})
     counts:
       pass: 1
     results:
       - path: a.tif
         reasons:
           - check: blur
+      - {}
     """
+    for line in _human_lines(result, ""):
+        print(line)
+
+
+def _human_lines(result: dict, indent: str) -> list[str]:
+    lines = []
     for key, value in result.items():
         if isinstance(value, dict):
-            print(f"{indent}{key}:")
-            _print_human(value, indent + "  ")
+            lines += [f"{indent}{key}:", *_human_lines(value, indent + "  ")]
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            print(f"{indent}{key}:")
+            lines.append(f"{indent}{key}:")
             for item in value:
-                lines = io.StringIO()
-                with contextlib.redirect_stdout(lines):
-                    _print_human(item, indent + "    ")
-                text = lines.getvalue()
-                print(f"{indent}  - " + text[len(indent) + 4:] if text else f"{indent}  - {{}}", end="" if text else "\n")
+                item_lines = _human_lines(item, indent + "    ") or [indent + "    {}"]
+                # the item's first line carries the dash in place of its indentation
+                lines += [f"{indent}  - {item_lines[0][len(indent) + 4:]}", *item_lines[1:]]
         elif isinstance(value, float):
-            print(f"{indent}{key}: {value:.6g}")
+            lines.append(f"{indent}{key}: {value:.6g}")
         else:
-            print(f"{indent}{key}: {value}")
+            lines.append(f"{indent}{key}: {value}")
+    return lines
 
 
 def _command_modules() -> list[str]:
