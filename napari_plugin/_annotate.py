@@ -183,7 +183,7 @@ def _superpixel_job(params: SuperpixelParams, cancel):
     rgb = data.ndim == 3
     rows, cols = data.shape[:2]
     step = max(1, (rows * cols) // 4_000_000)  # grey levels for the contrast stretch from about 4 MP
-    sample = np.asarray(data[::step, ::] if step > 1 else data, dtype=np.float32)
+    sample = np.asarray(data[::step], dtype=np.float32)
     lo, hi = np.percentile(sample[..., :3] if rgb else sample, (0.5, 99.5))
     out = np.zeros((rows, cols), np.int32)
     tiles = [(r, c) for r in range(0, rows, SUPERPIXEL_TILE) for c in range(0, cols, SUPERPIXEL_TILE)]

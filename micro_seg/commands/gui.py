@@ -56,10 +56,10 @@ def open_viewer(path: str | None = None, *, pixel_size_um: float | None = None, 
         micrograph = read_micrograph(path, pixel_size_um=pixel_size_um)  # bad files: exit 2 before a window opens
     try:
         viewer = napari.Viewer(title="micro-seg", show=show)
-    except Exception as exc:  # no display, or no OpenGL (Qt's offscreen platform): a user's setup, not a bug
+    except Exception as exc:  # most often the display or OpenGL (run() checks the usual cases first)
         raise MicroSegError(
-            f"cannot open the napari window ({type(exc).__name__}: {exc}): the GUI needs a desktop session with a "
-            "display and OpenGL; on a server without one, run it under a virtual display (xvfb-run -a micro-seg gui)"
+            f"cannot open the napari window ({type(exc).__name__}: {exc}); if this machine has no display or no "
+            "OpenGL, run it under a virtual display (xvfb-run -a micro-seg gui)"
         ) from None
     if micrograph is not None:
         data, kwargs, _ = micrograph_layer_data(micrograph)
