@@ -68,6 +68,7 @@ from micro_seg import __version__
 from micro_seg.batch_worker import (BatchConfig, ImageResult, _load_model, atomic_path, check_segment_options, init_worker,
                                     safe_process, sha256_file)
 from micro_seg.errors import CancelledError, InputFileNotFoundError, MicroSegError, SpecError
+from micro_seg.interrupts import deferred_interrupts
 from micro_seg.specimens import parse_group_by, specimen_of, specimen_table
 from micro_seg.store import ResultsStore, utc_now
 
@@ -783,8 +784,9 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
 
         def record(f: InputFile, r: ImageResult) -> None:
             nonlocal done
-            _record_result(store, f, r, run_id=run_id, specimen=specimens.get(f.relpath), common=common)
-            done += 1
+            with deferred_interrupts():  # a stop after the row's COMMIT still counts it (n_processed = rows)
+                _record_result(store, f, r, run_id=run_id, specimen=specimens.get(f.relpath), common=common)
+                done += 1
             if progress is not None:
                 progress(done, total, f.relpath, r.status)
 

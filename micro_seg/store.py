@@ -45,6 +45,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from micro_seg.interrupts import deferred_interrupts
+
 __all__ = ["ResultsStore", "SCHEMA_VERSION", "utc_now"]
 
 SCHEMA_VERSION = 1
@@ -288,14 +290,16 @@ class ResultsStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
-        self._con.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._con
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        self._con.execute("COMMIT")
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception); a Ctrl-C / SIGTERM arriving
+        meanwhile takes effect after the ``COMMIT`` or ``ROLLBACK``, never between ``BEGIN`` and the ``try``."""
+        with deferred_interrupts():
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._con
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
 
     def schema_version(self) -> int:
         row = self._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
