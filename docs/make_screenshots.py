@@ -4,7 +4,7 @@ Run under a display (``xvfb-run -a python docs/make_screenshots.py``); writes
 ``docs/screenshots/<widget>.png``.  Every widget is driven as a user would
 (pick layers, press its button, wait for the worker), on the shipped NIST
 ferritic-steel micrograph (real, 0.2252 µm/px) and, for phases, the NASA
-superalloy BSE-SEM image.  Uses the shipped models when they are installed;
+superalloy SEM image.  Uses the shipped models when they are installed;
 otherwise the Segment step is shown with the grains traced by hand by NIST.
 """
 
@@ -232,7 +232,7 @@ def batch_shot(app) -> Path | None:
 
 
 def phases_shot(app) -> Path | None:
-    """ni-superalloy model on the NASA BSE-SEM image, then phase fractions in the Measure widget."""
+    """ni-superalloy model on the NASA SEM image, then phase fractions in the Measure widget."""
     from napari_plugin._measure import MeasureWidget
     from napari_plugin._segment import SegmentWidget
 

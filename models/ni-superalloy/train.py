@@ -202,8 +202,8 @@ def main(argv=None) -> int:
         "epochs_run": len(history),
         "threads": args.threads,
     }
-    card.description = ("Ni-based superalloy SEM (secondary electron, etched): gamma matrix, secondary and tertiary "
-                        "gamma-prime precipitates.")
+    card.description = ("Ni-based superalloy SEM (NASA Super-1; the source does not state the detector or etch): "
+                        "gamma matrix, secondary and tertiary gamma-prime precipitates.")
     card.material = "Ni-based superalloy"
     card.metrics = {"heldout_super1_val": {k: overall[k] for k in ("iou", "mean_iou", "weighted_iou", "accuracy")}}
     card.training_data = {
