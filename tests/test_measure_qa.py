@@ -629,6 +629,23 @@ def test_an_inverted_boundary_mask_gets_a_hint():
         measure_grains_from_boundaries(~b, pixel_size_um=1.0, what="inv.png")
 
 
+def test_a_boundary_mask_without_zeros_names_its_values(tmp_path, capsys):
+    """Lines = 1 on a background of 2 (no 0 anywhere) gave 'no grain interior left' and no way out; the message now
+    lists the values and names --boundary-value, which then measures it."""
+    _, b = _voronoi_with_boundaries()
+    path = tmp_path / "m12.tif"
+    tifffile.imwrite(path, np.where(b, 1, 2).astype(np.uint8))
+    code, _, err = _run(capsys, ["measure", "grains", str(path), "--boundary", "--pixel-size", "1"])
+    assert code == 2 and "no pixel is 0; values 1, 2" in err and "--boundary-value V" in err
+    code, res, err = _run(capsys, ["measure", "grains", str(path), "--boundary", "--pixel-size", "1",
+                                   "--boundary-value", "1", "--json"])
+    tifffile.imwrite(tmp_path / "m01.tif", b.astype(np.uint8))
+    code0, ref, _ = _run(capsys, ["measure", "grains", str(tmp_path / "m01.tif"), "--boundary", "--pixel-size", "1",
+                                  "--json"])
+    assert code == code0 == 0, err
+    assert res["n_grains"] == ref["n_grains"] and res["G_intercept"] == pytest.approx(ref["G_intercept"])
+
+
 def test_names_need_not_cover_the_ignored_value(tmp_path, capsys):
     """--names ferrite,pearlite --ignore 255 was refused: 'class value 255 found but only 2 names given'."""
     a = np.zeros((100, 100), np.uint8)

@@ -219,6 +219,12 @@ def _read_mask(path: str, value: float | None, page: int | None = None,
         mask, note = binary_boundary_mask(data, str(m.path))
         if note:
             notes["warnings"].append(note)
+    if value is None and mask.all():  # no 0 anywhere: the lines carry a value of their own (1 on 2, 0 on 255 ...)
+        values = np.unique(data)
+        shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
+        msg = (f"{m.path}: every pixel is boundary (no pixel is 0; values {shown}): give the lines' value with "
+               "--boundary-value V")
+        raise InvalidImageError(msg)
     if not mask.any():
         which = f"no pixel equals --boundary-value {value:g}" if value is not None else "every pixel is 0"
         msg = f"{m.path}: no boundary pixels ({which}); a boundary mask marks the grain boundaries"
