@@ -429,3 +429,45 @@ def test_multi_page_training_files(dirs, tmp_path, capsys):
     err = capsys.readouterr().err
     _one_line_exit_2(code, err)
     assert "label file has 3 pages" in err
+
+
+# ------------------------------------------------------------ class names the training data records
+
+
+def test_train_takes_class_names_from_the_annotate_schema(dirs, tmp_path, capsys):
+    """napari Annotate saves classes.json next to images/ and labels/; `micro-seg train` without --classes named
+    the classes class1, class2, so the model measured 'class1' instead of 'ferrite'."""
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    (lab_dir.parent / "classes.json").write_text(json.dumps({"classes": ["ferrite", "pearlite"]}))
+    out = tmp_path / "m"
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--json"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["classes"] == ["ferrite", "pearlite"]
+    assert "classes ferrite, pearlite from" in cap.err
+    # --classes still wins, with a warning when it disagrees with the schema
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m2"), *FAST, "--json",
+                 "--classes", "pearlite,ferrite"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["classes"] == ["pearlite", "ferrite"]
+    assert "--classes names the classes pearlite, ferrite but" in cap.err
+
+
+def test_train_reads_class_maps_recorded_by_segment(dirs, tmp_path, capsys):
+    """Class maps written by `micro-seg segment` record their names (value v = classes[v]): with --label-encoding
+    dense they name the classes; read as sparse, the first class would be 'unlabelled', which is now said."""
+    from micro_seg.io import write_labels
+
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    (lab_dir / "a.png").unlink()
+    lab = np.zeros((64, 64), np.uint8)
+    lab[:, 32:] = 1
+    write_labels(lab_dir / "a_labels.tif", lab, classes=["matrix", "pore"])
+    out = tmp_path / "m"
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--json",
+                 "--label-encoding", "dense"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == ["matrix", "pore"]
+    main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m2"), *FAST, "--json"])
+    err = capsys.readouterr().err
+    assert "value 0 = 'matrix'" in err and "use --label-encoding dense" in err

@@ -256,6 +256,63 @@ def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str, in
     return pairs, images, labels
 
 
+#: The class schema the napari Annotate widget saves next to ``images/`` and ``labels/`` (0 = unlabelled,
+#: value i = classes[i - 1]).
+CLASS_SCHEMA_FILE = "classes.json"
+
+
+def recorded_classes(labels_dir: str | Path, label_paths: list[Path], encoding: str
+                     ) -> tuple[list[str] | None, str | None, list[str]]:
+    """Class names the training data records: ``(names, where, warnings)``.
+
+    * ``classes.json`` in LABELS_DIR or its parent (the napari Annotate layout; sparse: value i = classes[i-1]);
+    * else the names every label file records (:func:`micro_seg.io.labels_classes`: class maps written by
+      ``micro-seg segment``, value v = classes[v], i.e. ``--label-encoding dense``).
+
+    ``names`` is None when nothing usable is recorded for ``encoding``; ``warnings`` says why recorded names do
+    not fit it (a class map read as sparse would take its first class for "unlabelled").
+    """
+    import json
+
+    from micro_seg.io import labels_classes
+
+    labels_dir = Path(labels_dir)
+    for schema in (labels_dir / CLASS_SCHEMA_FILE, labels_dir.parent / CLASS_SCHEMA_FILE):
+        if not schema.is_file():
+            continue
+        try:
+            data = json.loads(schema.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None, None, [f"{schema}: not a readable class schema (JSON); its class names are not used"]
+        names = data.get("classes") if isinstance(data, dict) else None
+        if not (isinstance(names, list) and names and all(isinstance(n, str) and n.strip() for n in names)):
+            return None, None, [f"{schema}: no list of class names under 'classes'; not used"]
+        if encoding != "sparse":
+            return None, None, [f"{schema}: its classes are coded 0 = unlabelled, i = classes[i-1] (sparse), not "
+                                f"--label-encoding {encoding}; its names are not used"]
+        return [n.strip() for n in names], str(schema), []
+    found = {}
+    for path in label_paths:
+        names = labels_classes(path)
+        found.setdefault(tuple(names) if names else None, []).append(path)
+    recorded = [k for k in found if k is not None]
+    if not recorded:
+        return None, None, []
+    if len(found) > 1:
+        first, second = recorded[0], (recorded[1] if len(recorded) > 1 else None)
+        other = f"{found[second][0].name} records {', '.join(second)}" if second else \
+            f"{found[None][0].name} records none"
+        return None, None, [f"{labels_dir}: the label files record different class names ({found[first][0].name} "
+                            f"records {', '.join(first)}; {other}); none are used"]
+    names = list(recorded[0])
+    where = f"{labels_dir} (class names recorded in the label files)"
+    if encoding != "dense":
+        return None, None, [f"{where}: they are class maps (value 0 = {names[0]!r}, as micro-seg segment writes "
+                            f"them); with --label-encoding {encoding} value 0 is read as unlabelled, so "
+                            f"{names[0]!r} is never trained: use --label-encoding dense"]
+    return names, where, []
+
+
 def check_numeric_options(args: argparse.Namespace) -> None:
     """Refuse training options out of range, naming the flag, before any image is read."""
     import math
@@ -322,10 +379,17 @@ def run(args: argparse.Namespace) -> dict:
 
         base = load_model(args.base)
         base_card = base.card
+    named, named_where, named_warnings = recorded_classes(args.labels_dir, [lab for _, lab in pairs],
+                                                          args.label_encoding)
+    for warning in named_warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if args.classes:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     elif base_card is not None:
         classes = list(base_card.classes)
+    elif named:
+        classes = named
+        print(f"note: classes {', '.join(classes)} from {named_where}", file=sys.stderr, flush=True)
     else:
         # classes inferred from the largest label value: at most the limit `measure phases` puts on a class map;
         # more means the labels are almost surely a micrograph (a grey image has ~200 distinct values)
@@ -338,6 +402,10 @@ def run(args: argparse.Namespace) -> dict:
                 "are inferred): the labels look like a micrograph, not a label image (0 = unlabelled, c = class c); "
                 "check LABELS_DIR, or name the classes with --classes")
         classes = [f"class{i}" for i in range(1, max(2, max_label) + 1)]
+    if named and classes != named:
+        given = "--classes" if args.classes else f"the base model {base_card.name!r}"
+        print(f"warning: {given} names the classes {', '.join(classes)} but {named_where} says "
+              f"{', '.join(named)}: check that label value c means the class you think", file=sys.stderr, flush=True)
     if max_label > len(classes):
         where, value = next((lab, int(l.max())) for (_, lab), l in zip(pairs, labels) if int(l.max()) > len(classes))
         if args.label_encoding == "dense":  # the file holds value - 1 (0-based)
