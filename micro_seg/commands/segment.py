@@ -44,7 +44,9 @@ def add_segment_options(parser: argparse.ArgumentParser) -> None:
     """How to segment (inference and grain post-processing): ``segment``, ``analyze`` and ``batch``."""
     parser.add_argument("--tile-size", type=int, metavar="PX", dest="tile_size",
                         help="inference tile side in pixels (default: the model card's)")
-    parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap in pixels (default: tile/16, at least 32)")
+    parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap in pixels (default: tile/16, at least 32; rounded up to the network's stride). "
+                        "Less than about 64 px leaves seams: on the grain model, tiles of 512 with 32 px of overlap lost "
+                        "4 of 750 grains (G -0.005) against one tile; 64 px lost at most 1")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (4 flips; 4x slower)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="run the network with torch (default) or ONNX Runtime "
