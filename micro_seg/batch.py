@@ -271,7 +271,9 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
     an input.  Files matching an ``ignore`` glob pattern (gitignore-like:
     ``*.md`` any file name, ``truth/`` any folder, ``sub/*.tif`` a relative
     path) are left out and their relative paths appended to ``ignored``.
-    Symbolic links to folders are not followed (no loops, no image found
+    When ``in_dir`` itself holds a batch database, its output folders (``labels/``, ``overlays/``, ``objects/``)
+    are skipped too (``links["outputs"]``).  A file reached under two names (a symbolic or hard link to another
+    input) is one input (``links["duplicates"]`` lists the others).  Symbolic links to folders are not followed (no loops, no image found
     twice) and dangling links point nowhere: their relative paths go to
     ``links["folders"]`` and ``links["dangling"]`` so they can be reported.  Every
     other file is returned, with ``supported=True`` when the reader can decode
@@ -297,6 +299,7 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
     patterns = list(ignore)
     exts = _supported_extensions()
     found: list[InputFile] = []
+    root_is_output = (root / DB_NAME).is_file()  # IN_DIR is an earlier batch's OUT_DIR: its outputs are no inputs
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel_here = here.relative_to(root).as_posix()
@@ -304,6 +307,10 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
         keep_dirs = []
         for d in sorted(dirnames):
             if d.startswith(".") or (here / d).resolve() in excluded or (here / d / DB_NAME).is_file():
+                continue
+            if root_is_output and not rel_here and d in OUTPUT_SUBDIRS:
+                if links is not None:
+                    links.setdefault("outputs", []).append(d + "/")
                 continue
             if (here / d).is_symlink():  # os.walk does not descend into it: say so
                 if links is not None and not (patterns and _ignored(rel_here + d, patterns, is_dir=True)):
@@ -354,7 +361,30 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
             supported = split[n][1] is not None or _image_content(p)
             found.append(InputFile(str(p), rel, out_stem, supported, st.st_size, st.st_mtime_ns))
     found.sort(key=lambda f: f.relpath)
-    return found
+    return _drop_second_names(found, links)
+
+
+def _drop_second_names(found: list[InputFile], links: dict[str, list[str]] | None) -> list[InputFile]:
+    """One input per file on disk: a symbolic (or hard) link to a file that is already an input would measure the
+    same field twice and make its specimen's confidence interval look tighter than it is.  The file itself (not
+    a link) is kept, else the first link by path; the others go to ``links["duplicates"]``."""
+    by_file: dict[tuple[int, int], list[InputFile]] = {}
+    for f in found:
+        try:
+            st = os.stat(f.path)
+        except OSError:
+            continue
+        by_file.setdefault((st.st_dev, st.st_ino), []).append(f)
+    dropped: set[str] = set()
+    for names in by_file.values():
+        if len(names) > 1:
+            keep = next((f for f in names if not os.path.islink(f.path)), names[0])
+            dropped.update(f.relpath for f in names if f is not keep)
+    if not dropped:
+        return found
+    if links is not None:
+        links.setdefault("duplicates", []).extend(sorted(dropped))
+    return [f for f in found if f.relpath not in dropped]
 
 
 # ----------------------------------------------------------------------------------------
@@ -558,11 +588,11 @@ def _params_sha(params: dict[str, Any]) -> str:
 
 
 def _needs_work(f: InputFile, row: dict | None, *, model_sha: str | None, params_sha: str,
-                rehash: bool) -> tuple[bool, bool]:
+                rehash: bool, retry_failed: bool = False) -> tuple[bool, bool]:
     """``(redo, stat_changed_but_same_content)`` for one input given its stored row."""
     if row is None:
         return True, False
-    if row["status"] == "failed" and row["retryable"]:
+    if row["status"] == "failed" and (row["retryable"] or retry_failed):
         return True, False
     if row["model_sha256"] != model_sha or row["params_sha256"] != params_sha:
         return True, False
@@ -582,7 +612,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
               workers: int | None = None, scheduler: Any = None, group_by: str = "folder",
               spec: str | os.PathLike | None = None, progress: Callable[..., Any] | None = None,
               cancel: Any = None, pixel_size_um: float | None = None, rehash: bool = False,
-              max_tasks_per_child: int | None = 100, report: bool = True, exclude: Iterable[str] = (),
+              retry_failed: bool = False, max_tasks_per_child: int | None = 100, report: bool = True, exclude: Iterable[str] = (),
               segment_options: Mapping[str, Any] | None = None,
               process: Callable[[str, BatchConfig], ImageResult] | None = None) -> BatchSummary:
     """Segment and measure every image under ``in_dir``; results in ``out_dir``.
@@ -624,6 +654,10 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     rehash : bool
         Check the sha256 of every finished input (default: only of inputs whose
         size or modification time changed).
+    retry_failed : bool
+        Redo images that failed in an earlier run although they have not changed (e.g. after raising
+        ``MICRO_SEG_MAX_PIXELS``); by default only failures that may pass another time (a worker that died,
+        a file being written) are retried.
     max_tasks_per_child : int or None
         Images a worker process handles before it is replaced (bounds memory
         growth; ``None`` = never replaced).
@@ -689,12 +723,18 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     cancelled = _as_cancel(cancel)
     ignore_patterns = read_ignore_file(in_path) + [str(p) for p in exclude]
 
-    spec_path = None
+    if pixel_size_um is not None:
+        from micro_seg.io_calibration import validate_pixel_size
+
+        validate_pixel_size(pixel_size_um, source="--pixel-size", path=in_path)
+    spec_path = qc_spec = None
     if spec is not None:
         spec_path = Path(spec).expanduser().resolve()
+        if spec_path.is_dir():
+            raise InputFileNotFoundError(f"{spec_path}: --spec is a folder; give the QC spec file (YAML or TOML)")
         if not spec_path.is_file():
             raise InputFileNotFoundError(f"{spec_path}: QC spec file does not exist")
-        _check_qc_available(spec_path)
+        qc_spec = _check_qc_available(spec_path)
 
     model_name = model_sha = model_task = None
     model_ref = None
@@ -704,6 +744,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         folder = resolve_model(model)
         card = load_card(folder)
         model_ref, model_name, model_sha, model_task = str(folder), card.name, card.weights_sha256, card.task
+        if qc_spec is not None:
+            _check_spec_measurable(qc_spec, card)
     elif process is None:
         raise BatchOptionError("a model is required (--model NAME or a model folder)")
     options = check_segment_options(segment_options, task=model_task)
@@ -716,6 +758,12 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     if links.get("folders"):
         warnings.append(f"{len(links['folders'])} symbolic link(s) to folders not followed (their images are not "
                         f"processed; give the real folder) ({_first_names(links['folders'])})")
+    if links.get("outputs"):
+        warnings.append(f"{in_path} holds an earlier batch's results ({DB_NAME}): its output folders "
+                        f"{', '.join(links['outputs'])} are not read as micrographs")
+    if links.get("duplicates"):
+        warnings.append(f"{len(links['duplicates'])} link(s) to an image found under another name skipped (the same "
+                        f"file would count as two fields) ({_first_names(links['duplicates'])})")
     if links.get("dangling"):
         warnings.append(f"{len(links['dangling'])} dangling symbolic link(s) skipped (they point to nothing) "
                         f"({_first_names(links['dangling'])})")
@@ -764,16 +812,22 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         known = store.known_images()
         todo: list[InputFile] = []
         skipped: list[str] = []
+        failed_before: list[str] = []
         for f in files:
             redo, refresh_stat = _needs_work(f, known.get(f.relpath), model_sha=model_sha,
-                                             params_sha=params_sha, rehash=rehash)
+                                             params_sha=params_sha, rehash=rehash, retry_failed=retry_failed)
             if redo:
                 todo.append(f)
             else:
                 skipped.append(f.relpath)
+                if known[f.relpath]["status"] == "failed":
+                    failed_before.append(f.relpath)
                 if refresh_stat:
                     store.update_stat(f.relpath, size_bytes=f.size_bytes, mtime_ns=f.mtime_ns)
         store.mark_seen(skipped, run_id, specimens)
+        if failed_before:
+            warnings.append(f"{len(failed_before)} image(s) that failed in an earlier run and have not changed were "
+                            f"not retried ({_first_names(failed_before)}); --retry-failed retries them")
 
         common = {"model_name": model_name, "model_sha256": model_sha, "params_sha256": params_sha,
                   "software_version": __version__}
@@ -787,6 +841,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
             with deferred_interrupts():  # a stop after the row's COMMIT still counts it (n_processed = rows)
                 _record_result(store, f, r, run_id=run_id, specimen=specimens.get(f.relpath), common=common)
                 done += 1
+            if r.status != "ok":
+                _remove_earlier_outputs(out_path, known.get(f.relpath))
             if progress is not None:
                 progress(done, total, f.relpath, r.status)
 
@@ -923,13 +979,40 @@ def _scheduler_text(scheduler: Any) -> str | None:
     return str(scheduler)
 
 
-def _check_qc_available(spec_path: Path) -> None:
-    """Fail early (before any image) on a malformed spec."""
+def _check_qc_available(spec_path: Path) -> Any:
+    """Fail early (before any image) on a malformed spec; returns the parsed spec."""
     try:
         from micro_seg import qc
     except ImportError:
         raise SpecError(f"{spec_path}: QC specs arrive with issue 7 (micro_seg.qc is not available yet)") from None
-    qc.load_spec(spec_path)
+    return qc.load_spec(spec_path)
+
+
+def _check_spec_measurable(spec: Any, card: Any) -> None:
+    """Refuse, before any image, a spec whose measurement rules the model cannot measure (``micro-seg qc`` refuses
+    the same pair): every image would come out "review" for a measurement that never existed."""
+    from micro_seg.qc import measured_groups
+
+    missing = [g for g in measured_groups(spec) if g not in card.measures]
+    if missing:
+        raise SpecError(f"{spec.source}: the spec has rules for {' and '.join(f'measurements.{g}' for g in missing)}, "
+                        f"but model {card.name!r} ({card.task}) measures only {', '.join(card.measures)}; give a "
+                        f"model that measures {', '.join(missing)}")
+
+
+def _remove_earlier_outputs(out_path: Path, row: dict | None) -> None:
+    """An image that failed now leaves no label / overlay / object file of its earlier result behind: they showed
+    content the image no longer has (it changed) or a model / options no longer used."""
+    for key in ("labels_path", "overlay_path", "objects_path"):
+        rel = (row or {}).get(key)
+        if not rel:
+            continue
+        path = (out_path / rel).resolve()
+        if path.is_relative_to(out_path) and path.is_file():
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def _record_result(store: ResultsStore, f: InputFile, r: ImageResult, *, run_id: int, specimen: str | None,
@@ -1131,5 +1214,9 @@ def write_exports(store: ResultsStore, out_dir: Path, run_id: int, *, rows: list
 
         report_path = _write_report(out_dir / "report.html", store=store, run_id=run_id, image_rows=rows,
                                     specimen_rows=specimen_rows, out_dir=out_dir, ignored=ignored or [])
+    # an earlier run's object table or report, not rewritten now, would contradict images.csv: they go
+    for written, name in ((objects, "objects.parquet"), (report_path, "report.html")):
+        if written is None and (out_dir / name).is_file():
+            (out_dir / name).unlink()
     return {"images_csv": images_csv, "specimens_csv": specimens_csv, "objects_parquet": objects,
             "report": report_path}

@@ -285,6 +285,14 @@ class ModelCard:
         """Number of output classes."""
         return len(self.classes)
 
+    @property
+    def measures(self) -> list[str]:
+        """The measurement groups a segmentation with this model gives (``grains``; ``phases`` and, with defect
+        classes, ``defects``), as QC specs name them."""
+        if self.task == "grains":
+            return ["grains"]
+        return ["phases"] + (["defects"] if self.defect_classes else [])
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data (YAML/JSON-safe) form of the card."""
         data = dataclasses.asdict(self)

@@ -181,7 +181,7 @@ def _empty_wal(wal: Path) -> bool:
         return False
 
 
-def _store_error(path: Path, exc: sqlite3.Error) -> Exception:
+def _store_error(path: Path, exc: sqlite3.Error, *, writing: bool = False) -> Exception:
     """A results store that cannot be opened or written, as a one-line user error naming the file."""
     from micro_seg.errors import OutputPathError
 
@@ -189,7 +189,10 @@ def _store_error(path: Path, exc: sqlite3.Error) -> Exception:
     if _read_only(exc):
         return OutputPathError(f"cannot write results store {path}: read-only (check the permissions of the "
                                f"file, its -wal/-shm files and its folder)")
-    return OutputPathError(f"cannot open results store {path}: {text}")
+    if "full" in text:
+        return OutputPathError(f"cannot write results store {path}: {text}; free some space and re-run the same "
+                               "command: the images already recorded are kept")
+    return OutputPathError(f"cannot {'write' if writing else 'open'} results store {path}: {text}")
 
 
 class ResultsStore:
@@ -217,6 +220,7 @@ class ResultsStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = None
+        self._opened = False
         wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
         existed = {wal: wal.exists(), shm: shm.exists()}
         try:
@@ -226,6 +230,7 @@ class ResultsStore:
                 if not (_read_only(exc) and self._drop_stale_shm(wal, shm)):
                     raise
                 self._open()  # a read-only -shm left by a failed run, the database itself writable: once more
+            self._opened = True
         except sqlite3.Error as exc:
             if self._con is not None:
                 self._con.close()
@@ -293,13 +298,21 @@ class ResultsStore:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception); a Ctrl-C / SIGTERM arriving
         meanwhile takes effect after the ``COMMIT`` or ``ROLLBACK``, never between ``BEGIN`` and the ``try``."""
         with deferred_interrupts():
-            self._con.execute("BEGIN IMMEDIATE")
             try:
-                yield self._con
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            self._con.execute("COMMIT")
+                self._con.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._con
+                    self._con.execute("COMMIT")
+                except BaseException:  # also a failed COMMIT (disk full): nothing half-written stays pending
+                    try:
+                        self._con.execute("ROLLBACK")
+                    except sqlite3.Error:  # (a full disk can fail the rollback too): the original error matters
+                        pass
+                    raise
+            except sqlite3.OperationalError as exc:  # disk full, I/O error, read-only: one line naming the file
+                if not self._opened:  # __init__ handles (and may retry) a failed open itself
+                    raise
+                raise _store_error(self.path, exc, writing=True) from None
 
     def schema_version(self) -> int:
         row = self._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -362,10 +375,10 @@ class ResultsStore:
         return [dict(r) for r in rows]
 
     def known_images(self) -> dict[str, dict]:
-        """``relpath -> row`` of the fields used to decide whether an image is done."""
+        """``relpath -> row`` of the fields used to decide whether an image is done (and its output files)."""
         rows = self._con.execute(
-            "SELECT relpath, status, size_bytes, mtime_ns, sha256, model_sha256, params_sha256, retryable"
-            " FROM images"
+            "SELECT relpath, status, size_bytes, mtime_ns, sha256, model_sha256, params_sha256, retryable,"
+            " labels_path, overlay_path, objects_path FROM images"
         )
         return {r["relpath"]: dict(r) for r in rows}
 
@@ -442,7 +455,7 @@ class ResultsStore:
                     if number is not None and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
                         number = int(value)
                     text = value if isinstance(value, str) else None
-                    if text is None and number is None and value is not None and not _is_nan(value):
+                    if text is None and number is None and value is not None and not _not_finite(value):
                         text = json.dumps(value, default=_json_default)
                     rows.append((image_id, str(key), i, number, text))
                 con.executemany(
@@ -525,10 +538,14 @@ class ResultsStore:
             yield out
 
 
-def _is_nan(value: Any) -> bool:
+def _not_finite(value: Any) -> bool:
+    """True for NaN and, like NaN a missing value here, +-inf (a mean over no intercepts): stored as NULL, not as
+    the text 'Infinity'."""
+    if isinstance(value, (str, bytes)):
+        return False
     try:
-        return math.isnan(float(value))
-    except (TypeError, ValueError):
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
         return False
 
 

@@ -75,10 +75,14 @@ def register(subparsers: Any) -> None:
                         "repeatable; also read from IN_DIR/.micro-seg-ignore")
     p.add_argument("--rehash", action="store_true",
                    help="verify the sha256 of every finished input (default: only when size/mtime changed)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="redo images that failed in an earlier run although unchanged (e.g. after raising "
+                        "MICRO_SEG_MAX_PIXELS); by default only failures that may pass another time are retried")
     p.add_argument("--max-tasks-per-child", type=_positive_int, default=100, metavar="N",
                    help="replace each worker process after N images (bounds memory; 0 = never)")
     add_segment_options(p)
-    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html (an earlier run's report.html in OUT_DIR is removed: it would contradict images.csv)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no failure listing")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
         summary = run_batch(
             args.in_dir, args.out_dir, model=args.model, workers=args.workers, scheduler=args.scheduler,
             group_by=args.group_by, spec=args.spec, progress=progress, pixel_size_um=args.pixel_size,
-            rehash=args.rehash, max_tasks_per_child=args.max_tasks_per_child or None,
+            rehash=args.rehash, retry_failed=args.retry_failed, max_tasks_per_child=args.max_tasks_per_child or None,
             report=not args.no_report, exclude=args.exclude, segment_options=segment_options,
         )
     result = {

@@ -1,0 +1,141 @@
+"""Batch QA (session 21): what a re-run, a link, a full disk or a bad option must not do to the results."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+
+from micro_seg.batch import run_batch
+from micro_seg.cli import main
+
+from test_batch_engine import constant_model, read_csv
+from test_batch_helpers import disk_image, write_tiff
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture()
+def grain_model(tmp_path):
+    return constant_model(tmp_path / "models" / "one-grain", task="grains", classes=["grain", "boundary"],
+                          winner=0, name="one-grain")
+
+
+def _images(root, n=2, calibrated=True):
+    for i in range(n):
+        write_tiff(root / "steel" / f"f{i}.tif", disk_image(3, seed=i), pixel_size_um=0.5 if calibrated else None)
+    return root
+
+
+def test_a_link_to_an_image_is_not_a_second_field(tmp_path, grain_model):
+    """A symbolic link beside its target counted as a third field: the specimen's CI looked ~4x tighter."""
+    root = _images(tmp_path / "in")
+    os.symlink("f0.tif", root / "steel" / "f0_copy.tif")
+    os.link(root / "steel" / "f1.tif", root / "steel" / "f1_hard.tif")
+    s = run_batch(root, tmp_path / "out", model=grain_model, workers=0)
+    assert s.n_images == 2 and sorted(read_csv(tmp_path / "out" / "images.csv")) == ["steel/f0.tif", "steel/f1.tif"]
+    assert any("2 link(s) to an image found under another name skipped" in w and "f0_copy.tif" in w
+               for w in s.warnings)
+    with open(tmp_path / "out" / "specimens.csv", encoding="utf-8") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["specimen"] == "steel" and int(row["n_fields"]) == 2
+
+
+def test_an_earlier_outputs_folder_given_as_in_dir_is_not_read_as_micrographs(tmp_path, grain_model):
+    """batch proj/images proj, then batch proj proj/results measured proj/labels and proj/overlays as specimens."""
+    proj = tmp_path / "proj"
+    _images(proj / "images")
+    run_batch(proj / "images", proj, model=grain_model, workers=0)
+    assert (proj / "labels").is_dir() and (proj / "overlays").is_dir()
+    s = run_batch(proj, proj / "results", model=grain_model, workers=0)
+    assert sorted(read_csv(proj / "results" / "images.csv")) == ["images/steel/f0.tif", "images/steel/f1.tif"]
+    assert any("earlier batch's results" in w and "labels/" in w and "overlays/" in w for w in s.warnings)
+
+
+def test_a_rerun_without_report_or_objects_leaves_no_stale_export(tmp_path, grain_model):
+    """--no-report kept the previous run's report.html (other numbers than images.csv); a run whose images all
+    failed kept the previous objects.parquet."""
+    pytest.importorskip("pyarrow")
+    root = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    run_batch(root, out, model=grain_model, workers=0)
+    assert (out / "report.html").is_file() and (out / "objects.parquet").is_file()
+    run_batch(root, out, model=grain_model, workers=0, report=False, pixel_size_um=1.0)
+    assert not (out / "report.html").exists()
+    for f in (root / "steel").iterdir():  # every image now fails
+        f.write_bytes(b"II*\x00garbage")
+    s = run_batch(root, out, model=grain_model, workers=0)
+    assert s.n_failed == 2 and s.objects_parquet is None and not (out / "objects.parquet").exists()
+    # the failed images' earlier label / overlay / object files went with them
+    assert not list((out / "labels").rglob("*.tif")) and not list((out / "overlays").rglob("*.png"))
+
+
+def test_retry_failed_redoes_unchanged_failures(tmp_path, grain_model, monkeypatch):
+    """An image refused for its size could never be redone, even after raising MICRO_SEG_MAX_PIXELS as the
+    error advised (neither touch nor --rehash helped)."""
+    root = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    monkeypatch.setenv("MICRO_SEG_MAX_PIXELS", "100")
+    assert run_batch(root, out, model=grain_model, workers=0).n_failed == 2
+    monkeypatch.setenv("MICRO_SEG_MAX_PIXELS", "100000000")
+    again = run_batch(root, out, model=grain_model, workers=0)
+    assert again.n_processed == 0 and again.n_failed == 2
+    assert any("--retry-failed retries them" in w for w in again.warnings)
+    retried = run_batch(root, out, model=grain_model, workers=0, retry_failed=True)
+    assert retried.n_processed == 2 and retried.n_failed == 0
+
+
+def test_a_full_disk_is_one_line_naming_the_store(tmp_path):
+    from micro_seg.errors import OutputPathError
+    from micro_seg.store import ResultsStore
+
+    class FullDisk:
+        def __init__(self, con):
+            self.con = con
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.con.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.con, name)
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    run = store.start_run(in_dir="in", out_dir="out", software_version="0", parameters={})
+    store._con = FullDisk(store._con)
+    with pytest.raises(OutputPathError, match=r"cannot write results store .*results.sqlite: database or disk is "
+                                              r"full; free some space and re-run"):
+        store.record("a.tif", {"abspath": "/in/a.tif", "status": "ok"}, run_id=run)
+    store._con = store._con.con
+    assert store.images() == []  # rolled back: nothing half-written
+
+
+def test_a_spec_the_model_cannot_measure_and_a_bad_pixel_size_are_refused_up_front(tmp_path, grain_model, capsys):
+    root = _images(tmp_path / "in")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  phases:\n    phase_fractions:\n      pore: {max: 0.01}\n")
+    code = main(["batch", str(root), str(tmp_path / "o1"), "--model", str(grain_model), "--spec", str(spec)])
+    err = capsys.readouterr().err
+    assert code == 2 and "measurements.phases" in err and "measures only grains" in err, err
+    assert not (tmp_path / "o1" / "results.sqlite").exists()
+    code = main(["batch", str(root), str(tmp_path / "o2"), "--model", str(grain_model), "--spec", str(tmp_path)])
+    assert code == 2 and "--spec is a folder" in capsys.readouterr().err
+    for bad in ("inf", "1e308", "1e-300"):
+        code = main(["batch", str(root), str(tmp_path / "o3"), "--model", str(grain_model), "--pixel-size", bad])
+        err = capsys.readouterr().err
+        assert code == 2 and "--pixel-size" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o3" / "results.sqlite").exists()
+
+
+def test_an_infinite_measurement_is_stored_as_missing_not_as_text(tmp_path):
+    from micro_seg.store import ResultsStore
+
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        run = store.start_run(in_dir="in", out_dir="out", software_version="0", parameters={})
+        image_id = store.record("a.tif", {"abspath": "/in/a.tif", "status": "ok"}, run_id=run,
+                                measurements={"mean_intercept_px": float("inf"), "n": np.int64(1)})
+        assert store.measurements()[image_id] == {"mean_intercept_px": None, "n": 1}
