@@ -366,7 +366,8 @@ def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, 
         index, channel_series = _tiff_page_index(tif, path, page, n_pages)
         if channel_series:
             meta["pages_merged"] = 3  # the three pages are the R, G, B channels of one image
-        pg = tif.pages[index]
+        # OME/shaped series make tifffile return later pages as TiffFrame (no tags of their own): read as a page
+        pg = tif.pages[index].aspage()
         rows, cols = int(pg.imagelength), int(pg.imagewidth)
         meta.update(format="tiff", n_pages=n_pages, page=index, bigtiff=bool(tif.is_bigtiff),
                     compression=getattr(pg.compression, "name", str(pg.compression)),
@@ -387,7 +388,7 @@ def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, 
             raise InvalidImageError(f"{path}: CMYK (separated) TIFF is not supported; convert it to RGB or greyscale")
         extras = tuple(int(e) for e in (pg.extrasamples or ()))
         alpha_last = bool(extras) and extras[-1] in (1, 2) or (photometric == 2 and samples == 4)
-        pages = [tif.pages[i] for i in range(3)] if channel_series else [pg]
+        pages = [tif.pages[i].aspage() for i in range(3)] if channel_series else [pg]
         file_size = os.path.getsize(path)
         for p in pages:
             ends = [int(o) + int(c) for o, c in zip(p.dataoffsets, p.databytecounts)]
@@ -859,7 +860,7 @@ def _palette_indices(path: Path, page: int, shape: tuple) -> np.ndarray:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                data = tif.pages[page].asarray()
+                data = tif.pages[page].aspage().asarray()
         else:
             from PIL import Image
 

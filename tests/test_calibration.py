@@ -161,6 +161,21 @@ def test_ome_beats_resolution_tags(tmp_path):
     assert (m.pixel_size_um, m.calibration_source) == (0.5, "ome")
 
 
+@pytest.mark.parametrize("page", [1, 2])
+def test_ome_z_stack_later_page_keeps_ome_calibration(tmp_path, capsys, page):
+    # tifffile hands pages >= 1 of an OME series back as TiffFrame (no tags of their own): --page N must still work
+    stack = np.stack([IMAGE // 4 * 1, IMAGE // 4 * 2, IMAGE // 4 * 3]).astype(np.uint8)
+    path = tmp_path / "z.ome.tif"
+    tifffile.imwrite(path, stack, ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    m = read_micrograph(path, page=page)
+    np.testing.assert_array_equal(m.data, stack[page])
+    assert (m.pixel_size_um, m.calibration_source, m.meta["page"]) == (0.5, "ome", page)
+    assert m.meta["calibration_notes"] == []  # the page's own resolution tags agree
+    info = info_json(path, capsys, "--page", str(page))
+    assert (info["pixel_size_um"], info["calibration_source"], info["shape"]) == (0.5, "ome", [64, 80])
+
+
 def test_fei_beats_zeiss_beats_imagej_beats_resolution(tmp_path):
     fei = db.FEI_TEXT.format(px_m="1e-08", py_m="1e-08")
     zeiss = "\r\n".join(db.ZEISS_LINES).format(value=3.0, unit="nm", scan_value=6.0).encode("latin-1")
