@@ -348,7 +348,8 @@ def _page_axes_to_yxs(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
     return data.transpose([axes.index(ax) for ax in "YXS" if ax in axes])
 
 
-def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, meta: dict[str, Any]) -> tuple[np.ndarray, bool, float | None, str | None]:
+def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, meta: dict[str, Any],
+               stored_values: bool = False) -> tuple[np.ndarray, bool, float | None, str | None]:
     import tifffile
 
     try:
@@ -412,7 +413,8 @@ def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, 
             rgb = np.moveaxis(cmap[:, data], 0, -1)
             data = (rgb // 257 if cmap.max() > 255 else rgb).astype(np.uint8)
             meta["palette_applied"] = True
-        elif photometric == int(tifffile.PHOTOMETRIC.MINISWHITE) and data.dtype.kind in "ui" and data.ndim == 2:
+        elif (photometric == int(tifffile.PHOTOMETRIC.MINISWHITE) and data.dtype.kind in "ui" and data.ndim == 2
+              and not stored_values):  # a micrograph as it is shown; label values and masks stay as stored
             data = np.iinfo(data.dtype).max - data if data.dtype.kind == "u" else -data
             meta["inverted_miniswhite"] = True
         try:
@@ -578,6 +580,7 @@ def read_micrograph(
     max_pixels: int | None = None,
     page: int | None = None,
     detect_databar: bool = True,
+    stored_values: bool = False,
 ) -> Micrograph:
     """Read a micrograph with its calibration and SEM data bar.
 
@@ -595,6 +598,11 @@ def read_micrograph(
         files with named stack axes (Z, T, more channels) need an explicit page.
     detect_databar : bool, optional
         Look for an SEM information band at the bottom (see :mod:`micro_seg.databar`).
+    stored_values : bool, optional
+        Keep the pixel values as stored. By default a TIFF with photometric
+        MINISWHITE (0 = white) is inverted so that the image reads as it is
+        displayed (``meta["inverted_miniswhite"]``); label images and masks
+        need their stored values (:func:`read_label_page` sets this).
 
     Returns
     -------
@@ -633,7 +641,7 @@ def read_micrograph(
     source: str | None = None
     with _captured(diagnostics):
         if fmt == "tiff":
-            data, alpha_last, px, source = _read_tiff(path, page, limit, user_px, meta)
+            data, alpha_last, px, source = _read_tiff(path, page, limit, user_px, meta, stored_values)
         else:
             data, alpha_last = _read_pillow(path, fmt, page, limit, meta)
             meta["calibration_notes"] = [f"{_FORMAT_NAMES[fmt]} files carry no trusted calibration"]
@@ -879,7 +887,8 @@ def read_labels(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None]
 
     Accepts files from :func:`write_labels` (exact pixel size from its JSON
     description) and any greyscale integer image :func:`read_micrograph` reads;
-    an RGB image with three equal channels is reduced to one channel.
+    an RGB image with three equal channels is reduced to one channel. Values are
+    read as stored: a MINISWHITE TIFF is not inverted, a palette image gives its indices.
 
     Examples
     --------
@@ -901,7 +910,8 @@ def read_label_page(path: str | os.PathLike[str], page: int | None = None,
     With ``pixel_size_um`` (a user's value) the file's calibration is not needed: a broken calibration tag
     is a reader note, not an error, and the pixel size returned is the file's own where it has a valid one.
     """
-    m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size_um)
+    # stored_values: a MINISWHITE label image or mask holds its labels as stored, not inverted for display
+    m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size_um, stored_values=True)
     data = m.data
     if m.meta.get("palette_applied") or m.meta.get("mode") == "P":
         # an indexed (palette) image, the usual label export of annotation tools: its labels are the indices,

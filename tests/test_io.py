@@ -278,6 +278,22 @@ def test_read_labels_of_palette_images_gives_the_indices(tmp_path):
     assert read_micrograph(tmp_path / "p.png", detect_databar=False).data.shape == (32, 48, 3)  # images: colours
 
 
+def test_miniswhite_images_are_inverted_but_labels_keep_their_stored_values(tmp_path):
+    """Photometric MINISWHITE (0 = white): a micrograph is read as it is shown (inverted), but a label image
+    or mask holds its values as stored; inverting it turned 3 into 252 and a 0/255 mask inside out."""
+    labels = np.zeros((20, 30), np.uint8)
+    labels[2:8, 3:9], labels[10:18, 20:28] = 3, 255
+    tifffile.imwrite(tmp_path / "w.tif", labels, photometric="miniswhite")
+    shown = read_micrograph(tmp_path / "w.tif", detect_databar=False)
+    np.testing.assert_array_equal(shown.data, 255 - labels)
+    assert shown.meta["inverted_miniswhite"] is True
+    back, _ = read_labels(tmp_path / "w.tif")
+    np.testing.assert_array_equal(back, labels)
+    words = np.array([[0, 1], [40000, 2]], np.uint16)
+    tifffile.imwrite(tmp_path / "w16.tif", words, photometric="miniswhite")
+    np.testing.assert_array_equal(read_labels(tmp_path / "w16.tif")[0], words)
+
+
 def test_read_labels_refuses_negative_values_naming_the_file(tmp_path):
     import tifffile
 

@@ -105,6 +105,29 @@ def test_measure_defects(tmp_path, capsys):
     assert res["mean_ecd_um"] == pytest.approx(np.mean([2 * np.sqrt(100 / np.pi), 2 * np.sqrt(200 / np.pi)]))
 
 
+def test_miniswhite_masks_are_measured_as_stored(tmp_path, capsys):
+    """A mask or boundary mask saved with photometric MINISWHITE holds the same values as a MINISBLACK one; the
+    image reader's display inversion turned 5 pores at 5 % into 1 'pore' covering 95 %."""
+    m = np.zeros((200, 200), np.uint8)
+    for i in range(5):
+        m[20 + 35 * i:40 + 35 * i, 30 + 30 * i:50 + 30 * i] = 255
+    results = []
+    for name, photometric in (("black.tif", "minisblack"), ("white.tif", "miniswhite")):
+        fn = tmp_path / name
+        tifffile.imwrite(fn, m, photometric=photometric, resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+        code, res, err = _run(capsys, ["measure", "defects", str(fn), "--json"])
+        assert code == 0, err
+        results.append(res)
+        assert (res["count"], res["area_fraction"], res["pixel_size_um"]) == (5, pytest.approx(0.05), 0.5)
+    assert results[0]["mean_ecd_um"] == results[1]["mean_ecd_um"]
+    fn, mask = _grid_mask(tmp_path)
+    white = tmp_path / "boundaries_white.tif"
+    tifffile.imwrite(white, mask, photometric="miniswhite")
+    code, res, err = _run(capsys, ["measure", "grains", str(white), "--boundary", "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    assert res["n_grains"] == 36
+
+
 def test_bad_inputs_exit_2(tmp_path, capsys):
     code, _, err = _run(capsys, ["measure", "grains", str(tmp_path / "missing.tif"), "--json"])
     assert code == 2 and "missing.tif" in err

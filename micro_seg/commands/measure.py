@@ -204,7 +204,7 @@ def _read_mask(path: str, value: float | None, page: int | None = None,
     from micro_seg.io import read_micrograph
     from micro_seg.measure.labels import binary_boundary_mask
 
-    m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size)
+    m = read_micrograph(path, detect_databar=False, page=page, pixel_size_um=pixel_size, stored_values=True)
     data = m.data
     if data.ndim == 3:
         if m.meta.get("is_grey_rgb"):
