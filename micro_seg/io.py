@@ -17,7 +17,10 @@ NaN/Inf (``InvalidImageError``), images above the pixel limit
 (``ImageTooLargeError``), bad pixel sizes (``CalibrationError``).
 
 Pages and stacks: a plain multi-page file (pages without named axes) gives its
-first page and records ``meta["n_pages"]``. A file whose OME/ImageJ metadata
+first full-resolution page and records ``meta["n_pages"]``; reduced-resolution
+previews stored before it (TIFF NewSubfileType bit 0) are skipped, with a warning
+naming the page read. ``page=`` (CLI ``--page N``) counts every page (IFD) from 0,
+previews included. A file whose OME/ImageJ metadata
 declares stack axes (Z depth, T time, C channels other than 3) is refused with
 each axis and its size named, unless ``page=`` picks one plane. An OME/ImageJ
 file with exactly three channel planes is read as ``rows x cols x 3``. Alpha
@@ -307,15 +310,35 @@ _AXIS_NAMES = {"Z": "depth", "T": "time", "C": "channel", "I": "page", "Q": "pag
                "V": "view", "M": "mosaic", "O": "other"}
 
 
+def _is_reduced(page: Any) -> bool:
+    """Whether a TIFF page is a reduced-resolution version of another (NewSubfileType bit 0: a preview / thumbnail)."""
+    return bool(int(getattr(page, "subfiletype", 0) or 0) & 1)  # a TiffFrame has no tags: a page like its key page
+
+
+def _first_full_resolution_page(tif: Any, n_pages: int) -> int:
+    """The first page that is not a reduced-resolution preview (0 if every page is one)."""
+    for i in range(n_pages):
+        if not _is_reduced(tif.pages[i]):
+            return i
+    return 0
+
+
 def _tiff_page_index(tif: Any, path: Path, page: int | None, n_pages: int) -> tuple[int, bool]:
-    """Page to read and whether an ImageJ/OME 3-channel ``C`` axis forms an RGB image."""
+    """Page to read and whether an ImageJ/OME 3-channel ``C`` axis forms an RGB image.
+
+    ``page`` counts every page (IFD) of the file, reduced-resolution previews included; by default the first
+    page that is not a reduced-resolution preview is read (a preview stored before the main image is skipped).
+    """
     if page is not None:
         if not 0 <= page < n_pages:
             raise InvalidImageError(f"{path}: page {page} requested but the file has {n_pages} page(s) (0..{n_pages - 1})")
         return page, False
-    series = tif.series[0] if tif.series else None
+    main = _first_full_resolution_page(tif, n_pages)
+    # tifffile makes a series of a preview stored first: the axes that matter are those of the main image's series
+    series = next((s for s in tif.series if s.pages and not _is_reduced(s.pages[0])), None) if main else None
+    series = series or (tif.series[0] if tif.series else None)
     if series is None:
-        return 0, False
+        return main, False
     extra = [(ax, int(n)) for ax, n in zip(series.axes, series.shape) if ax not in "YXS" and int(n) > 1]
     named = [(ax, n) for ax, n in extra if ax not in "IQ"]
     if not named:
@@ -326,7 +349,7 @@ def _tiff_page_index(tif: Any, path: Path, page: int | None, n_pages: int) -> tu
                 f"{path}: {shape[0]} pages of {shape[1]} x {shape[2]} pixels: this looks like one {shape[0]} x "
                 f"{shape[1]} image with {shape[2]} channels saved page by page; micro-seg reads grey or RGB images: "
                 "save one channel per file (or choose a page with --page N if the pages really are images)")
-        return 0, False  # plain multi-page file: first page, n_pages recorded
+        return main, False  # plain multi-page file: first full-resolution page, n_pages recorded
     if named == [("C", 3)] and len(extra) == 1 and series.axes.index("C") < series.axes.index("Y"):
         return 0, True
     dims = ", ".join(f"axis {ax} ({_AXIS_NAMES.get(ax, 'extra')}) has {n}" for ax, n in extra)
@@ -367,6 +390,8 @@ def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, 
         index, channel_series = _tiff_page_index(tif, path, page, n_pages)
         if channel_series:
             meta["pages_merged"] = 3  # the three pages are the R, G, B channels of one image
+        if page is None and index > 0:
+            meta["previews_skipped"] = index  # pages 0 .. index-1: reduced-resolution previews
         # OME/shaped series make tifffile return later pages as TiffFrame (no tags of their own): read as a page
         pg = tif.pages[index].aspage()
         rows, cols = int(pg.imagelength), int(pg.imagewidth)
@@ -594,7 +619,10 @@ def read_micrograph(
         Refuse images with more rows x cols than this, before decoding. Default:
         ``$MICRO_SEG_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS` (1.2e9).
     page : int, optional
-        Page (IFD) to read. By default the first page of a plain multi-page file;
+        Page (IFD) to read, counting every page of the file from 0, reduced-resolution
+        previews included (``meta["n_pages"]`` of them). By default the first page of a
+        plain multi-page file that is not a reduced-resolution preview (TIFF
+        NewSubfileType bit 0; ``meta["previews_skipped"]`` counts the previews before it);
         files with named stack axes (Z, T, more channels) need an explicit page.
     detect_databar : bool, optional
         Look for an SEM information band at the bottom (see :mod:`micro_seg.databar`).
@@ -651,7 +679,14 @@ def read_micrograph(
                            f"{_EXIF_ORIENTATION.get(o, 'transformed')}); micro-seg reads the pixels as stored, so "
                            "labels and overlays follow the stored orientation, not what a photo viewer shows")
     n_pages = int(meta.get("n_pages", 1))
-    if page is None and n_pages > max(1, int(meta.get("pages_merged", 1))):
+    skipped = int(meta.get("previews_skipped", 0))
+    if page is None and skipped:
+        which = "page 0 is a reduced-resolution preview" if skipped == 1 else \
+            f"pages 0-{skipped - 1} are reduced-resolution previews"
+        diagnostics.append(f"the file holds {n_pages} pages; page {skipped} is read, the first full-resolution image "
+                           f"({which}, skipped; the command line's --page N, or page=N in Python, counts every page "
+                           "and reads others)")
+    elif page is None and n_pages > max(1, int(meta.get("pages_merged", 1))):
         axes = f" (axes {meta['axes']})" if meta.get("axes") else ""
         diagnostics.append(f"the file holds {n_pages} pages{axes}; only page 0 is read (the command line's --page N, or page=N in Python, reads others)")
     ext_fmt = _EXT_FORMAT.get(path.suffix.lower())

@@ -113,6 +113,41 @@ def test_multipage_first_page_and_count(tmp_path):
         assert third.data.max() == 3 and not third.meta.get("warnings")  # the user chose the page
 
 
+def test_reduced_resolution_preview_before_the_image_is_skipped(tmp_path):
+    """A preview IFD (NewSubfileType 1) stored first was read instead of the micrograph: 8 x smaller, at the
+    main image's calibration (a silent 8 x error in every length)."""
+    grey = db.grain_image((96, 128), n_grains=12, seed=4)
+    res = dict(resolution=(2e4, 2e4), resolutionunit="CENTIMETER")  # 0.5 um/pixel
+    with tifffile.TiffWriter(tmp_path / "p.tif") as tw:
+        tw.write(grey[::8, ::8], subfiletype=1, **res)
+        tw.write(grey, **res)
+    m = read_micrograph(tmp_path / "p.tif")
+    np.testing.assert_array_equal(m.data, grey)
+    assert (m.pixel_size_um, m.meta["page"], m.meta["n_pages"], m.meta["previews_skipped"]) == (0.5, 1, 2, 1)
+    assert any("page 1 is read" in w and "page 0 is a reduced-resolution preview, skipped" in w
+               for w in m.meta["warnings"])
+    # --page counts every page (IFD), previews included: page 0 is the preview, asked for
+    preview = read_micrograph(tmp_path / "p.tif", page=0)
+    assert preview.shape == (12, 16) and not preview.meta.get("warnings")
+    assert read_micrograph(tmp_path / "p.tif", page=1).shape == (96, 128)
+    # two previews, then two images: the first image is read and the others named
+    with tifffile.TiffWriter(tmp_path / "pp.tif") as tw:
+        for k in (16, 8):
+            tw.write(grey[::k, ::k], subfiletype=1)
+        for plane in (grey, 255 - grey):
+            tw.write(plane)
+    m = read_micrograph(tmp_path / "pp.tif")
+    np.testing.assert_array_equal(m.data, grey)
+    assert m.meta["page"] == 2 and any("pages 0-1 are reduced-resolution previews" in w and "holds 4 pages" in w
+                                       for w in m.meta["warnings"])
+    # a preview after the image (the usual place) changes nothing
+    with tifffile.TiffWriter(tmp_path / "after.tif") as tw:
+        tw.write(grey)
+        tw.write(grey[::8, ::8], subfiletype=1)
+    m = read_micrograph(tmp_path / "after.tif")
+    assert m.meta["page"] == 0 and m.shape == (96, 128) and "previews_skipped" not in m.meta
+
+
 def test_ome_tiff_2d_and_imagej(tmp_path):
     db.ome_tiff(tmp_path / "o.ome.tif", GREY, size_x=0.1)
     m = read_micrograph(tmp_path / "o.ome.tif")

@@ -117,7 +117,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
                         help="micrometres per pixel; overrides the calibration in the file")
     parser.add_argument("--page", type=int, metavar="N",
-                        help="page of a multi-page file (default: the first, with a warning naming the pages not read)")
+                        help="page of a multi-page file, counting every page from 0 (default: the first that is "
+                             "not a reduced-resolution preview, with a warning naming the pages not read)")
     parser.add_argument("--table", metavar="CSV", help="write the per-object table to this CSV file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
