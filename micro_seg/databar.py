@@ -17,7 +17,9 @@ The rule :func:`detect_databar` applies (robust to JPEG noise, any bit depth):
 2. A row is *band-like* when at least ``min_background`` of its pixels sit
    within one level of the band's background level (the commonest level of the
    bottom rows), or when 90 % of the row sits within two levels of one value
-   (a frame line drawn around the band).
+   (a frame line drawn around the band) that is not a level at which rows of
+   the micrograph above are flat too (a flat, low-noise micrograph with sparse
+   features has such rows: they are no frame line).
 3. Walk up from the bottom row; the band ends above the last band-like row
    once ``max(4, 3 % of the height)`` consecutive rows are not band-like.
 4. Accept the band only if all hold: its height is between ``max(8, 3 %)``
@@ -60,6 +62,23 @@ def _grey(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3:
         return image.astype(np.float32).mean(axis=2)
     return image.astype(np.float32, copy=False)
+
+
+def _quantise(grey: np.ndarray, lo: float, unit: float) -> np.ndarray:
+    """Levels of ``unit`` from ``lo``, offset so that they run 0 .. 3 * _LEVELS - 1 (NaN lowest)."""
+    levels = np.clip(np.round((grey - lo) / unit), -_LEVELS, 2 * _LEVELS - 1)
+    return np.nan_to_num(levels, nan=-_LEVELS).astype(np.int64) + _LEVELS
+
+
+def _row_histograms(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and level, the fraction of the row's pixels within +-1 and within +-2 levels of it."""
+    n_rows, n_cols = levels.shape
+    width = 3 * _LEVELS + 4  # two empty bins either side, so +-2 level sums need no edge cases
+    index = (np.arange(n_rows)[:, None] * width + levels + 2).ravel()
+    hist = np.bincount(index, minlength=n_rows * width).reshape(n_rows, width)
+    near = (hist[:, 1:-3] + hist[:, 2:-2] + hist[:, 3:-1]) / n_cols
+    near2 = (hist[:, :-4] + hist[:, 1:-3] + hist[:, 2:-2] + hist[:, 3:-1] + hist[:, 4:]) / n_cols
+    return near, near2
 
 
 def detect_databar(
@@ -114,19 +133,22 @@ def detect_databar(
     if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
         return 0
     unit = (hi - lo) / (_LEVELS - 1)
-    levels = np.clip(np.round((region - lo) / unit), -_LEVELS, 2 * _LEVELS - 1)
-    levels = np.nan_to_num(levels, nan=-_LEVELS).astype(np.int64) + _LEVELS  # 0 .. 3 * _LEVELS - 1
+    levels = _quantise(region, lo, unit)
     n_rows, n_cols = levels.shape
-    width = 3 * _LEVELS + 4  # two empty bins either side, so +-2 level sums need no edge cases
-    index = (np.arange(n_rows)[:, None] * width + levels + 2).ravel()
-    hist = np.bincount(index, minlength=n_rows * width).reshape(n_rows, width)
-    near = (hist[:, 1:-3] + hist[:, 2:-2] + hist[:, 3:-1]) / n_cols  # fraction within +-1 level
-    near2 = (hist[:, :-4] + hist[:, 1:-3] + hist[:, 2:-2] + hist[:, 3:-1] + hist[:, 4:]) / n_cols
+    near, near2 = _row_histograms(levels)
 
     bottom = near[-max(3, n_bottom // 4):]
     background = int(np.argmax(bottom.sum(axis=0)))
     at_bg = near[:, background]
-    uniform = near2.max(axis=1) >= 0.9  # a frame line (JPEG ringing allowed)
+    # a frame line (JPEG ringing allowed): a row within two levels of one value, at a level no row of the
+    # micrograph above (which cannot be band) is flat at - a flat, low-noise micrograph has such rows too
+    line_level = np.argmax(near2, axis=1)
+    uniform = near2.max(axis=1) >= 0.9
+    _, content_near2 = _row_histograms(_quantise(content, lo, unit))
+    flat = np.zeros(near2.shape[1] + 4, bool)
+    for level in np.unique(np.argmax(content_near2, axis=1)[content_near2.max(axis=1) >= 0.9]):
+        flat[level : level + 5] = True  # the level +-2 (flat is offset by 2)
+    uniform &= ~flat[line_level + 2]
     band_like = (at_bg >= min_background) | uniform
 
     gap_max = max(4, int(0.03 * rows))

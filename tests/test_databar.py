@@ -16,6 +16,35 @@ from micro_seg.io import read_micrograph
 RNG = np.random.default_rng(7)
 
 
+def _flat_micrograph(shape, seed, *, level=170.0, noise=3.0, n_particles=15, particle=20.0):
+    """A flat, low-noise micrograph with sparse round particles (an SEM image of a polished section)."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    image = level + rng.normal(0, noise, shape)
+    for _ in range(n_particles):
+        r0, c0, radius = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.integers(3, 10)
+        image[(rr - r0) ** 2 + (cc - c0) ** 2 < radius * radius] = particle
+    return image
+
+
+def _sem_band(rows, cols, *, background=0, ink=255):
+    """A flat band with a scale bar and a row of digit-like blocks."""
+    band = np.full((rows, cols), float(background))
+    band[rows // 3 : rows // 3 + 6, 20:200] = ink
+    for c in range(240, cols - 20, 14):
+        band[rows // 4 : rows * 3 // 4, c : c + 7] = ink
+    return band
+
+
+def _dark_material_bottom(seed):
+    """A flat micrograph whose bottom ~40 rows are a dark phase (noisy, ragged edge, a few bright particles)."""
+    image = _flat_micrograph((300, 400), seed)
+    dark = _flat_micrograph((300, 400), seed + 1, level=40, n_particles=40, particle=220)
+    edge = 260 + (6 * np.sin(np.arange(400) / 23) + np.random.default_rng(seed).normal(0, 2, 400)).astype(int)
+    image = np.where(np.arange(300)[:, None] >= edge[None, :], dark, image)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def _no_band_images():
     rng = np.random.default_rng(1)
     grains = [db.grain_image((300, 400), n_grains=n, seed=s) for s, n in [(0, 40), (1, 150), (2, 8), (3, 400)]]
@@ -32,12 +61,14 @@ def _no_band_images():
     blank_strip[-30:] = 0  # an empty black strip without text is not a data bar
     uniform = np.full((300, 400), 77, np.uint8)
     grains16 = db.grain_image((300, 400), seed=6).astype(np.uint16) * 200
+    flat_sem = np.clip(_flat_micrograph((300, 400), 11), 0, 255).astype(np.uint8)
     return {
         "grains_40": grains[0], "grains_150": grains[1], "grains_8": grains[2], "grains_400": grains[3],
         "flat_grains": flat, "uniform_noise": noise, "gaussian_noise": gauss, "dark_field": dark,
         "under_exposed_16bit": dark_low, "over_exposed": bright, "gradient": gradient,
         "blank_strip": blank_strip, "uniform": uniform, "grains_16bit": grains16,
         "tiny": np.zeros((10, 10), np.uint8), "rgb_grains": np.stack([grains[0]] * 3, axis=-1),
+        "flat_low_noise_sem": flat_sem, "flat_with_dark_material_bottom": _dark_material_bottom(12),
     }
 
 
@@ -71,6 +102,17 @@ def test_band_with_frame_line():
     image[-40] = 0  # a black line framing the band, as on MetalDAM/FEI images
     image[-1] = 0
     assert detect_databar(image) == 40
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("background, ink", [(0, 255), (255, 0)])
+def test_band_below_a_flat_low_noise_micrograph(seed, background, ink):
+    """The rows of a flat, low-noise micrograph with sparse particles are within two levels of one value, like a
+    frame line: they were taken for band rows, so the band had no sharp edge and was missed (0 instead of 48)."""
+    micrograph = _flat_micrograph((480, 512), seed)
+    image = np.clip(np.vstack([micrograph, _sem_band(48, 512, background=background, ink=ink)]), 0, 255)
+    assert detect_databar(image.astype(np.uint8)) == 48
+    assert detect_databar(np.clip(micrograph, 0, 255).astype(np.uint8)) == 0
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
