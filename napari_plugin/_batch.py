@@ -173,7 +173,7 @@ class BatchWidget(Container):
             notify_warning(f"{out} has no images.csv: run a batch into it first.")
             return None
         try:
-            frame = pd.read_csv(csv)
+            frame = pd.read_csv(csv, dtype={"path": str, "specimen": str})  # specimen '01' is not '1'
         except (OSError, ValueError) as exc:
             notify_error(f"{csv}: cannot read ({exc}).")
             return None

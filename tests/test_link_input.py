@@ -251,3 +251,46 @@ def test_specimens_csv_statistic_over_fewer_fields_uses_its_own_count_and_warns(
     (tmp_path / "all").mkdir()
     full = link(_batch_output(tmp_path / "all", noise=0.1) / "specimens.csv", _props(tmp_path), on="sample_id")
     assert not any("only some fields" in w for w in full.warnings)
+
+
+# ------------------------------------------------------------------ sample ids that look like numbers
+
+LEADING_ZERO = {"01": 5.0, "1": 40.0, "2": 10.0, "3": 20.0, "4": 80.0}  # '01' and '1' are different specimens
+
+
+@pytest.mark.parametrize("results_name", ["images.csv", "specimens.csv"])
+@pytest.mark.parametrize("props_name", ["props.csv", "props.xlsx", "props.parquet"])
+def test_numeric_looking_ids_keep_their_leading_zeros(tmp_path, results_name, props_name):
+    res = _batch_output(tmp_path, specimens=LEADING_ZERO, fields=3, noise=0.0)
+    values = [S0 + K * (d * 1e-6) ** -0.5 for d in LEADING_ZERO.values()]
+    table = pd.DataFrame({"sample_id": list(LEADING_ZERO), "yield_strength_MPa": values})
+    props = tmp_path / props_name
+    if props_name.endswith(".csv"):
+        table.to_csv(props, index=False)
+    elif props_name.endswith(".xlsx"):
+        pytest.importorskip("openpyxl")
+        table.to_excel(props, index=False)
+    else:
+        pytest.importorskip("pyarrow")
+        table.to_parquet(props)
+    result = link(res / results_name, props, on="sample_id")
+    assert result.summary["n_matched"] == 5 and result.summary["unmatched"] == []
+    assert sorted(result.samples["sample"]) == ["01", "1", "2", "3", "4"]
+    assert result.summary["fit"]["k"] == pytest.approx(K, rel=1e-6)
+
+
+def test_property_csv_ids_01_and_1_are_not_duplicates(tmp_path):
+    res = _batch_output(tmp_path, specimens=LEADING_ZERO, fields=3, noise=0.0)
+    props = tmp_path / "props.csv"
+    props.write_text("sample_id,yield_strength_MPa\n" + "".join(
+        f"{s},{S0 + K * (d * 1e-6) ** -0.5}\n" for s, d in LEADING_ZERO.items()))
+    assert link(res, props, on="sample_id").summary["n_matched"] == 5
+
+
+def test_integer_ids_in_a_parquet_with_a_blank_row_match_text_specimens(tmp_path):
+    pytest.importorskip("pyarrow")
+    res = _batch_output(tmp_path, specimens={"1": 5.0, "2": 10.0, "3": 20.0}, fields=3, noise=0.0)
+    props = tmp_path / "props.parquet"
+    pd.DataFrame({"sample_id": [1.0, 2.0, 3.0, 4.0], "yield_strength_MPa": [400.0, 300.0, 250.0, None]}).to_parquet(props)
+    result = link(res, props, on="sample_id")
+    assert result.summary["n_matched"] == 3 and result.summary["unmatched"] == ["4"]

@@ -24,7 +24,7 @@ from micro_seg.measure.stats import field_statistics
 from micro_seg.properties.hall_petch import RELATIONS, check_grain_size_spread, fit_hall_petch
 from micro_seg.properties.regression import fit_linear
 from micro_seg.properties.tables import (
-    is_specimen_table, numeric_column, parse_unit, read_property_table, read_results, sample_keys,
+    RESULT_ID_COLUMNS, is_specimen_table, numeric_column, parse_unit, read_property_table, read_results, sample_keys,
 )
 
 __all__ = ["LinkResult", "aggregate_samples", "specimen_samples", "link", "choose_property"]
@@ -258,8 +258,9 @@ def link(
     """
     if relation not in (*RELATIONS, "linear"):
         raise PropertyTableError(f"unknown relation {relation!r}; choose hall-petch, hardness or linear")
-    res, res_source = read_results(results)
-    props = read_property_table(properties)
+    id_columns = RESULT_ID_COLUMNS + ((mapping[len("column:"):],) if mapping.startswith("column:") else ())
+    res, res_source = read_results(results, id_columns=id_columns)
+    props = read_property_table(properties, id_columns=(on,))
     psource = str(properties)
     if on not in props.columns:
         raise PropertyTableError(f"{psource}: no sample-id column {on!r}; columns are: {', '.join(props.columns)}")

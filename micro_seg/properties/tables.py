@@ -25,7 +25,11 @@ import pandas as pd
 
 from micro_seg.errors import InputFileNotFoundError, PropertyTableError
 
-__all__ = ["read_property_table", "parse_unit", "numeric_column", "read_results", "is_specimen_table", "sample_keys"]
+__all__ = ["read_property_table", "parse_unit", "numeric_column", "read_results", "is_specimen_table", "sample_keys",
+           "id_strings", "RESULT_ID_COLUMNS"]
+
+#: Columns of batch results that identify an image or a specimen: always read as text.
+RESULT_ID_COLUMNS = ("path", "specimen")
 
 KNOWN_UNITS = (
     "MPa", "GPa", "kPa", "Pa", "ksi", "psi", "N/mm2", "N/mm^2",
@@ -49,7 +53,28 @@ def parse_unit(column: str) -> tuple[str, str | None]:
     return col, None
 
 
-def _read_text_table(path: Path, sep: str | None = None) -> pd.DataFrame:
+def id_strings(values: pd.Series) -> pd.Series:
+    """Sample ids as text: text stays as written (``'01'`` is not ``'1'``), a number read as a float because
+    of an empty cell loses its ``.0`` (``1.0`` -> ``'1'``), an empty cell stays missing.
+
+    Examples
+    --------
+    >>> id_strings(pd.Series(["01", "1", " A "])).tolist()
+    ['01', '1', 'A']
+    >>> id_strings(pd.Series([1.0, 2.0, None])).tolist()
+    ['1', '2', nan]
+    """
+    def one(v):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+            return np.nan
+        if isinstance(v, (float, np.floating)) and float(v).is_integer():
+            return str(int(v))
+        return str(v).strip()
+
+    return pd.Series([one(v) for v in values], index=values.index, dtype=object, name=values.name)
+
+
+def _read_text_table(path: Path, sep: str | None = None, *, id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     r"""A CSV / TSV as spreadsheets save it: UTF-8 (with or without BOM), else Windows-1252 (Excel's "CSV" on
     Windows); the delimiter (comma, semicolon or tab) from the header line unless ``sep`` is given, and with
     semicolons the decimal comma of the locales that use them (``3,5`` is 3.5).
@@ -74,13 +99,16 @@ def _read_text_table(path: Path, sep: str | None = None) -> pd.DataFrame:
         counts = {d: header.count(d) for d in (",", ";", "\t")}
         # a tie goes to the semicolon: commas turn up inside names where semicolons delimit ("Rp0,2_MPa")
         sep = max(counts, key=lambda d: (counts[d], d == ";", d == ","))
-    return pd.read_csv(io.StringIO(text), sep=sep, decimal="," if sep == ";" else ".")
+    return pd.read_csv(io.StringIO(text), sep=sep, decimal="," if sep == ";" else ".",
+                       dtype={c: str for c in id_columns})
 
 
-def read_property_table(path: str | Path) -> pd.DataFrame:
+def read_property_table(path: str | Path, *, id_columns: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     """Read a property table (.csv, .tsv, .xlsx, .parquet); refuse empty or unreadable ones.
 
-    CSV files may use commas, semicolons (with decimal commas) or tabs, in UTF-8 or Windows-1252."""
+    CSV files may use commas, semicolons (with decimal commas) or tabs, in UTF-8 or Windows-1252.
+    ``id_columns`` (the sample-id column) are read as text, see :func:`id_strings`: ids ``01`` and ``1``
+    are different samples."""
     path = Path(path)
     if not path.exists():
         raise InputFileNotFoundError(f"{path}: property table not found")
@@ -89,11 +117,11 @@ def read_property_table(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".txt"):
-            df = _read_text_table(path)
+            df = _read_text_table(path, id_columns=tuple(id_columns))
         elif suffix == ".tsv":
-            df = _read_text_table(path, sep="\t")
+            df = _read_text_table(path, sep="\t", id_columns=tuple(id_columns))
         elif suffix in (".xlsx", ".xlsm"):
-            df = pd.read_excel(path)
+            df = pd.read_excel(path, dtype={c: str for c in id_columns})
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         else:
@@ -109,6 +137,9 @@ def read_property_table(path: str | Path) -> pd.DataFrame:
     df.columns = [str(c).strip() for c in df.columns]
     if df.empty or len(df.columns) == 0:
         raise PropertyTableError(f"{path}: the table has no data rows")
+    for c in id_columns:
+        if c in df.columns:
+            df[c] = id_strings(df[c])
     return df
 
 
@@ -127,7 +158,8 @@ def numeric_column(df: pd.DataFrame, column: str, *, source: str = "table", id_c
     return values.to_numpy(dtype=float)
 
 
-def read_results(results: str | Path) -> tuple[pd.DataFrame, str]:
+def read_results(results: str | Path, *, id_columns: tuple[str, ...] | list[str] = RESULT_ID_COLUMNS
+                 ) -> tuple[pd.DataFrame, str]:
     """Read batch results: a batch output folder, its images.csv or specimens.csv.
 
     Returns the table and its source path.  For a folder that is the
@@ -135,7 +167,8 @@ def read_results(results: str | Path) -> tuple[pd.DataFrame, str]:
     so every CI is computed the same way.  Failed images are kept out of the
     numbers but are reported by the caller.  A ``specimens.csv`` (see
     :func:`is_specimen_table`) already holds one row of field statistics per
-    specimen.
+    specimen.  ``id_columns`` (image path, specimen, a ``column:`` mapping's
+    column) are read as text: specimens ``01`` and ``1`` stay two specimens.
     """
     results = Path(results)
     if results.is_dir():
@@ -149,11 +182,14 @@ def read_results(results: str | Path) -> tuple[pd.DataFrame, str]:
         raise PropertyTableError(f"{results}: not batch results: give a batch output folder, or its images.csv "
                                  "or specimens.csv")
     try:
-        df = pd.read_csv(results)
+        df = pd.read_csv(results, dtype={c: str for c in id_columns})
     except pd.errors.EmptyDataError as exc:
         raise PropertyTableError(f"{results}: the results table is empty") from exc
     if df.empty:
         raise PropertyTableError(f"{results}: the results table has no rows")
+    for c in id_columns:
+        if c in df.columns:
+            df[c] = id_strings(df[c])
     return df, str(results)
 
 
