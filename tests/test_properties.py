@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from micro_seg.cli import main
 from micro_seg.errors import PropertyTableError
@@ -78,6 +79,55 @@ def test_loo_cv_matches_brute_force():
         f = fit_linear(x[m], y[m])
         errs.append(f.predict(x[i : i + 1])["mean"][0] - y[i])
     assert loo_cv_rmse(x, y) == pytest.approx(np.sqrt(np.mean(np.square(errs))), rel=1e-9)
+
+
+def test_ols_prediction_interval_is_the_textbook_one():
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    y = np.array([2.1, 3.9, 6.2, 7.8, 10.1, 12.2])
+    fit = fit_linear(x[:, None], y, names=["x"])
+    lr = stats.linregress(x, y)
+    n, x0 = len(x), np.array([0.5, 3.5, 9.0])
+    s = np.sqrt(np.sum((y - lr.intercept - lr.slope * x) ** 2) / (n - 2))
+    sxx = np.sum((x - x.mean()) ** 2)
+    t = stats.t.ppf(0.975, n - 2)
+    p = fit.predict(x0[:, None])
+    assert fit.resid_std == pytest.approx(s, rel=1e-12)
+    assert p["ci95"] == pytest.approx(t * s * np.sqrt(1 / n + (x0 - x.mean()) ** 2 / sxx), rel=1e-10)
+    assert p["pi95"] == pytest.approx(t * s * np.sqrt(1 + 1 / n + (x0 - x.mean()) ** 2 / sxx), rel=1e-10)
+
+
+def _weighted_hall_petch(scale=1.0):
+    """A Hall-Petch fit weighted by grain-size standard errors (as link does when every sample has >= 2 fields)."""
+    d = np.array([5.0, 8.0, 12.0, 20.0, 35.0, 60.0, 100.0])
+    y = (S0 + K * (d * 1e-6) ** -0.5 + np.array([9.0, -12.0, 4.0, 10.0, -8.0, 3.0, -5.0])) * scale
+    d_se = np.array([0.2, 0.6, 0.3, 1.5, 0.9, 4.0, 2.0])
+    return d, y, d_se, fit_hall_petch(d, y, d_se_um=d_se, property_unit="MPa" if scale == 1.0 else "HV")
+
+
+def test_weighted_fit_residual_std_and_prediction_band_are_in_property_units():
+    d, y, d_se, mpa = _weighted_hall_petch()
+    _, y_hv, _, hv = _weighted_hall_petch(1 / 3)  # the same relation in other units (HV ~ sigma / 3)
+    resid = y - mpa.predict(d)["mean"]
+    assert mpa.linear.resid_std == pytest.approx(np.sqrt(np.sum(resid**2) / (len(d) - 2)), rel=1e-9)
+    assert hv.linear.resid_std == pytest.approx(mpa.linear.resid_std / 3, rel=1e-9)
+    assert hv.k == pytest.approx(mpa.k / 3, rel=1e-9) and hv.k_ci95 == pytest.approx(mpa.k_ci95 / 3, rel=1e-9)
+    grid = np.array([4.0, 15.0, 150.0])
+    p_mpa, p_hv = mpa.predict(grid), hv.predict(grid)
+    assert p_hv["pi95"] == pytest.approx(p_mpa["pi95"] / 3, rel=1e-9)
+    t = mpa.linear.t95
+    assert p_mpa["pi95"] == pytest.approx(t * np.sqrt((p_mpa["ci95"] / t) ** 2 + mpa.linear.resid_std**2), rel=1e-12)
+
+
+def test_weighted_fit_cv_rmse_is_leave_one_out_of_the_weighted_fit():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(10, 1))
+    y = 2 + 3 * x[:, 0] + rng.normal(0, 0.5, 10)
+    w = rng.uniform(0.2, 5.0, 10)
+    errs = []
+    for i in range(10):
+        m = np.arange(10) != i
+        errs.append(fit_linear(x[m], y[m], weights=w[m]).predict(x[i : i + 1])["mean"][0] - y[i])
+    assert fit_linear(x, y, weights=w).cv_rmse == pytest.approx(np.sqrt(np.mean(np.square(errs))), rel=1e-9)
 
 
 @pytest.mark.parametrize(

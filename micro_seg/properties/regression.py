@@ -41,11 +41,18 @@ class LinearFit:
     dof : int
         Residual degrees of freedom (n - p - 1).
     resid_std : float
-        Residual standard deviation ``s``.
+        Residual standard deviation in the property's units:
+        ``sqrt(sum(r_i^2) / dof)`` over the (unweighted) residuals
+        ``r_i = y_i - yhat_i`` about the fitted line, weighted or not.  For
+        an unweighted fit this is the usual OLS ``s``.
     r2 : float
-        Coefficient of determination.
+        Coefficient of determination (weighted when the fit is).
     n : int
         Number of observations.
+    cv_rmse : float or None
+        Leave-one-out cross-validated RMSE, in the property's units, of the
+        same (weighted, when weights are given) fit: each sample is predicted
+        by the fit to the others with the same weights.
     """
 
     names: list[str]
@@ -82,7 +89,10 @@ class LinearFit:
         Returns
         -------
         dict with ``mean``, ``ci95`` (uncertainty of the mean line, including
-        propagated predictor uncertainty) and ``pi95`` (for a new observation).
+        propagated predictor uncertainty) and ``pi95`` (for a new observation:
+        ``t sqrt(var_mean + resid_std^2)``, the mean line's variance from the
+        fit's covariance plus the residual scatter in the property's units;
+        for an unweighted fit the textbook ``t s sqrt(1 + x0^T (X^T X)^-1 x0)``).
         """
         x = np.atleast_2d(np.asarray(x, dtype=float))
         design = np.column_stack([np.ones(len(x)), x])
@@ -128,7 +138,10 @@ def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, 
         Predictor names (default ``x1..xp``).
     weights : (n,) array, optional
         Observation weights (e.g. inverse variances); the residual scale is
-        still estimated from the data.
+        still estimated from the data: the coefficients' covariance is
+        ``sum(w r^2) / dof * (X^T W X)^-1``.  ``resid_std`` is nevertheless
+        in the property's units (see :class:`LinearFit`), whatever the units
+        of the weights.
 
     Raises
     ------
@@ -170,15 +183,20 @@ def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, 
         se=np.sqrt(np.diag(cov)),
         cov=cov,
         dof=dof,
-        resid_std=float(np.sqrt(s2)),
+        resid_std=float(np.sqrt(np.sum(resid**2) / dof)),  # property units, not those of w
         r2=r2,
         n=n,
-        cv_rmse=loo_cv_rmse(x, y) if n >= p + 3 else None,
+        cv_rmse=loo_cv_rmse(x, y, weights=weights) if n >= p + 3 else None,
     )
 
 
-def loo_cv_rmse(x: np.ndarray, y: np.ndarray) -> float:
-    """Leave-one-out cross-validated RMSE of an OLS fit (exact, via the hat matrix).
+def loo_cv_rmse(x: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = None) -> float:
+    """Leave-one-out cross-validated RMSE of a least-squares fit (exact, via the hat matrix).
+
+    With ``weights`` the fit is weighted least squares (hat matrix
+    ``X (X^T W X)^-1 X^T W``) and each left-out sample is predicted by the
+    weighted fit to the others; the RMSE is of the plain prediction errors,
+    in the units of ``y``.
 
     Examples
     --------
@@ -192,7 +210,8 @@ def loo_cv_rmse(x: np.ndarray, y: np.ndarray) -> float:
         x = x[:, None]
     y = np.asarray(y, dtype=float).ravel()
     design = np.column_stack([np.ones(len(y)), x])
-    hat = design @ np.linalg.pinv(design.T @ design) @ design.T
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
+    hat = design @ np.linalg.pinv((design * w[:, None]).T @ design) @ (design * w[:, None]).T
     resid = y - hat @ y
     leverage = np.clip(np.diag(hat), 0.0, 1.0 - 1e-12)
     return float(np.sqrt(np.mean((resid / (1.0 - leverage)) ** 2)))
