@@ -294,3 +294,28 @@ def test_integer_ids_in_a_parquet_with_a_blank_row_match_text_specimens(tmp_path
     pd.DataFrame({"sample_id": [1.0, 2.0, 3.0, 4.0], "yield_strength_MPa": [400.0, 300.0, 250.0, None]}).to_parquet(props)
     result = link(res, props, on="sample_id")
     assert result.summary["n_matched"] == 3 and result.summary["unmatched"] == ["4"]
+
+
+@pytest.mark.parametrize("option", ["--out-table", "--plot"])
+@pytest.mark.parametrize("which", ["results-file", "results-folder-images", "results-folder-specimens", "properties"])
+def test_outputs_never_replace_the_inputs(tmp_path, capsys, monkeypatch, option, which):
+    res = _batch_output(tmp_path)
+    props = _props(tmp_path)
+    results_arg = str(res / "images.csv") if which == "results-file" else str(res)
+    target = {"results-file": res / "images.csv", "results-folder-images": res / "images.csv",
+              "results-folder-specimens": res / "specimens.csv", "properties": props}[which]
+    monkeypatch.chdir(tmp_path)  # the same file under another spelling (relative, with ..) is the same file
+    spelled = f"results/../{target.relative_to(tmp_path)}"
+    before = {p: p.read_bytes() for p in (res / "images.csv", res / "specimens.csv", props)}
+    code, out, err = run_cli(capsys, ["link", results_arg, str(props), "--on", "sample_id", option, spelled, "--json"])
+    assert code == 2 and out == ""
+    assert option in err and spelled in err and "replace" in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_out_table_and_plot_cannot_be_the_same_file(tmp_path, capsys):
+    res = _batch_output(tmp_path)
+    same = tmp_path / "out.csv"
+    code, out, err = run_cli(capsys, ["link", str(res), str(_props(tmp_path)), "--on", "sample_id",
+                                      "--out-table", str(same), "--plot", str(same)])
+    assert code == 2 and "--out-table" in err and "--plot" in err and not same.exists()

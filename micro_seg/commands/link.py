@@ -49,14 +49,43 @@ def _check_file_output(option: str, value: str) -> None:
         raise OutputPathError(f"{option} {value}: cannot write to folder {parent} (permission denied)")
 
 
+#: Tables of a batch output folder that link reads (RESULTS given as the folder): never overwritten.
+_BATCH_TABLES = ("images.csv", "specimens.csv")
+
+
+def _input_files(args: argparse.Namespace) -> dict[Path, str]:
+    """The resolved paths an output must not replace, each with how to name it in a message."""
+    inputs: dict[Path, str] = {}
+    results = Path(args.results)
+    if results.is_dir():
+        for name in _BATCH_TABLES:
+            inputs[(results / name).resolve()] = f"the batch's {name} in RESULTS {args.results}"
+    else:
+        inputs[results.resolve()] = f"the RESULTS table {args.results}"
+    inputs[Path(args.properties).resolve()] = f"the PROPERTIES table {args.properties}"
+    return inputs
+
+
 def check_output_paths(args: argparse.Namespace) -> None:
-    """Refuse unusable ``--plot`` / ``--plot-dir`` / ``--out-table`` paths before any work is done."""
+    """Refuse unusable ``--plot`` / ``--plot-dir`` / ``--out-table`` paths before any work is done.
+
+    An output that would replace an input (the RESULTS table, the PROPERTIES
+    table, the images.csv / specimens.csv of a RESULTS folder) or the other
+    output is refused: link never overwrites its own data.
+    """
     if args.plot:
         _check_file_output("--plot", args.plot)
     if args.plot_dir:
         check_output_folder(args.plot_dir, "--plot-dir")
     if args.out_table:
         _check_file_output("--out-table", args.out_table)
+    inputs = _input_files(args)
+    for option, value in (("--out-table", args.out_table), ("--plot", args.plot)):
+        if value and Path(value).resolve() in inputs:
+            raise OutputPathError(f"{option} {value}: is {inputs[Path(value).resolve()]}; writing there would "
+                                  "replace it: give another file")
+    if args.plot and args.out_table and Path(args.plot).resolve() == Path(args.out_table).resolve():
+        raise OutputPathError(f"--out-table {args.out_table}: is also the --plot file; give them different paths")
 
 
 def run(args: argparse.Namespace) -> dict:
