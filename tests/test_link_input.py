@@ -319,3 +319,52 @@ def test_out_table_and_plot_cannot_be_the_same_file(tmp_path, capsys):
     code, out, err = run_cli(capsys, ["link", str(res), str(_props(tmp_path)), "--on", "sample_id",
                                       "--out-table", str(same), "--plot", str(same)])
     assert code == 2 and "--out-table" in err and "--plot" in err and not same.exists()
+
+
+# ------------------------------------------------------------------ G numbers as linear predictors
+
+
+def _batch_with_g(tmp_path):
+    """images.csv / specimens.csv whose fields differ a lot, with per-field G numbers as measure grains gives them."""
+    from micro_seg.measure import astm
+
+    rows = []
+    for spec, d in SPECS.items():
+        for f, factor in enumerate((0.5, 1.0, 1.5)):
+            l_um = d * factor
+            rows.append({"path": f"{spec}/field{f}.tif", "status": "ok", "error": "", "specimen": spec,
+                         "pixel_size_um": 0.5, "mean_intercept_um": l_um, "grains_per_mm2": 1e6 / l_um**2,
+                         "mean_area_um2": l_um**2, "G_intercept": astm.g_from_intercept(l_um / 1000),
+                         "G_planimetric": astm.g_from_grains_per_mm2(1e6 / l_um**2),
+                         "G_area": astm.g_from_mean_area(l_um**2 * 1e-6), "ala_G": 3.0})
+    out = tmp_path / "results"
+    out.mkdir()
+    pd.DataFrame(rows).to_csv(out / "images.csv", index=False)
+    export_specimens_csv(rows, out / "specimens.csv")
+    return out, pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("results_name", ["images.csv", "specimens.csv"])
+def test_g_predictors_come_from_the_mean_field_quantity_not_the_mean_g(tmp_path, results_name):
+    from micro_seg.measure import astm
+
+    res, rows = _batch_with_g(tmp_path)
+    predictors = ["G_intercept", "G_planimetric", "G_area"]
+    r = link(res / results_name, _props(tmp_path), on="sample_id", relation="linear", predictors=["G_intercept"])
+    assert r.summary["fit"]["n"] == 5
+    for g in predictors:
+        got = link(res / results_name, _props(tmp_path), on="sample_id", relation="linear", predictors=[g]).samples
+        means = rows.groupby("specimen")[["mean_intercept_um", "grains_per_mm2", "mean_area_um2"]].mean()
+        expected = {"G_intercept": [astm.g_from_intercept(v / 1000) for v in means["mean_intercept_um"]],
+                    "G_planimetric": [astm.g_from_grains_per_mm2(v) for v in means["grains_per_mm2"]],
+                    "G_area": [astm.g_from_mean_area(v * 1e-6) for v in means["mean_area_um2"]]}[g]
+        assert got.set_index("sample")[g].loc[list(means.index)].tolist() == pytest.approx(expected, abs=1e-9), g
+        averaged = rows.groupby("specimen")[g].mean().to_numpy()
+        assert np.all(np.abs(got.set_index("sample")[g].loc[list(means.index)].to_numpy() - averaged) > 0.05)
+
+
+@pytest.mark.parametrize("results_name", ["images.csv", "specimens.csv"])
+def test_g_numbers_without_a_field_quantity_are_refused_not_averaged(tmp_path, results_name):
+    res, _ = _batch_with_g(tmp_path)
+    with pytest.raises(PropertyTableError, match=f"{results_name}: predictor ala_G: G numbers of fields are not averaged"):
+        link(res / results_name, _props(tmp_path), on="sample_id", relation="linear", predictors=["ala_G"])

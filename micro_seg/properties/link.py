@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from micro_seg.errors import PropertyTableError
+from micro_seg.measure import astm
 from micro_seg.measure.stats import field_statistics
 from micro_seg.properties.hall_petch import RELATIONS, check_grain_size_spread, fit_hall_petch
 from micro_seg.properties.regression import fit_linear
@@ -30,6 +31,37 @@ from micro_seg.properties.tables import (
 __all__ = ["LinkResult", "aggregate_samples", "specimen_samples", "link", "choose_property"]
 
 GRAIN_SIZE_COLUMNS = ("mean_intercept_um", "mean_ecd_um", "mean_diameter_um")
+
+
+def _g_intercept(mean_intercept_um: float) -> float:
+    return astm.g_from_intercept(mean_intercept_um / 1000.0)
+
+
+def _g_area(mean_area_um2: float) -> float:
+    return astm.g_from_mean_area(mean_area_um2 * 1e-6)
+
+
+#: A sample's ASTM E112 grain size number is computed from the mean over its fields of the quantity it comes
+#: from, never as the mean of the fields' G numbers (E112 section 15): G column -> (field quantity, G of its mean).
+G_FROM_MEAN = {
+    "G_intercept": ("mean_intercept_um", _g_intercept),
+    "G_intercept_circles": ("mean_intercept_circles_um", _g_intercept),
+    "G_planimetric": ("grains_per_mm2", astm.g_from_grains_per_mm2),
+    "G_area": ("mean_area_um2", _g_area),
+}
+
+
+def _is_g_column(column: str) -> bool:
+    """A grain size number column (``G_intercept``, ``ala_G``, ...), not its CI bounds."""
+    return (column.startswith("G_") or column == "ala_G") and "ci95" not in column
+
+
+def _sample_g(agg: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``sample`` and the G ``column`` from the per-sample mean of its field quantity (a frame of
+    :func:`aggregate_samples` / :func:`specimen_samples` for that quantity)."""
+    quantity, to_g = G_FROM_MEAN[column]
+    g = [to_g(m) if np.isfinite(m) and m > 0 else np.nan for m in agg[quantity].to_numpy(dtype=float)]
+    return pd.DataFrame({"sample": agg["sample"].to_numpy(), column: g})
 
 
 @dataclass
@@ -115,6 +147,24 @@ def specimen_samples(df: pd.DataFrame, column: str, *, source: str = "specimens.
         "sample": specimens.to_numpy(), "n_fields": n.astype(int), column: mean, f"{column}_sd": sd,
         f"{column}_ci95": stat("ci95"), f"{column}_se": sd / np.sqrt(n), f"{column}_pct_ra": stat("ra_percent"),
     })
+
+
+def _per_sample(column: str, aggregate, *, available, source: str) -> pd.DataFrame:
+    """``sample`` and the per-sample value of predictor ``column``: ``aggregate(c)`` gives a quantity's
+    per-sample statistics, ``available(c)`` whether the results have it.  A G number comes from the
+    mean of its field quantity (:data:`G_FROM_MEAN`); other G numbers are refused, never averaged."""
+    if column in G_FROM_MEAN:
+        quantity = G_FROM_MEAN[column][0]
+        if not available(quantity):
+            raise PropertyTableError(
+                f"{source}: predictor {column}: a sample's G is computed from the mean {quantity} of its fields "
+                f"(ASTM E112: G numbers are not averaged), and there is no {quantity} column (was the batch calibrated?)")
+        return _sample_g(aggregate(quantity), column)
+    if _is_g_column(column):
+        raise PropertyTableError(
+            f"{source}: predictor {column}: G numbers of fields are not averaged (ASTM E112); use one of "
+            f"{', '.join(G_FROM_MEAN)} (each computed from the mean of its field quantity) or that quantity itself")
+    return aggregate(column)[["sample", column]]
 
 
 def _partial_specimens(df: pd.DataFrame, column: str, *, source: str) -> list[str]:
@@ -245,7 +295,10 @@ def link(
     relation : {"hall-petch", "hardness", "linear"}
         ``linear`` fits the property on ``predictors`` (columns of the joined
         table: structure measures and processing columns) with a
-        leave-one-out cross-validated error.
+        leave-one-out cross-validated error.  A G-number predictor
+        (``G_intercept``, ``G_planimetric``, ``G_area``) is computed per sample
+        from the mean of its field quantity (mean intercept, N_A, mean area), as
+        ASTM E112 requires, from images.csv and specimens.csv alike.
     d : str
         Grain-size column of the results used as d (mean lineal intercept by default).
     mapping : str
@@ -287,7 +340,7 @@ def link(
             warnings.append(f"{n_failed} image(s) failed in the batch and are not in the specimen statistics "
                             "(see images.csv)")
         unmapped = []
-        columns = [d] + [c for c in (predictors or []) if f"{c}_mean" in res.columns and c != d]
+        columns = [d] + [c for c in (predictors or []) if c != d and (f"{c}_mean" in res.columns or _is_g_column(c))]
         agg = specimen_samples(res, d, source=res_source)
         if agg.empty:
             raise PropertyTableError(f"{res_source}: no specimen has a successfully processed image to link")
@@ -296,7 +349,9 @@ def link(
             warnings.append(f"{d} comes from only some fields of specimen(s) {_ids(partial)} (fields without a "
                             "value, e.g. without any intercept, are left out; its CI is over the fields that have one)")
         for extra in columns[1:]:
-            agg = agg.merge(specimen_samples(res, extra, source=res_source)[["sample", extra]], on="sample")
+            agg = agg.merge(_per_sample(extra, lambda c: specimen_samples(res, c, source=res_source),
+                                        available=lambda c: f"{c}_mean" in res.columns, source=res_source),
+                            on="sample")
     else:
         if "status" in res.columns:
             bad = res["status"].astype(str) != "ok"
@@ -306,10 +361,12 @@ def link(
             raise PropertyTableError(f"{res_source}: no successfully processed images to link")
         keys = sample_keys(res, mapping=mapping, source=res_source)
         unmapped = res.loc[keys.isna(), "path"].astype(str).tolist() if "path" in res.columns else []
-        columns = [d] + [c for c in (predictors or []) if c in res.columns and c != d]
+        columns = [d] + [c for c in (predictors or []) if c != d and (c in res.columns or _is_g_column(c))]
         agg = aggregate_samples(res, keys, d, source=res_source)
         for extra in columns[1:]:
-            agg = agg.merge(aggregate_samples(res, keys, extra, source=res_source)[["sample", extra]], on="sample")
+            agg = agg.merge(_per_sample(extra, lambda c: aggregate_samples(res, keys, c, source=res_source),
+                                        available=lambda c: c in res.columns, source=res_source),
+                            on="sample")
 
     result_ids, prop_ids = set(agg["sample"]), set(props[on])
     joined = agg.merge(props, left_on="sample", right_on=on, how="inner")
