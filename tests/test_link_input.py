@@ -368,3 +368,50 @@ def test_g_numbers_without_a_field_quantity_are_refused_not_averaged(tmp_path, r
     res, _ = _batch_with_g(tmp_path)
     with pytest.raises(PropertyTableError, match=f"{results_name}: predictor ala_G: G numbers of fields are not averaged"):
         link(res / results_name, _props(tmp_path), on="sample_id", relation="linear", predictors=["ala_G"])
+
+
+# ------------------------------------------------------------------ fields without a value, too few samples
+
+
+def test_a_calibrated_field_without_an_intercept_is_left_out_with_a_warning_as_in_specimens_csv(tmp_path, capsys):
+    res = _batch_output(tmp_path, noise=0.1)
+    images = pd.read_csv(res / "images.csv")
+    images.loc[images["path"] == "A/field0.tif", "mean_intercept_um"] = np.nan  # calibrated, but no intercept
+    images.to_csv(res / "images.csv", index=False)
+    export_specimens_csv(images.to_dict("records"), res / "specimens.csv")
+    props = _props(tmp_path)
+    by_images = link(res / "images.csv", props, on="sample_id")
+    by_specimens = link(res / "specimens.csv", props, on="sample_id")
+    for key in ("sigma0", "k", "k_ci95", "residual_std", "n"):
+        assert by_images.summary["fit"][key] == pytest.approx(by_specimens.summary["fit"][key], rel=1e-9), key
+    assert by_images.samples.set_index("sample").loc["A", "n_fields"] == 3
+    assert any("only some fields of sample(s) A " in w for w in by_images.warnings), by_images.warnings
+    code, out, err = run_cli(capsys, ["link", str(res / "images.csv"), str(props), "--on", "sample_id", "--json"])
+    assert code == 0 and "uncalibrated" not in err and "--pixel-size" not in err
+
+
+def test_a_sample_without_any_value_says_nothing_was_measured_not_uncalibrated(tmp_path):
+    res = _batch_output(tmp_path)
+    images = pd.read_csv(res / "images.csv")
+    images.loc[images["specimen"] == "B", "mean_intercept_um"] = np.nan
+    images.to_csv(res / "images.csv", index=False)
+    export_specimens_csv(images.to_dict("records"), res / "specimens.csv")
+    for name in ("images.csv", "specimens.csv"):
+        with pytest.raises(PropertyTableError, match=rf"{name}: no field of sample\(s\) B has a mean_intercept_um value") as exc:
+            link(res / name, _props(tmp_path), on="sample_id")
+        assert "uncalibrated" not in str(exc.value)
+
+
+def test_an_uncalibrated_field_is_still_refused_in_images_csv(tmp_path):
+    res = _batch_output(tmp_path, uncalibrated=("B",))
+    with pytest.raises(PropertyTableError, match=r"images\.csv: mean_intercept_um is missing for images of sample\(s\) B "
+                                                 r"\(uncalibrated"):
+        link(res / "images.csv", _props(tmp_path), on="sample_id")
+
+
+def test_too_few_matched_samples_names_the_files(tmp_path, capsys):
+    res = _batch_output(tmp_path, {"A": 6.0, "B": 12.0})
+    props = _props(tmp_path, ids=["A", "B"])
+    code, _, err = run_cli(capsys, ["link", str(res), str(props), "--on", "sample_id"])
+    assert code == 2 and "2 matched samples are too few" in err
+    assert f"{res / 'images.csv'} joined with {props}: " in err

@@ -75,17 +75,44 @@ class LinkResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _is_physical(column: str) -> bool:
+    """A quantity in micrometres or millimetres: uncalibrated fields do not have it."""
+    return "_um" in column or "_mm" in column
+
+
+def _uncalibrated_fields(df: pd.DataFrame) -> np.ndarray:
+    """Fields (rows of images.csv) without a pixel size; none when the table has no ``pixel_size_um`` column."""
+    if "pixel_size_um" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return ~np.isfinite(pd.to_numeric(df["pixel_size_um"], errors="coerce").to_numpy(dtype=float))
+
+
 def aggregate_samples(df: pd.DataFrame, keys: pd.Series, column: str, *, source: str = "results") -> pd.DataFrame:
-    """Per-sample field statistics of ``column``: n, mean, s, 95% CI (Student t), %RA, standard error."""
+    """Per-sample field statistics of ``column``: n, mean, s, 95% CI (Student t), %RA, standard error.
+
+    As in ``specimens.csv``, a calibrated field without a value (no intercept
+    measured in it) is left out and ``n_fields`` counts the fields that have
+    one (:func:`partial_samples` lists the samples concerned); a quantity in
+    micrometres is refused for a sample with uncalibrated fields, and any
+    quantity for a sample where no field has a value.
+    """
     values = numeric_column(df, column, source=source)
-    frame = pd.DataFrame({"sample": keys.to_numpy(), "v": values})
+    frame = pd.DataFrame({"sample": keys.to_numpy(), "v": values, "uncal": _uncalibrated_fields(df)})
     frame = frame[frame["sample"].notna()]
-    if frame["v"].isna().any():
-        missing = sorted(set(frame.loc[frame["v"].isna(), "sample"].astype(str)))
+    blank = frame["v"].isna()
+    uncalibrated = sorted(set(frame.loc[blank & frame["uncal"], "sample"].astype(str))) if _is_physical(column) else []
+    if uncalibrated:
         raise PropertyTableError(
-            f"{source}: {column} is missing for images of sample(s) {', '.join(missing)} "
+            f"{source}: {column} is missing for images of sample(s) {_ids(uncalibrated)} "
             "(uncalibrated images give no grain size in micrometres: re-run with --pixel-size)"
         )
+    empty = sorted(str(k) for k, v in frame.groupby("sample")["v"] if v.isna().all())
+    if empty:
+        raise PropertyTableError(
+            f"{source}: no field of sample(s) {_ids(empty)} has a {column} value (nothing was measured, e.g. no "
+            "intercept in any field): leave these samples out or re-measure them"
+        )
+    frame = frame[~blank]
     rows = []
     for key, grp in frame.groupby("sample", sort=True):
         st = field_statistics(grp["v"].to_numpy())
@@ -132,12 +159,16 @@ def specimen_samples(df: pd.DataFrame, column: str, *, source: str = "specimens.
     mean = stat("mean")
     specimens = df["specimen"].astype(str)
     uncalibrated = numeric_column(df, "n_uncalibrated", source=source) if "n_uncalibrated" in df.columns else np.zeros(len(df))
-    physical = "_um" in column or "_mm" in column  # absent for uncalibrated fields
-    missing = np.isnan(mean) | ((uncalibrated > 0) & physical)
+    missing = (uncalibrated > 0) & _is_physical(column)  # absent for uncalibrated fields
     if missing.any():
         raise PropertyTableError(
-            f"{source}: {column} is missing for images of sample(s) {', '.join(specimens[missing])} "
+            f"{source}: {column} is missing for images of sample(s) {_ids(specimens[missing])} "
             "(uncalibrated images give no grain size in micrometres: re-run with --pixel-size)"
+        )
+    if np.isnan(mean).any():
+        raise PropertyTableError(
+            f"{source}: no field of sample(s) {_ids(specimens[np.isnan(mean)])} has a {column} value (nothing was "
+            "measured, e.g. no intercept in any field): leave these samples out or re-measure them"
         )
     sd = stat("sd")
     n_col = f"{column}_n"
@@ -167,6 +198,14 @@ def _per_sample(column: str, aggregate, *, available, source: str) -> pd.DataFra
     return aggregate(column)[["sample", column]]
 
 
+def partial_samples(df: pd.DataFrame, keys: pd.Series, column: str) -> list[str]:
+    """Samples of images.csv some of whose fields have no ``column`` value (left out by :func:`aggregate_samples`)."""
+    if column not in df.columns:
+        return []
+    blank = pd.to_numeric(df[column], errors="coerce").isna().to_numpy() & keys.notna().to_numpy()
+    return sorted(set(keys[blank].astype(str)))
+
+
 def _partial_specimens(df: pd.DataFrame, column: str, *, source: str) -> list[str]:
     """Specimens whose ``column`` statistics are over fewer fields than they have (``<column>_n < n_fields``)."""
     n_col = f"{column}_n"
@@ -175,6 +214,11 @@ def _partial_specimens(df: pd.DataFrame, column: str, *, source: str) -> list[st
     n = numeric_column(df, "n_fields", source=source, id_column="specimen")
     k = numeric_column(df, n_col, source=source, id_column="specimen")
     return sorted(df.loc[(n > 0) & (k < n), "specimen"].astype(str))
+
+
+def _partial_warning(column: str, samples: list[str], what: str) -> str:
+    return (f"{column} comes from only some fields of {what} {_ids(samples)} (fields without a value, e.g. without "
+            "any intercept, are left out; its CI is over the fields that have one)")
 
 
 def _ids(ids, limit: int = 10) -> str:
@@ -236,14 +280,14 @@ _NOT_GRAIN_SIZE = ("pixel_size_um", "test_line_length_um")
 
 
 @contextlib.contextmanager
-def _why_samples_are_missing(notes: list[str], source: str):
-    """A fit refused for too few samples also says which matched samples were left out (blank property cells)."""
+def _why_samples_are_missing(notes: list[str], source: str, results_source: str):
+    """A refused fit names the two tables joined and says which matched samples were left out (blank property
+    cells)."""
     try:
         yield
     except PropertyTableError as exc:
-        if not notes:
-            raise
-        raise PropertyTableError(f"{exc}; {source}: " + "; ".join(notes)) from None
+        msg = f"{results_source} joined with {source}: {exc}"
+        raise PropertyTableError(msg + (f"; {source}: " + "; ".join(notes) if notes else "")) from None
 
 
 def _is_grain_size_column(column: str) -> bool:
@@ -344,10 +388,10 @@ def link(
         agg = specimen_samples(res, d, source=res_source)
         if agg.empty:
             raise PropertyTableError(f"{res_source}: no specimen has a successfully processed image to link")
-        partial = _partial_specimens(res, d, source=res_source)
-        if partial:
-            warnings.append(f"{d} comes from only some fields of specimen(s) {_ids(partial)} (fields without a "
-                            "value, e.g. without any intercept, are left out; its CI is over the fields that have one)")
+        for column in dict.fromkeys(G_FROM_MEAN[c][0] if c in G_FROM_MEAN else c for c in columns):
+            partial = _partial_specimens(res, column, source=res_source)
+            if partial:
+                warnings.append(_partial_warning(column, partial, "specimen(s)"))
         for extra in columns[1:]:
             agg = agg.merge(_per_sample(extra, lambda c: specimen_samples(res, c, source=res_source),
                                         available=lambda c: f"{c}_mean" in res.columns, source=res_source),
@@ -363,6 +407,10 @@ def link(
         unmapped = res.loc[keys.isna(), "path"].astype(str).tolist() if "path" in res.columns else []
         columns = [d] + [c for c in (predictors or []) if c != d and (c in res.columns or _is_g_column(c))]
         agg = aggregate_samples(res, keys, d, source=res_source)
+        for column in dict.fromkeys(G_FROM_MEAN[c][0] if c in G_FROM_MEAN else c for c in columns):
+            partial = partial_samples(res, keys, column)
+            if partial:
+                warnings.append(_partial_warning(column, partial, "sample(s)"))
         for extra in columns[1:]:
             agg = agg.merge(_per_sample(extra, lambda c: aggregate_samples(res, keys, c, source=res_source),
                                         available=lambda c: c in res.columns, source=res_source),
@@ -416,7 +464,7 @@ def link(
     if relation == "linear":
         names = predictors or [d]
         x = np.column_stack([numeric_column(fitted, c, source="joined table") for c in names])
-        with _why_samples_are_missing(dropped_notes, psource):
+        with _why_samples_are_missing(dropped_notes, psource, res_source):
             fit = fit_linear(x, y[keep], names=names)
         ci = fit.ci95()
         summary["fit"] = {
@@ -431,7 +479,7 @@ def link(
             warnings.append(spread)
         se_col = f"{d}_se"
         d_se = fitted[se_col].to_numpy() if se_col in fitted and np.all(np.isfinite(fitted[se_col])) else None
-        with _why_samples_are_missing(dropped_notes, psource):
+        with _why_samples_are_missing(dropped_notes, psource, res_source):
             fit = fit_hall_petch(fitted[d].to_numpy(), y[keep], relation=relation, d=d,
                                  property_name=parse_unit(prop_col)[0], property_unit=unit, d_se_um=d_se)
         summary["fit"] = fit.as_dict()
