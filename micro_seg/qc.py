@@ -143,6 +143,10 @@ def measured_groups(spec: "QCSpec") -> list[str]:
     return needed
 
 
+#: Relative tolerance of the margin comparison (float rounding of ``limit - value``).
+_MARGIN_RTOL = 1e-9
+
+
 @dataclass(frozen=True)
 class RangeRule:
     """Acceptance range of one quantity.
@@ -153,6 +157,8 @@ class RangeRule:
     ('review', 'max', 2.0)
     >>> RangeRule(min=1.0).judge(3.0) is None
     True
+    >>> RangeRule(min=7, max=10, margin=0.2).judge(6.8), RangeRule(min=7, max=10, margin=0.2).judge(10.2)
+    (('review', 'min', 7.0), ('review', 'max', 10.0))
     """
 
     min: float | None = None
@@ -167,7 +173,10 @@ class RangeRule:
             ("max", self.max, None if self.max is None else value - self.max),
         ):
             if limit is not None and excess is not None and excess > 0:
-                severity = "review" if (self.margin > 0 and excess <= self.margin) else self.severity
+                # ``limit - value`` rounds differently on each side (7 - 6.8 > 0.2 but 10.2 - 10 < 0.2): a value
+                # on the margin, to within the rounding of its digits, is within it on both sides
+                tol = _MARGIN_RTOL * max(1.0, abs(float(limit)), abs(float(value)))
+                severity = "review" if (self.margin > 0 and excess <= self.margin + tol) else self.severity
                 return severity, bound, float(limit)
         return None
 

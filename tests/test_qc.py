@@ -213,3 +213,16 @@ def test_offending_defects_use_the_measurements_own_feret_diameters():
     got = offending_defects(labels, spec, pixel_size_um=1.0)
     assert list(got) == [7] and got[7].startswith("feret_um 20.2 um > 20.1")  # keys are the instance values
     assert list(offending_defects(labels > 0, spec, pixel_size_um=1.0)) == [1]  # a mask: connected components
+
+
+@pytest.mark.parametrize("value, bound", [(6.8, "min"), (10.2, "max"), (6.8000000001, "min"), (10.1999999999, "max")])
+def test_margin_boundary_is_symmetric_despite_float_rounding(value, bound):
+    # 7 - 6.8 is 0.20000000000000018 and 10.2 - 10 is 0.1999999999999993 in floating point: both are the margin
+    rule = RangeRule(min=7.0, max=10.0, margin=0.2)
+    assert rule.judge(value) == ("review", bound, 7.0 if bound == "min" else 10.0)
+
+
+@pytest.mark.parametrize("value, bound", [(6.79, "min"), (10.21, "max"), (6.7999, "min"), (10.2001, "max")])
+def test_beyond_the_margin_fails_on_both_sides(value, bound):
+    rule = RangeRule(min=7.0, max=10.0, margin=0.2)
+    assert rule.judge(value) == ("fail", bound, 7.0 if bound == "min" else 10.0)
