@@ -759,13 +759,22 @@ def evaluate(
         if reason:
             reasons.append(reason)
 
-    if spec.calibration != "ignore" and (pixel_size_um is None or not pixel_size_um > 0):
+    calibrated = pixel_size_um is not None and pixel_size_um > 0
+    if spec.calibration != "ignore" and not calibrated:
         reasons.append(Reason("image.calibration", None, "required", spec.calibration,
                               "no pixel size: the image is uncalibrated, measurements are in pixels", "required"))
-    if "pixel_size_um" in spec.image and pixel_size_um is not None:
-        reason = _range_reason("image.pixel_size_um", float(pixel_size_um), spec.image["pixel_size_um"])
-        if reason:
-            reasons.append(reason)
+    if "pixel_size_um" in spec.image:
+        rule = spec.image["pixel_size_um"]
+        if calibrated:
+            reason = _range_reason("image.pixel_size_um", float(pixel_size_um), rule)
+            if reason:
+                reasons.append(reason)
+        elif spec.calibration == "ignore":  # a window that cannot be checked is a finding, never a silent pass
+            # (with a calibration check the missing pixel size is already its reason, at its severity)
+            reasons.append(Reason("image.pixel_size_um", None, rule.min if rule.min is not None else rule.max,
+                                  "review", "no pixel size: the image is uncalibrated, so its magnification window "
+                                  "(image.pixel_size_um) cannot be checked; check it by hand or give --pixel-size",
+                                  "min" if rule.min is not None else "max"))
     if "magnification" in spec.image:
         rule = spec.image["magnification"]
         if magnification is None:

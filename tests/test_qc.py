@@ -226,3 +226,12 @@ def test_margin_boundary_is_symmetric_despite_float_rounding(value, bound):
 def test_beyond_the_margin_fails_on_both_sides(value, bound):
     rule = RangeRule(min=7.0, max=10.0, margin=0.2)
     assert rule.judge(value) == ("fail", bound, 7.0 if bound == "min" else 10.0)
+
+
+@pytest.mark.parametrize("pixel_size", [None, 0.0])
+def test_pixel_size_window_on_an_uncalibrated_image_is_review_not_a_silent_pass(pixel_size):
+    spec = parse_spec({"image": {"pixel_size_um": [0.1, 1.0]}})
+    r = evaluate(grain_micrograph(0), spec, pixel_size_um=pixel_size)
+    assert r.verdict == "review" and checks(r) == ["image.pixel_size_um"]
+    assert r.reasons[0].value is None and "no pixel size" in r.reasons[0].message
+    assert evaluate(grain_micrograph(0), spec, pixel_size_um=0.5).verdict == "pass"
