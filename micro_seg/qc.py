@@ -606,15 +606,37 @@ def _range_reason(check: str, value: Any, rule: RangeRule) -> Reason | None:
     return Reason(check, value, limit, severity, f"{check} = {_fmt(value)} is {word} the {bound} {_fmt(limit)}", bound)
 
 
+def _table_column(group: str, key: str) -> str | None:
+    """The ``images.csv`` column of ``key`` of ``group`` (as ``micro_seg.batch_worker.measure_segmentation``
+    names them), or None when a batch row has no column for it under another name than ``<group>_<key>``.
+
+    Grain keys are bare; phase keys bare too (``phase_fraction_<name>``, ``analysed_area_um2``) but for
+    ``phases_n_fields``; every defect key is ``defects_<key>``.  ``pixel_size_um`` is the image's (one
+    column for every group).  So no group reads another group's column of the same name
+    (``mean_area_um2`` of the grains is not the defects' ``defects_mean_area_um2``).
+
+    >>> _table_column("grains", "mean_area_um2"), _table_column("defects", "mean_area_um2")
+    ('mean_area_um2', None)
+    >>> _table_column("phases", "n_fields"), _table_column("defects", "pixel_size_um")
+    (None, 'pixel_size_um')
+    """
+    if key == "pixel_size_um":
+        return key
+    if group == "grains" or (group == "phases" and key != "n_fields"):
+        return key
+    return None  # defects_<key> / phases_n_fields: the <group>_<key> form, tried first
+
+
 def _lookup(measurements: Mapping | None, group: str, key: str) -> Any:
-    """Find ``key`` of ``group`` in nested ({"grains": {...}}) or flat tables."""
+    """Find ``key`` of ``group`` in nested (``{"grains": {...}}``) or flat tables (``grains.<key>``,
+    ``<group>_<key>``, or the column ``images.csv`` gives it: see :func:`_table_column`)."""
     if not measurements:
         return None
     nested = measurements.get(group)
     if isinstance(nested, Mapping) and key in nested:
         return nested[key]
-    for flat in (f"{group}.{key}", f"{group}_{key}", key):
-        if flat in measurements and not isinstance(measurements[flat], Mapping):
+    for flat in (f"{group}.{key}", f"{group}_{key}", _table_column(group, key)):
+        if flat is not None and flat in measurements and not isinstance(measurements[flat], Mapping):
             return measurements[flat]
     return None
 
@@ -707,8 +729,10 @@ def evaluate(
         Override what the micrograph records.
     measurements : mapping, optional
         ``{"grains": {...}, "phases": {...}, "defects": {...}}`` as printed by
-        ``micro-seg analyze``, or a flat row (``grains_G_intercept`` or
-        ``G_intercept`` columns) as in a batch table.
+        ``micro-seg analyze``, or a flat row as in a batch's ``images.csv``
+        (grain keys bare or ``grains_<key>``, ``phase_fraction_<name>``,
+        defect keys ``defects_<key>``: a group never reads another group's
+        column).
     classification : mapping, optional
         Output of :func:`micro_seg.classifier.classify`: ``class``,
         ``probabilities``, optionally ``ood`` (bool) and ``ood_score``.

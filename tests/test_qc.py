@@ -108,7 +108,7 @@ def test_measurement_rules_margin_and_missing():
 
 def test_flat_batch_row_is_understood():
     spec = parse_spec({"measurements": {"grains": {"G_intercept": [7, 9]}, "defects": {"area_fraction": 0.01}}})
-    row = {"path": "a.tif", "status": "ok", "grains_G_intercept": "6.2", "area_fraction": 0.001}
+    row = {"path": "a.tif", "status": "ok", "grains_G_intercept": "6.2", "defects_area_fraction": 0.001}
     r = evaluate(None, spec, measurements=row)
     assert checks(r) == ["grains.G_intercept"] and r.reasons[0].value == pytest.approx(6.2)
 
@@ -235,3 +235,29 @@ def test_pixel_size_window_on_an_uncalibrated_image_is_review_not_a_silent_pass(
     assert r.verdict == "review" and checks(r) == ["image.pixel_size_um"]
     assert r.reasons[0].value is None and "no pixel size" in r.reasons[0].message
     assert evaluate(grain_micrograph(0), spec, pixel_size_um=0.5).verdict == "pass"
+
+
+def test_a_flat_row_is_read_per_group_as_images_csv_names_the_columns():
+    # images.csv: grain keys bare, phase fractions phase_fraction_<name> and n_fields phases_n_fields, every
+    # defect key defects_<key>: a defects rule must never read the grains' column of the same name
+    spec = parse_spec({"measurements": {"defects": {"mean_area_um2": {"max": 100}}}})
+    grains_row = {"path": "a.tif", "status": "ok", "pixel_size_um": "0.5", "mean_area_um2": "489.4"}
+    r = evaluate(None, spec, measurements=grains_row)
+    assert r.verdict == "review" and checks(r) == ["defects.mean_area_um2"] and r.reasons[0].value is None
+    assert "defects.mean_area_um2 was not measured" in r.reasons[0].message
+    defects_row = {**grains_row, "defects_mean_area_um2": "150"}
+    r = evaluate(None, spec, measurements=defects_row)
+    assert r.verdict == "fail" and r.reasons[0].value == 150.0
+    # a grains rule reads the bare column, not the defects one; phases.n_fields reads phases_n_fields
+    grains = parse_spec({"measurements": {"grains": {"mean_area_um2": {"max": 100}}}})
+    assert evaluate(None, grains, measurements={"defects_mean_area_um2": "50"}).reasons[0].value is None
+    assert evaluate(None, grains, measurements=grains_row).reasons[0].value == 489.4
+    phases = parse_spec({"measurements": {"phases": {"n_fields": {"min": 5}}}})
+    assert evaluate(None, phases, measurements={"n_fields": "25"}).reasons[0].value is None
+    assert evaluate(None, phases, measurements={"phases_n_fields": "25"}).verdict == "pass"
+    # the image's pixel size is every group's (it is not repeated per group in the table)
+    px = parse_spec({"measurements": {"defects": {"pixel_size_um": [0.1, 1]}}})
+    assert evaluate(None, px, measurements=grains_row).verdict == "pass"
+    # nested measurements (qc --model, the batch, the napari widget) are read by group as before
+    assert evaluate(None, spec, measurements={"grains": {"mean_area_um2": 489.4}}).reasons[0].value is None
+    assert evaluate(None, spec, measurements={"defects": {"mean_area_um2": 50.0}}).verdict == "pass"

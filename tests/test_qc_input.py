@@ -165,3 +165,15 @@ def test_cli_qc_folder_that_is_not_a_batch_output_exit_2(tmp_path, image, capsys
     code, out, err = run_cli(capsys, ["qc", str(folder), "--spec", str(spec), "--json"])
     assert code == 0, err
     assert json.loads(out)["results"][0]["verdict"] == "pass"
+
+
+def test_cli_qc_defects_rule_on_a_grains_table_is_not_judged_on_the_grain_column(tmp_path, capsys):
+    spec = tmp_path / "d.yaml"
+    spec.write_text("measurements:\n  defects:\n    mean_area_um2: {max: 100}\n")
+    table = tmp_path / "gi.csv"
+    table.write_text("path,status,pixel_size_um,mean_area_um2\na.tif,ok,0.5,489.4\nb.tif,ok,0.5,50\n")
+    code, out, err = run_cli(capsys, ["qc", str(table), "--spec", str(spec), "--json"])
+    assert code == 0, err
+    for row in json.loads(out)["results"]:
+        assert row["verdict"] == "review", row
+        assert [r["message"] for r in row["reasons"]] == ["defects.mean_area_um2 was not measured; the spec requires it"]
