@@ -75,6 +75,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "evaluate",
+    "evaluate_specimen",
     "combine_verdicts",
     "offending_defects",
     "VERDICTS",
@@ -837,6 +838,107 @@ def evaluate(
     if spec.needs_classifier:
         reasons += _classifier_reasons(spec, classification)
     return QCResult(verdict=combine_verdicts(reasons), reasons=reasons, quality=q)
+
+
+def _specimen_columns() -> dict[str, dict[str, str]]:
+    """``{group: {spec key: specimens.csv column}}``: the specimen grain size numbers (from the mean of its
+    fields, ASTM E112) and the means over its fields of the per-field quantities; nothing else of a spec has a
+    specimen value."""
+    from micro_seg.specimens import FIELD_QUANTITIES
+
+    cols: dict[str, dict[str, str]] = {"grains": {"G_intercept": "G_intercept", "G_planimetric": "G_planimetric"},
+                                       "phases": {}, "defects": {}}
+    for q in FIELD_QUANTITIES:
+        group, key = ("defects", q.removeprefix("defects_")) if q.startswith("defects_") else ("grains", q)
+        cols[group][key] = f"{q}_mean"
+    return cols
+
+
+def _specimen_column(group: str, key: str) -> str | None:
+    """The ``specimens.csv`` column judged for ``measurements.<group>.<key>``, or None if it has none.
+
+    >>> _specimen_column("grains", "G_intercept"), _specimen_column("grains", "mean_intercept_um")
+    ('G_intercept', 'mean_intercept_um_mean')
+    >>> _specimen_column("defects", "area_fraction"), _specimen_column("defects", "max_feret_um")
+    ('defects_area_fraction_mean', None)
+    """
+    if group == "phases" and key.startswith("phase_fraction_") and not key.startswith(
+            ("phase_fraction_ci95_", "phase_fraction_ra_percent_")):
+        return f"{key}_mean"
+    return _specimen_columns()[group].get(key)
+
+
+def evaluate_specimen(row: Mapping[str, Any], spec: QCSpec, *,
+                      no_pixels: str = "a specimen row has no image") -> QCResult:
+    """Judge one row of a batch's ``specimens.csv`` (a specimen: statistics over its fields).
+
+    Measurement rules are judged on the specimen's values: ``grains.G_intercept`` / ``G_planimetric`` on the
+    specimen G (from the mean of its fields), a per-field quantity (``mean_intercept_um``,
+    ``defects.area_fraction``, a phase fraction, ...) on its mean over the fields (``<column>_mean``).  A rule
+    the row holds no value for (``ala_G``, ``defects.max_feret_um``, the magnification window...) gives
+    *review* saying so, never a verdict on another column.  Calibration: the specimen is calibrated when none
+    of its fields is (``n_uncalibrated`` 0); otherwise the spec's calibration severity, saying how many fields
+    are not.  Fields the batch could not process: *review* (the statistics leave them out); none processed at
+    all: *fail*.
+
+    Examples
+    --------
+    >>> spec = parse_spec({"image": {"calibration": "fail"}, "measurements": {"grains": {"G_intercept": [5, 12]}}})
+    >>> row = {"specimen": "A", "n_fields": "3", "n_failed": "0", "n_uncalibrated": "0", "G_intercept": "9.7"}
+    >>> evaluate_specimen(row, spec).verdict
+    'pass'
+    >>> r = evaluate_specimen({**row, "n_uncalibrated": "1"}, spec)
+    >>> r.verdict, r.reasons[0].message
+    ('fail', '1 of 3 fields of this specimen are uncalibrated (no pixel size): their measurements are in pixels')
+    """
+    here = {"pixel_size_um", "magnification"}  # image windows a specimen row has no value for
+    rest = dataclasses.replace(spec, calibration="ignore", measurements={}, phase_fractions={},
+                               image={k: v for k, v in spec.image.items() if k not in here})
+    status: list[Reason] = []
+
+    n_fields, n_failed = _to_float(row.get("n_fields")), _to_float(row.get("n_failed"))
+    if n_fields is not None and n_fields == 0:
+        status.append(Reason("batch.status", n_failed, "ok", "fail", "the batch could not process any field of "
+                              "this specimen: nothing was measured", ""))
+    elif n_failed:
+        total = int(n_fields or 0) + int(n_failed)
+        status.append(Reason("batch.status", int(n_failed), 0, "review", f"{int(n_failed)} of {total} fields of "
+                              "this specimen could not be processed: its statistics are over the others", ""))
+
+    base = evaluate(None, rest, no_pixels=no_pixels)  # pixel, out-of-distribution and classifier checks
+    reasons = status + base.reasons
+    if spec.calibration != "ignore":
+        n_uncal = _to_float(row.get("n_uncalibrated"))
+        if n_uncal is None:
+            reasons.append(Reason("image.calibration", None, "required", spec.calibration,
+                                  "the specimen row records no n_uncalibrated: its calibration is unknown", "required"))
+        elif n_uncal > 0:
+            of = f" of {int(n_fields)}" if n_fields is not None else ""
+            reasons.append(Reason("image.calibration", int(n_uncal), "required", spec.calibration,
+                                  f"{int(n_uncal)}{of} fields of this specimen are uncalibrated (no pixel size): "
+                                  "their measurements are in pixels", "required"))
+    for key in (k for k in spec.image if k in here):
+        rule = spec.image[key]
+        reasons.append(Reason(f"image.{key}", None, rule.min if rule.min is not None else rule.max, "review",
+                              f"image.{key} cannot be judged on a specimen row (it records no "
+                              f"{'pixel size' if key == 'pixel_size_um' else key} of its fields); judge the batch's "
+                              "images.csv", "min" if rule.min is not None else "max"))
+
+    rules = [(f"{g}.{k}", g, k, r) for g, rs in spec.measurements.items() for k, r in rs.items()]
+    rules += [(f"phases.phase_fractions.{p}", "phases", f"phase_fraction_{p}", r) for p, r in spec.phase_fractions.items()]
+    for check, group, key, rule in rules:
+        column = _specimen_column(group, key)
+        if column is None:
+            reasons.append(Reason(check, None, rule.min if rule.min is not None else rule.max, "review",
+                                  f"{check} cannot be judged on a specimen row (specimens.csv holds the specimen G and "
+                                  "the means of its fields' grain, phase and defect densities, sizes and fractions); "
+                                  "judge the batch's images.csv", "min" if rule.min is not None else "max"))
+            continue
+        reason = _range_reason(check, _to_float(row.get(column)), rule)
+        if reason:
+            reasons.append(reason)
+
+    return QCResult(verdict=combine_verdicts(reasons), reasons=reasons, quality=base.quality)
 
 
 def _classifier_reasons(spec: QCSpec, classification: Mapping[str, Any] | None) -> list[Reason]:

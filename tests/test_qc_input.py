@@ -177,3 +177,83 @@ def test_cli_qc_defects_rule_on_a_grains_table_is_not_judged_on_the_grain_column
     for row in json.loads(out)["results"]:
         assert row["verdict"] == "review", row
         assert [r["message"] for r in row["reasons"]] == ["defects.mean_area_um2 was not measured; the spec requires it"]
+
+
+# ------------------------------------------------------------------ a batch's specimens.csv
+
+
+def _specimens_csv(tmp_path, rows):
+    """specimens.csv as ``micro-seg batch`` writes it, from per-image rows."""
+    from micro_seg.batch import export_specimens_csv
+
+    path, _ = export_specimens_csv(rows, tmp_path / "specimens.csv")
+    return path
+
+
+def _qc_json(capsys, table, spec_text, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text)
+    code, out, err = run_cli(capsys, ["qc", str(table), "--spec", str(spec), "--json"])
+    assert code == 0, err
+    return {r["specimen"]: r for r in json.loads(out)["results"]}
+
+
+def test_cli_qc_specimens_csv_is_calibrated_when_all_its_fields_are(tmp_path, capsys):
+    table = tmp_path / "specimens.csv"
+    table.write_text("specimen,n_fields,n_failed,n_uncalibrated,mean_intercept_um_mean,G_intercept\nA,3,0,0,10.0,9.7\n")
+    spec = "image:\n  calibration: fail\nmeasurements:\n  grains:\n    G_intercept: [5, 12]\n"
+    res = _qc_json(capsys, table, spec, tmp_path)
+    assert res["A"]["verdict"] == "pass", res["A"]["reasons"]
+
+
+def test_cli_qc_specimens_csv_judges_the_specimen_values_a_batch_writes(tmp_path, capsys):
+    rows = [{"path": f"{s}/{i}.tif", "specimen": s, "status": "ok", "pixel_size_um": px,
+             "grains_per_mm2": na, "mean_intercept_um": li, "mean_area_um2": 1000.0 / na * 1000.0,
+             "ala_G": 3.0, "n_grains": 300}
+            for s, px, na, li in (("A", 0.5, 2000.0, 20.0), ("B", 0.5, 200.0, 60.0), ("C", None, 2000.0, 20.0))
+            for i in range(3)]
+    rows[-1]["pixel_size_um"] = 0.5  # C: 2 of its 3 fields uncalibrated
+    table = _specimens_csv(tmp_path, rows)
+    # G from the mean intercept, E112: l = 20 um -> G 8.3; 60 um -> G 5.1
+    spec = ("image:\n  calibration: review\nmeasurements:\n  grains:\n    G_intercept: [7, 9]\n"
+            "    mean_intercept_um: {max: 50}\n")
+    res = _qc_json(capsys, table, spec, tmp_path)
+    assert res["A"]["verdict"] == "pass", res["A"]["reasons"]
+    assert res["B"]["verdict"] == "fail"
+    assert sorted(r["check"] for r in res["B"]["reasons"]) == ["grains.G_intercept", "grains.mean_intercept_um"]
+    assert {r["check"]: r["value"] for r in res["B"]["reasons"]}["grains.mean_intercept_um"] == pytest.approx(60.0)
+    (cal,) = res["C"]["reasons"]
+    assert res["C"]["verdict"] == "review" and cal["check"] == "image.calibration"
+    assert "2 of 3 fields" in cal["message"] and cal["value"] == 2
+    # a rule a specimen row holds no value for (a per-image quantity, not a field mean) is review with the reason
+    res = _qc_json(capsys, table, "measurements:\n  grains:\n    ala_G: {min: 2}\n", tmp_path)
+    for r in res.values():
+        (reason,) = r["reasons"]
+        assert r["verdict"] == "review" and reason["value"] is None
+        assert "cannot be judged on a specimen row" in reason["message"] and "images.csv" in reason["message"]
+    # so is a magnification window: a specimen row records no pixel size
+    res = _qc_json(capsys, table, "image:\n  pixel_size_um: [0.1, 1]\n", tmp_path)
+    assert {r["verdict"] for r in res.values()} == {"review"}
+    assert "specimen row" in res["A"]["reasons"][0]["message"]
+
+
+def test_cli_qc_specimens_csv_defects_and_phase_fractions_are_their_field_means(tmp_path, capsys):
+    rows = [{"path": f"{s}/{i}.tif", "specimen": s, "status": "ok", "pixel_size_um": 0.5,
+             "phase_fraction_ferrite": f, "phase_fraction_pearlite": 1 - f, "defects_area_fraction": a,
+             "defects_count": 4, "defects_max_feret_um": 30.0}
+            for s, f, a in (("A", 0.7, 0.001), ("B", 0.4, 0.02)) for i in range(2)]
+    rows.append({"path": "B/2.tif", "specimen": "B", "status": "failed", "error": "x"})
+    table = _specimens_csv(tmp_path, rows)
+    spec = ("measurements:\n  phases:\n    phase_fractions:\n      ferrite: [0.6, 0.9]\n"
+            "  defects:\n    area_fraction: 0.005\n")
+    res = _qc_json(capsys, table, spec, tmp_path)
+    assert res["A"]["verdict"] == "pass", res["A"]["reasons"]
+    checks = {r["check"]: r for r in res["B"]["reasons"]}
+    assert res["B"]["verdict"] == "fail"
+    assert checks["phases.phase_fractions.ferrite"]["value"] == pytest.approx(0.4)
+    assert checks["defects.area_fraction"]["value"] == pytest.approx(0.02)
+    assert checks["batch.status"]["severity"] == "review" and "1 of 3 fields" in checks["batch.status"]["message"]
+    # the largest defect of a specimen is not in specimens.csv (only field means are): review, not a grain value
+    res = _qc_json(capsys, table, "measurements:\n  defects:\n    max_feret_um: 50\n", tmp_path)
+    assert {r["verdict"] for r in res.values()} == {"review"}
+    assert "cannot be judged on a specimen row" in res["A"]["reasons"][0]["message"]

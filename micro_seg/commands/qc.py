@@ -2,7 +2,9 @@
 
 ``INPUT`` is an image file, or a batch output folder / its ``images.csv`` (the
 measurements already in the table are judged; image-quality checks run where
-the image file can still be found).  With ``--model``:
+the image file can still be found), or its ``specimens.csv`` (each specimen
+judged on its G and the means of its fields, see
+:func:`micro_seg.qc.evaluate_specimen`).  With ``--model``:
 
 * a classification model classifies each image (class rules, confidence and
   out-of-distribution checks);
@@ -129,7 +131,8 @@ def _table_path(inp: Path) -> Path | None:
 def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = None,
              classifier: Any = None) -> list[dict[str, Any]]:
     """Judge every row of a batch ``images.csv`` (failed rows get verdict ``fail``), or of its
-    ``specimens.csv`` (each result then names its ``specimen``).
+    ``specimens.csv`` (each result then names its ``specimen``; judged by
+    :func:`micro_seg.qc.evaluate_specimen`).
 
     Image-quality checks run when the row's image is found (``image_root`` /
     ``path``, or ``path`` as written) and is the image the batch measured (its
@@ -139,7 +142,7 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
     """
     from micro_seg.errors import MicroSegError
     from micro_seg.io import read_micrograph
-    from micro_seg.qc import evaluate
+    from micro_seg.qc import evaluate, evaluate_specimen
     from micro_seg.registry import sha256_file
 
     table = Path(table)
@@ -182,7 +185,11 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
             from micro_seg.classifier import classify
 
             classification = classify(image, classifier)
-        result = evaluate(image, spec, measurements=row, pixel_size_um=px, no_pixels=why, classification=classification)
+        if who:
+            result = evaluate_specimen(row, spec, no_pixels=why)
+        else:
+            result = evaluate(image, spec, measurements=row, pixel_size_um=px, no_pixels=why,
+                              classification=classification)
         out.append({"path": rel, **who, **result.as_dict(), "pixel_size_um": px,
                     **({"classification": classification} if classification is not None else {})})
     return out
