@@ -30,6 +30,7 @@ __all__ = [
     "TrainingDataError",
     "SpecError",
     "PropertyTableError",
+    "ResultsTableError",
     "CancelledError",
 ]
 
@@ -80,6 +81,10 @@ class SpecError(MicroSegError, ValueError):
 
 class PropertyTableError(MicroSegError, ValueError):
     """A property table cannot be read or joined."""
+
+
+class ResultsTableError(MicroSegError, ValueError):
+    """A batch results table (``images.csv`` / ``specimens.csv``) given to judge is not one or is malformed."""
 
 
 class CancelledError(MicroSegError, RuntimeError):

@@ -257,3 +257,43 @@ def test_cli_qc_specimens_csv_defects_and_phase_fractions_are_their_field_means(
     res = _qc_json(capsys, table, "measurements:\n  defects:\n    max_feret_um: 50\n", tmp_path)
     assert {r["verdict"] for r in res.values()} == {"review"}
     assert "cannot be judged on a specimen row" in res["A"]["reasons"][0]["message"]
+
+
+# ------------------------------------------------------------------ malformed batch tables
+
+
+@pytest.mark.parametrize("text, says", [
+    ("path,status,pixel_size_um\na.tif,ok,0.5\nb.tif,ok,0.5 um\n",
+     r"line 3 \(b\.tif\), column pixel_size_um: '0\.5 um' is not a number"),
+    ("path,status,pixel_size_um\na.tif,ok,-0.5\n", r"line 2 \(a\.tif\), column pixel_size_um: '-0\.5' is not a positive"),
+    ("name,G_intercept\na.tif,8.0\n", r"not a batch results table: no 'path' column \(images\.csv\) nor 'specimen' "
+                                      r"column \(specimens\.csv\); its columns: name, G_intercept"),
+    ("", r"not a batch results table: it is empty"),
+    ("path,status,error,pixel_size_um,G_intercept\n", r"the table has no rows: nothing to judge"),
+    (b"\xff\xfe\x00p\x00a\x00t\x00h", r"not a batch results table: not UTF-8 text"),
+])
+def test_cli_qc_malformed_batch_table_exit_2_naming_the_file(tmp_path, capsys, text, says):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("image:\n  calibration: required\nmeasurements:\n  grains:\n    G_intercept: [7, 9]\n")
+    table = tmp_path / "images.csv"
+    table.write_bytes(text if isinstance(text, bytes) else text.encode())
+    code, out, err = run_cli(capsys, ["qc", str(table), "--spec", str(spec), "--json"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"{table}: " in err
+    assert __import__("re").search(says, err), err
+
+
+def test_cli_qc_pixel_size_on_a_batch_table_is_said_to_apply_to_images_only(tmp_path, capsys, image):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("image:\n  calibration: required\n")
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "batch" / "images.csv").write_text("path,status,error,pixel_size_um\na.tif,ok,,\n")
+    code, out, err = run_cli(capsys, ["qc", str(tmp_path / "batch"), "--spec", str(spec), "--pixel-size", "0.5",
+                                      "--json"])
+    assert code == 0, err
+    assert "warning: --pixel-size applies to image inputs only" in err and "micro-seg batch" in err
+    (row,) = json.loads(out)["results"]
+    assert row["verdict"] == "review" and row["reasons"][0]["check"] == "image.calibration"  # the batch's calibration
+    # given with images only, it is used and nothing is said
+    code, out, err = run_cli(capsys, ["qc", str(image), "--spec", str(spec), "--pixel-size", "0.5", "--json"])
+    assert code == 0 and "warning" not in err and json.loads(out)["results"][0]["verdict"] == "pass"

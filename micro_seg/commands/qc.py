@@ -50,7 +50,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default=None, help="classification or segmentation model (name or folder)")
     p.add_argument("--classifier", default=None, help="classification model to use next to a segmentation --model")
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM", dest="pixel_size",
-                   help="micrometres per pixel; overrides the calibration in the files")
+                   help="micrometres per pixel; overrides the calibration of image inputs (not of a batch "
+                   "table, whose measurements were made with the batch's calibration)")
     p.add_argument("--images-dir", default=None, metavar="DIR",
                    help="for a batch table: the batch's input folder, so image-quality checks can run on the images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -128,6 +129,55 @@ def _table_path(inp: Path) -> Path | None:
     return None
 
 
+def _read_table(table: Path) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a batch ``images.csv`` / ``specimens.csv`` with their line numbers; refuses (naming the file)
+    a file that is not one (no ``path`` nor ``specimen`` column, not UTF-8 CSV) or has no rows."""
+    from micro_seg.errors import ResultsTableError
+
+    try:
+        with open(table, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames
+            rows = [(reader.line_num, row) for row in reader]
+    except UnicodeDecodeError as exc:
+        raise ResultsTableError(f"{table}: not a batch results table: not UTF-8 text ({exc.reason} at byte "
+                                f"{exc.start})") from exc
+    except csv.Error as exc:
+        raise ResultsTableError(f"{table}: not a batch results table: not valid CSV ({exc})") from exc
+    if not columns:
+        raise ResultsTableError(f"{table}: not a batch results table: it is empty (give a batch output folder, its "
+                                "images.csv or specimens.csv)")
+    if "path" not in columns and "specimen" not in columns:
+        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+        raise ResultsTableError(f"{table}: not a batch results table: no 'path' column (images.csv) nor 'specimen' "
+                                f"column (specimens.csv); its columns: {shown}")
+    if not rows:
+        raise ResultsTableError(f"{table}: the table has no rows: nothing to judge")
+    return rows
+
+
+def _pixel_size_cell(table: Path, line: int, row: dict[str, str]) -> float | None:
+    """The row's ``pixel_size_um`` (None when empty: uncalibrated); a cell that is not a positive number is
+    refused naming the file, line, image and value (``0.5 um``: the table was edited by hand)."""
+    import math
+
+    from micro_seg.errors import ResultsTableError
+
+    cell = row.get("pixel_size_um")
+    if cell is None or not cell.strip():
+        return None
+    where = f"{table}: line {line} ({row.get('path') or row.get('specimen') or 'no path'}), column pixel_size_um"
+    try:
+        px = float(cell)
+    except ValueError:
+        raise ResultsTableError(f"{where}: {cell!r} is not a number (micrometres per pixel, e.g. 0.5; "
+                                "leave it empty for an uncalibrated image)") from None
+    if not (math.isfinite(px) and px > 0):
+        raise ResultsTableError(f"{where}: {cell!r} is not a positive pixel size in micrometres (leave it empty for "
+                                "an uncalibrated image)")
+    return px
+
+
 def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = None,
              classifier: Any = None) -> list[dict[str, Any]]:
     """Judge every row of a batch ``images.csv`` (failed rows get verdict ``fail``), or of its
@@ -146,10 +196,8 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
     from micro_seg.registry import sha256_file
 
     table = Path(table)
-    with open(table, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
     out = []
-    for row in rows:
+    for line, row in _read_table(table):
         rel = row.get("path", "")
         # a specimens.csv row is one specimen (its fields' statistics): named by "specimen", it has no image
         who = {"specimen": row["specimen"]} if "path" not in row and "specimen" in row else {}
@@ -159,8 +207,7 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
                 "severity": "fail", "message": f"the batch could not process this image: {row.get('error', '')}"}],
                 "error": row.get("error") or f"batch status {row.get('status')!r}"})
             continue
-        px = row.get("pixel_size_um")
-        px = float(px) if px not in (None, "") else None
+        px = _pixel_size_cell(table, line, row)
         image = None
         candidates = [Path(image_root) / rel] if image_root else []
         candidates.append(Path(rel))
@@ -229,6 +276,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if clf_name:
         classifier = load_classifier(clf_name)
 
+    if args.pixel_size is not None and any(_table_path(Path(inp)) is not None for inp in args.inputs):
+        # a table's measurements were made with the batch's calibration: a new pixel size cannot rescale them
+        print("warning: --pixel-size applies to image inputs only; a batch table is judged with the calibration its "
+              "measurements were made with (re-run micro-seg batch --pixel-size UM to change it)", file=sys.stderr)
     results: list[dict[str, Any]] = []
     for inp in args.inputs:
         table = _table_path(Path(inp))
