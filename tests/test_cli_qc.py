@@ -286,3 +286,15 @@ def test_train_classifier_warns_about_copies_across_the_split_and_classes_withou
     assert code == 0, err
     assert any("class(es) disks have no validation image" in w for w in out["warnings"]), out["warnings"]
     assert not any("byte-identical" in w for w in out["warnings"])
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "inf"])
+def test_a_bad_pixel_size_is_a_usage_error_not_a_fail_verdict(tmp_path, capsys, bad):
+    """qc --pixel-size 0 judged every image 'fail' (exit 3) with a CalibrationError as its reason."""
+    spec = tmp_path / "cal.yaml"
+    spec.write_text("image:\n  calibration: fail\n")
+    img = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 32), 100, np.uint8)).save(img)
+    code = main(["qc", str(img), "--spec", str(spec), "--pixel-size", bad])
+    cap = capsys.readouterr()
+    assert code == 2 and cap.out == "" and "--pixel-size" in cap.err and len(cap.err.strip().splitlines()) == 1

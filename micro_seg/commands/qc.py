@@ -250,6 +250,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from micro_seg.qc import load_spec
     from micro_seg.registry import load_card, resolve_model
 
+    if args.pixel_size is not None:  # a usage error before any work, not a "fail" verdict on every image
+        from micro_seg.io_calibration import validate_pixel_size
+
+        validate_pixel_size(args.pixel_size, source="--pixel-size")
     spec = load_spec(args.spec)
     for inp in args.inputs:
         if not Path(inp).exists():
