@@ -115,6 +115,20 @@ def test_band_below_a_flat_low_noise_micrograph(seed, background, ink):
     assert detect_databar(np.clip(micrograph, 0, 255).astype(np.uint8)) == 0
 
 
+def test_a_dark_layer_of_material_under_a_flat_micrograph_is_no_band():
+    """Under a flat micrograph, a dark bottom layer with a few bright particles (resin, a coating) was cut off as a
+    60-row data bar once flat micrograph rows stopped counting as frame lines; a drawn band is flat exactly."""
+    rng = np.random.default_rng(0)
+    image = 150 + rng.normal(0, 1, (400, 400))
+    for _ in range(180):
+        y, x = rng.integers(0, 337), rng.integers(0, 397)
+        image[y : y + 3, x : x + 3] = 30
+    layer = 20 + rng.normal(0, 1, (60, 400))
+    layer[rng.random((60, 400)) < 0.005] = 230
+    image[340:] = layer
+    assert detect_databar(np.clip(np.round(image), 0, 255).astype(np.uint8)) == 0
+
+
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
 def test_band_other_dtypes(dtype):
     image = db.grain_image((300, 400), seed=2).astype(dtype)
