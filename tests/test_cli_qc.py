@@ -100,6 +100,11 @@ def test_qc_on_batch_results_table(tmp_path, capsys):
         "c.tif": ("fail", ["defects.area_fraction"]),
         "d.tif": ("fail", ["batch.status"]),
     }
+    # the same table saved by Excel as "CSV UTF-8" (a byte-order mark first) was judged as specimen rows
+    table = out_dir / "images.csv"
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    code, out, err = run_json(capsys, ["qc", str(out_dir), "--spec", str(spec), "--json"])
+    assert {r["path"]: (r["verdict"], [x["check"] for x in r["reasons"]]) for r in out["results"]} == verdicts
 
 
 @pytest.mark.slow

@@ -135,7 +135,7 @@ def _read_table(table: Path) -> list[tuple[int, dict[str, str]]]:
     from micro_seg.errors import ResultsTableError
 
     try:
-        with open(table, newline="", encoding="utf-8") as fh:
+        with open(table, newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" starts with a BOM
             reader = csv.DictReader(fh)
             columns = reader.fieldnames
             rows = [(reader.line_num, row) for row in reader]
