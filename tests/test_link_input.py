@@ -415,3 +415,24 @@ def test_too_few_matched_samples_names_the_files(tmp_path, capsys):
     code, _, err = run_cli(capsys, ["link", str(res), str(props), "--on", "sample_id"])
     assert code == 2 and "2 matched samples are too few" in err
     assert f"{res / 'images.csv'} joined with {props}: " in err
+
+
+def test_zero_padded_specimens_match_a_table_whose_ids_lost_their_zeros(tmp_path):
+    """Folders 01..04 against a property table typed in a spreadsheet (1..4): reading ids as text (so that 01 and 1
+    stay two specimens) stopped them matching at all. They now pair by number, one to one, with a warning."""
+    specs = {"01": 6.0, "02": 12.0, "03": 25.0, "04": 50.0, "10": 100.0}
+    res = _batch_output(tmp_path, specs)
+    props = tmp_path / "p.csv"
+    pd.DataFrame({"sample_id": [1, 2, 3, 4, 10],
+                  "yield_strength_MPa": [S0 + K * (d * 1e-6) ** -0.5 for d in specs.values()]}).to_csv(props, index=False)
+    out = link(res, props, on="sample_id")
+    assert out.summary["n_matched"] == 5 and out.summary["unmatched"] == []
+    assert out.summary["fit"]["k"] == pytest.approx(K, rel=0.1)
+    assert any("matched by number" in w and "01 = 1" in w for w in out.summary["warnings"])
+    # an id that matches by text is not paired again by number: 01 stays unmatched beside a real 1
+    (tmp_path / "b").mkdir()
+    res2 = _batch_output(tmp_path / "b", {"01": 6.0, "1": 12.0, "2": 25.0, "3": 50.0})
+    props2 = tmp_path / "p2.csv"
+    pd.DataFrame({"sample_id": [1, 2, 3], "yield_strength_MPa": [300.0, 250.0, 200.0]}).to_csv(props2, index=False)
+    out2 = link(res2, props2, on="sample_id")
+    assert out2.summary["n_matched"] == 3 and out2.summary["unmatched_results"] == ["01"]

@@ -314,6 +314,29 @@ def check_d_column(d: str, res: pd.DataFrame, *, specimens: bool, source: str) -
         f"not _um2 or _px); suitable columns: {', '.join(suitable) or 'none (was the batch calibrated?)'}")
 
 
+def _match_by_number(result_ids: set[str], props: pd.DataFrame, on: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Pair ids that match by whole number only (results ``01`` <-> properties ``1``: a spreadsheet drops leading
+    zeros) among those that match nothing by text, when the pairing is one-to-one; returns the property table with
+    those ids renamed to the results' and ``{property id: result id}``.
+
+    >>> t = pd.DataFrame({"id": ["1", "2", "7"], "y": [1, 2, 3]})
+    >>> _match_by_number({"01", "02", "7", "x"}, t, "id")[1]
+    {'1': '01', '2': '02'}
+    """
+    prop_ids = set(props[on])
+    spare_results = [r for r in result_ids - prop_ids if r.isdigit()]
+    spare_props = [p for p in prop_ids - result_ids if p.isdigit()]
+    by_value: dict[int, tuple[list[str], list[str]]] = {}
+    for r in spare_results:
+        by_value.setdefault(int(r), ([], []))[0].append(r)
+    for p in spare_props:
+        by_value.setdefault(int(p), ([], []))[1].append(p)
+    renamed = {ps[0]: rs[0] for rs, ps in by_value.values() if len(rs) == 1 and len(ps) == 1}
+    if not renamed:
+        return props, {}
+    return props.assign(**{on: props[on].map(lambda v: renamed.get(v, v))}), renamed
+
+
 def link(
     results: str | Path,
     properties: str | Path,
@@ -416,6 +439,12 @@ def link(
                                         available=lambda c: c in res.columns, source=res_source),
                             on="sample")
 
+    props, renamed = _match_by_number(set(agg["sample"]), props, on)
+    if renamed:
+        pairs = ", ".join(f"{r} = {p}" for p, r in sorted(renamed.items(), key=lambda kv: kv[1])[:5])
+        warnings.append(f"{len(renamed)} sample id(s) matched by number, not by text ({pairs}"
+                        f"{', ...' if len(renamed) > 5 else ''}): {psource} has them without leading zeros "
+                        "(a spreadsheet stores 01 as 1)")
     result_ids, prop_ids = set(agg["sample"]), set(props[on])
     joined = agg.merge(props, left_on="sample", right_on=on, how="inner")
     summary: dict = {
