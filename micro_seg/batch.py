@@ -374,6 +374,8 @@ def _drop_second_names(found: list[InputFile], links: dict[str, list[str]] | Non
             st = os.stat(f.path)
         except OSError:
             continue
+        if not st.st_ino:  # no file ids on this file system (st_ino 0): nothing to compare
+            return found
         by_file.setdefault((st.st_dev, st.st_ino), []).append(f)
     dropped: set[str] = set()
     for names in by_file.values():
@@ -842,7 +844,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                 _record_result(store, f, r, run_id=run_id, specimen=specimens.get(f.relpath), common=common)
                 done += 1
             if r.status != "ok":
-                _remove_earlier_outputs(out_path, known.get(f.relpath))
+                _remove_earlier_outputs(store, out_path, f.relpath, known.get(f.relpath))
             if progress is not None:
                 progress(done, total, f.relpath, r.status)
 
@@ -1000,12 +1002,13 @@ def _check_spec_measurable(spec: Any, card: Any) -> None:
                         f"model that measures {', '.join(missing)}")
 
 
-def _remove_earlier_outputs(out_path: Path, row: dict | None) -> None:
+def _remove_earlier_outputs(store: ResultsStore, out_path: Path, relpath: str, row: dict | None) -> None:
     """An image that failed now leaves no label / overlay / object file of its earlier result behind: they showed
-    content the image no longer has (it changed) or a model / options no longer used."""
+    content the image no longer has (it changed) or a model / options no longer used.  A file another image now
+    records as its own (its output stem was reassigned) stays."""
     for key in ("labels_path", "overlay_path", "objects_path"):
         rel = (row or {}).get(key)
-        if not rel:
+        if not rel or store.output_in_use(rel, by_other_than=relpath):
             continue
         path = (out_path / rel).resolve()
         if path.is_relative_to(out_path) and path.is_file():
@@ -1182,7 +1185,8 @@ def export_objects_parquet(store: ResultsStore, path: str | os.PathLike, *, run_
         return None
     types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
              "null": pa.float64()}
-    schema = pa.schema([(k, types[t]) for k, t in columns.items()])
+    schema = pa.schema([(k, types[t]) for k, t in columns.items()],
+                       metadata={GENERATOR_KEY: f"micro-seg {__version__}".encode()})
     out = Path(path)
     with atomic_path(out) as tmp:
         with pq.ParquetWriter(str(tmp), schema) as writer:
@@ -1201,6 +1205,26 @@ def export_objects_parquet(store: ResultsStore, path: str | os.PathLike, *, run_
     return out
 
 
+#: Key of the schema metadata that marks an ``objects.parquet`` as micro-seg's.
+GENERATOR_KEY = b"generator"
+
+
+def _written_by_micro_seg(path: Path) -> bool:
+    """True for an ``objects.parquet`` / ``report.html`` an earlier batch wrote (its generator mark)."""
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(str(path)).metadata or {}
+            return meta.get(GENERATOR_KEY, b"").startswith(b"micro-seg")
+        with open(path, "rb") as fh:
+            return b"<meta name='generator' content='micro-seg" in fh.read(4096)
+    except Exception:  # noqa: BLE001 (unreadable, not parquet, no pyarrow: not ours to delete)
+        return False
+
+
 def write_exports(store: ResultsStore, out_dir: Path, run_id: int, *, rows: list[dict[str, Any]] | None = None,
                   write_report: bool = True, ignored: list[str] | None = None) -> dict[str, Path | None]:
     """Write ``images.csv``, ``specimens.csv``, ``objects.parquet`` and ``report.html``."""
@@ -1214,9 +1238,10 @@ def write_exports(store: ResultsStore, out_dir: Path, run_id: int, *, rows: list
 
         report_path = _write_report(out_dir / "report.html", store=store, run_id=run_id, image_rows=rows,
                                     specimen_rows=specimen_rows, out_dir=out_dir, ignored=ignored or [])
-    # an earlier run's object table or report, not rewritten now, would contradict images.csv: they go
+    # an earlier run's object table or report, not rewritten now, would contradict images.csv: they go (only
+    # files micro-seg wrote: a user's own report.html in OUT_DIR stays)
     for written, name in ((objects, "objects.parquet"), (report_path, "report.html")):
-        if written is None and (out_dir / name).is_file():
+        if written is None and _written_by_micro_seg(out_dir / name):
             (out_dir / name).unlink()
     return {"images_csv": images_csv, "specimens_csv": specimens_csv, "objects_parquet": objects,
             "report": report_path}

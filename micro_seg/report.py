@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from micro_seg import __version__
 from micro_seg.batch_worker import atomic_path
 
 __all__ = ["write_report", "fmt_ci", "histogram_png", "thumbnail_data_uri"]
@@ -472,6 +473,7 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
     parts.append("</main>")
 
     doc = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+           f"<meta name='generator' content='micro-seg {_e(__version__)}'>"
            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>" + "".join(parts) + "</body></html>")
     path = Path(path)

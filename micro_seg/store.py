@@ -172,6 +172,12 @@ def _read_only(exc: sqlite3.Error) -> bool:
     return "readonly" in str(exc) or "read-only" in str(exc)
 
 
+def _storage_problem(exc: sqlite3.Error) -> bool:
+    """The database's storage failed (full, I/O, read-only, locked), not the SQL."""
+    text = str(exc).lower()
+    return _read_only(exc) or any(w in text for w in ("full", "disk i/o", "locked", "unable to open"))
+
+
 def _empty_wal(wal: Path) -> bool:
     try:
         return wal.stat().st_size == 0
@@ -310,8 +316,8 @@ class ResultsStore:
                         pass
                     raise
             except sqlite3.OperationalError as exc:  # disk full, I/O error, read-only: one line naming the file
-                if not self._opened:  # __init__ handles (and may retry) a failed open itself
-                    raise
+                if not self._opened or not _storage_problem(exc):  # __init__ handles a failed open itself; a
+                    raise  # bad statement is a bug, not the user's disk
                 raise _store_error(self.path, exc, writing=True) from None
 
     def schema_version(self) -> int:
@@ -381,6 +387,14 @@ class ResultsStore:
             " labels_path, overlay_path, objects_path FROM images"
         )
         return {r["relpath"]: dict(r) for r in rows}
+
+    def output_in_use(self, rel: str, *, by_other_than: str) -> bool:
+        """True when an image other than ``by_other_than`` records ``rel`` as its label, overlay or object file
+        (output stems are reassigned when files come and go, so an old row's file may now be another image's)."""
+        row = self._con.execute(
+            "SELECT 1 FROM images WHERE relpath != ? AND (labels_path = ? OR overlay_path = ? OR objects_path = ?)"
+            " LIMIT 1", (by_other_than, rel, rel, rel)).fetchone()
+        return row is not None
 
     def mark_seen(self, relpaths: Iterable[str], run_id: int, specimens: Mapping[str, str | None]) -> None:
         """Record that these (already finished) inputs belong to ``run_id``."""

@@ -139,3 +139,35 @@ def test_an_infinite_measurement_is_stored_as_missing_not_as_text(tmp_path):
         image_id = store.record("a.tif", {"abspath": "/in/a.tif", "status": "ok"}, run_id=run,
                                 measurements={"mean_intercept_px": float("inf"), "n": np.int64(1)})
         assert store.measurements()[image_id] == {"mean_intercept_px": None, "n": 1}
+
+
+def test_a_users_own_report_and_objects_files_are_never_deleted(tmp_path, grain_model):
+    """The stale-export clean-up removed any report.html / objects.parquet in OUT_DIR, also ones micro-seg never
+    wrote; it now removes only files carrying micro-seg's generator mark."""
+    root = _images(tmp_path / "in")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.html").write_text("<html>my notes</html>")
+    (out / "objects.parquet").write_text("my table")
+    run_batch(root, out, model=grain_model, workers=0, report=False)
+    assert (out / "report.html").read_text() == "<html>my notes</html>"
+
+
+def test_a_failed_image_does_not_delete_a_file_another_image_now_owns(tmp_path, grain_model):
+    from micro_seg.batch import _remove_earlier_outputs
+    from micro_seg.store import ResultsStore
+
+    out = tmp_path / "out"
+    (out / "labels").mkdir(parents=True)
+    shared = out / "labels" / "x_png_labels.tif"
+    shared.write_bytes(b"labels of S/x_png.tif")
+    own = out / "labels" / "old_labels.tif"
+    own.write_bytes(b"old")
+    with ResultsStore(out / "results.sqlite") as store:
+        run = store.start_run(in_dir="in", out_dir=str(out), software_version="0", parameters={})
+        store.record("S/x_png.tif", {"abspath": "/in/S/x_png.tif", "status": "ok",
+                                     "labels_path": "labels/x_png_labels.tif"}, run_id=run)
+        _remove_earlier_outputs(store, out, "S/x.png", {"labels_path": "labels/x_png_labels.tif"})
+        _remove_earlier_outputs(store, out, "S/old.png", {"labels_path": "labels/old_labels.tif",
+                                                          "overlay_path": "../../outside.png"})
+    assert shared.is_file() and not own.exists()

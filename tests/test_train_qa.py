@@ -471,3 +471,8 @@ def test_train_reads_class_maps_recorded_by_segment(dirs, tmp_path, capsys):
     main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m2"), *FAST, "--json"])
     err = capsys.readouterr().err
     assert "value 0 = 'matrix'" in err and "use --label-encoding dense" in err
+    # a two-class map read as a mask (0 = the first class, 1 = the second) keeps its names
+    main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m3"), *FAST, "--json",
+          "--label-encoding", "mask"])
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["classes"] == ["matrix", "pore"] and "warning" not in cap.err

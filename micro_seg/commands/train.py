@@ -306,6 +306,8 @@ def recorded_classes(labels_dir: str | Path, label_paths: list[Path], encoding: 
                             f"records {', '.join(first)}; {other}); none are used"]
     names = list(recorded[0])
     where = f"{labels_dir} (class names recorded in the label files)"
+    if encoding == "mask" and len(names) == 2:  # a two-class map read as a mask: 0 = the first, 1 = the second
+        return names, where, []
     if encoding != "dense":
         return None, None, [f"{where}: they are class maps (value 0 = {names[0]!r}, as micro-seg segment writes "
                             f"them); with --label-encoding {encoding} value 0 is read as unlabelled, so "
