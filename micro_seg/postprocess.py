@@ -138,8 +138,16 @@ def grains_from_boundary_probability(
     else:
         peaks = interior
     markers, n = ndi.label(peaks, structure=np.ones((3, 3), bool))
-    # interiors too thin to hold an h-maximum still get a marker of their own
     comp, n_comp = ndi.label(interior)
+    if n:  # an 8-connected marker touching two interiors (4-connected apart) at a corner: one marker per interior,
+        # else the second interior is left without a grain (split_ratio <= 1 lost such grains whole)
+        has = markers > 0
+        key = markers[has].astype(np.int64) * (n_comp + 1) + comp[has]
+        uniq, inverse = np.unique(key, return_inverse=True)
+        if uniq.size != n:
+            markers[has] = (inverse + 1).astype(markers.dtype)
+            n = int(uniq.size)
+    # interiors too thin to hold an h-maximum still get a marker of their own
     has_marker = np.bincount(comp[markers > 0], minlength=n_comp + 1) > 0
     missing = ~has_marker[comp] & (comp > 0)
     if missing.any():

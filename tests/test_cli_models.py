@@ -169,6 +169,11 @@ def test_analyze_without_pixel_size_and_out_of_range_warning(model_dir, tmp_path
     assert any("pixel size" in w for w in res["warnings"])
     code, out, _ = _run(["analyze", str(path), "--model", "test-grains", "--pixel-size", "5", "--json"], capsys)
     assert any("outside the range" in w for w in json.loads(out)["warnings"])
+    # a model without grains is not told "G is null": what an uncalibrated image costs it is said instead
+    code, out, _ = _run(["analyze", str(path), "--model", "test-pores", "--json"], capsys)
+    warnings = json.loads(out)["warnings"]
+    assert not any("G is null" in w for w in warnings)
+    assert any("no pixel size: defect sizes in pixels" in w for w in warnings)
 
 
 def test_analyze_pores_phases_and_defects(model_dir, tmp_path, capsys):

@@ -298,3 +298,15 @@ def test_segment_image_can_release_the_micrographs_pixels_after_inference():
     np.testing.assert_array_equal(released.labels, kept.labels)
     with pytest.raises(TypeError, match="needs a Micrograph"):
         segment_image(img, model, release_image=True)
+
+
+@pytest.mark.parametrize("split_ratio", [0.0, 1.0, 1.5, 2.0])
+def test_grains_touching_only_at_a_corner_are_two_grains(split_ratio):
+    """With split_ratio <= 1 ("never split") an 8-connected marker spanned two interiors that touch at one corner
+    (4-connected apart): the second got no grain, its 289 pixels were left 0."""
+    p = np.ones((40, 40), np.float32)
+    p[2:19, 2:19] = 0
+    p[19:37, 19:37] = 0
+    lab = grains_from_boundary_probability(p, split_ratio=split_ratio, min_grain_px=4)
+    assert lab.max() == 2 and np.count_nonzero(lab) == 17 * 17 + 18 * 18
+    assert len(np.unique(lab[2:19, 2:19])) == 1 and len(np.unique(lab[19:37, 19:37])) == 1

@@ -53,6 +53,15 @@ def _fields(value: Any) -> Any:
         raise MicroSegError(f"--fields: {exc}") from None
 
 
+def _no_pixel_size_note(card) -> str:
+    """What a missing pixel size costs this model's measurements (phase fractions are unitless)."""
+    if card.task == "grains":
+        return "no pixel size: lengths in pixels, G is null"
+    if card.defect_classes:
+        return "no pixel size: defect sizes in pixels and no density per mm² (phase fractions are unaffected)"
+    return "no pixel size: phase fractions are unaffected; any lengths are in pixels"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Segment and measure ``args.image``."""
     import time
@@ -76,6 +85,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result.update(nested)
     result["warnings"] = list(dict.fromkeys(micrograph.meta.get("contrast_warnings", []) + micrograph.reader_warnings
                                             + list(seg.warnings) + measurement_warnings
-                                            + ([] if px else ["no pixel size: lengths in pixels, G is null"])))
+                                            + ([] if px else [_no_pixel_size_note(seg.card)])))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result

@@ -43,7 +43,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_segment_options(parser: argparse.ArgumentParser) -> None:
     """How to segment (inference and grain post-processing): ``segment``, ``analyze`` and ``batch``."""
     parser.add_argument("--tile-size", type=int, metavar="PX", dest="tile_size",
-                        help="inference tile side in pixels (default: the model card's)")
+                        help="inference tile side in pixels (default: the model card's, at least 1024)")
     parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap in pixels (default: tile/16, at least 32; rounded up to the network's stride). "
                         "Less than about 64 px leaves seams: on the grain model, tiles of 512 with 32 px of overlap lost "
                         "4 of 750 grains (G -0.005) against one tile; 64 px lost at most 1")
@@ -102,7 +102,7 @@ def given_predict_options(args: argparse.Namespace) -> dict[str, Any]:
     from micro_seg.errors import ModelError
 
     if args.tile_size is not None and args.tile_size < MIN_CLI_TILE_SIZE:
-        raise ModelError(f"--tile-size {args.tile_size}: at least {MIN_CLI_TILE_SIZE} px (default: the model card's)")
+        raise ModelError(f"--tile-size {args.tile_size}: at least {MIN_CLI_TILE_SIZE} px (default: the model card's, at least 1024)")
     if args.overlap is not None and not 0 <= args.overlap < (args.tile_size or 1 << 30):
         raise ModelError(f"--overlap {args.overlap}: must be >= 0 and smaller than the tile size")
     given = {"tile_size": args.tile_size, "overlap": args.overlap, "tta": args.tta or None,
