@@ -54,6 +54,10 @@ TILED_POSTPROCESS_ABOVE_PIXELS = 4096 * 4096
 #: Core tile side for that: with 256 px of context a 1536^2 working window, whose temporaries
 #: (EDT, float64 h-maxima reconstruction, markers) stay near 0.25 GB (2048: ~0.65 GB).
 TILED_POSTPROCESS_TILE = 1024
+#: Context (px) around each tile of that: at least the minimum, else the widest grain interior, at most the
+#: maximum (a 3072^2 working window, ~1 GB of temporaries); wider grains get a warning.
+TILED_MARGIN_MIN = 256
+TILED_MARGIN_MAX = 1024
 
 #: Class names recognised as the boundary channel of a grain model.
 BOUNDARY_CLASS_NAMES = ("boundary", "boundaries", "grain_boundary", "grain-boundary", "gb")
@@ -220,12 +224,38 @@ def _flood_components(elevation: np.ndarray, markers: np.ndarray, comp: np.ndarr
     return labels
 
 
+def tiled_margin(boundary_probability: np.ndarray, threshold: float = 0.5, *, factor: int = 4) -> tuple[int, int]:
+    """``(margin, widest)``: the context :func:`grains_from_boundary_probability_tiled` needs so that every grain
+    lies whole in the window of the tile that keeps it.  ``widest`` is the largest extent (px) of a connected grain
+    interior (``probability <= threshold``, on a ``1/factor`` max-pooled copy, so boundaries survive); the margin is
+    that, within :data:`TILED_MARGIN_MIN` .. :data:`TILED_MARGIN_MAX`.
+
+    Examples
+    --------
+    >>> p = np.zeros((2000, 2000), np.float32); p[:, ::400] = 1; p[::400, :] = 1   # grains of 400 px
+    >>> tiled_margin(p)
+    (404, 404)
+    """
+    prob = np.asarray(boundary_probability)
+    rows, cols = (prob.shape[0] // factor) * factor, (prob.shape[1] // factor) * factor
+    if rows == 0 or cols == 0:
+        return TILED_MARGIN_MIN, 0
+    small = prob[:rows, :cols].reshape(rows // factor, factor, cols // factor, factor).max(axis=(1, 3))
+    comp, n = ndi.label(small <= threshold)
+    if n == 0:
+        return TILED_MARGIN_MIN, 0
+    widest = max(max(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in ndi.find_objects(comp) if s)
+    widest = int(widest * factor + 2 * factor)
+    return int(min(max(TILED_MARGIN_MIN, widest), TILED_MARGIN_MAX)), widest
+
+
 def grains_from_boundary_probability_tiled(
     boundary_probability: np.ndarray,
     *,
     tile: int = TILED_POSTPROCESS_TILE,
-    margin: int = 256,
+    margin: int | None = None,
     mask: np.ndarray | None = None,
+    warnings: list[str] | None = None,
     **options: Any,
 ) -> np.ndarray:
     """:func:`grains_from_boundary_probability` tile by tile, for huge images.
@@ -234,8 +264,11 @@ def grains_from_boundary_probability_tiled(
     kept by the tile whose core holds its centroid, and pixels already
     claimed by a neighbouring tile's grain are not overwritten (except by a
     complete grain over one cut by a tile's context border).  Grains
-    narrower than ``margin`` come out as in the whole-image result; memory
-    is that of one extended tile plus the int32 output.
+    narrower than ``margin`` come out as in the whole-image result (a wider
+    grain can be kept by two tiles, in two pieces); memory is that of one
+    extended tile plus the int32 output.  By default (``margin=None``) the
+    margin is the widest grain interior (:func:`tiled_margin`); when that is
+    wider than :data:`TILED_MARGIN_MAX`, a warning is appended to ``warnings``.
 
     Examples
     --------
@@ -247,6 +280,12 @@ def grains_from_boundary_probability_tiled(
     """
     prob = _check_map(boundary_probability, "boundary probability")
     rows, cols = prob.shape
+    if margin is None:
+        margin, widest = tiled_margin(prob, float(options.get("threshold", 0.5)))
+        if widest > margin and warnings is not None:
+            warnings.append(f"grain interiors up to {widest} px across are wider than the {margin} px of context the "
+                            f"post-processing of this {rows} x {cols} image works with, tile by tile: grains cut by "
+                            "a tile edge may be counted twice (resample the image to smaller grains, or crop it)")
     if rows <= tile + margin and cols <= tile + margin:
         return grains_from_boundary_probability(prob, mask=mask, **options)
     out = np.zeros((rows, cols), np.int32)
@@ -426,6 +465,7 @@ class PostprocessResult:
     classes: list[str]
     defects: dict[str, np.ndarray] = field(default_factory=dict)
     class_labels: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def boundary_class_index(classes: Sequence[str]) -> int:
@@ -497,11 +537,13 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
         mask = None
         if others:
             mask = ~np.isin(prediction.labels, others)
+        warnings: list[str] = []
         if prob.size > TILED_POSTPROCESS_ABOVE_PIXELS:
-            labels = grains_from_boundary_probability_tiled(prob, mask=mask, **options)
+            labels = grains_from_boundary_probability_tiled(prob, mask=mask, warnings=warnings, **options)
         else:
             labels = grains_from_boundary_probability(prob, mask=mask, **options)
-        return PostprocessResult(task="grains", labels=labels, classes=classes, class_labels=prediction.labels)
+        return PostprocessResult(task="grains", labels=labels, classes=classes, class_labels=prediction.labels,
+                                 warnings=warnings)
     if card.task == "semantic":
         min_island = int(options.pop("min_island_px", 0))
         min_area = int(options.pop("min_area_px", 4))
@@ -644,6 +686,7 @@ def segment_image(
     if release_image:
         image.release_pixels()
     result = postprocess(pred, card, **(postprocess_options or {}))
+    warnings.extend(result.warnings)
     if not keep_prediction:
         pred = None
         if result.task == "grains":
