@@ -79,6 +79,7 @@ def grains_from_boundary_probability(
     smooth_sigma_px: float = 0.0,
     keep_boundaries: bool = True,
     mask: np.ndarray | None = None,
+    marker_threshold: float | None = None,
 ) -> np.ndarray:
     """Closed grain instance labels from a boundary probability map.
 
@@ -105,6 +106,12 @@ def grains_from_boundary_probability(
         False: every pixel is assigned to a grain (no zeros inside ``mask``).
     mask : ndarray of bool, optional
         Region that holds grains (e.g. not pores); outside it labels are 0.
+    marker_threshold : float, optional
+        Grain cores (the watershed's markers) are taken from the stricter
+        interior ``probability <= marker_threshold`` (below ``threshold``),
+        while grains still fill ``probability <= threshold``: a faint boundary
+        (probability between the two) then separates two cores, and the flood
+        splits the grains along it.  None (default): cores from the interior.
 
     Returns
     -------
@@ -130,7 +137,8 @@ def grains_from_boundary_probability(
     interior = (prob <= threshold) & region
     if not interior.any():
         return np.zeros(prob.shape, np.int32)
-    dist = ndi.distance_transform_edt(interior).astype(np.float32)
+    core = interior if marker_threshold is None or marker_threshold >= threshold else (prob <= marker_threshold) & region
+    dist = ndi.distance_transform_edt(core).astype(np.float32)
     # markers: interior cores whose distance to the boundary is split_ratio
     # times the neck joining them (h-maxima of the log distance)
     if split_ratio > 1:
@@ -138,9 +146,9 @@ def grains_from_boundary_probability(
         # gives one marker even where its discrete EDT ridge has ties
         logd = np.log(np.maximum(dist, 0.5))
         rec = reconstruction(logd - float(np.log(split_ratio)), logd, method="dilation")
-        peaks = local_maxima(rec, connectivity=2, allow_borders=True) & interior
+        peaks = local_maxima(rec, connectivity=2, allow_borders=True) & core
     else:
-        peaks = interior
+        peaks = core
     markers, n = ndi.label(peaks, structure=np.ones((3, 3), bool))
     comp, n_comp = ndi.label(interior)
     if n:  # an 8-connected marker touching two interiors (4-connected apart) at a corner: one marker per interior,

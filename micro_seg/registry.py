@@ -100,7 +100,7 @@ def check_postprocess_values(values: dict[str, Any], *, owner: str = "", names: 
         what = names.get(k, f"post-processing option {k}")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
             raise ModelError(f"{prefix}{what} must be a finite number >= 0, got {v!r}")
-        if k == "threshold" and not 0 < v < 1:
+        if k in ("threshold", "marker_threshold") and not 0 < v < 1:
             raise ModelError(f"{prefix}{what} must be strictly between 0 and 1 (a boundary probability), got {v!r}")
 
 

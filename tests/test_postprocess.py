@@ -334,3 +334,18 @@ def test_tiled_post_processing_keeps_grains_wider_than_the_old_context_whole(mon
     monkeypatch.setattr(pp, "TILED_MARGIN_MAX", 300)
     grains_from_boundary_probability_tiled(prob, tile=512, min_grain_px=16, warnings=warnings)
     assert len(warnings) == 1 and "may be counted twice" in warnings[0]
+
+
+def test_marker_threshold_splits_grains_along_a_faint_boundary():
+    """A boundary drawn at probability 0.4 (below the 0.5 threshold) across a whole grain: one grain by default;
+    with cores taken from probability <= 0.3 the two halves are two grains, split along the faint line."""
+    p = np.zeros((60, 120), np.float32)
+    p[:, :2] = p[:, -2:] = p[:2] = p[-2:] = 1.0  # a closed frame
+    p[:, 59:61] = 0.4  # the faint boundary
+    assert grains_from_boundary_probability(p, min_grain_px=16).max() == 1
+    lab = grains_from_boundary_probability(p, min_grain_px=16, marker_threshold=0.3)
+    assert lab.max() == 2 and len(set(np.unique(lab[5:55, 5:55])) - {0}) == 1
+    assert set(np.unique(lab[5:55, 5:55])) != set(np.unique(lab[5:55, 65:115]))
+    # a core threshold at or above the threshold changes nothing
+    np.testing.assert_array_equal(grains_from_boundary_probability(p, min_grain_px=16, marker_threshold=0.5),
+                                  grains_from_boundary_probability(p, min_grain_px=16))
