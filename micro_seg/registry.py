@@ -76,7 +76,7 @@ TASKS = ("semantic", "grains", "classification")
 #: Smallest and largest ``input_scale`` a card (and training) accepts.
 INPUT_SCALE_RANGE = (0.05, 4.0)
 #: Post-processing options a card may set per task (see ModelCard.postprocess).
-POSTPROCESS_OPTIONS = {"grains": {"threshold", "split_ratio", "min_grain_px", "smooth_sigma_px"},
+POSTPROCESS_OPTIONS = {"grains": {"threshold", "split_ratio", "min_grain_px", "smooth_sigma_px", "marker_threshold"},
                        "semantic": {"min_island_px", "min_area_px"}}
 
 
@@ -160,7 +160,7 @@ class ModelCard:
         Default post-processing options for this model's output
         (:func:`micro_seg.postprocess.postprocess`), chosen on its training-side
         data: for grain models ``threshold``, ``split_ratio``, ``min_grain_px``,
-        ``smooth_sigma_px``; for semantic models ``min_island_px``,
+        ``smooth_sigma_px``, ``marker_threshold``; for semantic models ``min_island_px``,
         ``min_area_px``.  Options given at run time win.
     material, description : str
         What the model is for.

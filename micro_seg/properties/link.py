@@ -324,14 +324,14 @@ def _match_by_number(result_ids: set[str], props: pd.DataFrame, on: str) -> tupl
     {'1': '01', '2': '02'}
     """
     prop_ids = set(props[on])
-    spare_results = [r for r in result_ids - prop_ids if r.isdigit()]
-    spare_props = [p for p in prop_ids - result_ids if p.isdigit()]
+    spare_results = sorted(r for r in result_ids - prop_ids if r.isdigit())
+    spare_props = sorted(p for p in prop_ids - result_ids if p.isdigit())
     by_value: dict[int, tuple[list[str], list[str]]] = {}
     for r in spare_results:
         by_value.setdefault(int(r), ([], []))[0].append(r)
     for p in spare_props:
         by_value.setdefault(int(p), ([], []))[1].append(p)
-    renamed = {ps[0]: rs[0] for rs, ps in by_value.values() if len(rs) == 1 and len(ps) == 1}
+    renamed = {ps[0]: rs[0] for _, (rs, ps) in sorted(by_value.items()) if len(rs) == 1 and len(ps) == 1}
     if not renamed:
         return props, {}
     return props.assign(**{on: props[on].map(lambda v: renamed.get(v, v))}), renamed
