@@ -349,3 +349,20 @@ def test_marker_threshold_splits_grains_along_a_faint_boundary():
     # a core threshold at or above the threshold changes nothing
     np.testing.assert_array_equal(grains_from_boundary_probability(p, min_grain_px=16, marker_threshold=0.5),
                                   grains_from_boundary_probability(p, min_grain_px=16))
+
+
+def test_a_card_can_carry_marker_threshold_and_postprocess_applies_it():
+    from micro_seg.errors import ModelError
+    from micro_seg.registry import ModelCard
+
+    p = np.zeros((60, 120), np.float32)
+    p[:, :2] = p[:, -2:] = p[:2] = p[-2:] = 1.0
+    p[:, 59:61] = 0.4
+    probs = np.stack([1 - p, p])
+    pred = SimpleNamespace(labels=probs.argmax(0).astype(np.uint8), probabilities=probs, probability_classes=[0, 1])
+    card = ModelCard(name="m", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
+                     postprocess={"marker_threshold": 0.3, "min_grain_px": 16})
+    assert postprocess(pred, card).labels.max() == 2
+    with pytest.raises(ModelError, match="marker_threshold must be strictly between 0 and 1"):
+        ModelCard(name="m", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
+                  postprocess={"marker_threshold": 1.5})
