@@ -202,6 +202,27 @@ def calibrate_postprocess(folder: Path, n_synthetic: int = 24) -> dict:
     return pp
 
 
+def set_postprocess(folder: Path, text: str, why: str) -> dict:
+    """Write post-processing settings given as ``key=value,...`` into the card of the model in ``folder`` (a
+    selection made outside this script's grid, e.g. with ``marker_threshold``), with ``why`` recorded."""
+    from micro_seg.registry import load_model, save_model
+
+    chosen = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        chosen[key.strip()] = float(value) if "." in value else int(value)
+    model = load_model(folder)
+    card = model.card
+    card.postprocess = chosen
+    card.extra["postprocess_choice"] = {"data": why, "set": chosen}
+    save_model(folder, model.network, card)  # validates the keys and values
+    metrics_path = Path(folder) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics["postprocess"] = {"chosen": chosen, "data": why}
+    metrics_path.write_text(json.dumps(metrics, indent=2))
+    return chosen
+
+
 def write_readme(folder: Path) -> Path:
     """(Re)write ``README.md`` (the human model card) from ``card.yaml`` and ``metrics.json``."""
     from micro_seg.registry import load_card
@@ -212,7 +233,12 @@ def write_readme(folder: Path) -> Path:
     tr = card.extra.get("training", {})
     pp = m.get("postprocess")
     pp_text = ""
-    if pp and "grid" not in pp:  # --keep-base-postprocess: the base's settings, not re-chosen for these weights
+    if pp and "grid" not in pp and "marker_threshold" in pp["chosen"]:  # --set-postprocess
+        pp_text = (f"Post-processing (card `postprocess`, used by `segment` / `analyze` / `batch` / napari unless "
+                   f"overridden): boundary threshold **{pp['chosen']['threshold']}**, neck split ratio "
+                   f"**{pp['chosen']['split_ratio']}**, grain cores from boundary probability <= "
+                   f"**{pp['chosen']['marker_threshold']}** (`marker_threshold`); {pp['data']}.\n")
+    elif pp and "grid" not in pp:  # --keep-base-postprocess: the base's settings, not re-chosen for these weights
         pp_text = (f"Post-processing (card `postprocess`, used by `segment` / `analyze` / `batch` / napari unless "
                    f"overridden): boundary threshold **{pp['chosen']['threshold']}**, neck split ratio "
                    f"**{pp['chosen']['split_ratio']}**, {pp['data']} (`--keep-base-postprocess`: chosen on training "
@@ -238,6 +264,10 @@ def write_readme(folder: Path) -> Path:
         f"generating the synthetic set); {st['data']}." for i, st in enumerate(stages))
     retrain_text = "\n".join(f"    {st['command']}" for st in stages) + (
         "    # stage 1 -> stage1/, stage 2 -> this folder" if len(stages) > 1 else "    # reproduces this folder")
+    chosen = card.extra.get("postprocess_choice", {}).get("set")
+    if chosen:  # settings chosen outside the script's grid (--set-postprocess)
+        retrain_text += ("\n    python models/grain-boundaries/train.py --out models/grain-boundaries --set-postprocess "
+                         + ",".join(f"{k}={v}" for k, v in chosen.items()) + "    # the post-processing above")
     text = f"""# grain-boundaries
 
 Grain-boundary segmentation of etched micrographs (bright-field optical with dark grooves, colour /
@@ -482,10 +512,18 @@ def main(argv=None) -> int:
                     help="average the weights of these models (fine-tuned from one base) into --out, re-estimate "
                          "BatchNorm statistics, evaluate and choose post-processing (no training)")
     ap.add_argument("--readme-only", action="store_true", help="only rewrite README.md from card + metrics")
+    ap.add_argument("--set-postprocess", metavar="KEY=VALUE,...",
+                    help="write these post-processing settings into the card of the model in --out (no training), "
+                         "e.g. threshold=0.5,split_ratio=2.0,marker_threshold=0.35; --why says how they were chosen")
+    ap.add_argument("--why", default="set by hand", help="with --set-postprocess: how the settings were chosen")
     ap.add_argument("--postprocess-only", action="store_true",
                     help="only choose the post-processing settings of the model in --out (on training images)")
     args = ap.parse_args(argv)
     if args.readme_only:
+        print(write_readme(Path(args.out)))
+        return 0
+    if args.set_postprocess:
+        print(set_postprocess(Path(args.out), args.set_postprocess, args.why))
         print(write_readme(Path(args.out)))
         return 0
     if args.average:
