@@ -297,3 +297,17 @@ def test_cli_qc_pixel_size_on_a_batch_table_is_said_to_apply_to_images_only(tmp_
     # given with images only, it is used and nothing is said
     code, out, err = run_cli(capsys, ["qc", str(image), "--spec", str(spec), "--pixel-size", "0.5", "--json"])
     assert code == 0 and "warning" not in err and json.loads(out)["results"][0]["verdict"] == "pass"
+
+
+def test_cli_qc_a_specimen_with_no_processed_field_is_a_failed_input(tmp_path, capsys):
+    """It was 'fail' with exit 0; a failed image row exits 3 (the contract's "some images failed"): so does it."""
+    table = tmp_path / "specimens.csv"
+    table.write_text("specimen,n_fields,n_failed,n_uncalibrated,mean_intercept_um_mean,G_intercept\n"
+                     "A,3,0,0,10.0,9.7\nB,0,2,0,,\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  grains:\n    G_intercept: [5, 12]\n")
+    code, out, err = run_cli(capsys, ["qc", str(table), "--spec", str(spec), "--json"])
+    res = {r["specimen"]: r for r in json.loads(out)["results"]}
+    assert code == 3, err
+    assert res["A"]["verdict"] == "pass" and "error" not in res["A"]
+    assert res["B"]["verdict"] == "fail" and "could not process any of its fields" in res["B"]["error"]

@@ -237,8 +237,12 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
         else:
             result = evaluate(image, spec, measurements=row, pixel_size_um=px, no_pixels=why,
                               classification=classification)
-        out.append({"path": rel, **who, **result.as_dict(), "pixel_size_um": px,
-                    **({"classification": classification} if classification is not None else {})})
+        entry = {"path": rel, **who, **result.as_dict(), "pixel_size_um": px,
+                 **({"classification": classification} if classification is not None else {})}
+        if who and any(r["check"] == "batch.status" and r["severity"] == "fail" for r in entry["reasons"]):
+            # a specimen none of whose fields the batch could process is a failed input, as a failed image row is
+            entry["error"] = f"specimen {row['specimen']!r}: the batch could not process any of its fields"
+        out.append(entry)
     return out
 
 
