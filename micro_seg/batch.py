@@ -740,12 +740,14 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
 
     model_name = model_sha = model_task = None
     model_ref = None
+    model_postprocess: dict = {}
     if model is not None:
         from micro_seg.registry import load_card, resolve_model
 
         folder = resolve_model(model)
         card = load_card(folder)
         model_ref, model_name, model_sha, model_task = str(folder), card.name, card.weights_sha256, card.task
+        model_postprocess = dict(card.postprocess or {})
         if qc_spec is not None:
             _check_spec_measurable(qc_spec, card)
     elif process is None:
@@ -790,6 +792,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                          spec=str(spec_path) if spec_path else None, options=options)
     params = config.processing_parameters()
     params["model"] = model_name
+    if model_postprocess:  # the card's post-processing defaults change results as its weights do (card.yaml edits)
+        params["model_postprocess"] = model_postprocess
     params["spec_sha256"] = sha256_file(spec_path) if spec_path else None
     params_sha = _params_sha(params)
     run_params = dict(params, group_by=group_by, exclude=ignore_patterns, workers=n_workers,

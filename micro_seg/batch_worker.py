@@ -100,7 +100,7 @@ class BatchConfig:
 #: Options of :func:`~micro_seg.postprocess.segment_image` a batch can set: inference ...
 PREDICT_OPTIONS = ("tile_size", "overlap", "tta", "backend")
 #: ... and grain post-processing.
-POSTPROCESS_OPTIONS = ("min_grain_px", "threshold", "split_ratio")
+POSTPROCESS_OPTIONS = ("min_grain_px", "threshold", "split_ratio", "marker_threshold")
 
 
 def check_segment_options(options: Mapping[str, Any] | None, *, task: str | None) -> tuple:
@@ -108,7 +108,8 @@ def check_segment_options(options: Mapping[str, Any] | None, *, task: str | None
 
     Keys: ``tile_size`` and ``overlap`` (pixels), ``tta`` (bool), ``backend``
     (``"torch"`` / ``"onnx"``; onnx must be installed) and, for grain models
-    (``task == "grains"``), ``min_grain_px``, ``threshold``, ``split_ratio``.
+    (``task == "grains"``), ``min_grain_px``, ``threshold``, ``split_ratio``,
+    ``marker_threshold``.
     ``None`` values are left out (the model card's defaults apply).  A bad
     option fails the whole batch before its first image, not every image.
 

@@ -189,5 +189,5 @@ def _drawn_flat(band: np.ndarray) -> bool:
     software does (MetalDAM's: 76-89 %).  Asked only under a micrograph that has flat rows itself, where a dark
     layer of material (resin, a coating, 20 +- 1 grey levels with a few bright particles) would otherwise pass:
     its noise leaves ~40 % at the commonest value."""
-    _, counts = np.unique(np.asarray(band).reshape(band.shape[0] * band.shape[1], -1), axis=0, return_counts=True)
-    return bool(counts.max() >= 0.5 * band.shape[0] * band.shape[1])
+    _, counts = np.unique(np.asarray(band), return_counts=True)  # the band is the grey (2-D) analysis copy
+    return bool(counts.max() >= 0.5 * band.size)

@@ -111,7 +111,8 @@ def grains_from_boundary_probability(
         interior ``probability <= marker_threshold`` (below ``threshold``),
         while grains still fill ``probability <= threshold``: a faint boundary
         (probability between the two) then separates two cores, and the flood
-        splits the grains along it.  None (default): cores from the interior.
+        splits the grains along it.  None (default), a value at or above
+        ``threshold``, or ``split_ratio <= 1``: cores from the interior.
 
     Returns
     -------
@@ -137,7 +138,9 @@ def grains_from_boundary_probability(
     interior = (prob <= threshold) & region
     if not interior.any():
         return np.zeros(prob.shape, np.int32)
-    core = interior if marker_threshold is None or marker_threshold >= threshold else (prob <= marker_threshold) & region
+    # "never split" (split_ratio <= 1) means one grain per closed interior: no cores from a stricter interior either
+    strict = marker_threshold is not None and marker_threshold < threshold and split_ratio > 1
+    core = (prob <= marker_threshold) & region if strict else interior
     dist = ndi.distance_transform_edt(core).astype(np.float32)
     # markers: interior cores whose distance to the boundary is split_ratio
     # times the neck joining them (h-maxima of the log distance)
@@ -513,6 +516,22 @@ def grain_settings(card: Any) -> dict[str, float]:
     return settings
 
 
+def _card_postprocess(card: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The card's post-processing defaults under run-time ``options``.  A card's ``marker_threshold`` was chosen
+    with its ``threshold``: a threshold given at run time (raised to merge grains, lowered to split them) takes over
+    alone, without the card's cores, unless a ``marker_threshold`` is given with it.
+
+    >>> from types import SimpleNamespace
+    >>> card = SimpleNamespace(postprocess={"threshold": 0.5, "marker_threshold": 0.35})
+    >>> "marker_threshold" in _card_postprocess(card, {"threshold": 0.7}), _card_postprocess(card, {})
+    (False, {'threshold': 0.5, 'marker_threshold': 0.35})
+    """
+    defaults = dict(getattr(card, "postprocess", None) or {})
+    if "threshold" in options and "marker_threshold" not in options:
+        defaults.pop("marker_threshold", None)
+    return defaults
+
+
 def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult:
     """Post-process a :class:`~micro_seg.inference.Prediction` as the card's task says.
 
@@ -534,7 +553,7 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
     2
     """
     classes = list(card.classes)
-    options = {**dict(getattr(card, "postprocess", None) or {}), **options}
+    options = {**_card_postprocess(card, options), **options}
     if card.task == "grains":
         b = boundary_class_index(classes)
         kept = list(getattr(prediction, "probability_classes", range(len(classes))))

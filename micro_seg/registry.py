@@ -276,6 +276,10 @@ class ModelCard:
             raise ModelError(f"model {self.name!r}: post-processing options {bad} do not apply to a {self.task} model "
                              f"(allowed: {', '.join(sorted(allowed)) or 'none'})")
         check_postprocess_values(self.postprocess, owner=f"model {self.name!r}")
+        marker = self.postprocess.get("marker_threshold")
+        if marker is not None and marker >= self.postprocess.get("threshold", 0.5):
+            raise ModelError(f"model {self.name!r}: post-processing marker_threshold {marker} must be below its "
+                             f"threshold {self.postprocess.get('threshold', 0.5)} (at or above it, it does nothing)")
         unknown = [c for c in self.defect_classes if c not in self.classes]
         if unknown:
             raise ModelError(f"model {self.name!r}: defect_classes {unknown} are not among classes {self.classes}")

@@ -76,6 +76,7 @@ class SegmentResult:
     n_objects: int = 0
     uncertainty_max: float = 1.0
     n_nonfinite: int = 0  # NaN / inf pixel values of the image: their classes mean nothing
+    warnings: tuple[str, ...] = ()  # the post-processing's (e.g. grains wider than the tiled context)
 
 
 def segment_job(params: SegmentParams, cancel):
@@ -119,6 +120,7 @@ def segment_job(params: SegmentParams, cancel):
         seconds=time.perf_counter() - t0, n_objects=n_objects,
         uncertainty_max=float(unc.max()) if unc is not None else 1.0,
         n_nonfinite=inference.count_nonfinite(params.image),
+        warnings=tuple(result.warnings),
     )
 
 
@@ -408,6 +410,8 @@ class SegmentWidget(Container):
             steps.append(lambda: notify_warning(
                 f"'{layer.name}' has {result.n_nonfinite} NaN or infinite pixel value(s): the classes found there "
                 "mean nothing (the rest of the image is segmented as usual)."))
+        for warning in result.warnings:
+            steps.append(lambda w=warning: notify_warning(f"'{layer.name}': {w}"))
         steps.append(lambda: notify_info(message))  # a notification pop-up is a few Qt widgets
         self._pending_display = True
 

@@ -171,3 +171,21 @@ def test_a_failed_image_does_not_delete_a_file_another_image_now_owns(tmp_path, 
         _remove_earlier_outputs(store, out, "S/old.png", {"labels_path": "labels/old_labels.tif",
                                                           "overlay_path": "../../outside.png"})
     assert shared.is_file() and not own.exists()
+
+
+def test_a_changed_card_post_processing_redoes_the_images(tmp_path, grain_model):
+    """Editing a card's post-processing (its marker_threshold, say) changed analyze's answer but a re-run of batch
+    skipped every image: the card's settings are now part of what the batch's results depend on."""
+    import yaml
+
+    root = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    assert run_batch(root, out, model=grain_model, workers=0).n_processed == 2
+    assert run_batch(root, out, model=grain_model, workers=0).n_processed == 0
+    card = yaml.safe_load((grain_model / "card.yaml").read_text())
+    card["postprocess"] = {"threshold": 0.5, "marker_threshold": 0.3}
+    (grain_model / "card.yaml").write_text(yaml.safe_dump(card))
+    assert run_batch(root, out, model=grain_model, workers=0).n_processed == 2
+    # and the option can be given to the batch itself
+    code = main(["batch", str(root), str(out), "--model", str(grain_model), "--marker-threshold", "0.2", "--quiet"])
+    assert code == 0

@@ -329,6 +329,33 @@ def test_segment_job_uses_grain_settings(tmp_path):
     assert run(threshold=0.2, min_grain_px=4).n_objects == 2
 
 
+def test_segment_job_passes_the_post_processings_warnings_on(tmp_path, monkeypatch):
+    """The tiled post-processing's 'grains wider than the context' warning reached the CLI but not napari."""
+    import threading
+
+    from data_builders import faint_boundary_image
+    from micro_seg import postprocess as pp
+    from napari_plugin._segment import SegmentParams, segment_job
+
+    folder = _faint_grain_model(tmp_path / "faint-grains", threshold=0.5, min_grain_px=4)
+    real = pp.postprocess
+
+    def with_warning(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.warnings.append("grain interiors up to 3000 px across are wider than the context")
+        return result
+
+    monkeypatch.setattr(pp, "postprocess", with_warning)
+    gen = segment_job(SegmentParams(image=faint_boundary_image(), model=str(folder)), threading.Event())
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert result.warnings == ("grain interiors up to 3000 px across are wider than the context",)
+
+
 def test_segment_job_with_test_time_augmentation_equals_the_engines(tmp_path):
     """The Segment widget's TTA box: the job averages over the 4 flips exactly as ``predict(..., tta=True)`` does
     (the uncertainty map shows it: a random network is not flip-invariant)."""

@@ -366,3 +366,30 @@ def test_a_card_can_carry_marker_threshold_and_postprocess_applies_it():
     with pytest.raises(ModelError, match="marker_threshold must be strictly between 0 and 1"):
         ModelCard(name="m", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
                   postprocess={"marker_threshold": 1.5})
+
+
+def test_marker_threshold_follows_the_run_time_threshold_and_never_split_wins():
+    """With a card's marker 0.35, raising the boundary threshold to merge grains kept splitting them (cores stayed
+    at 0.35), and --split-ratio 0 ("never") still split: a threshold given alone now turns the card's marker off,
+    and so does never splitting."""
+    from micro_seg.errors import ModelError
+    from micro_seg.registry import ModelCard
+
+    p = np.zeros((60, 120), np.float32)
+    p[:, :2] = p[:, -2:] = p[:2] = p[-2:] = 1.0
+    p[:, 59:61] = 0.6  # a ridge between the card's threshold (0.5) and a raised one (0.7)
+    probs = np.stack([1 - p, p])
+    pred = SimpleNamespace(labels=probs.argmax(0).astype(np.uint8), probabilities=probs, probability_classes=[0, 1])
+    card = ModelCard(name="m", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
+                     postprocess={"threshold": 0.5, "split_ratio": 2.0, "marker_threshold": 0.35, "min_grain_px": 16})
+    assert postprocess(pred, card).labels.max() == 2  # the ridge is boundary at 0.5
+    assert postprocess(pred, card, threshold=0.7).labels.max() == 1  # raised threshold: merged
+    assert postprocess(pred, card, threshold=0.7, marker_threshold=0.5).labels.max() == 2  # unless asked
+    p[:, 59:61] = 0.4
+    probs = np.stack([1 - p, p])
+    pred.probabilities = probs
+    assert postprocess(pred, card).labels.max() == 2  # faint ridge split by the marker
+    assert postprocess(pred, card, split_ratio=0).labels.max() == 1  # "never split" wins
+    with pytest.raises(ModelError, match="must be below its threshold"):
+        ModelCard(name="m", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
+                  postprocess={"threshold": 0.4, "marker_threshold": 0.45})

@@ -60,6 +60,11 @@ def add_segment_options(parser: argparse.ArgumentParser) -> None:
                         help="grain models: split two grain cores joined by a neck R times narrower than the smaller "
                         "core; raise it if grains are over-split, lower it if grains behind faded boundaries merge; "
                         "0 = never (default: the model card's, else 2)")
+    parser.add_argument("--marker-threshold", type=float, default=None, metavar="P", dest="marker_threshold",
+                        help="grain models: take grain cores from boundary probability <= P, below "
+                        "--boundary-threshold, so faint boundaries between the two split grains; a value at or above "
+                        "the boundary threshold turns it off (default: the model card's, which a --boundary-threshold "
+                        "given alone turns off)")
 
 
 def register(subparsers: Any) -> None:
@@ -79,14 +84,16 @@ def register(subparsers: Any) -> None:
 
 
 #: Grain post-processing option -> the command-line flag that sets it.
-POSTPROCESS_FLAGS = {"min_grain_px": "--min-grain", "threshold": "--boundary-threshold", "split_ratio": "--split-ratio"}
+POSTPROCESS_FLAGS = {"min_grain_px": "--min-grain", "threshold": "--boundary-threshold", "split_ratio": "--split-ratio",
+                     "marker_threshold": "--marker-threshold"}
 
 
 def given_postprocess_options(args: argparse.Namespace) -> dict[str, Any]:
     """Grain post-processing options given on the command line, checked (the card's own defaults fill the rest)."""
     from micro_seg.registry import check_postprocess_values
 
-    given = {"min_grain_px": args.min_grain, "threshold": args.boundary_threshold, "split_ratio": args.split_ratio}
+    given = {"min_grain_px": args.min_grain, "threshold": args.boundary_threshold, "split_ratio": args.split_ratio,
+             "marker_threshold": args.marker_threshold}
     given = {k: v for k, v in given.items() if v is not None}
     check_postprocess_values(given, names=POSTPROCESS_FLAGS)
     return given

@@ -322,10 +322,12 @@ def _match_by_number(result_ids: set[str], props: pd.DataFrame, on: str) -> tupl
     >>> t = pd.DataFrame({"id": ["1", "2", "7"], "y": [1, 2, 3]})
     >>> _match_by_number({"01", "02", "7", "x"}, t, "id")[1]
     {'1': '01', '2': '02'}
+    >>> _match_by_number({"01"}, pd.DataFrame({"id": ["2\u00b2"], "y": [1]}), "id")[1]  # '2²' is no number
+    {}
     """
     prop_ids = set(props[on])
-    spare_results = sorted(r for r in result_ids - prop_ids if r.isdigit())
-    spare_props = sorted(p for p in prop_ids - result_ids if p.isdigit())
+    spare_results = sorted(r for r in result_ids - prop_ids if r.isdecimal() and r.isascii())
+    spare_props = sorted(p for p in prop_ids - result_ids if p.isdecimal() and p.isascii())
     by_value: dict[int, tuple[list[str], list[str]]] = {}
     for r in spare_results:
         by_value.setdefault(int(r), ([], []))[0].append(r)

@@ -207,15 +207,22 @@ def set_postprocess(folder: Path, text: str, why: str) -> dict:
     selection made outside this script's grid, e.g. with ``marker_threshold``), with ``why`` recorded."""
     from micro_seg.registry import load_model, save_model
 
-    chosen = {}
-    for item in text.split(","):
-        key, _, value = item.partition("=")
-        chosen[key.strip()] = float(value) if "." in value else int(value)
+    from micro_seg.registry import ModelCard
+
+    given = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set-postprocess: {item!r} is not KEY=VALUE")
+        number = float(value)
+        given[key.strip()] = int(number) if key.strip() == "min_grain_px" and number.is_integer() else number
     model = load_model(folder)
     card = model.card
+    chosen = {**card.postprocess, **given}  # keys not given keep the card's values
+    ModelCard.from_dict({**card.to_dict(), "postprocess": chosen})  # refuses bad keys / values before any write
     card.postprocess = chosen
     card.extra["postprocess_choice"] = {"data": why, "set": chosen}
-    save_model(folder, model.network, card)  # validates the keys and values
+    save_model(folder, model.network, card)
     metrics_path = Path(folder) / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     metrics["postprocess"] = {"chosen": chosen, "data": why}
@@ -233,11 +240,13 @@ def write_readme(folder: Path) -> Path:
     tr = card.extra.get("training", {})
     pp = m.get("postprocess")
     pp_text = ""
-    if pp and "grid" not in pp and "marker_threshold" in pp["chosen"]:  # --set-postprocess
+    if pp and "grid" not in pp and card.extra.get("postprocess_choice", {}).get("set"):  # --set-postprocess
+        c = pp["chosen"]
         pp_text = (f"Post-processing (card `postprocess`, used by `segment` / `analyze` / `batch` / napari unless "
-                   f"overridden): boundary threshold **{pp['chosen']['threshold']}**, neck split ratio "
-                   f"**{pp['chosen']['split_ratio']}**, grain cores from boundary probability <= "
-                   f"**{pp['chosen']['marker_threshold']}** (`marker_threshold`); {pp['data']}.\n")
+                   f"overridden): boundary threshold **{c.get('threshold', 0.5)}**, neck split ratio "
+                   f"**{c.get('split_ratio', 2.0)}**"
+                   + (f", grain cores from boundary probability <= **{c['marker_threshold']}** (`marker_threshold`)"
+                      if "marker_threshold" in c else "") + f"; {pp['data']}.\n")
     elif pp and "grid" not in pp:  # --keep-base-postprocess: the base's settings, not re-chosen for these weights
         pp_text = (f"Post-processing (card `postprocess`, used by `segment` / `analyze` / `batch` / napari unless "
                    f"overridden): boundary threshold **{pp['chosen']['threshold']}**, neck split ratio "
