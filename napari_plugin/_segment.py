@@ -256,6 +256,7 @@ class SegmentWidget(Container):
             from micro_seg.postprocess import grain_settings
 
             settings = grain_settings(card)
+            self._card_threshold = float(settings["threshold"])
             self._threshold.value = float(settings["threshold"])
             self._split.value = float(settings["split_ratio"])
             self._min_grain.value = int(settings["min_grain_px"])
@@ -263,9 +264,14 @@ class SegmentWidget(Container):
             w.visible = grains
 
     def postprocess_options(self) -> dict:
-        """The grain post-processing settings shown (what the next run uses for a grain model)."""
-        return {"threshold": float(self._threshold.value), "split_ratio": float(self._split.value),
-                "min_grain_px": int(self._min_grain.value)}
+        """The grain post-processing settings shown (what the next run uses for a grain model).  The threshold is
+        passed only when it differs from the card's: a threshold given at run time turns the card's
+        ``marker_threshold`` off (as on the command line), which the card's own threshold must not."""
+        options = {"threshold": float(self._threshold.value), "split_ratio": float(self._split.value),
+                   "min_grain_px": int(self._min_grain.value)}
+        if getattr(self, "_card_threshold", None) == options["threshold"]:
+            del options["threshold"]
+        return options
 
     def _image_changed(self, layer) -> None:
         px = layer_pixel_size_um(layer) if layer is not None else None
