@@ -417,30 +417,6 @@ def test_segment_widget_grain_settings_follow_the_model(make_napari_viewer, qtbo
     assert all(w.native.isHidden() for w in settings)
 
 
-def test_segment_widget_keeps_a_cards_marker_threshold(make_napari_viewer, qtbot, tmp_path, monkeypatch):
-    """The widget always passed the threshold it shows, so the shipped card's marker_threshold was dropped and napari
-    gave other grains than the CLI; with the card's threshold untouched, the card's settings apply whole."""
-    import yaml
-
-    from data_builders import faint_boundary_image
-    from micro_seg.postprocess import segment_image
-    from napari_plugin._segment import SegmentWidget
-
-    folder = _faint_grain_model(tmp_path / "faint-grains", threshold=0.5, min_grain_px=4)
-    card = yaml.safe_load((folder / "card.yaml").read_text())
-    card["postprocess"]["marker_threshold"] = 0.2  # the faint boundary (p ~0.29) now splits the grain
-    (folder / "card.yaml").write_text(yaml.safe_dump(card))
-    image = faint_boundary_image()
-    cli = segment_image(image, str(folder)).labels.max()
-    viewer = make_napari_viewer()
-    viewer.add_image(image, name="faint")
-    widget = SegmentWidget(viewer)
-    widget.select_model(str(folder))
-    widget.run()
-    wait_idle(qtbot, widget)
-    assert cli == 2 and widget.last_result.n_objects == cli
-
-
 def _train_widget_on_two_phases(viewer):
     """A Train widget on a 64 x 64 two-phase image fully annotated as matrix / particle."""
     from napari_plugin._train import TrainWidget
