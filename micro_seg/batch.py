@@ -749,7 +749,9 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         model_ref, model_name, model_sha, model_task = str(folder), card.name, card.weights_sha256, card.task
         model_postprocess = dict(card.postprocess or {})
         if qc_spec is not None:
-            _check_spec_measurable(qc_spec, card)
+            from micro_seg.qc import check_model_measures
+
+            check_model_measures(qc_spec, card)
     elif process is None:
         raise BatchOptionError("a model is required (--model NAME or a model folder)")
     options = check_segment_options(segment_options, task=model_task)
@@ -994,18 +996,6 @@ def _check_qc_available(spec_path: Path) -> Any:
     return qc.load_spec(spec_path)
 
 
-def _check_spec_measurable(spec: Any, card: Any) -> None:
-    """Refuse, before any image, a spec whose measurement rules the model cannot measure (``micro-seg qc`` refuses
-    the same pair): every image would come out "review" for a measurement that never existed."""
-    from micro_seg.qc import measured_groups
-
-    missing = [g for g in measured_groups(spec) if g not in card.measures]
-    if missing:
-        raise SpecError(f"{spec.source}: the spec has rules for {' and '.join(f'measurements.{g}' for g in missing)}, "
-                        f"but model {card.name!r} ({card.task}) measures only {', '.join(card.measures)}; give a "
-                        f"model that measures {', '.join(missing)}")
-
-
 def _remove_earlier_outputs(store: ResultsStore, out_path: Path, relpath: str, row: dict | None) -> None:
     """An image that failed now leaves no label / overlay / object file of its earlier result behind: they showed
     content the image no longer has (it changed) or a model / options no longer used.  A file another image now
@@ -1223,8 +1213,10 @@ def _written_by_micro_seg(path: Path) -> bool:
 
             meta = pq.read_schema(str(path)).metadata or {}
             return meta.get(GENERATOR_KEY, b"").startswith(b"micro-seg")
+        from micro_seg.report import GENERATOR_MARK
+
         with open(path, "rb") as fh:
-            return b"<meta name='generator' content='micro-seg" in fh.read(4096)
+            return GENERATOR_MARK.encode() in fh.read(4096)
     except Exception:  # noqa: BLE001 (unreadable, not parquet, no pyarrow: not ours to delete)
         return False
 

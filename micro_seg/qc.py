@@ -54,11 +54,9 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
-
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -142,6 +140,25 @@ def measured_groups(spec: "QCSpec") -> list[str]:
     if spec.phase_fractions and "phases" not in needed:
         needed.append("phases")
     return needed
+
+
+def check_model_measures(spec: "QCSpec", card: Any) -> None:
+    """Refuse a spec whose measurement rules the model of ``card`` cannot measure (``card.measures``): every image
+    would otherwise come out "review" for a measurement that never existed.  ``micro-seg qc --model`` and
+    ``micro-seg batch --spec`` check this before any image.
+
+    >>> from types import SimpleNamespace
+    >>> card = SimpleNamespace(name="g", task="grains", measures=["grains"])
+    >>> check_model_measures(parse_spec({"measurements": {"defects": {"count": {"max": 3}}}}, source="s.yaml"), card)
+    Traceback (most recent call last):
+    ...
+    micro_seg.errors.SpecError: s.yaml: the spec has rules for measurements.defects, but model 'g' (grains) measures only grains; give a model that measures defects
+    """
+    missing = [g for g in measured_groups(spec) if g not in card.measures]
+    if missing:
+        raise SpecError(f"{spec.source}: the spec has rules for {' and '.join(f'measurements.{g}' for g in missing)}, "
+                        f"but model {card.name!r} ({card.task}) measures only {', '.join(card.measures)}; give a "
+                        f"model that measures {', '.join(missing)}")
 
 
 #: Relative tolerance of the margin comparison (float rounding of ``limit - value``).
@@ -535,7 +552,7 @@ def load_spec(path: str | os.PathLike) -> QCSpec:
     model = spec.classifier_model
     if model and not Path(model).expanduser().is_absolute() and (path.parent / model / "card.yaml").is_file():
         # a model folder named relative to the spec is found from any working directory
-        spec = dataclasses.replace(spec, classifier_model=str(path.parent / model))
+        spec = replace(spec, classifier_model=str(path.parent / model))
     _check_fraction_limits(spec, str(path))
     _check_negative_limits(spec, str(path))
     if not spec.has_checks:
@@ -594,10 +611,16 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _unjudged(check: str, rule: RangeRule, message: str, bound: str | None = None) -> Reason:
+    """A *review* reason for a range rule that could not be judged (no value): its limit is the rule's min, else
+    its max, and ``bound`` says which (unless given)."""
+    side = "min" if rule.min is not None else "max"
+    return Reason(check, None, getattr(rule, side), "review", message, side if bound is None else bound)
+
+
 def _range_reason(check: str, value: Any, rule: RangeRule) -> Reason | None:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return Reason(check, None, rule.min if rule.min is not None else rule.max, "review",
-                      f"{check} was not measured; the spec requires it", "min" if rule.min is not None else "max")
+        return _unjudged(check, rule, f"{check} was not measured; the spec requires it")
     value = float(value)
     judged = rule.judge(value)
     if judged is None:
@@ -776,9 +799,7 @@ def evaluate(
             reason = _range_reason(f"image.{key}", q[key], spec.image[key])
         elif pixels is None:  # a check that cannot run is a finding (review), never left out
             rule = spec.image[key]
-            reason = Reason(f"image.{key}", None, rule.min if rule.min is not None else rule.max, "review",
-                            f"image.{key} could not be evaluated: {no_pixels}",
-                            "min" if rule.min is not None else "max")
+            reason = _unjudged(f"image.{key}", rule, f"image.{key} could not be evaluated: {no_pixels}")
         else:
             reason = _range_reason(f"image.{key}", None, spec.image[key])
         if reason:
@@ -796,15 +817,14 @@ def evaluate(
                 reasons.append(reason)
         elif spec.calibration == "ignore":  # a window that cannot be checked is a finding, never a silent pass
             # (with a calibration check the missing pixel size is already its reason, at its severity)
-            reasons.append(Reason("image.pixel_size_um", None, rule.min if rule.min is not None else rule.max,
-                                  "review", "no pixel size: the image is uncalibrated, so its magnification window "
-                                  "(image.pixel_size_um) cannot be checked; check it by hand or give --pixel-size",
-                                  "min" if rule.min is not None else "max"))
+            reasons.append(_unjudged("image.pixel_size_um", rule, "no pixel size: the image is uncalibrated, so its "
+                                     "magnification window (image.pixel_size_um) cannot be checked; check it by hand "
+                                     "or give --pixel-size"))
     if "magnification" in spec.image:
         rule = spec.image["magnification"]
         if magnification is None:
-            reasons.append(Reason("image.magnification", None, rule.min if rule.min is not None else rule.max, "review",
-                                  "the file records no magnification; check it by hand", ""))
+            reasons.append(_unjudged("image.magnification", rule, "the file records no magnification; check it by hand",
+                                     bound=""))
         else:
             reason = _range_reason("image.magnification", float(magnification), rule)
             if reason:
@@ -892,7 +912,7 @@ def evaluate_specimen(row: Mapping[str, Any], spec: QCSpec, *,
     ('fail', '1 of 3 fields of this specimen are uncalibrated (no pixel size): their measurements are in pixels')
     """
     here = {"pixel_size_um", "magnification"}  # image windows a specimen row has no value for
-    rest = dataclasses.replace(spec, calibration="ignore", measurements={}, phase_fractions={},
+    rest = replace(spec, calibration="ignore", measurements={}, phase_fractions={},
                                image={k: v for k, v in spec.image.items() if k not in here})
     status: list[Reason] = []
 
@@ -919,20 +939,18 @@ def evaluate_specimen(row: Mapping[str, Any], spec: QCSpec, *,
                                   "their measurements are in pixels", "required"))
     for key in (k for k in spec.image if k in here):
         rule = spec.image[key]
-        reasons.append(Reason(f"image.{key}", None, rule.min if rule.min is not None else rule.max, "review",
-                              f"image.{key} cannot be judged on a specimen row (it records no "
-                              f"{'pixel size' if key == 'pixel_size_um' else key} of its fields); judge the batch's "
-                              "images.csv", "min" if rule.min is not None else "max"))
+        reasons.append(_unjudged(f"image.{key}", rule, f"image.{key} cannot be judged on a specimen row (it records "
+                                 f"no {'pixel size' if key == 'pixel_size_um' else key} of its fields); judge the "
+                                 "batch's images.csv"))
 
     rules = [(f"{g}.{k}", g, k, r) for g, rs in spec.measurements.items() for k, r in rs.items()]
     rules += [(f"phases.phase_fractions.{p}", "phases", f"phase_fraction_{p}", r) for p, r in spec.phase_fractions.items()]
     for check, group, key, rule in rules:
         column = _specimen_column(group, key)
         if column is None:
-            reasons.append(Reason(check, None, rule.min if rule.min is not None else rule.max, "review",
-                                  f"{check} cannot be judged on a specimen row (specimens.csv holds the specimen G and "
-                                  "the means of its fields' grain, phase and defect densities, sizes and fractions); "
-                                  "judge the batch's images.csv", "min" if rule.min is not None else "max"))
+            reasons.append(_unjudged(check, rule, f"{check} cannot be judged on a specimen row (specimens.csv holds "
+                                     "the specimen G and the means of its fields' grain, phase and defect densities, "
+                                     "sizes and fractions); judge the batch's images.csv"))
             continue
         reason = _range_reason(check, _to_float(row.get(column)), rule)
         if reason:

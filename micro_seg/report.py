@@ -170,6 +170,10 @@ def thumbnail_data_uri(path: str | Path, *, side: int = THUMB_SIDE) -> str | Non
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+#: How a report.html starts its generator tag: a batch removes an earlier report only when it carries it.
+GENERATOR_MARK = "<meta name='generator' content='micro-seg"
+
+
 def _e(v: Any) -> str:
     return html.escape("" if v is None else str(v))
 
@@ -473,7 +477,7 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
     parts.append("</main>")
 
     doc = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-           f"<meta name='generator' content='micro-seg {_e(__version__)}'>"
+           f"{GENERATOR_MARK} {_e(__version__)}'>"
            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>" + "".join(parts) + "</body></html>")
     path = Path(path)

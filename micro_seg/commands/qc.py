@@ -101,7 +101,7 @@ def _check_measurable(spec: Any, segmenter: Any, classifier: Any, model_arg: str
     """Refuse, before any image is read, a spec whose measurement rules the given model cannot measure on
     images: every image would otherwise come out "review" for a measurement that never existed."""
     from micro_seg.errors import SpecError
-    from micro_seg.qc import measured_groups
+    from micro_seg.qc import check_model_measures, measured_groups
 
     needed = measured_groups(spec)
     if not needed:
@@ -112,13 +112,7 @@ def _check_measurable(spec: Any, segmenter: Any, classifier: Any, model_arg: str
                else "no --model was given to segment the images with")
         raise SpecError(f"{spec.source}: the spec has rules for {groups}, but {why}; give a segmentation model "
                         "(micro-seg models list), or judge a batch's images.csv")
-    card = segmenter.card
-    gives = ["grains"] if card.task == "grains" else ["phases"] + (["defects"] if card.defect_classes else [])
-    missing = [g for g in needed if g not in gives]
-    if missing:
-        raise SpecError(f"{spec.source}: the spec has rules for {' and '.join(f'measurements.{g}' for g in missing)}, "
-                        f"but model {card.name!r} ({card.task}) measures only {', '.join(gives)}; give a model that "
-                        f"measures {', '.join(missing)}")
+    check_model_measures(spec, segmenter.card)
 
 
 def _table_path(inp: Path) -> Path | None:
