@@ -87,6 +87,15 @@ def _uncalibrated_fields(df: pd.DataFrame) -> np.ndarray:
     return ~np.isfinite(pd.to_numeric(df["pixel_size_um"], errors="coerce").to_numpy(dtype=float))
 
 
+def _missing_error(source: str, column: str, samples, *, uncalibrated: bool) -> PropertyTableError:
+    """Why samples have no ``column`` value: uncalibrated fields (no micrometres), or nothing measured at all."""
+    if uncalibrated:
+        return PropertyTableError(f"{source}: {column} is missing for images of sample(s) {_ids(samples)} "
+                                  "(uncalibrated images give no grain size in micrometres: re-run with --pixel-size)")
+    return PropertyTableError(f"{source}: no field of sample(s) {_ids(samples)} has a {column} value (nothing was "
+                              "measured, e.g. no intercept in any field): leave these samples out or re-measure them")
+
+
 def aggregate_samples(df: pd.DataFrame, keys: pd.Series, column: str, *, source: str = "results") -> pd.DataFrame:
     """Per-sample field statistics of ``column``: n, mean, s, 95% CI (Student t), %RA, standard error.
 
@@ -102,16 +111,10 @@ def aggregate_samples(df: pd.DataFrame, keys: pd.Series, column: str, *, source:
     blank = frame["v"].isna()
     uncalibrated = sorted(set(frame.loc[blank & frame["uncal"], "sample"].astype(str))) if _is_physical(column) else []
     if uncalibrated:
-        raise PropertyTableError(
-            f"{source}: {column} is missing for images of sample(s) {_ids(uncalibrated)} "
-            "(uncalibrated images give no grain size in micrometres: re-run with --pixel-size)"
-        )
+        raise _missing_error(source, column, uncalibrated, uncalibrated=True)
     empty = sorted(str(k) for k, v in frame.groupby("sample")["v"] if v.isna().all())
     if empty:
-        raise PropertyTableError(
-            f"{source}: no field of sample(s) {_ids(empty)} has a {column} value (nothing was measured, e.g. no "
-            "intercept in any field): leave these samples out or re-measure them"
-        )
+        raise _missing_error(source, column, empty, uncalibrated=False)
     frame = frame[~blank]
     rows = []
     for key, grp in frame.groupby("sample", sort=True):
@@ -161,15 +164,9 @@ def specimen_samples(df: pd.DataFrame, column: str, *, source: str = "specimens.
     uncalibrated = numeric_column(df, "n_uncalibrated", source=source) if "n_uncalibrated" in df.columns else np.zeros(len(df))
     missing = (uncalibrated > 0) & _is_physical(column)  # absent for uncalibrated fields
     if missing.any():
-        raise PropertyTableError(
-            f"{source}: {column} is missing for images of sample(s) {_ids(specimens[missing])} "
-            "(uncalibrated images give no grain size in micrometres: re-run with --pixel-size)"
-        )
+        raise _missing_error(source, column, specimens[missing], uncalibrated=True)
     if np.isnan(mean).any():
-        raise PropertyTableError(
-            f"{source}: no field of sample(s) {_ids(specimens[np.isnan(mean)])} has a {column} value (nothing was "
-            "measured, e.g. no intercept in any field): leave these samples out or re-measure them"
-        )
+        raise _missing_error(source, column, specimens[np.isnan(mean)], uncalibrated=False)
     sd = stat("sd")
     n_col = f"{column}_n"
     if n_col in df.columns:  # the fields the statistics are over
