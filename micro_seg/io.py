@@ -865,6 +865,11 @@ def write_labels(
     return path
 
 
+#: The class schema of a training folder (napari Annotate writes it next to ``images/`` and ``labels/``;
+#: ``micro-seg train`` reads its names): ``{"classes": [...], ...}``, label value i = classes[i - 1].
+CLASS_SCHEMA_FILE = "classes.json"
+
+
 def labels_classes(path: str | os.PathLike[str]) -> list[str] | None:
     """The class names a :func:`write_labels` file records (``classes[i]`` for pixel value ``i``), if any.
 

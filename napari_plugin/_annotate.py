@@ -36,6 +36,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from micro_seg.io import CLASS_SCHEMA_FILE
 from napari_plugin._common import (
     JobRunner,
     layer_pixel_size_um,
@@ -56,7 +57,7 @@ from napari_plugin._layers import (
 
 __all__ = ["AnnotateWidget", "save_training_pair", "read_class_schema", "uncertain_window"]
 
-SCHEMA_FILE = "classes.json"
+SCHEMA_FILE = CLASS_SCHEMA_FILE  # the schema file micro-seg train reads the class names from
 
 
 def _is_annotation(layer) -> bool:

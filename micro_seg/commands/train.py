@@ -256,11 +256,6 @@ def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str, in
     return pairs, images, labels
 
 
-#: The class schema the napari Annotate widget saves next to ``images/`` and ``labels/`` (0 = unlabelled,
-#: value i = classes[i - 1]).
-CLASS_SCHEMA_FILE = "classes.json"
-
-
 def recorded_classes(labels_dir: str | Path, label_paths: list[Path], encoding: str
                      ) -> tuple[list[str] | None, str | None, list[str]]:
     """Class names the training data records: ``(names, where, warnings)``.
@@ -274,7 +269,7 @@ def recorded_classes(labels_dir: str | Path, label_paths: list[Path], encoding: 
     """
     import json
 
-    from micro_seg.io import labels_classes
+    from micro_seg.io import CLASS_SCHEMA_FILE, labels_classes
 
     labels_dir = Path(labels_dir)
     for schema in (labels_dir / CLASS_SCHEMA_FILE, labels_dir.parent / CLASS_SCHEMA_FILE):
