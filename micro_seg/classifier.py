@@ -343,13 +343,10 @@ def _split_warnings(paths: Sequence[Path], labels: np.ndarray, names: Sequence[s
     if absent:
         out.append(f"class(es) {', '.join(absent)} have no validation image (too few images): they are missing from "
                    "the validation metrics")
-    import hashlib
+    from micro_seg.registry import sha256_file
 
-    def digest(p: Path) -> str:
-        return hashlib.sha256(Path(p).read_bytes()).hexdigest()
-
-    train_hashes = {digest(paths[i]): paths[i] for i in train_idx}
-    copies = [(paths[i], train_hashes[h]) for i in val_idx if (h := digest(paths[i])) in train_hashes]
+    train_hashes = {sha256_file(paths[i]): paths[i] for i in train_idx}
+    copies = [(paths[i], train_hashes[h]) for i in val_idx if (h := sha256_file(paths[i])) in train_hashes]
     if copies:
         v, t = copies[0]
         out.append(f"{len(copies)} validation image(s) are byte-identical copies of training images (e.g. {v} = {t}): "
