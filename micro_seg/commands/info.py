@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from micro_seg.commands import PAGE_HELP
+
 __all__ = ["register", "run"]
 
 
@@ -34,8 +36,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("path", help="image file (TIFF, PNG, JPEG, BMP)")
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
                         help="micrometres per pixel; overrides the calibration in the file")
-    parser.add_argument("--page", type=int, metavar="N", help="page of a multi-page file, counting every page from 0 "
-                        "(default: the first that is not a reduced-resolution preview)")
+    parser.add_argument("--page", type=int, metavar="N", help=PAGE_HELP)
     parser.add_argument("--max-pixels", type=int, metavar="N", dest="max_pixels",
                         help="refuse larger images (default $MICRO_SEG_MAX_PIXELS or 1.2e9)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

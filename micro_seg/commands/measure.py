@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from micro_seg.commands import PAGE_HELP
 from micro_seg.errors import InvalidImageError, MicroSegError
 
 __all__ = ["register", "run_grains", "run_phases", "run_defects"]
@@ -116,9 +117,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="image file (TIFF, PNG, ...)")
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
                         help="micrometres per pixel; overrides the calibration in the file")
-    parser.add_argument("--page", type=int, metavar="N",
-                        help="page of a multi-page file, counting every page from 0 (default: the first that is "
-                             "not a reduced-resolution preview, with a warning naming the pages not read)")
+    parser.add_argument("--page", type=int, metavar="N", help=PAGE_HELP)
     parser.add_argument("--table", metavar="CSV", help="write the per-object table to this CSV file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -23,6 +23,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from micro_seg.commands import PAGE_HELP
+
 __all__ = ["register", "run", "add_model_options", "add_segment_options", "given_postprocess_options",
            "given_predict_options", "segment_file", "write_probabilities"]
 
@@ -36,7 +38,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="micrometres per pixel; overrides the calibration in the file")
     add_segment_options(parser)
     parser.add_argument("--page", type=int, metavar="N",
-                        help="page of a multi-page file (segment names its outputs <stem>_p<N>_... for N >= 1)")
+                        help=PAGE_HELP + "; segment names its outputs <stem>_p<N>_... for N >= 1")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
