@@ -211,7 +211,8 @@ def loo_cv_rmse(x: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = No
     y = np.asarray(y, dtype=float).ravel()
     design = np.column_stack([np.ones(len(y)), x])
     w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
-    hat = design @ np.linalg.pinv((design * w[:, None]).T @ design) @ (design * w[:, None]).T
+    weighted = design * w[:, None]
+    hat = design @ np.linalg.pinv(weighted.T @ design) @ weighted.T
     resid = y - hat @ y
     leverage = np.clip(np.diag(hat), 0.0, 1.0 - 1e-12)
     return float(np.sqrt(np.mean((resid / (1.0 - leverage)) ** 2)))

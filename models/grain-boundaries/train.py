@@ -205,9 +205,7 @@ def calibrate_postprocess(folder: Path, n_synthetic: int = 24) -> dict:
 def set_postprocess(folder: Path, text: str, why: str) -> dict:
     """Write post-processing settings given as ``key=value,...`` into the card of the model in ``folder`` (a
     selection made outside this script's grid, e.g. with ``marker_threshold``), with ``why`` recorded."""
-    from micro_seg.registry import load_model, save_model
-
-    from micro_seg.registry import ModelCard
+    from micro_seg.registry import ModelCard, load_model, save_model
 
     given = {}
     for item in filter(None, (i.strip() for i in text.split(","))):
