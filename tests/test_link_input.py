@@ -436,3 +436,33 @@ def test_zero_padded_specimens_match_a_table_whose_ids_lost_their_zeros(tmp_path
     pd.DataFrame({"sample_id": [1, 2, 3], "yield_strength_MPa": [300.0, 250.0, 200.0]}).to_csv(props2, index=False)
     out2 = link(res2, props2, on="sample_id")
     assert out2.summary["n_matched"] == 3 and out2.summary["unmatched_results"] == ["01"]
+
+
+NA_LIKE = {"NA": 5.0, "None": 10.0, "null": 20.0, "N/A": 40.0, "B": 80.0}  # sample names pandas reads as missing
+
+
+@pytest.mark.parametrize("results_name", ["images.csv", "specimens.csv"])
+@pytest.mark.parametrize("props_name", ["props.csv", "props.xlsx"])
+def test_samples_named_na_or_none_are_samples_not_missing_ids(tmp_path, results_name, props_name):
+    res = _batch_output(tmp_path, specimens=NA_LIKE, fields=3, noise=0.0)
+    values = [S0 + K * (d * 1e-6) ** -0.5 for d in NA_LIKE.values()]
+    table = pd.DataFrame({"sample_id": list(NA_LIKE), "yield_strength_MPa": values})
+    props = tmp_path / props_name
+    if props_name.endswith(".csv"):
+        table.to_csv(props, index=False)
+    else:
+        pytest.importorskip("openpyxl")
+        table.to_excel(props, index=False)
+    result = link(res / results_name, props, on="sample_id")
+    assert result.summary["n_matched"] == 5 and result.summary["unmatched"] == []
+    assert sorted(result.samples["sample"]) == sorted(NA_LIKE)
+    assert result.summary["fit"]["k"] == pytest.approx(K, rel=1e-6)
+
+
+def test_an_empty_sample_id_cell_is_still_refused_as_missing(tmp_path):
+    res = _batch_output(tmp_path, specimens={"A": 5.0, "B": 10.0, "C": 20.0}, fields=3, noise=0.0)
+    props = tmp_path / "props.csv"
+    props.write_text("sample_id,yield_strength_MPa\n" + "".join(
+        f"{s},{S0 + K * (d * 1e-6) ** -0.5}\n" for s, d in {"A": 5.0, "B": 10.0, "C": 20.0}.items()) + " ,500\n")
+    with pytest.raises(PropertyTableError, match=r"empty sample id .* row\(s\) \[5\]"):
+        link(res, props, on="sample_id")

@@ -74,6 +74,18 @@ def id_strings(values: pd.Series) -> pd.Series:
     return pd.Series([one(v) for v in values], index=values.index, dtype=object, name=values.name)
 
 
+def _with_text_ids(df: pd.DataFrame, read, id_columns) -> pd.DataFrame:
+    """``df`` with its id columns re-read by ``read(usecols=..., dtype=str, keep_default_na=False)``: a sample named
+    ``NA``, ``None`` or ``null`` is that sample, not a missing id (pandas' default reading); an empty cell stays
+    missing."""
+    present = [c for c in df.columns if c in id_columns]
+    if present:
+        raw = read(usecols=present, dtype=str, keep_default_na=False)
+        for c in present:
+            df[c] = raw[c].where(raw[c].str.strip() != "", np.nan)
+    return df
+
+
 def _read_text_table(path: Path, sep: str | None = None, *, id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     r"""A CSV / TSV as spreadsheets save it: UTF-8 (with or without BOM), else Windows-1252 (Excel's "CSV" on
     Windows); the delimiter (comma, semicolon or tab) from the header line unless ``sep`` is given, and with
@@ -99,8 +111,9 @@ def _read_text_table(path: Path, sep: str | None = None, *, id_columns: tuple[st
         counts = {d: header.count(d) for d in (",", ";", "\t")}
         # a tie goes to the semicolon: commas turn up inside names where semicolons delimit ("Rp0,2_MPa")
         sep = max(counts, key=lambda d: (counts[d], d == ";", d == ","))
-    return pd.read_csv(io.StringIO(text), sep=sep, decimal="," if sep == ";" else ".",
-                       dtype={c: str for c in id_columns})
+    df = pd.read_csv(io.StringIO(text), sep=sep, decimal="," if sep == ";" else ".",
+                     dtype={c: str for c in id_columns})
+    return _with_text_ids(df, lambda **kw: pd.read_csv(io.StringIO(text), sep=sep, **kw), id_columns)
 
 
 def read_property_table(path: str | Path, *, id_columns: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
@@ -121,7 +134,8 @@ def read_property_table(path: str | Path, *, id_columns: tuple[str, ...] | list[
         elif suffix == ".tsv":
             df = _read_text_table(path, sep="\t", id_columns=tuple(id_columns))
         elif suffix in (".xlsx", ".xlsm"):
-            df = pd.read_excel(path, dtype={c: str for c in id_columns})
+            df = _with_text_ids(pd.read_excel(path, dtype={c: str for c in id_columns}),
+                                lambda **kw: pd.read_excel(path, **kw), id_columns)
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         else:
@@ -182,7 +196,8 @@ def read_results(results: str | Path, *, id_columns: tuple[str, ...] | list[str]
         raise PropertyTableError(f"{results}: not batch results: give a batch output folder, or its images.csv "
                                  "or specimens.csv")
     try:
-        df = pd.read_csv(results, dtype={c: str for c in id_columns})
+        df = _with_text_ids(pd.read_csv(results, dtype={c: str for c in id_columns}),
+                            lambda **kw: pd.read_csv(results, **kw), id_columns)
     except pd.errors.EmptyDataError as exc:
         raise PropertyTableError(f"{results}: the results table is empty") from exc
     if df.empty:
