@@ -93,7 +93,7 @@ IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 DASK_CONNECT_TIMEOUT = "20s"
 IMAGE_COLUMNS_HEAD = ("path", "status", "error", "specimen", "pixel_size_um", "calibration_source", "units")
 IMAGE_COLUMNS_TAIL = ("qc_verdict", "qc_reasons", "warnings", "rows", "cols", "databar_rows", "sha256", "model",
-                      "model_sha256", "labels", "overlay", "objects")
+                      "model_sha256", "software_version", "labels", "overlay", "objects")
 
 
 class BatchBusyError(MicroSegError, RuntimeError):
@@ -1086,6 +1086,9 @@ def _export_rows(store: ResultsStore, run_id: int) -> list[dict[str, Any]]:
             "warnings": " | ".join(dict.fromkeys(notes.get(im["relpath"], []))),
             "rows": im["rows"], "cols": im["cols"], "databar_rows": im["databar_rows"],
             "sha256": im["sha256"] or "", "model": im["model_name"] or "", "model_sha256": im["model_sha256"] or "",
+            # which release measured this row: a resumed folder can hold rows of two releases (when: results.sqlite,
+            # kept out of the table so that two runs on the same images give the same images.csv byte for byte)
+            "software_version": im["software_version"] or "",
             "labels": im["labels_path"] or "", "overlay": im["overlay_path"] or "",
             "objects": im["objects_path"] or "",
         })

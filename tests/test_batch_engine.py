@@ -376,3 +376,22 @@ def test_a_stop_just_after_a_result_is_written_still_counts_it(tmp_path, monkeyp
         n_rows = con.execute("SELECT COUNT(*) FROM images WHERE status = 'ok'").fetchone()[0]
     assert status == "interrupted" and done == n_rows == 1
     assert len(read_csv(tmp_path / "out" / "images.csv")) == 1
+
+
+@pytest.mark.slow
+def test_images_csv_says_which_release_measured_each_row(folder, grain_model, tmp_path):
+    from micro_seg import __version__
+
+    out = tmp_path / "out"
+    run_batch(folder, out, model=grain_model, workers=0)
+    rows = read_csv(out / "images.csv")
+    assert {r["software_version"] for r in rows.values()} == {__version__}  # failed rows too
+    # a folder resumed after an upgrade keeps the older release's rows: the table must tell them apart
+    con = sqlite3.connect(out / "results.sqlite")
+    with con:
+        con.execute("UPDATE images SET software_version = '0.0.1' WHERE relpath = 'plate1/f1.tif'")
+    con.close()
+    assert run_batch(folder, out, model=grain_model, workers=0).n_processed == 0
+    rows = read_csv(out / "images.csv")
+    assert rows["plate1/f1.tif"]["software_version"] == "0.0.1"
+    assert rows["plate1/f2.tif"]["software_version"] == __version__
