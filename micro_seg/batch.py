@@ -590,9 +590,11 @@ def _params_sha(params: dict[str, Any]) -> str:
 
 
 def _needs_work(f: InputFile, row: dict | None, *, model_sha: str | None, params_sha: str,
-                rehash: bool, retry_failed: bool = False) -> tuple[bool, bool]:
+                rehash: bool, retry_failed: bool = False, redo_other_releases: bool = False) -> tuple[bool, bool]:
     """``(redo, stat_changed_but_same_content)`` for one input given its stored row."""
     if row is None:
+        return True, False
+    if redo_other_releases and row["software_version"] != __version__:
         return True, False
     if row["status"] == "failed" and (row["retryable"] or retry_failed):
         return True, False
@@ -614,7 +616,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
               workers: int | None = None, scheduler: Any = None, group_by: str = "folder",
               spec: str | os.PathLike | None = None, progress: Callable[..., Any] | None = None,
               cancel: Any = None, pixel_size_um: float | None = None, rehash: bool = False,
-              retry_failed: bool = False, max_tasks_per_child: int | None = 100, report: bool = True, exclude: Iterable[str] = (),
+              retry_failed: bool = False, redo_other_releases: bool = False,
+              max_tasks_per_child: int | None = 100, report: bool = True, exclude: Iterable[str] = (),
               segment_options: Mapping[str, Any] | None = None,
               process: Callable[[str, BatchConfig], ImageResult] | None = None) -> BatchSummary:
     """Segment and measure every image under ``in_dir``; results in ``out_dir``.
@@ -660,6 +663,9 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         Redo images that failed in an earlier run although they have not changed (e.g. after raising
         ``MICRO_SEG_MAX_PIXELS``); by default only failures that may pass another time (a worker that died,
         a file being written) are retried.
+    redo_other_releases : bool
+        Redo finished images that another micro-seg release measured (``images.csv``'s ``software_version``);
+        by default they are kept, with a warning that counts them.
     max_tasks_per_child : int or None
         Images a worker process handles before it is replaced (bounds memory
         growth; ``None`` = never replaced).
@@ -823,7 +829,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         failed_before: list[str] = []
         for f in files:
             redo, refresh_stat = _needs_work(f, known.get(f.relpath), model_sha=model_sha,
-                                             params_sha=params_sha, rehash=rehash, retry_failed=retry_failed)
+                                             params_sha=params_sha, rehash=rehash, retry_failed=retry_failed,
+                                             redo_other_releases=redo_other_releases)
             if redo:
                 todo.append(f)
             else:
@@ -833,6 +840,13 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                 if refresh_stat:
                     store.update_stat(f.relpath, size_bytes=f.size_bytes, mtime_ns=f.mtime_ns)
         store.mark_seen(skipped, run_id, specimens)
+        older = sorted({str(known[rel]["software_version"]) for rel in skipped
+                        if known[rel]["software_version"] != __version__})
+        if older:
+            n_older = sum(known[rel]["software_version"] != __version__ for rel in skipped)
+            warnings.append(f"{n_older} finished image(s) were measured by micro-seg {', '.join(older)} (this is "
+                            f"{__version__}) and are kept as they are (images.csv: software_version); "
+                            "--redo-other-releases measures them again")
         if failed_before:
             warnings.append(f"{len(failed_before)} image(s) that failed in an earlier run and have not changed were "
                             f"not retried ({_first_names(failed_before)}); --retry-failed retries them")

@@ -383,7 +383,7 @@ class ResultsStore:
     def known_images(self) -> dict[str, dict]:
         """``relpath -> row`` of the fields used to decide whether an image is done (and its output files)."""
         rows = self._con.execute(
-            "SELECT relpath, status, size_bytes, mtime_ns, sha256, model_sha256, params_sha256, retryable,"
+            "SELECT relpath, status, size_bytes, mtime_ns, sha256, model_sha256, params_sha256, retryable, software_version,"
             " labels_path, overlay_path, objects_path FROM images"
         )
         return {r["relpath"]: dict(r) for r in rows}

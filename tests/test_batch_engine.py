@@ -391,7 +391,17 @@ def test_images_csv_says_which_release_measured_each_row(folder, grain_model, tm
     with con:
         con.execute("UPDATE images SET software_version = '0.0.1' WHERE relpath = 'plate1/f1.tif'")
     con.close()
-    assert run_batch(folder, out, model=grain_model, workers=0).n_processed == 0
+    resumed = run_batch(folder, out, model=grain_model, workers=0)
+    assert resumed.n_processed == 0
+    assert any("1 finished image(s) were measured by micro-seg 0.0.1" in w for w in resumed.warnings)
     rows = read_csv(out / "images.csv")
     assert rows["plate1/f1.tif"]["software_version"] == "0.0.1"
     assert rows["plate1/f2.tif"]["software_version"] == __version__
+    # asked for: that row is measured again, the others stay skipped
+    code = main(["batch", str(folder), str(out), "--model", str(grain_model), "--workers", "0", "--quiet",
+                 "--redo-other-releases", "--json"])
+    assert code == 3  # the corrupt file still fails
+    rows = read_csv(out / "images.csv")
+    assert {r["software_version"] for r in rows.values()} == {__version__}
+    again = run_batch(folder, out, model=grain_model, workers=0)
+    assert again.n_processed == 0 and not any("measured by micro-seg" in w for w in again.warnings)

@@ -78,6 +78,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="redo images that failed in an earlier run although unchanged (e.g. after raising "
                         "MICRO_SEG_MAX_PIXELS); by default only failures that may pass another time are retried")
+    p.add_argument("--redo-other-releases", action="store_true",
+                   help="redo finished images that another micro-seg release measured (default: kept, with a warning)")
     p.add_argument("--max-tasks-per-child", type=_positive_int, default=100, metavar="N",
                    help="replace each worker process after N images (bounds memory; 0 = never)")
     add_segment_options(p)
@@ -141,7 +143,8 @@ def run(args: argparse.Namespace) -> dict:
         summary = run_batch(
             args.in_dir, args.out_dir, model=args.model, workers=args.workers, scheduler=args.scheduler,
             group_by=args.group_by, spec=args.spec, progress=progress, pixel_size_um=args.pixel_size,
-            rehash=args.rehash, retry_failed=args.retry_failed, max_tasks_per_child=args.max_tasks_per_child or None,
+            rehash=args.rehash, retry_failed=args.retry_failed,
+            redo_other_releases=args.redo_other_releases, max_tasks_per_child=args.max_tasks_per_child or None,
             report=not args.no_report, exclude=args.exclude, segment_options=segment_options,
         )
     result = {
