@@ -113,7 +113,7 @@ _MEASUREMENT_KEYS = {
         "count", "area_fraction", "density_per_mm2", "mean_ecd_um", "max_feret_um", "mean_feret_max_um",
         "mean_feret_min_um", "mean_area_um2", "max_area_um2", "mean_nn_distance_um", "mean_free_path_um",
         "pixel_size_um", "density_per_px2", "mean_ecd_px", "max_feret_px", "mean_area_px", "mean_nn_distance_px",
-        "mean_free_path_px", "mean_aspect_ratio", "mean_circularity", "mean_solidity", "n_touching_edge",
+        "mean_free_path_px", "mean_aspect_ratio", "mean_circularity", "mean_solidity", "n_touching_edge", "edge_weighted_count",
         "area_fraction_ci95", "density_ci95_per_mm2",
         "max_ecd_um", "max_ecd_px",
     }),

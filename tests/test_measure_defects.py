@@ -87,3 +87,38 @@ def test_no_pixel_size_and_empty_mask():
     assert s["count"] == 0
     with pytest.raises(InvalidImageError):
         measure_defects(np.zeros((5, 5, 3)))
+
+
+def _disk_lattice(side=400, pitch=50, radius=10, offset=0):
+    """Disks on a square lattice that runs through the image edges (and corners when offset=0)."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    m = np.zeros((side, side), bool)
+    for r in range(offset - pitch, side + pitch, pitch):
+        for c in range(offset - pitch, side + pitch, pitch):
+            m |= (yy - r) ** 2 + (xx - c) ** 2 <= radius**2
+    return m
+
+
+@pytest.mark.parametrize("offset", [0, 25, 7])
+def test_density_is_edge_corrected_and_sizes_leave_out_cut_objects(offset):
+    # one disk per 50 x 50 px cell at 2 um/px: 1 / (100 um)^2 = 100 per mm^2, each ECD that of the digital disk
+    m = _disk_lattice(offset=offset)
+    inner = _disk_lattice(side=120)[35:86, 35:86]  # one whole disk, centred
+    ecd_true = 2.0 * np.sqrt(inner.sum() / np.pi) * 2.0
+    res = measure_defects(m, pixel_size_um=2.0)
+    s = res.summary
+    # Jeffries-weighted count: exact when the lattice is aligned with the frame (offset 0: 49 + 28/2 + 4/4 = 64,
+    # offset 25: 64 whole disks, nothing cut); close otherwise (an edge-cut disk counts 1/2 wherever it is cut)
+    tol = 1e-9 if offset in (0, 25) else 0.08
+    assert s["density_per_mm2"] == pytest.approx(100.0, rel=tol)
+    assert s["fields"]["density_per_mm2"]["mean"] == pytest.approx(s["density_per_mm2"], rel=1e-9)
+    assert s["mean_ecd_um"] == pytest.approx(ecd_true, rel=1e-9)  # cut disks (smaller) left out
+    assert s["count"] == int(res.table.shape[0]) and s["n_touching_edge"] == int(res.table["touches_edge"].sum())
+
+
+def test_when_every_object_is_cut_the_means_use_them_all_with_a_warning():
+    m = np.zeros((60, 60), bool)
+    m[:, 20:30] = True  # one band from top to bottom
+    s = measure_defects(m, pixel_size_um=1.0, fields=None).summary
+    assert s["count"] == 1 and s["mean_area_um2"] == pytest.approx(600.0)
+    assert any("every object touches the image edge" in w for w in s["warnings"])

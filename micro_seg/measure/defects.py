@@ -24,7 +24,13 @@ Feret max sqrt(2), Feret min 1 and solidity 1):
 * ``touches_edge``: the object is cut by the image edge.
 
 Per image: count, area fraction ``A_A``, number density ``N_A`` (objects per
-mm^2), mean / max of the object measures, mean free path
+mm^2, edge-corrected as in Jeffries' planimetric count: an object cut by the image
+edge counts 1/2, one holding an image corner 1/4, so a field does not run high by
+the objects it shares with its neighbours), means of the object measures over the
+objects *not* cut by the edge (a cut object's size and shape are those of its
+visible part: E1382 leaves border grains out of size statistics the same way; when
+every object is cut, over all of them, with a warning), maxima over all objects (a
+cut object's size is a lower bound of its own), mean free path
 ``lambda = (1 - A_A) / N_L`` (E1245; ``N_L`` = objects intercepted per unit
 length of the row and column test lines), and per-field ``A_A``, ``N_A`` with
 mean, s, 95 % CI and %RA (E1245 reports these field statistics).  A field grid
@@ -319,6 +325,11 @@ def measure_defects(
 
     edge = np.zeros(n + 1, bool)
     edge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
+    # Jeffries weights (as for grains, E112 planimetric): inside 1, cut by the edge 1/2, holding a corner 1/4
+    weight = np.where(edge, 0.5, 1.0)
+    weight[np.unique(labels[[0, 0, -1, -1], [0, -1, 0, -1]])] = 0.25
+    weight[0] = 0.0
+    weight = weight[1:]
 
     fmax = np.zeros(n)
     fmin = np.zeros(n)
@@ -384,7 +395,7 @@ def measure_defects(
         sub = labels[rs, cs]
         inside = (cr_i >= rs.start) & (cr_i < rs.stop) & (cc_i >= cs.start) & (cc_i < cs.stop)
         aa = float((sub != 0).mean())
-        na_px = float(inside.sum()) / sub.size  # objects counted by centroid: each object once
+        na_px = float(weight[inside].sum()) / sub.size  # by centroid (each object once), edge-weighted
         field_rows.append({"field": f, "row_start": rs.start, "row_stop": rs.stop, "col_start": cs.start,
                            "col_stop": cs.stop, "area_fraction": aa, "count": int(inside.sum()),
                            "density_per_px2": na_px,
@@ -401,9 +412,17 @@ def measure_defects(
         x = x[np.isfinite(x)]
         return float(x.mean()) if x.size else None
 
-    density_px = n / total
+    weighted_count = float(weight.sum())
+    density_px = weighted_count / total
     mfp_px = (1.0 - area_fraction) / n_l if n_l > 0 else None
-    mean_ecd_px = mean_or_none(ecd)
+    # size and shape means over the objects the edge does not cut (all of them when every object is cut)
+    whole = ~edge[1:] if (n and not edge[1:].all()) else np.ones(n, bool)
+    if n and edge[1:].all():
+        warnings.append(
+            f"{what}: every object touches the image edge, so the mean sizes and shapes are those of cut objects "
+            "(too small); image a larger field or use a lower magnification"
+        )
+    mean_ecd_px = mean_or_none(ecd[whole])
     max_feret_px = float(fmax.max()) if n else None
     max_ecd_px = float(np.nanmax(ecd)) if n else None
     summary: dict[str, Any] = {
@@ -413,9 +432,9 @@ def measure_defects(
         "mean_ecd_um": um(mean_ecd_px) if mean_ecd_px is not None else None,
         "max_feret_um": um(max_feret_px) if max_feret_px is not None else None,
         "max_ecd_um": um(max_ecd_px) if max_ecd_px is not None else None,
-        "mean_feret_max_um": um(mean_or_none(fmax)) if n else None,
-        "mean_feret_min_um": um(mean_or_none(fmin)) if n else None,
-        "mean_area_um2": um(mean_or_none(a), 2) if n else None,
+        "mean_feret_max_um": um(mean_or_none(fmax[whole])) if n else None,
+        "mean_feret_min_um": um(mean_or_none(fmin[whole])) if n else None,
+        "mean_area_um2": um(mean_or_none(a[whole]), 2) if n else None,
         "max_area_um2": um(float(a.max()), 2) if n else None,
         "mean_nn_distance_um": um(mean_or_none(nn)) if n >= 2 else None,
         "mean_free_path_um": um(mfp_px) if mfp_px is not None else None,
@@ -425,13 +444,14 @@ def measure_defects(
         "mean_ecd_px": mean_ecd_px,
         "max_feret_px": max_feret_px,
         "max_ecd_px": max_ecd_px,
-        "mean_area_px": mean_or_none(a) if n else None,
+        "mean_area_px": mean_or_none(a[whole]) if n else None,
         "mean_nn_distance_px": mean_or_none(nn) if n >= 2 else None,
         "mean_free_path_px": mfp_px,
-        "mean_aspect_ratio": mean_or_none(aspect) if n else None,
-        "mean_circularity": mean_or_none(circ) if n else None,
-        "mean_solidity": mean_or_none(solidity) if n else None,
+        "mean_aspect_ratio": mean_or_none(aspect[whole]) if n else None,
+        "mean_circularity": mean_or_none(circ[whole]) if n else None,
+        "mean_solidity": mean_or_none(solidity[whole]) if n else None,
         "n_touching_edge": int(edge[1:].sum()),
+        "edge_weighted_count": weighted_count,
         "fields": {
             "n_fields": len(slices),
             "area_fraction": st_aa,
