@@ -62,9 +62,20 @@ def deferred_interrupts() -> Iterator[None]:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        for signum in dict.fromkeys(pending):
-            handler = old[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)  # the default action (SIGTERM: end the process), now unblocked
+        held = list(dict.fromkeys(pending))
+        for i, signum in enumerate(held):
+            try:
+                _deliver(signum, old[signum])
+            except BaseException:
+                # Ctrl-C's KeyboardInterrupt must not swallow a SIGTERM held with it: send the rest again, to
+                # the handlers now in place
+                for rest in held[i + 1:]:
+                    os.kill(os.getpid(), rest)
+                raise
+
+
+def _deliver(signum: int, handler) -> None:
+    if callable(handler):
+        handler(signum, None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)  # the default action (SIGTERM: end the process), now unblocked

@@ -1,0 +1,33 @@
+"""micro_seg.interrupts.deferred_interrupts: signals held during a critical section are delivered after it."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from micro_seg.interrupts import deferred_interrupts
+
+
+@pytest.fixture()
+def sigterm_recorder():
+    got: list[int] = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    yield got
+    signal.signal(signal.SIGTERM, old)
+
+
+def test_a_held_sigterm_reaches_its_handler_after_the_block(sigterm_recorder):
+    with deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert sigterm_recorder == []  # held while the block runs
+    assert sigterm_recorder == [signal.SIGTERM]
+
+
+def test_ctrl_c_and_sigterm_held_together_are_both_delivered(sigterm_recorder):
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert sigterm_recorder == [signal.SIGTERM]  # not lost behind the KeyboardInterrupt
