@@ -625,6 +625,7 @@ def measure_segmentation(seg: Any, *, pixel_size_um: float | None, what: str = "
     """
     from micro_seg.errors import InvalidImageError
     from micro_seg.measure import measure_defects, measure_grains, measure_phases
+    from micro_seg.qc import PER_CLASS_DEFECT_KEYS
 
     card = seg.card
     nested: dict[str, Any] = {}
@@ -659,6 +660,8 @@ def measure_segmentation(seg: Any, *, pixel_size_um: float | None, what: str = "
                                                  what=f"{what} ({name})", check_pieces=False).summary
                 combined[inst > 0] = inst[inst > 0] + offset
                 offset += int(inst.max())
+            for name, summary in by_class.items():  # the headline numbers per class, as QC specs may judge them
+                flat.update({f"defects_{name}_{k}": summary.get(k) for k in PER_CLASS_DEFECT_KEYS})
             d = measure_defects(combined, pixel_size_um=pixel_size_um, fields=fields, what=what, check_pieces=False)
             nested["defects"] = d.summary
             nested["defects_by_class"] = by_class

@@ -22,10 +22,12 @@ something (an empty one is refused: it would pass every image)::
       phases:
         phase_fractions:
           ferrite: [0.6, 0.9]
-      defects:
+      defects:                      # every defect class of the model together
         area_fraction: {max: 0.005}
         max_feret_um: {max: 50}
         density_per_mm2: {max: 100}
+        by_class:                   # one defect class of the model alone (keys: PER_CLASS_DEFECT_KEYS)
+          pore: {area_fraction: {max: 0.002}}
     classifier:
       forbidden_classes: [scratches]      # -> fail
       review_classes: [patches]           # -> review
@@ -118,6 +120,12 @@ _MEASUREMENT_KEYS = {
         "max_ecd_um", "max_ecd_px",
     }),
 }
+#: Keys a spec may judge for one defect class (``measurements.defects.by_class.<class>.<key>``): the headline
+#: numbers ``micro-seg batch`` also writes per class to images.csv (``defects_<class>_<key>``).
+PER_CLASS_DEFECT_KEYS = ("count", "area_fraction", "density_per_mm2", "mean_ecd_um", "max_ecd_um", "max_feret_um",
+                         "max_area_um2")
+#: Spec group of the rules for one defect class: ``defects.by_class.<class>``.
+_BY_CLASS = "defects.by_class."
 #: Batch-table columns ``<prefix><name>`` whose name part is free-form (a phase name, an angle).
 _MEASUREMENT_PREFIXES = {
     "grains": ("mean_intercept_by_angle_px_",),
@@ -136,7 +144,8 @@ def measured_groups(spec: "QCSpec") -> list[str]:
     >>> measured_groups(parse_spec({"measurements": {"defects": {"count": {"max": 3}}}}))
     ['defects']
     """
-    needed = [g for g, rules in spec.measurements.items() if rules]
+    needed = list(dict.fromkeys("defects" if g.startswith(_BY_CLASS) else g
+                                for g, rules in spec.measurements.items() if rules))
     if spec.phase_fractions and "phases" not in needed:
         needed.append("phases")
     return needed
@@ -159,6 +168,12 @@ def check_model_measures(spec: "QCSpec", card: Any) -> None:
         raise SpecError(f"{spec.source}: the spec has rules for {' and '.join(f'measurements.{g}' for g in missing)}, "
                         f"but model {card.name!r} ({card.task}) measures only {', '.join(card.measures)}; give a "
                         f"model that measures {', '.join(missing)}")
+    classes = list(getattr(card, "defect_classes", None) or [])
+    unknown = [g.removeprefix(_BY_CLASS) for g, rules in spec.measurements.items()
+               if rules and g.startswith(_BY_CLASS) and g.removeprefix(_BY_CLASS) not in classes]
+    if unknown:
+        raise SpecError(f"{spec.source}: measurements.defects.by_class.{unknown[0]}: model {card.name!r} has no "
+                        f"defect class {unknown[0]!r}; its defect classes are: {', '.join(classes)}")
 
 
 #: Relative tolerance of the margin comparison (float rounding of ``limit - value``).
@@ -372,8 +387,21 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> QCSpec:
                     phase_fractions[str(phase)] = _range_rule(prule, f"{where}.{phase}", source, default_severity="fail")
                     _check_fraction(phase_fractions[str(phase)], f"{where}.{phase}", source)
                 continue
+            if group == "defects" and key == "by_class":
+                for cls, crules in _mapping(value, where, source).items():
+                    per_class: dict[str, RangeRule] = {}
+                    for ckey, cvalue in _mapping(crules, f"{where}.{cls}", source).items():
+                        cwhere = f"{where}.{cls}.{ckey}"
+                        if ckey not in PER_CLASS_DEFECT_KEYS:
+                            raise SpecError(f"{source}: {cwhere}: not judged per defect class; allowed: "
+                                            f"{', '.join(PER_CLASS_DEFECT_KEYS)} (every other key under "
+                                            "measurements.defects judges all classes together)")
+                        per_class[str(ckey)] = _range_rule(cvalue, cwhere, source, default_severity="fail",
+                                                           one_sided=_one_sided(str(ckey)))
+                    measurements[_BY_CLASS + str(cls)] = per_class
+                continue
             _check_measurement_key(group, str(key), where, source)
-            one_sided = "max" if str(key).startswith("max_") or key in ("area_fraction", "density_per_mm2", "count") else None
+            one_sided = _one_sided(str(key))
             parsed[str(key)] = _range_rule(value, where, source, default_severity="fail", one_sided=one_sided)
         measurements[str(group)] = parsed
 
@@ -411,6 +439,12 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> QCSpec:
     )
 
 
+def _one_sided(key: str) -> str | None:
+    """The bound a single number gives for a measurement key: a maximum for largest sizes, fractions, densities
+    and counts (no bound otherwise: a range or a mapping is needed)."""
+    return "max" if key.startswith("max_") or key in ("area_fraction", "density_per_mm2", "count") else None
+
+
 def _check_measurement_key(group: str, key: str, where: str, source: str) -> None:
     """Refuse a key that no measurement of ``group`` produces (it would send every image to review).
 
@@ -444,6 +478,8 @@ def _is_fraction_key(group: str, key: str) -> bool:
     >>> _is_fraction_key("defects", "area_fraction"), _is_fraction_key("phases", "phase_fraction_ra_percent_a")
     (True, False)
     """
+    if group.startswith(_BY_CLASS):
+        group = "defects"
     if key in _FRACTION_KEYS.get(group, ()):
         return True
     return (any(key.startswith(p) for p in _FRACTION_PREFIXES.get(group, ()))
@@ -656,6 +692,13 @@ def _lookup(measurements: Mapping | None, group: str, key: str) -> Any:
     ``<group>_<key>``, or the column ``images.csv`` gives it: see :func:`_table_column`)."""
     if not measurements:
         return None
+    if group.startswith(_BY_CLASS):  # one defect class: analyze's defects_by_class, batch's defects_<class>_<key>
+        cls = group.removeprefix(_BY_CLASS)
+        nested = measurements.get("defects_by_class")
+        if isinstance(nested, Mapping) and isinstance(nested.get(cls), Mapping) and key in nested[cls]:
+            return nested[cls][key]
+        flat = f"defects_{cls}_{key}"
+        return measurements[flat] if flat in measurements and not isinstance(measurements[flat], Mapping) else None
     nested = measurements.get(group)
     if isinstance(nested, Mapping) and key in nested:
         return nested[key]
@@ -665,9 +708,9 @@ def _lookup(measurements: Mapping | None, group: str, key: str) -> Any:
     return None
 
 
-def _no_defects(measurements: Mapping | None) -> bool:
-    """True when the defect measurement ran and found no object (``count`` 0)."""
-    count = _to_float(_lookup(measurements, "defects", "count"))
+def _no_defects(measurements: Mapping | None, group: str = "defects") -> bool:
+    """True when the defect measurement (of ``group``: all classes, or one) ran and found no object (count 0)."""
+    count = _to_float(_lookup(measurements, group, "count"))
     return count is not None and count == 0
 
 
@@ -845,7 +888,7 @@ def evaluate(
     for group, rules in spec.measurements.items():
         for key, rule in rules.items():
             value = _to_float(_lookup(measurements, group, key))
-            if value is None and group == "defects" and key.startswith("max_") and _no_defects(measurements):
+            if value is None and group.startswith("defects") and key.startswith("max_") and _no_defects(measurements, group):
                 value = 0.0  # no object at all: the largest one is nothing, not "not measured"
             reason = _range_reason(f"{group}.{key}", value, rule)
             if reason:
