@@ -20,6 +20,7 @@ The SEM data bar (if the reader found one) is not segmented: its rows are 0.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -342,10 +343,20 @@ class SegmentWidget(Container):
         return self._runner.running or self._pending_display
 
     def _put_layer(self, kind: str, name: str, data: np.ndarray, **kwargs):
-        """Update the layer ``name`` in place when it fits (cheap), else (re)create it."""
+        """Update the layer ``name`` in place when it fits (cheap), else (re)create it.
+
+        A Labels layer is replaced only when it still holds what micro-seg wrote into it (the digest kept in its
+        metadata): one the user has edited (or made) is kept, and the result goes to a new layer ``name [2]``."""
         import napari.layers
 
         layer_type = napari.layers.Labels if kind == "labels" else napari.layers.Image
+        if kind == "labels":
+            kwargs["metadata"] = {"micro_seg": {**kwargs["metadata"]["micro_seg"], "written": data_digest(data)}}
+            free = self._unedited_name(name)
+            if free != name:
+                notify_warning(f"'{name}' was edited since micro-seg wrote it: it is kept as it is, and the new "
+                               f"result is in '{free}'.")
+                name = free
         if name in self._viewer.layers:
             old = self._viewer.layers[name]
             if isinstance(old, layer_type) and old.data.shape == data.shape and old.data.dtype == data.dtype:
@@ -360,6 +371,20 @@ class SegmentWidget(Container):
             self._viewer.layers.remove(name)
         add = self._viewer.add_labels if kind == "labels" else self._viewer.add_image
         return add(data, name=name, **kwargs)
+
+    def _unedited_name(self, name: str) -> str:
+        """``name`` when no layer has it or its layer holds what micro-seg wrote there, else the first
+        ``name [k]`` (k = 2, 3, ...) that is free or unedited too."""
+        layers = self._viewer.layers
+        k, candidate = 1, name
+        while candidate in layers:
+            layer = layers[candidate]
+            written = ms_meta(layer).get("written")
+            if written is not None and written == data_digest(layer.data):
+                break
+            k += 1
+            candidate = f"{name} [{k}]"
+        return candidate
 
     def _show_result(self, result: SegmentResult, layer) -> None:
         """Put the result of segmenting image ``layer`` on the canvas (GUI thread) in short event-loop turns.
@@ -433,6 +458,14 @@ class SegmentWidget(Container):
                 self._pending_display = False
 
         QTimer.singleShot(DISPLAY_STEP_MS, next_step)
+
+
+def data_digest(data) -> str:
+    """A digest of a layer's pixels (with shape and dtype): tells whether a result layer was edited since written."""
+    arr = np.ascontiguousarray(np.asarray(data))
+    digest = hashlib.blake2b(f"{arr.shape}{arr.dtype.str}".encode(), digest_size=16)
+    digest.update(arr.view(np.uint8).reshape(-1) if arr.size else b"")
+    return digest.hexdigest()
 
 
 @contextmanager

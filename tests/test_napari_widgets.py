@@ -950,3 +950,34 @@ def test_a_measurement_finishing_after_another_layer_was_picked_is_not_shown(mak
     wait_idle(qtbot, w)
     assert w.summary is None and w._measured_layer is None
     assert any("another layer is picked now" in m for _, m in notes)
+
+
+def test_segment_again_keeps_a_result_layer_the_user_edited(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
+    """Segment again over a hand-corrected result: the corrections stay, the new result goes to a new layer."""
+    from _napari_helpers import tiny_model
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
+    model = tiny_model(tmp_path / "tiny-phases", name="tiny-phases")
+    viewer = make_napari_viewer()
+    field = viewer.add_image(two_phase_image((64, 64), seed=2)[0], name="field")
+    widget = SegmentWidget(viewer)
+    widget.select_model(str(model))
+    widget._image.value = field
+    for _ in range(2):  # an unedited result is simply replaced
+        assert widget.run() is not None
+        wait_idle(qtbot, widget)
+    assert [l.name for l in viewer.layers if l.name.startswith("field classes")] == ["field classes"]
+    edited = viewer.layers["field classes"]
+    edited.data_setitem((np.arange(10, 20), np.arange(10, 20)), 1)  # the user paints a correction
+    edited.data_setitem((np.arange(30, 40), np.arange(10, 20)), 0)
+    kept = np.array(edited.data, copy=True)
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
+    assert viewer.layers["field classes"] is edited and np.array_equal(edited.data, kept)
+    assert viewer.layers["field classes [2]"].data.shape == (64, 64)
+    assert any("'field classes' was edited" in m and "'field classes [2]'" in m for m in _messages(notes, "warning"))
+    assert widget.run() is not None  # the new result, unedited, is replaced by the next run
+    wait_idle(qtbot, widget)
+    assert "field classes [3]" not in viewer.layers and np.array_equal(edited.data, kept)
+
