@@ -5,7 +5,8 @@ from a colour-blind-safe palette), press **New annotation layer** and paint
 scribbles (0 = unlabelled, value ``i`` = the i-th class).  Assists:
 
 * **Start from prediction** copies a Segment result (class labels) into the
-  annotation layer so you only correct its mistakes;
+  unlabelled pixels of the annotation layer (painted pixels are kept) so you
+  only correct its mistakes;
 * **Click fills superpixel**: each click fills the whole superpixel under the
   cursor (computed once per image in a worker, tile by tile: progress, and
   **Cancel** stops it on a huge image);
@@ -222,6 +223,8 @@ class AnnotateWidget(Container):
         self._annotations = ComboBox(label="Annotations", choices=layer_chooser(napari_viewer, "Labels", _is_annotation))
         self._prediction = ComboBox(label="Prediction", choices=layer_chooser(napari_viewer, "Labels", _is_prediction))
         self._from_pred_btn = PushButton(text="Start from prediction")
+        self._from_pred_btn.tooltip = ("Fill the unlabelled pixels of the annotation layer with the prediction's "
+                                       "classes; pixels you painted keep their label.")
         self._sp_size = SpinBox(label="Superpixel size (px)", value=24, min=4, max=512)
         self._sp_mode = CheckBox(text="Click fills superpixel")
         self._uncertainty = ComboBox(label="Uncertainty", choices=layer_chooser(napari_viewer, "Image", _is_uncertainty))
@@ -288,7 +291,8 @@ class AnnotateWidget(Container):
         return layer
 
     def start_from_prediction(self, *_: Any) -> None:
-        """Copy the chosen prediction into the annotation layer (1-based classes) to correct it."""
+        """Copy the chosen prediction into the annotation layer's unlabelled pixels (1-based classes) to correct it;
+        pixels already painted keep their label."""
         pred = self._prediction.value
         if pred is None:
             notify_warning("No prediction: run the Segment widget on this image first.")
@@ -319,9 +323,17 @@ class AnnotateWidget(Container):
             layer = self.new_annotation_layer()
             if layer is None:
                 return
-        layer.data = (data.astype(np.int64) + 1).astype(np.uint8 if len(classes) < 255 else np.uint16)
+        new = (data.astype(np.int64) + 1).astype(np.uint8 if len(classes) < 255 else np.uint16)
+        old = np.asarray(layer.data)
+        kept = int(np.count_nonzero(old))
+        if kept:  # the user's strokes stay: only unlabelled pixels take the prediction
+            new = np.where(old > 0, old, new).astype(np.result_type(old.dtype, new.dtype))
+        layer.data = new
         layer.selected_label = 1
         self._status.value = f"Copied '{pred.name}': paint over its mistakes"
+        if kept:
+            notify_info(f"Filled the unlabelled pixels of '{layer.name}' from '{pred.name}'; your {kept} painted "
+                        "pixel(s) were kept.")
 
     # ------------------------------------------------------------ superpixels
     def _toggle_superpixel_mode(self, on: bool) -> None:

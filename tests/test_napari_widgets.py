@@ -981,3 +981,24 @@ def test_segment_again_keeps_a_result_layer_the_user_edited(make_napari_viewer, 
     wait_idle(qtbot, widget)
     assert "field classes [3]" not in viewer.layers and np.array_equal(edited.data, kept)
 
+
+def test_start_from_prediction_keeps_the_strokes_already_painted(make_napari_viewer, notes):
+    """'Start from prediction' on a layer with scribbles: the prediction fills only the unlabelled pixels."""
+    from napari_plugin._annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.zeros((32, 32), np.uint8), name="img")
+    p = np.zeros((32, 32), np.uint8)
+    p[:, 16:] = 1  # classes a (left) and b (right): annotation values 1 and 2
+    pred = viewer.add_labels(p, name="img classes", metadata={"micro_seg": {"kind": "classes", "classes": ["a", "b"]}})
+    w = AnnotateWidget(viewer)
+    w._image.value, w._classes.value = img, "a, b"
+    layer = w.new_annotation_layer()
+    layer.data_setitem((np.full(8, 4), np.arange(20, 28)), 1)  # the user says: these right-hand pixels are 'a'
+    w._prediction.value = pred
+    w.start_from_prediction()
+    assert w._annotations.value is layer
+    expected = p + 1
+    expected[4, 20:28] = 1
+    np.testing.assert_array_equal(layer.data, expected)
+    assert any("8 painted pixel(s) were kept" in m for m in _messages(notes, "info"))
