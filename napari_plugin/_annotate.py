@@ -40,6 +40,7 @@ from magicgui.widgets import (
 from micro_seg.io import CLASS_SCHEMA_FILE
 from napari_plugin._common import (
     JobRunner,
+    image_link,
     layer_pixel_size_um,
     notify_error,
     notify_info,
@@ -269,7 +270,8 @@ class AnnotateWidget(Container):
             return None
         shape = np.asarray(image.data).shape[:2]
         meta = {"micro_seg": {"kind": "annotations", "classes": names, "colors": colors,
-                              "image": image.name, "pixel_size_um": layer_pixel_size_um(image)}}
+                              "image": image.name, "image_id": image_link(image),
+                              "pixel_size_um": layer_pixel_size_um(image)}}
         layer = self._viewer.add_labels(
             np.zeros(shape, dtype=np.uint8), name=f"{image.name} annotations", scale=image.scale[-2:],
             metadata=meta, colormap=class_colormap(len(names), colors), opacity=0.6, **units_kwargs(image),

@@ -25,6 +25,8 @@ __all__ = [
     "layer_pixel_size_um",
     "analysis_array",
     "set_layer_calibration",
+    "image_link",
+    "recalibrate_with_results",
     "progress_fraction",
     "viewer_camera",
     "JobRunner",
@@ -165,6 +167,41 @@ def set_layer_calibration(layer, pixel_size_um: float | None) -> None:
             pass
     meta["micro_seg"] = ms
     layer.metadata = meta
+
+
+def image_link(layer) -> str:
+    """The stable id of image ``layer`` (kept in its micro-seg metadata, made on first use): the layers made from it
+    record it as ``image_id``, so they stay linked to it when it is renamed."""
+    import uuid
+
+    uid = _ms_meta(layer).get("id")
+    if not uid:
+        uid = uuid.uuid4().hex
+        meta = dict(layer.metadata or {})
+        meta["micro_seg"] = {**_ms_meta(layer), "id": uid}
+        layer.metadata = meta
+    return str(uid)
+
+
+def made_from(layer, image) -> bool:
+    """True when ``layer`` (a result, annotations...) was made from image layer ``image``: by the image's id, else
+    (layers that recorded no id: sample truth, batch results) by its name."""
+    ms = _ms_meta(layer)
+    if ms.get("image_id"):
+        return ms["image_id"] == _ms_meta(image).get("id")
+    return ms.get("image") is not None and ms.get("image") == image.name
+
+
+def recalibrate_with_results(layers, layer, pixel_size_um: float) -> None:
+    """Set the pixel size of ``layer``, of the image it was made from and of every layer made from that image, so
+    that an image and its results never disagree (whichever of them was recalibrated)."""
+    ms = _ms_meta(layer)
+    source = layer
+    if ms.get("image_id") or ms.get("image"):
+        source = next((other for other in layers if other is not layer and made_from(layer, other)), layer)
+    for other in layers:
+        if other is source or other is layer or made_from(other, source):
+            set_layer_calibration(other, pixel_size_um)
 
 
 def units_kwargs(layer) -> dict:

@@ -41,8 +41,9 @@ from napari_plugin._common import (
     pad_to_full,
     pixel_size_box,
     progress_fraction,
+    image_link,
+    recalibrate_with_results,
     units_kwargs,
-    set_layer_calibration,
     start_warm_up,
 )
 from napari_plugin._layers import class_colormap, connect_layer_events, layer_chooser, ms_meta
@@ -282,10 +283,7 @@ class SegmentWidget(Container):
     def _pixel_changed(self, value: float) -> None:
         layer = self._image.value
         if layer is not None and value > 0 and box_pixel_size(value, layer) != layer_pixel_size_um(layer):
-            set_layer_calibration(layer, float(value))
-            for other in self._viewer.layers:
-                if ms_meta(other).get("image") == layer.name:
-                    set_layer_calibration(other, float(value))
+            recalibrate_with_results(self._viewer.layers, layer, float(value))
 
     def _chosen_model(self) -> str | None:
         folder = str(self._model_folder.value or "").strip()
@@ -403,7 +401,7 @@ class SegmentWidget(Container):
         layers = self._viewer.layers
         closed = layer not in layers
         px = layer_pixel_size_um(layer)
-        base = {"image": layer.name, "model": result.model_name, "classes": list(result.classes),
+        base = {"image": layer.name, "image_id": image_link(layer), "model": result.model_name, "classes": list(result.classes),
                 "task": result.task, "pixel_size_um": px,
                 "calibration_source": ms_meta(layer).get("calibration_source"),
                 "databar_rows": ms_meta(layer).get("databar_rows", 0)}

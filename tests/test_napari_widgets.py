@@ -1002,3 +1002,31 @@ def test_start_from_prediction_keeps_the_strokes_already_painted(make_napari_vie
     expected[4, 20:28] = 1
     np.testing.assert_array_equal(layer.data, expected)
     assert any("8 painted pixel(s) were kept" in m for m in _messages(notes, "info"))
+
+
+def test_segment_pixel_size_reaches_the_results_of_a_renamed_image(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Rename the image, then correct its pixel size in Segment: its result layers follow (Measure used the old one)."""
+    from _napari_helpers import tiny_model
+    from napari_plugin._common import layer_pixel_size_um
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
+    model = tiny_model(tmp_path / "tiny-phases", name="tiny-phases")
+    viewer = make_napari_viewer()
+    field = viewer.add_image(two_phase_image((64, 64), seed=2)[0], name="field", scale=(0.5, 0.5),
+                             units=("um", "um"), metadata={"micro_seg": {"pixel_size_um": 0.5}})
+    widget = SegmentWidget(viewer)
+    widget.select_model(str(model))
+    widget._image.value = field
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
+    result, unc = viewer.layers["field classes"], viewer.layers["field uncertainty"]
+    other = viewer.add_labels(np.zeros((8, 8), np.uint8), name="unrelated", scale=(2.0, 2.0),
+                              metadata={"micro_seg": {"kind": "classes", "pixel_size_um": 2.0, "image": "other"}})
+    field.name = "field (polished)"
+    widget._image.value = field
+    widget._pixel.value = 0.25
+    assert layer_pixel_size_um(field) == pytest.approx(0.25)
+    for layer in (result, unc):
+        assert layer_pixel_size_um(layer) == pytest.approx(0.25) and tuple(layer.scale) == pytest.approx((0.25, 0.25))
+    assert layer_pixel_size_um(other) == pytest.approx(2.0)
