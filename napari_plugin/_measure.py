@@ -188,6 +188,18 @@ def table_ids_are_layer_values(table, col: str, labels: np.ndarray) -> bool:
     return "area_px" not in table.columns or bool(np.array_equal(counts[ids], np.asarray(table["area_px"]).astype(np.int64)))
 
 
+def _set_features(layer, features) -> None:
+    """Set the layer's ``features`` (its hover values) to ``features``, or clear them for ``None``."""
+    import pandas as pd
+
+    if layer is None:
+        return
+    try:
+        layer.features = pd.DataFrame() if features is None else features
+    except Exception:  # features must match label values; never block the results
+        pass
+
+
 class MeasureWidget(Container):
     """Dock widget: measure a Labels layer and browse the results (see module docstring)."""
 
@@ -356,16 +368,14 @@ class MeasureWidget(Container):
             self.table = table
             self.table_view.set_frame(table)
             col = _label_column(table)
+            features = None  # else an earlier measurement's values would stay on hover
             if col is not None and params.kind != PHASES and layer is not None and self._ids_are_values:
                 # only when the table's ids are the layer's values: napari shows features by pixel value (the
                 # defects of a class map or mask are numbered by connected piece, not by value)
                 features = table.copy()
                 if "index" not in features.columns:
                     features.insert(0, "index", features[col].astype(int))
-                try:
-                    layer.features = features
-                except Exception:  # features must match label values; never block the results
-                    pass
+            _set_features(layer, features)
             numeric = [c for c in table.columns if c != col and pd.api.types.is_numeric_dtype(table[c])
                        and not c.startswith("centroid") and c != "class_id"]
             preferred = [c for c in numeric if c.endswith(("_um2", "_um"))] + numeric
@@ -377,6 +387,7 @@ class MeasureWidget(Container):
 
             self.table_view.set_frame(pd.DataFrame())
             self._hist_col.choices = []
+            _set_features(layer, None)
         self._hist_col.visible = params.kind != PHASES
         self._draw_histogram()
         for warning in summary.get("warnings") or []:

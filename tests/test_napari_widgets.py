@@ -1030,3 +1030,23 @@ def test_segment_pixel_size_reaches_the_results_of_a_renamed_image(make_napari_v
     for layer in (result, unc):
         assert layer_pixel_size_um(layer) == pytest.approx(0.25) and tuple(layer.scale) == pytest.approx((0.25, 0.25))
     assert layer_pixel_size_um(other) == pytest.approx(2.0)
+
+
+def test_measure_again_after_an_edit_drops_stale_hover_values(make_napari_viewer, qtbot):
+    """Erasing a line across the grains renumbers them: the table is no longer by pixel value, and the hover values
+    of the first measurement must not stay on the layer."""
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+
+    labels = voronoi_labels((120, 160), n_grains=20, seed=3)
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(labels, name="grains", metadata={"micro_seg": {"kind": "grains"}})
+    w = MeasureWidget(viewer)
+    w._labels.value = layer
+    w.run()
+    wait_idle(qtbot, w)
+    assert len(layer.features) == len(w.table) > 0
+    layer.data_setitem((np.arange(120), np.full(120, 80)), 0)  # the user erases a line: grains split
+    w.run()
+    wait_idle(qtbot, w)
+    assert not w._ids_are_values and len(layer.features) == 0
