@@ -36,7 +36,7 @@ from napari_plugin._common import (
     notify_info,
     notify_warning,
     pixel_size_box,
-    set_layer_calibration,
+    recalibrate_with_results,
     viewer_camera,
 )
 from napari_plugin._layers import connect_layer_events, layer_chooser, ms_meta, parse_class_names
@@ -280,9 +280,12 @@ class MeasureWidget(Container):
         self._defect.reset_choices()
         self._kind_changed(self._kind.value)
 
-    def _clear_results(self) -> None:
+    def _clear_results(self, *, drop_features: bool = False) -> None:
+        """Clear the numbers shown; ``drop_features``: also the hover values they set on the measured layer."""
         import pandas as pd
 
+        if drop_features and self._measured_layer is not None:
+            _set_features(self._measured_layer, None)
         self.summary = self.table = self._measured_layer = None
         self.summary_view.set_frame(pd.DataFrame())
         self.table_view.set_frame(pd.DataFrame())
@@ -295,9 +298,13 @@ class MeasureWidget(Container):
         self._defect.visible = kind == DEFECTS
 
     def _pixel_changed(self, value: float) -> None:
+        """Recalibrate the layer, its image and the image's other layers (as Segment does); the numbers measured
+        at the old pixel size are cleared (summary, table, hover values, export)."""
         layer = self._labels.value
         if layer is not None and value > 0:
-            set_layer_calibration(layer, float(value))
+            recalibrate_with_results(self._viewer.layers, layer, float(value))
+        if self.summary is not None:
+            self._clear_results(drop_features=True)
 
     def _params(self) -> MeasureParams | None:
         import napari.layers

@@ -1032,6 +1032,40 @@ def test_segment_pixel_size_reaches_the_results_of_a_renamed_image(make_napari_v
     assert layer_pixel_size_um(other) == pytest.approx(2.0)
 
 
+def test_measure_pixel_size_change_clears_old_numbers_and_recalibrates_image_and_siblings(make_napari_viewer, qtbot,
+                                                                                          notes):
+    """A new pixel size in Measure: the numbers measured at the old one go (summary, table, hover values, export),
+    and the image and its other layers take the new pixel size with the measured layer."""
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._common import layer_pixel_size_um
+    from napari_plugin._measure import MeasureWidget
+
+    labels = voronoi_labels((120, 160), n_grains=20, seed=3)
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.zeros((120, 160), np.uint8), name="img", scale=(0.5, 0.5), units=("um", "um"),
+                           metadata={"micro_seg": {"pixel_size_um": 0.5, "id": "img-1"}})
+    common = dict(scale=(0.5, 0.5), units=("um", "um"))
+    grains = viewer.add_labels(labels, name="img grains", **common, metadata={"micro_seg": {
+        "kind": "grains", "image": "img", "image_id": "img-1", "pixel_size_um": 0.5}})
+    unc = viewer.add_image(np.zeros((120, 160), np.float32), name="img uncertainty", **common, metadata={
+        "micro_seg": {"kind": "uncertainty", "image": "img", "image_id": "img-1", "pixel_size_um": 0.5}})
+    w = MeasureWidget(viewer)
+    w._labels.value = grains
+    w.run()
+    wait_idle(qtbot, w)
+    area_05 = float(w.summary["mean_area_um2"])
+    assert len(grains.features) == len(w.table) > 0
+    w._pixel.value = 0.25
+    assert w.summary is None and w.table is None and len(grains.features) == 0
+    assert w.summary_view.model().rowCount() == 0
+    assert w.export_csv() is None and any("press Measure first" in m for m in _messages(notes, "warning"))
+    for layer in (img, grains, unc):
+        assert layer_pixel_size_um(layer) == pytest.approx(0.25) and tuple(layer.scale) == pytest.approx((0.25, 0.25))
+    w.run()
+    wait_idle(qtbot, w)
+    assert float(w.summary["mean_area_um2"]) == pytest.approx(area_05 / 4)
+
+
 def test_measure_again_after_an_edit_drops_stale_hover_values(make_napari_viewer, qtbot):
     """Erasing a line across the grains renumbers them: the table is no longer by pixel value, and the hover values
     of the first measurement must not stay on the layer."""
