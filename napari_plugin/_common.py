@@ -372,6 +372,51 @@ def _reraise_runtime_errors(func: Callable) -> Callable:
     return job
 
 
+_CLOSING_WORKER: list = []
+
+
+def _closing_generator_worker() -> type:
+    """napari's generator worker class, made to close its generator when asked to quit.
+
+    napari asks every worker to quit when its viewer closes; its own worker then just stops
+    iterating, so the job's generator is abandoned with its ``finally`` blocks not run (a batch's
+    thread kept running, its folder lock held, and the interpreter aborted at exit).  This one also
+    sets the job's cancel event and closes the generator, in the worker thread, before the thread ends.
+    """
+    if not _CLOSING_WORKER:
+        from napari.qt.threading import GeneratorWorker
+
+        class ClosingGeneratorWorker(GeneratorWorker):
+            cancel_event: threading.Event | None = None
+
+            def quit(self) -> None:
+                if self.cancel_event is not None:
+                    self.cancel_event.set()
+                super().quit()
+
+            def work(self):
+                try:
+                    return super().work()
+                finally:
+                    if self.abort_requested:
+                        try:
+                            self._gen.close()
+                        except BaseException:  # noqa: BLE001 - the viewer is gone: nobody to tell
+                            pass
+
+        _CLOSING_WORKER.append(ClosingGeneratorWorker)
+    return _CLOSING_WORKER[0]
+
+
+def qt_deleted(widget) -> bool:
+    """True when the Qt object under magicgui ``widget`` has been deleted (its dock or viewer was closed)."""
+    try:
+        getattr(widget, "native", widget).objectName()
+    except RuntimeError:
+        return True
+    return False
+
+
 class JobRunner:
     """Run one engine generator at a time in a napari worker, with progress and cancel.
 
@@ -397,6 +442,21 @@ class JobRunner:
         if cancel_button is not None:
             cancel_button.enabled = False
             cancel_button.changed.connect(self.cancel)
+        anchor = next((w for w in (status_label, progress_bar, run_button, cancel_button) if w is not None), None)
+        if anchor is not None:  # the widget closed while a job runs: stop the job, nobody will see its result
+            anchor.native.destroyed.connect(lambda *_: self.abandon())
+
+    def _deleted(self) -> bool:
+        return any(qt_deleted(w) for w in (self.progress_bar, self.cancel_button, self.status_label, self.run_button)
+                   if w is not None)
+
+    def abandon(self) -> None:
+        """Stop the running job for good (its widget is being deleted): set its cancel event and quit the worker,
+        which closes a generator job so that its ``finally`` blocks run."""
+        worker = self.worker
+        self._cancel.set()
+        if worker is not None:
+            worker.quit()
 
     @property
     def running(self) -> bool:
@@ -444,11 +504,18 @@ class JobRunner:
                                                            else "wait for it to finish."))
             return None
         self._cancel = threading.Event()
-        job = _after_engine_imports(_reraise_runtime_errors(func) if inspect.isgeneratorfunction(func) else func)
-        worker = create_worker(job, params, self._cancel, _ignore_errors=True, _start_thread=False)
+        generator = inspect.isgeneratorfunction(func)
+        job = _after_engine_imports(_reraise_runtime_errors(func) if generator else func)
+        extra = {"_worker_class": _closing_generator_worker()} if generator else {}
+        worker = create_worker(job, params, self._cancel, _ignore_errors=True, _start_thread=False, **extra)
+        if generator:
+            worker.cancel_event = self._cancel
         self.worker = worker
+        deleted = self._deleted  # the handlers below run later: by then the widget may be gone (viewer closed)
 
         def _yielded(item: Any) -> None:
+            if deleted():
+                return
             frac, text = progress_fraction(item)
             if self.progress_bar is not None and frac is not None:
                 self.progress_bar.value = int(round(frac * 100))
@@ -458,6 +525,8 @@ class JobRunner:
                 on_yield(item)
 
         def _returned(result: Any) -> None:
+            if deleted():
+                return
             if self.progress_bar is not None:
                 self.progress_bar.value = 100
             try:
@@ -471,7 +540,8 @@ class JobRunner:
 
             if isinstance(exc, _JobRuntimeError):
                 exc = exc.error
-
+            if deleted():
+                return
             if isinstance(exc, CancelledError) or self._cancel.is_set():
                 self.status("Cancelled")
                 notify_info(f"{description or 'Job'} cancelled.")
@@ -481,11 +551,15 @@ class JobRunner:
             notify_error(f"{subject}: {message}" if subject and subject not in message else message)
 
         def _aborted() -> None:
+            if deleted():
+                return
             self.status("Cancelled")
             notify_info(f"{description or 'Job'} cancelled.")
 
         def _finished() -> None:
             self.worker = None
+            if deleted():
+                return
             if self.cancel_button is not None:
                 self.cancel_button.enabled = False
             if self.run_button is not None:

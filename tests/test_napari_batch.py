@@ -153,3 +153,54 @@ def test_batch_row_of_an_sem_image_with_a_data_bar_measures_like_the_batch(make_
     n_layers = len(viewer.layers)
     again = w.open_row(0)  # opened twice: the same layers, none added ("sem [1]", "sem labels [1]")
     assert [l.name for l in again] == [image.name, labels.name] and len(viewer.layers) == n_layers
+
+
+def test_closing_the_viewer_mid_batch_stops_the_batch_cleanly(make_napari_viewer, qtbot, tmp_path, user_models,
+                                                              monkeypatch):
+    """Closing napari while a batch runs: napari quits the worker; the batch must be cancelled too (its thread used
+    to run on to the last image, holding the folder lock, and handlers touched the deleted widgets)."""
+    import fcntl
+    import sys
+    import threading
+    import time
+
+    import pandas as pd
+    import tifffile
+
+    import micro_seg.batch
+    from micro_seg.batch import LOCK_NAME
+    from napari_plugin._batch import BatchWidget
+
+    folder = tiny_model(user_models / "tiny")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(10):
+        tifffile.imwrite(src / f"field{i}.tif", two_phase_image((64, 64), seed=i)[0])
+    slow = micro_seg.batch.safe_process
+
+    def slow_process(*args, **kwargs):  # 0.4 s an image: the batch is still running when the viewer closes
+        time.sleep(0.4)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(micro_seg.batch, "safe_process", slow_process)
+    hooked = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: hooked.append(exc))
+    viewer = make_napari_viewer()
+    w = BatchWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._in.value, w._out.value = str(src), str(tmp_path / "out")
+    w._model.value = str(folder)
+    w._workers.value = 0
+    assert w.run() is not None
+    qtbot.waitUntil(lambda: w._progress.value > 0, timeout=60_000)
+    viewer.close()
+    t0 = time.monotonic()
+    batch_threads = lambda: [t for t in threading.enumerate() if t.name == "micro-seg-batch"]  # noqa: E731
+    qtbot.waitUntil(lambda: not batch_threads(), timeout=10_000)
+    assert time.monotonic() - t0 < 3.0  # the image being segmented ends, no more start (10 x 0.4 s otherwise)
+    qtbot.wait(300)  # the worker's signals reach the (deleted) widget
+    assert hooked == []
+    rows = pd.read_csv(tmp_path / "out" / "images.csv")
+    assert 0 < len(rows) < 10 and set(rows["status"]) == {"ok"}
+    with open(tmp_path / "out" / LOCK_NAME, "a") as fh:  # the folder lock is released: another run may take it
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
