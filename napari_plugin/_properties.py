@@ -99,6 +99,7 @@ class PropertiesWidget(Container):
         from micro_seg.errors import MicroSegError
         from micro_seg.properties import link
 
+        self._clear_result()  # a failed fit must not leave the previous one on screen (or for Save plot)
         if not self._props_columns or self._property.value == _NONE:
             notify_error("Load a property table first (a column per sample id and a property column with its unit).")
             return None
@@ -130,6 +131,15 @@ class PropertiesWidget(Container):
         self._plot.choices = [_RELATION, _PRED] + [f"d vs {c}" for c in processing_columns(result)]
         self._draw(result)
         return result
+
+    def _clear_result(self) -> None:
+        import pandas as pd
+
+        self.last_result = None
+        self._status.value = "Fitting..."
+        self.table_view.set_frame(pd.DataFrame())
+        self.figure.clear()
+        self.canvas.draw()
 
     def _draw(self, result) -> None:
         from micro_seg.properties.plots import (

@@ -227,6 +227,7 @@ class QCWidget(Container):
 
     def run(self, *_: Any) -> None:
         """Start the evaluation in a worker."""
+        self._clear_verdict()  # a failed run must not leave the previous verdict on screen
         try:
             params = self.params()
         except ValueError as exc:
@@ -242,6 +243,12 @@ class QCWidget(Container):
         # with the image's units too: a scaled layer without them sets off napari's "inconsistent units" warning
         self._units = {"units": (UM, UM)} if params.pixel_size_um else {}
         self._runner.start(qc_job, params, on_done=self._show, description="QC", subject=f"'{self._image.value.name}'")
+
+    def _clear_verdict(self) -> None:
+        self.last = None
+        self._verdict.value = "-"
+        self._verdict.native.setStyleSheet("")
+        self._reasons.value = ""
 
     def _show(self, out: dict[str, Any]) -> None:
         """GUI thread: verdict, reasons, offending-defect outlines, Grad-CAM layer."""

@@ -88,3 +88,27 @@ def test_properties_widget_shows_the_fits_warnings(make_napari_viewer, tmp_path,
     result = w.fit()
     assert result.summary["fit"]["k"] < 0
     assert any(s == "warning" and "is not positive" in m for s, m in notes), notes
+
+
+
+def _fitted_widget(viewer, tmp_path):
+    from napari_plugin._properties import PropertiesWidget
+
+    res, props = _inputs(tmp_path)
+    w = PropertiesWidget(viewer)
+    w._results.value, w._table.value = res, props
+    assert w.fit() is not None
+    return w
+
+
+def test_properties_failed_fit_clears_the_previous_fit(make_napari_viewer, tmp_path, monkeypatch, notes):
+    """A failed fit left the previous fit's status, table and plot on screen, and Save plot saved it."""
+    w = _fitted_widget(make_napari_viewer(), tmp_path)
+    monkeypatch.setattr("magicgui.widgets.request_values", lambda **_: {"path": tmp_path / "plot.png"})
+    (tmp_path / "empty").mkdir()
+    w._results.value = tmp_path / "empty"  # no batch results there: the fit fails
+    assert w.fit() is None
+    assert w.last_result is None and w.table_view.model().rowCount() == 0 and not w.figure.axes
+    assert "k =" not in w._status.value
+    w._save_plot()
+    assert not (tmp_path / "plot.png").exists() and any(m == "Fit first, then save the plot." for s, m in notes)

@@ -256,3 +256,23 @@ def test_qc_widget_sees_the_files_magnification(make_napari_viewer, qtbot, tmp_p
     w.run()
     wait_idle(qtbot, w)
     assert w._verdict.value.lower().startswith("pass"), (w._verdict.value, w._reasons.value)
+
+
+def test_qc_failed_run_does_not_keep_the_previous_verdict(make_napari_viewer, qtbot, tmp_path, notes):
+    from napari_plugin._qc_widget import QCWidget
+
+    img = grain_micrograph(0, shape=(128, 128), n_grains=20)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("image:\n  blur: {max: 0.99}\n")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(img, name="field", metadata={"micro_seg": {"pixel_size_um": 0.5}})
+    w = QCWidget(viewer)
+    w._image.value, w._spec.value = layer, spec
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.last is not None and w._verdict.value in ("PASS", "REVIEW", "FAIL")
+    spec.write_text("image: [this is: not a spec\n")  # broken: the run fails
+    w.run()
+    wait_idle(qtbot, w)
+    assert any(s == "error" and "'field'" in m for s, m in notes)
+    assert w.last is None and w._verdict.value == "-" and w._reasons.value == ""
