@@ -141,20 +141,25 @@ class PropertiesWidget(Container):
         self.figure.clear()
         self.canvas.draw()
 
-    def _draw(self, result) -> None:
+    def _plot_into(self, result, fig) -> None:
+        """Draw the plot chosen under 'Plot' into ``fig``."""
         from micro_seg.properties.plots import (
             hall_petch_figure, predicted_vs_measured_figure, structure_vs_processing_figure,
         )
+
+        choice = self._plot.value
+        if choice == _PRED:
+            predicted_vs_measured_figure(result, fig=fig)
+        elif choice and choice.startswith("d vs "):
+            structure_vs_processing_figure(result, choice[len("d vs "):], fig=fig)
+        else:
+            hall_petch_figure(result, fig=fig)
+
+    def _draw(self, result) -> None:
         from napari_plugin._plots import style_axes
 
         self.figure.clear()
-        choice = self._plot.value
-        if choice == _PRED:
-            predicted_vs_measured_figure(result, fig=self.figure)
-        elif choice and choice.startswith("d vs "):
-            structure_vs_processing_figure(result, choice[len("d vs "):], fig=self.figure)
-        else:
-            hall_petch_figure(result, fig=self.figure)
+        self._plot_into(result, self.figure)
         style_axes(*self.figure.axes)
         for ax in self.figure.axes:
             ax.title.set_fontsize(7)
@@ -169,9 +174,27 @@ class PropertiesWidget(Container):
 
         values = request_values(path={"annotation": Path, "options": {"mode": "w", "filter": "*.png"}})
         if values and values.get("path"):
-            from micro_seg.properties.plots import plot_hall_petch
+            return self.save_plot(values["path"])
+        return None
 
-            notify_info(f"saved {plot_hall_petch(self.last_result, values['path'])}")
+    def save_plot(self, path):
+        """Write the plot shown (the one chosen under 'Plot') to ``path`` as a PNG; returns the path, or None."""
+        from matplotlib.figure import Figure
+
+        from micro_seg.properties.plots import save_figure
+
+        if self.last_result is None:
+            notify_error("Fit first, then save the plot.")
+            return None
+        fig = Figure(figsize=(6.0, 4.2), dpi=110, layout="constrained")  # the engine's plot size, light theme
+        self._plot_into(self.last_result, fig)
+        try:
+            saved = save_figure(fig, path)
+        except OSError as exc:
+            notify_error(f"{path}: cannot write the plot ({exc.strerror or exc}); choose another file.")
+            return None
+        notify_info(f"saved {saved}")
+        return saved
 
     def reference(self, *_):
         """Literature yield-strength range for the chosen material at grain size d."""

@@ -101,6 +101,26 @@ def _fitted_widget(viewer, tmp_path):
     return w
 
 
+def test_properties_save_plot_saves_the_plot_shown_and_reports_a_bad_path(make_napari_viewer, tmp_path, monkeypatch,
+                                                                           notes):
+    """Save plot always wrote the Hall-Petch plot, and a folder that does not exist gave a traceback."""
+    from napari_plugin._properties import _PRED, _RELATION
+
+    w = _fitted_widget(make_napari_viewer(), tmp_path)
+    chosen = {}
+    monkeypatch.setattr("magicgui.widgets.request_values", lambda **_: {"path": chosen["path"]})
+    saved = {}
+    for plot in (_RELATION, _PRED):
+        w._plot.value = plot
+        chosen["path"] = tmp_path / f"{len(saved)}.png"
+        w._save_plot()
+        saved[plot] = chosen["path"].read_bytes()
+    assert saved[_RELATION] != saved[_PRED]  # the plot on screen, not Hall-Petch twice
+    chosen["path"] = tmp_path / "no such folder" / "plot.png"
+    assert w._save_plot() is None
+    assert any(s == "error" and "no such folder/plot.png" in m and "cannot write" in m for s, m in notes)
+
+
 def test_properties_failed_fit_clears_the_previous_fit(make_napari_viewer, tmp_path, monkeypatch, notes):
     """A failed fit left the previous fit's status, table and plot on screen, and Save plot saved it."""
     w = _fitted_widget(make_napari_viewer(), tmp_path)
