@@ -325,6 +325,13 @@ class TrainWidget(Container):
             notify_warning(f"'{ann.name}' is empty: paint a few strokes of every class first (Annotate widget).")
             return None
         classes = tuple(ms_meta(ann).get("classes") or ())
+        top = int(labels.max())
+        if classes and top > len(classes):  # the engine would refuse it as "training pair 0", naming no layer
+            notify_warning(f"'{ann.name}' uses label {top}, but its classes are only {len(classes)} "
+                           f"({', '.join(f'{i + 1} = {c}' for i, c in enumerate(classes))}): repaint the pixels "
+                           f"of label {top} with labels 1..{len(classes)}, or add the missing class name(s) and "
+                           "make a new annotation layer (Annotate widget).")
+            return None
         present = set(np.unique(labels).tolist()) - {0}
         if len(present) < 2:
             notify_warning("Only one class is annotated: label at least two classes.")

@@ -1084,3 +1084,18 @@ def test_measure_again_after_an_edit_drops_stale_hover_values(make_napari_viewer
     w.run()
     wait_idle(qtbot, w)
     assert not w._ids_are_values and len(layer.features) == 0
+
+
+def test_train_names_the_annotation_layer_with_a_label_above_its_classes(make_napari_viewer, tmp_path, monkeypatch,
+                                                                           notes):
+    """Label 3 painted with two classes: refused before training, naming the layer and the fix (the engine's
+    'training pair 0: label values must be 0 .. 2' named neither)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    train = _train_widget_on_two_phases(make_napari_viewer())
+    ann = train._annotations.value
+    ann.data_setitem((np.arange(5), np.arange(5)), 3)
+    train._name.value = "three"
+    assert train.train() is None and not train._runner.running
+    warned = _messages(notes, "warning")
+    assert any("'ann' uses label 3" in m and "only 2" in m and "1 = matrix, 2 = particle" in m and "repaint" in m
+               and "add the missing class" in m for m in warned), warned
