@@ -42,6 +42,7 @@ from napari_plugin._common import (
     JobRunner,
     image_link,
     layer_pixel_size_um,
+    made_from,
     notify_error,
     notify_info,
     notify_warning,
@@ -72,6 +73,21 @@ def _is_prediction(layer) -> bool:
 
 def _is_uncertainty(layer) -> bool:
     return ms_meta(layer).get("kind") == "uncertainty"
+
+
+def _not_annotations_of(layer, image) -> str:
+    """Why annotation ``layer`` does not belong to ``image`` ("" when it does): another size, or made for another
+    image (by the image id or name the annotation layer recorded)."""
+    if image is None:
+        return "no image is picked"
+    shape, ann = tuple(np.shape(image.data)[:2]), tuple(np.shape(layer.data)[:2])
+    if ann != shape:
+        return (f"'{layer.name}' ({ann[0]} x {ann[1]} px) is not the size of '{image.name}' "
+                f"({shape[0]} x {shape[1]} px)")
+    ms = ms_meta(layer)
+    if (ms.get("image_id") or ms.get("image")) and not made_from(layer, image):
+        return f"'{layer.name}' was made for '{ms.get('image')}', not '{image.name}'"
+    return ""
 
 
 def read_class_schema(folder: str | Path) -> dict | None:
@@ -348,6 +364,12 @@ class AnnotateWidget(Container):
             notify_warning("No annotation layer: press 'New annotation layer' first.")
             self._sp_mode.value = False
             return
+        why = _not_annotations_of(layer, self._image.value)
+        if why:
+            notify_warning(f"Superpixels come from the image picked under Image, but {why}: pick the image these "
+                           "annotations are for (or make a new annotation layer for this image).")
+            self._sp_mode.value = False
+            return
         self.compute_superpixels()
         layer.mode = "pan_zoom"
         if self._on_click not in layer.mouse_drag_callbacks:
@@ -376,6 +398,7 @@ class AnnotateWidget(Container):
         def done(labels: np.ndarray) -> None:
             self._superpixels = labels
             self._superpixel_key = key
+            self._superpixel_image = image
             self._status.value = f"{int(labels.max())} superpixels: click to fill with the selected label"
 
         return self._runner.start(_superpixel_job, SuperpixelParams(data, int(self._sp_size.value)),
@@ -386,6 +409,11 @@ class AnnotateWidget(Container):
         layer = self._annotations.value
         if layer is None or self._superpixels is None:
             notify_warning("Superpixels are not ready yet: wait for the progress bar, then click again.")
+            return 0
+        why = _not_annotations_of(layer, getattr(self, "_superpixel_image", None))
+        if why:
+            notify_warning(f"The superpixels were computed for another image: {why}. Nothing was filled; pick the "
+                           "image these annotations are for under Image and tick 'Click fills superpixel' again.")
             return 0
         r, c = int(round(row)), int(round(col))
         sp = self._superpixels

@@ -1099,3 +1099,37 @@ def test_train_names_the_annotation_layer_with_a_label_above_its_classes(make_na
     warned = _messages(notes, "warning")
     assert any("'ann' uses label 3" in m and "only 2" in m and "1 = matrix, 2 = particle" in m and "repaint" in m
                and "add the missing class" in m for m in warned), warned
+
+
+def test_superpixels_only_fill_the_annotations_of_their_own_image(make_napari_viewer, qtbot, notes):
+    """Superpixels of one image clicked into the annotations of another: an IndexError for another size, silently
+    the wrong regions for the same size; now a warning and nothing changed."""
+    from napari_plugin._annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    a = viewer.add_image(two_phase_image((64, 64), seed=1)[0], name="a")
+    b = viewer.add_image(two_phase_image((64, 64), seed=2)[0], name="b")
+    c = viewer.add_image(two_phase_image((32, 48), seed=3)[0], name="c")
+    w = AnnotateWidget(viewer)
+    w._classes.value = "matrix, particle"
+    layers = {}
+    for image in (a, b, c):
+        w._image.value = image
+        layers[image.name] = w.new_annotation_layer()
+    w._annotations.value = layers["a"]
+    for other in (c, b):  # the annotations of 'a' with another image picked: refused before computing anything
+        w._image.value = other
+        w._sp_mode.value = True
+        assert not w._sp_mode.value and w._superpixels is None
+    warned = _messages(notes, "warning")
+    assert any("'a annotations' (64 x 64 px) is not the size of 'c' (32 x 48 px)" in m for m in warned), warned
+    assert any("'a annotations' was made for 'a', not 'b'" in m for m in warned), warned
+    w._image.value = a
+    w._sp_size.value = 8
+    w._sp_mode.value = True
+    wait_idle(qtbot, w)
+    assert w._superpixels is not None and w.fill_superpixel_at(10, 10, 1) > 0
+    for name in ("c", "b"):  # another annotation layer picked afterwards: a's superpixels are not used on it
+        w._annotations.value = layers[name]
+        assert w.fill_superpixel_at(20, 40, 1) == 0 and not layers[name].data.any()
+    assert any("computed for another image" in m and "not the size of 'a'" in m for m in _messages(notes, "warning"))
