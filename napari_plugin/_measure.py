@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -86,6 +87,7 @@ class MeasureParams:
     names: tuple[str, ...] = ()
     defect_values: tuple[int, ...] = ()
     what: str = "labels"  # the layer's name, for the engine's messages
+    boundaries: bool = False  # grain size of a boundary mask (non-zero = boundary), as `measure grains --boundary`
 
 
 def split_result(result: Any) -> tuple[dict, Any]:
@@ -147,7 +149,10 @@ def measure_job(params: MeasureParams, cancel):
 
     yield {"fraction": 0.1, "message": f"{params.kind.split(' (')[0].lower()}..."}
     labels = params.labels
-    if params.kind == GRAINS:
+    if params.kind == GRAINS and params.boundaries:
+        result = measure.measure_grains_from_boundaries(labels != 0, pixel_size_um=params.pixel_size_um,
+                                                        what=params.what)
+    elif params.kind == GRAINS:
         result = measure.measure_grains(labels, pixel_size_um=params.pixel_size_um, what=params.what)
     elif params.kind == PHASES:
         kwargs = {"names": list(params.names)} if params.names else {}
@@ -158,7 +163,8 @@ def measure_job(params: MeasureParams, cancel):
     summary, table = split_result(result)
     col = _label_column(table)
     # here, off the GUI thread: counting a huge layer's values takes a while
-    ids_are_values = col is not None and table_ids_are_layer_values(table, col, labels)
+    ids_are_values = (col is not None and not (params.kind == GRAINS and params.boundaries)  # grains made from it
+                      and table_ids_are_layer_values(table, col, labels))
     return summary, table, ids_are_values
 
 
@@ -209,6 +215,9 @@ class MeasureWidget(Container):
         self._labels = ComboBox(label="Labels", choices=layer_chooser(
             napari_viewer, "Labels", lambda l: ms_meta(l).get("kind") != "annotations"))
         self._kind = ComboBox(label="Measure", choices=list(KINDS), value=GRAINS)
+        self._boundary = CheckBox(text="Labels are a boundary mask", value=False,
+                                  tooltip="Non-zero pixels are grain boundaries (a hand-traced or thresholded mask): "
+                                  "the grains are the regions between them (as 'micro-seg measure grains --boundary').")
         self._names = LineEdit(label="Class names", value="",
                                tooltip="Phase names in label order (0, 1, 2, ...), comma-separated; from the model if empty.")
         self._defect = ComboBox(label="Defect class", choices=self._defect_choices,
@@ -223,7 +232,7 @@ class MeasureWidget(Container):
         self._export_btn = PushButton(text="Export CSV")
         self._show_all_btn = PushButton(text="Show all objects")
         self._runner = JobRunner(progress_bar=self._progress, status_label=self._status, run_button=self._run_btn)
-        self.extend([self._labels, self._kind, self._names, self._defect, self._pixel, self._run_btn,
+        self.extend([self._labels, self._kind, self._boundary, self._names, self._defect, self._pixel, self._run_btn,
                      self._progress, self._status])
         from napari_plugin._plots import dock_figure
 
@@ -272,7 +281,8 @@ class MeasureWidget(Container):
         with self._pixel.changed.blocked():
             self._pixel.value = float(layer_pixel_size_um(layer) or 0.0)
         self._auto_pixel = float(self._pixel.value)  # shown from the layer, not typed
-        if ms.get("kind") == "grains":
+        self._boundary.value = ms.get("kind") == "boundaries"
+        if ms.get("kind") in ("grains", "boundaries"):
             self._kind.value = GRAINS
         elif ms.get("kind") == "classes":
             self._kind.value = PHASES
@@ -295,6 +305,7 @@ class MeasureWidget(Container):
 
     def _kind_changed(self, kind: str) -> None:
         self._names.visible = kind == PHASES
+        self._boundary.visible = kind == GRAINS
         self._defect.visible = kind == DEFECTS
 
     def _pixel_changed(self, value: float) -> None:
@@ -344,7 +355,8 @@ class MeasureWidget(Container):
         names = tuple(parse_class_names(self._names.value))
         defect = self._defect.value
         return MeasureParams(labels=data, kind=self._kind.value, pixel_size_um=px, names=names,
-                             defect_values=() if defect is None else (int(defect),), what=f"'{layer.name}'")
+                             defect_values=() if defect is None else (int(defect),), what=f"'{layer.name}'",
+                             boundaries=bool(self._boundary.value))
 
     def run(self, *_: Any):
         """Measure in a worker; returns the worker (None on bad input)."""

@@ -52,7 +52,8 @@ def load_sample(key: str) -> list:
     if truth and (folder / "truth" / truth).is_file():
         labels, px = read_labels(folder / "truth" / truth)
         px = px or micrograph.pixel_size_um
-        meta = {"kind": "grains" if kind == "grains" else "classes", "truth": True,
+        # a hand-traced boundary mask stays one: measured as classes it gave phase fractions, as grains 1 grain
+        meta = {"kind": kind if kind in ("grains", "boundaries") else "classes", "truth": True,
                 "image": image[1]["name"], "pixel_size_um": px}
         if kind == "classes":
             meta["classes"] = _truth_classes(folder / "truth" / truth)
