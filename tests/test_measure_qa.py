@@ -743,3 +743,43 @@ def test_grain_table_keeps_huge_uint64_label_values_exact():
     table = measure_grains(lab, pixel_size_um=1.0).grains
     assert table["label"].dtype == np.uint64
     assert set(table["label"].tolist()) == set(np.unique(lab).tolist())
+
+
+# ---- QA pass: boundary masks with twins, wrapped labels, inverted masks, diagonal 4-grain corners, specks
+
+
+def _mask_with_twin_lines() -> tuple[np.ndarray, np.ndarray]:
+    """The Voronoi boundary mask (1 = grain boundary) with straight value-2 'twin' traces across the grains."""
+    _, b = _voronoi_with_boundaries()
+    m = b.astype(np.uint8)
+    for r in range(10, 400, 25):
+        m[r, m[r] == 0] = 2
+    return b, m
+
+
+def test_twin_traces_in_a_boundary_mask_are_warned_about_and_boundary_value_leaves_them_out(tmp_path, capsys):
+    """1 = grain boundary, 2 = twin: both were counted as grain boundaries without a word (G_intercept 9.04 vs 8.25)."""
+    from micro_seg.measure import measure_grains_from_boundaries
+
+    b, m = _mask_with_twin_lines()
+    ref = measure_grains_from_boundaries(b, pixel_size_um=1.0)
+    assert not ref.warnings
+    res = measure_grains_from_boundaries(m, pixel_size_um=1.0)
+    assert res.summary["G_intercept"] > ref.summary["G_intercept"] + 0.5  # the default is unchanged, but said
+    assert any("2 different non-zero values (1, 2)" in w and "--boundary-value" in w and "boundary_value=" in w
+               for w in res.warnings)
+    one = measure_grains_from_boundaries(m, pixel_size_um=1.0, boundary_value=1)
+    assert not one.warnings
+    assert one.summary["G_intercept"] == ref.summary["G_intercept"]
+    assert one.summary["n_grains"] == ref.summary["n_grains"]
+    path = tmp_path / "twins.png"
+    from PIL import Image
+
+    Image.fromarray(m).save(path)
+    code, cli, err = _run(capsys, ["measure", "grains", str(path), "--boundary", "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    assert any(w.startswith(f"{path}: 2 different non-zero values (1, 2)") for w in cli["warnings"])
+    code, cli, err = _run(capsys, ["measure", "grains", str(path), "--boundary", "--boundary-value", "1",
+                                   "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    assert cli["G_intercept"] == pytest.approx(ref.summary["G_intercept"]) and not cli["warnings"]

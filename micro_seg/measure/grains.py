@@ -54,6 +54,7 @@ from micro_seg.measure._units import NO_SCALE_WARNING, as_input_array, check_pix
 from micro_seg.measure.intercept import ANGLES, abrams_pattern, line_intercepts
 from micro_seg.measure.labels import (
     WIDE_ZERO_RADIUS_PX,
+    boundary_levels_note,
     labels_from_boundaries,
     prepare_labels,
     restore_zeros,
@@ -668,6 +669,7 @@ def measure_grains_from_boundaries(
     pixel_size_um: float | None = None,
     close_gaps_px: int = 1,
     min_grain_px: int = 8,
+    boundary_value: float | None = None,
     what: str = "boundary mask",
     **kwargs: Any,
 ) -> GrainMeasurement:
@@ -675,7 +677,11 @@ def measure_grains_from_boundaries(
 
     The mask is turned into grains by :func:`micro_seg.measure.labels.labels_from_boundaries`
     (close gaps, 4-connected labelling, drop fragments, assign boundary pixels to the
-    nearest grain), then measured with :func:`measure_grains`.
+    nearest grain), then measured with :func:`measure_grains`.  ``boundary_value``:
+    only the pixels equal to it are boundary (e.g. 1 in a mask with 1 = grain boundary,
+    2 = twin trace; 0 for dark lines on white).  Without it every non-zero pixel is
+    boundary, and a mask with several non-zero values is measured with a warning
+    (:func:`~micro_seg.measure.labels.boundary_levels_note`).
 
     Examples
     --------
@@ -684,8 +690,18 @@ def measure_grains_from_boundaries(
     >>> res.summary["n_grains"]
     25
     """
+    mask = as_input_array(mask, what)
+    note = None
+    if boundary_value is not None:
+        mask = mask == boundary_value
+        if not mask.any():
+            raise InvalidImageError(f"{what}: no pixel equals boundary_value={boundary_value:g}")
+    else:
+        note = boundary_levels_note(mask, what)
     labels = labels_from_boundaries(mask, close_gaps_px=close_gaps_px, min_grain_px=min_grain_px, what=what)
     res = measure_grains(labels, pixel_size_um=pixel_size_um, what=what, **kwargs)
+    if note:
+        res.warnings.insert(0, note)
     res.summary["from_boundaries"] = {"close_gaps_px": close_gaps_px, "min_grain_px": min_grain_px}
     return res
 

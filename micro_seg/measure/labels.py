@@ -35,8 +35,8 @@ from scipy import ndimage as ndi
 
 from micro_seg.errors import InvalidImageError
 
-__all__ = ["prepare_labels", "labels_from_boundaries", "binary_boundary_mask", "fill_boundaries", "max_close_gaps_px", "single_label_regions",
-           "split_label_values", "wide_zero_fraction", "zero_bits", "restore_zeros"]
+__all__ = ["prepare_labels", "labels_from_boundaries", "binary_boundary_mask", "boundary_levels_note", "fill_boundaries",
+           "max_close_gaps_px", "single_label_regions", "split_label_values", "wide_zero_fraction", "zero_bits", "restore_zeros"]
 
 #: Largest gap-closing radius (pixels) of :func:`labels_from_boundaries`: it closes gaps up to 64 px
 #: wide, far more than the breaks a tracing or a segmentation leaves, and it also erases every grain
@@ -454,6 +454,40 @@ def _n_levels(data: np.ndarray) -> int:
     return int(np.unique(sample).size)
 
 
+def boundary_levels_note(data: np.ndarray, what: str) -> str | None:
+    """A warning when a boundary mask holds a few different non-zero values (all taken as boundary), else None.
+
+    A mask such as 1 = grain boundary, 2 = twin trace is read with ``!= 0``: the twins count as grain boundaries
+    (annealing twins are not grain boundaries for ASTM E112; G comes out too fine).  The warning names the values
+    and how to keep only the grain boundaries.  A binary mask (one non-zero value: 0/1, 0/255, boolean) and a
+    mask of many grey levels (more than :data:`FEW_MASK_LEVELS`, see :func:`binary_boundary_mask`) give None.
+
+    Examples
+    --------
+    >>> boundary_levels_note(np.array([[0, 1, 2]], np.uint8), "twins.png").split(";")[0]
+    'twins.png: 2 different non-zero values (1, 2) in the boundary mask, all taken as grain boundary'
+    >>> boundary_levels_note(np.array([[0, 255]], np.uint8), "b.png") is None
+    True
+    """
+    data = np.asarray(data)
+    if data.dtype == bool or not data.size:
+        return None
+    lo, hi = data.min(), data.max()
+    if not np.count_nonzero((data != lo) & (data != hi)) or _n_levels(data) > FEW_MASK_LEVELS:
+        return None
+    step = max(1, int(np.sqrt(data.size / 4e6)))
+    sample = data[::step, ::step] if data.ndim == 2 else data
+    levels = np.unique(sample)
+    levels = levels[levels != 0]
+    if levels.size < 2:
+        return None
+    shown = ", ".join(f"{v:g}" for v in levels.tolist())
+    return (f"{what}: {levels.size} different non-zero values ({shown}) in the boundary mask, all taken as grain "
+            "boundary; if a value marks other lines (annealing twins are not grain boundaries for ASTM E112), "
+            "give the grain-boundary value alone: micro-seg measure grains --boundary --boundary-value V "
+            "(boundary_value=V in measure_grains_from_boundaries)")
+
+
 def binary_boundary_mask(data: np.ndarray, what: str) -> tuple[np.ndarray, str | None]:
     """A boundary mask file's pixels as a boolean mask (non-zero = boundary), and a warning or None.
 
@@ -461,20 +495,21 @@ def binary_boundary_mask(data: np.ndarray, what: str) -> tuple[np.ndarray, str |
     binary: ``!= 0`` would take every faint grey pixel next to a line as boundary too (a third of the image for a
     JPEG at quality 90, grains erased or merged, G too coarse).  It is thresholded half-way between its darkest
     and brightest values instead, with a warning.  A few values (1 = grain boundary, 2 = twin boundary) are all
-    boundary.
+    boundary, with the warning of :func:`boundary_levels_note`.
 
     Examples
     --------
     >>> m, note = binary_boundary_mask(np.array([[0, 3, 6, 9, 12, 240, 245, 250, 252, 255]], np.uint8), "b.jpg")
     >>> m.astype(int).tolist(), note.split(";")[0]
     ([[0, 0, 0, 0, 0, 1, 1, 1, 1, 1]], 'b.jpg: the boundary mask is not binary (80.0 % of its pixels are neither 0 nor 255)')
-    >>> binary_boundary_mask(np.array([[0, 1, 2]], np.uint8), "twins.png")
-    (array([[False,  True,  True]]), None)
+    >>> m, note = binary_boundary_mask(np.array([[0, 1, 2]], np.uint8), "twins.png")
+    >>> m.tolist(), "--boundary-value" in note
+    ([[False, True, True]], True)
     """
     lo, hi = (data.min(), data.max()) if data.size else (0, 0)
     other = int(np.count_nonzero((data != lo) & (data != hi)))
     if not other or _n_levels(data) <= FEW_MASK_LEVELS:  # a few values: e.g. 1 = grain, 2 = twin boundary
-        return data != 0, None
+        return data != 0, boundary_levels_note(data, what) if other else None
     mid = (float(lo) + float(hi)) / 2.0
     note = (f"{what}: the boundary mask is not binary ({100 * other / data.size:.1f} % of its pixels are neither "
             f"{lo:g} nor {hi:g}); pixels above {mid:g} are taken as boundary (JPEG or anti-aliasing? save masks as "
