@@ -783,3 +783,36 @@ def test_twin_traces_in_a_boundary_mask_are_warned_about_and_boundary_value_leav
                                    "--pixel-size", "1", "--json"])
     assert code == 0, err
     assert cli["G_intercept"] == pytest.approx(ref.summary["G_intercept"]) and not cli["warnings"]
+
+
+def _nearest_seed_labels(n: int, seed: int, shape=(400, 400)) -> np.ndarray:
+    """Voronoi labels ``1..n`` (every seed's cell; ``n`` grains exactly)."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, shape[0], (n, 2))
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    _, idx = cKDTree(pts).query(np.stack([yy.ravel(), xx.ravel()], 1))
+    return (idx + 1).reshape(shape)
+
+
+@pytest.mark.parametrize("n", [262, 270])
+def test_labels_that_wrapped_just_past_255_are_warned_about(tmp_path, capsys, n):
+    """270 grains saved as uint8 (lab % 256) split only ~5 % of the values, under the share that warns: measured as
+    255 grains without a word.  A uint8 image using every value 1..255 with a value in separate regions has wrapped."""
+    from micro_seg.measure import measure_grains
+
+    lab = _nearest_seed_labels(n, seed=4)
+    assert np.unique(lab).size == n
+    wrapped = (lab % 256).astype(np.uint8)
+    res = measure_grains(wrapped, pixel_size_um=1.0)
+    assert res.summary["n_grains"] == 255
+    assert sum("labels look wrapped or are not instance labels" in w for w in res.warnings) == 1
+    path = tmp_path / "wrapped.tif"
+    tifffile.imwrite(path, wrapped)
+    code, cli, err = _run(capsys, ["measure", "grains", str(path), "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    assert any(w.startswith(f"{path}: labels look wrapped") for w in cli["warnings"])
+    # true 8-bit labels using every value 1..255 (255 grains) are not wrapped
+    full = _nearest_seed_labels(255, seed=4).astype(np.uint8)
+    assert not any("wrapped" in w for w in measure_grains(full, pixel_size_um=1.0).warnings)

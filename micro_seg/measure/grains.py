@@ -68,7 +68,8 @@ from micro_seg.measure.stats import auto_field_grid, check_field_size, field_gri
 __all__ = ["GrainMeasurement", "measure_grains", "measure_grains_from_boundaries", "combine_grain_fields"]
 
 #: Share of the label values in several separate regions from which the labels are reported as wrapped
-#: or not instance labels (a few grains cut in two by the image edge stay below it).
+#: or not instance labels (a few grains cut in two by the image edge stay below it).  An 8- or 16-bit image
+#: using every value of its type is reported from one value in separate regions (see ``_fills_its_type``).
 SPLIT_LABELS_WARN_SHARE = 0.05
 
 #: A boundary network drawn with a value of its own (65535, 255, -1 saved unsigned) instead of 0 is one "grain"
@@ -283,6 +284,17 @@ def measure_grains(
     return result
 
 
+def _fills_its_type(dtype: np.dtype, original: np.ndarray) -> bool:
+    """True when an 8- or 16-bit unsigned label image uses every value ``1..255`` / ``1..65535``: labels that
+    wrapped just past the type's range (270 grains saved as ``uint8``) split only a few values, fewer than
+    :data:`SPLIT_LABELS_WARN_SHARE`, but a full type with any value in separate regions is wrapped."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        return False
+    top = int(np.iinfo(dtype).max)
+    return original.size == top + 1 and int(original[-1]) == top
+
+
 def _refuse_boundary_network(lab: np.ndarray, original: np.ndarray, n_neighbors: np.ndarray, what: str) -> None:
     """Refuse labels whose boundaries were drawn with a value of their own (see :data:`NETWORK_NEIGHBOUR_SHARE`)."""
     n = n_neighbors.size
@@ -312,6 +324,7 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
     """:func:`measure_grains` after the pixel-size check; ``zeros``: the input's 0 pixels (:func:`zero_bits`)
     when it may be filled in place, else None."""
     source = np.asarray(labels)  # 0 regions wider than a boundary, before the boundaries are filled
+    input_dtype = source.dtype
     if source.ndim == 3 and source.shape[-1] == 1:
         source = source[..., 0]
     wide_zero = wide_zero_fraction(source) if source.ndim == 2 and source.size else 0.0
@@ -349,7 +362,8 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
     if n > 1:  # each value counts as one grain: a value in many places (wrapped labels, a micrograph) is not one
         n_checked, n_split, n_regions, n_spread = split_label_values(lab, areas)
         share = n_split / n_checked * n_spread / n if n_checked else 0.0
-        not_instances = n_split >= 2 and share >= SPLIT_LABELS_WARN_SHARE
+        not_instances = (n_split >= 2 and share >= SPLIT_LABELS_WARN_SHARE) or (n_split >= 1 and _fills_its_type(
+            input_dtype, original))
         if not_instances:
             which = (f"{n_split} of the {n} label values" if n_checked == n_spread
                      else f"{n_split} of {n_checked} label values checked (of {n})")
