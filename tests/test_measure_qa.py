@@ -816,3 +816,28 @@ def test_labels_that_wrapped_just_past_255_are_warned_about(tmp_path, capsys, n)
     # true 8-bit labels using every value 1..255 (255 grains) are not wrapped
     full = _nearest_seed_labels(255, seed=4).astype(np.uint8)
     assert not any("wrapped" in w for w in measure_grains(full, pixel_size_um=1.0).warnings)
+
+
+def test_a_boundary_mask_more_than_half_boundary_is_asked_whether_it_is_inverted(tmp_path, capsys):
+    """Black 3-px lines on white without --boundary-value 0: 76 % boundary, 127 'grains', G_intercept 7.0 instead of
+    8.2, no hint (the hint came only when every region was below min_grain_px)."""
+    from scipy import ndimage as ndi
+
+    from micro_seg.measure import measure_grains_from_boundaries
+
+    _, b = _voronoi_with_boundaries()
+    lines = ndi.binary_dilation(b)
+    inverted = np.where(lines, 0, 255).astype(np.uint8)
+    res = measure_grains_from_boundaries(inverted, pixel_size_um=1.0, what="inv.png")
+    assert any(w.startswith("inv.png: 76 % of the image is boundary: is the mask inverted") and "--boundary-value 0"
+               in w for w in res.warnings)
+    right = measure_grains_from_boundaries(inverted, pixel_size_um=1.0, boundary_value=0)
+    assert right.summary["G_intercept"] == measure_grains_from_boundaries(lines, pixel_size_um=1.0).summary["G_intercept"]
+    assert not any("inverted" in w for w in right.warnings)
+    path = tmp_path / "inv.png"
+    from PIL import Image
+
+    Image.fromarray(inverted).save(path)
+    code, cli, err = _run(capsys, ["measure", "grains", str(path), "--boundary", "--pixel-size", "1", "--json"])
+    assert code == 0, err
+    assert any(w.startswith(f"{path}: 76 % of the image is boundary: is the mask inverted") for w in cli["warnings"])

@@ -55,6 +55,7 @@ from micro_seg.measure.intercept import ANGLES, abrams_pattern, line_intercepts
 from micro_seg.measure.labels import (
     WIDE_ZERO_RADIUS_PX,
     boundary_levels_note,
+    inverted_mask_hint,
     labels_from_boundaries,
     prepare_labels,
     restore_zeros,
@@ -695,7 +696,8 @@ def measure_grains_from_boundaries(
     only the pixels equal to it are boundary (e.g. 1 in a mask with 1 = grain boundary,
     2 = twin trace; 0 for dark lines on white).  Without it every non-zero pixel is
     boundary, and a mask with several non-zero values is measured with a warning
-    (:func:`~micro_seg.measure.labels.boundary_levels_note`).
+    (:func:`~micro_seg.measure.labels.boundary_levels_note`); so is a mask more than
+    half boundary (inverted? :func:`~micro_seg.measure.labels.inverted_mask_hint`).
 
     Examples
     --------
@@ -714,8 +716,10 @@ def measure_grains_from_boundaries(
         note = boundary_levels_note(mask, what)
     labels = labels_from_boundaries(mask, close_gaps_px=close_gaps_px, min_grain_px=min_grain_px, what=what)
     res = measure_grains(labels, pixel_size_um=pixel_size_um, what=what, **kwargs)
-    if note:
-        res.warnings.insert(0, note)
+    hint = inverted_mask_hint(mask)
+    for text in (f"{what}: {hint}" if hint else None, note):
+        if text:
+            res.warnings.insert(0, text)
     res.summary["from_boundaries"] = {"close_gaps_px": close_gaps_px, "min_grain_px": min_grain_px}
     return res
 

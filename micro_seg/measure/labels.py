@@ -36,7 +36,7 @@ from scipy import ndimage as ndi
 from micro_seg.errors import InvalidImageError
 
 __all__ = ["prepare_labels", "labels_from_boundaries", "binary_boundary_mask", "boundary_levels_note", "fill_boundaries",
-           "max_close_gaps_px", "single_label_regions", "split_label_values", "wide_zero_fraction", "zero_bits", "restore_zeros"]
+           "inverted_mask_hint", "max_close_gaps_px", "single_label_regions", "split_label_values", "wide_zero_fraction", "zero_bits", "restore_zeros"]
 
 #: Largest gap-closing radius (pixels) of :func:`labels_from_boundaries`: it closes gaps up to 64 px
 #: wide, far more than the breaks a tracing or a segmentation leaves, and it also erases every grain
@@ -517,6 +517,30 @@ def binary_boundary_mask(data: np.ndarray, what: str) -> tuple[np.ndarray, str |
     return data > mid, note
 
 
+#: A boundary mask with more than this share of its pixels boundary is most likely inverted (dark lines on a
+#: light background read with non-zero = boundary): the grain interiors become boundary, the lines grains.
+INVERTED_MASK_SHARE = 0.5
+
+
+def inverted_mask_hint(mask: np.ndarray) -> str | None:
+    """``"NN % of the image is boundary: is the mask inverted ...?"`` when more than :data:`INVERTED_MASK_SHARE`
+    of ``mask`` is non-zero, else None.
+
+    Examples
+    --------
+    >>> inverted_mask_hint(np.array([[0, 1, 1, 1]])).split(":")[0]
+    '75 % of the image is boundary'
+    >>> inverted_mask_hint(np.array([[0, 0, 0, 1]])) is None
+    True
+    """
+    share = float(np.count_nonzero(mask)) / mask.size if mask.size else 0.0
+    if share <= INVERTED_MASK_SHARE:
+        return None
+    return (f"{100 * share:.0f} % of the image is boundary: is the mask inverted (dark lines on a light "
+            "background)? give the lines' value (micro-seg measure grains --boundary-value 0; boundary_value=0 in "
+            "measure_grains_from_boundaries)")
+
+
 def labels_from_boundaries(
     mask: np.ndarray,
     *,
@@ -583,10 +607,9 @@ def labels_from_boundaries(
         small[0] = True
         if small[1:].all():
             msg = f"{what}: every region is smaller than min_grain_px={min_grain_px}"
-            share = float(np.count_nonzero(mask)) / mask.size
-            if share > 0.5:  # black lines on white read with non-zero = boundary
-                msg += (f"; {100 * share:.0f} % of the image is boundary: is the mask inverted (dark lines on a "
-                        "light background)? give the lines' value (micro-seg measure grains --boundary-value 0)")
+            hint = inverted_mask_hint(mask)
+            if hint:
+                msg += f"; {hint}"
             raise InvalidImageError(msg)
         grains[small[grains]] = 0
     labels, _ = prepare_labels(grains, what=what)
