@@ -79,6 +79,35 @@ def test_triple_point_counts_one_and_a_half_and_tangent_one():
     assert c135.intersections == 1.0
 
 
+def test_a_diagonal_through_a_four_grain_corner_counts_two():
+    """Four grains meet at the corner: the line crosses two boundaries whichever way it is moved (was 1.5)."""
+    four = np.array([[1, 3], [4, 2]])  # 135 deg step (0,0)->(1,1): 1 -> 2, grains 3 and 4 on the sides
+    (c135,) = line_intercepts(four, angles=(135,))
+    assert c135.intersections == 2.0
+    # one grain on both sides (a 1-px diagonal band between 1 and 2): the line crosses the band, 1 -> 3 -> 2
+    band = np.array([[3, 1], [2, 3]])  # 45 deg step (1,0)->(0,1): 2 -> 1 past grain 3 on both sides
+    (c45,) = line_intercepts(band, angles=(45,))
+    assert c45.intersections == 2.0
+
+
+def test_diagonal_intercept_of_an_offset_square_lattice_is_exact():
+    """Squares of side s (offset from the image axes by (3, 7)): l(theta) = s / (|cos theta| + |sin theta|), so
+    s / sqrt(2) at 45 and 135 deg.  Every diagonal crossing of a lattice line passes a four-grain corner or a
+    side; counted 1.5 at the corners, l came out 7.24 for s = 10 (+2.4 %)."""
+    s = 10
+    r = (np.arange(500) + 3) // s
+    c = (np.arange(500) + 7) // s
+    lab = r[:, None] * 100 + c[None, :] + 1
+    counts = {cnt.angle: cnt for cnt in line_intercepts(lab)}
+    for angle in (45, 135):
+        assert counts[angle].mean_intercept_px == pytest.approx(s / math.sqrt(2), rel=0.005)
+    for angle in (0, 90):
+        assert counts[angle].mean_intercept_px == pytest.approx(s, rel=0.005)
+    res = measure_grains(lab, pixel_size_um=1.0, fields=None, circles=False)
+    # four-orientation mean: P_L = (2 / s + 2 sqrt(2) / s) / 4
+    assert res.summary["mean_intercept_px"] == pytest.approx(4 * s / (2 + 2 * math.sqrt(2)), rel=0.005)
+
+
 def test_circle_counts_half_plane():
     lab = np.ones((101, 101), int)
     lab[:, 50:] = 2
@@ -323,7 +352,7 @@ def test_line_intercepts_in_row_blocks_equal_one_block(monkeypatch):
     monkeypatch.setattr(L, "BLOCK_PIXELS", 2 * 90)
     blocks = line_intercepts(lab, field_maps=fm, keep_pairs=True)
     assert [c.intersections for c in whole] == [c.intersections for c in blocks]
-    assert any(c.intersections % 1 for c in whole[1::2])  # triple points (1.5) on the diagonals
+    assert any(np.any(c.field_intersections % 1) for c in whole[1::2])  # triple points (1.5) on the diagonals
     for a, b in zip(whole, blocks):
         assert a.length_px == b.length_px and a.chords_px.size > 100
         for k in ("chords_px", "field_length_px", "field_intersections", "crossings_per_label"):

@@ -6,10 +6,16 @@ Heyn (straight test lines)
     pixel centres, so the test lines cover the whole image.  A boundary is
     crossed between two consecutive samples with different labels (count 1).
     On the diagonals each step passes through the corner shared by four
-    pixels; when the two side pixels ``s1, s2`` of a crossing ``a -> b`` hold a
-    third grain, the line goes through a (digital) triple point and the step
-    counts 1.5 (E112); when ``a == b`` but both side pixels belong to other
-    grains the line is tangent to them there and the step counts 1 (E112).
+    pixels.  A crossing ``a -> b`` counts 1 plus 1/2 for each of its two side
+    pixels ``s1, s2`` that belongs to neither ``a`` nor ``b``: the mean of the
+    crossings on the two paths around the corner, ``a -> s1 -> b`` and
+    ``a -> s2 -> b``.  One side in a third grain is a (digital) triple point,
+    1.5 (E112); both sides in other grains give 2: a point where four grains
+    meet (a line through it crosses two boundaries whichever way it is moved),
+    or a grain passing between ``a`` and ``b`` through the corner (a convex
+    grain holding both side pixels holds the corner).  When ``a == b`` but
+    both side pixels belong to other grains the line is tangent to them there
+    and the step counts 1 (E112).
     Measured on Poisson-Voronoi tessellations the four-orientation mean is
     unbiased to 0.1 % for mean intercepts of 8-23 px, whereas the 0/90 deg
     counts alone miss the crossings that fall between two samples and run
@@ -61,7 +67,7 @@ class LineCounts:
     length_px : float
         Total test-line length.
     intersections : float
-        Boundary intersections ``P`` (triple points 1.5, tangents 1).
+        Boundary intersections ``P`` (triple points 1.5, four-grain points 2, tangents 1).
     chords_px : ndarray
         Lengths of the complete chords (both ends on a boundary).
     field_length_px, field_intersections : ndarray
@@ -113,9 +119,10 @@ def _block_crossings(a: np.ndarray, b: np.ndarray, s1: np.ndarray | None, flat: 
 
     Returns ``(i, j, pa, la, lb, third, ti, tj)``: view coordinates of the
     ``a != b`` steps, the flat image index of their ``a`` pixel, the labels
-    on both sides, and for diagonals which steps pass a triple point
-    (``third``) and the view coordinates of tangent hits (``ti``, ``tj``);
-    the last three are None for 0 / 90 degrees.
+    on both sides, and for diagonals how many of each step's two side pixels
+    hold a third grain (``third``: 0, 1 at a triple point, 2 where four grains
+    meet) and the view coordinates of tangent hits (``ti``, ``tj``); the last
+    three are None for 0 / 90 degrees.
     """
     (dr, dc), (off_b, off_s1, off_s2), ac = first, offsets, a.shape[1]
     index = _index_dtype(flat.size)
@@ -125,9 +132,9 @@ def _block_crossings(a: np.ndarray, b: np.ndarray, s1: np.ndarray | None, flat: 
     la, lb = flat[pa], flat[pa + off_b]
     if s1 is None:
         return i, j, pa, la, lb, None, None, None
-    # a != b through a pixel corner with a third grain beside it: triple point, 1.5
+    # a != b through a pixel corner: each side pixel in a third grain adds 1/2 (triple point 1.5, four grains 2)
     c1, c2 = flat[pa + off_s1], flat[pa + off_s2]
-    third = ((c1 != la) & (c1 != lb)) | ((c2 != la) & (c2 != lb))
+    third = ((c1 != la) & (c1 != lb)).astype(np.uint8) + ((c2 != la) & (c2 != lb))
     # a == b with other grains on both sides of the corner: tangent hit, 1
     ti, tj = np.divmod(np.flatnonzero(s1[rows] != a[rows]).astype(index), ac)
     ti += rows.start
@@ -213,8 +220,8 @@ def line_intercepts(
         per_label = np.bincount(la, minlength=n_labels + 1) + np.bincount(lb, minlength=n_labels + 1)
         pairs = np.stack([la, lb], axis=1) if keep_pairs and angle in (0, 90) else None
         del la, lb
-        # intersections: crossings count 1 (1.5 through a triple point), tangent hits 1; all multiples of 0.5,
-        # so the float sums are exact in any order
+        # intersections: crossings count 1 (1.5 through a triple point, 2 where four grains meet), tangent hits 1;
+        # all multiples of 0.5, so the float sums are exact in any order
         w_cross = None if third is None else 1.0 + 0.5 * third
         total = float(i.size) if w_cross is None else float(w_cross.sum()) + float(ti.size)
         field_length = field_hits = np.zeros(0)
