@@ -337,7 +337,7 @@ def test_measure_phases_names_count(tmp_path, capsys):
     _one_error_line(code, err, "--names")
 
 
-@pytest.mark.parametrize("option", [["--close-gaps", "2"], ["--min-grain", "20"], ["--boundary-value", "255"]])
+@pytest.mark.parametrize("option", [["--close-gaps", "2"], ["--boundary-value", "255"]])
 def test_measure_grains_mask_options_without_boundary_exit_2(tmp_path, capsys, option):
     """They only act on boundary masks: without --boundary they used to be ignored in silence."""
     fn, _ = _grid_mask(tmp_path)

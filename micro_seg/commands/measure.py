@@ -143,7 +143,8 @@ def register(subparsers: Any) -> None:
                         "closed boundaries and very fine grains, which closing shrinks; at most 32 and a quarter "
                         "of the image's shorter side)")
     g.add_argument("--min-grain", type=int, default=None, metavar="PX", dest="min_grain",
-                   help="with --boundary: regions smaller than PX pixels are not grains (default 8)")
+                   help="regions smaller than PX pixels are not grains (default 8 with --boundary; for label "
+                        "images default 0, every label kept: smaller labels go to their nearest grains)")
     g.add_argument("--fields", type=_fields_arg, default="auto", metavar="auto|none|N|RxC",
                    help="split the image into fields for the confidence intervals (default auto: ~50 grains "
                         "per field; none, 0 or 1 = one field); fields must be >= 16 px a side and hold >= 1 grain each")
@@ -286,7 +287,7 @@ def run_grains(args: argparse.Namespace) -> dict:
     circles = not args.no_circles
     _check_pixel_size_option(args)
     _check_table_path(args)
-    mask_only = {"--boundary-value": args.boundary_value, "--close-gaps": args.close_gaps, "--min-grain": args.min_grain}
+    mask_only = {"--boundary-value": args.boundary_value, "--close-gaps": args.close_gaps}
     given = [flag for flag, value in mask_only.items() if value is not None]
     if given and not args.boundary:
         raise MicroSegError(f"{', '.join(given)} applies to boundary masks only: add --boundary if {args.path} is a "
@@ -294,9 +295,10 @@ def run_grains(args: argparse.Namespace) -> dict:
     if args.close_gaps is None:
         args.close_gaps = 1
     if args.min_grain is None:
-        args.min_grain = 8
+        args.min_grain = 8 if args.boundary else 0
+    _check_not_negative(args, min_grain="--min-grain")
     if args.boundary:
-        _check_not_negative(args, close_gaps="--close-gaps", min_grain="--min-grain")
+        _check_not_negative(args, close_gaps="--close-gaps")
         if args.close_gaps > MAX_CLOSE_GAPS_PX:  # refused before reading (a huge radius used to run out of memory)
             msg = (f"{args.path}: --close-gaps {args.close_gaps}: at most {MAX_CLOSE_GAPS_PX} px (closes gaps up to "
                    f"{2 * MAX_CLOSE_GAPS_PX} px wide; a larger radius erases grains narrower than twice the radius)")
@@ -314,7 +316,8 @@ def run_grains(args: argparse.Namespace) -> dict:
     else:
         labels, px_file, notes = _read_labels(args.path, args.page, args.pixel_size)
         res = measure_grains(labels, pixel_size_um=_pixel_size(args, px_file), fields=args.fields,
-                             circles=circles, what=str(args.path), overwrite_input=True)  # read for this alone
+                             circles=circles, what=str(args.path), overwrite_input=True,  # read for this alone
+                             min_grain_px=args.min_grain)
     return _finish(args, res, px_file, notes)
 
 

@@ -55,10 +55,13 @@ from micro_seg.measure.intercept import ANGLES, abrams_pattern, line_intercepts
 from micro_seg.measure.labels import (
     WIDE_ZERO_RADIUS_PX,
     boundary_levels_note,
+    fill_boundaries,
     inverted_mask_hint,
+    label_counts,
     labels_from_boundaries,
     prepare_labels,
     restore_zeros,
+    row_blocks,
     single_label_regions,
     split_label_values,
     wide_zero_fraction,
@@ -94,6 +97,15 @@ G_PLAUSIBLE_RANGE = (-3.0, 16.0)
 #: (Coutinho, Rooney & Payton, Metall. Mater. Trans. A 48 (2017): the bias grows quickly
 #: once grains are only a few pixels across).
 PIXELISATION_WARN_PX = 10.0
+
+#: Grains of fewer than SMALL_GRAIN_PX pixels (under about 2.5 px across) are specks of noise or grains the image
+#: cannot resolve; each counts as a grain.  When at least SMALL_GRAIN_WARN_SHARE of the grains are that small the
+#: result warns (500 one-pixel specks among 2116 grains raised G_planimetric from 8.01 to 8.33).  A Poisson-Voronoi
+#: label image has 0.8 % of its grains below 5 px at mean intercepts of 6-8 px (digital slivers at triple points),
+#: 1.7 % at 4.5 px, 5 % at 3.2 px (where the pixelisation warning is given too): 2 % leaves clean labels of
+#: measurable grains alone.
+SMALL_GRAIN_PX = 5
+SMALL_GRAIN_WARN_SHARE = 0.02
 
 
 @dataclass
@@ -225,6 +237,7 @@ def measure_grains(
     circles: bool = True,
     what: str = "labels",
     overwrite_input: bool = False,
+    min_grain_px: int = 0,
 ) -> GrainMeasurement:
     """Measure grain size to ASTM E112 / E1382 / E930 from an instance label image.
 
@@ -256,6 +269,11 @@ def measure_grains(
         of measuring a filled copy: saves an image-sized array (1 GB for a
         16k x 16k int32 image).  ``labels`` must not be read by another
         thread meanwhile.
+    min_grain_px : int, optional
+        Grains of fewer pixels are merged into their nearest neighbours
+        before measuring (specks of noise).  Default 0: nothing is removed;
+        the result warns when at least :data:`SMALL_GRAIN_WARN_SHARE` of the
+        grains are under :data:`SMALL_GRAIN_PX` pixels.
 
     Returns
     -------
@@ -272,11 +290,15 @@ def measure_grains(
     """
     labels = as_input_array(labels, what)
     px = check_pixel_size(pixel_size_um)
+    if isinstance(min_grain_px, (bool, np.bool_)) or not isinstance(min_grain_px, (int, np.integer)) or min_grain_px < 0:
+        msg = f"min_grain_px={min_grain_px!r}: must be a whole number of pixels >= 0"
+        raise ValueError(msg)
     zeros = None
     if overwrite_input and isinstance(labels, np.ndarray) and labels.ndim == 2 and labels.flags.writeable:
         zeros = zero_bits(labels)
     try:
-        result = _measure_grains(labels, px, fields=fields, angles=angles, circles=circles, what=what, zeros=zeros)
+        result = _measure_grains(labels, px, fields=fields, angles=angles, circles=circles, what=what, zeros=zeros,
+                                 min_grain_px=int(min_grain_px))
     finally:
         if zeros is not None:
             restore_zeros(labels, zeros)
@@ -321,7 +343,28 @@ def _refuse_boundary_network(lab: np.ndarray, original: np.ndarray, n_neighbors:
         f"--boundary-value {value})")
 
 
-def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> GrainMeasurement:
+def _merge_small_grains(lab: np.ndarray, original: np.ndarray, counts: np.ndarray, min_px: int,
+                        what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Grains of fewer than ``min_px`` pixels given to their nearest grains and the rest relabelled ``1..N``:
+    ``(labels, original, counts, n_merged)`` as from :func:`prepare_labels`.  ``lab`` itself is not changed."""
+    keep = counts >= min_px
+    keep[0] = True
+    n_small = int(np.count_nonzero(~keep))
+    if not n_small:
+        return lab, original, counts, 0
+    if not keep[1:].any():
+        raise InvalidImageError(f"{what}: every grain is smaller than min_grain_px={min_px} pixels")
+    lut = np.zeros(counts.size, dtype=np.int32)
+    lut[keep] = np.arange(int(keep.sum()), dtype=np.int32)
+    out = np.empty(lab.shape, dtype=np.int32)
+    for rows in row_blocks(lab):
+        out[rows] = lut[lab[rows]]
+    out = fill_boundaries(out, overwrite_input=True)
+    original = original[keep]
+    return out, original, label_counts(out, original.size), n_small
+
+
+def _measure_grains(labels, px, *, fields, angles, circles, what, zeros, min_grain_px=0) -> GrainMeasurement:
     """:func:`measure_grains` after the pixel-size check; ``zeros``: the input's 0 pixels (:func:`zero_bits`)
     when it may be filled in place, else None."""
     source = np.asarray(labels)  # 0 regions wider than a boundary, before the boundaries are filled
@@ -331,9 +374,20 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
     wide_zero = wide_zero_fraction(source) if source.ndim == 2 and source.size else 0.0
     del source
     lab, original, counts_px = prepare_labels(labels, what=what, return_counts=True, overwrite_input=zeros is not None)
+    n_merged = 0
+    if min_grain_px > 1:
+        lab, original, counts_px, n_merged = _merge_small_grains(lab, original, counts_px, min_grain_px, what)
     rows, cols = lab.shape
     n = int(original.size - 1)
     warnings: list[str] = []
+    n_small = int(np.count_nonzero(counts_px[1:] < SMALL_GRAIN_PX))
+    if n_small >= 2 and n_small >= SMALL_GRAIN_WARN_SHARE * n:
+        warnings.append(
+            f"{what}: {n_small} of the {n} grains ({100 * n_small / n:.1f} %) are smaller than {SMALL_GRAIN_PX} pixels: "
+            "specks of noise, or grains too few pixels across to measure (Coutinho et al. 2017); each counts as a "
+            "grain and raises G. Merge them into their neighbours with a minimum grain size (micro-seg measure grains "
+            "--min-grain PX; min_grain_px=PX in measure_grains): a label image keeps every grain by default"
+        )
     if wide_zero > WIDE_ZERO_WARN_SHARE:
         warnings.append(
             f"{what}: {100 * wide_zero:.1f} % of the image is 0 in regions far wider than a boundary (more than "
@@ -592,6 +646,7 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
         "ala_G": ala_G,
         "pixel_size_um": px,
         "units": "um" if px is not None else "px",
+
         "image_shape": [rows, cols],
         # planimetric details
         "jeffries_count": count,
@@ -642,6 +697,8 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros) -> Grai
         },
         "warnings": warnings,
     }
+    if min_grain_px > 0:
+        summary["small_grains"] = {"min_grain_px": min_grain_px, "n_merged": n_merged}
 
     table = pd.DataFrame(
         {
