@@ -875,3 +875,38 @@ def test_one_pixel_specks_among_grains_are_warned_about_and_min_grain_merges_the
     assert code == 0, err
     assert cli["G_planimetric"] == merged.summary["G_planimetric"] and not cli["warnings"]
     assert specks.max() == lab.max() + 500  # the caller's array is not changed
+
+
+def test_messages_name_what_was_passed_and_the_file(tmp_path, capsys):
+    """fields=(0, 3) was reported as 'fields=(0, 1)' (the grid shrunk for a small image); angles=() raised numpy's
+    'need at least one array to stack'; --min-size -3, --close-gaps -1 and --names 'a,,b' did not name the file."""
+    from micro_seg.errors import CalibrationError
+    from micro_seg.io import write_labels
+    from micro_seg.measure import measure_defects, measure_grains, measure_phases
+
+    classes = np.zeros((12, 12), np.uint8)
+    classes[:, 6:] = 1
+    with pytest.raises(ValueError, match=r"^fields=\(0, 3\): both grid sizes must be >= 1"):
+        measure_phases(classes, fields=(0, 3))
+    with pytest.raises(ValueError, match=r"^fields=\(2,\): expected an int or a \(rows, cols\) pair"):
+        measure_phases(classes, fields=(2,))
+    lab = np.repeat(np.repeat(np.arange(1, 17).reshape(4, 4), 8, 0), 8, 1)
+    for angles in [(), (30,), None]:
+        with pytest.raises(ValueError, match=r"^angles=.*: expected one or more of \(0, 45, 90, 135\)"):
+            measure_grains(lab, angles=angles)
+    # one pixel-size range for the API and the CLI (io_calibration.MIN/MAX_PIXEL_SIZE_UM: 1e-5 .. 1e4 um)
+    for px in (2e-6, 5e4):
+        for fn in (measure_grains, measure_defects, measure_phases):
+            with pytest.raises(CalibrationError, match=r"expected 1e-05 \.\. 10000 um"):
+                fn(lab, pixel_size_um=px)
+    assert measure_grains(lab, pixel_size_um=1e4).summary["pixel_size_um"] == 1e4
+    path = tmp_path / "lab.tif"
+    write_labels(path, lab.astype(np.uint8), pixel_size_um=1.0)
+    for argv, option in [(["defects", "--min-size", "-3"], "--min-size -3"),
+                         (["grains", "--boundary", "--close-gaps", "-1"], "--close-gaps -1"),
+                         (["grains", "--min-grain", "-2"], "--min-grain -2"),
+                         (["phases", "--names", "a,,b"], "--names 'a,,b': empty class name"),
+                         (["phases", "--names", " "], "no class names given")]:
+        code, _, err = _run(capsys, ["measure", argv[0], str(path), *argv[1:], "--json"])
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert str(path) in err and option in err, err

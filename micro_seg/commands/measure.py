@@ -243,11 +243,11 @@ def _check_pixel_size_option(args: argparse.Namespace) -> None:
 
 
 def _check_not_negative(args: argparse.Namespace, **options: str) -> None:
-    """Refuse negative pixel counts: ``options`` maps attribute names to option names."""
+    """Refuse negative pixel counts, naming the file: ``options`` maps attribute names to option names."""
     for attr, option in options.items():
         value = getattr(args, attr)
         if value < 0:
-            msg = f"{option} {value}: must be >= 0 pixels"
+            msg = f"{args.path}: {option} {value}: must be >= 0 pixels"
             raise MicroSegError(msg)
 
 
@@ -328,11 +328,12 @@ def run_phases(args: argparse.Namespace) -> dict:
     _check_pixel_size_option(args)
     _check_table_path(args)
     if args.names is not None and not args.names.strip():
-        msg = f"--names {args.names!r}: no class names given (use --names a,b,c in label order, or leave it out)"
+        msg = (f"{args.path}: --names {args.names!r}: no class names given (use --names a,b,c in label order, or "
+               "leave it out)")
         raise MicroSegError(msg)
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     if names is not None and any(not n for n in names):
-        msg = f"--names {args.names!r}: empty class name"
+        msg = f"{args.path}: --names {args.names!r}: empty class name (names are separated by commas: a,b,c)"
         raise MicroSegError(msg)
     labels, px_file, notes = _read_labels(args.path, args.page, args.pixel_size)
     if names is None:  # the class names a micro-seg label file records (segment, the napari writer)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from micro_seg.errors import CalibrationError
+from micro_seg.io_calibration import MAX_PIXEL_SIZE_UM, MIN_PIXEL_SIZE_UM
 
 __all__ = ["check_pixel_size", "as_input_array", "NO_SCALE_WARNING"]
 
@@ -37,8 +38,9 @@ def check_pixel_size(pixel_size_um: float | None) -> float | None:
     if not math.isfinite(value) or value <= 0:
         msg = f"pixel_size_um={pixel_size_um!r}: must be a positive finite number of micrometres"
         raise CalibrationError(msg)
-    if value > 1e5 or value < 1e-6:
-        msg = f"pixel_size_um={pixel_size_um!r}: implausible pixel size (expected 1e-6 .. 1e5 um)"
+    if not MIN_PIXEL_SIZE_UM <= value <= MAX_PIXEL_SIZE_UM:  # the range the CLI and the file readers accept
+        msg = (f"pixel_size_um={pixel_size_um!r}: implausible pixel size (expected {MIN_PIXEL_SIZE_UM:g} .. "
+               f"{MAX_PIXEL_SIZE_UM:g} um)")
         raise CalibrationError(msg)
     return value
 

@@ -293,6 +293,14 @@ def measure_grains(
     if isinstance(min_grain_px, (bool, np.bool_)) or not isinstance(min_grain_px, (int, np.integer)) or min_grain_px < 0:
         msg = f"min_grain_px={min_grain_px!r}: must be a whole number of pixels >= 0"
         raise ValueError(msg)
+    try:
+        checked = tuple(int(a) for a in angles)
+    except (TypeError, ValueError):
+        checked = ()
+    if not checked or any(a not in ANGLES for a in checked):
+        msg = f"angles={angles!r}: expected one or more of {ANGLES} (degrees from the column axis)"
+        raise ValueError(msg)
+    angles = checked
     zeros = None
     if overwrite_input and isinstance(labels, np.ndarray) and labels.ndim == 2 and labels.flags.writeable:
         zeros = zero_bits(labels)

@@ -36,7 +36,7 @@ import pandas as pd
 from micro_seg.errors import InvalidImageError
 from micro_seg.measure._units import as_input_array, check_pixel_size
 from micro_seg.measure.labels import exact_float_labels, label_counts
-from micro_seg.measure.stats import check_field_size, field_grid, field_statistics
+from micro_seg.measure.stats import _check_grid, check_field_size, field_grid, field_statistics
 
 __all__ = ["PhaseMeasurement", "measure_phases", "e562_points_per_field", "combine_phase_fields"]
 
@@ -221,9 +221,10 @@ def measure_phases(
         if isinstance(fields, (int, np.integer)):  # a count asked for: refused if its fields would be tiny
             grid = check_field_size((rows, cols), int(fields), what=what)
         else:  # a grid (the default 5 x 5) shrinks to fields of >= 8 px on a small image
-            grid = (min(int(fields[0]), max(1, rows // 8)), min(int(fields[1]), max(1, cols // 8)))
-            if grid != (int(fields[0]), int(fields[1])):  # the CI depends on the grid: say which one was used
-                shrink_note = (f"{what}: a {int(fields[0])} x {int(fields[1])} field grid would make fields under 8 px "
+            asked = _check_grid(fields, (rows, cols))  # checked as given: the error names the grid passed
+            grid = (min(asked[0], max(1, rows // 8)), min(asked[1], max(1, cols // 8)))
+            if grid != asked:  # the CI depends on the grid: say which one was used
+                shrink_note = (f"{what}: a {asked[0]} x {asked[1]} field grid would make fields under 8 px "
                                f"on this {rows} x {cols} px image; {grid[0]} x {grid[1]} fields were used")
         slices = field_grid((rows, cols), fields=grid)
     else:
