@@ -345,6 +345,33 @@ def test_mask_encoding_reads_0_1_masks_as_well_as_0_255(tmp_path, fmt):
     np.testing.assert_array_equal(_read_label(path, "mask"), np.where(mask, 2, 1))
 
 
+def test_mask_encoding_reads_an_instance_mask_as_non_zero_foreground(tmp_path):
+    """A uint16 instance mask (ids 1..275, as measure defects writes them) read with --label-encoding mask: ids
+    1-127 became background under the old '> 127' rule."""
+    import tifffile
+
+    from micro_seg.commands.train import _read_label
+
+    ids = np.zeros((20, 30), np.uint16)
+    ids.ravel()[np.arange(0, 600, 2)[:275]] = np.arange(1, 276)
+    tifffile.imwrite(tmp_path / "inst.tif", ids)
+    warnings: list = []
+    np.testing.assert_array_equal(_read_label(tmp_path / "inst.tif", "mask", warnings), np.where(ids > 0, 2, 1))
+    assert warnings == []
+
+
+def test_mask_encoding_warns_about_a_grey_8_bit_mask(tmp_path):
+    from micro_seg.commands.train import _read_label
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 255
+    mask[2, 2:6] = 40  # an anti-aliased edge
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    warnings: list = []
+    np.testing.assert_array_equal(_read_label(tmp_path / "m.png", "mask", warnings), np.where(mask > 0, 2, 1))
+    assert len(warnings) == 1 and "m.png: mask has grey values between 0 and 255" in warnings[0]
+
+
 def test_dense_labels_out_of_range_name_the_value_in_the_file(dirs, capsys):
     """A dense map holding 0, 1, 2 with two classes: the message named value 3 (the value after the +1 shift)."""
     img_dir, lab_dir = dirs

@@ -12,8 +12,11 @@ Label encodings (``--label-encoding``)
     every pixel labelled, value ``v`` = class ``v + 1`` (0-based index maps,
     such as the class-label images ``micro-seg segment`` writes).
 ``mask``
-    binary masks: > 127 = the second class, the rest = the first (a mask
-    whose values are only 0 and 1, or a bool image: 1 = the second class).
+    binary masks: 0 = the first class (background), any non-zero value = the
+    second (foreground): 0/255 and 0/1 masks, bool images and instance masks
+    such as ``micro-seg measure defects`` writes (ids 1, 2, ... = pores).  A
+    grey 8-bit mask (values between 0 and 255, e.g. anti-aliased edges) is
+    read the same way, with a warning.
 
 Examples
 --------
@@ -60,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what the micrographs show, recorded on the card (a fine-tune does not inherit the base "
                         "model's material)")
     p.add_argument("--label-encoding", default="sparse", choices=["sparse", "dense", "mask"],
-                   help="how label files code classes: sparse (default; 0 = unlabelled, c = class c, for scribbles), dense (0 = the first class, every pixel labelled, e.g. a class map from micro-seg segment or a data set), mask (a binary 0/255 or 0/1 mask: background / foreground)")
+                   help="how label files code classes: sparse (default; 0 = unlabelled, c = class c, for scribbles), dense (0 = the first class, every pixel labelled, e.g. a class map from micro-seg segment or a data set), mask (0 = background, any non-zero value = foreground: a 0/255 or 0/1 mask, or an instance mask such as measure defects writes)")
     p.add_argument("--patch-size", type=int, default=256, help="side of the square training patches in pixels (default 256)")
     p.add_argument("--patches-per-epoch", type=int, default=None, help="patches per epoch (default: about twice the training pixels)")
     p.add_argument("--batch-size", type=int, default=8, help="patches per training step (default 8)")
@@ -138,7 +141,9 @@ def _read_plain(path: Path) -> np.ndarray:
         raise TrainingDataError(f"{path}: cannot read image: {exc}") from exc
 
 
-def _read_label(path: Path, encoding: str) -> np.ndarray:
+def _read_label(path: Path, encoding: str, warnings: list | None = None) -> np.ndarray:
+    """A label file in the training convention (0 = unlabelled, c = class c) read with ``encoding``; ``warnings``
+    (if given) collects what the reading assumed (a grey mask read as non-zero = foreground)."""
     lab = _read_plain(path)
     if lab.ndim == 3:
         if lab.shape[2] >= 3 and not (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])):
@@ -158,9 +163,13 @@ def _read_label(path: Path, encoding: str) -> np.ndarray:
     if encoding == "dense":
         lab = lab.astype(np.int64) + 1
     elif encoding == "mask":
-        # 0/255 masks (8-bit images): > 127 is the second class; 0/1 masks (bool TIFFs, 0/1 PNGs, the commonest
-        # export of annotation tools) would all be background by that rule, so there any non-zero pixel is
-        lab = np.where(lab > (0 if lab.size and int(lab.max()) <= 1 else 127), 2, 1)
+        # any non-zero pixel is foreground: 0/255 and 0/1 masks alike, and instance masks (ids 1..n, as measure
+        # defects writes them), whose ids up to 127 a "> 127" rule made background
+        if warnings is not None and lab.dtype == np.uint8 and lab.size and int(lab.max()) == 255 \
+                and bool(((lab > 0) & (lab < 255)).any()):
+            warnings.append(f"{path}: mask has grey values between 0 and 255 (anti-aliased edges?); every "
+                            "non-zero pixel is read as foreground")
+        lab = np.where(lab != 0, 2, 1)
     if lab.size and int(lab.min()) < 0:
         raise TrainingDataError(f"{path}: label values must be >= 0, found {int(lab.min())}")
     return lab.astype(np.int64)
@@ -245,7 +254,7 @@ def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str, in
     images, labels = [], []
     for img_path, lab_path in pairs:
         img = _read_image(img_path, info)
-        lab = _read_label(lab_path, encoding)
+        lab = _read_label(lab_path, encoding, None if info is None else info.setdefault("warnings", []))
         if img.shape[:2] != lab.shape:
             raise TrainingDataError(
                 f"{lab_path}: labels are {lab.shape[0]} x {lab.shape[1]} but image {img_path.name} is "
