@@ -372,6 +372,27 @@ def test_mask_encoding_warns_about_a_grey_8_bit_mask(tmp_path):
     assert len(warnings) == 1 and "m.png: mask has grey values between 0 and 255" in warnings[0]
 
 
+@pytest.mark.parametrize("kind", ["a.jpg", "a.jpeg", "a.png holding a JPEG", "a.tif JPEG-compressed"])
+def test_lossy_label_files_are_refused_naming_the_file(dirs, tmp_path, capsys, kind):
+    """JPEG labels trained on classes made by compression artefacts (values 0..255 around every edge)."""
+    import tifffile
+
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    lab = np.asarray(Image.open(lab_dir / "a.png"))
+    (lab_dir / "a.png").unlink()
+    name = kind.split()[0]
+    if kind.endswith("JPEG-compressed"):
+        tifffile.imwrite(lab_dir / name, lab, compression="jpeg")
+    else:
+        Image.fromarray(lab).save(lab_dir / name, format="JPEG")
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), "--classes", "a,b", *FAST])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert f"{lab_dir / name}: label file is JPEG-compressed (lossy)" in err and "save labels as PNG or TIFF" in err
+    assert not (tmp_path / "m").exists()
+
+
 def test_dense_labels_out_of_range_name_the_value_in_the_file(dirs, capsys):
     """A dense map holding 0, 1, 2 with two classes: the message named value 3 (the value after the +1 shift)."""
     img_dir, lab_dir = dirs

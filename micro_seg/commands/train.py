@@ -1,7 +1,9 @@
 """``micro-seg train IMAGES_DIR LABELS_DIR --out MODEL_DIR``: train or fine-tune a segmenter.
 
 Image/label pairs are matched by file stem: ``IMAGES_DIR/a.tif`` pairs with
-``LABELS_DIR/a.png`` (or ``a_labels.*``, ``a_label.*``, ``a_mask.*``).
+``LABELS_DIR/a.png`` (or ``a_labels.*``, ``a_label.*``, ``a_mask.*``).  Label files
+must be lossless (PNG, TIFF, BMP): JPEG labels are refused (their compression
+artefacts would be trained as classes).
 
 Label encodings (``--label-encoding``)
 --------------------------------------
@@ -51,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model PATH accepts everywhere.",
     )
     p.add_argument("images_dir", help="folder of micrographs")
-    p.add_argument("labels_dir", help="folder of label images with the same stems")
+    p.add_argument("labels_dir", help="folder of label images with the same stems (PNG or TIFF; JPEG is refused)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--base", default=None, help="model name or folder to fine-tune from")
     p.add_argument("--epochs", type=int, default=40, help="passes over the training patches (default 40; --minutes may stop earlier)")
@@ -122,18 +124,34 @@ def _read_image(path: Path, info: dict | None = None) -> np.ndarray:
     return np.asarray(m.data)
 
 
+#: TIFF compressions that change pixel values (old-style and new-style JPEG).
+_LOSSY_TIFF_COMPRESSION = (6, 7)
+
+
+def _lossy_label_error(path: Path) -> TrainingDataError:
+    return TrainingDataError(f"{path}: label file is JPEG-compressed (lossy): its artefacts change label values at "
+                             "every edge and make classes that are not there; save labels as PNG or TIFF")
+
+
 def _read_plain(path: Path) -> np.ndarray:
+    """A label file's pixels; JPEG (lossy) files are refused."""
     import tifffile
     from PIL import Image
 
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        raise _lossy_label_error(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tif:
                 if len(tif.pages) > 1:  # a stack read whole looked like a colour image with the wrong size
                     raise TrainingDataError(f"{path}: label file has {len(tif.pages)} pages; give one 2-D label "
                                             "image per training image (split the stack)")
+                if int(tif.pages[0].compression) in _LOSSY_TIFF_COMPRESSION:
+                    raise _lossy_label_error(path)
                 return np.asarray(tif.pages[0].asarray())
         with Image.open(path) as im:
+            if im.format in ("JPEG", "MPO"):  # a JPEG under another extension
+                raise _lossy_label_error(path)
             return np.asarray(im)
     except TrainingDataError:
         raise
