@@ -296,7 +296,7 @@ def build_network(arch: str, *, in_channels: int, num_classes: int, **arch_kwarg
         kwargs = resolved_arch_kwargs(arch, arch_kwargs)
         try:
             return MSNet(in_channels, num_classes, **kwargs)
-        except TypeError as exc:
+        except (TypeError, ValueError, RuntimeError) as exc:  # an unknown option, widths: abc, widths: [-1]
             raise ModelError(f"{arch}: invalid architecture options {arch_kwargs}: {exc}") from exc
     if arch == "ensemble":
         return Ensemble([build_network(m["arch"], in_channels=in_channels, num_classes=num_classes, **m["arch_kwargs"])

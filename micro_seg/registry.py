@@ -209,6 +209,29 @@ class ModelCard:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # value types first: a list or a mapping where text is expected failed later as an internal error
+        # (unhashable list, 'int' object has no attribute 'lower', ...) instead of naming the card
+        for key in ("name", "arch", "material", "description", "created", "software_version"):
+            value = getattr(self, key)
+            if value is None and key not in ("name", "arch"):
+                value = ""
+            if isinstance(value, (list, tuple, dict, set)) or value is None or isinstance(value, bool) \
+                    or (key == "arch" and not isinstance(value, str)):
+                raise ModelError(f"model {self.name!r}: {key} must be text, got {type(value).__name__} {value!r}")
+            setattr(self, key, str(value))  # a number or a date YAML read from an unquoted value
+        if self.weights_sha256 is None:
+            self.weights_sha256 = ""
+        if not isinstance(self.weights_sha256, str):
+            raise ModelError(f"model {self.name!r}: weights_sha256 must be the weights' sha256 as text (64 hex "
+                             f"digits), got {type(self.weights_sha256).__name__} {self.weights_sha256!r}")
+        for key in ("arch_kwargs", "postprocess", "training_data", "metrics", "extra"):
+            value = getattr(self, key)
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ModelError(f"model {self.name!r}: {key} must be a mapping (key: value lines), got "
+                                 f"{type(value).__name__} {value!r}")
+            setattr(self, key, value)
         if self.task not in TASKS:
             raise ModelError(f"model {self.name!r}: task {self.task!r} unknown; available: {', '.join(TASKS)}")
         for key in ("classes", "defect_classes"):  # a string would be split into its letters
@@ -314,7 +337,11 @@ class ModelCard:
         if missing:
             raise ModelError(f"{source}: card lacks required keys {missing}")
         known = {k: v for k, v in data.items() if k in names}
-        extra = dict(known.pop("extra", None) or {})
+        extra = known.pop("extra", None) or {}
+        if not isinstance(extra, dict):
+            raise ModelError(f"{source}: extra must be a mapping (key: value lines), got {type(extra).__name__} "
+                             f"{extra!r}")
+        extra = dict(extra)
         extra.update({k: v for k, v in data.items() if k not in names})
         try:
             return cls(**known, extra=extra)
@@ -602,10 +629,10 @@ def check_weights_file(folder: Path, card: ModelCard) -> Path:
     if not card.weights_sha256:
         raise WeightsIntegrityError(f"{weights}: card {Path(folder) / CARD_FILE} records no weights_sha256; "
                                     "refusing unverified weights")
-    digest = sha256_file(weights)
-    if digest != card.weights_sha256.lower():
+    digest, expected = sha256_file(weights), str(card.weights_sha256).lower()
+    if digest != expected:
         raise WeightsIntegrityError(
-            f"{weights}: sha256 {digest[:16]}... does not match the card's {card.weights_sha256[:16]}...; "
+            f"{weights}: sha256 {digest[:16]}... does not match the card's {expected[:16]}...; "
             "the file is corrupt, truncated or was modified"
         )
     return weights

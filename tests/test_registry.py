@@ -228,6 +228,58 @@ def test_card_value_types_are_checked_on_load_naming_the_card(saved, line, says)
     assert str(card) in str(info.value) and says in str(info.value), str(info.value)
 
 
+@pytest.mark.parametrize("changes, says", [
+    ({"extra": [1, 2]}, "extra must be a mapping (key: value lines), got list [1, 2]"),
+    ({"weights_sha256": 12345}, "weights_sha256 must be the weights' sha256 as text (64 hex digits), got int 12345"),
+    ({"name": ["a", "b"]}, "name must be text, got list ['a', 'b']"),
+    ({"arch_kwargs": [1, 2]}, "arch_kwargs must be a mapping (key: value lines), got list [1, 2]"),
+    ({"arch": ["msnet"]}, "arch must be text, got list ['msnet']"),
+    ({"metrics": "good"}, "metrics must be a mapping"),
+    ({"arch_kwargs": {"widths": "abc"}}, "msnet: invalid architecture options {'widths': 'abc'}"),
+    ({"arch_kwargs": {"widths": [4, -8, 8]}}, "msnet: invalid architecture options"),
+])
+def test_card_values_of_the_wrong_yaml_type_are_refused_naming_the_card(saved, changes, says):
+    """These were internal errors (exit 1): 'int' object has no attribute 'lower', unhashable type: 'list', ..."""
+    folder, _ = saved
+    _edit_card(folder, **changes)
+    with pytest.raises(ModelError) as err:
+        load_model(folder)
+    assert str(folder / CARD_FILE) in str(err.value) and says in str(err.value), str(err.value)
+
+
+def test_a_bad_card_among_the_models_hides_no_other_model(saved, tmp_path, monkeypatch, capsys):
+    """One card with arch: [msnet] in MICRO_SEG_MODELS broke `models list` and every lookup by name."""
+    import shutil
+
+    from micro_seg.cli import main
+
+    folder, _ = saved
+    bad = folder.parent / "broken"
+    shutil.copytree(folder, bad)
+    _edit_card(bad, name="broken", arch=["msnet"])
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(folder.parent))
+    skipped = []
+    assert "tiny" in [c.name for c in list_models(skipped=skipped)]
+    assert [f for f, _ in skipped] == [str(bad)]
+    assert resolve_model("tiny") == folder and load_model("tiny").card.name == "tiny"
+    assert main(["models", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert "tiny" in out and f"{bad}: not listed: {bad / CARD_FILE}: model 'broken': arch must be text" in err
+    assert main(["models", "show", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(bad / CARD_FILE) in err and "arch must be text" in err
+
+
+def test_weights_check_of_a_card_whose_sha256_became_a_number(saved):
+    from micro_seg.registry import check_weights_file
+
+    folder, _ = saved
+    card = load_card(folder)
+    card.weights_sha256 = 12345
+    with pytest.raises(WeightsIntegrityError, match="does not match the card's"):
+        check_weights_file(folder, card)
+
+
 def test_unknown_card_keys_kept_in_extra():
     card = ModelCard.from_dict({**_card().to_dict(), "how_to_retrain": "python models/x/train.py"})
     assert card.extra["how_to_retrain"] == "python models/x/train.py"
