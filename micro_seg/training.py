@@ -1160,8 +1160,8 @@ def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisa
                                  + f" on {n_train} training image{'s' if n_train != 1 else ''}.")
         if base_card.task != task:
             fields["postprocess"] = {}  # another task: the base model's post-processing options do not apply
-        if len(base_card.classes) == len(classes):
-            fields["defect_classes"] = [c for c in base_card.defect_classes if c in classes]
+        # the base's countable classes stay countable whatever classes are added or dropped
+        fields["defect_classes"] = [c for c in base_card.defect_classes if c in classes]
         fields["extra"]["base_model"] = base_card.name
     for k, v in (extra or {}).items():
         if k in ("extra", "training_data", "metrics") and isinstance(v, dict):

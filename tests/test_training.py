@@ -327,6 +327,26 @@ def test_finetune_adding_a_class_keeps_the_head_rows_of_the_classes_the_base_kne
     assert head_rows_to_keep(["grain", "boundary"], ["x", "y"]) == [0, 1]
 
 
+@pytest.mark.parametrize("classes, defects", [
+    (["background", "pore"], ["pore"]),                                     # crack dropped
+    (["background", "pore", "crack", "inclusion"], ["pore", "crack"]),      # a class added
+    (["background", "crack", "pore"], ["pore", "crack"]),                   # same count, reordered
+])
+def test_finetune_to_other_classes_keeps_the_base_defect_classes_still_there(classes, defects):
+    """Fine-tuning a defect model to another class count made a model without defect classes: segment then
+    wrote no instances and measure defects nothing."""
+    from micro_seg.nets import build_network
+    from micro_seg.registry import ModelCard
+
+    img, truth, _ = _stripes()
+    base_card = ModelCard(name="defects", task="semantic", arch="msnet", arch_kwargs=dict(TINY), in_channels=1,
+                          classes=["background", "pore", "crack"], defect_classes=["pore", "crack"])
+    torch.manual_seed(0)
+    base = (build_network("msnet", in_channels=1, num_classes=3, **TINY), base_card)
+    _, card, _ = _fit([img], [truth], base=base, classes=classes, epochs=1, patches_per_epoch=4)
+    assert card.classes == classes and card.defect_classes == defects
+
+
 def test_finetuning_never_changes_the_callers_base_model(tmp_path):
     """A loaded model given as ``base`` is copied: after a fine-tune with a new head, and after a cancelled one
     (msnet trains channels-last), the caller's network has its weights, its head and the usual layout."""
