@@ -66,6 +66,7 @@ __all__ = [
     "model_search_dirs",
     "user_models_dir",
     "sha256_file",
+    "write_safetensors",
     "CARD_FILE",
     "WEIGHTS_FILE",
 ]
@@ -574,6 +575,48 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     raise ModelError(f"unknown model {text!r}; available: {listing} (or give a model folder path)")
 
 
+def write_safetensors(tensors: dict, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` (name -> torch tensor) to a safetensors file whose bytes depend only on the tensors and
+    ``metadata``.
+
+    safetensors writes the metadata keys in a random order (a hash map), so two saves of the same weights had
+    two sha256; here the header is written again with its keys sorted.  The file is written under a temporary
+    name and renamed over ``path``, so a reader never sees a half-written file.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> a = write_safetensors({"w": torch.ones(2)}, tempfile.mkdtemp() + "/a.safetensors", metadata={"x": "1", "a": "2"})
+    >>> b = write_safetensors({"w": torch.ones(2)}, tempfile.mkdtemp() + "/b.safetensors", metadata={"a": "2", "x": "1"})
+    >>> sha256_file(a) == sha256_file(b)
+    True
+    """
+    import json
+    import struct
+
+    from safetensors.torch import save
+
+    path = Path(path)
+    raw = save(tensors, metadata=metadata)
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = dict(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"], kv[0])))  # data order
+    if meta:
+        ordered = {"__metadata__": dict(sorted(meta.items())), **ordered}
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors pads it
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(struct.pack("<Q", len(text)))
+        fh.write(text)
+        fh.write(memoryview(raw)[8 + n :])
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path:
     """Write ``network`` weights (safetensors) and ``card`` (YAML) to ``folder``.
 
@@ -585,8 +628,6 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
     Path
         The model folder.
     """
-    from safetensors.torch import save_file
-
     from micro_seg import __version__
 
     from micro_seg.nets import resolved_arch_kwargs
@@ -605,9 +646,7 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
         seen.add(ptr)
     card.weights_file = card.weights_file or WEIGHTS_FILE
     weights = folder / card.weights_file
-    tmp = weights.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "name": card.name, "arch": card.arch})
-    os.replace(tmp, weights)
+    write_safetensors(state, weights, metadata={"format": "pt", "name": card.name, "arch": card.arch})
     card.weights_sha256 = sha256_file(weights)
     card.created = card.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     card.software_version = __version__

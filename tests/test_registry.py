@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -55,6 +57,35 @@ def test_safetensors_roundtrip(saved):
         np.testing.assert_allclose(loaded.network(x).numpy(), net(x).numpy(), rtol=0, atol=0)
     # via card.yaml path too
     assert load_model(folder / CARD_FILE).card.name == "tiny"
+
+
+_SAVE_FOUR_TIMES = """
+import sys, torch
+from micro_seg.nets import build_network
+from micro_seg.registry import ModelCard, save_model
+torch.manual_seed(0)
+net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8])
+for i in range(4):
+    card = ModelCard(name="same", task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]}, in_channels=1,
+                     classes=["background", "pore"])
+    print(save_model(f"{sys.argv[1]}/{i}", net, card) and card.weights_sha256)
+"""
+
+
+def test_the_same_weights_saved_twice_have_the_same_sha256(tmp_path):
+    """safetensors wrote the header's metadata in a random order: the same weights saved again (another run with
+    the same seed, another process) had another sha256 on the card."""
+    import subprocess
+    import sys
+
+    shas = []
+    for run in ("a", "b"):
+        done = subprocess.run([sys.executable, "-c", _SAVE_FOUR_TIMES, str(tmp_path / run)], capture_output=True,
+                              text=True, check=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+        shas += done.stdout.split()
+    assert len(shas) == 8 and len(set(shas)) == 1, shas
+    assert sha256_file(tmp_path / "a" / "0" / WEIGHTS_FILE) == shas[0]
+    assert load_model(tmp_path / "b" / "3").card.weights_sha256 == shas[0]
 
 
 def test_tampered_weights_refused(saved):
