@@ -28,7 +28,9 @@ number of classes, undoing the prior shift that class weights and rare-class
 patches cause) and folded into the bias of the logits layer, so every
 consumer of the model uses them.  Checkpoints (no
 pickles: safetensors + JSON) allow ``resume=True``.  With the same ``seed``
-(and thread count) two runs give identical weights.
+(and thread count) two runs give identical weights; a ``time_limit_s`` changes
+that only when the epochs do not fit in it (judged on the first steps): the
+schedule then follows the clock and the result depends on the machine's speed.
 
 Examples
 --------
@@ -642,8 +644,12 @@ def segmentation_loss(logits, labels, *, class_weights=None, dice_weight: float 
 
 # -------------------------------------------------------------- training
 
-#: Fraction of the run (steps, or wall time with a time limit) spent warming the learning rate up.
+#: Fraction of the run (steps, or wall time when the epochs do not fit in the time limit) spent warming the
+#: learning rate up.
 _WARMUP_FRACTION = 0.03
+
+#: Training steps timed before judging whether the epochs fit in the time limit.
+_STEPS_TIMED = 5
 
 #: Settings that may differ between a checkpoint and the run resuming it.
 _RESUMABLE_CHANGES = ("lr", "epochs", "calibrate")
@@ -943,9 +949,14 @@ def iter_train_segmenter(
            "warnings": [advice] if advice else [],
            "n_train": len(xs), "n_val": len(vxs), "class_weights": config["class_weights"], "seconds": 0.0}
 
+    # The schedule runs over the steps of the epochs, so the same seed gives the same model whatever the machine's
+    # speed.  Only once the steps timed so far say the epochs will not fit in the time limit does it follow the
+    # clock instead (warm-up and cosine end with the time budget): such a run depends on the machine's speed.
+    follow_clock = False
+
     def lr_at(step: int) -> float:
         frac = step / total_steps
-        if time_limit_s:
+        if follow_clock:
             frac = max(frac, (time.perf_counter() - t_start) / time_limit_s)
         # warm-up over the first 3% of the run, measured like the schedule: with a time limit and a
         # generous epoch count the step-based warm-up alone would never end (lr stuck near 0)
@@ -955,6 +966,7 @@ def iter_train_segmenter(
         return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
     stopped = None
+    t_loop, steps_done = time.perf_counter(), 0
     for epoch in range(start_epoch, epochs):
         rng = np.random.default_rng([seed, epoch])
         torch.manual_seed(seed * 100_003 + epoch)
@@ -997,6 +1009,11 @@ def iter_train_segmenter(
             yield {"stage": "step", "epoch": epoch, "epochs": epochs, "step": step,
                    "steps_per_epoch": steps_per_epoch, "loss": losses[-1], "lr": opt.param_groups[0]["lr"],
                    "seconds": time.perf_counter() - t_start}
+            steps_done += 1
+            if time_limit_s and not follow_clock and steps_done >= _STEPS_TIMED:
+                now = time.perf_counter()  # validation time counts: it is part of the time per step
+                left = total_steps - (epoch * steps_per_epoch + step + 1)
+                follow_clock = now - t_start + left * (now - t_loop) / steps_done > time_limit_s
             if time_limit_s and time.perf_counter() - t_start >= time_limit_s:
                 break  # out of time mid-epoch: validate, checkpoint and stop below
         if not all(bool(torch.isfinite(v).all()) for v in network.state_dict().values() if v.is_floating_point()):
@@ -1036,6 +1053,9 @@ def iter_train_segmenter(
         if time_limit_s and time.perf_counter() - t_start >= time_limit_s:
             stopped = f"time limit of {time_limit_s:.0f} s reached"
             break
+    if follow_clock:  # say why two runs with the same seed may differ
+        stopped = (f"{stopped or 'all epochs done'}; the epochs did not fit in the time limit, so the learning-rate "
+                   "schedule followed the clock: the result depends on the machine's speed")
 
     if keep not in ("best", "last"):
         raise TrainingDataError(f"keep must be 'best' or 'last', got {keep!r}")
@@ -1220,7 +1240,10 @@ def train_segmenter(
         the same way; default 1, or the base model's),
         ``pseudo_label_threshold`` (fine-tuning only: unlabelled pixels the
         base model classifies with at least this probability are trained on
-        its class, see :func:`pseudo_labels`), ``time_limit_s``,
+        its class, see :func:`pseudo_labels`), ``time_limit_s`` (stops the
+        run; when the first steps show that the epochs will not fit in it, the
+        learning-rate schedule follows the clock instead of the steps, so the
+        result depends on the machine's speed),
         ``checkpoint_dir``, ``resume`` (continue from the checkpoint; only
         ``lr`` and ``epochs`` may differ from the checkpointed run), ``num_threads``, ``cancel`` (callable
         or ``threading.Event``; raises :class:`CancelledError`), ``name``,

@@ -467,6 +467,24 @@ def test_time_limit_stops_training_early():
     net, card, history = _fit([img], [scribble], epochs=500, time_limit_s=0.5)
     assert len(history) < 500
     assert "time limit" in card.extra["training"]["stopped"]
+    assert "the result depends on the machine's speed" in card.extra["training"]["stopped"]
+
+
+def test_a_time_limit_the_epochs_fit_in_changes_nothing(monkeypatch):
+    """The schedule mixed in elapsed / time limit even when the limit was never reached: two runs with the same
+    seed and a generous --minutes gave different weights. The clock is made to run at very different speeds."""
+    import time as _time
+
+    img, _, scribble = _stripes()
+    real = _time.perf_counter
+    runs = []
+    for speed in (1.0, 50.0):
+        start = real()
+        monkeypatch.setattr("micro_seg.training.time.perf_counter", lambda s=speed, t0=start: t0 + s * (real() - t0))
+        net, card, _ = _fit([img], [scribble], epochs=2, time_limit_s=300.0)
+        runs.append(_weights(net))
+        assert card.extra["training"]["stopped"] is None
+    assert _same(*runs)
 
 
 def test_input_scale_training_works_at_half_size_and_segments_full_size(tmp_path):

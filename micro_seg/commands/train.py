@@ -98,8 +98,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-orientation", action="store_true",
                    help="no 90-degree rotations (flips that keep directions only): for images with a fixed direction "
                    "such as grinding marks, rolling direction or scan lines")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock time limit")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed and data give the same model (default 0)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock time limit. When the epochs fit in it, it changes nothing; when they do not (judged "
+                        "on the first steps), the learning-rate schedule follows the clock and training stops at the "
+                        "limit: such a run depends on the machine's speed (the card's 'stopped' says so)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed, data and --threads give the same model (unless the epochs do "
+                        "not fit in --minutes) (default 0)")
     p.add_argument("--split-seed", type=int, default=None,
                    help="seed of the validation split (default: --seed). Runs that differ only in --seed but share "
                    "--split-seed hold out the same images: `micro-seg models ensemble --calibrate` can then choose the "
