@@ -19,7 +19,7 @@ scale jitter, contrast/brightness/gamma, noise, blur), and fed to AdamW with a
 warm-up + cosine learning-rate schedule.  The loss is cross-entropy with
 ``ignore_index`` and class weights (``"auto"`` = inverse square root of class
 frequency), optionally plus a soft Dice term.  Validation images are split off
-**by image** (never by patch); after each epoch the whole validation images
+**by image** (never by patch; only images with labelled pixels); after each epoch the whole validation images
 are predicted and per-class IoU computed; the best epoch is kept and training
 stops early after ``patience`` epochs without improvement.  Finally
 (``calibrate=True``) per-class logit offsets that maximise the validation mean
@@ -777,13 +777,24 @@ def iter_train_segmenter(
     split_seed = seed if split_seed is None else int(split_seed)
     if (val_images is None) != (val_labels is None):
         raise TrainingDataError("give both val_images and val_labels, or neither")
+    warnings: list[str] = []
     if val_images is not None:
         val_images, val_labels = list(val_images), list(val_labels)
         _check_pairs(val_images, val_labels, n_classes, "validation")
         train_idx, val_idx, val_sha256 = list(range(len(images))), None, None
     else:
-        train_idx, val_idx = split_by_image(len(images), val_fraction, split_seed,
-                                            class_pixels=class_pixel_counts(labels, n_classes))
+        # only images with labelled pixels can validate: an unlabelled one held out gave a NaN mean IoU every epoch
+        counts = class_pixel_counts(labels, n_classes)
+        usable = [i for i in range(len(images)) if counts[i].sum() > 0]
+        _, val_pos = split_by_image(len(usable), val_fraction, split_seed, class_pixels=counts[usable])
+        val_idx = [usable[i] for i in val_pos]
+        train_idx = [i for i in range(len(images)) if i not in val_idx]
+        if val_fraction > 0 and not val_idx:
+            why = "one training image" if len(images) == 1 else \
+                f"only {len(usable)} of the {len(images)} images has labelled pixels"
+            kept = "the last epoch" if keep == "last" else "the epoch with the lowest training loss"
+            warnings.append(f"no validation ({why}; validation holds out whole labelled images): {kept} is kept "
+                            "and no logit offsets are calibrated")
         val_images = [images[i] for i in val_idx]
         val_labels = [labels[i] for i in val_idx]
         val_sha256 = pairs_sha256(val_images, val_labels)  # as given: lets an ensemble check it is calibrated on these
@@ -946,7 +957,7 @@ def iter_train_segmenter(
 
     advice = patch_size_advice([x.shape[1:] for x in xs], patch_size, stride=required_stride(network))
     yield {"stage": "start", "epoch": start_epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
-           "warnings": [advice] if advice else [],
+           "warnings": warnings + ([advice] if advice else []),
            "n_train": len(xs), "n_val": len(vxs), "class_weights": config["class_weights"], "seconds": 0.0}
 
     # The schedule runs over the steps of the epochs, so the same seed gives the same model whatever the machine's

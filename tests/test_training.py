@@ -258,6 +258,25 @@ def test_progress_events_and_validation_split_by_image():
     assert v["mean_iou"] >= epoch_miou
 
 
+def test_an_image_without_labelled_pixels_is_never_held_out_for_validation():
+    """Two images, one unlabelled: the split held out the unlabelled one, so validation mIoU was NaN every epoch
+    and best_epoch -1. Now there is no validation, said in a warning, and the lowest-loss epoch is kept."""
+    img, _, scribble = _stripes()
+    empty = np.zeros_like(scribble)
+    for seed in range(3):
+        events = []
+        _, card, history = _fit([img, img], [empty, scribble], val_fraction=0.5, epochs=2, seed=seed,
+                                patches_per_epoch=4, progress=events.append)
+        assert card.training_data["val_indices"] == [] and card.training_data["n_val_images"] == 0
+        assert all("val" not in h for h in history) and card.extra["training"]["best_epoch"] in (0, 1)
+        (warning,) = events[0]["warnings"]
+        assert warning.startswith("no validation (only 1 of the 2 images has labelled pixels")
+        assert "the epoch with the lowest training loss is kept" in warning
+    # three images, one unlabelled: a labelled one validates
+    _, card, history = _fit([img] * 3, [empty, scribble, scribble], val_fraction=0.34, epochs=1, patches_per_epoch=4)
+    assert card.training_data["val_indices"] in ([1], [2]) and history[0]["val"]["mean_iou"] >= 0
+
+
 def test_training_split_is_stratified_by_class():
     # 10 images; only images 2 and 6 have class "bright": one of them is held out, one trains
     imgs, labs = [], []

@@ -475,7 +475,8 @@ def run(args: argparse.Namespace) -> dict:
         if args.quiet or args.json and ev["stage"] == "step":
             return
         for warning in ev.get("warnings") or ():
-            print(f"warning: {warning} (--patch-size)", file=sys.stderr, flush=True)
+            hint = " (--patch-size)" if warning.startswith("patch size") else ""
+            print(f"warning: {warning}{hint}", file=sys.stderr, flush=True)
         if ev["stage"] == "epoch":
             v = ev.get("val") or {}
             miou = v.get("mean_iou")
