@@ -21,7 +21,7 @@ warm-up + cosine learning-rate schedule.  The loss is cross-entropy with
 frequency), optionally plus a soft Dice term.  Validation images are split off
 **by image** (never by patch; only images with labelled pixels); after each epoch the whole validation images
 are predicted and per-class IoU computed; the best epoch is kept and training
-stops early after ``patience`` epochs without improvement.  Finally
+stops early after ``patience`` epochs without improvement (0 or None: never).  Finally
 (``calibrate=True``) per-class logit offsets that maximise the validation mean
 IoU are chosen (:func:`calibrate_logit_offsets`: a decision threshold for any
 number of classes, undoing the prior shift that class weights and rare-class
@@ -1058,7 +1058,7 @@ def iter_train_segmenter(
             (ckpt / "last.json").write_text(json.dumps(meta, default=float))
         yield {"stage": "epoch", "epoch": epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
                "loss": rec["loss"], "val": rec.get("val"), "best_epoch": best_epoch, "seconds": rec["seconds"]}
-        if patience is not None and vxs and epoch - best_epoch >= patience:
+        if patience and vxs and epoch - best_epoch >= patience:  # 0 or None: no early stopping
             stopped = f"early stop: no validation improvement for {patience} epochs"
             break
         if time_limit_s and time.perf_counter() - t_start >= time_limit_s:
@@ -1244,7 +1244,8 @@ def train_segmenter(
         ``seed``: runs that differ only in ``seed`` but share ``split_seed``
         hold out the same images, so an ensemble of them can be calibrated on
         images none of its members trained on), ``patience`` (early
-        stopping, epochs), ``keep`` ("best"
+        stopping after this many epochs without improvement; 0 or None:
+        never), ``keep`` ("best"
         epoch by validation mean IoU, or "last"), ``input_scale`` (train on
         the micrographs resized by this factor, e.g. 0.5 when the structures
         are many pixels across; recorded on the card, and inference resizes

@@ -249,3 +249,16 @@ def test_same_seed_with_a_time_limit_that_is_not_reached_gives_the_same_model(di
         assert code == 0, captured.err
         shas.append(json.loads(captured.out)["sha256"])
     assert shas[0] == shas[1]
+
+
+def test_patience_0_means_no_early_stopping(dirs, tmp_path, capsys):
+    """--patience 0 stopped after epoch 1 even when that epoch improved."""
+    img_dir, lab_dir = dirs
+    for i, stem in enumerate(["a", "b"]):
+        _write_pair(img_dir, lab_dir, stem, seed=i)
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), "--classes", "dark,bright",
+                 "--epochs", "3", "--patience", "0", "--val-fraction", "0.5", "--patch-size", "32", "--batch-size",
+                 "2", "--patches-per-epoch", "2", "--arch", "msnet-s", "--threads", "1", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["epochs_run"] == 3

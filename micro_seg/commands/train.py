@@ -80,7 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the plain argmax decision (default: per-class logit offsets chosen on the validation "
                    "images to maximise their mean IoU, folded into the network)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of IMAGES held out for validation")
-    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
+    p.add_argument("--patience", type=int, default=10,
+                   help="stop after this many epochs without a better validation mean IoU (default 10; 0 = never "
+                        "stop early)")
     p.add_argument("--keep", default="best", choices=["best", "last"],
                    help="weights to keep: the epoch with the best validation mean IoU (default) or the last epoch "
                    "(better for a fixed time budget with a small or noisy validation split)")
