@@ -646,12 +646,38 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
         seen.add(ptr)
     card.weights_file = card.weights_file or WEIGHTS_FILE
     weights = folder / card.weights_file
-    write_safetensors(state, weights, metadata={"format": "pt", "name": card.name, "arch": card.arch})
-    card.weights_sha256 = sha256_file(weights)
+    # a model already in the folder keeps working until the new one is complete: the new weights go to another
+    # name, the card is switched to them in one step, then they take the usual name (a second switch), so an
+    # interruption at any moment leaves the old model or the new one, each loadable
+    staged = write_safetensors(state, folder / f"{weights.stem}.new{weights.suffix}",
+                               metadata={"format": "pt", "name": card.name, "arch": card.arch})
+    card.weights_sha256 = sha256_file(staged)
     card.created = card.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     card.software_version = __version__
-    (folder / CARD_FILE).write_text(yaml.safe_dump(card.to_dict(), sort_keys=False), encoding="utf-8")
+    if weights.exists():
+        _write_card(folder, {**card.to_dict(), "weights_file": staged.name})
+        tmp = weights.with_name(weights.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(staged, tmp)
+        except OSError:  # a file system without hard links
+            import shutil
+
+            shutil.copyfile(staged, tmp)
+        os.replace(tmp, weights)
+    else:
+        os.replace(staged, weights)
+    _write_card(folder, card.to_dict())
+    staged.unlink(missing_ok=True)
     return folder
+
+
+def _write_card(folder: Path, data: dict[str, Any]) -> None:
+    """Write ``card.yaml`` through a temporary file, so a reader sees the old card or the new one."""
+    path = folder / CARD_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def check_weights_file(folder: Path, card: ModelCard) -> Path:

@@ -27,7 +27,9 @@ IoU are chosen (:func:`calibrate_logit_offsets`: a decision threshold for any
 number of classes, undoing the prior shift that class weights and rare-class
 patches cause) and folded into the bias of the logits layer, so every
 consumer of the model uses them.  Checkpoints (no
-pickles: safetensors + JSON) allow ``resume=True``.  With the same ``seed``
+pickles: safetensors + a JSON record naming them with their sha256, replaced
+last, so a run stopped at any moment leaves a consistent checkpoint) allow
+``resume=True``.  With the same ``seed``
 (and thread count) two runs give identical weights; a ``time_limit_s`` changes
 that only when the epochs do not fit in it (judged on the first steps): the
 schedule then follows the clock and the result depends on the machine's speed.
@@ -578,6 +580,80 @@ def _state_to_tensors(network, optimizer) -> dict:
     return tensors
 
 
+#: The checkpoint's record: epoch, history, settings, and the weights files with their sha256.
+CHECKPOINT_RECORD = "last.json"
+
+
+def _write_checkpoint_weights(ckpt: Path, stem: str, tensors: dict) -> dict:
+    """Write ``tensors`` to ``ckpt/<stem>.safetensors`` (a new name each epoch, so the record still names
+    complete files until it is replaced); ``{"file": name, "sha256": hex}``."""
+    from micro_seg.registry import sha256_file, write_safetensors
+
+    path = write_safetensors(tensors, ckpt / f"{stem}.safetensors")
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def _write_checkpoint_record(ckpt: Path, meta: dict) -> None:
+    """Replace the checkpoint record (through a temporary file) by ``meta``, then remove the weights files it no
+    longer names: a run stopped at any moment leaves a record whose files are there and are the ones it names."""
+    import os
+
+    path = ckpt / CHECKPOINT_RECORD
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, default=float), encoding="utf-8")
+    os.replace(tmp, path)
+    named = {f["file"] for f in meta["files"].values()}
+    for old in [*ckpt.glob("last-*.safetensors"), *ckpt.glob("best-*.safetensors"),
+                ckpt / "last.safetensors", ckpt / "best.safetensors"]:  # the last two: older micro-seg
+        if old.name not in named:
+            old.unlink(missing_ok=True)
+
+
+def _read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict | None]:
+    """``(record, training state, best weights or None)`` of a checkpoint folder.
+
+    Raises :class:`TrainingDataError` naming the file when the record is unreadable, or a weights file is
+    missing, unreadable or not the one the record names (its sha256 differs).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from micro_seg.registry import sha256_file
+
+    path = ckpt / CHECKPOINT_RECORD
+    again = "train without --resume to start again"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict) \
+                or not isinstance(meta["history"], list):
+            raise ValueError("not a checkpoint record")
+        int(meta["epoch"]), float(meta["best_score"]), int(meta["best_epoch"])
+        files = meta.get("files")
+        if files is None:  # written by an older micro-seg: fixed names, no sha256
+            files = {"weights": {"file": "last.safetensors"}}
+            if (ckpt / "best.safetensors").exists():
+                files["best"] = {"file": "best.safetensors"}
+        if not isinstance(files, dict) or "weights" not in files \
+                or not all(isinstance(f, dict) and isinstance(f.get("file"), str) for f in files.values()):
+            raise ValueError("no weights files named")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise TrainingDataError(f"{path}: checkpoint record is unreadable ({exc}); {again}") from None
+    tensors = {}
+    for key, entry in files.items():
+        weights = ckpt / Path(entry["file"]).name
+        if not weights.is_file():
+            raise TrainingDataError(f"{weights}: checkpoint weights named by {path} are missing; {again}")
+        if entry.get("sha256") and sha256_file(weights) != entry["sha256"]:
+            raise TrainingDataError(f"{weights}: checkpoint weights are not the ones {path} names (sha256 "
+                                    f"differs: truncated or changed); {again}")
+        try:
+            tensors[key] = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise TrainingDataError(f"{weights}: checkpoint weights are unreadable ({' '.join(str(exc).split())}); "
+                                    f"{again}") from None
+    return meta, tensors["weights"], tensors.get("best")
+
+
 def _load_state(network, optimizer, tensors: dict) -> None:
     model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     network.load_state_dict(model_sd)
@@ -927,10 +1003,9 @@ def iter_train_segmenter(
         "data_sha256": given_sha256,
         "val_indices": None if val_idx is None else [int(i) for i in val_idx],
     }
+    best_file = None  # the checkpoint's best-weights file: {"file": name, "sha256": hex}
     if ckpt is not None and resume and (ckpt / "last.json").exists():
-        from safetensors.torch import load_file
-
-        meta = json.loads((ckpt / "last.json").read_text())
+        meta, last_tensors, best_tensors = _read_checkpoint(ckpt)
         # the learning rate and the epoch count may change when continuing a run; nothing else may
         same = {k: v for k, v in json.loads(json.dumps(config)).items() if k not in _RESUMABLE_CHANGES}
         # checkpoints from before input_scale / pseudo-labels existed were made without them
@@ -946,12 +1021,16 @@ def iter_train_segmenter(
             raise TrainingDataError(f"{ckpt}: checkpoint was made with different settings "
                                     f"({', '.join(names.get(k, k) for k in differ)}); cannot resume "
                                     "(use a new checkpoint_dir)")
-        _load_state(network, opt, load_file(str(ckpt / "last.safetensors")))
+        try:
+            _load_state(network, opt, last_tensors)
+        except (RuntimeError, KeyError, IndexError, ValueError) as exc:
+            raise TrainingDataError(f"{ckpt}: checkpoint weights do not fit this network "
+                                    f"({' '.join(str(exc).split())[:200]}); train without --resume") from None
         history = meta["history"]
         start_epoch = int(meta["epoch"]) + 1
         best_score, best_epoch = float(meta["best_score"]), int(meta["best_epoch"])
-        if (ckpt / "best.safetensors").exists():
-            best_state = {k: v for k, v in load_file(str(ckpt / "best.safetensors")).items()}
+        if best_tensors is not None:
+            best_state, best_file = best_tensors, (meta.get("files") or {}).get("best")
 
     from micro_seg.nets import required_stride
 
@@ -1048,14 +1127,16 @@ def iter_train_segmenter(
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
         if ckpt is not None:
-            from safetensors.torch import save_file
-
             ckpt.mkdir(parents=True, exist_ok=True)
-            save_file(_state_to_tensors(network, opt), str(ckpt / "last.safetensors"))
+            files = {"weights": _write_checkpoint_weights(ckpt, f"last-{epoch}", _state_to_tensors(network, opt))}
             if best_epoch == epoch:
-                save_file({k: v.contiguous() for k, v in best_state.items()}, str(ckpt / "best.safetensors"))
-            meta = {"epoch": epoch, "history": history, "best_score": best_score, "best_epoch": best_epoch, "config": config}
-            (ckpt / "last.json").write_text(json.dumps(meta, default=float))
+                best_file = _write_checkpoint_weights(ckpt, f"best-{epoch}",
+                                                      {k: v.contiguous() for k, v in best_state.items()})
+            if best_file is not None:
+                files["best"] = best_file
+            meta = {"epoch": epoch, "history": history, "best_score": best_score, "best_epoch": best_epoch,
+                    "config": config, "files": files}
+            _write_checkpoint_record(ckpt, meta)
         yield {"stage": "epoch", "epoch": epoch, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
                "loss": rec["loss"], "val": rec.get("val"), "best_epoch": best_epoch, "seconds": rec["seconds"]}
         if patience and vxs and epoch - best_epoch >= patience:  # 0 or None: no early stopping

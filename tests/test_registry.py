@@ -88,6 +88,54 @@ def test_the_same_weights_saved_twice_have_the_same_sha256(tmp_path):
     assert load_model(tmp_path / "b" / "3").card.weights_sha256 == shas[0]
 
 
+def test_saving_over_a_model_stopped_at_any_moment_leaves_a_loadable_model(saved, monkeypatch):
+    """save_model replaced the weights, then wrote the card: stopped in between, the folder held new weights under
+    the old card's sha256 and the user's previous model no longer loaded. Each file operation is made to fail in
+    turn: the folder then loads as the old model or the new one."""
+    import os
+    import pathlib
+
+    folder, old_net = saved
+    new_net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8, 8])
+    old, new = _state(old_net), _state(new_net)
+    real_replace, real_write = os.replace, pathlib.Path.write_text
+    for k in range(20):
+        calls = []
+
+        def counted(real):
+            def op(*args, **kwargs):
+                calls.append(real)
+                if len(calls) > k:
+                    raise KeyboardInterrupt
+                return real(*args, **kwargs)
+            return op
+
+        monkeypatch.setattr(os, "replace", counted(real_replace))
+        monkeypatch.setattr(pathlib.Path, "write_text", counted(real_write))
+        try:
+            save_model(folder, new_net, _card())
+            finished = True
+        except KeyboardInterrupt:
+            finished = False
+        monkeypatch.setattr(os, "replace", real_replace)
+        monkeypatch.setattr(pathlib.Path, "write_text", real_write)
+        got = _state(load_model(folder).network)
+        assert _same_state(got, new) or (not finished and _same_state(got, old)), k
+        if finished:
+            break
+        save_model(folder, old_net, _card())  # the old model again for the next stop
+    assert finished and k >= 2
+    assert sorted(p.name for p in folder.iterdir()) == [CARD_FILE, WEIGHTS_FILE]
+
+
+def _state(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_tampered_weights_refused(saved):
     folder, _ = saved
     path = folder / WEIGHTS_FILE

@@ -310,6 +310,28 @@ def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(dirs, tmp
     assert "no checkpoint found" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage", ["truncated weights", "broken record"])
+def test_resume_from_a_damaged_checkpoint_exits_2_naming_the_file(dirs, tmp_path, capsys, damage):
+    """A truncated checkpoint weights file or a broken last.json crashed --resume with an internal error."""
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    ckpt = tmp_path / "ckpt"
+    common = ["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--classes", "dark,bright",
+              "--checkpoint-dir", str(ckpt), "--quiet"]
+    assert main(common) == 0
+    capsys.readouterr()
+    if damage == "truncated weights":
+        (bad,) = [p for p in ckpt.glob("last*.safetensors")]
+        bad.write_bytes(bad.read_bytes()[:100])
+    else:
+        bad = ckpt / "last.json"
+        bad.write_text('{"epoch": 0, "hist')
+    assert main(common + ["--resume", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    _one_line_exit_2(2, err)
+    assert f"{bad}: checkpoint" in err and "train without --resume to start again" in err
+
+
 def test_out_that_is_the_images_or_labels_folder_is_refused_and_replacing_a_model_is_said(dirs, tmp_path, capsys):
     img_dir, lab_dir = dirs
     _write_pair(img_dir, lab_dir, "a")

@@ -205,6 +205,33 @@ def test_resume_from_checkpoint_continues_identically(tmp_path):
     assert _same(full, _weights(resumed.network))
 
 
+def test_a_stop_between_checkpoint_weights_and_record_resumes_where_the_record_says(tmp_path, monkeypatch):
+    """The weights of epoch 2 were written over last.safetensors before last.json said epoch 2: a run stopped in
+    between resumed epoch 2 from epoch 2's weights (trained twice). Now the record names the weights it goes
+    with, so the resumed run is the uninterrupted one."""
+    import pathlib
+
+    img, _, scribble = _stripes()
+    _fit([img], [scribble], epochs=1, keep="last", checkpoint_dir=tmp_path / "a")
+    whole = _weights(_fit([img], [scribble], epochs=2, keep="last", checkpoint_dir=tmp_path / "a",
+                          resume=True).network)
+    _fit([img], [scribble], epochs=1, keep="last", checkpoint_dir=tmp_path / "b")
+    real_write = pathlib.Path.write_text
+
+    def stop_at_the_record(self, *args, **kwargs):
+        if self.name.startswith("last.json"):
+            raise KeyboardInterrupt
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", stop_at_the_record)
+    with pytest.raises(KeyboardInterrupt):
+        _fit([img], [scribble], epochs=2, keep="last", checkpoint_dir=tmp_path / "b", resume=True)
+    monkeypatch.setattr(pathlib.Path, "write_text", real_write)
+    resumed = _fit([img], [scribble], epochs=2, keep="last", checkpoint_dir=tmp_path / "b", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+    assert _same(whole, _weights(resumed.network))
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     img, _, scribble = _stripes()
     _fit([img], [scribble], epochs=1, checkpoint_dir=tmp_path)
