@@ -415,6 +415,31 @@ def test_lossy_label_files_are_refused_naming_the_file(dirs, tmp_path, capsys, k
     assert not (tmp_path / "m").exists()
 
 
+def test_labels_of_the_area_segment_analyses_train_an_sem_image_with_a_data_bar(dirs, tmp_path, capsys):
+    """segment writes labels without the data-bar rows (100 x 120 for a 124 x 120 image): train refused them as
+    the wrong size, so segment -> correct -> train failed for every SEM image with a data bar."""
+    import tifffile
+
+    import data_builders as db
+    from micro_seg.io import read_micrograph
+
+    img_dir, lab_dir = dirs
+    image = db.add_databar(db.grain_image((124, 120), seed=3), 24)
+    tifffile.imwrite(img_dir / "sem.tif", image)
+    assert read_micrograph(img_dir / "sem.tif").databar_rows == 24
+    lab = np.zeros((100, 120), np.uint8)
+    lab[:, :10], lab[:, -10:] = 1, 2
+    Image.fromarray(lab).save(lab_dir / "sem.png")
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), "--classes", "a,b", *FAST,
+                 "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    Image.fromarray(np.zeros((110, 120), np.uint8)).save(lab_dir / "sem.png")  # neither size: refused
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m2"), "--classes", "a,b", *FAST])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert "labels are 110 x 120 but image sem.tif is 124 x 120 pixels (100 x 120 without its data bar)" in err
+
+
 def test_dense_labels_out_of_range_name_the_value_in_the_file(dirs, capsys):
     """A dense map holding 0, 1, 2 with two classes: the message named value 3 (the value after the +1 shift)."""
     img_dir, lab_dir = dirs

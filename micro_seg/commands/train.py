@@ -3,7 +3,9 @@
 Image/label pairs are matched by file stem: ``IMAGES_DIR/a.tif`` pairs with
 ``LABELS_DIR/a.png`` (or ``a_labels.*``, ``a_label.*``, ``a_mask.*``).  Label files
 must be lossless (PNG, TIFF, BMP): JPEG labels are refused (their compression
-artefacts would be trained as classes).
+artefacts would be trained as classes).  Labels cover the whole image or, for
+an SEM image with a data bar, the image without it (as ``micro-seg segment``
+writes them): then the bar is left out of training.
 
 Label encodings (``--label-encoding``)
 --------------------------------------
@@ -119,16 +121,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read_image(path: Path, info: dict | None = None) -> np.ndarray:
-    """The micrograph's pixels; ``info`` (if given) collects its pixel size (``"pixel_sizes"``) and what the
-    reader warned about (``"warnings"``: a multi-page file of which only page 0 is read, ...)."""
+def _read_image(path: Path, info: dict | None = None) -> tuple[np.ndarray, int]:
+    """The micrograph's pixels and the rows of its SEM data bar (0 if none); ``info`` (if given) collects its
+    pixel size (``"pixel_sizes"``) and what the reader warned about (``"warnings"``: a multi-page file of which
+    only page 0 is read, ...)."""
     from micro_seg.io import read_micrograph
 
     m = read_micrograph(path)
     if info is not None:
         info.setdefault("pixel_sizes", []).append(m.pixel_size_um)
         info.setdefault("warnings", []).extend(f"{path}: {w}" for w in m.reader_warnings)
-    return np.asarray(m.data)
+    return np.asarray(m.data), int(m.databar_rows)
 
 
 #: TIFF compressions that change pixel values (old-style and new-style JPEG).
@@ -278,12 +281,15 @@ def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str, in
     pairs = find_pairs(images_dir, labels_dir)
     images, labels = [], []
     for img_path, lab_path in pairs:
-        img = _read_image(img_path, info)
+        img, bar = _read_image(img_path, info)
         lab = _read_label(lab_path, encoding, None if info is None else info.setdefault("warnings", []))
+        if bar and lab.shape == (img.shape[0] - bar, img.shape[1]):
+            img = img[: img.shape[0] - bar]  # labels of the area segment analyses (the image without its data bar)
         if img.shape[:2] != lab.shape:
+            area = f" ({img.shape[0] - bar} x {img.shape[1]} without its data bar)" if bar else ""
             raise TrainingDataError(
                 f"{lab_path}: labels are {lab.shape[0]} x {lab.shape[1]} but image {img_path.name} is "
-                f"{img.shape[0]} x {img.shape[1]} pixels"
+                f"{img.shape[0]} x {img.shape[1]} pixels{area}"
             )
         images.append(img)
         labels.append(lab)
