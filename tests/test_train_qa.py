@@ -440,6 +440,22 @@ def test_labels_of_the_area_segment_analyses_train_an_sem_image_with_a_data_bar(
     assert "labels are 110 x 120 but image sem.tif is 124 x 120 pixels (100 x 120 without its data bar)" in err
 
 
+def test_pairing_skips_hidden_files_and_pairs_identical_stems_first(dirs):
+    """A macOS '._a.png' AppleDouble copy was taken for an image (no label: exit 2), and the image
+    'Ti6Al4V_mask.png' could not pair with the label of the same name (its '_mask' was stripped)."""
+    from micro_seg.commands.train import find_pairs
+
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    _write_pair(img_dir, lab_dir, "Ti6Al4V_mask")
+    _write_pair(img_dir, lab_dir, "b")
+    (lab_dir / "b.png").rename(lab_dir / "b_mask.png")
+    for d in (img_dir, lab_dir):
+        (d / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert [(i.name, l.name) for i, l in find_pairs(img_dir, lab_dir)] == [
+        ("Ti6Al4V_mask.png", "Ti6Al4V_mask.png"), ("a.png", "a.png"), ("b.png", "b_mask.png")]
+
+
 def test_dense_labels_out_of_range_name_the_value_in_the_file(dirs, capsys):
     """A dense map holding 0, 1, 2 with two classes: the message named value 3 (the value after the +1 shift)."""
     img_dir, lab_dir = dirs

@@ -1,7 +1,9 @@
 """``micro-seg train IMAGES_DIR LABELS_DIR --out MODEL_DIR``: train or fine-tune a segmenter.
 
 Image/label pairs are matched by file stem: ``IMAGES_DIR/a.tif`` pairs with
-``LABELS_DIR/a.png`` (or ``a_labels.*``, ``a_label.*``, ``a_mask.*``).  Label files
+``LABELS_DIR/a.png`` (or, when no image is named like the label file,
+``a_labels.*``, ``a_label.*``, ``a_mask.*``).  Hidden files (names starting
+with ``.``) are left out.  Label files
 must be lossless (PNG, TIFF, BMP): JPEG labels are refused (their compression
 artefacts would be trained as classes).  Labels cover the whole image or, for
 an SEM image with a data bar, the image without it (as ``micro-seg segment``
@@ -233,8 +235,11 @@ def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
     if images_dir.resolve() == labels_dir.resolve():
         raise TrainingDataError(f"{labels_dir}: the labels folder is the images folder; give the folder of label "
                                 "images (0 = unlabelled, c = class c) with the same file stems")
-    imgs = sorted(p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT)
-    labs = sorted(p for p in labels_dir.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT)
+    # hidden files (macOS '._a.tif' AppleDouble copies, '.thumbs') are no images, as in batch and train-classifier
+    imgs = sorted(p for p in images_dir.iterdir()
+                  if p.is_file() and p.suffix.lower() in _IMAGE_EXT and not p.name.startswith("."))
+    labs = sorted(p for p in labels_dir.iterdir()
+                  if p.is_file() and p.suffix.lower() in _IMAGE_EXT and not p.name.startswith("."))
     if not imgs:
         raise TrainingDataError(f"{images_dir}: no images found (extensions {', '.join(sorted(_IMAGE_EXT))})")
     if not labs:
@@ -248,7 +253,7 @@ def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
     by_stem: dict[str, Path] = {}
     for lab in labs:
         stem = lab.stem
-        for suf in _LABEL_SUFFIXES[1:]:
+        for suf in _LABEL_SUFFIXES[1:] if stem not in img_by_stem else ():  # the same stem pairs first
             if stem.endswith(suf):
                 stem = stem[: -len(suf)]
                 break
