@@ -1178,6 +1178,8 @@ def iter_train_segmenter(
         normalisation=normalisation, config=config, best=best, best_epoch=best_epoch, history=history,
         data_sha256=pairs_sha256(images, labels), n_train=len(xs), n_val=len(vxs), val_indices=val_idx,
         val_sha256=val_sha256, stopped=stopped,
+        kept="the last epoch" if keep == "last" else "the best validation mean IoU" if vxs else
+        "the lowest training loss (no validation images)",
         seconds=time.perf_counter() - t_start, base_card=base_card, extra=card_extra,
     )
     return TrainResult(network, card, history)
@@ -1236,14 +1238,16 @@ def _replace_head(network, n_classes: int, arch: str, keep: Sequence[int | None]
 
 def _make_card(*, name, arch, arch_kwargs, task, classes, in_channels, normalisation, config, best, best_epoch,
                history, data_sha256, n_train, n_val, stopped, seconds, base_card, extra, val_indices=None,
-               val_sha256=None):
+               val_sha256=None, kept=None):
     from micro_seg.registry import ModelCard
 
     metrics: dict[str, Any] = {}
     if best.get("val"):
         metrics["validation"] = {"data": f"{n_val} validation images held out by image", **best["val"]}
     training = {
-        "n_train_images": n_train, "n_val_images": n_val, "best_epoch": best_epoch, "epochs_run": len(history),
+        # best_epoch counts from 0, as the epochs in the history do; kept: how the weights kept were chosen
+        "n_train_images": n_train, "n_val_images": n_val, "best_epoch": best_epoch, "kept": kept,
+        "epochs_run": len(history),
         "seconds": round(seconds, 1), "stopped": stopped,
         **{k: v for k, v in config.items() if k not in ("arch", "arch_kwargs", "classes", "in_channels", "normalisation")},
     }

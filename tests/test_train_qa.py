@@ -589,3 +589,42 @@ def test_train_reads_class_maps_recorded_by_segment(dirs, tmp_path, capsys):
     assert json.loads(cap.out)["classes"] == ["matrix", "pore"]
     assert [ln for ln in cap.err.splitlines() if ln.startswith("warning") and "no validation (one training" not in ln] \
         == []
+
+
+@pytest.mark.parametrize("value", ["1", "1.5", "-0.1", "nan"])
+def test_val_fraction_out_of_range_names_the_flag(dirs, tmp_path, capsys, value):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--val-fraction", value])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert f"--val-fraction must be at least 0 and below 1 (the fraction of the images held out for validation), " \
+           f"got {float(value)}" in err
+
+
+def test_json_warnings_hold_every_warning_printed_and_the_card_says_what_was_kept(dirs, tmp_path, capsys):
+    """The JSON 'warnings' held only the sparse-class warnings: patch padding, reader and mask warnings were on
+    stderr only; a one-image run kept the lowest-loss epoch without a word."""
+    from micro_seg.registry import load_card
+
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 255
+    mask[:, 32] = 128  # an anti-aliased edge
+    Image.fromarray(mask).save(lab_dir / "a.png")
+    out = tmp_path / "m"
+    args = ["train", str(img_dir), str(lab_dir), "--out", str(out), "--classes", "dark,bright", "--epochs", "1",
+            "--patch-size", "128", "--batch-size", "2", "--patches-per-epoch", "2", "--arch", "msnet-s",
+            "--label-encoding", "mask", "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    printed = [ln[len("warning: "):] for ln in captured.err.splitlines() if ln.startswith("warning: ")]
+    warnings = json.loads(captured.out)["warnings"]
+    assert warnings == printed and len(warnings) == 3, (warnings, printed)
+    assert [w.split(" ")[0] for w in warnings] == [f"{lab_dir / 'a.png'}:", "no", "patch"]
+    assert "mask has grey values" in warnings[0] and "(--patch-size)" in warnings[2]
+    assert "no validation (one training image" in warnings[1]
+    assert load_card(out).extra["training"]["kept"] == "the lowest training loss (no validation images)"
+    assert main(args + ["--quiet"]) == 0  # no progress lines (nor their warnings); the JSON still has them all
+    assert json.loads(capsys.readouterr().out)["warnings"] == warnings

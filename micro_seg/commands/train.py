@@ -119,7 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default OUT/checkpoint)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (best_epoch counts from 0, as the card's training history does; the "
+                        "progress lines count from 1); its warnings list every warning printed")
     p.set_defaults(func=run)
 
 
@@ -365,6 +367,9 @@ def check_numeric_options(args: argparse.Namespace) -> None:
     for flag, value, low in whole:
         if value is not None and value < low:
             raise TrainingDataError(f"{flag} must be a whole number >= {low}, got {value}")
+    if not 0 <= args.val_fraction < 1:  # also NaN
+        raise TrainingDataError(f"--val-fraction must be at least 0 and below 1 (the fraction of the images held out "
+                                f"for validation), got {args.val_fraction}")
     for flag, value in (("--lr", args.lr), ("--minutes", args.minutes)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise TrainingDataError(f"{flag} must be a positive number, got {value}")
@@ -409,10 +414,16 @@ def run(args: argparse.Namespace) -> dict:
     )
 
     check_numeric_options(args)
+    warnings: list[str] = []  # every warning printed goes into the JSON output too
+
+    def warn(text: str) -> None:
+        warnings.append(text)
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
     read_info: dict = {}
     pairs, images, labels = load_pairs(args.images_dir, args.labels_dir, args.label_encoding, read_info)
     for warning in read_info.get("warnings", ()):  # e.g. only page 0 of a stack is trained on
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        warn(warning)
     _check_patch_size(args, images)
     max_label = max(int(l.max()) for l in labels)
     base_card = None
@@ -424,7 +435,7 @@ def run(args: argparse.Namespace) -> dict:
     named, named_where, named_warnings = recorded_classes(args.labels_dir, [lab for _, lab in pairs],
                                                           args.label_encoding)
     for warning in named_warnings:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        warn(warning)
     if args.classes:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     elif base_card is not None:
@@ -446,8 +457,8 @@ def run(args: argparse.Namespace) -> dict:
         classes = [f"class{i}" for i in range(1, max(2, max_label) + 1)]
     if named and classes != named:
         given = "--classes" if args.classes else f"the base model {base_card.name!r}"
-        print(f"warning: {given} names the classes {', '.join(classes)} but {named_where} says "
-              f"{', '.join(named)}: check that label value c means the class you think", file=sys.stderr, flush=True)
+        warn(f"{given} names the classes {', '.join(classes)} but {named_where} says {', '.join(named)}: check "
+             "that label value c means the class you think")
     if max_label > len(classes):
         where, value = next((lab, int(l.max())) for (_, lab), l in zip(pairs, labels) if int(l.max()) > len(classes))
         if args.label_encoding == "dense":  # the file holds value - 1 (0-based)
@@ -461,11 +472,10 @@ def run(args: argparse.Namespace) -> dict:
     counts = np.zeros(len(classes) + 1, np.int64)
     for lab in labels:
         counts += np.bincount(lab.ravel(), minlength=len(classes) + 1)[: len(classes) + 1]
-    warnings = [f"{args.labels_dir}: class {name!r} (label value {c}) has no labelled pixel in any label image: the "
-                "model cannot learn it and validation cannot measure it (the mean IoU leaves it out)"
-                for c, name in enumerate(classes, start=1) if counts[c] == 0]
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    for c, name in enumerate(classes, start=1):
+        if counts[c] == 0:
+            warn(f"{args.labels_dir}: class {name!r} (label value {c}) has no labelled pixel in any label image: the "
+                 "model cannot learn it and validation cannot measure it (the mean IoU leaves it out)")
     class_weights = _parse_class_weights(args.class_weights, len(classes))
     if not 0 <= args.rare_class_fraction <= 1:
         raise TrainingDataError(f"--rare-class-fraction must be in [0, 1], got {args.rare_class_fraction}")
@@ -485,11 +495,13 @@ def run(args: argparse.Namespace) -> dict:
               file=sys.stderr, flush=True)
 
     def progress(ev: dict) -> None:
+        for warning in ev.get("warnings") or ():  # patch size mostly padding, no validation
+            warning += " (--patch-size)" if warning.startswith("patch size") else ""
+            warnings.append(warning)
+            if not args.quiet:
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
         if args.quiet or args.json and ev["stage"] == "step":
             return
-        for warning in ev.get("warnings") or ():
-            hint = " (--patch-size)" if warning.startswith("patch size") else ""
-            print(f"warning: {warning}{hint}", file=sys.stderr, flush=True)
         if ev["stage"] == "epoch":
             v = ev.get("val") or {}
             miou = v.get("mean_iou")
