@@ -91,6 +91,8 @@ epoch, not selected on any test image).
 | **mean IoU** | **{h['mean_iou']:.3f}** |
 | pixel-weighted IoU | {h['weighted_iou']:.3f} |
 
+The same 12 sections against a tuned classical pipeline (0.694 mean IoU) and a random-forest pixel
+classifier (0.878): `benchmarks/RESULTS.md` (`python benchmarks/bench_segmentation.py --sections defects`).
 No public, licensed real-defect data set was available to validate on: check the result on your
 images (and fine-tune with `micro-seg train ... --base pores-defects` from a few scribbled images).
 
