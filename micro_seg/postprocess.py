@@ -499,7 +499,7 @@ def grain_settings(card: Any) -> dict[str, float]:
     The card's ``postprocess`` values, else the defaults of
     :func:`grains_from_boundary_probability` (what the napari Segment widget
     shows and the CLI's ``--boundary-threshold`` / ``--split-ratio`` /
-    ``--min-grain`` default to).
+    ``--min-grain`` / ``--marker-threshold`` default to; ``marker_threshold`` None = off).
 
     Examples
     --------
@@ -511,7 +511,8 @@ def grain_settings(card: Any) -> dict[str, float]:
     import inspect
 
     params = inspect.signature(grains_from_boundary_probability).parameters
-    settings = {k: params[k].default for k in ("threshold", "split_ratio", "min_grain_px", "smooth_sigma_px")}
+    settings = {k: params[k].default
+                for k in ("threshold", "split_ratio", "min_grain_px", "smooth_sigma_px", "marker_threshold")}
     settings.update({k: v for k, v in dict(getattr(card, "postprocess", None) or {}).items() if k in settings})
     return settings
 

@@ -11,9 +11,11 @@ The engine does the work (:func:`micro_seg.registry.load_model`,
   "Next uncertain region").
 
 Grain models show their post-processing settings (boundary threshold, neck
-split ratio, smallest grain), preset to the model card's values: raise the
-split ratio when grains come out over-split, lower the threshold when faint
-boundaries are missed (as ``micro-seg segment --boundary-threshold`` etc.).
+split ratio, grain cores, smallest grain), preset to the model card's values:
+raise the split ratio when grains come out over-split, lower the threshold when
+faint boundaries are missed (as ``micro-seg segment --boundary-threshold`` etc.).
+A run uses exactly what is shown, grain cores included (on the command line a
+``--boundary-threshold`` given alone turns the card's cores off instead).
 
 The SEM data bar (if the reader found one) is not segmented: its rows are 0.
 """
@@ -159,9 +161,14 @@ class SegmentWidget(Container):
                                    tooltip="Two grain cores joined by a neck this many times narrower than the smaller "
                                    "core become two grains: raise it if grains are over-split, lower it if grains "
                                    "behind faded boundaries merge; 0 = never split.")
+        self._marker = FloatSpinBox(label="Grain cores below", value=0.0, min=0.0, max=0.99, step=0.05,
+                                    tooltip="Grain cores are taken from boundary probability below this (under the "
+                                    "boundary threshold), so a faint boundary between two cores still splits them; "
+                                    "raise it (or set 0 = off) if grains come out split along twins or scratches. "
+                                    "At or above the boundary threshold it has no effect.")
         self._min_grain = SpinBox(label="Smallest grain (px)", value=16, min=0, max=10_000_000,
                                   tooltip="Grains smaller than this many pixels are merged into their neighbours.")
-        self._grain_settings = (self._threshold, self._split, self._min_grain)
+        self._grain_settings = (self._threshold, self._split, self._marker, self._min_grain)
         self._tta = CheckBox(label="Test-time augmentation", value=False,
                              tooltip="Average the prediction over 4 flips of the image: steadier boundaries and "
                              "classes, a truer uncertainty map; 4x slower.")
@@ -258,22 +265,19 @@ class SegmentWidget(Container):
             from micro_seg.postprocess import grain_settings
 
             settings = grain_settings(card)
-            self._card_threshold = float(settings["threshold"])
             self._threshold.value = float(settings["threshold"])
             self._split.value = float(settings["split_ratio"])
+            self._marker.value = float(settings["marker_threshold"] or 0.0)
             self._min_grain.value = int(settings["min_grain_px"])
         for w in self._grain_settings:
             w.visible = grains
 
     def postprocess_options(self) -> dict:
-        """The grain post-processing settings shown (what the next run uses for a grain model).  The threshold is
-        passed only when it differs from the card's: a threshold given at run time turns the card's
-        ``marker_threshold`` off (as on the command line), which the card's own threshold must not."""
-        options = {"threshold": float(self._threshold.value), "split_ratio": float(self._split.value),
-                   "min_grain_px": int(self._min_grain.value)}
-        if getattr(self, "_card_threshold", None) == options["threshold"]:
-            del options["threshold"]
-        return options
+        """The grain post-processing settings shown, all of them (what the next run uses for a grain model):
+        grain cores 0 = off (``marker_threshold`` None)."""
+        marker = float(self._marker.value)
+        return {"threshold": float(self._threshold.value), "split_ratio": float(self._split.value),
+                "marker_threshold": marker if marker > 0 else None, "min_grain_px": int(self._min_grain.value)}
 
     def _image_changed(self, layer) -> None:
         px = layer_pixel_size_um(layer) if layer is not None else None

@@ -400,11 +400,10 @@ def test_segment_widget_grain_settings_follow_the_model(make_napari_viewer, qtbo
     viewer.add_image(faint_boundary_image(), name="faint")
     widget = SegmentWidget(viewer)
     widget.select_model(str(grains))
-    settings = (widget._threshold, widget._split, widget._min_grain)
+    settings = (widget._threshold, widget._split, widget._marker, widget._min_grain)
     assert not any(w.native.isHidden() for w in settings)
-    # the card's own threshold is not passed as a run-time one (that would turn a card's marker_threshold off)
-    assert widget.postprocess_options() == {"split_ratio": 1.5, "min_grain_px": 4}
-    assert widget._threshold.value == 0.5
+    assert widget.postprocess_options() == {"threshold": 0.5, "split_ratio": 1.5, "marker_threshold": None,
+                                            "min_grain_px": 4}
     widget.run()
     wait_idle(qtbot, widget)
     assert widget.last_result.n_objects == 1
@@ -415,6 +414,33 @@ def test_segment_widget_grain_settings_follow_the_model(make_napari_viewer, qtbo
     assert widget.postprocess_options()["threshold"] == 0.2
     widget.select_model(str(semantic))
     assert all(w.native.isHidden() for w in settings)
+
+
+def test_segment_widget_shows_the_cards_grain_cores_and_runs_what_it_shows(make_napari_viewer, qtbot, tmp_path,
+                                                                           monkeypatch):
+    """A card's marker_threshold is shown ("Grain cores below") and used; it stays on when the user changes the
+    boundary threshold (what is shown is what runs), and 0 turns it off."""
+    from data_builders import faint_boundary_image
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
+    grains = _faint_grain_model(tmp_path / "cored", marker_threshold=0.2, min_grain_px=4)
+    viewer = make_napari_viewer()
+    viewer.add_image(faint_boundary_image(), name="faint")  # faint boundary at p ~0.29: splits only with cores
+    widget = SegmentWidget(viewer)
+    widget.select_model(str(grains))
+    assert widget._marker.value == pytest.approx(0.2)
+
+    def grains_found():
+        widget.run()
+        wait_idle(qtbot, widget)
+        return widget.last_result.n_objects
+
+    assert grains_found() == 2
+    widget._threshold.value = 0.6
+    assert grains_found() == 2  # the cores shown still split the grains
+    widget._marker.value = 0.0
+    assert grains_found() == 1
 
 
 def _train_widget_on_two_phases(viewer):
