@@ -648,10 +648,14 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
     weights = folder / card.weights_file
     # a model already in the folder keeps working until the new one is complete: the new weights go to another
     # name, the card is switched to them in one step, then they take the usual name (a second switch), so an
-    # interruption at any moment leaves the old model or the new one, each loadable
-    staged = write_safetensors(state, folder / f"{weights.stem}.new{weights.suffix}",
-                               metadata={"format": "pt", "name": card.name, "arch": card.arch})
-    card.weights_sha256 = sha256_file(staged)
+    # interruption at any moment leaves the old model or the new one, each loadable. The other name carries the
+    # weights' sha256, so it is never the file a card left by an interrupted save names (that save's weights
+    # stay intact until the card is switched away from them)
+    staging = write_safetensors(state, folder / f"{weights.stem}.staging{weights.suffix}",
+                                metadata={"format": "pt", "name": card.name, "arch": card.arch})
+    card.weights_sha256 = sha256_file(staging)
+    staged = folder / f"{weights.stem}.{card.weights_sha256[:12]}{weights.suffix}"
+    os.replace(staging, staged)
     card.created = card.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     card.software_version = __version__
     if weights.exists():
@@ -668,8 +672,21 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
     else:
         os.replace(staged, weights)
     _write_card(folder, card.to_dict())
-    staged.unlink(missing_ok=True)
+    _remove_staged_files(folder, weights)
     return folder
+
+
+def _remove_staged_files(folder: Path, weights: Path) -> None:
+    """Delete what this and earlier, interrupted saves of ``weights`` left in ``folder`` (staged weights,
+    ``*.tmp`` files), once the card names ``weights`` again."""
+    import re
+
+    stem, suffix = re.escape(weights.stem), re.escape(weights.suffix)
+    left = re.compile(rf"{stem}\.([0-9a-f]{{12}}|new|staging){suffix}(\.tmp)?|{re.escape(weights.name)}\.tmp|"
+                      rf"{re.escape(CARD_FILE)}\.tmp")
+    for path in folder.iterdir():
+        if path.name != weights.name and left.fullmatch(path.name):
+            path.unlink(missing_ok=True)
 
 
 def _write_card(folder: Path, data: dict[str, Any]) -> None:

@@ -91,15 +91,22 @@ def test_the_same_weights_saved_twice_have_the_same_sha256(tmp_path):
 def test_saving_over_a_model_stopped_at_any_moment_leaves_a_loadable_model(saved, monkeypatch):
     """save_model replaced the weights, then wrote the card: stopped in between, the folder held new weights under
     the old card's sha256 and the user's previous model no longer loaded. Each file operation is made to fail in
-    turn: the folder then loads as the old model or the new one."""
+    turn: the folder then loads as the old model or the new one.
+
+    Two saves stopped in a row: the second wrote its weights to the staged file the card left by the first one
+    named, and stopped before switching the card, the folder loaded as no model (sha256 mismatch). Every pair of
+    stops is tried; a later complete save leaves no staged or temporary file behind."""
     import os
     import pathlib
 
     folder, old_net = saved
     new_net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8, 8])
-    old, new = _state(old_net), _state(new_net)
-    real_replace, real_write = os.replace, pathlib.Path.write_text
-    for k in range(20):
+    third_net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8, 8])
+    old, new, third = _state(old_net), _state(new_net), _state(third_net)
+    ops = {(os, "replace"): os.replace, (os, "link"): os.link, (pathlib.Path, "write_text"): pathlib.Path.write_text,
+           (pathlib.Path, "unlink"): pathlib.Path.unlink}
+
+    def save_stopped_at(k, net):
         calls = []
 
         def counted(real):
@@ -110,22 +117,34 @@ def test_saving_over_a_model_stopped_at_any_moment_leaves_a_loadable_model(saved
                 return real(*args, **kwargs)
             return op
 
-        monkeypatch.setattr(os, "replace", counted(real_replace))
-        monkeypatch.setattr(pathlib.Path, "write_text", counted(real_write))
+        for (owner, name), real in ops.items():
+            monkeypatch.setattr(owner, name, counted(real))
         try:
-            save_model(folder, new_net, _card())
-            finished = True
+            save_model(folder, net, _card())
+            return True
         except KeyboardInterrupt:
-            finished = False
-        monkeypatch.setattr(os, "replace", real_replace)
-        monkeypatch.setattr(pathlib.Path, "write_text", real_write)
-        got = _state(load_model(folder).network)
-        assert _same_state(got, new) or (not finished and _same_state(got, old)), k
-        if finished:
+            return False
+        finally:
+            for (owner, name), real in ops.items():
+                monkeypatch.setattr(owner, name, real)
+
+    for k1 in range(30):
+        for k2 in range(30):
+            first = save_stopped_at(k1, new_net)
+            got = _state(load_model(folder).network)
+            assert _same_state(got, new) or (not first and _same_state(got, old)), (k1, k2)
+            second = save_stopped_at(k2, third_net)
+            got = _state(load_model(folder).network)
+            assert (_same_state(got, third) or (not second and _same_state(got, new))
+                    or (not first and not second and _same_state(got, old))), (k1, k2)
+            save_model(folder, old_net, _card())  # the old model again for the next stops
+            assert sorted(p.name for p in folder.iterdir()) == [CARD_FILE, WEIGHTS_FILE], (k1, k2)
+            if second:
+                break
+        assert second and k2 >= 2
+        if first:
             break
-        save_model(folder, old_net, _card())  # the old model again for the next stop
-    assert finished and k >= 2
-    assert sorted(p.name for p in folder.iterdir()) == [CARD_FILE, WEIGHTS_FILE]
+    assert first and k1 >= 2
 
 
 def _state(net):
