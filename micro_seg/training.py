@@ -636,6 +636,7 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict | None]:
         if not isinstance(files, dict) or "weights" not in files \
                 or not all(isinstance(f, dict) and isinstance(f.get("file"), str) for f in files.values()):
             raise ValueError("no weights files named")
+        meta["files"] = files  # the best weights of an older record are carried into the next record
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise TrainingDataError(f"{path}: checkpoint record is unreadable ({exc}); {again}") from None
     tensors = {}
@@ -1151,6 +1152,12 @@ def iter_train_segmenter(
 
     if keep not in ("best", "last"):
         raise TrainingDataError(f"keep must be 'best' or 'last', got {keep!r}")
+    kept = "the last epoch" if keep == "last" else "the best validation mean IoU" if vxs else \
+        "the lowest training loss (no validation images)"
+    if keep == "best" and best_state is None and history and best_epoch != history[-1]["epoch"]:
+        # a resumed checkpoint without the best epoch's weights: say that the last epoch is kept, with its metrics
+        kept = f"the last epoch (the weights of the best epoch {best_epoch} were not in the checkpoint)"
+        best_epoch = history[-1]["epoch"]
     if keep == "last" and history:
         best_epoch = history[-1]["epoch"]
     elif best_state is not None:
@@ -1177,9 +1184,7 @@ def iter_train_segmenter(
         name=name, arch=arch, arch_kwargs=arch_kwargs, task=task, classes=classes, in_channels=in_channels,
         normalisation=normalisation, config=config, best=best, best_epoch=best_epoch, history=history,
         data_sha256=pairs_sha256(images, labels), n_train=len(xs), n_val=len(vxs), val_indices=val_idx,
-        val_sha256=val_sha256, stopped=stopped,
-        kept="the last epoch" if keep == "last" else "the best validation mean IoU" if vxs else
-        "the lowest training loss (no validation images)",
+        val_sha256=val_sha256, stopped=stopped, kept=kept,
         seconds=time.perf_counter() - t_start, base_card=base_card, extra=card_extra,
     )
     return TrainResult(network, card, history)

@@ -232,6 +232,51 @@ def test_a_stop_between_checkpoint_weights_and_record_resumes_where_the_record_s
     assert _same(whole, _weights(resumed.network))
 
 
+def _older_checkpoint(folder, *, best=True):
+    """Turn the checkpoint in ``folder`` into the format of older micro-seg: last.safetensors / best.safetensors,
+    no "files" in last.json; a best score no later epoch beats, so the best epoch stays 0."""
+    import json
+
+    meta = json.loads((folder / "last.json").read_text())
+    for key, name in (("weights", "last"), ("best", "best")):
+        (folder / meta["files"][key]["file"]).rename(folder / f"{name}.safetensors")
+    if not best:
+        (folder / "best.safetensors").unlink()
+    del meta["files"]
+    meta["best_score"] = 1e9
+    (folder / "last.json").write_text(json.dumps(meta))
+
+
+def test_resuming_an_older_checkpoint_twice_keeps_the_best_weights(tmp_path):
+    """A checkpoint in the older format (best.safetensors, no "files" in last.json) lost its best weights at the
+    first resumed epoch: after another stop and resume the last epoch was kept, while the card said best_epoch 0
+    with epoch 0's metrics."""
+    from safetensors.torch import load_file
+
+    img, _, scribble = _stripes()
+    _fit([img], [scribble], epochs=1, checkpoint_dir=tmp_path)
+    best = load_file(str(tmp_path / "best-0.safetensors"))
+    _older_checkpoint(tmp_path)
+    _fit([img], [scribble], epochs=2, checkpoint_dir=tmp_path, resume=True)
+    result = _fit([img], [scribble], epochs=3, checkpoint_dir=tmp_path, resume=True)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.card.extra["training"]["best_epoch"] == 0
+    assert _same(best, _weights(result.network))
+
+
+def test_an_older_checkpoint_without_best_weights_keeps_the_last_epoch_and_says_so(tmp_path):
+    from safetensors.torch import load_file
+
+    img, _, scribble = _stripes()
+    _fit([img], [scribble], epochs=1, checkpoint_dir=tmp_path)
+    _older_checkpoint(tmp_path, best=False)
+    result = _fit([img], [scribble], epochs=2, checkpoint_dir=tmp_path, resume=True)
+    assert result.card.extra["training"]["best_epoch"] == 1
+    assert "best epoch 0 were not in the checkpoint" in result.card.extra["training"]["kept"]
+    last = load_file(str(tmp_path / "last-1.safetensors"))
+    assert _same({k[6:]: v for k, v in last.items() if k.startswith("model.")}, _weights(result.network))
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     img, _, scribble = _stripes()
     _fit([img], [scribble], epochs=1, checkpoint_dir=tmp_path)
