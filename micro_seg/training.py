@@ -597,13 +597,17 @@ def _write_checkpoint_record(ckpt: Path, meta: dict) -> None:
     """Replace the checkpoint record (through a temporary file) by ``meta``, then remove the weights files it no
     longer names: a run stopped at any moment leaves a record whose files are there and are the ones it names."""
     import os
+    import re
 
     path = ckpt / CHECKPOINT_RECORD
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(meta, default=float), encoding="utf-8")
     os.replace(tmp, path)
     named = {f["file"] for f in meta["files"].values()}
-    for old in [*ckpt.glob("last-*.safetensors"), *ckpt.glob("best-*.safetensors"),
+    # only the files the checkpoint writes (and their temporary files, left by a stop): a user's checkpoint
+    # folder may hold other weights, such as best-unet.safetensors
+    ours = re.compile(r"(last|best)-\d+\.safetensors(\.tmp)?|last\.json\.tmp")
+    for old in [*(p for p in ckpt.iterdir() if ours.fullmatch(p.name)),
                 ckpt / "last.safetensors", ckpt / "best.safetensors"]:  # the last two: older micro-seg
         if old.name not in named:
             old.unlink(missing_ok=True)

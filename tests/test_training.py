@@ -277,6 +277,20 @@ def test_an_older_checkpoint_without_best_weights_keeps_the_last_epoch_and_says_
     assert _same({k[6:]: v for k, v in last.items() if k.startswith("model.")}, _weights(result.network))
 
 
+def test_a_checkpoint_deletes_only_its_own_files(tmp_path):
+    """Every last-*.safetensors / best-*.safetensors the record did not name was deleted, a user's
+    best-unet.safetensors in the --checkpoint-dir too; temporary files left by a stop stayed."""
+    img, _, scribble = _stripes()
+    mine = ["best-unet.safetensors", "last-run.safetensors", "notes.tmp"]
+    for name in mine:
+        (tmp_path / name).write_bytes(b"user file")
+    for name in ("last-7.safetensors.tmp", "best-7.safetensors.tmp", "last.json.tmp"):
+        (tmp_path / name).write_bytes(b"left by a stop")
+    best_epoch = _fit([img], [scribble], epochs=2, checkpoint_dir=tmp_path).card.extra["training"]["best_epoch"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*mine, "last.json", "last-1.safetensors",
+                                                                 f"best-{best_epoch}.safetensors"])
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     img, _, scribble = _stripes()
     _fit([img], [scribble], epochs=1, checkpoint_dir=tmp_path)
