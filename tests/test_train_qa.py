@@ -4,6 +4,7 @@ leaves a NaN model or a misleading number behind."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -413,6 +414,56 @@ def test_lossy_label_files_are_refused_naming_the_file(dirs, tmp_path, capsys, k
     _one_line_exit_2(code, err)
     assert f"{lab_dir / name}: label file is JPEG-compressed (lossy)" in err and "save labels as PNG or TIFF" in err
     assert not (tmp_path / "m").exists()
+
+
+_MAY_BE_LOSSY = {"jpegxl": "JPEGXL", "jpeg2000": "JPEG2000", "lerc": "LERC", "webp": "WEBP", "jpegxr": "JPEGXR"}
+
+
+@pytest.mark.parametrize("kind", [*(f"a.tif {c}" for c in _MAY_BE_LOSSY), "a.webp lossy", "a.png holding a lossy WebP",
+                                  "a.png holding a JPEG 2000"])
+def test_label_files_whose_encoding_may_change_values_are_refused(tmp_path, kind):
+    """Only JPEG was refused: a JPEG-XL or JPEG 2000 compressed TIFF, a lossy WebP under a .png name were trained
+    on with their pixels changed."""
+    import tifffile
+
+    from micro_seg.commands.train import _read_plain
+
+    lab = np.zeros((32, 32), np.uint8)
+    lab[8:24, 8:24] = 2
+    name, how = kind.split()[0], kind.split()[-1]
+    if name.endswith(".tif"):
+        try:
+            tifffile.imwrite(tmp_path / name, np.dstack([lab] * 3) if how == "webp" else lab, compression=how)
+        except (ValueError, NotImplementedError, RuntimeError) as exc:  # codec not in this imagecodecs
+            pytest.skip(f"cannot write {how}: {exc}")
+        encoding = _MAY_BE_LOSSY[how]
+    else:
+        encoding = "JPEG2000" if kind.endswith("2000") else "WEBP"
+        Image.fromarray(lab).save(tmp_path / name, format=encoding, **({"quality": 80} if encoding == "WEBP" else {}))
+    with pytest.raises(TrainingDataError, match=rf"{re.escape(str(tmp_path / name))}: label file is {encoding}-"
+                                                r"compressed \(an encoding that can be lossy\).*save labels as PNG or "
+                                                r"TIFF \(lossless\)"):
+        _read_plain(tmp_path / name)
+
+
+@pytest.mark.parametrize("kind", ["a.tif zlib", "a.tif lzw", "a.tif zstd", "a.tif packbits", "a.webp lossless",
+                                  "a.bmp", "a.pgm", "a.png holding a TIFF"])
+def test_losslessly_encoded_label_files_are_read(tmp_path, kind):
+    import tifffile
+
+    from micro_seg.commands.train import _read_plain
+
+    lab = np.zeros((32, 32), np.uint8)
+    lab[8:24, 8:24] = 2
+    name = kind.split()[0]
+    if name.endswith(".tif"):
+        tifffile.imwrite(tmp_path / name, lab, compression=kind.split()[-1])
+    elif kind == "a.webp lossless":
+        Image.fromarray(lab).save(tmp_path / name, lossless=True)
+    else:
+        Image.fromarray(lab).save(tmp_path / name, format="TIFF" if kind.endswith("TIFF") else None)
+    got = _read_plain(tmp_path / name)
+    np.testing.assert_array_equal(got[..., 0] if got.ndim == 3 else got, lab)
 
 
 def test_labels_of_the_area_segment_analyses_train_an_sem_image_with_a_data_bar(dirs, tmp_path, capsys):

@@ -138,17 +138,30 @@ def _read_image(path: Path, info: dict | None = None) -> tuple[np.ndarray, int]:
     return np.asarray(m.data), int(m.databar_rows)
 
 
-#: TIFF compressions that change pixel values (old-style and new-style JPEG).
-_LOSSY_TIFF_COMPRESSION = (6, 7)
+#: TIFF compressions that keep every pixel value: none, CCITT (bilevel), LZW, deflate, PackBits, LZMA, zstd, PNG.
+#: The others change values (JPEG, LERC with an error bound) or may (JPEG 2000, JPEG XL, WebP, JPEG XR): refused.
+_LOSSLESS_TIFF_COMPRESSION = (1, 2, 3, 4, 5, 8, 32773, 32946, 34925, 34926, 34933, 50000)
+
+#: Formats (as PIL names them) that store pixel values exactly; WebP only when lossless (checked apart).
+_LOSSLESS_FORMATS = ("PNG", "TIFF", "BMP", "GIF", "PPM")
 
 
-def _lossy_label_error(path: Path) -> TrainingDataError:
-    return TrainingDataError(f"{path}: label file is JPEG-compressed (lossy): its artefacts change label values at "
-                             "every edge and make classes that are not there; save labels as PNG or TIFF")
+def _lossy_label_error(path: Path, encoding: str = "JPEG") -> TrainingDataError:
+    lossy = "lossy" if encoding == "JPEG" else "an encoding that can be lossy"
+    return TrainingDataError(f"{path}: label file is {encoding}-compressed ({lossy}): its artefacts change label "
+                             "values at every edge and make classes that are not there; save labels as PNG or TIFF "
+                             "(lossless)")
+
+
+def _lossless_webp(path: Path) -> bool:
+    """Whether a WebP file holds a lossless ('VP8L') image."""
+    with open(path, "rb") as fh:
+        return fh.read(16)[12:16] == b"VP8L"
 
 
 def _read_plain(path: Path) -> np.ndarray:
-    """A label file's pixels; JPEG (lossy) files are refused."""
+    """A label file's pixels; files whose encoding may change pixel values (JPEG, lossy WebP, JPEG 2000, JPEG-XL
+    or LERC in a TIFF, ...) are refused."""
     import tifffile
     from PIL import Image
 
@@ -160,17 +173,33 @@ def _read_plain(path: Path) -> np.ndarray:
                 if len(tif.pages) > 1:  # a stack read whole looked like a colour image with the wrong size
                     raise TrainingDataError(f"{path}: label file has {len(tif.pages)} pages; give one 2-D label "
                                             "image per training image (split the stack)")
-                if int(tif.pages[0].compression) in _LOSSY_TIFF_COMPRESSION:
-                    raise _lossy_label_error(path)
+                compression = tif.pages[0].compression
+                if int(compression) not in _LOSSLESS_TIFF_COMPRESSION:
+                    raise _lossy_label_error(path, _tiff_compression_name(compression))
                 return np.asarray(tif.pages[0].asarray())
         with Image.open(path) as im:
             if im.format in ("JPEG", "MPO"):  # a JPEG under another extension
                 raise _lossy_label_error(path)
+            if im.format == "TIFF" and int(im.tag_v2.get(259, 1)) not in _LOSSLESS_TIFF_COMPRESSION:
+                raise _lossy_label_error(path, _tiff_compression_name(im.tag_v2.get(259)))
+            if im.format not in _LOSSLESS_FORMATS and not (im.format == "WEBP" and _lossless_webp(path)):
+                raise _lossy_label_error(path, im.format)
             return np.asarray(im)
     except TrainingDataError:
         raise
     except Exception as exc:  # unreadable file: user error, not a bug
         raise TrainingDataError(f"{path}: cannot read image: {exc}") from exc
+
+
+def _tiff_compression_name(compression) -> str:
+    """'JPEG', 'JPEGXL', 'LERC', ... for a TIFF compression code."""
+    import tifffile
+
+    try:
+        name = tifffile.COMPRESSION(int(compression)).name
+    except ValueError:
+        return f"TIFF compression {int(compression)}"
+    return {"OJPEG": "JPEG", "JPEG_LOSSY": "JPEG", "ALT_JPEG": "JPEG"}.get(name, name)
 
 
 def _read_label(path: Path, encoding: str, warnings: list | None = None) -> np.ndarray:
