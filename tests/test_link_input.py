@@ -459,6 +459,24 @@ def test_samples_named_na_or_none_are_samples_not_missing_ids(tmp_path, results_
     assert result.summary["fit"]["k"] == pytest.approx(K, rel=1e-6)
 
 
+@pytest.mark.parametrize("props_name", ["props.csv", "props.xlsx"])
+def test_a_sample_named_na_is_a_sample_also_under_a_header_with_spaces(tmp_path, props_name):
+    """The id column was found in the header before its spaces were stripped: under 'sample_id ' a sample named
+    NA was read as a missing id, and 01 as the number 1."""
+    from micro_seg.properties.tables import read_property_table
+
+    table = pd.DataFrame({" sample_id ": ["NA", "01", "None"], "yield_strength_MPa": [300.0, 250.0, 200.0]})
+    props = tmp_path / props_name
+    if props_name.endswith(".csv"):
+        table.to_csv(props, index=False)
+    else:
+        pytest.importorskip("openpyxl")
+        table.to_excel(props, index=False)
+    df = read_property_table(props, id_columns=["sample_id"])
+    assert list(df.columns) == ["sample_id", "yield_strength_MPa"]
+    assert df["sample_id"].tolist() == ["NA", "01", "None"]
+
+
 def test_an_empty_sample_id_cell_is_still_refused_as_missing(tmp_path):
     res = _batch_output(tmp_path, specimens={"A": 5.0, "B": 10.0, "C": 20.0}, fields=3, noise=0.0)
     props = tmp_path / "props.csv"

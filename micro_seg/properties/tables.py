@@ -77,8 +77,8 @@ def id_strings(values: pd.Series) -> pd.Series:
 def _with_text_ids(df: pd.DataFrame, read, id_columns) -> pd.DataFrame:
     """``df`` with its id columns re-read by ``read(usecols=..., dtype=str, keep_default_na=False)``: a sample named
     ``NA``, ``None`` or ``null`` is that sample, not a missing id (pandas' default reading); an empty cell stays
-    missing."""
-    present = [c for c in df.columns if c in id_columns]
+    missing. Header names are matched without the spaces around them, as the table's columns are named."""
+    present = [c for c in df.columns if str(c).strip() in id_columns]
     if present:
         raw = read(usecols=present, dtype=str, keep_default_na=False)
         for c in present:
