@@ -390,9 +390,38 @@ def test_mask_encoding_warns_about_a_grey_8_bit_mask(tmp_path):
     mask[2:6, 2:6] = 255
     mask[2, 2:6] = 40  # an anti-aliased edge
     Image.fromarray(mask).save(tmp_path / "m.png")
-    warnings: list = []
-    np.testing.assert_array_equal(_read_label(tmp_path / "m.png", "mask", warnings), np.where(mask > 0, 2, 1))
-    assert len(warnings) == 1 and "m.png: mask has grey values between 0 and 255" in warnings[0]
+    grey: list = []
+    np.testing.assert_array_equal(_read_label(tmp_path / "m.png", "mask", grey), np.where(mask > 0, 2, 1))
+    assert grey == [tmp_path / "m.png"]
+
+
+def test_an_8_bit_instance_mask_is_not_called_anti_aliased(tmp_path):
+    """A uint8 instance mask with 255 objects (ids 1..255) was warned about as a mask with anti-aliased edges."""
+    from micro_seg.commands.train import _read_label
+
+    ids = np.zeros((32, 32), np.uint8)
+    ids.ravel()[np.arange(0, 1020, 4)] = np.arange(1, 256)
+    Image.fromarray(ids).save(tmp_path / "inst.png")
+    grey: list = []
+    np.testing.assert_array_equal(_read_label(tmp_path / "inst.png", "mask", grey), np.where(ids > 0, 2, 1))
+    assert grey == []
+
+
+def test_grey_masks_give_one_warning_with_their_count(dirs):
+    """Each grey mask printed its own warning: 500 masks, 500 lines."""
+    from micro_seg.commands.train import load_pairs
+
+    img_dir, lab_dir = dirs
+    for stem in "abcde":
+        _write_pair(img_dir, lab_dir, stem)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[:, 32:] = 255
+        mask[:, 32] = 128  # an anti-aliased edge
+        Image.fromarray(mask).save(lab_dir / f"{stem}.png")
+    info: dict = {}
+    load_pairs(img_dir, lab_dir, "mask", info)
+    assert info["warnings"] == [f"{lab_dir}: 5 masks have grey values between 0 and 255 (anti-aliased edges?): "
+                                "a.png, b.png, c.png (and 2 more); every non-zero pixel is read as foreground"]
 
 
 @pytest.mark.parametrize("kind", ["a.jpg", "a.jpeg", "a.png holding a JPEG", "a.tif JPEG-compressed"])

@@ -202,9 +202,9 @@ def _tiff_compression_name(compression) -> str:
     return {"OJPEG": "JPEG", "JPEG_LOSSY": "JPEG", "ALT_JPEG": "JPEG"}.get(name, name)
 
 
-def _read_label(path: Path, encoding: str, warnings: list | None = None) -> np.ndarray:
-    """A label file in the training convention (0 = unlabelled, c = class c) read with ``encoding``; ``warnings``
-    (if given) collects what the reading assumed (a grey mask read as non-zero = foreground)."""
+def _read_label(path: Path, encoding: str, grey_masks: list | None = None) -> np.ndarray:
+    """A label file in the training convention (0 = unlabelled, c = class c) read with ``encoding``; ``grey_masks``
+    (if given) collects the paths of 0/255 masks with grey (anti-aliased) edges, read as non-zero = foreground."""
     lab = _read_plain(path)
     if lab.ndim == 3:
         if lab.shape[2] >= 3 and not (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])):
@@ -226,10 +226,10 @@ def _read_label(path: Path, encoding: str, warnings: list | None = None) -> np.n
     elif encoding == "mask":
         # any non-zero pixel is foreground: 0/255 and 0/1 masks alike, and instance masks (ids 1..n, as measure
         # defects writes them), whose ids up to 127 a "> 127" rule made background
-        if warnings is not None and lab.dtype == np.uint8 and lab.size and int(lab.max()) == 255 \
-                and bool(((lab > 0) & (lab < 255)).any()):
-            warnings.append(f"{path}: mask has grey values between 0 and 255 (anti-aliased edges?); every "
-                            "non-zero pixel is read as foreground")
+        if grey_masks is not None and lab.dtype == np.uint8 and lab.size and int(lab.max()) == 255:
+            grey = int(np.count_nonzero((lab > 0) & (lab < 255)))
+            if 0 < grey < np.count_nonzero(lab == 255):  # a 0/255 mask with grey edges, not ids up to 255
+                grey_masks.append(path)
         lab = np.where(lab != 0, 2, 1)
     if lab.size and int(lab.min()) < 0:
         raise TrainingDataError(f"{path}: label values must be >= 0, found {int(lab.min())}")
@@ -315,10 +315,10 @@ def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str, in
     labels in the training convention (0 = unlabelled, c = class c) read with ``encoding``.  ``info`` (a dict, if
     given) receives the images' ``pixel_sizes`` (None when uncalibrated) and the reader's ``warnings``."""
     pairs = find_pairs(images_dir, labels_dir)
-    images, labels = [], []
+    images, labels, grey_masks = [], [], []
     for img_path, lab_path in pairs:
         img, bar = _read_image(img_path, info)
-        lab = _read_label(lab_path, encoding, None if info is None else info.setdefault("warnings", []))
+        lab = _read_label(lab_path, encoding, grey_masks)
         if bar and lab.shape == (img.shape[0] - bar, img.shape[1]):
             img = img[: img.shape[0] - bar]  # labels of the area segment analyses (the image without its data bar)
         if img.shape[:2] != lab.shape:
@@ -329,7 +329,19 @@ def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str, in
             )
         images.append(img)
         labels.append(lab)
+    if info is not None and grey_masks:  # one warning, however many masks
+        info.setdefault("warnings", []).append(_grey_masks_warning(grey_masks))
     return pairs, images, labels
+
+
+def _grey_masks_warning(paths: list[Path]) -> str:
+    """One warning for the masks with grey values: the file, or their count and the first few names."""
+    said = "every non-zero pixel is read as foreground"
+    if len(paths) == 1:
+        return f"{paths[0]}: mask has grey values between 0 and 255 (anti-aliased edges?); {said}"
+    more = f" (and {len(paths) - 3} more)" if len(paths) > 3 else ""
+    return (f"{paths[0].parent}: {len(paths)} masks have grey values between 0 and 255 (anti-aliased edges?): "
+            f"{', '.join(p.name for p in paths[:3])}{more}; {said}")
 
 
 def recorded_classes(labels_dir: str | Path, label_paths: list[Path], encoding: str
