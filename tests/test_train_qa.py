@@ -513,6 +513,7 @@ def test_labels_of_the_area_segment_analyses_train_an_sem_image_with_a_data_bar(
     code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), "--classes", "a,b", *FAST,
                  "--quiet"])
     assert code == 0, capsys.readouterr().err
+    capsys.readouterr()  # its warnings (printed also with --quiet)
     Image.fromarray(np.zeros((110, 120), np.uint8)).save(lab_dir / "sem.png")  # neither size: refused
     code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m2"), "--classes", "a,b", *FAST])
     err = capsys.readouterr().err
@@ -706,5 +707,9 @@ def test_json_warnings_hold_every_warning_printed_and_the_card_says_what_was_kep
     assert "mask has grey values" in warnings[0] and "(--patch-size)" in warnings[2]
     assert "no validation (one training image" in warnings[1]
     assert load_card(out).extra["training"]["kept"] == "the lowest training loss (no validation images)"
-    assert main(args + ["--quiet"]) == 0  # no progress lines (nor their warnings); the JSON still has them all
-    assert json.loads(capsys.readouterr().out)["warnings"] == warnings
+    # --quiet hid the warnings of the start of training (no validation, patch size) but not the others: it hides
+    # progress lines only
+    assert main(args + ["--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["warnings"] == warnings
+    assert [ln for ln in captured.err.splitlines() if not ln.startswith("note: ")] == [f"warning: {w}" for w in warnings]

@@ -118,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default OUT/checkpoint)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr (warnings are still printed)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (best_epoch counts from 0, as the card's training history does; the "
                         "progress lines count from 1); its warnings list every warning printed")
@@ -536,11 +536,8 @@ def run(args: argparse.Namespace) -> dict:
               file=sys.stderr, flush=True)
 
     def progress(ev: dict) -> None:
-        for warning in ev.get("warnings") or ():  # patch size mostly padding, no validation
-            warning += " (--patch-size)" if warning.startswith("patch size") else ""
-            warnings.append(warning)
-            if not args.quiet:
-                print(f"warning: {warning}", file=sys.stderr, flush=True)
+        for warning in ev.get("warnings") or ():  # patch size mostly padding, no validation; also with --quiet
+            warn(warning + (" (--patch-size)" if warning.startswith("patch size") else ""))
         if args.quiet or args.json and ev["stage"] == "step":
             return
         if ev["stage"] == "epoch":
