@@ -577,8 +577,11 @@ def test_time_limit_stops_training_early():
 
 def test_a_time_limit_the_epochs_fit_in_changes_nothing(monkeypatch):
     """The schedule mixed in elapsed / time limit even when the limit was never reached: two runs with the same
-    seed and a generous --minutes gave different weights. The clock is made to run at very different speeds."""
+    seed and a generous --minutes gave different weights. The clock is made to run at very different speeds.
+    8 steps: the time per step is projected after the first _STEPS_TIMED of them."""
     import time as _time
+
+    from micro_seg.training import _STEPS_TIMED
 
     img, _, scribble = _stripes()
     real = _time.perf_counter
@@ -586,10 +589,22 @@ def test_a_time_limit_the_epochs_fit_in_changes_nothing(monkeypatch):
     for speed in (1.0, 50.0):
         start = real()
         monkeypatch.setattr("micro_seg.training.time.perf_counter", lambda s=speed, t0=start: t0 + s * (real() - t0))
-        net, card, _ = _fit([img], [scribble], epochs=2, time_limit_s=300.0)
+        net, card, history = _fit([img], [scribble], epochs=4, time_limit_s=300.0)
         runs.append(_weights(net))
-        assert card.extra["training"]["stopped"] is None
+        assert card.extra["training"]["stopped"] is None and len(history) == 4
+    assert 4 * 2 > _STEPS_TIMED
     assert _same(*runs)
+
+
+def test_a_time_limit_the_epochs_do_not_fit_in_says_the_result_depends_on_the_machine(monkeypatch):
+    """A clock so slow that the first steps project past the limit: the schedule follows the clock, and the card
+    says two runs with the same seed may differ."""
+    counter = iter(range(10**9))
+    monkeypatch.setattr("micro_seg.training.time.perf_counter", lambda: 10.0 * next(counter))
+    img, _, scribble = _stripes()
+    stopped = _fit([img], [scribble], epochs=4, time_limit_s=200.0).card.extra["training"]["stopped"]
+    assert "the epochs did not fit in the time limit" in stopped and "the result depends on the machine's speed" \
+        in stopped, stopped
 
 
 def test_input_scale_training_works_at_half_size_and_segments_full_size(tmp_path):
