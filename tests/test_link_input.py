@@ -46,6 +46,19 @@ def _batch_output(tmp_path, specimens=SPECS, *, fields=4, failed=(), uncalibrate
     return out
 
 
+def _write_table(table: pd.DataFrame, path):
+    """``table`` as a user's property file of the kind its suffix says (CSV, XLSX or Parquet)."""
+    if path.suffix == ".csv":
+        table.to_csv(path, index=False)
+    elif path.suffix == ".xlsx":
+        pytest.importorskip("openpyxl")
+        table.to_excel(path, index=False)
+    else:
+        pytest.importorskip("pyarrow")
+        table.to_parquet(path)
+    return path
+
+
 def _props(tmp_path, values=None, ids=None, name="props.csv", col="yield_strength_MPa"):
     ids = list(SPECS) if ids is None else ids
     vals = values if values is not None else [S0 + K * (SPECS[i] * 1e-6) ** -0.5 for i in ids]
@@ -263,16 +276,8 @@ LEADING_ZERO = {"01": 5.0, "1": 40.0, "2": 10.0, "3": 20.0, "4": 80.0}  # '01' a
 def test_numeric_looking_ids_keep_their_leading_zeros(tmp_path, results_name, props_name):
     res = _batch_output(tmp_path, specimens=LEADING_ZERO, fields=3, noise=0.0)
     values = [S0 + K * (d * 1e-6) ** -0.5 for d in LEADING_ZERO.values()]
-    table = pd.DataFrame({"sample_id": list(LEADING_ZERO), "yield_strength_MPa": values})
-    props = tmp_path / props_name
-    if props_name.endswith(".csv"):
-        table.to_csv(props, index=False)
-    elif props_name.endswith(".xlsx"):
-        pytest.importorskip("openpyxl")
-        table.to_excel(props, index=False)
-    else:
-        pytest.importorskip("pyarrow")
-        table.to_parquet(props)
+    props = _write_table(pd.DataFrame({"sample_id": list(LEADING_ZERO), "yield_strength_MPa": values}),
+                         tmp_path / props_name)
     result = link(res / results_name, props, on="sample_id")
     assert result.summary["n_matched"] == 5 and result.summary["unmatched"] == []
     assert sorted(result.samples["sample"]) == ["01", "1", "2", "3", "4"]
@@ -446,13 +451,8 @@ NA_LIKE = {"NA": 5.0, "None": 10.0, "null": 20.0, "N/A": 40.0, "B": 80.0}  # sam
 def test_samples_named_na_or_none_are_samples_not_missing_ids(tmp_path, results_name, props_name):
     res = _batch_output(tmp_path, specimens=NA_LIKE, fields=3, noise=0.0)
     values = [S0 + K * (d * 1e-6) ** -0.5 for d in NA_LIKE.values()]
-    table = pd.DataFrame({"sample_id": list(NA_LIKE), "yield_strength_MPa": values})
-    props = tmp_path / props_name
-    if props_name.endswith(".csv"):
-        table.to_csv(props, index=False)
-    else:
-        pytest.importorskip("openpyxl")
-        table.to_excel(props, index=False)
+    props = _write_table(pd.DataFrame({"sample_id": list(NA_LIKE), "yield_strength_MPa": values}),
+                         tmp_path / props_name)
     result = link(res / results_name, props, on="sample_id")
     assert result.summary["n_matched"] == 5 and result.summary["unmatched"] == []
     assert sorted(result.samples["sample"]) == sorted(NA_LIKE)
@@ -465,13 +465,8 @@ def test_a_sample_named_na_is_a_sample_also_under_a_header_with_spaces(tmp_path,
     NA was read as a missing id, and 01 as the number 1."""
     from micro_seg.properties.tables import read_property_table
 
-    table = pd.DataFrame({" sample_id ": ["NA", "01", "None"], "yield_strength_MPa": [300.0, 250.0, 200.0]})
-    props = tmp_path / props_name
-    if props_name.endswith(".csv"):
-        table.to_csv(props, index=False)
-    else:
-        pytest.importorskip("openpyxl")
-        table.to_excel(props, index=False)
+    props = _write_table(pd.DataFrame({" sample_id ": ["NA", "01", "None"], "yield_strength_MPa": [300.0, 250.0, 200.0]}),
+                         tmp_path / props_name)
     df = read_property_table(props, id_columns=["sample_id"])
     assert list(df.columns) == ["sample_id", "yield_strength_MPa"]
     assert df["sample_id"].tolist() == ["NA", "01", "None"]
