@@ -108,6 +108,29 @@ def model_predict(model, img: np.ndarray):
     return predict(img, model, keep_uncertainty=False)
 
 
+def _shipped_model_row(name: str, held, score):
+    """``(model, table row)`` of the shipped model ``models/<name>`` on the held-out pairs (None, None if absent)."""
+    model_dir = ROOT / "models" / name
+    if not (model_dir / "card.yaml").exists():
+        return None, None
+    from micro_seg.registry import load_model
+
+    model = load_model(model_dir)
+    t = time.perf_counter()
+    preds = [model_predict(model, img).labels for img, _, _ in held]
+    return model, {**score(preds), "seconds": time.perf_counter() - t}
+
+
+def _random_forest_row(train, held, score) -> dict:
+    """The random-forest pixel classifier (the ilastik method) fitted on ``train``, scored on ``held``."""
+    t = time.perf_counter()
+    clf = train_random_forest(train)
+    t_fit = time.perf_counter() - t
+    t = time.perf_counter()
+    preds = [rf_predict(clf, img) for img, _, _ in held]
+    return {**score(preds), "seconds": time.perf_counter() - t, "fit_seconds": t_fit}
+
+
 # --------------------------------------------------------------------- NASA
 
 
@@ -140,15 +163,9 @@ def bench_nasa(results: dict) -> None:
             cm += confusion_matrix(p, lab, 3)
         return segmentation_metrics(cm, NASA_CLASSES)
 
-    # our model
-    model_dir = ROOT / "models" / "ni-superalloy"
-    if (model_dir / "card.yaml").exists():
-        from micro_seg.registry import load_model
-
-        model = load_model(model_dir)
-        t = time.perf_counter()
-        preds = [model_predict(model, img).labels for img, _, _ in held]
-        rows["ni-superalloy (ours, msnet)"] = {**score(preds), "seconds": time.perf_counter() - t}
+    model, row = _shipped_model_row("ni-superalloy", held, score)
+    if model is not None:
+        rows["ni-superalloy (ours, msnet)"] = row
         from micro_seg.inference import predict
 
         t = time.perf_counter()
@@ -167,14 +184,7 @@ def bench_nasa(results: dict) -> None:
     t = time.perf_counter()
     preds = [classical_superalloy(img, min_secondary_px=best[1], bright=best[2]) for img, _, _ in held]
     rows[f"classical (Otsu, {'bright' if best[2] else 'dark'} precipitates, size split at {best[1]} px)"] = {**score(preds), "seconds": time.perf_counter() - t}
-    # random forest
-    t = time.perf_counter()
-    clf = train_random_forest(train)
-    t_fit = time.perf_counter() - t
-    t = time.perf_counter()
-    preds = [rf_predict(clf, img) for img, _, _ in held]
-    rows["random forest, multiscale features (ilastik method)"] = {**score(preds), "seconds": time.perf_counter() - t,
-                                                                   "fit_seconds": t_fit}
+    rows["random forest, multiscale features (ilastik method)"] = _random_forest_row(train, held, score)
     results["nasa"] = rows
 
 
@@ -491,14 +501,9 @@ def bench_defects(results: dict) -> None:
             fractions.append(abs(float((np.asarray(p) > 0).mean()) - float((lab > 1).mean())))
         return {**segmentation_metrics(cm, DEFECT_CLASSES), "area_fraction_abs_err": float(np.mean(fractions))}
 
-    model_dir = ROOT / "models" / "pores-defects"
-    if (model_dir / "card.yaml").exists():
-        from micro_seg.registry import load_model
-
-        model = load_model(model_dir)
-        t = time.perf_counter()
-        preds = [model_predict(model, img).labels for img, _, _ in held]
-        rows["pores-defects (ours, msnet)"] = {**score(preds), "seconds": time.perf_counter() - t}
+    model, row = _shipped_model_row("pores-defects", held, score)
+    if model is not None:
+        rows["pores-defects (ours, msnet)"] = row
     best = None  # the classical pipeline's three settings tuned on the training sections
     flats = [_flattened(img) for img, _, _ in train]
     for sigmas in (3.0, 4.5, 6.0, 8.0, 10.0, 14.0, 20.0, 28.0):
@@ -517,13 +522,7 @@ def bench_defects(results: dict) -> None:
     rows[f"classical (dark objects > {opts['dark_sigmas']:g} sigma below a flattened background; pore if aspect <= "
          f"{opts['pore_max_aspect']:g}, crack if >= {opts['crack_min_length_px']:g} px long; tuned on training)"] = {
         **score(preds), "seconds": time.perf_counter() - t}
-    t = time.perf_counter()
-    clf = train_random_forest(train)
-    t_fit = time.perf_counter() - t
-    t = time.perf_counter()
-    preds = [rf_predict(clf, img) for img, _, _ in held]
-    rows["random forest, multiscale features (ilastik method)"] = {**score(preds), "seconds": time.perf_counter() - t,
-                                                                   "fit_seconds": t_fit}
+    rows["random forest, multiscale features (ilastik method)"] = _random_forest_row(train, held, score)
     results["defects"] = rows
 
 
