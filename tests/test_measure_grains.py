@@ -71,9 +71,12 @@ def test_triple_point_counts_one_and_a_half_and_tangent_one():
     triple = np.array([[1, 3], [2, 2]])  # 135 deg step (0,0)->(1,1): 1 -> 2 past grain 3
     (c135,) = line_intercepts(triple, angles=(135,))
     assert c135.intersections == 1.5
-    tangent = np.array([[1, 3], [2, 1]])  # grain 1 on both ends, others on both sides
+    tangent = np.array([[1, 3], [3, 1]])  # grain 1 on both ends, grain 3 on both sides: touched
     (c135,) = line_intercepts(tangent, angles=(135,))
     assert c135.intersections == 1.0
+    along = np.array([[1, 3], [2, 1]])  # grain 1 on both ends, two other grains on the sides: a 1-px band of 1
+    (c135,) = line_intercepts(along, angles=(135,))
+    assert c135.intersections == 0.0
     plain = np.array([[1, 1], [2, 2]])
     (c135,) = line_intercepts(plain, angles=(135,))
     assert c135.intersections == 1.0
@@ -88,6 +91,45 @@ def test_a_diagonal_through_a_four_grain_corner_counts_two():
     band = np.array([[3, 1], [2, 3]])  # 45 deg step (1,0)->(0,1): 2 -> 1 past grain 3 on both sides
     (c45,) = line_intercepts(band, angles=(45,))
     assert c45.intersections == 2.0
+
+
+def _continuous_diagonal_count(f, shape, angle, sub=64):
+    """Boundary crossings of the 45 / 135 deg test lines through the pixel centres on the continuous tessellation
+    ``f(rows, cols) -> label``, sampled every 1/``sub`` of a step (never exactly on a pixel corner)."""
+    dr, dc = {45: (-1, 1), 135: (1, 1)}[angle]
+    r0, c0 = np.mgrid[0 : shape[0], 0 : shape[1]]
+    ok = (r0 + dr >= 0) & (r0 + dr < shape[0]) & (c0 + dc < shape[1])
+    r0, c0 = r0[ok].astype(float), c0[ok].astype(float)
+    t = np.concatenate([[0.0], (np.arange(sub) + 0.5) / sub, [1.0]])
+    lab = f(r0[:, None] + dr * t, c0[:, None] + dc * t)
+    return int(np.count_nonzero(lab[:, 1:] != lab[:, :-1]))
+
+
+def test_diagonal_counts_follow_the_continuous_geometry_along_thin_bands_and_on_voronoi():
+    """A line running along a 1-px diagonal band (other grains on its two sides) crosses nothing: every step was
+    counted as a tangent hit (198 on a 200 x 200 image instead of 0).  On a Voronoi tessellation the diagonal
+    counts stay within a few % of the continuous count."""
+    from scipy.spatial import cKDTree
+
+    n = 200
+    bands = {45: lambda r, c: np.where(np.abs(r + c - n) < 0.5, 2, np.where(r + c < n, 1, 3)),
+             135: lambda r, c: np.where(np.abs(r - c) < 0.5, 2, np.where(r < c, 1, 3))}
+    rr, cc = np.mgrid[0:n, 0:n].astype(float)
+    for along, band in bands.items():
+        counts = {cnt.angle: cnt.intersections for cnt in line_intercepts(band(rr, cc), angles=(45, 135))}
+        for angle in (45, 135):
+            assert counts[angle] == _continuous_diagonal_count(band, (n, n), angle)
+        assert counts[along] == 0
+    rng = np.random.default_rng(0)
+    seeds = rng.uniform(-5, 165, (150, 2))
+    tree = cKDTree(seeds)
+
+    def voronoi(r, c):
+        return tree.query(np.stack([r.ravel(), c.ravel()], axis=1))[1].reshape(r.shape) + 1
+
+    rr, cc = np.mgrid[0:160, 0:160].astype(float)
+    for cnt in line_intercepts(voronoi(rr, cc), angles=(45, 135)):
+        assert cnt.intersections == pytest.approx(_continuous_diagonal_count(voronoi, (160, 160), cnt.angle), rel=0.03)
 
 
 def test_diagonal_intercept_of_an_offset_square_lattice_is_exact():
