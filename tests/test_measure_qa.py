@@ -114,6 +114,36 @@ def test_jpeg_labels_and_micrograph_warn_voronoi_does_not():
     assert not split_warned(one)
 
 
+def _exact_voronoi(n: int, seed: int) -> np.ndarray:
+    """Voronoi labels ``1..n`` of ``n`` seeds inside a 400 x 400 image (every label present, none split)."""
+    from scipy.spatial import cKDTree
+
+    seeds = np.random.default_rng(seed).uniform(0, 400, (n, 2))
+    rr, cc = np.mgrid[0:400, 0:400]
+    return cKDTree(seeds).query(np.stack([rr.ravel(), cc.ravel()], axis=1))[1].reshape(400, 400) + 1
+
+
+def test_full_8bit_labels_with_one_fragment_do_not_warn_wrapped_ones_do_even_after_merging():
+    """255 grains in uint8 (every value used) plus a 3 x 3 fragment of one grain inside another: warned 'labels
+    look wrapped' (uint16 not); 257 grains wrapped to uint8 (value 1 twice) were no longer warned once
+    min_grain_px merged a small grain (the merged values left the type's range unfilled)."""
+    from micro_seg.measure import measure_grains
+
+    def wrapped(labels, **kwargs):
+        res = measure_grains(labels, pixel_size_um=1.0, fields=None, circles=False, **kwargs)
+        return any("labels look wrapped" in w for w in res.warnings)
+
+    lab = _exact_voronoi(255, 0).astype(np.uint8)
+    assert np.array_equal(np.unique(lab), np.arange(1, 256))
+    r, c = np.argwhere(lab == 100).mean(axis=0).astype(int)
+    lab[r - 1 : r + 2, c - 1 : c + 2] = 200  # a fragment of grain 200 inside grain 100
+    assert not wrapped(lab) and not wrapped(lab.astype(np.uint16))
+    big = _exact_voronoi(257, 1)
+    small = int(np.bincount(big.ravel())[1:].min())
+    w8 = (big % 256).astype(np.uint8)  # grain 256 -> 0 (boundary), grain 257 -> 1 again
+    assert wrapped(w8) and wrapped(w8, min_grain_px=small + 1)
+
+
 # ---- 3. large 0 regions are not boundaries
 
 def test_large_zero_region_warns_boundaries_do_not(tmp_path, capsys):

@@ -318,12 +318,27 @@ def measure_grains(
 def _fills_its_type(dtype: np.dtype, original: np.ndarray) -> bool:
     """True when an 8- or 16-bit unsigned label image uses every value ``1..255`` / ``1..65535``: labels that
     wrapped just past the type's range (270 grains saved as ``uint8``) split only a few values, fewer than
-    :data:`SPLIT_LABELS_WARN_SHARE`, but a full type with any value in separate regions is wrapped."""
+    :data:`SPLIT_LABELS_WARN_SHARE`, but a full type with its low values in separate regions is wrapped
+    (see :func:`_wrapped_split`)."""
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.uint8), np.dtype(np.uint16)):
         return False
     top = int(np.iinfo(dtype).max)
     return original.size == top + 1 and int(original[-1]) == top
+
+
+def _wrapped_split(n_split: int, lab: np.ndarray, original: np.ndarray, areas: np.ndarray) -> bool:
+    """True when ``n_split`` split values of a full 8/16-bit label image (:func:`_fills_its_type`) look wrapped:
+    two or more, or the one split value is 1 (grain 257 saved as ``uint8`` is 1 again); one other value in two
+    regions is a grain cut in two or a fragment, as in any label image."""
+    if n_split >= 2:
+        return True
+    p = int(np.searchsorted(original, 1))  # the label of value 1 in ``lab`` (1 unless merged away)
+    if n_split < 1 or p >= original.size or int(original[p]) != 1:
+        return False
+    only = np.zeros(p, dtype=np.float64)
+    only[p - 1] = areas[p - 1]
+    return split_label_values(lab, only)[1] == 1
 
 
 def _refuse_boundary_network(lab: np.ndarray, original: np.ndarray, n_neighbors: np.ndarray, what: str) -> None:
@@ -382,6 +397,7 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros, min_gra
     wide_zero = wide_zero_fraction(source) if source.ndim == 2 and source.size else 0.0
     del source
     lab, original, counts_px = prepare_labels(labels, what=what, return_counts=True, overwrite_input=zeros is not None)
+    full_type = _fills_its_type(input_dtype, original)  # before merging: merged grains leave values unused
     n_merged = 0
     if min_grain_px > 1:
         lab, original, counts_px, n_merged = _merge_small_grains(lab, original, counts_px, min_grain_px, what)
@@ -425,8 +441,8 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros, min_gra
     if n > 1:  # each value counts as one grain: a value in many places (wrapped labels, a micrograph) is not one
         n_checked, n_split, n_regions, n_spread = split_label_values(lab, areas)
         share = n_split / n_checked * n_spread / n if n_checked else 0.0
-        not_instances = (n_split >= 2 and share >= SPLIT_LABELS_WARN_SHARE) or (n_split >= 1 and _fills_its_type(
-            input_dtype, original))
+        not_instances = (n_split >= 2 and share >= SPLIT_LABELS_WARN_SHARE) or (
+            full_type and _wrapped_split(n_split, lab, original, areas))
         if not_instances:
             which = (f"{n_split} of the {n} label values" if n_checked == n_spread
                      else f"{n_split} of {n_checked} label values checked (of {n})")
