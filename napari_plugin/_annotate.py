@@ -75,9 +75,9 @@ def _is_uncertainty(layer) -> bool:
     return ms_meta(layer).get("kind") == "uncertainty"
 
 
-def _not_annotations_of(layer, image) -> str:
+def _not_annotations_of(layer, image, layers=()) -> str:
     """Why annotation ``layer`` does not belong to ``image`` ("" when it does): another size, or made for another
-    image (by the image id or name the annotation layer recorded)."""
+    image (by the image id or name the annotation layer recorded; see :func:`made_from` for ``layers``)."""
     if image is None:
         return "no image is picked"
     shape, ann = tuple(np.shape(image.data)[:2]), tuple(np.shape(layer.data)[:2])
@@ -85,7 +85,7 @@ def _not_annotations_of(layer, image) -> str:
         return (f"'{layer.name}' ({ann[0]} x {ann[1]} px) is not the size of '{image.name}' "
                 f"({shape[0]} x {shape[1]} px)")
     ms = ms_meta(layer)
-    if (ms.get("image_id") or ms.get("image")) and not made_from(layer, image):
+    if (ms.get("image_id") or ms.get("image")) and not made_from(layer, image, layers):
         return f"'{layer.name}' was made for '{ms.get('image')}', not '{image.name}'"
     return ""
 
@@ -286,7 +286,7 @@ class AnnotateWidget(Container):
             return None
         shape = np.asarray(image.data).shape[:2]
         meta = {"micro_seg": {"kind": "annotations", "classes": names, "colors": colors,
-                              "image": image.name, "image_id": image_link(image),
+                              "image": image.name, "image_id": image_link(image, self._viewer.layers),
                               "pixel_size_um": layer_pixel_size_um(image)}}
         layer = self._viewer.add_labels(
             np.zeros(shape, dtype=np.uint8), name=f"{image.name} annotations", scale=image.scale[-2:],
@@ -364,7 +364,7 @@ class AnnotateWidget(Container):
             notify_warning("No annotation layer: press 'New annotation layer' first.")
             self._sp_mode.value = False
             return
-        why = _not_annotations_of(layer, self._image.value)
+        why = _not_annotations_of(layer, self._image.value, self._viewer.layers)
         if why:
             notify_warning(f"Superpixels come from the image picked under Image, but {why}: pick the image these "
                            "annotations are for (or make a new annotation layer for this image).")
@@ -410,7 +410,7 @@ class AnnotateWidget(Container):
         if layer is None or self._superpixels is None:
             notify_warning("Superpixels are not ready yet: wait for the progress bar, then click again.")
             return 0
-        why = _not_annotations_of(layer, getattr(self, "_superpixel_image", None))
+        why = _not_annotations_of(layer, getattr(self, "_superpixel_image", None), self._viewer.layers)
         if why:
             notify_warning(f"The superpixels were computed for another image: {why}. Nothing was filled; pick the "
                            "image these annotations are for under Image and tick 'Click fills superpixel' again.")

@@ -169,12 +169,24 @@ def set_layer_calibration(layer, pixel_size_um: float | None) -> None:
     layer.metadata = meta
 
 
-def image_link(layer) -> str:
+def _images_with_id(layers, uid) -> list:
+    """The Image layers of ``layers`` whose micro-seg id is ``uid``."""
+    import napari.layers
+
+    return [other for other in layers if isinstance(other, napari.layers.Image) and _ms_meta(other).get("id") == uid]
+
+
+def image_link(layer, layers=()) -> str:
     """The stable id of image ``layer`` (kept in its micro-seg metadata, made on first use): the layers made from it
-    record it as ``image_id``, so they stay linked to it when it is renamed."""
+    record it as ``image_id``, so they stay linked to it when it is renamed.  napari's "Duplicate Layer" copies the
+    metadata, id included: a layer sharing its id with another image of ``layers`` gets a new id of its own (unless
+    the others are its duplicates, ``source.parent``), so the copy's results and pixel size stay apart."""
     import uuid
 
     uid = _ms_meta(layer).get("id")
+    if uid and any(other is not layer and getattr(getattr(other, "source", None), "parent", None) is not layer
+                   for other in _images_with_id(layers, uid)):
+        uid = None
     if not uid:
         uid = uuid.uuid4().hex
         meta = dict(layer.metadata or {})
@@ -183,12 +195,14 @@ def image_link(layer) -> str:
     return str(uid)
 
 
-def made_from(layer, image) -> bool:
+def made_from(layer, image, layers=()) -> bool:
     """True when ``layer`` (a result, annotations...) was made from image layer ``image``: by the image's id, else
-    (layers that recorded no id: sample truth, batch results) by its name."""
+    (layers that recorded no id: sample truth, batch results; or an id several images of ``layers`` share, as a
+    duplicated image does) by its name."""
     ms = _ms_meta(layer)
-    if ms.get("image_id"):
-        return ms["image_id"] == _ms_meta(image).get("id")
+    uid = _ms_meta(image).get("id")
+    if ms.get("image_id") and not (uid and len(_images_with_id(layers, uid)) > 1):
+        return ms["image_id"] == uid
     return ms.get("image") is not None and ms.get("image") == image.name
 
 
@@ -198,9 +212,9 @@ def recalibrate_with_results(layers, layer, pixel_size_um: float) -> None:
     ms = _ms_meta(layer)
     source = layer
     if ms.get("image_id") or ms.get("image"):
-        source = next((other for other in layers if other is not layer and made_from(layer, other)), layer)
+        source = next((other for other in layers if other is not layer and made_from(layer, other, layers)), layer)
     for other in layers:
-        if other is source or other is layer or made_from(other, source):
+        if other is source or other is layer or made_from(other, source, layers):
             set_layer_calibration(other, pixel_size_um)
 
 

@@ -405,8 +405,8 @@ class SegmentWidget(Container):
         layers = self._viewer.layers
         closed = layer not in layers
         px = layer_pixel_size_um(layer)
-        base = {"image": layer.name, "image_id": image_link(layer), "model": result.model_name, "classes": list(result.classes),
-                "task": result.task, "pixel_size_um": px,
+        base = {"image": layer.name, "image_id": image_link(layer, layers), "model": result.model_name,
+                "classes": list(result.classes), "task": result.task, "pixel_size_um": px,
                 "calibration_source": ms_meta(layer).get("calibration_source"),
                 "databar_rows": ms_meta(layer).get("databar_rows", 0)}
         common = dict(scale=tuple(layer.scale[-2:]), translate=tuple(layer.translate[-2:]))

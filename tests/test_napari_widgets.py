@@ -1058,6 +1058,48 @@ def test_segment_pixel_size_reaches_the_results_of_a_renamed_image(make_napari_v
     assert layer_pixel_size_um(other) == pytest.approx(2.0)
 
 
+def test_segment_pixel_size_of_a_duplicated_image_leaves_the_originals_results(make_napari_viewer, qtbot, tmp_path,
+                                                                               monkeypatch):
+    """napari's Duplicate Layer copies the image's metadata, its micro-seg id too: 2.0 um/px typed for the copy
+    rescaled the original's results (areas 16 x wrong in Measure)."""
+    from _napari_helpers import tiny_model
+    from napari.layers._layer_actions import _duplicate_layer
+
+    from napari_plugin._common import layer_pixel_size_um
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
+    model = tiny_model(tmp_path / "tiny-phases", name="tiny-phases")
+    viewer = make_napari_viewer()
+    a = viewer.add_image(two_phase_image((64, 64), seed=2)[0], name="A", scale=(0.5, 0.5), units=("um", "um"),
+                         metadata={"micro_seg": {"pixel_size_um": 0.5}})
+    widget = SegmentWidget(viewer)
+    widget.select_model(str(model))
+    widget._image.value = a
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
+    result = viewer.layers["A classes"]
+    viewer.layers.selection = {a}
+    _duplicate_layer(viewer.layers)
+    copy = viewer.layers["A copy"]
+    widget._image.value = copy
+    widget._pixel.value = 2.0
+    assert layer_pixel_size_um(copy) == pytest.approx(2.0)
+    for layer in (a, result):
+        assert layer_pixel_size_um(layer) == pytest.approx(0.5) and tuple(layer.scale) == pytest.approx((0.5, 0.5))
+    assert widget.run() is not None  # the copy's own results link to the copy only
+    wait_idle(qtbot, widget)
+    assert _ms_id(copy) != _ms_id(a) and viewer.layers["A copy classes"].metadata["micro_seg"]["image_id"] == _ms_id(copy)
+    widget._image.value = a
+    widget._pixel.value = 0.25
+    assert layer_pixel_size_um(result) == pytest.approx(0.25)
+    assert layer_pixel_size_um(viewer.layers["A copy classes"]) == pytest.approx(2.0)
+
+
+def _ms_id(layer):
+    return layer.metadata["micro_seg"].get("id")
+
+
 def test_measure_pixel_size_change_clears_old_numbers_and_recalibrates_image_and_siblings(make_napari_viewer, qtbot,
                                                                                           notes):
     """A new pixel size in Measure: the numbers measured at the old one go (summary, table, hover values, export),
