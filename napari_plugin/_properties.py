@@ -101,13 +101,16 @@ class PropertiesWidget(Container):
 
         self._clear_result()  # a failed fit must not leave the previous one on screen (or for Save plot)
         if not self._props_columns or self._property.value == _NONE:
+            self._status.value = "-"
             notify_error("Load a property table first (a column per sample id and a property column with its unit).")
             return None
+        self._status.value = "Fitting..."
         try:
             result = link(Path(str(self._results.value)), Path(str(self._table.value)), on=self._on.value,
                           relation=self._relation.value, property=self._property.value, d=self._d.value,
                           mapping=self._mapping.value.strip() or "folder")
         except MicroSegError as exc:
+            self._status.value = f"Fit failed: {exc}"
             notify_error(f"{exc}")
             return None
         self.last_result = result
@@ -136,7 +139,7 @@ class PropertiesWidget(Container):
         import pandas as pd
 
         self.last_result = None
-        self._status.value = "Fitting..."
+        self._status.value = "-"
         self.table_view.set_frame(pd.DataFrame())
         self.figure.clear()
         self.canvas.draw()

@@ -129,6 +129,8 @@ def test_properties_failed_fit_clears_the_previous_fit(make_napari_viewer, tmp_p
     w._results.value = tmp_path / "empty"  # no batch results there: the fit fails
     assert w.fit() is None
     assert w.last_result is None and w.table_view.model().rowCount() == 0 and not w.figure.axes
-    assert "k =" not in w._status.value
+    assert "k =" not in w._status.value and "Fitting" not in w._status.value and "Fit failed" in w._status.value
+    w._props_columns = []  # no property table: refused before fitting
+    assert w.fit() is None and w._status.value == "-"
     w._save_plot()
     assert not (tmp_path / "plot.png").exists() and any(m == "Fit first, then save the plot." for s, m in notes)

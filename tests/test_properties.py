@@ -282,3 +282,17 @@ def test_cli_link_plot_dir_writes_relation_prediction_and_processing_plots(tmp_p
     names = sorted(p.name for p in plots.iterdir())
     assert names == ["d_vs_anneal_C.png", "hall-petch.png", "predicted_vs_measured.png"]
     assert len(out["plots"]) == 3 and all((plots / n).stat().st_size > 5000 for n in names)
+
+
+def test_save_figure_that_cannot_rename_leaves_no_temporary_file(tmp_path):
+    """Saving onto a folder failed in the rename and left '.plot.png.tmp' behind."""
+    from matplotlib.figure import Figure
+
+    from micro_seg.properties.plots import save_figure
+
+    (tmp_path / "plot.png").mkdir()
+    with pytest.raises(OSError):
+        save_figure(Figure(), tmp_path / "plot.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+    assert save_figure(Figure(), tmp_path / "ok.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png", "plot.png"]

@@ -30,8 +30,11 @@ def save_figure(fig, path: str | Path) -> Path:
     path = Path(path)
     FigureCanvasAgg(fig)
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:  # a failed write or rename (the target is a folder) leaves no temporary file behind
+        tmp.unlink(missing_ok=True)
     return path
 
 
