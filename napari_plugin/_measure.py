@@ -88,6 +88,7 @@ class MeasureParams:
     defect_values: tuple[int, ...] = ()
     what: str = "labels"  # the layer's name, for the engine's messages
     boundaries: bool = False  # grain size of a boundary mask (non-zero = boundary), as `measure grains --boundary`
+    boundary_value: float | None = None  # only this value is boundary (e.g. 1 of 1 = boundary, 2 = twin); None: all
 
 
 def split_result(result: Any) -> tuple[dict, Any]:
@@ -150,8 +151,9 @@ def measure_job(params: MeasureParams, cancel):
     yield {"fraction": 0.1, "message": f"{params.kind.split(' (')[0].lower()}..."}
     labels = params.labels
     if params.kind == GRAINS and params.boundaries:
-        result = measure.measure_grains_from_boundaries(labels != 0, pixel_size_um=params.pixel_size_um,
-                                                        what=params.what)
+        # the layer's values, not != 0: the engine warns about a mask of several values (twins taken as boundaries)
+        result = measure.measure_grains_from_boundaries(labels, pixel_size_um=params.pixel_size_um,
+                                                        boundary_value=params.boundary_value, what=params.what)
     elif params.kind == GRAINS:
         result = measure.measure_grains(labels, pixel_size_um=params.pixel_size_um, what=params.what)
     elif params.kind == PHASES:
@@ -194,6 +196,23 @@ def table_ids_are_layer_values(table, col: str, labels: np.ndarray) -> bool:
     return "area_px" not in table.columns or bool(np.array_equal(counts[ids], np.asarray(table["area_px"]).astype(np.int64)))
 
 
+#: Most non-zero values of a boundary mask offered under 'Boundary value' (more: not a mask of a few kinds of line).
+MAX_BOUNDARY_VALUES = 16
+
+
+def boundary_values(data) -> list[int]:
+    """The non-zero values of boundary mask ``data`` (at most :data:`MAX_BOUNDARY_VALUES` of them, else none)."""
+    from micro_seg.measure.labels import label_counts
+
+    data = np.asarray(data)
+    if data.dtype == bool:
+        return [1] if data.any() else []
+    if data.dtype.kind not in "ui" or not data.size or int(data.min()) < 0 or int(data.max()) > 65535:
+        return []
+    values = np.flatnonzero(label_counts(data, int(data.max()) + 1)[1:]) + 1
+    return [int(v) for v in values] if values.size <= MAX_BOUNDARY_VALUES else []
+
+
 def _set_features(layer, features) -> None:
     """Set the layer's ``features`` (its hover values) to ``features``, or clear them for ``None``."""
     import pandas as pd
@@ -218,6 +237,9 @@ class MeasureWidget(Container):
         self._boundary = CheckBox(text="Labels are a boundary mask", value=False,
                                   tooltip="Non-zero pixels are grain boundaries (a hand-traced or thresholded mask): "
                                   "the grains are the regions between them (as 'micro-seg measure grains --boundary').")
+        self._boundary_value = ComboBox(label="Boundary value", choices=self._boundary_value_choices,
+                                        tooltip="Which value of the mask is grain boundary (e.g. 1 where 1 = grain "
+                                        "boundary, 2 = twin trace): twins are not grain boundaries for ASTM E112.")
         self._names = LineEdit(label="Class names", value="",
                                tooltip="Phase names in label order (0, 1, 2, ...), comma-separated; from the model if empty.")
         self._defect = ComboBox(label="Defect class", choices=self._defect_choices,
@@ -232,7 +254,7 @@ class MeasureWidget(Container):
         self._export_btn = PushButton(text="Export CSV")
         self._show_all_btn = PushButton(text="Show all objects")
         self._runner = JobRunner(progress_bar=self._progress, status_label=self._status, run_button=self._run_btn)
-        self.extend([self._labels, self._kind, self._boundary, self._names, self._defect, self._pixel, self._run_btn,
+        self.extend([self._labels, self._kind, self._boundary, self._boundary_value, self._names, self._defect, self._pixel, self._run_btn,
                      self._progress, self._status])
         from napari_plugin._plots import dock_figure
 
@@ -253,6 +275,7 @@ class MeasureWidget(Container):
         self._measured_layer = None
         self._labels.changed.connect(self._labels_changed)
         self._kind.changed.connect(self._kind_changed)
+        self._boundary.changed.connect(lambda _: self._kind_changed(self._kind.value))
         self._pixel.changed.connect(self._pixel_changed)
         self._run_btn.changed.connect(self.run)
         self._hist_col.changed.connect(self._draw_histogram)
@@ -272,6 +295,13 @@ class MeasureWidget(Container):
             out += [(f"{i}: {name}", i) for i, name in enumerate(classes) if i > 0]
         return out
 
+    def _boundary_value_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        layer = self._labels.value if hasattr(self, "_labels") else None
+        out: list[tuple[str, Any]] = [("all non-zero", None)]
+        if layer is not None and getattr(self, "_boundary", None) is not None and self._boundary.value:
+            out += [(str(v), v) for v in boundary_values(layer.data)]  # a boundary mask's few values only
+        return out
+
     def _labels_changed(self, layer) -> None:
         if getattr(self, "_measured_layer", None) is not None and layer is not self._measured_layer:
             self._clear_results()  # another layer's numbers must not stay on screen (or be exported) for this one
@@ -289,6 +319,7 @@ class MeasureWidget(Container):
             self._names.value = ", ".join(ms.get("classes") or [])
         self._defect.reset_choices()
         self._kind_changed(self._kind.value)
+        self._boundary_value.reset_choices()
 
     def _clear_results(self, *, drop_features: bool = False) -> None:
         """Clear the numbers shown; ``drop_features``: also the hover values they set on the measured layer."""
@@ -306,6 +337,10 @@ class MeasureWidget(Container):
     def _kind_changed(self, kind: str) -> None:
         self._names.visible = kind == PHASES
         self._boundary.visible = kind == GRAINS
+        boundary_mask = kind == GRAINS and bool(self._boundary.value)
+        self._boundary_value.visible = boundary_mask
+        if boundary_mask:
+            self._boundary_value.reset_choices()
         self._defect.visible = kind == DEFECTS
 
     def _pixel_changed(self, value: float) -> None:
@@ -356,7 +391,8 @@ class MeasureWidget(Container):
         defect = self._defect.value
         return MeasureParams(labels=data, kind=self._kind.value, pixel_size_um=px, names=names,
                              defect_values=() if defect is None else (int(defect),), what=f"'{layer.name}'",
-                             boundaries=bool(self._boundary.value))
+                             boundaries=bool(self._boundary.value),
+                             boundary_value=self._boundary_value.value if self._boundary.value else None)
 
     def run(self, *_: Any):
         """Measure in a worker; returns the worker (None on bad input)."""

@@ -1134,6 +1134,38 @@ def test_measure_pixel_size_change_clears_old_numbers_and_recalibrates_image_and
     assert float(w.summary["mean_area_um2"]) == pytest.approx(area_05 / 4)
 
 
+def test_measure_a_boundary_mask_with_twins_warns_and_measures_the_chosen_boundary_value(make_napari_viewer, qtbot,
+                                                                                         notes):
+    """A boundary mask with 1 = grain boundary, 2 = twin trace was measured as ``!= 0``: no warning, and the twins
+    counted as grain boundaries (G too fine) with no way to keep only the value 1."""
+    from skimage.segmentation import find_boundaries
+
+    from micro_seg.measure import measure_grains_from_boundaries
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+
+    mask = find_boundaries(voronoi_labels((200, 200), n_grains=30, seed=4), mode="inner").astype(np.uint8)
+    mask[20::40, 5:195] = np.where(mask[20::40, 5:195] == 0, 2, mask[20::40, 5:195])  # twin traces across grains
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(mask, name="traced", metadata={"micro_seg": {"kind": "boundaries"}})
+    w = MeasureWidget(viewer)
+    w._labels.value = layer
+    assert w._boundary.value and not w._boundary_value.native.isHidden()
+    assert list(w._boundary_value.choices) == [None, 1, 2]
+    w.run()
+    wait_idle(qtbot, w)
+    assert any("2 different non-zero values (1, 2)" in m for m in _messages(notes, "warning"))
+    with_twins = w.summary["n_grains"]
+    notes.clear()
+    w._boundary_value.value = 1
+    w.run()
+    wait_idle(qtbot, w)
+    api = measure_grains_from_boundaries(mask, boundary_value=1, pixel_size_um=None, what="'traced'").summary
+    assert w.summary["n_grains"] == api["n_grains"] < with_twins
+    assert w.summary["mean_intercept_px"] == pytest.approx(api["mean_intercept_px"])
+    assert not any("non-zero values" in m for m in _messages(notes, "warning"))
+
+
 def test_measure_again_after_an_edit_drops_stale_hover_values(make_napari_viewer, qtbot):
     """Erasing a line across the grains renumbers them: the table is no longer by pixel value, and the hover values
     of the first measurement must not stay on the layer."""
