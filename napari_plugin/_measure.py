@@ -273,6 +273,8 @@ class MeasureWidget(Container):
         self.summary: dict | None = None
         self.table = None
         self._measured_layer = None
+        self._measured_px: float | None = None  # the measured layer's own pixel size when it was measured
+        self._watched: list = []  # (event emitter, callback) connected to the measured layer
         self._labels.changed.connect(self._labels_changed)
         self._kind.changed.connect(self._kind_changed)
         self._boundary.changed.connect(lambda _: self._kind_changed(self._kind.value))
@@ -321,10 +323,38 @@ class MeasureWidget(Container):
         self._kind_changed(self._kind.value)
         self._boundary_value.reset_choices()
 
+    def _watch(self, layer) -> None:
+        """Clear the results when ``layer`` (the measured one) is recalibrated (its scale or micro-seg pixel size,
+        e.g. from Segment's pixel box)."""
+        self._unwatch()
+        self._measured_px = layer_pixel_size_um(layer)
+        events = layer.events
+        for name, callback in (("scale", self._measured_recalibrated), ("metadata", self._measured_recalibrated)):
+            emitter = getattr(events, name, None)
+            if emitter is not None:
+                emitter.connect(callback)
+                self._watched.append((emitter, callback))
+
+    def _unwatch(self) -> None:
+        for emitter, callback in self._watched:
+            try:
+                emitter.disconnect(callback)
+            except (RuntimeError, ValueError, TypeError):  # already gone with its layer
+                pass
+        self._watched = []
+
+    def _measured_recalibrated(self, *_: Any) -> None:
+        layer = self._measured_layer
+        if layer is not None and layer_pixel_size_um(layer) != self._measured_px:
+            name = layer.name
+            self._clear_results(drop_features=True)  # numbers at the old pixel size must not stay (or be exported)
+            self._status.value = f"'{name}' was recalibrated: press Measure again"
+
     def _clear_results(self, *, drop_features: bool = False) -> None:
         """Clear the numbers shown; ``drop_features``: also the hover values they set on the measured layer."""
         import pandas as pd
 
+        self._unwatch()
         if drop_features and self._measured_layer is not None:
             _set_features(self._measured_layer, None)
         self.summary = self.table = self._measured_layer = None
@@ -413,6 +443,7 @@ class MeasureWidget(Container):
             return
         summary, table, self._ids_are_values = result
         self.summary, self.table, self._measured_layer = summary, table, layer
+        self._watch(layer)
         self.summary_view.set_frame(summary_frame(summary)[["quantity", "value"]])
         if table is not None:
             lead = [c for c in ("label", "name", "class_id") if c in table.columns]

@@ -1166,6 +1166,50 @@ def test_measure_a_boundary_mask_with_twins_warns_and_measures_the_chosen_bounda
     assert not any("non-zero values" in m for m in _messages(notes, "warning"))
 
 
+def _measured_grains(make_napari_viewer, qtbot):
+    """A viewer with image 'img' and its grains at 0.5 um/px, measured by a Measure widget."""
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.zeros((120, 160), np.uint8), name="img", scale=(0.5, 0.5), units=("um", "um"),
+                           metadata={"micro_seg": {"pixel_size_um": 0.5, "id": "img-1"}})
+    grains = viewer.add_labels(voronoi_labels((120, 160), n_grains=20, seed=3), name="img grains", scale=(0.5, 0.5),
+                               units=("um", "um"), metadata={"micro_seg": {
+                                   "kind": "grains", "image": "img", "image_id": "img-1", "pixel_size_um": 0.5}})
+    w = MeasureWidget(viewer)
+    w._labels.value = grains
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary is not None and len(grains.features) == len(w.table) > 0
+    return viewer, img, grains, w
+
+
+def _cleared(w, layer) -> bool:
+    return (w.summary is None and w.table is None and w._measured_layer is None and len(layer.features) == 0
+            and w.summary_view.model().rowCount() == 0 and w.table_view.model().rowCount() == 0)
+
+
+def test_measure_results_go_when_another_widget_recalibrates_the_measured_layer(make_napari_viewer, qtbot, notes):
+    """Segment's pixel box recalibrated the measured grains to 0.25 um/px: Measure kept the summary, table, hover
+    values and Export CSV measured at 0.5."""
+    from napari_plugin._segment import SegmentWidget
+
+    viewer, img, grains, w = _measured_grains(make_napari_viewer, qtbot)
+    grains.metadata = {**grains.metadata, "note": "not the pixel size"}  # other metadata: the numbers stay
+    assert w.summary is not None
+    seg = SegmentWidget(viewer)
+    seg._image.value = img
+    seg._pixel.value = 0.25
+    assert _cleared(w, grains) and "recalibrated" in w._status.value
+    assert w.export_csv() is None and any("press Measure first" in m for m in _messages(notes, "warning"))
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary["pixel_size_um"] == pytest.approx(0.25)
+    seg._pixel.value = 0.5  # and again, after measuring at the new pixel size
+    assert _cleared(w, grains)
+
+
 def test_measure_again_after_an_edit_drops_stale_hover_values(make_napari_viewer, qtbot):
     """Erasing a line across the grains renumbers them: the table is no longer by pixel value, and the hover values
     of the first measurement must not stay on the layer."""
