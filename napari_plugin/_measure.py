@@ -285,6 +285,7 @@ class MeasureWidget(Container):
         self._show_all_btn.changed.connect(self._show_all)
         self.table_view.clicked.connect(lambda index: self.select_row(index.row()))
         connect_layer_events(napari_viewer, self)
+        napari_viewer.layers.events.removed.connect(self._layer_removed)
         self.reset_choices()
         self._labels_changed(self._labels.value)
 
@@ -325,11 +326,12 @@ class MeasureWidget(Container):
 
     def _watch(self, layer) -> None:
         """Clear the results when ``layer`` (the measured one) is recalibrated (its scale or micro-seg pixel size,
-        e.g. from Segment's pixel box)."""
+        e.g. from Segment's pixel box) or edited (painted, filled, erased, its data replaced)."""
         self._unwatch()
         self._measured_px = layer_pixel_size_um(layer)
         events = layer.events
-        for name, callback in (("scale", self._measured_recalibrated), ("metadata", self._measured_recalibrated)):
+        for name, callback in (("scale", self._measured_recalibrated), ("metadata", self._measured_recalibrated),
+                               ("paint", self._measured_edited), ("data", self._measured_edited)):
             emitter = getattr(events, name, None)
             if emitter is not None:
                 emitter.connect(callback)
@@ -349,6 +351,20 @@ class MeasureWidget(Container):
             name = layer.name
             self._clear_results(drop_features=True)  # numbers at the old pixel size must not stay (or be exported)
             self._status.value = f"'{name}' was recalibrated: press Measure again"
+
+    def _measured_edited(self, *_: Any) -> None:
+        layer = self._measured_layer
+        if layer is not None:
+            name = layer.name
+            self._clear_results(drop_features=True)  # the table, hover values and export are no longer its labels
+            self._status.value = f"'{name}' was edited: press Measure again"
+
+    def _layer_removed(self, event) -> None:
+        if self._measured_layer is not None and getattr(event, "value", None) is self._measured_layer:
+            try:
+                self._clear_results()  # a deleted layer's numbers must not stay on screen (or be exported)
+            except RuntimeError:  # widget already deleted
+                pass
 
     def _clear_results(self, *, drop_features: bool = False) -> None:
         """Clear the numbers shown; ``drop_features``: also the hover values they set on the measured layer."""

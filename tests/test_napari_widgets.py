@@ -1210,6 +1210,32 @@ def test_measure_results_go_when_another_widget_recalibrates_the_measured_layer(
     assert _cleared(w, grains)
 
 
+def test_measure_results_go_when_the_measured_layer_is_edited_or_deleted(make_napari_viewer, qtbot, notes):
+    """Painting, filling or erasing the measured labels (or replacing their data) left the old table, hover values
+    and Export CSV until Measure was pressed again; a deleted layer's results stayed too."""
+    viewer, img, grains, w = _measured_grains(make_napari_viewer, qtbot)
+    grains.data_setitem((np.arange(120), np.full(120, 80)), 0)  # a brush / eraser stroke
+    assert _cleared(w, grains) and "was edited" in w._status.value
+    assert w.export_csv() is None
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary is not None
+    grains.fill((10, 10), 99)  # the fill bucket
+    assert _cleared(w, grains)
+    w.run()
+    wait_idle(qtbot, w)
+    data = np.array(grains.data)
+    data[:, :40] = 1
+    grains.data = data  # data replaced (a script, Segment's update in place)
+    assert _cleared(w, grains)
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary is not None
+    viewer.layers.remove(grains)
+    assert w.summary is None and w.table is None and w._measured_layer is None
+    assert w.table_view.model().rowCount() == 0 and w.export_csv() is None
+
+
 def test_measure_again_after_an_edit_drops_stale_hover_values(make_napari_viewer, qtbot):
     """Erasing a line across the grains renumbers them: the table is no longer by pixel value, and the hover values
     of the first measurement must not stay on the layer."""
