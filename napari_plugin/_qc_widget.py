@@ -50,6 +50,7 @@ class QCParams:
     class_names: tuple[str, ...] = ()
     classifier: str | None = None
     magnification: float | None = None  # the file's, as the reader recorded it
+    boundaries: bool = False  # grains of a boundary mask (non-zero = boundary: a "boundaries" layer, NIST truth)
 
 
 def _measure(params: QCParams) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -64,6 +65,9 @@ def _measure(params: QCParams) -> tuple[dict[str, Any], np.ndarray | None]:
         return dict(result)
 
     labels = params.labels
+    if params.measure_kind == MEASURE_KINDS[0] and params.boundaries:
+        res = measure.measure_grains_from_boundaries(labels, pixel_size_um=params.pixel_size_um)
+        return {"grains": summary(res)}, None
     if params.measure_kind == MEASURE_KINDS[0]:
         return {"grains": summary(measure.measure_grains(labels, pixel_size_um=params.pixel_size_um))}, None
     if params.measure_kind == MEASURE_KINDS[1]:
@@ -184,7 +188,7 @@ class QCWidget(Container):
         """Take what a Segment result says of itself: grain instances, or classes with their names (a spec's
         phase_fractions.pore needs the name 'pore', not '1')."""
         ms = ms_meta(layer) if layer is not None else {}
-        if ms.get("kind") == "grains":
+        if ms.get("kind") in ("grains", "boundaries"):
             self._kind.value = MEASURE_KINDS[0]
         elif ms.get("kind") == "classes":
             if self._kind.value == MEASURE_KINDS[0]:
@@ -223,7 +227,8 @@ class QCWidget(Container):
         return QCParams(image=image, spec_path=spec, pixel_size_um=px,
                         labels=labels, measure_kind=self._kind.value, class_names=names,
                         classifier=self._model.value.strip() or None,
-                        magnification=ms_meta(image_layer).get("magnification"))
+                        magnification=ms_meta(image_layer).get("magnification"),
+                        boundaries=labels_layer is not None and ms_meta(labels_layer).get("kind") == "boundaries")
 
     def run(self, *_: Any) -> None:
         """Start the evaluation in a worker."""

@@ -276,3 +276,24 @@ def test_qc_failed_run_does_not_keep_the_previous_verdict(make_napari_viewer, qt
     wait_idle(qtbot, w)
     assert any(s == "error" and "'field'" in m for s, m in notes)
     assert w.last is None and w._verdict.value == "-" and w._reasons.value == ""
+
+
+def test_qc_widget_measures_the_grains_of_a_boundaries_layer_between_its_lines(make_napari_viewer, qtbot, tmp_path,
+                                                                               notes):
+    """A "boundaries" layer (the NIST truth: non-zero = grain boundary) was measured as labels: one grain."""
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  grains:\n    n_grains: [20, 30]\n")
+    mask = np.zeros((100, 100), np.uint8)
+    mask[:, ::20] = mask[::20, :] = 1  # 5 x 5 grains
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.full((100, 100), 0.5, np.float32), name="field")
+    w = QCWidget(viewer)
+    w._kind.value = MEASURE_KINDS[2]
+    w._image.value, w._spec.value = image, spec
+    w._labels.value = viewer.add_labels(mask, name="field truth", metadata={"micro_seg": {"kind": "boundaries"}})
+    assert w._kind.value == MEASURE_KINDS[0]
+    w.run()
+    wait_idle(qtbot, w)
+    assert w._verdict.value.lower().startswith("pass"), (w._verdict.value, w._reasons.value)
