@@ -335,8 +335,14 @@ class AnnotateWidget(Container):
                          f"'{image.name}' ({np.shape(image.data)[0]} x {np.shape(image.data)[1]} px): segment this "
                          "image first, or pick its prediction")
             return
-        self._classes.value = ", ".join(classes)
         layer = self._annotations.value
+        if image is not None and layer is not None and layer.data.shape == data.shape:
+            ms = ms_meta(layer)
+            if (ms.get("image_id") or ms.get("image")) and not made_from(layer, image, self._viewer.layers):
+                notify_warning(f"'{layer.name}' was made for '{ms.get('image')}', not '{image.name}': nothing was "
+                               "copied. Pick the annotations of this image under Annotations (or pick its image).")
+                return
+        self._classes.value = ", ".join(classes)
         if layer is None or list(ms_meta(layer).get("classes") or []) != classes or layer.data.shape != data.shape:
             layer = self.new_annotation_layer()
             if layer is None:
@@ -344,9 +350,15 @@ class AnnotateWidget(Container):
         new = (data.astype(np.int64) + 1).astype(np.uint8 if len(classes) < 255 else np.uint16)
         old = np.asarray(layer.data)
         kept = int(np.count_nonzero(old))
-        if kept:  # the user's strokes stay: only unlabelled pixels take the prediction
-            new = np.where(old > 0, old, new).astype(np.result_type(old.dtype, new.dtype))
-        layer.data = new
+        if kept and old.dtype.kind in "ui" and int(new.max()) <= np.iinfo(old.dtype).max:
+            # the user's strokes stay: only unlabelled pixels take the prediction, as one edit napari can undo
+            # (setting layer.data would also drop the undo history of the strokes)
+            unlabelled = np.nonzero(old == 0)
+            layer.data_setitem(unlabelled, new[unlabelled])
+        else:
+            if kept:
+                new = np.where(old > 0, old, new).astype(np.result_type(old.dtype, new.dtype))
+            layer.data = new
         layer.selected_label = 1
         self._status.value = f"Copied '{pred.name}': paint over its mistakes"
         if kept:

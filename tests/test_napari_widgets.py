@@ -1030,6 +1030,36 @@ def test_start_from_prediction_keeps_the_strokes_already_painted(make_napari_vie
     assert any("8 painted pixel(s) were kept" in m for m in _messages(notes, "info"))
 
 
+def test_start_from_prediction_refuses_another_images_annotations_and_can_be_undone(make_napari_viewer, notes):
+    """'Start from prediction' filled the annotations of image A from the prediction of image B (same size), and
+    its fill reset napari's undo history (the strokes painted before could no longer be undone)."""
+    from napari_plugin._annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    a = viewer.add_image(np.zeros((32, 32), np.uint8), name="A")
+    b = viewer.add_image(np.zeros((32, 32), np.uint8), name="B")
+    p = np.zeros((32, 32), np.uint8)
+    p[:, 16:] = 1
+    pred = viewer.add_labels(p, name="B classes", metadata={"micro_seg": {"kind": "classes", "classes": ["a", "b"]}})
+    w = AnnotateWidget(viewer)
+    w._image.value, w._classes.value = a, "a, b"
+    layer = w.new_annotation_layer()
+    layer.data_setitem((np.full(8, 4), np.arange(20, 28)), 1)  # a stroke on A
+    stroke = np.array(layer.data, copy=True)
+    w._image.value, w._prediction.value = b, pred
+    w._annotations.value = layer
+    w.start_from_prediction()
+    np.testing.assert_array_equal(layer.data, stroke)
+    assert any("was made for 'A', not 'B'" in m for m in _messages(notes, "warning"))
+    w._image.value = a  # the prediction is copied into A's annotations: one undoable edit after the stroke
+    w.start_from_prediction()
+    assert layer.data[0, 0] == 1 and layer.data[0, 20] == 2 and layer.data[4, 20] == 1
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, stroke)
+    layer.undo()
+    assert not np.asarray(layer.data).any()
+
+
 def test_segment_pixel_size_reaches_the_results_of_a_renamed_image(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     """Rename the image, then correct its pixel size in Segment: its result layers follow (Measure used the old one)."""
     from _napari_helpers import tiny_model
