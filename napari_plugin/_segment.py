@@ -66,6 +66,9 @@ class SegmentParams:
     full_rows: int = 0  # rows of the full image (analysis rows + SEM data bar); results are padded back
     options: dict = field(default_factory=dict)  # post-processing settings over the card's (grain models)
     tta: bool = False  # test-time augmentation: average the prediction over 4 flips
+    # (name, data) of the result layers micro-seg wrote that this run may replace: their digests are computed in the
+    # worker (hashing a 16k x 16k layer takes seconds), to tell whether the user edited them
+    written: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class SegmentResult:
     uncertainty_max: float = 1.0
     n_nonfinite: int = 0  # NaN / inf pixel values of the image: their classes mean nothing
     warnings: tuple[str, ...] = ()  # the post-processing's (e.g. grains wider than the tiled context)
+    digest: str = ""  # data_digest(labels), computed in the worker
+    written_digests: dict = field(default_factory=dict)  # name -> data_digest of SegmentParams.written's data
 
 
 def segment_job(params: SegmentParams, cancel):
@@ -117,8 +122,10 @@ def segment_job(params: SegmentParams, cancel):
     unc = prediction.uncertainty
     if unc is not None:
         unc = pad_to_full(np.asarray(unc, dtype=np.float32), rows)
+    labels = pad_to_full(labels.astype(dtype, copy=False), rows)
     return SegmentResult(
-        labels=pad_to_full(labels.astype(dtype, copy=False), rows),
+        labels=labels, digest=data_digest(labels),
+        written_digests={name: data_digest(data) for name, data in params.written},
         class_labels=pad_to_full(np.asarray(result.class_labels).astype(np.uint8, copy=False), rows),
         uncertainty=unc, classes=tuple(card.classes), task=card.task, model_name=card.name,
         seconds=time.perf_counter() - t0, n_objects=n_objects,
@@ -334,7 +341,8 @@ class SegmentWidget(Container):
         if warning:
             notify_warning(warning)
         params = SegmentParams(image=data, model=str(model), full_rows=int(np.asarray(layer.data).shape[0]),
-                               options=self.postprocess_options(), tta=bool(self._tta.value))
+                               options=self.postprocess_options(), tta=bool(self._tta.value),
+                               written=self._watch_written(layer.name))
         # the result belongs to this layer, whatever is picked under Image by the time it is ready
         return self._runner.start(segment_job, params, on_done=lambda result: self._show_result(result, layer),
                                   description="Segmenting", subject=f"'{layer.name}'")
@@ -344,17 +352,55 @@ class SegmentWidget(Container):
         """True while segmenting or while the result is still being put on the canvas."""
         return self._runner.running or self._pending_display
 
+    def _watch_written(self, image_name: str) -> tuple:
+        """``(name, data)`` of the result layers of ``image_name`` micro-seg wrote (``name``, ``name [k]``), for the
+        worker to hash; their paint / data events are watched until the result is shown (an edit made meanwhile
+        counts as an edit, whatever the digest)."""
+        self._unwatch_written()
+        layers, out = self._viewer.layers, []
+        for base in (f"{image_name} grains", f"{image_name} classes"):
+            k, candidate = 1, base
+            while candidate in layers:
+                layer = layers[candidate]
+                if ms_meta(layer).get("written") is not None and isinstance(layer.data, np.ndarray):
+                    out.append((candidate, layer.data))
+
+                    def edited(_event=None, key=id(layer)):
+                        self._edited_since_run.add(key)
+
+                    for emitter in (getattr(layer.events, "paint", None), layer.events.data):
+                        if emitter is not None:
+                            emitter.connect(edited)
+                            self._written_watch.append((emitter, edited))
+                k += 1
+                candidate = f"{base} [{k}]"
+        self._written_data = tuple(out)
+        return self._written_data
+
+    def _unwatch_written(self) -> None:
+        for emitter, callback in getattr(self, "_written_watch", ()):
+            try:
+                emitter.disconnect(callback)
+            except (RuntimeError, ValueError, TypeError):
+                pass
+        self._written_watch: list = []
+        self._edited_since_run: set[int] = set()
+        self._written_data: tuple = ()  # the data hashed by the worker (released once the result is shown)
+
     def _put_layer(self, kind: str, name: str, data: np.ndarray, **kwargs):
         """Update the layer ``name`` in place when it fits (cheap), else (re)create it.
 
         A Labels layer is replaced only when it still holds what micro-seg wrote into it (the digest kept in its
-        metadata): one the user has edited (or made) is kept, and the result goes to a new layer ``name [2]``."""
+        metadata): one the user has edited (or made) is kept, and the result goes to a new layer ``name [2]``.
+        ``digests``: the digest of ``data`` and of the layers hashed by the worker (:class:`SegmentResult`)."""
         import napari.layers
 
         layer_type = napari.layers.Labels if kind == "labels" else napari.layers.Image
         if kind == "labels":
-            kwargs["metadata"] = {"micro_seg": {**kwargs["metadata"]["micro_seg"], "written": data_digest(data)}}
-            free = self._unedited_name(name)
+            digest, written = kwargs.pop("digests", ("", {}))
+            kwargs["metadata"] = {"micro_seg": {**kwargs["metadata"]["micro_seg"],
+                                                "written": digest or data_digest(data)}}
+            free = self._unedited_name(name, written)
             if free != name:
                 notify_warning(f"'{name}' was edited since micro-seg wrote it: it is kept as it is, and the new "
                                f"result is in '{free}'.")
@@ -374,16 +420,27 @@ class SegmentWidget(Container):
         add = self._viewer.add_labels if kind == "labels" else self._viewer.add_image
         return add(data, name=name, **kwargs)
 
-    def _unedited_name(self, name: str) -> str:
+    def _unedited_name(self, name: str, hashed: dict | None = None) -> str:
         """``name`` when no layer has it or its layer holds what micro-seg wrote there, else the first
-        ``name [k]`` (k = 2, 3, ...) that is free or unedited too."""
-        layers = self._viewer.layers
+        ``name [k]`` (k = 2, 3, ...) that is free or unedited too.  ``hashed``: digests the worker computed of the
+        layers' data when the run started (:meth:`_watch_written`), used while that data is the layer's, unedited
+        since; a layer without one is hashed here (it appeared or was replaced during the run: rare)."""
+        layers, hashed = self._viewer.layers, hashed or {}
+        snapshots = {candidate: data for candidate, data in getattr(self, "_written_data", ())}
         k, candidate = 1, name
         while candidate in layers:
             layer = layers[candidate]
             written = ms_meta(layer).get("written")
-            if written is not None and written == data_digest(layer.data):
-                break
+            if written is not None:
+                if candidate in hashed and snapshots.get(candidate) is layer.data:
+                    if id(layer) in getattr(self, "_edited_since_run", ()):
+                        current = None  # painted / replaced during the run: edited
+                    else:
+                        current = hashed[candidate]
+                else:
+                    current = data_digest(layer.data)
+                if written == current:
+                    break
             k += 1
             candidate = f"{name} [{k}]"
         return candidate
@@ -415,12 +472,15 @@ class SegmentWidget(Container):
             if result.task == "grains":
                 meta = {**base, "kind": "grains", "class_labels": result.class_labels}
                 labels = self._put_layer("labels", f"{layer.name} grains", result.labels,
-                                         metadata={"micro_seg": meta}, opacity=0.5, **common, **units)
+                                         metadata={"micro_seg": meta}, opacity=0.5, **common, **units,
+                                         digests=(result.digest, result.written_digests))
             else:
                 meta = {**base, "kind": "classes"}
                 labels = self._put_layer("labels", f"{layer.name} classes", result.labels,
                                          metadata={"micro_seg": meta}, opacity=0.5,
-                                         colormap=class_colormap(len(result.classes), offset=0), **common, **units)
+                                         colormap=class_colormap(len(result.classes), offset=0), **common, **units,
+                                         digests=(result.digest, result.written_digests))
+        self._unwatch_written()
         what = f"{result.n_objects} grains" if result.task == "grains" else ", ".join(result.classes)
         self._status.value = f"{result.model_name}: {what} in {result.seconds:.1f} s"
         message = f"Segmented '{layer.name}' with {result.model_name} in {result.seconds:.1f} s."

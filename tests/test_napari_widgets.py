@@ -1008,6 +1008,44 @@ def test_segment_again_keeps_a_result_layer_the_user_edited(make_napari_viewer, 
     assert "field classes [3]" not in viewer.layers and np.array_equal(edited.data, kept)
 
 
+def test_segment_again_hashes_the_result_layers_off_the_gui_thread(make_napari_viewer, qtbot, tmp_path, monkeypatch,
+                                                                  notes):
+    """The edited-layer check hashed the new result and the existing layer on the GUI thread (about 2.5 s frozen for
+    a 16k x 16k image): now the worker hashes both; an edit made while segmenting still keeps the layer."""
+    import threading
+
+    from _napari_helpers import tiny_model
+    from napari_plugin import _segment
+    from napari_plugin._segment import SegmentWidget
+
+    on_gui_thread = []
+    digest = _segment.data_digest
+
+    def spy(data):
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        return digest(data)
+
+    monkeypatch.setattr(_segment, "data_digest", spy)
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
+    model = tiny_model(tmp_path / "tiny-phases", name="tiny-phases")
+    viewer = make_napari_viewer()
+    field = viewer.add_image(two_phase_image((64, 64), seed=2)[0], name="field")
+    widget = SegmentWidget(viewer)
+    widget.select_model(str(model))
+    widget._image.value = field
+    for _ in range(2):  # the second run hashes the first result (unedited: replaced)
+        assert widget.run() is not None
+        wait_idle(qtbot, widget)
+    assert [l.name for l in viewer.layers if l.name.startswith("field classes")] == ["field classes"]
+    assert len(on_gui_thread) == 3 and not any(on_gui_thread)
+    layer = viewer.layers["field classes"]
+    assert widget.run() is not None
+    layer.data_setitem((np.arange(5), np.arange(5)), 1 - layer.data[0, 0])  # an edit while segmenting
+    wait_idle(qtbot, widget)
+    assert viewer.layers["field classes"] is layer and "field classes [2]" in viewer.layers
+    assert not any(on_gui_thread)
+
+
 def test_start_from_prediction_keeps_the_strokes_already_painted(make_napari_viewer, notes):
     """'Start from prediction' on a layer with scribbles: the prediction fills only the unlabelled pixels."""
     from napari_plugin._annotate import AnnotateWidget
