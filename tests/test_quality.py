@@ -118,3 +118,43 @@ def test_to_gray_and_errors():
     bad[0, 0] = np.nan
     with pytest.raises(InvalidImageError):
         assess_image(bad)
+
+
+def _sample(name: str) -> np.ndarray:
+    from micro_seg.io import read_micrograph
+    from micro_seg.resources import sample_images_dir
+
+    return to_gray(read_micrograph(sample_images_dir() / name).analysis_data)
+
+
+def test_noisy_defocused_image_is_not_called_sharp():
+    """blur_effect on raw pixels read detector noise as detail: the NIST crop defocused (sigma 5) with noise sd 10
+    scored 0.262, sharper than the focused original (0.277), and passed the 0.45 QC limit."""
+    img = _sample("nist_steel_ferrite_crop.tif")
+    sharp = blur_score(img)
+    assert sharp < 0.35
+    rng = np.random.default_rng(0)
+    for noise in (0.0, 5.0, 10.0):
+        scores = [blur_score(np.clip(ndi.gaussian_filter(img, s) + rng.normal(0, noise, img.shape), 0, 255)
+                             .astype(np.uint8)) for s in (1.0, 3.0, 5.0)]
+        assert sharp < scores[0] < scores[1] < scores[2], (noise, scores)
+        assert scores[1] > 0.45 and scores[2] > 0.45, (noise, scores)  # QC's limit flags them
+
+
+@pytest.mark.parametrize("name", ["nist_steel_ferrite_crop.tif", "nasa_super1_spot1_0d_0.tif",
+                                  "synthetic_etched_twins.tif", "synthetic_porous_section.tif",
+                                  "synthetic_sem_grains.tif", "tbm_colour_etched_14-512-512.png"])
+def test_focused_samples_stay_below_the_qc_blur_limit(name):
+    assert blur_score(_sample(name)) < 0.45
+
+
+def test_flat_image_with_one_odd_pixel_or_noise_has_no_structure():
+    """A flat uint8 image scored 1.0 but ~0.0 (sharp) with one pixel changed by one grey level."""
+    from micro_seg.quality import noise_sd
+
+    flat = np.full((64, 64), 100, np.uint8)
+    flat[3, 3] = 101
+    assert blur_score(flat) == 1.0
+    noisy = 100 + np.random.default_rng(1).normal(0, 3, (64, 64))
+    assert blur_score(noisy) == 1.0
+    assert noise_sd(noisy) == pytest.approx(3.0, rel=0.15)
