@@ -189,6 +189,8 @@ def test_spec_rules_a_model_can_measure_are_accepted(tmp_path, capsys, images):
     ("--threads", "-2", "--threads -2: must be at least 1"),
     ("--max-minutes", "-1", "--max-minutes -1.0: must be a positive number"),
     ("--classes", "disks,disks", "['disks'] given more than once"),  # refused only after training
+    ("--epochs", "0", "--epochs must be >= 1, got 0"),  # one sentence about three options
+    ("--input-size", "8", "--input-size must be >= 16 pixels, got 8"),
 ])
 def test_train_classifier_refuses_unusable_options_before_reading_images(tmp_path, capsys, option, value, says):
     data = tmp_path / "data"

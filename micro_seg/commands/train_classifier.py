@@ -88,6 +88,10 @@ def _check_options(args: argparse.Namespace) -> None:
     from micro_seg.errors import TrainingDataError
     from micro_seg.registry import class_names_problem
 
+    if args.epochs < 1:
+        raise TrainingDataError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.input_size < 16:
+        raise TrainingDataError(f"--input-size must be >= 16 pixels, got {args.input_size}")
     if args.batch_size < 2:  # batch norm skips batches of one image: nothing would be learned
         raise TrainingDataError(f"--batch-size {args.batch_size}: must be at least 2 (batch normalisation needs two "
                                 "images per step)")
