@@ -68,7 +68,6 @@ from micro_seg.errors import (
     InputFileNotFoundError,
     ModelError,
     TrainingDataError,
-    WeightsIntegrityError,
 )
 
 __all__ = [
@@ -718,9 +717,12 @@ def _fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, n_classes: int, *,
 
 
 def _files_hash(paths: Sequence[Path], labels: np.ndarray) -> str:
+    """sha256 over the training set: each file's content hash, name and class (an edited image changes it)."""
+    from micro_seg.registry import sha256_file
+
     h = hashlib.sha256()
     for p, y in zip(paths, labels):
-        h.update(f"{Path(p).name}\t{int(y)}\t{Path(p).stat().st_size}\n".encode())
+        h.update(f"{sha256_file(p)}\t{Path(p).name}\t{int(y)}\n".encode())
     return h.hexdigest()
 
 

@@ -228,3 +228,17 @@ def test_segmentation_loader_refuses_a_classifier_with_a_clear_message(trained):
 
     with pytest.raises(ModelError, match="image classifier, not a segmentation model"):
         load_model(trained.folder)
+
+
+def test_training_data_hash_follows_file_contents(tmp_path):
+    """The card's training_data.sha256 hashed names, labels and sizes only: an edited image of the same size kept
+    the hash."""
+    from micro_seg.classifier import _files_hash
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
+    before = _files_hash([path], np.array([0]))
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF  # same size, different content
+    path.write_bytes(bytes(data))
+    assert _files_hash([path], np.array([0])) != before
