@@ -794,6 +794,12 @@ def iter_train_classifier(
     if len(val_idx) == 0:
         raise TrainingDataError(f"{data_dir}: no validation images (val_fraction={config.val_fraction}); "
                                 "calibration and the OOD threshold need a validation split")
+    if config.positive_class is not None and config.target_recall is not None and not np.any(
+            labels[val_idx] == names.index(config.positive_class)):  # found out only after training, by index
+        n_pos = int(np.sum(labels == names.index(config.positive_class)))
+        raise TrainingDataError(f"{data_dir}: positive class {config.positive_class!r} has no validation image "
+                                f"({n_pos} image(s), val_fraction {config.val_fraction}) to choose its recall threshold "
+                                "on: give that class more images or a larger --val-fraction")
     split_warnings = _split_warnings(paths, labels, names, train_idx, val_idx)
     yield {"stage": "split", "train": len(train_idx), "val": len(val_idx), "seconds": time.perf_counter() - t0,
            "warnings": split_warnings}

@@ -305,3 +305,21 @@ def test_a_bad_pixel_size_is_a_usage_error_not_a_fail_verdict(tmp_path, capsys, 
     code = main(["qc", str(img), "--spec", str(spec), "--pixel-size", bad])
     cap = capsys.readouterr()
     assert code == 2 and cap.out == "" and "--pixel-size" in cap.err and len(cap.err.strip().splitlines()) == 1
+
+
+def test_positive_class_without_validation_images_is_refused_before_training(tmp_path, capsys):
+    """--positive-class with no validation image failed only after training, with 'positive class (index 1)';
+    --positive-class without --target-recall was ignored in silence."""
+    data = tmp_path / "data"
+    for kind, n in (("grains", 6), ("disks", 1)):
+        (data / kind).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(synthetic(kind, i)).save(data / kind / f"{i}.png")
+    argv = ["train-classifier", str(data), "--out", str(tmp_path / "m"), "--input-size", "32", "--epochs", "1",
+            "--batch-size", "4", "--threads", "1", "--positive-class", "disks"]
+    code, out, err = run_json(capsys, argv + ["--target-recall", "0.9"])
+    assert code == 2 and out is None and "epoch" not in err, err
+    assert "positive class 'disks' has no validation image" in err and str(data) in err and "--val-fraction" in err
+    code, out, err = run_json(capsys, argv)
+    assert code == 2 and "--positive-class disks: needs --target-recall" in err
+    assert len(err.strip().splitlines()) == 1, err

@@ -101,6 +101,9 @@ def _check_options(args: argparse.Namespace) -> None:
         raise TrainingDataError(f"--threads {args.threads}: must be at least 1")
     if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
         raise TrainingDataError(f"--max-minutes {args.max_minutes}: must be a positive number of minutes")
+    if args.positive_class is not None and args.target_recall is None:  # it would be ignored in silence
+        raise TrainingDataError(f"--positive-class {args.positive_class}: needs --target-recall (the recall to reach "
+                                "for it on the validation images); without it the class is not treated differently")
     if args.classes:
         names = [c.strip() for c in args.classes.split(",") if c.strip()]
         problem = class_names_problem(names)
