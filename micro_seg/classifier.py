@@ -868,6 +868,15 @@ def iter_train_classifier(
     _, train_feats = _predict(net, images[train_idx], tta=config.tta, symmetry=config.symmetry)
     y_val = labels[val_idx]
     temperature = fit_temperature(val_logits, y_val)
+    warnings = list(split_warnings)
+    if temperature <= 0.2501 or temperature >= 19.99:  # the NLL search ran into its bound: no real optimum
+        why = ("no validation error to calibrate on" if temperature <= 0.2501
+               else "the validation predictions are little better than chance")
+        warnings.append(f"probability calibration failed: the temperature stopped at its bound {temperature:.3g} "
+                        f"({why}; {len(val_idx)} validation images): too few or too clean validation images, so the "
+                        "confidences are not calibrated (use them to rank images, not as probabilities); give more "
+                        "validation images or a larger --val-fraction")
+        yield {"stage": "calibration", "temperature": temperature, "warnings": warnings[len(split_warnings):]}
     p_before = torch.softmax(torch.from_numpy(val_logits), 1).numpy()
     p_after = torch.softmax(torch.from_numpy(val_logits) / temperature, 1).numpy()
     means, precision = _fit_mahalanobis(train_feats, labels[train_idx], n_classes)
@@ -888,7 +897,7 @@ def iter_train_classifier(
     metrics = classification_metrics(val_pred, y_val, names)
     eps = 1e-12
     metrics.update({
-        "warnings": split_warnings,
+        "warnings": warnings,
         "validation_data": (f"{len(val_idx)} images held out ({config.val_fraction:.0%} of each class, seed "
                             f"{config.seed}) of {Path(data_dir).name}"),
         "ece_before_calibration": expected_calibration_error(p_before, y_val),

@@ -323,3 +323,24 @@ def test_positive_class_without_validation_images_is_refused_before_training(tmp
     code, out, err = run_json(capsys, argv)
     assert code == 2 and "--positive-class disks: needs --target-recall" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("bound", [0.25, 20.0])
+def test_temperature_at_its_bound_is_a_training_warning(tmp_path, capsys, monkeypatch, bound):
+    """A temperature stuck at 0.25 or 20 (calibration failed) was written only deep in the card."""
+    import micro_seg.classifier as classifier
+
+    monkeypatch.setattr(classifier, "fit_temperature", lambda logits, truth: bound)
+    data = tmp_path / "data"
+    for kind in ("grains", "disks"):
+        (data / kind).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(synthetic(kind, i)).save(data / kind / f"{i}.png")
+    argv = ["train-classifier", str(data), "--out", str(tmp_path / "m"), "--input-size", "32", "--epochs", "1",
+            "--batch-size", "4", "--val-fraction", "0.5", "--threads", "1"]
+    code, out, err = run_json(capsys, argv + ["--quiet", "--json"])
+    assert code == 0, err
+    (warning,) = [w for w in out["warnings"] if "calibration failed" in w]
+    assert f"bound {bound:.3g}" in warning and "not calibrated" in warning
+    code = main(argv)  # the human output: the warning on stderr
+    assert code == 0 and "warning: probability calibration failed" in capsys.readouterr().err

@@ -77,6 +77,9 @@ def _progress(update: dict) -> None:
         print(f"{update['train']} training / {update['val']} validation images", file=sys.stderr, flush=True)
         for warning in update.get("warnings") or ():
             print(f"warning: {warning}", file=sys.stderr, flush=True)
+    elif stage == "calibration":
+        for warning in update.get("warnings") or ():
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     elif stage == "time_limit":
         print(f"time limit reached after epoch {update['epoch']}", file=sys.stderr, flush=True)
 
