@@ -282,7 +282,9 @@ def load_class_folders(
     Raises
     ------
     InputFileNotFoundError, TrainingDataError
-        Missing folder, fewer than two classes, or a class without images.
+        Missing folder, fewer than two classes, a class without images, or
+        class folders that all hold their images only in the same sub-folders
+        (a ``DATA/train/<class>``, ``DATA/val/<class>`` layout).
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -296,12 +298,21 @@ def load_class_folders(
         raise TrainingDataError(f"{root}: need one sub-folder per class and at least 2 classes, found {names}")
     paths: list[Path] = []
     labels: list[int] = []
+    subfolders = []
     for idx, name in enumerate(names):
         files = _image_files(root / name)
         if not files:
             raise TrainingDataError(f"{root / name}: class folder holds no supported images")
         paths += files
         labels += [idx] * len(files)
+        subfolders.append({f.relative_to(root / name).parts[0] if f.parent != root / name else None for f in files})
+    if None not in subfolders[0] and all(s == subfolders[0] for s in subfolders):
+        # DATA/train/{a,b}, DATA/val/{a,b}: 'train' and 'val' would be the classes, in silence
+        hint = root / ("train" if "train" in names else names[0])
+        raise TrainingDataError(f"{root}: the folders {', '.join(names)} all hold their images only in the same "
+                                f"sub-folders ({', '.join(sorted(subfolders[0]))}): this looks like a train/validation "
+                                f"layout, not one folder per class; point at {hint} (one folder per class, the "
+                                "validation split is made from it)")
     return paths, np.asarray(labels, dtype=np.int64), names
 
 

@@ -344,3 +344,20 @@ def test_temperature_at_its_bound_is_a_training_warning(tmp_path, capsys, monkey
     assert f"bound {bound:.3g}" in warning and "not calibrated" in warning
     code = main(argv)  # the human output: the warning on stderr
     assert code == 0 and "warning: probability calibration failed" in capsys.readouterr().err
+
+
+def test_a_train_val_layout_is_not_taken_as_two_classes(tmp_path, capsys):
+    """DATA/train/{a,b} + DATA/val/{a,b} trained a model of the classes 'train' and 'val', in silence."""
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        for kind in ("grains", "disks"):
+            (data / split / kind).mkdir(parents=True)
+            Image.fromarray(synthetic(kind, 1)).save(data / split / kind / "a.png")
+    code, out, err = run_json(capsys, ["train-classifier", str(data), "--out", str(tmp_path / "m"), "--epochs", "1",
+                                       "--json"])
+    assert code == 2 and out is None and len(err.strip().splitlines()) == 1, err
+    assert "train/validation layout" in err and str(data / "train") in err
+    Image.fromarray(synthetic("grains", 2)).save(data / "train" / "b.png")  # one class folder with its own images
+    from micro_seg.classifier import load_class_folders
+
+    assert load_class_folders(data)[2] == ["train", "val"]
