@@ -343,23 +343,41 @@ def stratified_split(labels: np.ndarray, val_fraction: float, *, seed: int) -> t
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64)
 
 
+def _pixels_hash(pixels: np.ndarray) -> str:
+    """sha256 of decoded pixels (shape, dtype and values): the same image saved as PNG and as TIFF hashes alike."""
+    arr = np.ascontiguousarray(pixels)
+    h = hashlib.sha256(f"{arr.shape}\t{arr.dtype.str}\n".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
 def _split_warnings(paths: Sequence[Path], labels: np.ndarray, names: Sequence[str], train_idx: np.ndarray,
-                    val_idx: np.ndarray) -> list[str]:
+                    val_idx: np.ndarray, hashes: Sequence[str]) -> list[str]:
     """What makes the validation figures (accuracy, temperature, OOD threshold) less than they seem: a class with
-    no validation image drops out of them, and a byte-identical copy of a training image in validation is no
-    held-out image."""
+    no validation image drops out of them, a pixel-identical copy of a training image in validation is no
+    held-out image, and the same image in two class folders has contradictory labels.  ``hashes``:
+    :func:`_pixels_hash` of each path's pixels as the classifier reads them."""
     out = []
     absent = [names[c] for c in range(len(names)) if not np.any(labels[val_idx] == c)]
     if absent:
         out.append(f"class(es) {', '.join(absent)} have no validation image (too few images): they are missing from "
                    "the validation metrics")
-    from micro_seg.registry import sha256_file
-
-    train_hashes = {sha256_file(paths[i]): paths[i] for i in train_idx}
-    copies = [(paths[i], train_hashes[h]) for i in val_idx if (h := sha256_file(paths[i])) in train_hashes]
+    first: dict[str, int] = {}
+    clashes = []
+    for i, h in enumerate(hashes):
+        j = first.setdefault(h, i)
+        if j != i and labels[j] != labels[i]:
+            clashes.append((j, i))
+    if clashes:
+        j, i = clashes[0]
+        out.append(f"{len(clashes)} image(s) are in two class folders with the same pixels (e.g. {paths[j]} "
+                   f"({names[labels[j]]}) = {paths[i]} ({names[labels[i]]})): contradictory labels; keep each image "
+                   "in one class folder")
+    train_hashes = {hashes[i]: paths[i] for i in train_idx}
+    copies = [(paths[i], train_hashes[hashes[i]]) for i in val_idx if hashes[i] in train_hashes]
     if copies:
         v, t = copies[0]
-        out.append(f"{len(copies)} validation image(s) are byte-identical copies of training images (e.g. {v} = {t}): "
+        out.append(f"{len(copies)} validation image(s) are pixel-identical copies of training images (e.g. {v} = {t}): "
                    "the validation accuracy, calibration and OOD threshold are optimistic; remove the copies")
     return out
 
@@ -791,11 +809,14 @@ def iter_train_classifier(
         raise TrainingDataError(f"target_recall ({config.target_recall}) needs a positive_class and a value in (0, 1]")
     t0 = time.perf_counter()
     images = np.zeros((len(paths), config.in_channels, config.input_size, config.input_size), np.float32)
+    hashes = []
     for i, p in enumerate(paths):
         if cancel and cancel():
             raise CancelledError(f"{data_dir}: training cancelled while reading images")
         try:
-            images[i] = prepare_image(_read_for_classifier(p), input_size=config.input_size,
+            pixels = _read_for_classifier(p)
+            hashes.append(_pixels_hash(pixels))
+            images[i] = prepare_image(pixels, input_size=config.input_size,
                                       in_channels=config.in_channels, normalisation=config.normalisation)
         except (ValueError, OSError) as exc:
             raise TrainingDataError(f"{p}: cannot use this image for training: {exc}") from exc
@@ -811,7 +832,7 @@ def iter_train_classifier(
         raise TrainingDataError(f"{data_dir}: positive class {config.positive_class!r} has no validation image "
                                 f"({n_pos} image(s), val_fraction {config.val_fraction}) to choose its recall threshold "
                                 "on: give that class more images or a larger --val-fraction")
-    split_warnings = _split_warnings(paths, labels, names, train_idx, val_idx)
+    split_warnings = _split_warnings(paths, labels, names, train_idx, val_idx, hashes)
     yield {"stage": "split", "train": len(train_idx), "val": len(val_idx), "seconds": time.perf_counter() - t0,
            "warnings": split_warnings}
 
