@@ -54,7 +54,7 @@ import hashlib
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Generator, Mapping, Sequence
 
@@ -615,7 +615,9 @@ class ClassifierConfig:
     (warm-up, cosine decay) follows the larger of the fraction of steps and the
     fraction of the time budget used, so it always completes in time;
     ``epochs`` is then an upper bound.  ``balanced`` samples
-    classes equally often per epoch (imbalanced data sets).
+    classes equally often per epoch (imbalanced data sets).  ``in_channels``
+    0 picks the input: 3 (RGB) when any training image is colour with
+    channels that differ, else 1 (grey); the card records the choice.
     """
 
     arch: str = "mscls-s"
@@ -808,7 +810,12 @@ def iter_train_classifier(
     if config.target_recall is not None and (config.positive_class is None or not 0.0 < config.target_recall <= 1.0):
         raise TrainingDataError(f"target_recall ({config.target_recall}) needs a positive_class and a value in (0, 1]")
     t0 = time.perf_counter()
-    images = np.zeros((len(paths), config.in_channels, config.input_size, config.input_size), np.float32)
+    auto = config.in_channels == 0
+    if auto and config.arch_kwargs.get("in_channels") is not None:
+        raise TrainingDataError("in_channels 0 (auto) cannot be combined with arch_kwargs in_channels")
+    tried = (1, 3) if auto else (config.in_channels,)
+    prepared = {c: np.zeros((len(paths), c, config.input_size, config.input_size), np.float32) for c in tried}
+    colour, grey_rgb = None, []  # a file whose colour channels differ / RGB files whose channels are all equal
     hashes = []
     for i, p in enumerate(paths):
         if cancel and cancel():
@@ -816,12 +823,33 @@ def iter_train_classifier(
         try:
             pixels = _read_for_classifier(p)
             hashes.append(_pixels_hash(pixels))
-            images[i] = prepare_image(pixels, input_size=config.input_size,
-                                      in_channels=config.in_channels, normalisation=config.normalisation)
+            for c, images in prepared.items():
+                images[i] = prepare_image(pixels, input_size=config.input_size,
+                                          in_channels=c, normalisation=config.normalisation)
+            if auto and pixels.ndim == 3 and pixels.shape[-1] >= 3:
+                rgb = pixels[..., :3]
+                if np.any(rgb != rgb[..., :1]):
+                    colour = colour or p
+                else:
+                    grey_rgb.append(p)
         except (ValueError, OSError) as exc:
             raise TrainingDataError(f"{p}: cannot use this image for training: {exc}") from exc
         if i % 100 == 0:
             yield {"stage": "load", "done": i + 1, "total": len(paths)}
+    channel_warnings = []
+    if auto:
+        config = replace(config, in_channels=3 if colour is not None else 1)
+        if colour is None and grey_rgb:
+            channel_warnings.append(f"{len(grey_rgb)} RGB image(s) (e.g. {grey_rgb[0]}) have equal red, green and blue "
+                                    "channels: training on grey (--channels auto); give --channels rgb to keep three "
+                                    "channels")
+    images = prepared[config.in_channels]
+    del prepared
+    channels_note = ({"option": "auto", "in_channels": config.in_channels,
+                      "reason": (f"colour channels differ in {colour}" if colour is not None
+                                 else "no training image has colour channels that differ")} if auto
+                     else {"option": "rgb" if config.in_channels == 3 else "grey" if config.in_channels == 1
+                           else str(config.in_channels), "in_channels": config.in_channels})
     train_idx, val_idx = stratified_split(labels, config.val_fraction, seed=config.seed)
     if len(val_idx) == 0:
         raise TrainingDataError(f"{data_dir}: no validation images (val_fraction={config.val_fraction}); "
@@ -832,7 +860,7 @@ def iter_train_classifier(
         raise TrainingDataError(f"{data_dir}: positive class {config.positive_class!r} has no validation image "
                                 f"({n_pos} image(s), val_fraction {config.val_fraction}) to choose its recall threshold "
                                 "on: give that class more images or a larger --val-fraction")
-    split_warnings = _split_warnings(paths, labels, names, train_idx, val_idx, hashes)
+    split_warnings = channel_warnings + _split_warnings(paths, labels, names, train_idx, val_idx, hashes)
     yield {"stage": "split", "train": len(train_idx), "val": len(val_idx), "seconds": time.perf_counter() - t0,
            "warnings": split_warnings}
 
@@ -961,6 +989,7 @@ def iter_train_classifier(
             "input_size": config.input_size,
             "tta": bool(config.tta),
             "symmetry": config.symmetry,
+            "channels": channels_note,
             "temperature": temperature,
             "temperature_at_bound": bool(temperature <= 0.2501 or temperature >= 19.99),
             "decision": decision,
@@ -971,7 +1000,8 @@ def iter_train_classifier(
             "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items() if k != "stage"}
                         for h in history],
             "how_to_retrain": f"micro-seg train-classifier {Path(data_dir).resolve()} --out MODEL_DIR "
-                              f"--epochs {config.epochs} --input-size {config.input_size} --arch {config.arch}",
+                              f"--epochs {config.epochs} --input-size {config.input_size} --arch {config.arch} "
+                              f"--channels {'rgb' if config.in_channels == 3 else 'grey'}",
         },
     )
     net.eval()

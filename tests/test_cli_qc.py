@@ -383,3 +383,33 @@ def test_copies_are_found_by_their_pixels_and_across_classes(tmp_path):
     assert str(paths[0]) in clash and str(paths[2]) in clash and "contradictory labels" in clash
     (copies,) = [w for w in warnings if "pixel-identical copies" in w]
     assert copies.startswith("2 validation image(s)")
+
+
+def test_colour_only_classes_are_learned_with_channels_auto(tmp_path, capsys):
+    """train-classifier always trained on grey: red and blue images of the same patterns reached 0.17 val
+    accuracy.  auto picks RGB when the colour channels differ, and warns when RGB files are grey."""
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    for c, kind in enumerate(("blue", "red")):
+        (data / kind).mkdir(parents=True)
+        for i in range(10):
+            pattern = synthetic("grains", i, size=32)
+            rgb = np.zeros((32, 32, 3), np.uint8)
+            rgb[..., 2 - 2 * c] = pattern  # the same pattern in the blue or the red channel
+            Image.fromarray(rgb).save(data / kind / f"{i}.png")
+    argv = ["train-classifier", str(data), "--out", str(tmp_path / "m"), "--input-size", "32", "--epochs", "6",
+            "--batch-size", "8", "--lr", "5e-3", "--val-fraction", "0.3", "--threads", "1", "--quiet", "--json"]
+    code, out, err = run_json(capsys, argv)
+    assert code == 0, err
+    assert out["channels"] == "auto" and out["in_channels"] == 3 and out["val_accuracy"] >= 5 / 6, out
+    code, out, err = run_json(capsys, argv + ["--channels", "grey"])  # what it did before: chance
+    assert code == 0 and out["in_channels"] == 1 and out["val_accuracy"] <= 4 / 6, out
+    grey = tmp_path / "grey"
+    for kind in ("grains", "disks"):
+        (grey / kind).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.repeat(synthetic(kind, i, size=32)[..., None], 3, axis=-1)).save(grey / kind / f"{i}.png")
+    code, out, err = run_json(capsys, ["train-classifier", str(grey), "--out", str(tmp_path / "g"), "--input-size",
+                                       "32", "--epochs", "1", "--batch-size", "4", "--threads", "1", "--quiet", "--json"])
+    assert code == 0 and out["in_channels"] == 1, err
+    assert any("have equal red, green and blue channels" in w for w in out["warnings"]), out["warnings"]

@@ -41,6 +41,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--classes", default=None, help="comma-separated class folders to use (default: all)")
     p.add_argument("--arch", default="mscls-s", choices=list(CLASSIFIER_ARCHITECTURES),
                    help="network size (mscls-s reached 99.3%% on NEU in 13 min on 2 cores, see benchmarks/RESULTS.md)")
+    p.add_argument("--channels", default="auto", choices=["auto", "grey", "rgb"],
+                   help="network input: auto = RGB when any training image is colour with channels that differ, "
+                   "else grey (default; recorded on the card)")
     p.add_argument("--input-size", type=int, default=128, help="images are resized to this square side")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if (Path(args.out) / "card.yaml").is_file():  # as `micro-seg train` says it
         print(f"note: {args.out} already holds a model; training replaces it when it ends", file=sys.stderr, flush=True)
     config = ClassifierConfig(
-        arch=args.arch, input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        arch=args.arch, in_channels={"auto": 0, "grey": 1, "rgb": 3}[args.channels], input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed, max_minutes=args.max_minutes, balanced=args.balanced,
         augment=not args.no_augment, tta=not args.no_tta, symmetry=args.symmetry,
         positive_class=args.positive_class, target_recall=args.target_recall, ood_percentile=args.ood_percentile, threads=args.threads,
@@ -140,6 +143,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model_dir": str(result.folder),
         "name": result.card.name,
         "classes": result.card.classes,
+        "channels": result.card.extra["channels"]["option"],
+        "in_channels": result.card.in_channels,
         "val_accuracy": m["accuracy"],
         "n_val": m["n"],
         "per_class": m["per_class"],
