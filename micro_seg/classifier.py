@@ -833,7 +833,8 @@ def iter_train_classifier(
                 else:
                     grey_rgb.append(p)
         except (ValueError, OSError) as exc:
-            raise TrainingDataError(f"{p}: cannot use this image for training: {exc}") from exc
+            why = str(exc).removeprefix(f"{p}: ")  # the reader names the file already
+            raise TrainingDataError(f"{p}: cannot use this image for training: {why}") from exc
         if i % 100 == 0:
             yield {"stage": "load", "done": i + 1, "total": len(paths)}
     channel_warnings = []
@@ -1181,6 +1182,8 @@ def grad_cam(image: Any, model: Any, *, target_class: int | str | None = None) -
     -------
     ndarray of float32, shape (rows, cols)
         Values in [0, 1]; 1 where the evidence for the class is strongest.
+        The shape of the analysed pixels: for a Micrograph with an SEM data
+        bar, the area above the bar (``analysis_data``), not the whole file.
 
     Examples
     --------

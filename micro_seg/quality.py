@@ -204,6 +204,7 @@ def blur_score(image: np.ndarray, *, h_size: int = 11) -> float:
     Returns
     -------
     float
+        NaN (not measured) for an image 3 pixels high or wide.
 
     Examples
     --------
@@ -220,6 +221,8 @@ def blur_score(image: np.ndarray, *, h_size: int = 11) -> float:
     from skimage.measure import blur_effect
 
     gray = _central_crop(to_gray(image))
+    if min(gray.shape) < 4:  # blur_effect measures nothing (and warns) on 3 pixels
+        return float("nan")
     p_lo, p_hi = np.percentile(gray, (1.0, 99.0))
     spread = float(p_hi - p_lo)
     noise = noise_sd(gray)

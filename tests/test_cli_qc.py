@@ -413,3 +413,17 @@ def test_colour_only_classes_are_learned_with_channels_auto(tmp_path, capsys):
                                        "32", "--epochs", "1", "--batch-size", "4", "--threads", "1", "--quiet", "--json"])
     assert code == 0 and out["in_channels"] == 1, err
     assert any("have equal red, green and blue channels" in w for w in out["warnings"]), out["warnings"]
+
+
+def test_classify_a_folder_and_an_unreadable_training_image_say_so_once(tmp_path, capsys):
+    """`classify DIR` said 'image file not found'; a broken training image was named twice in its message."""
+    code, _, err = run_json(capsys, ["classify", str(tmp_path), "--model", "no-such-model"])
+    assert code == 2 and "is a folder, not an image file" in err
+    data = tmp_path / "data"
+    for kind in ("grains", "disks"):
+        (data / kind).mkdir(parents=True)
+        Image.fromarray(synthetic(kind, 1)).save(data / kind / "a.png")
+    bad = data / "disks" / "b.png"
+    bad.write_bytes(b"not a png")
+    code, _, err = run_json(capsys, ["train-classifier", str(data), "--out", str(tmp_path / "m"), "--json"])
+    assert code == 2 and "cannot use this image for training" in err and err.count(str(bad)) == 1, err

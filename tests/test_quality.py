@@ -158,3 +158,13 @@ def test_flat_image_with_one_odd_pixel_or_noise_has_no_structure():
     noisy = 100 + np.random.default_rng(1).normal(0, 3, (64, 64))
     assert blur_score(noisy) == 1.0
     assert noise_sd(noisy) == pytest.approx(3.0, rel=0.15)
+
+
+def test_three_pixel_high_image_blur_is_not_measured_without_a_warning():
+    """skimage printed a RuntimeWarning (invalid value in divide) for the blur of a 3-pixel-high image."""
+    import warnings
+
+    img = np.random.default_rng(0).integers(0, 255, (3, 40)).astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(assess_image(img).blur)

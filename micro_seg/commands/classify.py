@@ -32,7 +32,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s)")
     p.add_argument("--model", required=True, help="classification model name or folder")
     p.add_argument("--grad-cam", default=None, metavar="DIR",
-                   help="also write a Grad-CAM heat map <stem>_gradcam.tif per image to DIR")
+                   help="also write a Grad-CAM heat map <stem>_gradcam.tif per image to DIR (of the analysed area: an SEM "
+                   "data bar is left out, so the map is shorter than such an image)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from micro_seg.io import read_micrograph
 
     for path in args.images:
+        if Path(path).is_dir():
+            raise InputFileNotFoundError(f"{path}: is a folder, not an image file (give the image files, e.g. {path}/*.tif)")
         if not Path(path).is_file():
             raise InputFileNotFoundError(f"{path}: image file not found")
     check_output_folder(args.grad_cam, "--grad-cam")
