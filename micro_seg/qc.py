@@ -94,6 +94,8 @@ _IMAGE_ONE_SIDED = {
     "laplacian_sharpness": "min",
 }
 _IMAGE_RANGES = {"pixel_size_um", "magnification"}
+#: Pixel checks measured against the image's grey scale (not measured when it is unknown).
+_SCALE_KEYS = {"clipped_low_fraction", "clipped_high_fraction", "dynamic_range"}
 _IMAGE_ACTIONS = {"calibration": ("required", "review", "fail", "optional", "ignore"),
                   "out_of_distribution": ("review", "fail", "ignore")}
 _MEASUREMENT_GROUPS = ("grains", "phases", "defects")
@@ -838,7 +840,11 @@ def evaluate(
     if pixels is not None and not q:
         q = pixel_quality(pixels, spec)
     for key in pixel_rules:
-        if key in q:
+        if key in q and key in _SCALE_KEYS and _to_float(q[key]) is not None and not math.isfinite(float(q[key])):
+            from micro_seg.quality import NO_SCALE_REASON
+
+            reason = _unjudged(f"image.{key}", spec.image[key], f"image.{key} was not measured: {NO_SCALE_REASON}")
+        elif key in q:
             reason = _range_reason(f"image.{key}", q[key], spec.image[key])
         elif pixels is None:  # a check that cannot run is a finding (review), never left out
             rule = spec.image[key]

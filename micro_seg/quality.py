@@ -28,7 +28,8 @@ on any micrograph before (or without) segmentation:
 The full scale of an integer image is its dtype range, except for unsigned
 types wider than 8 bits, whose bit depth is inferred from the maximum value
 (a 12-bit detector stores 0..4095 in uint16).  Float images in [0, 1] use
-[0, 1]; other float images use their own min and max.
+[0, 1]; other float images have no known scale: clipping and contrast are not measured (NaN), and QC
+says why.  Signed integer images without negative values are read as unsigned data of the same width.
 
 Colour images are converted to grey (mean of the colour channels; an alpha
 channel is dropped).  Large images are measured on a central crop of at most
@@ -47,6 +48,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -120,16 +122,29 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def full_scale(image: np.ndarray) -> tuple[float, float]:
-    """Bottom and top of the grey scale the image was recorded on.
+#: Why clipping and contrast are not measured on a float image outside 0..1 (its grey scale is unknown).
+NO_SCALE_REASON = ("a floating-point image with values outside 0..1 has no known grey scale, so its clipping and "
+                   "contrast cannot be judged: save it as 8/16-bit integers or scaled to 0..1")
+
+
+def full_scale(image: np.ndarray) -> tuple[float, float] | None:
+    """Bottom and top of the grey scale the image was recorded on, or None when it is unknown (a floating-point
+    image with values outside 0..1: its own minimum and maximum would make every such image look full-range).
+
+    Signed integer images without negative values are read as unsigned data of the same width (cameras and
+    converters store 12-bit data as int16), with the same bit-depth inference.
 
     Examples
     --------
     >>> import numpy as np
     >>> full_scale(np.array([[0, 4000]], np.uint16))   # 12-bit data
     (0.0, 4095.0)
+    >>> full_scale(np.array([[0, 4000]], np.int16))    # the same data stored signed
+    (0.0, 4095.0)
     >>> full_scale(np.array([[0.2, 0.9]]))
     (0.0, 1.0)
+    >>> full_scale(np.array([[100.0, 120.0]])) is None
+    True
     """
     arr = np.asarray(image)
     dtype = arr.dtype
@@ -137,22 +152,24 @@ def full_scale(image: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        if np.issubdtype(dtype, np.unsignedinteger) and info.bits > 8:
+        low = int(arr.min()) if arr.size else 0
+        if info.bits > 8 and (np.issubdtype(dtype, np.unsignedinteger) or low >= 0):
             top = int(arr.max()) if arr.size else 0
             for bits in (8, 10, 12, 14, 16, 20, 24, 32, 64):
                 if bits <= info.bits and top <= 2**bits - 1:
                     return 0.0, float(2**bits - 1)
+        if np.issubdtype(dtype, np.signedinteger) and low >= 0:
+            return 0.0, float(info.max)  # int8 without negatives: 0..127
         return float(info.min), float(info.max)
     lo, hi = float(np.min(arr)), float(np.max(arr))
     if lo >= 0.0 and hi <= 1.0:
         return 0.0, 1.0
-    return lo, hi
+    return None
 
 
-def _grey_and_scale(image: np.ndarray) -> tuple[np.ndarray, float, float]:
+def _grey_and_scale(image: np.ndarray) -> tuple[np.ndarray, tuple[float, float] | None]:
     arr = np.asarray(image)
-    lo, hi = full_scale(arr[..., :3] if arr.ndim == 3 and arr.shape[-1] == 4 else arr)
-    return to_gray(arr), lo, hi
+    return to_gray(arr), full_scale(arr[..., :3] if arr.ndim == 3 and arr.shape[-1] == 4 else arr)
 
 
 def _central_crop(gray: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -253,7 +270,8 @@ def laplacian_sharpness(image: np.ndarray) -> float:
 
 
 def clipping_fractions(image: np.ndarray) -> tuple[float, float]:
-    """Fractions of pixels at the bottom and at the top of the full scale.
+    """Fractions of pixels at the bottom and at the top of the full scale; NaN (not measured) when the
+    scale is unknown (:func:`full_scale`).
 
     For colour images a pixel counts when any colour channel is clipped.
 
@@ -266,21 +284,25 @@ def clipping_fractions(image: np.ndarray) -> tuple[float, float]:
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]
-    lo, hi = full_scale(arr)
-    if arr.ndim == 3:
-        low = np.any(arr <= lo, axis=-1)
-        high = np.any(arr >= hi, axis=-1)
-    elif arr.ndim == 2:
-        low, high = arr <= lo, arr >= hi
-    else:
+    if arr.ndim not in (2, 3):
         raise InvalidImageError(f"expected a 2-D grey or (rows, cols, channels) colour image, got shape {arr.shape}")
     if arr.size == 0:
         raise InvalidImageError("image is empty")
+    scale = full_scale(arr)
+    if scale is None:
+        return math.nan, math.nan
+    lo, hi = scale
+    if arr.ndim == 3:
+        low = np.any(arr <= lo, axis=-1)
+        high = np.any(arr >= hi, axis=-1)
+    else:
+        low, high = arr <= lo, arr >= hi
     return float(low.mean()), float(high.mean())
 
 
 def dynamic_range(image: np.ndarray, *, percentiles: tuple[float, float] = (1.0, 99.0)) -> float:
-    """Fraction of the full grey scale spanned by the given percentiles.
+    """Fraction of the full grey scale spanned by the given percentiles; NaN (not measured) when the scale is
+    unknown (:func:`full_scale`).
 
     Examples
     --------
@@ -289,7 +311,10 @@ def dynamic_range(image: np.ndarray, *, percentiles: tuple[float, float] = (1.0,
     >>> round(dynamic_range(img, percentiles=(0, 100)), 3)
     0.196
     """
-    gray, lo, hi = _grey_and_scale(image)
+    gray, scale = _grey_and_scale(image)
+    if scale is None:
+        return math.nan
+    lo, hi = scale
     if hi <= lo:
         return 0.0
     p_lo, p_hi = np.percentile(gray, percentiles)

@@ -87,7 +87,9 @@ def test_full_scale_infers_bit_depth():
     assert full_scale(np.array([[0, 4095]], np.uint16)) == (0.0, 4095.0)
     assert full_scale(np.array([[0, 4096]], np.uint16)) == (0.0, 16383.0)
     assert full_scale(np.array([[0, 255]], np.uint8)) == (0.0, 255.0)
-    assert full_scale(np.array([[-3.0, 8.0]])) == (-3.0, 8.0)
+    assert full_scale(np.array([[-3.0, 8.0]])) is None  # float outside 0..1: no known scale (not its min..max)
+    assert full_scale(np.array([[0, 4000]], np.int16)) == (0.0, 4095.0)  # 12-bit data stored signed
+    assert full_scale(np.array([[-5, 4000]], np.int16)) == (-32768.0, 32767.0)
     # 12-bit saturation is found in uint16 storage
     img = np.full((4, 4), 1000, np.uint16)
     img[0] = 4095
@@ -168,3 +170,25 @@ def test_three_pixel_high_image_blur_is_not_measured_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(assess_image(img).blur)
+
+
+def test_the_same_pixels_stored_unsigned_signed_or_float_get_the_same_or_no_contrast_verdict():
+    """Values 100..120: as uint16 and int16 (no negatives: the same 8-bit-wide data) the dynamic range is the same
+    small fraction; as float outside 0..1 there is no known scale, so it is not measured (it used to be ~1.0, the
+    image's own min..max, and its darkest and brightest pixels counted as clipped)."""
+    import math
+
+    from micro_seg.qc import evaluate, parse_spec
+    from micro_seg.quality import clipping_fractions, dynamic_range
+
+    pixels = np.tile(np.arange(100, 121), (21, 1))
+    as_u16, as_i16, as_f64 = pixels.astype(np.uint16), pixels.astype(np.int16), pixels.astype(np.float64)
+    assert dynamic_range(as_i16) == pytest.approx(dynamic_range(as_u16)) == pytest.approx(20 / 255, rel=0.05)
+    assert clipping_fractions(as_i16) == clipping_fractions(as_u16) == (0.0, 0.0)
+    assert math.isnan(dynamic_range(as_f64)) and all(math.isnan(v) for v in clipping_fractions(as_f64))
+    spec = parse_spec({"image": {"dynamic_range": {"min": 0.1}, "clipped_high_fraction": 0.01}})
+    assert evaluate(as_i16, spec).verdict == "review"  # low contrast, as for uint16
+    res = evaluate(as_f64, spec)
+    assert res.verdict == "review"
+    assert {r.check for r in res.reasons} == {"image.dynamic_range", "image.clipped_high_fraction"}
+    assert all("no known grey scale" in r.message for r in res.reasons)
