@@ -978,8 +978,8 @@ def test_a_measurement_finishing_after_another_layer_was_picked_is_not_shown(mak
     assert any("another layer is picked now" in m for _, m in notes)
 
 
-def test_segment_again_keeps_a_result_layer_the_user_edited(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
-    """Segment again over a hand-corrected result: the corrections stay, the new result goes to a new layer."""
+def _segment_widget_on_a_field(make_napari_viewer, tmp_path, monkeypatch):
+    """``(viewer, Segment widget, image layer)``: a tiny phase model picked for a 64 x 64 two-phase field."""
     from _napari_helpers import tiny_model
     from napari_plugin._segment import SegmentWidget
 
@@ -990,6 +990,12 @@ def test_segment_again_keeps_a_result_layer_the_user_edited(make_napari_viewer, 
     widget = SegmentWidget(viewer)
     widget.select_model(str(model))
     widget._image.value = field
+    return viewer, widget, field
+
+
+def test_segment_again_keeps_a_result_layer_the_user_edited(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
+    """Segment again over a hand-corrected result: the corrections stay, the new result goes to a new layer."""
+    viewer, widget, field = _segment_widget_on_a_field(make_napari_viewer, tmp_path, monkeypatch)
     for _ in range(2):  # an unedited result is simply replaced
         assert widget.run() is not None
         wait_idle(qtbot, widget)
@@ -1014,9 +1020,7 @@ def test_segment_again_hashes_the_result_layers_off_the_gui_thread(make_napari_v
     a 16k x 16k image): now the worker hashes both; an edit made while segmenting still keeps the layer."""
     import threading
 
-    from _napari_helpers import tiny_model
     from napari_plugin import _segment
-    from napari_plugin._segment import SegmentWidget
 
     on_gui_thread = []
     digest = _segment.data_digest
@@ -1026,13 +1030,7 @@ def test_segment_again_hashes_the_result_layers_off_the_gui_thread(make_napari_v
         return digest(data)
 
     monkeypatch.setattr(_segment, "data_digest", spy)
-    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
-    model = tiny_model(tmp_path / "tiny-phases", name="tiny-phases")
-    viewer = make_napari_viewer()
-    field = viewer.add_image(two_phase_image((64, 64), seed=2)[0], name="field")
-    widget = SegmentWidget(viewer)
-    widget.select_model(str(model))
-    widget._image.value = field
+    viewer, widget, field = _segment_widget_on_a_field(make_napari_viewer, tmp_path, monkeypatch)
     for _ in range(2):  # the second run hashes the first result (unedited: replaced)
         assert widget.run() is not None
         wait_idle(qtbot, widget)
