@@ -152,13 +152,16 @@ def full_scale(image: np.ndarray) -> tuple[float, float] | None:
         return 0.0, 1.0
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
+        signed = np.issubdtype(dtype, np.signedinteger)
         low = int(arr.min()) if arr.size else 0
-        if info.bits > 8 and (np.issubdtype(dtype, np.unsignedinteger) or low >= 0):
-            top = int(arr.max()) if arr.size else 0
-            for bits in (8, 10, 12, 14, 16, 20, 24, 32, 64):
-                if bits <= info.bits and top <= 2**bits - 1:
-                    return 0.0, float(2**bits - 1)
-        if np.issubdtype(dtype, np.signedinteger) and low >= 0:
+        top = int(arr.max()) if arr.size else 0
+        value_bits = info.bits - 1 if signed else info.bits  # int16 holds 0..32767 at most
+        # a few small negatives (a dark-subtracted detector) do not make signed data full-range
+        if info.bits > 8 and (low >= 0 or (signed and -low <= max(16, top // 64))):
+            for bits in (8, 10, 12, 14, 15, 16, 20, 24, 31, 32, 63, 64):
+                if bits <= value_bits and top <= 2**bits - 1:
+                    return (min(0.0, float(low)), float(2**bits - 1))
+        if signed and low >= 0:
             return 0.0, float(info.max)  # int8 without negatives: 0..127
         return float(info.min), float(info.max)
     lo, hi = float(np.min(arr)), float(np.max(arr))

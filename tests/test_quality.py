@@ -89,7 +89,9 @@ def test_full_scale_infers_bit_depth():
     assert full_scale(np.array([[0, 255]], np.uint8)) == (0.0, 255.0)
     assert full_scale(np.array([[-3.0, 8.0]])) is None  # float outside 0..1: no known scale (not its min..max)
     assert full_scale(np.array([[0, 4000]], np.int16)) == (0.0, 4095.0)  # 12-bit data stored signed
-    assert full_scale(np.array([[-5, 4000]], np.int16)) == (-32768.0, 32767.0)
+    assert full_scale(np.array([[-5000, 4000]], np.int16)) == (-32768.0, 32767.0)
+    assert full_scale(np.array([[-5, 4000]], np.int16)) == (-5.0, 4095.0)  # a few dark-subtracted negatives
+    assert full_scale(np.array([[0, 32767]], np.int16)) == (0.0, 32767.0)  # not 0..65535: int16 stops at 32767
     # 12-bit saturation is found in uint16 storage
     img = np.full((4, 4), 1000, np.uint16)
     img[0] = 4095
@@ -192,3 +194,14 @@ def test_the_same_pixels_stored_unsigned_signed_or_float_get_the_same_or_no_cont
     assert res.verdict == "review"
     assert {r.check for r in res.reasons} == {"image.dynamic_range", "image.clipped_high_fraction"}
     assert all("no known grey scale" in r.message for r in res.reasons)
+
+
+def test_saturated_int16_is_clipped_and_one_negative_pixel_keeps_the_contrast():
+    rng = np.random.default_rng(0)
+    a = (rng.random((64, 64)) * 40000).clip(0, 32767).astype(np.int16)
+    low, high = clipping_fractions(a)
+    assert high == pytest.approx(float((a == 32767).mean())) and high > 0.1
+    b = np.tile(np.arange(1000), (10, 1)).astype(np.int16)
+    before = dynamic_range(b)
+    b[0, 0] = -1
+    assert dynamic_range(b) == pytest.approx(before, rel=0.01)
