@@ -306,7 +306,9 @@ def load_class_folders(
         paths += files
         labels += [idx] * len(files)
         subfolders.append({f.relative_to(root / name).parts[0] if f.parent != root / name else None for f in files})
-    if None not in subfolders[0] and all(s == subfolders[0] for s in subfolders):
+    # images grouped inside each class (ferrite/x100, ferrite/x500) are fine; split folders as classes are not
+    if ({str(n).lower() for n in names} <= _SPLIT_FOLDER_NAMES and None not in subfolders[0]
+            and all(s == subfolders[0] for s in subfolders)):
         # DATA/train/{a,b}, DATA/val/{a,b}: 'train' and 'val' would be the classes, in silence
         hint = root / ("train" if "train" in names else names[0])
         raise TrainingDataError(f"{root}: the folders {', '.join(names)} all hold their images only in the same "
@@ -314,6 +316,11 @@ def load_class_folders(
                                 f"layout, not one folder per class; point at {hint} (one folder per class, the "
                                 "validation split is made from it)")
     return paths, np.asarray(labels, dtype=np.int64), names
+
+
+#: Folder names of a train / validation / test layout: as the only "classes" they mean the user pointed one level
+#: too high.
+_SPLIT_FOLDER_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -758,9 +765,17 @@ def _files_hash(paths: Sequence[Path], labels: np.ndarray) -> str:
 
 
 def _read_for_classifier(path: Path) -> np.ndarray:
+    return _read_with_colour(path)[0]
+
+
+def _read_with_colour(path: Path) -> tuple[np.ndarray, bool]:
+    """The analysed pixels and whether they hold colour: 3+ channels that differ beyond the reader's tolerance
+    for grey images saved as colour (JPEG noise counts as grey, ``Micrograph.meta["is_grey_rgb"]``)."""
     from micro_seg.io import read_micrograph
 
-    return read_micrograph(path).analysis_data
+    m = read_micrograph(path)
+    data = m.analysis_data
+    return data, bool(data.ndim == 3 and data.shape[-1] >= 3 and not m.meta.get("is_grey_rgb"))
 
 
 def iter_train_classifier(
@@ -821,14 +836,13 @@ def iter_train_classifier(
         if cancel and cancel():
             raise CancelledError(f"{data_dir}: training cancelled while reading images")
         try:
-            pixels = _read_for_classifier(p)
+            pixels, is_colour = _read_with_colour(p)
             hashes.append(_pixels_hash(pixels))
             for c, images in prepared.items():
                 images[i] = prepare_image(pixels, input_size=config.input_size,
                                           in_channels=c, normalisation=config.normalisation)
             if auto and pixels.ndim == 3 and pixels.shape[-1] >= 3:
-                rgb = pixels[..., :3]
-                if np.any(rgb != rgb[..., :1]):
+                if is_colour:
                     colour = colour or p
                 else:
                     grey_rgb.append(p)

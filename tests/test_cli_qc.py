@@ -363,6 +363,20 @@ def test_a_train_val_layout_is_not_taken_as_two_classes(tmp_path, capsys):
     assert load_class_folders(data)[2] == ["train", "val"]
 
 
+def test_images_grouped_inside_each_class_folder_are_a_valid_layout(tmp_path):
+    """ferrite/{x100,x500} + pearlite/{x100,x500}: classes with their images grouped by magnification are not a
+    train/validation layout (the check refused them)."""
+    from micro_seg.classifier import load_class_folders
+
+    data = tmp_path / "mag"
+    for kind in ("grains", "disks"):
+        for group in ("x100", "x500"):
+            (data / kind / group).mkdir(parents=True)
+            Image.fromarray(synthetic(kind, 1)).save(data / kind / group / "a.png")
+    paths, labels, names = load_class_folders(data)
+    assert names == ["disks", "grains"] and len(paths) == 4 and sorted(labels.tolist()) == [0, 0, 1, 1]
+
+
 def test_copies_are_found_by_their_pixels_and_across_classes(tmp_path):
     """A PNG and a TIFF of the same pixels were not copies; the same image in two class folders (contradictory
     labels) was never said."""
@@ -413,6 +427,22 @@ def test_colour_only_classes_are_learned_with_channels_auto(tmp_path, capsys):
                                        "32", "--epochs", "1", "--batch-size", "4", "--threads", "1", "--quiet", "--json"])
     assert code == 0 and out["in_channels"] == 1, err
     assert any("have equal red, green and blue channels" in w for w in out["warnings"]), out["warnings"]
+
+
+def test_grey_jpegs_with_channel_noise_train_as_grey(tmp_path, capsys):
+    """JPEG leaves grey images with +-1 differences between their channels; the reader calls them grey
+    (is_grey_rgb), and so must --channels auto (it took them for colour)."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "jpeg"
+    for kind in ("grains", "disks"):
+        (data / kind).mkdir(parents=True)
+        for i in range(3):
+            rgb = np.repeat(synthetic(kind, i, size=32)[..., None].astype(np.int16), 3, axis=-1)
+            rgb = np.clip(rgb + rng.integers(-1, 2, rgb.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(rgb).save(data / kind / f"{i}.jpg", quality=95, subsampling=0)
+    code, out, err = run_json(capsys, ["train-classifier", str(data), "--out", str(tmp_path / "j"), "--input-size",
+                                       "32", "--epochs", "1", "--batch-size", "4", "--threads", "1", "--quiet", "--json"])
+    assert code == 0 and out["in_channels"] == 1, (err, out)
 
 
 def test_classify_a_folder_and_an_unreadable_training_image_say_so_once(tmp_path, capsys):
