@@ -214,6 +214,12 @@ def blur_score(image: np.ndarray, *, h_size: int = 11) -> float:
     ``MIN_RANGE_IN_NOISE`` noise levels (flat, or flat but for noise or a few
     odd pixels) has no structure and scores 1, as a flat image.
 
+    Limits: the noise level is read from pixel-scale detail, so aliased
+    hard-edged textures only a few pixels across (binarised or rendered
+    images: 4-px checkerboards, 8-px diagonal lamellae) are taken for noise
+    and score 1 (a false *review*, never a false pass); and a defocused image
+    with strong noise can still score below a 0.45 limit.
+
     Parameters
     ----------
     image : ndarray
