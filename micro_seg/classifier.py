@@ -828,8 +828,16 @@ def iter_train_classifier(
     auto = config.in_channels == 0
     if auto and config.arch_kwargs.get("in_channels") is not None:
         raise TrainingDataError("in_channels 0 (auto) cannot be combined with arch_kwargs in_channels")
-    tried = (1, 3) if auto else (config.in_channels,)
-    prepared = {c: np.zeros((len(paths), c, config.input_size, config.input_size), np.float32) for c in tried}
+    def prepared_array(c: int) -> np.ndarray:
+        return np.zeros((len(paths), c, config.input_size, config.input_size), np.float32)
+
+    def prepare(pixels: np.ndarray, c: int) -> np.ndarray:
+        return prepare_image(pixels, input_size=config.input_size, in_channels=c, normalisation=config.normalisation)
+
+    # auto: grey until the first colour image, then the images before it are prepared again as RGB (one array in
+    # memory, not a grey and an RGB copy of every image)
+    channels = 1 if auto else config.in_channels
+    images = prepared_array(channels)
     colour, grey_rgb = None, []  # a file whose colour channels differ / RGB files whose channels are all equal
     hashes = []
     for i, p in enumerate(paths):
@@ -838,14 +846,14 @@ def iter_train_classifier(
         try:
             pixels, is_colour = _read_with_colour(p)
             hashes.append(_pixels_hash(pixels))
-            for c, images in prepared.items():
-                images[i] = prepare_image(pixels, input_size=config.input_size,
-                                          in_channels=c, normalisation=config.normalisation)
-            if auto and pixels.ndim == 3 and pixels.shape[-1] >= 3:
-                if is_colour:
-                    colour = colour or p
-                else:
-                    grey_rgb.append(p)
+            if auto and is_colour and colour is None:
+                colour, channels = p, 3
+                images = prepared_array(3)
+                for j in range(i):
+                    images[j] = prepare(_read_with_colour(paths[j])[0], 3)
+            images[i] = prepare(pixels, channels)
+            if auto and pixels.ndim == 3 and pixels.shape[-1] >= 3 and not is_colour:
+                grey_rgb.append(p)
         except (ValueError, OSError) as exc:
             why = str(exc).removeprefix(f"{p}: ")  # the reader names the file already
             raise TrainingDataError(f"{p}: cannot use this image for training: {why}") from exc
@@ -858,8 +866,6 @@ def iter_train_classifier(
             channel_warnings.append(f"{len(grey_rgb)} RGB image(s) (e.g. {grey_rgb[0]}) have equal red, green and blue "
                                     "channels: training on grey (--channels auto); give --channels rgb to keep three "
                                     "channels")
-    images = prepared[config.in_channels]
-    del prepared
     channels_note = ({"option": "auto", "in_channels": config.in_channels,
                       "reason": (f"colour channels differ in {colour}" if colour is not None
                                  else "no training image has colour channels that differ")} if auto

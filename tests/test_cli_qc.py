@@ -457,3 +457,27 @@ def test_classify_a_folder_and_an_unreadable_training_image_say_so_once(tmp_path
     bad.write_bytes(b"not a png")
     code, _, err = run_json(capsys, ["train-classifier", str(data), "--out", str(tmp_path / "m"), "--json"])
     assert code == 2 and "cannot use this image for training" in err and err.count(str(bad)) == 1, err
+
+
+def test_channels_auto_reprepares_the_grey_images_read_before_the_first_colour_one(tmp_path, capsys):
+    """--channels auto holds one prepared array: grey until the first colour image, whose predecessors are then
+    prepared again as RGB. The model equals the one --channels rgb trains on the same data."""
+    from safetensors.numpy import load_file
+
+    data = tmp_path / "mixed"
+    for kind in ("grains", "disks"):
+        (data / kind).mkdir(parents=True)
+        for i in range(3):
+            grey = synthetic(kind, i, size=32)
+            rgb = np.stack([grey, grey, grey], axis=-1) if i < 2 else np.stack([grey, grey // 2, 255 - grey], axis=-1)
+            Image.fromarray(rgb.astype(np.uint8)).save(data / kind / f"{i}.png")  # 0, 1 grey; 2 colour (read last)
+    weights = {}
+    for option in ("auto", "rgb"):
+        code, out, err = run_json(capsys, ["train-classifier", str(data), "--out", str(tmp_path / option),
+                                           "--channels", option, "--input-size", "32", "--epochs", "2",
+                                           "--batch-size", "4", "--threads", "1", "--seed", "0", "--name", "same",
+                                           "--quiet", "--json"])
+        assert code == 0 and out["in_channels"] == 3, (err, out)
+        weights[option] = load_file(str(next((tmp_path / option).glob("*.safetensors"))))
+    assert weights["auto"].keys() == weights["rgb"].keys()
+    assert all(np.array_equal(weights["auto"][k], weights["rgb"][k]) for k in weights["auto"])
