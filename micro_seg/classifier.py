@@ -442,7 +442,25 @@ def expected_calibration_error(probs: np.ndarray, truth: np.ndarray, *, n_bins: 
     return float(round(ece, 12))
 
 
-def fit_temperature(logits: np.ndarray, truth: np.ndarray, *, bounds: tuple[float, float] = (0.25, 20.0)) -> float:
+#: Search range of :func:`fit_temperature`: a temperature this close to either end found no real optimum.
+TEMPERATURE_BOUNDS = (0.25, 20.0)
+
+
+def temperature_at_bound(temperature: float, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> str | None:
+    """``"low"`` / ``"high"`` when the fitted ``temperature`` stopped at that end of its search range, else None.
+
+    >>> temperature_at_bound(0.25), temperature_at_bound(1.3), temperature_at_bound(19.995)
+    ('low', None, 'high')
+    """
+    if temperature <= bounds[0] * 1.0004:
+        return "low"
+    if temperature >= bounds[1] * 0.9995:
+        return "high"
+    return None
+
+
+def fit_temperature(logits: np.ndarray, truth: np.ndarray, *,
+                    bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
     """Temperature minimising the NLL of ``softmax(logits / T)`` (Guo et al. 2017).
 
     A 1-D bounded search over ``log T`` (golden section, 60 steps); the NLL is
@@ -950,8 +968,9 @@ def iter_train_classifier(
     y_val = labels[val_idx]
     temperature = fit_temperature(val_logits, y_val)
     warnings = list(split_warnings)
-    if temperature <= 0.2501 or temperature >= 19.99:  # the NLL search ran into its bound: no real optimum
-        why = ("no validation error to calibrate on" if temperature <= 0.2501
+    at_bound = temperature_at_bound(temperature)
+    if at_bound:  # the NLL search ran into its bound: no real optimum
+        why = ("no validation error to calibrate on" if at_bound == "low"
                else "the validation predictions are little better than chance")
         warnings.append(f"probability calibration failed: the temperature stopped at its bound {temperature:.3g} "
                         f"({why}; {len(val_idx)} validation images): too few or too clean validation images, so the "
@@ -1012,7 +1031,7 @@ def iter_train_classifier(
             "symmetry": config.symmetry,
             "channels": channels_note,
             "temperature": temperature,
-            "temperature_at_bound": bool(temperature <= 0.2501 or temperature >= 19.99),
+            "temperature_at_bound": at_bound is not None,
             "decision": decision,
             "ood": {"method": "mahalanobis-min-class (tied covariance, pooled last-stage features)",
                     "threshold": threshold, "percentile": config.ood_percentile,
