@@ -689,12 +689,17 @@ def _remove_staged_files(folder: Path, weights: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through ``<name>.tmp`` and a rename, so a reader sees the old file or the new one
+    (a card, a checkpoint record), never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _write_card(folder: Path, data: dict[str, Any]) -> None:
     """Write ``card.yaml`` through a temporary file, so a reader sees the old card or the new one."""
-    path = folder / CARD_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    replace_text(folder / CARD_FILE, yaml.safe_dump(data, sort_keys=False))
 
 
 def check_weights_file(folder: Path, card: ModelCard) -> Path:

@@ -596,13 +596,11 @@ def _write_checkpoint_weights(ckpt: Path, stem: str, tensors: dict) -> dict:
 def _write_checkpoint_record(ckpt: Path, meta: dict) -> None:
     """Replace the checkpoint record (through a temporary file) by ``meta``, then remove the weights files it no
     longer names: a run stopped at any moment leaves a record whose files are there and are the ones it names."""
-    import os
     import re
 
-    path = ckpt / CHECKPOINT_RECORD
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, default=float), encoding="utf-8")
-    os.replace(tmp, path)
+    from micro_seg.registry import replace_text
+
+    replace_text(ckpt / CHECKPOINT_RECORD, json.dumps(meta, default=float))
     named = {f["file"] for f in meta["files"].values()}
     # only the files the checkpoint writes (and their temporary files, left by a stop): a user's checkpoint
     # folder may hold other weights, such as best-unet.safetensors
