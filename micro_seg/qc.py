@@ -840,7 +840,8 @@ def evaluate(
     if pixels is not None and not q:
         q = pixel_quality(pixels, spec)
     for key in pixel_rules:
-        if key in q and key in _SCALE_KEYS and _to_float(q[key]) is not None and not math.isfinite(float(q[key])):
+        value = _to_float(q.get(key))
+        if key in _SCALE_KEYS and value is not None and not math.isfinite(value):  # NaN: the grey scale is unknown
             from micro_seg.quality import NO_SCALE_REASON
 
             reason = _unjudged(f"image.{key}", spec.image[key], f"image.{key} was not measured: {NO_SCALE_REASON}")
@@ -962,7 +963,7 @@ def evaluate_specimen(row: Mapping[str, Any], spec: QCSpec, *,
     """
     here = {"pixel_size_um", "magnification"}  # image windows a specimen row has no value for
     rest = replace(spec, calibration="ignore", measurements={}, phase_fractions={},
-                               image={k: v for k, v in spec.image.items() if k not in here})
+                   image={k: v for k, v in spec.image.items() if k not in here})
     status: list[Reason] = []
 
     n_fields, n_failed = _to_float(row.get("n_fields")), _to_float(row.get("n_failed"))
