@@ -218,6 +218,28 @@ def recalibrate_with_results(layers, layer, pixel_size_um: float) -> None:
             set_layer_calibration(other, pixel_size_um)
 
 
+def watch_layer_events(layer, names: tuple[str, ...], callback: Callable) -> list[tuple[Any, Callable]]:
+    """Connect ``callback`` to the events ``names`` of ``layer`` that exist (``paint`` only on Labels); returns the
+    ``(emitter, callback)`` pairs for :func:`disconnect_all`."""
+    pairs = []
+    for name in names:
+        emitter = getattr(layer.events, name, None)
+        if emitter is not None:
+            emitter.connect(callback)
+            pairs.append((emitter, callback))
+    return pairs
+
+
+def disconnect_all(pairs) -> None:
+    """Disconnect the ``(emitter, callback)`` pairs of :func:`watch_layer_events`; a layer already gone (or a
+    callback already disconnected) is not an error."""
+    for emitter, callback in pairs:
+        try:
+            emitter.disconnect(callback)
+        except (RuntimeError, ValueError, TypeError):
+            pass
+
+
 def units_kwargs(layer) -> dict:
     """``{"units": ...}`` to give a new layer the same units as ``layer`` (avoids napari's
     "inconsistent units" warning); empty when ``layer`` has no micrometre units."""

@@ -32,6 +32,7 @@ from napari_plugin._common import (
     JobRunner,
     box_pixel_size,
     calibration_lost,
+    disconnect_all,
     layer_pixel_size_um,
     notify_error,
     notify_info,
@@ -39,6 +40,7 @@ from napari_plugin._common import (
     pixel_size_box,
     recalibrate_with_results,
     viewer_camera,
+    watch_layer_events,
 )
 from napari_plugin._layers import connect_layer_events, layer_chooser, ms_meta, parse_class_names
 from napari_plugin._table import DataFrameView
@@ -329,20 +331,11 @@ class MeasureWidget(Container):
         e.g. from Segment's pixel box) or edited (painted, filled, erased, its data replaced)."""
         self._unwatch()
         self._measured_px = layer_pixel_size_um(layer)
-        events = layer.events
-        for name, callback in (("scale", self._measured_recalibrated), ("metadata", self._measured_recalibrated),
-                               ("paint", self._measured_edited), ("data", self._measured_edited)):
-            emitter = getattr(events, name, None)
-            if emitter is not None:
-                emitter.connect(callback)
-                self._watched.append((emitter, callback))
+        self._watched = (watch_layer_events(layer, ("scale", "metadata"), self._measured_recalibrated)
+                         + watch_layer_events(layer, ("paint", "data"), self._measured_edited))
 
     def _unwatch(self) -> None:
-        for emitter, callback in self._watched:
-            try:
-                emitter.disconnect(callback)
-            except (RuntimeError, ValueError, TypeError):  # already gone with its layer
-                pass
+        disconnect_all(self._watched)
         self._watched = []
 
     def _measured_recalibrated(self, *_: Any) -> None:

@@ -36,6 +36,7 @@ from napari_plugin._common import (
     analysis_array,
     box_pixel_size,
     describe_error,
+    disconnect_all,
     layer_pixel_size_um,
     notify_error,
     notify_info,
@@ -47,6 +48,7 @@ from napari_plugin._common import (
     recalibrate_with_results,
     units_kwargs,
     start_warm_up,
+    watch_layer_events,
 )
 from napari_plugin._layers import class_colormap, connect_layer_events, layer_chooser, ms_meta
 from napari_plugin._train import model_choices, model_events
@@ -368,21 +370,14 @@ class SegmentWidget(Container):
                     def edited(_event=None, key=id(layer)):
                         self._edited_since_run.add(key)
 
-                    for emitter in (getattr(layer.events, "paint", None), layer.events.data):
-                        if emitter is not None:
-                            emitter.connect(edited)
-                            self._written_watch.append((emitter, edited))
+                    self._written_watch += watch_layer_events(layer, ("paint", "data"), edited)
                 k += 1
                 candidate = f"{base} [{k}]"
         self._written_data = tuple(out)
         return self._written_data
 
     def _unwatch_written(self) -> None:
-        for emitter, callback in getattr(self, "_written_watch", ()):
-            try:
-                emitter.disconnect(callback)
-            except (RuntimeError, ValueError, TypeError):
-                pass
+        disconnect_all(getattr(self, "_written_watch", ()))
         self._written_watch: list = []
         self._edited_since_run: set[int] = set()
         self._written_data: tuple = ()  # the data hashed by the worker (released once the result is shown)
