@@ -274,14 +274,21 @@ LEADING_ZERO = {"01": 5.0, "1": 40.0, "2": 10.0, "3": 20.0, "4": 80.0}  # '01' a
 @pytest.mark.parametrize("results_name", ["images.csv", "specimens.csv"])
 @pytest.mark.parametrize("props_name", ["props.csv", "props.xlsx", "props.parquet"])
 def test_numeric_looking_ids_keep_their_leading_zeros(tmp_path, results_name, props_name):
-    res = _batch_output(tmp_path, specimens=LEADING_ZERO, fields=3, noise=0.0)
-    values = [S0 + K * (d * 1e-6) ** -0.5 for d in LEADING_ZERO.values()]
-    props = _write_table(pd.DataFrame({"sample_id": list(LEADING_ZERO), "yield_strength_MPa": values}),
+    result = _link_known_specimens(tmp_path, LEADING_ZERO, results_name, props_name)
+    assert sorted(result.samples["sample"]) == ["01", "1", "2", "3", "4"]
+
+
+def _link_known_specimens(tmp_path, specimens: dict, results_name: str, props_name: str):
+    """Link a batch output of ``specimens`` (id -> mean intercept) to a property table with the same ids and
+    Hall-Petch strengths; every id must match and the fit give back K."""
+    res = _batch_output(tmp_path, specimens=specimens, fields=3, noise=0.0)
+    values = [S0 + K * (d * 1e-6) ** -0.5 for d in specimens.values()]
+    props = _write_table(pd.DataFrame({"sample_id": list(specimens), "yield_strength_MPa": values}),
                          tmp_path / props_name)
     result = link(res / results_name, props, on="sample_id")
-    assert result.summary["n_matched"] == 5 and result.summary["unmatched"] == []
-    assert sorted(result.samples["sample"]) == ["01", "1", "2", "3", "4"]
+    assert result.summary["n_matched"] == len(specimens) and result.summary["unmatched"] == []
     assert result.summary["fit"]["k"] == pytest.approx(K, rel=1e-6)
+    return result
 
 
 def test_property_csv_ids_01_and_1_are_not_duplicates(tmp_path):
@@ -449,14 +456,8 @@ NA_LIKE = {"NA": 5.0, "None": 10.0, "null": 20.0, "N/A": 40.0, "B": 80.0}  # sam
 @pytest.mark.parametrize("results_name", ["images.csv", "specimens.csv"])
 @pytest.mark.parametrize("props_name", ["props.csv", "props.xlsx"])
 def test_samples_named_na_or_none_are_samples_not_missing_ids(tmp_path, results_name, props_name):
-    res = _batch_output(tmp_path, specimens=NA_LIKE, fields=3, noise=0.0)
-    values = [S0 + K * (d * 1e-6) ** -0.5 for d in NA_LIKE.values()]
-    props = _write_table(pd.DataFrame({"sample_id": list(NA_LIKE), "yield_strength_MPa": values}),
-                         tmp_path / props_name)
-    result = link(res / results_name, props, on="sample_id")
-    assert result.summary["n_matched"] == 5 and result.summary["unmatched"] == []
+    result = _link_known_specimens(tmp_path, NA_LIKE, results_name, props_name)
     assert sorted(result.samples["sample"]) == sorted(NA_LIKE)
-    assert result.summary["fit"]["k"] == pytest.approx(K, rel=1e-6)
 
 
 @pytest.mark.parametrize("props_name", ["props.csv", "props.xlsx"])

@@ -224,12 +224,19 @@ def test_two_images_with_one_stem_exit_2_naming_both(dirs, tmp_path, capsys):
 
 @pytest.mark.parametrize("scale", ["-1", "-0.5", "0", "nan", "5"])
 def test_input_scale_out_of_range_gets_the_range_message(dirs, tmp_path, capsys, scale):
+    err = _refused_option(dirs, tmp_path, capsys, "--input-scale", scale)
+    assert "--input-scale must be between 0.05 and 4" in err and "--patch-size" not in err
+
+
+def _refused_option(dirs, tmp_path, capsys, flag: str, value: str) -> str:
+    """stderr of ``micro-seg train`` on one labelled pair with ``flag value``, which must be refused in one line
+    (exit 2)."""
     img_dir, lab_dir = dirs
     _write_pair(img_dir, lab_dir, "a")
-    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--input-scale", scale])
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, flag, value])
     err = capsys.readouterr().err
     _one_line_exit_2(code, err)
-    assert "--input-scale must be between 0.05 and 4" in err and "--patch-size" not in err
+    return err
 
 
 # ------------------------------------------------------------ 7. a grain model needs a boundary class
@@ -674,11 +681,7 @@ def test_train_reads_class_maps_recorded_by_segment(dirs, tmp_path, capsys):
 
 @pytest.mark.parametrize("value", ["1", "1.5", "-0.1", "nan"])
 def test_val_fraction_out_of_range_names_the_flag(dirs, tmp_path, capsys, value):
-    img_dir, lab_dir = dirs
-    _write_pair(img_dir, lab_dir, "a")
-    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--val-fraction", value])
-    err = capsys.readouterr().err
-    _one_line_exit_2(code, err)
+    err = _refused_option(dirs, tmp_path, capsys, "--val-fraction", value)
     assert f"--val-fraction must be at least 0 and below 1 (the fraction of the images held out for validation), " \
            f"got {float(value)}" in err
 
