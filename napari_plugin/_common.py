@@ -230,6 +230,13 @@ def watch_layer_events(layer, names: tuple[str, ...], callback: Callable) -> lis
     return pairs
 
 
+def edit_history_position(layer) -> tuple[int, int]:
+    """Where a Labels layer stands in its undo / redo history (every paint, undo and redo moves it); ``(0, 0)`` for
+    other layers.  napari has no public event for undo / redo (they only redraw the layer), so this reads the
+    layer's own history lists."""
+    return len(getattr(layer, "_undo_history", ())), len(getattr(layer, "_redo_history", ()))
+
+
 def disconnect_all(pairs) -> None:
     """Disconnect the ``(emitter, callback)`` pairs of :func:`watch_layer_events`; a layer already gone (or a
     callback already disconnected) is not an error."""

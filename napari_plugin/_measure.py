@@ -33,6 +33,7 @@ from napari_plugin._common import (
     box_pixel_size,
     calibration_lost,
     disconnect_all,
+    edit_history_position,
     layer_pixel_size_um,
     notify_error,
     notify_info,
@@ -277,6 +278,7 @@ class MeasureWidget(Container):
         self._measured_layer = None
         self._measured_px: float | None = None  # the measured layer's own pixel size when it was measured
         self._watched: list = []  # (event emitter, callback) connected to the measured layer
+        self._measured_history = (0, 0)  # the measured layer's undo / redo position (edit_history_position)
         self._labels.changed.connect(self._labels_changed)
         self._kind.changed.connect(self._kind_changed)
         self._boundary.changed.connect(lambda _: self._kind_changed(self._kind.value))
@@ -331,8 +333,10 @@ class MeasureWidget(Container):
         e.g. from Segment's pixel box) or edited (painted, filled, erased, its data replaced)."""
         self._unwatch()
         self._measured_px = layer_pixel_size_um(layer)
+        self._measured_history = edit_history_position(layer)
         self._watched = (watch_layer_events(layer, ("scale", "metadata"), self._measured_recalibrated)
-                         + watch_layer_events(layer, ("paint", "data"), self._measured_edited))
+                         + watch_layer_events(layer, ("paint", "data"), self._measured_edited)
+                         + watch_layer_events(layer, ("set_data",), self._measured_redrawn))
 
     def _unwatch(self) -> None:
         disconnect_all(self._watched)
@@ -351,6 +355,13 @@ class MeasureWidget(Container):
             name = layer.name
             self._clear_results(drop_features=True)  # the table, hover values and export are no longer its labels
             self._status.value = f"'{name}' was edited: press Measure again"
+
+    def _measured_redrawn(self, *_: Any) -> None:
+        """napari's undo / redo put pixels back without a paint event, only a redraw (``set_data``, which hiding,
+        showing or refreshing the layer send too): the labels changed when the edit history moved."""
+        layer = self._measured_layer
+        if layer is not None and edit_history_position(layer) != self._measured_history:
+            self._measured_edited()
 
     def _layer_removed(self, event) -> None:
         if self._measured_layer is not None and getattr(event, "value", None) is self._measured_layer:

@@ -1302,6 +1302,28 @@ def test_measure_results_go_when_the_measured_layer_is_edited_or_deleted(make_na
     assert w.table_view.model().rowCount() == 0 and w.export_csv() is None
 
 
+def test_measure_results_go_when_an_edit_is_undone_or_redone(make_napari_viewer, qtbot, notes):
+    """Ctrl-Z after measuring put the old pixels back without a paint event: the table, hover values and Export CSV
+    still described the painted labels. Undo and redo now clear them; hiding, showing or refreshing the layer does
+    not."""
+    viewer, img, grains, w = _measured_grains(make_napari_viewer, qtbot)
+    grains.paint((30, 30), 99)  # a brush dab, then measure the painted labels
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary is not None
+    grains.visible = False
+    grains.visible = True
+    grains.refresh()
+    assert w.summary is not None  # nothing changed
+    grains.undo()
+    assert _cleared(w, grains) and "was edited" in w._status.value
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.summary is not None
+    grains.redo()
+    assert _cleared(w, grains)
+
+
 def test_measure_again_after_an_edit_drops_stale_hover_values(make_napari_viewer, qtbot):
     """Erasing a line across the grains renumbers them: the table is no longer by pixel value, and the hover values
     of the first measurement must not stay on the layer."""
