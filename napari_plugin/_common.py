@@ -70,17 +70,29 @@ def _ms_meta(layer) -> dict:
 
 
 def layer_pixel_size_um(layer) -> float | None:
-    """Pixel size (um) of a layer: its micro-seg calibration, else an isotropic um scale.
+    """Pixel size (um) of a layer: its scale in a length unit, else its micro-seg calibration
+    (:func:`shown_pixel_size_um`).
 
     Returns ``None`` for an uncalibrated layer (scale 1 with no micro-seg calibration).
     """
     if layer is None:
         return None
-    ms = _ms_meta(layer)
-    px = ms.get("pixel_size_um")
-    if px:
-        return float(px)
-    return scale_pixel_size_um(layer.scale, getattr(layer, "units", ()))
+    return shown_pixel_size_um(_ms_meta(layer).get("pixel_size_um"), layer.scale, getattr(layer, "units", ()))
+
+
+def shown_pixel_size_um(meta_px, scale, units) -> float | None:
+    """The pixel size a layer shows: its ``scale`` in a length unit (what napari's scale bar uses, also after
+    ``layer.scale = ...`` in the console), else the micro-seg calibration ``meta_px``; ``meta_px`` exactly when
+    the two agree to 1e-9 (a nanometre scale is not turned into 0.5000000001 um).
+
+    >>> shown_pixel_size_um(0.5, (0.3, 0.3), ("um", "um")), shown_pixel_size_um(0.5, (1, 1), ("pixel", "pixel"))
+    (0.3, 0.5)
+    """
+    shown = scale_pixel_size_um(scale, units) if scale is not None else None
+    meta = float(meta_px) if meta_px else None
+    if shown is None or (meta is not None and abs(shown - meta) <= 1e-9 * meta):
+        return meta if meta is not None else shown
+    return shown
 
 
 def scale_pixel_size_um(scale, units) -> float | None:

@@ -1,7 +1,7 @@
 """napari writer: save a Labels layer as a calibrated TIFF with :func:`micro_seg.io.write_labels`.
 
-The pixel size comes from the layer's micro-seg metadata (or its micrometre
-``scale``) and the class names, when the layer has them, are stored too, so
+The pixel size is the one the layer shows (its ``scale`` in a length unit,
+else its micro-seg metadata) and the class names, when the layer has them, are stored too, so
 ``micro-seg measure`` and the reader get the calibration back.
 """
 
@@ -13,14 +13,10 @@ __all__ = ["LabelsSaveError", "write_labels_layer"]
 
 
 def _pixel_size(meta: dict) -> float | None:
-    from napari_plugin._common import scale_pixel_size_um
+    from napari_plugin._common import shown_pixel_size_um
 
     ms = (meta.get("metadata") or {}).get("micro_seg") or {}
-    if ms.get("pixel_size_um"):
-        return float(ms["pixel_size_um"])
-    if meta.get("scale") is None:
-        return None
-    return scale_pixel_size_um(meta["scale"], meta.get("units") or ())
+    return shown_pixel_size_um(ms.get("pixel_size_um"), meta.get("scale"), meta.get("units") or ())
 
 
 class LabelsSaveError(OSError):

@@ -1324,6 +1324,26 @@ def test_measure_results_go_when_an_edit_is_undone_or_redone(make_napari_viewer,
     assert _cleared(w, grains)
 
 
+def test_a_scale_set_from_the_console_is_the_pixel_size_micro_seg_uses(make_napari_viewer, qtbot, tmp_path, notes):
+    """``layer.scale = (0.3, 0.3)`` in napari's console (micrometre units) changed the scale bar, but Measure kept
+    its numbers at 0.5 um/px and File > Save wrote 0.5 um/px (the micro-seg metadata won over what the viewer
+    shows). The scale the viewer shows in a length unit is now the pixel size; an unchanged one still reads the
+    metadata's exact value."""
+    from micro_seg.io import read_labels
+    from napari_plugin._common import layer_pixel_size_um
+    from napari_plugin._writer import write_labels_layer
+
+    viewer, img, grains, w = _measured_grains(make_napari_viewer, qtbot)
+    grains.scale = (0.3, 0.3)
+    assert layer_pixel_size_um(grains) == pytest.approx(0.3)
+    assert _cleared(w, grains) and "recalibrated" in w._status.value
+    out = write_labels_layer(str(tmp_path / "g.tif"), grains.data, grains._get_state())
+    assert read_labels(out[0])[1] == pytest.approx(0.3)
+    grains.units = ("nm", "nm")
+    grains.scale = (500.0, 500.0)
+    assert layer_pixel_size_um(grains) == 0.5  # the metadata's 0.5 exactly (not 500 nm's 0.5000000001)
+
+
 def test_measure_again_after_an_edit_drops_stale_hover_values(make_napari_viewer, qtbot):
     """Erasing a line across the grains renumbers them: the table is no longer by pixel value, and the hover values
     of the first measurement must not stay on the layer."""
