@@ -1093,10 +1093,7 @@ def offending_defects(defects: np.ndarray, spec: QCSpec, *, pixel_size_um: float
     arr = np.asarray(defects)
     res = measure_defects(arr, pixel_size_um=pixel_size_um, fields=None, what="defects", check_pieces=False)
     table = res.table
-    keys = table["label"].to_numpy()
-    values = np.unique(arr[arr != 0]) if len(table) and arr.dtype != bool else ()
-    if len(values) > 1:  # instance labels, measured as 1..N in the order of their values
-        keys = values[keys - 1]
+    keys = table["label"].to_numpy()  # the instance image's values, or the mask's connected components
     scale = float(pixel_size_um) if pixel_size_um else 1.0
     unit = "um" if pixel_size_um else "px"
     out: dict[int, str] = {}

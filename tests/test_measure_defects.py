@@ -151,3 +151,28 @@ def test_vectorised_centroids_and_hulls_equal_the_per_object_loop():
         fmax, fmin, hull = D.convex_hull_measures(rr, cc)
         assert (row["feret_max_px"], row["feret_min_px"]) == (fmax, fmin)
         assert row["solidity"] == min(1.0, rr.size / hull) and hull == round(hull)
+
+
+@pytest.mark.parametrize("big", [300, 2**40])
+def test_instance_table_label_is_the_image_value_so_rows_join_back(tmp_path, big):
+    """The table's label used to be the object's rank (1..N) among the values, not its value in the image: the
+    rows of a label image with ids 7, 300, 2**40 came out as 1, 2, 3 and joined to the wrong objects (grain
+    tables keep the values)."""
+    import pandas as pd
+    import tifffile
+
+    from micro_seg.cli import main
+
+    lab = np.zeros((60, 60), np.int64)
+    lab[5:10, 5:10], lab[20:30, 20:30], lab[40:43, 40:52], lab[50:52, 2:4] = 7, big, 12, 2  # 25, 100, 36, 4 px
+    res = measure_defects(lab, fields=None, min_size_px=5)  # the 4-px object is dropped, the others keep values
+    assert dict(zip(res.table["label"].tolist(), res.table["area_px"].tolist())) == {7: 25, 12: 36, big: 100}
+    # res.labels numbers the rows 1..N
+    assert [int((res.labels == k + 1).sum()) for k in range(len(res.table))] == res.table["area_px"].tolist()
+    mask = lab > 0  # a binary mask: its connected components, numbered
+    assert measure_defects(mask, fields=None).table["label"].tolist() == [1, 2, 3, 4]
+    tifffile.imwrite(tmp_path / "inst.tif", lab.astype(np.uint64 if big > 65535 else np.uint16))
+    assert main(["measure", "defects", str(tmp_path / "inst.tif"), "--fields", "none",
+                 "--table", str(tmp_path / "t.csv")]) == 0
+    t = pd.read_csv(tmp_path / "t.csv")
+    assert dict(zip(t["label"], t["area_px"])) == {2: 4, 7: 25, 12: 36, big: 100}

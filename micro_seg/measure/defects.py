@@ -8,6 +8,8 @@ instance labels).
 Per object (pixels are unit squares, so a one-pixel object has area 1,
 Feret max sqrt(2), Feret min 1 and solidity 1):
 
+* ``label``: the object's value in an instance label image (so rows join
+  back to the image), or its connected-component number ``1..N`` in a mask;
 * ``area``, ``ecd`` (equivalent circle diameter ``2 sqrt(A / pi)``), centroid;
 * ``perimeter``: Crofton estimate from boundary crossings on rows, columns and
   both diagonals (unbiased for smooth shapes, unlike pixel-edge counts);
@@ -81,7 +83,11 @@ INVERTED_WARN = 0.5
 
 @dataclass
 class DefectMeasurement:
-    """Result of :func:`measure_defects`: ``summary`` dict, per-object ``table``, per-field ``fields``."""
+    """Result of :func:`measure_defects`: ``summary`` dict, per-object ``table``, per-field ``fields``.
+
+    ``labels`` holds the measured objects as ``1..N`` in the table's row order (row ``i`` is the pixels of value
+    ``i + 1``); the table's ``label`` column is the object's value in the instance label image given (as in the
+    grain table), or its number ``1..N`` among the connected components of a binary mask."""
 
     summary: dict
     table: pd.DataFrame
@@ -230,8 +236,9 @@ def _hull_measures(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, 
     return fmax, fmin, hull_area
 
 
-def _objects(mask: np.ndarray, what: str, connectivity: int) -> tuple[np.ndarray, int, bool]:
-    """Objects ``1..n`` of a binary mask or instance label image; also whether it was taken as instances."""
+def _objects(mask: np.ndarray, what: str, connectivity: int) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Objects ``1..n`` of a binary mask or instance label image; also, for instances, the label value of each
+    object (object ``k`` is the pixels of value ``values[k - 1]``), None for a binary mask."""
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[-1] == 1:
         mask = mask[..., 0]
@@ -260,16 +267,16 @@ def _objects(mask: np.ndarray, what: str, connectivity: int) -> tuple[np.ndarray
     if mask.dtype == bool or values.size <= 1:
         structure = ndi.generate_binary_structure(2, connectivity)
         labels, n = ndi.label(nonzero, structure=structure)
-        return labels.astype(np.int32), int(n), False
+        return labels.astype(np.int32), int(n), None
     # instance labels: relabel 1..N, keep 0 as matrix
     lut = np.zeros(int(values.max()) + 1, dtype=np.int32) if values.max() < 4 * mask.size + 1024 else None
     if lut is not None:
         lut[values] = np.arange(1, values.size + 1, dtype=np.int32)
-        return lut[mask], int(values.size), True
+        return lut[mask], int(values.size), values
     # huge label values: rank each pixel's value among the non-zero values (0 stays matrix even when absent)
     ranks = np.searchsorted(values, mask).astype(np.int32) + 1
     ranks[~nonzero] = 0
-    return ranks, int(values.size), True
+    return ranks, int(values.size), values
 
 
 def _split_labels(labels: np.ndarray, n: int, connectivity: int) -> tuple[int, int, int]:
@@ -363,7 +370,8 @@ def measure_defects(
     if min_size_px < 0:
         msg = f"min_size_px={min_size_px!r}: must be >= 0"
         raise ValueError(msg)
-    labels, n, instances = _objects(mask, what, connectivity)
+    labels, n, values = _objects(mask, what, connectivity)
+    instances = values is not None
     rows, cols = labels.shape
     slices = _field_slices((rows, cols), fields, what)
     warnings: list[str] = []
@@ -387,6 +395,8 @@ def measure_defects(
             lut[small] = 0
             labels = lut[labels]
             n = int(keep.sum() - 1)
+            if instances:
+                values = values[keep[1:]]
             areas = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
     total = float(rows * cols)
     area_fraction = float(areas[1:].sum() / total)
@@ -427,7 +437,7 @@ def measure_defects(
 
     table = pd.DataFrame(
         {
-            "label": np.arange(1, n + 1),
+            "label": values if instances else np.arange(1, n + 1),
             "area_px": a,
             "ecd_px": ecd,
             "perimeter_px": p,
