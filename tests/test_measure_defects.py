@@ -176,3 +176,18 @@ def test_instance_table_label_is_the_image_value_so_rows_join_back(tmp_path, big
                  "--table", str(tmp_path / "t.csv")]) == 0
     t = pd.read_csv(tmp_path / "t.csv")
     assert dict(zip(t["label"], t["area_px"])) == {2: 4, 7: 25, 12: 36, big: 100}
+
+
+@pytest.mark.parametrize("shape, fields", [((100, 100), None), ((100, 100), 1), ((24, 24), "auto")])
+def test_one_field_says_the_confidence_interval_is_undefined(shape, fields):
+    """With one field (fields=None / --fields none, or an image too small to split) the CIs were NaN (null in the
+    JSON) and nothing said why; measure phases warns in that case."""
+    m = np.zeros(shape, bool)
+    m[3:8, 3:8] = True
+    res = measure_defects(m, pixel_size_um=1.0, fields=fields)
+    assert res.summary["fields"]["n_fields"] == 1
+    assert res.summary["area_fraction_ci95"] is None and res.summary["density_ci95_per_mm2"] is None
+    assert any("one field" in w and "no confidence interval" in w for w in res.warnings)
+    several = measure_defects(np.pad(m, 40), pixel_size_um=1.0, fields="auto")
+    assert several.summary["area_fraction_ci95"] is not None
+    assert not any("no confidence interval" in w for w in several.warnings)

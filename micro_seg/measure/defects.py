@@ -532,10 +532,16 @@ def measure_defects(
                  for k, v in st_na.items()} if px is not None else None
             ),
         },
-        "area_fraction_ci95": st_aa["ci95"],
-        "density_ci95_per_mm2": st_na["ci95"] / (px / 1000.0) ** 2 if px is not None else None,
+        "area_fraction_ci95": st_aa["ci95"] if math.isfinite(st_aa["ci95"]) else None,  # one field: none
+        "density_ci95_per_mm2": (st_na["ci95"] / (px / 1000.0) ** 2
+                                 if px is not None and math.isfinite(st_na["ci95"]) else None),
         "warnings": warnings,
     }
+    if len(slices) < 2:  # a CI over one field is undefined: null, and said so
+        small = fields == "auto"  # the automatic grid needs 2 x 16 px along an axis to split it
+        warnings.append(f"{what}: measured as one field{' (the image is too small to split)' if small else ''}: the "
+                        "area fraction and density have no confidence interval (area_fraction_ci95 and "
+                        "density_ci95_per_mm2 are null); E1245 field statistics need several fields")
     if area_fraction >= FULL_COVER_WARN:
         warnings.append(
             f"{what}: the objects cover {100 * area_fraction:.1f}% of the image, (nearly) the whole image: is this "
