@@ -438,3 +438,15 @@ def test_measuring_in_place_gives_the_same_answer_and_puts_the_boundaries_back()
     warned = measure_grains(mask, fields=None, overwrite_input=True).warnings
     assert any("is this a boundary mask?" in w for w in warned)
     np.testing.assert_array_equal(mask, (s.boundaries > 0).astype(np.uint8))
+
+
+@pytest.mark.parametrize("fields", [None, 1])
+def test_one_field_says_the_g_confidence_interval_is_undefined(fields):
+    """fields=None / --fields none (or 1) gave G_intercept_ci95 null, the headline E112 number's CI, without a word."""
+    lab = voronoi_labels((256, 256), n_grains=200, seed=3)
+    one = measure_grains(lab, pixel_size_um=0.5, fields=fields, circles=False)
+    assert one.summary["G_intercept_ci95"] is None and one.summary["G_planimetric_ci95"] is None
+    assert any("one field" in w and "no confidence interval" in w for w in one.warnings)
+    several = measure_grains(lab, pixel_size_um=0.5, circles=False)  # auto: at least 2 x 2 fields
+    assert several.summary["G_intercept_ci95"] is not None
+    assert not any("no confidence interval" in w for w in several.warnings)

@@ -606,6 +606,11 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros, min_gra
             f"{what}: about {count / (grid[0] * grid[1]):.0f} grains per field in a {grid[0]} x {grid[1]} grid "
             "(E1382 asks for >= 50 per field); the confidence intervals are rough"
         )
+    if grid is None or grid == (1, 1):  # a CI over one field is undefined: null, and said so
+        warnings.append(
+            f"{what}: measured as one field: G_intercept and G_planimetric have no confidence interval (their "
+            "*_ci95 values are null); E112 section 15 statistics need several fields (--fields auto)"
+        )
     if l_px < PIXELISATION_WARN_PX:
         warnings.append(
             f"{what}: grains are only about {l_px:.1f} px across (mean intercept); pixelisation biases the "
