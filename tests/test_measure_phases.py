@@ -108,3 +108,14 @@ def test_a_field_grid_too_fine_for_the_image_is_shrunk_with_a_warning():
     assert res.summary["n_fields"] == 144
     assert any("ph.tif: a 100 x 100 field grid" in w and "12 x 12 fields were used" in w for w in res.warnings)
     assert not any("field grid" in w for w in measure_phases(c, fields=(5, 5)).warnings)
+
+
+@pytest.mark.parametrize("asked, used", [(20, 16), (100_000, 400), (49, 49)])
+def test_points_per_field_off_the_square_grid_says_which_grid_was_used(asked, used):
+    """--points 20 counted 16 points per field, and a grid finer than the field's pixel rows fewer still, silently."""
+    c = np.zeros((100, 100), np.uint8)
+    c[:, 70:] = 1
+    res = measure_phases(c, points_per_field=asked)  # 5 x 5 fields of 20 x 20 px
+    assert res.summary["point_count"]["points_per_field"] == used
+    noted = [w for w in res.warnings if "points_per_field" in w]
+    assert (noted == []) if asked == used else (f"{int(math.sqrt(used))} x {int(math.sqrt(used))} = {used}" in noted[0])

@@ -158,7 +158,8 @@ def register(subparsers: Any) -> None:
                    "(20: warning)")
     p.add_argument("--fields", type=_fields_arg, default="5x5", metavar="none|N|RxC",
                    help="field grid for the statistics (default 5x5)")
-    p.add_argument("--points", type=int, metavar="N", help="E562 grid points per field (default from the E562 guide)")
+    p.add_argument("--points", type=int, metavar="N", help="E562 grid points per field, a square grid: 16, 25, 49, 100 ... "
+                   "(default from the E562 guide; another N is rounded to a square, with a warning)")
     p.add_argument("--ignore", type=int, metavar="V", action=_Once,
                    help="class value excluded from the analysed area (one value)")
     p.set_defaults(func=run_phases)

@@ -237,6 +237,9 @@ def measure_phases(
     k = max(1, int(round(math.sqrt(ppf))))
     # no more grid lines than a field has pixel rows / columns: repeated rows would count some pixels twice
     k = min(k, min(min(rs.stop - rs.start, cs.stop - cs.start) for rs, cs in slices))
+    if points_per_field is not None and k * k != ppf:  # the point count is over another grid than asked for
+        warnings.append(f"{what}: points_per_field={ppf}: the E562 grid is square and at most one point per pixel "
+                        f"row of a field; {k} x {k} = {k * k} points per field were used")
     field_area = np.zeros(len(slices))
     field_frac = np.full((len(slices), len(class_ids)), np.nan)
     point_frac = np.full((len(slices), len(class_ids)), np.nan)
