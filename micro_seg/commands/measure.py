@@ -13,7 +13,7 @@ The pixel size comes from the file's calibration unless ``--pixel-size`` is
 given; without either, lengths and areas are in pixels and G is null.  With
 ``--pixel-size`` the file's calibration is not needed: a broken calibration
 tag is reported in ``calibration_notes`` instead of refusing the file.
-``--table FILE.csv`` writes the per-object table (units in the column names).
+``--table FILE.csv`` writes the per-object table (per class for phases; units in the column names).
 ``--page N`` reads page N of a multi-page file; without it the first page is
 measured and the result warns of the pages not read (as ``micro-seg info``).
 
@@ -113,12 +113,12 @@ def _check_table_path(args: argparse.Namespace) -> None:
                             f"the table is written only to a new file or over a {'/'.join(TABLE_SUFFIXES)} file")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, rows: str = "per-object") -> None:
     parser.add_argument("path", help="image file (TIFF, PNG, ...)")
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
                         help="micrometres per pixel; overrides the calibration in the file")
     parser.add_argument("--page", type=int, metavar="N", help=PAGE_HELP)
-    parser.add_argument("--table", metavar="CSV", help="write the per-object table to this CSV file")
+    parser.add_argument("--table", metavar="CSV", help=f"write the {rows} table to this CSV file (units in the column names)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -152,7 +152,7 @@ def register(subparsers: Any) -> None:
     g.set_defaults(func=run_grains)
 
     p = sub.add_parser("phases", help="area fraction per class with 95%% CI and an E562 point count")
-    _common(p)
+    _common(p, rows="per-class (fractions, CIs, point count, areas)")
     p.add_argument("--names", metavar="a,b,c", help="class names in label order (value 0, 1, 2, ...; default: the "
                    "names a micro-seg label file records); a class map with more than 64 distinct values is refused "
                    "(20: warning)")
