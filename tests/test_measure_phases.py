@@ -119,3 +119,14 @@ def test_points_per_field_off_the_square_grid_says_which_grid_was_used(asked, us
     assert res.summary["point_count"]["points_per_field"] == used
     noted = [w for w in res.warnings if "points_per_field" in w]
     assert (noted == []) if asked == used else (f"{int(math.sqrt(used))} x {int(math.sqrt(used))} = {used}" in noted[0])
+
+
+def test_float16_class_map_is_measured_without_an_overflow_warning():
+    """float16 cannot hold the class-value limit 65535: comparing with it printed 'overflow encountered in cast'."""
+    import warnings
+
+    c = np.zeros((40, 40), np.float16)
+    c[:, :10] = 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert measure_phases(c, fields=None).summary["phase_fractions"] == {"0": 0.75, "3": 0.25}

@@ -102,7 +102,7 @@ def _class_image(classes: np.ndarray, what: str) -> np.ndarray:
         return classes.astype(np.int64)
     if not np.issubdtype(classes.dtype, np.integer):
         if np.issubdtype(classes.dtype, np.floating) and np.all(np.isfinite(classes)) and np.all(classes == np.round(classes)):
-            if classes.max() > MAX_CLASS_VALUE:  # checked before the cast, which would wrap huge values
+            if float(classes.max()) > MAX_CLASS_VALUE:  # before the cast, which would wrap huge values (float16: no 65535)
                 raise _too_large(int(classes.max()), what)
             return exact_float_labels(classes, what)  # refuses values the float type cannot hold apart
         msg = f"{what}: dtype {classes.dtype} is not an integer class label image"
