@@ -379,3 +379,34 @@ def test_phases_ignore_given_twice_is_refused(tmp_path, capsys):
     assert code == 2 and "--ignore given twice (0 and 2)" in err
     code, res, _ = _run(capsys, ["measure", "phases", str(img), "--ignore", "2", "--fields", "none", "--json"])
     assert code == 0 and res["phase_fractions"] == pytest.approx({"0": 40 / 70, "1": 30 / 70})
+
+
+def test_fields_table_writes_the_per_field_values_behind_the_confidence_intervals(tmp_path, capsys):
+    """The per-field values (E562 / E1245: report them with the CI) were computed but no command wrote them out."""
+    import pandas as pd
+
+    from micro_seg.measure.stats import field_statistics
+
+    c = np.zeros((100, 100), np.uint8)
+    c[:, :30] = 1  # field columns 0 and 1 hold 20 / 10 px of class 1: fractions 1, 0.5, 0, 0, 0 on every row
+    write_labels(tmp_path / "ph.tif", c, pixel_size_um=0.5, classes=["ferrite", "pearlite"])
+    code, res, _ = _run(capsys, ["measure", "phases", str(tmp_path / "ph.tif"), "--json", "--fields-table",
+                                 str(tmp_path / "pf.csv")])
+    f = pd.read_csv(tmp_path / "pf.csv")
+    assert code == 0 and res["fields_table"] == str(tmp_path / "pf.csv") and len(f) == 25
+    assert f["fraction_pearlite"].tolist() == [1.0, 0.5, 0.0, 0.0, 0.0] * 5
+    assert field_statistics(f["fraction_pearlite"])["ci95"] == pytest.approx(res["ci95"]["pearlite"])
+    m = np.zeros((96, 96), np.uint8)
+    m[4:8, 4:8] = 1  # one 16-px particle in the first of the 3 x 3 fields
+    write_labels(tmp_path / "d.tif", m, pixel_size_um=1.0)
+    code, res, _ = _run(capsys, ["measure", "defects", str(tmp_path / "d.tif"), "--json", "--fields", "3x3",
+                                 "--fields-table", str(tmp_path / "df.csv")])
+    f = pd.read_csv(tmp_path / "df.csv")
+    assert code == 0 and f["count"].tolist() == [1] + [0] * 8
+    assert f["area_fraction"].tolist() == pytest.approx([16 / 1024] + [0.0] * 8)
+    assert f["density_per_mm2"].iloc[0] == pytest.approx(1e6 / 1024)  # 1 per 32 x 32 um field
+    assert field_statistics(f["area_fraction"])["ci95"] == pytest.approx(res["area_fraction_ci95"])
+    code = main(["measure", "defects", str(tmp_path / "d.tif"), "--table", str(tmp_path / "x.csv"),
+                 "--fields-table", str(tmp_path / "x.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--table and --fields-table name the same file" in err

@@ -13,7 +13,8 @@ The pixel size comes from the file's calibration unless ``--pixel-size`` is
 given; without either, lengths and areas are in pixels and G is null.  With
 ``--pixel-size`` the file's calibration is not needed: a broken calibration
 tag is reported in ``calibration_notes`` instead of refusing the file.
-``--table FILE.csv`` writes the per-object table (per class for phases; units in the column names).
+``--table FILE.csv`` writes the per-object table (per class for phases; units in the column names),
+``--fields-table FILE.csv`` the per-field values behind the confidence intervals.
 ``--page N`` reads page N of a multi-page file; without it the first page is
 measured and the result warns of the pages not read (as ``micro-seg info``).
 
@@ -37,6 +38,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -94,23 +96,26 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
 def _check_table_path(args: argparse.Namespace) -> None:
-    """Refuse, before measuring, a ``--table`` that is the input file or would overwrite a non-table file."""
-    if not getattr(args, "table", None):
-        return
-    out = Path(args.table)
-    try:
-        same = out.exists() and Path(args.path).exists() and out.resolve() == Path(args.path).resolve()
-    except OSError:
-        same = False
-    if same:
-        raise MicroSegError(f"{out}: --table is the input image; give the table a file of its own (e.g. "
-                            f"{Path(args.path).with_suffix('.csv').name})")
-    blocking = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
-    if blocking is not None:
-        raise MicroSegError(f"{out}: cannot write the table: {blocking} is a file, not a folder")
-    if out.is_file() and out.suffix.lower() not in TABLE_SUFFIXES:
-        raise MicroSegError(f"{out}: --table would overwrite an existing {out.suffix or 'extension-less'} file; "
-                            f"the table is written only to a new file or over a {'/'.join(TABLE_SUFFIXES)} file")
+    """Refuse, before measuring, a ``--table`` / ``--fields-table`` that is the input file, the other table or
+    would overwrite a non-table file."""
+    given = [(flag, Path(value)) for flag, value in (("--table", getattr(args, "table", None)),
+                                                     ("--fields-table", getattr(args, "fields_table", None))) if value]
+    if len(given) == 2 and os.path.abspath(given[0][1]) == os.path.abspath(given[1][1]):
+        raise MicroSegError(f"{given[0][1]}: --table and --fields-table name the same file; give each its own")
+    for flag, out in given:
+        try:
+            same = out.exists() and Path(args.path).exists() and out.resolve() == Path(args.path).resolve()
+        except OSError:
+            same = False
+        if same:
+            raise MicroSegError(f"{out}: {flag} is the input image; give the table a file of its own (e.g. "
+                                f"{Path(args.path).with_suffix('.csv').name})")
+        blocking = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
+        if blocking is not None:
+            raise MicroSegError(f"{out}: cannot write the table: {blocking} is a file, not a folder")
+        if out.is_file() and out.suffix.lower() not in TABLE_SUFFIXES:
+            raise MicroSegError(f"{out}: {flag} would overwrite an existing {out.suffix or 'extension-less'} file; "
+                                f"the table is written only to a new file or over a {'/'.join(TABLE_SUFFIXES)} file")
 
 
 def _common(parser: argparse.ArgumentParser, rows: str = "per-object") -> None:
@@ -119,6 +124,9 @@ def _common(parser: argparse.ArgumentParser, rows: str = "per-object") -> None:
                         help="micrometres per pixel; overrides the calibration in the file")
     parser.add_argument("--page", type=int, metavar="N", help=PAGE_HELP)
     parser.add_argument("--table", metavar="CSV", help=f"write the {rows} table to this CSV file (units in the column names)")
+    parser.add_argument("--fields-table", metavar="CSV", dest="fields_table",
+                        help="write the per-field values the confidence intervals are computed from to this CSV file "
+                             "(one row per field of the --fields grid, with its pixel bounds)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -264,15 +272,17 @@ def _finish(args: argparse.Namespace, result: Any, px_file: float | None, notes:
         summary["calibration"] = "user"
     else:
         summary["calibration"] = None
-    if args.table:
-        out = Path(args.table)
+    for key, table in (("table", result.table), ("fields_table", result.fields)):
+        if not getattr(args, key, None):
+            continue
+        out = Path(getattr(args, key))
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            result.table.to_csv(out, index=False)
+            table.to_csv(out, index=False)
         except OSError as exc:
             msg = f"{out}: cannot write the table ({exc.strerror or exc})"
             raise MicroSegError(msg) from exc
-        summary["table"] = str(out)
+        summary[key] = str(out)
     return summary
 
 
