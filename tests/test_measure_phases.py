@@ -130,3 +130,12 @@ def test_float16_class_map_is_measured_without_an_overflow_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert measure_phases(c, fields=None).summary["phase_fractions"] == {"0": 0.75, "3": 0.25}
+
+
+def test_one_field_says_the_confidence_interval_is_undefined():
+    """With one field the CIs are null; the warning said 'only 1 fields ...' without saying they are undefined."""
+    c = np.zeros((100, 100), np.uint8)
+    c[:, :30] = 1
+    res = measure_phases(c, fields=None)
+    assert res.summary["ci95"] == {"0": None, "1": None} and res.summary["ra_percent"] == {"0": None, "1": None}
+    assert any("only 1 field with" in w and "no confidence interval" in w for w in res.warnings)

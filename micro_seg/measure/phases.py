@@ -274,7 +274,10 @@ def measure_phases(
     if shrink_note:
         warnings.append(shrink_note)
     n_fields = int(np.count_nonzero(field_area))  # fields with analysed pixels: a wholly ignored field is none
-    if n_fields < 5:
+    if n_fields == 1:  # a CI over one field is undefined: null, and said so
+        warnings.append(f"{what}: only 1 field with analysed pixels: the fractions have no confidence interval "
+                        "(ci95 and ra_percent are null); E562 statistics need several fields (>= 5)")
+    elif n_fields < 5:
         warnings.append(f"{what}: only {n_fields} fields with analysed pixels; confidence intervals need several "
                         "fields (E562: >= 5)")
 
