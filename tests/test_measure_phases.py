@@ -139,3 +139,12 @@ def test_one_field_says_the_confidence_interval_is_undefined():
     res = measure_phases(c, fields=None)
     assert res.summary["ci95"] == {"0": None, "1": None} and res.summary["ra_percent"] == {"0": None, "1": None}
     assert any("only 1 field with" in w and "no confidence interval" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize("names", ["fp", "ferrite,pearlite"])
+def test_names_given_as_one_string_are_refused_not_split_into_characters(names):
+    """names="fp" named the classes "f" and "p"; "ferrite,pearlite" failed with 'duplicate class names'."""
+    c = np.zeros((50, 50), np.uint8)
+    c[:, :10] = 1
+    with pytest.raises(ValueError, match="a string, not a sequence of class names"):
+        measure_phases(c, names=names)

@@ -195,6 +195,9 @@ def measure_phases(
         warnings.append(f"{what}: {n_classes} distinct class values; a class label image of phases usually has a "
                         "handful: check that this is a class map (value i = class i)")
     if names is not None:
+        if isinstance(names, str):  # its characters would be taken as the names: "fp" -> f, p
+            msg = f"names={names!r}: a string, not a sequence of class names (e.g. {names.split(',')!r})"
+            raise ValueError(msg)
         names = [str(n) for n in names]
         if len(set(names)) != len(names):
             msg = f"names={names!r}: duplicate class names"
