@@ -148,3 +148,13 @@ def test_names_given_as_one_string_are_refused_not_split_into_characters(names):
     c[:, :10] = 1
     with pytest.raises(ValueError, match="a string, not a sequence of class names"):
         measure_phases(c, names=names)
+
+
+def test_an_ignored_value_no_pixel_has_is_warned_about():
+    """--ignore 255 on a map whose unlabelled pixels are 3 measured them as a class without a word."""
+    c = np.zeros((50, 50), np.uint8)
+    c[:, :10], c[:5] = 1, 3
+    res = measure_phases(c, ignore_index=255, fields=None)
+    assert res.summary["phase_fractions"]["3"] == pytest.approx(0.1)
+    assert any("no pixel has the ignored class value 255" in w and "0, 1, 3" in w for w in res.warnings)
+    assert not any("ignored class value" in w for w in measure_phases(c, ignore_index=3, fields=None).warnings)

@@ -180,8 +180,12 @@ def measure_phases(
     valid = np.ones(cls.shape, bool) if ignore_index is None else cls != int(ignore_index)
     # whole-image class counts block by block (a masked copy + np.bincount's int64 cast would cost 9 bytes per pixel)
     counts = label_counts(cls, top + 1)
-    if ignore_index is not None and 0 <= int(ignore_index) <= top:
+    if ignore_index is not None and 0 <= int(ignore_index) <= top and counts[int(ignore_index)]:
         counts[int(ignore_index)] = 0
+    elif ignore_index is not None:  # a mistyped value would leave the pixels meant to be excluded in the fractions
+        warnings.append(f"{what}: no pixel has the ignored class value {ignore_index}; every pixel is measured "
+                        f"(values present: {', '.join(str(v) for v in np.flatnonzero(counts)[:10])}"
+                        f"{', ...' if np.count_nonzero(counts) > 10 else ''})")
     n_valid = int(counts.sum())
     if n_valid == 0:
         msg = f"{what}: every pixel is ignore_index={ignore_index}; nothing to measure"
