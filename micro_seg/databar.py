@@ -30,9 +30,12 @@ The rule :func:`detect_databar` applies (robust to JPEG noise, any bit depth):
    appear in at least 3 rows);
    on average 60 % of the band's pixels sit at the background level; and no
    row just above the band is band-like or has more than 35 % of its pixels at
-   the background level (20 % on average): a sharp edge. The last test
-   is what keeps uniformly dark or bright micrographs, and flat grain images,
-   from being cut.
+   the background level (20 % on average): a sharp edge; and at least half of
+   the band's pixels share one exact value, as in a band drawn by software
+   (a layer of material - resin, a coating, a dark phase - has noise). The
+   edge test is what keeps uniformly dark or bright micrographs, and flat
+   grain images, from being cut; the exact-value test keeps a dark or bright
+   layer of material with a straight edge and a few specks on it.
 
 Returns 0 when no band is found.
 
@@ -179,15 +182,15 @@ def detect_databar(
         return 0
     if at_bg[top:].mean() < 0.6:
         return 0
-    if flat.any() and not _drawn_flat(region[top:]):
+    if not _drawn_flat(region[top:]):
         return 0
     return int(height)
 
 
 def _drawn_flat(band: np.ndarray) -> bool:
     """True when at least half the band's pixels share one exact value, as a band drawn by the microscope's
-    software does (MetalDAM's: 76-89 %).  Asked only under a micrograph that has flat rows itself, where a dark
-    layer of material (resin, a coating, 20 +- 1 grey levels with a few bright particles) would otherwise pass:
-    its noise leaves ~40 % at the commonest value."""
+    software does (MetalDAM's: 71-89 %; a JPEG-saved band with dense text: 53 % or more).  A layer of material at
+    the bottom (resin, a coating, a dark phase: 20 +- 1 grey levels with a few bright particles) passes every
+    other test under a micrograph with a straight edge, but its noise leaves ~40 % at the commonest value."""
     _, counts = np.unique(np.asarray(band), return_counts=True)  # the band is the grey (2-D) analysis copy
     return bool(counts.max() >= 0.5 * band.size)

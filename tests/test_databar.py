@@ -129,6 +129,30 @@ def test_a_dark_layer_of_material_under_a_flat_micrograph_is_no_band():
     assert detect_databar(np.clip(np.round(image), 0, 255).astype(np.uint8)) == 0
 
 
+@pytest.mark.parametrize("level, noise", [(20, 1.0), (20, 3.0), (60, 4.0)])
+def test_a_dark_layer_of_material_under_grains_is_no_band(level, noise):
+    """Under a grain micrograph (no flat rows), a noisy dark bottom layer with a straight edge and a few bright
+    particles (a coating, resin, a dark phase) was cut off as a 60-row data bar: real material lost from analysis."""
+    rng = np.random.default_rng(3)
+    image = db.grain_image((400, 400), n_grains=60, seed=3).astype(float)
+    layer = level + rng.normal(0, noise, (60, 400))
+    layer[rng.random((60, 400)) < 0.005] = 230
+    image[340:] = layer
+    assert detect_databar(np.clip(np.round(image), 0, 255).astype(np.uint8)) == 0
+    banded = db.add_databar(db.grain_image((400, 400), n_grains=60, seed=3), 60, background=level)
+    assert detect_databar(banded) == 60  # a drawn band of the same level and height still is one
+
+
+@pytest.mark.parametrize("q", [30, 75])
+@pytest.mark.parametrize("background, ink", [(60, 250), (128, 255)])
+def test_band_grey_background_jpeg(q, background, ink):
+    """A grey band with dense text, saved as JPEG: its ringing leaves ~55 % of the band at one exact value."""
+    banded = db.add_databar(db.grain_image((300, 400), seed=1), 33, background=background, ink=ink)
+    buf = io.BytesIO()
+    Image.fromarray(banded).save(buf, format="JPEG", quality=q)
+    assert abs(detect_databar(np.asarray(Image.open(buf))) - 33) <= 2
+
+
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
 def test_band_other_dtypes(dtype):
     image = db.grain_image((300, 400), seed=2).astype(dtype)
