@@ -4,7 +4,8 @@ Sources, in the order of trust :func:`micro_seg.io.read_micrograph` applies:
 
 1. ``"user"``: the ``pixel_size_um`` argument (``--pixel-size``).
 2. ``"ome"``: OME-XML ``Pixels/@PhysicalSizeX``/``Y`` with their units
-   (default unit micrometre, as in the OME schema).
+   (default unit micrometre, as in the OME schema), of the image whose
+   ``TiffData`` holds the page read (a file may hold several images).
 3. ``"fei"``: FEI/Thermo Fisher ``[Scan] PixelWidth``/``PixelHeight`` in metres
    (TIFF tags 34680 FEI_SFEG / 34682 FEI_HELIOS; ``[EScan]`` as fall-back).
 4. ``"zeiss-sem"``: Zeiss SmartSEM ``AP_IMAGE_PIXEL_SIZE`` (TIFF tag 34118
@@ -224,7 +225,39 @@ def _resolution(page: Any) -> tuple[float | None, float | None, int | None]:
     return x, y, unit
 
 
-def _from_ome(tif: Any, path: Any, notes: list[str]) -> float | None:
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _ome_pixels(root: Any, index: int) -> tuple[Any, str | None]:
+    """The OME ``Pixels`` element of the image that holds IFD ``index`` of this file, and why none if none.
+
+    An OME-TIFF may hold several images (fields, magnifications, an overview) with different pixel sizes;
+    their ``TiffData`` elements say which IFDs belong to which image."""
+    all_pixels = [el for el in root.iter() if _local(el.tag) == "Pixels"]
+    if len(all_pixels) <= 1:
+        return (all_pixels[0] if all_pixels else None), None
+    size_keys = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit")
+    if len({tuple(p.get(k) for k in size_keys) for p in all_pixels}) == 1:
+        return all_pixels[0], None  # every image has the same pixel size
+    own_uuid = root.get("UUID")
+    for pixels in all_pixels:
+        for data in (el for el in pixels if _local(el.tag) == "TiffData"):
+            uuid = next((el for el in data if _local(el.tag) == "UUID"), None)
+            if uuid is not None and own_uuid and (uuid.text or "").strip() != own_uuid:
+                continue  # planes stored in another file of a multi-file set
+            try:
+                first = int(data.get("IFD", 0))
+                count = int(data.get("PlaneCount", 1 if data.get("IFD") is not None else 1 << 62))
+            except ValueError:
+                continue
+            if first <= index < first + count:
+                return pixels, None
+    return None, (f"ome: the file holds {len(all_pixels)} images with different pixel sizes and its OME-XML "
+                  f"does not say which one page {index} belongs to; ignored")
+
+
+def _from_ome(tif: Any, path: Any, notes: list[str], index: int = 0) -> float | None:
     xml = tif.ome_metadata
     if not xml:
         return None
@@ -233,7 +266,9 @@ def _from_ome(tif: Any, path: Any, notes: list[str]) -> float | None:
     except ET.ParseError as exc:
         notes.append(f"ome: unreadable OME-XML ({exc})")
         return None
-    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    pixels, why_not = _ome_pixels(root, index)
+    if why_not:
+        notes.append(why_not)
     if pixels is None or pixels.get("PhysicalSizeX") is None:
         return None
     sizes = []
@@ -378,7 +413,7 @@ def tiff_calibration(tif: Any, page: Any, *, path: Any = None) -> tuple[float | 
     notes: list[str] = []
     first = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
     readers = (
-        ("ome", lambda: _from_ome(tif, path, notes)),
+        ("ome", lambda: _from_ome(tif, path, notes, _page_index(page))),
         ("fei", lambda: _from_fei(tif, path, notes)),
         ("zeiss-sem", lambda: _from_zeiss(tif, path, notes)),
         ("imagej", lambda: _from_imagej(tif, first, path, notes)),
@@ -392,6 +427,17 @@ def tiff_calibration(tif: Any, page: Any, *, path: Any = None) -> tuple[float | 
             del notes[n_notes:]  # what the unused sources noted is not news
             return value, source, {"notes": notes, "conflicts": conflicts}
     return None, None, {"notes": notes, "conflicts": []}
+
+
+def _page_index(page: Any) -> int:
+    """The IFD number of ``page`` in its file (a page in a SubIFD counts as its top-level page)."""
+    index = getattr(page, "index", 0)
+    if isinstance(index, tuple):
+        index = index[0] if index else 0
+    try:
+        return int(index)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _conflicts(value: float, source: str, others: Any) -> list[str]:

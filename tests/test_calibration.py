@@ -176,6 +176,37 @@ def test_ome_z_stack_later_page_keeps_ome_calibration(tmp_path, capsys, page):
     assert (info["pixel_size_um"], info["calibration_source"], info["shape"]) == (0.5, "ome", [64, 80])
 
 
+def test_ome_file_with_two_images_gives_each_page_its_own_pixel_size(tmp_path, capsys):
+    """An OME-TIFF of two fields at different magnifications: --page 1 was given image 0's pixel size (0.5 um
+    instead of 2 um, a silent 4 x error in lengths); the OME TiffData elements say which image a page belongs to."""
+    path = tmp_path / "two.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(IMAGE, metadata={"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(IMAGE[:32, :40], metadata={"axes": "YX", "PhysicalSizeX": 2000, "PhysicalSizeY": 2000,
+                                             "PhysicalSizeXUnit": "nm", "PhysicalSizeYUnit": "nm"})
+    assert read_micrograph(path, detect_databar=False).pixel_size_um == 0.5
+    info = info_json(path, capsys, "--page", "1")
+    assert (info["shape"], info["pixel_size_um"], info["calibration_source"]) == ([32, 40], 2.0, "ome")
+
+
+def test_ome_images_with_different_pixel_sizes_and_no_page_map_are_not_guessed(tmp_path):
+    path = tmp_path / "two.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(IMAGE, metadata={"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(IMAGE, metadata={"axes": "YX", "PhysicalSizeX": 2.0, "PhysicalSizeY": 2.0})
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    edited = tmp_path / "unmapped.ome.tif"
+    stripped = xml.replace('<TiffData IFD="1" PlaneCount="1"/>', "").encode()
+    assert len(stripped) < len(xml.encode())
+    with tifffile.TiffWriter(edited) as tif:
+        tif.write(IMAGE, description=stripped, metadata=None)
+        tif.write(IMAGE, metadata=None)
+    m = read_micrograph(edited, page=1, detect_databar=False)
+    assert m.pixel_size_um is None
+    assert any("does not say which one page 1 belongs to" in note for note in m.meta["calibration_notes"])
+
+
 def test_fei_beats_zeiss_beats_imagej_beats_resolution(tmp_path):
     fei = db.FEI_TEXT.format(px_m="1e-08", py_m="1e-08")
     zeiss = "\r\n".join(db.ZEISS_LINES).format(value=3.0, unit="nm", scan_value=6.0).encode("latin-1")
