@@ -519,6 +519,12 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
                 raise InvalidImageError(f"{path}: page {page} requested but the file has {n_pages} page(s)")
             im.seek(page)
         try:
+            colour_16 = _png_16bit_colour(path) if fmt == "png" and not page else None
+            if colour_16:
+                # Pillow keeps 16 bits only for grey: a 16-bit RGB / RGBA / grey + alpha PNG would lose its low byte
+                meta["mode"] = colour_16
+                data = _png_decode_16bit(path)
+                return data, data.ndim == 3 and data.shape[2] in (2, 4)
             im.load()
             mode = im.mode
             if mode in ("P", "PA"):
@@ -536,6 +542,22 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
             raise CorruptFileError(f"{path}: cannot decode the {name} image data, truncated or corrupt ({_one_line(exc)})") from None
         alpha_last = im.mode in ("RGBA", "LA")
     return data, alpha_last
+
+
+def _png_16bit_colour(path: Path) -> str | None:
+    """The mode (``"RGB;16"``, ``"LA;16"``, ``"RGBA;16"``) of a PNG whose header (IHDR) says 16 bits per sample
+    with colour or alpha, else ``None``."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if len(head) < 26 or head[12:16] != b"IHDR" or head[24] != 16:
+        return None
+    return {2: "RGB;16", 4: "LA;16", 6: "RGBA;16"}.get(head[25])
+
+
+def _png_decode_16bit(path: Path) -> np.ndarray:
+    import imagecodecs
+
+    return np.asarray(imagecodecs.png_decode(path.read_bytes()))
 
 
 # ----------------------------------------------------------------------------- common

@@ -230,6 +230,23 @@ def test_png_16bit_rgba_and_palette(tmp_path):
     np.testing.assert_array_equal(m.data, np.asarray(pal.convert("RGB")))
 
 
+@pytest.mark.parametrize("channels", [3, 4, 2])
+def test_png_16bit_colour_keeps_16_bits(tmp_path, channels):
+    """Pillow reads a 16-bit RGB / RGBA / grey + alpha PNG as 8 bits: intensities lost their low byte and 16-bit
+    labels above 255 stored in such a PNG were silently wrong."""
+    import imagecodecs
+
+    data = _random("uint16", (20, 30, channels))
+    (tmp_path / "c.png").write_bytes(imagecodecs.png_encode(data))
+    m = read_micrograph(tmp_path / "c.png", detect_databar=False)
+    assert m.data.dtype == np.uint16
+    np.testing.assert_array_equal(m.data, data[..., :3] if channels == 4 else data[..., 0] if channels == 2 else data)
+    assert m.meta.get("dropped_alpha", False) == (channels != 3)
+    labels = (np.arange(600).reshape(20, 30) * 97 % 1000).astype(np.uint16)
+    (tmp_path / "l.png").write_bytes(imagecodecs.png_encode(np.repeat(labels[..., None], 3, axis=2)))
+    np.testing.assert_array_equal(read_labels(tmp_path / "l.png")[0], labels)
+
+
 def test_content_decides_not_extension(tmp_path):
     path = db.save_pil(tmp_path / "really_png.tif", GREY, format="PNG")
     m = read_micrograph(path)
