@@ -34,7 +34,10 @@ TIFF/PNG/JPEG/BMP header. Raise the limit with ``max_pixels=`` or the
 (``Image.MAX_IMAGE_PIXELS``, about 179 megapixels) gives way to this one: a PNG,
 JPEG or BMP above Pillow's limit has its header read again with Pillow's guard
 lifted for that call only (under a lock), and our limit decides; Pillow's
-``DecompressionBombError`` always surfaces as ``ImageTooLargeError``.
+``DecompressionBombError`` always surfaces as ``ImageTooLargeError``. The
+header's shape x pixel type is checked too: an image whose decoded pixels need
+more bytes than the computer's physical memory (a float64 RGB image takes 24
+bytes a pixel) is refused before decoding (``ImageTooLargeError``).
 
 Examples
 --------
@@ -231,6 +234,32 @@ def _too_large(path: Any, rows: int, cols: int, limit: int) -> ImageTooLargeErro
     )
 
 
+def _physical_memory() -> int | None:
+    """This computer's physical memory in bytes, or ``None`` where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(path: Any, rows: int, cols: int, samples: int, itemsize: int, dtype: str) -> None:
+    """Refuse, before decoding, an image whose pixels alone need more bytes than the computer's physical memory.
+
+    The pixel limit counts rows x cols only; a float64 RGB image within it needs 24 bytes a pixel (28 GB at the
+    limit): it would end in an out-of-memory error or the system's out-of-memory killer, after minutes of work.
+    """
+    need = rows * cols * max(1, samples) * max(1, itemsize)
+    total = _physical_memory()
+    if total and need > total:
+        def size(n: float) -> str:
+            return f"{n / 1e9:.3g} GB" if n >= 1e9 else f"{n / 1e6:.3g} MB"
+
+        shape = f"{rows} x {cols}" + (f" x {samples}" if samples > 1 else "")
+        raise ImageTooLargeError(
+            f"{path}: the {shape} {dtype} image needs {size(need)} of memory to read, more than this computer's "
+            f"{size(total)}; crop it or convert it to a smaller pixel type (e.g. 8 or 16 bits) first")
+
+
 class _ListHandler(logging.Handler):
     def __init__(self, sink: list[str]) -> None:
         super().__init__(logging.WARNING)
@@ -410,6 +439,9 @@ def _read_tiff(path: Path, page: int | None, limit: int, user_px: float | None, 
             raise InvalidImageError(f"{path}: page is a 3-D volume (depth {pg.imagedepth}); micro-seg needs a 2-D image")
         samples = int(pg.samplesperpixel)
         photometric = int(pg.photometric)
+        dtype = np.dtype(pg.dtype) if pg.dtype is not None else np.dtype(np.uint8)
+        decoded = 3 if photometric == int(tifffile.PHOTOMETRIC.PALETTE) else samples * (3 if channel_series else 1)
+        _check_memory(path, rows, cols, decoded, dtype.itemsize, dtype.name)
         if photometric == int(tifffile.PHOTOMETRIC.SEPARATED):
             raise InvalidImageError(f"{path}: CMYK (separated) TIFF is not supported; convert it to RGB or greyscale")
         extras = tuple(int(e) for e in (pg.extrasamples or ()))
@@ -518,8 +550,14 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
             if not 0 <= page < n_pages:
                 raise InvalidImageError(f"{path}: page {page} requested but the file has {n_pages} page(s)")
             im.seek(page)
+        colour_16 = _png_16bit_colour(path) if fmt == "png" and not page else None
+        if colour_16:
+            bands, itemsize = len(colour_16.split(";")[0]), 2
+        else:
+            bands = 4 if im.mode == "PA" else 3 if im.mode == "P" else len(im.getbands())
+            itemsize = 2 if im.mode.startswith("I;16") else 4 if im.mode in ("I", "F") else 1
+        _check_memory(path, rows, cols, bands, itemsize, f"{8 * itemsize}-bit")
         try:
-            colour_16 = _png_16bit_colour(path) if fmt == "png" and not page else None
             if colour_16:
                 # Pillow keeps 16 bits only for grey: a 16-bit RGB / RGBA / grey + alpha PNG would lose its low byte
                 meta["mode"] = colour_16

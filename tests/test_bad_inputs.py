@@ -209,6 +209,25 @@ def test_pixel_limit_from_env_and_argument(tmp_path, monkeypatch):
         read_micrograph(tif, max_pixels=1000)
 
 
+def test_image_larger_than_memory_refused_before_decoding(tmp_path, monkeypatch, capsys):
+    """The pixel limit counts rows x cols only: a float64 RGB image within it (24 bytes a pixel) was decoded until
+    memory ran out ("out of memory", no file named) or the system killed the process; shape x dtype is now checked
+    against the computer's memory before decoding."""
+    import micro_seg.io as io
+
+    monkeypatch.setattr(io, "_physical_memory", lambda: 500_000)  # a computer of 0.5 MB
+    tifffile.imwrite(tmp_path / "f64.tif", np.zeros((100, 100, 3)), photometric="rgb")  # 240 kB
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((200, 200, 3)), photometric="rgb")  # 960 kB
+    db.save_pil(tmp_path / "big.png", np.zeros((400, 500, 3), np.uint8))  # 600 kB
+    assert read_micrograph(tmp_path / "f64.tif").shape == (100, 100, 3)
+    for name, what in (("big.tif", "200 x 200 x 3 float64 image needs 0.96 MB"), ("big.png", "400 x 500 x 3 8-bit")):
+        assert main(["info", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert name in err and what in err and "more than this computer's 0.5 MB" in err, err
+    monkeypatch.setattr(io, "_physical_memory", lambda: None)  # the system does not say: no check
+    assert read_micrograph(tmp_path / "big.tif").shape == (200, 200, 3)
+
+
 def test_pillow_global_limit_is_restored_and_not_ours(tmp_path):
     from PIL import Image
 
