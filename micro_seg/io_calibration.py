@@ -12,8 +12,8 @@ Sources, in the order of trust :func:`micro_seg.io.read_micrograph` applies:
    CZ_SEM). Only this entry is the size of one pixel of *the stored image*;
    ``AP_PIXEL_SIZE`` and friends can refer to the scan or the store resolution
    and differ from it, so they are never used.
-5. ``"imagej"``: ImageJ ``unit=`` in the description plus the X/YResolution
-   tags (pixels per unit).
+5. ``"imagej"``: ImageJ ``unit=`` (and ``yunit=`` where Y has its own unit)
+   in the description plus the X/YResolution tags (pixels per unit).
 6. ``"tiff-resolution"``: X/YResolution tags with ResolutionUnit inch or
    centimetre.
 
@@ -352,13 +352,18 @@ def _from_imagej(tif: Any, page: Any, path: Any, notes: list[str]) -> float | No
         notes.append("imagej: unit given but no XResolution tag; ignored")
         return None
     y_res = y_res or x_res
+    # ImageJ writes yunit= when the Y axis has its own unit (x in micron, y in nm): Y's pixels per yunit
+    y_unit = str(meta.get("yunit") or unit)
+    if to_micrometres(1.0, y_unit) is None:
+        notes.append(f"imagej: yunit {y_unit!r} is not a length; ignored")
+        return None
     norm = _normalise_unit(unit)
     coarse = {"inch": "inch", "inches": "inch", "in": "inch", "cm": "cm", "centimeter": "cm", "centimetre": "cm"}
-    if norm in coarse and is_default_resolution(x_res, y_res, coarse[norm]):
+    if norm in coarse and _normalise_unit(y_unit) == norm and is_default_resolution(x_res, y_res, coarse[norm]):
         notes.append(f"imagej: {x_res:g} pixels per {unit} ignored (software default, not a calibration)")
         return None
     x_um = to_micrometres(1.0 / x_res, unit)
-    y_um = to_micrometres(1.0 / y_res, unit)
+    y_um = to_micrometres(1.0 / y_res, y_unit)
     return _isotropic(x_um, y_um, source="imagej", path=path)
 
 

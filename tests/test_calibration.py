@@ -108,6 +108,20 @@ def test_imagej_uncalibrated_inch_default_is_null(tmp_path, capsys):
     assert info_json(path, capsys)["pixel_size_um"] is None
 
 
+def test_imagej_yunit(tmp_path, capsys):
+    """ImageJ writes yunit= when Y has its own unit: x 2 px/micron and y 0.002 px/nm are the same 0.5 um square
+    pixel, but Y was read in microns (500 um) and the file refused as 'not square (0.5 x 500 um)'."""
+    path = tmp_path / "ij.tif"
+    tifffile.imwrite(path, IMAGE, description="ImageJ=1.54f\nunit=micron\nyunit=nm\n", resolution=(2, 0.002),
+                     metadata=None)
+    info = info_json(path, capsys)
+    assert (info["pixel_size_um"], info["calibration_source"]) == (0.5, "imagej")
+    tifffile.imwrite(path, IMAGE, description="ImageJ=1.54f\nunit=micron\nyunit=nm\n", resolution=(2, 0.004),
+                     metadata=None)
+    with pytest.raises(CalibrationError, match=r"not square \(0.5 x 0.25 um"):
+        read_micrograph(path)
+
+
 @pytest.mark.parametrize("unit, size, expected", [("µm", 0.31, 0.31), ("nm", 4.5, 0.0045), ("mm", 0.001, 1.0),
                                                   ("Å", 20.0, 0.002), ("m", 2e-7, 0.2), (None, 0.8, 0.8)])
 def test_ome(tmp_path, capsys, unit, size, expected):
