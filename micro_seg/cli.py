@@ -147,6 +147,17 @@ def _sigterm_as_interrupt():
     return lambda: signal.signal(signal.SIGTERM, old)
 
 
+def _input_named(args: argparse.Namespace) -> str | None:
+    """The one input file or folder a command was given (named in an out-of-memory error), if it was given one."""
+    for name in ("path", "image", "images", "in_dir", "images_dir"):
+        value = getattr(args, name, None)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if len(value) == 1 else None
+        if value:
+            return str(value)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting (testable)."""
     parser = build_parser()
@@ -167,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("micro-seg: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print("micro-seg: error: out of memory (try a smaller image or fewer workers)", file=sys.stderr)
+        what = _input_named(args)
+        print(f"micro-seg: error: {what + ': ' if what else ''}out of memory (try a smaller image or fewer workers)",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # a bug: one line, never a traceback unless asked
         if getattr(args, "debug", False):

@@ -51,3 +51,17 @@ def test_reader_closing_the_pipe_early_gives_no_traceback():
     proc.stdout.close()  # before the interpreter has even started: the print meets a closed pipe
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+
+
+def test_out_of_memory_names_the_input(tmp_path, monkeypatch, capsys):
+    """The contract's one line on stderr names the file: "out of memory" alone did not say which image."""
+    import micro_seg.io as io
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(io, "read_micrograph", no_memory)
+    path = tmp_path / "huge.tif"
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"micro-seg: error: {path}: out of memory (try a smaller image or fewer workers)"
