@@ -30,12 +30,16 @@ The rule :func:`detect_databar` applies (robust to JPEG noise, any bit depth):
    appear in at least 3 rows);
    on average 60 % of the band's pixels sit at the background level; and no
    row just above the band is band-like or has more than 35 % of its pixels at
-   the background level (20 % on average): a sharp edge; and at least half of
-   the band's pixels share one exact value, as in a band drawn by software
-   (a layer of material - resin, a coating, a dark phase - has noise). The
-   edge test is what keeps uniformly dark or bright micrographs, and flat
-   grain images, from being cut; the exact-value test keeps a dark or bright
-   layer of material with a straight edge and a few specks on it.
+   the background level (20 % on average): a sharp edge - or, where the rows
+   above share the band's level in part (black pores over a black band), the
+   band is at least 85 % background, starts with two clean rows (a margin
+   above its text) and the rows above are at most 45 % background on average;
+   and at least half of the band's pixels share one exact value, as in a band
+   drawn by software (a layer of material - resin, a coating, a dark phase -
+   has noise). The edge test is what keeps uniformly dark or bright
+   micrographs, and flat grain images, from being cut; the exact-value test
+   keeps a dark or bright layer of material with a straight edge and a few
+   specks on it.
 
 Returns 0 when no band is found.
 
@@ -178,8 +182,15 @@ def detect_databar(
     above = slice(max(0, top - max(5, height // 2)), top)
     if top - above.start < 3:
         return 0
-    if band_like[above].any() or at_bg[above].max() > 0.35 or at_bg[above].mean() > 0.2:
+    if band_like[above].any():
         return 0
+    if at_bg[above].max() > 0.35 or at_bg[above].mean() > 0.2:
+        # rows above share the band's level in part (black pores over a black band): still an edge when the band
+        # is almost all background, starts with a clean margin above its text (an object of the micrograph cut
+        # by the bottom of the image runs into it instead), and the rows above are mostly not background
+        clean = at_bg[top:] >= 0.998
+        if at_bg[top:].mean() < 0.85 or not clean[:2].all() or clean.sum() < 3 or at_bg[above].mean() > 0.45:
+            return 0
     if at_bg[top:].mean() < 0.6:
         return 0
     if not _drawn_flat(region[top:]):
