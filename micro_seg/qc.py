@@ -176,6 +176,29 @@ def check_model_measures(spec: "QCSpec", card: Any) -> None:
     if unknown:
         raise SpecError(f"{spec.source}: measurements.defects.by_class.{unknown[0]}: model {card.name!r} has no "
                         f"defect class {unknown[0]!r}; its defect classes are: {', '.join(classes)}")
+    phases = list(getattr(card, "classes", None) or [])  # a phase model's fractions are named by its classes
+    if phases and "phases" in card.measures:
+        for where, phase in _phase_names(spec):
+            if phase not in phases:
+                raise SpecError(f"{spec.source}: {where}: model {card.name!r} has no class {phase!r}; its classes "
+                                f"are: {', '.join(phases)}")
+
+
+def _phase_names(spec: "QCSpec"):
+    """``(where, phase name)`` of every phase a spec's rules name: ``phases.phase_fractions.<phase>`` and the batch
+    columns ``phases.phase_fraction_<phase>`` (``_ci95_``, ``_ra_percent_``, ``phase_area_um2_``).
+
+    >>> list(_phase_names(parse_spec({"measurements": {"phases": {"phase_fractions": {"a": [0, 1]},
+    ...                                                           "phase_fraction_ci95_b": {"max": 0.1}}}})))
+    [('measurements.phases.phase_fractions.a', 'a'), ('measurements.phases.phase_fraction_ci95_b', 'b')]
+    """
+    for phase in spec.phase_fractions:
+        yield f"measurements.phases.phase_fractions.{phase}", phase
+    prefixes = sorted(_MEASUREMENT_PREFIXES["phases"], key=len, reverse=True)  # the longest prefix names the phase
+    for key in spec.measurements.get("phases", {}):
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is not None:
+            yield f"measurements.phases.{key}", key[len(prefix):]
 
 
 #: Relative tolerance of the margin comparison (float rounding of ``limit - value``).

@@ -261,3 +261,23 @@ def test_a_flat_row_is_read_per_group_as_images_csv_names_the_columns():
     # nested measurements (qc --model, the batch, the napari widget) are read by group as before
     assert evaluate(None, spec, measurements={"grains": {"mean_area_um2": 489.4}}).reasons[0].value is None
     assert evaluate(None, spec, measurements={"defects": {"mean_area_um2": 50.0}}).verdict == "pass"
+
+
+@pytest.mark.parametrize("phases, where, name", [
+    ({"phase_fractions": {"gamma_prime": [0.3, 0.6]}}, "measurements.phases.phase_fractions.gamma_prime", "gamma_prime"),
+    ({"phase_fraction_ci95_Matrix": {"max": 0.05}}, "measurements.phases.phase_fraction_ci95_Matrix", "Matrix"),
+])
+def test_a_phase_the_model_does_not_have_is_refused_up_front(phases, where, name):
+    # every image came out "review: ... was not measured" for a phase name the model never reports
+    from types import SimpleNamespace
+
+    from micro_seg.qc import check_model_measures
+
+    card = SimpleNamespace(name="ni-superalloy", task="semantic", measures=["phases"], defect_classes=[],
+                           classes=["matrix", "secondary_gamma_prime", "tertiary_gamma_prime"])
+    check_model_measures(parse_spec({"measurements": {"phases": {
+        "phase_fractions": {"secondary_gamma_prime": [0.3, 0.6]}, "phase_fraction_ci95_matrix": {"max": 0.05}}}}), card)
+    with pytest.raises(SpecError) as info:
+        check_model_measures(parse_spec({"measurements": {"phases": phases}}, source="s.yaml"), card)
+    assert str(info.value) == (f"s.yaml: {where}: model 'ni-superalloy' has no class {name!r}; its classes are: "
+                               "matrix, secondary_gamma_prime, tertiary_gamma_prime")
