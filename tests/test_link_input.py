@@ -480,3 +480,17 @@ def test_an_empty_sample_id_cell_is_still_refused_as_missing(tmp_path):
         f"{s},{S0 + K * (d * 1e-6) ** -0.5}\n" for s, d in {"A": 5.0, "B": 10.0, "C": 20.0}.items()) + " ,500\n")
     with pytest.raises(PropertyTableError, match=r"empty sample id .* row\(s\) \[5\]"):
         link(res, props, on="sample_id")
+
+
+def test_hall_petch_plot_keeps_its_scale_when_a_ci_of_d_reaches_zero(tmp_path):
+    # two fields per specimen (t = 12.7): the CI of d passes 0 and its d^-1/2 end is unbounded; the error bars were
+    # drawn to d = 1e-6 um (d^-1/2 = 1e6), squeezing the samples and the fit into one vertical line at the left
+    from micro_seg.properties.hall_petch import hall_petch_x
+    from micro_seg.properties.plots import hall_petch_figure
+
+    result = link(_batch_output(tmp_path, fields=2, noise=0.5, seed=3), _props(tmp_path), on="sample_id")
+    d, ci = (result.samples[c].to_numpy() for c in ("mean_intercept_um", "mean_intercept_um_ci95"))
+    assert np.any(d - ci <= 0)
+    ax = hall_petch_figure(result).axes[0]
+    assert ax.get_xlim()[1] < 1.2 * hall_petch_x(0.8 * d.min())
+    assert "open-ended" in ax.get_legend_handles_labels()[1][-1]

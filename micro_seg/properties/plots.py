@@ -51,13 +51,20 @@ def hall_petch_figure(link_result, *, fig=None):
         d = samples[fit.d].to_numpy(dtype=float)
         x = hall_petch_x(d)
         xerr = None
+        grid_d = np.geomspace(d.min() * 0.8, d.max() * 1.25, 100)
+        label = "samples (95% CI of d)"
         if f"{fit.d}_ci95" in samples:
             ci = samples[f"{fit.d}_ci95"].to_numpy(dtype=float)
             ci = np.where(np.isfinite(ci), ci, 0.0)
-            xerr = np.abs(np.vstack([hall_petch_x(np.maximum(d + ci, 1e-9)) - x, x - hall_petch_x(np.maximum(d - ci, 1e-6))]))
-            xerr = np.abs(xerr)
-        ax.errorbar(x, y, xerr=xerr, fmt="o", color="#1f4e79", ecolor="#7a9cc6", capsize=3, label="samples (95% CI of d)")
-        grid_d = np.geomspace(d.min() * 0.8, d.max() * 1.25, 100)
+            # a CI reaching d = 0 (two fields give t = 12.7) has no upper end in d^-1/2: it is drawn to the plot's
+            # right edge, not to d = 1e-6 um (which squeezed every sample and the fit into one vertical line)
+            right = hall_petch_x(grid_d.min())
+            open_ended = d - ci <= 0
+            upper = np.where(open_ended, right, hall_petch_x(np.where(open_ended, d, d - ci)))
+            xerr = np.vstack([x - hall_petch_x(d + ci), np.maximum(upper - x, 0.0)])
+            if open_ended.any():
+                label = "samples (95% CI of d; open-ended ones cut at the edge)"
+        ax.errorbar(x, y, xerr=xerr, fmt="o", color="#1f4e79", ecolor="#7a9cc6", capsize=3, label=label)
         p = fit.predict(grid_d)
         gx = hall_petch_x(grid_d)
         ax.plot(gx, p["mean"], color="#c0392b",
