@@ -494,3 +494,14 @@ def test_hall_petch_plot_keeps_its_scale_when_a_ci_of_d_reaches_zero(tmp_path):
     ax = hall_petch_figure(result).axes[0]
     assert ax.get_xlim()[1] < 1.2 * hall_petch_x(0.8 * d.min())
     assert "open-ended" in ax.get_legend_handles_labels()[1][-1]
+
+
+@pytest.mark.parametrize("table", ["images.csv", "specimens.csv"])
+def test_results_re_saved_with_semicolons_exit_2_naming_the_file(tmp_path, capsys, table):
+    # a results table opened and saved by a spreadsheet in a decimal-comma locale: internal error KeyError 'path'
+    res = _batch_output(tmp_path)
+    resaved = tmp_path / table
+    pd.read_csv(res / table).to_csv(resaved, sep=";", decimal=",", index=False)
+    code, out, err = run_cli(capsys, ["link", str(resaved), str(_props(tmp_path)), "--on", "sample_id"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"micro-seg: error: {resaved}: not batch results: no 'path' column") and "';'" in err

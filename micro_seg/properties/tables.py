@@ -230,9 +230,17 @@ def sample_keys(df: pd.DataFrame, *, mapping: str = "folder", source: str = "res
       ``"regex:<pattern>"`` — the first capture group (or whole match) of the pattern searched in the path;
       ``"column:<name>"`` — a column of the results table.
     """
+    if mapping == "folder" and "specimen" in df.columns:
+        return df["specimen"].astype(str)
+    if "path" not in df.columns and not mapping.startswith("column:"):
+        # not a batch's images.csv (a property table given as RESULTS, a table re-saved with ';' by a spreadsheet)
+        columns = [str(c) for c in df.columns]
+        hint = (" (its header is one ';'-separated column: give the batch's own comma-separated table)"
+                if len(columns) == 1 and ";" in columns[0] else "")
+        raise PropertyTableError(f"{source}: not batch results: no 'path' column (images.csv) to map images to "
+                                 f"samples by {mapping}, nor 'specimen' and 'n_fields' (specimens.csv){hint}; "
+                                 f"columns are: {', '.join(columns)[:300]}")
     if mapping == "folder":
-        if "specimen" in df.columns:
-            return df["specimen"].astype(str)
         return df["path"].map(lambda p: Path(str(p)).parent.name)
     if mapping == "stem":
         return df["path"].map(lambda p: Path(str(p)).stem)
