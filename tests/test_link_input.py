@@ -505,3 +505,12 @@ def test_results_re_saved_with_semicolons_exit_2_naming_the_file(tmp_path, capsy
     code, out, err = run_cli(capsys, ["link", str(resaved), str(_props(tmp_path)), "--on", "sample_id"])
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"micro-seg: error: {resaved}: not batch results: no 'path' column") and "';'" in err
+
+
+def test_a_sample_regex_that_matches_no_image_exits_2_saying_so(tmp_path, capsys):
+    # internal error KeyError 'sample' (exit 1)
+    res = _batch_output(tmp_path)
+    code, out, err = run_cli(capsys, ["link", str(res), str(_props(tmp_path)), "--on", "sample_id",
+                                      "--map", r"regex:^S(\d+)_"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert 'sample mapping "regex:^S(\\d+)_" gives no image a sample (e.g. A/field0.tif)' in err

@@ -427,6 +427,10 @@ def link(
             raise PropertyTableError(f"{res_source}: no successfully processed images to link")
         keys = sample_keys(res, mapping=mapping, source=res_source)
         unmapped = res.loc[keys.isna(), "path"].astype(str).tolist() if "path" in res.columns else []
+        if keys.isna().all():
+            example = f" (e.g. {unmapped[0]})" if unmapped else ""
+            raise PropertyTableError(f"{res_source}: sample mapping \"{mapping}\" gives no image a sample{example}: "
+                                     "check the pattern or column against the image paths")
         columns = [d] + [c for c in (predictors or []) if c != d and (c in res.columns or _is_g_column(c))]
         agg = aggregate_samples(res, keys, d, source=res_source)
         for column in dict.fromkeys(G_FROM_MEAN[c][0] if c in G_FROM_MEAN else c for c in columns):
