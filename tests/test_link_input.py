@@ -138,6 +138,21 @@ def test_constant_linear_predictor_is_refused():
         fit_linear(x, np.arange(5.0) * 2 + 1, names=["d", "anneal_C"])
 
 
+def test_linearly_dependent_or_repeated_predictors_are_refused(tmp_path, capsys):
+    # least squares returned one of infinitely many coefficient sets, each with a finite "95% CI" (anneal_C next to
+    # anneal_F = 1.8 anneal_C + 32); the same column twice showed one coefficient: half the slope
+    t = np.array([600.0, 650.0, 700.0, 750.0, 800.0])
+    y = 3.0 * t + np.array([1.0, -1.0, 0.5, 0.0, -0.5])
+    with pytest.raises(PropertyTableError, match=r"predictors 'anneal_C', 'anneal_F' are linearly dependent"):
+        fit_linear(np.column_stack([t, t * 1.8 + 32]), y, names=["anneal_C", "anneal_F"])
+    fit = fit_linear(np.column_stack([t, t**2]), y, names=["anneal_C", "t2"])  # not linear in each other: fitted
+    assert fit.coef[1] == pytest.approx(3.0, rel=0.5)
+    res = _batch_output(tmp_path)
+    code, _, err = run_cli(capsys, ["link", str(res), str(_props(tmp_path)), "--on", "sample_id", "--relation",
+                                    "linear", "--predictors", "mean_intercept_um,mean_intercept_um"])
+    assert code == 2 and "predictor(s) 'mean_intercept_um' given more than once" in err
+
+
 # ------------------------------------------------------------------ property values
 
 

@@ -163,10 +163,14 @@ def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, 
     dof = n - p - 1
     if dof < 1:
         raise PropertyTableError(f"{n} matched samples are too few to fit {p + 1} coefficients with an uncertainty (need at least {p + 2})")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise PropertyTableError(f"predictor(s) {', '.join(map(repr, twice))} given more than once")
     for j, name in enumerate(names):
         if n_distinct(x[:, j]) < 2:
             raise PropertyTableError(f"predictor {name!r} has the same value ({x[0, j]:.6g}) for all {n} samples, "
                                      "so its effect cannot be fitted")
+    _check_collinear(x, names)
     design = np.column_stack([np.ones(n), x])
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     sw = np.sqrt(w)
@@ -188,6 +192,29 @@ def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, 
         n=n,
         cv_rmse=loo_cv_rmse(x, y, weights=weights) if n >= p + 3 else None,
     )
+
+
+def _check_collinear(x: np.ndarray, names: list[str], *, rtol: float = 1e-8) -> None:
+    """Refuse predictors of which one is a linear combination of the others (``t2 = 2 t + 1``): least squares
+    then returns one of infinitely many coefficient sets, with intervals that mean nothing.
+
+    >>> t = np.array([600.0, 650.0, 700.0, 750.0, 800.0])
+    >>> try:
+    ...     _check_collinear(np.column_stack([t, 2 * t + 1, t ** 2]), ["t", "t2", "tsq"])
+    ... except ValueError as exc:
+    ...     print(exc)
+    predictors 't', 't2' are linearly dependent over these samples (one is a linear combination of the others), so their separate effects cannot be fitted: leave one out
+    """
+    if x.shape[1] < 2:
+        return
+    z = (x - x.mean(axis=0)) / x.std(axis=0)  # scale-free: a temperature next to a d^-1/2
+    _, s, vt = np.linalg.svd(z, full_matrices=False)
+    if s[-1] > rtol * s[0]:
+        return
+    involved = [name for name, w in zip(names, vt[-1]) if abs(w) > 1e-6]
+    raise PropertyTableError(f"predictors {', '.join(map(repr, involved))} are linearly dependent over these samples "
+                             "(one is a linear combination of the others), so their separate effects cannot be "
+                             "fitted: leave one out")
 
 
 def loo_cv_rmse(x: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = None) -> float:
