@@ -36,10 +36,11 @@ Layout of ``out_dir``::
     objects/<relpath stem>_objects.csv
 
 ``images.csv`` has one row per image: ``path``, ``status``, ``error``, the
-measurements, ``qc_verdict`` / ``qc_reasons``, and ``warnings``: what the
-reader, the model and the measurements warned about for that image (no pixel
-size, too few grains for E112 / E1382, a constant image...), so a number that
-comes with a caveat never looks like any other.
+measurements, ``qc_verdict`` / ``qc_reasons`` (each reason led by its severity,
+``fail:`` or ``review:``), and ``warnings``: what the reader, the model and the
+measurements warned about for that image (no pixel size, too few grains for
+E112 / E1382, a constant image...), so a number that comes with a caveat never
+looks like any other.
 
 Examples
 --------
@@ -1073,10 +1074,12 @@ def _export_rows(store: ResultsStore, run_id: int) -> list[dict[str, Any]]:
     notes: dict[str, list[str]] = {}  # what the reader, the model and the measurements warned about
     for fl in store.flags(seen_in_run=run_id):
         if fl["source"] == "qc":  # a check that could not run has no value: its message says why
-            qc_reasons.setdefault(fl["relpath"], []).append(
+            # each reason with its severity: a "fail" row's reasons may be "review" ones too (a margin, a G_planimetric
+            # judged at review), and only the severity tells which of them failed it
+            qc_reasons.setdefault(fl["relpath"], []).append(f"{fl['severity']}: " + (
                 f"{fl['check_name']}={fl['value']} (limit {fl['limit_value']})" if fl["value"] is not None
                 else (fl["message"] if str(fl["message"]).startswith(str(fl["check_name"]))
-                      else f"{fl['check_name']}: {fl['message']}"))
+                      else f"{fl['check_name']}: {fl['message']}")))
         elif fl["message"]:
             notes.setdefault(fl["relpath"], []).append(str(fl["message"]))
     rows = []

@@ -92,3 +92,21 @@ def test_committed_results_are_visible_to_another_reader_during_a_run(store, tmp
     store.record("a.tif", {"abspath": "/in/a.tif", "status": "ok"}, run_id=run)
     reader = sqlite3.connect(f"file:{tmp_path / 'results.sqlite'}?mode=ro", uri=True)
     assert reader.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 1
+
+
+def test_images_csv_qc_reasons_say_which_reason_failed_the_image(tmp_path):
+    # a "fail" row listed its fail and review reasons alike: which one failed it was not in images.csv
+    from micro_seg.batch import _export_rows
+
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        run = store.start_run(in_dir="in", out_dir="out", software_version="0", parameters={})
+        store.record("a.tif", {"abspath": "/in/a.tif", "status": "ok", "qc_verdict": "fail"}, run_id=run, flags=[
+            {"source": "qc", "check": "grains.G_intercept", "severity": "fail", "value": 10.9, "limit": 10.0,
+             "message": "grains.G_intercept = 10.9 is above the max 10"},
+            {"source": "qc", "check": "grains.G_planimetric", "severity": "review", "value": 10.6, "limit": 10.5,
+             "message": "grains.G_planimetric = 10.6 is above the max 10.5"},
+            {"source": "qc", "check": "grains.ala_G", "severity": "review", "value": None, "limit": 3.0,
+             "message": "grains.ala_G was not measured; the spec requires it"}])
+        (row,) = _export_rows(store, run)
+    assert row["qc_reasons"] == ("fail: grains.G_intercept=10.9 (limit 10.0); review: grains.G_planimetric=10.6 "
+                                 "(limit 10.5); review: grains.ala_G was not measured; the spec requires it")
