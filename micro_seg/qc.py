@@ -443,6 +443,9 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> QCSpec:
     if model is not None and not isinstance(model, str):
         raise SpecError(f"{source}: classifier.model: expected a model name or folder, got {model!r}")
     allowed_classes = cls.get("allowed_classes")
+    if allowed_classes is not None and not _class_list(allowed_classes, "classifier.allowed_classes", source):
+        raise SpecError(f"{source}: classifier.allowed_classes: an empty list allows no class, so every image would "
+                        "fail; name the allowed classes, or leave the key out to allow every class")
     forbidden = _class_list(cls.get("forbidden_classes"), "classifier.forbidden_classes", source)
     review = _class_list(cls.get("review_classes"), "classifier.review_classes", source)
     both = set(forbidden) & set(review)

@@ -281,3 +281,11 @@ def test_a_phase_the_model_does_not_have_is_refused_up_front(phases, where, name
         check_model_measures(parse_spec({"measurements": {"phases": phases}}, source="s.yaml"), card)
     assert str(info.value) == (f"s.yaml: {where}: model 'ni-superalloy' has no class {name!r}; its classes are: "
                                "matrix, secondary_gamma_prime, tertiary_gamma_prime")
+
+
+def test_an_empty_allowed_classes_list_is_refused_not_failing_every_image():
+    # `allowed_classes: []` parsed as "no class allowed": every image failed "not among the allowed classes"
+    with pytest.raises(SpecError, match=r"^s\.yaml: classifier\.allowed_classes: an empty list allows no class"):
+        parse_spec({"classifier": {"allowed_classes": []}}, source="s.yaml")
+    spec = parse_spec({"classifier": {"allowed_classes": ["good"]}})
+    assert evaluate(None, spec, classification={"class": "good", "probabilities": {"good": 0.9, "bad": 0.1}}).verdict == "pass"
