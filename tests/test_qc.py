@@ -289,3 +289,23 @@ def test_an_empty_allowed_classes_list_is_refused_not_failing_every_image():
         parse_spec({"classifier": {"allowed_classes": []}}, source="s.yaml")
     spec = parse_spec({"classifier": {"allowed_classes": ["good"]}})
     assert evaluate(None, spec, classification={"class": "good", "probabilities": {"good": 0.9, "bad": 0.1}}).verdict == "pass"
+
+
+def test_a_phase_column_rule_is_judged_alike_on_nested_measurements_and_on_a_batch_row():
+    # measurements.phases.phase_fraction_<phase> (a batch column) passed on the batch's images.csv but was "not
+    # measured" (review) on the nested summary that qc --model and the batch's own QC judge
+    from micro_seg.batch_worker import _flat_phases
+    from micro_seg.measure import measure_phases
+
+    classes = np.zeros((64, 64), np.uint8)
+    classes[:, ::4] = 1  # carbide: 1/4 of every field
+    summary = measure_phases(classes, pixel_size_um=0.5, names=["matrix", "carbide"], fields=(2, 2)).summary
+    # limits every value breaks, so each reason shows the value the rule read
+    spec = parse_spec({"measurements": {"phases": {
+        "phase_fraction_carbide": {"max": 0.2}, "phase_fraction_ci95_matrix": {"min": 0.01},
+        "phase_fraction_ra_percent_matrix": {"min": 1}, "phase_area_um2_carbide": {"max": 100}}}})
+    nested, flat = evaluate(None, spec, measurements={"phases": summary}), evaluate(None, spec, measurements=_flat_phases(summary))
+    assert [(r.check, r.value) for r in nested.reasons] == [(r.check, r.value) for r in flat.reasons]
+    assert [(r.check, r.value) for r in nested.reasons] == [
+        ("phases.phase_fraction_carbide", 0.25), ("phases.phase_fraction_ci95_matrix", 0.0),
+        ("phases.phase_fraction_ra_percent_matrix", 0.0), ("phases.phase_area_um2_carbide", 256.0)]
