@@ -134,10 +134,13 @@ _MEASUREMENT_PREFIXES = {
     "phases": ("phase_fraction_", "phase_fraction_ci95_", "phase_fraction_ra_percent_", "phase_area_um2_"),
     "defects": (),
 }
-#: The batch-table column prefixes of one phase (``_MEASUREMENT_PREFIXES["phases"]``) and the part of the nested
-#: ``measure_phases`` summary (``micro-seg analyze``, ``qc --model``, the batch's own QC) that holds them.
-_PHASE_COLUMN_PARTS = {"phase_fraction_": "phase_fractions", "phase_fraction_ci95_": "ci95",
-                       "phase_fraction_ra_percent_": "ra_percent", "phase_area_um2_": "area_um2"}
+#: The batch-table column prefixes (``_MEASUREMENT_PREFIXES``) and the part of the nested summary (``micro-seg
+#: analyze``, ``qc --model``, the batch's own QC) that holds their values by name (a phase, an angle).
+_NESTED_PARTS = {
+    "grains": {"mean_intercept_by_angle_px_": "mean_intercept_by_angle_px"},
+    "phases": {"phase_fraction_": "phase_fractions", "phase_fraction_ci95_": "ci95",
+               "phase_fraction_ra_percent_": "ra_percent", "phase_area_um2_": "area_um2"},
+}
 _CLASSIFIER_KEYS = {"forbidden_classes", "review_classes", "allowed_classes", "min_confidence", "model"}
 
 
@@ -734,9 +737,10 @@ def _lookup(measurements: Mapping | None, group: str, key: str) -> Any:
     nested = measurements.get(group)
     if isinstance(nested, Mapping) and key in nested:
         return nested[key]
-    if group == "phases" and isinstance(nested, Mapping):  # a batch column of one phase, in the nested summary
-        prefix = next((p for p in sorted(_PHASE_COLUMN_PARTS, key=len, reverse=True) if key.startswith(p)), None)
-        part = nested.get(_PHASE_COLUMN_PARTS[prefix]) if prefix else None
+    if isinstance(nested, Mapping):  # a batch column of one phase or angle, in the nested summary
+        parts = _NESTED_PARTS.get(group, {})
+        prefix = next((p for p in sorted(parts, key=len, reverse=True) if key.startswith(p)), None)
+        part = nested.get(parts[prefix]) if prefix else None
         if isinstance(part, Mapping) and key[len(prefix):] in part:
             return part[key[len(prefix):]]
     for flat in (f"{group}.{key}", f"{group}_{key}", _table_column(group, key)):

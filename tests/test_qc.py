@@ -309,3 +309,13 @@ def test_a_phase_column_rule_is_judged_alike_on_nested_measurements_and_on_a_bat
     assert [(r.check, r.value) for r in nested.reasons] == [
         ("phases.phase_fraction_carbide", 0.25), ("phases.phase_fraction_ci95_matrix", 0.0),
         ("phases.phase_fraction_ra_percent_matrix", 0.0), ("phases.phase_area_um2_carbide", 256.0)]
+
+
+def test_an_angle_column_rule_is_judged_alike_on_nested_measurements_and_on_a_batch_row():
+    from micro_seg.batch_worker import flatten_measurements
+
+    summary = {"mean_intercept_by_angle_px": {"0": 12.0, "45": 30.0}, "G_intercept": 9.0}
+    spec = parse_spec({"measurements": {"grains": {"mean_intercept_by_angle_px_45": {"max": 20}}}})
+    for measurements in ({"grains": summary}, flatten_measurements(summary)):
+        assert [(r.check, r.value) for r in evaluate(None, spec, measurements=measurements).reasons] == [
+            ("grains.mean_intercept_by_angle_px_45", 30.0)]
