@@ -411,7 +411,9 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         if uri is None:
             continue
         key_val = ""
-        for key, label in (("G_planimetric", "G"), ("n_grains", "grains")):
+        # the headline G (E112 intercept, the one QC specs judge) beside the QC badge; planimetric where it is missing
+        g = "G_intercept" if _finite_number(r.get("G_intercept")) else "G_planimetric"
+        for key, label in ((g, f"G ({g[2:]})"), ("n_grains", "grains")):
             if isinstance(r.get(key), (int, float)):
                 key_val += f" · {label} {fmt_num(r[key], 3)}"
         verdict = r.get("qc_verdict") or ""

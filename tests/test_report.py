@@ -95,3 +95,24 @@ def test_rendering_figures_uses_no_gui_backend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_overlay_caption_shows_the_headline_g_the_qc_badge_judges(tmp_path):
+    # the caption showed G_planimetric as "G" beside a QC badge that judges G_intercept: "G 9.9 fail" under G 7-10
+    from PIL import Image
+
+    (tmp_path / "overlays").mkdir()
+    Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(tmp_path / "overlays" / "a_overlay.png")
+    Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(tmp_path / "overlays" / "b_overlay.png")
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        run = store.start_run(in_dir="/in", out_dir=str(tmp_path), software_version="0", parameters={})
+        rows = [{"path": "a.tif", "status": "ok", "specimen": "S", "overlay": "overlays/a_overlay.png", "n_grains": 90,
+                 "G_planimetric": 9.9, "G_intercept": 10.3, "qc_verdict": "fail"},
+                {"path": "b.tif", "status": "ok", "specimen": "S", "overlay": "overlays/b_overlay.png", "n_grains": 90,
+                 "G_planimetric": 9.9, "G_intercept": None, "qc_verdict": "fail"}]
+        for r in rows:
+            store.record(r["path"], {"abspath": f"/in/{r['path']}", "status": "ok"}, run_id=run)
+        html = write_report(tmp_path / "report.html", store=store, run_id=run, image_rows=rows, specimen_rows=[],
+                            out_dir=tmp_path).read_text(encoding="utf-8")
+    assert "<b>a.tif</b> · G (intercept) 10.3 · grains 90" in html
+    assert "<b>b.tif</b> · G (planimetric) 9.90 · grains 90" in html
