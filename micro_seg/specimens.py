@@ -82,8 +82,8 @@ def specimen_of(relpath: str, *, group_by: str = "folder") -> str | None:
     ``folder``: the image's folder (``"(top level)"`` for images directly in the
     input folder).  ``regex:<pattern>``: ``re.search`` on the relative path; the
     specimen is the named group ``specimen`` if present, else group 1, else the
-    whole match.  An image that does not match belongs to no specimen (``None``)
-    and is left out of the specimen statistics.
+    whole match.  An image that does not match, or whose match is empty, belongs
+    to no specimen (``None``) and is left out of the specimen statistics.
     """
     mode, pattern = parse_group_by(group_by)
     if mode == "folder":
@@ -93,8 +93,10 @@ def specimen_of(relpath: str, *, group_by: str = "folder") -> str | None:
     if m is None:
         return None
     if "specimen" in pattern.groupindex:
-        return m.group("specimen")
-    return m.group(1) if pattern.groups else m.group(0)
+        name = m.group("specimen")
+    else:
+        name = m.group(1) if pattern.groups else m.group(0)
+    return name or None  # an empty match (``(\d*)`` on a name without digits) names no specimen
 
 
 def _is_field_quantity(key: str) -> bool:

@@ -192,6 +192,21 @@ def test_group_by_regex(tmp_path):
     assert spec == {"P1": 2, "P2": 1}
 
 
+def test_group_by_regex_with_an_empty_match_is_warned_not_silently_left_out(tmp_path):
+    # "(\d*)" matches the empty string on a name without digits: the images were left out of specimens.csv with no
+    # warning (the empty name counted as a specimen for the warning, as no specimen for the statistics)
+    assert specimen_of("field_a.tif", group_by=r"regex:^([A-Z]*)") is None
+    assert specimen_of("S1_a.tif", group_by=r"regex:^([A-Z]\d*)") == "S1"
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1_a.tif": 1, "S1_b.tif": 2, "x_a.tif": 3})
+    summary = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0,
+                        group_by=r"regex:^(S?\d*)")
+    assert summary.warnings == [r"--group-by regex:^(S?\d*): 1 of 3 image(s) match no specimen and are left out of "
+                                "specimens.csv (first: x_a.tif)"]
+    spec = {r["specimen"]: int(r["n_fields"]) for r in read_csv(tmp_path / "out" / "specimens.csv")}
+    assert spec == {"S1": 2}
+
+
 # ---------------------------------------------------------------------------------- resume / changes
 def test_rerun_skips_finished_images_and_redoes_changed_ones(mixed_folder, tmp_path):
     root, truth = mixed_folder
