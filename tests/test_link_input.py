@@ -529,3 +529,10 @@ def test_a_sample_regex_that_matches_no_image_exits_2_saying_so(tmp_path, capsys
                                       "--map", r"regex:^S(\d+)_"])
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert 'sample mapping "regex:^S(\\d+)_" gives no image a sample (e.g. A/field0.tif)' in err
+
+
+def test_an_empty_regex_match_leaves_the_image_unmapped_not_a_sample_named_empty(tmp_path):
+    # "([A-D]?)/" matches "" in "E/field0.tif": the E fields became a sample '' (unmatched '', no unmapped image)
+    result = link(_batch_output(tmp_path), _props(tmp_path), on="sample_id", mapping=r"regex:([A-D]?)/")
+    assert result.summary["n_matched"] == 4 and result.summary["unmatched"] == ["E"]
+    assert result.summary["unmapped_images"] == [f"E/field{i}.tif" for i in range(4)]

@@ -254,7 +254,7 @@ def sample_keys(df: pd.DataFrame, *, mapping: str = "folder", source: str = "res
             m = pattern.search(str(p))
             if not m:
                 return None
-            return m.group(1) if m.groups() else m.group(0)
+            return (m.group(1) if m.groups() else m.group(0)) or None  # an empty match names no sample
 
         return df["path"].map(key)
     if mapping.startswith("column:"):
