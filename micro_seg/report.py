@@ -448,7 +448,9 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
     failed = [r for r in image_rows if r["status"] == "failed"]
     if failed:
         rows = [[_e(r["path"]), f"<span class='err'>{_e(r['error'])}</span>"] for r in failed[:MAX_TABLE_ROWS]]
-        parts.append(f"<section><h2>Failures ({len(failed)})</h2>" + _table(["image", "error"], rows) +
+        shown = (f"<p class='note'>The first {MAX_TABLE_ROWS} are listed; all {len(failed)} in <code>images.csv</code> "
+                 "(status failed).</p>" if len(failed) > MAX_TABLE_ROWS else "")
+        parts.append(f"<section><h2>Failures ({len(failed)})</h2>" + _table(["image", "error"], rows) + shown +
                      "<p class='note'>Failed images are recorded, not retried unless the file changes "
                      "(errors of other kinds, e.g. a crashed worker, are retried on the next run).</p></section>")
     else:
@@ -472,9 +474,10 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         rows.append([_badge(r.get(c) or "") if c in badge_cols else
                      (_e(r.get(c)) if c in text_cols else fmt_num(r.get(c))) for c in show])
     table = _table(show, rows, num_cols=[i for i, c in enumerate(show) if c not in text_cols + badge_cols])
+    every = f"The first {MAX_TABLE_ROWS} images are shown; all {n} rows and all" if n > MAX_TABLE_ROWS else "All"
     parts.append(f"<section><h2>Images ({n})</h2><details{' open' if n <= 40 else ''}><summary>show per-image table"
                  f"</summary><div class='scroll'>{table}</div>"
-                 f"</details><p class='note'>All columns in <code>images.csv</code>; objects in "
+                 f"</details><p class='note'>{every} columns in <code>images.csv</code>; objects in "
                  f"<code>objects.parquet</code>; everything in <code>results.sqlite</code>.</p></section>")
     parts.append("</main>")
 

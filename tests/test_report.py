@@ -116,3 +116,18 @@ def test_overlay_caption_shows_the_headline_g_the_qc_badge_judges(tmp_path):
                             out_dir=tmp_path).read_text(encoding="utf-8")
     assert "<b>a.tif</b> · G (intercept) 10.3 · grains 90" in html
     assert "<b>b.tif</b> · G (planimetric) 9.90 · grains 90" in html
+
+
+def test_tables_cut_at_max_rows_say_so(tmp_path, monkeypatch):
+    # "Images (5000)" above 1000 rows, "Failures (1500)" above 1000, with nothing saying the rest are not shown
+    import micro_seg.report as report
+
+    monkeypatch.setattr(report, "MAX_TABLE_ROWS", 2)
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        run = store.start_run(in_dir="/in", out_dir=str(tmp_path), software_version="0", parameters={})
+        rows = [{"path": f"{i}.tif", "status": "failed", "error": "CorruptFileError: x"} for i in range(3)]
+        html = write_report(tmp_path / "report.html", store=store, run_id=run, image_rows=rows, specimen_rows=[],
+                            out_dir=tmp_path).read_text(encoding="utf-8")
+    assert "The first 2 are listed; all 3 in <code>images.csv</code>" in html
+    assert "The first 2 images are shown; all 3 rows and all columns in <code>images.csv</code>" in html
+    assert html.count("<td>2.tif</td>") == 0
