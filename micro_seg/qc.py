@@ -974,7 +974,7 @@ def _specimen_column(group: str, key: str) -> str | None:
     if group == "phases" and key.startswith("phase_fraction_") and not key.startswith(
             ("phase_fraction_ci95_", "phase_fraction_ra_percent_")):
         return f"{key}_mean"
-    return _specimen_columns()[group].get(key)
+    return _specimen_columns().get(group, {}).get(key)  # one defect class (defects.by_class.<class>): none
 
 
 def evaluate_specimen(row: Mapping[str, Any], spec: QCSpec, *,

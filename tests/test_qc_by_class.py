@@ -117,3 +117,24 @@ def test_cli_qc_and_batch_judge_the_pores_of_the_sample_section(tmp_path, capsys
     assert float(row["defects_pore_area_fraction"]) == pytest.approx(PORE, rel=0.15)
     assert int(row["defects_pore_count"]) == pytest.approx(30, abs=3)
     assert row["qc_verdict"] == "fail" and "defects.by_class.inclusion.area_fraction" in row["qc_reasons"]
+
+
+def test_a_specimen_row_gives_review_for_a_per_class_rule_not_a_crash(tmp_path, capsys):
+    # `micro-seg qc specimens.csv` with a by_class rule: internal error KeyError 'defects.by_class.pore' (exit 1)
+    from micro_seg.qc import evaluate_specimen
+
+    row = {"specimen": "A", "n_fields": "3", "n_failed": "0", "n_uncalibrated": "0", "defects_area_fraction_mean": "0.01"}
+    res = evaluate_specimen(row, parse_spec(SPEC))
+    assert res.verdict == "review" and {r.check for r in res.reasons} == {
+        "defects.by_class.pore.area_fraction", "defects.by_class.pore.count",
+        "defects.by_class.inclusion.area_fraction", "defects.by_class.crack.max_feret_um"}
+    assert all("cannot be judged on a specimen row" in r.message for r in res.reasons)
+    table = tmp_path / "specimens.csv"
+    with open(table, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  defects:\n    by_class:\n      pore: {area_fraction: {max: 0.01}}\n")
+    assert main(["qc", str(table), "--spec", str(spec), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["verdict"] == "review"
