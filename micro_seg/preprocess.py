@@ -14,7 +14,9 @@ sees pixels prepared exactly as during training.  Two steps:
    ``{"mode": "percentile", "low": 0.5, "high": 99.5}``
        per image: the ``low`` / ``high`` percentiles map to 0 / 1 (robust to
        bit depth and exposure; all channels share one range unless
-       ``"per_channel": true``).  Computed on a regular subsample of at most
+       ``"per_channel": true``); where they coincide (most pixels share one
+       value, e.g. a clipped background around a few pores), the minimum /
+       maximum do.  Computed on a regular subsample of at most
        ``max_samples`` pixels, so huge images stay cheap and tiles of one
        image share the statistics of the whole image.
    ``{"mode": "fixed", "mean": [...], "std": [...], "scale": 255}``
@@ -202,15 +204,37 @@ def normalisation_stats(
         lows, highs = [], []
         for c in range(sample.shape[0]):
             vals = sample[c] if finite is None else sample[c][finite[c]]
-            lo, hi = _percentiles(vals, low_q, high_q) if vals.size else (0.0, 1.0)
+            lo, hi = _value_range(vals, low_q, high_q) if vals.size else (0.0, 1.0)
             lows.append(lo)
             highs.append(hi)
     else:
-        lo, hi = _percentiles(sample.ravel() if finite is None else sample[finite], low_q, high_q)
+        lo, hi = _value_range(sample.ravel() if finite is None else sample[finite], low_q, high_q)
         lows, highs = [lo] * in_channels, [hi] * in_channels
-    # constant (to rounding) relative to the values' own magnitude: an image in amperes (1e-20 .. 1e-19) has contrast
-    scales = [h - l if h - l > max(1e-9 * max(abs(l), abs(h)), 1e-300) else 1.0 for l, h in zip(lows, highs)]
+    scales = [h - l if _spans(l, h) else 1.0 for l, h in zip(lows, highs)]
     return {"offset": lows, "scale": scales}
+
+
+def _spans(low: float, high: float) -> bool:
+    """``high`` above ``low`` beyond rounding, relative to the values' own magnitude (an image in amperes,
+    1e-20 .. 1e-19, has contrast)."""
+    return high - low > max(1e-9 * max(abs(low), abs(high)), 1e-300)
+
+
+def _value_range(values: np.ndarray, low_q: float, high_q: float) -> tuple[float, float]:
+    """The ``low_q`` / ``high_q`` percentiles of ``values``; their minimum / maximum where those coincide.
+
+    When nearly all pixels share one value (a clipped background around a few small pores: under 0.5 % of the
+    field for 0.5 / 99.5), both percentiles land on it, and scale 1 would leave the features' contrast in raw
+    grey levels (a pore 150 levels below the background at -150, where the network learnt values near 0 .. 1).
+
+    >>> v = np.full(1000, 200, np.uint8); v[:3] = 50
+    >>> _value_range(v, 0.5, 99.5), _value_range(np.full(9, 7.0), 0.5, 99.5)
+    ((50.0, 200.0), (7.0, 7.0))
+    """
+    lo, hi = _percentiles(values, low_q, high_q)
+    if not _spans(lo, hi) and (low_q, high_q) != (0.0, 100.0):
+        lo, hi = _percentiles(values, 0.0, 100.0)
+    return float(lo), float(hi)
 
 
 def to_network_input(

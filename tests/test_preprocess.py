@@ -121,3 +121,17 @@ def test_rescale_image_keeps_dtype_channels_and_mean():
     lab = np.kron(np.array([[1, 2], [0, 3]]), np.ones((6, 6), np.int64))
     half = rescale_labels(lab, (6, 6))
     assert half.tolist() == np.kron(np.array([[1, 2], [0, 3]]), np.ones((3, 3), np.int64)).tolist()
+
+
+def test_percentile_range_of_a_mostly_constant_image_falls_back_to_its_full_range():
+    """A clipped background with a few small dark features: more than 99.5 % of the pixels share one value, so the
+    0.5 / 99.5 percentiles coincide.  The features must still map near 0 and the background near 1, not to raw
+    grey-level differences (a pore 150 levels below the background at -150)."""
+    img = np.full((100, 100), 200, np.uint8)
+    img[10:13, 10:13] = 50  # 0.09 % of the pixels
+    for dtype in (np.uint8, np.float32):
+        x = to_network_input(img.astype(dtype), in_channels=1, normalisation=PCT)
+        assert float(x.min()) == pytest.approx(0.0) and float(x.max()) == pytest.approx(1.0)
+    s = normalisation_stats(np.dstack([img, img, np.full_like(img, 9)]), in_channels=3,
+                            normalisation={**PCT, "per_channel": True})
+    assert s["offset"] == [50.0, 50.0, 9.0] and s["scale"] == [150.0, 150.0, 1.0]
