@@ -348,3 +348,15 @@ def test_a_model_name_resolves_to_the_folder_models_list_shows(model_dir, tmp_pa
     assert Path(listed["test-pores"]["folder"]) == model_dir / "test-pores" == resolve_model("test-pores")
     # a folder name still works when no card carries that name
     assert resolve_model("my-pores-v2") == first / "my-pores-v2"
+
+
+def test_segment_leaves_no_partial_probability_file_when_it_cannot_write_one(model_dir, tmp_path, capsys):
+    """The probabilities' name taken (here by a folder; a full disk fails the same way): exit 2 naming the file, the
+    labels kept, and no half-written temporary file left in the output folder."""
+    path, _, _ = _grain_image(tmp_path)
+    out_dir = tmp_path / "out"
+    (out_dir / "grains_probabilities.tif").mkdir(parents=True)
+    code, out, err = _run(["segment", str(path), "--model", "test-grains", "--out", str(out_dir), "--probabilities",
+                           "--min-grain", "4"], capsys)
+    assert code == 2 and "grains_probabilities.tif: cannot write probabilities" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["grains_labels.tif", "grains_probabilities.tif"]

@@ -207,6 +207,7 @@ def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, 
 def write_probabilities(path: Path, probabilities, *, classes: list[str], pixel_size_um: float | None) -> Path:
     """Write a ``(classes, rows, cols)`` probability stack as a float32 TIFF with calibration."""
     import json
+    import os
 
     import numpy as np
     import tifffile
@@ -218,13 +219,16 @@ def write_probabilities(path: Path, probabilities, *, classes: list[str], pixel_
         px_per_cm = 1e4 / pixel_size_um
         kwargs = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
     desc = json.dumps({"micro_seg": {"kind": "probabilities", "classes": list(classes), "pixel_size_um": pixel_size_um}})
-    tmp = path.with_name(path.name + ".part")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")  # hidden and per process, as write_labels does
     try:
         tifffile.imwrite(tmp, np.asarray(probabilities, dtype=np.float32), compression="zlib",
                          photometric="minisblack", description=desc, metadata=None, **kwargs)
         tmp.replace(path)
     except OSError as exc:
         raise MicroSegError(f"{path}: cannot write probabilities ({exc.strerror or exc})") from exc
+    finally:  # a failed write (disk full, the name taken by a folder) leaves no partial file behind
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
