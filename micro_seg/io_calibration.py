@@ -21,9 +21,12 @@ Meaningless resolution tags are ignored (rule applied by
 :func:`is_default_resolution`): ResolutionUnit "none" or missing; and, for
 unit inch or centimetre with equal X and Y resolution, a value that is a whole
 number of dots per inch up to 1200 (1, 72, 96, 150, 300, 600, ...), i.e. what
-drawing/scanning software writes by default. A real micrograph calibration of
-21 um/pixel or coarser stored as a whole dpi number is therefore ignored too;
-pass the pixel size explicitly for such images.
+drawing/scanning software writes by default (to within a px/cm value rounded
+to 2 decimals). A real micrograph calibration of 21 um/pixel or coarser stored
+as a whole dpi number is therefore ignored too; pass the pixel size explicitly
+for such images. Files micro-seg wrote (labels, probabilities) record the
+exact pixel size in their JSON description, and tags that agree with it are
+always a calibration.
 
 Pixels whose width and height differ by more than 1 % (anisotropic pixels)
 raise :class:`~micro_seg.errors.CalibrationError`: every measurement in
@@ -101,6 +104,9 @@ _UNIT_TO_UM = {
 }
 
 _DEFAULT_DPI_MAX = 1200
+#: How far from a whole number of dpi a software default may lie: half a unit of the second decimal of a
+#: px/cm value, in dpi.
+_DEFAULT_DPI_TOLERANCE = 0.005 * 2.54
 
 
 def _normalise_unit(unit: str) -> str:
@@ -204,7 +210,9 @@ def is_default_resolution(x_res: float, y_res: float, unit: str) -> bool:
         return False
     dpi = x_res if unit == "inch" else x_res * 2.54
     nearest = round(dpi)
-    return 1 <= nearest <= _DEFAULT_DPI_MAX and abs(dpi - nearest) <= 1e-3 * nearest
+    # whole dpi, allowing a px/cm value rounded to 2 decimals (28.35 for 72 dpi); a relative tolerance would call
+    # every value from 500 dpi up "whole" (846.67 dpi = 333.33 px/cm, a real 30 um/pixel, is 0.04 % from 847)
+    return 1 <= nearest <= _DEFAULT_DPI_MAX and abs(dpi - nearest) <= _DEFAULT_DPI_TOLERANCE
 
 
 def _rational(value: Any) -> float | None:
@@ -367,18 +375,35 @@ def _from_imagej(tif: Any, page: Any, path: Any, notes: list[str]) -> float | No
     return _isotropic(x_um, y_um, source="imagej", path=path)
 
 
+def _micro_seg_pixel_size(page: Any) -> float | None:
+    """The pixel size micro-seg recorded in the JSON description of a file it wrote (labels, probabilities)."""
+    import json
+
+    try:
+        info = json.loads(page.description or "")["micro_seg"]
+        return float(info["pixel_size_um"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def _from_resolution_tags(page: Any, path: Any, notes: list[str]) -> float | None:
     x_res, y_res, unit_code = _resolution(page)
     if x_res is None:
         return None
     unit = {2: "inch", 3: "cm"}.get(unit_code or 0, "none")
     y_res = y_res if y_res is not None else x_res
+    per = 25400.0 if unit == "inch" else 1e4
+    own = _micro_seg_pixel_size(page)
+    if (own is not None and unit != "none" and x_res > 0 and y_res > 0
+            and abs(own * x_res / per - 1) < 1e-6 and abs(own * y_res / per - 1) < 1e-6):
+        # tags micro-seg wrote with the exact value beside them: a calibration even where it is a whole dpi
+        # (--pixel-size 50 is 508 dpi)
+        return validate_pixel_size(own, source="tiff-resolution", path=path)
     if is_default_resolution(x_res, y_res, unit):
         notes.append(f"tiff-resolution: {x_res:g} x {y_res:g} per {unit} ignored (software default, not a calibration)")
         return None
     if x_res <= 0 or y_res <= 0:
         raise CalibrationError(f"{path}: TIFF resolution {x_res:g} x {y_res:g} pixels per {unit} must be positive")
-    per = 25400.0 if unit == "inch" else 1e4
     return _isotropic(per / x_res, per / y_res, source="tiff-resolution", path=path)
 
 

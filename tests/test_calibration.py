@@ -55,7 +55,9 @@ def test_validate_rejects(value):
     "x, y, unit, default",
     [(72, 72, "inch", True), (96, 96, "inch", True), (300, 300, "inch", True), (1, 1, "inch", True),
      (28.346457, 28.346457, "cm", True), (1, 1, "none", True), (5000, 5000, "none", True),
-     (25400, 25400, "inch", False), (72.5, 72.5, "inch", False), (1e4, 1e4, "cm", False), (72, 96, "inch", False)],
+     (25400, 25400, "inch", False), (72.5, 72.5, "inch", False), (1e4, 1e4, "cm", False), (72, 96, "inch", False),
+     (28.35, 28.35, "cm", True),  # 72 dpi with px/cm rounded to 2 decimals
+     (1e4 / 30, 1e4 / 30, "cm", False), (1e4 / 42, 1e4 / 42, "cm", False)],  # 30 and 42 um/pixel: not whole dpi
 )
 def test_default_resolution_rule(x, y, unit, default):
     assert is_default_resolution(x, y, unit) is default

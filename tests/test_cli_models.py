@@ -360,3 +360,18 @@ def test_segment_leaves_no_partial_probability_file_when_it_cannot_write_one(mod
                            "--min-grain", "4"], capsys)
     assert code == 2 and "grains_probabilities.tif: cannot write probabilities" in err
     assert sorted(p.name for p in out_dir.iterdir()) == ["grains_labels.tif", "grains_probabilities.tif"]
+
+
+@pytest.mark.parametrize("pixel_size", [30.0, 50.0])
+def test_segment_outputs_read_back_with_their_pixel_size(model_dir, tmp_path, capsys, pixel_size):
+    """Coarse pixels (a macro section): 30 um/pixel is 846.67 dpi, 50 um/pixel a whole 508 dpi, which the reader
+    takes for a drawing program's default in other files; the labels and probabilities segment writes keep it."""
+    path, _, _ = _grain_image(tmp_path)
+    code, out, err = _run(["segment", str(path), "--model", "test-grains", "--out", str(tmp_path / "o"), "--probabilities",
+                           "--min-grain", "4", "--pixel-size", str(pixel_size), "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    for written in (res["labels"], res["probabilities"]):
+        code, out, err = _run(["info", written, "--json"], capsys)
+        info = json.loads(out)
+        assert (info["pixel_size_um"], info["calibration_source"]) == (pixel_size, "tiff-resolution"), written
