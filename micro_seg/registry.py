@@ -537,16 +537,20 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     if not text.strip():
         raise ModelError("empty model name: give a model name (micro-seg models list) or a model folder")
     path = Path(text).expanduser()
+    bare = not (os.sep in text or (os.altsep and os.altsep in text))
     if path.is_file() and path.name == CARD_FILE:
         return path.parent
-    if path.is_dir():
-        if not (path / CARD_FILE).is_file():
-            raise ModelError(f"{path}: folder has no model card ({CARD_FILE}); not a model folder")
+    no_card = path.is_dir() and not (path / CARD_FILE).is_file()
+    if no_card and not bare:
+        raise ModelError(f"{path}: folder has no model card ({CARD_FILE}); not a model folder")
+    if path.is_dir() and not no_card:
         return path
     if path.is_file():
         raise ModelError(f"{path}: is a file; --model takes a model name or a model folder (with {CARD_FILE})")
-    if os.sep in text or (os.altsep and os.altsep in text):
+    if not bare:
         raise ModelError(f"{path}: model folder does not exist")
+    # a bare name that is also a folder without a card here (an output folder named after the model,
+    # `--out grain-boundaries`) is the model of that name, if there is one;
     # by card name in priority order, as `micro-seg models list` shows them: the first copy whose weights pass
     # their sha256 check (a broken copy does not hide a working one; with one copy, loading checks it anyway, so
     # it is not hashed twice); a folder name only if no card has the name
@@ -570,6 +574,9 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     for folder in folders:
         if folder.name == text:
             return folder
+    if no_card:
+        raise ModelError(f"{path}: folder has no model card ({CARD_FILE}); not a model folder, and no model has "
+                         "that name")
     names = sorted({c.name for c in list_models()})
     listing = ", ".join(names) if names else "none installed"
     raise ModelError(f"unknown model {text!r}; available: {listing} (or give a model folder path)")

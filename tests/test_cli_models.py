@@ -375,3 +375,15 @@ def test_segment_outputs_read_back_with_their_pixel_size(model_dir, tmp_path, ca
         code, out, err = _run(["info", written, "--json"], capsys)
         info = json.loads(out)
         assert (info["pixel_size_um"], info["calibration_source"]) == (pixel_size, "tiff-resolution"), written
+
+
+def test_segment_into_a_folder_named_after_the_model(model_dir, tmp_path, capsys, monkeypatch):
+    """``segment IMG --model test-pores --out test-pores`` creates ./test-pores before loading the model: that
+    folder (no card) must not stand for the model, in this run or in later ones."""
+    path, _, _ = _grain_image(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(["segment", str(path), "--model", "test-pores", "--out", "test-pores", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["labels"] == str(Path("test-pores") / "grains_labels.tif")
+    code, out, err = _run(["analyze", str(path), "--model", "test-pores", "--json"], capsys)
+    assert code == 0, err

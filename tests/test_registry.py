@@ -618,3 +618,19 @@ def test_a_card_asking_for_a_network_far_larger_than_its_weights_is_refused_befo
     with pytest.raises(ModelError, match=r"size mismatch for .*in the weights"):
         load_model(folder)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB: nothing huge was allocated
+
+
+def test_a_folder_named_like_a_model_does_not_hide_it(saved, tmp_path, monkeypatch):
+    """An output folder named after the model (``--out tiny``) in the working directory: the bare name still means
+    the model; a cardless folder whose name no model has is refused as before."""
+    folder, _ = saved
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(folder.parent))
+    work = tmp_path / "work"
+    (work / "tiny").mkdir(parents=True)
+    (work / "notes").mkdir()
+    monkeypatch.chdir(work)
+    assert resolve_model("tiny") == folder
+    with pytest.raises(ModelError, match="notes: folder has no model card"):
+        resolve_model("notes")
+    with pytest.raises(ModelError, match="not a model folder"):
+        resolve_model("./tiny")  # a path is taken as one
