@@ -940,3 +940,15 @@ def test_messages_name_what_was_passed_and_the_file(tmp_path, capsys):
         code, _, err = _run(capsys, ["measure", argv[0], str(path), *argv[1:], "--json"])
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
         assert str(path) in err and option in err, err
+
+
+def test_segment_warns_constant_image_as_analyze_does(tmp_path, capsys, test_models):
+    """``segment`` writes the label map of a blank field that ``measure`` then measures without a word: the warning
+    ``analyze`` gives belongs in segment's result too."""
+    from PIL import Image
+
+    path = tmp_path / "blank.png"
+    Image.fromarray(np.full((96, 128), 77, np.uint8)).save(path)
+    code, res, err = _run(capsys, ["segment", str(path), "--model", "qa-phases", "--out", str(tmp_path / "o"), "--json"])
+    assert code == 0, err
+    assert [w for w in res["warnings"] if "the image is constant (every pixel 77)" in w and str(path) in w]

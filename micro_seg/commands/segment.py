@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stem = Path(args.image).stem + (f"_p{args.page}" if args.page else "")  # pages of one file never collide
     labels_path = out / f"{stem}_labels.tif"
     replaced = _refuse_foreign_labels(labels_path, args.image)  # before the work: never lost
-    micrograph, seg = segment_file(args, keep_probabilities=args.probabilities)
+    micrograph, seg = segment_file(args, keep_probabilities=args.probabilities, check_contrast=True)
     card, px = seg.card, micrograph.pixel_size_um
     write_labels(labels_path, seg.labels, pixel_size_um=px, classes=None if card.task == "grains" else card.classes,
                  source=args.image)
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         path = out / f"{stem}_{name}_instances.tif"
         write_labels(path, inst, pixel_size_um=px)
         result.setdefault("defect_instances", {})[name] = str(path)
-    result["warnings"] = (micrograph.reader_warnings + list(seg.warnings) + replaced
-                          + ([] if px else ["no pixel size: measurements will be in pixels"]))
+    result["warnings"] = (micrograph.meta["contrast_warnings"] + micrograph.reader_warnings + list(seg.warnings)
+                          + replaced + ([] if px else ["no pixel size: measurements will be in pixels"]))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
