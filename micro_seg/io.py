@@ -613,6 +613,21 @@ def _grey_rgb(data: np.ndarray, lossy: bool) -> bool:
     return True
 
 
+def _transparent_fraction(alpha: np.ndarray) -> float:
+    """Fraction of pixels less opaque than the most opaque ones (0 when the alpha channel is constant: unused).
+
+    >>> a = np.full((4, 5), 255, np.uint8); a[:2, :2] = 0
+    >>> _transparent_fraction(a), _transparent_fraction(np.zeros((4, 5), np.uint8))
+    (0.2, 0.0)
+    """
+    from micro_seg.measure.labels import row_blocks
+
+    top = alpha.max()
+    if alpha.min() == top:
+        return 0.0
+    return sum(int(np.count_nonzero(alpha[rows] < top)) for rows in row_blocks(alpha)) / alpha.size
+
+
 def _finish(data: np.ndarray, path: Path, alpha_last: bool, meta: dict[str, Any]) -> np.ndarray:
     """Channel, dtype and finiteness checks shared by all formats."""
     if data.ndim == 3 and data.shape[2] == 1:
@@ -620,6 +635,7 @@ def _finish(data: np.ndarray, path: Path, alpha_last: bool, meta: dict[str, Any]
     if data.ndim == 3:
         channels = data.shape[2]
         if channels in (2, 4) and alpha_last:
+            meta["transparent_fraction"] = _transparent_fraction(data[..., -1])
             data = data[..., :-1]
             meta["dropped_alpha"] = True
             if data.shape[2] == 1:
@@ -753,6 +769,10 @@ def read_micrograph(
     if ext_fmt and ext_fmt != fmt:
         diagnostics.append(f"file name says {_FORMAT_NAMES[ext_fmt]} but the content is {_FORMAT_NAMES[fmt]}")
     data = _finish(data, path, alpha_last, meta)
+    if meta.get("transparent_fraction"):
+        diagnostics.append(f"{100 * meta['transparent_fraction']:.3g} % of the pixels are (partly) transparent: "
+                           "micro-seg drops the alpha channel and analyses them as image pixels, so they enter every "
+                           "phase fraction, count and density (crop them away, or fill them, before measuring)")
     file_px = meta.get("metadata_pixel_size_um")
     if user_px is not None and file_px is not None and abs(user_px / file_px - 1) > 0.01:
         diagnostics.append(

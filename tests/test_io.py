@@ -86,6 +86,21 @@ def test_rgba_drops_alpha(tmp_path):
     np.testing.assert_array_equal(m.data, rgba[..., :3])
 
 
+def test_transparent_pixels_are_named_when_alpha_is_dropped(tmp_path):
+    """A PNG whose alpha masks a quarter of the field (a round mount cut out, a masked label): those pixels are
+    analysed as image, so the reader says so; an opaque alpha channel (or one left at 0, unused) says nothing."""
+    rgba = np.dstack([_random("uint8", (40, 60, 3)), np.full((40, 60), 255, np.uint8)])
+    rgba[:20, :30, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "masked.png")
+    m = read_micrograph(tmp_path / "masked.png")
+    assert m.shape == (40, 60, 3)
+    assert [w for w in m.reader_warnings if w.startswith("25 % of the pixels are (partly) transparent")]
+    for alpha in (255, 0):
+        rgba[..., 3] = alpha
+        Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
+        assert not read_micrograph(tmp_path / "opaque.png").reader_warnings
+
+
 def test_grey_rgb_flag(tmp_path):
     grey3 = np.repeat(GREY[..., None], 3, axis=2)
     tifffile.imwrite(tmp_path / "g.tif", grey3, photometric="rgb")
