@@ -233,8 +233,9 @@ def _as_image(image: Any) -> np.ndarray:
     from micro_seg.measure._units import as_input_array
 
     image = as_input_array(image, "image")  # a masked array's mask would be dropped: the masked pixels segmented
-    if image.ndim not in (2, 3):
-        raise InvalidImageError(f"image of shape {image.shape} is not grey (rows, cols) or colour (rows, cols, channels)")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and not 1 <= image.shape[2] <= 4):
+        raise InvalidImageError(f"image of shape {image.shape} is not grey (rows, cols) or colour (rows, cols, 1..4 "
+                                "channels: grey, grey + alpha, RGB, RGBA)")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InvalidImageError(f"image is empty ({image.shape[0]} x {image.shape[1]} pixels)")
     return image

@@ -676,19 +676,21 @@ def segment_image(
     """
     import time
 
-    from micro_seg.inference import _as_model, count_nonfinite, predict
+    from micro_seg.inference import _as_image, _as_model, count_nonfinite, predict
 
     loaded = _as_model(model)
     card = loaded.card
     warnings: list[str] = []
     if pixel_size_um is None and hasattr(image, "pixel_size_um"):
         pixel_size_um = image.pixel_size_um
-    shape = np.shape(image.analysis_data if hasattr(image, "analysis_data") else image)
+    pixels = _as_image(image)  # checked before anything reads its shape: a file name, a 4-D stack are refused clearly
+    shape = pixels.shape
     if min(shape[:2]) < SMALL_IMAGE_SIDE:
         warnings.append(f"the image is only {shape[0]} x {shape[1]} pixels: far smaller than the patches the model "
                         f"{card.name!r} learnt from, so its result is unreliable (segment a larger field)")
     # read_micrograph refuses files with NaN / inf pixels; an array can still hold some (a notebook, napari)
-    n_bad = count_nonfinite(image.analysis_data if hasattr(image, "analysis_data") else image)
+    n_bad = count_nonfinite(pixels)
+    del pixels  # release_image frees the micrograph's pixels after inference: no reference may outlive them here
     if n_bad:
         warnings.append(f"{n_bad} pixel value(s) are NaN or infinite: the classes found there mean nothing, and "
                         "boundaries may be drawn around them, so objects and grains there are split or lost "

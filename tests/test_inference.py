@@ -200,6 +200,22 @@ def test_bad_arguments():
         predict(np.zeros((40, 40)), object())
 
 
+def test_a_file_name_or_too_many_channels_is_refused_by_name():
+    """``segment_image("a.tif", model)`` (the README reads the file first; this is the natural slip) crashed with
+    "min() arg is an empty sequence"; five channels were reported as an image of shape (1, 1, 5)."""
+    from pathlib import Path
+
+    from micro_seg.postprocess import segment_image
+
+    model = _model()
+    for call in (segment_image, predict):
+        for name in ("a.tif", Path("a.tif")):
+            with pytest.raises(InvalidImageError, match="got the file name 'a.tif', not pixels: read it first"):
+                call(name, model)
+        with pytest.raises(InvalidImageError, match=r"image of shape \(40, 50, 5\) is not grey"):
+            call(np.zeros((40, 50, 5)), model)
+
+
 def test_tile_layout_and_window():
     assert tile_starts(300, 128, 32) == [0, 96, 172]
     assert tile_starts(128, 128, 32) == [0]

@@ -61,8 +61,13 @@ def as_input_array(data, what: str) -> np.ndarray:
     ...     print(exc)
     labels: not an image: rows of unequal length or values that are not numbers
     """
+    import os
+
     from micro_seg.errors import InvalidImageError
 
+    if isinstance(data, (str, bytes, os.PathLike)):  # np.asarray makes a 0-d string "image" of it
+        raise InvalidImageError(f"{what}: got the file name {os.fsdecode(data)!r}, not pixels: read it first "
+                                "(micro_seg.io.read_micrograph, or read_labels for a label image)")
     if isinstance(data, np.ma.MaskedArray):
         raise InvalidImageError(f"{what}: a masked array: its mask would be ignored; give the masked pixels a "
                                 "value of their own (x.filled(value); for phases a class passed as ignore_index) "
