@@ -655,7 +655,7 @@ def segment_image(
     postprocess_options : dict, optional
         Passed to :func:`postprocess`.
     progress, cancel
-        As for :func:`micro_seg.inference.predict`.
+        As for :func:`micro_seg.inference.predict`; ``cancel`` is checked once more before post-processing.
     release_image : bool
         ``image`` is a :class:`~micro_seg.io.Micrograph` whose pixels the
         caller no longer needs: they are released
@@ -676,7 +676,8 @@ def segment_image(
     """
     import time
 
-    from micro_seg.inference import _as_image, _as_model, count_nonfinite, predict
+    from micro_seg.errors import CancelledError
+    from micro_seg.inference import _as_image, _as_model, _is_cancelled, count_nonfinite, predict
 
     loaded = _as_model(model)
     card = loaded.card
@@ -713,6 +714,8 @@ def segment_image(
     if not keep_prediction:
         predict_options.setdefault("keep_uncertainty", False)
     pred = predict(image, loaded, progress=progress, cancel=cancel, keep_probabilities=keep, **predict_options)
+    if _is_cancelled(cancel):  # set during the last tiles: post-processing a huge image takes as long as predicting
+        raise CancelledError("segmentation cancelled by the user")
     if release_image:
         image.release_pixels()
     result = postprocess(pred, card, **(postprocess_options or {}))

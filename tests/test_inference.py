@@ -115,6 +115,21 @@ def test_cancel_raises(kind):
     assert calls["n"] < 10
 
 
+def test_cancel_during_the_last_tiles_stops_segment_image_before_post_processing():
+    """The last batch was already running when the user cancelled: the prediction completes, but segment_image must
+    not go on to post-process (as long again on a huge image) and return a result nobody wants any more."""
+    from micro_seg.postprocess import segment_image
+
+    cancel = threading.Event()
+
+    def progress(done, total):
+        if done == total:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        segment_image(_image((64, 64)), _model(), tile_size=32, overlap=8, progress=progress, cancel=cancel)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64, bool])
 def test_any_dtype_same_answer(dtype):
     model = _model()
