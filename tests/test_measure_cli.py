@@ -410,3 +410,20 @@ def test_fields_table_writes_the_per_field_values_behind_the_confidence_interval
                  "--fields-table", str(tmp_path / "x.csv")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--table and --fields-table name the same file" in err
+
+
+@pytest.mark.parametrize("fields", ["none", "1"])
+def test_grain_fields_table_without_fields_is_refused_not_written_empty(tmp_path, capsys, fields):
+    """--fields none (or 0 / 1) measures grains with no per-field values: --fields-table wrote a file holding one
+    empty line (no header, no row) and reported it in the JSON; phases / defects write their one field."""
+    import pandas as pd
+
+    write_labels(tmp_path / "g.tif", voronoi_labels((128, 128), n_grains=60, seed=1), pixel_size_um=0.5)
+    out = tmp_path / "gf.csv"
+    code = main(["measure", "grains", str(tmp_path / "g.tif"), "--fields", fields, "--fields-table", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--fields-table with --fields none" in err and "give a field grid" in err
+    assert not out.exists()
+    code, res, _ = _run(capsys, ["measure", "grains", str(tmp_path / "g.tif"), "--fields", "2x2", "--json",
+                                 "--fields-table", str(out)])
+    assert code == 0 and len(pd.read_csv(out)) == 4

@@ -298,6 +298,10 @@ def run_grains(args: argparse.Namespace) -> dict:
     circles = not args.no_circles
     _check_pixel_size_option(args)
     _check_table_path(args)
+    if args.fields is None and args.fields_table:  # no fields are measured: the table would be an empty file
+        raise MicroSegError(f"{args.path}: --fields-table with --fields none (or 0 / 1): grain size is then measured "
+                            "over the whole image without per-field values; give a field grid (--fields auto, N or "
+                            "ROWSxCOLS) for the per-field table")
     mask_only = {"--boundary-value": args.boundary_value, "--close-gaps": args.close_gaps}
     given = [flag for flag, value in mask_only.items() if value is not None]
     if given and not args.boundary:
