@@ -427,3 +427,19 @@ def test_grain_fields_table_without_fields_is_refused_not_written_empty(tmp_path
     code, res, _ = _run(capsys, ["measure", "grains", str(tmp_path / "g.tif"), "--fields", "2x2", "--json",
                                  "--fields-table", str(out)])
     assert code == 0 and len(pd.read_csv(out)) == 4
+
+
+def test_phase_fields_table_carries_the_field_area_in_um2(tmp_path, capsys):
+    """The phase field table had only area_px, while the grain / defect field tables add their _um columns."""
+    import pandas as pd
+
+    c = np.zeros((100, 100), np.uint8)
+    c[:, :30] = 1
+    write_labels(tmp_path / "ph.tif", c, pixel_size_um=0.5)
+    code, _, _ = _run(capsys, ["measure", "phases", str(tmp_path / "ph.tif"), "--json", "--fields-table",
+                               str(tmp_path / "pf.csv")])
+    f = pd.read_csv(tmp_path / "pf.csv")
+    assert code == 0 and f["area_um2"].tolist() == [100.0] * 25  # 20 x 20 px of 0.5 um
+    code, _, _ = _run(capsys, ["measure", "phases", str(tmp_path / "ph.tif"), "--json", "--pixel-size", "2",
+                               "--fields-table", str(tmp_path / "pf2.csv")])
+    assert pd.read_csv(tmp_path / "pf2.csv")["area_um2"].tolist() == [1600.0] * 25

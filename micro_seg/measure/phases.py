@@ -272,6 +272,8 @@ def measure_phases(
             point_frac[f] = pcnt[class_ids] / pts.size
         row: dict[str, Any] = {"field": f, "row_start": rs.start, "row_stop": rs.stop,
                                "col_start": cs.start, "col_stop": cs.stop, "area_px": nv}
+        if px is not None:  # as the per-class table and the grain / defect field tables: physical units too
+            row["area_um2"] = nv * px * px
         for j, key in enumerate(keys):
             row[f"fraction_{key}"] = field_frac[f, j]
             row[f"point_fraction_{key}"] = point_frac[f, j]
