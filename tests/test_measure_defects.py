@@ -191,3 +191,14 @@ def test_one_field_says_the_confidence_interval_is_undefined(shape, fields):
     several = measure_defects(np.pad(m, 40), pixel_size_um=1.0, fields="auto")
     assert several.summary["area_fraction_ci95"] is not None
     assert not any("no confidence interval" in w for w in several.warnings)
+
+
+@pytest.mark.parametrize("fields", [np.array([1, 1]), (np.int64(1), np.int64(1))])
+def test_one_field_grid_given_as_numpy_values_is_measured(fields):
+    """The one-field warning compared fields == "auto", which for a numpy grid is an array: np.array([1, 1])
+    raised 'truth value of an array ... is ambiguous' instead of measuring (it was measured before)."""
+    m = np.zeros((100, 100), bool)
+    m[3:8, 3:8] = True
+    res = measure_defects(m, pixel_size_um=1.0, fields=fields)
+    assert res.summary["fields"]["n_fields"] == 1 and res.summary["count"] == 1
+    assert any("measured as one field:" in w for w in res.warnings)  # not "(the image is too small to split)"

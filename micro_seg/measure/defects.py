@@ -541,7 +541,7 @@ def measure_defects(
         "warnings": warnings,
     }
     if len(slices) < 2:  # a CI over one field is undefined: null, and said so
-        small = fields == "auto"  # the automatic grid needs 2 x 16 px along an axis to split it
+        small = isinstance(fields, str)  # "auto" (no other string gets here): it needs 2 x 16 px along an axis
         warnings.append(f"{what}: measured as one field{' (the image is too small to split)' if small else ''}: the "
                         "area fraction and density have no confidence interval (area_fraction_ci95 and "
                         "density_ci95_per_mm2 are null); E1245 field statistics need several fields")
