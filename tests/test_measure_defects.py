@@ -202,3 +202,13 @@ def test_one_field_grid_given_as_numpy_values_is_measured(fields):
     res = measure_defects(m, pixel_size_um=1.0, fields=fields)
     assert res.summary["fields"]["n_fields"] == 1 and res.summary["count"] == 1
     assert any("measured as one field:" in w for w in res.warnings)  # not "(the image is too small to split)"
+
+
+def test_an_image_with_one_nonzero_value_is_a_mask_so_its_label_is_the_component_number():
+    """As the README and docstring say (a docs fix: they said 'value in an instance label image' without this case):
+    one non-zero value cannot be told from a 0/255 mask, so a single object labelled 7 is label 1."""
+    lab = np.zeros((40, 40), np.uint16)
+    lab[5:10, 5:10] = 7
+    assert measure_defects(lab, fields=None).table["label"].tolist() == [1]
+    lab[20:25, 20:25] = 7  # two pieces of the one value: two objects (a mask), not one instance
+    assert measure_defects(lab, fields=None).table["label"].tolist() == [1, 2]

@@ -9,7 +9,8 @@ Per object (pixels are unit squares, so a one-pixel object has area 1,
 Feret max sqrt(2), Feret min 1 and solidity 1):
 
 * ``label``: the object's value in an instance label image (so rows join
-  back to the image), or its connected-component number ``1..N`` in a mask;
+  back to the image), or its connected-component number ``1..N`` in a mask
+  (bool, or one non-zero value: a single object labelled 7 is label 1);
 * ``area``, ``ecd`` (equivalent circle diameter ``2 sqrt(A / pi)``), centroid;
 * ``perimeter``: Crofton estimate from boundary crossings on rows, columns and
   both diagonals (unbiased for smooth shapes, unlike pixel-edge counts; a
@@ -90,7 +91,8 @@ class DefectMeasurement:
 
     ``labels`` holds the measured objects as ``1..N`` in the table's row order (row ``i`` is the pixels of value
     ``i + 1``); the table's ``label`` column is the object's value in the instance label image given (as in the
-    grain table), or its number ``1..N`` among the connected components of a binary mask."""
+    grain table), or its number ``1..N`` among the connected components of a binary mask (an image with one non-zero
+    value is read as one)."""
 
     summary: dict
     table: pd.DataFrame
