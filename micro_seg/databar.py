@@ -32,8 +32,11 @@ The rule :func:`detect_databar` applies (robust to JPEG noise, any bit depth):
    row just above the band is band-like or has more than 35 % of its pixels at
    the background level (20 % on average): a sharp edge - or, where the rows
    above share the band's level in part (black pores over a black band), the
-   band is at least 85 % background, starts with two clean rows (a margin
-   above its text) and the rows above are at most 45 % background on average;
+   band is at least 85 % background, starts sharply (its first two rows are
+   85 % within two levels of it: JPEG blurs the 8-row block a band starts in,
+   while an object of the micrograph running into black rows ramps up from
+   45 %), has at least three clean rows, and the rows above are at most 45 %
+   background on average;
    and at least half of the band's pixels share one exact value, as in a band
    drawn by software (a layer of material - resin, a coating, a dark phase -
    has noise). The edge test is what keeps uniformly dark or bright
@@ -186,10 +189,13 @@ def detect_databar(
         return 0
     if at_bg[above].max() > 0.35 or at_bg[above].mean() > 0.2:
         # rows above share the band's level in part (black pores over a black band): still an edge when the band
-        # is almost all background, starts with a clean margin above its text (an object of the micrograph cut
-        # by the bottom of the image runs into it instead), and the rows above are mostly not background
+        # is almost all background, starts sharply (its first two rows >= 85 % within two levels of it: JPEG's
+        # ringing from the micrograph and the text above/below blurs an 8-row block, so exact rows are not asked
+        # for there; an object cut by the bottom of the image ramps up from 45 % instead), has >= 3 clean rows,
+        # and the rows above are mostly not background
         clean = at_bg[top:] >= 0.998
-        if at_bg[top:].mean() < 0.85 or not clean[:2].all() or clean.sum() < 3 or at_bg[above].mean() > 0.45:
+        sharp = near2[top : top + 2, background] >= 0.85
+        if at_bg[top:].mean() < 0.85 or not sharp.all() or clean.sum() < 3 or at_bg[above].mean() > 0.45:
             return 0
     if at_bg[top:].mean() < 0.6:
         return 0
