@@ -237,9 +237,10 @@ def _too_large(path: Any, rows: int, cols: int, limit: int) -> ImageTooLargeErro
 def _physical_memory() -> int | None:
     """This computer's physical memory in bytes, or ``None`` where the system does not say."""
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        page, pages = int(os.sysconf("SC_PAGE_SIZE")), int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         return None
+    return page * pages if page > 0 and pages > 0 else None  # sysconf says -1 for "indeterminate"
 
 
 def _check_memory(path: Any, rows: int, cols: int, samples: int, itemsize: int, dtype: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -226,6 +227,16 @@ def test_image_larger_than_memory_refused_before_decoding(tmp_path, monkeypatch,
         assert name in err and what in err and "more than this computer's 0.5 MB" in err, err
     monkeypatch.setattr(io, "_physical_memory", lambda: None)  # the system does not say: no check
     assert read_micrograph(tmp_path / "big.tif").shape == (200, 200, 3)
+
+
+@pytest.mark.parametrize("pages", [-1, 0])
+def test_memory_check_skipped_where_sysconf_cannot_tell(tmp_path, monkeypatch, pages):
+    """sysconf answers -1 where the amount is indeterminate: that made a negative 'physical memory', and every
+    image, however small, was refused as needing more memory than the computer has."""
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: pages if name == "SC_PHYS_PAGES" else real(name))
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((10, 10), np.uint8))
+    assert read_micrograph(tmp_path / "small.tif").shape == (10, 10)
 
 
 def test_pillow_global_limit_is_restored_and_not_ours(tmp_path):
