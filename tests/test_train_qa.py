@@ -716,3 +716,20 @@ def test_json_warnings_hold_every_warning_printed_and_the_card_says_what_was_kep
     captured = capsys.readouterr()
     assert json.loads(captured.out)["warnings"] == warnings
     assert [ln for ln in captured.err.splitlines() if not ln.startswith("note: ")] == [f"warning: {w}" for w in warnings]
+
+
+@pytest.mark.parametrize("channels", [3, 2])
+def test_16_bit_colour_png_labels_keep_their_values(tmp_path, channels):
+    """micro-seg train read label PNGs through Pillow, which keeps only the high byte of a 16-bit RGB or
+    grey + alpha PNG: sparse labels 1..3 all read as 0 (unlabelled), while read_labels (napari, measure) read
+    them right; the dataset loaders had the same reader."""
+    import imagecodecs
+
+    from micro_seg.commands.train import _read_label
+    from micro_seg.datasets import _read
+
+    labels = (np.arange(96).reshape(8, 12) % 4).astype(np.uint16)
+    stored = np.repeat(labels[..., None], 3, axis=2) if channels == 3 else np.stack([labels, labels * 0 + 65535], -1)
+    (tmp_path / "l.png").write_bytes(imagecodecs.png_encode(stored))
+    np.testing.assert_array_equal(_read_label(tmp_path / "l.png", "sparse"), labels)
+    np.testing.assert_array_equal(_read(tmp_path / "l.png"), stored)
