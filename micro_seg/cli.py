@@ -149,7 +149,7 @@ def _sigterm_as_interrupt():
 
 def _input_named(args: argparse.Namespace) -> str | None:
     """The one input file or folder a command was given (named in an out-of-memory error), if it was given one."""
-    for name in ("path", "image", "images", "in_dir", "images_dir"):
+    for name in ("path", "image", "images", "inputs", "in_dir", "images_dir", "data_dir"):
         value = getattr(args, name, None)
         if isinstance(value, (list, tuple)):
             value = value[0] if len(value) == 1 else None

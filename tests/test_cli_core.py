@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from micro_seg import __version__
 from micro_seg.cli import main, to_jsonable
@@ -65,3 +66,30 @@ def test_out_of_memory_names_the_input(tmp_path, monkeypatch, capsys):
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"micro-seg: error: {path}: out of memory (try a smaller image or fewer workers)"
+
+
+
+@pytest.mark.parametrize("command", ["qc", "train-classifier"])
+def test_out_of_memory_names_the_one_input_of_qc_and_train_classifier(tmp_path, monkeypatch, capsys, command):
+    """qc (its inputs) and train-classifier (its data_dir) given one input still printed a bare 'out of memory'."""
+    import micro_seg.cli as cli
+
+    def no_memory(args):
+        raise MemoryError
+
+    build = cli.build_parser
+
+    def parser_whose_commands_run_out_of_memory():
+        parser = build()
+        for action in parser._actions:
+            for sub in (getattr(action, "choices", None) or {}).values():
+                sub.set_defaults(func=no_memory)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_whose_commands_run_out_of_memory)
+    target = tmp_path / "one.tif"
+    argv = (["qc", str(target), "--spec", str(tmp_path / "spec.yaml")] if command == "qc"
+            else ["train-classifier", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert main(argv) == 2
+    named = target if command == "qc" else tmp_path
+    assert capsys.readouterr().err.strip() == f"micro-seg: error: {named}: out of memory (try a smaller image or fewer workers)"
