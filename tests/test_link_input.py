@@ -536,3 +536,17 @@ def test_an_empty_regex_match_leaves_the_image_unmapped_not_a_sample_named_empty
     result = link(_batch_output(tmp_path), _props(tmp_path), on="sample_id", mapping=r"regex:([A-D]?)/")
     assert result.summary["n_matched"] == 4 and result.summary["unmatched"] == ["E"]
     assert result.summary["unmapped_images"] == [f"E/field{i}.tif" for i in range(4)]
+
+
+def test_hall_petch_plot_keeps_its_scale_when_a_ci_of_d_ends_just_above_zero(tmp_path):
+    # a CI of d ending at 0.5% of d (no end at 0, so not "open-ended") drew its d^-1/2 bar to 14x the sample's
+    # d^-1/2, squeezing the samples and the fit into the left third of the plot
+    from micro_seg.properties.hall_petch import hall_petch_x
+    from micro_seg.properties.plots import hall_petch_figure
+
+    result = link(_batch_output(tmp_path, fields=2, noise=0.1, seed=19), _props(tmp_path), on="sample_id")
+    d, ci = (result.samples[c].to_numpy() for c in ("mean_intercept_um", "mean_intercept_um_ci95"))
+    assert np.all(d - ci > 0) and np.min((d - ci) / d) < 0.01
+    ax = hall_petch_figure(result).axes[0]
+    assert ax.get_xlim()[1] < 1.2 * hall_petch_x(0.8 * d.min())
+    assert "cut at the edge" in ax.get_legend_handles_labels()[1][-1]

@@ -56,14 +56,15 @@ def hall_petch_figure(link_result, *, fig=None):
         if f"{fit.d}_ci95" in samples:
             ci = samples[f"{fit.d}_ci95"].to_numpy(dtype=float)
             ci = np.where(np.isfinite(ci), ci, 0.0)
-            # a CI reaching d = 0 (two fields give t = 12.7) has no upper end in d^-1/2: it is drawn to the plot's
-            # right edge, not to d = 1e-6 um (which squeezed every sample and the fit into one vertical line)
+            # a CI reaching d = 0 (two fields give t = 12.7) has no upper end in d^-1/2, and one ending just above 0
+            # an end 10-100x the samples' d^-1/2: either is cut at the plot's right edge (the fit's end), not drawn
+            # out to it (which squeezed every sample and the fit into a narrow band at the left)
             right = hall_petch_x(grid_d.min())
-            open_ended = d - ci <= 0
-            upper = np.where(open_ended, right, hall_petch_x(np.where(open_ended, d, d - ci)))
+            cut = d - ci < grid_d.min()  # open-ended (d - ci <= 0) or ending beyond the edge
+            upper = np.where(cut, right, hall_petch_x(np.where(cut, d, d - ci)))
             xerr = np.vstack([x - hall_petch_x(d + ci), np.maximum(upper - x, 0.0)])
-            if open_ended.any():
-                label = "samples (95% CI of d; open-ended ones cut at the edge)"
+            if cut.any():
+                label = "samples (95% CI of d; open-ended or long ones cut at the edge)"
         ax.errorbar(x, y, xerr=xerr, fmt="o", color="#1f4e79", ecolor="#7a9cc6", capsize=3, label=label)
         p = fit.predict(grid_d)
         gx = hall_petch_x(grid_d)
