@@ -185,10 +185,26 @@ def check_model_measures(spec: "QCSpec", card: Any) -> None:
                         f"defect class {unknown[0]!r}; its defect classes are: {', '.join(classes)}")
     phases = list(getattr(card, "classes", None) or [])  # a phase model's fractions are named by its classes
     if phases and "phases" in card.measures:
-        for where, phase in _phase_names(spec):
-            if phase not in phases:
-                raise SpecError(f"{spec.source}: {where}: model {card.name!r} has no class {phase!r}; its classes "
-                                f"are: {', '.join(phases)}")
+        unknown_phase = first_unknown_phase(spec, phases)
+        if unknown_phase:
+            where, phase = unknown_phase
+            raise SpecError(f"{spec.source}: {where}: model {card.name!r} has no class {phase!r}; its classes "
+                            f"are: {', '.join(phases)}")
+
+
+def first_unknown_phase(spec: "QCSpec", classes: Any = None) -> tuple[str, str] | None:
+    """``(where, phase)`` of the first phase a spec's rules name that the measurement has no fraction for, or None:
+    a phase not among ``classes`` (the class names the phases are measured with), or, with ``classes`` None
+    (fractions named by class value, as ``measure_phases`` without names gives them), a phase that is not a class
+    value.  Every image would otherwise come out "review" for that rule ("was not measured").
+
+    >>> spec = parse_spec({"measurements": {"phases": {"phase_fractions": {"ferrite": [0.5, 1]}}}})
+    >>> first_unknown_phase(spec, ["ferrite", "pearlite"]) is None, first_unknown_phase(spec)
+    (True, ('measurements.phases.phase_fractions.ferrite', 'ferrite'))
+    """
+    names = None if classes is None else {str(c) for c in classes}
+    return next(((where, phase) for where, phase in _phase_names(spec)
+                 if (phase not in names if names is not None else not phase.isdigit())), None)
 
 
 def _phase_names(spec: "QCSpec"):

@@ -92,6 +92,8 @@ def qc_job(params: QCParams, cancel) -> dict[str, Any]:
     if other:  # the verdict would be "review" for a measurement this run never makes
         raise SpecError(f"{params.spec_path}: the spec has rules for {' and '.join(f'measurements.{g}' for g in other)}, "
                         f"but the labels are measured as {kind}: pick what they are under 'Labels are' (one kind per run)")
+    if params.labels is not None:
+        _check_names(spec, params, kind)
     measurements, defects = (None, None)
     if params.labels is not None:
         yield {"fraction": 0.2, "message": "measuring"}
@@ -121,6 +123,29 @@ def qc_job(params: QCParams, cancel) -> dict[str, Any]:
         raise CancelledError("QC cancelled")
     return {"result": result, "classification": classification, "grad_cam": cam, "offending": offending,
             "outlines": outlines, "spec_name": spec.name}
+
+
+def _check_names(spec: Any, params: QCParams, kind: str) -> None:
+    """Refuse, before measuring, a rule on a phase the labels have no class for, or on one defect class (the widget
+    measures the non-zero pixels as one kind of defect): each would come out "review: not measured" on every image
+    (``micro-seg qc --model`` refuses them for a model without the class)."""
+    from micro_seg.errors import SpecError
+    from micro_seg.qc import first_unknown_phase
+
+    names = list(params.class_names)
+    unknown = first_unknown_phase(spec, names or None) if kind == "phases" else None
+    if unknown and names:
+        raise SpecError(f"{params.spec_path}: {unknown[0]}: the labels have no class {unknown[1]!r}; their classes "
+                        f"('Class names', in label order) are: {', '.join(names)}")
+    if unknown:  # without names the fractions are named by class value
+        raise SpecError(f"{params.spec_path}: {unknown[0]}: the labels' classes have no names, so the fractions are "
+                        f"named by class value (0, 1, ...), not {unknown[1]!r}: type the class names in label order "
+                        "under 'Class names'")
+    per_class = [g for g, rules in spec.measurements.items() if rules and g.startswith("defects.by_class.")]
+    if kind == "defects" and per_class:
+        raise SpecError(f"{params.spec_path}: measurements.{per_class[0]}: the widget measures every non-zero pixel of "
+                        "the labels as one kind of defect, so one defect class cannot be judged alone; judge it with "
+                        "micro-seg qc --model, or on a batch's images.csv")
 
 
 def _outlines(labels: np.ndarray, offending: dict[int, str]) -> list[np.ndarray]:

@@ -297,3 +297,36 @@ def test_qc_widget_measures_the_grains_of_a_boundaries_layer_between_its_lines(m
     w.run()
     wait_idle(qtbot, w)
     assert w._verdict.value.lower().startswith("pass"), (w._verdict.value, w._reasons.value)
+
+
+@pytest.mark.parametrize("spec_text, kind, names, message", [
+    ("measurements:\n  phases:\n    phase_fractions:\n      gamma_prime: [0.05, 0.5]\n", 1, ("matrix", "pore"),
+     "measurements.phases.phase_fractions.gamma_prime: the labels have no class 'gamma_prime'; their classes "
+     "('Class names', in label order) are: matrix, pore"),
+    ("measurements:\n  phases:\n    phase_fraction_ci95_pore: {max: 0.1}\n", 1, (),
+     "measurements.phases.phase_fraction_ci95_pore: the labels' classes have no names, so the fractions are named "
+     "by class value (0, 1, ...), not 'pore': type the class names"),
+    ("measurements:\n  defects:\n    by_class:\n      pore: {area_fraction: 0.1}\n", 2, (),
+     "measurements.defects.by_class.pore: the widget measures every non-zero pixel of the labels as one kind of "
+     "defect"),
+])
+def test_qc_job_refuses_a_phase_or_defect_class_the_labels_cannot_give(tmp_path, spec_text, kind, names, message):
+    # each came out "review: ... was not measured" on every image, where micro-seg qc --model refuses the spec
+    from micro_seg.errors import SpecError
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCParams
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text)
+    classes = np.zeros((64, 64), np.int32)
+    classes[:, :16] = 1
+    params = QCParams(image=np.full(classes.shape, 0.5, np.float32), spec_path=str(spec), pixel_size_um=1.0,
+                      labels=classes, measure_kind=MEASURE_KINDS[kind], class_names=names)
+    with pytest.raises(SpecError) as info:
+        _run_qc_job(params)
+    assert str(info.value).startswith(f"{spec}: {message}")
+    # the phases the labels have are judged as before: by name, or by class value without names
+    for text, names in (("pore: [0.2, 0.3]", ("matrix", "pore")), ("'1': [0.2, 0.3]", ())):
+        spec.write_text(f"measurements:\n  phases:\n    phase_fractions:\n      {text}\n")
+        out = _run_qc_job(QCParams(image=params.image, spec_path=str(spec), pixel_size_um=1.0, labels=classes,
+                                   measure_kind=MEASURE_KINDS[1], class_names=names))
+        assert out["result"].verdict == "pass", out["result"].reasons
