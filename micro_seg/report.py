@@ -414,8 +414,9 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         # the headline G (E112 intercept, the one QC specs judge) beside the QC badge; planimetric where it is missing
         g = "G_intercept" if _finite_number(r.get("G_intercept")) else "G_planimetric"
         for key, label in ((g, f"G ({g[2:]})"), ("n_grains", "grains")):
-            if isinstance(r.get(key), (int, float)):
-                key_val += f" · {label} {fmt_num(r[key], 3)}"
+            if isinstance(r.get(key), (int, float)) and _finite_number(r[key]):
+                # G to 0.1 (ASTM E112), as the specimen table gives it
+                key_val += f" · {label} {r[key]:.1f}" if key == g else f" · {label} {fmt_num(r[key], 3)}"
         verdict = r.get("qc_verdict") or ""
         thumbs.append(f"<figure><img alt='{_e(r['path'])}' src='{uri}'><figcaption><b>{_e(r['path'])}</b>"
                       f"{_e(key_val)} {_badge(verdict) if verdict not in ('', 'not-run') else ''}"

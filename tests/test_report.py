@@ -115,7 +115,7 @@ def test_overlay_caption_shows_the_headline_g_the_qc_badge_judges(tmp_path):
         html = write_report(tmp_path / "report.html", store=store, run_id=run, image_rows=rows, specimen_rows=[],
                             out_dir=tmp_path).read_text(encoding="utf-8")
     assert "<b>a.tif</b> · G (intercept) 10.3 · grains 90" in html
-    assert "<b>b.tif</b> · G (planimetric) 9.90 · grains 90" in html
+    assert "<b>b.tif</b> · G (planimetric) 9.9 · grains 90" in html  # G to 0.1 (E112), not 9.90
 
 
 def test_tables_cut_at_max_rows_say_so(tmp_path, monkeypatch):
@@ -131,3 +131,24 @@ def test_tables_cut_at_max_rows_say_so(tmp_path, monkeypatch):
     assert "The first 2 are listed; all 3 in <code>images.csv</code>" in html
     assert "The first 2 images are shown; all 3 rows and all columns in <code>images.csv</code>" in html
     assert html.count("<td>2.tif</td>") == 0
+
+
+def test_overlay_caption_gives_g_to_a_tenth_and_leaves_out_a_missing_one(tmp_path):
+    # the caption gave G to three significant figures (G 7.85, 10.3, 0.0500) where E112 reports it to 0.1, and a
+    # NaN G as "G (planimetric) " with no value
+    from PIL import Image
+
+    (tmp_path / "overlays").mkdir()
+    rows = [{"path": "a.tif", "status": "ok", "specimen": "S", "overlay": "overlays/a_overlay.png", "n_grains": 90,
+             "G_planimetric": 7.6, "G_intercept": 7.8512, "qc_verdict": "pass"},
+            {"path": "b.tif", "status": "ok", "specimen": "S", "overlay": "overlays/b_overlay.png", "n_grains": 3,
+             "G_planimetric": float("nan"), "G_intercept": float("nan"), "qc_verdict": "review"}]
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        run = store.start_run(in_dir="/in", out_dir=str(tmp_path), software_version="0", parameters={})
+        for r in rows:
+            Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(tmp_path / r["overlay"])
+            store.record(r["path"], {"abspath": f"/in/{r['path']}", "status": "ok"}, run_id=run)
+        html = write_report(tmp_path / "report.html", store=store, run_id=run, image_rows=rows, specimen_rows=[],
+                            out_dir=tmp_path).read_text(encoding="utf-8")
+    assert "<b>a.tif</b> · G (intercept) 7.9 · grains 90" in html
+    assert "<b>b.tif</b> · grains 3" in html
