@@ -510,6 +510,15 @@ def _check_measurement_key(group: str, key: str, where: str, source: str) -> Non
     (phase names go under phase_fractions: measurements.phases.phase_fractions.ferrite)
     """
     prefixes = _MEASUREMENT_PREFIXES[group]
+    angle = "mean_intercept_by_angle_px_"
+    if group == "grains" and key.startswith(angle) and len(key) > len(angle):
+        from micro_seg.measure.intercept import ANGLES  # the only angles the intercepts are counted at
+
+        if key[len(angle):] not in {str(a) for a in ANGLES}:
+            raise SpecError(f"{source}: {where}: the intercepts are counted at {', '.join(map(str, ANGLES))} degrees "
+                            f"only, not at {key[len(angle):]}; allowed: "
+                            f"{', '.join(f'{angle}{a}' for a in ANGLES)}")
+        return
     if key in _MEASUREMENT_KEYS[group] or any(key.startswith(p) and len(key) > len(p) for p in prefixes):
         return
     free = "<angle>" if group == "grains" else "<phase>"

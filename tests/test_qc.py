@@ -319,3 +319,16 @@ def test_an_angle_column_rule_is_judged_alike_on_nested_measurements_and_on_a_ba
     for measurements in ({"grains": summary}, flatten_measurements(summary)):
         assert [(r.check, r.value) for r in evaluate(None, spec, measurements=measurements).reasons] == [
             ("grains.mean_intercept_by_angle_px_45", 30.0)]
+
+
+@pytest.mark.parametrize("angle", ["30", "45.0", "x"])
+def test_an_angle_the_intercepts_are_never_counted_at_is_refused_when_the_spec_is_read(angle):
+    # mean_intercept_by_angle_px_30: measure_grains counts at 0, 45, 90 and 135 degrees only, so the rule was
+    # "review: not measured" on every image, by qc --model, the batch and on images.csv alike
+    with pytest.raises(SpecError) as info:
+        parse_spec({"measurements": {"grains": {f"mean_intercept_by_angle_px_{angle}": {"max": 20}}}}, source="s.yaml")
+    assert str(info.value) == (
+        f"s.yaml: measurements.grains.mean_intercept_by_angle_px_{angle}: the intercepts are counted at 0, 45, 90, 135 "
+        f"degrees only, not at {angle}; allowed: mean_intercept_by_angle_px_0, mean_intercept_by_angle_px_45, "
+        "mean_intercept_by_angle_px_90, mean_intercept_by_angle_px_135")
+    parse_spec({"measurements": {"grains": {"mean_intercept_by_angle_px_135": {"max": 20}}}})
