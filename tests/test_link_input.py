@@ -550,3 +550,16 @@ def test_hall_petch_plot_keeps_its_scale_when_a_ci_of_d_ends_just_above_zero(tmp
     ax = hall_petch_figure(result).axes[0]
     assert ax.get_xlim()[1] < 1.2 * hall_petch_x(0.8 * d.min())
     assert "cut at the edge" in ax.get_legend_handles_labels()[1][-1]
+
+
+def test_a_map_column_missing_from_a_semicolon_table_names_the_cause(tmp_path, capsys):
+    # --map column:specimen on a results table re-saved with ';' said only "no column 'specimen'", without the
+    # ';' cause the default mapping names, nor the columns
+    res = _batch_output(tmp_path)
+    resaved = tmp_path / "images.csv"
+    pd.read_csv(res / "images.csv").to_csv(resaved, sep=";", decimal=",", index=False)
+    code, _, err = run_cli(capsys, ["link", str(resaved), str(_props(tmp_path)), "--on", "sample_id",
+                                    "--map", "column:specimen"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"micro-seg: error: {resaved}: no column 'specimen' to map samples from (its header is one "
+                          "';'-separated column") and "columns are: path;status;" in err

@@ -232,11 +232,11 @@ def sample_keys(df: pd.DataFrame, *, mapping: str = "folder", source: str = "res
     """
     if mapping == "folder" and "specimen" in df.columns:
         return df["specimen"].astype(str)
+    columns = [str(c) for c in df.columns]
+    hint = (" (its header is one ';'-separated column: give the batch's own comma-separated table)"
+            if len(columns) == 1 and ";" in columns[0] else "")
     if "path" not in df.columns and not mapping.startswith("column:"):
         # not a batch's images.csv (a property table given as RESULTS, a table re-saved with ';' by a spreadsheet)
-        columns = [str(c) for c in df.columns]
-        hint = (" (its header is one ';'-separated column: give the batch's own comma-separated table)"
-                if len(columns) == 1 and ";" in columns[0] else "")
         raise PropertyTableError(f"{source}: not batch results: no 'path' column (images.csv) to map images to "
                                  f"samples by {mapping}, nor 'specimen' and 'n_fields' (specimens.csv){hint}; "
                                  f"columns are: {', '.join(columns)[:300]}")
@@ -260,6 +260,7 @@ def sample_keys(df: pd.DataFrame, *, mapping: str = "folder", source: str = "res
     if mapping.startswith("column:"):
         col = mapping[len("column:"):]
         if col not in df.columns:
-            raise PropertyTableError(f"{source}: no column {col!r} to map samples from")
+            raise PropertyTableError(f"{source}: no column {col!r} to map samples from{hint}; columns are: "
+                                     f"{', '.join(columns)[:300]}")
         return df[col].astype(str)
     raise PropertyTableError(f"unknown sample mapping {mapping!r}; use folder, stem, regex:<pattern> or column:<name>")
