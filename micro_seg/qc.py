@@ -1062,9 +1062,11 @@ def evaluate_specimen(row: Mapping[str, Any], spec: QCSpec, *,
     for check, group, key, rule in rules:
         column = _specimen_column(group, key)
         if column is None:
+            holds = ("the defect numbers of all classes together, not of one class" if group.startswith(_BY_CLASS)
+                     else "the specimen G and the means of its fields' grain, phase and defect densities, sizes and "
+                          "fractions")
             reasons.append(_unjudged(check, rule, f"{check} cannot be judged on a specimen row (specimens.csv holds "
-                                     "the specimen G and the means of its fields' grain, phase and defect densities, "
-                                     "sizes and fractions); judge the batch's images.csv"))
+                                     f"{holds}); judge the batch's images.csv"))
             continue
         reason = _range_reason(check, _to_float(row.get(column)), rule)
         if reason:

@@ -129,6 +129,10 @@ def test_a_specimen_row_gives_review_for_a_per_class_rule_not_a_crash(tmp_path, 
         "defects.by_class.pore.area_fraction", "defects.by_class.pore.count",
         "defects.by_class.inclusion.area_fraction", "defects.by_class.crack.max_feret_um"}
     assert all("cannot be judged on a specimen row" in r.message for r in res.reasons)
+    # not "holds ... defect densities, sizes and fractions", which a per-class rule would read as its own numbers
+    assert res.reasons[0].message == ("defects.by_class.pore.area_fraction cannot be judged on a specimen row "
+                                      "(specimens.csv holds the defect numbers of all classes together, not of one "
+                                      "class); judge the batch's images.csv")
     table = tmp_path / "specimens.csv"
     with open(table, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(row))
