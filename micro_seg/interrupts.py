@@ -9,6 +9,7 @@ through the handler that was in place, when the block ends.
 Examples
 --------
 >>> import os, signal
+>>> old = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (nohup would ignore it)
 >>> hits = []
 >>> try:
 ...     with deferred_interrupts():
@@ -18,6 +19,7 @@ Examples
 ...     hits.append("interrupted after it")
 >>> hits
 ['block finished', 'interrupted after it']
+>>> _ = signal.signal(signal.SIGINT, old)
 """
 
 from __future__ import annotations

@@ -54,6 +54,17 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt for the test, as in a terminal: a run started in the background
+    (``nohup pytest &``, some CI runners) inherits SIGINT ignored, and a simulated Ctrl-C would do nothing."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+@pytest.fixture
 def dirs(tmp_path):
     """Empty ``images/`` and ``labels/`` folders for training pairs."""
     img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"

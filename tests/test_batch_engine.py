@@ -349,7 +349,7 @@ def test_sigterm_stops_a_cli_batch_like_ctrl_c(tmp_path):
     assert len(read_csv(out / "images.csv")) == done
 
 
-def test_a_stop_just_after_a_result_is_written_still_counts_it(tmp_path, monkeypatch):
+def test_a_stop_just_after_a_result_is_written_still_counts_it(tmp_path, monkeypatch, ctrl_c_raises):
     """Ctrl-C landing after an image's row was committed but before the batch counted it left the run saying
     it processed one image fewer than its tables hold (the SIGTERM test's rare failure). The write and the count
     are now one step for a stop: the interrupt takes effect after both."""

@@ -25,7 +25,7 @@ def test_a_held_sigterm_reaches_its_handler_after_the_block(sigterm_recorder):
     assert sigterm_recorder == [signal.SIGTERM]
 
 
-def test_ctrl_c_and_sigterm_held_together_are_both_delivered(sigterm_recorder):
+def test_ctrl_c_and_sigterm_held_together_are_both_delivered(sigterm_recorder, ctrl_c_raises):
     with pytest.raises(KeyboardInterrupt):
         with deferred_interrupts():
             os.kill(os.getpid(), signal.SIGINT)
