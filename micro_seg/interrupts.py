@@ -55,10 +55,12 @@ def deferred_interrupts() -> Iterator[None]:
         for sig in _SIGNALS:
             old[sig] = signal.signal(sig, _note)
     except (ValueError, OSError):  # not settable here (embedded interpreter): run unprotected
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        _restore(old)
         yield
         return
+    except BaseException:  # a pending signal's handler raised (the CLI's SIGTERM -> KeyboardInterrupt) mid-swap:
+        _restore(old)  # leave no handler of ours behind
+        raise
     try:
         yield
     finally:
@@ -74,6 +76,11 @@ def deferred_interrupts() -> Iterator[None]:
                 for rest in held[i + 1:]:
                     os.kill(os.getpid(), rest)
                 raise
+
+
+def _restore(old: dict) -> None:
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
 
 
 def _deliver(signum: int, handler) -> None:
