@@ -22,9 +22,12 @@ Meaningless resolution tags are ignored (rule applied by
 unit inch or centimetre with equal X and Y resolution, a value that is a whole
 number of dots per inch up to 1200 (1, 72, 96, 150, 300, 600, ...), i.e. what
 drawing/scanning software writes by default (to within a px/cm value rounded
-to 2 decimals). A real micrograph calibration of 21 um/pixel or coarser stored
-as a whole dpi number is therefore ignored too; pass the pixel size explicitly
-for such images. Files micro-seg wrote (labels, probabilities) record the
+to 2 decimals; for the usual defaults 72, 96, 150, 300, 600, 1200 ... dpi,
+to within 0.1 %, or as a px/cm value rounded or cut to 1 decimal or to a
+whole number, as some writers store them: 28.3 or 28.34 for 72 dpi, 118 for
+300). A real micrograph calibration of 21 um/pixel or coarser stored as a
+whole dpi number is therefore ignored too; pass the pixel size explicitly for
+such images. Files micro-seg wrote (labels, probabilities) record the
 exact pixel size in their JSON description, and tags that agree with it are
 always a calibration.
 
@@ -107,6 +110,9 @@ _DEFAULT_DPI_MAX = 1200
 #: How far from a whole number of dpi a software default may lie: half a unit of the second decimal of a
 #: px/cm value, in dpi.
 _DEFAULT_DPI_TOLERANCE = 0.005 * 2.54
+#: The resolutions writers default to (screen, print, scan); these are also recognised within 0.1 % and when their
+#: px/cm value was rounded or cut to 1 decimal or a whole number (28.3 or 28.34 for 72 dpi, 118 for 300 dpi).
+_COMMON_DEFAULT_DPI = (72, 96, 100, 120, 144, 150, 180, 200, 240, 300, 360, 400, 600, 720, 1200)
 
 
 def _normalise_unit(unit: str) -> str:
@@ -212,7 +218,20 @@ def is_default_resolution(x_res: float, y_res: float, unit: str) -> bool:
     nearest = round(dpi)
     # whole dpi, allowing a px/cm value rounded to 2 decimals (28.35 for 72 dpi); a relative tolerance would call
     # every value from 500 dpi up "whole" (846.67 dpi = 333.33 px/cm, a real 30 um/pixel, is 0.04 % from 847)
-    return 1 <= nearest <= _DEFAULT_DPI_MAX and abs(dpi - nearest) <= _DEFAULT_DPI_TOLERANCE
+    if 1 <= nearest <= _DEFAULT_DPI_MAX and abs(dpi - nearest) <= _DEFAULT_DPI_TOLERANCE:
+        return True
+    # the usual defaults as writers store them with less care: within 0.1 %, or in px/cm rounded or cut to 1
+    # decimal or a whole number (28.3 or 28.34 px/cm for 72 dpi is 71.88 / 71.98 dpi, 118 px/cm for 300 dpi 299.72)
+    for d in _COMMON_DEFAULT_DPI:
+        if abs(dpi - d) <= 1e-3 * d:
+            return True
+        if unit == "cm":
+            exact = d / 2.54
+            for k in (0, 1, 2):
+                for stored in (round(exact, k), math.floor(exact * 10 ** k) / 10 ** k):
+                    if abs(x_res - stored) <= 1e-6 * stored:
+                        return True
+    return False
 
 
 def _rational(value: Any) -> float | None:

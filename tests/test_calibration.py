@@ -57,7 +57,11 @@ def test_validate_rejects(value):
      (28.346457, 28.346457, "cm", True), (1, 1, "none", True), (5000, 5000, "none", True),
      (25400, 25400, "inch", False), (72.5, 72.5, "inch", False), (1e4, 1e4, "cm", False), (72, 96, "inch", False),
      (28.35, 28.35, "cm", True),  # 72 dpi with px/cm rounded to 2 decimals
-     (1e4 / 30, 1e4 / 30, "cm", False), (1e4 / 42, 1e4 / 42, "cm", False)],  # 30 and 42 um/pixel: not whole dpi
+     (1e4 / 30, 1e4 / 30, "cm", False), (1e4 / 42, 1e4 / 42, "cm", False),  # 30 and 42 um/pixel: not whole dpi
+     # the usual defaults as some writers store px/cm: cut to 2 decimals, rounded to 1 or to a whole number
+     (28.34, 28.34, "cm", True), (37.79, 37.79, "cm", True), (28.3, 28.3, "cm", True), (118.1, 118.1, "cm", True),
+     (118, 118, "cm", True), (59, 59, "cm", True), (236, 236, "cm", True), (472.4, 472.4, "cm", True),
+     (1e4 / 32, 1e4 / 32, "cm", False)],  # 312.5 px/cm (32 um/pixel) is 1 decimal but no default's rounding
 )
 def test_default_resolution_rule(x, y, unit, default):
     assert is_default_resolution(x, y, unit) is default
@@ -297,3 +301,14 @@ def test_a_flag_is_not_a_pixel_size():
     with pytest.raises(CalibrationError, match=r"x.tif: pixel size True \(from user\) is not a number"):
         validate_pixel_size(True, source="user", path="x.tif")  # float(True) is 1.0
     assert validate_pixel_size(1, source="user") == 1.0
+
+
+@pytest.mark.parametrize("px_per_cm", [28.3, 28.34, 37.79, 118.1, 118.0, 236.0])
+def test_a_default_dpi_stored_coarsely_in_px_per_cm_is_not_a_calibration(tmp_path, px_per_cm):
+    """72 / 96 / 300 / 600 dpi written as px/cm cut to 2 decimals or rounded to 1 or 0 (28.34, 28.3, 118): a
+    drawing program's default, not 353 or 84.7 um/pixel (grain sizes in millimetres); 30 um/pixel stays one."""
+    tifffile.imwrite(tmp_path / "d.tif", IMAGE, resolution=(px_per_cm, px_per_cm), resolutionunit="CENTIMETER")
+    m = read_micrograph(tmp_path / "d.tif")
+    assert m.pixel_size_um is None and m.calibration_source is None
+    tifffile.imwrite(tmp_path / "c.tif", IMAGE, resolution=(1e4 / 30, 1e4 / 30), resolutionunit="CENTIMETER")
+    assert read_micrograph(tmp_path / "c.tif").pixel_size_um == pytest.approx(30.0)
