@@ -516,8 +516,19 @@ def list_models(*extra_paths: str | os.PathLike, skipped: list | None = None,
     return cards
 
 
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
+def _holds_weights(folder: Path) -> bool:
+    """``folder`` holds safetensors weights, itself or in the ``checkpoint`` folder training keeps there."""
+    try:
+        return any(folder.glob("*.safetensors")) or any((folder / "checkpoint").glob("*.safetensors"))
+    except OSError:
+        return False
+
+
+def resolve_model(name_or_path: str | os.PathLike, *, registered: bool = False) -> Path:
     """Folder of the model named ``name_or_path`` (or the folder given).
+
+    ``registered=True``: a bare name means the model of that name in the model folders, never a folder of that name
+    in the working directory (``train --out NAME --base NAME --resume``: ./NAME is the training's own output).
 
     Raises
     ------
@@ -538,14 +549,21 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
         raise ModelError("empty model name: give a model name (micro-seg models list) or a model folder")
     path = Path(text).expanduser()
     bare = not (os.sep in text or (os.altsep and os.altsep in text))
-    if path.is_file() and path.name == CARD_FILE:
+    local = not (registered and bare)  # what is in the working directory counts
+    if local and path.is_file() and path.name == CARD_FILE:
         return path.parent
-    no_card = path.is_dir() and not (path / CARD_FILE).is_file()
+    no_card = local and path.is_dir() and not (path / CARD_FILE).is_file()
     if no_card and not bare:
         raise ModelError(f"{path}: folder has no model card ({CARD_FILE}); not a model folder")
-    if path.is_dir() and not no_card:
+    if no_card and _holds_weights(path):
+        # a model of one's own without its card (a training still running or stopped, a card renamed): the
+        # registered model of the same name would stand in for it without a word
+        raise ModelError(f"{path}: folder holds model weights but no model card ({CARD_FILE}): an unfinished or "
+                         "interrupted training? Not a model folder; for the registered model of that name, run from "
+                         "another folder or give its folder (micro-seg models list)")
+    if local and path.is_dir() and not no_card:
         return path
-    if path.is_file():
+    if local and path.is_file():
         raise ModelError(f"{path}: is a file; --model takes a model name or a model folder (with {CARD_FILE})")
     if not bare:
         raise ModelError(f"{path}: model folder does not exist")

@@ -634,3 +634,22 @@ def test_a_folder_named_like_a_model_does_not_hide_it(saved, tmp_path, monkeypat
         resolve_model("notes")
     with pytest.raises(ModelError, match="not a model folder"):
         resolve_model("./tiny")  # a path is taken as one
+
+
+def test_a_cardless_folder_holding_weights_is_not_replaced_by_the_registered_model(saved, tmp_path, monkeypatch):
+    """``train ... --out tiny`` still running (or stopped) leaves ./tiny with checkpoints and no card yet: ``--model
+    tiny`` must not quietly use the registered model 'tiny' in place of the user's own."""
+    folder, _ = saved
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(folder.parent))
+    work = tmp_path / "work"
+    (work / "tiny" / "checkpoint").mkdir(parents=True)
+    (work / "tiny" / "checkpoint" / "last-3.safetensors").write_bytes(b"x")
+    monkeypatch.chdir(work)
+    with pytest.raises(ModelError, match="tiny: folder holds model weights but no model card"):
+        resolve_model("tiny")
+    (work / "tiny" / "checkpoint" / "last-3.safetensors").unlink()
+    (work / "tiny" / "model.safetensors").write_bytes(b"x")  # a card renamed or lost
+    with pytest.raises(ModelError, match="holds model weights but no model card"):
+        resolve_model("tiny")
+    (work / "tiny" / "model.safetensors").unlink()
+    assert resolve_model("tiny") == folder  # an output folder of that name: the registered model

@@ -733,3 +733,29 @@ def test_16_bit_colour_png_labels_keep_their_values(tmp_path, channels):
     (tmp_path / "l.png").write_bytes(imagecodecs.png_encode(stored))
     np.testing.assert_array_equal(_read_label(tmp_path / "l.png", "sparse"), labels)
     np.testing.assert_array_equal(_read(tmp_path / "l.png"), stored)
+
+
+def test_resuming_a_fine_tune_named_after_its_base(dirs, tmp_path, capsys, monkeypatch):
+    """``train ... --out base --base base`` again (or with ``--resume``) where the first run stopped: ./base holds the
+    checkpoint and no card yet, so it is not the base model; the registered model 'base' is (it is not refused as a
+    cardless folder with weights)."""
+    from data_builders import threshold_net
+    from micro_seg.registry import ModelCard, save_model
+
+    reg = tmp_path / "registry"
+    save_model(reg / "base", threshold_net(3, 1),
+               ModelCard(name="base", task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]},
+                         in_channels=1, classes=["bg", "dark", "bright"], tile_size=64,
+                         normalisation={"mode": "minmax"}))
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(reg))
+    img_dir, lab_dir = dirs
+    _write_calibrated_pair(img_dir, lab_dir, "a", 0.5)
+    work = tmp_path / "work"
+    (work / "base" / "checkpoint").mkdir(parents=True)
+    (work / "base" / "checkpoint" / "last-1.safetensors").write_bytes(b"x")  # what a stopped run leaves
+    monkeypatch.chdir(work)
+    fast = [a for a in FAST if a not in ("--arch", "msnet-s")]
+    code = main(["train", str(img_dir), str(lab_dir), "--out", "base", "--base", "base", "--classes", "dark,bright",
+                 *fast, "--val-fraction", "0"])
+    assert code == 0, capsys.readouterr().err
+    assert (work / "base" / "card.yaml").is_file()

@@ -474,9 +474,14 @@ def run(args: argparse.Namespace) -> dict:
     max_label = max(int(l.max()) for l in labels)
     base_card = None
     if args.base:
-        from micro_seg.registry import load_model
+        from micro_seg.registry import load_model, resolve_model
 
-        base = load_model(args.base)
+        base_ref = args.base
+        if Path(args.base).expanduser().resolve() == Path(args.out).expanduser().resolve():
+            # --out NAME --base NAME (a fine-tune named after its base): ./NAME is this training's own output; while
+            # it has no card yet (a --resume), the base is the registered model of that name
+            base_ref = resolve_model(args.base, registered=not (Path(args.out) / "card.yaml").is_file())
+        base = load_model(base_ref)
         base_card = base.card
     named, named_where, named_warnings = recorded_classes(args.labels_dir, [lab for _, lab in pairs],
                                                           args.label_encoding)
