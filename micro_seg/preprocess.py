@@ -73,15 +73,11 @@ def to_channels(image: np.ndarray, *, in_channels: int) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype.kind not in "biuf":
         raise InvalidImageError(f"image of dtype {image.dtype} is not numeric; expected integer, float or bool pixels")
+    _check_layout(image.shape)
     if image.ndim == 3 and image.shape[2] in (1, 2):
         image = image[..., 0]  # grey (+ alpha dropped)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]  # RGBA -> RGB
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise InvalidImageError(
-            f"image of shape {image.shape} is not grey (rows, cols) or colour (rows, cols, 3|4); "
-            "multi-page or hyperspectral images need one plane selected first"
-        )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InvalidImageError(f"image is empty ({image.shape[0]} x {image.shape[1]} pixels)")
     if in_channels not in (1, 3):
@@ -97,6 +93,15 @@ def to_channels(image: np.ndarray, *, in_channels: int) -> np.ndarray:
     for c in range(3):
         out += _LUMA[c] * image[..., c].astype(np.float32, copy=False)
     return out[None]
+
+
+def _check_layout(shape: tuple[int, ...]) -> None:
+    """Refuse a shape that is not grey ``(rows, cols)`` or ``(rows, cols, 1|2|3|4)``, naming the whole shape."""
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4)):
+        raise InvalidImageError(
+            f"image of shape {shape} is not grey (rows, cols) or colour (rows, cols, 3|4); "
+            "multi-page or hyperspectral images need one plane selected first"
+        )
 
 
 def _subsample(image: np.ndarray, max_samples: int) -> np.ndarray:
@@ -179,6 +184,7 @@ def normalisation_stats(
         if scale <= 0 or np.any(std <= 0):
             raise ModelError(f"fixed normalisation needs scale > 0 and std > 0, got scale={scale}, std={list(std)}")
         return {"offset": list(map(float, mean * scale)), "scale": list(map(float, std * scale))}
+    _check_layout(image.shape)  # the whole shape named, not that of the corner checked next
     to_channels(image[:1, :1] if image.ndim >= 2 else image, in_channels=in_channels)  # validates dtype / shape
     per_channel = bool(norm.get("per_channel", False))
     sub = _subsample(image, max_samples)

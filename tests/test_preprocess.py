@@ -135,3 +135,12 @@ def test_percentile_range_of_a_mostly_constant_image_falls_back_to_its_full_rang
     s = normalisation_stats(np.dstack([img, img, np.full_like(img, 9)]), in_channels=3,
                             normalisation={**PCT, "per_channel": True})
     assert s["offset"] == [50.0, 50.0, 9.0] and s["scale"] == [150.0, 150.0, 1.0]
+
+
+def test_a_five_channel_image_is_refused_with_its_own_shape():
+    """Normalising (training, classify) a 5-channel array named the 1 x 1 corner checked: 'shape (1, 1, 5)'."""
+    from micro_seg.errors import InvalidImageError
+
+    for norm in (PCT, {"mode": "minmax"}):
+        with pytest.raises(InvalidImageError, match=r"image of shape \(40, 50, 5\) is not grey"):
+            to_network_input(np.zeros((40, 50, 5)), in_channels=1, normalisation=norm)
