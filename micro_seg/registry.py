@@ -592,11 +592,11 @@ def resolve_model(name_or_path: str | os.PathLike, *, registered: bool = False) 
     for folder in folders:
         if folder.name == text:
             return folder
-    if no_card:
-        raise ModelError(f"{path}: folder has no model card ({CARD_FILE}); not a model folder, and no model has "
-                         "that name")
     names = sorted({c.name for c in list_models()})
     listing = ", ".join(names) if names else "none installed"
+    if no_card:  # a typo of a model name that an earlier --out made a folder of: the names say which was meant
+        raise ModelError(f"{path}: folder has no model card ({CARD_FILE}); not a model folder, and no model has "
+                         f"that name; available: {listing}")
     raise ModelError(f"unknown model {text!r}; available: {listing} (or give a model folder path)")
 
 

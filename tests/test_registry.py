@@ -630,8 +630,8 @@ def test_a_folder_named_like_a_model_does_not_hide_it(saved, tmp_path, monkeypat
     (work / "notes").mkdir()
     monkeypatch.chdir(work)
     assert resolve_model("tiny") == folder
-    with pytest.raises(ModelError, match="notes: folder has no model card"):
-        resolve_model("notes")
+    with pytest.raises(ModelError, match="notes: folder has no model card.*no model has that name; available: .*tiny"):
+        resolve_model("notes")  # a typo of a model name: the names say which was meant
     with pytest.raises(ModelError, match="not a model folder"):
         resolve_model("./tiny")  # a path is taken as one
 
