@@ -92,7 +92,10 @@ class SegmentResult:
 
 def segment_job(params: SegmentParams, cancel):
     """Worker generator: load the model, predict tile by tile (yielding progress), post-process."""
+    from types import SimpleNamespace
+
     from micro_seg import inference, postprocess
+    from micro_seg.commands.segment import contrast_check
     from micro_seg.errors import CancelledError
     from micro_seg.registry import load_model
 
@@ -133,7 +136,8 @@ def segment_job(params: SegmentParams, cancel):
         seconds=time.perf_counter() - t0, n_objects=n_objects,
         uncertainty_max=float(unc.max()) if unc is not None else 1.0,
         n_nonfinite=inference.count_nonfinite(params.image),
-        warnings=tuple(result.warnings),
+        # a blank or almost blank field gives a confident-looking map: the CLI's segment and analyze warn, so napari
+        warnings=tuple(contrast_check(SimpleNamespace(analysis_data=params.image), "") + list(result.warnings)),
     )
 
 

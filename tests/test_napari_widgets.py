@@ -356,6 +356,24 @@ def test_segment_job_passes_the_post_processings_warnings_on(tmp_path, monkeypat
     assert result.warnings == ("grain interiors up to 3000 px across are wider than the context",)
 
 
+def test_segment_job_warns_a_blank_image_as_the_cli_does(tmp_path):
+    """A constant layer segmented into a confident-looking map: ``segment`` and ``analyze`` warn, the widget said
+    nothing."""
+    import threading
+
+    from napari_plugin._segment import SegmentParams, segment_job
+
+    folder = _faint_grain_model(tmp_path / "faint-grains", threshold=0.5, min_grain_px=4)
+    gen = segment_job(SegmentParams(image=np.full((64, 64), 77, np.uint8), model=str(folder)), threading.Event())
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert [w for w in result.warnings if w.startswith("the image is constant (every pixel 77): it has no contrast")]
+
+
 def test_segment_job_with_test_time_augmentation_equals_the_engines(tmp_path):
     """The Segment widget's TTA box: the job averages over the 4 flips exactly as ``predict(..., tta=True)`` does
     (the uncertainty map shows it: a random network is not flip-invariant)."""

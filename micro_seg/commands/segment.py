@@ -142,7 +142,8 @@ def contrast_check(micrograph: Any, what: str) -> list[str]:
     A constant image normalised and segmented gives a meaningless map (phase
     fractions, one "grain") that looks like a result.  It is measured with
     this warning rather than refused, so that a blank page of a stack still
-    goes through a batch.  The data bar is left out.
+    goes through a batch.  The data bar is left out.  ``what`` (the file) starts each warning; ``""`` for none
+    (napari names the layer itself).
 
     Examples
     --------
@@ -158,14 +159,15 @@ def contrast_check(micrograph: Any, what: str) -> list[str]:
     data = micrograph.analysis_data
     if data.size == 0:
         return []
+    what = f"{what}: " if what else ""
     lo = np.min(data, axis=(0, 1))
     hi = np.max(data, axis=(0, 1))
     if np.all(lo == hi):
-        return [f"{what}: the image is constant (every pixel {np.asarray(lo).tolist()}): it has no contrast, so "
+        return [f"{what}the image is constant (every pixel {np.asarray(lo).tolist()}): it has no contrast, so "
                 "the segmentation and every number measured from it are meaningless"]
     span = float(np.max(np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)))
     if data.dtype.kind in "uib" and span <= LOW_CONTRAST_LEVELS:
-        return [f"{what}: almost no contrast (grey values span only {span + 1:.0f} levels): the segmentation "
+        return [f"{what}almost no contrast (grey values span only {span + 1:.0f} levels): the segmentation "
                 "and every number measured from it are probably meaningless"]
     return []
 
