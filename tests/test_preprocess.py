@@ -144,3 +144,17 @@ def test_a_five_channel_image_is_refused_with_its_own_shape():
     for norm in (PCT, {"mode": "minmax"}):
         with pytest.raises(InvalidImageError, match=r"image of shape \(40, 50, 5\) is not grey"):
             to_network_input(np.zeros((40, 50, 5)), in_channels=1, normalisation=norm)
+
+
+def test_percentile_range_of_a_clipped_background_with_a_few_pixels_below_the_clip():
+    """98.6 % of the pixels clipped at 200, 1 % just below (199), 0.4 % dark features (50): the percentiles 199 / 200
+    do not coincide, but the features must still map near 0, not to (50 - 199) / 1 = -149."""
+    img = np.full((100, 100), 200, np.uint8)
+    img[50:60, 0:10] = 199  # 1 %
+    img[10:12, 10:30] = 50  # 0.4 %
+    s = normalisation_stats(img, in_channels=1, normalisation=PCT)
+    assert s["offset"] == [50.0] and s["scale"] == [150.0]
+    noisy = np.random.default_rng(0).normal(1000, 30, (100, 100)).astype(np.uint16)  # an ordinary image: unchanged
+    lo, hi = np.percentile(noisy, [0.5, 99.5])
+    s = normalisation_stats(noisy, in_channels=1, normalisation=PCT)
+    assert s["offset"][0] == pytest.approx(lo) and s["scale"][0] == pytest.approx(hi - lo)
