@@ -300,6 +300,15 @@ def test_segment_pixel_size_warning_uses_the_engines_rule():
     assert "0.1 µm" in pixel_size_warning(0.1, card)
 
 
+def _job_result(gen):
+    """Run a widget's worker generator to its end; its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
 def test_segment_job_uses_grain_settings(tmp_path):
     """A faint boundary (p ~0.29): one grain with the card's threshold 0.5, two when the run asks for 0.2."""
     import threading
@@ -310,13 +319,8 @@ def test_segment_job_uses_grain_settings(tmp_path):
     folder = _faint_grain_model(tmp_path / "faint-grains", threshold=0.5, min_grain_px=4)
 
     def run(**options):
-        gen = segment_job(SegmentParams(image=faint_boundary_image(), model=str(folder), options=options),
-                          threading.Event())
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
+        return _job_result(segment_job(SegmentParams(image=faint_boundary_image(), model=str(folder),
+                                                     options=options), threading.Event()))
 
     assert run().n_objects == 1
     assert run(threshold=0.2, min_grain_px=4).n_objects == 2
@@ -346,13 +350,7 @@ def test_segment_job_passes_the_post_processings_warnings_on(tmp_path, monkeypat
         return result
 
     monkeypatch.setattr(pp, "postprocess", with_warning)
-    gen = segment_job(SegmentParams(image=faint_boundary_image(), model=str(folder)), threading.Event())
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = _job_result(segment_job(SegmentParams(image=faint_boundary_image(), model=str(folder)), threading.Event()))
     assert result.warnings == ("grain interiors up to 3000 px across are wider than the context",)
 
 
@@ -364,13 +362,8 @@ def test_segment_job_warns_a_blank_image_as_the_cli_does(tmp_path):
     from napari_plugin._segment import SegmentParams, segment_job
 
     folder = _faint_grain_model(tmp_path / "faint-grains", threshold=0.5, min_grain_px=4)
-    gen = segment_job(SegmentParams(image=np.full((64, 64), 77, np.uint8), model=str(folder)), threading.Event())
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = _job_result(segment_job(SegmentParams(image=np.full((64, 64), 77, np.uint8), model=str(folder)),
+                                     threading.Event()))
     assert [w for w in result.warnings if w.startswith("the image is constant (every pixel 77): it has no contrast")]
 
 
@@ -388,12 +381,7 @@ def test_segment_job_with_test_time_augmentation_equals_the_engines(tmp_path):
     img, _ = two_phase_image((64, 80), seed=3)
 
     def run(tta):
-        gen = segment_job(SegmentParams(image=img, model=str(folder), tta=tta), threading.Event())
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
+        return _job_result(segment_job(SegmentParams(image=img, model=str(folder), tta=tta), threading.Event()))
 
     model = load_model(folder)
     for tta in (False, True):
