@@ -56,6 +56,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import numbers
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -619,7 +620,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
               cancel: Any = None, pixel_size_um: float | None = None, rehash: bool = False,
               retry_failed: bool = False, redo_other_releases: bool = False,
               max_tasks_per_child: int | None = 100, report: bool = True, exclude: Iterable[str] = (),
-              segment_options: Mapping[str, Any] | None = None,
+              segment_options: Mapping[str, Any] | None = None, databar_rows: int | None = None,
               process: Callable[[str, BatchConfig], ImageResult] | None = None) -> BatchSummary:
     """Segment and measure every image under ``in_dir``; results in ``out_dir``.
 
@@ -682,6 +683,10 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         ``split_ratio`` (as ``micro-seg segment``'s options; see
         :func:`~micro_seg.batch_worker.check_segment_options`).  They are part
         of the parameters hash: changing them redoes the finished images.
+    databar_rows : int, optional
+        Rows of the SEM data bar at the bottom of every image (``0`` = none), instead of detecting
+        it in each; an image with no more rows than that fails (the others go on).  Part of the
+        parameters hash: changing it redoes the finished images.
     process : callable, optional
         Replacement for :func:`micro_seg.batch_worker.process_image`
         (``process(path, config) -> ImageResult``; must be picklable), for
@@ -736,6 +741,10 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         from micro_seg.io_calibration import validate_pixel_size
 
         validate_pixel_size(pixel_size_um, source="--pixel-size", path=in_path)
+    if databar_rows is not None and (isinstance(databar_rows, bool) or not isinstance(databar_rows, numbers.Integral)
+                                     or databar_rows < 0):
+        raise BatchOptionError(f"--databar-rows {databar_rows!r}: must be auto or a whole number of rows >= 0 "
+                               "(0 = no data bar)")
     spec_path = qc_spec = None
     if spec is not None:
         spec_path = Path(spec).expanduser().resolve()
@@ -798,7 +807,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         threads = max(1, n_cpu // max(1, n_workers))
     config = BatchConfig(in_dir=str(in_path), out_dir=str(out_path), model=model_ref,
                          pixel_size_um=pixel_size_um, torch_threads=threads,
-                         spec=str(spec_path) if spec_path else None, options=options)
+                         spec=str(spec_path) if spec_path else None, options=options,
+                         databar_rows=None if databar_rows is None else int(databar_rows))
     params = config.processing_parameters()
     params["model"] = model_name
     if model_postprocess:  # the card's post-processing defaults change results as its weights do (card.yaml edits)

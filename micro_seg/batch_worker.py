@@ -74,6 +74,9 @@ class BatchConfig:
     options : tuple of (str, value)
         How to segment every image (kept hashable; see :func:`check_segment_options`);
         part of the parameters hash, so changing them redoes the images.
+    databar_rows : int or None
+        Rows of the SEM data bar of every image (``0`` = none); ``None``: detected in each image.
+        Part of the parameters hash when given.
     """
 
     in_dir: str
@@ -86,15 +89,19 @@ class BatchConfig:
     write_objects: bool = True
     spec: str | None = None
     options: tuple = ()
+    databar_rows: int | None = None
 
     def processing_parameters(self) -> dict[str, Any]:
         """The parameters that change per-image results (hashed to decide redo)."""
-        return {
+        params = {
             "model": self.model,
             "pixel_size_um": self.pixel_size_um,
             "spec": self.spec,
             "options": [list(kv) for kv in self.options],
         }
+        if self.databar_rows is not None:  # only when given: the batches detecting it keep their earlier hash
+            params["databar_rows"] = self.databar_rows
+        return params
 
 
 #: Options of :func:`~micro_seg.postprocess.segment_image` a batch can set: inference ...
@@ -522,7 +529,7 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     out_dir = Path(config.out_dir)
     st = os.stat(path)
     sha = sha256_file(path)
-    mg = read_micrograph(path, pixel_size_um=config.pixel_size_um)
+    mg = read_micrograph(path, pixel_size_um=config.pixel_size_um, databar_rows=config.databar_rows)
     shape, dtype = tuple(int(s) for s in mg.data.shape), str(mg.data.dtype)
     px = mg.pixel_size_um
     model = _load_model(config.model)

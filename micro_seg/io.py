@@ -675,6 +675,13 @@ def _finish(data: np.ndarray, path: Path, alpha_last: bool, meta: dict[str, Any]
     return data
 
 
+def _check_databar_rows(value: Any, path: Path) -> None:
+    """Refuse a ``databar_rows`` that is not a whole number >= 0, naming the file."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidImageError(f"{path}: databar_rows must be a whole number of rows >= 0 (0 = no data bar), "
+                                f"got {value!r}")
+
+
 def read_micrograph(
     path: str | os.PathLike[str],
     *,
@@ -683,6 +690,7 @@ def read_micrograph(
     page: int | None = None,
     detect_databar: bool = True,
     stored_values: bool = False,
+    databar_rows: int | None = None,
 ) -> Micrograph:
     """Read a micrograph with its calibration and SEM data bar.
 
@@ -703,6 +711,11 @@ def read_micrograph(
         files with named stack axes (Z, T, more channels) need an explicit page.
     detect_databar : bool, optional
         Look for an SEM information band at the bottom (see :mod:`micro_seg.databar`).
+    databar_rows : int, optional
+        Rows of the data bar, given by the user instead of detected (the detector
+        can miss a bar or take real microstructure for one): ``0`` = no bar, ``N`` =
+        exactly the bottom N rows (``0 <= N <`` the image's rows).  ``meta["databar_source"]``
+        says ``"user"`` then, ``"detected"`` when the detector ran.
     stored_values : bool, optional
         Keep the pixel values as stored. By default a TIFF with photometric
         MINISWHITE (0 = white) is inverted so that the image reads as it is
@@ -735,8 +748,13 @@ def read_micrograph(
     ((64, 64), 0.2, 'tiff-resolution', 0)
     >>> read_micrograph(fn, pixel_size_um=0.5).calibration_source
     'user'
+    >>> m = read_micrograph(fn, databar_rows=10)
+    >>> m.databar_rows, m.analysis_data.shape, m.meta["databar_source"]
+    (10, (54, 64), 'user')
     """
     path = Path(path)
+    if databar_rows is not None:
+        _check_databar_rows(databar_rows, path)
     user_px = None if pixel_size_um is None else validate_pixel_size(pixel_size_um, source="user", path=path)
     limit = max_pixels_limit(max_pixels)
     fmt = _check_file(path)
@@ -784,7 +802,16 @@ def read_micrograph(
         meta["warnings"] = list(dict.fromkeys(diagnostics))[:20]
     if user_px is not None:
         px, source = user_px, "user"
-    rows = int(_detect_databar(data)) if detect_databar else 0
+    if databar_rows is not None:
+        if databar_rows >= data.shape[0]:
+            raise InvalidImageError(f"{path}: a data bar of {databar_rows} rows does not fit an image of "
+                                    f"{data.shape[0]} rows (give 0 to {data.shape[0] - 1}, or auto to detect it)")
+        rows = int(databar_rows)
+        meta["databar_source"] = "user"
+    else:
+        rows = int(_detect_databar(data)) if detect_databar else 0
+        if detect_databar:
+            meta["databar_source"] = "detected"
     # grey-RGB test on the analysed area: SEM data bars often carry a coloured logo
     lossy = meta.get("format") == "jpeg" or "JPEG" in str(meta.get("compression", "")).upper()
     meta["is_grey_rgb"] = bool(data.ndim == 3 and _grey_rgb(data[: data.shape[0] - rows], lossy))

@@ -79,6 +79,25 @@ def test_gui_command_docks_widgets_and_loads_path(qtbot):
         viewer.close()
 
 
+def test_gui_command_databar_rows_sets_the_bar_the_widgets_leave_out(qtbot, tmp_path):
+    """``micro-seg gui PATH --databar-rows N``: the layer records N rows of data bar (detected: 0 here)."""
+    import tifffile
+
+    from micro_seg.commands.gui import open_viewer
+    from micro_seg.errors import InvalidImageError
+    from napari_plugin._common import databar_rows
+
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).integers(0, 255, (64, 80)).astype(np.uint8))
+    viewer, _ = open_viewer(str(path), show=False, databar_rows=12)
+    try:
+        assert databar_rows(viewer.layers["plain"]) == 12
+    finally:
+        viewer.close()
+    with pytest.raises(InvalidImageError, match="plain.tif"):
+        open_viewer(str(path), show=False, databar_rows=64)
+
+
 def test_gui_command_bad_path_exits_2(capsys):
     from micro_seg.cli import main
 
@@ -137,3 +156,4 @@ def test_nist_sample_boundary_mask_measures_its_known_grain_size(make_napari_vie
     assert s["mean_intercept_um"] == pytest.approx(9.16, rel=0.02) and s["G_intercept"] == pytest.approx(10.25, abs=0.1)
     engine = measure_grains_from_boundaries(np.asarray(layer.data) != 0, pixel_size_um=0.2252).summary
     assert s["n_grains"] == engine["n_grains"] > 50 and s["mean_intercept_um"] == pytest.approx(engine["mean_intercept_um"])
+

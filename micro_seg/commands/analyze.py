@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "path": str(args.image),
         "pixel_size_um": px,
         "calibration_source": micrograph.calibration_source,
+        "databar_rows": micrograph.databar_rows,
+        "databar_source": micrograph.meta.get("databar_source"),
         "model": seg.card.name,
         "task": seg.card.task,
         "classes": list(seg.card.classes),

@@ -21,6 +21,7 @@ import argparse
 import sys
 from typing import Any
 
+from micro_seg.commands import DATABAR_HELP, databar_arg
 from micro_seg.commands.segment import add_segment_options, given_postprocess_options, given_predict_options
 
 __all__ = ["register", "run"]
@@ -70,6 +71,8 @@ def register(subparsers: Any) -> None:
                         "relative path (named group 'specimen', or group 1)")
     p.add_argument("--pixel-size", type=_positive_float, default=None, metavar="UM",
                    help="micrometres per pixel for every image (overrides file calibration)")
+    p.add_argument("--databar-rows", type=databar_arg, default=None, metavar="auto|N", dest="databar_rows",
+                   help=DATABAR_HELP + "; for every image (an image with no more rows fails, the others go on)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="leave out matching files or folders (gitignore-like: '*.md', 'truth/', 'sub/*.tif'); "
                         "repeatable; also read from IN_DIR/.micro-seg-ignore")
@@ -146,6 +149,7 @@ def run(args: argparse.Namespace) -> dict:
             rehash=args.rehash, retry_failed=args.retry_failed,
             redo_other_releases=args.redo_other_releases, max_tasks_per_child=args.max_tasks_per_child or None,
             report=not args.no_report, exclude=args.exclude, segment_options=segment_options,
+            databar_rows=args.databar_rows,
         )
     result = {
         "out_dir": str(summary.out_dir),

@@ -18,6 +18,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from micro_seg.commands import add_databar_option
+
 __all__ = ["register", "run"]
 
 
@@ -34,6 +36,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--grad-cam", default=None, metavar="DIR",
                    help="also write a Grad-CAM heat map <stem>_gradcam.tif per image to DIR (of the analysed area: an SEM "
                    "data bar is left out, so the map is shorter than such an image)")
+    add_databar_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                       f"{stem!r}); classify them with different --grad-cam folders")
             seen[stem] = str(path)
     model = load_classifier(args.model)
-    micrographs = [read_micrograph(p) for p in args.images]
+    micrographs = [read_micrograph(p, databar_rows=getattr(args, "databar_rows", None)) for p in args.images]
     results = classify_batch(micrographs, model)
     for path, m, r in zip(args.images, micrographs, results):
         r["path"] = str(path)

@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from micro_seg.commands import add_databar_option
 from micro_seg.errors import InputFileNotFoundError, MicroSegError
 
 __all__ = ["register", "run", "WIDGETS", "open_viewer"]
@@ -31,14 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", nargs="?", help="micrograph to open")
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM",
                    help="pixel size in micrometres (overrides the file's calibration)")
+    add_databar_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary when the window closes")
     p.set_defaults(func=run)
 
 
-def open_viewer(path: str | None = None, *, pixel_size_um: float | None = None, show: bool = True):
+def open_viewer(path: str | None = None, *, pixel_size_um: float | None = None, show: bool = True,
+                databar_rows: int | None = None):
     """Create a napari viewer with the micro-seg widgets docked; returns ``(viewer, widgets)``.
 
-    ``widgets`` maps each widget's display name to its Container.
+    ``widgets`` maps each widget's display name to its Container.  ``databar_rows``: the SEM data bar of
+    PATH (None: detected; see :func:`~micro_seg.io.read_micrograph`), which the widgets leave out.
     """
     try:
         import napari
@@ -53,7 +57,7 @@ def open_viewer(path: str | None = None, *, pixel_size_um: float | None = None, 
     if path is not None:
         if not Path(path).exists():
             raise InputFileNotFoundError(f"{path}: file not found")
-        micrograph = read_micrograph(path, pixel_size_um=pixel_size_um)  # bad files: exit 2 before a window opens
+        micrograph = read_micrograph(path, pixel_size_um=pixel_size_um, databar_rows=databar_rows)  # bad files: exit 2 before a window opens
     try:
         viewer = napari.Viewer(title="micro-seg", show=show)
     except Exception as exc:  # most often the display or OpenGL (run() checks the usual cases first)
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> dict:
     if problem:
         raise MicroSegError(f"cannot open the GUI: {problem}; it needs a desktop session with a display and OpenGL "
                             "(on a server: xvfb-run -a micro-seg gui)")
-    viewer, widgets = open_viewer(args.path, pixel_size_um=args.pixel_size)
+    viewer, widgets = open_viewer(args.path, pixel_size_um=args.pixel_size, databar_rows=getattr(args, "databar_rows", None))
     import napari
 
     napari.run()

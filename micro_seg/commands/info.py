@@ -1,4 +1,4 @@
-"""``micro-seg info PATH [--pixel-size UM] [--page N] [--json]``: what micro-seg reads from a file.
+"""``micro-seg info PATH [--pixel-size UM] [--page N] [--databar-rows auto|N] [--json]``: what micro-seg reads from a file.
 
 Prints the shape, dtype, pixel size and its source, and the rows of an SEM data
 bar found at the bottom (contract keys), plus the file format, page count and
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from micro_seg.commands import PAGE_HELP
+from micro_seg.commands import PAGE_HELP, add_databar_option
 
 __all__ = ["register", "run"]
 
@@ -37,6 +37,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
                         help="micrometres per pixel; overrides the calibration in the file")
     parser.add_argument("--page", type=int, metavar="N", help=PAGE_HELP)
+    add_databar_option(parser)
     parser.add_argument("--max-pixels", type=int, metavar="N", dest="max_pixels",
                         help="refuse larger images (default $MICRO_SEG_MAX_PIXELS or 1.2e9)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Read ``args.path`` and describe it (contract keys first)."""
     from micro_seg.io import read_micrograph
 
-    m = read_micrograph(args.path, pixel_size_um=args.pixel_size, page=args.page, max_pixels=args.max_pixels)
+    m = read_micrograph(args.path, pixel_size_um=args.pixel_size, page=args.page, max_pixels=args.max_pixels,
+                        databar_rows=getattr(args, "databar_rows", None))
     meta = m.meta
     result: dict[str, Any] = {
         "path": str(m.path),
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pixel_size_um": m.pixel_size_um,
         "calibration_source": m.calibration_source,
         "databar_rows": m.databar_rows,
+        "databar_source": meta.get("databar_source"),
         "format": meta.get("format"),
         "n_pages": meta.get("n_pages", 1),
         "page": meta.get("page", 0),

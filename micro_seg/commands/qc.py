@@ -34,6 +34,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from micro_seg.commands import DATABAR_HELP, databar_arg
+
 __all__ = ["register", "run", "qc_image", "qc_table"]
 
 
@@ -52,6 +54,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM", dest="pixel_size",
                    help="micrometres per pixel; overrides the calibration of image inputs (not of a batch "
                    "table, whose measurements were made with the batch's calibration)")
+    p.add_argument("--databar-rows", type=databar_arg, default=None, metavar="auto|N", dest="databar_rows",
+                   help=DATABAR_HELP + "; of image inputs (a batch table's images keep the bar the batch measured "
+                   "without, its databar_rows column)")
     p.add_argument("--images-dir", default=None, metavar="DIR",
                    help="for a batch table: the batch's input folder, so image-quality checks can run on the images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -74,22 +79,24 @@ def _reason_from_error(check: str, exc: Exception) -> dict[str, Any]:
 
 
 def qc_image(path: str | Path, spec: Any, *, segmenter: Any = None, classifier: Any = None,
-             pixel_size_um: float | None = None) -> dict[str, Any]:
-    """Read one image, run the models given, judge it; returns the JSON result row."""
+             pixel_size_um: float | None = None, databar_rows: int | None = None) -> dict[str, Any]:
+    """Read one image, run the models given, judge it; returns the JSON result row (``databar_rows``: None
+    detects the SEM data bar, N >= 0 sets it, as :func:`~micro_seg.io.read_micrograph`)."""
     from micro_seg.classifier import classify
     from micro_seg.errors import MicroSegError
     from micro_seg.io import read_micrograph
     from micro_seg.qc import evaluate
 
     try:
-        mg = read_micrograph(path, pixel_size_um=pixel_size_um)
+        mg = read_micrograph(path, pixel_size_um=pixel_size_um, databar_rows=databar_rows)
     except MicroSegError as exc:
         return {"path": str(path), "verdict": "fail", "reasons": [_reason_from_error("input.readable", exc)],
                 "error": str(exc)}
     measurements = _measure_with_segmenter(mg, segmenter) if segmenter is not None else None
     classification = classify(mg, classifier) if classifier is not None else None
     result = evaluate(mg, spec, measurements=measurements, classification=classification)
-    row: dict[str, Any] = {"path": str(path), **result.as_dict(), "pixel_size_um": mg.pixel_size_um}
+    row: dict[str, Any] = {"path": str(path), **result.as_dict(), "pixel_size_um": mg.pixel_size_um,
+                           "databar_rows": mg.databar_rows, "databar_source": mg.meta.get("databar_source")}
     if classification is not None:
         row["classification"] = classification
     if measurements is not None:
@@ -121,6 +128,16 @@ def _table_path(inp: Path) -> Path | None:
     if inp.is_file() and inp.suffix.lower() == ".csv":
         return inp
     return None
+
+
+def _databar_cell(row: dict[str, str]) -> int | None:
+    """The row's ``databar_rows`` as the batch recorded it; None (detect again) when empty or not a count."""
+    cell = (row.get("databar_rows") or "").strip()
+    try:
+        value = int(float(cell))
+    except (ValueError, OverflowError):
+        return None
+    return value if value >= 0 and value == float(cell) else None
 
 
 def _read_table(table: Path) -> list[tuple[int, dict[str, str]]]:
@@ -217,7 +234,8 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
                            "batch to judge it")
                     break
                 try:
-                    image = read_micrograph(cand, pixel_size_um=px)
+                    # the area the batch measured: its data bar (set by --databar-rows or detected), not a new guess
+                    image = read_micrograph(cand, pixel_size_um=px, databar_rows=_databar_cell(row))
                 except MicroSegError as exc:
                     image, why = None, f"image not readable: {exc}"
                 break
@@ -282,13 +300,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # a table's measurements were made with the batch's calibration: a new pixel size cannot rescale them
         print("warning: --pixel-size applies to image inputs only; a batch table is judged with the calibration its "
               "measurements were made with (re-run micro-seg batch --pixel-size UM to change it)", file=sys.stderr)
+    if getattr(args, "databar_rows", None) is not None and any(_table_path(Path(inp)) is not None for inp in args.inputs):
+        print("warning: --databar-rows applies to image inputs only; a batch table's images are judged without the "
+              "data bar the batch measured without (re-run micro-seg batch --databar-rows N to change it)",
+              file=sys.stderr)
     results: list[dict[str, Any]] = []
     for inp in args.inputs:
         table = _table_path(Path(inp))
         if table is not None:
             results += qc_table(table, spec, image_root=args.images_dir, classifier=classifier)
         else:
-            results.append(qc_image(inp, spec, segmenter=segmenter, classifier=classifier, pixel_size_um=args.pixel_size))
+            results.append(qc_image(inp, spec, segmenter=segmenter, classifier=classifier, pixel_size_um=args.pixel_size,
+                                    databar_rows=getattr(args, "databar_rows", None)))
     counts = {v: sum(r["verdict"] == v for r in results) for v in ("pass", "review", "fail")}
     out: dict[str, Any] = {"spec": spec.name or str(args.spec), "results": results, "counts": counts}
     if any("error" in r for r in results):

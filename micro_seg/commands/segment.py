@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from micro_seg.commands import PAGE_HELP
+from micro_seg.commands import PAGE_HELP, add_databar_option
 
 __all__ = ["register", "run", "add_model_options", "add_segment_options", "given_postprocess_options",
            "given_predict_options", "segment_file", "write_probabilities"]
@@ -36,6 +36,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="model name (see 'micro-seg models list') or model folder")
     parser.add_argument("--pixel-size", type=float, metavar="UM", dest="pixel_size",
                         help="micrometres per pixel; overrides the calibration in the file")
+    add_databar_option(parser)
     add_segment_options(parser)
     parser.add_argument("--page", type=int, metavar="N",
                         help=PAGE_HELP + "; segment names its outputs <stem>_p<N>_... for N >= 1")
@@ -186,7 +187,8 @@ def segment_file(args: argparse.Namespace, *, keep_probabilities: bool = False, 
     from micro_seg.postprocess import segment_image
     from micro_seg.registry import load_model
 
-    micrograph = read_micrograph(args.image, pixel_size_um=args.pixel_size, page=args.page)
+    micrograph = read_micrograph(args.image, pixel_size_um=args.pixel_size, page=args.page,
+                                 databar_rows=getattr(args, "databar_rows", None))
     if check_contrast:
         micrograph.meta["contrast_warnings"] = contrast_check(micrograph, str(args.image))
     model = load_model(args.model)
@@ -287,6 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pixel_size_um": px,
         "shape": list(seg.labels.shape),
         "databar_rows": micrograph.databar_rows,
+        "databar_source": micrograph.meta.get("databar_source"),
     }
     if card.task == "grains":
         result["n_grains"] = int(seg.labels.max())
