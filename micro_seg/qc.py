@@ -119,7 +119,7 @@ _MEASUREMENT_KEYS = {
         "pixel_size_um", "density_per_px2", "mean_ecd_px", "max_feret_px", "mean_area_px", "mean_nn_distance_px",
         "mean_free_path_px", "mean_aspect_ratio", "mean_circularity", "mean_solidity", "n_touching_edge", "edge_weighted_count",
         "area_fraction_ci95", "density_ci95_per_mm2",
-        "max_ecd_um", "max_ecd_px",
+        "max_ecd_um", "max_ecd_px", "n_removed_small", "removed_area_fraction",
     }),
 }
 #: Keys a spec may judge for one defect class (``measurements.defects.by_class.<class>.<key>``): the headline

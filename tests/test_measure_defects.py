@@ -212,3 +212,31 @@ def test_an_image_with_one_nonzero_value_is_a_mask_so_its_label_is_the_component
     assert measure_defects(lab, fields=None).table["label"].tolist() == [1]
     lab[20:25, 20:25] = 7  # two pieces of the one value: two objects (a mask), not one instance
     assert measure_defects(lab, fields=None).table["label"].tolist() == [1, 2]
+
+
+def test_min_size_reports_what_it_removed(tmp_path, capsys):
+    """min_size_px / --min-size dropped objects (and their pixels from the area fraction) without saying how many:
+    the summary now counts them (n_removed_small, removed_area_fraction) and a warning says so."""
+    import json
+
+    import tifffile
+
+    from micro_seg.cli import main
+
+    m = np.zeros((64, 64), np.uint8)
+    m[10:20, 10:20] = 1
+    m[40:50, 40:50] = 1
+    for i in range(5):  # five isolated 1-px specks
+        m[2 + 12 * i, 60] = 1
+    s = measure_defects(m, fields=None, min_size_px=5).summary
+    assert s["count"] == 2 and s["area_fraction"] == pytest.approx(200 / 64**2)
+    assert s["n_removed_small"] == 5 and s["removed_area_fraction"] == pytest.approx(5 / 64**2)
+    assert sum("5 object(s) smaller than the minimum size of 5 px" in w for w in s["warnings"]) == 1
+    kept = measure_defects(m, fields=None).summary  # nothing removed: zero, and no warning
+    assert kept["count"] == 7 and kept["n_removed_small"] == 0 and kept["removed_area_fraction"] == 0
+    assert not any("minimum size" in w for w in kept["warnings"])
+    fn = tmp_path / "specks.tif"
+    tifffile.imwrite(fn, m)
+    assert main(["measure", "defects", str(fn), "--min-size", "5", "--fields", "none", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_removed_small"] == 5 and any("minimum size" in w for w in res["warnings"])

@@ -175,7 +175,8 @@ def register(subparsers: Any) -> None:
     d = sub.add_parser("defects", help="count / size / shape / spacing of pores, particles or defects")
     _common(d)
     d.add_argument("--min-size", type=int, default=1, metavar="PX", dest="min_size",
-                   help="ignore objects smaller than PX pixels (default 1)")
+                   help="ignore objects smaller than PX pixels (default 1); the summary counts them "
+                   "(n_removed_small, removed_area_fraction) and warns")
     d.add_argument("--connectivity", type=int, choices=(1, 2), default=2,
                    help="pixel connectivity of objects in a binary mask (2 = 8-connected, default)")
     d.add_argument("--fields", type=_fields_arg, default="auto", metavar="auto|none|N|RxC",

@@ -344,7 +344,9 @@ def measure_defects(
     connectivity : {1, 2}, optional
         Pixel connectivity used to split a binary mask into objects (2 = 8-connected).
     min_size_px : int, optional
-        Objects smaller than this many pixels are ignored (noise).
+        Objects smaller than this many pixels are ignored (noise): left out of the count,
+        the table and the area fraction; the summary reports how many
+        (``n_removed_small``) and their area (``removed_area_fraction``), with a warning.
     fields : "auto", int, (n_rows, n_cols) or None, optional
         Field grid for the E1245 field statistics ("auto": 5 x 5, fewer for small images).
         A grid given explicitly must leave fields of >= 16 px a side (else
@@ -391,10 +393,17 @@ def measure_defects(
                 "counts as one object; measure a binary mask of each class instead"
             )
     areas = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    n_removed, removed_px = 0, 0.0
     if min_size_px > 1 and n:
         small = areas < min_size_px
         small[0] = False
         if small.any():
+            n_removed, removed_px = int(small.sum()), float(areas[small].sum())
+            warnings.append(
+                f"{what}: {n_removed} object(s) smaller than the minimum size of {min_size_px} px were removed, "
+                f"{100 * removed_px / (rows * cols):.3g}% of the image: they are left out of the count, the sizes "
+                "and the area fraction (n_removed_small, removed_area_fraction)"
+            )
             keep = ~small
             lut = np.cumsum(keep).astype(np.int32) - 1
             lut[small] = 0
@@ -527,6 +536,8 @@ def measure_defects(
         "mean_circularity": mean_or_none(circ[whole]) if n else None,
         "mean_solidity": mean_or_none(solidity[whole]) if n else None,
         "n_touching_edge": int(edge[1:].sum()),
+        "n_removed_small": n_removed,  # objects under min_size_px, left out of everything above
+        "removed_area_fraction": removed_px / total,
         "edge_weighted_count": weighted_count,
         "fields": {
             "n_fields": len(slices),
