@@ -176,6 +176,32 @@ def test_analyze_without_pixel_size_and_out_of_range_warning(model_dir, tmp_path
     assert any("no pixel size: defect sizes in pixels" in w for w in warnings)
 
 
+def test_analyze_without_pixel_size_says_so_once(model_dir, tmp_path, capsys):
+    """A phase model on an uncalibrated image gave two overlapping "no pixel size" warnings (the phase
+    measurement's and analyze's own note), a defect model three, a grain model two; and each nested summary
+    repeated its own: one note now, in the top-level warnings."""
+    phases = ModelCard(name="test-phases", task="semantic", arch="msnet", arch_kwargs={"widths": [4, 8]},
+                       in_channels=1, classes=["matrix", "precipitate"], tile_size=64,
+                       normalisation={"mode": "minmax"})
+    save_model(model_dir / "test-phases", threshold_net(2, 1), phases)
+    path, _, _ = _grain_image(tmp_path)
+
+    def no_scale(value):  # every "no pixel size" message anywhere in the result
+        if isinstance(value, str):
+            return [value] if "no pixel size" in value else []
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+        return [w for v in items for w in no_scale(v)]
+
+    for model, says in (("test-phases", "phase fractions are unaffected"), ("test-pores", "defect sizes in pixels"),
+                        ("test-grains", "G is null")):
+        code, out, err = _run(["analyze", str(path), "--model", model, "--json"], capsys)
+        assert code == 0, err
+        res = json.loads(out)
+        assert len(no_scale(res)) == 1 and says in no_scale(res["warnings"])[0], (model, no_scale(res))
+    code, out, _ = _run(["analyze", str(path), "--model", "test-phases", "--pixel-size", "0.5", "--json"], capsys)
+    assert no_scale(json.loads(out)) == []
+
+
 def test_analyze_pores_phases_and_defects(model_dir, tmp_path, capsys):
     img = np.full((120, 160), 40, np.uint8)
     yy, xx = np.mgrid[:120, :160]

@@ -58,8 +58,9 @@ def _no_pixel_size_note(card) -> str:
     if card.task == "grains":
         return "no pixel size: lengths in pixels, G is null"
     if card.defect_classes:
-        return "no pixel size: defect sizes in pixels and no density per mm² (phase fractions are unaffected)"
-    return "no pixel size: phase fractions are unaffected; any lengths are in pixels"
+        return ("no pixel size: defect sizes in pixels and no density per mm²; phase areas in pixels (area_px), "
+                "phase fractions are unaffected")
+    return "no pixel size: phase areas are in pixels (area_px); phase fractions are unaffected"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,6 +85,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     nested, _, _ = measure_segmentation(seg, pixel_size_um=px, fields=_fields(args.fields), what=str(args.image))
     measurement_warnings = nested.pop("_warnings", [])
+    if not px:  # each measurement says it has no scale: one note per image says what that costs this model
+        from micro_seg.measure._units import NO_SCALE_WARNING
+        from micro_seg.measure.phases import NO_SCALE_PHASES
+
+        no_scale = (NO_SCALE_WARNING, NO_SCALE_PHASES)
+        measurement_warnings = [w for w in measurement_warnings if w not in no_scale]
+        parts = [v for k, v in nested.items() if k != "defects_by_class"]
+        parts += list(nested.get("defects_by_class", {}).values())
+        for part in parts:  # the summaries of grains / phases / defects (and per defect class) repeat it too
+            if isinstance(part, dict) and isinstance(part.get("warnings"), list):
+                part["warnings"] = [w for w in part["warnings"] if w not in no_scale]
     result.update(nested)
     result["warnings"] = list(dict.fromkeys(micrograph.meta.get("contrast_warnings", []) + micrograph.reader_warnings
                                             + list(seg.warnings) + measurement_warnings
