@@ -334,6 +334,24 @@ def test_inference_options_out_of_range_exit_2(model_dir, tmp_path, capsys, opti
         assert code == 2 and out == "" and option[-2] in err and len(err.strip().splitlines()) == 1, (command, err)
 
 
+def test_segment_failed_run_leaves_no_empty_output_folder(model_dir, tmp_path, capsys):
+    """segment --out DIR made DIR (and its parents) before reading the input: a missing or unreadable image, a bad
+    option or an unknown model left an empty folder behind. It is made only when there is something to write."""
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"junk!")
+    good = tmp_path / "img.tif"
+    tifffile.imwrite(good, np.zeros((64, 64), np.uint8))
+    for image, extra in ((tmp_path / "missing.tif", []), (bad, []), (good, ["--tile-size", "7"])):
+        out = tmp_path / "runs" / "a"
+        code, _, err = _run(["segment", str(image), "--model", "test-pores", "--out", str(out), *extra], capsys)
+        assert code == 2 and not (tmp_path / "runs").exists(), (image, extra, err)
+    code, _, err = _run(["segment", str(good), "--model", "no-such-model", "--out", str(tmp_path / "runs")], capsys)
+    assert code == 2 and not (tmp_path / "runs").exists(), err
+    code, out, err = _run(["segment", str(good), "--model", "test-pores", "--out", str(tmp_path / "runs" / "a"),
+                           "--json"], capsys)
+    assert code == 0 and Path(json.loads(out)["labels"]).parent == tmp_path / "runs" / "a", err
+
+
 def test_models_show_checks_the_weights(model_dir, capsys):
     code, out, err = _run(["models", "show", "test-pores", "--json"], capsys)
     assert code == 0 and json.loads(out)["weights_check"].startswith("ok") and err == ""

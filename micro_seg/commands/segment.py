@@ -264,19 +264,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
     from micro_seg.errors import MicroSegError
-    from micro_seg.io import write_labels
+    from micro_seg.io import check_output_folder, write_labels
 
     t0 = time.perf_counter()
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MicroSegError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
+    check_output_folder(out, "--out")  # refused before the work, but made only when there is something to write
     stem = Path(args.image).stem + (f"_p{args.page}" if args.page else "")  # pages of one file never collide
     labels_path = out / f"{stem}_labels.tif"
     replaced = _refuse_foreign_labels(labels_path, args.image)  # before the work: never lost
     micrograph, seg = segment_file(args, keep_probabilities=args.probabilities, check_contrast=True)
     card, px = seg.card, micrograph.pixel_size_um
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MicroSegError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
     write_labels(labels_path, seg.labels, pixel_size_um=px, classes=None if card.task == "grains" else card.classes,
                  source=args.image)
     result: dict[str, Any] = {
