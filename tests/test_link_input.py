@@ -138,6 +138,36 @@ def test_constant_linear_predictor_is_refused():
         fit_linear(x, np.arange(5.0) * 2 + 1, names=["d", "anneal_C"])
 
 
+def test_predictor_with_a_large_offset_is_fitted_constants_still_refused():
+    """A predictor whose values sit on a large offset (epoch seconds 1e9 + 550 .. 850) was refused as 'the same
+    value for all samples' (values within 1e-6 of the largest magnitude counted as one), and once accepted the
+    intercept column and the predictor were numerically one, so lstsq dropped the slope. Now distinct values are
+    told apart relative to their spread and the fit is solved about the predictors' means: the offset changes
+    only the intercept."""
+    from micro_seg.properties.regression import n_distinct
+
+    t = np.array([550.0, 600.0, 650.0, 700.0, 750.0, 800.0, 850.0])
+    d = np.array([10.0, 14.0, 12.0, 20.0, 16.0, 25.0, 18.0])
+    y = 3.0 + 0.5 * t - 2.0 * d + np.array([1.0, -1.0, 0.5, 0.0, -0.5, 0.3, -0.3])
+    w = np.array([1.0, 2.0, 0.5, 1.0, 1.5, 1.0, 0.8])
+    assert n_distinct(1e9 + t) == 7
+    for weights in (None, w):
+        ref = fit_linear(np.column_stack([t, d]), y, names=["t", "d"], weights=weights)
+        fit = fit_linear(np.column_stack([1e9 + t, d]), y, names=["t", "d"], weights=weights)
+        np.testing.assert_allclose(fit.coef[1:], ref.coef[1:], rtol=1e-7)
+        np.testing.assert_allclose(fit.se[1:], ref.se[1:], rtol=1e-7)
+        assert fit.coef[0] + 1e9 * fit.coef[1] == pytest.approx(ref.coef[0], abs=1e-3)
+        assert fit.cv_rmse == pytest.approx(ref.cv_rmse, rel=1e-7) and fit.r2 == pytest.approx(ref.r2, rel=1e-9)
+        p_ref = ref.predict(np.array([[700.0, 15.0]]), x_cov=np.diag([4.0, 1.0]))
+        p_fit = fit.predict(np.array([[1e9 + 700.0, 15.0]]), x_cov=np.diag([4.0, 1.0]))
+        for key in ("mean", "ci95", "pi95"):
+            np.testing.assert_allclose(p_fit[key], p_ref[key], rtol=1e-7)
+    # true constants, also on a large offset and with rounding noise, are still refused
+    for const in (np.full(7, 1e9), 1e9 * (1 + np.array([0, 1e-15, -1e-15, 0, 2e-15, 0, 0])), np.full(7, 0.0)):
+        with pytest.raises(PropertyTableError, match="has the same value"):
+            fit_linear(np.column_stack([const, d]), y, names=["t", "d"])
+
+
 def test_linearly_dependent_or_repeated_predictors_are_refused(tmp_path, capsys):
     # least squares returned one of infinitely many coefficient sets, each with a finite "95% CI" (anneal_C next to
     # anneal_F = 1.8 anneal_C + 32); the same column twice showed one coefficient: half the slope

@@ -40,7 +40,7 @@ def hall_petch_x(d_um: np.ndarray) -> np.ndarray:
 
 
 def check_grain_size_spread(d_um, *, d: str = "d", relation: str = "hall-petch", source: str | None = None) -> str | None:
-    """Refuse a fit over one grain size (equal within 1e-6 relative); a warning (returned) for only two.
+    """Refuse a fit over one grain size (equal within rounding, see :func:`~micro_seg.properties.regression.n_distinct`); a warning (returned) for only two.
 
     With one grain size ``k`` is undetermined and least squares returns
     meaningless numbers.  Two grain sizes (e.g. two heat treatments with

@@ -53,6 +53,11 @@ class LinearFit:
         Leave-one-out cross-validated RMSE, in the property's units, of the
         same (weighted, when weights are given) fit: each sample is predicted
         by the fit to the others with the same weights.
+    center, cov_centered : ndarray or None
+        The predictor means the fit was solved about and the coefficients'
+        covariance there (intercept = the mean line at ``center``):
+        :meth:`predict` uses them, so a large offset in a predictor (epoch
+        seconds) does not cost precision.
     """
 
     names: list[str]
@@ -65,6 +70,8 @@ class LinearFit:
     n: int
     cv_rmse: float | None = None
     extra: dict = field(default_factory=dict)
+    center: np.ndarray | None = None
+    cov_centered: np.ndarray | None = None
 
     @property
     def t95(self) -> float:
@@ -95,9 +102,12 @@ class LinearFit:
         for an unweighted fit the textbook ``t s sqrt(1 + x0^T (X^T X)^-1 x0)``).
         """
         x = np.atleast_2d(np.asarray(x, dtype=float))
-        design = np.column_stack([np.ones(len(x)), x])
-        mean = design @ self.coef
-        var_mean = np.einsum("ij,jk,ik->i", design, self.cov, design)
+        center = np.zeros(x.shape[1]) if self.center is None else self.center
+        cov = self.cov if self.cov_centered is None else self.cov_centered
+        design = np.column_stack([np.ones(len(x)), x - center])
+        coef = np.concatenate([[self.coef[0] + self.coef[1:] @ center], self.coef[1:]])
+        mean = design @ coef
+        var_mean = np.einsum("ij,jk,ik->i", design, cov, design)
         if x_cov is not None:
             slopes = self.coef[1:]
             xc = np.asarray(x_cov, dtype=float)
@@ -112,19 +122,31 @@ class LinearFit:
         }
 
 
-def n_distinct(values: np.ndarray, *, rel_tol: float = 1e-6) -> int:
-    """Number of different values, counting values closer than ``rel_tol`` x the largest magnitude as one.
+def n_distinct(values: np.ndarray, *, rel_tol: float = 1e-6, noise_tol: float = 1e-10) -> int:
+    """Number of different values, counting values closer than ``rel_tol`` x their spread as one.
+
+    Values that differ by no more than rounding noise (``noise_tol`` x the largest magnitude) are one
+    value whatever their spread, so a constant computed in floating point stays one value.  The
+    tolerance is relative to the spread, not to the magnitude: predictors with a large offset (epoch
+    seconds ``1e9 + 550 .. 850``, temperatures in K) keep their different values.
 
     Examples
     --------
     >>> n_distinct(np.array([12.5, 12.5, 12.5 * (1 + 1e-12), 30.0]))
     2
+    >>> n_distinct(np.array([12.5, 12.5 * (1 + 1e-12)]))
+    1
+    >>> n_distinct(1e9 + np.array([550.0, 600.0, 700.0]))
+    3
     """
     v = np.sort(np.asarray(values, dtype=float).ravel())
     if v.size == 0:
         return 0
-    tol = rel_tol * float(np.max(np.abs(v)))
-    return 1 + int(np.sum(np.diff(v) > tol))
+    floor = noise_tol * float(np.max(np.abs(v)))
+    spread = float(v[-1] - v[0])
+    if spread <= floor:
+        return 1
+    return 1 + int(np.sum(np.diff(v) > max(floor, rel_tol * spread)))
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, weights: np.ndarray | None = None) -> LinearFit:
@@ -171,14 +193,21 @@ def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, 
             raise PropertyTableError(f"predictor {name!r} has the same value ({x[0, j]:.6g}) for all {n} samples, "
                                      "so its effect cannot be fitted")
     _check_collinear(x, names)
-    design = np.column_stack([np.ones(n), x])
+    # solved about the predictors' means: a large offset (epoch seconds 1e9 + 550 .. 850) would otherwise make
+    # the intercept column and the predictor numerically one, and lstsq / pinv drop the slope
+    center = x.mean(axis=0)
+    design = np.column_stack([np.ones(n), x - center])
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     sw = np.sqrt(w)
-    coef, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
-    resid = y - design @ coef
+    coef_c, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
+    resid = y - design @ coef_c
     s2 = float(np.sum(w * resid**2) / dof)
     xtwx_inv = np.linalg.pinv((design * w[:, None]).T @ design)
-    cov = s2 * xtwx_inv
+    shift = np.eye(p + 1)  # back to y = b0 + b x: b0 = c0 - b . center
+    shift[0, 1:] = -center
+    coef = shift @ coef_c
+    cov_c = s2 * xtwx_inv
+    cov = shift @ cov_c @ shift.T
     ss_tot = float(np.sum(w * (y - np.average(y, weights=w)) ** 2))
     r2 = 1.0 - float(np.sum(w * resid**2)) / ss_tot if ss_tot > 0 else float("nan")
     return LinearFit(
@@ -191,6 +220,8 @@ def fit_linear(x: np.ndarray, y: np.ndarray, *, names: list[str] | None = None, 
         r2=r2,
         n=n,
         cv_rmse=loo_cv_rmse(x, y, weights=weights) if n >= p + 3 else None,
+        center=center,
+        cov_centered=cov_c,
     )
 
 
@@ -236,7 +267,7 @@ def loo_cv_rmse(x: np.ndarray, y: np.ndarray, *, weights: np.ndarray | None = No
     if x.ndim == 1:
         x = x[:, None]
     y = np.asarray(y, dtype=float).ravel()
-    design = np.column_stack([np.ones(len(y)), x])
+    design = np.column_stack([np.ones(len(y)), x - x.mean(axis=0)])  # centred: the hat matrix is the same
     w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
     weighted = design * w[:, None]
     hat = design @ np.linalg.pinv(weighted.T @ design) @ weighted.T
