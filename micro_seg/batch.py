@@ -68,7 +68,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from micro_seg import __version__
 from micro_seg.batch_worker import (BatchConfig, ImageResult, _load_model, atomic_path, check_segment_options, init_worker,
-                                    safe_process, sha256_file)
+                                    safe_process, sha256_file, stale_temporary)
 from micro_seg.errors import CancelledError, InputFileNotFoundError, MicroSegError, SpecError
 from micro_seg.interrupts import deferred_interrupts
 from micro_seg.specimens import parse_group_by, specimen_of, specimen_table
@@ -988,14 +988,15 @@ def unsupported_extensions(relpaths: Iterable[str]) -> list[str]:
 
 
 def _sweep_temporaries(out_dir: Path) -> int:
-    """Delete temporary files left by writers killed mid-write (we hold the folder lock)."""
+    """Delete temporary files left by writers killed mid-write (we hold the folder lock): this run's ``*.tmp*``,
+    and the per-process ``.<name>.<pid>.part`` / ``.tmp`` of other micro-seg commands whose process is gone."""
     n = 0
     candidates = [p for p in out_dir.iterdir() if p.is_file()]
     for sub in OUTPUT_SUBDIRS:
         if (out_dir / sub).is_dir():
             candidates += [p for p in (out_dir / sub).rglob(".*") if p.is_file()]
     for p in candidates:
-        if p.name.startswith(".") and ".tmp" in p.name:
+        if p.name.startswith(".") and (".tmp" in p.name or stale_temporary(p)):
             try:
                 p.unlink()
                 n += 1

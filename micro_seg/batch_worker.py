@@ -20,8 +20,10 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import socket
 import tempfile
 import time
@@ -327,6 +329,39 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
     except OSError:
         return True
+
+
+#: micro-seg's own per-process temporaries: ``.<name>.<pid>.part`` (segment's probability maps) and
+#: ``.<name>.<pid>.<8 hex>.tmp`` (:func:`micro_seg.io.write_labels`).
+_PID_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)(?:\.part|\.[0-9a-f]{8}\.tmp)")
+
+
+def stale_temporary(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a temporary that a micro-seg process killed mid-write left behind: its name is one of
+    micro-seg's per-process temporaries and the process it names is gone (another process's is never touched).
+
+    Examples
+    --------
+    >>> stale_temporary(f".a_probabilities.tif.{os.getpid()}.part"), stale_temporary("a_probabilities.tif.1.part")
+    (False, False)
+    """
+    m = _PID_TEMPORARY.fullmatch(Path(path).name)
+    if m is None:
+        return False
+    pid = int(m["pid"])
+    return pid != os.getpid() and not (0 < pid < 2**22 and _alive(pid))
+
+
+def sweep_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete the :func:`stale_temporary` files directly in ``folder``; returns how many."""
+    n = 0
+    with contextlib.suppress(OSError):
+        for p in Path(folder).iterdir():
+            if p.name.startswith(".") and stale_temporary(p) and p.is_file():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    n += 1
+    return n
 
 
 def _stop_orphaned_forkserver(pid: int) -> None:

@@ -245,6 +245,31 @@ def test_removed_input_leaves_the_exports(mixed_folder, tmp_path):
     assert "S1/f3.tif" not in by_path(read_csv(out / "images.csv"))
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_part_files_of_dead_processes_are_swept(tmp_path):
+    """segment killed mid-write leaves a hidden .<name>.<pid>.part (and write_labels a .<name>.<pid>.<hex>.tmp);
+    batch's sweep matched only '.tmp' anywhere in the name. Now micro-seg's per-process temporaries are swept when
+    their process is gone; a live process's, and a hidden file of another naming, are left alone."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1/f1.tif": 3})
+    out = tmp_path / "out"
+    out.mkdir()
+    dead, alive = _dead_pid(), os.getpid()
+    stale = [out / f".a_probabilities.tif.{dead}.part", out / "labels" / f".b_labels.tif.{dead}.part"]
+    kept = [out / f".c_probabilities.tif.{alive}.part", out / ".notes.part", out / f".d.tif.{dead}.partial"]
+    for p in stale + kept:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"half a TIFF")
+    run_batch(root, out, model=None, process=threshold_process, workers=0)
+    assert [p.name for p in stale if p.exists()] == []
+    assert [p.name for p in kept if not p.exists()] == []
+
+
 def test_missing_input_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputFileNotFoundError, match="does not exist"):
         run_batch(tmp_path / "nope", tmp_path / "out", model=None, process=threshold_process)

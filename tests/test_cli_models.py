@@ -352,6 +352,27 @@ def test_segment_failed_run_leaves_no_empty_output_folder(model_dir, tmp_path, c
     assert code == 0 and Path(json.loads(out)["labels"]).parent == tmp_path / "runs" / "a", err
 
 
+def test_segment_sweeps_the_part_files_of_a_killed_segment(model_dir, tmp_path, capsys):
+    """A segment killed mid-write leaves a hidden .<name>.<pid>.part in its --out folder that nothing removed: the
+    next segment into that folder removes those whose process is gone (not a live process's, nor other files)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = [out / f".img_probabilities.tif.{proc.pid}.part", out / f".img_labels.tif.{proc.pid}.0123abcd.tmp"]
+    kept = [out / f".other_probabilities.tif.{os.getpid()}.part", out / ".mine.part", out / "notes.txt"]
+    for p in stale + kept:
+        p.write_bytes(b"half a TIFF")
+    path = tmp_path / "img.tif"
+    tifffile.imwrite(path, np.zeros((64, 64), np.uint8))
+    code, _, err = _run(["segment", str(path), "--model", "test-pores", "--out", str(out), "--probabilities"], capsys)
+    assert code == 0, err
+    assert [p.name for p in stale if p.exists()] == [] and all(p.exists() for p in kept)
+
+
 def test_models_show_checks_the_weights(model_dir, capsys):
     code, out, err = _run(["models", "show", "test-pores", "--json"], capsys)
     assert code == 0 and json.loads(out)["weights_check"].startswith("ok") and err == ""

@@ -278,6 +278,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MicroSegError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
+    from micro_seg.batch_worker import sweep_stale_temporaries
+
+    sweep_stale_temporaries(out)  # what an earlier segment killed mid-write left (its process gone)
     write_labels(labels_path, seg.labels, pixel_size_um=px, classes=None if card.task == "grains" else card.classes,
                  source=args.image)
     result: dict[str, Any] = {
