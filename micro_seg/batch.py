@@ -989,7 +989,8 @@ def unsupported_extensions(relpaths: Iterable[str]) -> list[str]:
 
 def _sweep_temporaries(out_dir: Path) -> int:
     """Delete temporary files left by writers killed mid-write (we hold the folder lock): this run's ``*.tmp*``,
-    and the per-process ``.<name>.<pid>.part`` / ``.tmp`` of other micro-seg commands whose process is gone."""
+    and the per-process temporaries of other micro-seg commands that are :func:`~micro_seg.batch_worker.stale_temporary`
+    (micro-seg's own names, untouched for an hour, their process gone)."""
     n = 0
     candidates = [p for p in out_dir.iterdir() if p.is_file()]
     for sub in OUTPUT_SUBDIRS:

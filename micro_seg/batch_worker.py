@@ -331,25 +331,60 @@ def _alive(pid: int) -> bool:
         return True
 
 
-#: micro-seg's own per-process temporaries: ``.<name>.<pid>.part`` (segment's probability maps) and
-#: ``.<name>.<pid>.<8 hex>.tmp`` (:func:`micro_seg.io.write_labels`).
-_PID_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)(?:\.part|\.[0-9a-f]{8}\.tmp)")
+#: micro-seg's own per-process temporaries, exactly as its writers name them: ``.<stem>_probabilities.tif.<pid>.part``
+#: and ``.<stem>_uncertainty.tif.<pid>.part`` (segment's :func:`~micro_seg.commands.segment.write_probabilities`),
+#: ``.<name>.tif.<pid>.<8 hex>.tmp`` (:func:`micro_seg.io.write_labels`).  Nothing looser: a hidden
+#: ``.<name>.<number>.part`` of another program (a downloader's chunk 3) is not ours to delete.
+_PID_TEMPORARY = re.compile(r"\.(?:.+_(?:probabilities|uncertainty)\.tif\.(?P<pid>\d+)\.part"
+                            r"|.+\.tiff?\.(?P<pid_labels>\d+)\.[0-9a-f]{8}\.tmp)")
+#: A temporary is only swept once untouched for this long (seconds): the PID in its name says nothing about a
+#: process on another machine sharing the folder (NFS) or in another container, whose write is still going on
+#: (a live writer keeps the file's modification time fresh).
+STALE_TEMPORARY_AGE_S = 3600.0
 
 
-def stale_temporary(path: str | os.PathLike[str]) -> bool:
+def _pid_in_use(pid: int) -> bool:
+    """Whether a process with this PID exists here (another user's counts: it may be micro-seg writing; a zombie
+    does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user: perhaps their micro-seg, mid-write
+        return True
+    except (OverflowError, ValueError, OSError):
+        return True  # cannot tell: keep the file
+    try:  # a zombie (dead, not yet reaped) counts as gone
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+def stale_temporary(path: str | os.PathLike[str], *, now: float | None = None) -> bool:
     """Whether ``path`` is a temporary that a micro-seg process killed mid-write left behind: its name is one of
-    micro-seg's per-process temporaries and the process it names is gone (another process's is never touched).
+    micro-seg's per-process temporaries (:data:`_PID_TEMPORARY`), it has not been touched for
+    :data:`STALE_TEMPORARY_AGE_S` (a writer on another machine sharing the folder keeps it fresh) and no process
+    with the PID it names exists here (another process's, whoever owns it, is never touched).
 
     Examples
     --------
     >>> stale_temporary(f".a_probabilities.tif.{os.getpid()}.part"), stale_temporary("a_probabilities.tif.1.part")
     (False, False)
+    >>> stale_temporary(".video.mp4.3.part")  # another program's numbered part: never ours
+    False
     """
     m = _PID_TEMPORARY.fullmatch(Path(path).name)
     if m is None:
         return False
-    pid = int(m["pid"])
-    return pid != os.getpid() and not (0 < pid < 2**22 and _alive(pid))
+    pid = int(m["pid"] or m["pid_labels"])
+    if pid == os.getpid() or not 0 < pid < 2**22:  # not a PID this machine can have: not judged, kept
+        return False
+    try:
+        age = (time.time() if now is None else now) - os.stat(path).st_mtime
+    except OSError:
+        return False
+    return age >= STALE_TEMPORARY_AGE_S and not _pid_in_use(pid)
 
 
 def sweep_stale_temporaries(folder: str | os.PathLike[str]) -> int:

@@ -254,20 +254,25 @@ def _dead_pid() -> int:
 def test_stale_part_files_of_dead_processes_are_swept(tmp_path):
     """segment killed mid-write leaves a hidden .<name>.<pid>.part (and write_labels a .<name>.<pid>.<hex>.tmp);
     batch's sweep matched only '.tmp' anywhere in the name. Now micro-seg's per-process temporaries are swept when
-    their process is gone; a live process's, and a hidden file of another naming, are left alone."""
+    their process is gone (and they are an hour old); a live process's, and a hidden file of another naming, are left
+    alone."""
     root = tmp_path / "in"
     make_folder(root, counts={"S1/f1.tif": 3})
     out = tmp_path / "out"
     out.mkdir()
     dead, alive = _dead_pid(), os.getpid()
-    stale = [out / f".a_probabilities.tif.{dead}.part", out / "labels" / f".b_labels.tif.{dead}.part"]
-    kept = [out / f".c_probabilities.tif.{alive}.part", out / ".notes.part", out / f".d.tif.{dead}.partial"]
-    for p in stale + kept:
+    stale = [out / f".a_probabilities.tif.{dead}.part", out / "labels" / f".b_uncertainty.tif.{dead}.part"]
+    kept = [out / f".c_probabilities.tif.{alive}.part", out / ".notes.part", out / f".d.tif.{dead}.partial",
+            out / f".video.mp4.{dead}.part", out / "labels" / f".e_labels.tif.{dead}.part"]
+    fresh = out / f".f_probabilities.tif.{dead}.part"  # written a moment ago: a live writer on another machine?
+    for p in stale + kept + [fresh]:
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"half a TIFF")
+        if p != fresh:
+            os.utime(p, (time.time() - 7200, time.time() - 7200))
     run_batch(root, out, model=None, process=threshold_process, workers=0)
     assert [p.name for p in stale if p.exists()] == []
-    assert [p.name for p in kept if not p.exists()] == []
+    assert [p.name for p in kept + [fresh] if not p.exists()] == []
 
 
 def test_missing_input_folder_is_a_clear_error(tmp_path):

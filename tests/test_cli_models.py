@@ -352,25 +352,52 @@ def test_segment_failed_run_leaves_no_empty_output_folder(model_dir, tmp_path, c
     assert code == 0 and Path(json.loads(out)["labels"]).parent == tmp_path / "runs" / "a", err
 
 
-def test_segment_sweeps_the_part_files_of_a_killed_segment(model_dir, tmp_path, capsys):
+def test_segment_sweeps_the_part_files_of_a_killed_segment(model_dir, tmp_path, capsys, monkeypatch):
     """A segment killed mid-write leaves a hidden .<name>.<pid>.part in its --out folder that nothing removed: the
-    next segment into that folder removes those whose process is gone (not a live process's, nor other files)."""
+    next segment into that folder removes those whose process is gone (not a live process's, nor other files).
+    --out may be any folder: only micro-seg's own temporary names, untouched for an hour (a writer on another
+    machine sharing the folder over NFS has a PID that means nothing here), and never a PID in use, even another
+    user's (kill(pid, 0) -> EPERM)."""
     import subprocess
     import sys
+    import time
+
+    from micro_seg import batch_worker
 
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     out = tmp_path / "o"
     out.mkdir()
     stale = [out / f".img_probabilities.tif.{proc.pid}.part", out / f".img_labels.tif.{proc.pid}.0123abcd.tmp"]
-    kept = [out / f".other_probabilities.tif.{os.getpid()}.part", out / ".mine.part", out / "notes.txt"]
-    for p in stale + kept:
+    kept = [out / f".other_probabilities.tif.{os.getpid()}.part", out / ".mine.part", out / "notes.txt",
+            out / f".backup.tar.{proc.pid}.part", out / f".archive.zip.{proc.pid}.0123abcd.tmp",  # other programs'
+            out / f".x.tar.{2**22 + 5}.part", out / f".users_probabilities.tif.{other.pid}.part"]
+    fresh = out / f".nfs_probabilities.tif.{proc.pid}.part"  # being written right now on another machine
+    for p in stale + kept + [fresh]:
         p.write_bytes(b"half a TIFF")
+        if p != fresh:
+            os.utime(p, (time.time() - 7200, time.time() - 7200))
+    real_kill = os.kill
+
+    def kill(pid, sig):  # `other` belongs to another user: signal 0 is refused, it is alive
+        if pid == other.pid:
+            raise PermissionError(1, "Operation not permitted")
+        return real_kill(pid, sig)
+
+    monkeypatch.setattr(batch_worker.os, "kill", kill)
     path = tmp_path / "img.tif"
     tifffile.imwrite(path, np.zeros((64, 64), np.uint8))
-    code, _, err = _run(["segment", str(path), "--model", "test-pores", "--out", str(out), "--probabilities"], capsys)
+    try:
+        code, _, err = _run(["segment", str(path), "--model", "test-pores", "--out", str(out), "--probabilities"],
+                            capsys)
+    finally:
+        monkeypatch.undo()
+        other.kill()
+        other.wait()
     assert code == 0, err
-    assert [p.name for p in stale if p.exists()] == [] and all(p.exists() for p in kept)
+    assert [p.name for p in stale if p.exists()] == []
+    assert [p.name for p in kept + [fresh] if not p.exists()] == []
 
 
 def test_models_show_checks_the_weights(model_dir, capsys):
