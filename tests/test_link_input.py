@@ -168,6 +168,21 @@ def test_predictor_with_a_large_offset_is_fitted_constants_still_refused():
             fit_linear(np.column_stack([const, d]), y, names=["t", "d"])
 
 
+def test_one_grain_size_up_to_float_rounding_is_still_refused():
+    """n_distinct became relative to the values' spread (for predictors on a large offset), which made grain sizes
+    equal within 1e-6 (18.9 um and 18.9 um after float32 rounding) count as 2-3 different ones: a Hall-Petch fit
+    over one grain size ran with no refusal. Grain sizes have a natural zero: still judged relative to their size."""
+    from micro_seg.properties.hall_petch import check_grain_size_spread, fit_hall_petch
+
+    d = 18.9 * np.array([1.0, 1 + 1e-8, 1 - 1e-8, 1.0, 1 + 3e-7])
+    with pytest.raises(PropertyTableError, match="same grain size"):
+        check_grain_size_spread(d)
+    with pytest.raises(PropertyTableError, match="same grain size"):
+        fit_hall_petch(d, [300.0, 310.0, 305.0, 302.0, 299.0])
+    two = check_grain_size_spread(np.array([10.0, 10.0 * (1 + 1e-8), 40.0, 40.0]))
+    assert "only 2 different grain sizes (10 and 40 um)" in two
+
+
 def test_linearly_dependent_or_repeated_predictors_are_refused(tmp_path, capsys):
     # least squares returned one of infinitely many coefficient sets, each with a finite "95% CI" (anneal_C next to
     # anneal_F = 1.8 anneal_C + 32); the same column twice showed one coefficient: half the slope

@@ -40,7 +40,7 @@ def hall_petch_x(d_um: np.ndarray) -> np.ndarray:
 
 
 def check_grain_size_spread(d_um, *, d: str = "d", relation: str = "hall-petch", source: str | None = None) -> str | None:
-    """Refuse a fit over one grain size (equal within rounding, see :func:`~micro_seg.properties.regression.n_distinct`); a warning (returned) for only two.
+    """Refuse a fit over one grain size (equal within 1e-6 relative); a warning (returned) for only two.
 
     With one grain size ``k`` is undetermined and least squares returns
     meaningless numbers.  Two grain sizes (e.g. two heat treatments with
@@ -61,7 +61,9 @@ def check_grain_size_spread(d_um, *, d: str = "d", relation: str = "hall-petch",
     values = np.asarray(d_um, dtype=float)
     if values.size < 3:
         return None
-    k = n_distinct(values)
+    # grain sizes have a natural zero (no offset as epoch seconds have): "the same" is relative to their size, so
+    # 18.9 and 18.9000002 um (float32 rounding, a re-read table) are one grain size, not two
+    k = n_distinct(values, rel_tol=0.0, noise_tol=1e-6)
     prefix = f"{source}: " if source else ""
     if k == 1:
         raise PropertyTableError(f"{prefix}column {d!r}: all {values.size} samples have the same grain size "
