@@ -204,3 +204,48 @@ def test_closing_the_viewer_mid_batch_stops_the_batch_cleanly(make_napari_viewer
     assert 0 < len(rows) < 10 and set(rows["status"]) == {"ok"}
     with open(tmp_path / "out" / LOCK_NAME, "a") as fh:  # the folder lock is released: another run may take it
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_batch_row_run_with_databar_rows_opens_with_that_bar(make_napari_viewer, qtbot, tmp_path, user_models):
+    """A batch run with --databar-rows 60 on an image whose detected bar is 44: the opened row re-detected 44, so its
+    labels (the 240 rows above the user's bar) were not padded and said databar_rows=44, and Measure cut 44 more
+    rows of microstructure (the batch's grain count was not reproduced)."""
+    import tifffile
+
+    from data_builders import add_databar, grain_image, threshold_net
+    from micro_seg.batch import run_batch
+    from micro_seg.io import read_micrograph
+    from micro_seg.registry import ModelCard, save_model
+    from napari_plugin._batch import BatchWidget
+    from napari_plugin._measure import MeasureWidget
+
+    model = save_model(user_models / "grains", threshold_net(2, 1),
+                       ModelCard(name="thr-grains", task="grains", arch="msnet", arch_kwargs={"widths": [4, 8]},
+                                 in_channels=1, classes=["grain", "boundary"], tile_size=64,
+                                 normalisation={"mode": "minmax"}))
+    src = tmp_path / "in"
+    src.mkdir()
+    img = add_databar(255 - grain_image((300, 256), n_grains=60, seed=7, noise=2), 44, background=0)
+    tifffile.imwrite(src / "sem.tif", img, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    assert read_micrograph(src / "sem.tif").databar_rows == 44
+    summary = run_batch(src, tmp_path / "out", model=str(model), workers=0, report=False, databar_rows=60)
+    assert summary.n_failed == 0
+    viewer = make_napari_viewer()
+    w = BatchWidget(viewer)
+    w._in.value = str(src)
+    w.load_results(tmp_path / "out")
+    rec = w.images.iloc[0]
+    assert int(rec["databar_rows"]) == 60
+    image, labels = w.open_row(0)
+    assert image.metadata["micro_seg"]["databar_rows"] == labels.metadata["micro_seg"]["databar_rows"] == 60
+    assert labels.data.shape == image.data.shape  # padded below the user's bar
+    m = MeasureWidget(viewer)
+    m._labels.value = labels
+    m.run()
+    wait_idle(qtbot, m)
+    assert m.summary["n_grains"] == int(rec["n_grains"]) > 10
+    assert m.summary["G_planimetric"] == pytest.approx(float(rec["G_planimetric"]), abs=1e-6)
+    # the file replaced by a shorter one than the batch's bar: opened as it is now (labels not shown), not refused
+    tifffile.imwrite(src / "sem.tif", img[:50])
+    (again,) = w.open_row(0)
+    assert again.data.shape == (50, 256)
