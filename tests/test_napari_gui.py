@@ -79,23 +79,67 @@ def test_gui_command_docks_widgets_and_loads_path(qtbot):
         viewer.close()
 
 
-def test_gui_command_databar_rows_sets_the_bar_the_widgets_leave_out(qtbot, tmp_path):
-    """``micro-seg gui PATH --databar-rows N``: the layer records N rows of data bar (detected: 0 here)."""
+def test_gui_command_databar_rows_sets_the_bar_the_widgets_leave_out(qtbot, tmp_path, monkeypatch, capsys):
+    """``micro-seg gui PATH --databar-rows N``: the layer records N rows of data bar (detected: 0 here), which the
+    widgets leave out; a bar that does not fit is refused before a window opens.
+
+    No second real viewer: ``napari.Viewer`` is replaced by a stand-in that records the layer open_viewer adds, so
+    the test does not register the plugin's npe2 commands again and cannot depend on test order (a second real
+    viewer after ``make_napari_viewer`` tests was reported to fail with "Command 'micro-seg.get_reader' already
+    registered").
+    """
+    import napari
     import tifffile
 
-    from micro_seg.commands.gui import open_viewer
+    import micro_seg.commands.gui as gui
+    from micro_seg.cli import main
     from micro_seg.errors import InvalidImageError
-    from napari_plugin._common import databar_rows
+    from napari_plugin._common import analysis_array, databar_rows
 
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, np.random.default_rng(0).integers(0, 255, (64, 80)).astype(np.uint8))
-    viewer, _ = open_viewer(str(path), show=False, databar_rows=12)
-    try:
-        assert databar_rows(viewer.layers["plain"]) == 12
-    finally:
-        viewer.close()
+
+    class Dock:
+        def raise_(self):
+            pass
+
+    class Window:
+        def add_plugin_dock_widget(self, plugin, name, tabify=False):
+            return Dock(), name
+
+    made = []
+
+    class Viewer:
+        def __init__(self, *args, **kwargs):
+            self.window, self.images = Window(), []
+            made.append(self)
+
+        def add_image(self, data, **kwargs):
+            self.images.append(napari.layers.Image(data, **kwargs))  # a layer, no viewer: nothing registered
+
+    monkeypatch.setattr(napari, "Viewer", Viewer)
+    viewer, widgets = gui.open_viewer(str(path), show=False, databar_rows=12)
+    assert list(widgets) == [name for name, _ in gui.WIDGETS]
+    (layer,) = viewer.images
+    assert databar_rows(layer) == 12 and analysis_array(layer).shape == (52, 80)
+    viewer, _ = gui.open_viewer(str(path), show=False)
+    assert databar_rows(viewer.images[0]) == 0 and analysis_array(viewer.images[0]).shape == (64, 80)
+    made.clear()
     with pytest.raises(InvalidImageError, match="plain.tif"):
-        open_viewer(str(path), show=False, databar_rows=64)
+        gui.open_viewer(str(path), show=False, databar_rows=64)
+    assert made == []  # refused before a window
+
+    # the command line reaches open_viewer with the value (auto -> None = detect)
+    calls = []
+    monkeypatch.setattr(gui, "display_problem", lambda: None)
+    monkeypatch.setattr(gui, "open_viewer", lambda p, **kw: (calls.append((p, kw)), (None, {}))[1])
+    monkeypatch.setattr(napari, "run", lambda: None)
+    assert main(["gui", str(path), "--databar-rows", "12"]) == 0
+    assert main(["gui", str(path), "--databar-rows", "auto"]) == 0
+    assert [kw["databar_rows"] for _, kw in calls] == [12, None]
+    assert main(["gui", str(path), "--databar-rows", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert "--databar-rows" in err and "Traceback" not in err
 
 
 def test_gui_command_bad_path_exits_2(capsys):
