@@ -256,3 +256,16 @@ def test_a_batch_without_the_option_keeps_its_earlier_parameters_hash():
     assert "databar_rows" not in plain
     assert BatchConfig(in_dir="/i", out_dir="/o", model="m", databar_rows=0).processing_parameters() == \
         {**plain, "databar_rows": 0}
+
+
+def test_qc_databar_rows_on_a_batch_table_warns_it_applies_to_images_only(tmp_path, capsys):
+    """The warning said the table's images 'are judged without the data bar the batch measured without'."""
+    (tmp_path / "spec.yaml").write_text(QC_SPEC)
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "batch" / "images.csv").write_text("path,status,error,pixel_size_um,databar_rows\na.tif,ok,,,40\n")
+    code, out, err = _run(["qc", str(tmp_path / "batch"), "--spec", str(tmp_path / "spec.yaml"), "--databar-rows",
+                           "12", "--json"], capsys)
+    assert code == 0, err
+    assert "warning: --databar-rows applies to image inputs only" in err
+    assert "judged on the area the batch measured" in err and "databar_rows column" in err
+    assert "measured without" not in err

@@ -55,8 +55,8 @@ def register(subparsers: Any) -> None:
                    help="micrometres per pixel; overrides the calibration of image inputs (not of a batch "
                    "table, whose measurements were made with the batch's calibration)")
     p.add_argument("--databar-rows", type=databar_arg, default=None, metavar="auto|N", dest="databar_rows",
-                   help=DATABAR_HELP + "; of image inputs (a batch table's images keep the bar the batch measured "
-                   "without, its databar_rows column)")
+                   help=DATABAR_HELP + "; of image inputs (a batch table's images keep the bar the batch left out, "
+                   "its databar_rows column)")
     p.add_argument("--images-dir", default=None, metavar="DIR",
                    help="for a batch table: the batch's input folder, so image-quality checks can run on the images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -301,9 +301,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("warning: --pixel-size applies to image inputs only; a batch table is judged with the calibration its "
               "measurements were made with (re-run micro-seg batch --pixel-size UM to change it)", file=sys.stderr)
     if getattr(args, "databar_rows", None) is not None and any(_table_path(Path(inp)) is not None for inp in args.inputs):
-        print("warning: --databar-rows applies to image inputs only; a batch table's images are judged without the "
-              "data bar the batch measured without (re-run micro-seg batch --databar-rows N to change it)",
-              file=sys.stderr)
+        print("warning: --databar-rows applies to image inputs only; a batch table's images are judged on the area "
+              "the batch measured, above the data bar in its databar_rows column (re-run micro-seg batch "
+              "--databar-rows N to change it)", file=sys.stderr)
     results: list[dict[str, Any]] = []
     for inp in args.inputs:
         table = _table_path(Path(inp))
