@@ -117,16 +117,13 @@ def test_batch_widget_refuses_a_results_table_it_cannot_browse(make_napari_viewe
     assert any("no path or status column" in m for _, m in notes), notes
 
 
-def test_batch_row_of_an_sem_image_with_a_data_bar_measures_like_the_batch(make_napari_viewer, qtbot, tmp_path,
-                                                                          user_models):
-    """The opened labels covered the part above the bar but said databar_rows=44: Measure cut 44 more rows
-    (46 grains instead of the batch's 56)."""
+def _sem_folder_and_grain_model(tmp_path, user_models):
+    """A threshold grain model, a folder ``in/`` holding one SEM-like grain image with a 44-row data bar
+    (0.5 um/px), and that image."""
     import tifffile
 
     from data_builders import add_databar, grain_image, threshold_net
     from micro_seg.registry import ModelCard, save_model
-    from napari_plugin._batch import BatchWidget
-    from napari_plugin._measure import MeasureWidget
 
     model = save_model(user_models / "grains", threshold_net(2, 1),
                        ModelCard(name="thr-grains", task="grains", arch="msnet", arch_kwargs={"widths": [4, 8]},
@@ -136,6 +133,28 @@ def test_batch_row_of_an_sem_image_with_a_data_bar_measures_like_the_batch(make_
     src.mkdir()
     img = add_databar(255 - grain_image((300, 256), n_grains=60, seed=7, noise=2), 44, background=0)
     tifffile.imwrite(src / "sem.tif", img, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    return model, src, img
+
+
+def _measures_like_the_batch(viewer, qtbot, labels, rec) -> None:
+    """Measure on the opened labels gives the batch row's grain count and G."""
+    from napari_plugin._measure import MeasureWidget
+
+    m = MeasureWidget(viewer)
+    m._labels.value = labels
+    m.run()
+    wait_idle(qtbot, m)
+    assert m.summary["n_grains"] == int(rec["n_grains"]) > 10
+    assert m.summary["G_planimetric"] == pytest.approx(float(rec["G_planimetric"]), abs=1e-6)
+
+
+def test_batch_row_of_an_sem_image_with_a_data_bar_measures_like_the_batch(make_napari_viewer, qtbot, tmp_path,
+                                                                          user_models):
+    """The opened labels covered the part above the bar but said databar_rows=44: Measure cut 44 more rows
+    (46 grains instead of the batch's 56)."""
+    from napari_plugin._batch import BatchWidget
+
+    model, src, img = _sem_folder_and_grain_model(tmp_path, user_models)
     viewer = make_napari_viewer()
     w = BatchWidget(viewer)
     w._in.value, w._out.value, w._model.value, w._workers.value = str(src), str(tmp_path / "out"), str(model), 0
@@ -144,12 +163,7 @@ def test_batch_row_of_an_sem_image_with_a_data_bar_measures_like_the_batch(make_
     rec = w.images.iloc[0]
     image, labels = w.open_row(0)
     assert labels.data.shape == image.data.shape  # padded below the bar, as the Segment widget's labels are
-    m = MeasureWidget(viewer)
-    m._labels.value = labels
-    m.run()
-    wait_idle(qtbot, m)
-    assert m.summary["n_grains"] == int(rec["n_grains"]) > 10
-    assert m.summary["G_planimetric"] == pytest.approx(float(rec["G_planimetric"]), abs=1e-6)
+    _measures_like_the_batch(viewer, qtbot, labels, rec)
     n_layers = len(viewer.layers)
     again = w.open_row(0)  # opened twice: the same layers, none added ("sem [1]", "sem labels [1]")
     assert [l.name for l in again] == [image.name, labels.name] and len(viewer.layers) == n_layers
@@ -212,21 +226,11 @@ def test_batch_row_run_with_databar_rows_opens_with_that_bar(make_napari_viewer,
     rows of microstructure (the batch's grain count was not reproduced)."""
     import tifffile
 
-    from data_builders import add_databar, grain_image, threshold_net
     from micro_seg.batch import run_batch
     from micro_seg.io import read_micrograph
-    from micro_seg.registry import ModelCard, save_model
     from napari_plugin._batch import BatchWidget
-    from napari_plugin._measure import MeasureWidget
 
-    model = save_model(user_models / "grains", threshold_net(2, 1),
-                       ModelCard(name="thr-grains", task="grains", arch="msnet", arch_kwargs={"widths": [4, 8]},
-                                 in_channels=1, classes=["grain", "boundary"], tile_size=64,
-                                 normalisation={"mode": "minmax"}))
-    src = tmp_path / "in"
-    src.mkdir()
-    img = add_databar(255 - grain_image((300, 256), n_grains=60, seed=7, noise=2), 44, background=0)
-    tifffile.imwrite(src / "sem.tif", img, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    model, src, img = _sem_folder_and_grain_model(tmp_path, user_models)
     assert read_micrograph(src / "sem.tif").databar_rows == 44
     summary = run_batch(src, tmp_path / "out", model=str(model), workers=0, report=False, databar_rows=60)
     assert summary.n_failed == 0
@@ -239,12 +243,7 @@ def test_batch_row_run_with_databar_rows_opens_with_that_bar(make_napari_viewer,
     image, labels = w.open_row(0)
     assert image.metadata["micro_seg"]["databar_rows"] == labels.metadata["micro_seg"]["databar_rows"] == 60
     assert labels.data.shape == image.data.shape  # padded below the user's bar
-    m = MeasureWidget(viewer)
-    m._labels.value = labels
-    m.run()
-    wait_idle(qtbot, m)
-    assert m.summary["n_grains"] == int(rec["n_grains"]) > 10
-    assert m.summary["G_planimetric"] == pytest.approx(float(rec["G_planimetric"]), abs=1e-6)
+    _measures_like_the_batch(viewer, qtbot, labels, rec)
     # the file replaced by a shorter one than the batch's bar: opened as it is now (labels not shown), not refused
     tifffile.imwrite(src / "sem.tif", img[:50])
     (again,) = w.open_row(0)
