@@ -229,6 +229,10 @@ def test_classify_sees_the_area_above_the_given_bar(tmp_path, capsys, monkeypatc
                           capsys)
     assert code == 0, err
     assert seen == [(90, 80)]
+    got = json.loads(out)  # the JSON says which area was classified, as segment / analyze / info / qc do
+    assert (got["databar_rows"], got["databar_source"]) == (10, "user")
+    code, out, err = _run(["classify", str(tmp_path / "a.png"), "--model", "m", "--json"], capsys)
+    assert code == 0 and json.loads(out)["databar_source"] == "detected"
     code, out, err = _run(["classify", str(tmp_path / "a.png"), "--model", "m", "--databar-rows", "100"], capsys)
     assert code == 2 and "a.png" in err and "100 rows" in err
 

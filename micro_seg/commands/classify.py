@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = classify_batch(micrographs, model)
     for path, m, r in zip(args.images, micrographs, results):
         r["path"] = str(path)
+        r["databar_rows"] = int(m.databar_rows)  # the area classified: above the SEM data bar
+        r["databar_source"] = m.meta.get("databar_source")
         if args.grad_cam:
             import tifffile
 
