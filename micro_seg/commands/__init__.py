@@ -30,7 +30,8 @@ def databar_arg(text: str) -> int | None:
     return value
 
 
-def add_databar_option(parser) -> None:
-    """Add ``--databar-rows auto|N`` (dest ``databar_rows``, default None = detect)."""
+def add_databar_option(parser, help_more: str = "") -> None:
+    """Add ``--databar-rows auto|N`` (dest ``databar_rows``, default None = detect); ``help_more`` ends its help
+    with what it means for this command."""
     parser.add_argument("--databar-rows", type=databar_arg, default=None, metavar="auto|N", dest="databar_rows",
-                        help=DATABAR_HELP)
+                        help=DATABAR_HELP + help_more)

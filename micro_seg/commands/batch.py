@@ -21,7 +21,7 @@ import argparse
 import sys
 from typing import Any
 
-from micro_seg.commands import DATABAR_HELP, databar_arg
+from micro_seg.commands import add_databar_option
 from micro_seg.commands.segment import add_segment_options, given_postprocess_options, given_predict_options
 
 __all__ = ["register", "run"]
@@ -71,8 +71,7 @@ def register(subparsers: Any) -> None:
                         "relative path (named group 'specimen', or group 1)")
     p.add_argument("--pixel-size", type=_positive_float, default=None, metavar="UM",
                    help="micrometres per pixel for every image (overrides file calibration)")
-    p.add_argument("--databar-rows", type=databar_arg, default=None, metavar="auto|N", dest="databar_rows",
-                   help=DATABAR_HELP + "; for every image (an image with no more rows fails, the others go on)")
+    add_databar_option(p, "; for every image (an image with no more rows fails, the others go on)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="leave out matching files or folders (gitignore-like: '*.md', 'truth/', 'sub/*.tif'); "
                         "repeatable; also read from IN_DIR/.micro-seg-ignore")

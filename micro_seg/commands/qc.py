@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from micro_seg.commands import DATABAR_HELP, databar_arg
+from micro_seg.commands import add_databar_option
 
 __all__ = ["register", "run", "qc_image", "qc_table"]
 
@@ -54,9 +54,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pixel-size", type=float, default=None, metavar="UM", dest="pixel_size",
                    help="micrometres per pixel; overrides the calibration of image inputs (not of a batch "
                    "table, whose measurements were made with the batch's calibration)")
-    p.add_argument("--databar-rows", type=databar_arg, default=None, metavar="auto|N", dest="databar_rows",
-                   help=DATABAR_HELP + "; of image inputs (a batch table's images keep the bar the batch left out, "
-                   "its databar_rows column)")
+    add_databar_option(p, "; of image inputs (a batch table's images keep the bar the batch left out, its "
+                          "databar_rows column)")
     p.add_argument("--images-dir", default=None, metavar="DIR",
                    help="for a batch table: the batch's input folder, so image-quality checks can run on the images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
