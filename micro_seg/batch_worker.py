@@ -317,6 +317,15 @@ def _table_columns(table: Any) -> dict[str, list]:
 _MODEL_CACHE: dict[str, Any] = {}
 
 
+def _zombie(pid: int) -> bool:
+    """Whether process ``pid`` (known to exist) is a zombie: dead, not yet reaped (False where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
+    except OSError:
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -324,11 +333,7 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else (pid reused): treat as gone
         return False
-    try:  # a zombie (dead, not yet reaped) counts as gone
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return True
+    return not _zombie(pid)
 
 
 #: micro-seg's own per-process temporaries, exactly as its writers name them: ``.<stem>_probabilities.tif.<pid>.part``
@@ -354,11 +359,7 @@ def _pid_in_use(pid: int) -> bool:
         return True
     except (OverflowError, ValueError, OSError):
         return True  # cannot tell: keep the file
-    try:  # a zombie (dead, not yet reaped) counts as gone
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return True
+    return not _zombie(pid)
 
 
 def stale_temporary(path: str | os.PathLike[str], *, now: float | None = None) -> bool:
