@@ -71,12 +71,10 @@ def _read(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.asarray(tifffile.imread(path))
-    from micro_seg.io import _png_16bit_colour, _png_decode_16bit
+    from micro_seg.io import pillow_pixels
 
-    if _png_16bit_colour(path):  # Pillow would keep only the high byte of a 16-bit colour / grey + alpha PNG
-        return _png_decode_16bit(path)
     with Image.open(path) as im:
-        return np.asarray(im)
+        return pillow_pixels(im, path)
 
 
 def decode_nasa_mask(rgba: np.ndarray) -> np.ndarray:

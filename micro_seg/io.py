@@ -599,6 +599,14 @@ def _png_decode_16bit(path: Path) -> np.ndarray:
     return np.asarray(imagecodecs.png_decode(path.read_bytes()))
 
 
+def pillow_pixels(im: Any, path: Path) -> np.ndarray:
+    """The pixels of ``im``, a Pillow image opened from ``path``, as stored: Pillow keeps only the high byte of a
+    16-bit RGB / RGBA / grey + alpha PNG (labels 1..255 read as 0), so such a PNG is decoded at 16 bits."""
+    if im.format == "PNG" and _png_16bit_colour(path):
+        return _png_decode_16bit(path)
+    return np.asarray(im)
+
+
 # ----------------------------------------------------------------------------- common
 
 

@@ -165,7 +165,7 @@ def _read_plain(path: Path) -> np.ndarray:
     import tifffile
     from PIL import Image
 
-    from micro_seg.io import _png_16bit_colour, _png_decode_16bit
+    from micro_seg.io import pillow_pixels
 
     if path.suffix.lower() in (".jpg", ".jpeg"):
         raise _lossy_label_error(path)
@@ -186,10 +186,7 @@ def _read_plain(path: Path) -> np.ndarray:
                 raise _lossy_label_error(path, _tiff_compression_name(im.tag_v2.get(259)))
             if im.format not in _LOSSLESS_FORMATS and not (im.format == "WEBP" and _lossless_webp(path)):
                 raise _lossy_label_error(path, im.format)
-            if im.format == "PNG" and _png_16bit_colour(path):
-                # Pillow keeps only the high byte of a 16-bit RGB / RGBA / grey + alpha PNG: labels 1..255 read as 0
-                return _png_decode_16bit(path)
-            return np.asarray(im)
+            return pillow_pixels(im, path)
     except TrainingDataError:
         raise
     except Exception as exc:  # unreadable file: user error, not a bug
