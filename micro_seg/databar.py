@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["detect_databar"]
+__all__ = ["detect_databar", "recorded_databar_rows"]
 
 _LEVELS = 64
 
@@ -211,3 +211,24 @@ def _drawn_flat(band: np.ndarray) -> bool:
     other test under a micrograph with a straight edge, but its noise leaves ~40 % at the commonest value."""
     _, counts = np.unique(np.asarray(band), return_counts=True)  # the band is the grey (2-D) analysis copy
     return bool(counts.max() >= 0.5 * band.size)
+
+
+def recorded_databar_rows(value) -> int | None:
+    """The ``databar_rows`` a batch recorded for an image (an ``images.csv`` cell, as text or number), or None
+    (detect it again) when it is missing or not a count of rows.
+
+    The batch may have been run with ``--databar-rows N``: its labels cover the rows above *that* bar, which a
+    new detection need not find.
+
+    >>> recorded_databar_rows(48.0), recorded_databar_rows("48"), recorded_databar_rows(float("nan"))
+    (48, 48, None)
+    >>> recorded_databar_rows(None), recorded_databar_rows(""), recorded_databar_rows("12.5"), recorded_databar_rows(-1)
+    (None, None, None, None)
+    """
+    import math
+
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(v) if math.isfinite(v) and v >= 0 and v.is_integer() else None

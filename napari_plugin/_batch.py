@@ -10,7 +10,6 @@ image and shows its measurements; **Open report** opens ``report.html``.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from dataclasses import dataclass
@@ -69,22 +68,6 @@ def batch_job(params: BatchParams, cancel):
     if "error" in box:
         raise box["error"]
     return box["summary"]
-
-
-def _recorded_databar_rows(value: Any) -> int | None:
-    """The ``databar_rows`` a batch recorded for a row (``images.csv``), or None (detect it) when missing.
-
-    The batch may have been run with ``--databar-rows N``: its labels cover the rows above *that* bar, which a
-    new detection need not find.
-
-    >>> _recorded_databar_rows(48.0), _recorded_databar_rows(float("nan")), _recorded_databar_rows(None)
-    (48, None, None)
-    """
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(v) if math.isfinite(v) and v >= 0 and v.is_integer() else None
 
 
 def _changed_since_batch(image_path: Path, rec: Any, mg: Any, labels_shape: tuple) -> str:
@@ -212,6 +195,7 @@ class BatchWidget(Container):
     def open_row(self, row: int):
         """Open the micrograph of table row ``row`` with its labels; returns the layers added."""
         from micro_seg.errors import InvalidImageError, MicroSegError
+        from micro_seg.databar import recorded_databar_rows
         from micro_seg.io import read_labels, read_micrograph
         from napari_plugin._reader import micrograph_layer_data
 
@@ -228,7 +212,7 @@ class BatchWidget(Container):
             self._viewer.layers.selection.active = opened[0]
             self._status.value = f"{rec['path']} is open already"
             return opened
-        bar = _recorded_databar_rows(rec.get("databar_rows"))
+        bar = recorded_databar_rows(rec.get("databar_rows"))
         try:
             try:  # the bar the batch left out (its --databar-rows or its detection), not a new guess
                 mg = read_micrograph(image_path, databar_rows=bar)

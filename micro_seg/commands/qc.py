@@ -129,16 +129,6 @@ def _table_path(inp: Path) -> Path | None:
     return None
 
 
-def _databar_cell(row: dict[str, str]) -> int | None:
-    """The row's ``databar_rows`` as the batch recorded it; None (detect again) when empty or not a count."""
-    cell = (row.get("databar_rows") or "").strip()
-    try:
-        value = int(float(cell))
-    except (ValueError, OverflowError):
-        return None
-    return value if value >= 0 and value == float(cell) else None
-
-
 def _read_table(table: Path) -> list[tuple[int, dict[str, str]]]:
     """The rows of a batch ``images.csv`` / ``specimens.csv`` with their line numbers; refuses (naming the file)
     a file that is not one (no ``path`` nor ``specimen`` column, not UTF-8 CSV) or has no rows."""
@@ -200,6 +190,7 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
     the reason (image not found / changed since the batch / not readable),
     never a silent pass.
     """
+    from micro_seg.databar import recorded_databar_rows
     from micro_seg.errors import MicroSegError
     from micro_seg.io import read_micrograph
     from micro_seg.qc import evaluate, evaluate_specimen
@@ -234,7 +225,8 @@ def qc_table(table: str | Path, spec: Any, *, image_root: str | Path | None = No
                     break
                 try:
                     # the area the batch measured: its data bar (set by --databar-rows or detected), not a new guess
-                    image = read_micrograph(cand, pixel_size_um=px, databar_rows=_databar_cell(row))
+                    image = read_micrograph(cand, pixel_size_um=px,
+                                            databar_rows=recorded_databar_rows(row.get("databar_rows")))
                 except MicroSegError as exc:
                     image, why = None, f"image not readable: {exc}"
                 break
