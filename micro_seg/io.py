@@ -36,7 +36,7 @@ JPEG or BMP above Pillow's limit has its header read again with Pillow's guard
 lifted for that call only (under a lock), and our limit decides; Pillow's
 ``DecompressionBombError`` always surfaces as ``ImageTooLargeError``. The
 header's shape x pixel type is checked too: an image whose decoded pixels need
-more bytes than the computer's physical memory (a float64 RGB image takes 24
+more bytes than the computer has (or its container's cgroup limit; a float64 RGB image takes 24
 bytes a pixel) is refused before decoding (``ImageTooLargeError``).
 
 Examples
@@ -234,17 +234,66 @@ def _too_large(path: Any, rows: int, cols: int, limit: int) -> ImageTooLargeErro
     )
 
 
+_CGROUP_ROOT = "/sys/fs/cgroup"
+_PROC_SELF_CGROUP = "/proc/self/cgroup"
+
+
+def _cgroup_memory_limit() -> int | None:
+    """The smallest memory limit of this process's cgroup and its parents (a container's limit), or ``None``.
+
+    cgroup v2 (``0::/path`` -> ``memory.max``) and v1 (the ``memory`` controller -> ``memory.limit_in_bytes``);
+    "max" and v1's "no limit" (about 2**63) count as no limit. Anything unreadable counts as no limit.
+    """
+    try:
+        with open(_PROC_SELF_CGROUP, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    places = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, rel = parts
+        if controllers == "":  # v2 unified hierarchy
+            places.append((os.path.join(_CGROUP_ROOT, "unified") if os.path.isdir(
+                os.path.join(_CGROUP_ROOT, "unified")) else _CGROUP_ROOT, rel, "memory.max"))
+        elif "memory" in controllers.split(","):
+            places.append((os.path.join(_CGROUP_ROOT, "memory"), rel, "memory.limit_in_bytes"))
+    limits = []
+    for base, rel, name in places:
+        rel = rel.strip("/")
+        while True:  # the cgroup itself, then each parent up to the mount's root (limits are inherited)
+            try:
+                with open(os.path.join(base, rel, name), encoding="utf-8") as f:
+                    text = f.read().strip()
+                value = int(text)
+            except (OSError, ValueError):
+                value = None
+            if value is not None and 0 < value < 2 ** 62:
+                limits.append(value)
+            if not rel:
+                break
+            rel = os.path.dirname(rel)
+    return min(limits) if limits else None
+
+
 def _physical_memory() -> int | None:
-    """This computer's physical memory in bytes, or ``None`` where the system does not say."""
+    """The memory this process may use, in bytes: the computer's physical memory, or a container's (cgroup)
+    limit where that is smaller; ``None`` where the system says neither."""
     try:
         page, pages = int(os.sysconf("SC_PAGE_SIZE")), int(os.sysconf("SC_PHYS_PAGES"))
+        total = page * pages if page > 0 and pages > 0 else None  # sysconf says -1 for "indeterminate"
     except (AttributeError, ValueError, OSError):
-        return None
-    return page * pages if page > 0 and pages > 0 else None  # sysconf says -1 for "indeterminate"
+        total = None
+    limit = _cgroup_memory_limit()
+    if limit is not None and (total is None or limit < total):
+        return limit
+    return total
 
 
 def _check_memory(path: Any, rows: int, cols: int, samples: int, itemsize: int, dtype: str) -> None:
-    """Refuse, before decoding, an image whose pixels alone need more bytes than the computer's physical memory.
+    """Refuse, before decoding, an image whose pixels alone need more bytes than this process may use (see _physical_memory).
 
     The pixel limit counts rows x cols only; a float64 RGB image within it needs 24 bytes a pixel (28 GB at the
     limit): it would end in an out-of-memory error or the system's out-of-memory killer, after minutes of work.
@@ -257,8 +306,9 @@ def _check_memory(path: Any, rows: int, cols: int, samples: int, itemsize: int, 
 
         shape = f"{rows} x {cols}" + (f" x {samples}" if samples > 1 else "")
         raise ImageTooLargeError(
-            f"{path}: the {shape} {dtype} image needs {size(need)} of memory to read, more than this computer's "
-            f"{size(total)}; crop it or convert it to a smaller pixel type (e.g. 8 or 16 bits) first")
+            f"{path}: the {shape} {dtype} image needs {size(need)} of memory to read, more than the {size(total)} "
+            f"this computer (or its container's limit) allows; crop it or convert it to a smaller pixel type "
+            f"(e.g. 8 or 16 bits) first")
 
 
 class _ListHandler(logging.Handler):

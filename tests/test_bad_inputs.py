@@ -224,9 +224,47 @@ def test_image_larger_than_memory_refused_before_decoding(tmp_path, monkeypatch,
     for name, what in (("big.tif", "200 x 200 x 3 float64 image needs 0.96 MB"), ("big.png", "400 x 500 x 3 8-bit")):
         assert main(["info", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
-        assert name in err and what in err and "more than this computer's 0.5 MB" in err, err
+        assert name in err and what in err and "more than the 0.5 MB this computer" in err, err
     monkeypatch.setattr(io, "_physical_memory", lambda: None)  # the system does not say: no check
     assert read_micrograph(tmp_path / "big.tif").shape == (200, 200, 3)
+
+
+def _fake_cgroups(tmp_path, monkeypatch, proc_lines, files):
+    import micro_seg.io as io
+
+    root = tmp_path / "cgroup"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (tmp_path / "self_cgroup").write_text("\n".join(proc_lines) + "\n")
+    monkeypatch.setattr(io, "_CGROUP_ROOT", str(root))
+    monkeypatch.setattr(io, "_PROC_SELF_CGROUP", str(tmp_path / "self_cgroup"))
+    return io
+
+
+def test_memory_check_uses_a_containers_cgroup_limit(tmp_path, monkeypatch, capsys):
+    """In a container (Docker --memory, a Slurm job, a systemd slice) the process may use far less than the
+    computer's physical memory: an image that fits the computer but not the container was decoded until the kernel
+    killed the process, with no message. The smallest limit of the process's cgroup and its parents now counts."""
+    # cgroup v2: the job's own group says max, its parent 1 MB
+    io = _fake_cgroups(tmp_path, monkeypatch, ["0::/jobs/job7"],
+                       {"jobs/memory.max": "1000000\n", "jobs/job7/memory.max": "max\n", "memory.max": "max\n"})
+    assert io._cgroup_memory_limit() == 1_000_000
+    assert io._physical_memory() == 1_000_000
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((200, 300, 3)), photometric="rgb")  # 1.44 MB as float64
+    assert main(["info", str(tmp_path / "big.tif")]) == 2
+    err = capsys.readouterr().err
+    assert "big.tif" in err and "needs 1.44 MB" in err and "more than the 1 MB this computer (or its container" in err
+    # cgroup v1: the memory controller's own limit; v1's "no limit" (about 2**63) is not a limit
+    io = _fake_cgroups(tmp_path, monkeypatch, ["4:memory:/docker/abc", "3:cpu:/docker/abc"],
+                       {"memory/docker/abc/memory.limit_in_bytes": "2000000\n",
+                        "memory/memory.limit_in_bytes": "9223372036854771712\n"})
+    assert io._cgroup_memory_limit() == 2_000_000
+    io = _fake_cgroups(tmp_path, monkeypatch, ["4:memory:/x"], {"memory/x/memory.limit_in_bytes": "9223372036854771712"})
+    assert io._cgroup_memory_limit() is None
+    assert io._physical_memory() > 2 ** 20  # the computer's own memory again
+    monkeypatch.setattr(io, "_PROC_SELF_CGROUP", str(tmp_path / "missing"))  # no cgroups (macOS, Windows)
+    assert io._cgroup_memory_limit() is None
 
 
 @pytest.mark.parametrize("pages", [-1, 0])
