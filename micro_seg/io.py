@@ -623,6 +623,13 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
             elif mode == "La":
                 im = im.convert("LA")
             data = np.asarray(im)
+            key = im.info.get("transparency") if mode in ("L", "I;16", "I", "RGB") else None
+            if isinstance(key, (int, tuple)):  # a PNG tRNS colour key: pixels of that value are transparent
+                hit = data == key if data.ndim == 2 else np.all(data == np.asarray(key, data.dtype), axis=-1)
+                count = int(np.count_nonzero(hit))
+                if count:
+                    meta["transparent_fraction"] = count / hit.size
+                    meta["transparent_key"] = key
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"{path}: {_one_line(exc)}") from None
         except MemoryError:
@@ -847,8 +854,10 @@ def read_micrograph(
         diagnostics.append(f"file name says {_FORMAT_NAMES[ext_fmt]} but the content is {_FORMAT_NAMES[fmt]}")
     data = _finish(data, path, alpha_last, meta)
     if meta.get("transparent_fraction"):
+        how = (f"the file marks the value {meta['transparent_key']} as transparent" if "transparent_key" in meta
+               else "micro-seg drops the alpha channel")
         diagnostics.append(f"{100 * meta['transparent_fraction']:.3g} % of the pixels are (partly) transparent: "
-                           "micro-seg drops the alpha channel and analyses them as image pixels, so they enter every "
+                           f"{how} and analyses them as image pixels, so they enter every "
                            "phase fraction, count and density (crop them away, or fill them, before measuring)")
     file_px = meta.get("metadata_pixel_size_um")
     if user_px is not None and file_px is not None and abs(user_px / file_px - 1) > 0.01:

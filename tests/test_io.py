@@ -78,6 +78,31 @@ def test_rgb_contig_and_planar(tmp_path):
         np.testing.assert_array_equal(m.data, rgb)
 
 
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB"])
+def test_png_colour_key_transparency_is_named(tmp_path, mode):
+    """A PNG can mark one grey level or colour transparent (its tRNS chunk) instead of carrying an alpha channel
+    (GIMP and ImageJ exports of masked fields do): those pixels were analysed as image without a word, as alpha
+    masks were before. The reader now counts them and says which value the file marks."""
+    rng = np.random.default_rng(3)
+    if mode == "RGB":
+        data = rng.integers(1, 255, (40, 60, 3), dtype=np.uint8)
+        data[:10, :] = 0
+        key, shown = (0, 0, 0), "(0, 0, 0)"
+    else:
+        top = 60000 if mode == "I;16" else 250
+        data = rng.integers(1, top, (40, 60)).astype(np.uint16 if mode == "I;16" else np.uint8)
+        data[:10, :] = top  # a quarter of the field is the transparent level
+        key, shown = top, str(top)
+    Image.fromarray(data).save(tmp_path / "keyed.png", transparency=key)
+    m = read_micrograph(tmp_path / "keyed.png")
+    np.testing.assert_array_equal(m.data, data)  # the pixels themselves are unchanged
+    warned = [w for w in m.reader_warnings if "transparent" in w]
+    assert len(warned) == 1 and warned[0].startswith("25 % of the pixels are (partly) transparent"), warned
+    assert f"marks the value {shown} as transparent" in warned[0]
+    Image.fromarray(data).save(tmp_path / "plain.png")  # no tRNS: nothing said
+    assert not [w for w in read_micrograph(tmp_path / "plain.png").reader_warnings if "transparent" in w]
+
+
 def test_rgba_drops_alpha(tmp_path):
     rgba = _random("uint8", (48, 64, 4))
     tifffile.imwrite(tmp_path / "a.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
