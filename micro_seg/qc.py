@@ -110,7 +110,7 @@ _MEASUREMENT_KEYS = {
         "mean_intercept_ci95_px", "mean_intercept_ra_percent", "n_intersections", "test_line_length_um",
         "test_line_length_px", "mean_intercept_circles_um", "mean_intercept_circles_px", "G_intercept_circles",
         "n_intersections_circles", "mean_area_px2", "mean_area_planimetric_um2", "ala_area_um2", "ala_area_px2",
-        "ala_label", "mean_neighbors", "sd_neighbors", "n_boundaries",
+        "ala_label", "mean_neighbors", "sd_neighbors", "n_boundaries", "mean_ecd_um", "mean_ecd_px",
     }),
     "phases": frozenset({"phase_fractions", "analysed_area_px", "analysed_area_um2", "n_fields", "pixel_size_um"}),
     "defects": frozenset({

@@ -38,6 +38,7 @@ FIELD_QUANTITIES = (
     "grains_per_mm2",
     "mean_intercept_um",
     "mean_area_um2",
+    "mean_ecd_um",
     "grains_per_px2",
     "mean_intercept_px",
     "mean_area_px2",

@@ -175,6 +175,21 @@ def test_jeffries_rectangular_field():
     assert s["ala_G"] == pytest.approx(g_from_mean_area(625 * 4.0 * 1e-6))
 
 
+def test_mean_ecd_of_the_interior_grains_is_reported_for_hall_petch_d():
+    # d for Hall-Petch may be the mean ECD (DOMAIN: "always state which d"; `link --d mean_ecd_um`, the
+    # napari Properties "Grain size d" choice): the mean of 2 sqrt(A / pi) over the grains the edge does not
+    # cut, as mean_area_um2.  4 x 4 squares of 25 x 25 px at 2 um: the 4 interior ones, ECD 2 sqrt(625 / pi) px
+    lab = np.repeat(np.repeat(np.arange(1, 17).reshape(4, 4), 25, 0), 25, 1)
+    s = measure_grains(lab, pixel_size_um=2.0, fields=None).summary
+    assert s["mean_ecd_px"] == pytest.approx(2 * math.sqrt(625 / math.pi))
+    assert s["mean_ecd_um"] == pytest.approx(2.0 * 2 * math.sqrt(625 / math.pi))
+    lab[25:50, 25:40] = 17  # unequal interior grains: 17 (375 px), 6 (250 px), 7, 10, 11 (625 px)
+    s = measure_grains(lab, pixel_size_um=2.0, fields=None).summary
+    areas = np.array([375.0, 250.0, 625.0, 625.0, 625.0])  # the mean of the ECDs, not the ECD of the mean area
+    assert s["mean_ecd_um"] == pytest.approx(2.0 * np.mean(2 * np.sqrt(areas / math.pi)))
+    assert measure_grains(lab, fields=None).summary["mean_ecd_um"] is None  # uncalibrated: pixels only
+
+
 # ---------------------------------------------------------------- Poisson-Voronoi known answers
 
 

@@ -296,3 +296,34 @@ def test_save_figure_that_cannot_rename_leaves_no_temporary_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
     assert save_figure(Figure(), tmp_path / "ok.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png", "plot.png"]
+
+
+def test_link_with_d_mean_ecd_from_measured_grain_rows(tmp_path):
+    # `link --d mean_ecd_um` (and the napari Properties "Grain size d" choice) needs the column in the batch's
+    # images.csv and specimens.csv: rows flattened from measure_grains as batch writes them, square grains of
+    # known size per specimen (interior ECD = 2 sqrt(A / pi)), yield strength from that ECD
+    from micro_seg.batch import export_specimens_csv
+    from micro_seg.batch_worker import flatten_measurements
+    from micro_seg.measure import measure_grains
+
+    sides = {"A": 10, "B": 16, "C": 25, "D": 40}  # px per square grain, 0.5 um pixels
+    rows, ecd = [], {}
+    for spec, side in sides.items():
+        lab = np.repeat(np.repeat(np.arange(1, 145).reshape(12, 12), side, 0), side, 1)
+        ecd[spec] = 0.5 * 2 * np.sqrt(side * side / np.pi)
+        s = measure_grains(lab, pixel_size_um=0.5, fields=None).summary
+        for f in range(3):
+            rows.append({"path": f"{spec}/f{f}.tif", "status": "ok", "error": "", "specimen": spec,
+                         **flatten_measurements({k: v for k, v in s.items() if k not in ("distributions", "fields")})})
+    out = tmp_path / "results"
+    out.mkdir()
+    pd.DataFrame(rows).to_csv(out / "images.csv", index=False)
+    export_specimens_csv(rows, out / "specimens.csv")
+    props = tmp_path / "props.csv"
+    pd.DataFrame({"sample_id": list(sides), "yield_strength_MPa": [S0 + K * (ecd[s] * 1e-6) ** -0.5 for s in sides]}
+                 ).to_csv(props, index=False)
+    for results in (out, out / "specimens.csv"):
+        r = link(results, props, on="sample_id", d="mean_ecd_um")
+        fit = r.summary["fit"]
+        assert fit["d"] == "mean_ecd_um" and r.summary["n_matched"] == 4
+        assert fit["k"] == pytest.approx(K, rel=1e-6) and fit["sigma0"] == pytest.approx(S0, rel=1e-6)

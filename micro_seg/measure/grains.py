@@ -120,7 +120,9 @@ class GrainMeasurement:
         (Jeffries N_A), ``G_planimetric``, ``mean_intercept_um`` (Heyn, all
         lines), ``G_intercept``, ``G_intercept_ci95`` (half-width in G units of
         the field-to-field 95 % CI of ``l``), ``mean_area_um2`` (E1382, interior
-        grains), ``G_area``, ``ala_G`` (E930), ``pixel_size_um``; plus ``_px``
+        grains), ``G_area``, ``ala_G`` (E930), ``pixel_size_um``; plus
+        ``mean_ecd_um`` (mean equivalent circle diameter of the interior grains,
+        a Hall-Petch ``d`` as ``link --d mean_ecd_um`` takes it), ``_px``
         twins, Abrams results (``*_circles``), per-angle intercepts, field
         statistics (``fields``), distributions and ``warnings``.
     grains : pandas.DataFrame
@@ -699,6 +701,8 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros, min_gra
         "n_intersections_circles": circ_p if circles else None,
         # areas
         "mean_area_px2": mean_area_px,
+        "mean_ecd_um": um(dist_ecd["mean"]) if dist_ecd["n"] else None,  # Hall-Petch d as ECD (interior grains)
+        "mean_ecd_px": dist_ecd["mean"] if dist_ecd["n"] else None,
         "mean_area_planimetric_um2": um(1.0 / na_px, 2) if na_px > 0 else None,
         "ala_area_um2": um(ala_area_px, 2),
         "ala_area_px2": ala_area_px,
