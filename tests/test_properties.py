@@ -327,3 +327,28 @@ def test_link_with_d_mean_ecd_from_measured_grain_rows(tmp_path):
         fit = r.summary["fit"]
         assert fit["d"] == "mean_ecd_um" and r.summary["n_matched"] == 4
         assert fit["k"] == pytest.approx(K, rel=1e-6) and fit["sigma0"] == pytest.approx(S0, rel=1e-6)
+
+
+@pytest.mark.parametrize("col, hint", [("hardness_HV10", "--relation hardness"), ("elongation_%", "--relation linear")])
+def test_hall_petch_of_a_property_that_is_not_a_stress_is_refused(tmp_path, capsys, col, hint):
+    # CONTRACT: "k in MPa·m^0.5 for Hall-Petch".  A hardness (or any non-stress) column fitted as the Hall-Petch
+    # yield strength gave "sigma0" in HV10 and k in HV10·m^0.5 under the hall-petch keys, exit 0
+    res = _write_results(tmp_path, SPECS)
+    props = _props(tmp_path, col=col, values=[97.0, 84.0, 76.0, 65.0, 60.0])
+    with pytest.raises(PropertyTableError, match=hint) as info:
+        link(res, props, on="sample_id", property=col)
+    assert col in str(info.value) and "MPa" in str(info.value)
+    code = main(["link", str(res), str(props), "--on", "sample_id", "--property", col, "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    if col.startswith("hardness"):  # the hardness relation fits it, with k in HV10·m^0.5
+        assert link(res, props, on="sample_id", property=col, relation="hardness").summary["fit"]["units"]["k"] == \
+            "HV10·m^0.5"
+
+
+def test_hall_petch_strength_in_ksi_is_fitted_in_mpa(tmp_path):
+    res = _write_results(tmp_path, SPECS)
+    mpa = [S0 + K * (SPECS[i] * 1e-6) ** -0.5 for i in SPECS]
+    props = _props(tmp_path, col="yield_strength_ksi", values=[v / 6.894757 for v in mpa])
+    fit = link(res, props, on="sample_id").summary["fit"]
+    assert fit["units"]["k"] == "MPa·m^0.5" and abs(fit["k"] - K) <= fit["k_ci95"] + 0.05

@@ -472,6 +472,11 @@ def link(
                                      exclude={on}, source=psource)
     y = numeric_column(joined, prop_col, source=psource, id_column=on)
     if relation == "hall-petch":  # k in MPa·m^0.5 whatever the table's stress unit
+        if unit not in TO_MPA:  # a hardness or another property under sigma0 / k would not be in MPa (the contract)
+            raise PropertyTableError(
+                f"{psource}: column {prop_col!r} is in {unit}, not a stress: a Hall-Petch fit is of a yield strength "
+                f"(sigma0 in MPa, k in MPa·m^0.5) and needs a strength column in {', '.join(TO_MPA)}; fit a hardness "
+                "with --relation hardness, another property with --relation linear")
         joined, prop_col, unit, y = _strength_in_mpa(joined, prop_col, unit, y)
         finite = y[np.isfinite(y)]
         if finite.size and np.max(np.abs(finite)) > IMPLAUSIBLE_MPA:
