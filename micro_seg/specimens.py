@@ -37,6 +37,7 @@ TOP_LEVEL_SPECIMEN = "(top level)"
 FIELD_QUANTITIES = (
     "grains_per_mm2",
     "mean_intercept_um",
+    "mean_intercept_circles_um",
     "mean_area_um2",
     "mean_ecd_um",
     "grains_per_px2",

@@ -298,19 +298,17 @@ def test_save_figure_that_cannot_rename_leaves_no_temporary_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.png", "plot.png"]
 
 
-def test_link_with_d_mean_ecd_from_measured_grain_rows(tmp_path):
-    # `link --d mean_ecd_um` (and the napari Properties "Grain size d" choice) needs the column in the batch's
-    # images.csv and specimens.csv: rows flattened from measure_grains as batch writes them, square grains of
-    # known size per specimen (interior ECD = 2 sqrt(A / pi)), yield strength from that ECD
+def _measured_grain_results(tmp_path):
+    """A batch output folder (images.csv, specimens.csv) of rows flattened from measure_grains as batch writes
+    them: 12 x 12 square grains of a known size per specimen (0.5 um pixels), three fields each."""
     from micro_seg.batch import export_specimens_csv
     from micro_seg.batch_worker import flatten_measurements
     from micro_seg.measure import measure_grains
 
-    sides = {"A": 10, "B": 16, "C": 25, "D": 40}  # px per square grain, 0.5 um pixels
-    rows, ecd = [], {}
+    sides = {"A": 10, "B": 16, "C": 25, "D": 40}  # px per square grain
+    rows = []
     for spec, side in sides.items():
         lab = np.repeat(np.repeat(np.arange(1, 145).reshape(12, 12), side, 0), side, 1)
-        ecd[spec] = 0.5 * 2 * np.sqrt(side * side / np.pi)
         s = measure_grains(lab, pixel_size_um=0.5, fields=None).summary
         for f in range(3):
             rows.append({"path": f"{spec}/f{f}.tif", "status": "ok", "error": "", "specimen": spec,
@@ -319,6 +317,14 @@ def test_link_with_d_mean_ecd_from_measured_grain_rows(tmp_path):
     out.mkdir()
     pd.DataFrame(rows).to_csv(out / "images.csv", index=False)
     export_specimens_csv(rows, out / "specimens.csv")
+    return out, sides
+
+
+def test_link_with_d_mean_ecd_from_measured_grain_rows(tmp_path):
+    # `link --d mean_ecd_um` (and the napari Properties "Grain size d" choice) needs the column in the batch's
+    # images.csv and specimens.csv; yield strength made from each specimen's interior ECD = 2 sqrt(A / pi)
+    out, sides = _measured_grain_results(tmp_path)
+    ecd = {spec: 0.5 * 2 * np.sqrt(side * side / np.pi) for spec, side in sides.items()}
     props = tmp_path / "props.csv"
     pd.DataFrame({"sample_id": list(sides), "yield_strength_MPa": [S0 + K * (ecd[s] * 1e-6) ** -0.5 for s in sides]}
                  ).to_csv(props, index=False)
@@ -327,6 +333,22 @@ def test_link_with_d_mean_ecd_from_measured_grain_rows(tmp_path):
         fit = r.summary["fit"]
         assert fit["d"] == "mean_ecd_um" and r.summary["n_matched"] == 4
         assert fit["k"] == pytest.approx(K, rel=1e-6) and fit["sigma0"] == pytest.approx(S0, rel=1e-6)
+
+
+def test_link_on_specimens_csv_takes_the_abrams_intercept_as_the_folder_does(tmp_path):
+    # d = mean_intercept_circles_um and the predictor G_intercept_circles (from its mean) worked on images.csv
+    # but specimens.csv had no mean_intercept_circles_um_mean: refused, "was the batch calibrated?"
+    out, sides = _measured_grain_results(tmp_path)
+    props = tmp_path / "props.csv"
+    pd.DataFrame({"sample_id": list(sides), "yield_strength_MPa": [400.0, 330.0, 280.0, 240.0]}).to_csv(props,
+                                                                                                        index=False)
+    by_folder = link(out, props, on="sample_id", d="mean_intercept_circles_um").summary["fit"]
+    by_specimens = link(out / "specimens.csv", props, on="sample_id", d="mean_intercept_circles_um").summary["fit"]
+    assert by_specimens["k"] == pytest.approx(by_folder["k"], rel=1e-9)
+    linear = {"on": "sample_id", "relation": "linear", "predictors": ["G_intercept_circles"]}
+    g_folder = link(out, props, **linear).summary["fit"]["coefficients"]["G_intercept_circles"]
+    g_specimens = link(out / "specimens.csv", props, **linear).summary["fit"]["coefficients"]["G_intercept_circles"]
+    assert g_specimens == pytest.approx(g_folder, rel=1e-9) and g_folder > 0  # finer grains (higher G), stronger
 
 
 @pytest.mark.parametrize("col, hint", [("hardness_HV10", "--relation hardness"), ("elongation_%", "--relation linear")])
