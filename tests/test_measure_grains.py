@@ -465,3 +465,20 @@ def test_one_field_says_the_g_confidence_interval_is_undefined(fields):
     several = measure_grains(lab, pixel_size_um=0.5, circles=False)  # auto: at least 2 x 2 fields
     assert several.summary["G_intercept_ci95"] is not None
     assert not any("no confidence interval" in w for w in several.warnings)
+
+
+def test_a_g_confidence_interval_reaching_zero_is_null_and_said_so():
+    # two fields, one of 10 px squares, one of 50 px squares: the 95 % CI of N_A and of l (t = 12.7 for 2 fields)
+    # is wider than the mean, so no G interval exists (its bound would be at N_A <= 0 / l <= 0); the *_ci95 came
+    # out null without a word (one field says why; this did not)
+    fine = np.repeat(np.repeat(np.arange(1, 101).reshape(10, 10), 10, 0), 10, 1)
+    coarse = np.repeat(np.repeat(np.arange(101, 105).reshape(2, 2), 50, 0), 50, 1)
+    res = measure_grains(np.hstack([fine, coarse]), pixel_size_um=1.0, fields=(1, 2), circles=False)
+    s = res.summary
+    for key, quantity in (("G_planimetric_ci95", "grains_per_mm2"), ("G_intercept_ci95", "mean_intercept_um")):
+        st = s["fields"][quantity]
+        assert st["n"] == 2 and st["ci95"] >= st["mean"]  # the interval reaches 0
+        assert s[key] is None
+        assert any(key in w and "reaches 0" in w and "more fields" in w for w in res.warnings), res.warnings
+    s2 = measure_grains(np.hstack([fine, fine]), pixel_size_um=1.0, fields=(1, 2), circles=False)
+    assert s2.summary["G_planimetric_ci95"] is not None and not any("reaches 0" in w for w in s2.warnings)

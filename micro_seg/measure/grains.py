@@ -647,6 +647,14 @@ def _measure_grains(labels, px, *, fields, angles, circles, what, zeros, min_gra
     if px_mm is not None:
         G_int_ci = _g_ci_half_width(astm.g_from_intercept, l_px * px_mm, st_l["ci95"] * px_mm)
         G_pl_ci = _g_ci_half_width(astm.g_from_grains_per_mm2, na_mm2, st_na["ci95"] / px_mm**2)
+        for key, g_ci, st, centre, name in (("G_intercept_ci95", G_int_ci, st_l, l_px, "mean intercept"),
+                                            ("G_planimetric_ci95", G_pl_ci, st_na, na_px, "N_A")):
+            if g_ci is None and math.isfinite(st["ci95"]) and math.isfinite(centre) and st["ci95"] >= centre:
+                warnings.append(  # a null CI says why, as for one field
+                    f"{what}: the 95 % confidence interval of the {name} over the {st['n']} fields "
+                    f"(+-{100 * st['ci95'] / centre:.0f} %) reaches 0, so no G interval exists: {key} is null; "
+                    "use more fields (E112 section 15: the t factor of few fields is large) or image more of "
+                    "the specimen")
 
     g_values = {"G_planimetric": G_pl, "G_intercept": G_int, "G_area": G_area}
     lo_g, hi_g = G_PLAUSIBLE_RANGE
