@@ -226,12 +226,13 @@ IGNORE_FILE = ".micro-seg-ignore"
 
 
 def read_ignore_file(in_dir: str | os.PathLike) -> list[str]:
-    """Glob patterns from ``IN_DIR/.micro-seg-ignore`` (one per line, ``#`` comments)."""
+    """Glob patterns from ``IN_DIR/.micro-seg-ignore`` (one per line, ``#`` comments; a UTF-8 byte order mark, as
+    Windows Notepad writes, is not part of the first pattern)."""
     p = Path(in_dir) / IGNORE_FILE
     if not p.is_file():
         return []
     out = []
-    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in p.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             out.append(line)

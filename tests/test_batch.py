@@ -454,3 +454,13 @@ def test_report_marks_a_statistic_over_fewer_fields():
     assert "(2 of 3 fields)" in html
     full = _specimen_section(specimen_table(rows[:2]))
     assert "of 2 fields" not in full
+
+
+def test_ignore_file_saved_with_a_byte_order_mark_still_leaves_out_its_first_pattern(tmp_path):
+    """Notepad's UTF-8 with BOM made the first line '\\ufefftruth/': the ground-truth masks were measured as fields."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 2, "truth/a_labels.tif": 1})
+    (root / ".micro-seg-ignore").write_bytes(b"\xef\xbb\xbftruth/\r\n*.md\r\n")
+    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0)
+    assert s.ignored == ["truth/"]
+    assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == ["a.tif"]
