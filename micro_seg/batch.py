@@ -69,7 +69,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from micro_seg import __version__
 from micro_seg.batch_worker import (BatchConfig, ImageResult, _load_model, atomic_path, check_segment_options, init_worker,
                                     safe_process, sha256_file, stale_temporary)
-from micro_seg.errors import CancelledError, InputFileNotFoundError, MicroSegError, SpecError
+from micro_seg.errors import CancelledError, InputFileNotFoundError, MicroSegError, OutputPathError, SpecError
 from micro_seg.interrupts import deferred_interrupts
 from micro_seg.specimens import parse_group_by, specimen_of, specimen_table
 from micro_seg.store import ResultsStore, utc_now
@@ -1254,19 +1254,37 @@ def _written_by_micro_seg(path: Path) -> bool:
         return False
 
 
+@contextmanager
+def _export_error(path: Path) -> Iterator[None]:
+    """An export that cannot be written (disk full, no permission, a folder in its place) is one line naming the
+    file, not an internal error: the images are recorded in the store, and a re-run only rewrites the exports."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputPathError(f"{path}: cannot write this batch export: {exc.strerror or exc}; fix that and re-run the "
+                              f"same command: the images recorded in {DB_NAME} are kept, not processed again") from None
+
+
 def write_exports(store: ResultsStore, out_dir: Path, run_id: int, *, rows: list[dict[str, Any]] | None = None,
                   write_report: bool = True, ignored: list[str] | None = None) -> dict[str, Path | None]:
-    """Write ``images.csv``, ``specimens.csv``, ``objects.parquet`` and ``report.html``."""
+    """Write ``images.csv``, ``specimens.csv``, ``objects.parquet`` and ``report.html``.
+
+    Raises :class:`~micro_seg.errors.OutputPathError` naming the file when one cannot be written.
+    """
     rows = _export_rows(store, run_id) if rows is None else rows
-    images_csv = export_images_csv(rows, out_dir / "images.csv")
-    specimens_csv, specimen_rows = export_specimens_csv(rows, out_dir / "specimens.csv")
-    objects = export_objects_parquet(store, out_dir / "objects.parquet", run_id=run_id)
+    with _export_error(out_dir / "images.csv"):
+        images_csv = export_images_csv(rows, out_dir / "images.csv")
+    with _export_error(out_dir / "specimens.csv"):
+        specimens_csv, specimen_rows = export_specimens_csv(rows, out_dir / "specimens.csv")
+    with _export_error(out_dir / "objects.parquet"):
+        objects = export_objects_parquet(store, out_dir / "objects.parquet", run_id=run_id)
     report_path = None
     if write_report:
         from micro_seg.report import write_report as _write_report
 
-        report_path = _write_report(out_dir / "report.html", store=store, run_id=run_id, image_rows=rows,
-                                    specimen_rows=specimen_rows, out_dir=out_dir, ignored=ignored or [])
+        with _export_error(out_dir / "report.html"):
+            report_path = _write_report(out_dir / "report.html", store=store, run_id=run_id, image_rows=rows,
+                                        specimen_rows=specimen_rows, out_dir=out_dir, ignored=ignored or [])
     # an earlier run's object table or report, not rewritten now, would contradict images.csv: they go (only
     # files micro-seg wrote: a user's own report.html in OUT_DIR stays)
     for written, name in ((objects, "objects.parquet"), (report_path, "report.html")):

@@ -189,3 +189,44 @@ def test_a_changed_card_post_processing_redoes_the_images(tmp_path, grain_model)
     # and the option can be given to the batch itself
     code = main(["batch", str(root), str(out), "--model", str(grain_model), "--marker-threshold", "0.2", "--quiet"])
     assert code == 0
+
+
+def test_an_export_that_cannot_be_written_is_exit_2_naming_it_and_a_rerun_writes_it(tmp_path, grain_model, capsys,
+                                                                                      monkeypatch):
+    """A full disk (or a folder named images.csv) while writing the tables said 'internal error: OSError ...
+    (re-run with --debug)', exit 1, as if micro-seg had a bug; the images are recorded and a re-run only exports."""
+    import contextlib
+    import errno
+
+    import micro_seg.batch as batch
+
+    root, out = _images(tmp_path / "in"), tmp_path / "out"
+    (out / "images.csv").mkdir(parents=True)
+    (out / "images.csv" / "keep").write_text("a folder where the table goes")
+    code = main(["batch", str(root), str(out), "--model", str(grain_model), "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "internal error" not in err[0]
+    assert f"{out / 'images.csv'}: cannot write this batch export" in err[0] and "results.sqlite are kept" in err[0]
+
+    real = batch.atomic_path
+
+    @contextlib.contextmanager
+    def full_disk(path):
+        if str(path).endswith("specimens.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        with real(path) as tmp:
+            yield tmp
+
+    (out / "images.csv" / "keep").unlink()
+    (out / "images.csv").rmdir()
+    monkeypatch.setattr(batch, "atomic_path", full_disk)
+    code = main(["batch", str(root), str(out), "--model", str(grain_model), "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"micro-seg: error: {out / 'specimens.csv'}: cannot write this batch export: No space "
+                                 "left on device; fix that and re-run the same command: the images recorded in "
+                                 "results.sqlite are kept, not processed again"]
+    monkeypatch.setattr(batch, "atomic_path", real)
+    s = run_batch(root, out, model=grain_model, workers=0)
+    assert (s.n_processed, s.n_skipped, s.n_ok) == (0, 2, 2)
+    assert sorted(read_csv(out / "images.csv")) == ["steel/f0.tif", "steel/f1.tif"]
+    assert (out / "specimens.csv").is_file()
