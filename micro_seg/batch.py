@@ -72,7 +72,7 @@ from micro_seg.batch_worker import (BatchConfig, ImageResult, _load_model, atomi
 from micro_seg.errors import CancelledError, InputFileNotFoundError, MicroSegError, OutputPathError, SpecError
 from micro_seg.interrupts import deferred_interrupts
 from micro_seg.specimens import parse_group_by, specimen_of, specimen_table
-from micro_seg.store import ResultsStore, utc_now
+from micro_seg.store import ResultsStore, utc_now, utf8_text
 
 __all__ = [
     "run_batch",
@@ -313,15 +313,15 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
                 continue
             if root_is_output and not rel_here and d in OUTPUT_SUBDIRS:
                 if links is not None:
-                    links.setdefault("outputs", []).append(d + "/")
+                    links.setdefault("outputs", []).append(utf8_text(d + "/"))
                 continue
             if (here / d).is_symlink():  # os.walk does not descend into it: say so
                 if links is not None and not (patterns and _ignored(rel_here + d, patterns, is_dir=True)):
-                    links.setdefault("folders", []).append(rel_here + d + "/")
+                    links.setdefault("folders", []).append(utf8_text(rel_here + d + "/"))
                 continue
             if patterns and _ignored(rel_here + d, patterns, is_dir=True):
                 if ignored is not None:
-                    ignored.append(rel_here + d + "/")
+                    ignored.append(utf8_text(rel_here + d + "/"))
                 continue
             keep_dirs.append(d)
         dirnames[:] = keep_dirs
@@ -331,7 +331,7 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
                 continue
             if patterns and _ignored(rel_here + f, patterns):
                 if ignored is not None:
-                    ignored.append(rel_here + f)
+                    ignored.append(utf8_text(rel_here + f))
                 continue
             names.append(f)
         split = {n: _split_ext(n, exts) for n in names}
@@ -346,7 +346,7 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
                 st = p.stat()
             except OSError:
                 if links is not None and p.is_symlink():
-                    links.setdefault("dangling", []).append(rel_here + n)
+                    links.setdefault("dangling", []).append(utf8_text(rel_here + n))
                 continue
             if not p.is_file():
                 continue
@@ -359,8 +359,10 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
                 here_files.append((n, p, st, stem, False))
         out_names = _unique_stems([(n, cand, suffixed) for n, _, _, cand, suffixed in here_files])
         for n, p, st, _, _ in here_files:
-            rel = p.relative_to(root).as_posix()
-            out_stem = (Path(rel).parent / out_names[n]).as_posix()
+            # a name that is not UTF-8 (a Latin-1 "µ" from an old archive) is named with \xb5 in the tables and
+            # outputs, which must be text; the file itself is opened by its own name (path)
+            rel = utf8_text(p.relative_to(root).as_posix())
+            out_stem = utf8_text((Path(p.relative_to(root).as_posix()).parent / out_names[n]).as_posix())
             supported = split[n][1] is not None or _image_content(p)
             found.append(InputFile(str(p), rel, out_stem, supported, st.st_size, st.st_mtime_ns))
     found.sort(key=lambda f: f.relpath)

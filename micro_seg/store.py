@@ -47,7 +47,7 @@ import numpy as np
 
 from micro_seg.interrupts import deferred_interrupts
 
-__all__ = ["ResultsStore", "SCHEMA_VERSION", "utc_now"]
+__all__ = ["ResultsStore", "SCHEMA_VERSION", "utc_now", "utf8_text"]
 
 SCHEMA_VERSION = 1
 
@@ -143,6 +143,20 @@ _IMAGE_FIELDS = (
     "labels_path", "overlay_path", "objects_path", "qc_verdict", "seconds", "worker",
     "processed_utc",
 )
+
+
+def utf8_text(text: str) -> str:
+    r"""``text`` as UTF-8 can hold it: the bytes of a file name that is not UTF-8 (Python's surrogate escapes, e.g. a
+    Latin-1 ``µ`` from an old archive) written as ``\xb5``; other text unchanged.
+
+    >>> utf8_text("\udcb5m_field.tif"), utf8_text("µm_field.tif")
+    ('\\xb5m_field.tif', 'µm_field.tif')
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _utf8_values(values: Iterable[Any]) -> list[Any]:
+    return [utf8_text(v) if isinstance(v, str) else v for v in values]
 
 
 def utc_now() -> str:
@@ -342,7 +356,8 @@ class ResultsStore:
                 "INSERT INTO runs(started_utc, status, in_dir, out_dir, model_name, model_task, model_sha256,"
                 " software_version, parameters, host, python, workers, scheduler)"
                 " VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (utc_now(), in_dir, out_dir, model_name, model_task, model_sha256, software_version,
+                (utc_now(), utf8_text(in_dir), utf8_text(out_dir), model_name, model_task, model_sha256,
+                 software_version,
                  json.dumps(dict(parameters), sort_keys=True, default=_json_default), platform.node(),
                  sys.version.split()[0], workers, scheduler),
             )
@@ -401,13 +416,14 @@ class ResultsStore:
         with self.transaction() as con:
             con.executemany(
                 "UPDATE images SET last_seen_run=?, specimen=? WHERE relpath=?",
-                [(run_id, specimens.get(p), p) for p in relpaths],
+                [(run_id, *_utf8_values((specimens.get(p), p))) for p in relpaths],
             )
 
     def update_stat(self, relpath: str, *, size_bytes: int, mtime_ns: int) -> None:
         """Refresh size/mtime of an input whose content (sha256) did not change."""
         with self.transaction() as con:
-            con.execute("UPDATE images SET size_bytes=?, mtime_ns=? WHERE relpath=?", (size_bytes, mtime_ns, relpath))
+            con.execute("UPDATE images SET size_bytes=?, mtime_ns=? WHERE relpath=?",
+                        (size_bytes, mtime_ns, utf8_text(relpath)))
 
     def record(self, relpath: str, fields: Mapping[str, Any], *, measurements: Mapping[str, Any] | None = None,
                objects: Mapping[str, Mapping[str, list]] | None = None,
@@ -438,8 +454,9 @@ class ResultsStore:
         unknown = set(fields) - set(_IMAGE_FIELDS)
         if unknown:
             raise KeyError(f"unknown images column(s): {sorted(unknown)}")
+        relpath = utf8_text(relpath)  # text only: a file name that is not UTF-8 would fail the INSERT
         cols = list(fields)
-        values = [fields[c] for c in cols]
+        values = _utf8_values(fields[c] for c in cols)
         with self.transaction() as con:
             row = con.execute("SELECT image_id FROM images WHERE relpath=?", (relpath,)).fetchone()
             if row is None:
@@ -458,7 +475,7 @@ class ResultsStore:
                 con.execute(
                     f"UPDATE images SET run_id=?, last_seen_run=?, {', '.join(f'{c}=?' for c in reset)}"
                     " WHERE image_id=?",
-                    (run_id, run_id, *reset.values(), image_id),
+                    (run_id, run_id, *_utf8_values(reset.values()), image_id),
                 )
                 for table in ("measurements", "objects", "flags"):
                     con.execute(f"DELETE FROM {table} WHERE image_id=?", (image_id,))
@@ -468,7 +485,7 @@ class ResultsStore:
                     number = _clean_number(value) if not isinstance(value, str) else None
                     if number is not None and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
                         number = int(value)
-                    text = value if isinstance(value, str) else None
+                    text = utf8_text(value) if isinstance(value, str) else None
                     if text is None and number is None and value is not None and not _not_finite(value):
                         text = json.dumps(value, default=_json_default)
                     rows.append((image_id, str(key), i, number, text))
@@ -567,7 +584,7 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value
+        return utf8_text(value)
     return json.dumps(value, default=_json_default)
 
 

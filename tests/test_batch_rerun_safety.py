@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,3 +231,31 @@ def test_an_export_that_cannot_be_written_is_exit_2_naming_it_and_a_rerun_writes
     assert (s.n_processed, s.n_skipped, s.n_ok) == (0, 2, 2)
     assert sorted(read_csv(out / "images.csv")) == ["steel/f0.tif", "steel/f1.tif"]
     assert (out / "specimens.csv").is_file()
+
+
+def test_file_names_that_are_not_utf8_are_processed_and_named_not_a_crash(tmp_path, grain_model, capsys):
+    """A Latin-1 'µ' in a file name (an old Windows archive unpacked on Linux) stopped the whole batch with
+    'internal error: UnicodeEncodeError ... surrogates not allowed', exit 1, at every re-run: the other images'
+    tables were never written."""
+    root, out = _images(tmp_path / "in"), tmp_path / "out"
+    raw = os.fsencode(root / "steel")
+    try:
+        write_tiff(Path(os.fsdecode(raw + b"/\xb5m_field.tif")), disk_image(4, seed=7), pixel_size_um=0.5)
+        os.makedirs(os.fsdecode(raw + b"/\xe9chantillon"))
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    (Path(os.fsdecode(raw + b"/\xe9chantillon")) / "broken.tif").write_bytes(b"II*\x00 not a tiff")
+    (Path(os.fsdecode(raw + b"/notes_\xb5.txt"))).write_text("operator notes")
+    code = main(["batch", str(root), str(out), "--model", str(grain_model), "--workers", "0", "--quiet"])
+    assert code == 3, capsys.readouterr().err  # the broken TIFF failed, the rest went on
+    rows = read_csv(out / "images.csv")
+    assert sorted(rows) == ["steel/\\xb5m_field.tif", "steel/\\xe9chantillon/broken.tif", "steel/f0.tif",
+                            "steel/f1.tif"]
+    assert rows["steel/\\xb5m_field.tif"]["status"] == "ok"
+    assert rows["steel/\\xb5m_field.tif"]["n_grains"] == "1"  # the constant model: one grain, as for f0 and f1
+    assert (out / rows["steel/\\xb5m_field.tif"]["labels"]).is_file()
+    broken = rows["steel/\\xe9chantillon/broken.tif"]
+    assert broken["status"] == "failed" and "\\xe9chantillon/broken.tif" in broken["error"]
+    again = run_batch(root, out, model=grain_model, workers=0)  # resumes: nothing redone, nothing doubled
+    assert (again.n_processed, again.n_skipped, again.n_images) == (0, 4, 4)
+    assert again.unsupported == ["steel/notes_\\xb5.txt"]
