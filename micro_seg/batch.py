@@ -792,6 +792,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     if links.get("dangling"):
         warnings.append(f"{len(links['dangling'])} dangling symbolic link(s) skipped (they point to nothing) "
                         f"({_first_names(links['dangling'])})")
+    warnings += _unmatched_excludes([str(p) for p in exclude], ignored, in_path)
     files = [f for f in found if f.supported]
     unsupported = [f.relpath for f in found if not f.supported]
     if not files:
@@ -952,6 +953,23 @@ def _make_out_dir(out_path: Path) -> None:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchOptionError(f"{out_path}: cannot create OUT_DIR: {exc.strerror or exc}") from exc
+
+
+def _unmatched_excludes(patterns: list[str], ignored: list[str], in_path: Path) -> list[str]:
+    """One warning per ``--exclude`` pattern that left nothing out: a typo, or a path given from the current folder
+    (``sample_images/truth/``, shell completion) where patterns are relative to IN_DIR (``truth/``); the files it
+    meant were measured, and pooled into their specimens, as micrographs."""
+    out = []
+    for pat in dict.fromkeys(patterns):
+        if any(_ignored(p.rstrip("/"), [pat], is_dir=p.endswith("/")) for p in ignored):
+            continue
+        hint = ""
+        target = Path(pat).expanduser().resolve()
+        if target != in_path and target.is_relative_to(in_path) and target.exists():
+            hint = f"; for {target} give --exclude '{target.relative_to(in_path).as_posix()}{'/' * target.is_dir()}'"
+        out.append(f"--exclude '{pat}' left nothing out (patterns are relative to IN_DIR {in_path}, gitignore-like: "
+                   f"'*.md', 'truth/', 'sub/*.tif'){hint}")
+    return out
 
 
 def _first_names(names: list[str], limit: int = 3) -> str:

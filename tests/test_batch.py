@@ -464,3 +464,19 @@ def test_ignore_file_saved_with_a_byte_order_mark_still_leaves_out_its_first_pat
     s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0)
     assert s.ignored == ["truth/"]
     assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == ["a.tif"]
+
+
+def test_an_exclude_that_leaves_nothing_out_is_warned_with_the_pattern_it_meant(tmp_path, monkeypatch):
+    """--exclude in/truth/ (shell completion from the current folder) matched nothing, silently: the ground-truth
+    masks were measured as fields of the specimen."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 2, "b.tif": 3, "truth/a_labels.tif": 1})
+    monkeypatch.chdir(tmp_path)
+    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0,
+                  exclude=["in/truth/", "b.tif", "nothing*"])
+    assert s.ignored == ["b.tif"]  # the pattern relative to IN_DIR works
+    assert s.warnings == [
+        f"--exclude 'in/truth/' left nothing out (patterns are relative to IN_DIR {root.resolve()}, gitignore-like: "
+        f"'*.md', 'truth/', 'sub/*.tif'); for {(root / 'truth').resolve()} give --exclude 'truth/'",
+        f"--exclude 'nothing*' left nothing out (patterns are relative to IN_DIR {root.resolve()}, gitignore-like: "
+        "'*.md', 'truth/', 'sub/*.tif')"]

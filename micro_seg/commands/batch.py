@@ -73,8 +73,8 @@ def register(subparsers: Any) -> None:
                    help="micrometres per pixel for every image (overrides file calibration)")
     add_databar_option(p, "; for every image (an image with no more rows fails, the others go on)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="leave out matching files or folders (gitignore-like: '*.md', 'truth/', 'sub/*.tif'); "
-                        "repeatable; also read from IN_DIR/.micro-seg-ignore")
+                   help="leave out matching files or folders, relative to IN_DIR (gitignore-like: '*.md', 'truth/', "
+                        "'sub/*.tif'); repeatable; also read from IN_DIR/.micro-seg-ignore")
     p.add_argument("--rehash", action="store_true",
                    help="verify the sha256 of every finished input (default: only when size/mtime changed)")
     p.add_argument("--retry-failed", action="store_true",
