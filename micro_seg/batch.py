@@ -854,6 +854,12 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                     failed_before.append(f.relpath)
                 if refresh_stat:
                     store.update_stat(f.relpath, size_bytes=f.size_bytes, mtime_ns=f.mtime_ns)
+        taken = _outputs_taken_over(files, todo, known)
+        if taken:  # redone under their new output stem: their rows would name another image's labels
+            redo = {f.relpath for f in todo} | taken
+            todo = [f for f in files if f.relpath in redo]
+            skipped = [rel for rel in skipped if rel not in taken]
+            failed_before = [rel for rel in failed_before if rel not in taken]
         store.mark_seen(skipped, run_id, specimens)
         older = sorted({str(known[rel]["software_version"]) for rel in skipped
                         if known[rel]["software_version"] != __version__})
@@ -953,6 +959,38 @@ def _make_out_dir(out_path: Path) -> None:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchOptionError(f"{out_path}: cannot create OUT_DIR: {exc.strerror or exc}") from exc
+
+
+def _output_files(stem: str) -> set[str]:
+    """The label, overlay and object files :func:`~micro_seg.batch_worker.process_image` writes for an output stem."""
+    return {f"labels/{stem}_labels.tif", f"overlays/{stem}_overlay.png", f"objects/{stem}_objects.csv"}
+
+
+def _outputs_taken_over(files: list[InputFile], todo: list[InputFile], known: Mapping[str, dict]) -> set[str]:
+    """Finished images (relpaths) whose recorded label / overlay / object file an image processed in this run will
+    overwrite.  Output stems are given anew as files come and go (``x_png.tif`` added beside ``x.png`` and
+    ``x.tif`` takes the stem ``x_png`` that ``x.png`` had): such an image is redone under its new stem, which may
+    in turn take another's file, so this repeats until nothing more is taken.
+
+    >>> f = [InputFile(f"/in/{n}", n, s, True, 1, 1) for n, s in (("x.png", "x_png_2"), ("x_png.tif", "x_png"))]
+    >>> _outputs_taken_over(f, [f[1]], {"x.png": {"labels_path": "labels/x_png_labels.tif"}})
+    {'x.png'}
+    """
+    redo = {f.relpath for f in todo}
+    stems = {f.relpath: f.stem for f in files}
+    claimed: set[str] = set()
+    new = set(redo)
+    while new:
+        for rel in new:
+            claimed |= _output_files(stems[rel])
+        new = set()
+        for f in files:
+            row = known.get(f.relpath) or {}
+            recorded = {row.get(k) for k in ("labels_path", "overlay_path", "objects_path")}
+            if f.relpath not in redo and recorded & claimed:
+                new.add(f.relpath)
+        redo |= new
+    return redo - {f.relpath for f in todo}
 
 
 def _unmatched_excludes(patterns: list[str], ignored: list[str], in_path: Path) -> list[str]:

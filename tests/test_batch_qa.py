@@ -65,6 +65,35 @@ def test_batch_writes_one_set_of_outputs_per_image_for_clashing_names(tmp_path):
         assert tifffile.imread(tmp_path / "out" / rows[rel]["labels"]).shape == shape
 
 
+def test_an_added_file_that_takes_a_finished_images_output_stem_does_not_leave_it_naming_other_labels(tmp_path):
+    """x_png.tif added beside a finished x.png and x.tif takes the stem x_png: its labels overwrote x.png's, and
+    images.csv still gave labels/x_png_labels.tif (now of another image, another shape) as x.png's."""
+    pytest.importorskip("torch")
+    import tifffile
+    from PIL import Image
+
+    from test_batch_engine import constant_model
+
+    model = constant_model(tmp_path / "models" / "one-grain", task="grains", classes=["grain", "boundary"],
+                           winner=0, name="one-grain")
+    root, out = tmp_path / "in", tmp_path / "out"
+    (root / "s").mkdir(parents=True)
+    Image.fromarray(disk_image(1, seed=0, shape=(64, 72))).save(root / "s" / "x.png")
+    write_tiff(root / "s" / "x.tif", disk_image(1, seed=1, shape=(64, 80)))
+    run_batch(root, out, model=str(model), workers=0)
+    assert read_rows(out / "images.csv")["s/x.png"]["labels"] == "labels/s/x_png_labels.tif"
+    write_tiff(root / "s" / "x_png.tif", disk_image(1, seed=2, shape=(64, 96)))
+    s = run_batch(root, out, model=str(model), workers=0)
+    assert (s.n_processed, s.n_skipped) == (2, 1)  # the new file and x.png, whose stem it took; x.tif kept
+    rows = read_rows(out / "images.csv")
+    assert rows["s/x_png.tif"]["labels"] == "labels/s/x_png_labels.tif"
+    for rel, shape in {"s/x.png": (64, 72), "s/x.tif": (64, 80), "s/x_png.tif": (64, 96)}.items():
+        for col in ("labels", "overlay"):
+            assert (out / rows[rel][col]).is_file(), (rel, col)
+        assert tifffile.imread(out / rows[rel]["labels"]).shape == shape, rel
+    assert len({rows[rel]["overlay"] for rel in rows}) == 3
+
+
 # ------------------------------------------------------------------ 2. qc of a batch: image checks never vanish
 def test_qc_of_batch_output_reviews_image_checks_it_cannot_run(tmp_path, capsys, monkeypatch):
     root = tmp_path / "in"
