@@ -222,6 +222,26 @@ def _unique_stems(candidates: list[tuple[str, str, bool]]) -> dict[str, str]:
     return out
 
 
+#: Longest last part of an output stem, in bytes: the longest file name made from it (``write_labels``' temporary
+#: ``.<stem>_labels.tif.<pid>.<8 hex>.tmp``) adds 33 bytes, and a file name may have 255 (ext4, XFS, NTFS, APFS).
+MAX_STEM_BYTES = 200
+
+
+def _fit_name_max(stem: str) -> str:
+    """An output stem whose file names fit the file system: a last part longer than :data:`MAX_STEM_BYTES` (a long
+    or non-Latin name, 3 bytes a character in UTF-8) is cut there and told apart by 8 hex digits of its sha1.
+
+    >>> _fit_name_max("sub/short"), len(_fit_name_max("晶" * 80).encode()), _fit_name_max("晶" * 80)[-9:]
+    ('sub/short', 198, '_38c3ca3e')
+    """
+    parent, sep, last = stem.rpartition("/")
+    raw = last.encode("utf-8")
+    if len(raw) <= MAX_STEM_BYTES:
+        return stem
+    last = raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore") + "_" + hashlib.sha1(raw).hexdigest()[:8]
+    return parent + sep + last
+
+
 IGNORE_FILE = ".micro-seg-ignore"
 
 
@@ -362,7 +382,7 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
             # a name that is not UTF-8 (a Latin-1 "µ" from an old archive) is named with \xb5 in the tables and
             # outputs, which must be text; the file itself is opened by its own name (path)
             rel = utf8_text(p.relative_to(root).as_posix())
-            out_stem = utf8_text((Path(p.relative_to(root).as_posix()).parent / out_names[n]).as_posix())
+            out_stem = _fit_name_max(utf8_text((Path(p.relative_to(root).as_posix()).parent / out_names[n]).as_posix()))
             supported = split[n][1] is not None or _image_content(p)
             found.append(InputFile(str(p), rel, out_stem, supported, st.st_size, st.st_mtime_ns))
     found.sort(key=lambda f: f.relpath)

@@ -259,3 +259,24 @@ def test_file_names_that_are_not_utf8_are_processed_and_named_not_a_crash(tmp_pa
     again = run_batch(root, out, model=grain_model, workers=0)  # resumes: nothing redone, nothing doubled
     assert (again.n_processed, again.n_skipped, again.n_images) == (0, 4, 4)
     assert again.unsupported == ["steel/notes_\\xb5.txt"]
+
+
+def test_a_long_or_non_latin_file_name_gets_outputs_that_fit_the_file_system(tmp_path, grain_model):
+    """A 240-byte name (80 Chinese characters) failed at every run with 'File name too long': its label file's name
+    is the stem plus '_labels.tif', and the temporary one 33 bytes more than the stem."""
+    root, out = _images(tmp_path / "in"), tmp_path / "out"
+    long_names = ["晶粒" * 40 + ".tif", "g" * 240 + ".tif"]
+    for i, name in enumerate(long_names):
+        write_tiff(root / "steel" / name, disk_image(3, seed=10 + i), pixel_size_um=0.5)
+    s = run_batch(root, out, model=grain_model, workers=0)
+    assert (s.n_ok, s.n_failed) == (4, 0), s.failures
+    rows = read_csv(out / "images.csv")
+    stems = set()
+    for name in long_names:
+        row = rows[f"steel/{name}"]
+        for col in ("labels", "overlay", "objects"):
+            assert (out / row[col]).is_file(), (name, col)
+            assert len(Path(row[col]).name.encode()) <= 255
+        stems.add(row["labels"])
+    assert len(stems) == 2
+    assert run_batch(root, out, model=grain_model, workers=0).n_processed == 0
