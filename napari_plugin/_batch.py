@@ -156,12 +156,22 @@ class BatchWidget(Container):
     def _done(self, summary) -> None:
         self.summary = summary
         self.load_results(summary.out_dir)
+        from micro_seg.batch import unsupported_extensions
+
         msg = f"{summary.n_ok} ok, {summary.n_failed} failed of {summary.n_images} images in {summary.seconds:.0f} s"
         self._status.value = msg
-        if summary.n_failed:
-            notify_warning(f"Batch finished: {msg}. The failed rows show why.")
+        said = f"Batch finished: {msg}." + (" The failed rows show why." if summary.n_failed else "")
+        # what `micro-seg batch` prints on stderr: folders not followed, failures not retried, ...
+        extra = list(summary.warnings)
+        if summary.unsupported:
+            extra.append(f"skipped {len(summary.unsupported)} file(s) that are not supported images "
+                         f"({', '.join(unsupported_extensions(summary.unsupported))})")
+        if extra:
+            said += " " + "; ".join(extra) + "."
+        if summary.n_failed or summary.warnings:
+            notify_warning(said)
         else:
-            notify_info(f"Batch finished: {msg}.")
+            notify_info(said)
 
     def load_results(self, out_dir: str | Path | None = None):
         """Show ``images.csv`` of an output folder in the table."""

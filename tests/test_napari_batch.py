@@ -248,3 +248,33 @@ def test_batch_row_run_with_databar_rows_opens_with_that_bar(make_napari_viewer,
     tifffile.imwrite(src / "sem.tif", img[:50])
     (again,) = w.open_row(0)
     assert again.data.shape == (50, 256)
+
+
+def test_batch_widget_tells_what_the_batch_warned_about(make_napari_viewer, qtbot, tmp_path, user_models, notes):
+    """The Batch widget said 'Batch finished: 1 ok, 0 failed' and nothing of the warnings micro-seg batch prints: the
+    images of a symbolically linked specimen folder were left out without a word."""
+    import os
+
+    import tifffile
+
+    from napari_plugin._batch import BatchWidget
+
+    folder = tiny_model(user_models / "tiny")
+    src, elsewhere = tmp_path / "in", tmp_path / "elsewhere" / "S2"
+    for d in (src / "S1", elsewhere):
+        d.mkdir(parents=True)
+        img, _ = two_phase_image((64, 64), seed=3)
+        tifffile.imwrite(d / "field.tif", img, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    os.symlink(elsewhere, src / "S2")
+    (src / "notes.txt").write_text("operator notes")
+    w = BatchWidget(make_napari_viewer())
+    w._in.value, w._out.value = str(src), str(tmp_path / "out")
+    w._model.value = str(folder)
+    w._workers.value = 0
+    assert w.run() is not None
+    wait_idle(qtbot, w, timeout=120_000)
+    assert w.summary is not None and (w.summary.n_ok, w.summary.n_failed) == (1, 0)
+    said = [m for s, m in notes if m.startswith("Batch finished")]
+    assert len(said) == 1 and ("warning", said[0]) in notes
+    assert "1 symbolic link(s) to folders not followed" in said[0] and "S2/" in said[0]
+    assert "skipped 1 file(s) that are not supported images (.txt)" in said[0]
