@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import json
 import numbers
@@ -592,6 +593,11 @@ class _Lock:
             fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             self.fh.close()
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # ENOLCK, EOPNOTSUPP...: no lock here
+                raise OutputPathError(
+                    f"{self.path.parent}: cannot lock OUT_DIR ({exc.strerror or exc}): its file system does not "
+                    "support file locks (e.g. NFS without a lock daemon), which the batch and its results.sqlite "
+                    "need; give an OUT_DIR on a local disk, or ask for locking on that share") from None
             raise BatchBusyError(f"{self.path.parent}: another batch is running in this output folder") from exc
         return self
 

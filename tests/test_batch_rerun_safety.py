@@ -280,3 +280,30 @@ def test_a_long_or_non_latin_file_name_gets_outputs_that_fit_the_file_system(tmp
         stems.add(row["labels"])
     assert len(stems) == 2
     assert run_batch(root, out, model=grain_model, workers=0).n_processed == 0
+
+
+def test_a_busy_output_folder_and_one_that_cannot_be_locked_are_told_apart(tmp_path, grain_model, capsys,
+                                                                           monkeypatch):
+    """On a share without file locks (NFS without lockd: ENOLCK) the batch said 'another batch is running in this
+    output folder' at every try, sending the user after a batch that did not exist."""
+    import errno
+    import fcntl
+
+    from micro_seg.batch import LOCK_NAME, BatchBusyError
+
+    root, out = _images(tmp_path / "in"), tmp_path / "out"
+    out.mkdir()
+    with open(out / LOCK_NAME, "a+") as held:  # another batch holds the lock
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BatchBusyError, match="another batch is running in this output folder"):
+            run_batch(root, out, model=grain_model, workers=0)
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    code = main(["batch", str(root), str(out), "--model", str(grain_model), "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "another batch" not in err[0]
+    assert f"{out}: cannot lock OUT_DIR (No locks available): its file system does not support file locks" in err[0]
+    assert not (out / "results.sqlite").exists()
