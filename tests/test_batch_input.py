@@ -59,6 +59,23 @@ def test_non_image_files_are_skipped_and_counted_not_failed(tmp_path):
     assert len(truth) == 2
 
 
+def test_cli_progress_is_one_line_per_image_when_stderr_is_a_log_file(tmp_path, tiny_model, capsys):
+    """With stderr not a terminal (a cluster job's log, nohup) the progress bar was drawn once, at the end: a log
+    of a long batch showed nothing of how far it got, or which image it was on when it was killed."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1/a.tif": 1, "S1/b.tif": 2})
+    (root / "S1" / "c.tif").write_bytes(b"not a tiff")
+    code, _, err = run_cli(capsys, str(root), str(tmp_path / "out"), "--model", str(tiny_model), "--workers", "0")
+    assert code == 3
+    lines = [line for line in err.splitlines() if line.startswith("micro-seg batch: ") and "warning" not in line]
+    assert lines[0] == "micro-seg batch: 3 image(s) to process"
+    assert [line.split(", ETA")[0] for line in lines[1:4]] == [
+        "micro-seg batch: [1/3] S1/a.tif ok", "micro-seg batch: [2/3] S1/b.tif ok",
+        "micro-seg batch: [3/3] S1/c.tif failed (1 failed)"]
+    assert ", ETA " in lines[1] and ", ETA " not in lines[3]
+    assert "━" not in err  # no bar drawn into the log
+
+
 def test_cli_reports_skipped_files_in_one_stderr_line_and_the_json(tmp_path, tiny_model, capsys):
     root = tmp_path / "in"
     make_folder(root, counts={"a.tif": 1})

@@ -18,7 +18,9 @@ Examples
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
+import time
 from typing import Any
 
 from micro_seg.commands import add_databar_option
@@ -97,12 +99,30 @@ class _RichProgress:
 
     The bar is drawn at the first progress call, i.e. once the batch has checked
     its input and starts: an error found before that stays one line on stderr.
+    When stderr is not a terminal (a log file of a cluster job, ``nohup``, ``2> log``), where a bar is drawn
+    only once, at the end, each finished image is one plain line instead, so the log shows how far it got.
     """
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bar = None
         self.task = None
+        self.plain = not quiet and not _is_terminal(sys.stderr)
+        self.failed = 0
+        self.t0 = time.monotonic()
+
+    def _line(self, done: int, total: int, path: str | None, status: str) -> None:
+        if status == "start":
+            self.t0 = time.monotonic()
+            print(f"micro-seg batch: {total} image(s) to process", file=sys.stderr, flush=True)
+            return
+        self.failed += status == "failed"
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / done * (total - done) if done and total >= done else None
+        print(f"micro-seg batch: [{done}/{total}] {path} {status}"
+              + (f" ({self.failed} failed)" if self.failed else "")
+              + (f", ETA {datetime.timedelta(seconds=round(eta))}" if eta is not None and done < total else ""),
+              file=sys.stderr, flush=True)
 
     def __enter__(self) -> "_RichProgress":
         return self
@@ -121,6 +141,9 @@ class _RichProgress:
     def __call__(self, done: int, total: int, path: str | None, status: str) -> None:
         if self.quiet:
             return
+        if self.plain:
+            self._line(done, total, path, status)
+            return
         if self.bar is None:
             self._start()
         if self.task is None:
@@ -133,6 +156,13 @@ class _RichProgress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
 
 def run(args: argparse.Namespace) -> dict:
