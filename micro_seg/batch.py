@@ -949,11 +949,13 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                 # (an earlier run's images.csv would point at labels of another model), so they are rewritten
                 # from the store, which has every finished image; best effort, the original error goes on
                 try:
-                    write_exports(store, out_path, run_id, rows=rows, write_report=report, ignored=ignored)
+                    write_exports(store, out_path, run_id, rows=rows, write_report=report, ignored=ignored,
+                                  warnings=warnings)
                 except Exception:  # noqa: BLE001 (never hide why the run stopped)
                     pass
 
-        exports = write_exports(store, out_path, run_id, rows=rows, write_report=report, ignored=ignored)
+        exports = write_exports(store, out_path, run_id, rows=rows, write_report=report, ignored=ignored,
+                                warnings=warnings)
         summary = BatchSummary(
             out_dir=out_path, run_id=run_id, n_images=len(rows), n_ok=len(rows) - n_failed, n_failed=n_failed,
             n_processed=done, n_skipped=len(skipped), seconds=time.perf_counter() - t0,
@@ -1350,7 +1352,8 @@ def _export_error(path: Path) -> Iterator[None]:
 
 
 def write_exports(store: ResultsStore, out_dir: Path, run_id: int, *, rows: list[dict[str, Any]] | None = None,
-                  write_report: bool = True, ignored: list[str] | None = None) -> dict[str, Path | None]:
+                  write_report: bool = True, ignored: list[str] | None = None,
+                  warnings: list[str] | None = None) -> dict[str, Path | None]:
     """Write ``images.csv``, ``specimens.csv``, ``objects.parquet`` and ``report.html``.
 
     Raises :class:`~micro_seg.errors.OutputPathError` naming the file when one cannot be written.
@@ -1368,7 +1371,8 @@ def write_exports(store: ResultsStore, out_dir: Path, run_id: int, *, rows: list
 
         with _export_error(out_dir / "report.html"):
             report_path = _write_report(out_dir / "report.html", store=store, run_id=run_id, image_rows=rows,
-                                        specimen_rows=specimen_rows, out_dir=out_dir, ignored=ignored or [])
+                                        specimen_rows=specimen_rows, out_dir=out_dir, ignored=ignored or [],
+                                        warnings=warnings or [])
     # an earlier run's object table or report, not rewritten now, would contradict images.csv: they go (only
     # files micro-seg wrote: a user's own report.html in OUT_DIR stays)
     for written, name in ((objects, "objects.parquet"), (report_path, "report.html")):

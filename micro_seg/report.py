@@ -77,7 +77,7 @@ code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monosp
 .note { color:var(--muted); font-size:12px; margin:8px 0 0; }
 details summary { cursor:pointer; color:var(--accent); margin:4px 0 8px; }
 .scroll { max-height:520px; overflow:auto; border:1px solid var(--line); border-radius:6px; }
-.err { color:var(--bad); }
+.err { color:var(--bad); } .wn { color:var(--warn); }
 """
 
 
@@ -293,7 +293,7 @@ def _specimen_section(specimen_rows: list[dict]) -> str:
 
 
 def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[dict], specimen_rows: list[dict],
-                 out_dir: str | Path, ignored: Sequence[str] = ()) -> Path:
+                 out_dir: str | Path, ignored: Sequence[str] = (), warnings: Sequence[str] = ()) -> Path:
     """Write the batch report to ``path`` (atomically) and return the path.
 
     Parameters
@@ -310,6 +310,8 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
         Batch output folder (overlay files are found relative to it).
     ignored : sequence of str
         Files / folders left out by ``--exclude`` or ``.micro-seg-ignore`` (listed).
+    warnings : sequence of str
+        What the run warned about (folders not followed, failures not retried...), listed as the CLI prints them.
     """
     out_dir = Path(out_dir)
     run = next((r for r in store.runs() if r["run_id"] == run_id), {})
@@ -456,6 +458,9 @@ def write_report(path: str | Path, *, store: Any, run_id: int, image_rows: list[
                      "(errors of other kinds, e.g. a crashed worker, are retried on the next run).</p></section>")
     else:
         parts.append("<section><h2>Failures</h2><p class='note'>None: every image was processed.</p></section>")
+    if warnings:
+        parts.append(f"<section><h2>Warnings ({len(warnings)})</h2><ul>" +
+                     "".join(f"<li class='wn'>{_e(w)}</li>" for w in warnings) + "</ul></section>")
     if ignored:
         listed = ", ".join(f"<code>{_e(p)}</code>" for p in list(ignored)[:50])
         more = f" and {len(ignored) - 50} more" if len(ignored) > 50 else ""

@@ -447,3 +447,16 @@ def test_batch_refuses_an_out_dir_where_nothing_can_be_created(tmp_path):
     make_folder(root, counts={"a.tif": 2})
     with pytest.raises(OutputPathError, match=r"/proc/x/out: OUT_DIR cannot be created or written there"):
         run_batch(root, "/proc/x/out", model=None, process=threshold_process, workers=0)
+
+
+def test_the_report_lists_the_runs_warnings(tmp_path):
+    """report.html, the file handed to colleagues, said nothing of a specimen folder left out (a symbolic link, not
+    followed) or of failures not retried: only the terminal that ran the batch showed them."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1/a.tif": 1})
+    make_folder(tmp_path / "elsewhere", counts={"c.tif": 1})
+    (root / "S2").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0)
+    assert len(s.warnings) == 1
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Warnings (1)" in report and "1 symbolic link(s) to folders not followed" in report and "S2/" in report
