@@ -13,7 +13,8 @@ Guarantees
   says so; every output file is written to a temporary name and renamed, and the
   row is committed only after the files are in place.  Killing the batch at any
   moment (even ``kill -9``) and re-running processes every unfinished image once
-  and skips the finished ones; exports are rebuilt from the database.
+  and skips the finished ones (one whose label file has gone from ``out_dir`` is
+  redone); exports are rebuilt from the database.
 * **Change detection.**  An image is redone when its content (sha256; checked
   when size or mtime changed, always with ``rehash=True``), the model weights
   (sha256) or the processing parameters changed.
@@ -868,10 +869,14 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         todo: list[InputFile] = []
         skipped: list[str] = []
         failed_before: list[str] = []
+        lost_outputs: list[str] = []
         for f in files:
             redo, refresh_stat = _needs_work(f, known.get(f.relpath), model_sha=model_sha,
                                              params_sha=params_sha, rehash=rehash, retry_failed=retry_failed,
                                              redo_other_releases=redo_other_releases)
+            if not redo and _outputs_missing(out_path, known[f.relpath]):
+                redo = True
+                lost_outputs.append(f.relpath)
             if redo:
                 todo.append(f)
             else:
@@ -894,6 +899,9 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
             warnings.append(f"{n_older} finished image(s) were measured by micro-seg {', '.join(older)} (this is "
                             f"{__version__}) and are kept as they are (images.csv: software_version); "
                             "--redo-other-releases measures them again")
+        if lost_outputs:
+            warnings.append(f"{len(lost_outputs)} finished image(s) had lost their label file (deleted or moved "
+                            f"out of {out_path}) and were processed again ({_first_names(lost_outputs)})")
         if failed_before:
             warnings.append(f"{len(failed_before)} image(s) that failed in an earlier run and have not changed were "
                             f"not retried ({_first_names(failed_before)}); --retry-failed retries them")
@@ -987,6 +995,13 @@ def _make_out_dir(out_path: Path) -> None:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchOptionError(f"{out_path}: cannot create OUT_DIR: {exc.strerror or exc}") from exc
+
+
+def _outputs_missing(out_path: Path, row: Mapping[str, Any]) -> bool:
+    """Whether a finished image's recorded label file is gone from OUT_DIR (deleted by hand, a folder moved): the
+    row alone would skip it, and images.csv would name a result that does not exist.  Overlays (for eyes, often
+    deleted to save space) and per-image object tables (also in objects.parquet and the store) do not count."""
+    return row["status"] == "ok" and bool(row.get("labels_path")) and not (out_path / row["labels_path"]).is_file()
 
 
 def _output_files(stem: str) -> set[str]:

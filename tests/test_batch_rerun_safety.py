@@ -307,3 +307,21 @@ def test_a_busy_output_folder_and_one_that_cannot_be_locked_are_told_apart(tmp_p
     assert code == 2 and len(err) == 1 and "another batch" not in err[0]
     assert f"{out}: cannot lock OUT_DIR (No locks available): its file system does not support file locks" in err[0]
     assert not (out / "results.sqlite").exists()
+
+
+def test_a_finished_image_whose_outputs_were_deleted_is_processed_again(tmp_path, grain_model):
+    """labels/ deleted by hand (or a folder of it moved away): the re-run skipped every image, images.csv named
+    label files that did not exist and nothing could bring them back short of a new OUT_DIR."""
+    root, out = _images(tmp_path / "in", n=3), tmp_path / "out"
+    run_batch(root, out, model=grain_model, workers=0)
+    rows = read_csv(out / "images.csv")
+    (out / rows["steel/f0.tif"]["labels"]).unlink()
+    (out / rows["steel/f2.tif"]["labels"]).unlink()
+    (out / rows["steel/f1.tif"]["overlay"]).unlink()  # overlays are for eyes: deleting them to save space is fine
+    s = run_batch(root, out, model=grain_model, workers=0)
+    assert (s.n_processed, s.n_skipped) == (2, 1)
+    assert s.warnings == [f"2 finished image(s) had lost their label file (deleted or moved out of {out.resolve()}) "
+                          "and were processed again (first: steel/f0.tif, steel/f2.tif)"]
+    assert all((out / row["labels"]).is_file() for row in read_csv(out / "images.csv").values())
+    again = run_batch(root, out, model=grain_model, workers=0)
+    assert (again.n_processed, again.warnings) == (0, [])
