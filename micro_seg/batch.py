@@ -906,6 +906,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
             warnings.append(f"{len(failed_before)} image(s) that failed in an earlier run and have not changed were "
                             f"not retried ({_first_names(failed_before)}); --retry-failed retries them")
 
+        warnings[:] = [utf8_text(w) for w in warnings]  # some name IN_DIR, which may not be UTF-8: report.html must be
         common = {"model_name": model_name, "model_sha256": model_sha, "params_sha256": params_sha,
                   "software_version": __version__}
         total = len(todo)

@@ -325,3 +325,19 @@ def test_a_finished_image_whose_outputs_were_deleted_is_processed_again(tmp_path
     assert all((out / row["labels"]).is_file() for row in read_csv(out / "images.csv").values())
     again = run_batch(root, out, model=grain_model, workers=0)
     assert (again.n_processed, again.warnings) == (0, [])
+
+
+def test_an_input_folder_named_in_latin1_still_gets_its_report(tmp_path, grain_model, capsys):
+    """IN_DIR named 'étude' in Latin-1: a warning naming it made writing report.html fail with 'internal error:
+    UnicodeEncodeError', exit 1, after every image had been processed."""
+    try:
+        root = Path(os.fsdecode(os.fsencode(tmp_path) + b"/\xe9tude"))
+        _images(root)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    out = tmp_path / "out"
+    code = main(["batch", str(root), str(out), "--model", str(grain_model), "--workers", "0", "--quiet",
+                 "--exclude", "nothing*"])
+    assert code == 0, capsys.readouterr().err
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "\\xe9tude" in report and "left nothing out" in report
