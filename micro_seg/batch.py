@@ -1318,7 +1318,8 @@ def export_objects_parquet(store: ResultsStore, path: str | os.PathLike, *, run_
                        metadata={GENERATOR_KEY: f"micro-seg {__version__}".encode()})
     out = Path(path)
     with atomic_path(out) as tmp:
-        with pq.ParquetWriter(str(tmp), schema) as writer:
+        # a Python file, not the path: pyarrow takes only UTF-8 paths (an OUT_DIR named in Latin-1 failed)
+        with open(tmp, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
             for chunk in store.iter_objects(seen_in_run=run_id):  # pass 2: data
                 arrays = []
                 for k, t in columns.items():
@@ -1346,7 +1347,8 @@ def _written_by_micro_seg(path: Path) -> bool:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            meta = pq.read_schema(str(path)).metadata or {}
+            with open(path, "rb") as fh:
+                meta = pq.read_schema(fh).metadata or {}
             return meta.get(GENERATOR_KEY, b"").startswith(b"micro-seg")
         from micro_seg.report import GENERATOR_MARK
 

@@ -341,3 +341,23 @@ def test_an_input_folder_named_in_latin1_still_gets_its_report(tmp_path, grain_m
     assert code == 0, capsys.readouterr().err
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "\\xe9tude" in report and "left nothing out" in report
+
+
+def test_an_output_folder_named_in_latin1_gets_its_objects_parquet(tmp_path, grain_model, capsys):
+    """OUT_DIR 'étude/results' in Latin-1: pyarrow refused the path ('internal error: UnicodeEncodeError', exit 1)
+    when writing objects.parquet, after every image had been processed, so no report either."""
+    import pyarrow.parquet as pq
+
+    root = _images(tmp_path / "in")
+    try:
+        out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/\xe9tude"))
+        out.mkdir()
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    code = main(["batch", str(root), str(out / "results"), "--model", str(grain_model), "--workers", "0", "--quiet",
+                 "--json"])
+    assert code == 0, capsys.readouterr().err
+    with open(out / "results" / "objects.parquet", "rb") as fh:
+        table = pq.read_table(fh)
+    assert sorted(set(table.column("path").to_pylist())) == ["steel/f0.tif", "steel/f1.tif"]
+    assert (out / "results" / "report.html").is_file()
