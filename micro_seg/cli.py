@@ -85,7 +85,9 @@ def _print_human(result: dict) -> None:
       - {}
     """
     for line in _human_lines(result, ""):
-        print(line)
+        # a path whose name is not UTF-8 (surrogate escapes) shows as \xe9: on a strict UTF-8 stdout it was a
+        # UnicodeEncodeError traceback once the work was done
+        print(line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 def _human_lines(result: dict, indent: str) -> list[str]:

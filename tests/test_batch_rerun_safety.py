@@ -361,3 +361,17 @@ def test_an_output_folder_named_in_latin1_gets_its_objects_parquet(tmp_path, gra
         table = pq.read_table(fh)
     assert sorted(set(table.column("path").to_pylist())) == ["steel/f0.tif", "steel/f1.tif"]
     assert (out / "results" / "report.html").is_file()
+
+
+def test_the_summary_names_an_output_folder_that_is_not_utf8_without_a_traceback(tmp_path, grain_model, capsys):
+    """On a strict UTF-8 stdout (en_US.UTF-8) printing the summary of a batch into a Latin-1-named OUT_DIR raised
+    UnicodeEncodeError, a traceback, after the batch had finished."""
+    root = _images(tmp_path / "in")
+    try:
+        out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/\xe9tude"))
+        out.mkdir()
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    code = main(["batch", str(root), str(out), "--model", str(grain_model), "--workers", "0", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0 and f"out_dir: {tmp_path}/\\xe9tude" in printed.splitlines()
