@@ -963,6 +963,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
                 except Exception:  # noqa: BLE001 (never hide why the run stopped)
                     pass
 
+        warnings += _same_content_warning(store, run_id)
         exports = write_exports(store, out_path, run_id, rows=rows, write_report=report, ignored=ignored,
                                 warnings=warnings)
         summary = BatchSummary(
@@ -1035,6 +1036,21 @@ def _outputs_taken_over(files: list[InputFile], todo: list[InputFile], known: Ma
                 new.add(f.relpath)
         redo |= new
     return redo - {f.relpath for f in todo}
+
+
+def _same_content_warning(store: ResultsStore, run_id: int) -> list[str]:
+    """A warning naming the images of this run whose content (sha256) is another's: a copy (``field (1).tif`` from a
+    download, a field filed under two specimens) counts as a second field and makes a specimen's confidence
+    interval look tighter than it is.  Links to one file are already one input; copies are left to the user."""
+    groups = [r[0].split("\0") for r in store.query(
+        "SELECT group_concat(relpath, char(0)) FROM (SELECT sha256, relpath FROM images WHERE last_seen_run = ? AND"
+        " status = 'ok' AND sha256 IS NOT NULL ORDER BY relpath) GROUP BY sha256 HAVING count(*) > 1"
+        " ORDER BY min(relpath)", (run_id,))]
+    if not groups:
+        return []
+    pairs = [" = ".join(sorted(g)) for g in groups]
+    return [f"{sum(len(g) - 1 for g in groups)} image(s) have the same content as another, so one field counts "
+            f"more than once in specimens.csv (remove the copies or --exclude them) ({_first_names(pairs)})"]
 
 
 def _unmatched_excludes(patterns: list[str], ignored: list[str], in_path: Path) -> list[str]:

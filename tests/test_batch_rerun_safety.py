@@ -375,3 +375,22 @@ def test_the_summary_names_an_output_folder_that_is_not_utf8_without_a_traceback
     code = main(["batch", str(root), str(out), "--model", str(grain_model), "--workers", "0", "--quiet"])
     printed = capsys.readouterr().out
     assert code == 0 and f"out_dir: {tmp_path}/\\xe9tude" in printed.splitlines()
+
+
+def test_copies_of_one_field_are_warned_about(tmp_path, grain_model):
+    """'f0 (1).tif', a second download of f0.tif, was measured as a third field without a word: the specimen's
+    confidence interval came out tighter than the data allow (a link to f0.tif is already one input)."""
+    import shutil
+
+    root, out = _images(tmp_path / "in", n=3), tmp_path / "out"
+    shutil.copy(root / "steel" / "f0.tif", root / "steel" / "f0 (1).tif")
+    (root / "steel" / "empty1.tif").write_bytes(b"")  # two failed files alike are no fields
+    (root / "steel" / "empty2.tif").write_bytes(b"")
+    s = run_batch(root, out, model=grain_model, workers=0)
+    assert (s.n_ok, s.n_failed) == (4, 2)
+    warning = ("1 image(s) have the same content as another, so one field counts more than once in specimens.csv "
+               "(remove the copies or --exclude them) (first: steel/f0 (1).tif = steel/f0.tif)")
+    assert s.warnings == [warning]
+    assert warning in (out / "report.html").read_text(encoding="utf-8")
+    s = run_batch(root, out, model=grain_model, workers=0, exclude=["f0 (1).tif"])
+    assert not any("same content" in w for w in s.warnings)
