@@ -819,7 +819,7 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
     if links.get("dangling"):
         warnings.append(f"{len(links['dangling'])} dangling symbolic link(s) skipped (they point to nothing) "
                         f"({_first_names(links['dangling'])})")
-    warnings += _unmatched_excludes([str(p) for p in exclude], ignored, in_path)
+    warnings += _unmatched_excludes([str(p) for p in exclude], ignored, in_path, out_path)
     files = [f for f in found if f.supported]
     unsupported = [f.relpath for f in found if not f.supported]
     if not files:
@@ -1053,13 +1053,17 @@ def _same_content_warning(store: ResultsStore, run_id: int) -> list[str]:
             f"more than once in specimens.csv (remove the copies or --exclude them) ({_first_names(pairs)})"]
 
 
-def _unmatched_excludes(patterns: list[str], ignored: list[str], in_path: Path) -> list[str]:
+def _unmatched_excludes(patterns: list[str], ignored: list[str], in_path: Path, out_path: Path) -> list[str]:
     """One warning per ``--exclude`` pattern that left nothing out: a typo, or a path given from the current folder
     (``sample_images/truth/``, shell completion) where patterns are relative to IN_DIR (``truth/``); the files it
-    meant were measured, and pooled into their specimens, as micrographs."""
+    meant were measured, and pooled into their specimens, as micrographs.  A pattern naming a folder the batch
+    never reads (OUT_DIR, another batch's output folder, a hidden one) is no slip."""
     out = []
     for pat in dict.fromkeys(patterns):
         if any(_ignored(p.rstrip("/"), [pat], is_dir=p.endswith("/")) for p in ignored):
+            continue
+        named = (in_path / pat.strip("/")).resolve() if pat.strip("/") and not any(c in pat for c in "*?[") else None
+        if named is not None and (named == out_path or (named / DB_NAME).is_file() or named.name.startswith(".")):
             continue
         hint = ""
         target = Path(pat).expanduser().resolve()

@@ -472,8 +472,8 @@ def test_an_exclude_that_leaves_nothing_out_is_warned_with_the_pattern_it_meant(
     root = tmp_path / "in"
     make_folder(root, counts={"a.tif": 2, "b.tif": 3, "truth/a_labels.tif": 1})
     monkeypatch.chdir(tmp_path)
-    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0,
-                  exclude=["in/truth/", "b.tif", "nothing*"])
+    s = run_batch(root, root / "results", model=None, process=threshold_process, workers=0,
+                  exclude=["in/truth/", "b.tif", "nothing*", "results/"])  # OUT_DIR is never read: no slip
     assert s.ignored == ["b.tif"]  # the pattern relative to IN_DIR works
     assert s.warnings == [
         f"--exclude 'in/truth/' left nothing out (patterns are relative to IN_DIR {root.resolve()}, gitignore-like: "
