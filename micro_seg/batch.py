@@ -295,7 +295,9 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
     way Hitachi / Zeiss / JEOL SEMs write metadata side-cars) is a side-car, not
     an input.  Files matching an ``ignore`` glob pattern (gitignore-like:
     ``*.md`` any file name, ``truth/`` any folder, ``sub/*.tif`` a relative
-    path) are left out and their relative paths appended to ``ignored``.
+    path) are left out and their relative paths appended to ``ignored``, and so
+    are those matching a ``.micro-seg-ignore`` of a subfolder, relative to that
+    subfolder (IN_DIR's own file is read by :func:`run_batch` into ``ignore``).
     When ``in_dir`` itself holds a batch database, its output folders (``labels/``, ``overlays/``, ``objects/``)
     are skipped too (``links["outputs"]``).  A file reached under two names (a symbolic or hard link to another
     input) is one input (``links["duplicates"]`` lists the others).  Symbolic links to folders are not followed (no loops, no image found
@@ -325,10 +327,20 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
     exts = _supported_extensions()
     found: list[InputFile] = []
     root_is_output = (root / DB_NAME).is_file()  # IN_DIR is an earlier batch's OUT_DIR: its outputs are no inputs
+    # the .micro-seg-ignore files of subfolders, each applying to its own folder's tree (as nested .gitignore files)
+    scoped: dict[str, list[tuple[str, list[str]]]] = {"": []}
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel_here = here.relative_to(root).as_posix()
         rel_here = "" if rel_here == "." else rel_here + "/"
+        own = scoped.pop(rel_here, [])
+        if rel_here and (here / IGNORE_FILE).is_file():
+            own = own + [(rel_here, read_ignore_file(here))]
+
+        def left_out(rel: str, is_dir: bool = False) -> bool:
+            return _ignored(rel, patterns, is_dir=is_dir) or any(
+                _ignored(rel[len(base):], pats, is_dir=is_dir) for base, pats in own)
+
         keep_dirs = []
         for d in sorted(dirnames):
             if d.startswith(".") or (here / d).resolve() in excluded or (here / d / DB_NAME).is_file():
@@ -338,20 +350,21 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
                     links.setdefault("outputs", []).append(utf8_text(d + "/"))
                 continue
             if (here / d).is_symlink():  # os.walk does not descend into it: say so
-                if links is not None and not (patterns and _ignored(rel_here + d, patterns, is_dir=True)):
+                if links is not None and not left_out(rel_here + d, is_dir=True):
                     links.setdefault("folders", []).append(utf8_text(rel_here + d + "/"))
                 continue
-            if patterns and _ignored(rel_here + d, patterns, is_dir=True):
+            if left_out(rel_here + d, is_dir=True):
                 if ignored is not None:
                     ignored.append(utf8_text(rel_here + d + "/"))
                 continue
             keep_dirs.append(d)
+            scoped[rel_here + d + "/"] = own
         dirnames[:] = keep_dirs
         names = []
         for f in sorted(filenames):
             if f.startswith(".") or f.lower() in IGNORED_NAMES:
                 continue
-            if patterns and _ignored(rel_here + f, patterns):
+            if left_out(rel_here + f):
                 if ignored is not None:
                     ignored.append(utf8_text(rel_here + f))
                 continue
@@ -705,7 +718,8 @@ def run_batch(in_dir: str | os.PathLike, out_dir: str | os.PathLike, *, model: s
         Write ``report.html`` (default True).
     exclude : iterable of str
         Glob patterns of files or folders to leave out (gitignore-like, see
-        :func:`discover_images`), added to those in ``IN_DIR/.micro-seg-ignore``.
+        :func:`discover_images`), added to those in ``IN_DIR/.micro-seg-ignore`` (and a subfolder's
+        ``.micro-seg-ignore`` applies within that subfolder).
         Left-out files are counted and listed (``BatchSummary.ignored``).
     segment_options : mapping, optional
         How to segment every image: ``tile_size``, ``overlap``, ``tta``,

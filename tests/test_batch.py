@@ -480,3 +480,16 @@ def test_an_exclude_that_leaves_nothing_out_is_warned_with_the_pattern_it_meant(
         f"'*.md', 'truth/', 'sub/*.tif'); for {(root / 'truth').resolve()} give --exclude 'truth/'",
         f"--exclude 'nothing*' left nothing out (patterns are relative to IN_DIR {root.resolve()}, gitignore-like: "
         "'*.md', 'truth/', 'sub/*.tif')"]
+
+
+def test_an_ignore_file_in_a_subfolder_applies_within_that_subfolder(tmp_path):
+    """batch on the folder above sample_images/ measured its truth masks and docs: only IN_DIR's own
+    .micro-seg-ignore was read, a subfolder's (gitignore-like, one per folder) was skipped as a hidden file."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"proj/a.tif": 2, "proj/truth/a_labels.tif": 1, "proj/phase.tif": 3,
+                              "other/truth/b.tif": 1, "other/phase.tif": 4})
+    (root / "proj" / ".micro-seg-ignore").write_text("# masks and the phase sample\ntruth/\n/phase.tif\n")
+    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0)
+    assert sorted(s.ignored) == ["proj/phase.tif", "proj/truth/"]
+    assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == [
+        "other/phase.tif", "other/truth/b.tif", "proj/a.tif"]  # its patterns stop at its folder

@@ -76,7 +76,7 @@ def register(subparsers: Any) -> None:
     add_databar_option(p, "; for every image (an image with no more rows fails, the others go on)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="leave out matching files or folders, relative to IN_DIR (gitignore-like: '*.md', 'truth/', "
-                        "'sub/*.tif'); repeatable; also read from IN_DIR/.micro-seg-ignore")
+                        "'sub/*.tif'); repeatable; also read from .micro-seg-ignore files in IN_DIR and its subfolders")
     p.add_argument("--rehash", action="store_true",
                    help="verify the sha256 of every finished input (default: only when size/mtime changed)")
     p.add_argument("--retry-failed", action="store_true",
