@@ -374,3 +374,18 @@ def test_hall_petch_strength_in_ksi_is_fitted_in_mpa(tmp_path):
     props = _props(tmp_path, col="yield_strength_ksi", values=[v / 6.894757 for v in mpa])
     fit = link(res, props, on="sample_id").summary["fit"]
     assert fit["units"]["k"] == "MPa·m^0.5" and abs(fit["k"] - K) <= fit["k_ci95"] + 0.05
+
+
+@pytest.mark.parametrize("col, per_mpa", [("yield strength [N/mm²]", 1.0), ("Rp0.2 [Mpa]", 1.0), ("YS [KSI]", 1 / 6.894757),
+                                          ("Rp0.2 (MN/m2)", 1.0), ("yield [N mm-2]", 1.0), ("sigma_y_kgf/mm2", 1 / 9.80665)])
+def test_hall_petch_of_a_stress_in_another_spelling_is_fitted_in_mpa(tmp_path, col, per_mpa):
+    # the refusal of non-stress columns refused real yield strengths whose unit is spelt as tables spell it (N/mm²,
+    # Mpa, KSI, MN/m2, N mm-2, the older kgf/mm2) as "not a stress"; N/mm² and Mpa were fitted right before it
+    res = _write_results(tmp_path, SPECS)
+    mpa = [S0 + K * (SPECS[i] * 1e-6) ** -0.5 for i in SPECS]
+    props = _props(tmp_path, col=col, values=[v * per_mpa for v in mpa])
+    r = link(res, props, on="sample_id", property=col)
+    fit = r.summary["fit"]
+    assert fit["units"]["k"] == "MPa·m^0.5" and fit["units"]["sigma0"] == "MPa"
+    assert abs(fit["k"] - K) <= fit["k_ci95"] + 0.05 and abs(fit["sigma0"] - S0) <= fit["sigma0_ci95"] + 5
+    assert any("is read as" in w for w in r.warnings) == (col in ("Rp0.2 [Mpa]", "YS [KSI]"))  # only a case change

@@ -245,8 +245,23 @@ def choose_property(props: pd.DataFrame, relation: str, name: str | None, *, exc
 
 
 #: Stress units converted to MPa for Hall-Petch (so k is in MPa·m^0.5): MPa per unit.
-TO_MPA = {"MPa": 1.0, "N/mm2": 1.0, "N/mm^2": 1.0, "Pa": 1e-6, "kPa": 1e-3, "GPa": 1e3,
-          "psi": 6.894757e-3, "ksi": 6.894757}
+TO_MPA = {"MPa": 1.0, "N/mm2": 1.0, "N/mm^2": 1.0, "MN/m2": 1.0, "MN/m^2": 1.0, "Pa": 1e-6, "kPa": 1e-3,
+          "GPa": 1e3, "psi": 6.894757e-3, "ksi": 6.894757, "kgf/mm2": 9.80665, "kgf/mm^2": 9.80665}
+
+
+def stress_unit(unit: str | None) -> str | None:
+    """The :data:`TO_MPA` spelling of a stress unit as tables write it (any case, ``²`` for ``2``, spaces),
+    or ``None`` for a unit that is not a stress (``HV10``, ``%``).
+
+    >>> [stress_unit(u) for u in ("MPa", "Mpa", "N/mm²", "N mm^-2", "KSI", "HV10", "%")]
+    ['MPa', 'MPa', 'N/mm2', 'N/mm2', 'ksi', None, None]
+    """
+    if unit is None:
+        return None
+    u = str(unit).replace("²", "2").replace("⁻", "-").replace(" ", "").replace("·", "").lower()
+    u = {"nmm-2": "n/mm2", "nmm^-2": "n/mm2", "mnm-2": "mn/m2", "mnm^-2": "mn/m2", "kgmm-2": "kgf/mm2",
+         "kg/mm2": "kgf/mm2", "kp/mm2": "kgf/mm2"}.get(u, u)
+    return next((k for k in TO_MPA if k.lower() == u), None)
 #: Strengths above this (MPa) are implausible for a metal: a unit is probably wrong.
 IMPLAUSIBLE_MPA = 1e5
 
@@ -472,12 +487,15 @@ def link(
                                      exclude={on}, source=psource)
     y = numeric_column(joined, prop_col, source=psource, id_column=on)
     if relation == "hall-petch":  # k in MPa·m^0.5 whatever the table's stress unit
-        if unit not in TO_MPA:  # a hardness or another property under sigma0 / k would not be in MPa (the contract)
+        stress = stress_unit(unit)
+        if stress is None:  # a hardness or another property under sigma0 / k would not be in MPa (the contract)
             raise PropertyTableError(
-                f"{psource}: column {prop_col!r} is in {unit}, not a stress: a Hall-Petch fit is of a yield strength "
-                f"(sigma0 in MPa, k in MPa·m^0.5) and needs a strength column in {', '.join(TO_MPA)}; fit a hardness "
-                "with --relation hardness, another property with --relation linear")
-        joined, prop_col, unit, y = _strength_in_mpa(joined, prop_col, unit, y)
+                f"{psource}: column {prop_col!r} is in {unit}, not a stress unit micro-seg knows: a Hall-Petch fit "
+                f"is of a yield strength (sigma0 in MPa, k in MPa·m^0.5) and needs a strength column in "
+                f"{', '.join(TO_MPA)}; fit a hardness with --relation hardness, another property with --relation linear")
+        if stress != unit and stress.lower() == unit.strip().lower():  # 'Mpa', 'mPa' (millipascal), 'KSI'
+            warnings.append(f"{psource}: column {prop_col!r}: its unit {unit!r} is read as {stress}")
+        joined, prop_col, unit, y = _strength_in_mpa(joined, prop_col, stress, y)
         finite = y[np.isfinite(y)]
         if finite.size and np.max(np.abs(finite)) > IMPLAUSIBLE_MPA:
             warnings.append(f"{psource}: column {prop_col!r} has strengths up to {np.max(np.abs(finite)):.4g} MPa, "

@@ -32,7 +32,7 @@ __all__ = ["read_property_table", "parse_unit", "numeric_column", "read_results"
 RESULT_ID_COLUMNS = ("path", "specimen")
 
 KNOWN_UNITS = (
-    "MPa", "GPa", "kPa", "Pa", "ksi", "psi", "N/mm2", "N/mm^2",
+    "MPa", "GPa", "kPa", "Pa", "ksi", "psi", "N/mm2", "N/mm^2", "N/mm²", "MN/m2", "MN/m^2", "kgf/mm2",
     "HV", "HV0.1", "HV0.5", "HV1", "HV5", "HV10", "HV30", "HRC", "HRB", "HB", "HBW",
     "J", "J/cm2", "%", "pct", "um", "mm", "nm", "degC", "C", "K", "h", "min", "s",
     "MPa*m^0.5", "MPa·m^0.5", "W/mK", "uOhm*cm",
