@@ -389,3 +389,30 @@ def test_hall_petch_of_a_stress_in_another_spelling_is_fitted_in_mpa(tmp_path, c
     assert fit["units"]["k"] == "MPa·m^0.5" and fit["units"]["sigma0"] == "MPa"
     assert abs(fit["k"] - K) <= fit["k_ci95"] + 0.05 and abs(fit["sigma0"] - S0) <= fit["sigma0_ci95"] + 5
     assert any("is read as" in w for w in r.warnings) == (col in ("Rp0.2 [Mpa]", "YS [KSI]"))  # only a case change
+
+
+@pytest.mark.parametrize("old_fields", ["some", "all"])
+def test_link_refuses_a_mean_ecd_missing_in_fields_an_earlier_micro_seg_measured(tmp_path, old_fields):
+    # a batch folder measured before mean_ecd_um was recorded, resumed with this micro-seg: the finished fields
+    # are kept without it (same release), the new ones have it.  link --d mean_ecd_um fitted d from the new fields
+    # only, with a warning blaming 'fields without any intercept', or refused 'nothing was measured'; an old folder
+    # said only "no column 'mean_ecd_um'"
+    from micro_seg.batch import export_specimens_csv
+
+    out, sides = _measured_grain_results(tmp_path)
+    rows = pd.read_csv(out / "images.csv")
+    old = rows["path"].str.endswith("f0.tif") | rows["path"].str.endswith("f1.tif")  # 2 of 3 fields of 4 specimens
+    rows.loc[old, ["mean_ecd_um", "mean_ecd_px"]] = np.nan
+    if old_fields == "all":
+        rows = rows.drop(columns=["mean_ecd_um", "mean_ecd_px"])
+    rows.to_csv(out / "images.csv", index=False)
+    export_specimens_csv(rows.to_dict("records"), out / "specimens.csv")
+    props = tmp_path / "props.csv"
+    pd.DataFrame({"sample_id": list(sides), "yield_strength_MPa": [400.0, 330.0, 280.0, 240.0]}).to_csv(props,
+                                                                                                        index=False)
+    n_old = 8 if old_fields == "some" else 12
+    for results in (out, out / "specimens.csv"):
+        with pytest.raises(PropertyTableError, match=f"mean_ecd_um is missing in {n_old} field") as info:
+            link(results, props, on="sample_id", d="mean_ecd_um")
+        assert "earlier micro-seg" in str(info.value) and "A, B, C, D" in str(info.value)
+        assert link(results, props, on="sample_id").summary["n_matched"] == 4  # the mean intercept is all there

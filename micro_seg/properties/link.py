@@ -96,6 +96,21 @@ def _missing_error(source: str, column: str, samples, *, uncalibrated: bool) -> 
                               "measured, e.g. no intercept in any field): leave these samples out or re-measure them")
 
 
+#: Columns micro-seg began to write after batches had been measured without them, each with a column that every
+#: row (field) having the measurement has too: a field with that companion but not the column was measured by an
+#: earlier micro-seg (a batch resumed in its output folder keeps such rows as they are).
+_RECORDED_WITH = {"mean_ecd_um": "mean_area_um2"}
+
+
+def _predates_error(source: str, column: str, samples, n_fields: int) -> PropertyTableError:
+    companion = _RECORDED_WITH[column]
+    return PropertyTableError(
+        f"{source}: {column} is missing in {n_fields} field(s) of sample(s) {_ids(samples)} that have {companion}: "
+        f"they were measured by an earlier micro-seg, which did not record {column} (a batch resumed in the same "
+        f"output folder keeps such fields as they are); run the batch again into a new output folder, or use "
+        f"another grain size (e.g. mean_intercept_um)")
+
+
 def aggregate_samples(df: pd.DataFrame, keys: pd.Series, column: str, *, source: str = "results") -> pd.DataFrame:
     """Per-sample field statistics of ``column``: n, mean, s, 95% CI (Student t), %RA, standard error.
 
@@ -105,13 +120,22 @@ def aggregate_samples(df: pd.DataFrame, keys: pd.Series, column: str, *, source:
     micrometres is refused for a sample with uncalibrated fields, and any
     quantity for a sample where no field has a value.
     """
-    values = numeric_column(df, column, source=source)
-    frame = pd.DataFrame({"sample": keys.to_numpy(), "v": values, "uncal": _uncalibrated_fields(df)})
+    companion = _RECORDED_WITH.get(column)
+    if companion is not None and column not in df.columns and companion in df.columns:
+        values = np.full(len(df), np.nan)  # a table of an earlier micro-seg: said below, field by field
+    else:
+        values = numeric_column(df, column, source=source)
+    older = (np.isnan(values) & np.isfinite(numeric_column(df, companion, source=source))
+             if companion is not None and companion in df.columns else np.zeros(len(df), dtype=bool))
+    frame = pd.DataFrame({"sample": keys.to_numpy(), "v": values, "uncal": _uncalibrated_fields(df), "older": older})
     frame = frame[frame["sample"].notna()]
     blank = frame["v"].isna()
     uncalibrated = sorted(set(frame.loc[blank & frame["uncal"], "sample"].astype(str))) if _is_physical(column) else []
     if uncalibrated:
         raise _missing_error(source, column, uncalibrated, uncalibrated=True)
+    if frame["older"].any():
+        raise _predates_error(source, column, sorted(set(frame.loc[frame["older"], "sample"].astype(str))),
+                              int(frame["older"].sum()))
     empty = sorted(str(k) for k, v in frame.groupby("sample")["v"] if v.isna().all())
     if empty:
         raise _missing_error(source, column, empty, uncalibrated=False)
@@ -148,6 +172,15 @@ def specimen_samples(df: pd.DataFrame, column: str, *, source: str = "specimens.
     0      A         4               10.0                   1.0
     """
     mean_col = f"{column}_mean"
+    companion = _RECORDED_WITH.get(column)
+    if companion is not None and f"{companion}_n" in df.columns:
+        # fields of the specimen with the companion but not the column: measured by an earlier micro-seg
+        n_with = numeric_column(df, f"{companion}_n", source=source, id_column="specimen")
+        n_col = (numeric_column(df, f"{column}_n", source=source, id_column="specimen")
+                 if f"{column}_n" in df.columns else np.zeros(len(df)))
+        older = np.nan_to_num(n_with) - np.nan_to_num(n_col)
+        if (older > 0).any():
+            raise _predates_error(source, column, df.loc[older > 0, "specimen"].astype(str), int(older[older > 0].sum()))
     if mean_col not in df.columns:
         raise PropertyTableError(f"{source}: no column {mean_col!r} (the specimen mean of {column}); "
                                  f"columns are: {', '.join(map(str, df.columns))}")
