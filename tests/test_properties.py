@@ -416,3 +416,21 @@ def test_link_refuses_a_mean_ecd_missing_in_fields_an_earlier_micro_seg_measured
             link(results, props, on="sample_id", d="mean_ecd_um")
         assert "earlier micro-seg" in str(info.value) and "A, B, C, D" in str(info.value)
         assert link(results, props, on="sample_id").summary["n_matched"] == 4  # the mean intercept is all there
+
+
+def test_link_on_a_specimens_csv_of_an_earlier_micro_seg_says_how_to_rewrite_it(tmp_path):
+    # a specimens.csv written before it carried mean_intercept_circles_um: --d mean_intercept_circles_um and the
+    # predictor G_intercept_circles were refused asking 'was the batch calibrated?' (it was); a batch run on the
+    # same folder rewrites specimens.csv from the fields measured, and the folder's images.csv has the column
+    out, sides = _measured_grain_results(tmp_path)
+    old = pd.read_csv(out / "specimens.csv")
+    old = old.drop(columns=[c for c in old.columns if c.startswith("mean_intercept_circles_um")])
+    old.to_csv(out / "specimens.csv", index=False)
+    props = tmp_path / "props.csv"
+    pd.DataFrame({"sample_id": list(sides), "yield_strength_MPa": [400.0, 330.0, 280.0, 240.0]}).to_csv(props,
+                                                                                                        index=False)
+    for kwargs in ({"d": "mean_intercept_circles_um"}, {"relation": "linear", "predictors": ["G_intercept_circles"]}):
+        with pytest.raises(PropertyTableError, match="written by an earlier micro-seg") as info:
+            link(out / "specimens.csv", props, on="sample_id", **kwargs)
+        assert "was the batch calibrated" not in str(info.value) and "same output folder rewrites it" in str(info.value)
+        assert link(out, props, on="sample_id", **kwargs).summary["n_matched"] == 4  # the folder has them

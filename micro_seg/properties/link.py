@@ -182,8 +182,9 @@ def specimen_samples(df: pd.DataFrame, column: str, *, source: str = "specimens.
         if (older > 0).any():
             raise _predates_error(source, column, df.loc[older > 0, "specimen"].astype(str), int(older[older > 0].sum()))
     if mean_col not in df.columns:
-        raise PropertyTableError(f"{source}: no column {mean_col!r} (the specimen mean of {column}); "
-                                 f"columns are: {', '.join(map(str, df.columns))}")
+        hint = _older_specimens_hint(df, column)
+        raise PropertyTableError(f"{source}: no column {mean_col!r} (the specimen mean of {column})"
+                                 f"{'; ' + hint if hint else ''}; columns are: {', '.join(map(str, df.columns))}")
     n = numeric_column(df, "n_fields", source=source, id_column="specimen")
     df = df[n > 0].sort_values("specimen", key=lambda c: c.astype(str))
     n = numeric_column(df, "n_fields", source=source, id_column="specimen")
@@ -210,7 +211,19 @@ def specimen_samples(df: pd.DataFrame, column: str, *, source: str = "specimens.
     })
 
 
-def _per_sample(column: str, aggregate, *, available, source: str) -> pd.DataFrame:
+def _older_specimens_hint(df: pd.DataFrame, column: str) -> str | None:
+    """Why a calibrated batch's specimens.csv may lack the statistics of a field quantity: micro-seg added some
+    after the file was written (``mean_intercept_circles_um``); a batch run rewrites it from the fields."""
+    from micro_seg.specimens import FIELD_QUANTITIES
+
+    if column in FIELD_QUANTITIES and any(str(c).endswith("_um_mean") for c in df.columns):
+        return ("a specimens.csv written by an earlier micro-seg lacks some field statistics: running the batch again "
+                "into the same output folder rewrites it (finished images are not measured again), or link the "
+                "batch folder or its images.csv")
+    return None
+
+
+def _per_sample(column: str, aggregate, *, available, source: str, hint=lambda c: None) -> pd.DataFrame:
     """``sample`` and the per-sample value of predictor ``column``: ``aggregate(c)`` gives a quantity's
     per-sample statistics, ``available(c)`` whether the results have it.  A G number comes from the
     mean of its field quantity (:data:`G_FROM_MEAN`); other G numbers are refused, never averaged."""
@@ -219,7 +232,8 @@ def _per_sample(column: str, aggregate, *, available, source: str) -> pd.DataFra
         if not available(quantity):
             raise PropertyTableError(
                 f"{source}: predictor {column}: a sample's G is computed from the mean {quantity} of its fields "
-                f"(ASTM E112: G numbers are not averaged), and there is no {quantity} column (was the batch calibrated?)")
+                f"(ASTM E112: G numbers are not averaged), and there is no {quantity} column "
+                f"({hint(quantity) or 'was the batch calibrated?'})")
         return _sample_g(aggregate(quantity), column)
     if _is_g_column(column):
         raise PropertyTableError(
@@ -464,7 +478,8 @@ def link(
                 warnings.append(_partial_warning(column, partial, "specimen(s)"))
         for extra in columns[1:]:
             agg = agg.merge(_per_sample(extra, lambda c: specimen_samples(res, c, source=res_source),
-                                        available=lambda c: f"{c}_mean" in res.columns, source=res_source),
+                                        available=lambda c: f"{c}_mean" in res.columns, source=res_source,
+                                        hint=lambda c: _older_specimens_hint(res, c)),
                             on="sample")
     else:
         if "status" in res.columns:
