@@ -53,6 +53,7 @@ class PropertiesWidget(Container):
                      self._fit_button, self._plot, self._save_button, self._status,
                      self._material, self._ref_d, self._ref_button, self._ref_result])
         self._table.changed.connect(self._load_table)
+        self._relation.changed.connect(self._relation_changed)
         self._fit_button.changed.connect(self.fit)
         self._save_button.changed.connect(self._save_plot)
         self._ref_button.changed.connect(self.reference)
@@ -86,13 +87,40 @@ class PropertiesWidget(Container):
         self._on.value = next((c for c in cols if "sample" in c.lower() or c.lower() in ("id", "specimen")), cols[0])
         with_units = [c for c in cols if parse_unit(c)[1] is not None]
         self._property.choices = with_units or [_NONE]
-        guess = [c for c in with_units if "yield" in c.lower() or "hard" in c.lower()]
+        guess = self._guess_property(with_units)
         if guess:
-            self._property.value = guess[0]
+            self._property.value = guess
         if not with_units:
             notify_warning(f"{path.name}: no column carries a unit (e.g. 'yield_strength_MPa'); rename the property "
                            "columns so the fit knows its units.")
         self._status.value = f"{path.name}: {len(frame)} rows, {len(cols)} columns"
+
+    def _guess_property(self, columns: list[str]) -> str | None:
+        """The property column the chosen relation most likely fits: a yield strength in a stress unit for
+        Hall-Petch (a hardness listed first is not one), a hardness for the hardness relation."""
+        from micro_seg.properties import parse_unit
+        from micro_seg.properties.link import stress_unit
+
+        stress = [c for c in columns if stress_unit(parse_unit(c)[1]) is not None]
+        yield_ = [c for c in stress if any(h in c.lower() for h in ("yield", "proof", "rp0"))]
+        hard = [c for c in columns if "hard" in c.lower() or str(parse_unit(c)[1]).upper().startswith(("HV", "HB", "HR"))]
+        order = (hard + yield_ + stress) if self._relation.value == "hardness" else (yield_ + stress + hard)
+        return order[0] if order else None
+
+    def _relation_changed(self, *_):
+        """Hall-Petch chosen with a hardness column picked (or the hardness relation with a strength): pick the
+        column that relation fits, if the table has one."""
+        from micro_seg.properties import parse_unit
+        from micro_seg.properties.link import stress_unit
+
+        current = self._property.value
+        if not self._props_columns or current == _NONE:
+            return
+        is_stress = stress_unit(parse_unit(current)[1]) is not None
+        if (self._relation.value == "hall-petch" and not is_stress) or (self._relation.value == "hardness" and is_stress):
+            guess = self._guess_property([str(c) for c in self._property.choices])
+            if guess:
+                self._property.value = guess
 
     def fit(self, *_):
         """Run the engine's link + fit and show the table and the plot."""
