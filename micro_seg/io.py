@@ -623,13 +623,21 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
             elif mode == "La":
                 im = im.convert("LA")
             data = np.asarray(im)
-            key = im.info.get("transparency") if mode in ("L", "I;16", "I", "RGB") else None
-            if isinstance(key, (int, tuple)):  # a PNG tRNS colour key: pixels of that value are transparent
+            key = im.info.get("transparency") if mode in ("1", "L", "I;16", "I", "RGB") else None
+            if isinstance(key, int) and mode in ("1", "L") and fmt == "png":
+                # a 1-, 2- or 4-bit grey PNG: Pillow scales the pixels to 0..255 (mode "1": False / True) and
+                # gives its tRNS key unscaled (mode "1": 0 or 255), so compare at the scale of the pixels
+                depth = _png_grey_depth(path)
+                if mode == "1":
+                    key = key != 0
+                elif depth in (1, 2, 4):
+                    key = key * (255 // (2 ** depth - 1))
+            if isinstance(key, (bool, int, tuple)):  # a PNG tRNS colour key: pixels of that value are transparent
                 hit = data == key if data.ndim == 2 else np.all(data == np.asarray(key, data.dtype), axis=-1)
                 count = int(np.count_nonzero(hit))
                 if count:
                     meta["transparent_fraction"] = count / hit.size
-                    meta["transparent_key"] = key
+                    meta["transparent_key"] = int(key) if isinstance(key, bool) else key
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"{path}: {_one_line(exc)}") from None
         except MemoryError:
@@ -638,6 +646,15 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
             raise CorruptFileError(f"{path}: cannot decode the {name} image data, truncated or corrupt ({_one_line(exc)})") from None
         alpha_last = im.mode in ("RGBA", "LA")
     return data, alpha_last
+
+
+def _png_grey_depth(path: Path) -> int | None:
+    """The bits per pixel of a greyscale PNG without alpha (IHDR colour type 0), else ``None``."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if len(head) < 26 or head[12:16] != b"IHDR" or head[25] != 0:
+        return None
+    return head[24]
 
 
 def _png_16bit_colour(path: Path) -> str | None:
@@ -854,10 +871,10 @@ def read_micrograph(
         diagnostics.append(f"file name says {_FORMAT_NAMES[ext_fmt]} but the content is {_FORMAT_NAMES[fmt]}")
     data = _finish(data, path, alpha_last, meta)
     if meta.get("transparent_fraction"):
-        how = (f"the file marks the value {meta['transparent_key']} as transparent" if "transparent_key" in meta
-               else "micro-seg drops the alpha channel")
+        how = (f"the file marks the value {meta['transparent_key']} as transparent, but micro-seg analyses them"
+               if "transparent_key" in meta else "micro-seg drops the alpha channel and analyses them")
         diagnostics.append(f"{100 * meta['transparent_fraction']:.3g} % of the pixels are (partly) transparent: "
-                           f"{how} and analyses them as image pixels, so they enter every "
+                           f"{how} as image pixels, so they enter every "
                            "phase fraction, count and density (crop them away, or fill them, before measuring)")
     file_px = meta.get("metadata_pixel_size_um")
     if user_px is not None and file_px is not None and abs(user_px / file_px - 1) > 0.01:

@@ -254,6 +254,22 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 
 
+def low_depth_grey_png(path: Path, values: np.ndarray, depth: int, *, transparent: int | None = None) -> Path:
+    """Greyscale PNG of ``depth`` (1, 2 or 4) bits per pixel holding raw ``values`` (0 .. 2**depth - 1), with a
+    tRNS colour key ``transparent`` (a raw value) when given; Pillow cannot write these depths for grey."""
+    rows = b""
+    for row in np.asarray(values):
+        bits = "".join(format(int(v), f"0{depth}b") for v in row)
+        bits += "0" * (-len(bits) % 8)
+        rows += b"\x00" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+    h, w = np.asarray(values).shape
+    out = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0))
+    if transparent is not None:
+        out += _png_chunk(b"tRNS", struct.pack(">H", transparent))
+    path.write_bytes(out + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b""))
+    return path
+
+
 def png_bomb(path: Path, *, width: int = 60000, height: int = 60000) -> Path:
     """PNG whose header claims a huge greyscale image; the data is a few bytes."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)

@@ -449,3 +449,21 @@ def test_exif_orientation_is_reported_not_silently_ignored(tmp_path):
     assert any("EXIF orientation is 6" in w and "rotated 90 degrees clockwise" in w for w in m.reader_warnings)
     im.save(tmp_path / "plain.jpg")
     assert not any("EXIF" in w for w in read_micrograph(tmp_path / "plain.jpg").reader_warnings)
+
+
+@pytest.mark.parametrize("depth, key", [(1, 0), (1, 1), (2, 1), (4, 5), (4, 15)])
+def test_png_colour_key_of_a_low_bit_depth_grey_image_is_named(tmp_path, depth, key):
+    """A 1-, 2- or 4-bit grey PNG with a tRNS key: Pillow scales the pixels to 0..255 (1 bit: 0 / 1) but gives the
+    key unscaled, so the keyed pixels were not found and nothing was said. They are found at the pixels' scale."""
+    rng = np.random.default_rng(depth)
+    raw = rng.integers(0, 2 ** depth, (16, 24))
+    raw[raw == key] = (key + 1) % 2 ** depth
+    raw[:4] = key  # a quarter of the field is the transparent level
+    m = read_micrograph(db.low_depth_grey_png(tmp_path / "keyed.png", raw, depth, transparent=key))
+    scale = 1 if depth == 1 else 255 // (2 ** depth - 1)
+    np.testing.assert_array_equal(m.data, raw * scale)  # the pixels themselves, as read
+    warned = [w for w in m.reader_warnings if "transparent" in w]
+    assert len(warned) == 1 and warned[0].startswith("25 % of the pixels"), warned
+    assert f"marks the value {key * scale} as transparent, but micro-seg analyses them as image pixels" in warned[0]
+    plain = read_micrograph(db.low_depth_grey_png(tmp_path / "plain.png", raw, depth))
+    assert not [w for w in plain.reader_warnings if "transparent" in w]
