@@ -99,11 +99,11 @@ class PropertiesWidget(Container):
         """The property column the chosen relation most likely fits: a yield strength in a stress unit for
         Hall-Petch (a hardness listed first is not one), a hardness for the hardness relation."""
         from micro_seg.properties import parse_unit
-        from micro_seg.properties.link import stress_unit
+        from micro_seg.properties.link import _is_hardness_name, stress_unit
 
-        stress = [c for c in columns if stress_unit(parse_unit(c)[1]) is not None]
+        hard = [c for c in columns if _is_hardness_name(c) or str(parse_unit(c)[1]).upper().startswith(("HV", "HB", "HR"))]
+        stress = [c for c in columns if stress_unit(parse_unit(c)[1]) is not None and c not in hard]
         yield_ = [c for c in stress if any(h in c.lower() for h in ("yield", "proof", "rp0"))]
-        hard = [c for c in columns if "hard" in c.lower() or str(parse_unit(c)[1]).upper().startswith(("HV", "HB", "HR"))]
         order = (hard + yield_ + stress) if self._relation.value == "hardness" else (yield_ + stress + hard)
         return order[0] if order else None
 
@@ -111,12 +111,12 @@ class PropertiesWidget(Container):
         """Hall-Petch chosen with a hardness column picked (or the hardness relation with a strength): pick the
         column that relation fits, if the table has one."""
         from micro_seg.properties import parse_unit
-        from micro_seg.properties.link import stress_unit
+        from micro_seg.properties.link import _is_hardness_name, stress_unit
 
         current = self._property.value
         if not self._props_columns or current == _NONE:
             return
-        is_stress = stress_unit(parse_unit(current)[1]) is not None
+        is_stress = stress_unit(parse_unit(current)[1]) is not None and not _is_hardness_name(current)
         if (self._relation.value == "hall-petch" and not is_stress) or (self._relation.value == "hardness" and is_stress):
             guess = self._guess_property([str(c) for c in self._property.choices])
             if guess:

@@ -136,7 +136,8 @@ def test_properties_failed_fit_clears_the_previous_fit(make_napari_viewer, tmp_p
     assert not (tmp_path / "plot.png").exists() and any(m == "Fit first, then save the plot." for s, m in notes)
 
 
-def test_properties_widget_picks_the_column_the_relation_fits(make_napari_viewer, tmp_path, notes):
+@pytest.mark.parametrize("hardness, unit", [("hardness_HV10", "HV10"), ("hardness_GPa", "GPa")])
+def test_properties_widget_picks_the_column_the_relation_fits(make_napari_viewer, tmp_path, notes, hardness, unit):
     # a table with its hardness before its yield strength: the widget picked the hardness with the default
     # relation Hall-Petch, and Fit was refused (a hardness is not a stress); choosing the relation now picks the
     # column it fits
@@ -144,7 +145,7 @@ def test_properties_widget_picks_the_column_the_relation_fits(make_napari_viewer
 
     res, props = _inputs(tmp_path)
     table = pd.read_csv(props)
-    table.insert(1, "hardness_HV10", 3 * table["yield_strength_MPa"] / 9.807)
+    table.insert(1, hardness, 3 * table["yield_strength_MPa"] / (9.807 if unit == "HV10" else 1000.0))
     table.to_csv(props, index=False)
     w = PropertiesWidget(make_napari_viewer())
     w._results.value = res
@@ -152,7 +153,7 @@ def test_properties_widget_picks_the_column_the_relation_fits(make_napari_viewer
     assert w._relation.value == "hall-petch" and w._property.value == "yield_strength_MPa"
     assert w.fit().summary["fit"]["k"] == pytest.approx(K, abs=0.05)
     w._relation.value = "hardness"
-    assert w._property.value == "hardness_HV10"
-    assert w.fit().summary["fit"]["units"]["k"] == "HV10·m^0.5"
+    assert w._property.value == hardness
+    assert w.fit().summary["fit"]["units"]["k"] == f"{unit}·m^0.5"
     w._relation.value = "hall-petch"
     assert w._property.value == "yield_strength_MPa"

@@ -434,3 +434,27 @@ def test_link_on_a_specimens_csv_of_an_earlier_micro_seg_says_how_to_rewrite_it(
             link(out / "specimens.csv", props, on="sample_id", **kwargs)
         assert "was the batch calibrated" not in str(info.value) and "same output folder rewrites it" in str(info.value)
         assert link(out, props, on="sample_id", **kwargs).summary["n_matched"] == 4  # the folder has them
+
+
+@pytest.mark.parametrize("col", ["hardness_GPa", "nanohardness [MPa]"])
+def test_hall_petch_of_a_hardness_in_a_stress_unit_is_refused(tmp_path, col):
+    # a hardness in GPa or MPa (nanoindentation) passed the check for a stress unit and was fitted as the yield
+    # strength: sigma0 and k of a yield strength (in MPa) that are a hardness's (about 3 times as large, Tabor)
+    res = _write_results(tmp_path, SPECS)
+    values = [3 * (S0 + K * (SPECS[i] * 1e-6) ** -0.5) / (1000.0 if "GPa" in col else 1.0) for i in SPECS]
+    props = _props(tmp_path, col=col, values=values)
+    with pytest.raises(PropertyTableError, match="--relation hardness") as info:
+        link(res, props, on="sample_id", property=col)
+    assert "is a hardness" in str(info.value) and col in str(info.value)
+    fit = link(res, props, on="sample_id", property=col, relation="hardness").summary["fit"]
+    unit = "GPa" if "GPa" in col else "MPa"
+    assert fit["units"]["k"] == f"{unit}·m^0.5"
+    assert fit["k"] == pytest.approx(3 * K / (1000.0 if unit == "GPa" else 1.0), rel=0.1)
+
+
+def test_hall_petch_of_a_yield_strength_of_a_hardened_state_is_fitted(tmp_path):
+    # the hardness refusal goes by a word ending 'hardness', not by 'hard' anywhere in the name
+    res = _write_results(tmp_path, SPECS)
+    props = _props(tmp_path, col="work_hardened_yield_MPa")
+    fit = link(res, props, on="sample_id", property="work_hardened_yield_MPa").summary["fit"]
+    assert fit["k"] == pytest.approx(K, abs=0.1) and fit["units"]["k"] == "MPa·m^0.5"

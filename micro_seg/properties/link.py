@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import re
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,6 +297,17 @@ TO_MPA = {"MPa": 1.0, "N/mm2": 1.0, "N/mm^2": 1.0, "MN/m2": 1.0, "MN/m^2": 1.0, 
           "GPa": 1e3, "psi": 6.894757e-3, "ksi": 6.894757, "kgf/mm2": 9.80665, "kgf/mm^2": 9.80665}
 
 
+def _is_hardness_name(column: str) -> bool:
+    """A column named as a hardness (a word ending 'hardness': hardness, nanohardness, Vickers_hardness), not a
+    yield strength of a hardened state.
+
+    >>> [c for c in ("hardness_GPa", "nanohardness [MPa]", "work_hardened_yield_MPa", "yield_MPa") if _is_hardness_name(c)]
+    ['hardness_GPa', 'nanohardness [MPa]']
+    """
+    words = re.split(r"[^a-z0-9]+", parse_unit(column)[0].lower())
+    return any(w.endswith("hardness") for w in words)
+
+
 def stress_unit(unit: str | None) -> str | None:
     """The :data:`TO_MPA` spelling of a stress unit as tables write it (any case, ``²`` for ``2``, spaces),
     or ``None`` for a unit that is not a stress (``HV10``, ``%``).
@@ -541,6 +553,11 @@ def link(
                 f"{psource}: column {prop_col!r} is in {unit}, not a stress unit micro-seg knows: a Hall-Petch fit "
                 f"is of a yield strength (sigma0 in MPa, k in MPa·m^0.5) and needs a strength column in "
                 f"{', '.join(TO_MPA)}; fit a hardness with --relation hardness, another property with --relation linear")
+        if _is_hardness_name(prop_col):  # a hardness in a stress unit (GPa by nanoindentation)
+            raise PropertyTableError(
+                f"{psource}: column {prop_col!r} is a hardness (by its name), not a yield strength: a Hall-Petch fit "
+                f"would report it as sigma0 and k of a yield strength; fit it with --relation hardness (H0 and k in "
+                f"{unit} and {unit}·m^0.5)")
         if stress != unit and stress.lower() == unit.strip().lower():  # 'Mpa', 'mPa' (millipascal), 'KSI'
             warnings.append(f"{psource}: column {prop_col!r}: its unit {unit!r} is read as {stress}")
         joined, prop_col, unit, y = _strength_in_mpa(joined, prop_col, stress, y)
