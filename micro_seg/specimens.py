@@ -49,6 +49,9 @@ FIELD_QUANTITIES = (
     "defects_mean_ecd_um",
 )
 FIELD_PREFIXES = ("phase_fraction_",)
+#: Quantities in pixel units: averaged over a specimen's fields only where those fields share one pixel size
+#: (all at the same calibration, or all uncalibrated); their physical twins are always averaged.
+PIXEL_QUANTITIES = ("grains_per_px2", "mean_intercept_px", "mean_area_px2")
 
 
 class GroupByError(MicroSegError, ValueError):
@@ -133,7 +136,9 @@ def specimen_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         ``n_uncalibrated``, then for each field quantity ``q``: ``q_n`` (the
         fields with a finite value of ``q``, which the statistics are over: a
         field without any intercept has no mean intercept), ``q_mean``,
-        ``q_sd``, ``q_ci95``, ``q_ra_percent``, and the derived
+        ``q_sd``, ``q_ci95``, ``q_ra_percent`` (pixel-unit quantities only where
+        the fields share one pixel size: a mean of pixel counts at 0.2 and
+        0.5 um/px means nothing), and the derived
         ``G_planimetric`` (from mean ``grains_per_mm2``), ``G_intercept`` with
         ``G_intercept_ci95_low/high`` (from mean ``mean_intercept_um`` and its CI).
     """
@@ -167,6 +172,9 @@ def specimen_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     keys.append(k)
         stats = {}
         for k in keys:
+            if k in PIXEL_QUANTITIES and len({_finite(r.get("pixel_size_um")) for r in fields
+                                              if _finite(r.get(k)) is not None}) > 1:
+                continue  # pixel counts at different (or unknown and known) pixel sizes do not pool
             st = field_statistics([v for v in (_finite(r.get(k)) for r in fields) if v is not None])
             stats[k] = st
             rec[f"{k}_n"] = st["n"]  # fields with a finite value: may be fewer than n_fields

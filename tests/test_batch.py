@@ -446,6 +446,26 @@ def test_specimen_statistic_counts_only_the_fields_that_have_a_value():
     assert rec["mean_intercept_um_ci95"] == pytest.approx(12.706205 * math.sqrt(8) / math.sqrt(2), rel=1e-6)
 
 
+def test_pixel_unit_statistics_pool_only_fields_at_one_pixel_size():
+    """A specimen of fields at 0.2 and 0.5 um/px (or some uncalibrated) got mean_intercept_px_mean averaged over
+    pixel counts at different scales (the quick start's top-level specimen: 34.1 px over four scales), a number with
+    no meaning; the physical statistics stay, and pixel statistics are kept where the fields share one scale."""
+    def field(i, px, l_um):
+        return {"path": f"S/f{i}.tif", "specimen": "S", "status": "ok", "pixel_size_um": px,
+                "mean_intercept_um": l_um, "mean_intercept_px": l_um / px if px else l_um}
+    (rec,) = specimen_table([field(0, 0.2, 10.0), field(1, 0.5, 12.0)])
+    assert rec["mean_intercept_um_mean"] == pytest.approx(11.0)  # 10 and 12 um: the specimen's mean is right
+    assert "mean_intercept_px_mean" not in rec and "mean_intercept_px_n" not in rec  # 50 and 24 px: not pooled
+    (rec,) = specimen_table([field(0, 0.5, 10.0), field(1, 0.5, 12.0)])
+    assert rec["mean_intercept_px_mean"] == pytest.approx(22.0) and rec["mean_intercept_px_n"] == 2
+    uncal = {"path": "S/f2.tif", "specimen": "S", "status": "ok", "pixel_size_um": float("nan"),
+             "mean_intercept_px": 30.0}
+    (rec,) = specimen_table([field(0, 0.5, 10.0), uncal])
+    assert "mean_intercept_px_mean" not in rec and rec["mean_intercept_um_n"] == 1
+    (rec,) = specimen_table([uncal, dict(uncal, path="S/f3.tif", mean_intercept_px=34.0)])  # all uncalibrated
+    assert rec["mean_intercept_px_mean"] == pytest.approx(32.0) and rec["n_uncalibrated"] == 2
+
+
 def test_report_marks_a_statistic_over_fewer_fields():
     from micro_seg.report import _specimen_section
     rows = [{"path": f"S/f{i}.tif", "specimen": "S", "status": "ok", "pixel_size_um": 1.0,
