@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import yaml
 
 from micro_seg._yaml import DuplicateKeyError, safe_load_unique
-from micro_seg.errors import ModelError, WeightsIntegrityError
+from micro_seg.errors import ModelError, OutputPathError, WeightsIntegrityError
 
 if TYPE_CHECKING:  # annotations only: numpy is imported where it is used
     import numpy as np
@@ -632,14 +632,23 @@ def write_safetensors(tensors: dict, path: str | os.PathLike, *, metadata: dict[
     text = json.dumps(ordered, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors pads it
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(struct.pack("<Q", len(text)))
-        fh.write(text)
-        fh.write(memoryview(raw)[8 + n :])
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(struct.pack("<Q", len(text)))
+            fh.write(text)
+            fh.write(memoryview(raw)[8 + n :])
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # disk full, permissions: no half-written file left filling the disk
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, "weights", exc) from exc
     return path
+
+
+def _write_error(path: Path, what: str, exc: OSError) -> OutputPathError:
+    """A failed write (disk full, permission denied, ...) as the one-line error that names the file."""
+    return OutputPathError(f"{path}: cannot write {what} ({exc.strerror or exc})")
 
 
 def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path:
@@ -718,8 +727,12 @@ def replace_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through ``<name>.tmp`` and a rename, so a reader sees the old file or the new one
     (a card, a checkpoint record), never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:  # disk full, permissions: the old file stays, no partial one is left
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, "file", exc) from exc
 
 
 def _write_card(folder: Path, data: dict[str, Any]) -> None:

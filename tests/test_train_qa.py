@@ -759,3 +759,45 @@ def test_resuming_a_fine_tune_named_after_its_base(dirs, tmp_path, capsys, monke
                  *fast, "--val-fraction", "0"])
     assert code == 0, capsys.readouterr().err
     assert (work / "base" / "card.yaml").is_file()
+
+
+# ------------------------------------------------------------ a full disk while training
+
+
+def _disk_full(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_checkpointing_exits_2_naming_the_file_and_leaves_no_partial_file(dirs, tmp_path, capsys,
+                                                                                            monkeypatch):
+    """A disk that filled while a checkpoint was written ended training with 'internal error: OSError' (exit 1) and
+    left the half-written ``last-0.safetensors.tmp`` filling the disk."""
+    import os
+
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out = tmp_path / "m"
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--classes", "dark,bright", "--quiet",
+                 "--val-fraction", "0"])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert f"{out / 'checkpoint' / 'last-0.safetensors'}: cannot write weights (No space left on device)" in err
+    assert not list(out.rglob("*.tmp")), list(out.rglob("*"))
+
+
+def test_a_text_file_that_cannot_be_replaced_keeps_the_old_one_and_no_temporary(tmp_path, monkeypatch):
+    import os
+
+    from micro_seg.errors import OutputPathError
+    from micro_seg.registry import replace_text
+
+    record = tmp_path / "last.json"
+    record.write_text("old", encoding="utf-8")
+    monkeypatch.setattr(os, "replace", _disk_full)
+    with pytest.raises(OutputPathError, match=r"last\.json: cannot write file \(No space left on device\)"):
+        replace_text(record, "new")
+    assert record.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json"]
