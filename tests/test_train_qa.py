@@ -801,3 +801,63 @@ def test_a_text_file_that_cannot_be_replaced_keeps_the_old_one_and_no_temporary(
         replace_text(record, "new")
     assert record.read_text(encoding="utf-8") == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json"]
+
+
+def test_a_stopped_training_says_how_to_go_on_from_its_checkpoint(dirs, tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or SIGTERM) during training said only 'micro-seg: interrupted': nothing told the user that the epochs
+    done were in the checkpoint, nor how to continue or to make the model from them."""
+    import micro_seg.training as training
+
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out = tmp_path / "m"
+    common = ["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--classes", "dark,bright", "--quiet",
+              "--val-fraction", "0"]
+    write_record = training._write_checkpoint_record
+
+    def stop_after_epoch_2(ckpt, meta):
+        write_record(ckpt, meta)
+        if meta["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_write_checkpoint_record", stop_after_epoch_2)
+    assert main(common + ["--epochs", "5"]) == 130
+    err = capsys.readouterr().err
+    assert (f"note: training stopped; the checkpoint {out / 'checkpoint'} holds 2 of the 5 epochs: the same command "
+            "with --resume continues from there (with --resume --epochs 2, it writes the model from it now)") in err
+    assert not (out / "card.yaml").exists()
+    monkeypatch.setattr(training, "_write_checkpoint_record", write_record)
+    assert main(common + ["--epochs", "2", "--resume", "--json"]) == 0  # the model from the two epochs done
+    assert json.loads(capsys.readouterr().out)["epochs_run"] == 2
+    assert (out / "card.yaml").is_file()
+
+    # stopped before its first checkpoint: the record in the folder is the earlier run's, not offered
+    def stop_at_once(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "segmentation_loss", stop_at_once)
+    assert main(common + ["--epochs", "5"]) == 130
+    assert "note: training stopped" not in capsys.readouterr().err
+
+
+def test_a_full_disk_after_some_epochs_says_the_checkpoint_keeps_them(dirs, tmp_path, capsys, monkeypatch):
+    import os
+
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out = tmp_path / "m"
+    fsync, calls = os.fsync, []
+
+    def fill_up(fd):
+        calls.append(fd)
+        if len(calls) > 2:  # epoch 1's weights (last and best) fit, epoch 2's do not
+            _disk_full()
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fill_up)
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--classes", "dark,bright", "--quiet",
+                 "--val-fraction", "0", "--epochs", "4"])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert (f"{out / 'checkpoint' / 'last-1.safetensors'}: cannot write weights (No space left on device); the "
+            f"checkpoint {out / 'checkpoint'} holds 1 of the 4 epochs: the same command with --resume") in err

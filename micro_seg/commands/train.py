@@ -42,7 +42,7 @@ import numpy as np
 
 from micro_seg.augment import AUGMENT_PRESETS
 from micro_seg.io import check_output_folder
-from micro_seg.errors import InputFileNotFoundError, TrainingDataError
+from micro_seg.errors import InputFileNotFoundError, OutputPathError, TrainingDataError
 
 _IMAGE_EXT = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
 _LABEL_SUFFIXES = ("", "_labels", "_label", "_mask", "_masks", "_annotation")
@@ -446,6 +446,34 @@ def _check_patch_size(args: argparse.Namespace, images: list) -> None:
             f"use --patch-size {max(16, int(np.ceil(side / 16)) * 16)}")
 
 
+def _record_stamp(ckpt: Path) -> int | None:
+    """When the checkpoint record in ``ckpt`` was last written (ns), or None if there is none."""
+    from micro_seg.training import CHECKPOINT_RECORD
+
+    try:
+        return (ckpt / CHECKPOINT_RECORD).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _resume_hint(ckpt: Path, epochs: int, before: int | None) -> str:
+    """How to go on from the checkpoint a stopped run wrote in ``ckpt``, or "" when it wrote none (its record is
+    still the one stamped ``before`` the run: another run's, or none)."""
+    import json
+
+    from micro_seg.training import CHECKPOINT_RECORD
+
+    stamp = _record_stamp(ckpt)
+    if stamp is None or stamp == before:
+        return ""
+    try:
+        done = int(json.loads((ckpt / CHECKPOINT_RECORD).read_text(encoding="utf-8"))["epoch"]) + 1
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return (f"the checkpoint {ckpt} holds {done} of the {epochs} epochs: the same command with --resume continues "
+            f"from there (with --resume --epochs {done}, it writes the model from it now)")
+
+
 def run(args: argparse.Namespace) -> dict:
     from micro_seg.augment import augment_preset
     from micro_seg.training import (
@@ -575,11 +603,20 @@ def run(args: argparse.Namespace) -> dict:
     else:
         kwargs["arch"] = args.arch
     out_existed = out.exists()
+    before = _record_stamp(ckpt)
     try:
         net, card, history = train_segmenter(images, labels, **kwargs)
     except TrainingDivergedError:
         if not out_existed:  # only this run's checkpoint of a diverged run is in it: leave no model folder behind
             shutil.rmtree(out, ignore_errors=True)
+        raise
+    except OutputPathError as exc:  # disk full: the epochs checkpointed so far are not lost
+        hint = _resume_hint(ckpt, args.epochs, before)
+        raise OutputPathError(f"{exc}; {hint}" if hint else str(exc)) from exc
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: say where the work done is and how to go on
+        hint = _resume_hint(ckpt, args.epochs, before)
+        if hint:
+            print(f"note: training stopped; {hint}", file=sys.stderr, flush=True)
         raise
     val = card.metrics.get("validation", {})
     return {
