@@ -796,6 +796,14 @@ def _read_with_colour(path: Path) -> tuple[np.ndarray, bool]:
     return data, bool(data.ndim == 3 and data.shape[-1] >= 3 and not m.meta.get("is_grey_rgb"))
 
 
+def _diverged(data_dir, what: str, lr: float) -> TrainingDataError:
+    """The error of a run whose loss or weights became NaN / infinite (as :mod:`micro_seg.training` raises it)."""
+    from micro_seg.training import TrainingDivergedError
+
+    return TrainingDivergedError(f"{data_dir}: training diverged: {what}; no model was saved (try a lower learning "
+                                 f"rate, now {lr:g})")
+
+
 def iter_train_classifier(
     data_dir: str | os.PathLike,
     *,
@@ -946,12 +954,17 @@ def iter_train_classifier(
             if config.augment:
                 xb = _augment_batch(xb, rng, config)
             loss = F.cross_entropy(net(xb), y_all[batch], label_smoothing=config.label_smoothing)
+            if not math.isfinite(float(loss.detach())):  # a NaN model would be saved, reporting chance accuracy
+                value = "NaN" if math.isnan(float(loss.detach())) else "infinite"
+                raise _diverged(data_dir, f"loss is {value} at epoch {epoch}, step {s + 1}", config.lr)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step_i += 1
             total += loss.item() * len(batch)
             seen += len(batch)
+        if not all(bool(torch.isfinite(v).all()) for v in net.state_dict().values() if v.is_floating_point()):
+            raise _diverged(data_dir, f"the weights are no longer finite (NaN or inf) at epoch {epoch}", config.lr)
         logits, _ = _predict(net, images[val_idx])
         val_acc = float((logits.argmax(1) == labels[val_idx]).mean())
         rec = {"stage": "epoch", "epoch": epoch, "epochs": config.epochs, "train_loss": total / max(1, seen),

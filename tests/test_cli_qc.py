@@ -346,6 +346,23 @@ def test_temperature_at_its_bound_is_a_training_warning(tmp_path, capsys, monkey
     assert code == 0 and "warning: probability calibration failed" in capsys.readouterr().err
 
 
+def test_a_classifier_training_that_diverges_exits_2_and_saves_no_model(tmp_path, capsys):
+    """--lr 1e12 made the weights NaN: the NaN model was saved, with exit 0 and a chance-level 'val_accuracy', and
+    every classify with it then failed."""
+    data = tmp_path / "data"
+    for kind in ("grains", "disks"):
+        (data / kind).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(synthetic(kind, i)).save(data / kind / f"{i}.png")
+    out = tmp_path / "m"
+    code, result, err = run_json(capsys, ["train-classifier", str(data), "--out", str(out), "--input-size", "32",
+                                          "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.5", "--threads",
+                                          "1", "--lr", "1e12", "--quiet", "--json"])
+    assert code == 2 and result is None, err
+    assert f"{data}: training diverged: " in err and "no model was saved" in err and "learning rate" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_a_train_val_layout_is_not_taken_as_two_classes(tmp_path, capsys):
     """DATA/train/{a,b} + DATA/val/{a,b} trained a model of the classes 'train' and 'val', in silence."""
     data = tmp_path / "data"
