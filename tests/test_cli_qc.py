@@ -191,6 +191,7 @@ def test_spec_rules_a_model_can_measure_are_accepted(tmp_path, capsys, images):
     ("--classes", "disks,disks", "['disks'] given more than once"),  # refused only after training
     ("--epochs", "0", "--epochs must be >= 1, got 0"),  # one sentence about three options
     ("--input-size", "8", "--input-size must be >= 16 pixels, got 8"),
+    ("--seed", "-1", "--seed -1: must be a whole number >= 0"),  # an internal error (numpy's), exit 1
 ])
 def test_train_classifier_refuses_unusable_options_before_reading_images(tmp_path, capsys, option, value, says):
     data = tmp_path / "data"

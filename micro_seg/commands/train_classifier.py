@@ -103,6 +103,8 @@ def _check_options(args: argparse.Namespace) -> None:
                                 "images per step)")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise TrainingDataError(f"--lr {args.lr}: must be a positive number")
+    if args.seed < 0:
+        raise TrainingDataError(f"--seed {args.seed}: must be a whole number >= 0")
     if args.threads is not None and args.threads < 1:
         raise TrainingDataError(f"--threads {args.threads}: must be at least 1")
     if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
