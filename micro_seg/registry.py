@@ -967,8 +967,9 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
             if a != b:
                 raise ModelError(f"{m.folder}: cannot join an ensemble with {first.folder}: {key} differs "
                                  f"({b!r} vs {a!r})")
-    networks, member_arch, members, metrics, dropped = [], [], [], [], []
+    networks, member_arch, members, metrics, dropped, owners = [], [], [], [], [], []
     for m in loaded:
+        owners += [str(m.folder or m.card.name)] * (len(m.network.members) if isinstance(m.network, Ensemble) else 1)
         if isinstance(m.network, Ensemble):  # flattened: its members join one by one
             networks += list(m.network.members)
             member_arch += m.card.arch_kwargs["members"]
@@ -981,6 +982,17 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
                         "weights_sha256": m.card.weights_sha256, "arch": m.card.arch,
                         "training_data": m.card.training_data})
         metrics.append({"name": m.card.name, **m.card.metrics})  # a list: members may share a name
+    # the same network twice under two folders (a copy, one run twice with the same --seed, an ensemble and one of
+    # its members) is no more an ensemble than one folder given twice
+    first_with: dict[str, str] = {}
+    for net, owner in zip(networks, owners):
+        digest = _network_digest(net)
+        if digest in first_with:
+            same = "another of its networks" if first_with[digest] == owner else f"a network of {first_with[digest]}"
+            raise ModelError(f"{owner}: holds a network with the same weights as {same}; an ensemble joins different "
+                             "models (e.g. trained with different --seed): the same network twice only weights it "
+                             "double")
+        first_with[digest] = owner
     ranges = [m.card.pixel_size_um_range for m in loaded if m.card.pixel_size_um_range]
     card = ModelCard(
         name=name or folder.name, task=first.card.task, arch="ensemble", arch_kwargs={"members": member_arch},
@@ -1001,6 +1013,16 @@ def combine_models(models: Iterable[str | os.PathLike | LoadedModel], folder: st
     elif dropped:
         card.extra["offsets_not_carried"] = dropped
     return save_model(folder, network, card)
+
+
+def _network_digest(network) -> str:
+    """sha256 of a network's parameters and buffers (names, shapes, dtypes and values)."""
+    h = hashlib.sha256()
+    for key, value in sorted(network.state_dict().items()):
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def _calibrate_ensemble(network, card: ModelCard, loaded: Sequence[LoadedModel], pairs) -> None:

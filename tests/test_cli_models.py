@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from micro_seg import inference
 from micro_seg.cli import main
 from micro_seg.io import read_labels
-from micro_seg.registry import ModelCard, save_model
+from micro_seg.registry import ModelCard, load_card, save_model
 from micro_seg.synth import voronoi_labels
 from micro_seg.synth.render import grain_boundaries
 
@@ -277,9 +277,14 @@ def test_models_ensemble_cli(model_dir, tmp_path, capsys):
     out_model = tmp_path / "ens"
     import shutil
 
-    copy = shutil.copytree(model_dir / "test-pores", tmp_path / "pores-copy")  # the same folder twice is refused
+    copy = shutil.copytree(model_dir / "test-pores", tmp_path / "pores-copy")  # the same network twice is refused
     code, out, err = _run(["models", "ensemble", "test-pores", "test-pores", "--out", str(tmp_path / "twice")], capsys)
     assert code == 2 and "given twice" in err and not (tmp_path / "twice").exists()
+    code, out, err = _run(["models", "ensemble", "test-pores", str(copy), "--out", str(tmp_path / "twice")], capsys)
+    assert code == 2 and f"{copy}: holds a network with the same weights as" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "twice").exists()
+    # a second pores model (its weights differ, its answers on this image do not)
+    copy = save_model(tmp_path / "pores-2", threshold_net(3, 1, k=50.0), load_card(model_dir / "test-pores"))
     code, out, err = _run(["models", "ensemble", "test-pores", str(copy), "all-matrix", "--out", str(out_model),
                            "--json"], capsys)
     assert code == 0, err

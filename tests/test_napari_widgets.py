@@ -274,7 +274,7 @@ def test_segment_model_list_follows_model_folders(make_napari_viewer, tmp_path, 
     assert sum(c.endswith("my-new-model") for c in after) == 1 and len(after) == len(before) + 1
 
 
-def _faint_grain_model(folder, **postprocess):
+def _faint_grain_model(folder, k=40.0, **postprocess):
     from data_builders import threshold_net
 
     from micro_seg.registry import ModelCard, save_model
@@ -282,7 +282,7 @@ def _faint_grain_model(folder, **postprocess):
     card = ModelCard(name="faint-grains", task="grains", arch="msnet", arch_kwargs={"widths": [4, 8]}, in_channels=1,
                      classes=["grain", "boundary"], tile_size=64, normalisation={"mode": "minmax"},
                      postprocess=postprocess)
-    return save_model(folder, threshold_net(2, 1), card)
+    return save_model(folder, threshold_net(2, 1, k=k), card)
 
 
 def test_segment_pixel_size_warning_uses_the_engines_rule():
@@ -327,7 +327,7 @@ def test_segment_job_uses_grain_settings(tmp_path):
     # an ensemble of two such models (micro-seg models ensemble) runs the same way, with the same answer
     from micro_seg.registry import combine_models
 
-    second = _faint_grain_model(tmp_path / "faint-grains-2", threshold=0.5, min_grain_px=4)
+    second = _faint_grain_model(tmp_path / "faint-grains-2", k=50.0, threshold=0.5, min_grain_px=4)
     folder = combine_models([folder, second], tmp_path / "faint-ensemble")
     assert run().n_objects == 1
     assert run(threshold=0.2, min_grain_px=4).n_objects == 2

@@ -409,7 +409,7 @@ def test_ensemble_averages_member_probabilities(tmp_path):
     from micro_seg.inference import predict
     from micro_seg.registry import combine_models
 
-    k, thresholds = 3.0, (0.5, 0.25, 0.25)
+    k, thresholds = 3.0, (0.5, 0.25, 0.3)
     folders = [_threshold_member(tmp_path / f"m{i}", t, k=k, pixel_size_um_range=(0.1 * (i + 1), 1.0))
                for i, t in enumerate(thresholds)]
     ens = load_model(combine_models(folders, tmp_path / "ens"))
@@ -430,7 +430,8 @@ def test_ensemble_of_ensembles_is_flattened_and_majority_decides(tmp_path):
     from micro_seg.inference import predict
     from micro_seg.registry import combine_models
 
-    a = combine_models([_threshold_member(tmp_path / "a", 0.5), _threshold_member(tmp_path / "b", 0.5)], tmp_path / "ab")
+    a = combine_models([_threshold_member(tmp_path / "a", 0.5), _threshold_member(tmp_path / "b", 0.5, k=30.0)],
+                       tmp_path / "ab")
     abc = load_model(combine_models([a, _threshold_member(tmp_path / "c", 0.25)], tmp_path / "abc"))
     assert len(abc.network.members) == 3 and len(abc.card.arch_kwargs["members"]) == 3
     img = np.tile(np.arange(64, dtype=np.uint8) * 4, (8, 1))
@@ -455,6 +456,24 @@ def test_ensemble_refuses_members_that_do_not_match(tmp_path):
         combine_models([a], tmp_path / "x")
     with pytest.raises(ModelError, match="folder of member"):
         combine_models([a, _threshold_member(tmp_path / "d", 0.4)], a)
+    assert not (tmp_path / "x").exists()
+
+
+def test_ensemble_refuses_the_same_network_twice_under_two_folders(tmp_path):
+    """A copy of a member, a run repeated with the same seed, or an ensemble joined with one of its own members made
+    an 'ensemble' that only weighted that network double (one folder given twice was already refused)."""
+    import shutil
+
+    from micro_seg.registry import combine_models
+
+    a, b = _threshold_member(tmp_path / "a", 0.5), _threshold_member(tmp_path / "b", 0.3)
+    copy = shutil.copytree(a, tmp_path / "a-copy")
+    again = _threshold_member(tmp_path / "a-again", 0.5)  # the same weights, saved again (same seed and data)
+    ab = combine_models([a, b], tmp_path / "ab")
+    for members, first, second in (([a, copy], a, copy), ([a, b, again], a, again), ([ab, b], ab, b)):
+        with pytest.raises(ModelError, match=rf"^{second}: holds a network with the same weights as a network of "
+                                             rf"{first}; an ensemble joins different models"):
+            combine_models(members, tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 
