@@ -258,6 +258,35 @@ def predict_logits(network, x: np.ndarray, *, tile: int = 1024, overlap: int = 6
     return out
 
 
+def validation_logits(network, x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """:func:`predict_logits` of a network input, brought to the labels' ``shape`` (rows, cols) when the network
+    works at another scale (``input_scale``) the way segmenting brings its answer back: class probabilities
+    resampled bilinearly (:func:`micro_seg.inference.predict`); returned as their log, whose argmax is that
+    segmentation's.
+
+    Examples
+    --------
+    >>> from micro_seg.nets import build_network
+    >>> net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8]).eval()
+    >>> validation_logits(net, np.zeros((1, 8, 8), np.float32), (16, 16)).shape
+    (2, 16, 16)
+    """
+    logits = predict_logits(network, x)
+    rows, cols = shape
+    if logits.shape[1:] == (rows, cols):
+        return logits
+    from micro_seg.inference import _linear_weights
+
+    z = logits - logits.max(axis=0, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=0, keepdims=True)
+    y0, y1, wy = _linear_weights(rows, p.shape[1])
+    x0, x1, wx = _linear_weights(cols, p.shape[2])
+    band = p[:, y0] + (p[:, y1] - p[:, y0]) * wy[0, :, None]
+    p = band[:, :, x0] + (band[:, :, x1] - band[:, :, x0]) * wx[None]
+    return np.log(np.maximum(p, np.finfo(np.float32).tiny)).astype(np.float32)
+
+
 def calibrate_logit_offsets(
     logits: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
@@ -930,8 +959,9 @@ def iter_train_segmenter(
 
         images = [rescale_image(np.asarray(i), input_scale) for i in images]
         labels = [rescale_labels(l, i.shape[:2]) for l, i in zip(labels, images)]
+        # the validation labels keep the images' own pixels: the network's answers are brought back to them as
+        # segmenting does (validation_logits), so the card's metrics are those of the model a user runs
         val_images = [rescale_image(np.asarray(i), input_scale) for i in val_images]
-        val_labels = [rescale_labels(l, i.shape[:2]) for l, i in zip(val_labels, val_images)]
         if sum(int((l > 0).sum()) for l in labels) == 0:
             raise TrainingDataError(f"no labelled pixel is left after resizing the labels by input_scale {input_scale}")
 
@@ -1118,7 +1148,7 @@ def iter_train_segmenter(
             network.eval()
             cm = np.zeros((n_classes, n_classes), np.int64)
             for vx, vy in zip(vxs, val_labels):
-                pred = predict_logits(network, vx).argmax(0)
+                pred = validation_logits(network, vx, vy.shape).argmax(0)
                 cm += confusion_matrix(pred, vy, n_classes)
             rec["val"] = segmentation_metrics(cm, classes)
             score = rec["val"]["mean_iou"]
@@ -1169,7 +1199,7 @@ def iter_train_segmenter(
     bias = _output_bias(network)
     if calibrate and vxs and bias is not None and history:
         # class-prior shift from class weights / rare-class patches, undone on whole validation images
-        vlog = [predict_logits(network, vx) for vx in vxs]
+        vlog = [validation_logits(network, vx, vy.shape) for vx, vy in zip(vxs, val_labels)]
         offsets, _, _ = calibrate_logit_offsets(vlog, val_labels, seed=seed, classes=classes)
         if np.any(offsets != 0):
             import torch
@@ -1178,7 +1208,11 @@ def iter_train_segmenter(
                 bias += torch.from_numpy(offsets).to(bias.dtype)
             best = dict(best)
             before = best.get("val") or {}
-            best["val"] = {**offset_metrics(vlog, val_labels, offsets, classes),
+            added = offsets
+            if input_scale != 1.0:  # the offsets act before the probabilities are resampled: measure the model kept
+                vlog = [validation_logits(network, vx, vy.shape) for vx, vy in zip(vxs, val_labels)]
+                added = np.zeros_like(offsets)
+            best["val"] = {**offset_metrics(vlog, val_labels, added, classes),
                            "note": "after per-class logit offsets chosen on this validation split",
                            "before_offsets": {"iou": before.get("iou"), "mean_iou": before.get("mean_iou")}}
         config = {**config, "logit_offsets": [float(o) for o in offsets]}

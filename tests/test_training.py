@@ -627,6 +627,41 @@ def test_input_scale_training_works_at_half_size_and_segments_full_size(tmp_path
         _fit([img], [dense], input_scale=10.0)
 
 
+def _disks(seed: int, size: int = 64):
+    """Bright disks of radius 3-6 px on a dark noisy ground: image and dense labels (1 = matrix, 2 = disk)."""
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(seed)
+    lab = np.ones((size, size), np.int64)
+    for _ in range(5):
+        rr, cc = disk(tuple(rng.integers(6, size - 6, 2)), int(rng.integers(3, 7)), shape=lab.shape)
+        lab[rr, cc] = 2
+    img = np.clip(np.where(lab == 2, 190.0, 70.0) + rng.normal(0, 20, lab.shape), 0, 255).astype(np.uint8)
+    return img, lab
+
+
+@pytest.mark.parametrize("class_weights", ["auto", [1.0, 20.0]])  # the second gives non-zero logit offsets
+def test_validation_metrics_at_input_scale_are_those_of_the_model_on_the_images_own_pixels(tmp_path, class_weights):
+    """With input_scale 0.5 the card's validation IoU was measured on labels shrunk to the network's scale (a
+    quarter of the pixels, small objects distorted), not on the held-out image as the saved model segments it:
+    recomputing it from a segmentation gave another number."""
+    from micro_seg.inference import predict
+    from micro_seg.registry import load_model
+
+    pairs = [_disks(seed) for seed in range(3)]
+    _, card, _ = _fit([p[0] for p in pairs], [p[1] for p in pairs], epochs=4, lr=1e-2, input_scale=0.5,
+                      val_fraction=0.34, class_weights=class_weights, out=tmp_path / "m", name="m")
+    (i,) = card.training_data["val_indices"]
+    img, truth = pairs[i]
+    labels = predict(img, load_model(tmp_path / "m"), keep_uncertainty=False).labels
+    val = card.metrics["validation"]
+    again = segmentation_metrics(confusion_matrix(labels, truth, 2), ["dark", "bright"])
+    assert val["iou"] == pytest.approx(again["iou"], abs=1e-9) and val["accuracy"] == pytest.approx(again["accuracy"])
+    assert val["labelled_pixels"] == truth.size
+    if class_weights != "auto":
+        assert any(card.extra["training"]["logit_offsets"])
+
+
 def test_pseudo_labels_keep_the_base_model_where_nobody_scribbled(tmp_path):
     """Fine-tuning with pseudo-labels: the unlabelled pixels the base model is sure about are trained on its
     own answer, so a base that is right everywhere stays right when the only scribbles are in one corner."""
