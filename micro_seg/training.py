@@ -1037,6 +1037,7 @@ def iter_train_segmenter(
         "val_indices": None if val_idx is None else [int(i) for i in val_idx],
     }
     best_file = None  # the checkpoint's best-weights file: {"file": name, "sha256": hex}
+    seconds_before = 0.0  # training time of the epochs a resumed checkpoint holds
     if ckpt is not None and resume and (ckpt / "last.json").exists():
         meta, last_tensors, best_tensors = _read_checkpoint(ckpt)
         # the learning rate and the epoch count may change when continuing a run; nothing else may
@@ -1061,6 +1062,8 @@ def iter_train_segmenter(
                                     f"({' '.join(str(exc).split())[:200]}); train without --resume") from None
         history = meta["history"]
         start_epoch = int(meta["epoch"]) + 1
+        if history and isinstance(history[-1].get("seconds"), (int, float)):
+            seconds_before = float(history[-1]["seconds"])  # the run's time so far: the card says how long it took
         best_score, best_epoch = float(meta["best_score"]), int(meta["best_epoch"])
         if best_tensors is not None:
             best_state, best_file = best_tensors, (meta.get("files") or {}).get("best")
@@ -1131,7 +1134,7 @@ def iter_train_segmenter(
             losses.append(float(loss.detach()))
             yield {"stage": "step", "epoch": epoch, "epochs": epochs, "step": step,
                    "steps_per_epoch": steps_per_epoch, "loss": losses[-1], "lr": opt.param_groups[0]["lr"],
-                   "seconds": time.perf_counter() - t_start}
+                   "seconds": seconds_before + time.perf_counter() - t_start}
             steps_done += 1
             if time_limit_s and not follow_clock and steps_done >= _STEPS_TIMED:
                 now = time.perf_counter()  # validation time counts: it is part of the time per step
@@ -1154,7 +1157,7 @@ def iter_train_segmenter(
             score = rec["val"]["mean_iou"]
         else:
             score = -rec["loss"]
-        rec["seconds"] = time.perf_counter() - t_start
+        rec["seconds"] = seconds_before + time.perf_counter() - t_start
         history.append(rec)
         if score > best_score:
             best_score, best_epoch = score, epoch
@@ -1221,7 +1224,7 @@ def iter_train_segmenter(
         normalisation=normalisation, config=config, best=best, best_epoch=best_epoch, history=history,
         data_sha256=pairs_sha256(images, labels), n_train=len(xs), n_val=len(vxs), val_indices=val_idx,
         val_sha256=val_sha256, stopped=stopped, kept=kept,
-        seconds=time.perf_counter() - t_start, base_card=base_card, extra=card_extra,
+        seconds=seconds_before + time.perf_counter() - t_start, base_card=base_card, extra=card_extra,
     )
     return TrainResult(network, card, history)
 

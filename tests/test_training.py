@@ -205,6 +205,24 @@ def test_resume_from_checkpoint_continues_identically(tmp_path):
     assert _same(full, _weights(resumed.network))
 
 
+def test_a_resumed_run_reports_the_time_of_the_whole_run(tmp_path):
+    """After --resume the card's training seconds (and the history's) counted only the resumed part: a run that
+    took an hour before it was stopped said it took a few seconds."""
+    import json
+
+    img, _, scribble = _stripes()
+    ckpt = tmp_path / "ckpt"
+    _fit([img], [scribble], epochs=2, checkpoint_dir=ckpt)
+    record = json.loads((ckpt / "last.json").read_text())
+    for i, h in enumerate(record["history"]):  # as if the first two epochs had taken an hour
+        h["seconds"] = 1800.0 * (i + 1)
+    (ckpt / "last.json").write_text(json.dumps(record))
+    _, card, history = _fit([img], [scribble], epochs=3, checkpoint_dir=ckpt, resume=True)
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert 3600 <= history[2]["seconds"] < 3660
+    assert 3600 <= card.extra["training"]["seconds"] < 3660
+
+
 def test_a_stop_between_checkpoint_weights_and_record_resumes_where_the_record_says(tmp_path, monkeypatch):
     """The weights of epoch 2 were written over last.safetensors before last.json said epoch 2: a run stopped in
     between resumed epoch 2 from epoch 2's weights (trained twice). Now the record names the weights it goes
