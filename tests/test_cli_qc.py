@@ -364,6 +364,19 @@ def test_a_classifier_training_that_diverges_exits_2_and_saves_no_model(tmp_path
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.parametrize("where", ["data/model", "data"])
+def test_a_classifier_is_not_written_where_the_next_training_takes_it_for_a_class(tmp_path, capsys, where):
+    """``--out DATA/model`` trained once; the next training (the same command) read DATA/model as a class folder and
+    failed with 'class folder holds no supported images'."""
+    data = tmp_path / "data"
+    for kind in ("grains", "disks"):
+        (data / kind).mkdir(parents=True)
+    code, out, err = run_json(capsys, ["train-classifier", str(data), "--out", str(tmp_path / where), "--json"])
+    assert code == 2 and out is None and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / where}: --out is " in err and "give the model a folder outside it" in err
+    assert sorted(p.name for p in data.iterdir()) == ["disks", "grains"]
+
+
 def test_a_train_val_layout_is_not_taken_as_two_classes(tmp_path, capsys):
     """DATA/train/{a,b} + DATA/val/{a,b} trained a model of the classes 'train' and 'val', in silence."""
     data = tmp_path / "data"

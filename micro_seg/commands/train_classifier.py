@@ -103,6 +103,11 @@ def _check_options(args: argparse.Namespace) -> None:
                                 "images per step)")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise TrainingDataError(f"--lr {args.lr}: must be a positive number")
+    out, data = Path(args.out).expanduser().resolve(), Path(args.data_dir).expanduser().resolve()
+    if out == data or out.parent == data:  # the model folder would be read as a class by the next training
+        raise TrainingDataError(f"{args.out}: --out is {'DATA_DIR' if out == data else 'a sub-folder of DATA_DIR'} "
+                                f"{args.data_dir}, whose sub-folders are the classes; give the model a folder outside "
+                                "it")
     if args.seed < 0:
         raise TrainingDataError(f"--seed {args.seed}: must be a whole number >= 0")
     if args.threads is not None and args.threads < 1:
