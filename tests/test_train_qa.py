@@ -861,3 +861,38 @@ def test_a_full_disk_after_some_epochs_says_the_checkpoint_keeps_them(dirs, tmp_
     _one_line_exit_2(code, err)
     assert (f"{out / 'checkpoint' / 'last-1.safetensors'}: cannot write weights (No space left on device); the "
             f"checkpoint {out / 'checkpoint'} holds 1 of the 4 epochs: the same command with --resume") in err
+
+
+# ------------------------------------------------------------ binary masks read as sparse labels
+
+
+@pytest.mark.parametrize("foreground, classes, says", [
+    (255, None, "label value 255 would make 255 classes (at most 64 are inferred): the label files hold only 0 and "
+                "255, as binary masks do: --label-encoding mask reads 0 as the first class"),
+    (255, "matrix,pore", "label value 255 found but only 2 classes (matrix, pore); 0 = unlabelled, class c = value c; "
+                         "the label files hold only 0 and 255, as binary masks do: --label-encoding mask"),
+])
+def test_binary_masks_read_as_sparse_labels_name_the_mask_encoding(dirs, tmp_path, capsys, foreground, classes, says):
+    """0/255 masks with the default --label-encoding sparse were called 'a micrograph, not a label image' (or a
+    value beyond the classes), without a word of --label-encoding mask."""
+    img_dir, lab_dir = dirs
+    for stem in ("a", "b"):
+        _write_pair(img_dir, lab_dir, stem, values=(0, foreground))
+    argv = ["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--quiet"]
+    code = main(argv + (["--classes", classes] if classes else []))
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert f"{lab_dir / 'a.png'}: {says}" in err, err
+
+
+def test_a_0_1_mask_whose_background_is_read_as_unlabelled_names_the_mask_encoding(dirs, tmp_path, capsys):
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a", values=(0, 1))
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--classes", "matrix,pore",
+                 "--quiet", "--val-fraction", "0", "--json"])
+    assert code == 0
+    (warning,) = [w for w in json.loads(capsys.readouterr().out)["warnings"] if "no labelled pixel" in w]
+    assert warning.endswith("class 'pore' (label value 2) has no labelled pixel in any label image: the model cannot "
+                            "learn it and validation cannot measure it (the mean IoU leaves it out); the label files "
+                            "hold only 0 and 1, as binary masks do: --label-encoding mask reads 0 as the first class "
+                            "(background) and any non-zero value as the second")

@@ -257,6 +257,22 @@ def _parse_class_weights(text: str, n_classes: int) -> str | list[float] | None:
     return weights
 
 
+def _binary_mask_hint(labels: list[np.ndarray], encoding: str) -> str:
+    """Advice for sparse-read label files that are all binary masks (0 and one other value, e.g. 0/255), else ""."""
+    if encoding != "sparse":
+        return ""
+    values = set()
+    for lab in labels:
+        values.update(int(v) for v in np.unique(lab))
+        if len(values - {0}) > 1:
+            return ""
+    if len(values - {0}) != 1 or 0 not in values:
+        return ""
+    (v,) = values - {0}
+    return (f"the label files hold only 0 and {v}, as binary masks do: --label-encoding mask reads 0 as the first "
+            "class (background) and any non-zero value as the second")
+
+
 def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Path, Path]]:
     """Match images to labels by stem; raise :class:`TrainingDataError` on any mismatch."""
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
@@ -526,10 +542,12 @@ def run(args: argparse.Namespace) -> dict:
 
         if max_label > MAX_INFERRED_CLASSES:
             where = next(lab for (_, lab), l in zip(pairs, labels) if int(l.max()) == max_label)
+            mask = _binary_mask_hint(labels, args.label_encoding)
             raise TrainingDataError(
                 f"{where}: label value {max_label} would make {max_label} classes (at most {MAX_INFERRED_CLASSES} "
-                "are inferred): the labels look like a micrograph, not a label image (0 = unlabelled, c = class c); "
-                "check LABELS_DIR, or name the classes with --classes")
+                + (f"are inferred): {mask}" if mask else
+                   "are inferred): the labels look like a micrograph, not a label image (0 = unlabelled, c = class c); "
+                   "check LABELS_DIR, or name the classes with --classes"))
         classes = [f"class{i}" for i in range(1, max(2, max_label) + 1)]
     if named and classes != named:
         given = "--classes" if args.classes else f"the base model {base_card.name!r}"
@@ -541,17 +559,20 @@ def run(args: argparse.Namespace) -> dict:
             raise TrainingDataError(
                 f"{where}: label value {value - 1} found but only {len(classes)} classes ({', '.join(classes)}); "
                 "with --label-encoding dense, value v = class v + 1 (0 = the first class)")
+        mask = _binary_mask_hint(labels, args.label_encoding)
         raise TrainingDataError(
             f"{where}: label value {value} found but only {len(classes)} classes "
-            f"({', '.join(classes)}); 0 = unlabelled, class c = value c"
+            f"({', '.join(classes)}); 0 = unlabelled, class c = value c" + (f"; {mask}" if mask else "")
         )
     counts = np.zeros(len(classes) + 1, np.int64)
     for lab in labels:
         counts += np.bincount(lab.ravel(), minlength=len(classes) + 1)[: len(classes) + 1]
-    for c, name in enumerate(classes, start=1):
-        if counts[c] == 0:
-            warn(f"{args.labels_dir}: class {name!r} (label value {c}) has no labelled pixel in any label image: the "
-                 "model cannot learn it and validation cannot measure it (the mean IoU leaves it out)")
+    missing = [c for c in range(1, len(classes) + 1) if counts[c] == 0]
+    mask = _binary_mask_hint(labels, args.label_encoding) if missing else ""  # 0/1 masks: 0 read as unlabelled
+    for c in missing:
+        warn(f"{args.labels_dir}: class {classes[c - 1]!r} (label value {c}) has no labelled pixel in any label image: "
+             "the model cannot learn it and validation cannot measure it (the mean IoU leaves it out)"
+             + (f"; {mask}" if mask else ""))
     class_weights = _parse_class_weights(args.class_weights, len(classes))
     if not 0 <= args.rare_class_fraction <= 1:
         raise TrainingDataError(f"--rare-class-fraction must be in [0, 1], got {args.rare_class_fraction}")
