@@ -307,6 +307,13 @@ class ModelCard:
         unknown = [c for c in self.defect_classes if c not in self.classes]
         if unknown:
             raise ModelError(f"model {self.name!r}: defect_classes {unknown} are not among classes {self.classes}")
+        if self.task == "grains":  # checked here, so that the message names the card, not only at the first image
+            from micro_seg.postprocess import boundary_class_index
+
+            try:
+                boundary_class_index(self.classes)
+            except ModelError as exc:
+                raise ModelError(f"model {self.name!r}: {exc}") from None
 
     @property
     def num_classes(self) -> int:

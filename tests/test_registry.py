@@ -284,6 +284,20 @@ def test_list_models_includes_user_dir_and_extra_paths(saved, tmp_path, monkeypa
     assert load_model("mine").card.name == "mine"
 
 
+def test_a_grain_card_without_a_boundary_class_is_refused_naming_the_card(tmp_path):
+    """A card edited to task: grains with classes that hold no boundary class loaded, then every segment failed
+    with 'grain model classes [...] have no boundary class', naming neither the model nor its card."""
+    folder = save_model(tmp_path / "m", build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8, 8]),
+                        _card(task="semantic", classes=["dark", "bright"]))
+    text = (folder / CARD_FILE).read_text().replace("task: semantic", "task: grains")
+    (folder / CARD_FILE).write_text(text)
+    with pytest.raises(ModelError, match=rf"^{folder / CARD_FILE}: model 'tiny': grain model classes \['dark', "
+                                         r"'bright'\] have no boundary class"):
+        load_model(folder)
+    with pytest.raises(ModelError, match="no boundary class"):
+        _card(classes=["grain", "edge"])
+
+
 def test_bad_cards_refused(tmp_path):
     with pytest.raises(ModelError, match="task"):
         _card(task="detection")
