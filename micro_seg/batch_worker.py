@@ -640,7 +640,7 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
             rel = f"labels/{stem}_labels.tif"
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             write_labels(out_dir / rel, labels, pixel_size_um=px,  # atomic (tmp + rename)
-                         classes=None if grains else list(card.classes))
+                         classes=None if grains else list(card.classes), instances=grains)
             outputs["labels"] = rel
         if config.write_overlay:
             rel = f"overlays/{stem}_overlay.png"

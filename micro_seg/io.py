@@ -87,6 +87,7 @@ __all__ = [
     "read_micrograph",
     "write_labels",
     "read_labels",
+    "labels_are_instances",
     "labels_source",
     "read_label_page",
     "max_pixels_limit",
@@ -991,6 +992,7 @@ def write_labels(
     pixel_size_um: float | None = None,
     classes: Sequence[str] | None = None,
     source: str | os.PathLike[str] | None = None,
+    instances: bool = False,
 ) -> Path:
     """Write a 2-D label image as a deflate-compressed TIFF that keeps the calibration.
 
@@ -1014,6 +1016,9 @@ def write_labels(
     source : path-like, optional
         The micrograph the labels were made from, recorded in the description
         (:func:`labels_source` reads it back).
+    instances : bool
+        The labels are object instances (each grain, pore ... its own number), not classes: recorded, so that
+        ``micro-seg train`` does not read them as class values (:func:`labels_are_instances`).
 
     Returns
     -------
@@ -1042,6 +1047,8 @@ def write_labels(
         info["classes"] = [str(c) for c in classes]
     if source is not None:
         info["source"] = str(Path(source).resolve())
+    if instances:
+        info["kind"] = "instances"
     kwargs: dict[str, Any] = {"compression": "zlib", "metadata": {"micro_seg": info}}
     if px is not None:
         kwargs.update(resolution=(1e4 / px, 1e4 / px), resolutionunit="CENTIMETER")
@@ -1075,6 +1082,22 @@ def labels_classes(path: str | os.PathLike[str]) -> list[str] | None:
     info = _micro_seg_description(Path(path)) if Path(path).suffix.lower() in (".tif", ".tiff") else None
     value = info.get("classes") if info else None
     return [str(c) for c in value] if isinstance(value, list) and value else None
+
+
+def labels_are_instances(path: str | os.PathLike[str]) -> bool:
+    """Whether a :func:`write_labels` file records object instances (grains, pores: each its own number).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> labels_are_instances(write_labels(os.path.join(d, "g.tif"), np.eye(2, dtype=int), instances=True))
+    True
+    >>> labels_are_instances(write_labels(os.path.join(d, "c.tif"), np.eye(2, dtype=int), classes=["a", "b"]))
+    False
+    """
+    info = _micro_seg_description(Path(path)) if Path(path).suffix.lower() in (".tif", ".tiff") else None
+    return bool(info) and info.get("kind") == "instances"
 
 
 def labels_source(path: str | os.PathLike[str]) -> str | None:

@@ -141,6 +141,10 @@ def test_segment_grains_writes_labels_and_probabilities(model_dir, tmp_path, cap
     assert probs.shape == (2, *truth.shape) and probs.dtype == np.float32
     assert probs[1][bright].min() > 0.99 and probs[1][~bright].max() < 0.01
     assert res["warnings"] == []
+    # grain instances, so that train refuses to read each grain number as a class
+    from micro_seg.io import labels_are_instances
+
+    assert labels_are_instances(res["labels"]) and not labels_are_instances(res["probabilities"])
 
 
 def test_analyze_grains_matches_measure_of_truth(model_dir, tmp_path, capsys):

@@ -896,3 +896,29 @@ def test_a_0_1_mask_whose_background_is_read_as_unlabelled_names_the_mask_encodi
                             "learn it and validation cannot measure it (the mean IoU leaves it out); the label files "
                             "hold only 0 and 1, as binary masks do: --label-encoding mask reads 0 as the first class "
                             "(background) and any non-zero value as the second")
+
+
+# ------------------------------------------------------------ grain instances given as training labels
+
+
+@pytest.mark.parametrize("encoding", ["sparse", "dense"])
+def test_grain_instance_labels_written_by_segment_are_not_trained_as_classes(dirs, tmp_path, capsys, encoding):
+    """The <stem>_labels.tif of a grain model (each grain its own number) trained a model of one class per grain
+    (class1 ... class28), without a word."""
+    from micro_seg.io import write_labels
+    from micro_seg.synth import voronoi_labels
+
+    img_dir, lab_dir = dirs
+    grains = voronoi_labels((64, 64), n_grains=12, seed=0)
+    Image.fromarray(np.where(grains % 2 == 0, 60, 180).astype(np.uint8)).save(img_dir / "a.png")
+    lab = write_labels(lab_dir / "a_labels.tif", grains, instances=True)
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--quiet",
+                 "--label-encoding", encoding])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert f"{lab}: an instance label image (each grain or object its own number" in err
+    assert f"--label-encoding {encoding} would make a class of every object" in err
+    assert not (tmp_path / "m").exists()
+    # read as a mask (objects against background), as defect instance masks are, it trains
+    assert main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--quiet",
+                 "--label-encoding", "mask", "--val-fraction", "0"]) == 0

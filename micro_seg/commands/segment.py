@@ -282,7 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     sweep_stale_temporaries(out)  # what an earlier segment killed mid-write left (its process gone)
     write_labels(labels_path, seg.labels, pixel_size_um=px, classes=None if card.task == "grains" else card.classes,
-                 source=args.image)
+                 source=args.image, instances=card.task == "grains")
     result: dict[str, Any] = {
         "labels": str(labels_path),
         "classes": list(card.classes),
@@ -307,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                         classes=["uncertainty"], pixel_size_um=px))
     for name, inst in seg.result.defects.items():
         path = out / f"{stem}_{name}_instances.tif"
-        write_labels(path, inst, pixel_size_um=px)
+        write_labels(path, inst, pixel_size_um=px, instances=True)
         result.setdefault("defect_instances", {})[name] = str(path)
     result["warnings"] = (micrograph.meta["contrast_warnings"] + micrograph.reader_warnings + list(seg.warnings)
                           + replaced + ([] if px else ["no pixel size: measurements will be in pixels"]))

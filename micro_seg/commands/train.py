@@ -332,9 +332,17 @@ def load_pairs(images_dir: str | Path, labels_dir: str | Path, encoding: str, in
     """``(pairs, images, labels)`` of two folders matched by stem (:func:`find_pairs`, sorted by file name), the
     labels in the training convention (0 = unlabelled, c = class c) read with ``encoding``.  ``info`` (a dict, if
     given) receives the images' ``pixel_sizes`` (None when uncalibrated) and the reader's ``warnings``."""
+    from micro_seg.io import labels_are_instances
+
     pairs = find_pairs(images_dir, labels_dir)
     images, labels, grey_masks = [], [], []
     for img_path, lab_path in pairs:
+        if encoding != "mask" and labels_are_instances(lab_path):  # each grain its own number: not class values
+            raise TrainingDataError(
+                f"{lab_path}: an instance label image (each grain or object its own number, as micro-seg segment and "
+                f"batch write them for a grain model or a defect class), not class labels: --label-encoding "
+                f"{encoding} would make a class of every object; give class labels (0 = unlabelled, c = class c, "
+                "e.g. from napari's Annotate widget), or --label-encoding mask to train objects against background")
         img, bar = _read_image(img_path, info)
         lab = _read_label(lab_path, encoding, grey_masks)
         if bar and lab.shape == (img.shape[0] - bar, img.shape[1]):
