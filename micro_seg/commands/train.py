@@ -117,7 +117,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "ensemble's decision on images none of its members trained on")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default OUT/checkpoint)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint a stopped run left (Ctrl-C, a full disk): the same data and "
+                        "training settings; --epochs, --lr, --minutes, --patience and --keep may differ (--epochs N "
+                        "with N epochs done writes the model from the checkpoint at once)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr (warnings are still printed)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (best_epoch counts from 0, as the card's training history does; the "
