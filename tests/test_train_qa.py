@@ -922,3 +922,23 @@ def test_grain_instance_labels_written_by_segment_are_not_trained_as_classes(dir
     # read as a mask (objects against background), as defect instance masks are, it trains
     assert main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--quiet",
                  "--label-encoding", "mask", "--val-fraction", "0"]) == 0
+
+
+def test_a_validation_image_that_is_a_copy_of_a_training_image_is_warned(dirs, tmp_path, capsys):
+    """A copy of a training image held out for validation made the card's validation figures optimistic in silence
+    (train-classifier warns of such copies)."""
+    img_dir, lab_dir = dirs
+    for stem in ("a", "b", "c"):
+        _write_pair(img_dir, lab_dir, stem, seed=0)  # the same pixels three times
+    argv = ["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--classes", "dark,bright",
+            "--quiet", "--json", "--val-fraction", "0.34"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    (val,) = result["validation_images"]
+    (warning,) = [w for w in result["warnings"] if "copies" in w]
+    assert warning.startswith(f"1 validation image(s) are pixel-identical copies of training images (e.g. "
+                              f"{img_dir / val} = ") and "optimistic" in warning
+    for seed, stem in enumerate(("a", "b", "c")):  # three different images: nothing to say
+        _write_pair(img_dir, lab_dir, stem, seed=seed)
+    assert main(argv) == 0
+    assert not [w for w in json.loads(capsys.readouterr().out)["warnings"] if "copies" in w]

@@ -473,6 +473,27 @@ def _check_patch_size(args: argparse.Namespace, images: list) -> None:
             f"use --patch-size {max(16, int(np.ceil(side / 16)) * 16)}")
 
 
+def _copies_across_split(pairs: list[tuple[Path, Path]], images: list[np.ndarray], val_idx: list[int]) -> list[str]:
+    """A warning when validation images are pixel-identical copies of training images (their figures are then
+    no measure on unseen images), as train-classifier warns."""
+    import hashlib
+
+    def digest(image: np.ndarray) -> str:
+        a = np.ascontiguousarray(image)
+        return hashlib.sha256(f"{a.shape}{a.dtype.str}".encode() + a.tobytes()).hexdigest()
+
+    if not val_idx:
+        return []
+    hashes = [digest(im) for im in images]
+    trained = {hashes[i]: pairs[i][0] for i in range(len(images)) if i not in val_idx}
+    copies = [(pairs[i][0], trained[hashes[i]]) for i in val_idx if hashes[i] in trained]
+    if not copies:
+        return []
+    v, t = copies[0]
+    return [f"{len(copies)} validation image(s) are pixel-identical copies of training images (e.g. {v} = {t}): the "
+            "validation figures on the card (and the logit offsets chosen on them) are optimistic; remove the copies"]
+
+
 def _record_stamp(ckpt: Path) -> int | None:
     """When the checkpoint record in ``ckpt`` was last written (ns), or None if there is none."""
     from micro_seg.training import CHECKPOINT_RECORD
@@ -650,6 +671,8 @@ def run(args: argparse.Namespace) -> dict:
         if hint:
             print(f"note: training stopped; {hint}", file=sys.stderr, flush=True)
         raise
+    for warning in _copies_across_split(pairs, images, card.training_data.get("val_indices") or []):
+        warn(warning)
     val = card.metrics.get("validation", {})
     return {
         "model": str(out),
