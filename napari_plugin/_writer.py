@@ -43,7 +43,8 @@ def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
     lost = calibration_lost(meta["scale"], meta.get("units") or ()) if px is None and meta.get("scale") is not None \
         else None
     try:
-        out = write_labels(path, np.asarray(data), pixel_size_um=px, classes=classes)
+        out = write_labels(path, np.asarray(data), pixel_size_um=px, classes=classes,
+                           instances=ms.get("kind") == "grains")  # so that micro-seg train never reads them as classes
     except (MicroSegError, OSError) as exc:
         name = meta.get("name") or "labels"
         where = "" if str(path) in str(exc) else f" to {path}"  # the engine's messages name the file already

@@ -167,6 +167,21 @@ def test_writer_failures_are_one_clear_error_and_write_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_saved_grain_layer_is_recorded_as_instances(tmp_path):
+    """A grain layer (each grain its own number) saved with File > Save could be given to micro-seg train, which read
+    every grain number as a class; saved class maps and annotations stay class labels."""
+    from micro_seg.io import labels_are_instances
+    from napari_plugin._writer import write_labels_layer
+
+    grains = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    (out,) = write_labels_layer(str(tmp_path / "g.tif"), grains, {"metadata": {"micro_seg": {"kind": "grains"}}})
+    assert labels_are_instances(out)
+    for kind in ("classes", "annotations"):
+        (out,) = write_labels_layer(str(tmp_path / f"{kind}.tif"), grains % 2,
+                                    {"metadata": {"micro_seg": {"kind": kind, "classes": ["a", "b"]}}})
+        assert not labels_are_instances(out)
+
+
 def test_bad_input_notifications(make_napari_viewer, qtbot, tmp_path, notes):
     """Unreadable file, no calibration, wrong layer type, empty labels -> notifications saying what to do."""
     from napari_plugin._measure import MeasureWidget
