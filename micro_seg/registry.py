@@ -650,6 +650,9 @@ def write_safetensors(tensors: dict, path: str | os.PathLike, *, metadata: dict[
     except OSError as exc:  # disk full, permissions: no half-written file left filling the disk
         tmp.unlink(missing_ok=True)
         raise _write_error(path, "weights", exc) from exc
+    except BaseException:  # Ctrl-C, SIGTERM mid-write: neither
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -788,6 +788,21 @@ def test_a_full_disk_while_checkpointing_exits_2_naming_the_file_and_leaves_no_p
     assert not list(out.rglob("*.tmp")), list(out.rglob("*"))
 
 
+def test_weights_interrupted_while_written_leave_no_partial_file(tmp_path, monkeypatch):
+    """Ctrl-C while a checkpoint's weights were written left last-N.safetensors.tmp (megabytes) behind."""
+    import os
+
+    from micro_seg.registry import write_safetensors
+
+    def stop(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", stop)
+    with pytest.raises(KeyboardInterrupt):
+        write_safetensors({"w": torch.ones(4)}, tmp_path / "last-3.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_text_file_that_cannot_be_replaced_keeps_the_old_one_and_no_temporary(tmp_path, monkeypatch):
     import os
 
