@@ -306,9 +306,12 @@ def calibrate_logit_offsets(
     with class weights or on patches oversampled around a rare class has
     shifted class priors; the offsets undo that shift where it matters, on
     whole held-out images.  Offsets are searched on a grid (``-max_offset ..
-    max_offset`` by ``step``) one class at a time (class 1 stays at 0) for
-    ``rounds`` rounds; among equally good values the one closest to 0 wins.
-    Choose them on a validation split, never on test images.
+    max_offset`` by ``step``) one class at a time (the first class with
+    labelled pixels stays at 0) for ``rounds`` rounds; among equally good
+    values the one closest to 0 wins.  A class without labelled pixels keeps
+    0: its false positives alone would push its offset down until it is never
+    called, with nothing to weigh against them.  Choose them on a validation
+    split, never on test images.
 
     Parameters
     ----------
@@ -340,6 +343,9 @@ def calibrate_logit_offsets(
     >>> off, before, after = calibrate_logit_offsets([lg], [truth])
     >>> before["iou"]["2"], after["iou"]["2"], bool(0.5 < off[1] < 3.0)
     (0.0, 1.0, True)
+    >>> lg3 = np.concatenate([lg, np.array([[[-9.0, -9, 9, -9]]])])  # class 3, absent from the truth, called once
+    >>> calibrate_logit_offsets([lg3], [truth])[0].tolist()[2]  # not pushed down on no evidence
+    0.0
     """
     if len(logits) != len(labels) or not len(logits):
         raise TrainingDataError(f"need matching, non-empty logits and labels, got {len(logits)} and {len(labels)}")
@@ -367,10 +373,11 @@ def calibrate_logit_offsets(
     best = base_score
     grid = np.arange(-max_offset, max_offset + step / 2, step)
     grid = grid[np.argsort(np.abs(grid), kind="stable")]  # ties go to the smallest |offset|
+    labelled = np.flatnonzero(np.bincount(t, minlength=n_classes))  # classes with pixels to weigh their offset by
     if len(t) and not np.isnan(base_score):
         for _ in range(rounds):
             changed = False
-            for c in range(1, n_classes):
+            for c in labelled[1:]:  # the first of them is the reference, at 0
                 for v in grid:
                     trial = offsets.copy()
                     trial[c] = v
@@ -914,6 +921,13 @@ def iter_train_segmenter(
     val_labels = [np.asarray(l).astype(np.int64) for l in val_labels]
     if sum(int((l > 0).sum()) for l in labels) == 0:
         raise TrainingDataError("the training labels contain no labelled pixel (all 0 = unlabelled)")
+    if val_labels:
+        trained, held = class_pixel_counts(labels, n_classes).sum(0), class_pixel_counts(val_labels, n_classes).sum(0)
+        unseen = [classes[c] for c in range(n_classes) if trained[c] and not held[c]]
+        if unseen:
+            warnings.append(f"class(es) {', '.join(unseen)} have no labelled pixel in the {len(val_labels)} validation "
+                            "image(s): the validation metrics leave them out (the mean IoU is of the other classes) "
+                            "and their decision offsets are not calibrated")
 
     if num_threads:
         torch.set_num_threads(int(num_threads))

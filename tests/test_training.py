@@ -140,6 +140,29 @@ def test_calibrate_logit_offsets_keeps_zero_when_argmax_is_already_best():
     assert off.tolist() == [0.0, 0.0] and before["mean_iou"] == after["mean_iou"] == 1.0
 
 
+def test_a_class_without_validation_pixels_keeps_offset_0_and_is_warned():
+    """A class labelled only in training images (a rare defect) had its offset pushed down to -1 .. -4 by its false
+    positives on the validation images, with no true pixel to weigh against them: the model then hardly called it."""
+    truth = np.array([[1, 1, 1, 2, 2, 2]])
+    logits = np.zeros((3, 1, 6))
+    logits[0, 0, :3] = logits[1, 0, 3:] = 2.0
+    logits[2, 0, 2] = 3.0  # class 3 wins one pixel of class 1; there is no class-3 pixel to validate it on
+    off, _, after = calibrate_logit_offsets([logits], [truth])
+    assert off.tolist() == [0.0, 0.0, 0.0] and after["iou"]["3"] == 0.0
+    # the first class absent: the reference is the first class that is there, and class 1 is left where it was
+    off, _, _ = calibrate_logit_offsets([logits[[2, 0, 1]]], [truth + 1])
+    assert off[0] == 0.0 and off[1] == 0.0
+
+    img, _, scribble = _stripes()
+    rare = scribble.copy()
+    rare[30:34, 30:34] = 3  # a third class in one image only: it stays in training (the split keeps it there)
+    events = []
+    _fit([img, img, img], [scribble, rare, scribble], classes=["dark", "bright", "spot"], epochs=1,
+         val_fraction=0.34, progress=events.append)
+    (warning,) = [w for e in events if e["stage"] == "start" for w in e["warnings"]]
+    assert warning.startswith("class(es) spot have no labelled pixel in the 1 validation image(s)")
+
+
 def test_split_by_image_is_whole_images_and_seeded():
     tr, va = split_by_image(10, 0.3, 1)
     assert len(va) == 3 and sorted(tr + va) == list(range(10))
