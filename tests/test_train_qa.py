@@ -957,3 +957,20 @@ def test_a_validation_image_that_is_a_copy_of_a_training_image_is_warned(dirs, t
         _write_pair(img_dir, lab_dir, stem, seed=seed)
     assert main(argv) == 0
     assert not [w for w in json.loads(capsys.readouterr().out)["warnings"] if "copies" in w]
+
+
+@pytest.mark.parametrize("which", ["images", "labels"])
+def test_a_folder_of_sub_folders_says_they_are_not_searched(dirs, tmp_path, capsys, which):
+    """Images (or labels) kept in one sub-folder per specimen gave 'no images found' though the folder is full of
+    them."""
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    folder = img_dir if which == "images" else lab_dir
+    (folder / "specimen1").mkdir()
+    for f in list(folder.glob("*.png")):
+        f.rename(folder / "specimen1" / f.name)
+    code = main(["train", str(img_dir), str(lab_dir), "--out", str(tmp_path / "m"), *FAST, "--quiet"])
+    err = capsys.readouterr().err
+    _one_line_exit_2(code, err)
+    assert f"{folder}: no {'images' if which == 'images' else 'label images'} found" in err
+    assert "sub-folders are not searched: give the folder that holds the files" in err

@@ -292,10 +292,12 @@ def find_pairs(images_dir: str | Path, labels_dir: str | Path) -> list[tuple[Pat
                   if p.is_file() and p.suffix.lower() in _IMAGE_EXT and not p.name.startswith("."))
     labs = sorted(p for p in labels_dir.iterdir()
                   if p.is_file() and p.suffix.lower() in _IMAGE_EXT and not p.name.startswith("."))
-    if not imgs:
-        raise TrainingDataError(f"{images_dir}: no images found (extensions {', '.join(sorted(_IMAGE_EXT))})")
-    if not labs:
-        raise TrainingDataError(f"{labels_dir}: no label images found")
+    for found, d, what in ((imgs, images_dir, "images"), (labs, labels_dir, "label images")):
+        if not found:
+            subs = any(p.is_dir() and not p.name.startswith(".") for p in d.iterdir())
+            raise TrainingDataError(f"{d}: no {what} found (extensions {', '.join(sorted(_IMAGE_EXT))})"
+                                    + ("; sub-folders are not searched: give the folder that holds the files" if subs
+                                       else ""))
     img_by_stem: dict[str, Path] = {}
     for img in imgs:
         if img.stem in img_by_stem:
