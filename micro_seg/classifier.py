@@ -796,6 +796,14 @@ def _read_with_colour(path: Path) -> tuple[np.ndarray, bool]:
     return data, bool(data.ndim == 3 and data.shape[-1] >= 3 and not m.meta.get("is_grey_rgb"))
 
 
+def _relative(path: Path, folder) -> str:
+    """``path`` relative to ``folder`` (as a POSIX path), or absolute when it is not inside it."""
+    try:
+        return Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
+
+
 def _diverged(data_dir, what: str, lr: float) -> TrainingDataError:
     """The error of a run whose loss or weights became NaN / infinite (as :mod:`micro_seg.training` raises it)."""
     from micro_seg.training import TrainingDivergedError
@@ -1036,6 +1044,8 @@ def iter_train_classifier(
             "sha256": _files_hash(paths, labels),
             "n_images": int(len(paths)),
             "per_class": {n: int(c) for n, c in zip(names, np.bincount(labels, minlength=n_classes))},
+            # the images the validation metrics, temperature and OOD threshold come from, so they can be checked
+            "val_files": [_relative(paths[i], data_dir) for i in val_idx],
         },
         metrics=metrics,
         extra={

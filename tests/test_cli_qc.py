@@ -377,6 +377,31 @@ def test_a_classifier_is_not_written_where_the_next_training_takes_it_for_a_clas
     assert sorted(p.name for p in data.iterdir()) == ["disks", "grains"]
 
 
+def test_the_classifier_card_names_its_validation_images_and_their_confusion_matrix_is_recomputable(tmp_path, capsys):
+    """The card gave a validation confusion matrix, accuracy and OOD threshold but not which images they came from,
+    so nobody could check them (micro-seg train lists its validation images)."""
+    from micro_seg.classifier import classify_batch, load_classifier
+    from micro_seg.io import read_micrograph
+    from micro_seg.registry import load_card
+
+    data = tmp_path / "data"
+    for kind in ("grains", "disks"):
+        (data / kind).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(synthetic(kind, i)).save(data / kind / f"{i}.png")
+    code, out, err = run_json(capsys, ["train-classifier", str(data), "--out", str(tmp_path / "m"), "--input-size",
+                                       "32", "--epochs", "2", "--batch-size", "4", "--threads", "1", "--quiet",
+                                       "--json"])
+    assert code == 0, err
+    val = out["validation_images"]
+    assert len(val) == out["n_val"] == 2 and val == load_card(tmp_path / "m").training_data["val_files"]
+    results = classify_batch([read_micrograph(data / v).data for v in val], load_classifier(tmp_path / "m"))
+    cm = np.zeros((2, 2), int)
+    for v, r in zip(val, results):
+        cm[out["classes"].index(v.split("/")[0]), out["classes"].index(r["class"])] += 1
+    assert cm.tolist() == out["confusion_matrix"]
+
+
 def test_a_train_val_layout_is_not_taken_as_two_classes(tmp_path, capsys):
     """DATA/train/{a,b} + DATA/val/{a,b} trained a model of the classes 'train' and 'val', in silence."""
     data = tmp_path / "data"

@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "in_channels": result.card.in_channels,
         "val_accuracy": m["accuracy"],
         "n_val": m["n"],
+        "validation_images": list(result.card.training_data.get("val_files") or []),
         "per_class": m["per_class"],
         "confusion_matrix": m["confusion_matrix"],
         "temperature": result.card.extra["temperature"],
