@@ -75,6 +75,16 @@ def _is_uncertainty(layer) -> bool:
     return ms_meta(layer).get("kind") == "uncertainty"
 
 
+def not_one_image(image) -> str:
+    """Why image layer ``image`` cannot be annotated or trained on ("" for a 2-D grey or RGB image): a stack or
+    a volume would get an annotation layer of its first two axes (a slice of the stack's shape, not its pixels)."""
+    shape = np.shape(image.data)
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4)):
+        return ""
+    return (f"'{image.name}' has shape {shape}: annotations need a 2-D grey or RGB image "
+            "(split stacks into single images first)")
+
+
 def _not_annotations_of(layer, image, layers=()) -> str:
     """Why annotation ``layer`` does not belong to ``image`` ("" when it does): another size, or made for another
     image (by the image id or name the annotation layer recorded; see :func:`made_from` for ``layers``)."""
@@ -284,6 +294,10 @@ class AnnotateWidget(Container):
         if len(set(names)) != len(names):
             notify_warning(f"Class names must be different: {', '.join(names)}.")
             return None
+        why = not_one_image(image)
+        if why:
+            notify_warning(why + ".")
+            return None
         shape = np.asarray(image.data).shape[:2]
         meta = {"micro_seg": {"kind": "annotations", "classes": names, "colors": colors,
                               "image": image.name, "image_id": image_link(image, self._viewer.layers),
@@ -475,6 +489,10 @@ class AnnotateWidget(Container):
         image, layer = self._image.value, self._annotations.value
         if image is None or layer is None:
             notify_warning("Pick an image and an annotation layer (press 'New annotation layer').")
+            return None
+        why = not_one_image(image)
+        if why:
+            notify_error(why + "; nothing was saved")
             return None
         ann = np.asarray(layer.data)
         if not ann.any():

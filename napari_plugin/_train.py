@@ -315,6 +315,12 @@ class TrainWidget(Container):
         if image is None or ann is None:
             notify_warning("Pick an image and its annotation layer (Annotate widget > New annotation layer).")
             return None
+        from napari_plugin._annotate import not_one_image
+
+        why = not_one_image(image)
+        if why:
+            notify_warning(why.replace("annotations need", "training needs") + ".")
+            return None
         labels = np.asarray(ann.data)
         data = np.asarray(image.data)
         if labels.shape != data.shape[:2]:

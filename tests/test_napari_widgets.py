@@ -1432,3 +1432,35 @@ def test_superpixels_only_fill_the_annotations_of_their_own_image(make_napari_vi
         w._annotations.value = layers[name]
         assert w.fill_superpixel_at(20, 40, 1) == 0 and not layers[name].data.any()
     assert any("computed for another image" in m and "not the size of 'a'" in m for m in _messages(notes, "warning"))
+
+
+def test_annotate_and_train_refuse_a_stack_instead_of_annotating_its_first_two_axes(make_napari_viewer, tmp_path,
+                                                                                     notes):
+    """A (4, 64, 80) stack is not one image: no annotation layer of shape (4, 64), no pair saved, no training."""
+    from napari_plugin._annotate import AnnotateWidget
+    from napari_plugin._train import TrainWidget
+
+    viewer = make_napari_viewer()
+    stack = viewer.add_image(np.zeros((4, 64, 80), np.uint8), name="stack")
+    ann = AnnotateWidget(viewer)
+    ann.reset_choices()
+    ann._image.value = stack
+    assert ann.new_annotation_layer() is None
+    assert not any(type(layer).__name__ == "Labels" for layer in viewer.layers)
+    assert any("'stack' has shape (4, 64, 80)" in m for m in _messages(notes, "warning"))
+    # an annotation layer of the stack's first two axes (made by hand, or by an older version): refused too
+    strokes = np.zeros((4, 64), np.uint8)
+    strokes[0, :10], strokes[1, :10] = 1, 2
+    layer = viewer.add_labels(strokes, name="stack annotations",
+                              metadata={"micro_seg": {"kind": "annotations", "classes": ["a", "b"], "image": "stack"}})
+    ann.reset_choices()
+    ann._annotations.value = layer
+    ann._folder.value = str(tmp_path / "training")
+    assert ann.save_pair() is None
+    assert not (tmp_path / "training").exists()
+    assert any("'stack' has shape (4, 64, 80)" in m and "nothing was saved" in m for m in _messages(notes, "error"))
+    train = TrainWidget(viewer)
+    train.reset_choices()
+    train._image.value, train._annotations.value = stack, layer
+    assert train._params() is None
+    assert any("'stack' has shape (4, 64, 80): training needs" in m for m in _messages(notes, "warning"))
