@@ -89,6 +89,7 @@ __all__ = [
     "read_labels",
     "labels_are_instances",
     "labels_source",
+    "is_written_labels",
     "read_label_page",
     "max_pixels_limit",
     "check_output_folder",
@@ -1114,6 +1115,25 @@ def labels_source(path: str | os.PathLike[str]) -> str | None:
     info = _micro_seg_description(Path(path))
     value = info.get("source") if info else None
     return str(value) if value is not None else None
+
+
+def is_written_labels(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a label image :func:`write_labels` wrote (``segment``'s labels, napari's File > Save
+    of a Labels layer, a training folder's labels): a TIFF whose micro-seg description is not that of another
+    micro-seg output (``kind``, e.g. the float ``probabilities``).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os, tifffile
+    >>> d = tempfile.mkdtemp()
+    >>> tifffile.imwrite(os.path.join(d, "img.tif"), np.zeros((2, 2), "uint8"))
+    >>> is_written_labels(write_labels(os.path.join(d, "l.tif"), np.eye(2, dtype=int))), is_written_labels(os.path.join(d, "img.tif"))
+    (True, False)
+    """
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return False
+    info = _micro_seg_description(Path(path))
+    return info is not None and info.get("kind") is None
 
 
 def _palette_indices(path: Path, page: int, shape: tuple) -> np.ndarray:

@@ -56,6 +56,23 @@ def micrograph_layer_data(micrograph) -> LayerData:
     return (data, kwargs, "image")
 
 
+def labels_layer_data(path, labels, pixel_size_um: float | None) -> LayerData:
+    """napari Labels layer data of a label image micro-seg wrote (:func:`micro_seg.io.is_written_labels`), so that
+    a saved segmentation or edit opens as labels (Measure lists it), calibrated, with its class names."""
+    from micro_seg.io import labels_classes
+
+    classes = labels_classes(path)
+    ms: dict[str, Any] = {"path": str(path), "pixel_size_um": pixel_size_um,
+                          "calibration_source": "tiff-resolution" if pixel_size_um else None, "databar_rows": 0}
+    if classes:  # a class map (value i = classes[i]): Measure offers phase fractions with these names
+        ms.update(kind="classes", classes=classes)
+    kwargs: dict[str, Any] = {"name": Path(str(path)).stem, "metadata": {"micro_seg": ms}}
+    if pixel_size_um:
+        kwargs["scale"] = (pixel_size_um, pixel_size_um)
+        kwargs["units"] = ("um", "um")
+    return (labels, kwargs, "labels")
+
+
 def read_paths(path: str | list[str]) -> list[LayerData]:
     """Read one or more micrographs.
 
@@ -66,13 +83,17 @@ def read_paths(path: str | list[str]) -> list[LayerData]:
     reader returns napari's "empty file" sentinel ``[(None,)]``.
     """
     from micro_seg.errors import MicroSegError
-    from micro_seg.io import read_micrograph
+    from micro_seg.io import is_written_labels, read_labels, read_micrograph
     from napari_plugin._common import notify_error, notify_warning
 
     paths = [path] if isinstance(path, str) else list(path)
     out: list[LayerData] = []
     for p in paths:
         try:
+            if is_written_labels(p):  # a label image micro-seg wrote opens as labels, as it was saved
+                labels, px = read_labels(p)
+                out.append(labels_layer_data(p, labels, px))
+                continue
             micrograph = read_micrograph(p)
         except (MicroSegError, OSError) as exc:
             notify_error(f"Cannot open {Path(p).name}: {exc}. "

@@ -1464,3 +1464,41 @@ def test_annotate_and_train_refuse_a_stack_instead_of_annotating_its_first_two_a
     train._image.value, train._annotations.value = stack, layer
     assert train._params() is None
     assert any("'stack' has shape (4, 64, 80): training needs" in m for m in _messages(notes, "warning"))
+
+
+def test_a_saved_labels_layer_opens_again_as_labels_with_its_pixel_size_and_classes(make_napari_viewer, qtbot,
+                                                                                     tmp_path):
+    """File > Save of a Labels layer, then File > Open: a Labels layer again (Measure lists it), same values, same
+    pixel size, same class names; a micrograph and segment's float probabilities still open as images."""
+    import tifffile
+
+    from micro_seg.commands.segment import write_probabilities
+    from napari_plugin._measure import PHASES, MeasureWidget
+    from napari_plugin._reader import get_reader
+    from napari_plugin._writer import write_labels_layer
+
+    viewer = make_napari_viewer()
+    classes = np.zeros((60, 80), np.uint8)
+    classes[:, 20:] = 1  # 75 % ferrite, 25 % pearlite, by construction
+    classes[:, :20] = 2
+    saved = viewer.add_labels(classes, name="steel classes", scale=(0.37, 0.37), units=("um", "um"),
+                              metadata={"micro_seg": {"kind": "classes", "classes": ["pore", "ferrite", "pearlite"]}})
+    out = write_labels_layer(str(tmp_path / "steel.tif"), saved.data, saved._get_state())[0]
+    viewer.layers.clear()
+    layers = viewer.open(out, plugin="micro-seg")
+    assert [type(layer).__name__ for layer in layers] == ["Labels"]
+    layer = layers[0]
+    np.testing.assert_array_equal(layer.data, classes)
+    assert tuple(layer.scale) == pytest.approx((0.37, 0.37)) and str(layer.units[0]) == "micrometer"
+    assert layer.metadata["micro_seg"]["classes"] == ["pore", "ferrite", "pearlite"]
+    meas = MeasureWidget(viewer)
+    assert meas._labels.value is layer and meas._kind.value == PHASES and meas._pixel.value == pytest.approx(0.37)
+    meas.run()
+    wait_idle(qtbot, meas)
+    assert meas.summary["phase_fractions"] == pytest.approx({"pore": 0.0, "ferrite": 0.75, "pearlite": 0.25})
+    # not every TIFF with micro-seg's description is labels: the probabilities, and plain micrographs, are images
+    probs = write_probabilities(tmp_path / "steel_probabilities.tif", np.full((2, 60, 80), 0.5, np.float32),
+                                classes=["a", "b"], pixel_size_um=0.37)
+    tifffile.imwrite(tmp_path / "plain.tif", classes)
+    for path in (probs, tmp_path / "plain.tif"):
+        assert get_reader(str(path))(str(path))[0][2] == "image"
