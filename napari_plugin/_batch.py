@@ -206,7 +206,7 @@ class BatchWidget(Container):
         """Open the micrograph of table row ``row`` with its labels; returns the layers added."""
         from micro_seg.errors import InvalidImageError, MicroSegError
         from micro_seg.databar import recorded_databar_rows
-        from micro_seg.io import read_labels, read_micrograph
+        from micro_seg.io import labels_classes, read_labels, read_micrograph
         from napari_plugin._reader import micrograph_layer_data
 
         if self.images is None or not (0 <= row < len(self.images)):
@@ -239,6 +239,7 @@ class BatchWidget(Container):
         if isinstance(labels_rel, str) and labels_rel:
             try:
                 labels, px = read_labels(self._resolve(labels_rel, self._results_dir))
+                classes = labels_classes(self._resolve(labels_rel, self._results_dir))
             except (MicroSegError, OSError) as exc:
                 notify_warning(f"{labels_rel}: cannot read the labels ({exc}).")
                 labels = None
@@ -255,6 +256,10 @@ class BatchWidget(Container):
                 model_kind = "grains" if "n_grains" in rec and rec.get("n_grains") == rec.get("n_grains") else "classes"
                 meta = {"micro_seg": {"kind": model_kind, "image": kwargs["name"], "pixel_size_um": px or mg.pixel_size_um,
                                       "databar_rows": mg.databar_rows, "batch_measurements": meas}}
+                if model_kind == "classes" and classes:
+                    # the class names the batch wrote into the label file: Measure names the phases (all of them, as
+                    # the batch's phase_fraction_<name> columns) and Annotate can start from this prediction
+                    meta["micro_seg"]["classes"] = classes
                 extra = {"units": kwargs["units"]} if "units" in kwargs else {}
                 added.append(self._viewer.add_labels(labels, name=f"{kwargs['name']} labels", opacity=0.5,
                                                      scale=kwargs.get("scale", (1, 1)), metadata=meta, **extra))

@@ -278,3 +278,44 @@ def test_batch_widget_tells_what_the_batch_warned_about(make_napari_viewer, qtbo
     assert len(said) == 1 and ("warning", said[0]) in notes
     assert "1 symbolic link(s) to folders not followed" in said[0] and "S2/" in said[0]
     assert "skipped 1 file(s) that are not supported images (.txt)" in said[0]
+
+
+def test_batch_row_of_a_phase_model_keeps_its_class_names(make_napari_viewer, qtbot, tmp_path, user_models, notes):
+    """The labels of a batch row open with the class names the batch wrote into them: Measure gives the fraction of
+    every phase by name, equal to the row's phase_fraction_<name> (without the names: {'0': ...}, the absent phase
+    missing), and Annotate can start from them."""
+    import tifffile
+
+    from napari_plugin._annotate import AnnotateWidget
+    from napari_plugin._batch import BatchWidget
+    from napari_plugin._measure import PHASES, MeasureWidget
+
+    folder = tiny_model(user_models / "tiny", classes=("ferrite", "pearlite"))
+    src = tmp_path / "in"
+    src.mkdir()
+    img, _ = two_phase_image((64, 64), seed=10)
+    tifffile.imwrite(src / "field.tif", img, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    viewer = make_napari_viewer()
+    w = BatchWidget(viewer)
+    w._in.value, w._out.value = str(src), str(tmp_path / "out")
+    w._model.value = str(folder)
+    w._workers.value = 0
+    w.run()
+    wait_idle(qtbot, w, timeout=120_000)
+    image_layer, labels_layer = w.open_row(0)
+    assert labels_layer.metadata["micro_seg"]["classes"] == ["ferrite", "pearlite"]
+    meas = MeasureWidget(viewer)
+    meas.reset_choices()
+    meas._labels.value = labels_layer
+    assert meas._kind.value == PHASES and meas._names.value == "ferrite, pearlite"
+    meas.run()
+    wait_idle(qtbot, meas)
+    row = w.images.iloc[0]
+    assert meas.summary["phase_fractions"] == pytest.approx(
+        {name: float(row[f"phase_fraction_{name}"]) for name in ("ferrite", "pearlite")})
+    ann = AnnotateWidget(viewer)
+    ann.reset_choices()
+    ann._image.value, ann._prediction.value = image_layer, labels_layer
+    ann.start_from_prediction()
+    assert not any("class names" in m for s, m in notes if s == "warning")
+    np.testing.assert_array_equal(ann._annotations.value.data, np.asarray(labels_layer.data) + 1)
