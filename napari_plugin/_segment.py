@@ -293,9 +293,22 @@ class SegmentWidget(Container):
                 "marker_threshold": marker if marker > 0 else None, "min_grain_px": int(self._min_grain.value)}
 
     def _image_changed(self, layer) -> None:
+        disconnect_all(getattr(self, "_image_watch", ()))
+        self._image_watch = []
+        if layer is not None:
+            # a scale set from napari's console (or by another widget) is the pixel size a run uses: the box shows it
+            # (a stale value there could not be typed again to recalibrate, as it would not change)
+            self._image_watch = watch_layer_events(layer, ("scale", "units", "metadata"), self._show_pixel_size)
+        self._show_pixel_size()
+
+    def _show_pixel_size(self, *_: Any) -> None:
+        layer = self._image.value
         px = layer_pixel_size_um(layer) if layer is not None else None
-        with self._pixel.changed.blocked():
-            self._pixel.value = float(px or 0.0)
+        try:
+            with self._pixel.changed.blocked():
+                self._pixel.value = float(px or 0.0)
+        except RuntimeError:  # widget already deleted
+            pass
 
     def _pixel_changed(self, value: float) -> None:
         layer = self._image.value

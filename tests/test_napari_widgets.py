@@ -1502,3 +1502,27 @@ def test_a_saved_labels_layer_opens_again_as_labels_with_its_pixel_size_and_clas
     tifffile.imwrite(tmp_path / "plain.tif", classes)
     for path in (probs, tmp_path / "plain.tif"):
         assert get_reader(str(path))(str(path))[0][2] == "image"
+
+
+def test_segment_pixel_box_follows_a_scale_set_from_the_console(make_napari_viewer, monkeypatch):
+    """The Segment widget's box kept 0.3 um/px after ``layer.scale = (0.5, 0.5)`` in the console, while a run uses
+    0.5 (the layer's): the box misled, and typing 0.3 there changed nothing (the value did not change), so the
+    image stayed at 0.5. The box now shows the layer's pixel size, and typing the old one recalibrates."""
+    from napari_plugin import _segment
+    from napari_plugin._common import layer_pixel_size_um
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setattr(_segment, "start_warm_up", lambda: None)
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.zeros((64, 64), np.uint8), name="steel", scale=(0.3, 0.3), units=("um", "um"))
+    seg = SegmentWidget(viewer)
+    seg._image.value = img
+    assert seg._pixel.value == pytest.approx(0.3)
+    img.scale = (0.5, 0.5)
+    assert seg._pixel.value == pytest.approx(0.5) == layer_pixel_size_um(img)
+    seg._pixel.value = 0.3
+    assert layer_pixel_size_um(img) == pytest.approx(0.3)
+    other = viewer.add_image(np.zeros((64, 64), np.uint8), name="other", scale=(2.0, 2.0), units=("um", "um"))
+    seg._image.value = other
+    img.scale = (0.7, 0.7)  # the image no longer picked: the box stays with the picked one
+    assert seg._pixel.value == pytest.approx(2.0)
