@@ -450,13 +450,52 @@ class MeasureWidget(Container):
         if params is None:
             return None
         layer = self._labels.value
+        if self._runner.running:  # before watching: the running measurement keeps its own watch
+            notify_warning("A measurement is already running: wait for it to finish.")
+            return None
+        self._watch_run(layer)
         return self._runner.start(measure_job, params, on_done=lambda res: self._show(layer, params, res),
                                   description="Measuring")
+
+    def _watch_run(self, layer) -> None:
+        """Note whether ``layer`` is edited or recalibrated while it is measured: the worker reads its pixels (and
+        was given its pixel size) when it starts, so its numbers would not describe what the layer holds when they
+        arrive (and the edit came before :meth:`_watch`, which clears the numbers of later edits)."""
+        self._unwatch_run()
+        self._changed_while_measured = ""
+        history, px = edit_history_position(layer), layer_pixel_size_um(layer)
+
+        def edited(*_: Any) -> None:
+            self._changed_while_measured = "edited"
+
+        def redrawn(*_: Any) -> None:  # undo / redo (see _measured_redrawn)
+            if edit_history_position(layer) != history:
+                edited()
+
+        def recalibrated(*_: Any) -> None:
+            if layer_pixel_size_um(layer) != px:
+                self._changed_while_measured = "recalibrated"
+
+        self._run_watched = (watch_layer_events(layer, ("paint", "data"), edited)
+                             + watch_layer_events(layer, ("set_data",), redrawn)
+                             + watch_layer_events(layer, ("scale", "metadata"), recalibrated))
+
+    def _unwatch_run(self) -> None:
+        disconnect_all(getattr(self, "_run_watched", ()))
+        self._run_watched = []
 
     # ------------------------------------------------------------------ outputs
     def _show(self, layer, params: MeasureParams, result: tuple[dict, Any]) -> None:
         import pandas as pd
 
+        self._unwatch_run()
+        if self._changed_while_measured:  # the numbers are of the labels as they were: never shown (or exported)
+            name = getattr(layer, "name", "labels")
+            notify_warning(f"'{name}' was {self._changed_while_measured} while it was measured: its numbers are not "
+                           "shown; press Measure again.")
+            if layer is self._labels.value:
+                self._status.value = f"'{name}' was {self._changed_while_measured}: press Measure again"
+            return
         if layer is not self._labels.value:  # another layer was picked while this one was measured: not its numbers
             notify_info(f"Measured '{getattr(layer, 'name', 'labels')}', but another layer is picked now: press "
                         "Measure again for it.")

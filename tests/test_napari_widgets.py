@@ -1526,3 +1526,45 @@ def test_segment_pixel_box_follows_a_scale_set_from_the_console(make_napari_view
     seg._image.value = other
     img.scale = (0.7, 0.7)  # the image no longer picked: the box stays with the picked one
     assert seg._pixel.value == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("change", ["fill", "stroke", "undo", "recalibrate"])
+def test_measure_numbers_of_labels_edited_while_they_were_measured_are_not_shown(make_napari_viewer, qtbot,
+                                                                                   monkeypatch, notes, change):
+    """A grain erased (or a stroke, an undo, a new pixel size) while Measure ran: the engine had read the old
+    labels, and the widget showed their grain count as the layer's (36 grains where 35 remain), with hover values
+    and Export CSV of a grain that no longer exists. Those numbers are now dropped, with a warning."""
+    import threading
+
+    from micro_seg import measure
+
+    viewer, img, grains, w = _measured_grains(make_napari_viewer, qtbot)
+    grains.paint((5, 5), 77)  # something to undo
+    gate, real = threading.Event(), measure.measure_grains
+
+    def measured_before_the_edit(labels, **kwargs):
+        result = real(np.array(labels), **kwargs)  # the pixels as they were when the worker read them
+        gate.wait(10)
+        return result
+
+    monkeypatch.setattr(measure, "measure_grains", measured_before_the_edit)
+    assert w.run() is not None
+    qtbot.wait(50)
+    if change == "fill":
+        grains.fill((60, 80), 0)
+    elif change == "stroke":
+        grains.data_setitem((np.arange(120), np.full(120, 80)), 0)
+    elif change == "undo":
+        grains.undo()
+    else:
+        grains.scale = (0.25, 0.25)
+    gate.set()
+    wait_idle(qtbot, w)
+    word = "recalibrated" if change == "recalibrate" else "edited"
+    assert _cleared(w, grains) and w.export_csv() is None
+    assert any(f"'img grains' was {word} while it was measured" in m for m in _messages(notes, "warning"))
+    monkeypatch.setattr(measure, "measure_grains", real)
+    w.run()  # measured again: the numbers of the labels as they are now
+    wait_idle(qtbot, w)
+    assert w.summary["n_grains"] == len(np.setdiff1d(np.unique(grains.data), [0]))
+    assert w.summary["pixel_size_um"] == pytest.approx(0.25 if change == "recalibrate" else 0.5)
