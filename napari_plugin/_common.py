@@ -260,13 +260,16 @@ def disconnect_all(pairs) -> None:
 
 
 def units_kwargs(layer) -> dict:
-    """``{"units": ...}`` to give a new layer the same units as ``layer`` (avoids napari's
-    "inconsistent units" warning); empty when ``layer`` has no micrometre units."""
+    """``{"units": ...}`` to give a new layer the same units as ``layer`` (avoids napari's "inconsistent units"
+    warning, after which the scale bar drops its unit for every layer); empty when ``layer`` has no length units
+    (micrometre, nanometre, millimetre...: a new layer made with ``layer.scale`` must show it in the same unit)."""
+    from micro_seg.io_calibration import to_micrometres
+
     try:
         units = tuple(str(u) for u in layer.units[-2:])
     except Exception:
         return {}
-    return {"units": units} if all(u in ("micrometer", "um", "µm") for u in units) else {}
+    return {"units": units} if units and all(to_micrometres(1.0, u) is not None for u in units) else {}
 
 
 def databar_rows(layer) -> int:

@@ -1568,3 +1568,32 @@ def test_measure_numbers_of_labels_edited_while_they_were_measured_are_not_shown
     wait_idle(qtbot, w)
     assert w.summary["n_grains"] == len(np.setdiff1d(np.unique(grains.data), [0]))
     assert w.summary["pixel_size_um"] == pytest.approx(0.25 if change == "recalibrate" else 0.5)
+
+
+def test_segment_and_annotate_layers_of_a_nanometre_image_keep_its_units(make_napari_viewer, qtbot, tmp_path,
+                                                                         monkeypatch, notes):
+    """An image calibrated in nanometres (scale 250, units nm, as other readers open SEM / TEM files): its result
+    and annotation layers got scale 250 in *pixel* units, so napari warned of inconsistent units and dropped the
+    unit from the scale bar of every layer. They now keep nm, and their pixel size is 0.25 um."""
+    from _napari_helpers import tiny_model
+    from napari_plugin._annotate import AnnotateWidget
+    from napari_plugin._common import layer_pixel_size_um
+    from napari_plugin._segment import SegmentWidget
+
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path))
+    model = tiny_model(tmp_path / "tiny-phases", name="tiny-phases")
+    viewer = make_napari_viewer()
+    field = viewer.add_image(two_phase_image((64, 64), seed=2)[0], name="field", scale=(250, 250), units=("nm", "nm"))
+    widget = SegmentWidget(viewer)
+    widget.select_model(str(model))
+    widget._image.value = field
+    assert widget._pixel.value == pytest.approx(0.25)
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
+    ann = AnnotateWidget(viewer)
+    ann._image.value = field
+    made = [viewer.layers["field classes"], viewer.layers["field uncertainty"], ann.new_annotation_layer()]
+    for layer in made:
+        assert [str(u) for u in layer.units] == ["nanometer", "nanometer"] and tuple(layer.scale) == (250, 250)
+        assert layer_pixel_size_um(layer) == pytest.approx(0.25)
+    assert not any("Inconsistent units" in m for m in _messages(notes))
