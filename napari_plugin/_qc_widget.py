@@ -20,7 +20,6 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
 
 from napari_plugin._common import (
-    UM,
     JobRunner,
     analysis_array,
     box_pixel_size,
@@ -28,6 +27,7 @@ from napari_plugin._common import (
     notify_error,
     notify_warning,
     pixel_size_box,
+    units_kwargs,
 )
 from napari_plugin._layers import connect_layer_events, layer_chooser, ms_meta
 
@@ -269,9 +269,12 @@ class QCWidget(Container):
                 notify_warning(f"'{self._image.value.name}' has no pixel size, but the spec sets limits in physical "
                                f"units ({', '.join(physical)}): type the pixel size in 'Pixel size (µm/px)', or they "
                                "are judged in pixels or not at all.")
-        self._scale = (params.pixel_size_um, params.pixel_size_um) if params.pixel_size_um else (1.0, 1.0)
-        # with the image's units too: a scaled layer without them sets off napari's "inconsistent units" warning
-        self._units = {"units": (UM, UM)} if params.pixel_size_um else {}
+        # the outlines and the Grad-CAM map are in the image's pixel grid: laid over it with its own scale, offset
+        # and units (a pixel size typed here for an unscaled image put them at half its size; and a scale without
+        # the image's units sets off napari's "inconsistent units" warning)
+        image_layer = self._image.value
+        self._overlay = {"scale": tuple(image_layer.scale[-2:]), "translate": tuple(image_layer.translate[-2:]),
+                         **units_kwargs(image_layer)}
         self._runner.start(qc_job, params, on_done=self._show, description="QC", subject=f"'{self._image.value.name}'")
 
     def _clear_verdict(self) -> None:
@@ -295,7 +298,7 @@ class QCWidget(Container):
             self._viewer.layers.remove(name)
         if out["outlines"]:
             self._viewer.add_shapes(out["outlines"], shape_type="polygon", edge_color="red", face_color="transparent",
-                                    edge_width=2, name=name, scale=self._scale, **self._units)
+                                    edge_width=2, name=name, **self._overlay)
         cam = out.get("grad_cam")
         if cam is not None:
             label = out["classification"]["class"]
@@ -303,5 +306,4 @@ class QCWidget(Container):
             if cam_name in self._viewer.layers:
                 self._viewer.layers.remove(cam_name)
             self._viewer.add_image(cam, name=cam_name, colormap="inferno", opacity=0.5, blending="additive",
-                                   scale=self._scale, metadata={"micro_seg": {"grad_cam_class": label}},
-                                   **self._units)
+                                   metadata={"micro_seg": {"grad_cam_class": label}}, **self._overlay)

@@ -58,8 +58,8 @@ def test_qc_widget_flags_big_pore_and_shows_grad_cam(make_napari_viewer, qtbot, 
     assert poly[:, 0].min() >= 59 and poly[:, 0].max() <= 100 and poly[:, 1].min() >= 39 and poly[:, 1].max() <= 46
     cam = viewer.layers["Grad-CAM"]
     assert cam.data.shape == img.shape and tuple(cam.scale) == (0.5, 0.5)
-    for added in (shapes, cam):  # scaled in micrometres like the image (napari warned of inconsistent units)
-        assert all(str(u) in ("micrometer", "um") for u in added.units), added.units
+    for added in (shapes, cam):  # scaled, and in the units, of the image (napari warned of inconsistent units)
+        assert tuple(added.units) == tuple(layer.units) and tuple(added.scale) == tuple(layer.scale), added.units
 
 
 def test_qc_widget_refuses_labels_that_do_not_cover_the_image(make_napari_viewer, qtbot, tmp_path, notes):
@@ -330,3 +330,36 @@ def test_qc_job_refuses_a_phase_or_defect_class_the_labels_cannot_give(tmp_path,
         out = _run_qc_job(QCParams(image=params.image, spec_path=str(spec), pixel_size_um=1.0, labels=classes,
                                    measure_kind=MEASURE_KINDS[1], class_names=names))
         assert out["result"].verdict == "pass", out["result"].reasons
+
+
+@pytest.mark.parametrize("scale, units, typed", [((1.0, 1.0), None, 0.5), ((250.0, 250.0), ("nm", "nm"), 0.0)])
+def test_qc_outlines_lie_over_the_defect_they_outline(make_napari_viewer, qtbot, tmp_path, scale, units, typed):
+    """The outlines were scaled by the pixel size: with 0.5 um/px typed in the widget for an unscaled image they lay
+    at half the defect's place and size (rows 30-50 for a defect on rows 60-100), with a napari warning of
+    inconsistent units. They are now in the image's own scale, units (also nm) and offset."""
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
+
+    img = grain_micrograph(0, shape=(128, 128), n_grains=20)
+    pores = np.zeros(img.shape, np.int32)
+    pores[60:100, 40:46] = 1  # 40 px long: 20 um at 0.5 um/px, 10 um at 0.25: too long for 5 um
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  defects:\n    max_feret_um: 5\n")
+    viewer = make_napari_viewer()
+    extra = {"units": units} if units else {}
+    image = viewer.add_image(img, name="field", scale=scale, translate=(7.0, 3.0), **extra)
+    labels = viewer.add_labels(pores, name="pores", scale=scale, translate=(7.0, 3.0), **extra)
+    w = QCWidget(viewer)
+    w._image.value, w._labels.value, w._kind.value = image, labels, MEASURE_KINDS[2]
+    w._spec.value = spec
+    w._pixel.value = typed
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.last["result"].verdict == "fail" and list(w.last["offending"]) == [1]
+    shapes = viewer.layers["QC offending defects"]
+    assert tuple(shapes.units) == tuple(image.units)
+    (lo, hi), box = shapes.extent.world, labels.extent.world  # world coordinates, as drawn
+    rows = (7.0 + 59.5 * scale[0], 7.0 + 99.5 * scale[0])
+    cols = (3.0 + 39.5 * scale[1], 3.0 + 45.5 * scale[1])
+    assert lo[0] >= rows[0] - scale[0] and hi[0] <= rows[1] + scale[0]
+    assert lo[1] >= cols[0] - scale[1] and hi[1] <= cols[1] + scale[1]
+    assert hi[0] - lo[0] >= 39 * scale[0]  # the defect's length, not half of it
