@@ -496,9 +496,15 @@ class MeasureWidget(Container):
             if layer is self._labels.value:
                 self._status.value = f"'{name}' was {self._changed_while_measured}: press Measure again"
             return
+        if layer not in self._viewer.layers:  # closed while it was measured: its numbers have no layer to go with
+            notify_info(f"'{getattr(layer, 'name', 'labels')}' was closed while it was measured: nothing to show.")
+            self._status.value = ("Press Measure for this layer" if self._labels.value is not None
+                                  else "Pick a Labels layer")
+            return
         if layer is not self._labels.value:  # another layer was picked while this one was measured: not its numbers
             notify_info(f"Measured '{getattr(layer, 'name', 'labels')}', but another layer is picked now: press "
                         "Measure again for it.")
+            self._status.value = "Press Measure for this layer"
             return
         summary, table, self._ids_are_values = result
         self.summary, self.table, self._measured_layer = summary, table, layer

@@ -997,6 +997,21 @@ def test_a_measurement_finishing_after_another_layer_was_picked_is_not_shown(mak
     wait_idle(qtbot, w)
     assert w.summary is None and w._measured_layer is None
     assert any("another layer is picked now" in m for _, m in notes)
+    assert w._status.value == "Press Measure for this layer"  # it said "Measuring grain size..." for good
+
+
+def test_a_measurement_of_a_layer_closed_meanwhile_says_so(make_napari_viewer, qtbot, notes):
+    """Closing the measured layer while it was measured: the widget said another layer was picked (none was), and
+    its status said "Measuring grain size..." for good."""
+    w, b = _measure_a_with_b_waiting(make_napari_viewer)
+    viewer = w._viewer
+    viewer.layers.remove("A")
+    viewer.layers.remove(b)
+    wait_idle(qtbot, w)
+    assert w.summary is None and w._measured_layer is None
+    assert any("'A' was closed while it was measured" in m for _, m in notes)
+    assert not any("another layer is picked" in m for _, m in notes)
+    assert w._status.value == "Pick a Labels layer"
 
 
 def _segment_widget_on_a_field(make_napari_viewer, tmp_path, monkeypatch):
