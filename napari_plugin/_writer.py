@@ -2,7 +2,8 @@
 
 The pixel size is the one the layer shows (its ``scale`` in a length unit,
 else its micro-seg metadata) and the class names, when the layer has them, are stored too, so
-``micro-seg measure`` and the reader get the calibration back.
+``micro-seg measure`` and the reader get the calibration back.  The rows of an SEM data bar (a Segment
+result's ``databar_rows``) are left out, as ``micro-seg segment`` leaves them out of its labels.
 """
 
 from __future__ import annotations
@@ -42,8 +43,14 @@ def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
     px = _pixel_size(meta)
     lost = calibration_lost(meta["scale"], meta.get("units") or ()) if px is None and meta.get("scale") is not None \
         else None
+    labels = np.asarray(data)
+    bar = int(ms.get("databar_rows") or 0)
+    if bar and labels.ndim == 2 and bar < labels.shape[0]:
+        # the rows of the SEM data bar are no part of the labels (Measure leaves them out): a file with them would
+        # measure them as background (G and phase fractions off); segment and batch write the rows above the bar too
+        labels = labels[: labels.shape[0] - bar]
     try:
-        out = write_labels(path, np.asarray(data), pixel_size_um=px, classes=classes,
+        out = write_labels(path, labels, pixel_size_um=px, classes=classes,
                            instances=ms.get("kind") == "grains")  # so that micro-seg train never reads them as classes
     except (MicroSegError, OSError) as exc:
         name = meta.get("name") or "labels"

@@ -1612,3 +1612,32 @@ def test_segment_and_annotate_layers_of_a_nanometre_image_keep_its_units(make_na
         assert [str(u) for u in layer.units] == ["nanometer", "nanometer"] and tuple(layer.scale) == (250, 250)
         assert layer_pixel_size_um(layer) == pytest.approx(0.25)
     assert not any("Inconsistent units" in m for m in _messages(notes))
+
+
+def test_saving_the_labels_of_an_sem_image_leaves_its_data_bar_out(make_napari_viewer, qtbot, tmp_path):
+    """A Segment result of an SEM image is padded with 0 over the data bar, which Measure leaves out. File > Save
+    wrote those rows too, so `micro-seg measure` (or napari, reopened) took them for background: G 9.39 instead of
+    9.65 here. The file now holds the rows above the bar, as `micro-seg segment` writes them, and measures the same."""
+    import json
+    import subprocess
+    import sys
+
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+    from napari_plugin._writer import write_labels_layer
+
+    grains = voronoi_labels((200, 260), n_grains=80, seed=2)
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.pad(grains, ((0, 40), (0, 0))), name="sem grains", scale=(0.5, 0.5),
+                              units=("um", "um"), metadata={"micro_seg": {"kind": "grains", "databar_rows": 40}})
+    meas = MeasureWidget(viewer)
+    meas._labels.value = layer
+    meas.run()
+    wait_idle(qtbot, meas)
+    out = write_labels_layer(str(tmp_path / "sem_labels.tif"), layer.data, layer._get_state())[0]
+    cli = subprocess.run([sys.executable, "-m", "micro_seg", "measure", "grains", out, "--json"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    got = json.loads(cli.stdout)
+    for key in ("n_grains", "G_planimetric", "G_intercept", "grains_per_mm2", "pixel_size_um"):
+        assert got[key] == pytest.approx(meas.summary[key]), key
