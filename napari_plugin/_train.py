@@ -154,6 +154,22 @@ def train_job(params: TrainParams, cancel):
     return str(folder), result.card, list(result.history)
 
 
+def _other_model_named(name: str, target: Path) -> str | None:
+    """The folder of a model called ``name`` other than ``target`` (a shipped model, or one in a MICRO_SEG_MODELS
+    folder), or None."""
+    from micro_seg.registry import list_models
+
+    try:
+        cards = list_models()
+    except Exception:  # a broken model folder must not stop training
+        return None
+    for card in cards:
+        folder = card.extra.get("folder")
+        if card.name == name and folder and Path(folder).resolve() != Path(target).resolve():
+            return str(folder)
+    return None
+
+
 class LossPlot:
     """A small matplotlib figure in the dock: loss per step and validation IoU per epoch."""
 
@@ -360,6 +376,12 @@ class TrainWidget(Container):
             check_output_folder(target, f"the model folder for '{params.name}'")
         except MicroSegError as exc:
             notify_warning(f"{exc}: choose another model name.")
+            return None
+        other = _other_model_named(params.name, target)
+        if other is not None:  # models are found by name: one of the two would hide the other everywhere
+            notify_warning(f"'{params.name}' is the name of another model ({other}): a model of yours with that name "
+                           "would hide it (or be hidden by it) in every model list and in micro-seg --model; choose "
+                           "another name.")
             return None
         if target.exists():
             notify_info(f"A model called '{params.name}' exists; it will be replaced when training finishes.")

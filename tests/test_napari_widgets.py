@@ -1641,3 +1641,31 @@ def test_saving_the_labels_of_an_sem_image_leaves_its_data_bar_out(make_napari_v
     got = json.loads(cli.stdout)
     for key in ("n_grains", "G_planimetric", "G_intercept", "grains_per_mm2", "pixel_size_um"):
         assert got[key] == pytest.approx(meas.summary[key]), key
+
+
+def test_train_widget_refuses_the_name_of_a_shipped_or_other_model(make_napari_viewer, tmp_path, monkeypatch, notes):
+    """Fine-tuning grain-boundaries under the name 'grain-boundaries' saved a user model that hid the shipped one in
+    every model list and in every `micro-seg ... --model grain-boundaries` (user models come first), without a word;
+    a name taken in a MICRO_SEG_MODELS folder hid the new model instead. Both are refused before training; a model
+    of one's own is still replaced (with a note)."""
+    from _napari_helpers import tiny_model
+
+    from micro_seg.registry import list_models, resolve_model, user_models_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("MICRO_SEG_MODELS", str(tmp_path / "lab-models"))
+    tiny_model(tmp_path / "lab-models" / "lab-steel", name="lab-steel")
+    tiny_model(user_models_dir() / "mine", name="mine")
+    shipped = {card.name for card in list_models() if "lab-models" not in card.extra["folder"]} - {"mine"}
+    assert "grain-boundaries" in shipped
+    viewer = make_napari_viewer()
+    train = _train_widget_on_two_phases(viewer)
+    monkeypatch.setattr(train._runner, "start", lambda *a, **k: "started")  # no training: only what is refused
+    for name, where in (("grain-boundaries", str(resolve_model("grain-boundaries"))),
+                        ("lab-steel", str(tmp_path / "lab-models" / "lab-steel"))):
+        train._name.value = name
+        assert train.train() is None
+        assert any(f"'{name}' is the name of another model ({where})" in m for m in _messages(notes, "warning"))
+    train._name.value = "mine"
+    assert train.train() == "started"
+    assert any("A model called 'mine' exists" in m for m in _messages(notes, "info"))
