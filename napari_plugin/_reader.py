@@ -82,7 +82,7 @@ def read_paths(path: str | list[str]) -> list[LayerData]:
     content not what the extension says, ...) are shown, naming the file.  When nothing could be read the
     reader returns napari's "empty file" sentinel ``[(None,)]``.
     """
-    from micro_seg.errors import MicroSegError
+    from micro_seg.errors import CorruptFileError, MicroSegError
     from micro_seg.io import is_written_labels, read_labels, read_micrograph
     from napari_plugin._common import notify_error, notify_warning
 
@@ -96,8 +96,11 @@ def read_paths(path: str | list[str]) -> list[LayerData]:
                 continue
             micrograph = read_micrograph(p)
         except (MicroSegError, OSError) as exc:
-            notify_error(f"Cannot open {Path(p).name}: {exc}. "
-                         "Check the file is a complete TIFF/PNG/JPEG/BMP micrograph (re-export it if needed).")
+            # the re-export hint only where the file itself is broken: a too large image, NaN pixels or a bad
+            # calibration are said by the engine with what to do (a trusted large file needs a raised limit)
+            broken = isinstance(exc, CorruptFileError) or not isinstance(exc, MicroSegError)
+            notify_error(f"Cannot open {Path(p).name}: {exc}" + (
+                ". Check the file is a complete TIFF/PNG/JPEG/BMP micrograph (re-export it if needed)." if broken else ""))
             continue
         for text in micrograph.reader_warnings:  # e.g. only page 0 of a stack is read
             notify_warning(text if Path(p).name in text else f"{Path(p).name}: {text}")

@@ -1669,3 +1669,26 @@ def test_train_widget_refuses_the_name_of_a_shipped_or_other_model(make_napari_v
     train._name.value = "mine"
     assert train.train() == "started"
     assert any("A model called 'mine' exists" in m for m in _messages(notes, "info"))
+
+
+def test_reader_tells_to_re_export_only_a_broken_file(tmp_path, monkeypatch, notes):
+    """Every file the reader could not open got "check the file is a complete micrograph (re-export it)", also a
+    sound file over the pixel limit (whose fix is to raise MICRO_SEG_MAX_PIXELS) or one with NaN pixels."""
+    import tifffile
+
+    from napari_plugin._reader import read_paths
+
+    tifffile.imwrite(tmp_path / "large.tif", np.zeros((64, 80), np.uint8))
+    nan = np.ones((8, 8), np.float32)
+    nan[0, 0] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", nan)
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 10)
+    monkeypatch.setenv("MICRO_SEG_MAX_PIXELS", "1000")
+    for name in ("large.tif", "nan.tif", "broken.tif"):
+        assert read_paths(str(tmp_path / name)) == [(None,)]
+    errors = _messages(notes, "error")
+    large, nan_msg, broken = (next(m for m in errors if m.startswith(f"Cannot open {n}")) for n in
+                              ("large.tif", "nan.tif", "broken.tif"))
+    assert "MICRO_SEG_MAX_PIXELS" in large and "re-export" not in large
+    assert "not finite" in nan_msg and "re-export" not in nan_msg
+    assert "re-export it if needed" in broken
