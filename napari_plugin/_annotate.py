@@ -304,6 +304,7 @@ class AnnotateWidget(Container):
                               "pixel_size_um": layer_pixel_size_um(image)}}
         layer = self._viewer.add_labels(
             np.zeros(shape, dtype=np.uint8), name=f"{image.name} annotations", scale=image.scale[-2:],
+            translate=image.translate[-2:],  # over the image's pixels: strokes label the pixels painted on
             metadata=meta, colormap=class_colormap(len(names), colors), opacity=0.6, **units_kwargs(image),
         )
         layer.brush_size = 10
@@ -473,7 +474,7 @@ class AnnotateWidget(Container):
         annotated = np.asarray(ann.data) if ann is not None and ann.data.shape == unc.data.shape else None
         r0, c0, r1, c1 = uncertain_window(np.asarray(unc.data), annotated, window=self._window.value)
         scale = np.asarray(unc.scale[-2:], dtype=float)
-        centre = ((r0 + r1) / 2 * scale[0], (c0 + c1) / 2 * scale[1])
+        centre = tuple(np.asarray(unc.data_to_world(((r0 + r1) / 2, (c0 + c1) / 2)), float)[-2:])  # with its offset
         camera = viewer_camera(self._viewer)
         camera.center = centre
         canvas = getattr(self._viewer.window, "_qt_viewer", None)

@@ -599,8 +599,8 @@ class MeasureWidget(Container):
             if rr.size:
                 rows_cols = (float(rr.mean()), float(cc.mean()))
         if rows_cols is not None:
-            scale = layer.scale[-2:]
-            viewer_camera(self._viewer).center = (rows_cols[0] * scale[0], rows_cols[1] * scale[1])
+            # where the layer draws that pixel: its scale and its offset (translate), as napari places it
+            viewer_camera(self._viewer).center = tuple(np.asarray(layer.data_to_world(rows_cols), float)[-2:])
         self.table_view.selectRow(row)
         return label
 

@@ -1692,3 +1692,39 @@ def test_reader_tells_to_re_export_only_a_broken_file(tmp_path, monkeypatch, not
     assert "MICRO_SEG_MAX_PIXELS" in large and "re-export" not in large
     assert "not finite" in nan_msg and "re-export" not in nan_msg
     assert "re-export it if needed" in broken
+
+
+def test_layers_of_an_image_with_an_offset_lie_over_it(make_napari_viewer, qtbot):
+    """An image placed with an offset (translate: a stage position from another reader, or set in the console): its
+    annotation layer lay at the origin, so strokes labelled other pixels than the ones painted over; clicking a
+    table row and 'Next uncertain region' centred the view beside the object, by the offset."""
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._annotate import AnnotateWidget
+    from napari_plugin._measure import MeasureWidget
+
+    viewer = make_napari_viewer()
+    offset, scale = (100.0, 40.0), (0.5, 0.5)
+    img = viewer.add_image(np.zeros((120, 160), np.uint8), name="img", scale=scale, translate=offset)
+    ann = AnnotateWidget(viewer)
+    ann._image.value = img
+    layer = ann.new_annotation_layer()
+    assert tuple(layer.translate) == offset
+    np.testing.assert_allclose(layer.world_to_data(img.data_to_world((30, 70))), (30, 70))  # same pixel
+    unc = np.zeros((120, 160), np.float32)
+    unc[64:96, 96:128] = 1.0  # the one uncertain 32 x 32 window
+    viewer.add_image(unc, name="img uncertainty", scale=scale, translate=offset,
+                     metadata={"micro_seg": {"kind": "uncertainty"}})
+    ann.reset_choices()
+    ann._window.value = 32
+    assert ann.next_uncertain_region() == (64, 96, 96, 128)
+    np.testing.assert_allclose(viewer_camera(viewer).center[-2:], (100 + 80 * 0.5, 40 + 112 * 0.5))
+    labels = voronoi_labels((120, 160), n_grains=20, seed=3)
+    grains = viewer.add_labels(labels, name="img grains", scale=scale, translate=offset)
+    meas = MeasureWidget(viewer)
+    meas._labels.value = grains
+    meas.run()
+    wait_idle(qtbot, meas)
+    label = meas.select_row(0)
+    rr, cc = np.nonzero(labels == label)
+    np.testing.assert_allclose(viewer_camera(viewer).center[-2:],
+                               (100 + rr.mean() * 0.5, 40 + cc.mean() * 0.5), atol=0.5)
