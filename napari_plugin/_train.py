@@ -386,6 +386,7 @@ class TrainWidget(Container):
         if target.exists():
             notify_info(f"A model called '{params.name}' exists; it will be replaced when training finishes.")
         self._plot.clear()
+        self._time_limit_s = params.time_limit_s
         return self._runner.start(train_job, params, on_done=self._done, on_yield=self._on_progress,
                                   description="Training")
 
@@ -399,7 +400,11 @@ class TrainWidget(Container):
         spe = max(int(event.get("steps_per_epoch") or 1), 1)
         if event.get("stage") == "step":
             done = event["epoch"] * spe + event["step"] + 1
-            self._progress.value = int(100 * done / (epochs * spe))
+            frac = done / (epochs * spe)
+            limit = getattr(self, "_time_limit_s", None)
+            if limit and event.get("seconds") is not None:  # the time limit ends most runs before their epochs
+                frac = max(frac, float(event["seconds"]) / limit)
+            self._progress.value = int(100 * min(frac, 1.0))
             self._status.value = f"Epoch {event['epoch'] + 1}/{epochs}  loss {event['loss']:.3f}"
 
     def _done(self, result: tuple) -> None:

@@ -1728,3 +1728,22 @@ def test_layers_of_an_image_with_an_offset_lie_over_it(make_napari_viewer, qtbot
     rr, cc = np.nonzero(labels == label)
     np.testing.assert_allclose(viewer_camera(viewer).center[-2:],
                                (100 + rr.mean() * 0.5, 40 + cc.mean() * 0.5), atol=0.5)
+
+
+def test_train_progress_follows_the_time_limit_that_ends_the_run(make_napari_viewer, tmp_path, monkeypatch):
+    """With many epochs and a time limit (the usual way: the limit ends the run), the progress bar followed the
+    epochs only: 0 % for the whole 5 minutes, then done. It now also follows the time spent of the limit."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    viewer = make_napari_viewer()
+    train = _train_widget_on_two_phases(viewer)
+    started = []
+    monkeypatch.setattr(train._runner, "start", lambda *a, **k: started.append(a) or "started")
+    train._name.value = "timed"
+    train._epochs.value = 1000
+    train._minutes.value = 2.0
+    assert train.train() == "started"
+    step = {"stage": "step", "epoch": 0, "epochs": 1000, "step": 4, "steps_per_epoch": 10, "loss": 0.5}
+    train._on_progress({**step, "seconds": 30.0})
+    assert train._progress.value == 25  # 30 s of 120 s; the epochs say 0 %
+    train._on_progress({**step, "epoch": 999, "step": 9, "seconds": 60.0})
+    assert train._progress.value == 100  # the epochs end first: they say so
