@@ -311,7 +311,10 @@ class MeasureWidget(Container):
 
     def _labels_changed(self, layer) -> None:
         if getattr(self, "_measured_layer", None) is not None and layer is not self._measured_layer:
-            self._clear_results()  # another layer's numbers must not stay on screen (or be exported) for this one
+            # another layer's numbers must not stay on screen (or be exported) for this one; nor as hover values on
+            # the layer they came from, which is no longer watched: edited or re-segmented, it would show the old
+            # grains' numbers over the new ones
+            self._clear_results(drop_features=True)
         if layer is None:
             return
         ms = ms_meta(layer)

@@ -969,12 +969,17 @@ def _measure_a_with_b_waiting(make_napari_viewer):
 
 
 def test_switching_the_measured_layer_clears_the_previous_results(make_napari_viewer, qtbot, tmp_path, notes):
-    """After measuring A and picking B, A's numbers stayed on screen and Export CSV wrote them for B."""
+    """After measuring A and picking B, A's numbers stayed on screen and Export CSV wrote them for B; and as hover
+    values on A, where an edit or a new segmentation of A no longer cleared them (wrong numbers on hover)."""
     w, b = _measure_a_with_b_waiting(make_napari_viewer)
     wait_idle(qtbot, w)
     assert w.summary is not None and w.table_view.model().rowCount() > 0
+    a = w._measured_layer
+    assert len(a.features) == len(w.table) > 0
     w._labels.value = b
     assert w.summary is None and w.table is None and w.table_view.model().rowCount() == 0
+    # nor as hover values on A, no longer watched: A re-segmented in place showed its old grains' areas on hover
+    assert len(a.features) == 0
     w.run()
     wait_idle(qtbot, w)
     assert w.summary["n_grains"] != 0 and w._measured_layer is b
