@@ -43,6 +43,7 @@ from napari_plugin._common import (
     image_link,
     layer_pixel_size_um,
     made_from,
+    multiscale_problem,
     notify_error,
     notify_info,
     notify_warning,
@@ -78,6 +79,8 @@ def _is_uncertainty(layer) -> bool:
 def not_one_image(image) -> str:
     """Why image layer ``image`` cannot be annotated or trained on ("" for a 2-D grey or RGB image): a stack or
     a volume would get an annotation layer of its first two axes (a slice of the stack's shape, not its pixels)."""
+    if multiscale_problem(image):
+        return multiscale_problem(image)
     shape = np.shape(image.data)
     if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4)):
         return ""
@@ -408,6 +411,9 @@ class AnnotateWidget(Container):
         image = self._image.value
         if image is None:
             notify_warning("Pick the image to annotate under Image.")
+            return None
+        if multiscale_problem(image):
+            notify_warning(multiscale_problem(image) + ".")
             return None
         data = np.asarray(image.data)
         if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] not in (3, 4)):

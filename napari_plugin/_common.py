@@ -272,6 +272,18 @@ def units_kwargs(layer) -> dict:
     return {"units": units} if units and all(to_micrometres(1.0, u) is not None for u in units) else {}
 
 
+def multiscale_problem(layer) -> str:
+    """Why ``layer`` cannot be analysed as it is ("" when it can): a multiscale (pyramid) layer, as other readers
+    open OME-Zarr or pyramidal TIFFs, whose ``numpy.asarray`` is its *smallest* level while its scale is that of
+    its full resolution (grains measured there come out 4x, 16x... too small in um^2, results lie at a fraction of
+    the image's size)."""
+    if not getattr(layer, "multiscale", False):
+        return ""
+    return (f"'{layer.name}' is a multiscale (pyramid) layer: micro-seg analyses one full-resolution 2-D image; "
+            "open the file with micro-seg's reader (File > Open with Plugin > micro-seg), or add its full "
+            "resolution as a layer of its own (viewer.add_image(layer.data[0], scale=layer.scale) in the console)")
+
+
 def databar_rows(layer) -> int:
     """Rows of the SEM information band at the bottom of ``layer`` (0 if none)."""
     return int(_ms_meta(layer).get("databar_rows") or 0)

@@ -35,6 +35,7 @@ from napari_plugin._common import (
     disconnect_all,
     edit_history_position,
     layer_pixel_size_um,
+    multiscale_problem,
     notify_error,
     notify_info,
     notify_warning,
@@ -416,6 +417,9 @@ class MeasureWidget(Container):
                                "Run the Segment widget first, or open a label image as labels.")
             else:
                 notify_warning("No Labels layer to measure: run the Segment widget first.")
+            return None
+        if multiscale_problem(layer):
+            notify_warning(multiscale_problem(layer) + ".")
             return None
         data = np.asarray(layer.data)
         if data.ndim != 2:

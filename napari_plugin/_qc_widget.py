@@ -24,6 +24,7 @@ from napari_plugin._common import (
     analysis_array,
     box_pixel_size,
     layer_pixel_size_um,
+    multiscale_problem,
     notify_error,
     notify_warning,
     pixel_size_box,
@@ -229,6 +230,9 @@ class QCWidget(Container):
         spec = str(self._spec.value or "")
         if not spec or not Path(spec).is_file():
             raise ValueError(f"{spec or '(none)'}: QC spec file not found")
+        for layer in (image_layer, self._labels.value):
+            if layer is not None and multiscale_problem(layer):
+                raise ValueError(multiscale_problem(layer))
         image = np.asarray(analysis_array(image_layer))
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
             raise ValueError(f"'{image_layer.name}' has shape {image.shape}: QC needs a 2-D grey or RGB image "

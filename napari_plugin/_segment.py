@@ -38,6 +38,7 @@ from napari_plugin._common import (
     describe_error,
     disconnect_all,
     layer_pixel_size_um,
+    multiscale_problem,
     notify_error,
     notify_info,
     notify_warning,
@@ -337,6 +338,9 @@ class SegmentWidget(Container):
         model = self._chosen_model()
         if not model:
             notify_warning("No model found: install the shipped models or train one in the Train widget.")
+            return None
+        if multiscale_problem(layer):
+            notify_warning(multiscale_problem(layer) + ".")
             return None
         data = analysis_array(layer)
         if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] not in (3, 4)):

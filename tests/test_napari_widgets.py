@@ -1752,3 +1752,46 @@ def test_train_progress_follows_the_time_limit_that_ends_the_run(make_napari_vie
     assert train._progress.value == 25  # 30 s of 120 s; the epochs say 0 %
     train._on_progress({**step, "epoch": 999, "step": 9, "seconds": 60.0})
     assert train._progress.value == 100  # the epochs end first: they say so
+
+
+def test_multiscale_layers_are_refused_instead_of_analysing_their_smallest_level(make_napari_viewer, qtbot, tmp_path,
+                                                                                 notes):
+    """A pyramid layer (OME-Zarr or a pyramidal TIFF opened by another reader): numpy sees its smallest level, but its
+    scale is the full resolution's, so Measure gave grain areas 4x too small in um^2, Segment a result at half the
+    image's size and Annotate a half-size annotation layer, all without a word. Each now says why it cannot."""
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._annotate import AnnotateWidget
+    from napari_plugin._measure import MeasureWidget
+    from napari_plugin._qc_widget import QCWidget
+    from napari_plugin._segment import SegmentWidget
+    from napari_plugin._train import TrainWidget
+
+    viewer = make_napari_viewer()
+    full = voronoi_labels((256, 256), n_grains=40, seed=1)
+    grains = viewer.add_labels([full, full[::2, ::2]], name="pyramid grains", multiscale=True, scale=(0.5, 0.5))
+    image = viewer.add_image([full.astype(np.uint8), full[::2, ::2].astype(np.uint8)], name="pyramid",
+                             multiscale=True, scale=(0.5, 0.5))
+    meas = MeasureWidget(viewer)
+    meas._labels.value = grains
+    assert meas.run() is None
+    seg = SegmentWidget(viewer)
+    seg._image.value = image
+    seg._model_folder.value = str(tmp_path)  # never reached
+    assert seg.run() is None
+    ann = AnnotateWidget(viewer)
+    ann._image.value = image
+    assert ann.new_annotation_layer() is None and ann.compute_superpixels() is None
+    train = TrainWidget(viewer)
+    train._image.value = image
+    train._annotations.value = viewer.add_labels(np.ones((256, 256), np.uint8), name="strokes",
+                                                 metadata={"micro_seg": {"kind": "annotations", "classes": ["a", "b"]}})
+    assert train._params() is None
+    qc = QCWidget(viewer)
+    qc._image.value = image
+    (tmp_path / "spec.yaml").write_text("image:\n  blur: {max: 0.45}\n")
+    qc._spec.value = tmp_path / "spec.yaml"
+    qc.run()
+    assert qc._runner.worker is None
+    said = [m for m in _messages(notes) if "is a multiscale (pyramid) layer" in m]
+    assert sum("'pyramid grains'" in m for m in said) == 1 and sum("'pyramid'" in m for m in said) == 5
+    assert [layer.name for layer in viewer.layers] == ["pyramid grains", "pyramid", "strokes"]
