@@ -287,6 +287,11 @@ class MeasureWidget(Container):
         self._run_btn.changed.connect(self.run)
         self._hist_col.changed.connect(self._draw_histogram)
         self._export_btn.changed.connect(self.export_csv)
+        self._exported: dict[str, int] = {}  # CSV written -> id of the layer whose numbers it holds
+        self._csv_chosen: str | None = None  # the file the user picked (or typed) since the last export
+        self._csv.changed.connect(lambda value: setattr(self, "_csv_chosen", self._csv_path(value)))
+        # after the file dialog (which asks before replacing a file), also when it returned the file already shown
+        self._csv.choose_btn.changed.connect(lambda *_: setattr(self, "_csv_chosen", self._csv_path(self._csv.value)))
         self._show_all_btn.changed.connect(self._show_all)
         self.table_view.clicked.connect(lambda index: self.select_row(index.row()))
         connect_layer_events(napari_viewer, self)
@@ -615,14 +620,29 @@ class MeasureWidget(Container):
         if self._measured_layer is not None:
             self._measured_layer.show_selected_label = False
 
+    @staticmethod
+    def _csv_path(value) -> str:
+        path = Path(str(value)).expanduser()
+        return str(path if path.suffix.lower() == ".csv" else path.with_suffix(".csv"))
+
     def export_csv(self, *_: Any):
         """Write the per-object table to the chosen CSV and the summary next to it."""
         if self.summary is None:
             notify_warning("Nothing to export yet: press Measure first.")
             return None
-        path = Path(str(self._csv.value)).expanduser()
-        if path.suffix.lower() != ".csv":
-            path = path.with_suffix(".csv")
+        path = Path(self._csv_path(self._csv.value))
+        chosen, self._csv_chosen = self._csv_chosen, None
+        if str(path) != chosen:
+            # not picked for this export: a file that is not this layer's own earlier export (another layer's, or
+            # another day's numbers) is never replaced without a word; it stays, and these go next to it
+            free, k = path, 2
+            while (self._exported.get(str(free)) != id(self._measured_layer)
+                   and any(p.exists() for p in (free, free.with_name(free.stem + "_summary.csv")))):
+                free, k = path.with_name(f"{path.stem}_{k}.csv"), k + 1
+            if free != path:
+                notify_warning(f"{path.name} holds other measurements: they are kept, and these go to {free.name} "
+                               "(pick the file under 'Export to' to replace it).")
+                path = free
         summary_path = path.with_name(path.stem + "_summary.csv")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -633,6 +653,7 @@ class MeasureWidget(Container):
         except OSError as exc:
             notify_error(f"{path}: cannot write ({exc.strerror or exc}); choose another file under 'Export to'.")
             return None
+        self._exported[str(path)] = id(self._measured_layer)
         written = [str(summary_path)] + ([str(path)] if self.table is not None else [])
         notify_info("Wrote " + " and ".join(written))
         self._status.value = f"Exported {Path(written[-1]).name}"

@@ -1795,3 +1795,34 @@ def test_multiscale_layers_are_refused_instead_of_analysing_their_smallest_level
     said = [m for m in _messages(notes) if "is a multiscale (pyramid) layer" in m]
     assert sum("'pyramid grains'" in m for m in said) == 1 and sum("'pyramid'" in m for m in said) == 5
     assert [layer.name for layer in viewer.layers] == ["pyramid grains", "pyramid", "strokes"]
+
+
+def test_export_never_replaces_another_layers_measurements_without_a_word(make_napari_viewer, qtbot, tmp_path,
+                                                                           notes):
+    """Measure A, Export; measure B, Export (the path box unchanged): B's table silently replaced A's file. A's file
+    now stays and B's goes next to it, with a warning; exporting B again updates B's file; a file picked under
+    'Export to' is replaced (the file dialog asked)."""
+    import pandas as pd
+
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+
+    viewer = make_napari_viewer()
+    a = viewer.add_labels(voronoi_labels((96, 96), n_grains=20, seed=1), name="A")
+    b = viewer.add_labels(voronoi_labels((96, 96), n_grains=40, seed=2), name="B")
+    n_a, n_b = (len(np.setdiff1d(np.unique(layer.data), [0])) for layer in (a, b))
+    w = MeasureWidget(viewer)
+    w._csv.value = str(tmp_path / "grains.csv")
+    for layer in (a, b, b):
+        w._labels.value = layer
+        w.run()
+        wait_idle(qtbot, w)
+        w.export_csv()
+    assert len(pd.read_csv(tmp_path / "grains.csv")) == n_a  # A's numbers are still there
+    assert len(pd.read_csv(tmp_path / "grains_2.csv")) == n_b and (tmp_path / "grains_2_summary.csv").is_file()
+    assert not (tmp_path / "grains_3.csv").exists()  # B's second export updated its own file
+    assert any("grains.csv holds other measurements" in m and "grains_2.csv" in m for m in _messages(notes, "warning"))
+    w._csv._show_file_dialog = lambda *args, **kwargs: str(tmp_path / "grains.csv")  # the user picks it in the
+    w._csv.choose_btn.changed.emit(True)  # file dialog, which asked to replace it: replaced
+    w.export_csv()
+    assert len(pd.read_csv(tmp_path / "grains.csv")) == n_b
