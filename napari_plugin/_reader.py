@@ -56,14 +56,15 @@ def micrograph_layer_data(micrograph) -> LayerData:
     return (data, kwargs, "image")
 
 
-def labels_layer_data(path, labels, pixel_size_um: float | None) -> LayerData:
+def labels_layer_data(path, labels, pixel_size_um: float | None, *,
+                      calibration_source: str = "tiff-resolution") -> LayerData:
     """napari Labels layer data of a label image micro-seg wrote (:func:`micro_seg.io.is_written_labels`), so that
     a saved segmentation or edit opens as labels (Measure lists it), calibrated, with its class names."""
     from micro_seg.io import labels_classes
 
     classes = labels_classes(path)
     ms: dict[str, Any] = {"path": str(path), "pixel_size_um": pixel_size_um,
-                          "calibration_source": "tiff-resolution" if pixel_size_um else None, "databar_rows": 0}
+                          "calibration_source": calibration_source if pixel_size_um else None, "databar_rows": 0}
     if classes:  # a class map (value i = classes[i]): Measure offers phase fractions with these names
         ms.update(kind="classes", classes=classes)
     kwargs: dict[str, Any] = {"name": Path(str(path)).stem, "metadata": {"micro_seg": ms}}

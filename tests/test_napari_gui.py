@@ -201,3 +201,44 @@ def test_nist_sample_boundary_mask_measures_its_known_grain_size(make_napari_vie
     engine = measure_grains_from_boundaries(np.asarray(layer.data) != 0, pixel_size_um=0.2252).summary
     assert s["n_grains"] == engine["n_grains"] > 50 and s["mean_intercept_um"] == pytest.approx(engine["mean_intercept_um"])
 
+
+
+def test_gui_command_opens_a_label_file_as_labels(tmp_path, monkeypatch):
+    """`micro-seg gui out/field_labels.tif` opened segment's labels as an image, which Measure does not list (File >
+    Open opens them as labels); they now open as a calibrated Labels layer. (A stand-in viewer, as in the test
+    above: no second real viewer registering the plugin's commands again.)"""
+    import napari
+
+    import micro_seg.commands.gui as gui
+    from micro_seg.io import write_labels
+    from micro_seg.synth import voronoi_labels
+
+    class Dock:
+        def raise_(self):
+            pass
+
+    class Window:
+        def add_plugin_dock_widget(self, plugin, name, tabify=False):
+            return Dock(), name
+
+    class Viewer:
+        def __init__(self, *args, **kwargs):
+            self.window, self.layers = Window(), []
+
+        def add_image(self, data, **kwargs):
+            self.layers.append(napari.layers.Image(data, **kwargs))
+
+        def add_labels(self, data, **kwargs):
+            self.layers.append(napari.layers.Labels(data, **kwargs))
+
+    monkeypatch.setattr(napari, "Viewer", Viewer)
+    grains = voronoi_labels((64, 80), n_grains=12, seed=0)
+    path = write_labels(tmp_path / "field_labels.tif", grains, pixel_size_um=0.4)
+    viewer, _ = gui.open_viewer(str(path), show=False)
+    (layer,) = viewer.layers
+    assert type(layer).__name__ == "Labels" and layer.name == "field_labels"
+    assert tuple(layer.scale) == pytest.approx((0.4, 0.4)) and str(layer.units[0]) == "micrometer"
+    np.testing.assert_array_equal(layer.data, grains)
+    viewer, _ = gui.open_viewer(str(path), show=False, pixel_size_um=0.25)  # --pixel-size overrides the file's
+    assert tuple(viewer.layers[0].scale) == pytest.approx((0.25, 0.25))
+    assert viewer.layers[0].metadata["micro_seg"]["calibration_source"] == "user"

@@ -50,14 +50,19 @@ def open_viewer(path: str | None = None, *, pixel_size_um: float | None = None, 
         raise MicroSegError(
             "the GUI needs napari and a Qt binding: pip install 'micro-seg[gui]'"
         ) from exc
-    from micro_seg.io import read_micrograph
-    from napari_plugin._reader import micrograph_layer_data
+    from micro_seg.io import is_written_labels, read_labels, read_micrograph
+    from napari_plugin._reader import labels_layer_data, micrograph_layer_data
 
-    micrograph = None
+    micrograph = labels = None
     if path is not None:
         if not Path(path).exists():
             raise InputFileNotFoundError(f"{path}: file not found")
-        micrograph = read_micrograph(path, pixel_size_um=pixel_size_um, databar_rows=databar_rows)  # bad files: exit 2 before a window opens
+        if is_written_labels(path):  # a label image micro-seg wrote opens as labels, as File > Open opens it
+            data, px = read_labels(path)
+            labels = labels_layer_data(path, data, pixel_size_um or px,
+                                       **({"calibration_source": "user"} if pixel_size_um else {}))
+        else:
+            micrograph = read_micrograph(path, pixel_size_um=pixel_size_um, databar_rows=databar_rows)  # bad files: exit 2 before a window opens
     try:
         viewer = napari.Viewer(title="micro-seg", show=show)
     except Exception as exc:  # most often the display or OpenGL (run() checks the usual cases first)
@@ -68,6 +73,8 @@ def open_viewer(path: str | None = None, *, pixel_size_um: float | None = None, 
     if micrograph is not None:
         data, kwargs, _ = micrograph_layer_data(micrograph)
         viewer.add_image(data, **kwargs)
+    if labels is not None:
+        viewer.add_labels(labels[0], **labels[1])
     widgets: dict[str, Any] = {}
     first = None
     for name, area in WIDGETS:
