@@ -332,7 +332,8 @@ class MeasureWidget(Container):
             self._kind.value = GRAINS
         elif ms.get("kind") == "classes":
             self._kind.value = PHASES
-            self._names.value = ", ".join(ms.get("classes") or [])
+        # this layer's class names, or none (fractions named by value): the last layer's names would name its phases
+        self._names.value = ", ".join(ms.get("classes") or []) if ms.get("kind") == "classes" else ""
         self._defect.reset_choices()
         self._kind_changed(self._kind.value)
         self._boundary_value.reset_choices()

@@ -219,8 +219,8 @@ class QCWidget(Container):
         elif ms.get("kind") == "classes":
             if self._kind.value == MEASURE_KINDS[0]:
                 self._kind.value = MEASURE_KINDS[1]
-            if ms.get("classes"):
-                self._names.value = ", ".join(str(c) for c in ms["classes"])
+        # this layer's class names, or none: the last layer's names would name (and judge) its phases
+        self._names.value = ", ".join(str(c) for c in ms.get("classes") or []) if ms.get("kind") == "classes" else ""
 
     def params(self) -> QCParams:
         """Read the widgets into a frozen parameter object (GUI thread only)."""

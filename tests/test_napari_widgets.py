@@ -1826,3 +1826,29 @@ def test_export_never_replaces_another_layers_measurements_without_a_word(make_n
     w._csv.choose_btn.changed.emit(True)  # file dialog, which asked to replace it: replaced
     w.export_csv()
     assert len(pd.read_csv(tmp_path / "grains.csv")) == n_b
+
+
+def test_class_names_of_one_layer_do_not_name_the_phases_of_the_next(make_napari_viewer, qtbot, notes):
+    """Measure (and QC) kept the class names of the last class map picked: a plain 0/1 mask picked next had its
+    phase fractions named 'ferrite' and 'pearlite'. A layer without class names now has its fractions named by
+    value."""
+    from napari_plugin._measure import PHASES, MeasureWidget
+    from napari_plugin._qc_widget import QCWidget
+
+    viewer = make_napari_viewer()
+    steel = np.zeros((60, 80), np.uint8)
+    steel[:, 20:] = 1
+    classes = viewer.add_labels(steel, name="steel classes",
+                                metadata={"micro_seg": {"kind": "classes", "classes": ["ferrite", "pearlite"]}})
+    mask = np.zeros((60, 80), np.uint8)
+    mask[:15] = 1  # 25 % of something the user knows
+    plain = viewer.add_labels(mask, name="my mask")
+    meas, qc = MeasureWidget(viewer), QCWidget(viewer)
+    meas._labels.value, qc._labels.value = classes, classes
+    assert meas._names.value == qc._names.value == "ferrite, pearlite"
+    meas._labels.value, qc._labels.value = plain, plain
+    assert meas._names.value == qc._names.value == ""
+    assert meas._kind.value == PHASES
+    meas.run()
+    wait_idle(qtbot, meas)
+    assert meas.summary["phase_fractions"] == pytest.approx({"0": 0.75, "1": 0.25})
