@@ -310,7 +310,9 @@ class TrainWidget(Container):
         from micro_seg.training import DEFAULT_PSEUDO_LABEL_THRESHOLD
 
         name = self._name.value.strip().replace(" ", "-")
-        if not name or any(c in name for c in "/\\:"):
+        # '.' and '..' are the model folder itself and its parent: the model would be written over the folder of
+        # every user model (which then reads as one model, hiding the others) or beside it
+        if not name or name.startswith(".") or any(c in name for c in "/\\:"):
             notify_warning("Type a model name (letters, digits, '-' or '_'), e.g. 'my-steel'.")
             return None
         common = dict(name=name, out_dir=str(user_models_dir()), base=self._base.value,

@@ -1852,3 +1852,17 @@ def test_class_names_of_one_layer_do_not_name_the_phases_of_the_next(make_napari
     meas.run()
     wait_idle(qtbot, meas)
     assert meas.summary["phase_fractions"] == pytest.approx({"0": 0.75, "1": 0.25})
+
+
+@pytest.mark.parametrize("name", [".", "..", ".hidden"])
+def test_train_widget_refuses_a_model_name_that_is_not_a_folder_of_its_own(make_napari_viewer, tmp_path, monkeypatch,
+                                                                             notes, name):
+    """'.' passed the name check: the model was written into the user models folder itself (which then reads as one
+    model and hides every other), '..' beside it, '.hidden' as a hidden folder."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    viewer = make_napari_viewer()
+    train = _train_widget_on_two_phases(viewer)
+    monkeypatch.setattr(train._runner, "start", lambda *a, **k: "started")
+    train._name.value = name
+    assert train.train() is None
+    assert any("Type a model name" in m for m in _messages(notes, "warning"))
