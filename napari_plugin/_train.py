@@ -333,7 +333,10 @@ class TrainWidget(Container):
         if image is None or ann is None:
             notify_warning("Pick an image and its annotation layer (Annotate widget > New annotation layer).")
             return None
-        from napari_plugin._annotate import not_one_image
+        import napari.layers
+
+        from napari_plugin._annotate import _not_annotations_of, not_one_image
+        from napari_plugin._common import made_from
 
         why = not_one_image(image)
         if why:
@@ -344,6 +347,13 @@ class TrainWidget(Container):
         if labels.shape != data.shape[:2]:
             notify_warning(f"'{ann.name}' ({labels.shape[0]} x {labels.shape[1]}) does not match "
                            f"'{image.name}' ({data.shape[0]} x {data.shape[1]}): pick the matching image.")
+            return None
+        why = _not_annotations_of(ann, image, self._viewer.layers)
+        if why:  # fields of one size: the strokes of one would teach the model the pixels of another
+            mine = [layer.name for layer in self._viewer.layers if isinstance(layer, napari.layers.Image)
+                    and layer is not image and made_from(ann, layer, self._viewer.layers)]
+            notify_warning(f"{why}: pick " + (f"'{mine[0]}' under Image" if mine else "the image it was made for")
+                           + ", or annotations made for this image.")
             return None
         if not labels.any():
             notify_warning(f"'{ann.name}' is empty: paint a few strokes of every class first (Annotate widget).")

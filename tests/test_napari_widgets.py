@@ -1866,3 +1866,31 @@ def test_train_widget_refuses_a_model_name_that_is_not_a_folder_of_its_own(make_
     train._name.value = name
     assert train.train() is None
     assert any("Type a model name" in m for m in _messages(notes, "warning"))
+
+
+def test_train_refuses_the_annotations_of_another_image_of_the_same_size(make_napari_viewer, tmp_path, monkeypatch,
+                                                                         notes):
+    """Fields of one size (the usual case): with 'field2' under Image and the strokes made on 'field1' under
+    Annotations, Train trained the pixels of field2 with the classes painted on field1, silently. Refused now,
+    naming the image the annotations belong to."""
+    from napari_plugin._annotate import AnnotateWidget
+    from napari_plugin._train import TrainWidget
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    viewer = make_napari_viewer()
+    (one, truth), (two, _) = two_phase_image((64, 64), seed=1), two_phase_image((64, 64), seed=2)
+    field1, field2 = viewer.add_image(one, name="field1"), viewer.add_image(two, name="field2")
+    ann = AnnotateWidget(viewer)
+    ann._image.value = field1
+    ann._classes.value = "matrix, particle"
+    strokes = ann.new_annotation_layer()
+    strokes.data = np.where(truth, 2, 1).astype(np.uint8)
+    train = TrainWidget(viewer)
+    monkeypatch.setattr(train._runner, "start", lambda *a, **k: "started")
+    train._annotations.value = strokes
+    train._image.value = field2
+    assert train.train() is None
+    assert any("'field1 annotations' was made for 'field1', not 'field2'" in m and "pick 'field1' under Image" in m
+               for m in _messages(notes, "warning"))
+    train._image.value = field1
+    assert train.train() == "started"
