@@ -511,6 +511,10 @@ class AnnotateWidget(Container):
                          f"({np.shape(image.data)[0]} x {np.shape(image.data)[1]} px): annotations must cover their "
                          "image pixel for pixel; pick the annotation layer made for this image")
             return None
+        why = _not_annotations_of(layer, image, self._viewer.layers)
+        if why:  # fields of one size: the pair would hold one image's pixels with another's strokes
+            notify_error(f"{why}: nothing was saved; pick the image these annotations are for under Image")
+            return None
         classes = list(ms_meta(layer).get("classes") or [])
         present = sorted(int(v) for v in np.unique(ann) if v)
         if len(present) < 2:

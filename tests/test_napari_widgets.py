@@ -1894,3 +1894,23 @@ def test_train_refuses_the_annotations_of_another_image_of_the_same_size(make_na
                for m in _messages(notes, "warning"))
     train._image.value = field1
     assert train.train() == "started"
+
+
+def test_save_pair_refuses_the_annotations_of_another_image_of_the_same_size(make_napari_viewer, tmp_path, notes):
+    """Annotate's Save wrote field2's pixels with the strokes painted on field1 (same size) as a training pair."""
+    from napari_plugin._annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    (one, truth), (two, _) = two_phase_image((64, 64), seed=1), two_phase_image((64, 64), seed=2)
+    field1, field2 = viewer.add_image(one, name="field1"), viewer.add_image(two, name="field2")
+    ann = AnnotateWidget(viewer)
+    ann._image.value = field1
+    ann._classes.value = "matrix, particle"
+    strokes = ann.new_annotation_layer()
+    strokes.data = np.where(truth, 2, 1).astype(np.uint8)
+    ann._folder.value = str(tmp_path / "training")
+    ann._image.value = field2
+    assert ann.save_pair() is None and not (tmp_path / "training").exists()
+    assert any("made for 'field1', not 'field2'" in m and "nothing was saved" in m for m in _messages(notes, "error"))
+    ann._image.value = field1
+    assert ann.save_pair() is not None
