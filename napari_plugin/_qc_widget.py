@@ -24,6 +24,7 @@ from napari_plugin._common import (
     analysis_array,
     box_pixel_size,
     layer_pixel_size_um,
+    made_from,
     multiscale_problem,
     notify_error,
     notify_warning,
@@ -249,6 +250,12 @@ class QCWidget(Container):
                 raise ValueError(f"'{labels_layer.name}' ({np.shape(labels_layer.data)[0]} x "
                                  f"{np.shape(labels_layer.data)[1]} px) does not cover '{image_layer.name}' "
                                  f"({shape[0]} x {shape[1]} px analysed): pick the labels made from this image")
+            made = ms_meta(labels_layer)
+            if (made.get("image_id") or made.get("image")) and not made_from(labels_layer, image_layer,
+                                                                             self._viewer.layers):
+                # fields of one size: the verdict would name this image but judge another one's objects
+                raise ValueError(f"'{labels_layer.name}' was made from '{made.get('image')}', not "
+                                 f"'{image_layer.name}': pick the labels made from this image (or its image)")
         if labels is not None and labels.size and np.issubdtype(labels.dtype, np.signedinteger) and labels.min() < 0:
             raise ValueError(f"'{labels_layer.name}': negative value {int(labels.min())} in a label image "
                              "(labels are 0 for matrix / background and positive for objects or classes)")

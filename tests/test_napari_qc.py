@@ -363,3 +363,31 @@ def test_qc_outlines_lie_over_the_defect_they_outline(make_napari_viewer, qtbot,
     assert lo[0] >= rows[0] - scale[0] and hi[0] <= rows[1] + scale[0]
     assert lo[1] >= cols[0] - scale[1] and hi[1] <= cols[1] + scale[1]
     assert hi[0] - lo[0] >= 39 * scale[0]  # the defect's length, not half of it
+
+
+def test_qc_widget_refuses_the_labels_of_another_image_of_the_same_size(make_napari_viewer, qtbot, tmp_path, notes):
+    """'field2' judged with the Segment result of 'field1' (same size): the verdict named field2 but judged field1's
+    pores. Refused, naming the image the labels were made from."""
+    from napari_plugin._qc_widget import MEASURE_KINDS, QCWidget
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("measurements:\n  defects:\n    max_feret_um: 5\n")
+    viewer = make_napari_viewer()
+    img = grain_micrograph(0, shape=(96, 96), n_grains=12)
+    cal = {"scale": (0.5, 0.5), "units": ("um", "um")}
+    field1, field2 = viewer.add_image(img, name="field1", **cal), viewer.add_image(img[::-1].copy(), name="field2",
+                                                                                   **cal)
+    pores = np.zeros(img.shape, np.uint8)
+    pores[10:40, 10:14] = 1
+    labels = viewer.add_labels(pores, name="field1 classes", **cal,
+                               metadata={"micro_seg": {"kind": "classes", "image": "field1"}})
+    w = QCWidget(viewer)
+    w._labels.value, w._kind.value, w._spec.value = labels, MEASURE_KINDS[2], spec
+    w._image.value = field2
+    w.run()
+    assert w._runner.worker is None and w.last is None
+    assert any("'field1 classes' was made from 'field1', not 'field2'" in m for s, m in notes if s == "error")
+    w._image.value = field1
+    w.run()
+    wait_idle(qtbot, w)
+    assert w.last is not None and w.last["result"].verdict == "fail"
