@@ -353,6 +353,12 @@ class AnnotateWidget(Container):
                          f"'{image.name}' ({np.shape(image.data)[0]} x {np.shape(image.data)[1]} px): segment this "
                          "image first, or pick its prediction")
             return
+        pm_image = pm.get("image")
+        if image is not None and (pm.get("image_id") or pm_image) and not made_from(pred, image, self._viewer.layers):
+            # fields of one size: another field's classes would fill this one's annotations
+            notify_error(f"'{pred.name}' is a prediction of '{pm_image}', not '{image.name}': segment this image "
+                         "first, or pick its prediction")
+            return
         layer = self._annotations.value
         if image is not None and layer is not None and layer.data.shape == data.shape:
             ms = ms_meta(layer)

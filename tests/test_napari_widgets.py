@@ -1914,3 +1914,25 @@ def test_save_pair_refuses_the_annotations_of_another_image_of_the_same_size(mak
     assert any("made for 'field1', not 'field2'" in m and "nothing was saved" in m for m in _messages(notes, "error"))
     ann._image.value = field1
     assert ann.save_pair() is not None
+
+
+def test_start_from_prediction_refuses_the_prediction_of_another_image_of_the_same_size(make_napari_viewer, notes):
+    """'Start from prediction' with field2 under Image and field1's Segment result under Prediction (same size)
+    filled field2's annotations with field1's classes."""
+    from napari_plugin._annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    field1 = viewer.add_image(np.zeros((32, 32), np.uint8), name="field1")
+    field2 = viewer.add_image(np.zeros((32, 32), np.uint8), name="field2")
+    classes = np.zeros((32, 32), np.uint8)
+    classes[:, 16:] = 1
+    pred = viewer.add_labels(classes, name="field1 classes", metadata={"micro_seg": {
+        "kind": "classes", "classes": ["matrix", "particle"], "image": "field1"}})
+    ann = AnnotateWidget(viewer)
+    ann._image.value, ann._prediction.value = field2, pred
+    ann.start_from_prediction()
+    assert ann._annotations.value is None and len(viewer.layers) == 3
+    assert any("'field1 classes' is a prediction of 'field1', not 'field2'" in m for m in _messages(notes, "error"))
+    ann._image.value = field1
+    ann.start_from_prediction()
+    np.testing.assert_array_equal(ann._annotations.value.data, classes + 1)
