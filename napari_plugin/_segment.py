@@ -426,6 +426,8 @@ class SegmentWidget(Container):
             if isinstance(old, layer_type) and old.data.shape == data.shape and old.data.dtype == data.dtype:
                 old.metadata = kwargs.get("metadata", {})
                 old.scale, old.translate = kwargs["scale"], kwargs["translate"]
+                if "units" in kwargs:  # the image calibrated in the console since the last run: its unit too
+                    old.units = kwargs["units"]
                 if "colormap" in kwargs:
                     old.colormap = kwargs["colormap"]
                 if "contrast_limits" in kwargs:

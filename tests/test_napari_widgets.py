@@ -1936,3 +1936,19 @@ def test_start_from_prediction_refuses_the_prediction_of_another_image_of_the_sa
     ann._image.value = field1
     ann.start_from_prediction()
     np.testing.assert_array_equal(ann._annotations.value.data, classes + 1)
+
+
+def test_segment_again_after_calibrating_in_the_console_gives_the_results_its_unit(make_napari_viewer, qtbot,
+                                                                                   tmp_path, monkeypatch, notes):
+    """Segment, then ``img.scale = (0.5, 0.5); img.units = ("um", "um")`` in the console, then Segment again: the
+    result layers, updated in place, took the new scale but kept 'pixel' units (napari's inconsistent-units warning,
+    the scale bar without its unit)."""
+    viewer, widget, field = _segment_widget_on_a_field(make_napari_viewer, tmp_path, monkeypatch)
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
+    field.scale, field.units = (0.5, 0.5), ("um", "um")
+    assert widget.run() is not None
+    wait_idle(qtbot, widget)
+    for name in ("field classes", "field uncertainty"):
+        layer = viewer.layers[name]
+        assert tuple(layer.scale) == (0.5, 0.5) and [str(u) for u in layer.units] == ["micrometer", "micrometer"]
