@@ -699,23 +699,36 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
                                 metadata={"format": "pt", "name": card.name, "arch": card.arch})
     card.weights_sha256 = sha256_file(staging)
     staged = folder / f"{weights.stem}.{card.weights_sha256[:12]}{weights.suffix}"
-    os.replace(staging, staged)
+    tmp = weights.with_name(weights.name + ".tmp")
     card.created = card.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     card.software_version = __version__
-    if weights.exists():
-        _write_card(folder, {**card.to_dict(), "weights_file": staged.name})
-        tmp = weights.with_name(weights.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(staged, tmp)
-        except OSError:  # a file system without hard links
-            import shutil
+    # what a failed save removes: never the model the card names (staged may be the file an earlier, stopped save
+    # of the same weights left the card naming)
+    replacing, card_names_staged, staged_before = weights.exists(), False, staged.exists()
+    try:
+        os.replace(staging, staged)
+        if replacing:
+            _write_card(folder, {**card.to_dict(), "weights_file": staged.name})
+            card_names_staged = True
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(staged, tmp)
+            except OSError:  # a file system without hard links
+                import shutil
 
-            shutil.copyfile(staged, tmp)
-        os.replace(tmp, weights)
-    else:
-        os.replace(staged, weights)
-    _write_card(folder, card.to_dict())
+                shutil.copyfile(staged, tmp)
+            os.replace(tmp, weights)
+        else:
+            os.replace(staged, weights)
+        _write_card(folder, card.to_dict())
+    except (OSError, OutputPathError) as exc:  # disk full, permissions: the model the card names, no other file
+        for left in (staging, tmp, *(() if card_names_staged or staged_before else (staged,))):
+            left.unlink(missing_ok=True)
+        if not replacing and not (folder / CARD_FILE).exists():  # new weights that no card names
+            weights.unlink(missing_ok=True)
+        if isinstance(exc, OutputPathError):  # it names the file already
+            raise
+        raise _write_error(weights, "weights", exc) from exc
     _remove_staged_files(folder, weights)
     return folder
 

@@ -147,6 +147,57 @@ def test_saving_over_a_model_stopped_at_any_moment_leaves_a_loadable_model(saved
     assert first and k1 >= 2
 
 
+def test_saving_over_a_model_on_a_full_disk_leaves_the_model_the_card_names_and_no_other_file(saved, monkeypatch):
+    """A save whose card could not be written (disk full) left the complete new weights under their staged name
+    (model.<sha256>.safetensors, as large as the model) beside the old model; a failed rename ended in 'internal
+    error: OSError'. Each file operation fails in turn: the error names the file (OutputPathError), the folder
+    loads as the old model or the new one, and holds no file its card does not name."""
+    import errno
+    import os
+    import pathlib
+
+    from micro_seg.errors import OutputPathError
+    from micro_seg.registry import load_card
+
+    folder, old_net = saved
+    new_net = build_network("msnet", in_channels=1, num_classes=2, widths=[4, 8, 8])
+    old, new = _state(old_net), _state(new_net)
+    ops = {(os, "fsync"): os.fsync, (os, "replace"): os.replace, (os, "link"): os.link,
+           (pathlib.Path, "write_text"): pathlib.Path.write_text}
+    failed = 0
+    for k in range(12):
+        calls = []
+
+        def counted(real):
+            def op(*args, **kwargs):
+                calls.append(real)
+                if len(calls) == k + 1:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real(*args, **kwargs)
+            return op
+
+        for (owner, name), real in ops.items():
+            monkeypatch.setattr(owner, name, counted(real))
+        try:
+            save_model(folder, new_net, _card())
+            ok = True
+        except OutputPathError as exc:
+            ok = False
+            failed += 1
+            assert "No space left on device" in str(exc) and str(folder) in str(exc), exc
+        finally:
+            for (owner, name), real in ops.items():
+                monkeypatch.setattr(owner, name, real)
+        got = _state(load_model(folder).network)
+        assert _same_state(got, new) or (not ok and _same_state(got, old)), k
+        assert sorted(p.name for p in folder.iterdir()) == sorted({CARD_FILE, WEIGHTS_FILE,
+                                                                   load_card(folder).weights_file}), k
+        save_model(folder, old_net, _card())
+        if ok:
+            break
+    assert ok and failed >= 4
+
+
 def _state(net):
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
