@@ -282,9 +282,12 @@ def validation_logits(network, x: np.ndarray, shape: tuple[int, int]) -> np.ndar
     p /= p.sum(axis=0, keepdims=True)
     y0, y1, wy = _linear_weights(rows, p.shape[1])
     x0, x1, wx = _linear_weights(cols, p.shape[2])
-    band = p[:, y0] + (p[:, y1] - p[:, y0]) * wy[0, :, None]
-    p = band[:, :, x0] + (band[:, :, x1] - band[:, :, x0]) * wx[None]
-    return np.log(np.maximum(p, np.finfo(np.float32).tiny)).astype(np.float32)
+    # np.take: the same values as fancy indexing, a few times faster along the last axis (this runs every epoch)
+    a = np.take(p, y0, axis=1)
+    band = a + (np.take(p, y1, axis=1) - a) * wy[0, :, None]
+    left = np.take(band, x0, axis=2)
+    p = left + (np.take(band, x1, axis=2) - left) * wx[None]
+    return np.log(np.maximum(p, np.finfo(np.float32).tiny), out=p).astype(np.float32, copy=False)
 
 
 def calibrate_logit_offsets(
