@@ -364,7 +364,7 @@ def test_a_classifier_training_that_diverges_exits_2_and_saves_no_model(tmp_path
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
-@pytest.mark.parametrize("where", ["data/model", "data"])
+@pytest.mark.parametrize("where", ["data/model", "data", "data/models/m1", "data/grains/model"])
 def test_a_classifier_is_not_written_where_the_next_training_takes_it_for_a_class(tmp_path, capsys, where):
     """``--out DATA/model`` trained once; the next training (the same command) read DATA/model as a class folder and
     failed with 'class folder holds no supported images'."""

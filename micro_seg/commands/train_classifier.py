@@ -104,7 +104,8 @@ def _check_options(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise TrainingDataError(f"--lr {args.lr}: must be a positive number")
     out, data = Path(args.out).expanduser().resolve(), Path(args.data_dir).expanduser().resolve()
-    if out == data or out.parent == data:  # the model folder would be read as a class by the next training
+    if out == data or data in out.parents:  # the model folder (or DATA/models holding it) would be read as a class
+        # by the next training; inside a class folder it would be searched for that class's images
         raise TrainingDataError(f"{args.out}: --out is {'DATA_DIR' if out == data else 'a sub-folder of DATA_DIR'} "
                                 f"{args.data_dir}, whose sub-folders are the classes; give the model a folder outside "
                                 "it")
