@@ -1086,9 +1086,16 @@ def _calibrate_ensemble(network, card: ModelCard, loaded: Sequence[LoadedModel],
     with torch.no_grad():
         network.offsets += torch.from_numpy(offsets).to(network.offsets.dtype)
     before = offset_metrics(logits, truth, np.zeros_like(offsets), card.classes)
+    added = offsets
+    if float(card.input_scale or 1.0) != 1.0 and np.any(offsets != 0):
+        # the offsets act on the network's scale, before the probabilities are resampled to the image's pixels:
+        # measure the ensemble as it is saved (as training does), not the resampled answer shifted afterwards
+        logits = [np.log(np.maximum(predict(images[i], model, keep_uncertainty=False).probabilities, tiny))
+                  for i in idx]
+        added = np.zeros_like(offsets)
     card.metrics["validation"] = {
         "data": f"{len(idx)} validation images every member held out",
-        **offset_metrics(logits, truth, offsets, card.classes),
+        **offset_metrics(logits, truth, added, card.classes),
         "note": "after per-class decision offsets chosen on these images",
         "before_offsets": {"iou": before["iou"], "mean_iou": before["mean_iou"]}}
     card.extra["calibration"] = {"logit_offsets": [float(o) for o in offsets], "val_indices": list(idx),
