@@ -842,14 +842,21 @@ def test_a_stopped_training_says_how_to_go_on_from_its_checkpoint(dirs, tmp_path
             "with --resume continues from there (with --resume --epochs 2, it writes the model from it now)") in err
     assert not (out / "card.yaml").exists()
     monkeypatch.setattr(training, "_write_checkpoint_record", write_record)
+    # the continued run stopped again before its next epoch ended: the checkpoint still holds the 2 epochs done
+    def stop_at_once(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    loss = training.segmentation_loss
+    monkeypatch.setattr(training, "segmentation_loss", stop_at_once)
+    assert main(common + ["--epochs", "5", "--resume"]) == 130
+    assert f"note: training stopped; the checkpoint {out / 'checkpoint'} holds 2 of the 5 epochs" in \
+        capsys.readouterr().err
+    monkeypatch.setattr(training, "segmentation_loss", loss)
     assert main(common + ["--epochs", "2", "--resume", "--json"]) == 0  # the model from the two epochs done
     assert json.loads(capsys.readouterr().out)["epochs_run"] == 2
     assert (out / "card.yaml").is_file()
 
     # stopped before its first checkpoint: the record in the folder is the earlier run's, not offered
-    def stop_at_once(*args, **kwargs):
-        raise KeyboardInterrupt
-
     monkeypatch.setattr(training, "segmentation_loss", stop_at_once)
     assert main(common + ["--epochs", "5"]) == 130
     assert "note: training stopped" not in capsys.readouterr().err

@@ -658,7 +658,9 @@ def run(args: argparse.Namespace) -> dict:
     else:
         kwargs["arch"] = args.arch
     out_existed = out.exists()
-    before = _record_stamp(ckpt)
+    # the checkpoint a stopped run can be continued from: one it wrote, or the one --resume continued (even when
+    # stopped before its next epoch ended, the record still holds the epochs done)
+    before = None if args.resume else _record_stamp(ckpt)
     try:
         net, card, history = train_segmenter(images, labels, **kwargs)
     except TrainingDivergedError:
