@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +48,7 @@ import numpy as np
 
 from micro_seg.interrupts import deferred_interrupts
 
-__all__ = ["ResultsStore", "SCHEMA_VERSION", "utc_now", "utf8_text"]
+__all__ = ["ResultsStore", "SCHEMA_VERSION", "file_name_of", "utc_now", "utf8_text"]
 
 SCHEMA_VERSION = 1
 
@@ -153,6 +154,16 @@ def utf8_text(text: str) -> str:
     ('\\xb5m_field.tif', 'µm_field.tif')
     """
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def file_name_of(text: str) -> str:
+    r"""The name Python gives the file :func:`utf8_text` wrote as ``text`` (``\xb5`` back to the byte it stands
+    for, as a surrogate escape), to open it again; other text unchanged.
+
+    >>> file_name_of("\\xb5m_field.tif") == "\udcb5m_field.tif", file_name_of("µm_field.tif")
+    (True, 'µm_field.tif')
+    """
+    return re.sub(r"\\x([89a-f][0-9a-f])", lambda m: chr(0xDC00 + int(m[1], 16)), text)
 
 
 def _utf8_values(values: Iterable[Any]) -> list[Any]:

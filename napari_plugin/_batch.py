@@ -214,6 +214,10 @@ class BatchWidget(Container):
         rec = self.images.iloc[row]
         in_dir = Path(str(self._in.value)).expanduser()
         image_path = self._resolve(rec["path"], in_dir)
+        if not image_path.exists():  # a name that is not UTF-8 is written with \xb5 escapes in images.csv
+            from micro_seg.store import file_name_of
+
+            image_path = self._resolve(file_name_of(str(rec["path"])), in_dir)
         if str(rec.get("status")) != "ok":
             notify_warning(f"{rec['path']} failed in the batch: {rec.get('error')}")
             return None

@@ -319,3 +319,36 @@ def test_batch_row_of_a_phase_model_keeps_its_class_names(make_napari_viewer, qt
     ann.start_from_prediction()
     assert not any("class names" in m for s, m in notes if s == "warning")
     np.testing.assert_array_equal(ann._annotations.value.data, np.asarray(labels_layer.data) + 1)
+
+
+def test_batch_row_of_a_file_named_in_latin1_opens_with_its_labels(make_napari_viewer, qtbot, tmp_path, user_models,
+                                                                   notes):
+    """A Latin-1 'µ' in a file name is written '\\xb5' in images.csv (text): opening its row looked for a file named
+    with a backslash, and said 'cannot open ... is the input folder the one the batch ran on?'."""
+    import os
+    from pathlib import Path
+
+    import tifffile
+
+    from napari_plugin._batch import BatchWidget
+
+    folder = tiny_model(user_models / "tiny")
+    src = tmp_path / "in"
+    src.mkdir()
+    img, _ = two_phase_image((64, 64), seed=4)
+    try:
+        name = Path(os.fsdecode(os.fsencode(src) + b"/\xb5m_field.tif"))
+        tifffile.imwrite(name, img, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    w = BatchWidget(make_napari_viewer())
+    w._in.value, w._out.value = str(src), str(tmp_path / "out")
+    w._model.value = str(folder)
+    w._workers.value = 0
+    assert w.run() is not None
+    wait_idle(qtbot, w, timeout=120_000)
+    assert list(w.images["path"]) == ["\\xb5m_field.tif"]
+    added = w.open_row(0)
+    assert added is not None and len(added) == 2, notes
+    assert added[0].data.shape == (64, 64) and added[1].data.shape == (64, 64)
+    assert w.open_row(0) == added  # the same file: shown again, not added twice
