@@ -261,8 +261,24 @@ def read_ignore_file(in_dir: str | os.PathLike) -> list[str]:
     return out
 
 
+def _path_match(path: str, pat: str) -> bool:
+    """``fnmatch`` where a ``**/`` may also stand for no folder (``**/x.tif`` matches ``x.tif``, as in gitignore)."""
+    import fnmatch
+
+    if fnmatch.fnmatch(path, pat):
+        return True
+    return any(_path_match(path, pat[:i] + pat[i + 3:]) for i in range(len(pat)) if pat.startswith("**/", i))
+
+
 def _ignored(relpath: str, patterns: Iterable[str], *, is_dir: bool = False) -> bool:
-    """gitignore-like matching: ``name/`` a folder anywhere, ``a/b*`` a relative path, ``*.md`` a name."""
+    """gitignore-like matching: ``name/`` a folder anywhere, ``a/b*`` and ``/truth/`` a relative path, ``*.md`` a
+    name; ``**/`` any folders or none.
+
+    >>> _ignored("truth", ["/truth/"], is_dir=True), _ignored("a/truth", ["/truth/"], is_dir=True)
+    (True, False)
+    >>> _ignored("truth/m.tif", ["**/truth/"]), _ignored("x.tif", ["**/x.tif"]), _ignored("a/c.tif", ["a/**/c.tif"])
+    (True, True, True)
+    """
     import fnmatch
 
     parts = relpath.split("/")
@@ -270,11 +286,13 @@ def _ignored(relpath: str, patterns: Iterable[str], *, is_dir: bool = False) -> 
         if pat.endswith("/"):
             dpat = pat.rstrip("/")
             dirs = parts if is_dir else parts[:-1]
-            if any(fnmatch.fnmatch(d, dpat) for d in dirs) or (
-                "/" in dpat and any(fnmatch.fnmatch("/".join(dirs[: i + 1]), dpat) for i in range(len(dirs)))):
-                return True
+            if "/" not in dpat:
+                if any(fnmatch.fnmatch(d, dpat) for d in dirs):
+                    return True
+            elif any(_path_match("/".join(dirs[: i + 1]), dpat.lstrip("/")) for i in range(len(dirs))):
+                return True  # a slash at the start or in the middle: relative to IN_DIR (or the ignore file's folder)
         elif "/" in pat:
-            if fnmatch.fnmatch(relpath, pat.lstrip("/")):
+            if _path_match(relpath, pat.lstrip("/")):
                 return True
         elif fnmatch.fnmatch(parts[-1], pat):
             return True

@@ -513,3 +513,19 @@ def test_an_ignore_file_in_a_subfolder_applies_within_that_subfolder(tmp_path):
     assert sorted(s.ignored) == ["proj/phase.tif", "proj/truth/"]
     assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == [
         "other/phase.tif", "other/truth/b.tif", "proj/a.tif"]  # its patterns stop at its folder
+
+
+def test_ignore_patterns_anchored_with_a_slash_or_spanning_folders_with_two_stars_leave_out_what_gitignore_does(
+        tmp_path):
+    """'/truth/' (this folder's truth/, as in .gitignore) and '**/masks/' at the top matched nothing, silently: the
+    ground-truth masks were measured as fields of the specimen."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 2, "truth/a.tif": 1, "S1/truth/b.tif": 3, "S1/b.tif": 2,
+                              "proj/masks/c.tif": 1, "proj/c.tif": 4, "proj/x/masks/d.tif": 1, "proj/x/d.tif": 2})
+    (root / ".micro-seg-ignore").write_text("/truth/\n")
+    (root / "proj" / ".micro-seg-ignore").write_text("**/masks/\n")
+    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0,
+                  exclude=["S1/**/b.tif"])
+    assert sorted(s.ignored) == ["S1/b.tif", "S1/truth/b.tif", "proj/masks/", "proj/x/masks/", "truth/"]
+    assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == ["a.tif", "proj/c.tif", "proj/x/d.tif"]
+    assert s.warnings == []
