@@ -367,8 +367,11 @@ def discover_images(in_dir: str | os.PathLike, *, exclude: Iterable[str | os.Pat
                 if links is not None:
                     links.setdefault("outputs", []).append(utf8_text(d + "/"))
                 continue
-            if (here / d).is_symlink():  # os.walk does not descend into it: say so
-                if links is not None and not left_out(rel_here + d, is_dir=True):
+            if (here / d).is_symlink():  # os.walk does not descend into it: say so, unless a pattern leaves it out
+                if left_out(rel_here + d, is_dir=True):
+                    if ignored is not None:
+                        ignored.append(utf8_text(rel_here + d + "/"))
+                elif links is not None:
                     links.setdefault("folders", []).append(utf8_text(rel_here + d + "/"))
                 continue
             if left_out(rel_here + d, is_dir=True):

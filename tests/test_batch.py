@@ -529,3 +529,16 @@ def test_ignore_patterns_anchored_with_a_slash_or_spanning_folders_with_two_star
     assert sorted(s.ignored) == ["S1/b.tif", "S1/truth/b.tif", "proj/masks/", "proj/x/masks/", "truth/"]
     assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == ["a.tif", "proj/c.tif", "proj/x/d.tif"]
     assert s.warnings == []
+
+
+def test_an_exclude_of_a_symlinked_folder_is_not_warned_as_leaving_nothing_out(tmp_path):
+    """--exclude S2/ for a symbolic link to another specimen's folder (deliberately left out: it silences the
+    'not followed' warning) was warned as an --exclude that 'left nothing out', a slip the user had not made."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1/a.tif": 1})
+    make_folder(tmp_path / "elsewhere", counts={"c.tif": 1})
+    (root / "S2").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0, exclude=["S2/"])
+    assert (s.n_images, s.ignored, s.warnings) == (1, ["S2/"], [])
+    s = run_batch(root, tmp_path / "out2", model=None, process=threshold_process, workers=0)
+    assert (s.ignored, len(s.warnings)) == ([], 1) and "not followed" in s.warnings[0]
