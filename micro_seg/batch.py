@@ -1052,23 +1052,28 @@ def _outputs_taken_over(files: list[InputFile], todo: list[InputFile], known: Ma
     ``x.tif`` takes the stem ``x_png`` that ``x.png`` had): such an image is redone under its new stem, which may
     in turn take another's file, so this repeats until nothing more is taken.
 
+    A finished image whose recorded file is another input's own output name now is redone too: that input wrote
+    it, or will (a batch before this check, run after ``x_png.tif`` was added, left ``x.png``'s row naming it).
+
     >>> f = [InputFile(f"/in/{n}", n, s, True, 1, 1) for n, s in (("x.png", "x_png_2"), ("x_png.tif", "x_png"))]
     >>> _outputs_taken_over(f, [f[1]], {"x.png": {"labels_path": "labels/x_png_labels.tif"}})
+    {'x.png'}
+    >>> _outputs_taken_over(f, [], {"x.png": {"labels_path": "labels/x_png_labels.tif"},
+    ...                             "x_png.tif": {"labels_path": "labels/x_png_labels.tif"}})
     {'x.png'}
     """
     redo = {f.relpath for f in todo}
     stems = {f.relpath: f.stem for f in files}
+    keys = ("labels_path", "overlay_path", "objects_path")
+    recorded = {f.relpath: {(known.get(f.relpath) or {}).get(k) for k in keys} - {None} for f in files}
+    owner = {name: f.relpath for f in files for name in _output_files(f.stem)}
+    new = redo | {rel for rel, paths in recorded.items() if any(owner.get(p, rel) != rel for p in paths)}
+    redo |= new
     claimed: set[str] = set()
-    new = set(redo)
     while new:
         for rel in new:
             claimed |= _output_files(stems[rel])
-        new = set()
-        for f in files:
-            row = known.get(f.relpath) or {}
-            recorded = {row.get(k) for k in ("labels_path", "overlay_path", "objects_path")}
-            if f.relpath not in redo and recorded & claimed:
-                new.add(f.relpath)
+        new = {rel for rel, paths in recorded.items() if rel not in redo and paths & claimed}
         redo |= new
     return redo - {f.relpath for f in todo}
 

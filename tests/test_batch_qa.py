@@ -94,6 +94,38 @@ def test_an_added_file_that_takes_a_finished_images_output_stem_does_not_leave_i
     assert len({rows[rel]["overlay"] for rel in rows}) == 3
 
 
+
+def test_a_finished_image_left_naming_another_images_labels_by_an_earlier_release_is_redone(tmp_path, monkeypatch):
+    """An OUT_DIR where x_png.tif was added beside x.png before the take-over check existed: x.png's row names
+    labels/s/x_png_labels.tif, which x_png.tif wrote over, and the re-run kept that pairing (0 processed)."""
+    pytest.importorskip("torch")
+    import tifffile
+    from PIL import Image
+
+    import micro_seg.batch as batch
+    from test_batch_engine import constant_model
+
+    model = constant_model(tmp_path / "models" / "one-grain", task="grains", classes=["grain", "boundary"],
+                           winner=0, name="one-grain")
+    root, out = tmp_path / "in", tmp_path / "out"
+    (root / "s").mkdir(parents=True)
+    Image.fromarray(disk_image(1, seed=0, shape=(64, 72))).save(root / "s" / "x.png")
+    write_tiff(root / "s" / "x.tif", disk_image(1, seed=1, shape=(64, 80)))
+    run_batch(root, out, model=str(model), workers=0)
+    write_tiff(root / "s" / "x_png.tif", disk_image(1, seed=2, shape=(64, 96)))
+    with monkeypatch.context() as m:  # the release before the check
+        m.setattr(batch, "_outputs_taken_over", lambda files, todo, known: set())
+        run_batch(root, out, model=str(model), workers=0)
+    rows = read_rows(out / "images.csv")
+    assert rows["s/x.png"]["labels"] == rows["s/x_png.tif"]["labels"] == "labels/s/x_png_labels.tif"
+    s = run_batch(root, out, model=str(model), workers=0)
+    assert (s.n_processed, s.n_skipped) == (1, 2)
+    rows = read_rows(out / "images.csv")
+    for rel, shape in {"s/x.png": (64, 72), "s/x.tif": (64, 80), "s/x_png.tif": (64, 96)}.items():
+        assert tifffile.imread(out / rows[rel]["labels"]).shape == shape, rel
+    assert len({rows[rel]["overlay"] for rel in rows}) == 3
+    assert run_batch(root, out, model=str(model), workers=0).n_processed == 0
+
 # ------------------------------------------------------------------ 2. qc of a batch: image checks never vanish
 def test_qc_of_batch_output_reviews_image_checks_it_cannot_run(tmp_path, capsys, monkeypatch):
     root = tmp_path / "in"
