@@ -249,12 +249,17 @@ IGNORE_FILE = ".micro-seg-ignore"
 
 def read_ignore_file(in_dir: str | os.PathLike) -> list[str]:
     """Glob patterns from ``IN_DIR/.micro-seg-ignore`` (one per line, ``#`` comments; a UTF-8 byte order mark, as
-    Windows Notepad writes, is not part of the first pattern)."""
+    Windows Notepad writes, is not part of the first pattern, and a file in UTF-16, as Windows PowerShell's
+    ``"truth/" > .micro-seg-ignore`` writes, is read as such)."""
+    import codecs
+
     p = Path(in_dir) / IGNORE_FILE
     if not p.is_file():
         return []
+    raw = p.read_bytes()
+    utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     out = []
-    for line in p.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+    for line in raw.decode("utf-16" if utf16 else "utf-8-sig", errors="replace").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             out.append(line)

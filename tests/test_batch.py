@@ -486,6 +486,18 @@ def test_ignore_file_saved_with_a_byte_order_mark_still_leaves_out_its_first_pat
     assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == ["a.tif"]
 
 
+def test_ignore_file_in_utf16_as_windows_powershell_writes_it_leaves_out_its_patterns(tmp_path):
+    """PowerShell 5's '"truth/" > .micro-seg-ignore' writes UTF-16 with a byte order mark: read as UTF-8 its patterns
+    were garbage that matched nothing, so the truth masks were measured as fields, without a word."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 2, "truth/a_labels.tif": 1, "b.tif": 3})
+    for i, encoding in enumerate(("utf-16-le", "utf-16-be")):
+        (root / ".micro-seg-ignore").write_bytes("\ufefftruth/\r\nb.tif\r\n".encode(encoding))
+        s = run_batch(root, tmp_path / f"out{i}", model=None, process=threshold_process, workers=0)
+        assert sorted(s.ignored) == ["b.tif", "truth/"], encoding
+        assert [r["path"] for r in read_csv(tmp_path / f"out{i}" / "images.csv")] == ["a.tif"]
+
+
 def test_an_exclude_that_leaves_nothing_out_is_warned_with_the_pattern_it_meant(tmp_path, monkeypatch):
     """--exclude in/truth/ (shell completion from the current folder) matched nothing, silently: the ground-truth
     masks were measured as fields of the specimen."""
