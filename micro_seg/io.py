@@ -1053,16 +1053,32 @@ def write_labels(
     kwargs: dict[str, Any] = {"compression": "zlib", "metadata": {"micro_seg": info}}
     if px is not None:
         kwargs.update(resolution=(1e4 / px, 1e4 / px), resolutionunit="CENTIMETER")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = _temporary_name(path)
     try:
         tifffile.imwrite(tmp, arr, **kwargs)
         os.replace(tmp, path)
     except OSError as exc:
         raise InputFileNotFoundError(f"{path}: cannot write ({_one_line(exc.strerror or exc)})") from None
     finally:
-        if tmp.exists():
+        try:
             tmp.unlink()
+        except OSError:  # renamed (the usual case), or never made (its exists() raised for a name too long)
+            pass
     return path
+
+
+def _temporary_name(path: Path) -> Path:
+    """``.<name>.<pid>.<8 hex>.tmp`` beside ``path``, the name part cut (its suffix kept) where the whole would pass
+    the 255 bytes a file name may have: the labels of a long image name are written whenever their own name fits.
+
+    >>> len(_temporary_name(Path("/out") / ("晶" * 80 + "_labels.tif")).name.encode()) <= 255
+    True
+    """
+    tail = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    stem = path.stem
+    while stem and len(os.fsencode(f".{stem}{path.suffix}{tail}")) > 255:
+        stem = stem[:-1]
+    return path.with_name(f".{stem}{path.suffix}{tail}")
 
 
 #: The class schema of a training folder (napari Annotate writes it next to ``images/`` and ``labels/``;

@@ -228,6 +228,27 @@ def test_analyze_pores_phases_and_defects(model_dir, tmp_path, capsys):
     np.testing.assert_array_equal(labels, (img > 128).astype(labels.dtype))
 
 
+def test_segment_of_a_long_image_name_writes_its_labels_or_refuses_it_before_the_work(model_dir, tmp_path, capsys):
+    """An image named with 80 CJK characters (240 bytes): '<stem>_labels.tif' fits a file name's 255 bytes, but
+    segment said 'internal error: OSError: File name too long' (its temporary name was 33 bytes longer), exit 1."""
+    path, truth, _ = _grain_image(tmp_path)
+    long_path = path.with_name("晶" * 80 + ".tif")
+    path.rename(long_path)
+    out_dir = tmp_path / "out"
+    code, out, err = _run(["segment", str(long_path), "--model", "test-grains", "--out", str(out_dir), "--json"],
+                          capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["labels"] == str(out_dir / ("晶" * 80 + "_labels.tif"))
+    assert read_labels(res["labels"])[0].shape == truth.shape
+    assert sorted(os.listdir(out_dir)) == ["晶" * 80 + "_labels.tif"]  # no temporary left
+    # '<stem>_probabilities.tif' (and its temporary) cannot fit: refused before the work, naming the image
+    code, out, err = _run(["segment", str(long_path), "--model", "test-grains", "--out", str(out_dir),
+                           "--probabilities"], capsys)
+    assert code == 2 and "internal error" not in err and len(err.strip().splitlines()) == 1
+    assert f"{long_path}: its name is too long for segment's output" in err and "_probabilities.tif" in err
+
+
 def test_segment_bad_image_exit_2(model_dir, tmp_path, capsys):
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00garbage")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -467,3 +468,17 @@ def test_png_colour_key_of_a_low_bit_depth_grey_image_is_named(tmp_path, depth, 
     assert f"marks the value {key * scale} as transparent, but micro-seg analyses them as image pixels" in warned[0]
     plain = read_micrograph(db.low_depth_grey_png(tmp_path / "plain.png", raw, depth))
     assert not [w for w in plain.reader_warnings if "transparent" in w]
+
+
+def test_write_labels_of_a_long_name_that_fits_writes_it_and_one_that_does_not_says_so(tmp_path):
+    """'<80 CJK characters>_labels.tif' (251 bytes) fits a file name, its temporary (33 bytes more) did not: the
+    OSError of the clean-up, not write_labels' own message, reached the user as an internal error."""
+    from micro_seg.errors import MicroSegError
+
+    fits = tmp_path / ("晶" * 80 + "_labels.tif")
+    assert write_labels(fits, np.eye(3, dtype=int)) == fits
+    assert read_labels(fits)[0].tolist() == np.eye(3, dtype=int).tolist()
+    assert os.listdir(tmp_path) == [fits.name]
+    too_long = tmp_path / ("晶" * 90 + "_labels.tif")
+    with pytest.raises(MicroSegError, match="cannot write"):
+        write_labels(too_long, np.eye(3, dtype=int))

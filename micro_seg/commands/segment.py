@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,22 @@ def write_probabilities(path: Path, probabilities, *, classes: list[str], pixel_
     return path
 
 
+def _refuse_names_too_long(args: argparse.Namespace, out: Path, stem: str) -> None:
+    """Refuse, before the work, an image whose output file names would pass the 255 bytes a file name may have (a
+    long name, or ~80 CJK characters at 3 bytes each): it was 'internal error: OSError: File name too long'."""
+    from micro_seg.errors import OutputPathError
+
+    names = {f"{stem}_labels.tif": f"{stem}_labels.tif"}  # write_labels cuts its temporary name to fit
+    for suffix, asked in (("_probabilities.tif", args.probabilities), ("_uncertainty.tif", args.uncertainty)):
+        if asked:  # written through .<name>.<pid>.part (write_probabilities)
+            names[f"{stem}{suffix}"] = f".{stem}{suffix}.{os.getpid()}.part"
+    for name, longest in names.items():
+        if len(os.fsencode(longest)) > 255:
+            raise OutputPathError(f"{args.image}: its name is too long for segment's output {out / name} (a file "
+                                  "name may have 255 bytes): rename or copy the image to a shorter name (micro-seg "
+                                  "batch shortens such names itself)")
+
+
 def _refuse_foreign_labels(labels_path: Path, image: str) -> list[str]:
     """Refuse to replace a ``<stem>_labels.tif`` that segment did not write for this image: labels that record no
     source image (hand-traced ground truth named the way ``train`` pairs labels, annotations, another tool's) or
@@ -271,6 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check_output_folder(out, "--out")  # refused before the work, but made only when there is something to write
     stem = Path(args.image).stem + (f"_p{args.page}" if args.page else "")  # pages of one file never collide
     labels_path = out / f"{stem}_labels.tif"
+    _refuse_names_too_long(args, out, stem)
     replaced = _refuse_foreign_labels(labels_path, args.image)  # before the work: never lost
     micrograph, seg = segment_file(args, keep_probabilities=args.probabilities, check_contrast=True)
     card, px = seg.card, micrograph.pixel_size_um
