@@ -1105,7 +1105,8 @@ def _unmatched_excludes(patterns: list[str], ignored: list[str], in_path: Path, 
     never reads (OUT_DIR, another batch's output folder, a hidden one) is no slip."""
     out = []
     for pat in dict.fromkeys(patterns):
-        if any(_ignored(p.rstrip("/"), [pat], is_dir=p.endswith("/")) for p in ignored):
+        # ignored names are text (utf8_text: \xb5 for a byte that is not UTF-8), as the pattern must be to match them
+        if any(_ignored(p.rstrip("/"), [utf8_text(pat)], is_dir=p.endswith("/")) for p in ignored):
             continue
         named = (in_path / pat.strip("/")).resolve() if pat.strip("/") and not any(c in pat for c in "*?[") else None
         if named is not None and (named == out_path or (named / DB_NAME).is_file() or named.name.startswith(".")):

@@ -394,3 +394,21 @@ def test_copies_of_one_field_are_warned_about(tmp_path, grain_model):
     assert warning in (out / "report.html").read_text(encoding="utf-8")
     s = run_batch(root, out, model=grain_model, workers=0, exclude=["f0 (1).tif"])
     assert not any("same content" in w for w in s.warnings)
+
+
+def test_an_exclude_naming_a_file_that_is_not_utf8_is_not_warned_as_leaving_nothing_out(tmp_path):
+    """--exclude $'s/\\xb5m.tif' (the name as the shell gives it) left the file out, and was warned as an --exclude
+    that 'left nothing out': the left-out names are text (\\xb5), the pattern was compared as bytes."""
+    from test_batch import threshold_process
+
+    root = tmp_path / "in"
+    write_tiff(root / "s" / "f0.tif", disk_image(3, seed=0), pixel_size_um=0.5)
+    try:
+        write_tiff(Path(os.fsdecode(os.fsencode(root / "s") + b"/\xb5m.tif")), disk_image(3, seed=1), pixel_size_um=0.5)
+        os.makedirs(os.fsdecode(os.fsencode(root) + b"/\xe9ch"))
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    write_tiff(Path(os.fsdecode(os.fsencode(root) + b"/\xe9ch/a.tif")), disk_image(3, seed=2), pixel_size_um=0.5)
+    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0,
+                  exclude=[os.fsdecode(b"s/\xb5m.tif"), os.fsdecode(b"\xe9ch/")])
+    assert (s.n_images, sorted(s.ignored), s.warnings) == (1, ["\\xe9ch/", "s/\\xb5m.tif"], [])
