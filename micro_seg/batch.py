@@ -1112,7 +1112,10 @@ def _unmatched_excludes(patterns: list[str], ignored: list[str], in_path: Path, 
         if named is not None and (named == out_path or (named / DB_NAME).is_file() or named.name.startswith(".")):
             continue
         hint = ""
-        target = Path(pat).expanduser().resolve()
+        try:
+            target = Path(pat).expanduser().resolve()
+        except (RuntimeError, OSError):  # '~$*' (Office's lock files) is a pattern, not a user's home folder
+            target = in_path
         if target != in_path and target.is_relative_to(in_path) and target.exists():
             hint = f"; for {target} give --exclude '{target.relative_to(in_path).as_posix()}{'/' * target.is_dir()}'"
         out.append(f"--exclude '{pat}' left nothing out (patterns are relative to IN_DIR {in_path}, gitignore-like: "

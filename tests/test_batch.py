@@ -554,3 +554,14 @@ def test_an_exclude_of_a_symlinked_folder_is_not_warned_as_leaving_nothing_out(t
     assert (s.n_images, s.ignored, s.warnings) == (1, ["S2/"], [])
     s = run_batch(root, tmp_path / "out2", model=None, process=threshold_process, workers=0)
     assert (s.ignored, len(s.warnings)) == ([], 1) and "not followed" in s.warnings[0]
+
+
+def test_an_exclude_starting_with_a_tilde_is_a_pattern_not_a_home_folder(tmp_path):
+    """--exclude '~$*' (the lock files Office leaves beside a document) stopped the batch before its first image with
+    'internal error: RuntimeError: Could not determine home directory', exit 1."""
+    root = tmp_path / "in"
+    make_folder(root, counts={"a.tif": 2, "~$b.tif": 1})
+    s = run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0, exclude=["~$*", "~x*"])
+    assert s.ignored == ["~$b.tif"]
+    assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == ["a.tif"]
+    assert len(s.warnings) == 1 and s.warnings[0].startswith("--exclude '~x*' left nothing out")
