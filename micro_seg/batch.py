@@ -256,7 +256,11 @@ def read_ignore_file(in_dir: str | os.PathLike) -> list[str]:
     p = Path(in_dir) / IGNORE_FILE
     if not p.is_file():
         return []
-    raw = p.read_bytes()
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:  # not readable by this user (a shared archive): its patterns cannot be left unapplied
+        raise BatchOptionError(f"{p}: cannot read this ignore file ({exc.strerror or exc}); make it readable or "
+                               "remove it") from None
     utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     out = []
     for line in raw.decode("utf-16" if utf16 else "utf-8-sig", errors="replace").splitlines():

@@ -565,3 +565,27 @@ def test_an_exclude_starting_with_a_tilde_is_a_pattern_not_a_home_folder(tmp_pat
     assert s.ignored == ["~$b.tif"]
     assert [r["path"] for r in read_csv(tmp_path / "out" / "images.csv")] == ["a.tif"]
     assert len(s.warnings) == 1 and s.warnings[0].startswith("--exclude '~x*' left nothing out")
+
+
+def test_an_ignore_file_that_cannot_be_read_is_one_clear_error_naming_it(tmp_path, monkeypatch):
+    """A subfolder's .micro-seg-ignore that the user may not read (mode 600, another user's, in a shared archive)
+    was 'internal error: PermissionError ... re-run with --debug', exit 1."""
+    import pathlib
+
+    from micro_seg.batch import BatchOptionError
+
+    root = tmp_path / "in"
+    make_folder(root, counts={"S1/a.tif": 2})
+    (root / "S1" / ".micro-seg-ignore").write_text("truth/\n")
+    real = pathlib.Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == ".micro-seg-ignore":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+    with pytest.raises(BatchOptionError) as err:  # exit 2, one line
+        run_batch(root, tmp_path / "out", model=None, process=threshold_process, workers=0)
+    assert str(err.value) == (f"{root / 'S1' / '.micro-seg-ignore'}: cannot read this ignore file (Permission "
+                              "denied); make it readable or remove it")
