@@ -158,3 +158,24 @@ def test_an_ignored_value_no_pixel_has_is_warned_about():
     assert res.summary["phase_fractions"]["3"] == pytest.approx(0.1)
     assert any("no pixel has the ignored class value 255" in w and "0, 1, 3" in w for w in res.warnings)
     assert not any("ignored class value" in w for w in measure_phases(c, ignore_index=3, fields=None).warnings)
+
+
+def test_ignored_pixels_do_not_inflate_a_mostly_ignored_field():
+    """--ignore: a field that is almost all ignored (mount, unlabelled) weighs by what it analysed.
+
+    5 x 5 fields of 20 x 20 px; field (0, 0) is ignored (value 9) except one 2 x 2 block of class 1, the other
+    24 fields are class 0.  Class 1 is 4 of the 9604 analysed pixels, and each 2 x 2 block holds one point of
+    the 10 x 10 grid, so the E562 point count has the same answer.  A plain mean over fields gave 1/25 = 0.04
+    (100x too much) for both the point count and the field mean, with an interval far from the pooled fraction.
+    """
+    cls = np.zeros((100, 100), np.uint8)
+    cls[:20, :20] = 9
+    cls[10:12, 10:12] = 1
+    s = measure_phases(cls, fields=(5, 5), points_per_field=100, ignore_index=9).summary
+    truth = 4 / (24 * 400 + 4)
+    assert s["phase_fractions"]["1"] == pytest.approx(truth)
+    assert s["field_mean_fractions"]["1"] == pytest.approx(truth)
+    pc = s["point_count"]
+    assert pc["n_points"] == 24 * 100 + 1
+    assert pc["fractions"]["1"] == pytest.approx(1 / 2401)
+    assert s["ci95"]["1"] < 0.01 and pc["ci95"]["1"] < 0.01  # around the pooled value, not 0.04 +- 0.08

@@ -117,6 +117,33 @@ def _class_image(classes: np.ndarray, what: str) -> np.ndarray:
     return classes.astype(np.int64) if classes.dtype == np.uint64 else classes
 
 
+def _ratio_statistics(fractions: np.ndarray, weights: np.ndarray) -> dict:
+    """:func:`field_statistics` of per-field fractions whose fields analysed ``weights`` pixels (or points) each.
+
+    The mean is the pooled fraction (sum of hits over sum of analysed pixels / points) and the interval the
+    ratio estimator's (Cochran, Sampling Techniques, 6.9): with equal weights both are exactly the plain mean,
+    s and t s / sqrt(n) of the field values.  A field with few analysed pixels (the rest ignored) then weighs
+    little, instead of as much as a whole field.
+
+    >>> _ratio_statistics(np.array([1.0, 0.0, 0.0]), np.array([4.0, 400.0, 400.0]))["mean"] == 4 / 804
+    True
+    >>> s = _ratio_statistics(np.array([0.2, 0.4]), np.array([10.0, 10.0])); t = field_statistics([0.2, 0.4])
+    >>> bool(np.isclose(s["mean"], t["mean"]) and np.isclose(s["ci95"], t["ci95"]))
+    True
+    """
+    f = np.asarray(fractions, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    keep = np.isfinite(f) & (w > 0)
+    f, w = f[keep], w[keep]
+    if f.size == 0:
+        return field_statistics([])
+    mean = float(np.sum(w * f) / np.sum(w))
+    # residuals of the ratio estimator, in units of a field of average size; their mean is 0
+    resid = w / w.mean() * (f - mean)
+    s = field_statistics(mean + resid)
+    return {**s, "mean": mean, "ra_percent": 100.0 * s["ci95"] / mean if mean != 0 else math.nan}
+
+
 def measure_phases(
     classes: np.ndarray,
     *,
@@ -248,6 +275,7 @@ def measure_phases(
         warnings.append(f"{what}: points_per_field={ppf}: the E562 grid is square and at most one point per pixel "
                         f"row of a field; {k} x {k} = {k * k} points per field were used")
     field_area = np.zeros(len(slices))
+    field_points = np.zeros(len(slices))
     field_frac = np.full((len(slices), len(class_ids)), np.nan)
     point_frac = np.full((len(slices), len(class_ids)), np.nan)
     n_points_used = 0
@@ -267,6 +295,7 @@ def measure_phases(
         pv = vsub[np.ix_(pr, pc)].ravel()
         pts = pts[pv]
         n_points_used += int(pts.size)
+        field_points[f] = pts.size
         if pts.size:
             pcnt = np.bincount(pts, minlength=nk)
             point_frac[f] = pcnt[class_ids] / pts.size
@@ -278,8 +307,10 @@ def measure_phases(
             row[f"fraction_{key}"] = field_frac[f, j]
             row[f"point_fraction_{key}"] = point_frac[f, j]
         field_rows.append(row)
-    fstats = [field_statistics(field_frac[:, j]) for j in range(len(class_ids))]
-    pstats = [field_statistics(point_frac[:, j]) for j in range(len(class_ids))]
+    # fields hold different numbers of analysed pixels / points where --ignore leaves some out (a field that is
+    # mostly mount or unlabelled): each field counts by what it analysed, as the pooled fraction does
+    fstats = [_ratio_statistics(field_frac[:, j], field_area) for j in range(len(class_ids))]
+    pstats = [_ratio_statistics(point_frac[:, j], field_points) for j in range(len(class_ids))]
     if shrink_note:
         warnings.append(shrink_note)
     n_fields = int(np.count_nonzero(field_area))  # fields with analysed pixels: a wholly ignored field is none
