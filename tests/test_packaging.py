@@ -53,3 +53,14 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_test_one():
     assert "pytest" in setup_and_test
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert setup_and_test in ci.splitlines(), "the README test command and .ci/run have drifted apart"
+
+
+def test_readme_install_can_read_the_property_tables_link_accepts():
+    """`micro-seg link` reads .xlsx property tables (its --help says so); pandas needs openpyxl for them, and the
+    README's install (`-e ".[gui]"`) must bring it, or a lab's Excel table is refused after installing as told."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    installed = project["dependencies"] + project["optional-dependencies"]["gui"]
+    names = {d.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in installed}
+    assert "openpyxl" in names
