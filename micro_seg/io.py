@@ -1136,7 +1136,8 @@ def labels_source(path: str | os.PathLike[str]) -> str | None:
 def is_written_labels(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a label image :func:`write_labels` wrote (``segment``'s labels, napari's File > Save
     of a Labels layer, a training folder's labels): a TIFF whose micro-seg description is not that of another
-    micro-seg output (``kind``, e.g. the float ``probabilities``).
+    micro-seg output (``kind``, e.g. the float ``probabilities``); grain or defect instance labels (``kind``
+    ``instances``, :func:`labels_are_instances`) are label images too.
 
     Examples
     --------
@@ -1145,11 +1146,13 @@ def is_written_labels(path: str | os.PathLike[str]) -> bool:
     >>> tifffile.imwrite(os.path.join(d, "img.tif"), np.zeros((2, 2), "uint8"))
     >>> is_written_labels(write_labels(os.path.join(d, "l.tif"), np.eye(2, dtype=int))), is_written_labels(os.path.join(d, "img.tif"))
     (True, False)
+    >>> is_written_labels(write_labels(os.path.join(d, "g.tif"), np.eye(2, dtype=int), instances=True))
+    True
     """
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return False
     info = _micro_seg_description(Path(path))
-    return info is not None and info.get("kind") is None
+    return info is not None and info.get("kind") in (None, "instances")
 
 
 def _palette_indices(path: Path, page: int, shape: tuple) -> np.ndarray:

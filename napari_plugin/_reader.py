@@ -60,13 +60,15 @@ def labels_layer_data(path, labels, pixel_size_um: float | None, *,
                       calibration_source: str = "tiff-resolution") -> LayerData:
     """napari Labels layer data of a label image micro-seg wrote (:func:`micro_seg.io.is_written_labels`), so that
     a saved segmentation or edit opens as labels (Measure lists it), calibrated, with its class names."""
-    from micro_seg.io import labels_classes
+    from micro_seg.io import labels_are_instances, labels_classes
 
     classes = labels_classes(path)
     ms: dict[str, Any] = {"path": str(path), "pixel_size_um": pixel_size_um,
                           "calibration_source": calibration_source if pixel_size_um else None, "databar_rows": 0}
     if classes:  # a class map (value i = classes[i]): Measure offers phase fractions with these names
         ms.update(kind="classes", classes=classes)
+    elif labels_are_instances(path):  # grains (or defects), each its own number: File > Save records it again
+        ms["instances"] = True
     kwargs: dict[str, Any] = {"name": Path(str(path)).stem, "metadata": {"micro_seg": ms}}
     if pixel_size_um:
         kwargs["scale"] = (pixel_size_um, pixel_size_um)

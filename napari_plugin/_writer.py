@@ -50,8 +50,10 @@ def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
         # measure them as background (G and phase fractions off); segment and batch write the rows above the bar too
         labels = labels[: labels.shape[0] - bar]
     try:
+        # instances recorded (a grain layer, or a reopened instance file) so that micro-seg train never reads
+        # each grain number as a class
         out = write_labels(path, labels, pixel_size_um=px, classes=classes,
-                           instances=ms.get("kind") == "grains")  # so that micro-seg train never reads them as classes
+                           instances=ms.get("kind") == "grains" or bool(ms.get("instances")))
     except (MicroSegError, OSError) as exc:
         name = meta.get("name") or "labels"
         where = "" if str(path) in str(exc) else f" to {path}"  # the engine's messages name the file already

@@ -1952,3 +1952,30 @@ def test_segment_again_after_calibrating_in_the_console_gives_the_results_its_un
     for name in ("field classes", "field uncertainty"):
         layer = viewer.layers[name]
         assert tuple(layer.scale) == (0.5, 0.5) and [str(u) for u in layer.units] == ["micrometer", "micrometer"]
+
+
+def test_grain_labels_micro_seg_wrote_open_as_labels_and_stay_instances_when_saved_again(make_napari_viewer, qtbot,
+                                                                                          tmp_path):
+    """segment's grain labels (and File > Save of a grain layer) record 'instances' so that micro-seg train refuses
+    them; the reader took that record for 'not labels' and opened them as an Image (Measure does not list it), and
+    a reopened layer saved again lost the record (micro-seg train then read each grain number as a class)."""
+    from micro_seg.io import labels_are_instances, write_labels
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import GRAINS, MeasureWidget
+    from napari_plugin._writer import write_labels_layer
+
+    grains = voronoi_labels((80, 100), n_grains=30, seed=5)
+    seg = write_labels(tmp_path / "field_labels.tif", grains, pixel_size_um=0.5, instances=True)  # as segment does
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(seg), plugin="micro-seg")
+    assert [type(layer).__name__ for layer in layers] == ["Labels"]
+    layer = layers[0]
+    np.testing.assert_array_equal(layer.data, grains)
+    assert tuple(layer.scale) == pytest.approx((0.5, 0.5))
+    meas = MeasureWidget(viewer)
+    assert meas._labels.value is layer and meas._kind.value == GRAINS
+    meas.run()
+    wait_idle(qtbot, meas)
+    assert meas.summary["n_grains"] == int(grains.max())
+    out = write_labels_layer(str(tmp_path / "edited.tif"), layer.data, layer._get_state())[0]
+    assert labels_are_instances(out)
