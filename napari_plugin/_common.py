@@ -209,12 +209,14 @@ def image_link(layer, layers=()) -> str:
 
 def made_from(layer, image, layers=()) -> bool:
     """True when ``layer`` (a result, annotations...) was made from image layer ``image``: by the image's id, else
-    (layers that recorded no id: sample truth, batch results; or an id several images of ``layers`` share, as a
-    duplicated image does) by its name."""
+    (layers that recorded no id: sample truth, batch results; an id several images of ``layers`` share, as a
+    duplicated image does; or the id of an image no longer in ``layers``, closed and opened again from its file as a
+    new layer) by its name."""
     ms = _ms_meta(layer)
     uid = _ms_meta(image).get("id")
     if ms.get("image_id") and not (uid and len(_images_with_id(layers, uid)) > 1):
-        return ms["image_id"] == uid
+        if ms["image_id"] == uid or not layers or _images_with_id(layers, ms["image_id"]):
+            return ms["image_id"] == uid
     return ms.get("image") is not None and ms.get("image") == image.name
 
 

@@ -1979,3 +1979,33 @@ def test_grain_labels_micro_seg_wrote_open_as_labels_and_stay_instances_when_sav
     assert meas.summary["n_grains"] == int(grains.max())
     out = write_labels_layer(str(tmp_path / "edited.tif"), layer.data, layer._get_state())[0]
     assert labels_are_instances(out)
+
+
+def test_annotations_still_belong_to_their_image_reopened_from_disk(make_napari_viewer, tmp_path, notes):
+    """The image closed and opened again (same file, same name): its annotation layer recorded the id of the closed
+    layer, so Save and Train refused the user's strokes ("made for 'field1', not 'field1'"), with no way to save them.
+    Another image of that size is still refused."""
+    from napari_plugin._annotate import AnnotateWidget
+    from napari_plugin._train import TrainWidget
+
+    viewer = make_napari_viewer()
+    (one, truth), (two, _) = two_phase_image((64, 64), seed=1), two_phase_image((64, 64), seed=2)
+    field1 = viewer.add_image(one, name="field1")
+    ann = AnnotateWidget(viewer)
+    ann._image.value = field1
+    ann._classes.value = "matrix, particle"
+    strokes = ann.new_annotation_layer()
+    strokes.data = np.where(truth, 2, 1).astype(np.uint8)
+    viewer.layers.remove(field1)
+    again = viewer.add_image(one, name="field1")  # File > Open of the same file
+    viewer.add_image(two, name="field2")
+    ann._image.value, ann._annotations.value = again, strokes
+    ann._folder.value = str(tmp_path / "training")
+    assert ann.save_pair() is not None, _messages(notes)
+    train = TrainWidget(viewer)
+    train._image.value, train._annotations.value = again, strokes
+    train._name.value = "my-steel"
+    assert train._params() is not None, _messages(notes)
+    train._image.value = viewer.layers["field2"]
+    assert train._params() is None
+    assert any("made for 'field1', not 'field2'" in m for m in _messages(notes, "warning"))
