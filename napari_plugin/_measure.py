@@ -290,8 +290,10 @@ class MeasureWidget(Container):
         self._exported: dict[str, int] = {}  # CSV written -> id of the layer whose numbers it holds
         self._csv_chosen: str | None = None  # the file the user picked (or typed) since the last export
         self._csv.changed.connect(lambda value: setattr(self, "_csv_chosen", self._csv_path(value)))
-        # after the file dialog (which asks before replacing a file), also when it returned the file already shown
-        self._csv.choose_btn.changed.connect(lambda *_: setattr(self, "_csv_chosen", self._csv_path(self._csv.value)))
+        # a file the file dialog returned (it asks before replacing a file) is picked, also the one already shown;
+        # a dialog cancelled picks nothing (the file shown may hold another layer's numbers)
+        self._csv.choose_btn.changed.disconnect(self._csv._on_choose_clicked)
+        self._csv.choose_btn.changed.connect(self._choose_csv)
         self._show_all_btn.changed.connect(self._show_all)
         self.table_view.clicked.connect(lambda index: self.select_row(index.row()))
         connect_layer_events(napari_viewer, self)
@@ -620,6 +622,17 @@ class MeasureWidget(Container):
     def _show_all(self, *_: Any) -> None:
         if self._measured_layer is not None:
             self._measured_layer.show_selected_label = False
+
+    def _choose_csv(self, *_: Any) -> None:
+        """'Export to' file dialog (magicgui's own, which also sets the box): the file it returns is picked for the
+        next export; nothing when it was cancelled."""
+        shown = self._csv.value
+        start = str(Path(str(shown)).expanduser().absolute()) if shown else None
+        result = self._csv._show_file_dialog(self._csv.mode, caption=self._csv._btn_text, start_path=start,
+                                             filter=self._csv.filter)
+        if result:
+            self._csv.value = result
+            self._csv_chosen = self._csv_path(self._csv.value)
 
     @staticmethod
     def _csv_path(value) -> str:

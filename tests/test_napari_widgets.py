@@ -2009,3 +2009,35 @@ def test_annotations_still_belong_to_their_image_reopened_from_disk(make_napari_
     train._image.value = viewer.layers["field2"]
     assert train._params() is None
     assert any("made for 'field1', not 'field2'" in m for m in _messages(notes, "warning"))
+
+
+def test_export_after_a_cancelled_file_dialog_keeps_another_layers_file(make_napari_viewer, qtbot, tmp_path, notes):
+    """Export A; measure B; 'Choose' under 'Export to', then Cancel; Export: the cancelled dialog counted as picking
+    the file shown, so B's table replaced A's file without a word. Now it goes to grains_2.csv, as without the dialog;
+    a file the dialog returns is still replaced."""
+    import pandas as pd
+
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+
+    viewer = make_napari_viewer()
+    a = viewer.add_labels(voronoi_labels((96, 96), n_grains=20, seed=1), name="A")
+    b = viewer.add_labels(voronoi_labels((96, 96), n_grains=40, seed=2), name="B")
+    n_a, n_b = (len(np.setdiff1d(np.unique(layer.data), [0])) for layer in (a, b))
+    w = MeasureWidget(viewer)
+    w._csv.value = str(tmp_path / "grains.csv")
+    for layer, dialog in ((a, None), (b, "")):  # "": the dialog cancelled
+        w._labels.value = layer
+        w.run()
+        wait_idle(qtbot, w)
+        if dialog is not None:
+            w._csv._show_file_dialog = lambda *args, **kwargs: dialog
+            w._csv.choose_btn.changed.emit(True)
+        w.export_csv()
+    assert len(pd.read_csv(tmp_path / "grains.csv")) == n_a
+    assert len(pd.read_csv(tmp_path / "grains_2.csv")) == n_b
+    assert any("grains.csv holds other measurements" in m for m in _messages(notes, "warning"))
+    w._csv._show_file_dialog = lambda *args, **kwargs: str(tmp_path / "grains.csv")  # picked: replaced
+    w._csv.choose_btn.changed.emit(True)
+    w.export_csv()
+    assert len(pd.read_csv(tmp_path / "grains.csv")) == n_b
