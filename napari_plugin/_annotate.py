@@ -40,6 +40,7 @@ from magicgui.widgets import (
 from micro_seg.io import CLASS_SCHEMA_FILE
 from napari_plugin._common import (
     JobRunner,
+    databar_rows,
     image_link,
     layer_pixel_size_um,
     made_from,
@@ -348,6 +349,11 @@ class AnnotateWidget(Container):
             notify_warning(f"'{pred.name}' does not say its class names; re-run Segment.")
             return
         image = self._image.value
+        if image is not None and data.ndim == 2 and databar_rows(image) and \
+                tuple(data.shape) == (np.shape(image.data)[0] - databar_rows(image), np.shape(image.data)[1]):
+            # labels of the part above the SEM data bar, as segment and batch write them (and File > Save now, then
+            # File > Open): padded to the image's height, the bar rows left unlabelled (-1 + 1 = 0 below)
+            data = np.pad(data.astype(np.int64), [(0, databar_rows(image)), (0, 0)], constant_values=-1)
         if image is not None and tuple(data.shape[:2]) != tuple(np.shape(image.data)[:2]):
             notify_error(f"'{pred.name}' ({data.shape[0]} x {data.shape[1]} px) is not a prediction of "
                          f"'{image.name}' ({np.shape(image.data)[0]} x {np.shape(image.data)[1]} px): segment this "

@@ -2041,3 +2041,27 @@ def test_export_after_a_cancelled_file_dialog_keeps_another_layers_file(make_nap
     w._csv.choose_btn.changed.emit(True)
     w.export_csv()
     assert len(pd.read_csv(tmp_path / "grains.csv")) == n_b
+
+
+def test_start_from_a_reopened_prediction_of_an_sem_image_with_a_data_bar(make_napari_viewer, tmp_path, notes):
+    """segment (and File > Save) write the labels of the rows above an SEM data bar; opened again (a Labels layer
+    now) they are the prediction of that image, but 'Start from prediction' refused them as 'not a prediction of'
+    the image ('segment this image first'). They now fill the rows above the bar; the bar rows stay unlabelled."""
+    from micro_seg.io import write_labels
+    from napari_plugin._annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((60, 80), np.uint8), name="sem",
+                             metadata={"micro_seg": {"databar_rows": 12}})
+    classes = np.zeros((48, 80), np.uint8)
+    classes[:, 40:] = 1
+    path = write_labels(tmp_path / "sem_labels.tif", classes, classes=["matrix", "particle"])  # as segment does
+    (pred,) = viewer.open(str(path), plugin="micro-seg")
+    ann = AnnotateWidget(viewer)
+    ann._image.value, ann._prediction.value = image, pred
+    ann.start_from_prediction()
+    assert not _messages(notes, "error")
+    out = np.asarray(ann._annotations.value.data)
+    assert out.shape == (60, 80)
+    np.testing.assert_array_equal(out[:48], classes + 1)
+    assert not out[48:].any()
