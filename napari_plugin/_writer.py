@@ -43,7 +43,8 @@ def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
     px = _pixel_size(meta)
     lost = calibration_lost(meta["scale"], meta.get("units") or ()) if px is None and meta.get("scale") is not None \
         else None
-    labels = np.asarray(data)
+    # a multiscale (pyramid) layer: its full resolution, the level its scale is that of (numpy reads the smallest)
+    labels = np.asarray(data[0] if meta.get("multiscale") else data)
     bar = int(ms.get("databar_rows") or 0)
     if bar and labels.ndim == 2 and bar < labels.shape[0]:
         # the rows of the SEM data bar are no part of the labels (Measure leaves them out): a file with them would

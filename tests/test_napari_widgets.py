@@ -2065,3 +2065,20 @@ def test_start_from_a_reopened_prediction_of_an_sem_image_with_a_data_bar(make_n
     assert out.shape == (60, 80)
     np.testing.assert_array_equal(out[:48], classes + 1)
     assert not out[48:].any()
+
+
+def test_save_of_a_multiscale_labels_layer_writes_its_full_resolution(tmp_path):
+    """File > Save of a pyramid Labels layer (OME-Zarr opened by another reader) wrote its smallest level with the
+    full resolution's pixel size: a 32 x 32 file at 0.5 um/px for a 64 x 64 layer, every area 4x too small."""
+    from napari.layers import Labels
+
+    from micro_seg.io import read_labels
+    from napari_plugin._writer import write_labels_layer
+
+    full = np.zeros((64, 64), np.uint8)
+    full[:, 32:] = 1  # half the field, by construction
+    layer = Labels([full, full[::2, ::2]], multiscale=True, scale=(0.5, 0.5), units=("um", "um"), name="pyramid")
+    out = write_labels_layer(str(tmp_path / "pyramid.tif"), layer.data, layer._get_state())[0]
+    labels, px = read_labels(out)
+    np.testing.assert_array_equal(labels, full)
+    assert px == pytest.approx(0.5)
