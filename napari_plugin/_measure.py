@@ -11,6 +11,7 @@ column, and exports both tables to CSV.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,7 +288,9 @@ class MeasureWidget(Container):
         self._run_btn.changed.connect(self.run)
         self._hist_col.changed.connect(self._draw_histogram)
         self._export_btn.changed.connect(self.export_csv)
-        self._exported: dict[str, int] = {}  # CSV written -> id of the layer whose numbers it holds
+        # CSV written -> the layer whose numbers it holds, weakly (an id() of a closed layer is reused by the next
+        # layer made: that layer's export replaced the closed one's file without a word)
+        self._exported: dict[str, weakref.ref] = {}
         self._csv_chosen: str | None = None  # the file the user picked (or typed) since the last export
         self._csv.changed.connect(lambda value: setattr(self, "_csv_chosen", self._csv_path(value)))
         # a file the file dialog returned (it asks before replacing a file) is picked, also the one already shown;
@@ -650,7 +653,7 @@ class MeasureWidget(Container):
             # not picked for this export: a file that is not this layer's own earlier export (another layer's, or
             # another day's numbers) is never replaced without a word; it stays, and these go next to it
             free, k = path, 2
-            while (self._exported.get(str(free)) != id(self._measured_layer)
+            while ((self._exported.get(str(free)) or (lambda: None))() is not self._measured_layer
                    and any(p.exists() for p in (free, free.with_name(free.stem + "_summary.csv")))):
                 free, k = path.with_name(f"{path.stem}_{k}.csv"), k + 1
             if free != path:
@@ -667,7 +670,8 @@ class MeasureWidget(Container):
         except OSError as exc:
             notify_error(f"{path}: cannot write ({exc.strerror or exc}); choose another file under 'Export to'.")
             return None
-        self._exported[str(path)] = id(self._measured_layer)
+        if self._measured_layer is not None:
+            self._exported[str(path)] = weakref.ref(self._measured_layer)
         written = [str(summary_path)] + ([str(path)] if self.table is not None else [])
         notify_info("Wrote " + " and ".join(written))
         self._status.value = f"Exported {Path(written[-1]).name}"

@@ -2082,3 +2082,37 @@ def test_save_of_a_multiscale_labels_layer_writes_its_full_resolution(tmp_path):
     labels, px = read_labels(out)
     np.testing.assert_array_equal(labels, full)
     assert px == pytest.approx(0.5)
+
+
+def test_export_of_a_new_layer_keeps_the_file_of_a_closed_one(make_napari_viewer, qtbot, tmp_path, notes,
+                                                               monkeypatch):
+    """Export remembered whose numbers a file holds by id(layer); Python gives a closed layer's id to a layer made
+    later, and that layer's export then replaced the closed one's file without a word. The reuse is made certain
+    here (every id() in the widget's module equal)."""
+    import pandas as pd
+
+    import napari_plugin._measure as measure_module
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+
+    monkeypatch.setattr(measure_module, "id", lambda obj: 1, raising=False)
+    viewer = make_napari_viewer()
+    a = viewer.add_labels(voronoi_labels((96, 96), n_grains=20, seed=1), name="A")
+    n_a = len(np.setdiff1d(np.unique(a.data), [0]))
+    w = MeasureWidget(viewer)
+    w._csv.value = str(tmp_path / "grains.csv")
+    w._labels.value = a
+    w.run()
+    wait_idle(qtbot, w)
+    w.export_csv()
+    viewer.layers.remove(a)
+    b = viewer.add_labels(voronoi_labels((96, 96), n_grains=40, seed=2), name="B")
+    n_b = len(np.setdiff1d(np.unique(b.data), [0]))
+    w._labels.value = b
+    w.run()
+    wait_idle(qtbot, w)
+    w.export_csv()
+    assert len(pd.read_csv(tmp_path / "grains.csv")) == n_a
+    assert len(pd.read_csv(tmp_path / "grains_2.csv")) == n_b
+    w.export_csv()  # B again: its own file, updated
+    assert not (tmp_path / "grains_3.csv").exists()
