@@ -279,11 +279,17 @@ def multiscale_problem(layer) -> str:
     open OME-Zarr or pyramidal TIFFs, whose ``numpy.asarray`` is its *smallest* level while its scale is that of
     its full resolution (grains measured there come out 4x, 16x... too small in um^2, results lie at a fraction of
     the image's size)."""
+    import napari.layers
+
     if not getattr(layer, "multiscale", False):
         return ""
+    # the console line gives a layer of the same type (Measure lists Labels only) in the same place and units (a
+    # scale without its length unit is no pixel size to micro-seg: the layer would be measured in pixels)
+    add = "add_labels" if isinstance(layer, napari.layers.Labels) else "add_image"
     return (f"'{layer.name}' is a multiscale (pyramid) layer: micro-seg analyses one full-resolution 2-D image; "
             "open the file with micro-seg's reader (File > Open with Plugin > micro-seg), or add its full "
-            "resolution as a layer of its own (viewer.add_image(layer.data[0], scale=layer.scale) in the console)")
+            f"resolution as a layer of its own (layer = viewer.layers['{layer.name}']; viewer.{add}(layer.data[0], "
+            "scale=layer.scale, translate=layer.translate, units=layer.units, metadata=layer.metadata) in the console)")
 
 
 def databar_rows(layer) -> int:

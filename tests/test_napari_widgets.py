@@ -2116,3 +2116,34 @@ def test_export_of_a_new_layer_keeps_the_file_of_a_closed_one(make_napari_viewer
     assert len(pd.read_csv(tmp_path / "grains_2.csv")) == n_b
     w.export_csv()  # B again: its own file, updated
     assert not (tmp_path / "grains_3.csv").exists()
+
+
+def test_the_console_line_for_a_multiscale_layer_gives_a_layer_micro_seg_measures_calibrated(make_napari_viewer,
+                                                                                             qtbot, notes):
+    """The multiscale refusal said to run viewer.add_image(layer.data[0], scale=layer.scale): for a Labels pyramid
+    that made an Image layer, which Measure does not list, and without the layer's units its scale was no pixel
+    size (measured in pixels). The line it gives now, run as said, gives a layer Measure measures in um."""
+    import napari
+    import napari.layers
+    import re
+
+    from micro_seg.synth import voronoi_labels
+    from napari_plugin._measure import MeasureWidget
+
+    viewer = make_napari_viewer()
+    full = voronoi_labels((128, 128), n_grains=30, seed=1)
+    viewer.add_labels([full, full[::2, ::2]], name="pyramid grains", multiscale=True, scale=(0.5, 0.5),
+                      units=("um", "um"))
+    meas = MeasureWidget(viewer)
+    assert meas.run() is None
+    (said,) = [m for m in _messages(notes) if "is a multiscale (pyramid) layer" in m]
+    line = re.search(r"\(layer = (.*) in the console\)", said).group(1)
+    exec("layer = " + line, {"viewer": viewer, "napari": napari})
+    added = viewer.layers[-1]
+    assert isinstance(added, napari.layers.Labels) and added.data.shape == (128, 128)
+    meas.reset_choices()
+    meas._labels.value = added
+    assert meas._pixel.value == pytest.approx(0.5)
+    meas.run()
+    wait_idle(qtbot, meas)
+    assert meas.summary["n_grains"] == int(full.max())
