@@ -357,7 +357,7 @@ def test_qc_outlines_lie_over_the_defect_they_outline(make_napari_viewer, qtbot,
     assert w.last["result"].verdict == "fail" and list(w.last["offending"]) == [1]
     shapes = viewer.layers["QC offending defects"]
     assert tuple(shapes.units) == tuple(image.units)
-    (lo, hi), box = shapes.extent.world, labels.extent.world  # world coordinates, as drawn
+    lo, hi = shapes.extent.world  # world coordinates, as drawn
     rows = (7.0 + 59.5 * scale[0], 7.0 + 99.5 * scale[0])
     cols = (3.0 + 39.5 * scale[1], 3.0 + 45.5 * scale[1])
     assert lo[0] >= rows[0] - scale[0] and hi[0] <= rows[1] + scale[0]
