@@ -1102,7 +1102,7 @@ def train_classifier(
         if progress:
             progress(update)
     if out_dir is not None:
-        result.folder = save_model(out_dir, result.network, result.card)
+        result.folder = save_model(out_dir, result.network, result.card, keep_previous=True)
     return result
 
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import yaml
 
 from micro_seg._yaml import DuplicateKeyError, safe_load_unique
-from micro_seg.errors import ModelError, OutputPathError, WeightsIntegrityError
+from micro_seg.errors import MicroSegError, ModelError, OutputPathError, WeightsIntegrityError
 
 if TYPE_CHECKING:  # annotations only: numpy is imported where it is used
     import numpy as np
@@ -661,11 +661,63 @@ def _write_error(path: Path, what: str, exc: OSError) -> OutputPathError:
     return OutputPathError(f"{path}: cannot write {what} ({exc.strerror or exc})")
 
 
-def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path:
+#: Sub-folder of a model folder where retraining keeps the model it replaced (``--model FOLDER/previous``).
+PREVIOUS_DIR = "previous"
+
+
+def keep_previous_model(folder: str | os.PathLike) -> Path | None:
+    """Copy the model in ``folder`` (its card and the weights the card names) to ``folder/previous``, replacing an
+    older copy there; ``None`` (nothing copied) when ``folder`` holds no model whose weights match its card.
+
+    Retraining into a model's own folder replaces it; this keeps the one before, loadable as
+    ``--model FOLDER/previous``. The copy is made in ``previous.tmp`` and switched in by renames, so an older
+    copy is only given up for a complete new one.
+
+    Raises
+    ------
+    OutputPathError
+        The copy cannot be written (disk full, permissions); the model in ``folder`` is untouched.
+    """
+    import shutil
+
+    folder = Path(folder)
+    if not (folder / CARD_FILE).is_file():
+        return None
+    try:
+        weights = check_weights_file(folder, load_card(folder))
+    except MicroSegError:  # a half-written or edited model: nothing loadable to keep
+        return None
+    target, tmp, old = folder / PREVIOUS_DIR, folder / f"{PREVIOUS_DIR}.tmp", folder / f"{PREVIOUS_DIR}.old"
+    try:
+        for left in (tmp, old):
+            shutil.rmtree(left, ignore_errors=True)
+        tmp.mkdir()
+        shutil.copy2(folder / CARD_FILE, tmp / CARD_FILE)
+        shutil.copy2(weights, tmp / weights.name)
+        for extra in ("metrics.json", "README.md"):  # the model's own metrics and human card, where it has them
+            if (folder / extra).is_file():
+                shutil.copy2(folder / extra, tmp / extra)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not target.exists():
+            os.replace(old, target)
+        raise OutputPathError(f"{target}: cannot keep a copy of the model being replaced ({exc.strerror or exc}); "
+                              "the model in the folder is unchanged") from exc
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def save_model(folder: str | os.PathLike, network: Any, card: ModelCard, *, keep_previous: bool = False) -> Path:
     """Write ``network`` weights (safetensors) and ``card`` (YAML) to ``folder``.
 
     Fills ``card.weights_sha256``, ``card.weights_file``, ``card.created`` (if
-    empty) and ``card.software_version``.
+    empty) and ``card.software_version``. ``keep_previous``: a model already in
+    ``folder`` is first copied to ``folder/previous`` (:func:`keep_previous_model`);
+    training and the napari Train widget do this, so retraining never loses the
+    model it replaces.
 
     Returns
     -------
@@ -680,6 +732,8 @@ def save_model(folder: str | os.PathLike, network: Any, card: ModelCard) -> Path
     card.arch_kwargs = resolved_arch_kwargs(card.arch, card.arch_kwargs)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if keep_previous:
+        keep_previous_model(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     # safetensors refuses shared storage; clone tensors that alias each other
     seen: set[int] = set()

@@ -1372,7 +1372,8 @@ def train_segmenter(
         Called with every progress dict (see :func:`iter_train_segmenter`).
     out : path, optional
         If given, the trained model is written there with
-        :func:`micro_seg.registry.save_model` (``--model PATH`` accepts it).
+        :func:`micro_seg.registry.save_model` (``--model PATH`` accepts it); a
+        model already there is kept in ``out/previous``.
     **kwargs
         ``arch`` ("msnet"), ``arch_kwargs``, ``base`` (model name/folder, a
         loaded model or ``(network, card)`` to fine-tune; a given network is
@@ -1434,5 +1435,5 @@ def train_segmenter(
     if out is not None:
         from micro_seg.registry import save_model
 
-        save_model(out, result.network, result.card)
+        save_model(out, result.network, result.card, keep_previous=True)
     return result

@@ -150,7 +150,7 @@ def train_job(params: TrainParams, cancel):
         seed=params.seed, cancel=cancel, name=params.name, patience=None,
         augment=augment_preset(params.augment, keep_orientation=params.keep_orientation), **kwargs,
     )
-    folder = save_model(Path(params.out_dir) / params.name, result.network, result.card)
+    folder = save_model(Path(params.out_dir) / params.name, result.network, result.card, keep_previous=True)
     return str(folder), result.card, list(result.history)
 
 
@@ -396,7 +396,8 @@ class TrainWidget(Container):
                            "another name.")
             return None
         if target.exists():
-            notify_info(f"A model called '{params.name}' exists; it will be replaced when training finishes.")
+            notify_info(f"A model called '{params.name}' exists; it will be replaced when training finishes, and kept "
+                        f"in {target / 'previous'} (pick that folder as the model to go back to it).")
         self._plot.clear()
         self._time_limit_s = params.time_limit_s
         return self._runner.start(train_job, params, on_done=self._done, on_yield=self._on_progress,

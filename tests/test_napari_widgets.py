@@ -1673,7 +1673,9 @@ def test_train_widget_refuses_the_name_of_a_shipped_or_other_model(make_napari_v
         assert any(f"'{name}' is the name of another model ({where})" in m for m in _messages(notes, "warning"))
     train._name.value = "mine"
     assert train.train() == "started"
-    assert any("A model called 'mine' exists" in m for m in _messages(notes, "info"))
+    mine = user_models_dir() / "mine"
+    assert any("A model called 'mine' exists" in m and f"kept in {mine / 'previous'}" in m
+               for m in _messages(notes, "info"))
 
 
 def test_reader_tells_to_re_export_only_a_broken_file(tmp_path, monkeypatch, notes):

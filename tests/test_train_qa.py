@@ -356,6 +356,42 @@ def test_out_that_is_the_images_or_labels_folder_is_refused_and_replacing_a_mode
     assert f"note: {out} already holds a model; training replaces it when it ends" in capsys.readouterr().err
 
 
+def test_retraining_into_a_models_folder_keeps_the_model_it_replaces(dirs, tmp_path, capsys, monkeypatch):
+    """Users of peer tools ask for it (DOMAIN.md): retraining into a model's folder replaced the model, and a worse
+    retrain could not be undone. The model replaced is now kept, loadable, in OUT/previous (one generation)."""
+    from micro_seg.registry import load_model, sha256_file
+
+    img_dir, lab_dir = dirs
+    _write_pair(img_dir, lab_dir, "a")
+    out = tmp_path / "m"
+    common = ["train", str(img_dir), str(lab_dir), "--out", str(out), *FAST, "--classes", "dark,bright", "--quiet"]
+    shas = []
+    for seed in (1, 2, 3):
+        assert main(common + ["--seed", str(seed)]) == 0
+        shas.append(sha256_file(out / "model.safetensors"))
+        err = capsys.readouterr().err
+        if seed == 1:
+            assert not (out / "previous").exists() and "keeps it" not in err
+        else:
+            assert f"keeps it in {out / 'previous'}" in err
+            prev = load_model(out / "previous")  # checked against its card's sha256 on loading
+            assert prev.card.weights_sha256 == shas[-2] != shas[-1]  # the model this run replaced
+    assert len(set(shas)) == 3 and sorted(p.name for p in out.iterdir() if p.name.startswith("previous")) == ["previous"]
+    # a copy that cannot be written (disk full) is an exit-2 error naming it, and the model in the folder is kept
+    import shutil
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copy2", full)
+    assert main(common + ["--seed", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'previous'}: cannot keep a copy of the model being replaced (No space left on device)" in err
+    assert sha256_file(out / "model.safetensors") == shas[-1]
+    assert load_model(out / "previous").card.weights_sha256 == shas[-2]  # the older copy is not given up either
+    assert not (out / "previous.tmp").exists()
+
+
 @pytest.mark.parametrize("fmt", ["bool tif", "0/1 png", "0/255 png"])
 def test_mask_encoding_reads_0_1_masks_as_well_as_0_255(tmp_path, fmt):
     """With --label-encoding mask, a bool or 0/1 mask was all background (> 127 only): a model that learnt

@@ -620,7 +620,8 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoint"
     if (out / "card.yaml").is_file() and not args.resume:
-        print(f"note: {out} already holds a model; training replaces it when it ends", file=sys.stderr, flush=True)
+        print(f"note: {out} already holds a model; training replaces it when it ends "
+              f"and keeps it in {Path(out) / 'previous'} (--model {Path(out) / 'previous'})", file=sys.stderr, flush=True)
     if args.resume and not (ckpt / "last.json").exists():
         print(f"note: --resume: no checkpoint found in {ckpt}; training starts from the beginning",
               file=sys.stderr, flush=True)
