@@ -531,8 +531,11 @@ class JobRunner:
     def abandon(self) -> None:
         """Stop the running job for good (its widget is being deleted): set its cancel event and quit the worker,
         which closes a generator job so that its ``finally`` blocks run."""
-        worker = self.worker
-        self._cancel.set()
+        # the destroyed signal may come while the garbage collector takes the widget and this runner apart (their
+        # attributes already cleared): an exception in a Qt slot aborts the whole napari process
+        worker, cancel = getattr(self, "worker", None), getattr(self, "_cancel", None)
+        if cancel is not None:
+            cancel.set()
         if worker is not None:
             worker.quit()
 

@@ -553,6 +553,22 @@ def test_job_runner_without_cancel_button_does_not_tell_the_user_to_press_one(qt
     assert done == [True]
 
 
+def test_job_runner_abandon_survives_a_runner_the_garbage_collector_has_cleared(qtbot):
+    """A widget and its runner collected as a reference cycle: Python clears the runner's attributes, then Qt sends
+    the anchor's destroyed signal, whose slot called abandon() -> AttributeError 'worker' inside a Qt slot, which
+    aborts the whole process (seen when a Train widget was collected after a test)."""
+    from magicgui.widgets import Label
+
+    from napari_plugin._common import JobRunner
+
+    runner = JobRunner(status_label=Label(value=""))
+    runner.__dict__.clear()  # what the collector's clearing of a cycle leaves
+    runner.abandon()  # no exception
+    runner = JobRunner(status_label=Label(value=""))
+    runner.abandon()
+    assert runner._cancel.is_set()
+
+
 def test_job_runner_cancel_frees_the_widget_when_the_job_stops_itself(qtbot, notes):
     """Cancel while the job is between reports: the job raises CancelledError itself before yielding again.
 
