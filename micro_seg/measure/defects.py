@@ -101,7 +101,11 @@ class DefectMeasurement:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return dict(self.summary)
+        """The summary as plain JSON data (a copy for ``json.dumps``): numpy numbers as Python ones, and a value that
+        cannot be computed (NaN or infinite, e.g. the mean intercept of an image of one grain) as None."""
+        from micro_seg.cli import to_jsonable
+
+        return to_jsonable(self.summary)
 
 
 def _unique_points(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -157,8 +157,11 @@ class GrainMeasurement:
         return self.grains
 
     def to_dict(self) -> dict:
-        """The summary dict (a copy)."""
-        return dict(self.summary)
+        """The summary as plain JSON data (a copy for ``json.dumps``): numpy numbers as Python ones, and a value that
+        cannot be computed (NaN or infinite, e.g. the mean intercept of an image of one grain) as None."""
+        from micro_seg.cli import to_jsonable
+
+        return to_jsonable(self.summary)
 
 
 def _dist_summary(values: np.ndarray) -> dict:
