@@ -34,3 +34,29 @@ def test_to_dict_of_degenerate_results_is_strict_json():
     two = measure_grains(lab, pixel_size_um=0.5)
     assert _strict_json(two.to_dict())["n_grains"] == 2
     assert two.to_dict()["mean_intercept_um"] == pytest.approx(two.summary["mean_intercept_um"])
+
+
+def test_hall_petch_takes_a_column_and_refuses_text_clearly():
+    import pandas as pd
+
+    from micro_seg.properties import fit_hall_petch, predict_from_reference
+
+    d = np.array([5.0, 10.0, 20.0, 40.0])
+    table = pd.DataFrame({"d_um": d, "sy_MPa": 70.0 + 0.74 * (d * 1e-6) ** -0.5})
+    # df[["d_um"]] (one column, shape (4, 1)) was a bare 'ValueError: too many values to unpack' in fit_linear
+    fit = fit_hall_petch(table[["d_um"]], table["sy_MPa"])
+    assert fit.p0 == pytest.approx(70.0) and fit.k == pytest.approx(0.74)
+    assert fit_hall_petch(d, table["sy_MPa"], d_se_um=0.5).k == pytest.approx(0.74)  # one SE for all samples
+    with pytest.raises(MicroSegError, match="d_um: not numbers"):  # was numpy's bare 'could not convert string'
+        fit_hall_petch(["5", "10", "x", "40"], table["sy_MPa"])
+    with pytest.raises(MicroSegError, match=r"d_um: expected one number per sample.*\(4, 2\)"):
+        fit_hall_petch(np.column_stack([d, d]), table["sy_MPa"])
+    with pytest.raises(MicroSegError, match="d_se_um: 3 standard errors for 4"):
+        fit_hall_petch(d, table["sy_MPa"], d_se_um=[0.1, 0.2, 0.3])
+    # a numpy grain size (a DataFrame cell) gives a JSON-ready result; a list is refused clearly (was a TypeError)
+    ref = predict_from_reference("low-carbon-steel", np.float32(10.0))
+    assert json.loads(json.dumps(ref))["d_um"] == 10.0
+    assert ref["yield_strength_MPa_low"] == pytest.approx(predict_from_reference("low-carbon-steel", 10.0)[
+        "yield_strength_MPa_low"])
+    with pytest.raises(MicroSegError, match="one number of micrometres"):
+        predict_from_reference("low-carbon-steel", [10.0, 20.0])

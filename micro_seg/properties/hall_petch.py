@@ -31,6 +31,21 @@ RELATIONS = {
 }
 
 
+def _sample_values(data, what: str) -> np.ndarray:
+    """One number per sample as a 1-D float array: a column (``df[["d"]]``, shape (n, 1)) or a row is taken as
+    its values; text, or a table of several columns, is refused naming ``what``."""
+    try:
+        arr = np.asarray(data, dtype=float)
+    except (TypeError, ValueError):
+        raise PropertyTableError(f"{what}: not numbers (one number per sample)") from None
+    if arr.ndim > 1 and arr.size == max(arr.shape):
+        arr = arr.ravel()
+    if arr.ndim != 1:
+        raise PropertyTableError(f"{what}: expected one number per sample (a 1-D array or one column), "
+                                 f"got shape {arr.shape}")
+    return arr
+
+
 def hall_petch_x(d_um: np.ndarray) -> np.ndarray:
     """``d^(-1/2)`` in m^(-1/2) from grain sizes in micrometres."""
     d_um = np.asarray(d_um, dtype=float)
@@ -159,13 +174,17 @@ def fit_hall_petch(
     """
     if relation not in RELATIONS:
         raise PropertyTableError(f"unknown relation {relation!r}; choose one of {sorted(RELATIONS)}")
-    d_um = np.asarray(d_um, dtype=float)
-    values = np.asarray(values, dtype=float)
+    d_um = _sample_values(d_um, "d_um")
+    values = _sample_values(values, "values")
     x = hall_petch_x(d_um)
     check_grain_size_spread(d_um, d=d, relation=relation)
     weights = None
     if d_se_um is not None:
-        d_se = np.asarray(d_se_um, dtype=float)
+        if np.ndim(d_se_um) == 0:  # one standard error for every sample
+            d_se_um = np.broadcast_to(np.asarray(d_se_um), d_um.shape)
+        d_se = _sample_values(d_se_um, "d_se_um")
+        if d_se.shape != d_um.shape:
+            raise PropertyTableError(f"d_se_um: {d_se.size} standard errors for {d_um.size} grain sizes")
         # first pass without weights gives k to convert the d uncertainty into property units
         k0 = fit_linear(x[:, None], values, names=["d^-1/2"]).coef[1]
         var = (k0 * 0.5 * (d_um * 1e-6) ** -1.5 * d_se * 1e-6) ** 2

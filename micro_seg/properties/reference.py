@@ -72,6 +72,11 @@ def predict_from_reference(material: str, d_um: float) -> dict:
     key = material.strip().lower().replace(" ", "-").replace("_", "-")
     if key not in REFERENCE_CONSTANTS:
         raise PropertyTableError(f"no reference Hall-Petch constants for {material!r}; known: {', '.join(reference_materials())}")
+    try:  # one grain size: a numpy or Decimal number is reported as a plain float (JSON takes no numpy types)
+        d_um = float(d_um)
+    except (TypeError, ValueError):
+        raise PropertyTableError(f"grain size must be one number of micrometres, got {d_um!r} (for several, "
+                                 "call once per grain size)") from None
     if not (math.isfinite(d_um) and d_um > 0):
         raise PropertyTableError(f"grain size must be positive, got {d_um!r} um")
     ref = REFERENCE_CONSTANTS[key]
