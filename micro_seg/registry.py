@@ -551,7 +551,10 @@ def resolve_model(name_or_path: str | os.PathLike, *, registered: bool = False) 
     ...     print(str(exc).split(";")[0])
     unknown model 'no-such-model'
     """
-    text = os.fspath(name_or_path)
+    if not isinstance(name_or_path, (str, os.PathLike)):  # None, a number: os.fspath's bare TypeError named neither
+        raise ModelError(f"model {name_or_path!r}: not a model name or folder (a str or path; micro-seg models list "
+                         "names them)")
+    text = os.fsdecode(name_or_path)
     if not text.strip():
         raise ModelError("empty model name: give a model name (micro-seg models list) or a model folder")
     path = Path(text).expanduser()

@@ -60,3 +60,12 @@ def test_hall_petch_takes_a_column_and_refuses_text_clearly():
         "yield_strength_MPa_low"])
     with pytest.raises(MicroSegError, match="one number of micrometres"):
         predict_from_reference("low-carbon-steel", [10.0, 20.0])
+
+
+@pytest.mark.parametrize("bad", [None, 3])
+def test_load_model_of_not_a_name_is_a_model_error(bad):
+    from micro_seg.registry import load_model
+
+    # a notebook variable left None was a bare 'TypeError: expected str, bytes or os.PathLike object'
+    with pytest.raises(MicroSegError, match=rf"model {bad!r}: not a model name or folder"):
+        load_model(bad)
