@@ -1035,8 +1035,10 @@ def write_labels(
     """
     import tifffile
 
+    from micro_seg.measure._units import as_input_array
+
     path = Path(path)
-    arr = np.asarray(labels)
+    arr = as_input_array(labels, str(path))  # a masked array's mask would be dropped: its pixels written as labels
     if arr.ndim != 2 or 0 in arr.shape:
         raise InvalidImageError(f"{path}: label image must be 2-D and non-empty, got shape {arr.shape}")
     arr = _label_dtype(arr, path)

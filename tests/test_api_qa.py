@@ -69,3 +69,16 @@ def test_load_model_of_not_a_name_is_a_model_error(bad):
     # a notebook variable left None was a bare 'TypeError: expected str, bytes or os.PathLike object'
     with pytest.raises(MicroSegError, match=rf"model {bad!r}: not a model name or folder"):
         load_model(bad)
+
+
+def test_write_labels_refuses_a_masked_array(tmp_path):
+    from micro_seg.io import write_labels
+
+    labels = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    masked = np.ma.masked_array(labels, mask=labels > 10)
+    out = tmp_path / "l.tif"
+    # the mask was dropped: the masked pixels were written as the labels under it, silently
+    with pytest.raises(MicroSegError, match=r"l\.tif: a masked array: its mask would be ignored"):
+        write_labels(out, masked, pixel_size_um=0.5)
+    assert not out.exists()
+    assert write_labels(out, masked.filled(0), pixel_size_um=0.5) == out
