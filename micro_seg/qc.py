@@ -686,8 +686,12 @@ class QCResult:
     quality: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"verdict", "reasons": [...], "quality": {...}}``."""
-        return {"verdict": self.verdict, "reasons": [r.as_dict() for r in self.reasons], "quality": dict(self.quality)}
+        """``{"verdict", "reasons": [...], "quality": {...}}``, JSON-ready: a quality value that was not measured
+        (NaN: clipping and contrast of a float image outside 0..1) is None, numpy numbers are Python ones."""
+        from micro_seg.cli import to_jsonable
+
+        return to_jsonable({"verdict": self.verdict, "reasons": [r.as_dict() for r in self.reasons],
+                            "quality": dict(self.quality)})
 
 
 def combine_verdicts(reasons: list[Reason]) -> str:
@@ -833,6 +837,19 @@ def pixel_quality(image: Any, spec: QCSpec) -> dict[str, float]:
     return assess_image(np.asarray(pixels)).as_dict()
 
 
+def _as_spec(spec: Any) -> "QCSpec":
+    """A :class:`QCSpec`, or a spec file's path (:func:`load_spec`) or its mapping (:func:`parse_spec`) read as one;
+    anything else is a SpecError (it was an AttributeError on ``spec.image``)."""
+    if isinstance(spec, QCSpec):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return load_spec(spec)
+    if isinstance(spec, Mapping):
+        return parse_spec(spec)
+    raise SpecError(f"spec: got {type(spec).__name__}, not a QC spec (a QCSpec from micro_seg.qc.load_spec(path), "
+                    "a spec file's path, or its mapping)")
+
+
 def evaluate(
     image: Any,
     spec: QCSpec,
@@ -856,8 +873,8 @@ def evaluate(
         None: the pixel checks cannot run and each gives *review* (value
         null) with ``no_pixels`` as the reason (e.g. a batch's results table
         whose image was not found), unless ``quality`` holds its value.
-    spec : QCSpec
-        From :func:`load_spec` or :func:`parse_spec`.
+    spec : QCSpec, path or mapping
+        From :func:`load_spec` or :func:`parse_spec` (a spec file's path or mapping is read with them).
     pixel_size_um, magnification : float, optional
         Override what the micrograph records.
     measurements : mapping, optional
@@ -889,6 +906,7 @@ def evaluate(
     >>> r.verdict, sorted(x.check for x in r.reasons)
     ('review', ['image.calibration', 'image.clipped_high_fraction'])
     """
+    spec = _as_spec(spec)
     reasons: list[Reason] = []
     pixels = image
     if image is not None and hasattr(image, "analysis_data"):
@@ -1025,6 +1043,7 @@ def evaluate_specimen(row: Mapping[str, Any], spec: QCSpec, *,
     >>> r.verdict, r.reasons[0].message
     ('fail', '1 of 3 fields of this specimen are uncalibrated (no pixel size): their measurements are in pixels')
     """
+    spec = _as_spec(spec)
     here = {"pixel_size_um", "magnification"}  # image windows a specimen row has no value for
     rest = replace(spec, calibration="ignore", measurements={}, phase_fractions={},
                    image={k: v for k, v in spec.image.items() if k not in here})
@@ -1152,6 +1171,7 @@ def offending_defects(defects: np.ndarray, spec: QCSpec, *, pixel_size_um: float
     """
     from micro_seg.measure import measure_defects
 
+    spec = _as_spec(spec)
     rules = {key: rules.max for key, rules in spec.measurements.get("defects", {}).items()
              if key in _OBJECT_SIZE_KEYS and rules.max is not None}
     if not rules:

@@ -82,3 +82,28 @@ def test_write_labels_refuses_a_masked_array(tmp_path):
         write_labels(out, masked, pixel_size_um=0.5)
     assert not out.exists()
     assert write_labels(out, masked.filled(0), pixel_size_um=0.5) == out
+
+
+def test_qc_evaluate_takes_a_spec_path_or_mapping_and_its_result_is_strict_json(tmp_path):
+    from micro_seg.qc import evaluate, parse_spec
+
+    rules = {"image": {"calibration": "fail", "dynamic_range": {"min": 0.15}}}
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("image:\n  calibration: fail\n  dynamic_range: {min: 0.15}\n", encoding="utf-8")
+    ramp = np.tile(np.linspace(0, 255, 64), (64, 1))
+    grey8 = ramp.astype(np.uint8)
+    want = evaluate(grey8, parse_spec(rules), pixel_size_um=0.5)
+    assert want.verdict == "pass"
+    # a path or a mapping was an AttributeError: 'str' object has no attribute 'image'
+    assert evaluate(grey8, str(spec_file), pixel_size_um=0.5).verdict == "pass"
+    assert evaluate(grey8, rules, pixel_size_um=0.5).verdict == "pass"
+    assert evaluate(grey8, rules).verdict == "fail"  # uncalibrated
+    with pytest.raises(MicroSegError, match="spec: got int, not a QC spec"):
+        evaluate(grey8, 3)
+    # a float image with values 0..255 has no known grey scale: contrast is not measured (NaN) and reviewed; the
+    # result's as_dict() held that NaN, which json.dumps wrote as the invalid NaN
+    r = evaluate(ramp, rules, pixel_size_um=0.5).as_dict()
+    assert r["verdict"] == "review"
+    d = json.loads(json.dumps(r, allow_nan=False))
+    assert d["quality"]["dynamic_range"] is None
+    assert isinstance(d["quality"]["blur"], float)  # what was measured stays a number
