@@ -107,3 +107,13 @@ def test_qc_evaluate_takes_a_spec_path_or_mapping_and_its_result_is_strict_json(
     d = json.loads(json.dumps(r, allow_nan=False))
     assert d["quality"]["dynamic_range"] is None
     assert isinstance(d["quality"]["blur"], float)  # what was measured stays a number
+
+
+def test_measure_phases_refuses_names_given_as_a_mapping():
+    classes = np.zeros((40, 40), np.uint8)
+    classes[:, 10:] = 1
+    # {class value: name} was iterated as its keys: the fractions came back named '0' and '1', not by the names
+    with pytest.raises(ValueError, match="a mapping, not a sequence of class names"):
+        measure_phases(classes, names={0: "ferrite", 1: "pearlite"})
+    got = measure_phases(classes, names=["ferrite", "pearlite"]).summary["phase_fractions"]
+    assert got == {"ferrite": 0.25, "pearlite": 0.75}

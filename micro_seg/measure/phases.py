@@ -26,7 +26,7 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,6 +232,10 @@ def measure_phases(
     if names is not None:
         if isinstance(names, str):  # its characters would be taken as the names: "fp" -> f, p
             msg = f"names={names!r}: a string, not a sequence of class names (e.g. {names.split(',')!r})"
+            raise ValueError(msg)
+        if isinstance(names, Mapping):  # iterating it gives its keys: {0: "ferrite"} named class 0 "0", silently
+            msg = (f"names={dict(names)!r}: a mapping, not a sequence of class names: give them as a list in label "
+                   "order 0, 1, 2, ...")
             raise ValueError(msg)
         names = [str(n) for n in names]
         if len(set(names)) != len(names):
