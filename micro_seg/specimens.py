@@ -124,9 +124,9 @@ def specimen_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     Parameters
     ----------
-    rows : iterable of mapping
+    rows : iterable of mapping, or DataFrame
         Per-image rows with ``specimen``, ``status`` and flat measurement keys
-        (as in ``images.csv``).  Failed images and images without a specimen are
+        (as in ``images.csv``; ``pandas.read_csv`` of it is taken as its rows).  Failed images and images without a specimen are
         counted but not averaged.
 
     Returns
@@ -145,11 +145,18 @@ def specimen_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     from micro_seg.measure import astm
     from micro_seg.measure.stats import field_statistics
 
+    from micro_seg.errors import ResultsTableError
+
+    if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # a DataFrame (pd.read_csv of images.csv) iterates
+        rows = rows.to_dict("records")                         # its column names, not its rows
     groups: dict[str, list[Mapping[str, Any]]] = {}
     failed: dict[str, int] = {}
     for row in rows:
+        if not isinstance(row, Mapping):
+            raise ResultsTableError(f"specimen_table: a row is a {type(row).__name__}, not a mapping of column "
+                                    "names to values (one per image, as in images.csv)")
         spec = row.get("specimen")
-        if spec in (None, ""):
+        if spec in (None, "") or (isinstance(spec, float) and math.isnan(spec)):  # an empty cell read by pandas
             continue
         if row.get("status") != "ok":
             failed[spec] = failed.get(spec, 0) + 1

@@ -117,3 +117,21 @@ def test_measure_phases_refuses_names_given_as_a_mapping():
         measure_phases(classes, names={0: "ferrite", 1: "pearlite"})
     got = measure_phases(classes, names=["ferrite", "pearlite"]).summary["phase_fractions"]
     assert got == {"ferrite": 0.25, "pearlite": 0.75}
+
+
+def test_specimen_table_of_a_dataframe_read_from_images_csv(tmp_path):
+    import pandas as pd
+
+    from micro_seg.specimens import specimen_table
+
+    rows = [{"path": "a/1.tif", "specimen": "a", "status": "ok", "pixel_size_um": 0.5, "grains_per_mm2": 1984.0},
+            {"path": "a/2.tif", "specimen": "a", "status": "ok", "pixel_size_um": 0.5, "grains_per_mm2": 1984.0},
+            {"path": "b.tif", "specimen": "", "status": "ok", "pixel_size_um": 0.5, "grains_per_mm2": 10.0}]
+    csv = tmp_path / "images.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    # a DataFrame iterated as its column names: 'str' object has no attribute 'get'
+    got = specimen_table(pd.read_csv(csv))  # the empty specimen cell is NaN there: no specimen, as ""
+    assert got == specimen_table(rows)
+    assert [r["specimen"] for r in got] == ["a"] and got[0]["G_planimetric"] == pytest.approx(8.0, abs=1e-3)
+    with pytest.raises(MicroSegError, match="a row is a str, not a mapping"):
+        specimen_table(["a/1.tif"])
