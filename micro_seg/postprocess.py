@@ -533,6 +533,11 @@ def _card_postprocess(card: Any, options: dict[str, Any]) -> dict[str, Any]:
     return defaults
 
 
+#: Numeric grain post-processing options (:func:`grains_from_boundary_probability`), checked by
+#: :func:`~micro_seg.registry.check_postprocess_values` (``marker_threshold`` None = off).
+GRAIN_VALUE_OPTIONS = ("threshold", "split_ratio", "min_grain_px", "smooth_sigma_px", "marker_threshold")
+
+
 def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult:
     """Post-process a :class:`~micro_seg.inference.Prediction` as the card's task says.
 
@@ -553,9 +558,19 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
     >>> int(postprocess(pred, card, min_grain_px=4).labels.max())
     2
     """
+    from micro_seg.registry import LoadedModel, check_postprocess_values
+
+    if isinstance(card, LoadedModel):  # what load_model returns: its card
+        card = card.card
+    elif not hasattr(card, "classes"):
+        raise ModelError(f"postprocess: card must be a model card (load_model(name).card), got {type(card).__name__}")
     classes = list(card.classes)
     options = {**_card_postprocess(card, options), **options}
     if card.task == "grains":
+        # the CLI and batch check these; from Python a threshold of 3 or NaN gave one grain or none, silently, and
+        # "0.3" a numpy UFuncTypeError
+        check_postprocess_values({k: (v.item() if isinstance(v, np.generic) else v) for k, v in options.items()
+                                  if k in GRAIN_VALUE_OPTIONS and v is not None})
         b = boundary_class_index(classes)
         kept = list(getattr(prediction, "probability_classes", range(len(classes))))
         if prediction.probabilities is None or b not in kept:

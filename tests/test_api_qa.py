@@ -135,3 +135,36 @@ def test_specimen_table_of_a_dataframe_read_from_images_csv(tmp_path):
     assert [r["specimen"] for r in got] == ["a"] and got[0]["G_planimetric"] == pytest.approx(8.0, abs=1e-3)
     with pytest.raises(MicroSegError, match="a row is a str, not a mapping"):
         specimen_table(["a/1.tif"])
+
+
+def _two_grain_prediction():
+    from types import SimpleNamespace
+
+    p = np.zeros((2, 40, 40), np.float32)
+    p[0] = 1.0
+    p[:, :, 19:21] = [[[0.0]], [[1.0]]]  # a vertical boundary: two grains
+    return SimpleNamespace(labels=p.argmax(0).astype(np.uint8), probabilities=p, probability_classes=[0, 1])
+
+
+def test_postprocess_checks_grain_options_as_the_cli_does():
+    from types import SimpleNamespace
+
+    from micro_seg.postprocess import postprocess
+    from micro_seg.registry import LoadedModel, ModelCard
+
+    pred = _two_grain_prediction()
+    card = SimpleNamespace(task="grains", classes=["grain", "boundary"], defect_classes=[], postprocess={})
+    assert int(postprocess(pred, card, min_grain_px=4).labels.max()) == 2
+    assert int(postprocess(pred, card, min_grain_px=4, threshold=np.float32(0.4)).labels.max()) == 2
+    # threshold 3 gave one grain (no pixel is 'boundary'), NaN none at all, silently; "0.3" a numpy UFuncTypeError
+    for bad in (3.0, float("nan"), "0.3", -1):
+        with pytest.raises(MicroSegError, match="post-processing option threshold"):
+            postprocess(pred, card, min_grain_px=4, threshold=bad)
+    with pytest.raises(MicroSegError, match="post-processing option split_ratio must be a finite number >= 0"):
+        postprocess(pred, card, split_ratio=-2)
+    # the LoadedModel load_model returns stands for its card (was AttributeError: no attribute 'classes')
+    real = ModelCard(name="demo", task="grains", arch="msnet", in_channels=1, classes=["grain", "boundary"],
+                     arch_kwargs={"widths": [4, 8]})
+    assert int(postprocess(pred, LoadedModel(real, None, None), min_grain_px=4).labels.max()) == 2
+    with pytest.raises(MicroSegError, match="card must be a model card"):
+        postprocess(pred, "grain-boundaries")
