@@ -521,6 +521,14 @@ def predict_iter(
             raise ModelError(f"keep_probabilities: class ids {bad} not in 0..{num_classes - 1}")
     if probability_dtype is None:
         probability_dtype = np.float16 if rows * cols > FLOAT16_ABOVE_PIXELS else np.float32
+    try:
+        as_dtype = np.dtype(probability_dtype)
+    except TypeError:
+        as_dtype = None
+    if as_dtype is None or as_dtype.kind != "f":  # 0..1 stored in an integer type is 0 (or 1) everywhere, silently
+        raise ModelError(f"probability_dtype={probability_dtype!r}: must be a floating-point type (float16, float32, "
+                         "float64): probabilities and uncertainty lie between 0 and 1")
+    probability_dtype = as_dtype
     label_dtype = np.uint8 if num_classes <= 256 else np.uint16
     scale = float(getattr(card, "input_scale", 1.0) or 1.0)
     if scale != 1.0 and not _native:

@@ -168,3 +168,30 @@ def test_postprocess_checks_grain_options_as_the_cli_does():
     assert int(postprocess(pred, LoadedModel(real, None, None), min_grain_px=4).labels.max()) == 2
     with pytest.raises(MicroSegError, match="card must be a model card"):
         postprocess(pred, "grain-boundaries")
+
+
+def _tiny_model(classes=("grain", "boundary"), task="grains"):
+    import torch
+
+    from micro_seg.nets import build_network
+    from micro_seg.registry import LoadedModel, ModelCard
+
+    card = ModelCard(name="demo", task=task, arch="msnet", in_channels=1, classes=list(classes),
+                     arch_kwargs={"widths": [4, 8]})
+    torch.manual_seed(0)
+    net = build_network("msnet", in_channels=1, num_classes=len(classes), widths=[4, 8]).eval()
+    return LoadedModel(card, net, None)
+
+
+def test_predict_refuses_an_integer_probability_dtype():
+    from micro_seg.inference import predict
+
+    model = _tiny_model()
+    image = np.random.default_rng(0).random((40, 40))
+    ok = predict(image, model, probability_dtype=np.float64)
+    assert ok.probabilities.dtype == np.float64
+    np.testing.assert_allclose(ok.probabilities.sum(axis=0), 1.0, rtol=1e-6)
+    # int8 / uint8 stored every probability as 0 and the uncertainty as 0 or 1, silently
+    for bad in ("int8", np.uint8, bool):
+        with pytest.raises(MicroSegError, match="probability_dtype=.*must be a floating-point type"):
+            predict(image, model, probability_dtype=bad)
