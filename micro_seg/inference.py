@@ -213,6 +213,15 @@ def _is_cancelled(cancel: Any) -> bool:
     return bool(cancel())
 
 
+def _pixels(value: Any, name: str) -> int:
+    """``int(value)`` of a tile size / overlap / batch size, or an InvalidImageError naming it (not int()'s bare
+    'invalid literal' / 'cannot convert float NaN')."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidImageError(f"{name}={value!r}: not a whole number") from None
+
+
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
@@ -435,9 +444,10 @@ def predict_iter(
         Test-time augmentation: average over the 4 flips (4x slower).
     batch_size : int, optional
         Tiles per forward pass; default so a batch holds about 1 megapixel.
-    keep_probabilities : bool or sequence of int
+    keep_probabilities : bool or sequence of int or str
         Keep all class probabilities (True), none (False) or only the
-        listed class ids (e.g. ``[1]`` for a boundary channel).
+        listed class ids or names (e.g. ``[1]`` or ``["boundary"]`` for a
+        boundary channel).
     keep_uncertainty : bool
         Compute the normalised-entropy uncertainty map.
     probability_dtype : dtype, optional
@@ -499,12 +509,13 @@ def predict_iter(
     stride = required_stride(net)
     if tile_size is None:
         tile_size = max(int(card.tile_size or 0), DEFAULT_TILE_SIZE)
-    tile = _round_up(int(tile_size), stride)
+    tile_size = _pixels(tile_size, "tile_size")
+    tile = _round_up(tile_size, stride)
     if tile < stride or tile_size < 1:
         raise InvalidImageError(f"tile_size {tile_size} is smaller than the network stride {stride}")
     if overlap is None:
         overlap = min(max(32, tile // 16), tile // 2)
-    overlap = int(overlap)
+    overlap = _pixels(overlap, "overlap")
     if overlap < 0 or overlap >= tile:
         raise InvalidImageError(f"overlap {overlap} must be >= 0 and smaller than the tile size {tile}")
     # tiles start on the network's stride grid (tile sides are multiples of it, so the overlap is rounded up to
@@ -514,8 +525,13 @@ def predict_iter(
         keep = list(range(num_classes))
     elif keep_probabilities is False or keep_probabilities is None:
         keep = []
-    else:
-        keep = [int(c) for c in keep_probabilities]
+    else:  # class ids or names ("boundary"); one of them alone
+        wanted = [keep_probabilities] if isinstance(keep_probabilities, (str, int, np.integer)) else keep_probabilities
+        try:
+            keep = [list(card.classes).index(c) if isinstance(c, str) and c in card.classes else int(c) for c in wanted]
+        except (TypeError, ValueError):
+            raise ModelError(f"keep_probabilities={keep_probabilities!r}: not True, False or class ids / names of the "
+                             f"model's classes {list(card.classes)}") from None
         bad = [c for c in keep if not 0 <= c < num_classes]
         if bad:
             raise ModelError(f"keep_probabilities: class ids {bad} not in 0..{num_classes - 1}")
@@ -551,7 +567,7 @@ def predict_iter(
     total = len(positions)
     if batch_size is None:
         batch_size = max(1, (1 << 20) // (th * tw))
-    batch_size = max(1, int(batch_size))
+    batch_size = max(1, _pixels(batch_size, "batch_size"))
 
     labels = np.empty((rows, cols), dtype=label_dtype)
     probs_out = np.empty((len(keep), rows, cols), dtype=probability_dtype) if keep else None

@@ -195,3 +195,21 @@ def test_predict_refuses_an_integer_probability_dtype():
     for bad in ("int8", np.uint8, bool):
         with pytest.raises(MicroSegError, match="probability_dtype=.*must be a floating-point type"):
             predict(image, model, probability_dtype=bad)
+
+
+def test_predict_keeps_probabilities_by_class_name_and_names_bad_options():
+    from micro_seg.inference import predict
+
+    model = _tiny_model()
+    image = np.random.default_rng(0).random((40, 40))
+    full = predict(image, model)
+    # ["boundary"] was int()'s bare 'invalid literal for int() with base 10: 'boundary''; 1 alone 'not iterable'
+    for keep in (["boundary"], "boundary", 1, [1]):
+        one = predict(image, model, keep_probabilities=keep)
+        assert one.probability_classes == [1]
+        np.testing.assert_allclose(one.probabilities[0], full.probabilities[1], atol=1e-6)
+    with pytest.raises(MicroSegError, match=r"keep_probabilities=\['pore'\].*\['grain', 'boundary'\]"):
+        predict(image, model, keep_probabilities=["pore"])
+    for name, value in (("tile_size", "abc"), ("overlap", float("nan")), ("batch_size", "x")):
+        with pytest.raises(MicroSegError, match=f"{name}=.*: not a whole number"):
+            predict(image, model, **{name: value})
