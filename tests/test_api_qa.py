@@ -213,3 +213,16 @@ def test_predict_keeps_probabilities_by_class_name_and_names_bad_options():
     for name, value in (("tile_size", "abc"), ("overlap", float("nan")), ("batch_size", "x")):
         with pytest.raises(MicroSegError, match=f"{name}=.*: not a whole number"):
             predict(image, model, **{name: value})
+
+
+def test_boundary_value_that_is_not_a_number_is_named():
+    from micro_seg.measure import measure_grains_from_boundaries
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, 19:21] = 1
+    mask[19:21, :20] = 2  # a twin line
+    assert measure_grains_from_boundaries(mask, boundary_value=1, fields=None).summary["n_grains"] == 2
+    assert measure_grains_from_boundaries(mask, boundary_value=np.uint8(1), fields=None).summary["n_grains"] == 2
+    # "1" (a value read from a text box) matched no pixel and the message crashed: "Unknown format code 'g'"
+    with pytest.raises(MicroSegError, match=r"boundary_value='1': not a number"):
+        measure_grains_from_boundaries(mask, boundary_value="1")

@@ -41,6 +41,7 @@ True
 from __future__ import annotations
 
 import math
+import numbers
 import warnings as warnings_module
 from dataclasses import dataclass, field
 from typing import Any
@@ -810,6 +811,9 @@ def measure_grains_from_boundaries(
     mask = as_input_array(mask, what)
     note = None
     if boundary_value is not None:
+        if not isinstance(boundary_value, (bool, np.bool_, numbers.Real)):  # "1" matched no pixel, and its message
+            raise InvalidImageError(f"{what}: boundary_value={boundary_value!r}: not a number (the pixel value of "
+                                    "the boundary lines)")  # was 'Unknown format code g'
         mask = mask == boundary_value
         if not mask.any():
             raise InvalidImageError(f"{what}: no pixel equals boundary_value={boundary_value:g}")
