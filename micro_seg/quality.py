@@ -350,9 +350,9 @@ def assess_image(image: np.ndarray) -> ImageQuality:
 
     Parameters
     ----------
-    image : ndarray
+    image : ndarray or Micrograph
         The analysed pixels (exclude an SEM data bar first:
-        ``Micrograph.analysis_data``).
+        ``Micrograph.analysis_data``, which is what a Micrograph gives).
 
     Returns
     -------
@@ -365,6 +365,11 @@ def assess_image(image: np.ndarray) -> ImageQuality:
     >>> q.clipped_high_fraction, q.blur
     (1.0, 1.0)
     """
+    from micro_seg.measure._units import as_input_array
+
+    if hasattr(image, "analysis_data"):  # a Micrograph (was refused as an image of shape ())
+        image = image.analysis_data
+    image = as_input_array(image, "image")  # a masked array's mask would be ignored: masked pixels judged
     low, high = clipping_fractions(image)
     return ImageQuality(
         blur=blur_score(image),

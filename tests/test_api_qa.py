@@ -226,3 +226,18 @@ def test_boundary_value_that_is_not_a_number_is_named():
     # "1" (a value read from a text box) matched no pixel and the message crashed: "Unknown format code 'g'"
     with pytest.raises(MicroSegError, match=r"boundary_value='1': not a number"):
         measure_grains_from_boundaries(mask, boundary_value="1")
+
+
+def test_assess_image_of_a_micrograph_leaves_its_data_bar_out():
+    from micro_seg.io import Micrograph
+    from micro_seg.quality import assess_image
+
+    pixels = np.tile(np.linspace(20, 200, 64).astype(np.uint8), (64, 1))
+    with_bar = np.vstack([pixels, np.full((8, 64), 255, np.uint8)])  # a white SEM data bar: saturated rows
+    mg = Micrograph(with_bar, 0.5, "user", databar_rows=8)
+    # a Micrograph was refused: 'expected a 2-D grey or (rows, cols, channels) colour image, got shape ()'
+    got = assess_image(mg)
+    assert got == assess_image(pixels)
+    assert got.clipped_high_fraction == 0.0  # the bar's 255s are not counted as saturation
+    with pytest.raises(MicroSegError, match="image: a masked array"):
+        assess_image(np.ma.masked_array(pixels, mask=pixels > 150))
