@@ -241,3 +241,22 @@ def test_assess_image_of_a_micrograph_leaves_its_data_bar_out():
     assert got.clipped_high_fraction == 0.0  # the bar's 255s are not counted as saturation
     with pytest.raises(MicroSegError, match="image: a masked array"):
         assess_image(np.ma.masked_array(pixels, mask=pixels > 150))
+
+
+def test_link_of_a_dataframe_says_to_write_it_first(tmp_path):
+    import pandas as pd
+
+    from micro_seg.properties import link
+
+    rows = [{"path": f"{s}/f{f}.tif", "status": "ok", "pixel_size_um": 0.5, "mean_intercept_um": d}
+            for s, d in zip("ABCD", (5.0, 10.0, 20.0, 40.0)) for f in range(2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "images.csv", index=False)
+    props = pd.DataFrame({"sample_id": list("ABCD"),
+                          "yield_strength_MPa": [70 + 0.74 * (d * 1e-6) ** -0.5 for d in (5.0, 10.0, 20.0, 40.0)]})
+    props.to_csv(tmp_path / "props.csv", index=False)
+    assert link(tmp_path / "images.csv", tmp_path / "props.csv", on="sample_id").fit.k == pytest.approx(0.74)
+    # both were pathlib's bare 'TypeError: expected str, bytes or os.PathLike object, not DataFrame'
+    with pytest.raises(MicroSegError, match="link: properties must be a path .* got a DataFrame"):
+        link(tmp_path / "images.csv", props, on="sample_id")
+    with pytest.raises(MicroSegError, match="link: results must be a path .* got a DataFrame"):
+        link(pd.DataFrame(rows), tmp_path / "props.csv", on="sample_id")

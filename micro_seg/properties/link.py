@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 from dataclasses import dataclass, field
@@ -451,6 +452,12 @@ def link(
     """
     if relation not in (*RELATIONS, "linear"):
         raise PropertyTableError(f"unknown relation {relation!r}; choose hall-petch, hardness or linear")
+    for name, given in (("results", results), ("properties", properties)):
+        if not isinstance(given, (str, os.PathLike)):  # a DataFrame was pathlib's bare TypeError
+            raise PropertyTableError(f"link: {name} must be a path (a batch output folder or its images.csv; a "
+                                     f"property table file), got a {type(given).__name__}: write it first "
+                                     "(df.to_csv(path, index=False)), so that its units and ids are read as "
+                                     "the file's are")
     id_columns = RESULT_ID_COLUMNS + ((mapping[len("column:"):],) if mapping.startswith("column:") else ())
     res, res_source = read_results(results, id_columns=id_columns)
     props = read_property_table(properties, id_columns=(on,))
