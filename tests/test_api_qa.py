@@ -260,3 +260,14 @@ def test_link_of_a_dataframe_says_to_write_it_first(tmp_path):
         link(tmp_path / "images.csv", props, on="sample_id")
     with pytest.raises(MicroSegError, match="link: results must be a path .* got a DataFrame"):
         link(pd.DataFrame(rows), tmp_path / "props.csv", on="sample_id")
+
+
+def test_hall_petch_as_dict_of_a_constant_property_is_strict_json():
+    from micro_seg.properties import fit_hall_petch
+
+    d = np.array([5.0, 10.0, 20.0, 40.0])
+    flat = fit_hall_petch(d, np.full(4, 100.0)).as_dict()  # r2 = 1 - 0/0 is NaN: json.dumps wrote NaN
+    got = json.loads(json.dumps(flat, allow_nan=False))
+    assert got["r2"] is None and got["sigma0"] == pytest.approx(100.0) and got["k"] == pytest.approx(0.0, abs=1e-9)
+    good = fit_hall_petch(d, 70 + 0.74 * (d * 1e-6) ** -0.5 + np.array([1.0, -1.0, 0.5, -0.5])).as_dict()
+    assert 0.99 < good["r2"] < 1.0 and good["d_range_um"] == [5.0, 40.0]

@@ -124,8 +124,12 @@ class HallPetchFit:
         return self.linear.predict(x, x_cov=x_cov)
 
     def as_dict(self) -> dict:
+        """The fit as JSON data: a value that cannot be computed (``r2`` of a property with one value for all
+        samples) is None, not NaN."""
+        from micro_seg.cli import to_jsonable
+
         p0_key = RELATIONS[self.relation][0]
-        return {
+        return to_jsonable({
             "relation": self.relation,
             "d": self.d,
             "property": self.property_name,
@@ -139,7 +143,7 @@ class HallPetchFit:
             "n": self.linear.n,
             "d_range_um": list(self.d_range_um),
             "units": {p0_key: self.property_unit, "k": f"{self.property_unit}·m^0.5", "d": "um"},
-        }
+        })
 
 
 def fit_hall_petch(
