@@ -271,3 +271,15 @@ def test_hall_petch_as_dict_of_a_constant_property_is_strict_json():
     assert got["r2"] is None and got["sigma0"] == pytest.approx(100.0) and got["k"] == pytest.approx(0.0, abs=1e-9)
     good = fit_hall_petch(d, 70 + 0.74 * (d * 1e-6) ** -0.5 + np.array([1.0, -1.0, 0.5, -0.5])).as_dict()
     assert 0.99 < good["r2"] < 1.0 and good["d_range_um"] == [5.0, 40.0]
+
+
+def test_predicting_a_released_micrograph_says_so():
+    from micro_seg.inference import predict
+    from micro_seg.io import Micrograph
+
+    mg = Micrograph(np.random.default_rng(0).random((40, 40)), 0.5, "user", path="field.tif")
+    model = _tiny_model()
+    assert predict(mg, model).labels.shape == (40, 40)
+    mg.release_pixels()
+    with pytest.raises(MicroSegError, match="field.tif: its pixels were released"):  # was 'image is empty (0 x 40'
+        predict(mg, model)
