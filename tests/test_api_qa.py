@@ -283,3 +283,14 @@ def test_predicting_a_released_micrograph_says_so():
     mg.release_pixels()
     with pytest.raises(MicroSegError, match="field.tif: its pixels were released"):  # was 'image is empty (0 x 40'
         predict(mg, model)
+
+
+def test_measure_defects_names_a_min_size_that_is_not_a_number():
+    mask = np.zeros((40, 40), bool)
+    mask[5:7, 5:7] = True  # 4 px
+    mask[20:30, 20:30] = True  # 100 px
+    assert measure_defects(mask, min_size_px=5, fields=None).summary["count"] == 1
+    assert measure_defects(mask, min_size_px=np.int64(5), fields=None).summary["count"] == 1
+    for bad in ("5", float("nan"), -1):
+        with pytest.raises(ValueError, match=r"min_size_px=.*: must be a number of pixels >= 0"):
+            measure_defects(mask, min_size_px=bad)

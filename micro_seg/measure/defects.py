@@ -63,6 +63,7 @@ Examples
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -378,8 +379,9 @@ def measure_defects(
     if connectivity not in (1, 2):
         msg = f"connectivity={connectivity!r}: expected 1 (4-connected) or 2 (8-connected)"
         raise ValueError(msg)
-    if min_size_px < 0:
-        msg = f"min_size_px={min_size_px!r}: must be >= 0"
+    # "3" was a bare TypeError ('<' not supported between str and int); NaN removed nothing, silently
+    if isinstance(min_size_px, bool) or not isinstance(min_size_px, numbers.Real) or not min_size_px >= 0:
+        msg = f"min_size_px={min_size_px!r}: must be a number of pixels >= 0"
         raise ValueError(msg)
     labels, n, values = _objects(mask, what, connectivity)
     instances = values is not None
