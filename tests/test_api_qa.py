@@ -294,3 +294,12 @@ def test_measure_defects_names_a_min_size_that_is_not_a_number():
     for bad in ("5", float("nan"), -1):
         with pytest.raises(ValueError, match=r"min_size_px=.*: must be a number of pixels >= 0"):
             measure_defects(mask, min_size_px=bad)
+
+
+def test_measure_phases_names_a_points_per_field_that_is_not_a_number():
+    classes = np.zeros((40, 40), np.uint8)
+    classes[:, 10:] = 1
+    assert measure_phases(classes, points_per_field=16, fields=None).summary["phase_fractions"]["1"] == 0.75
+    for bad in ("x", [16], 0):
+        with pytest.raises(ValueError, match=r"points_per_field=.*: must be a whole number >= 1"):
+            measure_phases(classes, points_per_field=bad)

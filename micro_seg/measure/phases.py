@@ -272,9 +272,12 @@ def measure_phases(
     else:
         slices = [(slice(0, rows), slice(0, cols))]
     min_frac = min((f for f in fractions.values() if f > 0), default=1.0)
-    ppf = int(points_per_field) if points_per_field is not None else e562_points_per_field(min_frac)
+    try:  # "x" was int()'s "invalid literal for int() with base 10: 'x'", naming no option
+        ppf = int(points_per_field) if points_per_field is not None else e562_points_per_field(min_frac)
+    except (TypeError, ValueError, OverflowError):
+        ppf = 0
     if ppf < 1:
-        msg = f"points_per_field={points_per_field!r}: must be >= 1"
+        msg = f"points_per_field={points_per_field!r}: must be a whole number >= 1"
         raise ValueError(msg)
     k = max(1, int(round(math.sqrt(ppf))))
     # no more grid lines than a field has pixel rows / columns: repeated rows would count some pixels twice
