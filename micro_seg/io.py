@@ -1047,6 +1047,9 @@ def write_labels(
         raise InputFileNotFoundError(f"{path}: output folder {path.parent} does not exist")
     info: dict[str, Any] = {"pixel_size_um": px}
     if classes is not None:
+        if isinstance(classes, (str, bytes)):  # its characters were recorded as the names: "matrix" -> m, a, t, ...
+            raise ValueError(f"{path}: classes={classes!r}: a string, not a sequence of class names "
+                             f"(e.g. {[classes]!r})")
         info["classes"] = [str(c) for c in classes]
     if source is not None:
         info["source"] = str(Path(source).resolve())

@@ -303,3 +303,16 @@ def test_measure_phases_names_a_points_per_field_that_is_not_a_number():
     for bad in ("x", [16], 0):
         with pytest.raises(ValueError, match=r"points_per_field=.*: must be a whole number >= 1"):
             measure_phases(classes, points_per_field=bad)
+
+
+def test_write_labels_refuses_class_names_given_as_one_string(tmp_path):
+    from micro_seg.io import labels_classes, write_labels
+
+    labels = np.array([[0, 1], [1, 0]], np.uint8)
+    out = tmp_path / "l.tif"
+    write_labels(out, labels, pixel_size_um=0.5, classes=["matrix", "pore"])
+    assert labels_classes(out) == ["matrix", "pore"]
+    # "matrix,pore" was recorded as the class names ['m', 'a', 't', ...]: napari and measure phases then showed them
+    with pytest.raises(ValueError, match=r"classes='matrix,pore': a string, not a sequence of class names"):
+        write_labels(tmp_path / "s.tif", labels, pixel_size_um=0.5, classes="matrix,pore")
+    assert not (tmp_path / "s.tif").exists()
