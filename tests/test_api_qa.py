@@ -316,3 +316,17 @@ def test_write_labels_refuses_class_names_given_as_one_string(tmp_path):
     with pytest.raises(ValueError, match=r"classes='matrix,pore': a string, not a sequence of class names"):
         write_labels(tmp_path / "s.tif", labels, pixel_size_um=0.5, classes="matrix,pore")
     assert not (tmp_path / "s.tif").exists()
+
+
+def test_combine_grain_fields_of_one_field_is_strict_json():
+    from micro_seg.measure import combine_grain_fields
+
+    lab = np.zeros((60, 60), np.int32)
+    lab[:, :30], lab[:, 30:] = 1, 2
+    one = measure_grains(lab, pixel_size_um=0.5)
+    got = combine_grain_fields([one])  # sd / ci95 / %RA of one field were NaN: json.dumps wrote NaN
+    back = json.loads(json.dumps(got, allow_nan=False))
+    assert back["n_fields"] == 1 and back["mean_intercept_um"]["sd"] is None
+    assert back["mean_intercept_um"]["mean"] == pytest.approx(one.summary["mean_intercept_um"])
+    two = combine_grain_fields([one, one])
+    assert two["mean_intercept_um"]["sd"] == 0.0 and two["G_intercept"] == pytest.approx(one.summary["G_intercept"])

@@ -885,4 +885,6 @@ def combine_grain_fields(results: list[GrainMeasurement] | list[dict]) -> dict:
             out.setdefault("warnings", []).append(
                 f"{key} is over {st['n']} of the {len(sums)} fields (the others have no value, e.g. no boundary "
                 "crossed by the test lines): its G and CI are not over the same fields as the other statistics")
-    return out
+    from micro_seg.cli import to_jsonable
+
+    return to_jsonable(out)  # the s and CI of one field are None (as combine_phase_fields gives them), not NaN
