@@ -129,6 +129,9 @@ def grains_from_boundary_probability(
     """
     from skimage.morphology import local_maxima, reconstruction
 
+    # as the CLI, batch and postprocess() check them: a threshold of 3 gave one grain, NaN none, silently
+    check_grain_options({"threshold": threshold, "min_grain_px": min_grain_px, "split_ratio": split_ratio,
+                         "smooth_sigma_px": smooth_sigma_px, "marker_threshold": marker_threshold})
     prob = _check_map(boundary_probability, "boundary probability").astype(np.float32, copy=False)
     if smooth_sigma_px > 0:
         prob = ndi.gaussian_filter(prob, smooth_sigma_px)
@@ -289,6 +292,7 @@ def grains_from_boundary_probability_tiled(
     >>> int(lab.max())
     4
     """
+    check_grain_options(options)  # before the margin is measured with a threshold that is not one
     prob = _check_map(boundary_probability, "boundary probability")
     rows, cols = prob.shape
     if margin is None:
@@ -538,6 +542,23 @@ def _card_postprocess(card: Any, options: dict[str, Any]) -> dict[str, Any]:
 GRAIN_VALUE_OPTIONS = ("threshold", "split_ratio", "min_grain_px", "smooth_sigma_px", "marker_threshold")
 
 
+def check_grain_options(options: dict[str, Any]) -> None:
+    """Refuse grain post-processing values the CLI and batch refuse (:func:`~micro_seg.registry.check_postprocess_values`):
+    each a finite number >= 0, ``threshold`` and ``marker_threshold`` strictly between 0 and 1; numpy numbers are
+    numbers, ``marker_threshold`` None is off.  Other keys are not looked at.
+
+    >>> check_grain_options({"threshold": np.float32(0.4), "split_ratio": 0, "marker_threshold": None, "mask": None})
+    >>> check_grain_options({"threshold": 3})
+    Traceback (most recent call last):
+    ...
+    micro_seg.errors.ModelError: post-processing option threshold must be strictly between 0 and 1 (a boundary probability), got 3
+    """
+    from micro_seg.registry import check_postprocess_values
+
+    check_postprocess_values({k: (v.item() if isinstance(v, np.generic) else v) for k, v in options.items()
+                              if k in GRAIN_VALUE_OPTIONS and v is not None})
+
+
 def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult:
     """Post-process a :class:`~micro_seg.inference.Prediction` as the card's task says.
 
@@ -558,7 +579,7 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
     >>> int(postprocess(pred, card, min_grain_px=4).labels.max())
     2
     """
-    from micro_seg.registry import LoadedModel, check_postprocess_values
+    from micro_seg.registry import LoadedModel
 
     if isinstance(card, LoadedModel):  # what load_model returns: its card
         card = card.card
@@ -569,8 +590,7 @@ def postprocess(prediction: Any, card: Any, **options: Any) -> PostprocessResult
     if card.task == "grains":
         # the CLI and batch check these; from Python a threshold of 3 or NaN gave one grain or none, silently, and
         # "0.3" a numpy UFuncTypeError
-        check_postprocess_values({k: (v.item() if isinstance(v, np.generic) else v) for k, v in options.items()
-                                  if k in GRAIN_VALUE_OPTIONS and v is not None})
+        check_grain_options(options)
         b = boundary_class_index(classes)
         kept = list(getattr(prediction, "probability_classes", range(len(classes))))
         if prediction.probabilities is None or b not in kept:

@@ -330,3 +330,23 @@ def test_combine_grain_fields_of_one_field_is_strict_json():
     assert back["mean_intercept_um"]["mean"] == pytest.approx(one.summary["mean_intercept_um"])
     two = combine_grain_fields([one, one])
     assert two["mean_intercept_um"]["sd"] == 0.0 and two["G_intercept"] == pytest.approx(one.summary["G_intercept"])
+
+
+def test_grains_from_boundary_probability_checks_its_options_as_postprocess_does():
+    # postprocess() checked them; the function it calls (public, named in the grain model's README) still took
+    # threshold=3 (one grain), NaN (no grain at all), silently, and "0.3" as a numpy UFuncTypeError
+    from micro_seg.postprocess import grains_from_boundary_probability, grains_from_boundary_probability_tiled
+
+    p = np.zeros((50, 50))
+    p[24:26, :] = 0.9
+    p[:, 24:26] = 0.9
+    for fn in (grains_from_boundary_probability, grains_from_boundary_probability_tiled):
+        assert int(fn(p).max()) == 4
+        assert int(fn(p, threshold=np.float32(0.5), split_ratio=0, marker_threshold=None).max()) == 4
+        for bad in (3.0, float("nan"), "0.3", -1, 1):
+            with pytest.raises(MicroSegError, match="post-processing option threshold"):
+                fn(p, threshold=bad)
+        with pytest.raises(MicroSegError, match="option min_grain_px must be a finite number >= 0, got '5'"):
+            fn(p, min_grain_px="5")
+        with pytest.raises(MicroSegError, match="option split_ratio must be a finite number >= 0, got -1"):
+            fn(p, split_ratio=-1)
