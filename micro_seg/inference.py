@@ -237,12 +237,9 @@ def _as_model(model: Any):
 
 
 def _as_image(image: Any) -> np.ndarray:
-    if hasattr(image, "analysis_data"):
-        released = (getattr(image, "meta", None) or {}).get("released_shape")
-        if released is not None and image.data.size == 0:  # was 'image is empty (0 x 512 pixels)'
-            raise InvalidImageError(f"{getattr(image, 'path', None) or 'micrograph'}: its pixels were released "
-                                    f"(release_pixels, or segment_image(release_image=True)); read the file again")
-        image = image.analysis_data
+    from micro_seg.io import analysis_pixels
+
+    image = analysis_pixels(image)  # released pixels were 'image is empty (0 x 512 pixels)'
     from micro_seg.measure._units import as_input_array
 
     image = as_input_array(image, "image")  # a masked array's mask would be dropped: the masked pixels segmented

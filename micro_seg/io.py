@@ -198,6 +198,32 @@ class Micrograph:
         self.data = np.empty((0, *self.data.shape[1:]), self.data.dtype)  # not a view: that would keep the pixels
 
 
+def analysis_pixels(image: Any) -> Any:
+    """A :class:`Micrograph`'s ``analysis_data`` (its pixels without the SEM data bar), anything else as given; a
+    Micrograph whose pixels were released (:meth:`Micrograph.release_pixels`) is an InvalidImageError naming its file
+    (its empty array would be refused as 'image is empty', naming neither).
+
+    >>> import numpy as np
+    >>> m = Micrograph(np.zeros((10, 4), np.uint8), 0.5, "user", databar_rows=2, path="a.tif")
+    >>> analysis_pixels(m).shape
+    (8, 4)
+    >>> m.release_pixels()
+    >>> analysis_pixels(m)
+    Traceback (most recent call last):
+    ...
+    micro_seg.errors.InvalidImageError: a.tif: its pixels were released (release_pixels, or segment_image(release_image=True)); read the file again
+    """
+    if not hasattr(image, "analysis_data"):
+        return image
+    released = (getattr(image, "meta", None) or {}).get("released_shape")
+    if released is not None and image.data.size == 0:
+        from micro_seg.errors import InvalidImageError
+
+        raise InvalidImageError(f"{getattr(image, 'path', None) or 'micrograph'}: its pixels were released "
+                                "(release_pixels, or segment_image(release_image=True)); read the file again")
+    return image.analysis_data
+
+
 def _one_line(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split())
     return text[:300] or type(exc).__name__

@@ -833,8 +833,7 @@ def pixel_quality(image: Any, spec: QCSpec) -> dict[str, float]:
         return {}
     from micro_seg.quality import assess_image
 
-    pixels = image.analysis_data if hasattr(image, "analysis_data") else image
-    return assess_image(np.asarray(pixels)).as_dict()
+    return assess_image(image).as_dict()  # np.asarray here dropped a masked array's mask: masked pixels judged
 
 
 def _as_spec(spec: Any) -> "QCSpec":
@@ -910,7 +909,8 @@ def evaluate(
     reasons: list[Reason] = []
     pixels = image
     if image is not None and hasattr(image, "analysis_data"):
-        pixels = image.analysis_data
+        # pixel_quality measures its analysis_data, if the checks need pixels (a batch gives quality measured before
+        # it released them); released pixels that are needed: says so, naming the file (was 'image is empty')
         if pixel_size_um is None:
             pixel_size_um = getattr(image, "pixel_size_um", None)
         if magnification is None:

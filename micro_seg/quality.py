@@ -365,10 +365,10 @@ def assess_image(image: np.ndarray) -> ImageQuality:
     >>> q.clipped_high_fraction, q.blur
     (1.0, 1.0)
     """
+    from micro_seg.io import analysis_pixels
     from micro_seg.measure._units import as_input_array
 
-    if hasattr(image, "analysis_data"):  # a Micrograph (was refused as an image of shape ())
-        image = image.analysis_data
+    image = analysis_pixels(image)  # a Micrograph (was refused as an image of shape ()); released: says so
     image = as_input_array(image, "image")  # a masked array's mask would be ignored: masked pixels judged
     low, high = clipping_fractions(image)
     return ImageQuality(

@@ -350,3 +350,29 @@ def test_grains_from_boundary_probability_checks_its_options_as_postprocess_does
             fn(p, min_grain_px="5")
         with pytest.raises(MicroSegError, match="option split_ratio must be a finite number >= 0, got -1"):
             fn(p, split_ratio=-1)
+
+
+def test_quality_and_qc_refuse_a_masked_array_and_name_a_released_micrograph():
+    # assess_image refused a masked array, but qc.evaluate / pixel_quality np.asarray'd it first: the masked pixels
+    # were judged (here: 30 masked rows of white made the image 'clipped', review), silently
+    from micro_seg.io import Micrograph
+    from micro_seg.qc import evaluate, parse_spec, pixel_quality
+    from micro_seg.quality import assess_image
+
+    spec = parse_spec({"image": {"clipped_high_fraction": 0.01}})
+    img = np.full((32, 32), 255, np.uint8)
+    img[30:] = np.arange(64).reshape(2, 32)
+    masked = np.ma.masked_array(img, mask=np.zeros(img.shape, bool))
+    masked.mask[:30] = True
+    for judge in (lambda x: evaluate(x, spec), lambda x: pixel_quality(x, spec), assess_image):
+        with pytest.raises(MicroSegError, match="a masked array: its mask would be ignored"):
+            judge(masked)
+    # a Micrograph's pixels are its analysis_data (without the data bar), as assess_image measures them
+    mg = Micrograph(img, 0.5, "user", databar_rows=2, path="field.tif")
+    assert evaluate(mg, spec).quality["clipped_high_fraction"] == 1.0
+    assert pixel_quality(mg, spec)["clipped_high_fraction"] == assess_image(mg).clipped_high_fraction == 1.0
+    # released pixels were 'image is empty', naming no file
+    mg.release_pixels()
+    for judge in (lambda x: evaluate(x, spec), lambda x: pixel_quality(x, spec), assess_image):
+        with pytest.raises(MicroSegError, match="field.tif: its pixels were released"):
+            judge(mg)
