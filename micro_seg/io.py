@@ -1074,7 +1074,7 @@ def write_labels(
     info: dict[str, Any] = {"pixel_size_um": px}
     if classes is not None:
         if isinstance(classes, (str, bytes)):  # its characters were recorded as the names: "matrix" -> m, a, t, ...
-            raise ValueError(f"{path}: classes={classes!r}: a string, not a sequence of class names "
+            raise InvalidImageError(f"{path}: classes={classes!r}: a string, not a sequence of class names "
                              f"(e.g. {[classes]!r})")
         info["classes"] = [str(c) for c in classes]
     if source is not None:

@@ -376,3 +376,15 @@ def test_quality_and_qc_refuse_a_masked_array_and_name_a_released_micrograph():
     for judge in (lambda x: evaluate(x, spec), lambda x: pixel_quality(x, spec), assess_image):
         with pytest.raises(MicroSegError, match="field.tif: its pixels were released"):
             judge(mg)
+
+
+
+def test_write_labels_class_names_as_one_string_is_a_micro_seg_error(tmp_path):
+    # it was a bare ValueError: the CLI's and napari's writer's handlers catch MicroSegError (napari: 'Cannot save
+    # layer ...'), so a layer whose metadata held the names as one string ended in napari's raw error
+    from micro_seg.io import write_labels
+
+    labels = np.array([[0, 1], [1, 0]], np.uint8)
+    with pytest.raises(MicroSegError, match=r"classes='matrix,pore': a string, not a sequence of class names"):
+        write_labels(tmp_path / "s.tif", labels, pixel_size_um=0.5, classes="matrix,pore")
+    assert not (tmp_path / "s.tif").exists()

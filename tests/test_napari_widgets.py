@@ -167,6 +167,17 @@ def test_writer_failures_are_one_clear_error_and_write_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_writer_class_names_as_one_string_is_the_save_error(tmp_path):
+    """Class names held as one string in the layer's metadata (set from the console) were a bare ValueError out of
+    the writer (napari's raw error), not the save message; before that, their letters were recorded as the names."""
+    from napari_plugin._writer import LabelsSaveError, write_labels_layer
+
+    meta = {"name": "phases", "metadata": {"micro_seg": {"kind": "classes", "classes": "matrix,pore"}}}
+    with pytest.raises(LabelsSaveError, match="Cannot save layer 'phases'.*a string, not a sequence of class names"):
+        write_labels_layer(str(tmp_path / "n.tif"), np.array([[0, 1], [1, 0]], np.uint8), meta)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_saved_grain_layer_is_recorded_as_instances(tmp_path):
     """A grain layer (each grain its own number) saved with File > Save could be given to micro-seg train, which read
     every grain number as a class; saved class maps and annotations stay class labels."""
