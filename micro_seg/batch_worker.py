@@ -141,7 +141,9 @@ def check_segment_options(options: Mapping[str, Any] | None, *, task: str | None
     from micro_seg.inference import check_backend_available
     from micro_seg.registry import check_postprocess_values
 
-    given = {str(k): v for k, v in (options or {}).items() if v is not None}
+    # numpy numbers (a value from an array or a table) as Python ones: they were refused as 'must be a finite number
+    # >= 0, got np.float32(0.4)', and the batch's parameters are hashed as JSON
+    given = {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in (options or {}).items() if v is not None}
     unknown = sorted(set(given) - set(PREDICT_OPTIONS) - set(POSTPROCESS_OPTIONS))
     if unknown:
         raise ModelError(f"unknown segmentation option(s) {', '.join(unknown)}; "

@@ -388,3 +388,17 @@ def test_write_labels_class_names_as_one_string_is_a_micro_seg_error(tmp_path):
     with pytest.raises(MicroSegError, match=r"classes='matrix,pore': a string, not a sequence of class names"):
         write_labels(tmp_path / "s.tif", labels, pixel_size_um=0.5, classes="matrix,pore")
     assert not (tmp_path / "s.tif").exists()
+
+
+def test_batch_segment_options_take_numpy_numbers_as_postprocess_does():
+    # postprocess() takes threshold=np.float32(0.4); a batch refused it, and np.int64(8) grains, as
+    # 'must be a finite number >= 0, got np.int64(8)'
+    from micro_seg.batch_worker import check_segment_options
+
+    plain = check_segment_options({"threshold": 0.5, "min_grain_px": 8, "split_ratio": 0.0, "tile_size": 512},
+                                  task="grains")
+    given = check_segment_options({"threshold": np.float32(0.5), "min_grain_px": np.int64(8),
+                                   "split_ratio": np.float64(0), "tile_size": np.int32(512)}, task="grains")
+    assert given == plain and all(type(a[1]) is type(b[1]) for a, b in zip(given, plain))  # same parameter hash
+    with pytest.raises(MicroSegError, match="option threshold must be strictly between 0 and 1"):
+        check_segment_options({"threshold": np.float32(1.5)}, task="grains")
