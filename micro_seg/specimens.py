@@ -148,7 +148,12 @@ def specimen_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     from micro_seg.errors import ResultsTableError
 
     if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # a DataFrame (pd.read_csv of images.csv) iterates
-        rows = rows.to_dict("records")                         # its column names, not its rows
+        if "specimen" in rows.columns and rows["specimen"].dtype.kind in "biuf":  # its column names, not its rows
+            # pandas read the names as numbers: '007' came back as specimen 7.0 (7 without an empty cell), silently
+            raise ResultsTableError("specimen_table: the specimen column was read as numbers, so names such as '007' "
+                                    "or '1' are no longer as written (7.0, 1.0); read images.csv with "
+                                    "pd.read_csv(path, dtype={'specimen': str})")
+        rows = rows.to_dict("records")
     groups: dict[str, list[Mapping[str, Any]]] = {}
     failed: dict[str, int] = {}
     for row in rows:

@@ -402,3 +402,20 @@ def test_batch_segment_options_take_numpy_numbers_as_postprocess_does():
     assert given == plain and all(type(a[1]) is type(b[1]) for a, b in zip(given, plain))  # same parameter hash
     with pytest.raises(MicroSegError, match="option threshold must be strictly between 0 and 1"):
         check_segment_options({"threshold": np.float32(1.5)}, task="grains")
+
+
+def test_specimen_table_of_a_dataframe_refuses_specimen_names_read_as_numbers():
+    # pd.read_csv read the names 007 (and an empty cell) as the float column 7.0, NaN: specimen '007' came back as 7.0
+    import io
+
+    import pandas as pd
+
+    from micro_seg.specimens import specimen_table
+
+    text = ("path,specimen,status,grains_per_mm2,pixel_size_um\n"
+            "a.tif,007,ok,100,0.5\nb.tif,007,ok,120,0.5\nc.tif,,ok,90,0.5\n")
+    with pytest.raises(MicroSegError, match=r"specimen column was read as numbers.*dtype=\{'specimen': str\}"):
+        specimen_table(pd.read_csv(io.StringIO(text)))
+    got = specimen_table(pd.read_csv(io.StringIO(text), dtype={"specimen": str}))
+    assert [(r["specimen"], r["n_fields"]) for r in got] == [("007", 2)]
+    assert got[0]["grains_per_mm2_mean"] == pytest.approx(110.0)
