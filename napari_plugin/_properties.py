@@ -145,7 +145,8 @@ class PropertiesWidget(Container):
         s = result.summary
         fit = s["fit"]
         if fit["relation"] == "linear":
-            self._status.value = f"linear fit: R² {fit['r2']:.3f}, LOO-CV RMSE {fit['cv_rmse'] or float('nan'):.3g}"
+            r2 = "n/a" if fit["r2"] is None else f"{fit['r2']:.3f}"  # None: one property value for all samples
+            self._status.value = f"linear fit: R² {r2}, LOO-CV RMSE {fit['cv_rmse'] or float('nan'):.3g}"
         else:
             p0 = "sigma0" if fit["relation"] == "hall-petch" else "H0"
             self._status.value = (f"{p0} = {fit[p0]:.1f} ± {fit[p0 + '_ci95']:.1f} {fit['units'][p0]},  "

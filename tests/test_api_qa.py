@@ -419,3 +419,22 @@ def test_specimen_table_of_a_dataframe_refuses_specimen_names_read_as_numbers():
     got = specimen_table(pd.read_csv(io.StringIO(text), dtype={"specimen": str}))
     assert [(r["specimen"], r["n_fields"]) for r in got] == [("007", 2)]
     assert got[0]["grains_per_mm2_mean"] == pytest.approx(110.0)
+
+
+def test_link_summary_of_a_linear_fit_is_strict_json(tmp_path):
+    # the Hall-Petch fit's r2 became None (HallPetchFit.as_dict); a linear fit's stayed NaN in link()'s summary, which
+    # json.dumps wrote as invalid NaN
+    import json
+
+    import pandas as pd
+
+    from micro_seg.properties import link
+
+    rows = [{"path": f"in/{s}/f{i}.tif", "status": "ok", "error": "", "mean_intercept_um": d * (1 + 0.01 * i)}
+            for s, d in {"A": 6.0, "B": 12.0, "C": 25.0, "D": 50.0}.items() for i in range(3)]
+    (tmp_path / "res").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "res" / "images.csv", index=False)
+    pd.DataFrame({"sample_id": list("ABCD"), "yield_strength_MPa": [300.0] * 4}).to_csv(tmp_path / "p.csv", index=False)
+    r = link(tmp_path / "res", tmp_path / "p.csv", on="sample_id", relation="linear")
+    fit = json.loads(json.dumps(r.summary, allow_nan=False))["fit"]
+    assert fit["r2"] is None and fit["coefficients"]["intercept"] == pytest.approx(300.0)

@@ -157,3 +157,21 @@ def test_properties_widget_picks_the_column_the_relation_fits(make_napari_viewer
     assert w.fit().summary["fit"]["units"]["k"] == f"{unit}·m^0.5"
     w._relation.value = "hall-petch"
     assert w._property.value == "yield_strength_MPa"
+
+
+def test_properties_widget_linear_fit_of_one_property_value(make_napari_viewer, tmp_path, notes):
+    """A linear fit of a property with one value for all samples has no R² (None in link()'s summary, which is strict
+    JSON): the status says n/a (formatting None raised inside the Fit button's slot)."""
+    from napari_plugin._properties import PropertiesWidget
+
+    res, props = _inputs(tmp_path)
+    pd.DataFrame({"sample_id": list(SPECS), "yield_strength_MPa": [300.0] * 5}).to_csv(props, index=False)
+    viewer = make_napari_viewer()
+    w = PropertiesWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._results.value = res
+    w._table.value = props
+    w._relation.value = "linear"
+    result = w.fit()
+    assert result.summary["fit"]["r2"] is None
+    assert w._status.value.startswith("linear fit: R² n/a, LOO-CV RMSE")

@@ -594,11 +594,14 @@ def link(
         with _why_samples_are_missing(dropped_notes, psource, res_source):
             fit = fit_linear(x, y[keep], names=names)
         ci = fit.ci95()
-        summary["fit"] = {
+        from micro_seg.cli import to_jsonable
+
+        # JSON data as HallPetchFit.as_dict() gives it: the r2 of a property with one value for all samples is None
+        summary["fit"] = to_jsonable({
             "relation": "linear", "property": prop_col, "coefficients": dict(zip(fit.names, fit.coef.tolist())),
             "ci95": dict(zip(fit.names, ci.tolist())), "r2": fit.r2, "cv_rmse": fit.cv_rmse,
             "residual_std": fit.resid_std, "n": fit.n, "units": {"property": unit},
-        }
+        })
         pred = fit.predict(x)
     else:
         spread = check_grain_size_spread(fitted[d].to_numpy(dtype=float), d=d, relation=relation, source=res_source)
