@@ -21,15 +21,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import os
 import pkgutil
 import sys
 import traceback
-from typing import Any, Sequence
+from typing import Sequence
 
 from micro_seg import __version__
 from micro_seg.errors import MicroSegError
+from micro_seg.jsonable import to_jsonable  # re-exported: scripts import it from here
 
 __all__ = ["main", "build_parser", "to_jsonable"]
 
@@ -41,35 +41,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays, paths and non-finite floats to JSON types.
-
-    NaN and infinities become ``None`` (JSON has no NaN).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> to_jsonable({"a": np.float32(1.5), "b": float("nan"), "c": (1, 2)})
-    {'a': 1.5, 'b': None, 'c': [1, 2]}
-    """
-    import numpy as np
-    from pathlib import PurePath
-
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, PurePath):
-        return str(obj)
-    return obj
 
 
 def _print_human(result: dict) -> None:

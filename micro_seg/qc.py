@@ -688,7 +688,7 @@ class QCResult:
     def as_dict(self) -> dict[str, Any]:
         """``{"verdict", "reasons": [...], "quality": {...}}``, JSON-ready: a quality value that was not measured
         (NaN: clipping and contrast of a float image outside 0..1) is None, numpy numbers are Python ones."""
-        from micro_seg.cli import to_jsonable
+        from micro_seg.jsonable import to_jsonable
 
         return to_jsonable({"verdict": self.verdict, "reasons": [r.as_dict() for r in self.reasons],
                             "quality": dict(self.quality)})

@@ -104,7 +104,7 @@ class DefectMeasurement:
     def to_dict(self) -> dict:
         """The summary as plain JSON data (a copy for ``json.dumps``): numpy numbers as Python ones, and a value that
         cannot be computed (NaN or infinite, e.g. the mean intercept of an image of one grain) as None."""
-        from micro_seg.cli import to_jsonable
+        from micro_seg.jsonable import to_jsonable
 
         return to_jsonable(self.summary)
 

@@ -160,7 +160,7 @@ class GrainMeasurement:
     def to_dict(self) -> dict:
         """The summary as plain JSON data (a copy for ``json.dumps``): numpy numbers as Python ones, and a value that
         cannot be computed (NaN or infinite, e.g. the mean intercept of an image of one grain) as None."""
-        from micro_seg.cli import to_jsonable
+        from micro_seg.jsonable import to_jsonable
 
         return to_jsonable(self.summary)
 
@@ -885,6 +885,6 @@ def combine_grain_fields(results: list[GrainMeasurement] | list[dict]) -> dict:
             out.setdefault("warnings", []).append(
                 f"{key} is over {st['n']} of the {len(sums)} fields (the others have no value, e.g. no boundary "
                 "crossed by the test lines): its G and CI are not over the same fields as the other statistics")
-    from micro_seg.cli import to_jsonable
+    from micro_seg.jsonable import to_jsonable
 
     return to_jsonable(out)  # the s and CI of one field are None (as combine_phase_fields gives them), not NaN

@@ -126,7 +126,7 @@ class HallPetchFit:
     def as_dict(self) -> dict:
         """The fit as JSON data: a value that cannot be computed (``r2`` of a property with one value for all
         samples) is None, not NaN."""
-        from micro_seg.cli import to_jsonable
+        from micro_seg.jsonable import to_jsonable
 
         p0_key = RELATIONS[self.relation][0]
         return to_jsonable({

@@ -594,7 +594,7 @@ def link(
         with _why_samples_are_missing(dropped_notes, psource, res_source):
             fit = fit_linear(x, y[keep], names=names)
         ci = fit.ci95()
-        from micro_seg.cli import to_jsonable
+        from micro_seg.jsonable import to_jsonable
 
         # JSON data as HallPetchFit.as_dict() gives it: the r2 of a property with one value for all samples is None
         summary["fit"] = to_jsonable({
