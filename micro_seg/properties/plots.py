@@ -83,7 +83,8 @@ def hall_petch_figure(link_result, *, fig=None):
         ax.set_ylabel(f"measured {link_result.property_column}")
         ax.set_title("predicted vs measured")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # the predicted-vs-measured plot has no labelled artists
+        ax.legend(fontsize=8, loc="best")
     return fig
 
 
