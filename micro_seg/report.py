@@ -274,8 +274,11 @@ def _specimen_section(specimen_rows: list[dict]) -> str:
             g = r.get(key)
             lo, hi = r.get(f"{key}_ci95_low"), r.get(f"{key}_ci95_high")
             cell = f"{g:.1f}" if isinstance(g, float) and math.isfinite(g) else ""
-            if cell and isinstance(lo, float) and isinstance(hi, float):
-                cell += f" <span class='note'>[{lo:.1f}, {hi:.1f}]</span>"
+            lo, hi = (v if _finite_number(v) else None for v in (lo, hi))
+            if cell and (lo is not None or hi is not None):  # one-sided where the interval reached N_A or l = 0
+                span = (f"{float(lo):.1f}, {float(hi):.1f}" if lo is not None and hi is not None
+                        else f"≥ {float(lo):.1f}" if lo is not None else f"≤ {float(hi):.1f}")
+                cell += f" <span class='note'>[{span}]</span>"
             row.append(cell)
         for k, _ in quantities:
             cell = fmt_ci(r.get(f"{k}_mean"), r.get(f"{k}_ci95"), r.get(f"{k}_ra_percent"))

@@ -140,7 +140,9 @@ def specimen_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         the fields share one pixel size: a mean of pixel counts at 0.2 and
         0.5 um/px means nothing), and the derived
         ``G_planimetric`` (from mean ``grains_per_mm2``), ``G_intercept`` with
-        ``G_intercept_ci95_low/high`` (from mean ``mean_intercept_um`` and its CI).
+        ``G_intercept_ci95_low/high`` (from mean ``mean_intercept_um`` and its CI;
+        where the interval of N_A or l reaches 0, the G bound it would give is
+        left empty and the other one kept).
     """
     from micro_seg.measure import astm
     from micro_seg.measure.stats import field_statistics
@@ -198,16 +200,20 @@ def specimen_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if na is not None and math.isfinite(na) and na > 0:
             rec["G_planimetric"] = astm.g_from_grains_per_mm2(na)
             ci = stats["grains_per_mm2"]["ci95"]
-            if math.isfinite(ci) and na - ci > 0:
-                rec["G_planimetric_ci95_low"] = astm.g_from_grains_per_mm2(na - ci)
+            if math.isfinite(ci):
+                # an interval reaching N_A = 0 has no lower G bound (G -> -inf); its upper bound still holds
+                if na - ci > 0:
+                    rec["G_planimetric_ci95_low"] = astm.g_from_grains_per_mm2(na - ci)
                 rec["G_planimetric_ci95_high"] = astm.g_from_grains_per_mm2(na + ci)
         lm = stats.get("mean_intercept_um", {}).get("mean")
         if lm is not None and math.isfinite(lm) and lm > 0:
             rec["G_intercept"] = astm.g_from_intercept(lm / 1000.0)
             ci = stats["mean_intercept_um"]["ci95"]
-            if math.isfinite(ci) and lm - ci > 0:
-                # a longer intercept means a smaller G: the bounds swap
+            if math.isfinite(ci):
+                # a longer intercept means a smaller G: the bounds swap; an interval reaching l = 0 has no upper G
+                # bound (G -> +inf), its lower bound still holds
                 rec["G_intercept_ci95_low"] = astm.g_from_intercept((lm + ci) / 1000.0)
-                rec["G_intercept_ci95_high"] = astm.g_from_intercept((lm - ci) / 1000.0)
+                if lm - ci > 0:
+                    rec["G_intercept_ci95_high"] = astm.g_from_intercept((lm - ci) / 1000.0)
         out.append(rec)
     return out

@@ -466,6 +466,31 @@ def test_pixel_unit_statistics_pool_only_fields_at_one_pixel_size():
     assert rec["mean_intercept_px_mean"] == pytest.approx(32.0) and rec["n_uncalibrated"] == 2
 
 
+def test_a_specimen_g_interval_reaching_zero_keeps_its_finite_bound():
+    """Two fields of very different grain density: the t interval of N_A (and of l) reaches 0, where G has no bound
+    on that side; specimens.csv and the report dropped both bounds, although the other side is a real bound."""
+    from micro_seg.measure import astm
+    from micro_seg.report import _specimen_section
+
+    rows = [{"path": f"S/f{i}.tif", "specimen": "S", "status": "ok", "pixel_size_um": 1.0,
+             "grains_per_mm2": na, "mean_intercept_um": l} for i, (na, l) in enumerate(((100.0, 10.0), (900.0, 50.0)))]
+    (rec,) = specimen_table(rows)
+    t = 12.706204736174698  # t(0.975, 1)
+    ci_na, ci_l = t * math.sqrt(2 * 400.0 ** 2) / math.sqrt(2), t * math.sqrt(2 * 20.0 ** 2) / math.sqrt(2)
+    assert rec["grains_per_mm2_ci95"] == pytest.approx(ci_na) and 500.0 - ci_na < 0  # reaches N_A = 0
+    assert "G_planimetric_ci95_low" not in rec
+    assert rec["G_planimetric_ci95_high"] == pytest.approx(astm.g_from_grains_per_mm2(500.0 + ci_na))
+    assert 30.0 - ci_l < 0 and "G_intercept_ci95_high" not in rec  # reaches l = 0
+    assert rec["G_intercept_ci95_low"] == pytest.approx(astm.g_from_intercept((30.0 + ci_l) / 1000.0))
+    html = _specimen_section([rec])
+    assert f"[≤ {rec['G_planimetric_ci95_high']:.1f}]" in html and f"[≥ {rec['G_intercept_ci95_low']:.1f}]" in html
+    rows[1].update(grains_per_mm2=102.0, mean_intercept_um=10.2)  # close fields: both bounds, as before
+    (rec,) = specimen_table(rows)
+    assert rec["G_planimetric_ci95_low"] < rec["G_planimetric"] < rec["G_planimetric_ci95_high"]
+    assert rec["G_intercept_ci95_low"] < rec["G_intercept"] < rec["G_intercept_ci95_high"]
+    assert f"[{rec['G_intercept_ci95_low']:.1f}, {rec['G_intercept_ci95_high']:.1f}]" in _specimen_section([rec])
+
+
 def test_report_marks_a_statistic_over_fewer_fields():
     from micro_seg.report import _specimen_section
     rows = [{"path": f"S/f{i}.tif", "specimen": "S", "status": "ok", "pixel_size_um": 1.0,
