@@ -70,7 +70,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from micro_seg import __version__
 from micro_seg.batch_worker import (BatchConfig, ImageResult, _load_model, atomic_path, check_segment_options, init_worker,
-                                    safe_process, sha256_file, stale_temporary)
+                                    output_files, safe_process, sha256_file, stale_temporary)
 from micro_seg.errors import CancelledError, InputFileNotFoundError, MicroSegError, OutputPathError, SpecError
 from micro_seg.interrupts import deferred_interrupts
 from micro_seg.specimens import parse_group_by, specimen_of, specimen_table
@@ -1050,11 +1050,6 @@ def _outputs_missing(out_path: Path, row: Mapping[str, Any]) -> bool:
     return row["status"] == "ok" and bool(row.get("labels_path")) and not (out_path / row["labels_path"]).is_file()
 
 
-def _output_files(stem: str) -> set[str]:
-    """The label, overlay and object files :func:`~micro_seg.batch_worker.process_image` writes for an output stem."""
-    return {f"labels/{stem}_labels.tif", f"overlays/{stem}_overlay.png", f"objects/{stem}_objects.csv"}
-
-
 def _outputs_taken_over(files: list[InputFile], todo: list[InputFile], known: Mapping[str, dict]) -> set[str]:
     """Finished images (relpaths) whose recorded label / overlay / object file an image processed in this run will
     overwrite.  Output stems are given anew as files come and go (``x_png.tif`` added beside ``x.png`` and
@@ -1075,13 +1070,13 @@ def _outputs_taken_over(files: list[InputFile], todo: list[InputFile], known: Ma
     stems = {f.relpath: f.stem for f in files}
     keys = ("labels_path", "overlay_path", "objects_path")
     recorded = {f.relpath: {(known.get(f.relpath) or {}).get(k) for k in keys} - {None} for f in files}
-    owner = {name: f.relpath for f in files for name in _output_files(f.stem)}
+    owner = {name: f.relpath for f in files for name in output_files(f.stem).values()}
     new = redo | {rel for rel, paths in recorded.items() if any(owner.get(p, rel) != rel for p in paths)}
     redo |= new
     claimed: set[str] = set()
     while new:
         for rel in new:
-            claimed |= _output_files(stems[rel])
+            claimed.update(output_files(stems[rel]).values())
         new = {rel for rel, paths in recorded.items() if rel not in redo and paths & claimed}
         redo |= new
     return redo - {f.relpath for f in todo}

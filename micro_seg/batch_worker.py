@@ -48,6 +48,7 @@ __all__ = [
     "sha256_file",
     "flatten_measurements",
     "output_stem",
+    "output_files",
     "render_overlay",
     "overlay_preview",
 ]
@@ -264,6 +265,17 @@ def output_stem(relpath: str) -> str:
     """
     p = Path(relpath)
     return (p.parent / p.stem).as_posix()
+
+
+def output_files(stem: str) -> dict[str, str]:
+    """The label, overlay and object files (relative to OUT_DIR) that :func:`process_image` writes for an output
+    stem; :func:`micro_seg.batch.run_batch` checks them against other images' recorded files.
+
+    >>> output_files("sub/f")["labels"]
+    'labels/sub/f_labels.tif'
+    """
+    return {"labels": f"labels/{stem}_labels.tif", "overlay": f"overlays/{stem}_overlay.png",
+            "objects": f"objects/{stem}_objects.csv"}
 
 
 def flatten_measurements(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -637,21 +649,22 @@ def process_image(path: str, config: BatchConfig, *, outputs_stem: str | None = 
     grains = card.task == "grains"
     outputs: dict[str, str] = {}
     objects = {kind: _table_columns(t) for kind, t in tables.items()}
+    names = output_files(stem)
     try:
         if config.write_labels:
-            rel = f"labels/{stem}_labels.tif"
+            rel = names["labels"]
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             write_labels(out_dir / rel, labels, pixel_size_um=px,  # atomic (tmp + rename)
                          classes=None if grains else list(card.classes), instances=grains)
             outputs["labels"] = rel
         if config.write_overlay:
-            rel = f"overlays/{stem}_overlay.png"
+            rel = names["overlay"]
             with atomic_path(out_dir / rel) as tmp:
                 render_overlay(preview, labels, kind="instances" if grains else "classes").save(
                     tmp, format="PNG", compress_level=1)
             outputs["overlay"] = rel
         if config.write_objects and objects:
-            rel = f"objects/{stem}_objects.csv"
+            rel = names["objects"]
             with atomic_path(out_dir / rel) as tmp:
                 _write_objects_csv(tmp, objects)
             outputs["objects"] = rel
