@@ -676,23 +676,28 @@ def _read_pillow(path: Path, fmt: str, page: int | None, limit: int, meta: dict[
     return data, alpha_last
 
 
-def _png_grey_depth(path: Path) -> int | None:
-    """The bits per pixel of a greyscale PNG without alpha (IHDR colour type 0), else ``None``."""
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """``(bit depth, colour type)`` from a PNG's header (IHDR), or ``None`` when the file does not start with one."""
     with open(path, "rb") as fh:
         head = fh.read(26)
-    if len(head) < 26 or head[12:16] != b"IHDR" or head[25] != 0:
+    if len(head) < 26 or head[12:16] != b"IHDR":
         return None
-    return head[24]
+    return head[24], head[25]
+
+
+def _png_grey_depth(path: Path) -> int | None:
+    """The bits per pixel of a greyscale PNG without alpha (IHDR colour type 0), else ``None``."""
+    header = _png_header(path)
+    return header[0] if header is not None and header[1] == 0 else None
 
 
 def _png_16bit_colour(path: Path) -> str | None:
     """The mode (``"RGB;16"``, ``"LA;16"``, ``"RGBA;16"``) of a PNG whose header (IHDR) says 16 bits per sample
     with colour or alpha, else ``None``."""
-    with open(path, "rb") as fh:
-        head = fh.read(26)
-    if len(head) < 26 or head[12:16] != b"IHDR" or head[24] != 16:
+    header = _png_header(path)
+    if header is None or header[0] != 16:
         return None
-    return {2: "RGB;16", 4: "LA;16", 6: "RGBA;16"}.get(head[25])
+    return {2: "RGB;16", 4: "LA;16", 6: "RGBA;16"}.get(header[1])
 
 
 def _png_decode_16bit(path: Path) -> np.ndarray:
