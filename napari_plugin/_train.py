@@ -382,6 +382,7 @@ class TrainWidget(Container):
             return None
         from micro_seg.errors import MicroSegError
         from micro_seg.io import check_output_folder
+        from micro_seg.registry import PREVIOUS_DIR
 
         target = Path(params.out_dir) / params.name
         try:  # before training, not after it: the trained model would have nowhere to go
@@ -397,7 +398,7 @@ class TrainWidget(Container):
             return None
         if target.exists():
             notify_info(f"A model called '{params.name}' exists; it will be replaced when training finishes, and kept "
-                        f"in {target / 'previous'} (pick that folder as the model to go back to it).")
+                        f"in {target / PREVIOUS_DIR} (pick that folder as the model to go back to it).")
         self._plot.clear()
         self._time_limit_s = params.time_limit_s
         return self._runner.start(train_job, params, on_done=self._done, on_yield=self._on_progress,

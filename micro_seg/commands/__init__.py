@@ -35,3 +35,17 @@ def add_databar_option(parser, help_more: str = "") -> None:
     with what it means for this command."""
     parser.add_argument("--databar-rows", type=databar_arg, default=None, metavar="auto|N", dest="databar_rows",
                         help=DATABAR_HELP + help_more)
+
+
+def note_model_replaced(out) -> None:
+    """Say on stderr, before training starts, that ``out`` already holds a model, which the run replaces when it
+    ends and keeps in ``out/previous`` (:func:`micro_seg.registry.keep_previous_model`)."""
+    import sys
+    from pathlib import Path
+
+    from micro_seg.registry import CARD_FILE, PREVIOUS_DIR
+
+    out = Path(out)
+    if (out / CARD_FILE).is_file():
+        print(f"note: {out} already holds a model; training replaces it when it ends and keeps it in "
+              f"{out / PREVIOUS_DIR} (--model {out / PREVIOUS_DIR})", file=sys.stderr, flush=True)

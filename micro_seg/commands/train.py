@@ -42,6 +42,7 @@ import numpy as np
 
 from micro_seg.augment import AUGMENT_PRESETS
 from micro_seg.io import check_output_folder
+from micro_seg.commands import note_model_replaced
 from micro_seg.errors import InputFileNotFoundError, OutputPathError, TrainingDataError
 
 _IMAGE_EXT = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
@@ -619,9 +620,8 @@ def run(args: argparse.Namespace) -> dict:
         check_grain_classes(classes, "--classes" if args.classes else "the classes")
     out = Path(args.out)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out / "checkpoint"
-    if (out / "card.yaml").is_file() and not args.resume:
-        print(f"note: {out} already holds a model; training replaces it when it ends "
-              f"and keeps it in {Path(out) / 'previous'} (--model {Path(out) / 'previous'})", file=sys.stderr, flush=True)
+    if not args.resume:
+        note_model_replaced(out)
     if args.resume and not (ckpt / "last.json").exists():
         print(f"note: --resume: no checkpoint found in {ckpt}; training starts from the beginning",
               file=sys.stderr, flush=True)

@@ -20,6 +20,8 @@ from pathlib import Path
 import sys
 from typing import Any
 
+from micro_seg.commands import note_model_replaced
+
 __all__ = ["register", "run"]
 
 # kept in step with micro_seg.classifier.ARCHITECTURES (tests/test_headless.py checks it)
@@ -135,9 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     check_output_folder(args.out, "--out")
     _check_options(args)
-    if (Path(args.out) / "card.yaml").is_file():  # as `micro-seg train` says it
-        print(f"note: {args.out} already holds a model; training replaces it when it ends "
-              f"and keeps it in {Path(args.out) / 'previous'} (--model {Path(args.out) / 'previous'})", file=sys.stderr, flush=True)
+    note_model_replaced(args.out)
     config = ClassifierConfig(
         arch=args.arch, in_channels={"auto": 0, "grey": 1, "rgb": 3}[args.channels], input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, seed=args.seed, max_minutes=args.max_minutes, balanced=args.balanced,
