@@ -65,11 +65,9 @@ def test_batch_writes_one_set_of_outputs_per_image_for_clashing_names(tmp_path):
         assert tifffile.imread(tmp_path / "out" / rows[rel]["labels"]).shape == shape
 
 
-def test_an_added_file_that_takes_a_finished_images_output_stem_does_not_leave_it_naming_other_labels(tmp_path):
-    """x_png.tif added beside a finished x.png and x.tif takes the stem x_png: its labels overwrote x.png's, and
-    images.csv still gave labels/x_png_labels.tif (now of another image, another shape) as x.png's."""
+def _finished_x_png_and_x_tif(tmp_path):
+    """A one-grain model and IN_DIR/s with x.png (64 x 72) and x.tif (64 x 80), batched once into OUT_DIR."""
     pytest.importorskip("torch")
-    import tifffile
     from PIL import Image
 
     from test_batch_engine import constant_model
@@ -81,6 +79,15 @@ def test_an_added_file_that_takes_a_finished_images_output_stem_does_not_leave_i
     Image.fromarray(disk_image(1, seed=0, shape=(64, 72))).save(root / "s" / "x.png")
     write_tiff(root / "s" / "x.tif", disk_image(1, seed=1, shape=(64, 80)))
     run_batch(root, out, model=str(model), workers=0)
+    return model, root, out
+
+
+def test_an_added_file_that_takes_a_finished_images_output_stem_does_not_leave_it_naming_other_labels(tmp_path):
+    """x_png.tif added beside a finished x.png and x.tif takes the stem x_png: its labels overwrote x.png's, and
+    images.csv still gave labels/x_png_labels.tif (now of another image, another shape) as x.png's."""
+    import tifffile
+
+    model, root, out = _finished_x_png_and_x_tif(tmp_path)
     assert read_rows(out / "images.csv")["s/x.png"]["labels"] == "labels/s/x_png_labels.tif"
     write_tiff(root / "s" / "x_png.tif", disk_image(1, seed=2, shape=(64, 96)))
     s = run_batch(root, out, model=str(model), workers=0)
@@ -98,20 +105,11 @@ def test_an_added_file_that_takes_a_finished_images_output_stem_does_not_leave_i
 def test_a_finished_image_left_naming_another_images_labels_by_an_earlier_release_is_redone(tmp_path, monkeypatch):
     """An OUT_DIR where x_png.tif was added beside x.png before the take-over check existed: x.png's row names
     labels/s/x_png_labels.tif, which x_png.tif wrote over, and the re-run kept that pairing (0 processed)."""
-    pytest.importorskip("torch")
     import tifffile
-    from PIL import Image
 
     import micro_seg.batch as batch
-    from test_batch_engine import constant_model
 
-    model = constant_model(tmp_path / "models" / "one-grain", task="grains", classes=["grain", "boundary"],
-                           winner=0, name="one-grain")
-    root, out = tmp_path / "in", tmp_path / "out"
-    (root / "s").mkdir(parents=True)
-    Image.fromarray(disk_image(1, seed=0, shape=(64, 72))).save(root / "s" / "x.png")
-    write_tiff(root / "s" / "x.tif", disk_image(1, seed=1, shape=(64, 80)))
-    run_batch(root, out, model=str(model), workers=0)
+    model, root, out = _finished_x_png_and_x_tif(tmp_path)
     write_tiff(root / "s" / "x_png.tif", disk_image(1, seed=2, shape=(64, 96)))
     with monkeypatch.context() as m:  # the release before the check
         m.setattr(batch, "_outputs_taken_over", lambda files, todo, known: set())
