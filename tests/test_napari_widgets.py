@@ -1897,16 +1897,11 @@ def test_train_widget_refuses_a_model_name_that_is_not_a_folder_of_its_own(make_
     assert any("Type a model name" in m for m in _messages(notes, "warning"))
 
 
-def test_train_refuses_the_annotations_of_another_image_of_the_same_size(make_napari_viewer, tmp_path, monkeypatch,
-                                                                         notes):
-    """Fields of one size (the usual case): with 'field2' under Image and the strokes made on 'field1' under
-    Annotations, Train trained the pixels of field2 with the classes painted on field1, silently. Refused now,
-    naming the image the annotations belong to."""
+def _strokes_painted_on_field1(viewer):
+    """Two fields of one size, 'field1' and 'field2', and an Annotate widget whose strokes (the true classes) were
+    painted on field1: ``(field1, field2, annotate widget, strokes layer)``."""
     from napari_plugin._annotate import AnnotateWidget
-    from napari_plugin._train import TrainWidget
 
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    viewer = make_napari_viewer()
     (one, truth), (two, _) = two_phase_image((64, 64), seed=1), two_phase_image((64, 64), seed=2)
     field1, field2 = viewer.add_image(one, name="field1"), viewer.add_image(two, name="field2")
     ann = AnnotateWidget(viewer)
@@ -1914,6 +1909,19 @@ def test_train_refuses_the_annotations_of_another_image_of_the_same_size(make_na
     ann._classes.value = "matrix, particle"
     strokes = ann.new_annotation_layer()
     strokes.data = np.where(truth, 2, 1).astype(np.uint8)
+    return field1, field2, ann, strokes
+
+
+def test_train_refuses_the_annotations_of_another_image_of_the_same_size(make_napari_viewer, tmp_path, monkeypatch,
+                                                                         notes):
+    """Fields of one size (the usual case): with 'field2' under Image and the strokes made on 'field1' under
+    Annotations, Train trained the pixels of field2 with the classes painted on field1, silently. Refused now,
+    naming the image the annotations belong to."""
+    from napari_plugin._train import TrainWidget
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    viewer = make_napari_viewer()
+    field1, field2, ann, strokes = _strokes_painted_on_field1(viewer)
     train = TrainWidget(viewer)
     monkeypatch.setattr(train._runner, "start", lambda *a, **k: "started")
     train._annotations.value = strokes
@@ -1927,16 +1935,8 @@ def test_train_refuses_the_annotations_of_another_image_of_the_same_size(make_na
 
 def test_save_pair_refuses_the_annotations_of_another_image_of_the_same_size(make_napari_viewer, tmp_path, notes):
     """Annotate's Save wrote field2's pixels with the strokes painted on field1 (same size) as a training pair."""
-    from napari_plugin._annotate import AnnotateWidget
-
     viewer = make_napari_viewer()
-    (one, truth), (two, _) = two_phase_image((64, 64), seed=1), two_phase_image((64, 64), seed=2)
-    field1, field2 = viewer.add_image(one, name="field1"), viewer.add_image(two, name="field2")
-    ann = AnnotateWidget(viewer)
-    ann._image.value = field1
-    ann._classes.value = "matrix, particle"
-    strokes = ann.new_annotation_layer()
-    strokes.data = np.where(truth, 2, 1).astype(np.uint8)
+    field1, field2, ann, strokes = _strokes_painted_on_field1(viewer)
     ann._folder.value = str(tmp_path / "training")
     ann._image.value = field2
     assert ann.save_pair() is None and not (tmp_path / "training").exists()
